@@ -131,13 +131,16 @@ impl Cell {
     }
 
     /// Turns an expired cell into the tombstone it stands for, so that
-    /// compaction can drop the value while keeping the deletion.
+    /// compaction can drop the value while keeping the deletion. As in
+    /// Cassandra the tombstone dates from the write (expiry minus TTL): every
+    /// replica expires the cell on its own, so gc grace need not wait for a
+    /// deletion to spread.
     pub fn expired_to_tombstone(&self, now: LocalTime) -> Option<Cell> {
         match &self.value {
-            CellValue::Expiring { expires_at, .. } if now >= *expires_at => Some(Cell {
+            CellValue::Expiring { expires_at, ttl, .. } if now >= *expires_at => Some(Cell {
                 timestamp: self.timestamp,
                 value: CellValue::Tombstone {
-                    deleted_at: *expires_at,
+                    deleted_at: *expires_at - i64::from(*ttl),
                 },
             }),
             _ => None,

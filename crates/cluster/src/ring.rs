@@ -1,0 +1,375 @@
+//! The token ring: which node owns which tokens, and token allocation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use gyre_common::{Token, MIN_TOKEN};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A node's permanent identity (survives address changes and restarts).
+pub type HostId = uuid::Uuid;
+
+/// Number of distinct Murmur3 tokens: the ring's circumference.
+const RING_SIZE: u128 = 1 << 64;
+
+/// Default number of vnodes per node.
+pub const DEFAULT_NUM_TOKENS: usize = 16;
+
+/// Where a node lives: what placement needs to know about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub host_id: HostId,
+    pub address: SocketAddr,
+    pub dc: String,
+    pub rack: String,
+}
+
+/// Width of the ring range `(prev, end]`; a lone token owns the whole ring.
+pub fn range_width(prev: Token, end: Token) -> u128 {
+    let w = (i128::from(end) - i128::from(prev)).rem_euclid(RING_SIZE as i128) as u128;
+    if w == 0 {
+        RING_SIZE
+    } else {
+        w
+    }
+}
+
+/// `prev + delta` on the ring (wrapping).
+fn ring_add(prev: Token, delta: u128) -> Token {
+    let v = (i128::from(prev) + delta as i128).rem_euclid(RING_SIZE as i128);
+    // Map [0, 2^64) back onto i64 (two's complement).
+    (v as u64) as i64
+}
+
+/// Ring membership: normal nodes with their tokens, plus nodes in transit
+/// (bootstrapping with their future tokens, or leaving).
+///
+/// A node owning token `T` owns the range `(previous token, T]`, wrapping.
+#[derive(Clone, Debug, Default)]
+pub struct TokenMetadata {
+    nodes: BTreeMap<HostId, NodeInfo>,
+    normal: BTreeMap<HostId, Vec<Token>>,
+    bootstrapping: BTreeMap<HostId, Vec<Token>>,
+    leaving: BTreeSet<HostId>,
+    /// Sorted `(token, owner)` of normal nodes; rebuilt on every change.
+    ring: Vec<(Token, HostId)>,
+}
+
+impl TokenMetadata {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `info` as a normal ring member owning `tokens` (replacing any
+    /// previous tokens). Ends any bootstrapping or leaving state of the node.
+    pub fn update_normal(&mut self, info: NodeInfo, tokens: &[Token]) -> Result<()> {
+        let host = info.host_id;
+        let tokens = self.check_tokens(host, tokens)?;
+        self.bootstrapping.remove(&host);
+        self.leaving.remove(&host);
+        self.nodes.insert(host, info);
+        self.normal.insert(host, tokens);
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Records that `info` is joining and will own `tokens`.
+    pub fn add_bootstrapping(&mut self, info: NodeInfo, tokens: &[Token]) -> Result<()> {
+        let host = info.host_id;
+        if self.normal.contains_key(&host) {
+            return Err(Error::AlreadyNormal(host));
+        }
+        let tokens = self.check_tokens(host, tokens)?;
+        self.nodes.insert(host, info);
+        self.bootstrapping.insert(host, tokens);
+        Ok(())
+    }
+
+    /// Records that the normal node `host` is leaving the ring.
+    pub fn add_leaving(&mut self, host: HostId) -> Result<()> {
+        if !self.normal.contains_key(&host) {
+            return Err(Error::UnknownNode(host));
+        }
+        self.leaving.insert(host);
+        Ok(())
+    }
+
+    /// Forgets `host` entirely (it left, or was removed).
+    pub fn remove_node(&mut self, host: HostId) -> Option<NodeInfo> {
+        self.bootstrapping.remove(&host);
+        self.leaving.remove(&host);
+        let was_normal = self.normal.remove(&host).is_some();
+        if was_normal {
+            self.rebuild();
+        }
+        self.nodes.remove(&host)
+    }
+
+    fn check_tokens(&self, host: HostId, tokens: &[Token]) -> Result<Vec<Token>> {
+        if tokens.is_empty() {
+            return Err(Error::NoTokens(host));
+        }
+        let mut sorted = tokens.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let owners = self.normal.iter().chain(self.bootstrapping.iter());
+        for (owner, owned) in owners {
+            if *owner == host {
+                continue;
+            }
+            if let Some(t) = sorted.iter().find(|t| owned.binary_search(t).is_ok()) {
+                return Err(Error::TokenConflict {
+                    token: *t,
+                    owner: *owner,
+                });
+            }
+        }
+        Ok(sorted)
+    }
+
+    fn rebuild(&mut self) {
+        self.ring = self
+            .normal
+            .iter()
+            .flat_map(|(h, ts)| ts.iter().map(move |t| (*t, *h)))
+            .collect();
+        self.ring.sort_unstable();
+    }
+
+    /// Information about a known node (normal or in transit).
+    pub fn node(&self, host: &HostId) -> Option<&NodeInfo> {
+        self.nodes.get(host)
+    }
+
+    /// All known nodes (normal or in transit), by host id.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values()
+    }
+
+    /// Normal members, by host id.
+    pub fn normal_nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.normal.keys().filter_map(|h| self.nodes.get(h))
+    }
+
+    pub fn is_normal(&self, host: &HostId) -> bool {
+        self.normal.contains_key(host)
+    }
+
+    /// Joining nodes and the tokens they will own.
+    pub fn bootstrapping(&self) -> impl Iterator<Item = (&HostId, &[Token])> {
+        self.bootstrapping.iter().map(|(h, t)| (h, t.as_slice()))
+    }
+
+    /// Normal nodes that are leaving.
+    pub fn leaving(&self) -> impl Iterator<Item = &HostId> {
+        self.leaving.iter()
+    }
+
+    /// True when some node is joining or leaving (so writes have pending replicas).
+    pub fn has_pending(&self) -> bool {
+        !self.bootstrapping.is_empty() || !self.leaving.is_empty()
+    }
+
+    /// The sorted tokens of `host` (normal, else bootstrapping); empty if unknown.
+    pub fn tokens_of(&self, host: &HostId) -> &[Token] {
+        self.normal
+            .get(host)
+            .or_else(|| self.bootstrapping.get(host))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The ring of normal nodes: `(token, owner)` sorted by token.
+    pub fn ring(&self) -> &[(Token, HostId)] {
+        &self.ring
+    }
+
+    pub fn sorted_tokens(&self) -> Vec<Token> {
+        self.ring.iter().map(|(t, _)| *t).collect()
+    }
+
+    /// Index in [`ring`](Self::ring) of the first token `>= token`, wrapping.
+    pub fn first_index(&self, token: Token) -> Option<usize> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let i = self.ring.partition_point(|(t, _)| *t < token);
+        Some(if i == self.ring.len() { 0 } else { i })
+    }
+
+    /// The primary owner of `token`: the owner of the first ring token `>= token`.
+    pub fn primary_owner(&self, token: Token) -> Option<HostId> {
+        self.first_index(token).map(|i| self.ring[i].1)
+    }
+
+    /// The ring token ending the range that contains `token`.
+    pub fn range_end(&self, token: Token) -> Option<Token> {
+        self.first_index(token).map(|i| self.ring[i].0)
+    }
+
+    /// Walks the ring clockwise once, starting at the range containing `token`.
+    pub fn ring_walk(&self, token: Token) -> impl Iterator<Item = (Token, HostId)> + '_ {
+        let start = self.first_index(token).unwrap_or(0);
+        let n = self.ring.len();
+        (0..n).map(move |k| self.ring[(start + k) % n])
+    }
+
+    /// Datacenter -> (node count, racks) over normal nodes.
+    pub fn topology(&self) -> BTreeMap<&str, (usize, BTreeSet<&str>)> {
+        let mut topo: BTreeMap<&str, (usize, BTreeSet<&str>)> = BTreeMap::new();
+        for info in self.normal_nodes() {
+            let e = topo.entry(info.dc.as_str()).or_default();
+            e.0 += 1;
+            e.1.insert(info.rack.as_str());
+        }
+        topo
+    }
+
+    /// Fraction of the whole ring each normal node owns as primary.
+    pub fn ownership(&self) -> BTreeMap<HostId, f64> {
+        ownership_of(&self.ring)
+    }
+
+    /// Fraction of the ring each normal node of `dc` owns when only that
+    /// datacenter's tokens are considered (what NetworkTopologyStrategy balances).
+    pub fn ownership_in_dc(&self, dc: &str) -> BTreeMap<HostId, f64> {
+        let sub: Vec<(Token, HostId)> = self
+            .ring
+            .iter()
+            .filter(|(_, h)| self.nodes.get(h).is_some_and(|n| n.dc == dc))
+            .copied()
+            .collect();
+        ownership_of(&sub)
+    }
+
+    /// Chooses `num_tokens` tokens for a new node in datacenter `dc`.
+    ///
+    /// The first node of a datacenter gets evenly spaced tokens at an offset
+    /// drawn from `seed`. Later nodes greedily take a slice of the largest
+    /// range of the currently most-loaded node of the datacenter, sized so the
+    /// new node ends near `1/(N+1)` of the datacenter's ring. Deterministic for
+    /// a given ring and seed. Unlike Cassandra's allocator it ignores the
+    /// replication factor (it balances primary ownership).
+    pub fn allocate_tokens(&self, dc: &str, num_tokens: usize, seed: u64) -> Vec<Token> {
+        let num_tokens = num_tokens.max(1);
+        let mut taken: BTreeSet<Token> = self.ring.iter().map(|(t, _)| *t).collect();
+        taken.extend(self.bootstrapping.values().flatten().copied());
+        taken.insert(MIN_TOKEN);
+
+        // Current owners in this DC; joining nodes count as owners so that
+        // concurrent joins do not pick the same ranges.
+        let mut sub: BTreeMap<Token, Option<HostId>> = BTreeMap::new();
+        let dc_members = self
+            .normal
+            .iter()
+            .chain(self.bootstrapping.iter())
+            .filter(|(h, _)| self.nodes.get(h).is_some_and(|n| n.dc == dc));
+        for (h, ts) in dc_members {
+            for t in ts {
+                sub.insert(*t, Some(*h));
+            }
+        }
+
+        let mut out = Vec::with_capacity(num_tokens);
+        if sub.is_empty() {
+            let offset: u64 = rand::rngs::StdRng::seed_from_u64(seed).gen();
+            let step = RING_SIZE / num_tokens as u128;
+            for i in 0..num_tokens {
+                let t = free_token(ring_add(offset as i64, step * i as u128), &taken);
+                taken.insert(t);
+                out.push(t);
+            }
+            out.sort_unstable();
+            return out;
+        }
+
+        let existing: BTreeSet<HostId> = sub.values().flatten().copied().collect();
+        let target = RING_SIZE as f64 / (existing.len() + 1) as f64;
+        for placed in 0..num_tokens {
+            // (owner -> owned width) and each owner's largest range.
+            let mut owned: BTreeMap<Option<HostId>, u128> = BTreeMap::new();
+            let mut largest: BTreeMap<HostId, (u128, Token)> = BTreeMap::new();
+            let mut prev = sub.keys().next_back().copied().unwrap_or(MIN_TOKEN);
+            for (&t, &owner) in &sub {
+                let w = range_width(prev, t);
+                *owned.entry(owner).or_default() += w;
+                if let Some(h) = owner {
+                    let e = largest.entry(h).or_insert((0, prev));
+                    if w > e.0 {
+                        *e = (w, prev);
+                    }
+                }
+                prev = t;
+            }
+            let mine = owned.get(&None).copied().unwrap_or(0) as f64;
+            let want = ((target - mine) / (num_tokens - placed) as f64).max(1.0);
+            // Donor: the most loaded existing node (ties: smallest host id).
+            let Some((donor, donor_owned)) = existing
+                .iter()
+                .map(|h| (*h, owned.get(&Some(*h)).copied().unwrap_or(0)))
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            else {
+                break;
+            };
+            let Some(&(width, start)) = largest.get(&donor) else {
+                break;
+            };
+            if width < 2 {
+                break;
+            }
+            let excess = (donor_owned as f64 - target).max(1.0);
+            let amount = want.min(excess).min((width - 1) as f64).max(1.0) as u128;
+            let mut t = ring_add(start, amount);
+            // Stay strictly inside (start, start + width) and off other DCs' tokens.
+            let mut tries = 0u32;
+            while (taken.contains(&t) || sub.contains_key(&t)) && tries < 1024 {
+                t = t.wrapping_add(1);
+                tries += 1;
+            }
+            if taken.contains(&t) || sub.contains_key(&t) {
+                break;
+            }
+            sub.insert(t, None);
+            taken.insert(t);
+            out.push(t);
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+fn free_token(mut t: Token, taken: &BTreeSet<Token>) -> Token {
+    while taken.contains(&t) {
+        t = t.wrapping_add(1);
+    }
+    t
+}
+
+fn ownership_of(ring: &[(Token, HostId)]) -> BTreeMap<HostId, f64> {
+    let mut out = BTreeMap::new();
+    let Some(&(last, _)) = ring.last() else {
+        return out;
+    };
+    let mut prev = last;
+    for &(t, h) in ring {
+        *out.entry(h).or_insert(0.0) += range_width(prev, t) as f64 / RING_SIZE as f64;
+        prev = t;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths_wrap() {
+        assert_eq!(range_width(10, 20), 10);
+        assert_eq!(range_width(20, 10), RING_SIZE - 10);
+        assert_eq!(range_width(5, 5), RING_SIZE);
+        assert_eq!(range_width(i64::MAX, i64::MIN), 1);
+        assert_eq!(ring_add(i64::MAX, 1), i64::MIN);
+    }
+}

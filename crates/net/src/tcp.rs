@@ -1,0 +1,574 @@
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::frame::{
+    decode_frame, encode_frame, encode_parts, encoded_len, ConnectionClass, Frame, FrameKind,
+    Handshake, DEFAULT_MAX_FRAME_SIZE,
+};
+use crate::transport::{
+    InboundSink, Message, NodeAddr, Priority, SendOptions, Transport, TransportStats, Verb,
+};
+
+/// Settings of the TCP transport.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Listen address; outgoing connections bind their local side to its IP
+    /// so peers see this node's address (one loopback IP per node in tests).
+    pub listen: SocketAddr,
+    pub host_id: Uuid,
+    /// Largest frame accepted or sent; bigger incoming frames close the connection.
+    pub max_frame_size: usize,
+    /// Payloads above this many bytes use the large-message connection.
+    pub large_message_threshold: usize,
+    /// Messages queued per connection before sends fail with `QueueFull`.
+    pub queue_capacity: usize,
+    /// Bytes queued per connection before sends fail with `QueueFull`
+    /// (a single message larger than this is still accepted into an empty queue).
+    pub queue_max_bytes: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub reconnect_backoff_min: Duration,
+    pub reconnect_backoff_max: Duration,
+}
+
+impl NetConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        NetConfig {
+            listen,
+            host_id: Uuid::new_v4(),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            large_message_threshold: 64 * 1024,
+            queue_capacity: 4096,
+            queue_max_bytes: 64 << 20,
+            connect_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(2),
+            reconnect_backoff_min: Duration::from_millis(20),
+            reconnect_backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    connections_opened: AtomicU64,
+    connect_failures: AtomicU64,
+    inbound_connections: AtomicU64,
+    protocol_errors: AtomicU64,
+    queue_full: AtomicU64,
+    expired: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Queued {
+    frame: Frame,
+    expires_at: Option<Instant>,
+    size: usize,
+}
+
+/// The bounded queue in front of one outbound connection. The channel itself
+/// is unbounded; the count and byte limits are enforced here, on enqueue.
+struct OutQueue {
+    tx: mpsc::UnboundedSender<Queued>,
+    len: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
+}
+
+struct Shared {
+    config: NetConfig,
+    local: SocketAddr,
+    token: CancellationToken,
+    tasks: TaskTracker,
+    sink: OnceLock<InboundSink>,
+    outbound: Mutex<HashMap<(SocketAddr, ConnectionClass), OutQueue>>,
+    counters: Counters,
+}
+
+/// Internode messaging over TCP: one listener, and up to three outbound
+/// connections per peer (urgent, small, large). Connections are one-way, as
+/// in Cassandra: a node sends on the connections it opened and receives on
+/// the ones it accepted, so responses travel on the responder's own outbound
+/// connection.
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+    listener: Mutex<Option<TcpListener>>,
+}
+
+impl TcpTransport {
+    /// Binds the listener. Use port 0 for an ephemeral port; [`Transport::local_addr`] tells the real one.
+    pub async fn bind(config: NetConfig) -> Result<Self> {
+        let socket = match config.listen {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // A restarted node must be able to take its port back while old connections sit in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(config.listen)?;
+        let listener = socket.listen(1024)?;
+        let local = listener.local_addr()?;
+        info!(%local, host_id = %config.host_id, "internode listener bound");
+        Ok(TcpTransport {
+            shared: Arc::new(Shared {
+                config,
+                local,
+                token: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                sink: OnceLock::new(),
+                outbound: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+            listener: Mutex::new(Some(listener)),
+        })
+    }
+
+    pub fn host_id(&self) -> Uuid {
+        self.shared.config.host_id
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.shared.token.cancel();
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    fn local_addr(&self) -> NodeAddr {
+        self.shared.local
+    }
+
+    fn start(&self, sink: InboundSink) -> Result<()> {
+        if self.shared.sink.set(sink).is_err() {
+            return Err(Error::Malformed("transport started twice".into()));
+        }
+        let listener = self.listener.lock().take().ok_or(Error::Shutdown)?;
+        self.shared
+            .tasks
+            .spawn(accept_loop(self.shared.clone(), listener));
+        Ok(())
+    }
+
+    fn send(&self, to: NodeAddr, msg: Message, opts: SendOptions) -> Result<()> {
+        let shared = &self.shared;
+        if shared.token.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let size = encoded_len(msg.payload.len());
+        if size > shared.config.max_frame_size {
+            return Err(Error::PayloadTooLarge {
+                size,
+                max: shared.config.max_frame_size,
+            });
+        }
+        let class = match opts.priority {
+            Priority::Bulk => ConnectionClass::Large,
+            _ if msg.payload.len() > shared.config.large_message_threshold => {
+                ConnectionClass::Large
+            }
+            Priority::Urgent => ConnectionClass::Urgent,
+            Priority::Normal => ConnectionClass::Small,
+        };
+        let mut outbound = shared.outbound.lock();
+        let queue = outbound.entry((to, class)).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let len = Arc::new(AtomicUsize::new(0));
+            let bytes = Arc::new(AtomicUsize::new(0));
+            let conn = Outbound {
+                shared: shared.clone(),
+                peer: to,
+                class,
+                rx,
+                held: VecDeque::new(),
+                len: len.clone(),
+                bytes: bytes.clone(),
+            };
+            shared.tasks.spawn(conn.run());
+            OutQueue { tx, len, bytes }
+        });
+        let prev_len = queue.len.fetch_add(1, Ordering::AcqRel);
+        let prev_bytes = queue.bytes.fetch_add(size, Ordering::AcqRel);
+        if prev_len >= shared.config.queue_capacity
+            || (prev_bytes > 0 && prev_bytes + size > shared.config.queue_max_bytes)
+        {
+            queue.len.fetch_sub(1, Ordering::AcqRel);
+            queue.bytes.fetch_sub(size, Ordering::AcqRel);
+            bump(&shared.counters.queue_full);
+            return Err(Error::QueueFull { peer: to });
+        }
+        let item = Queued {
+            frame: msg.to_frame(),
+            expires_at: opts.expires_at,
+            size,
+        };
+        queue.tx.send(item).map_err(|_| Error::Shutdown)
+    }
+
+    fn shutdown(&self) {
+        self.shared.token.cancel();
+        self.shared.outbound.lock().clear();
+    }
+
+    async fn wait_closed(&self) {
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+
+    fn stats(&self) -> TransportStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TransportStats {
+            connections_opened: get(&c.connections_opened),
+            connect_failures: get(&c.connect_failures),
+            inbound_connections: get(&c.inbound_connections),
+            protocol_errors: get(&c.protocol_errors),
+            queue_full: get(&c.queue_full),
+            expired: get(&c.expired),
+            network_dropped: 0,
+        }
+    }
+}
+
+/// Reads frames until one is complete. Used for handshakes.
+async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut, max: usize) -> Result<Frame> {
+    loop {
+        if let Some(frame) = decode_frame(buf, max)? {
+            return Ok(frame);
+        }
+        buf.reserve(4096);
+        if stream.read_buf(buf).await? == 0 {
+            return Err(if buf.is_empty() {
+                Error::Io(std::io::ErrorKind::UnexpectedEof.into())
+            } else {
+                Error::Truncated
+            });
+        }
+    }
+}
+
+fn handshake_frame(hs: &Handshake) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let frame = Frame {
+        kind: FrameKind::Handshake,
+        flags: 0,
+        verb: Verb(0),
+        id: 0,
+        payload: hs.encode(),
+    };
+    encode_frame(&frame, &mut buf);
+    buf
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.token.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                bump(&shared.counters.inbound_connections);
+                let s = shared.clone();
+                shared.tasks.spawn(async move {
+                    let result = tokio::select! {
+                        _ = s.token.cancelled() => Ok(()),
+                        r = serve_inbound(&s, stream, remote) => r,
+                    };
+                    match result {
+                        Ok(()) => debug!(%remote, "inbound connection closed"),
+                        Err(e) if e.is_protocol_error() => {
+                            bump(&s.counters.protocol_errors);
+                            error!(%remote, error = %e, "protocol error, closing inbound connection");
+                        }
+                        Err(e) => debug!(%remote, error = %e, "inbound connection failed"),
+                    }
+                });
+            }
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAddr) -> Result<()> {
+    stream.set_nodelay(true)?;
+    let max = shared.config.max_frame_size;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let first = tokio::time::timeout(
+        shared.config.handshake_timeout,
+        read_frame(&mut stream, &mut buf, max),
+    )
+    .await
+    .map_err(|_| Error::Handshake {
+        peer: remote,
+        reason: "timed out".into(),
+    })??;
+    if first.kind != FrameKind::Handshake {
+        return Err(Error::Handshake {
+            peer: remote,
+            reason: format!("expected a handshake, got {:?}", first.kind),
+        });
+    }
+    let hello = Handshake::decode(&first.payload)?;
+    let reply = Handshake {
+        host_id: shared.config.host_id,
+        addr: shared.local,
+        class: hello.class,
+    };
+    stream.write_all(&handshake_frame(&reply)).await?;
+    let from = hello.addr;
+    debug!(%remote, peer = %from, host_id = %hello.host_id, class = ?hello.class, "inbound connection established");
+    let sink = shared.sink.get().ok_or(Error::Shutdown)?.clone();
+    loop {
+        while let Some(frame) = decode_frame(&mut buf, max)? {
+            if frame.kind == FrameKind::Handshake {
+                return Err(Error::Malformed("second handshake on a connection".into()));
+            }
+            sink(Message::from_frame(from, frame));
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Truncated)
+            };
+        }
+    }
+}
+
+/// Why a connected session ended.
+enum SessionEnd {
+    Shutdown,
+    Disconnected(Error),
+}
+
+/// The task owning one outbound connection: connects lazily, reconnects
+/// with backoff, writes queued frames in order, drops expired ones.
+struct Outbound {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    class: ConnectionClass,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    /// Frames taken off the channel but not yet written.
+    held: VecDeque<Queued>,
+    len: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Outbound {
+    async fn run(mut self) {
+        let token = self.shared.token.clone();
+        let min = self.shared.config.reconnect_backoff_min;
+        let max = self.shared.config.reconnect_backoff_max;
+        let mut backoff = min;
+        loop {
+            // Connect only when there is something to send: an idle dead peer costs nothing.
+            self.drop_expired();
+            if self.held.is_empty() {
+                let next = tokio::select! {
+                    _ = token.cancelled() => return,
+                    m = self.rx.recv() => m,
+                };
+                match next {
+                    Some(q) => self.held.push_back(q),
+                    None => return,
+                }
+            }
+            let connected = tokio::select! {
+                _ = token.cancelled() => return,
+                r = self.connect() => r,
+            };
+            match connected {
+                Ok(stream) => {
+                    bump(&self.shared.counters.connections_opened);
+                    backoff = min;
+                    match self.session(stream).await {
+                        SessionEnd::Shutdown => return,
+                        SessionEnd::Disconnected(e) => {
+                            debug!(peer = %self.peer, class = ?self.class, error = %e, "outbound connection lost")
+                        }
+                    }
+                }
+                Err(e) => {
+                    bump(&self.shared.counters.connect_failures);
+                    if e.is_protocol_error() {
+                        warn!(peer = %self.peer, class = ?self.class, error = %e, "handshake failed");
+                    } else {
+                        debug!(peer = %self.peer, class = ?self.class, error = %e, "connect failed");
+                    }
+                    let jitter = rand::thread_rng().gen_range(0..=backoff.as_micros() as u64 / 4);
+                    let wait = backoff + Duration::from_micros(jitter);
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+        }
+    }
+
+    fn release(&self, q: &Queued) {
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(q.size, Ordering::AcqRel);
+    }
+
+    /// Pulls everything queued and drops what nobody waits for any more.
+    fn drop_expired(&mut self) {
+        while let Ok(q) = self.rx.try_recv() {
+            self.held.push_back(q);
+        }
+        let now = Instant::now();
+        let mut kept = VecDeque::with_capacity(self.held.len());
+        while let Some(q) = self.held.pop_front() {
+            if q.expires_at.is_some_and(|t| t <= now) {
+                self.release(&q);
+                bump(&self.shared.counters.expired);
+            } else {
+                kept.push_back(q);
+            }
+        }
+        self.held = kept;
+    }
+
+    async fn connect(&self) -> Result<TcpStream> {
+        let cfg = &self.shared.config;
+        let socket = match self.peer {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        let local_ip = self.shared.local.ip();
+        if !local_ip.is_unspecified() && local_ip.is_ipv4() == self.peer.is_ipv4() {
+            socket.bind(SocketAddr::new(local_ip, 0))?;
+        }
+        let mut stream = tokio::time::timeout(cfg.connect_timeout, socket.connect(self.peer))
+            .await
+            .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+        stream.set_nodelay(true)?;
+        let hello = Handshake {
+            host_id: cfg.host_id,
+            addr: self.shared.local,
+            class: self.class,
+        };
+        let peer = self.peer;
+        let handshake = async {
+            stream.write_all(&handshake_frame(&hello)).await?;
+            let mut buf = BytesMut::new();
+            let reply = read_frame(&mut stream, &mut buf, cfg.max_frame_size).await?;
+            if reply.kind != FrameKind::Handshake {
+                return Err(Error::Handshake {
+                    peer,
+                    reason: format!("expected a handshake reply, got {:?}", reply.kind),
+                });
+            }
+            Handshake::decode(&reply.payload)
+        };
+        let reply = tokio::time::timeout(cfg.handshake_timeout, handshake)
+            .await
+            .map_err(|_| Error::Handshake {
+                peer,
+                reason: "timed out".into(),
+            })??;
+        debug!(%peer, host_id = %reply.host_id, class = ?self.class, "outbound connection established");
+        Ok(stream)
+    }
+
+    async fn session(&mut self, stream: TcpStream) -> SessionEnd {
+        let token = self.shared.token.clone();
+        let (mut rd, mut wr) = stream.into_split();
+        let mut out = BytesMut::with_capacity(64 * 1024);
+        let mut probe = [0u8; 64];
+        loop {
+            if !self.held.is_empty() {
+                let written = tokio::select! {
+                    _ = token.cancelled() => return SessionEnd::Shutdown,
+                    r = self.write_held(&mut wr, &mut out) => r,
+                };
+                if let Err(e) = written {
+                    return SessionEnd::Disconnected(e);
+                }
+            }
+            tokio::select! {
+                _ = token.cancelled() => return SessionEnd::Shutdown,
+                // The peer never writes after the handshake; a readable socket means it closed.
+                r = rd.read(&mut probe) => {
+                    return SessionEnd::Disconnected(match r {
+                        Ok(0) => Error::Io(std::io::ErrorKind::UnexpectedEof.into()),
+                        Ok(_) => Error::Malformed("peer wrote on an outbound connection".into()),
+                        Err(e) => Error::Io(e),
+                    });
+                }
+                m = self.rx.recv() => match m {
+                    Some(q) => {
+                        self.held.push_back(q);
+                        while let Ok(q) = self.rx.try_recv() {
+                            self.held.push_back(q);
+                        }
+                    }
+                    None => return SessionEnd::Shutdown,
+                },
+            }
+        }
+    }
+
+    /// Writes every held frame, batching small ones; big payloads are written
+    /// straight from their buffer instead of being copied.
+    async fn write_held(&mut self, wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<()> {
+        const COPY_LIMIT: usize = 16 * 1024;
+        const BATCH: usize = 64 * 1024;
+        let now = Instant::now();
+        while let Some(q) = self.held.pop_front() {
+            self.release(&q);
+            if q.expires_at.is_some_and(|t| t <= now) {
+                bump(&self.shared.counters.expired);
+                continue;
+            }
+            if q.frame.payload.len() <= COPY_LIMIT {
+                encode_frame(&q.frame, out);
+            } else {
+                let (header, trailer) = encode_parts(&q.frame);
+                if !out.is_empty() {
+                    wr.write_all(out).await?;
+                    out.clear();
+                }
+                wr.write_all(&header).await?;
+                wr.write_all(&q.frame.payload).await?;
+                out.extend_from_slice(&trailer);
+            }
+            if out.len() >= BATCH {
+                wr.write_all(out).await?;
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            wr.write_all(out).await?;
+            out.clear();
+        }
+        Ok(())
+    }
+}

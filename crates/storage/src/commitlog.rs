@@ -1,0 +1,545 @@
+//! The commitlog: every mutation is appended here before it is applied to a
+//! memtable, so that a restart can replay what was not yet flushed.
+//!
+//! Layout: numbered segment files `CommitLog-<id>.log`, each a header (magic,
+//! segment id, CRC) and records `[len u32][crc(len) u32][payload][crc u32]`.
+//! Appends go to an in-memory buffer under a mutex; a syncer thread writes the
+//! buffer out and fsyncs it according to the [`SyncMode`]. A failed write or
+//! fsync poisons the log: every later append fails, and nothing is retried
+//! blindly (the kernel may have dropped the dirty pages).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::SyncMode;
+use crate::error::IoContext;
+use crate::{Error, Result, TableId};
+
+const MAGIC: &[u8; 8] = b"GYRECL01";
+const HEADER_LEN: u64 = 20;
+/// Write the buffer out without waiting for the syncer once it is this big.
+const MAX_BUFFER: usize = 8 << 20;
+
+/// A position in the commitlog; orders all records ever written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+struct Active {
+    segment: u64,
+    file: Arc<File>,
+    /// Bytes of the segment already handed to the file.
+    written: u64,
+    buf: Vec<u8>,
+}
+
+struct SyncState {
+    synced: Position,
+    error: Option<String>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    mode: SyncMode,
+    segment_bytes: u64,
+    active: Mutex<Active>,
+    sync: Mutex<SyncState>,
+    synced_cv: Condvar,
+    /// Wakes the syncer.
+    pending_cv: Condvar,
+    pending: Mutex<bool>,
+    shutdown: AtomicBool,
+    poisoned: AtomicBool,
+    /// Per segment, the tables with unflushed data and their last offset.
+    dirty: Mutex<BTreeMap<u64, HashMap<TableId, u64>>>,
+    bytes_written: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// The commitlog of one engine.
+pub struct CommitLog {
+    shared: Arc<Shared>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A record found on replay.
+pub struct Replayed {
+    pub position: Position,
+    pub payload: bytes::Bytes,
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("CommitLog-{id}.log"))
+}
+
+/// Lists segment ids in a directory, oldest first.
+pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for e in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let e = e.ctx(|| format!("listing {}", dir.display()))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some(id) = name.strip_prefix("CommitLog-").and_then(|s| s.strip_suffix(".log")) {
+            if let Ok(id) = id.parse() {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing directory {}", dir.display()))
+}
+
+fn create_segment(dir: &Path, id: u64) -> Result<File> {
+    let path = segment_path(dir, id);
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    let mut header = Vec::with_capacity(HEADER_LEN as usize);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&id.to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+    f.write_all(&header).ctx(|| format!("writing {}", path.display()))?;
+    f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+    fsync_dir(dir)?;
+    Ok(f)
+}
+
+/// Frames a payload as a commitlog record.
+pub fn frame_record(payload: &[u8], out: &mut Vec<u8>) {
+    let len = (payload.len() as u32).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+}
+
+impl CommitLog {
+    /// Starts a new segment numbered after every existing one. Replay must
+    /// have happened before (see [`replay_segment`]).
+    pub fn open(dir: &Path, mode: SyncMode, segment_bytes: u64, first_segment: u64) -> Result<CommitLog> {
+        let file = Arc::new(create_segment(dir, first_segment)?);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            mode,
+            segment_bytes,
+            active: Mutex::new(Active {
+                segment: first_segment,
+                file,
+                written: HEADER_LEN,
+                buf: Vec::with_capacity(1 << 20),
+            }),
+            sync: Mutex::new(SyncState {
+                synced: Position {
+                    segment: first_segment,
+                    offset: HEADER_LEN,
+                },
+                error: None,
+            }),
+            synced_cv: Condvar::new(),
+            pending_cv: Condvar::new(),
+            pending: Mutex::new(false),
+            shutdown: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            dirty: Mutex::new(BTreeMap::new()),
+            bytes_written: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let syncer = std::thread::Builder::new()
+            .name("commitlog-sync".into())
+            .spawn(move || s.run_syncer())
+            .ctx(|| "starting the commitlog syncer".into())?;
+        Ok(CommitLog {
+            shared,
+            syncer: Mutex::new(Some(syncer)),
+        })
+    }
+
+    /// Appends a record for `table`; returns the position just past it. The
+    /// record is durable once [`CommitLog::wait_durable`] returns for it.
+    pub fn append(&self, table: TableId, payload: &[u8]) -> Result<Position> {
+        let sh = &self.shared;
+        if sh.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned(sh.error_text()));
+        }
+        let rec_len = payload.len() as u64 + 12;
+        let mut a = sh.active.lock();
+        let mut end = a.written + a.buf.len() as u64;
+        if end + rec_len > sh.segment_bytes && end > HEADER_LEN {
+            sh.roll(&mut a)?;
+            end = HEADER_LEN;
+        }
+        frame_record(payload, &mut a.buf);
+        let pos = Position {
+            segment: a.segment,
+            offset: end + rec_len,
+        };
+        sh.dirty.lock().entry(a.segment).or_default().insert(table, pos.offset);
+        if a.buf.len() >= MAX_BUFFER {
+            sh.write_out(&mut a)?;
+        }
+        drop(a);
+        if sh.mode.waits_for_sync() {
+            let mut p = sh.pending.lock();
+            if !*p {
+                *p = true;
+                sh.pending_cv.notify_one();
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Blocks until `pos` is fsynced, when the sync mode acknowledges only
+    /// synced writes.
+    pub fn wait_durable(&self, pos: Position) -> Result<()> {
+        let sh = &self.shared;
+        if !sh.mode.waits_for_sync() {
+            return Ok(());
+        }
+        let mut s = sh.sync.lock();
+        loop {
+            if let Some(e) = &s.error {
+                return Err(Error::Poisoned(e.clone()));
+            }
+            if s.synced >= pos {
+                return Ok(());
+            }
+            sh.synced_cv.wait(&mut s);
+        }
+    }
+
+    /// The position the next record will start at: every record before it
+    /// belongs to memtables that existed when this was called.
+    pub fn current_position(&self) -> Position {
+        let a = self.shared.active.lock();
+        Position {
+            segment: a.segment,
+            offset: a.written + a.buf.len() as u64,
+        }
+    }
+
+    /// Records that every write to `table` before `upto` is on disk in
+    /// SSTables, and deletes segments nothing depends on any more.
+    pub fn mark_flushed(&self, table: TableId, upto: Position) -> Result<()> {
+        let active = self.shared.active.lock().segment;
+        let mut removable = Vec::new();
+        {
+            let mut dirty = self.shared.dirty.lock();
+            for (seg, tables) in dirty.iter_mut() {
+                if *seg > upto.segment {
+                    break;
+                }
+                if let Some(last) = tables.get(&table) {
+                    if *seg < upto.segment || *last <= upto.offset {
+                        tables.remove(&table);
+                    }
+                }
+            }
+            let segs: Vec<u64> = dirty.keys().copied().collect();
+            for seg in segs {
+                if seg < active && dirty.get(&seg).is_some_and(|t| t.is_empty()) {
+                    dirty.remove(&seg);
+                    removable.push(seg);
+                }
+            }
+        }
+        for seg in removable {
+            let path = segment_path(&self.shared.dir, seg);
+            fs::remove_file(&path).ctx(|| format!("deleting {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a dropped table, so its records no longer keep segments.
+    pub fn forget_table(&self, table: TableId) -> Result<()> {
+        self.mark_flushed(table, Position {
+            segment: u64::MAX,
+            offset: u64::MAX,
+        })
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.shared.bytes_written.load(Ordering::Relaxed)
+    }
+
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Writes out and syncs everything appended so far, then stops the syncer.
+    pub fn close(&self) -> Result<()> {
+        self.shared.shutdown.store(true, Ordering::Release);
+        {
+            let _p = self.shared.pending.lock();
+            self.shared.pending_cv.notify_one();
+        }
+        if let Some(h) = self.syncer.lock().take() {
+            let _ = h.join();
+        }
+        self.shared.sync_now()
+    }
+
+    /// Marks the log failed, as after an fsync error (used by fault tests).
+    pub fn poison(&self, why: &str) {
+        self.shared.fail(why.to_string());
+    }
+}
+
+impl Drop for CommitLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the commitlog");
+        }
+    }
+}
+
+impl Shared {
+    fn error_text(&self) -> String {
+        self.sync.lock().error.clone().unwrap_or_else(|| "commitlog failed".into())
+    }
+
+    fn fail(&self, why: String) {
+        tracing::error!(error = %why, "commitlog failed: refusing further writes");
+        self.poisoned.store(true, Ordering::Release);
+        let mut s = self.sync.lock();
+        if s.error.is_none() {
+            s.error = Some(why);
+        }
+        self.synced_cv.notify_all();
+    }
+
+    /// Hands the buffer to the file (no fsync).
+    fn write_out(&self, a: &mut Active) -> Result<()> {
+        if a.buf.is_empty() {
+            return Ok(());
+        }
+        let res = (&*a.file).write_all(&a.buf);
+        if let Err(e) = res {
+            let msg = format!("writing commitlog segment {}: {e}", a.segment);
+            self.fail(msg.clone());
+            return Err(Error::Poisoned(msg));
+        }
+        self.bytes_written.fetch_add(a.buf.len() as u64, Ordering::Relaxed);
+        a.written += a.buf.len() as u64;
+        a.buf.clear();
+        Ok(())
+    }
+
+    /// Finishes the active segment (written and synced) and starts the next.
+    fn roll(&self, a: &mut Active) -> Result<()> {
+        self.write_out(a)?;
+        if let Err(e) = a.file.sync_data() {
+            let msg = format!("syncing commitlog segment {}: {e}", a.segment);
+            self.fail(msg.clone());
+            return Err(Error::Poisoned(msg));
+        }
+        self.advance_synced(Position {
+            segment: a.segment,
+            offset: a.written,
+        });
+        let next = a.segment + 1;
+        let file = create_segment(&self.dir, next).inspect_err(|e| self.fail(e.to_string()))?;
+        a.segment = next;
+        a.file = Arc::new(file);
+        a.written = HEADER_LEN;
+        self.dirty.lock().entry(next).or_default();
+        Ok(())
+    }
+
+    fn advance_synced(&self, to: Position) {
+        let mut s = self.sync.lock();
+        if to > s.synced {
+            s.synced = to;
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced_cv.notify_all();
+    }
+
+    /// Writes the buffer out and fsyncs it; the fsync runs outside the lock
+    /// so appends continue meanwhile (they join the next group).
+    fn sync_now(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned(self.error_text()));
+        }
+        let (file, pos) = {
+            let mut a = self.active.lock();
+            self.write_out(&mut a)?;
+            (
+                a.file.clone(),
+                Position {
+                    segment: a.segment,
+                    offset: a.written,
+                },
+            )
+        };
+        if pos <= self.sync.lock().synced {
+            return Ok(());
+        }
+        if let Err(e) = file.sync_data() {
+            let msg = format!("syncing commitlog segment {}: {e}", pos.segment);
+            self.fail(msg.clone());
+            return Err(Error::Poisoned(msg));
+        }
+        self.advance_synced(pos);
+        Ok(())
+    }
+
+    fn run_syncer(&self) {
+        let window = self.mode.window();
+        loop {
+            if self.mode.waits_for_sync() {
+                let mut p = self.pending.lock();
+                while !*p && !self.shutdown.load(Ordering::Acquire) {
+                    self.pending_cv.wait(&mut p);
+                }
+                *p = false;
+            } else {
+                let mut p = self.pending.lock();
+                if !self.shutdown.load(Ordering::Acquire) {
+                    self.pending_cv.wait_for(&mut p, window);
+                }
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if self.mode.waits_for_sync() && !window.is_zero() {
+                // Group commit: let more writers join this fsync.
+                std::thread::sleep(window);
+            }
+            if self.sync_now().is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What replaying one segment found.
+pub struct SegmentReplay {
+    pub records: Vec<Replayed>,
+    /// Set when the segment ended in a torn record that was cut off.
+    pub truncated_at: Option<u64>,
+}
+
+/// Reads every record of a segment. A torn tail in the last segment (a crash
+/// mid-write) is cut off with a warning; any other damage is an error naming
+/// file and offset, unless `skip_corrupt` asks to log it and go on.
+pub fn replay_segment(dir: &Path, id: u64, is_last: bool, skip_corrupt: bool) -> Result<SegmentReplay> {
+    let path = segment_path(dir, id);
+    let data = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    let corrupt = |offset: u64, detail: &str| Error::Corruption {
+        file: path.clone(),
+        offset,
+        detail: detail.to_string(),
+    };
+    let mut out = SegmentReplay {
+        records: Vec::new(),
+        truncated_at: None,
+    };
+    let header_ok = data.len() >= HEADER_LEN as usize
+        && &data[..8] == MAGIC
+        && data[8..16] == id.to_le_bytes()
+        && data[16..20] == crc32fast::hash(&data[..16]).to_le_bytes();
+    if !header_ok {
+        if is_last && data.len() < HEADER_LEN as usize {
+            tracing::warn!(file = %path.display(), "commitlog segment with a torn header: ignoring it");
+            out.truncated_at = Some(0);
+            return Ok(out);
+        }
+        return Err(corrupt(0, "bad segment header"));
+    }
+    let data = bytes::Bytes::from(data);
+    let mut off = HEADER_LEN as usize;
+    let rest_is_zero = |from: usize| data[from..].iter().all(|b| *b == 0);
+    while off < data.len() {
+        // Classify damage: a torn tail only ever happens at the end of the
+        // last segment; anything followed by more data is corruption.
+        let torn_or = |detail: &str, tail: bool| -> Result<bool> {
+            if is_last && tail {
+                Ok(true)
+            } else if skip_corrupt {
+                tracing::error!(file = %path.display(), offset = off, detail, "skipping corrupt commitlog data");
+                Ok(false)
+            } else {
+                Err(corrupt(off as u64, detail))
+            }
+        };
+        if data.len() - off < 8 {
+            if torn_or("truncated record header", true)? {
+                out.truncated_at = Some(off as u64);
+            }
+            break;
+        }
+        let len_bytes = &data[off..off + 4];
+        let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+        let len_crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
+        if crc32fast::hash(len_bytes) != len_crc {
+            if torn_or("bad record length checksum", rest_is_zero(off))? {
+                out.truncated_at = Some(off as u64);
+            }
+            break; // the length cannot be trusted: nothing after it can be found
+        }
+        let end = off + 8 + len + 4;
+        if end > data.len() {
+            if torn_or("record runs past the end of the segment", true)? {
+                out.truncated_at = Some(off as u64);
+            }
+            break;
+        }
+        let payload = data.slice(off + 8..off + 8 + len);
+        let crc = u32::from_le_bytes([data[end - 4], data[end - 3], data[end - 2], data[end - 1]]);
+        if crc32fast::hash(&payload) != crc {
+            let tail = end == data.len() || rest_is_zero(end);
+            if torn_or("bad record checksum", tail)? {
+                out.truncated_at = Some(off as u64);
+                break;
+            }
+            off = end;
+            continue;
+        }
+        out.records.push(Replayed {
+            position: Position {
+                segment: id,
+                offset: end as u64,
+            },
+            payload,
+        });
+        off = end;
+    }
+    if let Some(at) = out.truncated_at {
+        tracing::warn!(file = %path.display(), offset = at, "torn commitlog tail (crash mid-write): truncating");
+        let f = OpenOptions::new().write(true).open(&path).ctx(|| format!("opening {}", path.display()))?;
+        f.set_len(at.max(HEADER_LEN)).ctx(|| format!("truncating {}", path.display()))?;
+        f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+    }
+    Ok(out)
+}
+
+/// Deletes replayed segments once their data is safely in SSTables.
+pub fn delete_segments(dir: &Path, ids: &[u64]) -> Result<()> {
+    for id in ids {
+        let path = segment_path(dir, *id);
+        fs::remove_file(&path).ctx(|| format!("deleting {}", path.display()))?;
+    }
+    if !ids.is_empty() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+

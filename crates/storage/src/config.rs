@@ -1,0 +1,131 @@
+//! Configuration of the native LSM engine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// When the commitlog is fsynced, and so when a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Acknowledge at once; fsync every `period_ms`. A crash of the machine
+    /// loses at most that window (a crash of the process loses nothing).
+    Periodic { period_ms: u64 },
+    /// Writes wait for the next shared fsync, which gathers every write that
+    /// arrives within `window_ms` of the first (group commit).
+    Group { window_ms: u64 },
+    /// Writes wait for an fsync that starts as soon as they are appended.
+    Batch,
+}
+
+impl Default for SyncMode {
+    fn default() -> Self {
+        SyncMode::Group { window_ms: 2 }
+    }
+}
+
+impl SyncMode {
+    pub(crate) fn waits_for_sync(&self) -> bool {
+        !matches!(self, SyncMode::Periodic { .. })
+    }
+
+    pub(crate) fn window(&self) -> Duration {
+        match self {
+            SyncMode::Periodic { period_ms } => Duration::from_millis(*period_ms),
+            SyncMode::Group { window_ms } => Duration::from_millis(*window_ms),
+            SyncMode::Batch => Duration::ZERO,
+        }
+    }
+}
+
+/// Settings of an [`crate::LsmEngine`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LsmConfig {
+    pub data_dir: PathBuf,
+    pub commitlog_dir: PathBuf,
+    pub sync: SyncMode,
+    /// Commitlog segment size before a new segment is started.
+    pub segment_bytes: u64,
+    /// Memory all memtables may use before the largest is flushed. Default:
+    /// an eighth of the machine's memory, at most 1 GiB.
+    pub memtable_space_bytes: u64,
+    /// Target size of an SSTable data block (before compression).
+    pub block_bytes: usize,
+    pub bloom_bits_per_key: usize,
+    /// Largest cell value accepted.
+    pub max_value_bytes: usize,
+    /// Largest partition or clustering key accepted (Cassandra: 64 KiB - 1).
+    pub max_key_bytes: usize,
+    /// Skip corrupt records in the middle of a commitlog segment on replay
+    /// (logging them) instead of refusing to start.
+    pub skip_corrupt_commitlog: bool,
+    /// Run flushes and compactions on background threads.
+    pub background_compaction: bool,
+}
+
+impl Default for LsmConfig {
+    fn default() -> Self {
+        LsmConfig {
+            data_dir: PathBuf::from("data"),
+            commitlog_dir: PathBuf::from("commitlog"),
+            sync: SyncMode::default(),
+            segment_bytes: 32 << 20,
+            memtable_space_bytes: default_memtable_space(),
+            block_bytes: 16 << 10,
+            bloom_bits_per_key: 10,
+            max_value_bytes: 64 << 20,
+            max_key_bytes: u16::MAX as usize,
+            skip_corrupt_commitlog: false,
+            background_compaction: true,
+        }
+    }
+}
+
+impl LsmConfig {
+    /// A configuration with data and commitlog under one directory.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        LsmConfig {
+            data_dir: dir.join("data"),
+            commitlog_dir: dir.join("commitlog"),
+            ..Default::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.segment_bytes < 4096 {
+            return bad("segment_bytes must be at least 4096");
+        }
+        if self.block_bytes < 256 {
+            return bad("block_bytes must be at least 256");
+        }
+        if self.memtable_space_bytes < 1 << 16 {
+            return bad("memtable_space_bytes must be at least 64 KiB");
+        }
+        if self.max_key_bytes > u16::MAX as usize {
+            return bad("max_key_bytes must be at most 65535");
+        }
+        if let SyncMode::Periodic { period_ms: 0 } = self.sync {
+            return bad("sync.period_ms must be positive");
+        }
+        Ok(())
+    }
+}
+
+fn default_memtable_space() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(2 << 30, |kb| kb * 1024);
+    (total / 8).min(1 << 30)
+}

@@ -1,0 +1,60 @@
+use std::path::PathBuf;
+
+use crate::TableId;
+
+/// Errors of the storage engines. Variants that callers act on are their own.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored data failed a checksum or could not be decoded; the engine
+    /// does not serve it.
+    #[error("corruption in {file} at offset {offset}: {detail}")]
+    Corruption {
+        file: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    /// The commitlog could not be written or synced: the engine refuses all
+    /// further writes rather than risk losing acknowledged ones.
+    #[error("storage refuses writes after a failed commitlog write or sync: {0}")]
+    Poisoned(String),
+    /// A flush failed (for example the disk is full); writes resume after a
+    /// flush succeeds.
+    #[error("writes are suspended because a flush failed: {0}")]
+    WritesSuspended(String),
+    #[error("mutation rejected: {0}")]
+    LimitExceeded(String),
+    #[error("unknown table {0}")]
+    UnknownTable(TableId),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the engine is shut down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Adds a context string to I/O results.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}

@@ -1,0 +1,961 @@
+//! The native LSM engine: commitlog, memtables, SSTables and compaction.
+//!
+//! Write path: validate, append to the commitlog, merge into the table's
+//! memtable, then wait for the fsync the sync mode asks for. A memtable
+//! switch (at flush) holds `switch_lock` exclusively, so every commitlog
+//! record before the switch position is in the old memtable; that makes
+//! "flushed up to position P" exact and lets segments be deleted safely.
+//!
+//! Read path: a snapshot of the table state (memtables and SSTables behind
+//! one `Arc`) is merged newest first with the LWW rules; flushes and
+//! compactions install new snapshots atomically, so a reader never sees a
+//! row missing or twice.
+
+use std::collections::HashMap;
+use std::fs;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gyre_common::codec::{self, Reader};
+use gyre_common::{lww, DecoratedKey, LocalTime, Partition, SliceBound, Timestamp};
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::commitlog::{self, fsync_dir, CommitLog, Position};
+use crate::compaction::{self, Candidate, MergeIter, Source};
+use crate::config::LsmConfig;
+use crate::engine::{finish_read, live_row_count, Clock, StorageEngine, SystemClock};
+use crate::error::IoContext;
+use crate::memtable::Memtable;
+use crate::sstable::{sstable_path, SsTable, SsTableWriter};
+use crate::types::{
+    ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, ScanStart, TableId, TableOptions, TableStats,
+};
+use crate::{Error, Result};
+
+/// What the table directory records about a table.
+#[derive(Serialize, Deserialize)]
+struct TableFile {
+    id: TableId,
+    options: TableOptions,
+    /// Commitlog records for this table before this position were truncated.
+    truncated_at: Option<Position>,
+    /// Commitlog records up to here are in SSTables. Replay skips them:
+    /// re-applying them could resurrect data whose tombstones compaction
+    /// has purged since.
+    #[serde(default)]
+    flushed_upto: Option<Position>,
+}
+
+/// A compaction in flight, recorded so a crash can finish or undo it.
+#[derive(Serialize, Deserialize)]
+struct CompactionTxn {
+    inputs: Vec<u64>,
+    output: u64,
+}
+
+#[derive(Clone, Default)]
+struct TableState {
+    memtable: Arc<Memtable>,
+    /// Switched-out memtables waiting for their flush, oldest first.
+    flushing: Vec<Arc<Memtable>>,
+    /// Newest data first (by max timestamp), so reads can stop early.
+    sstables: Vec<Arc<SsTable>>,
+}
+
+struct Table {
+    id: TableId,
+    dir: PathBuf,
+    options: RwLock<TableOptions>,
+    state: RwLock<Arc<TableState>>,
+    flush_lock: Mutex<()>,
+    compaction_lock: Mutex<()>,
+    next_generation: AtomicU64,
+    truncated_at: Mutex<Option<Position>>,
+    flushed_upto: Mutex<Option<Position>>,
+    bytes_flushed: AtomicU64,
+    bytes_compacted: AtomicU64,
+    compactions: AtomicU64,
+}
+
+impl Table {
+    fn snapshot(&self) -> Arc<TableState> {
+        self.state.read().clone()
+    }
+
+    fn persist(&self) -> Result<()> {
+        let f = TableFile {
+            id: self.id,
+            options: self.options.read().clone(),
+            truncated_at: *self.truncated_at.lock(),
+            flushed_upto: *self.flushed_upto.lock(),
+        };
+        let body = serde_json::to_vec_pretty(&f).map_err(|e| Error::Config(e.to_string()))?;
+        write_atomically(&self.dir.join("table.json"), &body)
+    }
+
+    fn install(&self, f: impl FnOnce(&mut TableState)) {
+        let mut guard = self.state.write();
+        let mut st = (**guard).clone();
+        f(&mut st);
+        st.sstables
+            .sort_by(|a, b| b.meta.max_timestamp.cmp(&a.meta.max_timestamp));
+        *guard = Arc::new(st);
+    }
+}
+
+fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, body).ctx(|| format!("writing {}", tmp.display()))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path).ctx(|| format!("renaming {}", tmp.display()))?;
+    if let Some(dir) = path.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+enum Work {
+    FlushLargest,
+    Compact(TableId),
+}
+
+struct Inner {
+    config: LsmConfig,
+    clock: Arc<dyn Clock>,
+    commitlog: CommitLog,
+    tables: RwLock<HashMap<TableId, Arc<Table>>>,
+    switch_lock: RwLock<()>,
+    memtable_bytes: AtomicU64,
+    flush_requested: AtomicBool,
+    /// Why writes are suspended (a failed flush), if they are.
+    suspended: Mutex<Option<String>>,
+    freed: Condvar,
+    freed_lock: Mutex<()>,
+    flush_tx: Mutex<Option<mpsc::Sender<Work>>>,
+    compact_tx: Mutex<Option<mpsc::Sender<Work>>>,
+}
+
+/// Gyre's own LSM storage engine.
+pub struct LsmEngine {
+    inner: Arc<Inner>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl LsmEngine {
+    /// Opens (or creates) an engine with the wall clock.
+    pub fn open(config: LsmConfig) -> Result<LsmEngine> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Opens an engine: loads tables and SSTables, finishes or undoes
+    /// interrupted compactions, replays the commitlog and flushes what it
+    /// replayed, then starts the background flusher and compactor.
+    pub fn open_with_clock(config: LsmConfig, clock: Arc<dyn Clock>) -> Result<LsmEngine> {
+        config.validate()?;
+        for d in [&config.data_dir, &config.commitlog_dir] {
+            fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
+        }
+        let tables = load_tables(&config.data_dir)?;
+        let segments = commitlog::list_segments(&config.commitlog_dir)?;
+        let next_segment = segments.last().map_or(1, |s| s + 1);
+        let commitlog = CommitLog::open(&config.commitlog_dir, config.sync, config.segment_bytes, next_segment)?;
+        let inner = Arc::new(Inner {
+            config,
+            clock,
+            commitlog,
+            tables: RwLock::new(tables),
+            switch_lock: RwLock::new(()),
+            memtable_bytes: AtomicU64::new(0),
+            flush_requested: AtomicBool::new(false),
+            suspended: Mutex::new(None),
+            freed: Condvar::new(),
+            freed_lock: Mutex::new(()),
+            flush_tx: Mutex::new(None),
+            compact_tx: Mutex::new(None),
+        });
+        inner.replay(&segments)?;
+        let engine = LsmEngine {
+            inner: inner.clone(),
+            workers: Mutex::new(Vec::new()),
+        };
+        if inner.config.background_compaction {
+            engine.start_workers()?;
+            let ids: Vec<TableId> = inner.tables.read().keys().copied().collect();
+            for id in ids {
+                inner.request_compaction(id);
+            }
+        }
+        Ok(engine)
+    }
+
+    fn start_workers(&self) -> Result<()> {
+        let (ftx, frx) = mpsc::channel::<Work>();
+        let (ctx, crx) = mpsc::channel::<Work>();
+        *self.inner.flush_tx.lock() = Some(ftx);
+        *self.inner.compact_tx.lock() = Some(ctx);
+        let mut workers = self.workers.lock();
+        for (name, rx) in [("gyre-flush", frx), ("gyre-compact", crx)] {
+            let inner = self.inner.clone();
+            let h = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || inner.run_worker(rx))
+                .ctx(|| format!("starting {name}"))?;
+            workers.push(h);
+        }
+        Ok(())
+    }
+
+    /// Stops background work and syncs the commitlog. Memtables are not
+    /// flushed (the commitlog holds them); call `flush` first for a fast
+    /// restart.
+    pub fn close(&self) -> Result<()> {
+        self.inner.flush_tx.lock().take();
+        self.inner.compact_tx.lock().take();
+        for h in self.workers.lock().drain(..) {
+            let _ = h.join();
+        }
+        self.inner.commitlog.close()
+    }
+
+    /// Marks the commitlog failed, as a failed fsync would (fault tests).
+    pub fn poison_commitlog(&self, why: &str) {
+        self.inner.commitlog.poison(why);
+    }
+
+    /// The SSTable files of a table (for tests and tools).
+    pub fn sstable_paths(&self, table: TableId) -> Result<Vec<PathBuf>> {
+        let t = self.inner.table(table)?;
+        Ok(t.snapshot().sstables.iter().map(|s| s.path().to_path_buf()).collect())
+    }
+}
+
+impl Drop for LsmEngine {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the storage engine");
+        }
+    }
+}
+
+fn load_tables(data_dir: &Path) -> Result<HashMap<TableId, Arc<Table>>> {
+    let mut out = HashMap::new();
+    for e in fs::read_dir(data_dir).ctx(|| format!("listing {}", data_dir.display()))? {
+        let dir = e.ctx(|| format!("listing {}", data_dir.display()))?.path();
+        let meta_path = dir.join("table.json");
+        if !meta_path.exists() {
+            continue;
+        }
+        let body = fs::read(&meta_path).ctx(|| format!("reading {}", meta_path.display()))?;
+        let tf: TableFile = serde_json::from_slice(&body).map_err(|e| Error::Corruption {
+            file: meta_path.clone(),
+            offset: 0,
+            detail: e.to_string(),
+        })?;
+        let table = open_table(&dir, tf)?;
+        out.insert(table.id, Arc::new(table));
+    }
+    Ok(out)
+}
+
+fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
+    let mut gens = Vec::new();
+    let mut txns = Vec::new();
+    for e in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let path = e.ctx(|| format!("listing {}", dir.display()))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with("tmp-") {
+            // A write that never finished: never part of the table.
+            fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+        } else if let Some(g) = parse_generation(&name, "sst-", ".db") {
+            gens.push(g);
+        } else if let Some(g) = parse_generation(&name, "txn-", ".json") {
+            txns.push((g, path));
+        }
+    }
+    // Interrupted compactions: if the output made it, its inputs go;
+    // otherwise the inputs stay and the record goes.
+    for (out_gen, path) in txns {
+        let body = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let txn: CompactionTxn = serde_json::from_slice(&body).map_err(|e| Error::Corruption {
+            file: path.clone(),
+            offset: 0,
+            detail: e.to_string(),
+        })?;
+        let empty_marker = sstable_path(dir, out_gen).with_extension("empty");
+        if gens.contains(&out_gen) || empty_marker.exists() {
+            for g in &txn.inputs {
+                let p = sstable_path(dir, *g);
+                if p.exists() {
+                    fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
+                }
+            }
+            gens.retain(|g| !txn.inputs.contains(g));
+        }
+        if empty_marker.exists() {
+            fs::remove_file(&empty_marker).ctx(|| format!("removing {}", empty_marker.display()))?;
+        }
+        fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+    }
+    fsync_dir(dir)?;
+    let mut sstables = Vec::new();
+    for g in &gens {
+        sstables.push(Arc::new(SsTable::open(&sstable_path(dir, *g))?));
+    }
+    sstables.sort_by(|a, b| b.meta.max_timestamp.cmp(&a.meta.max_timestamp));
+    Ok(Table {
+        id: tf.id,
+        dir: dir.to_path_buf(),
+        options: RwLock::new(tf.options),
+        state: RwLock::new(Arc::new(TableState {
+            sstables,
+            ..Default::default()
+        })),
+        flush_lock: Mutex::new(()),
+        compaction_lock: Mutex::new(()),
+        next_generation: AtomicU64::new(gens.iter().max().map_or(1, |g| g + 1)),
+        truncated_at: Mutex::new(tf.truncated_at),
+        flushed_upto: Mutex::new(tf.flushed_upto),
+        bytes_flushed: AtomicU64::new(0),
+        bytes_compacted: AtomicU64::new(0),
+        compactions: AtomicU64::new(0),
+    })
+}
+
+fn encode_record(table: TableId, update: &Partition) -> Vec<u8> {
+    let mut out = Vec::with_capacity(update.size_estimate() + 32);
+    out.extend_from_slice(table.0.as_bytes());
+    codec::encode_partition(&mut out, update);
+    out
+}
+
+fn decode_record(payload: &Bytes) -> codec::DecodeResult<(TableId, Partition)> {
+    let mut r = Reader::new(payload);
+    r.skip(16)?;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&payload[..16]);
+    let p = codec::decode_partition(&mut r)?;
+    Ok((TableId(uuid::Uuid::from_bytes(id)), p))
+}
+
+impl Inner {
+    fn table(&self, id: TableId) -> Result<Arc<Table>> {
+        self.tables.read().get(&id).cloned().ok_or(Error::UnknownTable(id))
+    }
+
+    fn replay(&self, segments: &[u64]) -> Result<()> {
+        let dir = &self.config.commitlog_dir;
+        let mut replayed = 0usize;
+        for (i, seg) in segments.iter().enumerate() {
+            let is_last = i + 1 == segments.len();
+            let r = commitlog::replay_segment(dir, *seg, is_last, self.config.skip_corrupt_commitlog)?;
+            for rec in r.records {
+                let (id, update) = decode_record(&rec.payload).map_err(|e| Error::Corruption {
+                    file: dir.join(format!("CommitLog-{seg}.log")),
+                    offset: rec.position.offset,
+                    detail: e.to_string(),
+                })?;
+                // Records of dropped tables, or from before a truncate, are gone.
+                let Ok(table) = self.table(id) else { continue };
+                if table.truncated_at.lock().is_some_and(|t| rec.position <= t) {
+                    continue;
+                }
+                if table.flushed_upto.lock().is_some_and(|f| rec.position <= f) {
+                    continue;
+                }
+                let added = table.snapshot().memtable.apply(update);
+                self.memtable_bytes.fetch_add(added, Ordering::Relaxed);
+                replayed += 1;
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(records = replayed, segments = segments.len(), "replayed the commitlog");
+        }
+        let ids: Vec<TableId> = self.tables.read().keys().copied().collect();
+        for id in ids {
+            self.flush_table(&self.table(id)?)?;
+        }
+        commitlog::delete_segments(dir, segments)
+    }
+
+    fn validate(&self, update: &Partition) -> Result<()> {
+        let c = &self.config;
+        let key = update.key.key.len();
+        if key == 0 {
+            return Err(Error::LimitExceeded("the partition key is empty".into()));
+        }
+        if key > c.max_key_bytes {
+            return Err(Error::LimitExceeded(format!(
+                "partition key of {key} bytes is over the limit of {} bytes",
+                c.max_key_bytes
+            )));
+        }
+        for ck in update.rows.keys() {
+            if ck.len() > c.max_key_bytes {
+                return Err(Error::LimitExceeded(format!(
+                    "clustering key of {} bytes is over the limit of {} bytes",
+                    ck.len(),
+                    c.max_key_bytes
+                )));
+            }
+        }
+        for (name, cell) in update.cells() {
+            if let Some(v) = cell.value_at(LocalTime::MIN) {
+                if v.len() > c.max_value_bytes {
+                    return Err(Error::LimitExceeded(format!(
+                        "value of {} bytes in column {:?} is over the limit of {} bytes",
+                        v.len(),
+                        String::from_utf8_lossy(&name.column),
+                        c.max_value_bytes
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if let Some(why) = self.suspended.lock().clone() {
+            return Err(Error::WritesSuspended(why));
+        }
+        Ok(())
+    }
+
+    /// Holds writers back while memtables use twice their budget, until a
+    /// flush frees memory.
+    fn backpressure(&self) -> Result<()> {
+        let limit = self.config.memtable_space_bytes * 2;
+        let mut guard = self.freed_lock.lock();
+        while self.memtable_bytes.load(Ordering::Relaxed) > limit {
+            self.check_writable()?;
+            self.request_flush();
+            self.freed.wait_for(&mut guard, Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn request_flush(&self) {
+        if self.flush_requested.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sent = self
+            .flush_tx
+            .lock()
+            .as_ref()
+            .is_some_and(|tx| tx.send(Work::FlushLargest).is_ok());
+        if !sent {
+            self.flush_requested.store(false, Ordering::Release);
+        }
+    }
+
+    fn request_compaction(&self, id: TableId) {
+        if let Some(tx) = self.compact_tx.lock().as_ref() {
+            let _ = tx.send(Work::Compact(id));
+        }
+    }
+
+    fn apply(&self, id: TableId, update: Partition) -> Result<()> {
+        self.check_writable()?;
+        self.validate(&update)?;
+        let table = self.table(id)?;
+        if self.memtable_bytes.load(Ordering::Relaxed) > self.config.memtable_space_bytes * 2 {
+            self.backpressure()?;
+        }
+        let payload = encode_record(id, &update);
+        let (pos, added) = {
+            let _switch = self.switch_lock.read();
+            let pos = self.commitlog.append(id, &payload)?;
+            let memtable = table.state.read().memtable.clone();
+            (pos, memtable.apply(update))
+        };
+        let total = self.memtable_bytes.fetch_add(added, Ordering::Relaxed) + added;
+        if total > self.config.memtable_space_bytes {
+            self.request_flush();
+        }
+        self.commitlog.wait_durable(pos)
+    }
+
+    fn run_worker(&self, rx: mpsc::Receiver<Work>) {
+        while let Ok(w) = rx.recv() {
+            match w {
+                Work::FlushLargest => {
+                    self.flush_requested.store(false, Ordering::Release);
+                    let largest = self
+                        .tables
+                        .read()
+                        .values()
+                        .max_by_key(|t| t.state.read().memtable.bytes())
+                        .cloned();
+                    if let Some(t) = largest {
+                        if let Err(e) = self.flush_table(&t) {
+                            tracing::error!(table = %t.id, error = %e, "background flush failed");
+                        }
+                    }
+                }
+                Work::Compact(id) => {
+                    let Ok(t) = self.table(id) else { continue };
+                    loop {
+                        let planned = {
+                            let st = t.snapshot();
+                            let cands: Vec<Candidate> = st
+                                .sstables
+                                .iter()
+                                .map(|s| Candidate {
+                                    generation: s.generation(),
+                                    bytes: s.file_bytes,
+                                })
+                                .collect();
+                            compaction::plan(&t.options.read().compaction, &cands)
+                        };
+                        let Some(gens) = planned else { break };
+                        if let Err(e) = self.compact_table(&t, Some(&gens)) {
+                            tracing::error!(table = %t.id, error = %e, "background compaction failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Switches the memtable out and writes every pending memtable of the
+    /// table to an SSTable, oldest first.
+    fn flush_table(&self, t: &Arc<Table>) -> Result<()> {
+        let _flush = t.flush_lock.lock();
+        {
+            let _switch = self.switch_lock.write();
+            let st = t.snapshot();
+            if !st.memtable.is_empty() {
+                st.memtable.set_end(self.commitlog.current_position());
+                t.install(|s| {
+                    let old = std::mem::take(&mut s.memtable);
+                    s.flushing.push(old);
+                });
+            }
+        }
+        let pending = t.snapshot().flushing.clone();
+        let options = t.options.read().clone();
+        for m in pending {
+            let res = (|| -> Result<Option<SsTable>> {
+                if m.is_empty() {
+                    return Ok(None);
+                }
+                let generation = t.next_generation.fetch_add(1, Ordering::Relaxed);
+                let mut w = SsTableWriter::create(
+                    &t.dir,
+                    generation,
+                    options.compression,
+                    self.config.block_bytes,
+                    self.config.bloom_bits_per_key,
+                )?;
+                for p in m.iter() {
+                    w.add(&p)?;
+                }
+
+                Ok(Some(w.finish()?))
+            })();
+            let sst = match res {
+                Ok(s) => s,
+                Err(e) => {
+                    // Keep the memtable and its commitlog segments; refuse
+                    // writes until a flush succeeds.
+                    *self.suspended.lock() = Some(e.to_string());
+                    tracing::error!(table = %t.id, error = %e, "flush failed: suspending writes");
+                    return Err(e);
+                }
+            };
+            if let Some(s) = &sst {
+                t.bytes_flushed.fetch_add(s.file_bytes, Ordering::Relaxed);
+            }
+            // Record the flush before the SSTable becomes visible to
+            // compaction, which may then purge tombstones the commitlog's
+            // copies of these records would no longer meet.
+            if let Some(end) = m.end() {
+                *t.flushed_upto.lock() = Some(end);
+                if let Err(e) = t.persist() {
+                    *self.suspended.lock() = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+            t.install(|s| {
+                s.flushing.retain(|x| !Arc::ptr_eq(x, &m));
+                if let Some(sst) = sst {
+                    s.sstables.push(Arc::new(sst));
+                }
+            });
+            self.memtable_bytes.fetch_sub(m.bytes().min(self.memtable_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            if let Some(end) = m.end() {
+                self.commitlog.mark_flushed(t.id, end)?;
+            }
+        }
+        *self.suspended.lock() = None;
+        {
+            let _g = self.freed_lock.lock();
+            self.freed.notify_all();
+        }
+        self.request_compaction(t.id);
+        Ok(())
+    }
+
+    /// Merges the given SSTables (all of them when `None`) into one.
+    fn compact_table(&self, t: &Arc<Table>, only: Option<&[u64]>) -> Result<()> {
+        let _c = t.compaction_lock.lock();
+        let st = t.snapshot();
+        let inputs: Vec<Arc<SsTable>> = st
+            .sstables
+            .iter()
+            .filter(|s| only.is_none_or(|g| g.contains(&s.generation())))
+            .cloned()
+            .collect();
+        if inputs.len() < 2 && only.is_some() {
+            return Ok(());
+        }
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let input_gens: Vec<u64> = inputs.iter().map(|s| s.generation()).collect();
+        let others: Vec<Arc<SsTable>> = st
+            .sstables
+            .iter()
+            .filter(|s| !input_gens.contains(&s.generation()))
+            .cloned()
+            .collect();
+        let memtable_min = std::iter::once(&st.memtable)
+            .chain(st.flushing.iter())
+            .map(|m| m.min_timestamp())
+            .min()
+            .unwrap_or(Timestamp::MAX);
+        let options = t.options.read().clone();
+        let now = self.clock.now();
+        let gc_before = now - i64::from(options.gc_grace_seconds);
+        let out_gen = t.next_generation.fetch_add(1, Ordering::Relaxed);
+
+        let mut w = SsTableWriter::create(
+            &t.dir,
+            out_gen,
+            options.compression,
+            self.config.block_bytes,
+            self.config.bloom_bits_per_key,
+        )?;
+        let mut iters = Vec::with_capacity(inputs.len());
+        for s in &inputs {
+            iters.push(s.iter_from(&Bound::Unbounded, ClusteringFilter::all())?);
+        }
+        let sources: Vec<Source<'_>> = iters
+            .into_iter()
+            .map(|mut it| Box::new(move || it.next_partition()) as Source<'_>)
+            .collect();
+        let mut merged = MergeIter::new(sources);
+        while let Some(p) = merged.next_partition()? {
+            let max_purgeable = compaction::min_timestamp_outside(&p.key, others.iter().map(|s| &**s), memtable_min);
+            if let Some(p) = compaction::compact_partition(p, now, gc_before, max_purgeable) {
+                w.add(&p)?;
+            }
+        }
+        let empty = w.partition_count() == 0;
+        let txn_path = t.dir.join(format!("txn-{out_gen}.json"));
+        let txn = serde_json::to_vec(&CompactionTxn {
+            inputs: input_gens.clone(),
+            output: out_gen,
+        })
+        .map_err(|e| Error::Config(e.to_string()))?;
+        write_atomically(&txn_path, &txn)?;
+        let output = if empty {
+            drop(w);
+            None
+        } else {
+            let s = w.finish()?;
+            t.bytes_compacted.fetch_add(s.file_bytes, Ordering::Relaxed);
+            Some(Arc::new(s))
+        };
+        if output.is_none() {
+            // Nothing survived: record that by an empty output marker so
+            // recovery still drops the inputs.
+            write_atomically(&sstable_path(&t.dir, out_gen).with_extension("empty"), b"")?;
+        }
+        t.install(|s| {
+            s.sstables.retain(|x| !input_gens.contains(&x.generation()));
+            if let Some(o) = output {
+                s.sstables.push(o);
+            }
+        });
+        // Readers still holding an input keep their open file; unlinking is
+        // safe on Unix.
+        for s in &inputs {
+            fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+        }
+        let marker = sstable_path(&t.dir, out_gen).with_extension("empty");
+        if marker.exists() {
+            fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
+        }
+        fs::remove_file(&txn_path).ctx(|| format!("removing {}", txn_path.display()))?;
+        fsync_dir(&t.dir)?;
+        t.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read(&self, id: TableId, key: &DecoratedKey, filter: &ReadFilter, now: LocalTime) -> Result<Option<Partition>> {
+        let t = self.table(id)?;
+        let st = t.snapshot();
+        let mut acc: Option<Partition> = None;
+        let merge = |acc: &mut Option<Partition>, p: Partition| match acc {
+            None => *acc = Some(p),
+            Some(a) => lww::merge_partitions(a, p),
+        };
+        for m in std::iter::once(&st.memtable).chain(st.flushing.iter().rev()) {
+            if let Some(p) = m.get(key, &filter.clustering) {
+                merge(&mut acc, p);
+            }
+        }
+        for s in &st.sstables {
+            // SSTables are newest first: once a partition deletion covers
+            // everything an SSTable holds, the rest cannot matter.
+            if acc
+                .as_ref()
+                .and_then(|a| a.deletion)
+                .is_some_and(|d| d.timestamp >= s.meta.max_timestamp)
+            {
+                break;
+            }
+            if let Some(p) = s.get(key, &filter.clustering)? {
+                merge(&mut acc, p);
+            }
+        }
+        Ok(acc.and_then(|p| finish_read(p, filter, now)))
+    }
+
+    fn scan(&self, id: TableId, req: &ScanRequest, now: LocalTime) -> Result<ScanPage> {
+        let t = self.table(id)?;
+        let st = t.snapshot();
+        let (start, resume_after): (Bound<DecoratedKey>, Option<(DecoratedKey, Bytes, usize)>) = match &req.start {
+            ScanStart::Token(Bound::Unbounded) => (Bound::Unbounded, None),
+            ScanStart::Token(Bound::Included(tok)) => (Bound::Included(min_key(*tok)), None),
+            ScanStart::Token(Bound::Excluded(tok)) => match tok.checked_add(1) {
+                Some(next) => (Bound::Included(min_key(next)), None),
+                None => {
+                    return Ok(ScanPage {
+                        partitions: Vec::new(),
+                        resume: None,
+                    })
+                }
+            },
+            ScanStart::After(k) => (Bound::Excluded(k.clone()), None),
+            ScanStart::Within { key, after, returned } => {
+                (Bound::Included(key.clone()), Some((key.clone(), after.clone(), *returned)))
+            }
+        };
+        let mut sources: Vec<Source<'_>> = Vec::new();
+        for m in std::iter::once(&st.memtable).chain(st.flushing.iter()) {
+            let mut it = m.range(start.clone(), &req.filter.clustering);
+            sources.push(Box::new(move || Ok(it.next())));
+        }
+        for s in &st.sstables {
+            let mut it = s.iter_from(&start, req.filter.clustering.clone())?;
+            sources.push(Box::new(move || it.next_partition()));
+        }
+        let mut merged = MergeIter::new(sources);
+        let mut out = Vec::new();
+        let mut rows = 0usize;
+        while let Some(mut p) = merged.next_partition()? {
+            let past_end = match req.end {
+                Bound::Unbounded => false,
+                Bound::Included(e) => p.key.token > e,
+                Bound::Excluded(e) => p.key.token >= e,
+            };
+            if past_end {
+                return Ok(ScanPage {
+                    partitions: out,
+                    resume: None,
+                });
+            }
+            let mut filter = req.filter.clone();
+            let mut returned_before = 0;
+            if let Some((k, ck, returned)) = &resume_after {
+                if p.key == *k {
+                    returned_before = *returned;
+                    filter.limit = filter.limit.map(|l| l.saturating_sub(*returned));
+                    // Resuming inside this partition: its static row and the
+                    // rows up to `ck` went out with the previous page.
+                    p.static_row = None;
+                    p.rows = p.rows.split_off(&Bytes::copy_from_slice(ck)).into_iter().filter(|(c, _)| c != ck).collect();
+                    p.range_tombstones.retain(|rt| rt.slice.intersects(&gyre_common::Slice::new(SliceBound::Exclusive(ck.clone()), SliceBound::Unbounded)));
+                }
+            }
+            let key = p.key.clone();
+            let remaining = req.max_rows.saturating_sub(rows);
+            let limited = filter.limit.is_none_or(|l| l > remaining);
+            if limited {
+                filter.limit = Some(remaining);
+            }
+            let Some(p) = finish_read(p, &filter, now) else { continue };
+            let n = live_row_count(&p, now);
+            rows += n;
+            let last_ck = p.rows.keys().next_back().cloned();
+            out.push(p);
+            if rows >= req.max_rows {
+                let resume = match last_ck {
+                    Some(ck) if limited => ScanStart::Within {
+                        key,
+                        after: ck,
+                        returned: returned_before + n,
+                    },
+                    _ => ScanStart::After(key),
+                };
+                return Ok(ScanPage {
+                    partitions: out,
+                    resume: Some(resume),
+                });
+            }
+        }
+        Ok(ScanPage {
+            partitions: out,
+            resume: None,
+        })
+    }
+}
+
+fn min_key(token: gyre_common::Token) -> DecoratedKey {
+    DecoratedKey {
+        token,
+        key: Bytes::new(),
+    }
+}
+
+impl StorageEngine for LsmEngine {
+    fn create_table(&self, id: TableId, options: TableOptions) -> Result<()> {
+        let inner = &self.inner;
+        if let Ok(t) = inner.table(id) {
+            *t.options.write() = options;
+            return t.persist();
+        }
+        let dir = inner.config.data_dir.join(id.to_string());
+        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let table = open_table(&dir, TableFile {
+            id,
+            options,
+            truncated_at: None,
+            flushed_upto: None,
+        })?;
+        table.persist()?;
+        fsync_dir(&inner.config.data_dir)?;
+        inner.tables.write().insert(id, Arc::new(table));
+        Ok(())
+    }
+
+    fn drop_table(&self, id: TableId) -> Result<()> {
+        self.truncate_table(id)?;
+        let Some(t) = self.inner.tables.write().remove(&id) else {
+            return Ok(());
+        };
+        let _f = t.flush_lock.lock();
+        let _c = t.compaction_lock.lock();
+        fs::remove_dir_all(&t.dir).ctx(|| format!("removing {}", t.dir.display()))?;
+        fsync_dir(&self.inner.config.data_dir)?;
+        self.inner.commitlog.forget_table(id)
+    }
+
+    fn truncate_table(&self, id: TableId) -> Result<()> {
+        let inner = &self.inner;
+        let t = inner.table(id)?;
+        let _f = t.flush_lock.lock();
+        let _c = t.compaction_lock.lock();
+        let (pos, old) = {
+            let _switch = inner.switch_lock.write();
+            let pos = inner.commitlog.current_position();
+            let mut guard = t.state.write();
+            let old = std::mem::take(&mut *guard);
+            (pos, old)
+        };
+        let freed: u64 = std::iter::once(&old.memtable)
+            .chain(old.flushing.iter())
+            .map(|m| m.bytes())
+            .sum();
+        inner
+            .memtable_bytes
+            .fetch_sub(freed.min(inner.memtable_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        *t.truncated_at.lock() = Some(pos);
+        t.persist()?;
+        for s in &old.sstables {
+            fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+        }
+        fsync_dir(&t.dir)?;
+        inner.commitlog.mark_flushed(id, pos)
+    }
+
+    fn tables(&self) -> Vec<(TableId, TableOptions)> {
+        self.inner
+            .tables
+            .read()
+            .values()
+            .map(|t| (t.id, t.options.read().clone()))
+            .collect()
+    }
+
+    fn apply(&self, table: TableId, update: Partition) -> Result<()> {
+        self.inner.apply(table, update)
+    }
+
+    fn read(&self, table: TableId, key: &DecoratedKey, filter: &ReadFilter, now: LocalTime) -> Result<Option<Partition>> {
+        self.inner.read(table, key, filter, now)
+    }
+
+    fn scan(&self, table: TableId, request: &ScanRequest, now: LocalTime) -> Result<ScanPage> {
+        self.inner.scan(table, request, now)
+    }
+
+    fn flush(&self, table: Option<TableId>) -> Result<()> {
+        let tables: Vec<Arc<Table>> = match table {
+            Some(id) => vec![self.inner.table(id)?],
+            None => self.inner.tables.read().values().cloned().collect(),
+        };
+        for t in tables {
+            self.inner.flush_table(&t)?;
+        }
+        Ok(())
+    }
+
+    fn compact(&self, table: TableId) -> Result<()> {
+        let t = self.inner.table(table)?;
+        self.inner.compact_table(&t, None)
+    }
+
+    fn table_stats(&self, table: TableId) -> Result<TableStats> {
+        let t = self.inner.table(table)?;
+        let st = t.snapshot();
+        Ok(TableStats {
+            sstable_count: st.sstables.len(),
+            disk_bytes: st.sstables.iter().map(|s| s.file_bytes).sum(),
+            memtable_bytes: std::iter::once(&st.memtable)
+                .chain(st.flushing.iter())
+                .map(|m| m.bytes())
+                .sum(),
+            estimated_partitions: st.sstables.iter().map(|s| s.meta.partition_count).sum::<u64>()
+                + st.memtable.len() as u64,
+            tombstones_on_disk: st.sstables.iter().map(|s| s.meta.tombstone_count).sum(),
+            bytes_flushed: t.bytes_flushed.load(Ordering::Relaxed),
+            bytes_compacted: t.bytes_compacted.load(Ordering::Relaxed),
+            compactions: t.compactions.load(Ordering::Relaxed),
+        })
+    }
+
+    fn engine_stats(&self) -> EngineStats {
+        EngineStats {
+            commitlog_bytes_written: self.inner.commitlog.bytes_written(),
+            commitlog_syncs: self.inner.commitlog.syncs(),
+            memtable_bytes: self.inner.memtable_bytes.load(Ordering::Relaxed),
+            tables: self.inner.tables.read().len(),
+        }
+    }
+}

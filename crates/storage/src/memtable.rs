@@ -1,0 +1,138 @@
+//! The memtable: an ordered concurrent map of partitions.
+//!
+//! A lock-free skip list orders partitions by (token, key); each partition
+//! has its own mutex, so writers to different partitions never contend and
+//! a reader copies out only the rows it needs.
+
+use std::ops::Bound;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crossbeam_skiplist::SkipMap;
+use gyre_common::{lww, DecoratedKey, Partition, Timestamp};
+use parking_lot::Mutex;
+
+use crate::commitlog::Position;
+use crate::types::ClusteringFilter;
+
+pub struct Memtable {
+    map: SkipMap<DecoratedKey, Mutex<Partition>>,
+    bytes: AtomicU64,
+    min_timestamp: AtomicI64,
+    /// Commitlog position when this memtable stopped taking writes; every
+    /// record before it is in this memtable or an older one.
+    end: Mutex<Option<Position>>,
+}
+
+impl Default for Memtable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Memtable {
+    pub fn new() -> Self {
+        Memtable {
+            map: SkipMap::new(),
+            bytes: AtomicU64::new(0),
+            min_timestamp: AtomicI64::new(Timestamp::MAX),
+            end: Mutex::new(None),
+        }
+    }
+
+    /// Merges an update in; returns the approximate bytes it added.
+    pub fn apply(&self, update: Partition) -> u64 {
+        let size = update.size_estimate() as u64;
+        if let Some((lo, _)) = update.timestamp_range() {
+            self.min_timestamp.fetch_min(lo, Ordering::Relaxed);
+        }
+        let entry = self
+            .map
+            .get_or_insert_with(update.key.clone(), || Mutex::new(Partition::new(update.key.clone())));
+        lww::merge_partitions(&mut entry.value().lock(), update);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        size
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The least write timestamp in the memtable (for tombstone purging).
+    pub fn min_timestamp(&self) -> Timestamp {
+        self.min_timestamp.load(Ordering::Relaxed)
+    }
+
+    pub fn set_end(&self, pos: Position) {
+        *self.end.lock() = Some(pos);
+    }
+
+    pub fn end(&self) -> Option<Position> {
+        *self.end.lock()
+    }
+
+    /// Copies out the part of a partition that the clustering filter selects.
+    pub fn get(&self, key: &DecoratedKey, filter: &ClusteringFilter) -> Option<Partition> {
+        let entry = self.map.get(key)?;
+        let p = entry.value().lock();
+        Some(clip(&p, filter))
+    }
+
+    /// Partitions from `start` on, in order, clipped to the filter.
+    pub fn range(
+        &self,
+        start: Bound<DecoratedKey>,
+        filter: &ClusteringFilter,
+    ) -> impl Iterator<Item = Partition> + '_ {
+        let filter = filter.clone();
+        self.map
+            .range((start, Bound::Unbounded))
+            .map(move |e| clip(&e.value().lock(), &filter))
+    }
+
+    /// Every partition in order, whole (for flushing).
+    pub fn iter(&self) -> impl Iterator<Item = Partition> + '_ {
+        self.map.iter().map(|e| e.value().lock().clone())
+    }
+}
+
+/// Copies a partition keeping only selected rows.
+pub fn clip(p: &Partition, filter: &ClusteringFilter) -> Partition {
+    let mut out = Partition {
+        key: p.key.clone(),
+        deletion: p.deletion,
+        range_tombstones: p.range_tombstones.clone(),
+        static_row: p.static_row.clone(),
+        rows: Default::default(),
+    };
+    match filter {
+        ClusteringFilter::Names(names) => {
+            for n in names {
+                if let Some(r) = p.rows.get(n) {
+                    out.rows.insert(n.clone(), r.clone());
+                }
+            }
+        }
+        ClusteringFilter::Slices(slices) => {
+            for s in slices {
+                let start = bytes::Bytes::copy_from_slice(s.seek_key());
+                for (ck, r) in p.rows.range(start..) {
+                    if !s.before_end(ck) {
+                        break;
+                    }
+                    if s.contains(ck) {
+                        out.rows.insert(ck.clone(), r.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
