@@ -461,17 +461,25 @@ impl Gossiper {
     // ---- driving -----------------------------------------------------
 
     /// Advances time: convicts silent peers and, once per interval, beats the
-    /// heart and starts a gossip round.
+    /// heart and starts a gossip round. Call it at least once per interval
+    /// (more often is fine).
     pub fn tick(&mut self, now: u64) -> Vec<Outgoing> {
         let mut out = Vec::new();
         if self.stopped {
             return out;
         }
         self.status_check(now);
-        if now < self.next_round_at {
+        // Rounds follow a fixed schedule; a tick arriving a little early
+        // (timer jitter) still runs the round instead of skipping a period.
+        let interval = self.cfg.interval_ms.max(1);
+        if now + interval / 4 < self.next_round_at {
             return out;
         }
-        self.next_round_at = now + self.cfg.interval_ms.max(1);
+        self.next_round_at = if self.next_round_at + interval <= now {
+            now + interval
+        } else {
+            self.next_round_at + interval
+        };
         let hb = self.next_version();
         self.local_mut().heartbeat = hb;
         self.gossip_round(&mut out);
@@ -905,6 +913,23 @@ mod tests {
         }
         assert!(g.waiting_for_seeds());
         assert_eq!(g.rounds_without_live_seed(), 5);
+    }
+
+    #[test]
+    fn rounds_keep_cadence_despite_jitter() {
+        let mut g = Gossiper::new(GossipConfig::new("a", ep(3), vec![ep(1)]), 1, 7, 0);
+        let rounds: Vec<u64> = (0..10_000u64)
+            .step_by(100)
+            .filter(|t| !g.tick(*t).is_empty())
+            .collect();
+        assert!(
+            rounds.windows(2).skip(1).all(|w| w[1] - w[0] == 1000),
+            "{rounds:?}"
+        );
+        // Early ticks from a 1 s timer still gossip every time.
+        let mut g = Gossiper::new(GossipConfig::new("a", ep(3), vec![ep(1)]), 1, 7, 0);
+        let sent = (0..10u64).filter(|k| !g.tick(k * 999).is_empty()).count();
+        assert_eq!(sent, 10);
     }
 
     #[test]

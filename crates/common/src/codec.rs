@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes};
 
-use crate::model::{Cell, CellName, CellValue, DecoratedKey, Deletion, Partition, RangeTombstone, Row, Slice, SliceBound};
+use crate::model::{
+    Cell, CellName, CellValue, DecoratedKey, Deletion, Partition, RangeTombstone, Row, Slice,
+    SliceBound,
+};
 
 /// Input that is not a valid encoding.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,18 +65,27 @@ impl<'a> Reader<'a> {
     }
 
     fn err(&self, what: &'static str) -> DecodeError {
-        DecodeError { offset: self.pos, what }
+        DecodeError {
+            offset: self.pos,
+            what,
+        }
     }
 
     pub fn u8(&mut self) -> DecodeResult<u8> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| self.err("unexpected end"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.err("unexpected end"))?;
         self.pos += 1;
         Ok(b)
     }
 
     pub fn i64_be(&mut self) -> DecodeResult<i64> {
         let end = self.pos + 8;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| self.err("unexpected end"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| self.err("unexpected end"))?;
         let mut a = [0u8; 8];
         a.copy_from_slice(s);
         self.pos = end;
@@ -327,7 +339,11 @@ mod tests {
     fn partition_round_trips() {
         let p = Partition::with_key("k")
             .set("a", CellName::simple("c"), Cell::live(-5, "v"))
-            .set("b", CellName::element("m", "x"), Cell::expiring(7, "w", 3, 100))
+            .set(
+                "b",
+                CellName::element("m", "x"),
+                Cell::expiring(7, "w", 3, 100),
+            )
             .set_static(CellName::simple("s"), Cell::tombstone(9, 44))
             .delete_row("c", Deletion::new(3, 4))
             .delete_range(

@@ -23,7 +23,7 @@ mod model;
 mod token;
 
 pub use model::{
-    Cell, CellName, CellValue, DecoratedKey, Deletion, LocalTime, Partition, RangeTombstone, Row, Slice,
-    SliceBound, Timestamp,
+    Cell, CellName, CellValue, DecoratedKey, Deletion, LocalTime, Partition, RangeTombstone, Row,
+    Slice, SliceBound, Timestamp,
 };
 pub use token::{compose_partition_key, token_of, Token, MIN_TOKEN};

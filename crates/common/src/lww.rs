@@ -69,7 +69,9 @@ pub fn merge_rows(into: &mut Row, other: Row) {
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(cell);
             }
-            std::collections::btree_map::Entry::Occupied(mut e) => reconcile_into(e.get_mut(), cell),
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                reconcile_into(e.get_mut(), cell)
+            }
         }
     }
 }
@@ -108,7 +110,8 @@ pub fn merge_partitions(into: &mut Partition, other: Partition) {
 pub fn purge_shadowed(p: &mut Partition) {
     let pdel = p.deletion;
     if let Some(pd) = pdel {
-        p.range_tombstones.retain(|rt| !pd.shadows(rt.deletion.timestamp));
+        p.range_tombstones
+            .retain(|rt| !pd.shadows(rt.deletion.timestamp));
     }
     dedup_range_tombstones(p);
     if let Some(row) = &mut p.static_row {
@@ -225,12 +228,19 @@ mod tests {
             .set("r2", CellName::simple("c"), Cell::live(11, "v"))
             .delete_range(Slice::prefix("r"), Deletion::new(10, 0));
         let v = live_view(&p, 0);
-        assert_eq!(v.rows.keys().collect::<Vec<_>>(), vec![&bytes::Bytes::from("r2")]);
+        assert_eq!(
+            v.rows.keys().collect::<Vec<_>>(),
+            vec![&bytes::Bytes::from("r2")]
+        );
     }
 
     #[test]
     fn expired_cell_is_not_live() {
-        let p = Partition::with_key("k").set("r", CellName::simple("c"), Cell::expiring(1, "v", 10, 100));
+        let p = Partition::with_key("k").set(
+            "r",
+            CellName::simple("c"),
+            Cell::expiring(1, "v", 10, 100),
+        );
         assert_eq!(live_view(&p, 109).rows.len(), 1);
         assert!(live_view(&p, 110).rows.is_empty());
     }

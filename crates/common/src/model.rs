@@ -81,7 +81,12 @@ impl Cell {
     }
 
     /// A value written at `now` with `ttl` seconds to live.
-    pub fn expiring(timestamp: Timestamp, value: impl Into<Bytes>, ttl: u32, now: LocalTime) -> Self {
+    pub fn expiring(
+        timestamp: Timestamp,
+        value: impl Into<Bytes>,
+        ttl: u32,
+        now: LocalTime,
+    ) -> Self {
         Cell {
             timestamp,
             value: CellValue::Expiring {
@@ -137,7 +142,9 @@ impl Cell {
     /// deletion to spread.
     pub fn expired_to_tombstone(&self, now: LocalTime) -> Option<Cell> {
         match &self.value {
-            CellValue::Expiring { expires_at, ttl, .. } if now >= *expires_at => Some(Cell {
+            CellValue::Expiring {
+                expires_at, ttl, ..
+            } if now >= *expires_at => Some(Cell {
                 timestamp: self.timestamp,
                 value: CellValue::Tombstone {
                     deleted_at: *expires_at - i64::from(*ttl),
@@ -183,7 +190,11 @@ impl Deletion {
     pub fn max(a: Option<Deletion>, b: Option<Deletion>) -> Option<Deletion> {
         match (a, b) {
             (None, x) | (x, None) => x,
-            (Some(a), Some(b)) => Some(if lww::deletion_supersedes(&b, &a) { b } else { a }),
+            (Some(a), Some(b)) => Some(if lww::deletion_supersedes(&b, &a) {
+                b
+            } else {
+                a
+            }),
         }
     }
 }
@@ -398,7 +409,8 @@ impl Partition {
     }
 
     pub fn delete_range(mut self, slice: Slice, deletion: Deletion) -> Self {
-        self.range_tombstones.push(RangeTombstone { slice, deletion });
+        self.range_tombstones
+            .push(RangeTombstone { slice, deletion });
         self
     }
 
@@ -442,7 +454,12 @@ impl Partition {
             .deletion
             .iter()
             .chain(self.range_tombstones.iter().map(|rt| &rt.deletion))
-            .chain(self.static_row.iter().chain(self.rows.values()).filter_map(|r| r.deletion.as_ref()))
+            .chain(
+                self.static_row
+                    .iter()
+                    .chain(self.rows.values())
+                    .filter_map(|r| r.deletion.as_ref()),
+            )
             .map(|d| d.timestamp);
         let cells = self.cells().map(|(_, c)| c.timestamp);
         deletions.chain(cells).fold(None, |acc, ts| match acc {

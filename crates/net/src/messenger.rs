@@ -295,6 +295,11 @@ impl Messenger {
         self.inner.local
     }
 
+    /// Host id `peer` announced in its last handshake (TCP only).
+    pub fn peer_host_id(&self, peer: NodeAddr) -> Option<uuid::Uuid> {
+        self.inner.transport.peer_host_id(peer)
+    }
+
     /// Sends a request and waits for its response, at most `timeout`.
     pub async fn request(
         &self,

@@ -100,6 +100,8 @@ struct Shared {
     tasks: TaskTracker,
     sink: OnceLock<InboundSink>,
     outbound: Mutex<HashMap<(SocketAddr, ConnectionClass), OutQueue>>,
+    /// Host ids from handshakes, by listen address; a restarted peer overwrites its entry.
+    peer_ids: Mutex<HashMap<SocketAddr, Uuid>>,
     counters: Counters,
 }
 
@@ -134,6 +136,7 @@ impl TcpTransport {
                 tasks: TaskTracker::new(),
                 sink: OnceLock::new(),
                 outbound: Mutex::new(HashMap::new()),
+                peer_ids: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
             listener: Mutex::new(Some(listener)),
@@ -246,6 +249,10 @@ impl Transport for TcpTransport {
             network_dropped: 0,
         }
     }
+
+    fn peer_host_id(&self, peer: NodeAddr) -> Option<Uuid> {
+        self.shared.peer_ids.lock().get(&peer).copied()
+    }
 }
 
 /// Reads frames until one is complete. Used for handshakes.
@@ -339,6 +346,7 @@ async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAdd
     };
     stream.write_all(&handshake_frame(&reply)).await?;
     let from = hello.addr;
+    shared.peer_ids.lock().insert(from, hello.host_id);
     debug!(%remote, peer = %from, host_id = %hello.host_id, class = ?hello.class, "inbound connection established");
     let sink = shared.sink.get().ok_or(Error::Shutdown)?.clone();
     loop {
@@ -495,6 +503,7 @@ impl Outbound {
                 reason: "timed out".into(),
             })??;
         debug!(%peer, host_id = %reply.host_id, class = ?self.class, "outbound connection established");
+        self.shared.peer_ids.lock().insert(peer, reply.host_id);
         Ok(stream)
     }
 
@@ -513,7 +522,9 @@ impl Outbound {
                     return SessionEnd::Disconnected(e);
                 }
             }
+            // Biased: notice a closed socket before writing new messages into it.
             tokio::select! {
+                biased;
                 _ = token.cancelled() => return SessionEnd::Shutdown,
                 // The peer never writes after the handshake; a readable socket means it closed.
                 r = rd.read(&mut probe) => {

@@ -115,4 +115,8 @@ pub trait Transport: Send + Sync + 'static {
     /// Waits until everything `shutdown` stopped has finished (listener closed).
     async fn wait_closed(&self);
     fn stats(&self) -> TransportStats;
+    /// Host id a peer announced in its last handshake, if this transport has one.
+    fn peer_host_id(&self, _peer: NodeAddr) -> Option<uuid::Uuid> {
+        None
+    }
 }

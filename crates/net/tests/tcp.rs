@@ -252,6 +252,7 @@ async fn reconnects_after_peer_restart() {
         a.request(b_addr, ECHO, Bytes::from("1"), T).await.unwrap(),
         "1"
     );
+    let old_id = a.peer_host_id(b_addr).expect("host id from handshake");
     b.shutdown().await;
     drop(b);
 
@@ -268,6 +269,8 @@ async fn reconnects_after_peer_restart() {
     })
     .await;
     assert_eq!(reply, "3");
+    let new_id = a.peer_host_id(b_addr).expect("host id from handshake");
+    assert_ne!(old_id, new_id);
     // And the restarted node can reach back.
     assert_eq!(
         b2.request(a.local_addr(), ECHO, Bytes::from("4"), T)
@@ -276,8 +279,8 @@ async fn reconnects_after_peer_restart() {
         "4"
     );
     let t = a.stats().transport;
+    // Whether a connect attempt failed while b was down depends on when a noticed the close.
     assert!(t.connections_opened >= 2, "{t:?}");
-    assert!(t.connect_failures >= 1, "{t:?}");
     a.shutdown().await;
     b2.shutdown().await;
 }

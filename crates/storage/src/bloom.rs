@@ -20,7 +20,10 @@ fn hashes(key: &DecoratedKey) -> (u64, u64) {
 }
 
 impl Bloom {
-    pub fn build<'a>(keys: impl ExactSizeIterator<Item = &'a DecoratedKey>, bits_per_key: usize) -> Bloom {
+    pub fn build<'a>(
+        keys: impl ExactSizeIterator<Item = &'a DecoratedKey>,
+        bits_per_key: usize,
+    ) -> Bloom {
         let n = keys.len().max(1);
         let nbits = (n * bits_per_key.max(1)).max(64);
         let words = nbits.div_ceil(64);
@@ -87,7 +90,9 @@ mod tests {
 
     #[test]
     fn no_false_negatives_and_few_false_positives() {
-        let keys: Vec<DecoratedKey> = (0..10_000u32).map(|i| DecoratedKey::new(i.to_be_bytes().to_vec())).collect();
+        let keys: Vec<DecoratedKey> = (0..10_000u32)
+            .map(|i| DecoratedKey::new(i.to_be_bytes().to_vec()))
+            .collect();
         let b = Bloom::build(keys.iter(), 10);
         assert!(keys.iter().all(|k| b.may_contain(k)));
         let fp = (10_000..20_000u32)

@@ -28,7 +28,19 @@ const HEADER_LEN: u64 = 20;
 const MAX_BUFFER: usize = 8 << 20;
 
 /// A position in the commitlog; orders all records ever written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Position {
     pub segment: u64,
     pub offset: u64,
@@ -88,7 +100,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         let e = e.ctx(|| format!("listing {}", dir.display()))?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if let Some(id) = name.strip_prefix("CommitLog-").and_then(|s| s.strip_suffix(".log")) {
+        if let Some(id) = name
+            .strip_prefix("CommitLog-")
+            .and_then(|s| s.strip_suffix(".log"))
+        {
             if let Ok(id) = id.parse() {
                 ids.push(id);
             }
@@ -115,7 +130,8 @@ fn create_segment(dir: &Path, id: u64) -> Result<File> {
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&id.to_le_bytes());
     header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
-    f.write_all(&header).ctx(|| format!("writing {}", path.display()))?;
+    f.write_all(&header)
+        .ctx(|| format!("writing {}", path.display()))?;
     f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
     fsync_dir(dir)?;
     Ok(f)
@@ -133,7 +149,12 @@ pub fn frame_record(payload: &[u8], out: &mut Vec<u8>) {
 impl CommitLog {
     /// Starts a new segment numbered after every existing one. Replay must
     /// have happened before (see [`replay_segment`]).
-    pub fn open(dir: &Path, mode: SyncMode, segment_bytes: u64, first_segment: u64) -> Result<CommitLog> {
+    pub fn open(
+        dir: &Path,
+        mode: SyncMode,
+        segment_bytes: u64,
+        first_segment: u64,
+    ) -> Result<CommitLog> {
         let file = Arc::new(create_segment(dir, first_segment)?);
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -191,7 +212,11 @@ impl CommitLog {
             segment: a.segment,
             offset: end + rec_len,
         };
-        sh.dirty.lock().entry(a.segment).or_default().insert(table, pos.offset);
+        sh.dirty
+            .lock()
+            .entry(a.segment)
+            .or_default()
+            .insert(table, pos.offset);
         if a.buf.len() >= MAX_BUFFER {
             sh.write_out(&mut a)?;
         }
@@ -269,10 +294,13 @@ impl CommitLog {
 
     /// Forgets a dropped table, so its records no longer keep segments.
     pub fn forget_table(&self, table: TableId) -> Result<()> {
-        self.mark_flushed(table, Position {
-            segment: u64::MAX,
-            offset: u64::MAX,
-        })
+        self.mark_flushed(
+            table,
+            Position {
+                segment: u64::MAX,
+                offset: u64::MAX,
+            },
+        )
     }
 
     pub fn bytes_written(&self) -> u64 {
@@ -312,7 +340,11 @@ impl Drop for CommitLog {
 
 impl Shared {
     fn error_text(&self) -> String {
-        self.sync.lock().error.clone().unwrap_or_else(|| "commitlog failed".into())
+        self.sync
+            .lock()
+            .error
+            .clone()
+            .unwrap_or_else(|| "commitlog failed".into())
     }
 
     fn fail(&self, why: String) {
@@ -336,7 +368,8 @@ impl Shared {
             self.fail(msg.clone());
             return Err(Error::Poisoned(msg));
         }
-        self.bytes_written.fetch_add(a.buf.len() as u64, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(a.buf.len() as u64, Ordering::Relaxed);
         a.written += a.buf.len() as u64;
         a.buf.clear();
         Ok(())
@@ -440,7 +473,12 @@ pub struct SegmentReplay {
 /// Reads every record of a segment. A torn tail in the last segment (a crash
 /// mid-write) is cut off with a warning; any other damage is an error naming
 /// file and offset, unless `skip_corrupt` asks to log it and go on.
-pub fn replay_segment(dir: &Path, id: u64, is_last: bool, skip_corrupt: bool) -> Result<SegmentReplay> {
+pub fn replay_segment(
+    dir: &Path,
+    id: u64,
+    is_last: bool,
+    skip_corrupt: bool,
+) -> Result<SegmentReplay> {
     let path = segment_path(dir, id);
     let data = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
     let corrupt = |offset: u64, detail: &str| Error::Corruption {
@@ -487,8 +525,10 @@ pub fn replay_segment(dir: &Path, id: u64, is_last: bool, skip_corrupt: bool) ->
             break;
         }
         let len_bytes = &data[off..off + 4];
-        let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
-        let len_crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
+        let len =
+            u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+        let len_crc =
+            u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
         if crc32fast::hash(len_bytes) != len_crc {
             if torn_or("bad record length checksum", rest_is_zero(off))? {
                 out.truncated_at = Some(off as u64);
@@ -524,8 +564,12 @@ pub fn replay_segment(dir: &Path, id: u64, is_last: bool, skip_corrupt: bool) ->
     }
     if let Some(at) = out.truncated_at {
         tracing::warn!(file = %path.display(), offset = at, "torn commitlog tail (crash mid-write): truncating");
-        let f = OpenOptions::new().write(true).open(&path).ctx(|| format!("opening {}", path.display()))?;
-        f.set_len(at.max(HEADER_LEN)).ctx(|| format!("truncating {}", path.display()))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        f.set_len(at.max(HEADER_LEN))
+            .ctx(|| format!("truncating {}", path.display()))?;
         f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
     }
     Ok(out)
@@ -542,4 +586,3 @@ pub fn delete_segments(dir: &Path, ids: &[u64]) -> Result<()> {
     }
     Ok(())
 }
-

@@ -82,7 +82,9 @@ pub fn compact_partition(
                 *c = t;
             }
             match c.value {
-                CellValue::Tombstone { deleted_at } => !purgeable(&Deletion::new(c.timestamp, deleted_at)),
+                CellValue::Tombstone { deleted_at } => {
+                    !purgeable(&Deletion::new(c.timestamp, deleted_at))
+                }
                 _ => true,
             }
         });
@@ -145,7 +147,12 @@ pub fn plan_size_tiered(o: &SizeTieredOptions, sstables: &[Candidate]) -> Option
         .into_iter()
         .filter(|(_, m)| m.len() >= o.min_threshold.max(2))
         .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, m)| m.iter().take(o.max_threshold.max(2)).map(|c| c.generation).collect())
+        .map(|(_, m)| {
+            m.iter()
+                .take(o.max_threshold.max(2))
+                .map(|c| c.generation)
+                .collect()
+        })
 }
 
 /// The least timestamp another source may hold for `key`.
@@ -174,8 +181,13 @@ mod tests {
     #[test]
     fn size_tiered_waits_for_four_similar() {
         let o = SizeTieredOptions::default();
-        assert_eq!(plan_size_tiered(&o, &[c(1, 100), c(2, 100), c(3, 100)]), None);
-        let mut got = plan_size_tiered(&o, &[c(1, 100), c(2, 110), c(3, 95), c(4, 1000), c(5, 105)]).expect("plans");
+        assert_eq!(
+            plan_size_tiered(&o, &[c(1, 100), c(2, 100), c(3, 100)]),
+            None
+        );
+        let mut got =
+            plan_size_tiered(&o, &[c(1, 100), c(2, 110), c(3, 95), c(4, 1000), c(5, 105)])
+                .expect("plans");
         got.sort_unstable();
         assert_eq!(got, vec![1, 2, 3, 5]);
     }

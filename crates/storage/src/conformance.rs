@@ -14,13 +14,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gyre_common::{lww, Cell, CellName, DecoratedKey, Deletion, LocalTime, Partition, Slice, SliceBound, Timestamp};
+use gyre_common::{
+    lww, Cell, CellName, DecoratedKey, Deletion, LocalTime, Partition, Slice, SliceBound, Timestamp,
+};
 use proptest::prelude::*;
 
 use crate::engine::finish_read;
 use crate::{
-    ClusteringFilter, ColumnFilter, CompactionOptions, ManualClock, ReadFilter, ScanRequest, ScanStart,
-    SizeTieredOptions, StorageEngine, TableId, TableOptions,
+    ClusteringFilter, ColumnFilter, CompactionOptions, ManualClock, ReadFilter, ScanRequest,
+    ScanStart, SizeTieredOptions, StorageEngine, TableId, TableOptions,
 };
 
 /// Opens an engine over a directory with the given clock. Called again on
@@ -173,7 +175,9 @@ fn table_options() -> TableOptions {
 
 /// The suite's table id, fixed so restarts find it.
 pub fn table_id() -> TableId {
-    TableId(uuid::Uuid::from_u128(0x6779_7265_0000_0000_0000_0000_0000_0001))
+    TableId(uuid::Uuid::from_u128(
+        0x6779_7265_0000_0000_0000_0000_0000_0001,
+    ))
 }
 
 struct Harness<'a> {
@@ -193,7 +197,8 @@ mod tempfile_dir {
     impl Dir {
         pub fn new() -> Self {
             let n: u64 = rand::random();
-            let p = std::env::temp_dir().join(format!("gyre-conformance-{}-{n:x}", std::process::id()));
+            let p =
+                std::env::temp_dir().join(format!("gyre-conformance-{}-{n:x}", std::process::id()));
             let _ = std::fs::create_dir_all(&p);
             Dir(p)
         }
@@ -215,7 +220,9 @@ impl<'a> Harness<'a> {
         let dir = tempfile_dir::Dir::new();
         let clock = Arc::new(ManualClock::new(START_TIME));
         let engine = opener(dir.path(), clock.clone()).expect("engine opens");
-        engine.create_table(table_id(), table_options()).expect("table created");
+        engine
+            .create_table(table_id(), table_options())
+            .expect("table created");
         Harness {
             opener,
             dir,
@@ -316,8 +323,14 @@ impl<'a> Harness<'a> {
                 let d = Deletion::new(self.ts(*ts_skew), now);
                 self.apply(Partition::new(pk(*key)).delete_partition(d));
             }
-            Op::Flush => self.engine().flush(Some(table_id())).expect("flush succeeds"),
-            Op::Compact => self.engine().compact(table_id()).expect("compaction succeeds"),
+            Op::Flush => self
+                .engine()
+                .flush(Some(table_id()))
+                .expect("flush succeeds"),
+            Op::Compact => self
+                .engine()
+                .compact(table_id())
+                .expect("compaction succeeds"),
             Op::Restart => {
                 self.engine = None;
                 let e = (self.opener)(self.dir.path(), self.clock.clone()).expect("engine reopens");
@@ -330,7 +343,12 @@ impl<'a> Harness<'a> {
         Ok(())
     }
 
-    fn model_read(&self, key: &DecoratedKey, filter: &ReadFilter, now: LocalTime) -> Option<Partition> {
+    fn model_read(
+        &self,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+    ) -> Option<Partition> {
         let p = self.model.get(key)?;
         finish_read(crate::memtable::clip(p, &filter.clustering), filter, now)
     }
@@ -344,7 +362,8 @@ impl<'a> Harness<'a> {
             .read(table_id(), &key, &filter, now)
             .map_err(|e| TestCaseError::fail(format!("read failed: {e}")))?;
         let want = self.model_read(&key, &filter, now);
-        let live = |p: Option<Partition>| p.map(|p| lww::live_view(&p, now)).filter(|p| !p.is_empty());
+        let live =
+            |p: Option<Partition>| p.map(|p| lww::live_view(&p, now)).filter(|p| !p.is_empty());
         prop_assert_eq!(live(got), live(want), "read of {:?} with {:?}", key, filter);
         Ok(())
     }
@@ -421,7 +440,10 @@ fn bound_strategy() -> impl Strategy<Value = BoundSpec> + Clone {
 
 fn filter_strategy() -> impl Strategy<Value = FilterSpec> {
     (
-        prop::option::of(prop::collection::vec((bound_strategy(), bound_strategy()), 1..2)),
+        prop::option::of(prop::collection::vec(
+            (bound_strategy(), bound_strategy()),
+            1..2,
+        )),
         prop::option::weighted(0.2, prop::collection::vec(row_strategy(), 1..4)),
         prop::option::weighted(0.3, prop::collection::vec(0u8..3, 1..3)),
         prop::option::weighted(0.3, 1u8..4),
@@ -471,7 +493,8 @@ pub fn run_ops(opener: &Opener, ops: &[Op]) -> Result<(), TestCaseError> {
     h.step(&Op::Flush)?;
     h.clock.advance(i64::from(GC_GRACE) + 1);
     h.step(&Op::Compact)?;
-    h.check_all().map_err(at("after flush and compaction past gc grace".into()))?;
+    h.check_all()
+        .map_err(at("after flush and compaction past gc grace".into()))?;
     h.step(&Op::Restart)?;
     h.check_all().map_err(at("after a final restart".into()))
 }
@@ -489,7 +512,9 @@ pub fn run_model_test(opener: &Opener, cases: u32, max_ops: usize) {
         ..ProptestConfig::default()
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
-    let result = runner.run(&prop::collection::vec(op_strategy(), 1..max_ops), |ops| run_ops(opener, &ops));
+    let result = runner.run(&prop::collection::vec(op_strategy(), 1..max_ops), |ops| {
+        run_ops(opener, &ops)
+    });
     if let Err(e) = result {
         panic!("conformance model test failed: {e}");
     }

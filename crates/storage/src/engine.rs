@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use gyre_common::{lww, DecoratedKey, LocalTime, Partition};
 
-use crate::types::{ColumnFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, TableId, TableOptions, TableStats};
+use crate::types::{
+    ColumnFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, TableId, TableOptions, TableStats,
+};
 use crate::Result;
 
 /// A node-local storage engine: Cassandra's data model over byte keys.
@@ -30,7 +32,13 @@ pub trait StorageEngine: Send + Sync {
     /// Reads one partition: reconciled, with shadowed data removed, clipped
     /// to the filter. Tombstones in the selection are kept (see
     /// [`ReadFilter`]). `None` when the engine holds nothing for the key.
-    fn read(&self, table: TableId, key: &DecoratedKey, filter: &ReadFilter, now: LocalTime) -> Result<Option<Partition>>;
+    fn read(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+    ) -> Result<Option<Partition>>;
 
     /// Reads partitions in (token, key) order, a page at a time.
     fn scan(&self, table: TableId, request: &ScanRequest, now: LocalTime) -> Result<ScanPage>;
@@ -98,9 +106,12 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
 pub fn finish_read(mut p: Partition, filter: &ReadFilter, now: LocalTime) -> Option<Partition> {
     lww::purge_shadowed(&mut p);
     p.rows.retain(|ck, _| filter.clustering.contains(ck));
-    p.range_tombstones.retain(|rt| filter.clustering.intersects(&rt.slice));
+    p.range_tombstones
+        .retain(|rt| filter.clustering.intersects(&rt.slice));
     if let ColumnFilter::Columns(_) = &filter.columns {
-        let keep = |row: &mut gyre_common::Row| row.cells.retain(|n, _| filter.columns.contains(&n.column));
+        let keep = |row: &mut gyre_common::Row| {
+            row.cells.retain(|n, _| filter.columns.contains(&n.column))
+        };
         if let Some(r) = &mut p.static_row {
             keep(r);
             if r.is_empty() {

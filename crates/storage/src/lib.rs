@@ -35,9 +35,9 @@
 mod bloom;
 pub mod commitlog;
 mod compaction;
+mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-mod config;
 mod engine;
 mod error;
 mod lsm;
@@ -45,13 +45,12 @@ mod memtable;
 pub mod sstable;
 mod types;
 
-
 pub use compaction::{compact_partition, plan_size_tiered, Candidate, MergeIter, Source};
 pub use config::{LsmConfig, SyncMode};
 pub use engine::{finish_read, live_row_count, Clock, ManualClock, StorageEngine, SystemClock};
 pub use error::{Error, Result};
 pub use lsm::LsmEngine;
 pub use types::{
-    ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, ReadFilter, ScanPage, ScanRequest,
-    ScanStart, SizeTieredOptions, TableId, TableOptions, TableStats,
+    ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, ReadFilter,
+    ScanPage, ScanRequest, ScanStart, SizeTieredOptions, TableId, TableOptions, TableStats,
 };

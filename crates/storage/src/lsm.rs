@@ -35,7 +35,8 @@ use crate::error::IoContext;
 use crate::memtable::Memtable;
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
 use crate::types::{
-    ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, ScanStart, TableId, TableOptions, TableStats,
+    ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, ScanStart, TableId,
+    TableOptions, TableStats,
 };
 use crate::{Error, Result};
 
@@ -105,7 +106,7 @@ impl Table {
         let mut st = (**guard).clone();
         f(&mut st);
         st.sstables
-            .sort_by(|a, b| b.meta.max_timestamp.cmp(&a.meta.max_timestamp));
+            .sort_by_key(|s| std::cmp::Reverse(s.meta.max_timestamp));
         *guard = Arc::new(st);
     }
 }
@@ -167,7 +168,12 @@ impl LsmEngine {
         let tables = load_tables(&config.data_dir)?;
         let segments = commitlog::list_segments(&config.commitlog_dir)?;
         let next_segment = segments.last().map_or(1, |s| s + 1);
-        let commitlog = CommitLog::open(&config.commitlog_dir, config.sync, config.segment_bytes, next_segment)?;
+        let commitlog = CommitLog::open(
+            &config.commitlog_dir,
+            config.sync,
+            config.segment_bytes,
+            next_segment,
+        )?;
         let inner = Arc::new(Inner {
             config,
             clock,
@@ -234,7 +240,11 @@ impl LsmEngine {
     /// The SSTable files of a table (for tests and tools).
     pub fn sstable_paths(&self, table: TableId) -> Result<Vec<PathBuf>> {
         let t = self.inner.table(table)?;
-        Ok(t.snapshot().sstables.iter().map(|s| s.path().to_path_buf()).collect())
+        Ok(t.snapshot()
+            .sstables
+            .iter()
+            .map(|s| s.path().to_path_buf())
+            .collect())
     }
 }
 
@@ -267,7 +277,10 @@ fn load_tables(data_dir: &Path) -> Result<HashMap<TableId, Arc<Table>>> {
 }
 
 fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+    name.strip_prefix(prefix)?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
 }
 
 fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
@@ -275,7 +288,10 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
     let mut txns = Vec::new();
     for e in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
         let path = e.ctx(|| format!("listing {}", dir.display()))?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.starts_with("tmp-") {
             // A write that never finished: never part of the table.
             fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
@@ -305,7 +321,8 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
             gens.retain(|g| !txn.inputs.contains(g));
         }
         if empty_marker.exists() {
-            fs::remove_file(&empty_marker).ctx(|| format!("removing {}", empty_marker.display()))?;
+            fs::remove_file(&empty_marker)
+                .ctx(|| format!("removing {}", empty_marker.display()))?;
         }
         fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
     }
@@ -314,7 +331,7 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
     for g in &gens {
         sstables.push(Arc::new(SsTable::open(&sstable_path(dir, *g))?));
     }
-    sstables.sort_by(|a, b| b.meta.max_timestamp.cmp(&a.meta.max_timestamp));
+    sstables.sort_by_key(|s| std::cmp::Reverse(s.meta.max_timestamp));
     Ok(Table {
         id: tf.id,
         dir: dir.to_path_buf(),
@@ -352,7 +369,11 @@ fn decode_record(payload: &Bytes) -> codec::DecodeResult<(TableId, Partition)> {
 
 impl Inner {
     fn table(&self, id: TableId) -> Result<Arc<Table>> {
-        self.tables.read().get(&id).cloned().ok_or(Error::UnknownTable(id))
+        self.tables
+            .read()
+            .get(&id)
+            .cloned()
+            .ok_or(Error::UnknownTable(id))
     }
 
     fn replay(&self, segments: &[u64]) -> Result<()> {
@@ -360,7 +381,8 @@ impl Inner {
         let mut replayed = 0usize;
         for (i, seg) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
-            let r = commitlog::replay_segment(dir, *seg, is_last, self.config.skip_corrupt_commitlog)?;
+            let r =
+                commitlog::replay_segment(dir, *seg, is_last, self.config.skip_corrupt_commitlog)?;
             for rec in r.records {
                 let (id, update) = decode_record(&rec.payload).map_err(|e| Error::Corruption {
                     file: dir.join(format!("CommitLog-{seg}.log")),
@@ -381,7 +403,11 @@ impl Inner {
             }
         }
         if replayed > 0 {
-            tracing::info!(records = replayed, segments = segments.len(), "replayed the commitlog");
+            tracing::info!(
+                records = replayed,
+                segments = segments.len(),
+                "replayed the commitlog"
+            );
         }
         let ids: Vec<TableId> = self.tables.read().keys().copied().collect();
         for id in ids {
@@ -595,7 +621,10 @@ impl Inner {
                     s.sstables.push(Arc::new(sst));
                 }
             });
-            self.memtable_bytes.fetch_sub(m.bytes().min(self.memtable_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            self.memtable_bytes.fetch_sub(
+                m.bytes().min(self.memtable_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
             if let Some(end) = m.end() {
                 self.commitlog.mark_flushed(t.id, end)?;
             }
@@ -659,7 +688,11 @@ impl Inner {
             .collect();
         let mut merged = MergeIter::new(sources);
         while let Some(p) = merged.next_partition()? {
-            let max_purgeable = compaction::min_timestamp_outside(&p.key, others.iter().map(|s| &**s), memtable_min);
+            let max_purgeable = compaction::min_timestamp_outside(
+                &p.key,
+                others.iter().map(|s| &**s),
+                memtable_min,
+            );
             if let Some(p) = compaction::compact_partition(p, now, gc_before, max_purgeable) {
                 w.add(&p)?;
             }
@@ -676,7 +709,10 @@ impl Inner {
             drop(w);
             None
         } else {
-            let s = w.finish()?;
+            let s = w.finish().inspect_err(|_| {
+                // The output never made it: the inputs stay, the record goes.
+                let _ = fs::remove_file(&txn_path);
+            })?;
             t.bytes_compacted.fetch_add(s.file_bytes, Ordering::Relaxed);
             Some(Arc::new(s))
         };
@@ -706,7 +742,13 @@ impl Inner {
         Ok(())
     }
 
-    fn read(&self, id: TableId, key: &DecoratedKey, filter: &ReadFilter, now: LocalTime) -> Result<Option<Partition>> {
+    fn read(
+        &self,
+        id: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+    ) -> Result<Option<Partition>> {
         let t = self.table(id)?;
         let st = t.snapshot();
         let mut acc: Option<Partition> = None;
@@ -739,23 +781,29 @@ impl Inner {
     fn scan(&self, id: TableId, req: &ScanRequest, now: LocalTime) -> Result<ScanPage> {
         let t = self.table(id)?;
         let st = t.snapshot();
-        let (start, resume_after): (Bound<DecoratedKey>, Option<(DecoratedKey, Bytes, usize)>) = match &req.start {
-            ScanStart::Token(Bound::Unbounded) => (Bound::Unbounded, None),
-            ScanStart::Token(Bound::Included(tok)) => (Bound::Included(min_key(*tok)), None),
-            ScanStart::Token(Bound::Excluded(tok)) => match tok.checked_add(1) {
-                Some(next) => (Bound::Included(min_key(next)), None),
-                None => {
-                    return Ok(ScanPage {
-                        partitions: Vec::new(),
-                        resume: None,
-                    })
-                }
-            },
-            ScanStart::After(k) => (Bound::Excluded(k.clone()), None),
-            ScanStart::Within { key, after, returned } => {
-                (Bound::Included(key.clone()), Some((key.clone(), after.clone(), *returned)))
-            }
-        };
+        let (start, resume_after): (Bound<DecoratedKey>, Option<(DecoratedKey, Bytes, usize)>) =
+            match &req.start {
+                ScanStart::Token(Bound::Unbounded) => (Bound::Unbounded, None),
+                ScanStart::Token(Bound::Included(tok)) => (Bound::Included(min_key(*tok)), None),
+                ScanStart::Token(Bound::Excluded(tok)) => match tok.checked_add(1) {
+                    Some(next) => (Bound::Included(min_key(next)), None),
+                    None => {
+                        return Ok(ScanPage {
+                            partitions: Vec::new(),
+                            resume: None,
+                        })
+                    }
+                },
+                ScanStart::After(k) => (Bound::Excluded(k.clone()), None),
+                ScanStart::Within {
+                    key,
+                    after,
+                    returned,
+                } => (
+                    Bound::Included(key.clone()),
+                    Some((key.clone(), after.clone(), *returned)),
+                ),
+            };
         let mut sources: Vec<Source<'_>> = Vec::new();
         for m in std::iter::once(&st.memtable).chain(st.flushing.iter()) {
             let mut it = m.range(start.clone(), &req.filter.clustering);
@@ -789,8 +837,18 @@ impl Inner {
                     // Resuming inside this partition: its static row and the
                     // rows up to `ck` went out with the previous page.
                     p.static_row = None;
-                    p.rows = p.rows.split_off(&Bytes::copy_from_slice(ck)).into_iter().filter(|(c, _)| c != ck).collect();
-                    p.range_tombstones.retain(|rt| rt.slice.intersects(&gyre_common::Slice::new(SliceBound::Exclusive(ck.clone()), SliceBound::Unbounded)));
+                    p.rows = p
+                        .rows
+                        .split_off(&Bytes::copy_from_slice(ck))
+                        .into_iter()
+                        .filter(|(c, _)| c != ck)
+                        .collect();
+                    p.range_tombstones.retain(|rt| {
+                        rt.slice.intersects(&gyre_common::Slice::new(
+                            SliceBound::Exclusive(ck.clone()),
+                            SliceBound::Unbounded,
+                        ))
+                    });
                 }
             }
             let key = p.key.clone();
@@ -799,7 +857,9 @@ impl Inner {
             if limited {
                 filter.limit = Some(remaining);
             }
-            let Some(p) = finish_read(p, &filter, now) else { continue };
+            let Some(p) = finish_read(p, &filter, now) else {
+                continue;
+            };
             let n = live_row_count(&p, now);
             rows += n;
             let last_ck = p.rows.keys().next_back().cloned();
@@ -842,12 +902,15 @@ impl StorageEngine for LsmEngine {
         }
         let dir = inner.config.data_dir.join(id.to_string());
         fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        let table = open_table(&dir, TableFile {
-            id,
-            options,
-            truncated_at: None,
-            flushed_upto: None,
-        })?;
+        let table = open_table(
+            &dir,
+            TableFile {
+                id,
+                options,
+                truncated_at: None,
+                flushed_upto: None,
+            },
+        )?;
         table.persist()?;
         fsync_dir(&inner.config.data_dir)?;
         inner.tables.write().insert(id, Arc::new(table));
@@ -882,9 +945,10 @@ impl StorageEngine for LsmEngine {
             .chain(old.flushing.iter())
             .map(|m| m.bytes())
             .sum();
-        inner
-            .memtable_bytes
-            .fetch_sub(freed.min(inner.memtable_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        inner.memtable_bytes.fetch_sub(
+            freed.min(inner.memtable_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
         *t.truncated_at.lock() = Some(pos);
         t.persist()?;
         for s in &old.sstables {
@@ -907,7 +971,13 @@ impl StorageEngine for LsmEngine {
         self.inner.apply(table, update)
     }
 
-    fn read(&self, table: TableId, key: &DecoratedKey, filter: &ReadFilter, now: LocalTime) -> Result<Option<Partition>> {
+    fn read(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+    ) -> Result<Option<Partition>> {
         self.inner.read(table, key, filter, now)
     }
 
@@ -941,7 +1011,11 @@ impl StorageEngine for LsmEngine {
                 .chain(st.flushing.iter())
                 .map(|m| m.bytes())
                 .sum(),
-            estimated_partitions: st.sstables.iter().map(|s| s.meta.partition_count).sum::<u64>()
+            estimated_partitions: st
+                .sstables
+                .iter()
+                .map(|s| s.meta.partition_count)
+                .sum::<u64>()
                 + st.memtable.len() as u64,
             tombstones_on_disk: st.sstables.iter().map(|s| s.meta.tombstone_count).sum(),
             bytes_flushed: t.bytes_flushed.load(Ordering::Relaxed),

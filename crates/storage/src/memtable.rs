@@ -45,9 +45,9 @@ impl Memtable {
         if let Some((lo, _)) = update.timestamp_range() {
             self.min_timestamp.fetch_min(lo, Ordering::Relaxed);
         }
-        let entry = self
-            .map
-            .get_or_insert_with(update.key.clone(), || Mutex::new(Partition::new(update.key.clone())));
+        let entry = self.map.get_or_insert_with(update.key.clone(), || {
+            Mutex::new(Partition::new(update.key.clone()))
+        });
         lww::merge_partitions(&mut entry.value().lock(), update);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         size

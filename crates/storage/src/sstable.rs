@@ -191,7 +191,8 @@ impl SsTableWriter {
             Compression::Lz4 => (1, lz4_flex::compress_prepend_size(&self.block).into()),
             Compression::Zstd => {
                 let mut v = (self.block.len() as u32).to_le_bytes().to_vec();
-                let z = zstd::bulk::compress(&self.block, 3).ctx(|| "compressing a block".into())?;
+                let z =
+                    zstd::bulk::compress(&self.block, 3).ctx(|| "compressing a block".into())?;
                 v.extend_from_slice(&z);
                 (2, v.into())
             }
@@ -204,8 +205,12 @@ impl SsTableWriter {
         head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
         head[8] = comp;
         let path = self.path();
-        self.out.write_all(&head).ctx(|| format!("writing {}", path.display()))?;
-        self.out.write_all(&payload).ctx(|| format!("writing {}", path.display()))?;
+        self.out
+            .write_all(&head)
+            .ctx(|| format!("writing {}", path.display()))?;
+        self.out
+            .write_all(&payload)
+            .ctx(|| format!("writing {}", path.display()))?;
         let len = (BLOCK_HEADER + payload.len()) as u32;
         self.index.push(IndexEntry {
             key,
@@ -232,13 +237,22 @@ impl SsTableWriter {
         }
         let deletions = p.deletion.iter().count()
             + p.range_tombstones.len()
-            + p.static_row.iter().chain(p.rows.values()).filter(|r| r.deletion.is_some()).count();
+            + p.static_row
+                .iter()
+                .chain(p.rows.values())
+                .filter(|r| r.deletion.is_some())
+                .count();
         self.meta.tombstone_count += deletions as u64;
         for d in p
             .deletion
             .iter()
             .chain(p.range_tombstones.iter().map(|r| &r.deletion))
-            .chain(p.static_row.iter().chain(p.rows.values()).filter_map(|r| r.deletion.as_ref()))
+            .chain(
+                p.static_row
+                    .iter()
+                    .chain(p.rows.values())
+                    .filter_map(|r| r.deletion.as_ref()),
+            )
         {
             self.meta.min_local_deletion_time = self.meta.min_local_deletion_time.min(d.deleted_at);
         }
@@ -272,7 +286,10 @@ impl SsTableWriter {
     pub fn finish(mut self) -> Result<SsTable> {
         self.finish_block()?;
         let path = self.path();
-        let w = |out: &mut BufWriter<File>, b: &[u8]| out.write_all(b).ctx(|| format!("writing {}", path.display()));
+        let w = |out: &mut BufWriter<File>, b: &[u8]| {
+            out.write_all(b)
+                .ctx(|| format!("writing {}", path.display()))
+        };
         self.meta.data_bytes = self.offset;
 
         let mut index = Vec::new();
@@ -317,7 +334,9 @@ impl SsTableWriter {
         footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
         debug_assert_eq!(footer.len() as u64, FOOTER_LEN);
         w(&mut self.out, &footer)?;
-        self.out.flush().ctx(|| format!("writing {}", path.display()))?;
+        self.out
+            .flush()
+            .ctx(|| format!("writing {}", path.display()))?;
         self.out
             .get_ref()
             .sync_all()
@@ -367,7 +386,10 @@ fn le_u64(b: &[u8]) -> u64 {
 impl SsTable {
     pub fn open(path: &Path) -> Result<SsTable> {
         let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-        let file_bytes = file.metadata().ctx(|| format!("reading {}", path.display()))?.len();
+        let file_bytes = file
+            .metadata()
+            .ctx(|| format!("reading {}", path.display()))?
+            .len();
         let corrupt = |offset: u64, detail: &str| Error::Corruption {
             file: path.to_path_buf(),
             offset,
@@ -385,7 +407,10 @@ impl SsTable {
         }
         let version = u32::from_le_bytes([footer[8], footer[9], footer[10], footer[11]]);
         if version != FORMAT_VERSION {
-            return Err(corrupt(footer_at, &format!("unsupported format version {version}")));
+            return Err(corrupt(
+                footer_at,
+                &format!("unsupported format version {version}"),
+            ));
         }
         let section = |i: usize, what: &str| -> Result<Bytes> {
             let off = le_u64(&footer[12 + i * 16..]);
@@ -406,10 +431,12 @@ impl SsTable {
         let index_bytes = section(0, "index")?;
         let bloom_bytes = section(1, "bloom filter")?;
         let meta_bytes = section(2, "metadata")?;
-        let meta: SsTableMeta =
-            serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(footer_at, &format!("metadata: {e}")))?;
-        let bloom = Bloom::decode(&bloom_bytes).ok_or_else(|| corrupt(footer_at, "malformed bloom filter"))?;
-        let index = decode_index(&index_bytes).map_err(|e| corrupt(footer_at, &format!("index: {e}")))?;
+        let meta: SsTableMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|e| corrupt(footer_at, &format!("metadata: {e}")))?;
+        let bloom = Bloom::decode(&bloom_bytes)
+            .ok_or_else(|| corrupt(footer_at, "malformed bloom filter"))?;
+        let index =
+            decode_index(&index_bytes).map_err(|e| corrupt(footer_at, &format!("index: {e}")))?;
         Ok(SsTable {
             path: path.to_path_buf(),
             file,
@@ -467,13 +494,16 @@ impl SsTable {
                 buf.drain(..BLOCK_HEADER);
                 buf
             }
-            1 => lz4_flex::decompress_size_prepended(payload).map_err(|e| corrupt(&format!("lz4: {e}")))?,
+            1 => lz4_flex::decompress_size_prepended(payload)
+                .map_err(|e| corrupt(&format!("lz4: {e}")))?,
             2 => {
                 if payload.len() < 4 {
                     return Err(corrupt("short zstd block"));
                 }
-                let n = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
-                zstd::bulk::decompress(&payload[4..], n).map_err(|e| corrupt(&format!("zstd: {e}")))?
+                let n =
+                    u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+                zstd::bulk::decompress(&payload[4..], n)
+                    .map_err(|e| corrupt(&format!("zstd: {e}")))?
             }
             c => return Err(corrupt(&format!("unknown compression {c}"))),
         };
@@ -534,7 +564,12 @@ impl SsTable {
         Ok(Some(part))
     }
 
-    fn read_rows(&self, cur: &mut Cursor<'_>, part: &mut Partition, filter: &ClusteringFilter) -> Result<()> {
+    fn read_rows(
+        &self,
+        cur: &mut Cursor<'_>,
+        part: &mut Partition,
+        filter: &ClusteringFilter,
+    ) -> Result<()> {
         while let Some((tag, body)) = cur.next()? {
             if tag != TAG_ROW {
                 break;
@@ -553,10 +588,16 @@ impl SsTable {
     }
 
     /// Iterates partitions from `start` on, clipped to the filter.
-    pub fn iter_from<'a>(&'a self, start: &std::ops::Bound<DecoratedKey>, filter: ClusteringFilter) -> Result<SsTableIter<'a>> {
+    pub fn iter_from<'a>(
+        &'a self,
+        start: &std::ops::Bound<DecoratedKey>,
+        filter: ClusteringFilter,
+    ) -> Result<SsTableIter<'a>> {
         let (block, skip_until) = match start {
             std::ops::Bound::Unbounded => (0, None),
-            std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) => (self.find_block(k, None), Some(start.clone())),
+            std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) => {
+                (self.find_block(k, None), Some(start.clone()))
+            }
         };
         let cursor = if self.index.is_empty() {
             None

@@ -138,7 +138,9 @@ impl ClusteringFilter {
     pub fn is_past_end(&self, ck: &[u8]) -> bool {
         match self {
             ClusteringFilter::Slices(s) => s.iter().all(|s| !s.before_end(ck)),
-            ClusteringFilter::Names(n) => n.iter().next_back().is_none_or(|last| ck > last.as_ref()),
+            ClusteringFilter::Names(n) => {
+                n.iter().next_back().is_none_or(|last| ck > last.as_ref())
+            }
         }
     }
 }

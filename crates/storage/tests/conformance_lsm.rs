@@ -33,9 +33,21 @@ fn empty_sequence_reads_nothing() {
 fn regression_row_deletion_survives_restart() {
     use conformance::Op::*;
     let ops = [
-        DeleteRow { key: 0, row: (1, 0), ts_skew: 28289 },
+        DeleteRow {
+            key: 0,
+            row: (1, 0),
+            ts_skew: 28289,
+        },
         Restart,
-        Write { key: 0, row: Some((1, 0)), column: 0, path: None, value: 0, ts_skew: 10000, ttl: None },
+        Write {
+            key: 0,
+            row: Some((1, 0)),
+            column: 0,
+            path: None,
+            value: 0,
+            ts_skew: 10000,
+            ttl: None,
+        },
     ];
     conformance::run_ops(&open, &ops).expect("passes");
 }

@@ -1,0 +1,247 @@
+//! The admin HTTP endpoint: `GET /status` (JSON), `GET /metrics`
+//! (Prometheus text), `POST /faults` and `DELETE /faults` (messaging fault
+//! rules, for chaos tests).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use gyre_net::FaultRules;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::http::{self, Request, Response};
+use crate::node::{Shared, GOSSIP_VERB};
+use crate::status::{EndpointReport, StatusReport};
+
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
+    let handler = Arc::new(move |req: Request| route(&shared, req));
+    http::serve(listener, handler, stop).await;
+}
+
+fn route(shared: &Shared, req: Request) -> Response {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/status") => match serde_json::to_vec_pretty(&status(shared)) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::text(500, e.to_string()),
+        },
+        ("GET", "/metrics") => Response::text(200, metrics(shared)),
+        ("POST", "/faults") => match serde_json::from_slice::<FaultRules>(&req.body) {
+            Ok(rules) => match shared.messenger.set_faults(rules) {
+                Ok(()) => {
+                    tracing::warn!(rules = ?shared.messenger.faults(), "fault rules set");
+                    Response::text(200, "ok\n")
+                }
+                Err(e) => Response::text(400, format!("{e}\n")),
+            },
+            Err(e) => Response::text(400, format!("invalid fault rules: {e}\n")),
+        },
+        ("DELETE", "/faults") => {
+            shared.messenger.clear_faults();
+            tracing::info!("fault rules cleared");
+            Response::text(200, "ok\n")
+        }
+        ("GET", "/faults") => match serde_json::to_vec_pretty(&shared.messenger.faults()) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::text(500, e.to_string()),
+        },
+        (_, "/status" | "/metrics" | "/faults") => Response::text(405, "method not allowed\n"),
+        _ => Response::text(404, "not found; try /status, /metrics or /faults\n"),
+    }
+}
+
+pub(crate) fn status(shared: &Shared) -> StatusReport {
+    let core = shared.core.lock();
+    let g = &core.gossiper;
+    let ownership = core.ring.ownership();
+    let endpoints = g
+        .endpoint_states()
+        .map(|(ep, s)| {
+            let host = s.host_id();
+            EndpointReport {
+                address: ep.to_string(),
+                host_id: host.map(|h| h.to_string()),
+                dc: s.dc().map(str::to_string),
+                rack: s.rack().map(str::to_string),
+                status: s.status().map(|st| st.as_str().to_string()),
+                state: if g.is_alive(ep) { "UP" } else { "DOWN" }.to_string(),
+                generation: s.generation,
+                heartbeat: s.heartbeat,
+                tokens: s.tokens().unwrap_or_default(),
+                load: s.load(),
+                ownership: host.and_then(|h| ownership.get(&h).copied()).unwrap_or(0.0),
+                native_address: s.native_address().map(|a| a.to_string()),
+                release_version: s.release_version().map(str::to_string),
+                schema: s.schema().map(|u| u.to_string()),
+                is_local: *ep == shared.local,
+            }
+        })
+        .collect();
+    StatusReport {
+        cluster_name: shared.cfg.cluster.name.clone(),
+        host_id: shared.host_id.to_string(),
+        address: shared.local.to_string(),
+        generation: g.generation(),
+        endpoints,
+    }
+}
+
+fn metrics(shared: &Shared) -> String {
+    let (up, down, rejected, ring_nodes) = {
+        let core = shared.core.lock();
+        (
+            core.gossiper.live_members().count(),
+            core.gossiper.unreachable_members().count(),
+            core.gossiper.rejected_syns(),
+            core.ring.normal_nodes().count(),
+        )
+    };
+    let stats = shared.messenger.stats();
+    let mut m = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(m, "{name}{labels} {v}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    metric(
+        "gyre_gossip_rounds_total",
+        "counter",
+        "Gossip rounds started by this node.",
+        &one(shared.rounds.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "gyre_gossip_peers_up",
+        "gauge",
+        "Peers this node considers UP.",
+        &one(up as f64),
+    );
+    metric(
+        "gyre_gossip_peers_down",
+        "gauge",
+        "Known peers this node considers DOWN.",
+        &one(down as f64),
+    );
+    metric(
+        "gyre_gossip_rejected_syns_total",
+        "counter",
+        "Gossip SYNs rejected because they came from another cluster.",
+        &one(rejected as f64),
+    );
+    metric(
+        "gyre_gossip_decode_errors_total",
+        "counter",
+        "Gossip messages that could not be decoded.",
+        &one(shared.decode_errors.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "gyre_ring_normal_nodes",
+        "gauge",
+        "Nodes in this node's token ring.",
+        &one(ring_nodes as f64),
+    );
+    let verb_name = |v: gyre_net::Verb| {
+        if v == GOSSIP_VERB {
+            "gossip".to_string()
+        } else {
+            v.0.to_string()
+        }
+    };
+    let per_verb = |f: &dyn Fn(&gyre_net::VerbStats) -> f64| -> Vec<(String, f64)> {
+        stats
+            .verbs
+            .iter()
+            .map(|(v, s)| (format!("{{verb=\"{}\"}}", verb_name(*v)), f(s)))
+            .collect()
+    };
+    metric(
+        "gyre_messages_sent_total",
+        "counter",
+        "Messages handed to the transport, by verb.",
+        &per_verb(&|s| s.sent as f64),
+    );
+    metric(
+        "gyre_messages_received_total",
+        "counter",
+        "Messages received, by verb.",
+        &per_verb(&|s| s.received as f64),
+    );
+    metric(
+        "gyre_messages_dropped_total",
+        "counter",
+        "Messages dropped (faults, full queues, no handler), by verb.",
+        &per_verb(&|s| s.dropped as f64),
+    );
+    metric(
+        "gyre_requests_timeouts_total",
+        "counter",
+        "Requests that got no response in time, by verb.",
+        &per_verb(&|s| s.timeouts as f64),
+    );
+    metric(
+        "gyre_requests_completed_total",
+        "counter",
+        "Requests answered successfully, by verb.",
+        &per_verb(&|s| s.completed as f64),
+    );
+    metric(
+        "gyre_request_latency_seconds_sum",
+        "counter",
+        "Total latency of completed requests, by verb.",
+        &per_verb(&|s| s.latency_total_micros as f64 / 1e6),
+    );
+    metric(
+        "gyre_request_latency_seconds_max",
+        "gauge",
+        "Largest latency of a completed request, by verb.",
+        &per_verb(&|s| s.latency_max_micros as f64 / 1e6),
+    );
+    let t = stats.transport;
+    for (name, help, v) in [
+        (
+            "connections_opened",
+            "Outbound connections opened.",
+            t.connections_opened,
+        ),
+        (
+            "connect_failures",
+            "Outbound connection attempts that failed.",
+            t.connect_failures,
+        ),
+        (
+            "inbound_connections",
+            "Inbound connections accepted.",
+            t.inbound_connections,
+        ),
+        (
+            "protocol_errors",
+            "Connections closed for malformed input.",
+            t.protocol_errors,
+        ),
+        (
+            "queue_full",
+            "Sends refused because a queue was full.",
+            t.queue_full,
+        ),
+        (
+            "expired",
+            "Queued messages dropped after their deadline.",
+            t.expired,
+        ),
+    ] {
+        metric(
+            &format!("gyre_transport_{name}_total"),
+            "counter",
+            help,
+            &one(v as f64),
+        );
+    }
+    metric(
+        "gyre_requests_pending",
+        "gauge",
+        "Requests waiting for a response.",
+        &one(stats.pending_requests as f64),
+    );
+    m
+}

@@ -1,0 +1,551 @@
+//! The node configuration: one TOML file (`conf/gyre.toml`) with one section
+//! per concern, plus command-line overrides ([`Overrides`]).
+//!
+//! Every section rejects unknown keys and [`NodeConfig::validate`] names the
+//! offending key, so a typo never silently falls back to a default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use gyre_storage::SyncMode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The whole node configuration. Missing sections and keys take their defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub cluster: ClusterConfig,
+    pub network: NetworkConfig,
+    pub storage: StorageConfig,
+    pub gossip: GossipSettings,
+    pub timeouts: TimeoutsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Nodes only gossip with nodes of the same cluster name.
+    pub name: String,
+    /// Seed nodes, as `ip` (internode port assumed) or `ip:port`.
+    pub seeds: Vec<String>,
+    /// Vnodes owned by this node; only used the first time it starts.
+    pub num_tokens: usize,
+    pub datacenter: String,
+    pub rack: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: "Gyre Cluster".into(),
+            seeds: vec!["127.0.0.1".into()],
+            num_tokens: 16,
+            datacenter: "dc1".into(),
+            rack: "rack1".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Address for internode traffic; also this node's identity in gossip.
+    pub listen_address: IpAddr,
+    pub internode_port: u16,
+    /// CQL (native protocol) address; defaults to `listen_address`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cql_address: Option<IpAddr>,
+    pub cql_port: u16,
+    /// Admin HTTP (`/status`, `/metrics`, `/faults`) address; defaults to `listen_address`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_address: Option<IpAddr>,
+    pub admin_port: u16,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            internode_port: 7000,
+            cql_address: None,
+            cql_port: 9042,
+            admin_address: None,
+            admin_port: 9180,
+        }
+    }
+}
+
+impl NetworkConfig {
+    pub fn internode_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.listen_address, self.internode_port)
+    }
+
+    pub fn cql_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.cql_address.unwrap_or(self.listen_address),
+            self.cql_port,
+        )
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.admin_address.unwrap_or(self.listen_address),
+            self.admin_port,
+        )
+    }
+}
+
+/// When the commitlog is fsynced (see `gyre_storage::SyncMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitlogSync {
+    Periodic,
+    Group,
+    Batch,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// SSTables, plus `node_state.json` (host id, generation, tokens).
+    pub data_dir: PathBuf,
+    pub commitlog_dir: PathBuf,
+    pub commitlog_sync: CommitlogSync,
+    /// fsync period for `periodic`.
+    pub commitlog_sync_period_ms: u64,
+    /// Group-commit window for `group`.
+    pub commitlog_sync_group_window_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("var/data"),
+            commitlog_dir: PathBuf::from("var/commitlog"),
+            commitlog_sync: CommitlogSync::Group,
+            commitlog_sync_period_ms: 10_000,
+            commitlog_sync_group_window_ms: 2,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn sync_mode(&self) -> SyncMode {
+        match self.commitlog_sync {
+            CommitlogSync::Periodic => SyncMode::Periodic {
+                period_ms: self.commitlog_sync_period_ms,
+            },
+            CommitlogSync::Group => SyncMode::Group {
+                window_ms: self.commitlog_sync_group_window_ms,
+            },
+            CommitlogSync::Batch => SyncMode::Batch,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipSettings {
+    /// Gossip round and heartbeat period.
+    pub interval_ms: u64,
+    /// Phi-accrual conviction threshold (Cassandra's `phi_convict_threshold`).
+    pub phi_convict_threshold: f64,
+    /// Heartbeat gaps longer than this are not learned by the failure detector.
+    pub fd_max_interval_ms: u64,
+    /// How long a new node waits for a seed's ring before giving up.
+    pub seed_wait_ms: u64,
+    /// How long the shutdown announcement gets to leave before the node stops.
+    pub shutdown_announce_ms: u64,
+}
+
+impl Default for GossipSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 300,
+            phi_convict_threshold: 8.0,
+            fd_max_interval_ms: 2000,
+            seed_wait_ms: 30_000,
+            shutdown_announce_ms: 500,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Establishing an internode connection.
+    pub connect_ms: u64,
+    /// Coordinator read requests (used once reads are served).
+    pub read_request_ms: u64,
+    /// Coordinator write requests (used once writes are served).
+    pub write_request_ms: u64,
+    /// Any other internode request.
+    pub request_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 2000,
+            read_request_ms: 5000,
+            write_request_ms: 2000,
+            request_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `debug`, `gyre_cluster=debug,info`, ...);
+    /// `RUST_LOG`, when set, wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Command-line overrides; `None` keeps the file's value.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    #[arg(long)]
+    pub listen_address: Option<IpAddr>,
+    #[arg(long)]
+    pub internode_port: Option<u16>,
+    #[arg(long)]
+    pub cql_address: Option<IpAddr>,
+    #[arg(long)]
+    pub cql_port: Option<u16>,
+    #[arg(long)]
+    pub admin_address: Option<IpAddr>,
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// Comma-separated seeds (`ip` or `ip:port`).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub commitlog_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub num_tokens: Option<usize>,
+    #[arg(long)]
+    pub datacenter: Option<String>,
+    #[arg(long)]
+    pub rack: Option<String>,
+    #[arg(long, value_enum)]
+    pub commitlog_sync: Option<CommitlogSyncArg>,
+    #[arg(long)]
+    pub phi_convict_threshold: Option<f64>,
+    #[arg(long)]
+    pub gossip_interval_ms: Option<u64>,
+    #[arg(long)]
+    pub connect_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub read_request_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub write_request_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+/// `CommitlogSync` for clap (kept apart so the config type stays serde-only).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CommitlogSyncArg {
+    Periodic,
+    Group,
+    Batch,
+}
+
+impl From<CommitlogSyncArg> for CommitlogSync {
+    fn from(a: CommitlogSyncArg) -> Self {
+        match a {
+            CommitlogSyncArg::Periodic => Self::Periodic,
+            CommitlogSyncArg::Group => Self::Group,
+            CommitlogSyncArg::Batch => Self::Batch,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| Error::ConfigParse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The config file (or defaults when `path` is `None`) with `o` applied, validated.
+    pub fn resolve(path: Option<&Path>, o: &Overrides) -> Result<Self> {
+        let mut cfg = match path {
+            Some(p) => Self::load(p)?,
+            None => Self::default(),
+        };
+        cfg.apply(o);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        fn set<T: Clone>(dst: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *dst = v.clone();
+            }
+        }
+        set(&mut self.cluster.name, &o.cluster_name);
+        set(&mut self.cluster.seeds, &o.seeds);
+        set(&mut self.cluster.num_tokens, &o.num_tokens);
+        set(&mut self.cluster.datacenter, &o.datacenter);
+        set(&mut self.cluster.rack, &o.rack);
+        set(&mut self.network.listen_address, &o.listen_address);
+        set(&mut self.network.internode_port, &o.internode_port);
+        if o.cql_address.is_some() {
+            self.network.cql_address = o.cql_address;
+        }
+        set(&mut self.network.cql_port, &o.cql_port);
+        if o.admin_address.is_some() {
+            self.network.admin_address = o.admin_address;
+        }
+        set(&mut self.network.admin_port, &o.admin_port);
+        set(&mut self.storage.data_dir, &o.data_dir);
+        set(&mut self.storage.commitlog_dir, &o.commitlog_dir);
+        if let Some(s) = o.commitlog_sync {
+            self.storage.commitlog_sync = s.into();
+        }
+        set(
+            &mut self.gossip.phi_convict_threshold,
+            &o.phi_convict_threshold,
+        );
+        set(&mut self.gossip.interval_ms, &o.gossip_interval_ms);
+        set(&mut self.timeouts.connect_ms, &o.connect_timeout_ms);
+        set(&mut self.timeouts.request_ms, &o.request_timeout_ms);
+        set(
+            &mut self.timeouts.read_request_ms,
+            &o.read_request_timeout_ms,
+        );
+        set(
+            &mut self.timeouts.write_request_ms,
+            &o.write_request_timeout_ms,
+        );
+        set(&mut self.log.level, &o.log_level);
+    }
+
+    /// Seeds as socket addresses (a bare IP gets this node's internode port).
+    pub fn seed_addrs(&self) -> Result<Vec<SocketAddr>> {
+        self.cluster
+            .seeds
+            .iter()
+            .map(|s| parse_seed(s, self.network.internode_port))
+            .collect()
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.cluster;
+        if c.name.trim().is_empty() {
+            return invalid("cluster.name", "must not be empty");
+        }
+        if c.seeds.is_empty() {
+            return invalid(
+                "cluster.seeds",
+                "needs at least one seed (list this node to start a new cluster)",
+            );
+        }
+        self.seed_addrs()?;
+        if !(1..=1536).contains(&c.num_tokens) {
+            return invalid("cluster.num_tokens", "must be between 1 and 1536");
+        }
+        if c.datacenter.trim().is_empty() {
+            return invalid("cluster.datacenter", "must not be empty");
+        }
+        if c.rack.trim().is_empty() {
+            return invalid("cluster.rack", "must not be empty");
+        }
+        let n = &self.network;
+        for (key, port) in [
+            ("network.internode_port", n.internode_port),
+            ("network.cql_port", n.cql_port),
+            ("network.admin_port", n.admin_port),
+        ] {
+            if port == 0 {
+                return invalid(key, "must be a port between 1 and 65535");
+            }
+        }
+        if n.internode_addr() == n.cql_addr() || n.internode_addr() == n.admin_addr() {
+            return invalid(
+                "network.internode_port",
+                "must differ from network.cql_port and network.admin_port",
+            );
+        }
+        if n.cql_addr() == n.admin_addr() {
+            return invalid("network.admin_port", "must differ from network.cql_port");
+        }
+        let s = &self.storage;
+        if s.data_dir.as_os_str().is_empty() {
+            return invalid("storage.data_dir", "must not be empty");
+        }
+        if s.commitlog_dir.as_os_str().is_empty() {
+            return invalid("storage.commitlog_dir", "must not be empty");
+        }
+        if s.commitlog_sync_period_ms == 0 {
+            return invalid("storage.commitlog_sync_period_ms", "must be positive");
+        }
+        let g = &self.gossip;
+        if !(10..=60_000).contains(&g.interval_ms) {
+            return invalid("gossip.interval_ms", "must be between 10 and 60000");
+        }
+        if !g.phi_convict_threshold.is_finite() || g.phi_convict_threshold <= 0.0 {
+            return invalid("gossip.phi_convict_threshold", "must be a positive number");
+        }
+        if g.fd_max_interval_ms < g.interval_ms {
+            return invalid(
+                "gossip.fd_max_interval_ms",
+                "must be at least gossip.interval_ms",
+            );
+        }
+        if g.shutdown_announce_ms > 60_000 {
+            return invalid("gossip.shutdown_announce_ms", "must be at most 60000");
+        }
+        let t = &self.timeouts;
+        for (key, v) in [
+            ("timeouts.connect_ms", t.connect_ms),
+            ("timeouts.read_request_ms", t.read_request_ms),
+            ("timeouts.write_request_ms", t.write_request_ms),
+            ("timeouts.request_ms", t.request_ms),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be positive");
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid("log.level", &format!("not a valid filter: {e}"));
+        }
+        Ok(())
+    }
+
+    /// TOML text of this configuration (what `gyrectl` stores per node).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::ConfigParse {
+            origin: "serializing configuration".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn invalid(key: &str, message: &str) -> Result<()> {
+    Err(Error::InvalidConfig {
+        key: key.to_string(),
+        message: message.to_string(),
+    })
+}
+
+fn parse_seed(s: &str, default_port: u16) -> Result<SocketAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| Error::InvalidConfig {
+            key: "cluster.seeds".into(),
+            message: format!("`{s}` is not an IP address or ip:port"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(text: &str) -> String {
+        match NodeConfig::from_toml(text, "test.toml") {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let cfg = NodeConfig::default();
+        cfg.validate().expect("defaults valid");
+        let text = cfg.to_toml().expect("serializes");
+        assert_eq!(NodeConfig::from_toml(&text, "x").expect("parses"), cfg);
+        assert_eq!(NodeConfig::from_toml("", "x").expect("empty file"), cfg);
+    }
+
+    #[test]
+    fn template_parses_to_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf/gyre.toml");
+        let cfg = NodeConfig::load(&path).expect("template parses");
+        assert_eq!(cfg, NodeConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = err_of("[cluster]\nnmae = \"x\"\n");
+        assert!(e.contains("nmae"), "{e}");
+        let e = err_of("[clutser]\nname = \"x\"\n");
+        assert!(e.contains("clutser"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let e = err_of("[cluster]\nnum_tokens = 0\n");
+        assert!(e.contains("cluster.num_tokens"), "{e}");
+        let e = err_of("[gossip]\nphi_convict_threshold = -1.0\n");
+        assert!(e.contains("gossip.phi_convict_threshold"), "{e}");
+        let e = err_of("[cluster]\nseeds = [\"not-an-ip\"]\n");
+        assert!(e.contains("cluster.seeds"), "{e}");
+        let e = err_of("[storage]\ncommitlog_sync = \"sometimes\"\n");
+        assert!(e.contains("commitlog_sync"), "{e}");
+        let e = err_of("[network]\ninternode_port = 70000\n");
+        assert!(e.contains("internode_port"), "{e}");
+        let e = err_of("[log]\nlevel = \"info,,=[\"\n");
+        assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win_and_seeds_get_default_port() {
+        let o = Overrides {
+            listen_address: Some("127.0.0.2".parse().expect("ip")),
+            internode_port: Some(7100),
+            seeds: Some(vec!["127.0.0.1".into(), "127.0.0.3:7200".into()]),
+            commitlog_sync: Some(CommitlogSyncArg::Batch),
+            ..Overrides::default()
+        };
+        let cfg = NodeConfig::resolve(None, &o).expect("valid");
+        assert_eq!(cfg.network.internode_addr().to_string(), "127.0.0.2:7100");
+        let seeds: Vec<String> = cfg
+            .seed_addrs()
+            .expect("seeds")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(seeds, ["127.0.0.1:7100", "127.0.0.3:7200"]);
+        assert_eq!(cfg.storage.sync_mode(), SyncMode::Batch);
+        assert_eq!(cfg.network.cql_addr().to_string(), "127.0.0.2:9042");
+    }
+}

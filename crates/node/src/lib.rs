@@ -1,0 +1,33 @@
+//! The Gyre node: what the `gyre` binary runs.
+//!
+//! - [`config`]: `conf/gyre.toml` ([`NodeConfig`], one strict section per
+//!   concern) plus command-line [`Overrides`]; errors name the bad key.
+//! - [`Node`]: opens the [`gyre_storage::LsmEngine`] (replaying the
+//!   commitlog), loads or creates the persisted host id, gossip generation
+//!   and tokens (`<data_dir>/node_state.json`), joins gossip over the
+//!   [`gyre_net::Messenger`] (verb [`GOSSIP_VERB`], JSON, urgent priority),
+//!   keeps a [`gyre_cluster::TokenMetadata`] in step with membership
+//!   events, and serves the admin endpoint. [`Node::shutdown`] announces the
+//!   shutdown to peers and flushes storage.
+//! - Admin HTTP (`network.admin_port`): `GET /status` ([`StatusReport`]
+//!   JSON), `GET /metrics` (Prometheus text), `POST`/`DELETE /faults`
+//!   (JSON [`gyre_net::FaultRules`]).
+//! - [`http`]: the tiny HTTP/1.1 server and blocking client behind it, also
+//!   used by `gyrectl` and the integration tests.
+//!
+//! Not here yet: CQL (the native address is configured and advertised, not
+//! served), bootstrap streaming, decommission.
+
+mod admin;
+pub mod config;
+mod error;
+pub mod http;
+mod node;
+mod state;
+mod status;
+
+pub use config::{NodeConfig, Overrides};
+pub use error::{Error, Result};
+pub use node::{run, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
+pub use state::NodeState;
+pub use status::{EndpointReport, StatusReport};

@@ -1,0 +1,519 @@
+//! A running node: storage, persisted identity, gossip over the messenger,
+//! the token ring it implies, and the admin endpoint.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use gyre_cluster::{
+    AppStateKey, Endpoint, EndpointState, FailureDetectorConfig, GossipConfig, GossipMessage,
+    Gossiper, HostId, MembershipEvent, NodeInfo, NodeStatus, Outgoing, TokenMetadata,
+};
+use gyre_common::Token;
+use gyre_net::{Inbound, Messenger, NetConfig, Priority, Verb};
+use gyre_storage::{LsmConfig, LsmEngine, StorageEngine};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::admin;
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::state::NodeState;
+
+/// The messaging verb carrying [`GossipMessage`]s (JSON).
+pub const GOSSIP_VERB: Verb = Verb(1);
+/// Advertised as RELEASE_VERSION: the Cassandra version Gyre speaks like.
+pub const RELEASE_VERSION: &str = "5.0.0";
+/// SCHEMA until schemas exist: every node agrees on the empty schema.
+pub const EMPTY_SCHEMA: Uuid = Uuid::nil();
+
+/// How often LOAD (bytes on disk) is re-measured and gossiped.
+const LOAD_PERIOD: Duration = Duration::from_secs(10);
+
+/// State shared by the gossip task, the admin endpoint and start-up.
+pub(crate) struct Shared {
+    pub cfg: NodeConfig,
+    pub host_id: HostId,
+    pub local: Endpoint,
+    pub messenger: Messenger,
+    pub core: Mutex<Core>,
+    start: Instant,
+    pub rounds: AtomicU64,
+    pub decode_errors: AtomicU64,
+}
+
+/// The gossiper and what it implies, behind one lock so they never disagree.
+pub(crate) struct Core {
+    pub gossiper: Gossiper,
+    pub ring: TokenMetadata,
+    /// Host id each endpoint had in the ring, to remove it later.
+    ring_hosts: HashMap<Endpoint, HostId>,
+}
+
+impl Shared {
+    /// Milliseconds since start: the gossiper's clock (monotonic).
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn send(&self, out: Vec<Outgoing>) {
+        for o in out {
+            let payload = match serde_json::to_vec(&o.msg) {
+                Ok(p) => Bytes::from(p),
+                Err(e) => {
+                    error!(error = %e, "cannot encode gossip message");
+                    continue;
+                }
+            };
+            // A peer that is down just loses the message: gossip retries every round.
+            if let Err(e) =
+                self.messenger
+                    .send_oneway_with(o.to, GOSSIP_VERB, payload, Priority::Urgent)
+            {
+                debug!(to = %o.to, error = %e, "gossip send failed");
+            }
+        }
+    }
+
+    fn set_local_state(&self, key: AppStateKey, value: String) {
+        self.core.lock().gossiper.set_local_state(key, value);
+    }
+}
+
+impl Core {
+    /// Applies membership events to the ring and logs them.
+    fn absorb_events(&mut self) {
+        for ev in self.gossiper.drain_events() {
+            match &ev {
+                MembershipEvent::Up(ep) => info!(endpoint = %ep, "peer UP"),
+                MembershipEvent::Down(ep) => info!(endpoint = %ep, "peer DOWN"),
+                MembershipEvent::Restarted {
+                    endpoint,
+                    generation,
+                } => info!(%endpoint, generation, "peer restarted"),
+                MembershipEvent::Joined { endpoint, .. } => info!(%endpoint, "peer discovered"),
+                MembershipEvent::StatusChanged { endpoint, status } => {
+                    info!(%endpoint, status = ?status, "peer status changed")
+                }
+                MembershipEvent::StateChanged { .. } => {}
+                MembershipEvent::Removed(ep) => info!(endpoint = %ep, "peer removed"),
+            }
+            let ep = match ev {
+                MembershipEvent::Joined { endpoint, .. }
+                | MembershipEvent::Restarted { endpoint, .. }
+                | MembershipEvent::StatusChanged { endpoint, .. }
+                | MembershipEvent::StateChanged { endpoint, .. }
+                | MembershipEvent::Removed(endpoint) => endpoint,
+                MembershipEvent::Up(_) | MembershipEvent::Down(_) => continue,
+            };
+            self.sync_ring(ep);
+        }
+    }
+
+    /// Re-derives `ep`'s ring membership from its gossip state.
+    fn sync_ring(&mut self, ep: Endpoint) {
+        let state = self.gossiper.endpoint_state(&ep).cloned();
+        let wanted = state.as_ref().and_then(|s| ring_entry(ep, s));
+        let old_host = self.ring_hosts.get(&ep).copied();
+        match wanted {
+            Some((info, tokens, status)) => {
+                if let Some(old) = old_host.filter(|h| *h != info.host_id) {
+                    self.ring.remove_node(old);
+                }
+                let host = info.host_id;
+                let res = match status {
+                    NodeStatus::Bootstrapping => {
+                        self.ring.remove_node(host);
+                        self.ring.add_bootstrapping(info, &tokens)
+                    }
+                    NodeStatus::Leaving => self
+                        .ring
+                        .update_normal(info, &tokens)
+                        .and_then(|_| self.ring.add_leaving(host)),
+                    _ => self.ring.update_normal(info, &tokens),
+                };
+                match res {
+                    Ok(()) => {
+                        self.ring_hosts.insert(ep, host);
+                    }
+                    Err(e) => warn!(endpoint = %ep, error = %e, "cannot place peer in the ring"),
+                }
+            }
+            None => {
+                let left = state
+                    .as_ref()
+                    .is_none_or(|s| s.status() == Some(NodeStatus::Left));
+                if left {
+                    if let Some(h) = self.ring_hosts.remove(&ep) {
+                        self.ring.remove_node(h);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the ring should hold for an endpoint, if anything: NORMAL (and
+/// gracefully shut down, which keeps its tokens), joining and leaving nodes
+/// with a host id and tokens.
+fn ring_entry(ep: Endpoint, s: &EndpointState) -> Option<(NodeInfo, Vec<Token>, NodeStatus)> {
+    let status = s.status()?;
+    if status == NodeStatus::Left {
+        return None;
+    }
+    let tokens = s.tokens().filter(|t| !t.is_empty())?;
+    let info = NodeInfo {
+        host_id: s.host_id()?,
+        address: ep,
+        dc: s.dc().unwrap_or("dc1").to_string(),
+        rack: s.rack().unwrap_or("rack1").to_string(),
+    };
+    Some((info, tokens, status))
+}
+
+/// A started node. Dropping it without [`Node::shutdown`] skips the
+/// graceful parts (announcement, flush).
+pub struct Node {
+    shared: Arc<Shared>,
+    engine: Arc<LsmEngine>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    admin_addr: SocketAddr,
+}
+
+impl Node {
+    /// Opens storage, joins the cluster and starts serving admin HTTP.
+    pub async fn start(cfg: NodeConfig) -> Result<Node> {
+        cfg.validate()?;
+        let local = cfg.network.internode_addr();
+        let data_dir = cfg.storage.data_dir.clone();
+
+        let lsm = LsmConfig {
+            data_dir: data_dir.clone(),
+            commitlog_dir: cfg.storage.commitlog_dir.clone(),
+            sync: cfg.storage.sync_mode(),
+            ..LsmConfig::default()
+        };
+        info!(data_dir = %lsm.data_dir.display(), commitlog_dir = %lsm.commitlog_dir.display(), "opening storage (replaying commitlog)");
+        let engine = tokio::task::spawn_blocking(move || LsmEngine::open(lsm))
+            .await
+            .map_err(|e| Error::Startup(format!("storage open task failed: {e}")))??;
+        let engine = Arc::new(engine);
+
+        let mut persisted = NodeState::load_or_new(&data_dir)?;
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        persisted.generation = persisted.next_generation(unix);
+        persisted.save(&data_dir)?;
+        let host_id = persisted.host_id;
+        info!(%host_id, generation = persisted.generation, %local, "node identity");
+
+        let mut net = NetConfig::new(local);
+        net.host_id = host_id;
+        net.connect_timeout = Duration::from_millis(cfg.timeouts.connect_ms);
+        let messenger = Messenger::bind_tcp(net).await?;
+        let inbound = messenger.register_channel(GOSSIP_VERB, 4096);
+
+        let seeds = cfg.seed_addrs()?;
+        let mut gcfg = GossipConfig::new(cfg.cluster.name.clone(), local, seeds.clone());
+        gcfg.interval_ms = cfg.gossip.interval_ms;
+        gcfg.failure_detector = FailureDetectorConfig {
+            phi_convict_threshold: cfg.gossip.phi_convict_threshold,
+            // Cassandra seeds a window with two intervals.
+            initial_interval_ms: 2 * cfg.gossip.interval_ms,
+            max_interval_ms: cfg.gossip.fd_max_interval_ms,
+            ..FailureDetectorConfig::default()
+        };
+        let start = Instant::now();
+        let mut gossiper = Gossiper::new(gcfg, persisted.generation, rand::random(), 0);
+        gossiper.set_local_state(AppStateKey::Dc, cfg.cluster.datacenter.clone());
+        gossiper.set_local_state(AppStateKey::Rack, cfg.cluster.rack.clone());
+        gossiper.set_local_state(AppStateKey::HostId, host_id.to_string());
+        gossiper.set_local_state(
+            AppStateKey::NativeAddress,
+            cfg.network.cql_addr().to_string(),
+        );
+        gossiper.set_local_state(AppStateKey::ReleaseVersion, RELEASE_VERSION);
+        gossiper.set_local_state(AppStateKey::Schema, EMPTY_SCHEMA.to_string());
+        gossiper.set_local_state(AppStateKey::Load, dir_size(&data_dir).to_string());
+
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            host_id,
+            local,
+            messenger,
+            core: Mutex::new(Core {
+                gossiper,
+                ring: TokenMetadata::new(),
+                ring_hosts: HashMap::new(),
+            }),
+            start,
+            rounds: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+        });
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(gossip_loop(
+            shared.clone(),
+            inbound,
+            stop_rx.clone(),
+        )));
+
+        let admin_addr = cfg.network.admin_addr();
+        let listener = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("binding admin endpoint {admin_addr}"),
+                source,
+            })?;
+        tasks.push(tokio::spawn(admin::serve(
+            shared.clone(),
+            listener,
+            stop_rx.clone(),
+        )));
+
+        let tokens = if persisted.tokens.is_empty() {
+            let tokens = choose_tokens(&shared, &seeds).await?;
+            persisted.tokens = tokens.clone();
+            persisted.save(&data_dir)?;
+            tokens
+        } else {
+            if persisted.tokens.len() != cfg.cluster.num_tokens {
+                warn!(
+                    stored = persisted.tokens.len(),
+                    configured = cfg.cluster.num_tokens,
+                    "keeping the stored tokens; cluster.num_tokens only applies to new nodes"
+                );
+            }
+            persisted.tokens.clone()
+        };
+        {
+            let mut core = shared.core.lock();
+            core.gossiper.set_tokens(&tokens);
+            core.gossiper.set_status(NodeStatus::Normal);
+            core.sync_ring(local);
+        }
+        info!(tokens = tokens.len(), "joined the ring as NORMAL");
+
+        tasks.push(tokio::spawn(load_loop(
+            shared.clone(),
+            data_dir,
+            stop_rx.clone(),
+        )));
+        Ok(Node {
+            shared,
+            engine,
+            stop,
+            tasks,
+            admin_addr,
+        })
+    }
+
+    pub fn host_id(&self) -> HostId {
+        self.shared.host_id
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Graceful stop: tells live peers this node is shutting down, stops
+    /// gossip and messaging, then flushes memtables.
+    pub async fn shutdown(self) -> Result<()> {
+        let out = {
+            let mut core = self.shared.core.lock();
+            let now = self.shared.now_ms();
+            core.gossiper.announce_shutdown(now)
+        };
+        let peers = out.len();
+        self.shared.send(out);
+        info!(peers, "announced shutdown");
+        // The messenger has no flush; the announcement is on the urgent
+        // connections already, so a short bounded pause lets it leave.
+        tokio::time::sleep(Duration::from_millis(
+            self.shared.cfg.gossip.shutdown_announce_ms,
+        ))
+        .await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
+                warn!("a background task did not stop in time");
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.shared.messenger.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("messaging did not shut down in time");
+        }
+        let engine = self.engine;
+        tokio::task::spawn_blocking(move || engine.flush(None))
+            .await
+            .map_err(|e| Error::Startup(format!("flush task failed: {e}")))??;
+        info!("storage flushed; bye");
+        Ok(())
+    }
+}
+
+/// Runs a node until `signal` resolves, then shuts it down gracefully.
+pub async fn run(cfg: NodeConfig, signal: impl Future<Output = ()>) -> Result<()> {
+    let node = Node::start(cfg).await?;
+    info!(admin = %node.admin_addr(), "node is up");
+    signal.await;
+    info!("shutting down");
+    node.shutdown().await
+}
+
+/// New tokens: alone if this is a seed that finds no ring, else balanced
+/// against the ring learned from the seeds.
+async fn choose_tokens(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<Vec<Token>> {
+    let cfg = &shared.cfg;
+    let i_am_seed = seeds.contains(&shared.local);
+    let others = seeds.iter().any(|s| *s != shared.local);
+    if others {
+        // A seed only waits briefly: it may be the first node of the cluster.
+        let wait = if i_am_seed {
+            Duration::from_millis(cfg.gossip.seed_wait_ms.min(3 * cfg.gossip.interval_ms))
+        } else {
+            Duration::from_millis(cfg.gossip.seed_wait_ms)
+        };
+        let deadline = Instant::now() + wait;
+        info!(?seeds, "learning the ring from the seeds");
+        loop {
+            let known = {
+                let core = shared.core.lock();
+                !core.ring.ring().is_empty() && !core.gossiper.waiting_for_seeds()
+            };
+            if known {
+                // One more round so that states relayed by the seed settle.
+                tokio::time::sleep(Duration::from_millis(cfg.gossip.interval_ms)).await;
+                break;
+            }
+            if Instant::now() >= deadline {
+                if i_am_seed {
+                    info!("no ring learned from other seeds; starting a new ring");
+                    break;
+                }
+                return Err(Error::Startup(format!(
+                    "no seed reachable within {} ms (seeds: {seeds:?}); cannot choose tokens",
+                    cfg.gossip.seed_wait_ms
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let core = shared.core.lock();
+    let seed = shared.host_id.as_u64_pair().0;
+    let tokens = core
+        .ring
+        .allocate_tokens(&cfg.cluster.datacenter, cfg.cluster.num_tokens, seed);
+    info!(
+        tokens = tokens.len(),
+        ring_nodes = core.ring.normal_nodes().count(),
+        "allocated tokens"
+    );
+    Ok(tokens)
+}
+
+async fn gossip_loop(
+    shared: Arc<Shared>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Ticking faster than the interval keeps conviction timely; rounds still
+    // happen once per interval (the gossiper schedules them).
+    let tick_ms = (shared.cfg.gossip.interval_ms / 5).clamp(10, 100);
+    let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Rounds without a live seed at which to warn next (first miss, then every 10).
+    let mut next_seed_warning = 1;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let out = {
+                    let mut core = shared.core.lock();
+                    let before = core.gossiper.local_state().map(|s| s.heartbeat);
+                    let out = core.gossiper.tick(shared.now_ms());
+                    if core.gossiper.local_state().map(|s| s.heartbeat) != before {
+                        shared.rounds.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let waiting = core.gossiper.rounds_without_live_seed();
+                    if waiting == 0 {
+                        next_seed_warning = 1;
+                    } else if waiting >= next_seed_warning {
+                        next_seed_warning = waiting + 10;
+                        warn!(seeds = ?core.gossiper.config().seeds, rounds = waiting, "no seed reachable");
+                    }
+                    core.absorb_events();
+                    out
+                };
+                shared.send(out);
+            }
+            msg = inbound.recv() => {
+                let Some(msg) = msg else { return };
+                let decoded: GossipMessage = match serde_json::from_slice(&msg.payload) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        shared.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(from = %msg.from, error = %e, "undecodable gossip message");
+                        continue;
+                    }
+                };
+                let out = {
+                    let mut core = shared.core.lock();
+                    let out = core.gossiper.step(msg.from, decoded, shared.now_ms());
+                    core.absorb_events();
+                    out
+                };
+                shared.send(out);
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn load_loop(
+    shared: Arc<Shared>,
+    data_dir: std::path::PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LOAD_PERIOD) => {}
+            _ = stop.changed() => return,
+        }
+        let dir = data_dir.clone();
+        if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_size(&dir)).await {
+            shared.set_local_state(AppStateKey::Load, bytes.to_string());
+        }
+    }
+}
+
+/// Bytes of all files under `dir` (best effort: unreadable entries count 0).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}

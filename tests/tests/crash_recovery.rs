@@ -1,0 +1,188 @@
+//! A child process writes with `batch` and `group` sync and is killed with
+//! SIGKILL at random points; after each restart every acknowledged write is
+//! present with the right value, and no write appears half-applied.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use gyre_common::lww;
+use gyre_storage::{LsmEngine, ReadFilter, ScanRequest, ScanStart, StorageEngine, SyncMode};
+use gyre_tests::{crash_config, crash_table, key, parse_sync, value, COLUMNS};
+use rand::Rng;
+
+fn spawn(dir: &Path, sync: &str, start: u64, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_crash_writer"))
+        .arg(dir)
+        .arg(sync)
+        .arg(start.to_string())
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("crash_writer starts")
+}
+
+/// Checks the engine's contents: every acknowledged key complete and
+/// correct, every present key complete. Returns the highest key present.
+fn verify(dir: &Path, sync: SyncMode, acked: &[u64]) -> u64 {
+    let engine = LsmEngine::open(crash_config(dir, sync)).expect("engine recovers");
+    for &i in acked {
+        let p = engine
+            .read(crash_table(), &key(i), &ReadFilter::all(), 0)
+            .expect("read works")
+            .unwrap_or_else(|| panic!("acknowledged write {i} is missing"));
+        check_complete(i, &p);
+    }
+    // Nothing half-applied anywhere, acknowledged or not.
+    let mut start = ScanStart::Token(std::ops::Bound::Unbounded);
+    let mut max = 0;
+    loop {
+        let page = engine
+            .scan(
+                crash_table(),
+                &ScanRequest {
+                    start: start.clone(),
+                    end: std::ops::Bound::Unbounded,
+                    filter: ReadFilter::all(),
+                    max_rows: 1000,
+                },
+                0,
+            )
+            .expect("scan works");
+        for p in &page.partitions {
+            let name = String::from_utf8_lossy(&p.key.key).into_owned();
+            let i: u64 = name.trim_start_matches("key-").parse().expect("key format");
+            check_complete(i, p);
+            max = max.max(i);
+        }
+        match page.resume {
+            Some(s) => start = s,
+            None => break,
+        }
+    }
+    max
+}
+
+fn check_complete(i: u64, p: &gyre_common::Partition) {
+    let live = lww::live_view(p, 0);
+    let row = live
+        .rows
+        .values()
+        .next()
+        .unwrap_or_else(|| panic!("key {i} has no live row"));
+    for c in COLUMNS {
+        let cell = row
+            .cells
+            .get(&gyre_common::CellName::simple(c))
+            .unwrap_or_else(|| panic!("key {i} is half-applied: column {c} missing"));
+        assert_eq!(
+            cell.value_at(0),
+            Some(&value(i)),
+            "key {i} column {c} has a wrong value"
+        );
+    }
+}
+
+/// Runs the writer, kills it after a random number of acknowledgements,
+/// and returns the acknowledged keys.
+fn run_and_kill(dir: &Path, sync: &str, start: u64, acks: usize) -> Vec<u64> {
+    let mut child = spawn(dir, sync, start, &[]);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut acked = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("reads child output");
+        if let Some(i) = line.strip_prefix("ACK ") {
+            acked.push(i.parse().expect("ack format"));
+            if acked.len() >= acks {
+                break;
+            }
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("child reaped");
+    acked
+}
+
+fn crash_loop(sync: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mode = parse_sync(sync).expect("sync mode");
+    let mut rng = rand::thread_rng();
+    let mut all_acked = Vec::new();
+    let mut next = 0;
+    for _round in 0..6 {
+        let acks = rng.gen_range(1..3000);
+        let acked = run_and_kill(dir.path(), sync, next, acks);
+        assert!(!acked.is_empty(), "the writer acknowledged nothing");
+        all_acked.extend(acked);
+        let max = verify(dir.path(), mode, &all_acked);
+        next = max.max(*all_acked.last().expect("non-empty")) + 1;
+    }
+}
+
+#[test]
+fn batch_sync_loses_no_acknowledged_write() {
+    crash_loop("batch");
+}
+
+#[test]
+fn group_sync_loses_no_acknowledged_write() {
+    crash_loop("group");
+}
+
+/// Runs the writer with files capped at `limit` bytes (a full disk) and
+/// returns the acknowledged keys and the error it reported.
+fn run_until_full(dir: &Path, limit: &str) -> (Vec<u64>, String) {
+    // Let the directory layout be created first, without a limit.
+    drop(LsmEngine::open(crash_config(dir, SyncMode::Batch)).expect("engine opens"));
+    let mut child = spawn(dir, "batch", 0, &["--fsize-limit", limit]);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut acked = Vec::new();
+    let mut error = None;
+    let mut again = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("reads child output");
+        if let Some(i) = line.strip_prefix("ACK ") {
+            acked.push(i.parse::<u64>().expect("ack format"));
+        } else if let Some(e) = line.strip_prefix("ERR ") {
+            error = Some(e.to_string());
+        } else if let Some(a) = line.strip_prefix("AGAIN ") {
+            again = Some(a.to_string());
+        }
+    }
+    let status = child.wait().expect("child reaped");
+    assert!(
+        status.success(),
+        "the writer crashed on a full disk: {status}"
+    );
+    let error = error.expect("a write failed once the disk was full");
+    assert_eq!(
+        again.as_deref(),
+        Some("refused"),
+        "writes went on after the failure"
+    );
+    assert!(!acked.is_empty());
+    (acked, error)
+}
+
+/// The commitlog cannot grow: the write fails with a clear error, the log
+/// refuses every later write, and on restart with space every acknowledged
+/// write is there.
+#[test]
+fn full_disk_on_commitlog_append_refuses_writes_and_keeps_acknowledged_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (acked, error) = run_until_full(dir.path(), "20000");
+    assert!(error.contains("refuses writes"), "unclear error: {error}");
+    verify(dir.path(), SyncMode::Batch, &acked);
+}
+
+/// A flush cannot write its SSTable: writes are suspended with a clear
+/// error, the memtable and commitlog keep the data, and a restart with
+/// space recovers every acknowledged write.
+#[test]
+fn full_disk_during_flush_suspends_writes_and_keeps_acknowledged_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (acked, error) = run_until_full(dir.path(), "50000");
+    assert!(error.contains("suspended"), "unclear error: {error}");
+    verify(dir.path(), SyncMode::Batch, &acked);
+}

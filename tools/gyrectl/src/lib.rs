@@ -1,0 +1,615 @@
+//! `gyrectl`: runs local development clusters of `gyre` processes and shows
+//! a `nodetool status`-like view of a running cluster.
+//!
+//! A local cluster lives in one directory (default `./var/cluster`):
+//! `cluster.json` records its layout ([`Layout`]), and `nodeK/` holds node
+//! K's `gyre.toml`, `pid`, `gyre.log`, `data/` and `commitlog/`. Node K
+//! listens on `<ip_prefix>.<first_ip + K - 1>` with the same ports as every
+//! other node, and node 1 is the seed. Processes run detached (own process
+//! group) and outlive `gyrectl`; they are controlled by pid with signals
+//! (TERM to stop, KILL to kill, STOP/CONT to pause/resume).
+//!
+//! Linux only: liveness comes from `/proc/<pid>/stat`.
+
+#![allow(unsafe_code)] // kill(2), in `signal` only.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gyre_node::{NodeConfig, StatusReport};
+use serde::{Deserialize, Serialize};
+
+/// Everything that can go wrong while managing a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Cluster(String),
+    #[error(transparent)]
+    Node(#[from] gyre_node::Error),
+    #[error("invalid JSON from {what}: {message}")]
+    Json { what: String, message: String },
+    #[error("timed out after {secs:.1} s waiting for {what}")]
+    Timeout { what: String, secs: f64 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// How a local cluster is laid out; stored as `cluster.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    pub nodes: usize,
+    pub cluster_name: String,
+    /// First three octets, e.g. `127.0.0`.
+    pub ip_prefix: String,
+    /// Last octet of node 1.
+    pub first_ip: u8,
+    pub internode_port: u16,
+    pub cql_port: u16,
+    pub admin_port: u16,
+    pub num_tokens: usize,
+    /// Extra `gyre` arguments given to every node, e.g. `--gossip-interval-ms`.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+impl Layout {
+    pub fn ip(&self, node: usize) -> Result<IpAddr> {
+        let last = usize::from(self.first_ip) + node - 1;
+        if node == 0 || last > 254 {
+            return Err(Error::Cluster(format!(
+                "node {node} does not fit after {}.{}",
+                self.ip_prefix, self.first_ip
+            )));
+        }
+        format!("{}.{last}", self.ip_prefix)
+            .parse()
+            .map_err(|_| Error::Cluster(format!("bad ip prefix {}", self.ip_prefix)))
+    }
+
+    pub fn admin_addr(&self, node: usize) -> Result<SocketAddr> {
+        Ok(SocketAddr::new(self.ip(node)?, self.admin_port))
+    }
+
+    pub fn internode_addr(&self, node: usize) -> Result<SocketAddr> {
+        Ok(SocketAddr::new(self.ip(node)?, self.internode_port))
+    }
+
+    /// The configuration of node `node` living in `node_dir`.
+    pub fn node_config(&self, node: usize, node_dir: &Path) -> Result<NodeConfig> {
+        let mut cfg = NodeConfig::default();
+        cfg.cluster.name = self.cluster_name.clone();
+        cfg.cluster.seeds = vec![self.internode_addr(1)?.to_string()];
+        cfg.cluster.num_tokens = self.num_tokens;
+        cfg.network.listen_address = self.ip(node)?;
+        cfg.network.internode_port = self.internode_port;
+        cfg.network.cql_port = self.cql_port;
+        cfg.network.admin_port = self.admin_port;
+        cfg.storage.data_dir = node_dir.join("data");
+        cfg.storage.commitlog_dir = node_dir.join("commitlog");
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// A local cluster directory.
+#[derive(Clone, Debug)]
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub layout: Layout,
+}
+
+/// What `/proc` says about a recorded node process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcState {
+    Running(i32),
+    Paused(i32),
+    Stopped,
+}
+
+impl LocalCluster {
+    /// Opens an existing cluster directory.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("cluster.json");
+        let body = fs::read(&path).map_err(io_err(format!(
+            "no cluster in {} (run `gyrectl cluster up` first); reading {}",
+            dir.display(),
+            path.display()
+        )))?;
+        let layout = serde_json::from_slice(&body).map_err(|e| Error::Json {
+            what: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            layout,
+        })
+    }
+
+    /// Opens `dir` if it holds a cluster, else creates it with `layout`.
+    pub fn open_or_create(dir: &Path, layout: Layout) -> Result<Self> {
+        if dir.join("cluster.json").exists() {
+            let c = Self::open(dir)?;
+            if c.layout.nodes != layout.nodes {
+                return Err(Error::Cluster(format!(
+                    "{} holds a {}-node cluster; run `gyrectl cluster down` and remove it to change the size",
+                    dir.display(),
+                    c.layout.nodes
+                )));
+            }
+            return Ok(c);
+        }
+        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let body = serde_json::to_vec_pretty(&layout).map_err(|e| Error::Json {
+            what: "layout".into(),
+            message: e.to_string(),
+        })?;
+        let path = dir.join("cluster.json");
+        fs::write(&path, body).map_err(io_err(format!("writing {}", path.display())))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            layout,
+        })
+    }
+
+    pub fn node_dir(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("node{node}"))
+    }
+
+    pub fn log_path(&self, node: usize) -> PathBuf {
+        self.node_dir(node).join("gyre.log")
+    }
+
+    fn check_node(&self, node: usize) -> Result<()> {
+        if node == 0 || node > self.layout.nodes {
+            return Err(Error::Cluster(format!(
+                "no node {node}: the cluster has nodes 1..={}",
+                self.layout.nodes
+            )));
+        }
+        Ok(())
+    }
+
+    fn pid(&self, node: usize) -> Option<i32> {
+        fs::read_to_string(self.node_dir(node).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Whether node `node`'s recorded process is alive (and really `gyre`).
+    pub fn state(&self, node: usize) -> ProcState {
+        match self.pid(node) {
+            Some(pid) => proc_state(pid),
+            None => ProcState::Stopped,
+        }
+    }
+
+    /// Starts node `node` unless it is running; returns false if it was.
+    pub fn start_node(&self, node: usize, gyre_bin: &Path) -> Result<bool> {
+        self.check_node(node)?;
+        if self.state(node) != ProcState::Stopped {
+            return Ok(false);
+        }
+        let dir = self.node_dir(node);
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let conf = dir.join("gyre.toml");
+        if !conf.exists() {
+            // Absolute paths, so the node works whatever its working directory.
+            let abs =
+                fs::canonicalize(&dir).map_err(io_err(format!("resolving {}", dir.display())))?;
+            let text = self.layout.node_config(node, &abs)?.to_toml()?;
+            fs::write(&conf, text).map_err(io_err(format!("writing {}", conf.display())))?;
+        }
+        let log_path = self.log_path(node);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(format!("opening {}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(io_err(format!("opening {}", log_path.display())))?;
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(gyre_bin)
+            .arg("--config")
+            .arg(&conf)
+            .args(&self.layout.extra_args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            // Own process group: survives gyrectl and its terminal's signals.
+            .process_group(0)
+            .spawn()
+            .map_err(io_err(format!("starting {}", gyre_bin.display())))?;
+        let pid_path = dir.join("pid");
+        fs::write(&pid_path, format!("{}\n", child.id()))
+            .map_err(io_err(format!("writing {}", pid_path.display())))?;
+        Ok(true)
+    }
+
+    /// Sends `sig` to node `node`; `Ok(false)` if it is not running.
+    pub fn signal_node(&self, node: usize, sig: i32) -> Result<bool> {
+        self.check_node(node)?;
+        match self.state(node) {
+            ProcState::Running(pid) | ProcState::Paused(pid) => {
+                signal(pid, sig).map_err(io_err(format!("signalling node {node} (pid {pid})")))?;
+                Ok(true)
+            }
+            ProcState::Stopped => Ok(false),
+        }
+    }
+
+    /// Waits until node `node`'s process has exited.
+    pub fn wait_exit(&self, node: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.state(node) != ProcState::Stopped {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("node {node} to exit"),
+                    secs: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = fs::remove_file(self.node_dir(node).join("pid"));
+        Ok(())
+    }
+
+    /// SIGTERM (resuming it first if paused) and wait for the exit.
+    pub fn stop_node(&self, node: usize, timeout: Duration) -> Result<bool> {
+        if self.state(node) == ProcState::Stopped {
+            return Ok(false);
+        }
+        self.signal_node(node, libc::SIGCONT)?;
+        self.signal_node(node, libc::SIGTERM)?;
+        self.wait_exit(node, timeout)?;
+        Ok(true)
+    }
+
+    /// SIGKILL and wait for the exit.
+    pub fn kill_node(&self, node: usize) -> Result<bool> {
+        let sent = self.signal_node(node, libc::SIGKILL)?;
+        self.wait_exit(node, Duration::from_secs(10))?;
+        Ok(sent)
+    }
+
+    /// SIGKILLs every node without waiting (test teardown).
+    pub fn kill_all(&self) {
+        for n in 1..=self.layout.nodes {
+            let _ = self.signal_node(n, libc::SIGKILL);
+        }
+    }
+
+    /// The status reports of every reachable node (index = node - 1).
+    pub fn views(&self) -> Vec<Option<StatusReport>> {
+        (1..=self.layout.nodes)
+            .map(|n| {
+                let running = matches!(self.state(n), ProcState::Running(_));
+                let addr = self.layout.admin_addr(n).ok()?;
+                running
+                    .then(|| fetch_status(addr, Duration::from_secs(1)).ok())
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// True when every node answers and sees every node UP and NORMAL.
+    pub fn all_up_normal(&self) -> Result<bool> {
+        let want: Vec<String> = (1..=self.layout.nodes)
+            .map(|n| self.layout.internode_addr(n).map(|a| a.to_string()))
+            .collect::<Result<_>>()?;
+        Ok(self.views().iter().all(|v| {
+            v.as_ref()
+                .is_some_and(|r| want.iter().all(|a| sees_up_normal(r, a)))
+        }))
+    }
+
+    /// Polls until `cond` holds, failing early if a node we started died.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        started: &[usize],
+        mut cond: impl FnMut(&Self) -> Result<bool>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond(self)? {
+                return Ok(());
+            }
+            for &n in started {
+                if self.state(n) == ProcState::Stopped {
+                    return Err(Error::Cluster(format!(
+                        "node {n} exited while waiting for {what}; last log lines:\n{}",
+                        tail(&self.log_path(n), 15)
+                    )));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: what.to_string(),
+                    secs: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts every stopped node, one at a time (a new node must see the
+    /// previous one's tokens before choosing its own), then waits until all
+    /// nodes see each other UP and NORMAL. Returns the nodes it started.
+    pub fn up(&self, gyre_bin: &Path, timeout: Duration) -> Result<Vec<usize>> {
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let mut started = Vec::new();
+        let seed_admin = self.layout.admin_addr(1)?;
+        for n in 1..=self.layout.nodes {
+            if !self.start_node(n, gyre_bin)? {
+                continue;
+            }
+            started.push(n);
+            let me = self.layout.internode_addr(n)?.to_string();
+            let seed_running = matches!(self.state(1), ProcState::Running(_));
+            let probe = if seed_running {
+                seed_admin
+            } else {
+                self.layout.admin_addr(n)?
+            };
+            self.wait_for(&format!("node {n} to join"), left(), &started, |_| {
+                Ok(fetch_status(probe, Duration::from_secs(1)).is_ok_and(|r| sees_normal(&r, &me)))
+            })?;
+        }
+        self.wait_for(
+            "every node to see every node UP and NORMAL",
+            left(),
+            &started,
+            |c| c.all_up_normal(),
+        )?;
+        Ok(started)
+    }
+}
+
+/// True when `report` shows `addr` UP with status NORMAL.
+pub fn sees_up_normal(report: &StatusReport, addr: &str) -> bool {
+    report
+        .endpoints
+        .iter()
+        .any(|e| e.address == addr && e.is_up() && e.is_normal())
+}
+
+fn sees_normal(report: &StatusReport, addr: &str) -> bool {
+    report
+        .endpoints
+        .iter()
+        .any(|e| e.address == addr && e.is_normal())
+}
+
+/// `GET /status` of the node whose admin endpoint is `addr`.
+pub fn fetch_status(addr: SocketAddr, timeout: Duration) -> Result<StatusReport> {
+    let body = gyre_node::http::get(addr, "/status", timeout)?;
+    serde_json::from_str(&body).map_err(|e| Error::Json {
+        what: format!("{addr}/status"),
+        message: e.to_string(),
+    })
+}
+
+/// Sends a signal with kill(2).
+pub fn signal(pid: i32, sig: i32) -> std::io::Result<()> {
+    if pid <= 0 {
+        return Err(std::io::Error::other("refusing to signal a process group"));
+    }
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let r = unsafe { libc::kill(pid, sig) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Liveness from `/proc`: zombies count as stopped, and so does a pid that
+/// was reused by something other than `gyre`.
+pub fn proc_state(pid: i32) -> ProcState {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return ProcState::Stopped;
+    };
+    // comm (in parentheses, from the executable's name) rather than
+    // cmdline, which reads empty while the process is still in exec.
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return ProcState::Stopped;
+    };
+    if stat.get(open + 1..close) != Some("gyre") {
+        return ProcState::Stopped;
+    }
+    let state = stat[close + 1..].split_whitespace().next().unwrap_or("?");
+    match state {
+        "Z" | "X" | "x" => ProcState::Stopped,
+        "T" | "t" => ProcState::Paused(pid),
+        _ => ProcState::Running(pid),
+    }
+}
+
+/// The last `n` lines of a file (for error messages).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Human-readable bytes, like nodetool (`12.3 KiB`).
+pub fn human_bytes(b: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} {}", units[i])
+    } else {
+        format!("{v:.2} {}", units[i])
+    }
+}
+
+/// `nodetool status`: one block per datacenter, one line per node starting
+/// with its two-letter state (`UN`, `DN`, `UJ`, `UL`, ...).
+pub fn format_status(r: &StatusReport) -> String {
+    let mut by_dc: std::collections::BTreeMap<&str, Vec<&gyre_node::EndpointReport>> =
+        Default::default();
+    for e in &r.endpoints {
+        by_dc
+            .entry(e.dc.as_deref().unwrap_or("?"))
+            .or_default()
+            .push(e);
+    }
+    let mut out = String::new();
+    for (dc, eps) in by_dc {
+        let title = format!("Datacenter: {dc}");
+        let _ = writeln!(out, "{title}\n{}", "=".repeat(title.len()));
+        let _ = writeln!(
+            out,
+            "Status=Up/Down\n|/ State=Normal/Leaving/Joining/Moving"
+        );
+        let _ = writeln!(
+            out,
+            "{:<4}{:<22}{:<12}{:<8}{:<10}{:<38}Rack",
+            "--", "Address", "Load", "Tokens", "Owns", "Host ID"
+        );
+        for e in eps {
+            let _ = writeln!(
+                out,
+                "{:<4}{:<22}{:<12}{:<8}{:<10}{:<38}{}",
+                e.state_code(),
+                e.address,
+                e.load.map_or("?".into(), human_bytes),
+                e.tokens.len(),
+                format!("{:.1}%", e.ownership * 100.0),
+                e.host_id.as_deref().unwrap_or("?"),
+                e.rack.as_deref().unwrap_or("?"),
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The `gyre` binary: `explicit`, else `$GYRE_BIN`, else next to this executable.
+pub fn find_gyre_bin(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("GYRE_BIN").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe().map_err(io_err("locating gyrectl's own executable"))?;
+    let candidate = me
+        .parent()
+        .map(|d| d.join("gyre"))
+        .ok_or_else(|| Error::Cluster("gyrectl has no parent directory".into()))?;
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        Err(Error::Cluster(format!(
+            "no gyre binary at {} (build it with `cargo build -p gyre-node`, or pass --gyre-bin / set GYRE_BIN)",
+            candidate.display()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout {
+            nodes: 3,
+            cluster_name: "t".into(),
+            ip_prefix: "127.0.0".into(),
+            first_ip: 1,
+            internode_port: 7000,
+            cql_port: 9042,
+            admin_port: 9180,
+            num_tokens: 16,
+            extra_args: vec![],
+        }
+    }
+
+    #[test]
+    fn node_addresses_and_configs() {
+        let l = layout();
+        assert_eq!(
+            l.internode_addr(3).expect("fits").to_string(),
+            "127.0.0.3:7000"
+        );
+        assert!(l.ip(0).is_err());
+        let cfg = l.node_config(2, Path::new("/x/node2")).expect("valid");
+        assert_eq!(cfg.cluster.seeds, ["127.0.0.1:7000"]);
+        assert_eq!(cfg.storage.data_dir, Path::new("/x/node2/data"));
+        let back = NodeConfig::from_toml(&cfg.to_toml().expect("toml"), "x").expect("parses");
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn status_lines_start_with_state() {
+        let e = gyre_node::EndpointReport {
+            address: "127.0.0.1:7000".into(),
+            host_id: Some("h".into()),
+            dc: Some("dc1".into()),
+            rack: Some("rack1".into()),
+            status: Some("NORMAL".into()),
+            state: "UP".into(),
+            generation: 1,
+            heartbeat: 2,
+            tokens: vec![1, 2],
+            load: Some(2048.0),
+            ownership: 0.5,
+            native_address: None,
+            release_version: None,
+            schema: None,
+            is_local: true,
+        };
+        let mut down = e.clone();
+        down.state = "DOWN".into();
+        down.address = "127.0.0.2:7000".into();
+        let r = StatusReport {
+            cluster_name: "c".into(),
+            host_id: "h".into(),
+            address: e.address.clone(),
+            generation: 1,
+            endpoints: vec![e, down],
+        };
+        let text = format_status(&r);
+        assert!(text.contains("Datacenter: dc1"), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("UN  127.0.0.1:7000")),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("DN  127.0.0.2:7000")),
+            "{text}"
+        );
+        assert!(
+            text.contains("2.00 KiB") && text.contains("50.0%"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! `gyrectl`: local clusters and `nodetool status`. See the library docs.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use gyrectl::{fetch_status, format_status, Layout, LocalCluster, ProcState};
+
+#[derive(Parser, Debug)]
+#[command(name = "gyrectl", version, about = "Operate Gyre clusters")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Local development clusters of `gyre` processes.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+        /// Directory holding the cluster (layout, node dirs, logs, pids).
+        #[arg(long, global = true, default_value = "./var/cluster")]
+        dir: PathBuf,
+    },
+    /// Cluster state as one node sees it, like `nodetool status`.
+    Status {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The node's admin HTTP port.
+        #[arg(long, default_value_t = 9180)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Start (or complete) a cluster and wait until every node sees every node UP and NORMAL.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// The gyre binary (default: $GYRE_BIN, else next to gyrectl).
+        #[arg(long)]
+        gyre_bin: Option<PathBuf>,
+        #[arg(long, default_value = "Gyre Dev Cluster")]
+        cluster_name: String,
+        /// First three octets of the node addresses.
+        #[arg(long, default_value = "127.0.0")]
+        ip_prefix: String,
+        /// Last octet of node 1; node K gets first_ip + K - 1.
+        #[arg(long, default_value_t = 1)]
+        first_ip: u8,
+        #[arg(long, default_value_t = 7000)]
+        internode_port: u16,
+        #[arg(long, default_value_t = 9042)]
+        cql_port: u16,
+        #[arg(long, default_value_t = 9180)]
+        admin_port: u16,
+        #[arg(long, default_value_t = 16)]
+        num_tokens: usize,
+        /// Seconds to wait for the cluster to converge.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+        /// Extra arguments for every gyre process (after `--`).
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+    /// Stop every node gracefully (SIGTERM).
+    Down,
+    /// Processes and the cluster as node 1 (or the first reachable node) sees it.
+    Status,
+    /// Stop node N gracefully (SIGTERM) and wait for it to exit.
+    Stop { node: usize },
+    /// Start stopped node N again with its stored configuration.
+    Start {
+        node: usize,
+        #[arg(long)]
+        gyre_bin: Option<PathBuf>,
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+    /// Kill node N (SIGKILL).
+    Kill { node: usize },
+    /// Freeze node N (SIGSTOP).
+    Pause { node: usize },
+    /// Unfreeze node N (SIGCONT).
+    Resume { node: usize },
+    /// Print node N's log.
+    Logs {
+        node: usize,
+        /// Only the last LINES lines.
+        #[arg(long)]
+        lines: Option<usize>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Status { host, port } => {
+            let ip = host
+                .parse()
+                .with_context(|| format!("--host {host}: not an IP address"))?;
+            let r = fetch_status(std::net::SocketAddr::new(ip, port), Duration::from_secs(5))?;
+            println!("Cluster: {}", r.cluster_name);
+            print!("{}", format_status(&r));
+            Ok(())
+        }
+        Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
+    }
+}
+
+fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCmd::Up {
+            nodes,
+            gyre_bin,
+            cluster_name,
+            ip_prefix,
+            first_ip,
+            internode_port,
+            cql_port,
+            admin_port,
+            num_tokens,
+            timeout_secs,
+            extra,
+        } => {
+            if nodes == 0 {
+                bail!("--nodes must be at least 1");
+            }
+            let bin = gyrectl::find_gyre_bin(gyre_bin.as_deref())?;
+            let layout = Layout {
+                nodes,
+                cluster_name,
+                ip_prefix,
+                first_ip,
+                internode_port,
+                cql_port,
+                admin_port,
+                num_tokens,
+                extra_args: extra,
+            };
+            layout.ip(nodes)?;
+            let c = LocalCluster::open_or_create(&dir, layout)?;
+            let t0 = Instant::now();
+            let started = c.up(&bin, Duration::from_secs(timeout_secs))?;
+            if started.is_empty() {
+                println!(
+                    "cluster in {} is already running ({nodes} nodes)",
+                    dir.display()
+                );
+            } else {
+                println!(
+                    "started node(s) {started:?}; all {nodes} nodes UP and NORMAL after {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            print_cluster(&c);
+            let ip1 = c.layout.ip(1)?;
+            println!(
+                "Connect with:  cqlsh {ip1} {}   (or gyresh)",
+                c.layout.cql_port
+            );
+            println!(
+                "Status:        gyrectl status --host {ip1} --port {}",
+                c.layout.admin_port
+            );
+            println!("Logs:          {}/nodeK/gyre.log", dir.display());
+            Ok(())
+        }
+        ClusterCmd::Down => {
+            let c = LocalCluster::open(&dir)?;
+            for n in 1..=c.layout.nodes {
+                c.signal_node(n, libc::SIGCONT)?;
+                c.signal_node(n, libc::SIGTERM)?;
+            }
+            for n in 1..=c.layout.nodes {
+                c.wait_exit(n, Duration::from_secs(30))?;
+            }
+            println!("all {} nodes stopped", c.layout.nodes);
+            Ok(())
+        }
+        ClusterCmd::Status => {
+            let c = LocalCluster::open(&dir)?;
+            print_cluster(&c);
+            Ok(())
+        }
+        ClusterCmd::Stop { node } => {
+            let c = LocalCluster::open(&dir)?;
+            if c.stop_node(node, Duration::from_secs(30))? {
+                println!("node {node} stopped");
+            } else {
+                println!("node {node} was not running");
+            }
+            Ok(())
+        }
+        ClusterCmd::Start {
+            node,
+            gyre_bin,
+            timeout_secs,
+        } => {
+            let c = LocalCluster::open(&dir)?;
+            let bin = gyrectl::find_gyre_bin(gyre_bin.as_deref())?;
+            if !c.start_node(node, &bin)? {
+                println!("node {node} is already running");
+                return Ok(());
+            }
+            let admin = c.layout.admin_addr(node)?;
+            let me = c.layout.internode_addr(node)?.to_string();
+            c.wait_for(
+                &format!("node {node} to be NORMAL"),
+                Duration::from_secs(timeout_secs),
+                &[node],
+                |_| {
+                    Ok(fetch_status(admin, Duration::from_secs(1))
+                        .is_ok_and(|r| gyrectl::sees_up_normal(&r, &me)))
+                },
+            )?;
+            println!("node {node} started");
+            Ok(())
+        }
+        ClusterCmd::Kill { node } => {
+            let c = LocalCluster::open(&dir)?;
+            if c.kill_node(node)? {
+                println!("node {node} killed");
+            } else {
+                println!("node {node} was not running");
+            }
+            Ok(())
+        }
+        ClusterCmd::Pause { node } | ClusterCmd::Resume { node } => {
+            let c = LocalCluster::open(&dir)?;
+            let (sig, what) = match cmd {
+                ClusterCmd::Pause { .. } => (libc::SIGSTOP, "paused"),
+                _ => (libc::SIGCONT, "resumed"),
+            };
+            if c.signal_node(node, sig)? {
+                println!("node {node} {what}");
+                Ok(())
+            } else {
+                bail!("node {node} is not running")
+            }
+        }
+        ClusterCmd::Logs { node, lines } => {
+            let c = LocalCluster::open(&dir)?;
+            let path = c.log_path(node);
+            match lines {
+                Some(n) => println!("{}", gyrectl::tail(&path, n)),
+                None => print!(
+                    "{}",
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_cluster(c: &LocalCluster) {
+    println!(
+        "{:<6}{:<18}{:<10}{:<8}",
+        "Node", "Address", "Process", "Pid"
+    );
+    for n in 1..=c.layout.nodes {
+        let addr = c
+            .layout
+            .internode_addr(n)
+            .map_or("?".into(), |a| a.to_string());
+        let (state, pid) = match c.state(n) {
+            ProcState::Running(p) => ("running", p.to_string()),
+            ProcState::Paused(p) => ("paused", p.to_string()),
+            ProcState::Stopped => ("stopped", "-".into()),
+        };
+        println!("{n:<6}{addr:<18}{state:<10}{pid:<8}");
+    }
+    println!();
+    let view = c.views().into_iter().flatten().next();
+    match view {
+        Some(r) => {
+            println!("Cluster: {} (as seen by {})", r.cluster_name, r.address);
+            print!("{}", format_status(&r));
+        }
+        None => println!("no node is answering on its admin port"),
+    }
+}
