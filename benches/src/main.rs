@@ -1,1 +1,308 @@
-fn main() {}
+//! `engine-bench`: storage engine workloads with ops/s, latency percentiles,
+//! bytes on disk and peak memory.
+//!
+//! Run: `cargo run --release -p gyre-benches --bin engine-bench -- --help`
+//!
+//! Workloads (each on a fresh table):
+//! - `write1` / `write4`: random writes of `--partitions` partitions with
+//!   `--value-size` byte values, by 1 and 4 writer threads, commitlog on;
+//! - `read`: random point reads of those partitions after flush and major
+//!   compaction;
+//! - `slice`: clustering-slice reads of 100 rows from wide partitions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use gyre_common::{Cell, CellName, DecoratedKey, Partition, Slice, SliceBound};
+use gyre_storage::{
+    ClusteringFilter, LsmConfig, LsmEngine, ReadFilter, StorageEngine, SyncMode, TableId, TableOptions,
+};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks a Gyre storage engine")]
+struct Args {
+    /// Comma-separated workloads: write1, write4, read, slice.
+    #[arg(long, default_value = "write1,write4,read,slice")]
+    workloads: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    partitions: u64,
+    /// Point reads to time in the `read` workload.
+    #[arg(long, default_value_t = 500_000)]
+    reads: u64,
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Commitlog sync: periodic, group or batch.
+    #[arg(long, default_value = "periodic")]
+    sync: String,
+    /// Directory for data (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Print results as JSON lines too.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Report {
+    name: String,
+    ops: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+    disk_bytes: u64,
+    user_bytes: u64,
+    peak_rss: u64,
+}
+
+impl Report {
+    fn print(&self, json: bool) {
+        let secs = self.elapsed.as_secs_f64();
+        let q = |p: f64| self.hist.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "{:<8} {:>9} ops {:>8.1}s {:>10.0} ops/s  p50 {:>7.1}us  p99 {:>8.1}us  p99.9 {:>8.1}us  disk {:>8.1} MiB  user {:>7.1} MiB  peak RSS {:>7.1} MiB",
+            self.name,
+            self.ops,
+            secs,
+            self.ops as f64 / secs,
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            self.disk_bytes as f64 / 1048576.0,
+            self.user_bytes as f64 / 1048576.0,
+            self.peak_rss as f64 / 1048576.0,
+        );
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": self.name, "ops": self.ops, "seconds": secs,
+                    "ops_per_sec": self.ops as f64 / secs,
+                    "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999),
+                    "disk_bytes": self.disk_bytes, "user_bytes": self.user_bytes, "peak_rss": self.peak_rss,
+                })
+            );
+        }
+    }
+}
+
+/// Peak resident memory since the last reset (VmHWM).
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Partition key `i`: spread over the ring by the token, like real keys.
+fn key(i: u64) -> Bytes {
+    Bytes::from(format!("user{:012}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 1_000_000_000_000))
+}
+
+fn value(rng: &mut impl Rng, size: usize) -> Bytes {
+    let mut v = vec![0u8; size];
+    rng.fill(&mut v[..]);
+    Bytes::from(v)
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn sync_mode(s: &str) -> anyhow::Result<SyncMode> {
+    Ok(match s {
+        "periodic" => SyncMode::Periodic { period_ms: 10_000 },
+        "group" => SyncMode::Group { window_ms: 2 },
+        "batch" => SyncMode::Batch,
+        other => anyhow::bail!("unknown sync mode {other}"),
+    })
+}
+
+fn write_workload(
+    engine: &Arc<dyn StorageEngine>,
+    table: TableId,
+    name: &str,
+    partitions: u64,
+    threads: u64,
+    value_size: usize,
+) -> anyhow::Result<Report> {
+    engine.create_table(table, TableOptions::default())?;
+    reset_peak_rss();
+    let start = Instant::now();
+    let per = partitions / threads;
+    let hists = std::thread::scope(|s| -> anyhow::Result<Vec<Histogram<u64>>> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let engine = engine.clone();
+                s.spawn(move || -> anyhow::Result<Histogram<u64>> {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+                    let mut hist = new_hist();
+                    for i in (t * per)..((t + 1) * per) {
+                        let p = Partition::with_key(key(i)).set(
+                            Bytes::new(),
+                            CellName::simple("v"),
+                            Cell::live(1, value(&mut rng, value_size)),
+                        );
+                        let t0 = Instant::now();
+                        engine.apply(table, p)?;
+                        hist.record(t0.elapsed().as_nanos() as u64)?;
+                    }
+                    Ok(hist)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("writer panicked"))?)
+            .collect()
+    })?;
+    let elapsed = start.elapsed();
+    let mut hist = new_hist();
+    for h in hists {
+        hist.add(h)?;
+    }
+    let stats = engine.table_stats(table)?;
+    Ok(Report {
+        name: name.into(),
+        ops: per * threads,
+        elapsed,
+        hist,
+        disk_bytes: stats.disk_bytes + engine.engine_stats().commitlog_bytes_written,
+        user_bytes: per * threads * (value_size as u64 + 16),
+        peak_rss: peak_rss(),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let config = LsmConfig {
+        sync: sync_mode(&args.sync)?,
+        ..LsmConfig::in_dir(&dir)
+    };
+    let engine: Arc<dyn StorageEngine> = Arc::new(LsmEngine::open(config).context("opening the engine")?);
+    println!(
+        "engine: gyre-lsm  partitions: {}  value: {} B  sync: {}  dir: {}",
+        args.partitions,
+        args.value_size,
+        args.sync,
+        dir.display()
+    );
+    let workloads: Vec<&str> = args.workloads.split(',').collect();
+    let write_table = TableId(uuid::Uuid::from_u128(1));
+    let mut have_data = false;
+    for w in &workloads {
+        let report = match *w {
+            "write1" => {
+                have_data = true;
+                write_workload(&engine, write_table, "write1", args.partitions, 1, args.value_size)?
+            }
+            "write4" => write_workload(
+                &engine,
+                TableId(uuid::Uuid::from_u128(4)),
+                "write4",
+                args.partitions,
+                4,
+                args.value_size,
+            )?,
+            "read" => {
+                if !have_data {
+                    write_workload(&engine, write_table, "load", args.partitions, 1, args.value_size)?;
+                }
+                engine.flush(None)?;
+                engine.compact(write_table)?;
+                reset_peak_rss();
+                let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+                let mut hist = new_hist();
+                let filter = ReadFilter::all();
+                let start = Instant::now();
+                let mut found = 0u64;
+                for _ in 0..args.reads {
+                    let k = DecoratedKey::new(key(rng.gen_range(0..args.partitions)));
+                    let t0 = Instant::now();
+                    if engine.read(write_table, &k, &filter, 0)?.is_some() {
+                        found += 1;
+                    }
+                    hist.record(t0.elapsed().as_nanos() as u64)?;
+                }
+                let elapsed = start.elapsed();
+                anyhow::ensure!(found == args.reads, "only {found} of {} reads found data", args.reads);
+                let stats = engine.table_stats(write_table)?;
+                Report {
+                    name: "read".into(),
+                    ops: args.reads,
+                    elapsed,
+                    hist,
+                    disk_bytes: stats.disk_bytes,
+                    user_bytes: args.partitions * (args.value_size as u64 + 16),
+                    peak_rss: peak_rss(),
+                }
+            }
+            "slice" => {
+                let table = TableId(uuid::Uuid::from_u128(5));
+                engine.create_table(table, TableOptions::default())?;
+                let (parts, rows) = (100u64, 10_000u64);
+                let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+                for p in 0..parts {
+                    for chunk in 0..(rows / 100) {
+                        let mut u = Partition::with_key(key(p));
+                        for r in chunk * 100..(chunk + 1) * 100 {
+                            u = u.set(
+                                Bytes::copy_from_slice(&r.to_be_bytes()),
+                                CellName::simple("v"),
+                                Cell::live(1, value(&mut rng, args.value_size)),
+                            );
+                        }
+                        engine.apply(table, u)?;
+                    }
+                }
+                engine.flush(Some(table))?;
+                engine.compact(table)?;
+                reset_peak_rss();
+                let mut hist = new_hist();
+                let n = 20_000u64;
+                let start = Instant::now();
+                for _ in 0..n {
+                    let k = DecoratedKey::new(key(rng.gen_range(0..parts)));
+                    let from = rng.gen_range(0..rows - 100);
+                    let filter = ReadFilter {
+                        clustering: ClusteringFilter::Slices(vec![Slice::new(
+                            SliceBound::Inclusive(Bytes::copy_from_slice(&from.to_be_bytes())),
+                            SliceBound::Exclusive(Bytes::copy_from_slice(&(from + 100).to_be_bytes())),
+                        )]),
+                        ..ReadFilter::all()
+                    };
+                    let t0 = Instant::now();
+                    let got = engine.read(table, &k, &filter, 0)?.map_or(0, |p| p.rows.len());
+                    hist.record(t0.elapsed().as_nanos() as u64)?;
+                    anyhow::ensure!(got == 100, "slice returned {got} rows");
+                }
+                let stats = engine.table_stats(table)?;
+                Report {
+                    name: "slice".into(),
+                    ops: n,
+                    elapsed: start.elapsed(),
+                    hist,
+                    disk_bytes: stats.disk_bytes,
+                    user_bytes: parts * rows * (args.value_size as u64 + 8),
+                    peak_rss: peak_rss(),
+                }
+            }
+            other => anyhow::bail!("unknown workload {other}"),
+        };
+        report.print(args.json);
+    }
+    Ok(())
+}

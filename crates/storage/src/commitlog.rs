@@ -24,6 +24,8 @@ use crate::{Error, Result, TableId};
 
 const MAGIC: &[u8; 8] = b"GYRECL01";
 const HEADER_LEN: u64 = 20;
+/// In periodic mode the buffer goes to the kernel this often.
+const PERIODIC_WRITE_OUT: std::time::Duration = std::time::Duration::from_millis(10);
 /// Write the buffer out without waiting for the syncer once it is this big.
 const MAX_BUFFER: usize = 8 << 20;
 
@@ -436,6 +438,7 @@ impl Shared {
 
     fn run_syncer(&self) {
         let window = self.mode.window();
+        let mut last_sync = std::time::Instant::now();
         loop {
             if self.mode.waits_for_sync() {
                 let mut p = self.pending.lock();
@@ -446,19 +449,30 @@ impl Shared {
             } else {
                 let mut p = self.pending.lock();
                 if !self.shutdown.load(Ordering::Acquire) {
-                    self.pending_cv.wait_for(&mut p, window);
+                    self.pending_cv.wait_for(&mut p, PERIODIC_WRITE_OUT.min(window));
                 }
             }
             if self.shutdown.load(Ordering::Acquire) {
                 return;
             }
-            if self.mode.waits_for_sync() && !window.is_zero() {
-                // Group commit: let more writers join this fsync.
-                std::thread::sleep(window);
+            if self.mode.waits_for_sync() {
+                if !window.is_zero() {
+                    // Group commit: let more writers join this fsync.
+                    std::thread::sleep(window);
+                }
+            } else if last_sync.elapsed() < window {
+                // Periodic: hand the buffer to the kernel often, so a process
+                // crash loses at most a few milliseconds; fsync every period.
+                let mut a = self.active.lock();
+                if self.write_out(&mut a).is_err() {
+                    return;
+                }
+                continue;
             }
             if self.sync_now().is_err() {
                 return;
             }
+            last_sync = std::time::Instant::now();
         }
     }
 }

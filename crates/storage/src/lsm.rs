@@ -397,7 +397,7 @@ impl Inner {
                 if table.flushed_upto.lock().is_some_and(|f| rec.position <= f) {
                     continue;
                 }
-                let added = table.snapshot().memtable.apply(update);
+                let added = table.snapshot().memtable.apply(&update, rec.payload.slice(16..));
                 self.memtable_bytes.fetch_add(added, Ordering::Relaxed);
                 replayed += 1;
             }
@@ -499,12 +499,12 @@ impl Inner {
         if self.memtable_bytes.load(Ordering::Relaxed) > self.config.memtable_space_bytes * 2 {
             self.backpressure()?;
         }
-        let payload = encode_record(id, &update);
+        let payload = Bytes::from(encode_record(id, &update));
         let (pos, added) = {
             let _switch = self.switch_lock.read();
             let pos = self.commitlog.append(id, &payload)?;
             let memtable = table.state.read().memtable.clone();
-            (pos, memtable.apply(update))
+            (pos, memtable.apply(&update, payload.slice(16..)))
         };
         let total = self.memtable_bytes.fetch_add(added, Ordering::Relaxed) + added;
         if total > self.config.memtable_space_bytes {

@@ -8,6 +8,8 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crossbeam_skiplist::SkipMap;
+use bytes::Bytes;
+use gyre_common::codec;
 use gyre_common::{lww, DecoratedKey, Partition, Timestamp};
 use parking_lot::Mutex;
 
@@ -15,7 +17,7 @@ use crate::commitlog::Position;
 use crate::types::ClusteringFilter;
 
 pub struct Memtable {
-    map: SkipMap<DecoratedKey, Mutex<Partition>>,
+    map: SkipMap<DecoratedKey, Mutex<MemPartition>>,
     bytes: AtomicU64,
     min_timestamp: AtomicI64,
     /// Commitlog position when this memtable stopped taking writes; every
@@ -23,11 +25,39 @@ pub struct Memtable {
     end: Mutex<Option<Position>>,
 }
 
+/// A partition in the memtable: updates are kept in their encoded form (the
+/// bytes already made for the commitlog) and merged only when the partition
+/// is read or flushed. Decoded trees cost kilobytes per row; most written
+/// partitions are never read before their flush.
+struct MemPartition {
+    merged: Option<Partition>,
+    pending: Vec<Bytes>,
+}
+
+impl MemPartition {
+    fn resolve(&mut self, key: &DecoratedKey) -> &Partition {
+        for enc in self.pending.drain(..) {
+            match codec::decode_partition(&mut codec::Reader::new(&enc)) {
+                Ok(p) => match &mut self.merged {
+                    None => self.merged = Some(p),
+                    Some(m) => lww::merge_partitions(m, p),
+                },
+                // Only our own encoder wrote these bytes: a failure is a bug.
+                Err(e) => tracing::error!(error = %e, "undecodable memtable entry"),
+            }
+        }
+        self.merged.get_or_insert_with(|| Partition::new(key.clone()))
+    }
+}
+
 impl Default for Memtable {
     fn default() -> Self {
         Self::new()
     }
 }
+
+/// Fixed overhead of a memtable entry beyond its encoded bytes.
+const ENTRY_OVERHEAD: u64 = 96;
 
 impl Memtable {
     pub fn new() -> Self {
@@ -39,16 +69,20 @@ impl Memtable {
         }
     }
 
-    /// Merges an update in; returns the approximate bytes it added.
-    pub fn apply(&self, update: Partition) -> u64 {
-        let size = update.size_estimate() as u64;
+    /// Adds an update, given with its encoding (`codec::encode_partition`);
+    /// returns the approximate bytes it added.
+    pub fn apply(&self, update: &Partition, encoded: Bytes) -> u64 {
         if let Some((lo, _)) = update.timestamp_range() {
             self.min_timestamp.fetch_min(lo, Ordering::Relaxed);
         }
+        let size = encoded.len() as u64 + ENTRY_OVERHEAD;
         let entry = self.map.get_or_insert_with(update.key.clone(), || {
-            Mutex::new(Partition::new(update.key.clone()))
+            Mutex::new(MemPartition {
+                merged: None,
+                pending: Vec::with_capacity(1),
+            })
         });
-        lww::merge_partitions(&mut entry.value().lock(), update);
+        entry.value().lock().pending.push(encoded);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         size
     }
@@ -81,8 +115,8 @@ impl Memtable {
     /// Copies out the part of a partition that the clustering filter selects.
     pub fn get(&self, key: &DecoratedKey, filter: &ClusteringFilter) -> Option<Partition> {
         let entry = self.map.get(key)?;
-        let p = entry.value().lock();
-        Some(clip(&p, filter))
+        let mut p = entry.value().lock();
+        Some(clip(p.resolve(key), filter))
     }
 
     /// Partitions from `start` on, in order, clipped to the filter.
@@ -94,12 +128,13 @@ impl Memtable {
         let filter = filter.clone();
         self.map
             .range((start, Bound::Unbounded))
-            .map(move |e| clip(&e.value().lock(), &filter))
+            .map(move |e| clip(e.value().lock().resolve(e.key()), &filter))
     }
 
-    /// Every partition in order, whole (for flushing).
+    /// Every partition in order, whole (for flushing). Readers may still use
+    /// the memtable while it flushes, so this copies.
     pub fn iter(&self) -> impl Iterator<Item = Partition> + '_ {
-        self.map.iter().map(|e| e.value().lock().clone())
+        self.map.iter().map(|e| e.value().lock().resolve(e.key()).clone())
     }
 }
 
