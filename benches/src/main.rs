@@ -18,7 +18,8 @@ use bytes::Bytes;
 use clap::Parser;
 use gyre_common::{Cell, CellName, DecoratedKey, Partition, Slice, SliceBound};
 use gyre_storage::{
-    ClusteringFilter, LsmConfig, LsmEngine, ReadFilter, StorageEngine, SyncMode, TableId, TableOptions,
+    ClusteringFilter, LsmConfig, LsmEngine, ReadFilter, StorageEngine, SyncMode, TableId,
+    TableOptions,
 };
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
@@ -42,6 +43,9 @@ struct Args {
     /// Directory for data (default: a temporary directory).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Memtable budget in MiB (default: the engine's, a fraction of memory).
+    #[arg(long)]
+    memtable_mb: Option<u64>,
     /// Print results as JSON lines too.
     #[arg(long)]
     json: bool,
@@ -107,7 +111,10 @@ fn reset_peak_rss() {
 
 /// Partition key `i`: spread over the ring by the token, like real keys.
 fn key(i: u64) -> Bytes {
-    Bytes::from(format!("user{:012}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 1_000_000_000_000))
+    Bytes::from(format!(
+        "user{:012}",
+        i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 1_000_000_000_000
+    ))
 }
 
 fn value(rng: &mut impl Rng, size: usize) -> Bytes {
@@ -188,11 +195,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let config = LsmConfig {
+    let mut config = LsmConfig {
         sync: sync_mode(&args.sync)?,
         ..LsmConfig::in_dir(&dir)
     };
-    let engine: Arc<dyn StorageEngine> = Arc::new(LsmEngine::open(config).context("opening the engine")?);
+    if let Some(mb) = args.memtable_mb {
+        config.memtable_space_bytes = mb << 20;
+    }
+    let engine: Arc<dyn StorageEngine> =
+        Arc::new(LsmEngine::open(config).context("opening the engine")?);
     println!(
         "engine: gyre-lsm  partitions: {}  value: {} B  sync: {}  dir: {}",
         args.partitions,
@@ -207,7 +218,14 @@ fn main() -> anyhow::Result<()> {
         let report = match *w {
             "write1" => {
                 have_data = true;
-                write_workload(&engine, write_table, "write1", args.partitions, 1, args.value_size)?
+                write_workload(
+                    &engine,
+                    write_table,
+                    "write1",
+                    args.partitions,
+                    1,
+                    args.value_size,
+                )?
             }
             "write4" => write_workload(
                 &engine,
@@ -219,7 +237,14 @@ fn main() -> anyhow::Result<()> {
             )?,
             "read" => {
                 if !have_data {
-                    write_workload(&engine, write_table, "load", args.partitions, 1, args.value_size)?;
+                    write_workload(
+                        &engine,
+                        write_table,
+                        "load",
+                        args.partitions,
+                        1,
+                        args.value_size,
+                    )?;
                 }
                 engine.flush(None)?;
                 engine.compact(write_table)?;
@@ -238,7 +263,11 @@ fn main() -> anyhow::Result<()> {
                     hist.record(t0.elapsed().as_nanos() as u64)?;
                 }
                 let elapsed = start.elapsed();
-                anyhow::ensure!(found == args.reads, "only {found} of {} reads found data", args.reads);
+                anyhow::ensure!(
+                    found == args.reads,
+                    "only {found} of {} reads found data",
+                    args.reads
+                );
                 let stats = engine.table_stats(write_table)?;
                 Report {
                     name: "read".into(),
@@ -280,12 +309,16 @@ fn main() -> anyhow::Result<()> {
                     let filter = ReadFilter {
                         clustering: ClusteringFilter::Slices(vec![Slice::new(
                             SliceBound::Inclusive(Bytes::copy_from_slice(&from.to_be_bytes())),
-                            SliceBound::Exclusive(Bytes::copy_from_slice(&(from + 100).to_be_bytes())),
+                            SliceBound::Exclusive(Bytes::copy_from_slice(
+                                &(from + 100).to_be_bytes(),
+                            )),
                         )]),
                         ..ReadFilter::all()
                     };
                     let t0 = Instant::now();
-                    let got = engine.read(table, &k, &filter, 0)?.map_or(0, |p| p.rows.len());
+                    let got = engine
+                        .read(table, &k, &filter, 0)?
+                        .map_or(0, |p| p.rows.len());
                     hist.record(t0.elapsed().as_nanos() as u64)?;
                     anyhow::ensure!(got == 100, "slice returned {got} rows");
                 }

@@ -8,7 +8,7 @@
 //! fsync poisons the log: every later append fails, and nothing is retried
 //! blindly (the kernel may have dropped the dirty pages).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,9 @@ struct Active {
     /// Bytes of the segment already handed to the file.
     written: u64,
     buf: Vec<u8>,
+    /// The table of the previous append in this segment: consecutive writes
+    /// to one table skip the dirty-set update.
+    last_table: Option<TableId>,
 }
 
 struct SyncState {
@@ -73,8 +76,10 @@ struct Shared {
     pending: Mutex<bool>,
     shutdown: AtomicBool,
     poisoned: AtomicBool,
-    /// Per segment, the tables with unflushed data and their last offset.
-    dirty: Mutex<BTreeMap<u64, HashMap<TableId, u64>>>,
+    /// Per segment, the tables with unflushed data in it. A table stays
+    /// dirty in the segment its last flush ended in until a later flush:
+    /// tracking exact offsets would cost a map update on every append.
+    dirty: Mutex<BTreeMap<u64, Vec<TableId>>>,
     bytes_written: AtomicU64,
     syncs: AtomicU64,
 }
@@ -167,6 +172,7 @@ impl CommitLog {
                 file,
                 written: HEADER_LEN,
                 buf: Vec::with_capacity(1 << 20),
+                last_table: None,
             }),
             sync: Mutex::new(SyncState {
                 synced: Position {
@@ -214,11 +220,14 @@ impl CommitLog {
             segment: a.segment,
             offset: end + rec_len,
         };
-        sh.dirty
-            .lock()
-            .entry(a.segment)
-            .or_default()
-            .insert(table, pos.offset);
+        if a.last_table != Some(table) {
+            a.last_table = Some(table);
+            let mut dirty = sh.dirty.lock();
+            let tables = dirty.entry(a.segment).or_default();
+            if !tables.contains(&table) {
+                tables.push(table);
+            }
+        }
         if a.buf.len() >= MAX_BUFFER {
             sh.write_out(&mut a)?;
         }
@@ -270,14 +279,10 @@ impl CommitLog {
         {
             let mut dirty = self.shared.dirty.lock();
             for (seg, tables) in dirty.iter_mut() {
-                if *seg > upto.segment {
+                if *seg >= upto.segment {
                     break;
                 }
-                if let Some(last) = tables.get(&table) {
-                    if *seg < upto.segment || *last <= upto.offset {
-                        tables.remove(&table);
-                    }
-                }
+                tables.retain(|t| *t != table);
             }
             let segs: Vec<u64> = dirty.keys().copied().collect();
             for seg in segs {
@@ -302,7 +307,9 @@ impl CommitLog {
                 segment: u64::MAX,
                 offset: u64::MAX,
             },
-        )
+        )?;
+        self.shared.active.lock().last_table = None;
+        Ok(())
     }
 
     pub fn bytes_written(&self) -> u64 {
@@ -394,6 +401,7 @@ impl Shared {
         a.segment = next;
         a.file = Arc::new(file);
         a.written = HEADER_LEN;
+        a.last_table = None;
         self.dirty.lock().entry(next).or_default();
         Ok(())
     }
@@ -449,7 +457,8 @@ impl Shared {
             } else {
                 let mut p = self.pending.lock();
                 if !self.shutdown.load(Ordering::Acquire) {
-                    self.pending_cv.wait_for(&mut p, PERIODIC_WRITE_OUT.min(window));
+                    self.pending_cv
+                        .wait_for(&mut p, PERIODIC_WRITE_OUT.min(window));
                 }
             }
             if self.shutdown.load(Ordering::Acquire) {

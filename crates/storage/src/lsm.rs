@@ -397,7 +397,10 @@ impl Inner {
                 if table.flushed_upto.lock().is_some_and(|f| rec.position <= f) {
                     continue;
                 }
-                let added = table.snapshot().memtable.apply(&update, rec.payload.slice(16..));
+                let added = table
+                    .snapshot()
+                    .memtable
+                    .apply(&update, rec.payload.slice(16..));
                 self.memtable_bytes.fetch_add(added, Ordering::Relaxed);
                 replayed += 1;
             }

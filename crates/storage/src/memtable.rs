@@ -7,8 +7,8 @@
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crossbeam_skiplist::SkipMap;
 use bytes::Bytes;
+use crossbeam_skiplist::SkipMap;
 use gyre_common::codec;
 use gyre_common::{lww, DecoratedKey, Partition, Timestamp};
 use parking_lot::Mutex;
@@ -35,18 +35,34 @@ struct MemPartition {
 }
 
 impl MemPartition {
-    fn resolve(&mut self, key: &DecoratedKey) -> &Partition {
-        for enc in self.pending.drain(..) {
-            match codec::decode_partition(&mut codec::Reader::new(&enc)) {
-                Ok(p) => match &mut self.merged {
-                    None => self.merged = Some(p),
+    /// Pending updates folded into `merged` once there are this many, so a
+    /// read never decodes more than a handful.
+    const FOLD_AT: usize = 8;
+
+    /// The merged partition, without keeping the decoded form around
+    /// (a decoded tree costs kilobytes; the encoded one, its bytes).
+    fn resolve(&mut self, key: &DecoratedKey) -> Partition {
+        if self.pending.len() >= Self::FOLD_AT {
+            let folded = Self::merge(self.merged.take(), &self.pending, key);
+            self.pending.clear();
+            self.merged = Some(folded);
+        }
+        Self::merge(self.merged.clone(), &self.pending, key)
+    }
+
+    fn merge(base: Option<Partition>, pending: &[Bytes], key: &DecoratedKey) -> Partition {
+        let mut out = base;
+        for enc in pending {
+            match codec::decode_partition(&mut codec::Reader::new(enc)) {
+                Ok(p) => match &mut out {
+                    None => out = Some(p),
                     Some(m) => lww::merge_partitions(m, p),
                 },
                 // Only our own encoder wrote these bytes: a failure is a bug.
                 Err(e) => tracing::error!(error = %e, "undecodable memtable entry"),
             }
         }
-        self.merged.get_or_insert_with(|| Partition::new(key.clone()))
+        out.unwrap_or_else(|| Partition::new(key.clone()))
     }
 }
 
@@ -115,8 +131,8 @@ impl Memtable {
     /// Copies out the part of a partition that the clustering filter selects.
     pub fn get(&self, key: &DecoratedKey, filter: &ClusteringFilter) -> Option<Partition> {
         let entry = self.map.get(key)?;
-        let mut p = entry.value().lock();
-        Some(clip(p.resolve(key), filter))
+        let p = entry.value().lock().resolve(key);
+        Some(clip(&p, filter))
     }
 
     /// Partitions from `start` on, in order, clipped to the filter.
@@ -126,15 +142,16 @@ impl Memtable {
         filter: &ClusteringFilter,
     ) -> impl Iterator<Item = Partition> + '_ {
         let filter = filter.clone();
-        self.map
-            .range((start, Bound::Unbounded))
-            .map(move |e| clip(e.value().lock().resolve(e.key()), &filter))
+        self.map.range((start, Bound::Unbounded)).map(move |e| {
+            let p = e.value().lock().resolve(e.key());
+            clip(&p, &filter)
+        })
     }
 
     /// Every partition in order, whole (for flushing). Readers may still use
     /// the memtable while it flushes, so this copies.
     pub fn iter(&self) -> impl Iterator<Item = Partition> + '_ {
-        self.map.iter().map(|e| e.value().lock().resolve(e.key()).clone())
+        self.map.iter().map(|e| e.value().lock().resolve(e.key()))
     }
 }
 

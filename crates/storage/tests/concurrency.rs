@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use gyre_common::{lww, Cell, CellName, DecoratedKey, Partition};
 use gyre_storage::{
-    LsmConfig, LsmEngine, ReadFilter, ScanRequest, ScanStart, SizeTieredOptions, StorageEngine, SyncMode, TableId,
-    TableOptions,
+    LsmConfig, LsmEngine, ReadFilter, ScanRequest, ScanStart, SizeTieredOptions, StorageEngine,
+    SyncMode, TableId, TableOptions,
 };
 
 const TABLE: TableId = TableId(uuid::Uuid::from_u128(13));
@@ -33,13 +33,16 @@ fn reads_see_every_acknowledged_row_during_flush_and_compaction() {
         .expect("opens"),
     );
     engine
-        .create_table(TABLE, TableOptions {
-            compaction: gyre_storage::CompactionOptions::SizeTiered(SizeTieredOptions {
-                min_threshold: 2,
+        .create_table(
+            TABLE,
+            TableOptions {
+                compaction: gyre_storage::CompactionOptions::SizeTiered(SizeTieredOptions {
+                    min_threshold: 2,
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
+            },
+        )
         .expect("creates");
     // acked[w] = how many of writer w's keys are acknowledged.
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
@@ -49,7 +52,11 @@ fn reads_see_every_acknowledged_row_during_flush_and_compaction() {
             s.spawn(move || {
                 for n in 0..PER_WRITER {
                     let i = w * PER_WRITER + n;
-                    let p = Partition::new(key(i)).set("r", CellName::simple("v"), Cell::live(1, i.to_string()));
+                    let p = Partition::new(key(i)).set(
+                        "r",
+                        CellName::simple("v"),
+                        Cell::live(1, i.to_string()),
+                    );
                     engine.apply(TABLE, p).expect("applies");
                     acked[w as usize].store(n + 1, Ordering::Release);
                 }
@@ -64,14 +71,18 @@ fn reads_see_every_acknowledged_row_during_flush_and_compaction() {
                     if done == WRITERS * PER_WRITER {
                         break;
                     }
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let w = (x >> 33) % WRITERS;
                     let upto = acked[w as usize].load(Ordering::Acquire);
                     if upto == 0 {
                         continue;
                     }
                     let i = w * PER_WRITER + (x >> 7) % upto;
-                    let got = engine.read(TABLE, &key(i), &ReadFilter::all(), 0).expect("reads");
+                    let got = engine
+                        .read(TABLE, &key(i), &ReadFilter::all(), 0)
+                        .expect("reads");
                     let p = got.unwrap_or_else(|| panic!("acknowledged key {i} missing"));
                     assert_eq!(lww::live_view(&p, 0).rows.len(), 1);
                 }
@@ -79,7 +90,10 @@ fn reads_see_every_acknowledged_row_during_flush_and_compaction() {
         }
     });
     let stats = engine.table_stats(TABLE).expect("stats");
-    assert!(stats.bytes_flushed > 0, "flushes ran during the test: {stats:?}");
+    assert!(
+        stats.bytes_flushed > 0,
+        "flushes ran during the test: {stats:?}"
+    );
     // A full scan returns each key exactly once.
     let mut seen = std::collections::HashSet::new();
     let mut start = ScanStart::Token(std::ops::Bound::Unbounded);
