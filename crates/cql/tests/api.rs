@@ -1,0 +1,171 @@
+//! Behaviour of the public entry points beyond the golden corpus.
+
+use gyre_cql::{
+    parse, parse_all, parse_statement, parse_statements, quote_identifier, BindMarker, CqlType,
+    Literal, Predicate, Relation, Statement, Term,
+};
+
+fn marker(index: usize, name: Option<&str>) -> BindMarker {
+    BindMarker {
+        index,
+        name: name.map(str::to_owned),
+    }
+}
+
+#[test]
+fn bind_markers_are_numbered_in_source_order() {
+    let p = parse("UPDATE t USING TTL ? SET a = :a, m[?] = ? WHERE k IN ? AND c = :a IF v = ?")
+        .expect("parses");
+    assert_eq!(
+        p.bind_markers,
+        vec![
+            marker(0, None),
+            marker(1, Some("a")),
+            marker(2, None),
+            marker(3, None),
+            marker(4, None),
+            marker(5, Some("a")),
+            marker(6, None),
+        ]
+    );
+}
+
+#[test]
+fn batch_markers_span_the_batch_and_statements_restart() {
+    let p = parse(
+        "BEGIN BATCH INSERT INTO t (a) VALUES (?); INSERT INTO t (a) VALUES (?); APPLY BATCH",
+    )
+    .expect("parses");
+    assert_eq!(p.bind_markers.len(), 2);
+    let all =
+        parse_all("SELECT * FROM t WHERE a = ?; SELECT * FROM t WHERE b = ?").expect("parses");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].bind_markers, vec![marker(0, None)]);
+}
+
+#[test]
+fn multiple_statements_and_empty_input() {
+    assert_eq!(parse_statements("").expect("empty is fine"), vec![]);
+    assert_eq!(
+        parse_statements(" ; ;; -- nothing\n").expect("only separators"),
+        vec![]
+    );
+    let stmts = parse_statements("USE a; USE \"B\"; use c").expect("parses");
+    assert_eq!(
+        stmts,
+        vec![
+            Statement::Use("a".into()),
+            Statement::Use("B".into()),
+            Statement::Use("c".into())
+        ]
+    );
+}
+
+#[test]
+fn identifiers_fold_case_unless_quoted() {
+    let Statement::Select(s) =
+        parse_statement("SELECT * FROM MyKs.\"MyTable\" WHERE Key = 1").expect("parses")
+    else {
+        panic!("not a select")
+    };
+    assert_eq!(s.table.keyspace.as_deref(), Some("myks"));
+    assert_eq!(s.table.name, "MyTable");
+    assert!(matches!(&s.where_clause[0], Relation::Column { column, .. } if column == "key"));
+    assert_eq!(quote_identifier("key"), "key");
+    assert_eq!(quote_identifier("Key"), "\"Key\"");
+    assert_eq!(quote_identifier("select"), "\"select\"");
+    assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+}
+
+#[test]
+fn negative_numbers_and_subtraction() {
+    let Statement::Select(s) =
+        parse_statement("SELECT * FROM t WHERE a = -5 AND b = - 2.5").expect("parses")
+    else {
+        panic!("not a select")
+    };
+    let values: Vec<&Term> = s
+        .where_clause
+        .iter()
+        .map(|r| match r {
+            Relation::Column {
+                predicate: Predicate::Compare(_, t),
+                ..
+            } => t,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(values[0], &Term::Literal(Literal::Integer("-5".into())));
+    assert_eq!(values[1], &Term::Literal(Literal::Float("-2.5".into())));
+}
+
+#[test]
+fn cql_type_display_is_canonical() {
+    let cases = [
+        ("varchar", "text"),
+        ("MAP<TEXT,INT>", "map<text, int>"),
+        ("frozen<list<int>>", "frozen<list<int>>"),
+        (
+            "tuple<int,frozen<set<blob>>>",
+            "tuple<int, frozen<set<blob>>>",
+        ),
+        ("\"MyType\"", "\"MyType\""),
+    ];
+    for (src, want) in cases {
+        let cql = format!("CREATE TABLE t (k int PRIMARY KEY, v {src})");
+        let Statement::CreateTable(t) = parse_statement(&cql).expect("parses") else {
+            panic!("not a create table")
+        };
+        assert_eq!(t.columns[1].ty.to_string(), want);
+    }
+    assert_eq!(CqlType::native("varchar"), Some(CqlType::Text));
+}
+
+#[test]
+fn unsupported_statements_are_named() {
+    let kinds: Vec<String> = parse_statements(
+        "CREATE INDEX i ON t (v); CREATE CUSTOM INDEX ON t (v) USING 'x'; CREATE TYPE a (b int); DROP MATERIALIZED VIEW v",
+    )
+    .expect("parses")
+    .into_iter()
+    .map(|s| match s {
+        Statement::Unsupported { kind } => kind,
+        other => panic!("unexpected {other:?}"),
+    })
+    .collect();
+    assert_eq!(
+        kinds,
+        [
+            "CREATE INDEX",
+            "CREATE INDEX",
+            "CREATE TYPE",
+            "DROP MATERIALIZED VIEW"
+        ]
+    );
+}
+
+#[test]
+fn long_inputs_parse_in_linear_time() {
+    let n = 20_000;
+    let values = vec!["1"; n].join(", ");
+    let cql = format!("SELECT * FROM t WHERE k IN ({values})");
+    let start = std::time::Instant::now();
+    let Statement::Select(s) = parse_statement(&cql).expect("parses") else {
+        panic!("not a select")
+    };
+    assert!(
+        matches!(&s.where_clause[0], Relation::Column { predicate: Predicate::In(gyre_cql::InValues::List(v)), .. } if v.len() == n)
+    );
+    let nested = |n| {
+        format!(
+            "INSERT INTO t (k) VALUES ({}1{})",
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    assert!(parse_statement(&nested(90)).is_ok());
+    // Deep nesting is an error, not a stack overflow.
+    let e = parse_statement(&nested(100_000)).expect_err("too deep");
+    assert!(e.to_string().contains("nested more than"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+}

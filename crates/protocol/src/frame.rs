@@ -1,0 +1,358 @@
+//! Frame header and body framing (spec sections 1, 2 and 5), as pure
+//! functions over byte buffers in the style of mini-redis: decoding says
+//! "incomplete" by returning `Ok(None)` and never touches a socket.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::error::{Error, Result};
+
+/// Length of the fixed frame header.
+pub const HEADER_LEN: usize = 9;
+/// Default body limit: the spec's 256 MiB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+/// Version byte of a v4 request.
+pub const VERSION_REQUEST: u8 = 0x04;
+/// Version byte of a v4 response.
+pub const VERSION_RESPONSE: u8 = 0x84;
+
+/// Frame flag bits (spec section 2.2).
+pub mod flags {
+    /// The body is compressed with the negotiated algorithm.
+    pub const COMPRESSION: u8 = 0x01;
+    /// Tracing requested (request) or tracing id present (response).
+    pub const TRACING: u8 = 0x02;
+    /// A `[bytes map]` custom payload precedes the message.
+    pub const CUSTOM_PAYLOAD: u8 = 0x04;
+    /// A `[string list]` of warnings precedes the message (responses).
+    pub const WARNING: u8 = 0x08;
+}
+
+/// Message opcodes (spec section 2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Opcode {
+    Error = 0x00,
+    Startup = 0x01,
+    Ready = 0x02,
+    Authenticate = 0x03,
+    Options = 0x05,
+    Supported = 0x06,
+    Query = 0x07,
+    Result = 0x08,
+    Prepare = 0x09,
+    Execute = 0x0A,
+    Register = 0x0B,
+    Event = 0x0C,
+    Batch = 0x0D,
+    AuthChallenge = 0x0E,
+    AuthResponse = 0x0F,
+    AuthSuccess = 0x10,
+}
+
+impl TryFrom<u8> for Opcode {
+    type Error = Error;
+
+    fn try_from(b: u8) -> Result<Self> {
+        Ok(match b {
+            0x00 => Opcode::Error,
+            0x01 => Opcode::Startup,
+            0x02 => Opcode::Ready,
+            0x03 => Opcode::Authenticate,
+            0x05 => Opcode::Options,
+            0x06 => Opcode::Supported,
+            0x07 => Opcode::Query,
+            0x08 => Opcode::Result,
+            0x09 => Opcode::Prepare,
+            0x0A => Opcode::Execute,
+            0x0B => Opcode::Register,
+            0x0C => Opcode::Event,
+            0x0D => Opcode::Batch,
+            0x0E => Opcode::AuthChallenge,
+            0x0F => Opcode::AuthResponse,
+            0x10 => Opcode::AuthSuccess,
+            other => return Err(Error::protocol(format!("unknown opcode 0x{other:02x}"))),
+        })
+    }
+}
+
+/// Frame-body compression negotiated in STARTUP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    #[default]
+    None,
+    /// v4 lz4: a 4-byte big-endian uncompressed length, then an lz4 block.
+    Lz4,
+}
+
+/// A raw frame: header fields and the (possibly compressed) body.
+///
+/// The opcode stays a raw byte so that an unknown opcode is still a
+/// well-delimited frame whose stream id can be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub version: u8,
+    pub flags: u8,
+    pub stream: i16,
+    pub opcode: u8,
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// True for response frames (direction bit set).
+    pub fn is_response(&self) -> bool {
+        self.version & 0x80 != 0
+    }
+
+    /// Appends the encoded frame to `dst`. Bodies over `i32::MAX` cannot be
+    /// represented; callers keep bodies under the frame limit.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.reserve(HEADER_LEN + self.body.len());
+        dst.put_u8(self.version);
+        dst.put_u8(self.flags);
+        dst.put_i16(self.stream);
+        dst.put_u8(self.opcode);
+        dst.put_u32(self.body.len() as u32);
+        dst.put_slice(&self.body);
+    }
+
+    /// The encoded frame as one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(HEADER_LEN + self.body.len());
+        self.encode(&mut b);
+        b.freeze()
+    }
+
+    /// Returns the body with compression undone, per the frame's flag.
+    ///
+    /// A compressed frame on a connection that did not negotiate
+    /// compression is a protocol error.
+    pub fn decompressed_body(
+        &self,
+        compression: Compression,
+        max_frame_bytes: usize,
+    ) -> Result<Bytes> {
+        if self.flags & flags::COMPRESSION == 0 {
+            return Ok(self.body.clone());
+        }
+        match compression {
+            Compression::None => Err(Error::protocol(
+                "compressed frame received but no compression was negotiated",
+            )),
+            Compression::Lz4 => lz4_decompress(&self.body, max_frame_bytes),
+        }
+    }
+}
+
+/// Decodes one frame from the front of `buf`.
+///
+/// Returns `Ok(None)` when more bytes are needed (nothing is consumed), the
+/// frame when complete (its bytes are consumed), or an error when the header
+/// is unacceptable: [`Error::UnsupportedVersion`] as soon as the first four
+/// bytes are in (so the reply can carry the stream id), and
+/// [`Error::FrameTooLarge`] for a length over `max_frame_bytes` or negative.
+/// After an error the buffer is left as it was; the connection cannot be
+/// resynchronised and should be closed.
+pub fn decode_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Frame>> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let version = buf[0];
+    let stream = i16::from_be_bytes([buf[2], buf[3]]);
+    if version & 0x7F != VERSION_REQUEST {
+        return Err(Error::UnsupportedVersion {
+            version: version & 0x7F,
+            stream,
+        });
+    }
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let length = i32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
+    let body_len = match usize::try_from(length) {
+        Ok(n) if n <= max_frame_bytes => n,
+        _ => {
+            return Err(Error::FrameTooLarge {
+                length: i64::from(length),
+                max: max_frame_bytes,
+                stream,
+            })
+        }
+    };
+    if buf.len() < HEADER_LEN + body_len {
+        // Reserve up front so a large body is read without repeated growth.
+        buf.reserve(HEADER_LEN + body_len - buf.len());
+        return Ok(None);
+    }
+    let flags = buf[1];
+    let opcode = buf[4];
+    buf.advance(HEADER_LEN);
+    let body = buf.split_to(body_len).freeze();
+    Ok(Some(Frame {
+        version,
+        flags,
+        stream,
+        opcode,
+        body,
+    }))
+}
+
+/// Compresses a body in the v4 lz4 format.
+pub fn lz4_compress(body: &[u8]) -> Bytes {
+    let compressed = lz4_flex::block::compress(body);
+    let mut out = BytesMut::with_capacity(4 + compressed.len());
+    out.put_u32(body.len() as u32);
+    out.put_slice(&compressed);
+    out.freeze()
+}
+
+/// Undoes [`lz4_compress`], refusing to inflate past `max_frame_bytes`.
+pub fn lz4_decompress(body: &[u8], max_frame_bytes: usize) -> Result<Bytes> {
+    if body.len() < 4 {
+        return Err(Error::Compression(
+            "lz4 body shorter than its length prefix".into(),
+        ));
+    }
+    let len = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    if len > max_frame_bytes {
+        return Err(Error::Compression(format!(
+            "lz4 body inflates to {len} bytes, over the limit of {max_frame_bytes}"
+        )));
+    }
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let out = lz4_flex::block::decompress(&body[4..], len)
+        .map_err(|e| Error::Compression(format!("lz4: {e}")))?;
+    if out.len() != len {
+        return Err(Error::Compression(format!(
+            "lz4 body inflated to {} bytes, header said {len}",
+            out.len()
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A `tokio_util` codec over [`decode_frame`] / [`Frame::encode`].
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec {
+    max_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    pub fn new(max_frame_bytes: usize) -> Self {
+        FrameCodec { max_frame_bytes }
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new(DEFAULT_MAX_FRAME_BYTES)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>> {
+        decode_frame(src, self.max_frame_bytes)
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, item: Frame, dst: &mut BytesMut) -> Result<()> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn frame(body: &'static [u8]) -> Frame {
+        Frame {
+            version: 4,
+            flags: 0,
+            stream: 7,
+            opcode: 0x05,
+            body: Bytes::from_static(body),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_incomplete() {
+        let f = frame(b"hello");
+        let bytes = f.to_bytes();
+        for cut in 0..bytes.len() {
+            let mut b = BytesMut::from(&bytes[..cut]);
+            assert!(
+                decode_frame(&mut b, 1024).unwrap().is_none(),
+                "cut at {cut}"
+            );
+            assert_eq!(b.len(), cut);
+        }
+        let mut b = BytesMut::from(&bytes[..]);
+        b.extend_from_slice(&[4, 0]);
+        assert_eq!(decode_frame(&mut b, 1024).unwrap(), Some(f));
+        assert_eq!(&b[..], &[4, 0]);
+    }
+
+    #[test]
+    fn unsupported_version_reads_stream() {
+        let mut b = BytesMut::from(&[0x42, 0x00, 0x01, 0x02][..]);
+        match decode_frame(&mut b, 1024) {
+            Err(Error::UnsupportedVersion {
+                version: 0x42,
+                stream: 0x0102,
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut b = BytesMut::from(&[0x05, 0x00, 0xff, 0xff][..]);
+        assert!(matches!(
+            decode_frame(&mut b, 1024),
+            Err(Error::UnsupportedVersion {
+                version: 5,
+                stream: -1
+            })
+        ));
+    }
+
+    #[test]
+    fn oversized_and_negative_lengths() {
+        let mut b = BytesMut::from(&[4, 0, 0, 3, 7, 0, 0, 4, 1][..]);
+        assert!(matches!(
+            decode_frame(&mut b, 1024),
+            Err(Error::FrameTooLarge { stream: 3, .. })
+        ));
+        let mut b = BytesMut::from(&[4, 0, 0, 3, 7, 0xff, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(
+            decode_frame(&mut b, 1024),
+            Err(Error::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn lz4_round_trip_and_bounds() {
+        let body = b"select * from system.local where key = 'local'".repeat(20);
+        let c = lz4_compress(&body);
+        assert!(c.len() < body.len());
+        assert_eq!(&lz4_decompress(&c, 1 << 20).unwrap()[..], &body[..]);
+        assert!(lz4_decompress(&c, 10).is_err());
+        assert!(lz4_decompress(&c[..3], 1 << 20).is_err());
+        assert!(lz4_decompress(&c[..c.len() - 3], 1 << 20).is_err());
+        assert_eq!(&lz4_compress(b"")[..4], &[0, 0, 0, 0]);
+        assert!(lz4_decompress(&[0, 0, 0, 0], 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn compressed_flag_without_negotiation_is_an_error() {
+        let mut f = frame(b"x");
+        f.flags = flags::COMPRESSION;
+        assert!(f.decompressed_body(Compression::None, 1024).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! Gyre's CQL native protocol, version 4.
+//!
+//! What it is:
+//! - a frame codec as pure functions over bytes ([`decode_frame`] returns
+//!   `Ok(None)` until a frame is complete), with v4 lz4 body compression;
+//! - typed request and response messages ([`Request`], [`Response`]) with
+//!   encoders and decoders that never panic on malformed input;
+//! - a value codec ([`CqlValue`]) for the wire form of every CQL type;
+//! - a tokio [`Server`] that handles the connection life cycle (version
+//!   negotiation, OPTIONS, STARTUP, REGISTER, events, back-pressure,
+//!   connection limits) and hands QUERY / PREPARE / EXECUTE / BATCH to a
+//!   [`RequestHandler`].
+//!
+//! What it is not: it does not parse CQL, knows no schema and executes
+//! nothing; prepared-statement ids, paging states and results are the
+//! handler's business. Only protocol v4 is spoken: any other version gets
+//! the ERROR that makes drivers fall back to v4. There is no authentication
+//! and no tracing (tracing requests are served untraced).
+//!
+//! Serving: implement [`RequestHandler`] and run the [`Server`] on a bound
+//! listener; keep a clone of `config.events` to push events.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use gyre_protocol::*;
+//!
+//! struct Void;
+//!
+//! #[async_trait]
+//! impl RequestHandler for Void {
+//!     async fn handle(&self, _conn: &ConnectionState, _req: HandlerRequest) -> Response {
+//!         Response::void()
+//!     }
+//! }
+//!
+//! # async fn run() -> gyre_protocol::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9042").await?;
+//! let config = ServerConfig::default();
+//! let events = config.events.clone();
+//! let server = tokio::spawn(Server::run(listener, Arc::new(Void), config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! }));
+//! events.send(Event::StatusChange {
+//!     change: StatusChangeType::Up,
+//!     addr: "127.0.0.2:9042".parse().unwrap(),
+//! });
+//! # let _ = server.await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Frames as pure functions over bytes:
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use gyre_protocol::{decode_frame, Compression, Request, RequestFrame, DEFAULT_MAX_FRAME_BYTES};
+//!
+//! let frame = RequestFrame::new(1, Request::Options).to_frame(Compression::None);
+//! let mut buf = BytesMut::from(&frame.to_bytes()[..]);
+//! let decoded = decode_frame(&mut buf, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+//! let request = RequestFrame::decode(&decoded, Compression::None, DEFAULT_MAX_FRAME_BYTES).unwrap();
+//! assert_eq!(request.request, Request::Options);
+//! ```
+
+mod error;
+mod frame;
+mod request;
+mod response;
+mod server;
+mod types;
+mod value;
+mod wire;
+
+pub use async_trait::async_trait;
+pub use error::{Error, Result};
+pub use frame::{
+    decode_frame, flags, lz4_compress, lz4_decompress, Compression, Frame, FrameCodec, Opcode,
+    DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST, VERSION_RESPONSE,
+};
+pub use request::{
+    Batch, BatchStatement, BatchStatementKind, BatchType, Execute, Prepare, Query, QueryParameters,
+    Request, RequestFrame, Values,
+};
+pub use response::{
+    CqlError, CqlResult, ErrorKind, Event, EventType, Prepared, PreparedMetadata, Response,
+    ResponseFrame, Rows, RowsMetadata, SchemaChange, SchemaChangeTarget, SchemaChangeType,
+    StatusChangeType, TopologyChangeType, WriteType,
+};
+pub use server::{
+    supported_options, ConnectionState, EventSender, HandlerRequest, RequestHandler, Server,
+    ServerConfig,
+};
+pub use types::{ColumnSpec, ColumnType, Consistency, DURATION_CLASS};
+pub use value::{
+    date_from_days, date_to_days, CqlDecimal, CqlDuration, CqlValue, CqlVarint, DATE_EPOCH,
+};
+pub use wire::Value;

@@ -1,0 +1,584 @@
+//! The tokio server: one task per connection reading frames, a task per
+//! request (bounded per connection), and one writer task per connection
+//! behind a bounded channel. Only this module touches sockets.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::error::{Error, Result};
+use crate::frame::{Compression, Frame, FrameCodec, DEFAULT_MAX_FRAME_BYTES, VERSION_REQUEST};
+use crate::request::{Batch, Execute, Prepare, Query, Request, RequestFrame};
+use crate::response::{CqlResult, ErrorKind, Event, EventType, Response, ResponseFrame};
+
+/// The requests a [`RequestHandler`] answers; the server handles STARTUP,
+/// OPTIONS, REGISTER and AUTH_RESPONSE itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerRequest {
+    Query(Query),
+    Prepare(Prepare),
+    Execute(Execute),
+    Batch(Batch),
+}
+
+/// Executes CQL requests for the server.
+///
+/// Called concurrently for requests on different streams of one connection
+/// and across connections. Returning `Response::Result(CqlResult::SetKeyspace)`
+/// makes the server record that keyspace on the connection.
+#[async_trait]
+pub trait RequestHandler: Send + Sync + 'static {
+    async fn handle(&self, conn: &ConnectionState, request: HandlerRequest) -> Response;
+}
+
+/// Per-connection state visible to the handler.
+#[derive(Debug)]
+pub struct ConnectionState {
+    id: u64,
+    peer: SocketAddr,
+    keyspace: Mutex<Option<String>>,
+}
+
+impl ConnectionState {
+    /// A state detached from any socket, for driving a handler in tests.
+    pub fn new(id: u64, peer: SocketAddr) -> Self {
+        ConnectionState {
+            id,
+            peer,
+            keyspace: Mutex::new(None),
+        }
+    }
+
+    /// Server-unique connection number.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The keyspace set by the last successful `USE`, if any.
+    pub fn keyspace(&self) -> Option<String> {
+        self.keyspace.lock().clone()
+    }
+
+    pub fn set_keyspace(&self, keyspace: impl Into<String>) {
+        *self.keyspace.lock() = Some(keyspace.into());
+    }
+}
+
+/// Pushes EVENT frames to every connection registered for their type.
+///
+/// Backed by a bounded broadcast channel: a connection that falls more than
+/// the capacity behind loses the oldest events (logged) rather than
+/// buffering without bound.
+#[derive(Debug, Clone)]
+pub struct EventSender {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl EventSender {
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        EventSender { tx }
+    }
+
+    /// Queues `event` for registered connections; returns how many
+    /// connections are listening (registered for any event type).
+    pub fn send(&self, event: Event) -> usize {
+        self.tx.send(Arc::new(event)).unwrap_or(0)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+impl Default for EventSender {
+    fn default() -> Self {
+        EventSender::new(1024)
+    }
+}
+
+/// Server limits. Clone `events` before handing the config to
+/// [`Server::run`] to push events later.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest accepted frame body (and largest inflated lz4 body).
+    pub max_frame_bytes: usize,
+    /// Node-wide connection limit; further connections get an Overloaded
+    /// error on their first frame and are closed.
+    pub max_connections: usize,
+    /// Requests of one connection executing at once; when reached, the
+    /// server stops reading that connection (back-pressure).
+    pub max_in_flight_per_connection: usize,
+    /// Encoded frames queued for a connection's writer.
+    pub write_queue_frames: usize,
+    /// How long `run` waits for connections to finish after shutdown.
+    pub shutdown_grace: Duration,
+    /// Where the node publishes events.
+    pub events: EventSender,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 4096,
+            max_in_flight_per_connection: 1024,
+            write_queue_frames: 1024,
+            shutdown_grace: Duration::from_secs(5),
+            events: EventSender::default(),
+        }
+    }
+}
+
+/// The values advertised in SUPPORTED. Never `SCYLLA_*` or `TABLETS_*`
+/// keys: they switch the scylla driver into shard-aware modes.
+pub fn supported_options() -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([
+        ("CQL_VERSION".to_string(), vec!["3.4.7".to_string()]),
+        ("COMPRESSION".to_string(), vec!["lz4".to_string()]),
+        ("PROTOCOL_VERSIONS".to_string(), vec!["4/v4".to_string()]),
+    ])
+}
+
+/// Connections beyond the limit that may be answered at once; more are
+/// dropped without a reply.
+const MAX_REJECTING: usize = 64;
+/// Frame limit while reading an over-limit connection's first frame.
+const REJECT_MAX_FRAME: usize = 64 * 1024;
+/// Writer batches queued frames up to this many bytes per write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// The CQL native-protocol server.
+pub struct Server;
+
+impl Server {
+    /// Accepts connections on `listener` until `shutdown` completes, then
+    /// closes connections and waits up to `config.shutdown_grace` for them.
+    pub async fn run(
+        listener: TcpListener,
+        handler: Arc<dyn RequestHandler>,
+        config: ServerConfig,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let config = Arc::new(config);
+        let max_connections = config.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        let conn_limit = Arc::new(Semaphore::new(max_connections));
+        let reject_limit = Arc::new(Semaphore::new(MAX_REJECTING));
+        let cancel = CancellationToken::new();
+        let mut next_id = 0u64;
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "CQL server listening");
+        }
+        tokio::pin!(shutdown);
+        loop {
+            let (socket, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = socket.set_nodelay(true) {
+                debug!(%peer, error = %e, "set_nodelay failed");
+            }
+            let permit = match conn_limit.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    warn!(%peer, limit = max_connections, "connection limit reached, refusing connection");
+                    if let Ok(p) = reject_limit.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            reject_connection(socket).await;
+                            drop(p);
+                        });
+                    }
+                    continue;
+                }
+            };
+            next_id += 1;
+            let conn = Connection::new(
+                next_id,
+                peer,
+                handler.clone(),
+                config.clone(),
+                cancel.clone(),
+            );
+            tokio::spawn(async move {
+                conn.run(socket).await;
+                drop(permit);
+            });
+        }
+        info!("CQL server shutting down");
+        cancel.cancel();
+        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(config.shutdown_grace, conn_limit.acquire_many(all))
+            .await
+            .is_err()
+        {
+            warn!("connections still open after the shutdown grace period");
+        }
+        Ok(())
+    }
+}
+
+/// Answers an over-limit connection's first frame with Overloaded (or the
+/// version error, so version-probing drivers get a meaningful answer).
+async fn reject_connection(socket: TcpStream) {
+    let (rd, mut wr) = socket.into_split();
+    let mut frames = FramedRead::new(rd, FrameCodec::new(REJECT_MAX_FRAME));
+    let reply = match tokio::time::timeout(Duration::from_secs(2), frames.next()).await {
+        Ok(Some(Ok(frame))) => Some((frame.stream, overloaded())),
+        Ok(Some(Err(Error::FrameTooLarge { stream, .. }))) => Some((stream, overloaded())),
+        Ok(Some(Err(e @ Error::UnsupportedVersion { stream, .. }))) => {
+            Some((stream, Response::error(ErrorKind::Protocol, e.to_string())))
+        }
+        _ => None,
+    };
+    if let Some((stream, response)) = reply {
+        let bytes = ResponseFrame::new(stream, response)
+            .to_frame(Compression::None)
+            .to_bytes();
+        if wr.write_all(&bytes).await.is_ok() {
+            let _ = wr.shutdown().await;
+        }
+    }
+}
+
+fn overloaded() -> Response {
+    Response::error(ErrorKind::Overloaded, "too many connections to this node")
+}
+
+fn protocol_error(message: impl Into<String>) -> Response {
+    Response::error(ErrorKind::Protocol, message)
+}
+
+/// What the reader does after a frame.
+enum Flow {
+    Continue,
+    /// The byte stream cannot be trusted any more: flush and close.
+    Close,
+}
+
+struct Connection {
+    state: Arc<ConnectionState>,
+    handler: Arc<dyn RequestHandler>,
+    config: Arc<ServerConfig>,
+    cancel: CancellationToken,
+    in_flight: Arc<Semaphore>,
+    started: bool,
+    compression: Compression,
+    registered: HashSet<EventType>,
+    events: Option<broadcast::Receiver<Arc<Event>>>,
+}
+
+impl Connection {
+    fn new(
+        id: u64,
+        peer: SocketAddr,
+        handler: Arc<dyn RequestHandler>,
+        config: Arc<ServerConfig>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1)));
+        Connection {
+            state: Arc::new(ConnectionState::new(id, peer)),
+            handler,
+            config,
+            cancel,
+            in_flight,
+            started: false,
+            compression: Compression::None,
+            registered: HashSet::new(),
+            events: None,
+        }
+    }
+
+    async fn run(mut self, socket: TcpStream) {
+        let id = self.state.id;
+        let peer = self.state.peer;
+        debug!(conn = id, %peer, "connection opened");
+        let (rd, wr) = socket.into_split();
+        let (tx, rx) = mpsc::channel::<Bytes>(self.config.write_queue_frames.max(1));
+        let writer = tokio::spawn(write_loop(wr, rx));
+        let mut frames = FramedRead::new(rd, FrameCodec::new(self.config.max_frame_bytes));
+        let mut fatal = false;
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                event = next_event(&mut self.events) => self.on_event(event, &tx).await,
+                frame = frames.next() => match frame {
+                    None => break,
+                    Some(Ok(frame)) => {
+                        if let Flow::Close = self.on_frame(frame, &tx).await {
+                            fatal = true;
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        self.on_stream_error(e, &tx).await;
+                        fatal = true;
+                        break;
+                    }
+                },
+            }
+        }
+        // The writer ends once every in-flight request has sent its reply.
+        drop(tx);
+        if let Err(e) = writer.await {
+            error!(conn = id, error = %e, "writer task failed");
+        }
+        if fatal {
+            // Read what the client still sends so that closing does not
+            // reset the connection and destroy the error reply in flight.
+            let mut rd = frames.into_inner();
+            let mut sink = tokio::io::sink();
+            let drain = tokio::io::copy(&mut rd, &mut sink);
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = tokio::time::timeout(Duration::from_secs(1), drain) => {}
+            }
+        }
+        debug!(conn = id, %peer, "connection closed");
+    }
+
+    async fn send(&self, tx: &mpsc::Sender<Bytes>, stream: i16, response: Response) {
+        let frame = ResponseFrame::new(stream, response).to_frame(self.compression);
+        // A send error means the writer died with the socket; the reader
+        // will see the same on its side.
+        let _ = tx.send(frame.to_bytes()).await;
+    }
+
+    async fn on_stream_error(&self, e: Error, tx: &mpsc::Sender<Bytes>) {
+        let peer = self.state.peer;
+        match e {
+            Error::UnsupportedVersion { version, stream } => {
+                debug!(%peer, version, "unsupported protocol version");
+                let frame = ResponseFrame::new(stream, protocol_error(e.to_string()));
+                let _ = tx.send(frame.to_frame(Compression::None).to_bytes()).await;
+            }
+            Error::FrameTooLarge { stream, .. } => {
+                warn!(%peer, error = %e, "closing connection");
+                let frame = ResponseFrame::new(stream, protocol_error(e.to_string()));
+                let _ = tx.send(frame.to_frame(Compression::None).to_bytes()).await;
+            }
+            other => debug!(%peer, error = %other, "connection read failed"),
+        }
+    }
+
+    async fn on_event(
+        &mut self,
+        event: std::result::Result<Arc<Event>, broadcast::error::RecvError>,
+        tx: &mpsc::Sender<Bytes>,
+    ) {
+        match event {
+            Ok(event) => {
+                if self.registered.contains(&event.event_type()) {
+                    self.send(tx, -1, Response::Event((*event).clone())).await;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!(
+                    conn = self.state.id,
+                    missed = n,
+                    "connection fell behind on events"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => self.events = None,
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame, tx: &mpsc::Sender<Bytes>) -> Flow {
+        let stream = frame.stream;
+        if frame.version != VERSION_REQUEST {
+            self.send(
+                tx,
+                stream,
+                protocol_error("expected a request frame (version 0x04)"),
+            )
+            .await;
+            return Flow::Continue;
+        }
+        // The frame is well delimited, so a bad body is answered and the
+        // connection carries on.
+        let request =
+            match RequestFrame::decode(&frame, self.compression, self.config.max_frame_bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(conn = self.state.id, stream, error = %e, "bad request");
+                    self.send(tx, stream, protocol_error(e.to_string())).await;
+                    return Flow::Continue;
+                }
+            };
+        if request.tracing {
+            debug!(
+                conn = self.state.id,
+                stream, "tracing requested but not supported; ignored"
+            );
+        }
+        let handler_request = match request.request {
+            Request::Options => {
+                self.send(tx, stream, Response::Supported(supported_options()))
+                    .await;
+                return Flow::Continue;
+            }
+            Request::Startup(options) => {
+                let response = self.startup(&options);
+                // READY itself goes out uncompressed: always legal, and
+                // robust for clients that only switch after reading it.
+                let frame = ResponseFrame::new(stream, response).to_frame(Compression::None);
+                let _ = tx.send(frame.to_bytes()).await;
+                return Flow::Continue;
+            }
+            _ if !self.started => {
+                let msg = format!("{:?} received before STARTUP", request.request.opcode());
+                self.send(tx, stream, protocol_error(msg)).await;
+                return Flow::Continue;
+            }
+            Request::Register(types) => {
+                if self.events.is_none() {
+                    self.events = Some(self.config.events.subscribe());
+                }
+                self.registered.extend(types);
+                self.send(tx, stream, Response::Ready).await;
+                return Flow::Continue;
+            }
+            Request::AuthResponse(_) => {
+                self.send(
+                    tx,
+                    stream,
+                    protocol_error("authentication is not enabled on this server"),
+                )
+                .await;
+                return Flow::Continue;
+            }
+            Request::Query(q) => HandlerRequest::Query(q),
+            Request::Prepare(p) => HandlerRequest::Prepare(p),
+            Request::Execute(e) => HandlerRequest::Execute(e),
+            Request::Batch(b) => HandlerRequest::Batch(b),
+        };
+        // Waiting here stops reading this connection: back-pressure instead
+        // of an unbounded queue. The semaphore is never closed.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return Flow::Close;
+        };
+        let handler = self.handler.clone();
+        let state = self.state.clone();
+        let tx = tx.clone();
+        let compression = self.compression;
+        let max_frame = self.config.max_frame_bytes;
+        tokio::spawn(async move {
+            let outcome = AssertUnwindSafe(handler.handle(&state, handler_request))
+                .catch_unwind()
+                .await;
+            let response = outcome.unwrap_or_else(|_| {
+                error!(conn = state.id, stream, "request handler panicked");
+                Response::error(
+                    ErrorKind::ServerError,
+                    "internal error while executing the request",
+                )
+            });
+            if let Response::Result(CqlResult::SetKeyspace(ks)) = &response {
+                state.set_keyspace(ks.clone());
+            }
+            let mut frame = ResponseFrame::new(stream, response).to_frame(compression);
+            if frame.body.len() > max_frame {
+                warn!(
+                    conn = state.id,
+                    stream,
+                    bytes = frame.body.len(),
+                    "response over the frame limit"
+                );
+                let msg = format!(
+                    "response of {} bytes exceeds the frame limit",
+                    frame.body.len()
+                );
+                frame = ResponseFrame::new(stream, Response::error(ErrorKind::ServerError, msg))
+                    .to_frame(compression);
+            }
+            let _ = tx.send(frame.to_bytes()).await;
+            drop(permit);
+        });
+        Flow::Continue
+    }
+
+    fn startup(&mut self, options: &BTreeMap<String, String>) -> Response {
+        if self.started {
+            return protocol_error("STARTUP received twice on one connection");
+        }
+        let Some(cql_version) = options.get("CQL_VERSION") else {
+            return protocol_error("Missing value CQL_VERSION in STARTUP message");
+        };
+        let major = cql_version
+            .split('.')
+            .next()
+            .and_then(|m| m.trim().parse::<u32>().ok());
+        if major.is_none_or(|m| m < 3) {
+            return protocol_error(format!(
+                "unsupported CQL_VERSION {cql_version:?}; 3.0.0 or later is required"
+            ));
+        }
+        if let Some(c) = options.get("COMPRESSION") {
+            if c.eq_ignore_ascii_case("lz4") {
+                self.compression = Compression::Lz4;
+            } else {
+                return protocol_error(format!("Unknown compression algorithm: {c}"));
+            }
+        }
+        self.started = true;
+        debug!(conn = self.state.id, compression = ?self.compression, "connection ready");
+        Response::Ready
+    }
+}
+
+async fn next_event(
+    events: &mut Option<broadcast::Receiver<Arc<Event>>>,
+) -> std::result::Result<Arc<Event>, broadcast::error::RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes queued frames, coalescing whatever is already queued into one
+/// write so small responses share syscalls.
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    let mut buf = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        buf.extend_from_slice(&first);
+        while buf.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = wr.write_all(&buf).await {
+            debug!(error = %e, "connection write failed");
+            return;
+        }
+        buf.clear();
+    }
+    let _ = wr.shutdown().await;
+}

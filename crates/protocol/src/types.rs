@@ -1,0 +1,416 @@
+//! Consistency levels and the `[option]` type descriptions of column specs.
+
+use std::fmt;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::{Error, Result};
+use crate::wire::{put_string, Reader};
+
+/// A `[consistency]` level (spec section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Consistency {
+    Any,
+    One,
+    Two,
+    Three,
+    Quorum,
+    All,
+    LocalQuorum,
+    EachQuorum,
+    Serial,
+    LocalSerial,
+    LocalOne,
+}
+
+impl Consistency {
+    /// Every level, in wire order.
+    pub const ALL_LEVELS: [Consistency; 11] = [
+        Consistency::Any,
+        Consistency::One,
+        Consistency::Two,
+        Consistency::Three,
+        Consistency::Quorum,
+        Consistency::All,
+        Consistency::LocalQuorum,
+        Consistency::EachQuorum,
+        Consistency::Serial,
+        Consistency::LocalSerial,
+        Consistency::LocalOne,
+    ];
+
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        match self {
+            Consistency::Any => 0x0000,
+            Consistency::One => 0x0001,
+            Consistency::Two => 0x0002,
+            Consistency::Three => 0x0003,
+            Consistency::Quorum => 0x0004,
+            Consistency::All => 0x0005,
+            Consistency::LocalQuorum => 0x0006,
+            Consistency::EachQuorum => 0x0007,
+            Consistency::Serial => 0x0008,
+            Consistency::LocalSerial => 0x0009,
+            Consistency::LocalOne => 0x000A,
+        }
+    }
+
+    /// Parses a wire code.
+    pub fn from_code(code: u16) -> Result<Self> {
+        Self::ALL_LEVELS
+            .get(usize::from(code))
+            .copied()
+            .ok_or_else(|| Error::protocol(format!("unknown consistency level 0x{code:04x}")))
+    }
+
+    /// True for SERIAL and LOCAL_SERIAL.
+    pub fn is_serial(self) -> bool {
+        matches!(self, Consistency::Serial | Consistency::LocalSerial)
+    }
+
+    pub(crate) fn read(r: &mut Reader) -> Result<Self> {
+        Self::from_code(r.u16()?)
+    }
+
+    pub(crate) fn write(self, dst: &mut BytesMut) {
+        dst.put_u16(self.code());
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Consistency::Any => "ANY",
+            Consistency::One => "ONE",
+            Consistency::Two => "TWO",
+            Consistency::Three => "THREE",
+            Consistency::Quorum => "QUORUM",
+            Consistency::All => "ALL",
+            Consistency::LocalQuorum => "LOCAL_QUORUM",
+            Consistency::EachQuorum => "EACH_QUORUM",
+            Consistency::Serial => "SERIAL",
+            Consistency::LocalSerial => "LOCAL_SERIAL",
+            Consistency::LocalOne => "LOCAL_ONE",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Class name under which protocol v4 carries `duration` (it has no native
+/// id before v5, so Cassandra sends it as a custom type).
+pub const DURATION_CLASS: &str = "org.apache.cassandra.db.marshal.DurationType";
+
+/// Nesting limit for decoded type options: deeper input is rejected rather
+/// than recursing towards a stack overflow.
+const MAX_TYPE_DEPTH: usize = 32;
+
+/// A column or bind-marker type: the `[option]` of a column spec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    /// 0x0000 with a Java class name.
+    Custom(String),
+    Ascii,
+    Bigint,
+    Blob,
+    Boolean,
+    Counter,
+    Decimal,
+    Double,
+    Float,
+    Int,
+    Timestamp,
+    Uuid,
+    /// `text` and `varchar` are the same type (0x000D).
+    Varchar,
+    Varint,
+    Timeuuid,
+    Inet,
+    Date,
+    Time,
+    Smallint,
+    Tinyint,
+    /// Sent in v4 as [`ColumnType::Custom`] with [`DURATION_CLASS`].
+    Duration,
+    List(Box<ColumnType>),
+    Map(Box<ColumnType>, Box<ColumnType>),
+    Set(Box<ColumnType>),
+    Udt {
+        keyspace: String,
+        name: String,
+        fields: Vec<(String, ColumnType)>,
+    },
+    Tuple(Vec<ColumnType>),
+}
+
+impl ColumnType {
+    pub(crate) fn read(r: &mut Reader) -> Result<Self> {
+        Self::read_depth(r, 0)
+    }
+
+    fn read_depth(r: &mut Reader, depth: usize) -> Result<Self> {
+        if depth > MAX_TYPE_DEPTH {
+            return Err(Error::protocol("type option nested too deeply"));
+        }
+        let id = r.u16()?;
+        let d = depth + 1;
+        Ok(match id {
+            0x0000 => {
+                let class = r.string()?;
+                if class == DURATION_CLASS {
+                    ColumnType::Duration
+                } else {
+                    ColumnType::Custom(class)
+                }
+            }
+            0x0001 => ColumnType::Ascii,
+            0x0002 => ColumnType::Bigint,
+            0x0003 => ColumnType::Blob,
+            0x0004 => ColumnType::Boolean,
+            0x0005 => ColumnType::Counter,
+            0x0006 => ColumnType::Decimal,
+            0x0007 => ColumnType::Double,
+            0x0008 => ColumnType::Float,
+            0x0009 => ColumnType::Int,
+            // 0x000A was `text` in v1; clients still understand it as varchar.
+            0x000A | 0x000D => ColumnType::Varchar,
+            0x000B => ColumnType::Timestamp,
+            0x000C => ColumnType::Uuid,
+            0x000E => ColumnType::Varint,
+            0x000F => ColumnType::Timeuuid,
+            0x0010 => ColumnType::Inet,
+            0x0011 => ColumnType::Date,
+            0x0012 => ColumnType::Time,
+            0x0013 => ColumnType::Smallint,
+            0x0014 => ColumnType::Tinyint,
+            // v5's native duration id: accepted for leniency.
+            0x0015 => ColumnType::Duration,
+            0x0020 => ColumnType::List(Box::new(Self::read_depth(r, d)?)),
+            0x0021 => {
+                let k = Self::read_depth(r, d)?;
+                let v = Self::read_depth(r, d)?;
+                ColumnType::Map(Box::new(k), Box::new(v))
+            }
+            0x0022 => ColumnType::Set(Box::new(Self::read_depth(r, d)?)),
+            0x0030 => {
+                let keyspace = r.string()?;
+                let name = r.string()?;
+                let n = r.count_u16(4, "UDT field count")?;
+                let mut fields = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let fname = r.string()?;
+                    fields.push((fname, Self::read_depth(r, d)?));
+                }
+                ColumnType::Udt {
+                    keyspace,
+                    name,
+                    fields,
+                }
+            }
+            0x0031 => {
+                let n = r.count_u16(2, "tuple arity")?;
+                let mut types = Vec::with_capacity(n);
+                for _ in 0..n {
+                    types.push(Self::read_depth(r, d)?);
+                }
+                ColumnType::Tuple(types)
+            }
+            other => {
+                return Err(Error::protocol(format!(
+                    "unknown type option id 0x{other:04x}"
+                )))
+            }
+        })
+    }
+
+    pub(crate) fn write(&self, dst: &mut BytesMut) {
+        match self {
+            ColumnType::Custom(class) => {
+                dst.put_u16(0x0000);
+                put_string(dst, class);
+            }
+            ColumnType::Ascii => dst.put_u16(0x0001),
+            ColumnType::Bigint => dst.put_u16(0x0002),
+            ColumnType::Blob => dst.put_u16(0x0003),
+            ColumnType::Boolean => dst.put_u16(0x0004),
+            ColumnType::Counter => dst.put_u16(0x0005),
+            ColumnType::Decimal => dst.put_u16(0x0006),
+            ColumnType::Double => dst.put_u16(0x0007),
+            ColumnType::Float => dst.put_u16(0x0008),
+            ColumnType::Int => dst.put_u16(0x0009),
+            ColumnType::Timestamp => dst.put_u16(0x000B),
+            ColumnType::Uuid => dst.put_u16(0x000C),
+            ColumnType::Varchar => dst.put_u16(0x000D),
+            ColumnType::Varint => dst.put_u16(0x000E),
+            ColumnType::Timeuuid => dst.put_u16(0x000F),
+            ColumnType::Inet => dst.put_u16(0x0010),
+            ColumnType::Date => dst.put_u16(0x0011),
+            ColumnType::Time => dst.put_u16(0x0012),
+            ColumnType::Smallint => dst.put_u16(0x0013),
+            ColumnType::Tinyint => dst.put_u16(0x0014),
+            ColumnType::Duration => {
+                dst.put_u16(0x0000);
+                put_string(dst, DURATION_CLASS);
+            }
+            ColumnType::List(t) => {
+                dst.put_u16(0x0020);
+                t.write(dst);
+            }
+            ColumnType::Map(k, v) => {
+                dst.put_u16(0x0021);
+                k.write(dst);
+                v.write(dst);
+            }
+            ColumnType::Set(t) => {
+                dst.put_u16(0x0022);
+                t.write(dst);
+            }
+            ColumnType::Udt {
+                keyspace,
+                name,
+                fields,
+            } => {
+                dst.put_u16(0x0030);
+                put_string(dst, keyspace);
+                put_string(dst, name);
+                let n = fields.len().min(usize::from(u16::MAX));
+                dst.put_u16(n as u16);
+                for (fname, t) in &fields[..n] {
+                    put_string(dst, fname);
+                    t.write(dst);
+                }
+            }
+            ColumnType::Tuple(types) => {
+                dst.put_u16(0x0031);
+                let n = types.len().min(usize::from(u16::MAX));
+                dst.put_u16(n as u16);
+                for t in &types[..n] {
+                    t.write(dst);
+                }
+            }
+        }
+    }
+}
+
+/// One column of a result set, or one bind marker of a prepared statement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnSpec {
+    pub keyspace: String,
+    pub table: String,
+    pub name: String,
+    pub typ: ColumnType,
+}
+
+impl ColumnSpec {
+    pub fn new(
+        keyspace: impl Into<String>,
+        table: impl Into<String>,
+        name: impl Into<String>,
+        typ: ColumnType,
+    ) -> Self {
+        ColumnSpec {
+            keyspace: keyspace.into(),
+            table: table.into(),
+            name: name.into(),
+            typ,
+        }
+    }
+}
+
+/// Reads `<global_table_spec>?<col_spec_1>...<col_spec_n>` given the flags.
+pub(crate) fn read_col_specs(r: &mut Reader, global: bool, n: usize) -> Result<Vec<ColumnSpec>> {
+    let table_spec = if global {
+        Some((r.string()?, r.string()?))
+    } else {
+        None
+    };
+    let mut cols = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (keyspace, table) = match &table_spec {
+            Some((k, t)) => (k.clone(), t.clone()),
+            None => (r.string()?, r.string()?),
+        };
+        let name = r.string()?;
+        let typ = ColumnType::read(r)?;
+        cols.push(ColumnSpec {
+            keyspace,
+            table,
+            name,
+            typ,
+        });
+    }
+    Ok(cols)
+}
+
+/// True when every column shares one keyspace and table, so the compact
+/// global-table-spec form can be used.
+pub(crate) fn has_global_spec(cols: &[ColumnSpec]) -> bool {
+    match cols.first() {
+        Some(first) => cols
+            .iter()
+            .all(|c| c.keyspace == first.keyspace && c.table == first.table),
+        None => false,
+    }
+}
+
+pub(crate) fn write_col_specs(dst: &mut BytesMut, global: bool, cols: &[ColumnSpec]) {
+    if global {
+        if let Some(first) = cols.first() {
+            put_string(dst, &first.keyspace);
+            put_string(dst, &first.table);
+        }
+    }
+    for c in cols {
+        if !global {
+            put_string(dst, &c.keyspace);
+            put_string(dst, &c.table);
+        }
+        put_string(dst, &c.name);
+        c.typ.write(dst);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_codes_round_trip() {
+        for c in Consistency::ALL_LEVELS {
+            assert_eq!(Consistency::from_code(c.code()).unwrap(), c);
+        }
+        assert!(Consistency::from_code(0x000B).is_err());
+        assert_eq!(Consistency::LocalOne.code(), 0x000A);
+    }
+
+    #[test]
+    fn nested_type_round_trip() {
+        let t = ColumnType::Map(
+            Box::new(ColumnType::Varchar),
+            Box::new(ColumnType::List(Box::new(ColumnType::Tuple(vec![
+                ColumnType::Int,
+                ColumnType::Duration,
+                ColumnType::Udt {
+                    keyspace: "ks".into(),
+                    name: "addr".into(),
+                    fields: vec![("street".into(), ColumnType::Varchar)],
+                },
+            ])))),
+        );
+        let mut b = BytesMut::new();
+        t.write(&mut b);
+        assert_eq!(&b[..4], &[0x00, 0x21, 0x00, 0x0D]);
+        assert_eq!(ColumnType::read(&mut Reader::new(b.freeze())).unwrap(), t);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected() {
+        let mut b = BytesMut::new();
+        for _ in 0..10_000 {
+            b.put_u16(0x0020);
+        }
+        b.put_u16(0x0009);
+        assert!(ColumnType::read(&mut Reader::new(b.freeze())).is_err());
+    }
+}
