@@ -1,23 +1,33 @@
 //! The memtable: an ordered concurrent map of partitions.
 //!
-//! A lock-free skip list orders partitions by (token, key); each partition
-//! has its own mutex, so writers to different partitions never contend and
-//! a reader copies out only the rows it needs.
+//! Partitions are ordered by (token, key) in B-trees sharded by token range:
+//! shard `i` holds the `i`-th slice of the ring, so walking the shards in
+//! order walks the ring in order, and writers to different shards never
+//! contend. A B-tree beat a lock-free skip list here: with a million random
+//! keys the skip list's pointer chasing took a quarter of the write path.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use crossbeam_skiplist::SkipMap;
 use gyre_common::codec;
 use gyre_common::{lww, DecoratedKey, Partition, Timestamp};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::commitlog::Position;
 use crate::types::ClusteringFilter;
 
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+/// Partitions a range iterator copies out per shard lock.
+const BATCH: usize = 64;
+
+type Shard = RwLock<BTreeMap<DecoratedKey, MemPartition>>;
+
 pub struct Memtable {
-    map: SkipMap<DecoratedKey, Mutex<MemPartition>>,
+    shards: Vec<Shard>,
+    len: AtomicUsize,
     bytes: AtomicU64,
     min_timestamp: AtomicI64,
     /// Commitlog position when this memtable stopped taking writes; every
@@ -25,12 +35,18 @@ pub struct Memtable {
     end: Mutex<Option<Position>>,
 }
 
+/// The shard of a token: its top bits, with the sign flipped so shard
+/// order is token order.
+fn shard_of(token: i64) -> usize {
+    ((token as u64 ^ (1 << 63)) >> (64 - SHARD_BITS)) as usize
+}
+
 /// A partition in the memtable: updates are kept in their encoded form (the
 /// bytes already made for the commitlog) and merged only when the partition
 /// is read or flushed. Decoded trees cost kilobytes per row; most written
 /// partitions are never read before their flush.
 struct MemPartition {
-    merged: Option<Partition>,
+    merged: Option<Box<Partition>>,
     pending: Vec<Bytes>,
 }
 
@@ -39,15 +55,18 @@ impl MemPartition {
     /// read never decodes more than a handful.
     const FOLD_AT: usize = 8;
 
-    /// The merged partition, without keeping the decoded form around
-    /// (a decoded tree costs kilobytes; the encoded one, its bytes).
-    fn resolve(&mut self, key: &DecoratedKey) -> Partition {
+    fn push(&mut self, key: &DecoratedKey, encoded: Bytes) {
+        self.pending.push(encoded);
         if self.pending.len() >= Self::FOLD_AT {
-            let folded = Self::merge(self.merged.take(), &self.pending, key);
+            let folded = Self::merge(self.merged.take().map(|b| *b), &self.pending, key);
             self.pending.clear();
-            self.merged = Some(folded);
+            self.merged = Some(Box::new(folded));
         }
-        Self::merge(self.merged.clone(), &self.pending, key)
+    }
+
+    /// The merged partition, without keeping the decoded form around.
+    fn resolve(&self, key: &DecoratedKey) -> Partition {
+        Self::merge(self.merged.as_deref().cloned(), &self.pending, key)
     }
 
     fn merge(base: Option<Partition>, pending: &[Bytes], key: &DecoratedKey) -> Partition {
@@ -78,7 +97,8 @@ const ENTRY_OVERHEAD: u64 = 96;
 impl Memtable {
     pub fn new() -> Self {
         Memtable {
-            map: SkipMap::new(),
+            shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            len: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             min_timestamp: AtomicI64::new(Timestamp::MAX),
             end: Mutex::new(None),
@@ -92,13 +112,21 @@ impl Memtable {
             self.min_timestamp.fetch_min(lo, Ordering::Relaxed);
         }
         let size = encoded.len() as u64 + ENTRY_OVERHEAD;
-        let entry = self.map.get_or_insert_with(update.key.clone(), || {
-            Mutex::new(MemPartition {
-                merged: None,
-                pending: Vec::with_capacity(1),
-            })
-        });
-        entry.value().lock().pending.push(encoded);
+        let mut shard = self.shards[shard_of(update.key.token)].write();
+        match shard.get_mut(&update.key) {
+            Some(p) => p.push(&update.key, encoded),
+            None => {
+                shard.insert(
+                    update.key.clone(),
+                    MemPartition {
+                        merged: None,
+                        pending: vec![encoded],
+                    },
+                );
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(shard);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         size
     }
@@ -108,11 +136,11 @@ impl Memtable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len.load(Ordering::Relaxed)
     }
 
     /// The least write timestamp in the memtable (for tombstone purging).
@@ -130,28 +158,84 @@ impl Memtable {
 
     /// Copies out the part of a partition that the clustering filter selects.
     pub fn get(&self, key: &DecoratedKey, filter: &ClusteringFilter) -> Option<Partition> {
-        let entry = self.map.get(key)?;
-        let p = entry.value().lock().resolve(key);
+        let p = self.shards[shard_of(key.token)]
+            .read()
+            .get(key)?
+            .resolve(key);
         Some(clip(&p, filter))
     }
 
-    /// Partitions from `start` on, in order, clipped to the filter.
-    pub fn range(
-        &self,
-        start: Bound<DecoratedKey>,
-        filter: &ClusteringFilter,
-    ) -> impl Iterator<Item = Partition> + '_ {
-        let filter = filter.clone();
-        self.map.range((start, Bound::Unbounded)).map(move |e| {
-            let p = e.value().lock().resolve(e.key());
-            clip(&p, &filter)
-        })
+    /// Partitions from `start` on, in order, clipped to the filter. Copies
+    /// out a batch per shard lock, so a slow consumer never blocks writers.
+    pub fn range(&self, start: Bound<DecoratedKey>, filter: &ClusteringFilter) -> MemtableIter<'_> {
+        let shard = match &start {
+            Bound::Included(k) | Bound::Excluded(k) => shard_of(k.token),
+            Bound::Unbounded => 0,
+        };
+        MemtableIter {
+            memtable: self,
+            shard,
+            from: start,
+            filter: Some(filter.clone()),
+            batch: Vec::new(),
+        }
     }
 
     /// Every partition in order, whole (for flushing). Readers may still use
     /// the memtable while it flushes, so this copies.
-    pub fn iter(&self) -> impl Iterator<Item = Partition> + '_ {
-        self.map.iter().map(|e| e.value().lock().resolve(e.key()))
+    pub fn iter(&self) -> MemtableIter<'_> {
+        MemtableIter {
+            memtable: self,
+            shard: 0,
+            from: Bound::Unbounded,
+            filter: None,
+            batch: Vec::new(),
+        }
+    }
+}
+
+/// Walks a memtable in (token, key) order.
+pub struct MemtableIter<'a> {
+    memtable: &'a Memtable,
+    shard: usize,
+    from: Bound<DecoratedKey>,
+    filter: Option<ClusteringFilter>,
+    /// The next partitions, in reverse order (popped from the end).
+    batch: Vec<Partition>,
+}
+
+impl Iterator for MemtableIter<'_> {
+    type Item = Partition;
+
+    fn next(&mut self) -> Option<Partition> {
+        while self.batch.is_empty() {
+            if self.shard >= SHARDS {
+                return None;
+            }
+            let shard = self.memtable.shards[self.shard].read();
+            let mut last = None;
+            for (k, p) in shard
+                .range((self.from.clone(), Bound::Unbounded))
+                .take(BATCH)
+            {
+                let whole = p.resolve(k);
+                self.batch.push(match &self.filter {
+                    Some(f) => clip(&whole, f),
+                    None => whole,
+                });
+                last = Some(k.clone());
+            }
+            drop(shard);
+            match last {
+                Some(k) if self.batch.len() == BATCH => self.from = Bound::Excluded(k),
+                _ => {
+                    self.shard += 1;
+                    self.from = Bound::Unbounded;
+                }
+            }
+            self.batch.reverse();
+        }
+        self.batch.pop()
     }
 }
 
@@ -187,4 +271,43 @@ pub fn clip(p: &Partition, filter: &ClusteringFilter) -> Partition {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyre_common::{codec, Cell, CellName};
+
+    fn put(m: &Memtable, i: u32) -> DecoratedKey {
+        let p = Partition::with_key(i.to_be_bytes().to_vec()).set(
+            "r",
+            CellName::simple("v"),
+            Cell::live(1, "x"),
+        );
+        let mut enc = Vec::new();
+        codec::encode_partition(&mut enc, &p);
+        m.apply(&p, Bytes::from(enc));
+        p.key
+    }
+
+    #[test]
+    fn iterates_every_partition_in_ring_order_across_shards_and_batches() {
+        let m = Memtable::new();
+        let mut keys: Vec<DecoratedKey> = (0..5_000).map(|i| put(&m, i)).collect();
+        put(&m, 7); // a second update to one partition
+        keys.sort();
+        assert_eq!(m.len(), 5_000);
+        let got: Vec<DecoratedKey> = m.iter().map(|p| p.key).collect();
+        assert_eq!(got, keys);
+        let mid = keys[2_345].clone();
+        let from: Vec<DecoratedKey> = m
+            .range(Bound::Excluded(mid.clone()), &ClusteringFilter::all())
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(from, keys[2_346..].to_vec());
+        let incl = m
+            .range(Bound::Included(mid.clone()), &ClusteringFilter::all())
+            .next();
+        assert_eq!(incl.map(|p| p.key), Some(mid));
+    }
 }

@@ -21,7 +21,7 @@ fn open(dir: &Path, clock: Arc<ManualClock>) -> gyre_storage::Result<Box<dyn Sto
 
 #[test]
 fn model_test() {
-    conformance::run_model_test(&open, 96, 80);
+    conformance::run_model_test(&open, 400, 80);
 }
 
 #[test]
