@@ -43,35 +43,34 @@ fn shard_of(token: i64) -> usize {
 
 /// A partition in the memtable: updates are kept in their encoded form (the
 /// bytes already made for the commitlog) and merged only when the partition
-/// is read or flushed. Decoded trees cost kilobytes per row; most written
-/// partitions are never read before their flush.
+/// is read or flushed. Decoded trees cost kilobytes per row; encoded, a
+/// partition costs about its size, which is what the memtable budget counts.
 struct MemPartition {
-    merged: Option<Box<Partition>>,
+    /// Earlier updates, merged and re-encoded.
+    merged: Option<Bytes>,
     pending: Vec<Bytes>,
 }
 
 impl MemPartition {
-    /// Pending updates folded into `merged` once there are this many, so a
-    /// read never decodes more than a handful.
+    /// Pending updates are folded into `merged` once there are this many,
+    /// so a read never decodes more than a handful of updates.
     const FOLD_AT: usize = 8;
 
     fn push(&mut self, key: &DecoratedKey, encoded: Bytes) {
         self.pending.push(encoded);
         if self.pending.len() >= Self::FOLD_AT {
-            let folded = Self::merge(self.merged.take().map(|b| *b), &self.pending, key);
+            let folded = self.resolve(key);
+            let mut buf = Vec::new();
+            codec::encode_partition(&mut buf, &folded);
             self.pending.clear();
-            self.merged = Some(Box::new(folded));
+            self.merged = Some(Bytes::from(buf));
         }
     }
 
-    /// The merged partition, without keeping the decoded form around.
+    /// The merged partition, decoded.
     fn resolve(&self, key: &DecoratedKey) -> Partition {
-        Self::merge(self.merged.as_deref().cloned(), &self.pending, key)
-    }
-
-    fn merge(base: Option<Partition>, pending: &[Bytes], key: &DecoratedKey) -> Partition {
-        let mut out = base;
-        for enc in pending {
+        let mut out: Option<Partition> = None;
+        for enc in self.merged.iter().chain(self.pending.iter()) {
             match codec::decode_partition(&mut codec::Reader::new(enc)) {
                 Ok(p) => match &mut out {
                     None => out = Some(p),
