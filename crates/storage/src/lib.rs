@@ -6,7 +6,7 @@
 //! reconcile by the shared last-write-wins rule in [`gyre_common::lww`].
 //!
 //! [`LsmEngine`] is Gyre's own implementation: a CRC-checked commitlog with
-//! periodic, group and batch sync, lock-free memtables, block-checksummed
+//! periodic, group and batch sync, token-sharded memtables, block-checksummed
 //! SSTables with bloom filters and block indexes, and size-tiered compaction
 //! that purges tombstones after gc grace only where that is safe.
 //!
