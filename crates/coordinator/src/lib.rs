@@ -1,0 +1,63 @@
+//! Gyre's coordinator: the node that receives a client request and makes
+//! the key's replicas serve it at the requested consistency level.
+//!
+//! The core is pure state machines, tested without sockets or clocks:
+//! - [`ConsistencyLevel`]: how many replicas must answer (`block_for`) given
+//!   the replication strategy and the coordinator's datacenter, which
+//!   answers count (LOCAL_* only local ones, EACH_QUORUM per datacenter), and
+//!   [`ConsistencyLevel::assure_sufficient_live`] (`Unavailable`).
+//! - [`WriteTracker`]: acknowledgements and the timeout in, `Success` or
+//!   `WriteTimeout` out, and the replicas that need a hint.
+//! - [`ReadTracker`]: one data request and digest requests, full data on a
+//!   digest mismatch, reconciliation through [`gyre_common::lww`], per-replica
+//!   repair mutations ([`repair_diff`]), blocking read repair and short-read
+//!   protection for row limits.
+//! - [`TimestampGenerator`]: strictly increasing microsecond timestamps.
+//! - [`HintStore`]: CRC-framed, fsynced hint files per target host, with a
+//!   hint window, ordered replay and deletion on acknowledgement;
+//!   [`RateLimiter`] throttles their delivery.
+//!
+//! [`Coordinator`] runs these over [`gyre_net::Messenger`] against a local
+//! [`gyre_storage::StorageEngine`]: verbs [`MUTATION`] (its response is the
+//! acknowledgement), [`READ_DATA`] and [`READ_DIGEST`]; when the coordinator
+//! is itself a replica it reads and writes its engine directly. Writes to
+//! replicas that are down, fail or time out are hinted. Replicas come from a
+//! shared [`gyre_cluster::TokenMetadata`] (which also maps host ids to
+//! addresses and datacenters), liveness from a [`Liveness`] (the failure
+//! detector), strategies from a [`StrategyProvider`] (the schema).
+//!
+//! What it is not: a schema (table ids and strategies are inputs), Paxos
+//! (SERIAL reads behave as QUORUM, LOCAL_SERIAL as LOCAL_QUORUM, serial
+//! writes are rejected), range scans, counters, batches or speculative
+//! retries; a read contacts exactly the replicas its level needs, so one
+//! lost response means a `ReadTimeout`. Hints are delivered only when the
+//! caller asks ([`Coordinator::deliver_hints`]), typically when gossip sees
+//! the node come back.
+//!
+//! ```
+//! use gyre_cluster::ReplicationStrategy;
+//! use gyre_coordinator::ConsistencyLevel;
+//!
+//! let nts = ReplicationStrategy::network_topology([("dc1", 3), ("dc2", 2)]);
+//! assert_eq!(ConsistencyLevel::Quorum.block_for(&nts, "dc1"), 3);
+//! assert_eq!(ConsistencyLevel::LocalQuorum.block_for(&nts, "dc1"), 2);
+//! assert_eq!(ConsistencyLevel::EachQuorum.block_for(&nts, "dc1"), 4);
+//! ```
+
+mod consistency;
+mod error;
+mod hints;
+mod messages;
+mod read;
+mod service;
+mod timestamp;
+mod write;
+
+pub use consistency::{ConsistencyLevel, Replica};
+pub use error::{CoordinatorError, Result, WriteType};
+pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
+pub use messages::{MUTATION, MUTATION_ACK, READ_DATA, READ_DIGEST};
+pub use read::{digest, repair_diff, Digest, ReadAction, ReadResponse, ReadTracker};
+pub use service::{Coordinator, CoordinatorConfig, Liveness, StrategyProvider};
+pub use timestamp::{MicrosClock, SystemMicrosClock, TimestampGenerator};
+pub use write::{WriteOutcome, WriteTracker};

@@ -1,0 +1,613 @@
+//! The coordinator service: the state machines of this crate driven over
+//! gyre-net, with the local storage engine as one of the replicas.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use gyre_cluster::{HostId, ReplicationStrategy, TokenMetadata};
+use gyre_common::{DecoratedKey, Partition, Token};
+use gyre_net::{Inbound, Messenger};
+use gyre_storage::{Clock, ReadFilter, StorageEngine, SystemClock, TableId};
+use parking_lot::RwLock;
+use tokio::runtime::Handle;
+use tokio::time::{timeout_at, Instant};
+
+use crate::consistency::{ConsistencyLevel, Replica};
+use crate::error::{CoordinatorError, Result, WriteType};
+use crate::hints::{Hint, HintStore};
+use crate::messages::{
+    decode_data, decode_digest, decode_mutation, decode_read, encode_data, encode_mutation,
+    encode_read, ReadCommand, MUTATION, READ_DATA, READ_DIGEST,
+};
+use crate::read::{digest, ReadAction, ReadResponse, ReadTracker};
+use crate::timestamp::{SystemMicrosClock, TimestampGenerator};
+use crate::write::{WriteOutcome, WriteTracker};
+
+/// Who is up, as the failure detector sees it.
+pub trait Liveness: Send + Sync {
+    fn is_alive(&self, host: HostId) -> bool;
+    /// How long `host` has been down, for the hint window (`None`: unknown,
+    /// taken as just now).
+    fn down_for(&self, _host: HostId) -> Option<Duration> {
+        None
+    }
+}
+
+impl<F: Fn(HostId) -> bool + Send + Sync> Liveness for F {
+    fn is_alive(&self, host: HostId) -> bool {
+        self(host)
+    }
+}
+
+/// The replication strategy of a table's keyspace (from the schema).
+pub trait StrategyProvider: Send + Sync {
+    fn strategy(&self, table: TableId) -> Option<ReplicationStrategy>;
+}
+
+impl<F: Fn(TableId) -> Option<ReplicationStrategy> + Send + Sync> StrategyProvider for F {
+    fn strategy(&self, table: TableId) -> Option<ReplicationStrategy> {
+        self(table)
+    }
+}
+
+/// Coordinator settings.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// This node's host id (it must be in the token metadata).
+    pub host_id: HostId,
+    /// This node's datacenter.
+    pub dc: String,
+    /// Cassandra's `write_request_timeout` (2 s).
+    pub write_timeout: Duration,
+    /// Cassandra's `read_request_timeout` (5 s).
+    pub read_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    pub fn new(host_id: HostId, dc: impl Into<String>) -> Self {
+        CoordinatorConfig {
+            host_id,
+            dc: dc.into(),
+            write_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Target {
+    replica: Replica,
+    addr: SocketAddr,
+    alive: bool,
+}
+
+struct Inner {
+    config: CoordinatorConfig,
+    messenger: Messenger,
+    storage: Arc<dyn StorageEngine>,
+    ring: Arc<RwLock<TokenMetadata>>,
+    strategies: Arc<dyn StrategyProvider>,
+    liveness: Arc<dyn Liveness>,
+    hints: Option<Arc<HintStore>>,
+    clock: Arc<dyn Clock>,
+    timestamps: TimestampGenerator<SystemMicrosClock>,
+    runtime: Handle,
+}
+
+/// Serves client reads and writes at a consistency level over the cluster,
+/// and answers other coordinators' MUTATION / READ_DATA / READ_DIGEST
+/// requests from the local engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("host_id", &self.inner.config.host_id)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Event {
+    WriteAck(HostId, bool),
+    Read(HostId, Option<ReadResponse>),
+    RepairAck(HostId, bool),
+}
+
+type Inflight = FuturesUnordered<BoxFuture<'static, Event>>;
+
+fn join_error(e: tokio::task::JoinError) -> CoordinatorError {
+    tracing::error!(error = %e, "storage task failed");
+    CoordinatorError::Storage(gyre_storage::Error::Closed)
+}
+
+impl Coordinator {
+    /// Builds the coordinator and registers its verb handlers on
+    /// `messenger`. Must be called inside a Tokio runtime.
+    pub fn new(
+        config: CoordinatorConfig,
+        messenger: Messenger,
+        storage: Arc<dyn StorageEngine>,
+        ring: Arc<RwLock<TokenMetadata>>,
+        strategies: Arc<dyn StrategyProvider>,
+        liveness: Arc<dyn Liveness>,
+    ) -> Self {
+        let runtime = Handle::current();
+        register_handlers(&messenger, storage.clone(), runtime.clone());
+        Coordinator {
+            inner: Arc::new(Inner {
+                config,
+                messenger,
+                storage,
+                ring,
+                strategies,
+                liveness,
+                hints: None,
+                clock: Arc::new(SystemClock),
+                timestamps: TimestampGenerator::new(SystemMicrosClock),
+                runtime,
+            }),
+        }
+    }
+
+    /// Stores hints for replicas that miss writes in `store`. Call before
+    /// cloning the coordinator.
+    pub fn with_hints(mut self, store: Arc<HintStore>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.hints = Some(store),
+            None => tracing::error!("with_hints called on a shared coordinator; ignored"),
+        }
+        self
+    }
+
+    /// The clock giving "now" (seconds) to reads, for TTL expiry. Call
+    /// before cloning the coordinator.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.clock = clock,
+            None => tracing::error!("with_clock called on a shared coordinator; ignored"),
+        }
+        self
+    }
+
+    /// A fresh write timestamp (strictly increasing on this coordinator).
+    pub fn next_timestamp(&self) -> gyre_common::Timestamp {
+        self.inner.timestamps.next()
+    }
+
+    pub fn messenger(&self) -> &Messenger {
+        &self.inner.messenger
+    }
+
+    fn local(&self) -> HostId {
+        self.inner.config.host_id
+    }
+
+    fn dc(&self) -> &str {
+        &self.inner.config.dc
+    }
+
+    /// Natural and pending replicas of `token` with their addresses.
+    fn plan(
+        &self,
+        table: TableId,
+        token: Token,
+    ) -> Result<(ReplicationStrategy, Vec<Target>, Vec<Target>)> {
+        let strategy =
+            self.inner.strategies.strategy(table).ok_or_else(|| {
+                CoordinatorError::InvalidRequest(format!("unknown table {table}"))
+            })?;
+        let ring = self.inner.ring.read();
+        let to_targets = |hosts: Vec<HostId>| -> Vec<Target> {
+            hosts
+                .into_iter()
+                .filter_map(|h| {
+                    let Some(info) = ring.node(&h) else {
+                        tracing::warn!(host = %h, "replica missing from token metadata");
+                        return None;
+                    };
+                    Some(Target {
+                        replica: Replica::new(h, info.dc.clone()),
+                        addr: info.address,
+                        alive: h == self.local() || self.inner.liveness.is_alive(h),
+                    })
+                })
+                .collect()
+        };
+        let natural = to_targets(ring.replicas_for_token(&strategy, token));
+        let pending = to_targets(ring.pending_replicas_for_token(&strategy, token));
+        Ok((strategy, natural, pending))
+    }
+
+    fn send_mutation(
+        &self,
+        host: HostId,
+        addr: SocketAddr,
+        table: TableId,
+        update: Partition,
+    ) -> BoxFuture<'static, bool> {
+        if host == self.local() {
+            let storage = self.inner.storage.clone();
+            let task = self
+                .inner
+                .runtime
+                .spawn_blocking(move || storage.apply(table, update));
+            return async move {
+                match task.await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "local mutation failed");
+                        false
+                    }
+                    Err(e) => {
+                        join_error(e);
+                        false
+                    }
+                }
+            }
+            .boxed();
+        }
+        let messenger = self.inner.messenger.clone();
+        let timeout = self.inner.config.write_timeout;
+        let payload = encode_mutation(table, &update);
+        async move {
+            match messenger.request(addr, MUTATION, payload, timeout).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(%host, error = %e, "mutation not acknowledged");
+                    false
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn send_read(
+        &self,
+        host: HostId,
+        addr: SocketAddr,
+        cmd: ReadCommand,
+        want_digest: bool,
+    ) -> BoxFuture<'static, Event> {
+        if host == self.local() {
+            let storage = self.inner.storage.clone();
+            let task = self
+                .inner
+                .runtime
+                .spawn_blocking(move || storage.read(cmd.table, &cmd.key, &cmd.filter, cmd.now));
+            return async move {
+                let resp = match task.await {
+                    Ok(Ok(p)) if want_digest => Some(ReadResponse::Digest(digest(p.as_ref()))),
+                    Ok(Ok(p)) => Some(ReadResponse::Data(p)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "local read failed");
+                        None
+                    }
+                    Err(e) => {
+                        join_error(e);
+                        None
+                    }
+                };
+                Event::Read(host, resp)
+            }
+            .boxed();
+        }
+        let messenger = self.inner.messenger.clone();
+        let timeout = self.inner.config.read_timeout;
+        let payload = encode_read(&cmd);
+        let verb = if want_digest { READ_DIGEST } else { READ_DATA };
+        async move {
+            let resp = match messenger.request(addr, verb, payload, timeout).await {
+                Ok(b) if want_digest => decode_digest(&b).map(ReadResponse::Digest),
+                Ok(b) => match decode_data(&b) {
+                    Ok(p) => Some(ReadResponse::Data(p)),
+                    Err(e) => {
+                        tracing::warn!(%host, error = %e, "malformed read response");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(%host, error = %e, "read request failed");
+                    None
+                }
+            };
+            Event::Read(host, resp)
+        }
+        .boxed()
+    }
+
+    /// Stores a hint for `target` if there is a hint store and the target
+    /// is inside the hint window. True when stored.
+    async fn hint(&self, target: HostId, table: TableId, mutation: Partition) -> bool {
+        let Some(store) = self.inner.hints.clone() else {
+            return false;
+        };
+        let down_for = self.inner.liveness.down_for(target).unwrap_or_default();
+        let hint = Hint {
+            target,
+            table,
+            mutation,
+            write_time: self.inner.timestamps.next(),
+        };
+        let task = self
+            .inner
+            .runtime
+            .spawn_blocking(move || store.store_for_down_host(hint, down_for));
+        match task.await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(e)) => {
+                tracing::error!(%target, error = %e, "could not store hint");
+                false
+            }
+            Err(e) => {
+                join_error(e);
+                false
+            }
+        }
+    }
+
+    /// Writes `update` to every replica of its key and waits for `cl`.
+    pub async fn write(
+        &self,
+        table: TableId,
+        update: Partition,
+        cl: ConsistencyLevel,
+    ) -> Result<()> {
+        self.write_with_type(table, update, cl, WriteType::Simple)
+            .await
+    }
+
+    pub async fn write_with_type(
+        &self,
+        table: TableId,
+        update: Partition,
+        cl: ConsistencyLevel,
+        write_type: WriteType,
+    ) -> Result<()> {
+        cl.validate_for_write()?;
+        let (strategy, natural, pending) = self.plan(table, update.key.token)?;
+        let live = |ts: &[Target]| -> Vec<Replica> {
+            ts.iter()
+                .filter(|t| t.alive)
+                .map(|t| t.replica.clone())
+                .collect()
+        };
+        cl.assure_sufficient_live(&strategy, self.dc(), &live(&natural), &live(&pending))?;
+        let mut tracker = WriteTracker::new(
+            cl,
+            &strategy,
+            self.dc(),
+            natural.iter().map(|t| t.replica.clone()).collect(),
+            pending.iter().map(|t| t.replica.clone()).collect(),
+            write_type,
+        )?;
+        let deadline = Instant::now() + self.inner.config.write_timeout;
+        let inflight: Inflight = FuturesUnordered::new();
+        let mut dead = Vec::new();
+        for t in natural.iter().chain(&pending) {
+            let host = t.replica.host;
+            if t.alive {
+                inflight.push(
+                    self.send_mutation(host, t.addr, table, update.clone())
+                        .map(move |ok| Event::WriteAck(host, ok))
+                        .boxed(),
+                );
+            } else {
+                dead.push(host);
+            }
+        }
+        let mut inflight = inflight;
+        for host in dead {
+            if self.hint(host, table, update.clone()).await {
+                tracker.hint_stored(host);
+            }
+        }
+        while !tracker.is_complete() {
+            match timeout_at(deadline, inflight.next()).await {
+                Ok(Some(Event::WriteAck(host, true))) => {
+                    tracker.ack(host);
+                }
+                Ok(Some(Event::WriteAck(host, false))) => {
+                    if self.hint(host, table, update.clone()).await {
+                        tracker.hint_stored(host);
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let outcome = if tracker.is_complete() {
+            WriteOutcome::Success
+        } else {
+            tracker.timeout()
+        };
+        if let WriteOutcome::Timeout(e) = &outcome {
+            tracing::debug!(error = %e, "write timed out");
+        }
+        // Replicas still owing an answer: hint those that fail or time out.
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = inflight.next().await {
+                if let Event::WriteAck(host, false) = ev {
+                    this.hint(host, table, update.clone()).await;
+                }
+            }
+        });
+        outcome.into_result()
+    }
+
+    /// Reads one partition at `cl`: digest reads, full reads and blocking
+    /// read repair on a mismatch, short-read protection with a row limit.
+    /// The result is in storage read-result form (tombstones in the
+    /// selection kept; `gyre_common::lww::live_view` gives the client view).
+    pub async fn read(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: ReadFilter,
+        cl: ConsistencyLevel,
+    ) -> Result<Option<Partition>> {
+        cl.validate_for_read()?;
+        let (strategy, natural, _) = self.plan(table, key.token)?;
+        let mut live: Vec<&Target> = natural.iter().filter(|t| t.alive).collect();
+        // Proximity: this node first (no network hop), then its DC.
+        live.sort_by_key(|t| (t.replica.host != self.local(), t.replica.dc != self.dc()));
+        let live_replicas: Vec<Replica> = live.iter().map(|t| t.replica.clone()).collect();
+        let contacted = cl.filter_for_read(&strategy, self.dc(), &live_replicas)?;
+        let addr_of = |h: HostId| natural.iter().find(|t| t.replica.host == h).map(|t| t.addr);
+        let now = self.inner.clock.now();
+        let mut tracker =
+            ReadTracker::new(cl, &strategy, self.dc(), contacted, filter.clone(), now)?;
+        let cmd = ReadCommand {
+            table,
+            key: key.clone(),
+            filter,
+            now,
+        };
+        let mut inflight: Inflight = FuturesUnordered::new();
+        let data = tracker.data_replica();
+        if let Some(a) = addr_of(data) {
+            inflight.push(self.send_read(data, a, cmd.clone(), false));
+        }
+        for h in tracker.digest_replicas() {
+            if let Some(a) = addr_of(h) {
+                inflight.push(self.send_read(h, a, cmd.clone(), true));
+            }
+        }
+        let deadline = Instant::now() + self.inner.config.read_timeout;
+        let result = loop {
+            let action = match timeout_at(deadline, inflight.next()).await {
+                Ok(Some(Event::Read(h, Some(resp)))) => tracker.on_response(h, resp),
+                Ok(Some(Event::RepairAck(h, true))) => tracker.repair_acked(h),
+                Ok(Some(_)) => ReadAction::Wait,
+                Ok(None) | Err(_) => break tracker.timeout(),
+            };
+            match action {
+                ReadAction::Wait => {}
+                ReadAction::Done(p) => break Ok(p),
+                ReadAction::RequestData(reqs) => {
+                    for (h, f) in reqs {
+                        if let Some(a) = addr_of(h) {
+                            let c = ReadCommand {
+                                filter: f,
+                                ..cmd.clone()
+                            };
+                            inflight.push(self.send_read(h, a, c, false));
+                        }
+                    }
+                }
+                ReadAction::Repair(repairs) => {
+                    for (h, m) in repairs {
+                        if let Some(a) = addr_of(h) {
+                            tracing::debug!(host = %h, "sending read repair");
+                            inflight.push(
+                                self.send_mutation(h, a, table, m)
+                                    .map(move |ok| Event::RepairAck(h, ok))
+                                    .boxed(),
+                            );
+                        }
+                    }
+                    if let Some(answer) = tracker.answer() {
+                        break Ok(answer);
+                    }
+                }
+            }
+        };
+        // Let outstanding repairs go out even though the answer is known.
+        tokio::spawn(async move { while inflight.next().await.is_some() {} });
+        result
+    }
+
+    /// Delivers `host`'s hints in order, deleting each file once all of it
+    /// was acknowledged; stops at the first failure (the rest stays).
+    /// Returns the number delivered. Throttling (see
+    /// [`crate::RateLimiter`]) and scheduling are the caller's.
+    pub async fn deliver_hints(&self, host: HostId) -> Result<usize> {
+        let Some(store) = self.inner.hints.clone() else {
+            return Ok(0);
+        };
+        let addr = self
+            .inner
+            .ring
+            .read()
+            .node(&host)
+            .map(|n| n.address)
+            .ok_or_else(|| CoordinatorError::InvalidRequest(format!("unknown host {host}")))?;
+        let s = store.clone();
+        let files = self
+            .inner
+            .runtime
+            .spawn_blocking(move || s.replay(host)?.collect::<Result<Vec<_>>>())
+            .await
+            .map_err(join_error)??;
+        let mut delivered = 0;
+        for (id, hints) in files {
+            for h in hints {
+                if !self.send_mutation(host, addr, h.table, h.mutation).await {
+                    return Ok(delivered);
+                }
+                delivered += 1;
+            }
+            store.acknowledge(&id)?;
+        }
+        Ok(delivered)
+    }
+}
+
+/// Serves other coordinators' requests from the local engine, on the
+/// blocking pool (handlers must not block the network task).
+fn register_handlers(messenger: &Messenger, storage: Arc<dyn StorageEngine>, rt: Handle) {
+    let (s, r) = (storage.clone(), rt.clone());
+    messenger.register(MUTATION, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        let s = s.clone();
+        r.spawn_blocking(move || {
+            let res = match decode_mutation(&msg.payload) {
+                Ok((table, p)) => s.apply(table, p).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let sent = match res {
+                Ok(()) => responder.respond(Bytes::new()),
+                Err(e) => responder.respond_error(e),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "could not answer a mutation");
+            }
+        });
+    });
+    for (verb, want_digest) in [(READ_DATA, false), (READ_DIGEST, true)] {
+        let (s, r) = (storage.clone(), rt.clone());
+        messenger.register(verb, move |msg: Inbound| {
+            let Some(responder) = msg.responder else {
+                return;
+            };
+            let s = s.clone();
+            r.spawn_blocking(move || {
+                let res = decode_read(&msg.payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| {
+                        s.read(c.table, &c.key, &c.filter, c.now)
+                            .map_err(|e| e.to_string())
+                    });
+                let sent = match res {
+                    Ok(p) if want_digest => {
+                        responder.respond(Bytes::copy_from_slice(&digest(p.as_ref()).to_bytes()))
+                    }
+                    Ok(p) => responder.respond(encode_data(p.as_ref())),
+                    Err(e) => responder.respond_error(e),
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "could not answer a read");
+                }
+            });
+        });
+    }
+}

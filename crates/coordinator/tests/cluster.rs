@@ -1,0 +1,389 @@
+//! The coordinator over a simulated 3-node network, RF 3, each node with
+//! its own LSM engine.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gyre_cluster::{HostId, NodeInfo, ReplicationStrategy, TokenMetadata};
+use gyre_common::{Cell, CellName, DecoratedKey, Partition, Timestamp};
+use gyre_coordinator::{
+    ConsistencyLevel, Coordinator, CoordinatorConfig, CoordinatorError, HintConfig, HintStore,
+    WriteType,
+};
+use gyre_net::SimNetwork;
+use gyre_storage::{
+    LsmConfig, LsmEngine, ReadFilter, StorageEngine, SyncMode, TableId, TableOptions,
+};
+use parking_lot::{Mutex, RwLock};
+use rand::{Rng, SeedableRng};
+
+struct Node {
+    host: HostId,
+    addr: SocketAddr,
+    engine: Arc<LsmEngine>,
+    coord: Coordinator,
+    hints: Arc<HintStore>,
+}
+
+struct Cluster {
+    net: SimNetwork,
+    nodes: Vec<Node>,
+    down: Arc<Mutex<HashSet<HostId>>>,
+    table: TableId,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(seed: u64, timeout: Duration) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let net = SimNetwork::new(seed);
+        let table = TableId(uuid::Uuid::from_u128(42));
+        let down: Arc<Mutex<HashSet<HostId>>> = Arc::default();
+        let mut ring = TokenMetadata::new();
+        let ids: Vec<(HostId, SocketAddr)> = (1..=3u128)
+            .map(|i| {
+                (
+                    uuid::Uuid::from_u128(seed as u128 * 10 + i),
+                    format!("10.0.0.{i}:7000").parse().unwrap(),
+                )
+            })
+            .collect();
+        for (i, (h, a)) in ids.iter().enumerate() {
+            let info = NodeInfo {
+                host_id: *h,
+                address: *a,
+                dc: "dc1".into(),
+                rack: "r1".into(),
+            };
+            ring.update_normal(info, &[(i as i64 - 1) * 3_000_000_000_000_000_000])
+                .unwrap();
+        }
+        let ring = Arc::new(RwLock::new(ring));
+        let mut nodes = Vec::new();
+        for (i, (host, addr)) in ids.into_iter().enumerate() {
+            let mut cfg = LsmConfig::in_dir(dir.path().join(format!("n{i}")));
+            cfg.sync = SyncMode::Periodic { period_ms: 1000 };
+            cfg.background_compaction = false;
+            let engine = Arc::new(LsmEngine::open(cfg).unwrap());
+            engine.create_table(table, TableOptions::default()).unwrap();
+            let hints = Arc::new(
+                HintStore::open(dir.path().join(format!("h{i}")), HintConfig::default()).unwrap(),
+            );
+            let mut config = CoordinatorConfig::new(host, "dc1");
+            config.write_timeout = timeout;
+            config.read_timeout = timeout;
+            let d = down.clone();
+            let coord = Coordinator::new(
+                config,
+                net.messenger(addr).unwrap(),
+                engine.clone(),
+                ring.clone(),
+                Arc::new(move |t: TableId| (t == table).then(|| ReplicationStrategy::simple(3))),
+                Arc::new(move |h: HostId| !d.lock().contains(&h)),
+            )
+            .with_hints(hints.clone());
+            nodes.push(Node {
+                host,
+                addr,
+                engine,
+                coord,
+                hints,
+            });
+        }
+        Cluster {
+            net,
+            nodes,
+            down,
+            table,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        for n in &self.nodes {
+            n.coord.messenger().shutdown().await;
+        }
+    }
+
+    fn local(&self, node: usize, key: &str) -> Option<Partition> {
+        self.nodes[node]
+            .engine
+            .read(
+                self.table,
+                &DecoratedKey::new(key.to_string()),
+                &ReadFilter::all(),
+                0,
+            )
+            .unwrap()
+    }
+}
+
+fn update(key: &str, ts: Timestamp, v: &str) -> Partition {
+    Partition::with_key(key.to_string()).set(
+        "row",
+        CellName::simple("v"),
+        Cell::live(ts, v.to_string()),
+    )
+}
+
+fn cell_ts(p: &Option<Partition>) -> Option<Timestamp> {
+    p.as_ref()?
+        .rows
+        .get(&bytes::Bytes::from("row"))?
+        .cells
+        .get(&CellName::simple("v"))
+        .map(|c| c.timestamp)
+}
+
+const T: Duration = Duration::from_millis(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_write_with_a_partitioned_node_succeeds_and_is_hinted() {
+    let c = Cluster::start(1, T).await;
+    c.net.isolate(c.nodes[2].addr);
+    c.nodes[0]
+        .coord
+        .write(c.table, update("k", 10, "a"), ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    assert_eq!(cell_ts(&c.local(0, "k")), Some(10));
+    assert_eq!(cell_ts(&c.local(1, "k")), Some(10));
+    assert_eq!(c.local(2, "k"), None);
+    // The timed-out replica gets a hint in the background.
+    let target = c.nodes[2].host;
+    let mut waited = 0;
+    while c.nodes[0].hints.hosts().unwrap() != vec![target] {
+        assert!(waited < 40, "no hint stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    c.net.heal();
+    assert_eq!(c.nodes[0].coord.deliver_hints(target).await.unwrap(), 1);
+    assert_eq!(cell_ts(&c.local(2, "k")), Some(10));
+    assert!(c.nodes[0].hints.hosts().unwrap().is_empty());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_write_is_unavailable_with_a_node_marked_down() {
+    let c = Cluster::start(2, T).await;
+    c.down.lock().insert(c.nodes[2].host);
+    let err = c.nodes[0]
+        .coord
+        .write(c.table, update("k", 1, "a"), ConsistencyLevel::All)
+        .await
+        .unwrap_err();
+    match err {
+        CoordinatorError::Unavailable {
+            consistency,
+            required,
+            alive,
+        } => assert_eq!(
+            (consistency, required, alive),
+            (ConsistencyLevel::All, 3, 2)
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.local(0, "k"), None, "nothing sent when unavailable");
+    // With every other replica down, ANY succeeds and the dead replicas
+    // are hinted before the write returns.
+    c.down.lock().insert(c.nodes[0].host);
+    c.down.lock().insert(c.nodes[1].host);
+    c.nodes[2]
+        .coord
+        .write(c.table, update("k2", 1, "a"), ConsistencyLevel::Any)
+        .await
+        .unwrap();
+    let mut hinted = c.nodes[2].hints.hosts().unwrap();
+    hinted.sort();
+    let mut want = vec![c.nodes[0].host, c.nodes[1].host];
+    want.sort();
+    assert_eq!(hinted, want);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_write_times_out_when_a_replica_drops_messages() {
+    let c = Cluster::start(3, T).await;
+    c.net.isolate(c.nodes[2].addr);
+    let err = c.nodes[0]
+        .coord
+        .write(c.table, update("k", 1, "a"), ConsistencyLevel::All)
+        .await
+        .unwrap_err();
+    match err {
+        CoordinatorError::WriteTimeout {
+            consistency,
+            received,
+            block_for,
+            write_type,
+        } => assert_eq!(
+            (consistency, received, block_for, write_type),
+            (ConsistencyLevel::All, 2, 3, WriteType::Simple)
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Reads at ALL time out too, at QUORUM they succeed.
+    let key = DecoratedKey::new("k");
+    let err = c.nodes[0]
+        .coord
+        .read(c.table, &key, ReadFilter::all(), ConsistencyLevel::All)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordinatorError::ReadTimeout { block_for: 3, .. }),
+        "{err:?}"
+    );
+    let got = c.nodes[0]
+        .coord
+        .read(c.table, &key, ReadFilter::all(), ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    assert_eq!(cell_ts(&got), Some(1));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_read_repairs_a_stale_replica() {
+    let c = Cluster::start(4, T).await;
+    c.net.isolate(c.nodes[2].addr);
+    c.nodes[0]
+        .coord
+        .write(c.table, update("k", 7, "new"), ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    c.net.heal();
+    assert_eq!(c.local(2, "k"), None);
+    // Node 3 coordinates: it reads its own (stale) data and a digest from
+    // another replica, sees the mismatch and repairs itself before answering.
+    let got = c.nodes[2]
+        .coord
+        .read(
+            c.table,
+            &DecoratedKey::new("k"),
+            ReadFilter::all(),
+            ConsistencyLevel::Quorum,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cell_ts(&got), Some(7));
+    assert_eq!(cell_ts(&c.local(2, "k")), Some(7));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_quorum_writes_survive_random_drops() {
+    // GYRE_COORD_SEEDS=N runs more seeds (default 24).
+    let seeds: u64 = std::env::var("GYRE_COORD_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
+    let mut checked = 0;
+    for seed in 0..seeds {
+        let c = Cluster::start(100 + seed, Duration::from_millis(150)).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        c.net.set_drop_probability(rng.gen_range(0.02..0.15));
+        let mut acked: BTreeMap<String, Timestamp> = BTreeMap::new();
+        for i in 0..8i64 {
+            let key = format!("k{}", rng.gen_range(0..4));
+            let node = rng.gen_range(0..3);
+            let ts = i + 1;
+            let res = c.nodes[node]
+                .coord
+                .write(c.table, update(&key, ts, "v"), ConsistencyLevel::Quorum)
+                .await;
+            match res {
+                Ok(()) => {
+                    acked.insert(key, ts);
+                }
+                Err(CoordinatorError::WriteTimeout { .. }) => {}
+                Err(e) => panic!("seed {seed}: unexpected {e:?}"),
+            }
+        }
+        for (key, ts) in &acked {
+            let mut got = None;
+            for _attempt in 0..30 {
+                let node = rng.gen_range(0..3);
+                match c.nodes[node]
+                    .coord
+                    .read(
+                        c.table,
+                        &DecoratedKey::new(key.clone()),
+                        ReadFilter::all(),
+                        ConsistencyLevel::Quorum,
+                    )
+                    .await
+                {
+                    Ok(p) => {
+                        got = Some(p);
+                        break;
+                    }
+                    Err(CoordinatorError::ReadTimeout { .. }) => {}
+                    Err(e) => panic!("seed {seed}: unexpected {e:?}"),
+                }
+            }
+            let got = got.unwrap_or_else(|| panic!("seed {seed}: no read of {key} succeeded"));
+            let seen = cell_ts(&got);
+            assert!(
+                seen >= Some(*ts),
+                "seed {seed}: acknowledged write {key}@{ts} missing, read {seen:?}"
+            );
+            checked += 1;
+        }
+        c.stop().await;
+    }
+    assert!(
+        checked > 24,
+        "too few acknowledged writes checked: {checked}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_limit_short_read_is_protected_over_the_network() {
+    let c = Cluster::start(5, T).await;
+    let col = CellName::simple("v");
+    let mut p = Partition::with_key("wide");
+    for r in ["1", "2", "3", "4"] {
+        p = p.set(r, col.clone(), Cell::live(1, "x"));
+    }
+    c.nodes[0]
+        .coord
+        .write(c.table, p, ConsistencyLevel::All)
+        .await
+        .unwrap();
+    // Node 1 misses the deletion of rows 1 and 2.
+    c.net.isolate(c.nodes[0].addr);
+    let del = Partition::with_key("wide")
+        .delete_row("1", gyre_common::Deletion::new(2, 0))
+        .delete_row("2", gyre_common::Deletion::new(2, 0));
+    c.nodes[1]
+        .coord
+        .write(c.table, del, ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    c.net.heal();
+    let filter = ReadFilter {
+        limit: Some(2),
+        ..ReadFilter::all()
+    };
+    let got = c.nodes[0]
+        .coord
+        .read(
+            c.table,
+            &DecoratedKey::new("wide"),
+            filter,
+            ConsistencyLevel::All,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let live: Vec<bytes::Bytes> = gyre_common::lww::live_view(&got, 0)
+        .rows
+        .into_keys()
+        .collect();
+    assert_eq!(live, vec![bytes::Bytes::from("3"), bytes::Bytes::from("4")]);
+    c.stop().await;
+}

@@ -1,0 +1,678 @@
+//! The schema as a whole: keyspaces and tables derived from the schema rows,
+//! changes applied as timestamped row mutations, merges from peers, and the
+//! version digest.
+
+use std::collections::BTreeMap;
+
+use gyre_common::Timestamp;
+use gyre_cql::CqlType;
+use gyre_storage::TableId;
+use uuid::Uuid;
+
+use crate::error::{Result, SchemaError};
+use crate::model::{
+    check_name, check_type, ClusteringOrder, ColumnDef, ColumnKind, DroppedColumn, KeyspaceDef,
+    Replication, TableDef, TableOptions,
+};
+use crate::rows::{RowKey, SchemaRow, SchemaRows};
+
+/// The built-in keyspaces: present on every node, never in the schema rows,
+/// neither alterable nor droppable.
+pub const SYSTEM_KEYSPACES: &[&str] = &[
+    "system",
+    "system_schema",
+    "system_auth",
+    "system_distributed",
+    "system_traces",
+];
+
+pub fn is_system_keyspace(name: &str) -> bool {
+    SYSTEM_KEYSPACES.contains(&name)
+}
+
+fn system_keyspace(name: &str) -> KeyspaceDef {
+    // Cassandra's defaults for its system keyspaces.
+    let replication = match name {
+        "system_auth" => Replication::Simple {
+            replication_factor: 1,
+        },
+        "system_distributed" => Replication::Simple {
+            replication_factor: 3,
+        },
+        "system_traces" => Replication::Simple {
+            replication_factor: 2,
+        },
+        _ => Replication::Local,
+    };
+    KeyspaceDef {
+        name: name.to_owned(),
+        replication,
+        durable_writes: true,
+    }
+}
+
+/// A change to the schema, already checked against the CQL rules (see
+/// [`crate::statement_to_change`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SchemaChange {
+    CreateKeyspace(KeyspaceDef),
+    /// Replaces the keyspace's replication and durable_writes.
+    AlterKeyspace(KeyspaceDef),
+    DropKeyspace(String),
+    CreateTable(TableDef),
+    AlterTable {
+        keyspace: String,
+        table: String,
+        alteration: TableAlteration,
+    },
+    DropTable {
+        keyspace: String,
+        table: String,
+    },
+}
+
+/// What an ALTER TABLE changes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TableAlteration {
+    /// Regular or static columns.
+    AddColumns(Vec<ColumnDef>),
+    DropColumns(Vec<String>),
+    /// Primary key columns only, as Cassandra allows.
+    RenameColumns(Vec<(String, String)>),
+    /// Options by name, as canonical text ([`TableOptions::to_cells`]).
+    SetOptions(BTreeMap<String, String>),
+}
+
+/// The schema: keyspaces and tables, derived from [`SchemaRows`].
+#[derive(Clone, Debug, Default)]
+pub struct Schema {
+    rows: SchemaRows,
+    keyspaces: BTreeMap<String, KeyspaceDef>,
+    tables: BTreeMap<(String, String), TableDef>,
+    by_id: BTreeMap<TableId, (String, String)>,
+}
+
+impl PartialEq for Schema {
+    fn eq(&self, other: &Self) -> bool {
+        self.rows == other.rows
+    }
+}
+
+impl Schema {
+    /// The schema with only the system keyspaces.
+    pub fn new() -> Self {
+        Schema::from_rows(SchemaRows::default())
+    }
+
+    /// The schema these rows describe. Rows that do not make sense (from a
+    /// corrupt disk or a buggy peer) are skipped with a warning.
+    pub fn from_rows(mut rows: SchemaRows) -> Self {
+        rows.normalize();
+        rows.partitions.retain(|ks, _| {
+            let system = is_system_keyspace(ks);
+            if system {
+                tracing::warn!(keyspace = %ks, "ignoring schema rows for a system keyspace");
+            }
+            !system
+        });
+        let mut s = Schema {
+            rows,
+            ..Default::default()
+        };
+        s.derive();
+        s
+    }
+
+    /// The rows the schema is derived from: what to persist or ship whole.
+    pub fn rows(&self) -> &SchemaRows {
+        &self.rows
+    }
+
+    pub fn keyspaces(&self) -> &BTreeMap<String, KeyspaceDef> {
+        &self.keyspaces
+    }
+
+    pub fn tables(&self) -> &BTreeMap<(String, String), TableDef> {
+        &self.tables
+    }
+
+    pub fn keyspace(&self, name: &str) -> Option<&KeyspaceDef> {
+        self.keyspaces.get(name)
+    }
+
+    pub fn table(&self, keyspace: &str, table: &str) -> Option<&TableDef> {
+        self.tables.get(&(keyspace.to_owned(), table.to_owned()))
+    }
+
+    pub fn table_by_id(&self, id: TableId) -> Option<&TableDef> {
+        self.by_id.get(&id).and_then(|k| self.tables.get(k))
+    }
+
+    /// The tables of one keyspace, by name.
+    pub fn tables_in<'a>(&'a self, keyspace: &'a str) -> impl Iterator<Item = &'a TableDef> + 'a {
+        self.tables
+            .range((keyspace.to_owned(), String::new())..)
+            .take_while(move |((ks, _), _)| ks == keyspace)
+            .map(|(_, t)| t)
+    }
+
+    /// The keyspace, or Cassandra's error for a missing one.
+    pub fn require_keyspace(&self, name: &str) -> Result<&KeyspaceDef> {
+        self.live_keyspace(name)
+    }
+
+    /// The table a query names, or Cassandra's query-time errors: an unknown
+    /// keyspace, or "unconfigured table t".
+    pub fn require_table(&self, keyspace: &str, table: &str) -> Result<&TableDef> {
+        self.live_keyspace(keyspace)?;
+        self.table(keyspace, table)
+            .ok_or_else(|| SchemaError::invalid(format!("unconfigured table {table}")))
+    }
+
+    /// A timestamp for the next local change: `now` (microseconds), or just
+    /// after the newest timestamp in the schema when the clock lags, so a
+    /// change is never shadowed by history it has already seen.
+    pub fn next_timestamp(&self, now: Timestamp) -> Timestamp {
+        self.rows
+            .max_timestamp()
+            .map_or(now, |m| now.max(m.saturating_add(1)))
+    }
+
+    /// The schema version: an MD5 digest of the canonical rows as a uuid,
+    /// equal on nodes with equal schema content.
+    pub fn version(&self) -> Uuid {
+        uuid::Builder::from_md5_bytes(self.rows.digest()).into_uuid()
+    }
+
+    /// Merges rows from a peer (the whole schema or a diff). Returns true
+    /// when the schema changed.
+    pub fn merge(&mut self, mut rows: SchemaRows) -> bool {
+        rows.partitions.retain(|ks, _| !is_system_keyspace(ks));
+        let changed = self.rows.merge(rows);
+        if changed {
+            self.derive();
+            tracing::debug!(version = %self.version(), "schema merged");
+        }
+        changed
+    }
+
+    /// Applies a change at `timestamp` (microseconds), checking it against
+    /// the current schema. Returns the row mutation it made, to persist and
+    /// to push to peers.
+    pub fn apply_change(
+        &mut self,
+        change: SchemaChange,
+        timestamp: Timestamp,
+    ) -> Result<SchemaRows> {
+        let m = self.mutation_for(&change, timestamp)?;
+        self.rows.merge(m.clone());
+        self.derive();
+        tracing::info!(?change, version = %self.version(), "schema change applied");
+        Ok(m)
+    }
+
+    fn live_keyspace(&self, name: &str) -> Result<&KeyspaceDef> {
+        self.keyspaces
+            .get(name)
+            .ok_or_else(|| SchemaError::invalid(format!("Keyspace '{name}' does not exist")))
+    }
+
+    fn live_table(&self, ks: &str, table: &str) -> Result<&TableDef> {
+        self.live_keyspace(ks)?;
+        self.table(ks, table)
+            .ok_or_else(|| SchemaError::invalid(format!("Table '{ks}.{table}' doesn't exist")))
+    }
+
+    fn mutation_for(&self, change: &SchemaChange, ts: Timestamp) -> Result<SchemaRows> {
+        let mut m = SchemaRows::default();
+        match change {
+            SchemaChange::CreateKeyspace(def) => {
+                check_name("Keyspace", &def.name)?;
+                if self.keyspaces.contains_key(&def.name) {
+                    return Err(SchemaError::AlreadyExists {
+                        keyspace: def.name.clone(),
+                        table: None,
+                    });
+                }
+                self.check_not_shadowed(&def.name, &RowKey::Keyspace, ts)?;
+                keyspace_cells(&mut m, def, ts)?;
+            }
+            SchemaChange::AlterKeyspace(def) => {
+                not_system(&def.name, "alter")?;
+                self.live_keyspace(&def.name)?;
+                keyspace_cells(&mut m, def, ts)?;
+            }
+            SchemaChange::DropKeyspace(name) => {
+                not_system(name, "drop")?;
+                self.live_keyspace(name)?;
+                m.delete_partition(name, ts);
+            }
+            SchemaChange::CreateTable(def) => {
+                not_system(&def.keyspace, "alter")?;
+                self.live_keyspace(&def.keyspace)?;
+                if self.table(&def.keyspace, &def.name).is_some() {
+                    return Err(SchemaError::AlreadyExists {
+                        keyspace: def.keyspace.clone(),
+                        table: Some(def.name.clone()),
+                    });
+                }
+                if self.by_id.contains_key(&def.id) || self.id_ever_used(def.id) {
+                    return Err(SchemaError::invalid(format!(
+                        "Table id {} is already in use",
+                        def.id
+                    )));
+                }
+                def.validate()?;
+                let key = RowKey::Table {
+                    table: def.name.clone(),
+                };
+                self.check_not_shadowed(&def.keyspace, &key, ts)?;
+                m.set(&def.keyspace, key.clone(), "id", def.id.0.to_string(), ts);
+                for (name, value) in def.options.to_cells() {
+                    m.set(&def.keyspace, key.clone(), &name, value, ts);
+                }
+                for c in &def.columns {
+                    column_cells(&mut m, def, c, ts);
+                }
+            }
+            SchemaChange::AlterTable {
+                keyspace,
+                table,
+                alteration,
+            } => {
+                not_system(keyspace, "alter")?;
+                let def = self.live_table(keyspace, table)?;
+                let mut new = def.clone();
+                match alteration {
+                    TableAlteration::AddColumns(cols) => {
+                        for c in cols {
+                            if new.column(&c.name).is_some() {
+                                return Err(SchemaError::invalid(format!(
+                                    "Invalid column name {} because it conflicts with an existing column",
+                                    c.name
+                                )));
+                            }
+                            if c.kind.is_primary_key() {
+                                return Err(SchemaError::invalid(format!(
+                                    "Cannot add PRIMARY KEY column {}",
+                                    c.name
+                                )));
+                            }
+                            check_type(&c.ty, false, &c.name)?;
+                            if let Some(d) = def.dropped_columns.get(&c.name) {
+                                if d.ty != c.ty {
+                                    return Err(SchemaError::invalid(format!(
+                                        "Cannot re-add previously dropped column '{}' of type {}, incompatible with previous type {}",
+                                        c.name, c.ty, d.ty
+                                    )));
+                                }
+                            }
+                            new.columns.push(c.clone());
+                            column_cells(&mut m, def, c, ts);
+                        }
+                    }
+                    TableAlteration::DropColumns(names) => {
+                        for n in names {
+                            let c = new.column(n).ok_or_else(|| {
+                                SchemaError::invalid(format!(
+                                    "Column {n} was not found in table {table}"
+                                ))
+                            })?;
+                            if c.kind.is_primary_key() {
+                                return Err(SchemaError::invalid(format!(
+                                    "Cannot drop PRIMARY KEY column {n}"
+                                )));
+                            }
+                            let ty = c.ty.clone();
+                            new.columns.retain(|c| &c.name != n);
+                            m.delete_row(keyspace, column_key(def, n), ts);
+                            let dropped = RowKey::DroppedColumn {
+                                table: def.name.clone(),
+                                table_id: def.id.0,
+                                column: n.clone(),
+                            };
+                            m.set(keyspace, dropped.clone(), "type", ty.to_string(), ts);
+                            m.set(keyspace, dropped, "dropped_time", ts.to_string(), ts);
+                        }
+                    }
+                    TableAlteration::RenameColumns(renames) => {
+                        for (from, to) in renames {
+                            let c = new.column(from).cloned().ok_or_else(|| {
+                                SchemaError::invalid(format!(
+                                    "Cannot rename unknown column {from} in table {keyspace}.{table}"
+                                ))
+                            })?;
+                            if !c.kind.is_primary_key() {
+                                return Err(SchemaError::invalid(format!(
+                                    "Cannot rename non PRIMARY KEY column {from}"
+                                )));
+                            }
+                            if new.column(to).is_some() {
+                                return Err(SchemaError::invalid(format!(
+                                    "Cannot rename column {from} to {to} in table {keyspace}.{table}; another column with that name already exists"
+                                )));
+                            }
+                            for col in &mut new.columns {
+                                if &col.name == from {
+                                    col.name = to.clone();
+                                }
+                            }
+                            m.delete_row(keyspace, column_key(def, from), ts);
+                            let renamed = ColumnDef {
+                                name: to.clone(),
+                                ..c
+                            };
+                            column_cells(&mut m, def, &renamed, ts);
+                        }
+                    }
+                    TableAlteration::SetOptions(opts) => {
+                        let key = RowKey::Table {
+                            table: table.clone(),
+                        };
+                        for (name, value) in opts {
+                            new.options.set_cell(name, value).map_err(|_| {
+                                SchemaError::invalid(format!(
+                                    "Invalid value for option {name}: {value}"
+                                ))
+                            })?;
+                            m.set(keyspace, key.clone(), name, value.clone(), ts);
+                        }
+                    }
+                }
+                new.validate()?;
+            }
+            SchemaChange::DropTable { keyspace, table } => {
+                not_system(keyspace, "alter")?;
+                let def = self.live_table(keyspace, table)?;
+                m.delete_row(
+                    keyspace,
+                    RowKey::Table {
+                        table: table.clone(),
+                    },
+                    ts,
+                );
+                for c in &def.columns {
+                    m.delete_row(keyspace, column_key(def, &c.name), ts);
+                }
+                for name in def.dropped_columns.keys() {
+                    let key = RowKey::DroppedColumn {
+                        table: def.name.clone(),
+                        table_id: def.id.0,
+                        column: name.clone(),
+                    };
+                    m.delete_row(keyspace, key, ts);
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// Rejects a change that an earlier drop would shadow (a timestamp at
+    /// or before it), which would otherwise silently vanish.
+    fn check_not_shadowed(&self, ks: &str, key: &RowKey, ts: Timestamp) -> Result<()> {
+        let Some(p) = self.rows.partitions.get(ks) else {
+            return Ok(());
+        };
+        let row_del = p.rows.get(key).and_then(|r| r.deletion);
+        match p.deletion.max(row_del) {
+            Some(d) if ts <= d => Err(SchemaError::invalid(format!(
+                "Schema change timestamp {ts} is not after the drop of {ks} at {d}; use Schema::next_timestamp"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when any row, live or deleted, names this table id: dropped
+    /// tables' ids are never reused.
+    fn id_ever_used(&self, id: TableId) -> bool {
+        self.rows.partitions.values().any(|p| {
+            p.rows.iter().any(|(k, r)| match k {
+                RowKey::Column { table_id, .. } | RowKey::DroppedColumn { table_id, .. } => {
+                    *table_id == id.0
+                }
+                RowKey::Table { .. } => r.get("id") == Some(id.0.to_string().as_str()),
+                RowKey::Keyspace => false,
+            })
+        })
+    }
+
+    /// Rebuilds keyspaces and tables from the rows.
+    fn derive(&mut self) {
+        self.keyspaces.clear();
+        self.tables.clear();
+        self.by_id.clear();
+        for name in SYSTEM_KEYSPACES {
+            self.keyspaces
+                .insert((*name).to_owned(), system_keyspace(name));
+        }
+        for (ks, p) in &self.rows.partitions {
+            let Some(row) = p.rows.get(&RowKey::Keyspace) else {
+                continue;
+            };
+            match keyspace_from_row(ks, row) {
+                Ok(Some(def)) => {
+                    self.keyspaces.insert(ks.clone(), def);
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(keyspace = %ks, error = %e, "skipping keyspace with a bad schema row");
+                    continue;
+                }
+            }
+            for (key, row) in &p.rows {
+                let RowKey::Table { table } = key else {
+                    continue;
+                };
+                match table_from_rows(ks, table, row, &p.rows) {
+                    Ok(Some(def)) if def.validate().is_err() => {
+                        // Only a peer's partial or foreign rows get here.
+                        tracing::warn!(keyspace = %ks, table = %table, "skipping table with incomplete schema rows");
+                    }
+                    Ok(Some(def)) => {
+                        self.by_id.insert(def.id, (ks.clone(), table.clone()));
+                        self.tables.insert((ks.clone(), table.clone()), def);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(keyspace = %ks, table = %table, error = %e, "skipping table with bad schema rows")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn not_system(ks: &str, what: &str) -> Result<()> {
+    if is_system_keyspace(ks) {
+        Err(SchemaError::Unauthorized(format!(
+            "Cannot {what} system keyspace {ks}"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn keyspace_cells(m: &mut SchemaRows, def: &KeyspaceDef, ts: Timestamp) -> Result<()> {
+    if def.replication == Replication::Local {
+        return Err(SchemaError::invalid(
+            "LocalStrategy is only for internal use",
+        ));
+    }
+    let replication = serde_json::to_string(&def.replication.to_map())
+        .map_err(|e| SchemaError::invalid(e.to_string()))?;
+    m.set(&def.name, RowKey::Keyspace, "replication", replication, ts);
+    m.set(
+        &def.name,
+        RowKey::Keyspace,
+        "durable_writes",
+        def.durable_writes.to_string(),
+        ts,
+    );
+    Ok(())
+}
+
+fn column_key(def: &TableDef, column: &str) -> RowKey {
+    RowKey::Column {
+        table: def.name.clone(),
+        table_id: def.id.0,
+        column: column.to_owned(),
+    }
+}
+
+fn column_cells(m: &mut SchemaRows, def: &TableDef, c: &ColumnDef, ts: Timestamp) {
+    let key = column_key(def, &c.name);
+    let (kind, position, order) = match c.kind {
+        ColumnKind::PartitionKey(p) => ("partition_key", p as i64, "none"),
+        ColumnKind::Clustering(p, ClusteringOrder::Asc) => ("clustering", p as i64, "asc"),
+        ColumnKind::Clustering(p, ClusteringOrder::Desc) => ("clustering", p as i64, "desc"),
+        ColumnKind::Regular => ("regular", -1, "none"),
+        ColumnKind::Static => ("static", -1, "none"),
+    };
+    m.set(&def.keyspace, key.clone(), "type", c.ty.to_string(), ts);
+    m.set(&def.keyspace, key.clone(), "kind", kind.into(), ts);
+    m.set(
+        &def.keyspace,
+        key.clone(),
+        "position",
+        position.to_string(),
+        ts,
+    );
+    m.set(&def.keyspace, key, "clustering_order", order.into(), ts);
+}
+
+fn keyspace_from_row(ks: &str, row: &SchemaRow) -> Result<Option<KeyspaceDef>> {
+    let Some(repl) = row.get("replication") else {
+        return Ok(None);
+    };
+    let map: BTreeMap<String, String> = serde_json::from_str(repl)
+        .map_err(|e| SchemaError::Corrupt(format!("replication of {ks}: {e}")))?;
+    let replication = Replication::from_map(ks, &map)?;
+    Ok(Some(KeyspaceDef {
+        name: ks.to_owned(),
+        replication,
+        durable_writes: row.get("durable_writes") != Some("false"),
+    }))
+}
+
+/// Parses a CQL type from its canonical text.
+pub(crate) fn parse_type(text: &str) -> Result<CqlType> {
+    let stmt = gyre_cql::parse_statement(&format!("CREATE TABLE t (c {text} PRIMARY KEY)"))
+        .map_err(|e| SchemaError::Corrupt(format!("type {text:?}: {e}")))?;
+    match stmt {
+        gyre_cql::Statement::CreateTable(ct) => ct
+            .columns
+            .into_iter()
+            .next()
+            .map(|c| c.ty)
+            .ok_or_else(|| SchemaError::Corrupt(format!("type {text:?}"))),
+        _ => Err(SchemaError::Corrupt(format!("type {text:?}"))),
+    }
+}
+
+fn table_from_rows(
+    ks: &str,
+    table: &str,
+    row: &SchemaRow,
+    rows: &BTreeMap<RowKey, SchemaRow>,
+) -> Result<Option<TableDef>> {
+    let Some(id) = row.get("id") else {
+        return Ok(None);
+    };
+    let id = Uuid::parse_str(id).map_err(|e| SchemaError::Corrupt(format!("table id: {e}")))?;
+    let mut options = TableOptions::default();
+    for (name, cell) in &row.cells {
+        if name != "id" {
+            options.set_cell(name, &cell.value)?;
+        }
+    }
+    let mut columns = Vec::new();
+    let lo = RowKey::Column {
+        table: table.to_owned(),
+        table_id: id,
+        column: String::new(),
+    };
+    for (key, r) in rows.range(lo..) {
+        let RowKey::Column {
+            table: t,
+            table_id,
+            column,
+        } = key
+        else {
+            break;
+        };
+        if t != table || *table_id != id {
+            break;
+        }
+        let corrupt =
+            |what: &str| SchemaError::Corrupt(format!("column {ks}.{table}.{column}: {what}"));
+        let Some(ty) = r.get("type") else {
+            continue;
+        };
+        let ty = parse_type(ty)?;
+        let position: u32 = r
+            .get("position")
+            .and_then(|p| p.parse::<i64>().ok())
+            .map_or(0, |p| p.max(0) as u32);
+        let kind = match r.get("kind") {
+            Some("partition_key") => ColumnKind::PartitionKey(position),
+            Some("clustering") => ColumnKind::Clustering(
+                position,
+                if r.get("clustering_order") == Some("desc") {
+                    ClusteringOrder::Desc
+                } else {
+                    ClusteringOrder::Asc
+                },
+            ),
+            Some("regular") => ColumnKind::Regular,
+            Some("static") => ColumnKind::Static,
+            _ => return Err(corrupt("kind")),
+        };
+        columns.push(ColumnDef {
+            name: column.clone(),
+            ty,
+            kind,
+        });
+    }
+    let mut dropped_columns = BTreeMap::new();
+    let lo = RowKey::DroppedColumn {
+        table: table.to_owned(),
+        table_id: id,
+        column: String::new(),
+    };
+    for (key, r) in rows.range(lo..) {
+        let RowKey::DroppedColumn {
+            table: t,
+            table_id,
+            column,
+        } = key
+        else {
+            break;
+        };
+        if t != table || *table_id != id {
+            break;
+        }
+        let (Some(ty), Some(at)) = (r.get("type"), r.get("dropped_time")) else {
+            continue;
+        };
+        let dropped_at = at
+            .parse()
+            .map_err(|_| SchemaError::Corrupt(format!("dropped_time of {ks}.{table}.{column}")))?;
+        dropped_columns.insert(
+            column.clone(),
+            DroppedColumn {
+                ty: parse_type(ty)?,
+                dropped_at,
+            },
+        );
+    }
+    let mut def = TableDef {
+        keyspace: ks.to_owned(),
+        name: table.to_owned(),
+        id: TableId(id),
+        columns,
+        options,
+        dropped_columns,
+    };
+    def.sort_columns();
+    Ok(Some(def))
+}
