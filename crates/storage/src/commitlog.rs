@@ -82,6 +82,8 @@ struct Shared {
     dirty: Mutex<BTreeMap<u64, Vec<TableId>>>,
     bytes_written: AtomicU64,
     syncs: AtomicU64,
+    /// Segments on disk that are still needed (the active one included).
+    live_segments: AtomicU64,
 }
 
 /// The commitlog of one engine.
@@ -189,6 +191,7 @@ impl CommitLog {
             dirty: Mutex::new(BTreeMap::new()),
             bytes_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            live_segments: AtomicU64::new(1),
         });
         let s = shared.clone();
         let syncer = std::thread::Builder::new()
@@ -292,6 +295,9 @@ impl CommitLog {
                 }
             }
         }
+        self.shared
+            .live_segments
+            .fetch_sub(removable.len() as u64, Ordering::Relaxed);
         for seg in removable {
             let path = segment_path(&self.shared.dir, seg);
             fs::remove_file(&path).ctx(|| format!("deleting {}", path.display()))?;
@@ -310,6 +316,24 @@ impl CommitLog {
         )?;
         self.shared.active.lock().last_table = None;
         Ok(())
+    }
+
+    /// When the live segments exceed `limit` bytes, the tables holding the
+    /// oldest one back: flushing them lets it go (Cassandra's
+    /// `commitlog_total_space`). Empty when under the limit.
+    pub fn tables_pinning_oldest(&self, limit: u64) -> Vec<TableId> {
+        // Checked on every write: the atomic keeps the common case lock-free.
+        let live = self.shared.live_segments.load(Ordering::Relaxed);
+        if live.saturating_mul(self.shared.segment_bytes) <= limit {
+            return Vec::new();
+        }
+        self.shared
+            .dirty
+            .lock()
+            .values()
+            .next()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn bytes_written(&self) -> u64 {
@@ -403,6 +427,7 @@ impl Shared {
         a.written = HEADER_LEN;
         a.last_table = None;
         self.dirty.lock().entry(next).or_default();
+        self.live_segments.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

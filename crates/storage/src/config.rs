@@ -50,6 +50,9 @@ pub struct LsmConfig {
     pub sync: SyncMode,
     /// Commitlog segment size before a new segment is started.
     pub segment_bytes: u64,
+    /// Commitlog space before the tables holding the oldest segment are
+    /// flushed so it can be deleted.
+    pub commitlog_space_bytes: u64,
     /// Memory all memtables may use before the largest is flushed. Default:
     /// a sixteenth of the machine's memory, at most 128 MiB (larger
     /// memtables make every insert's skip-list search slower: 1 GiB cost a
@@ -76,6 +79,7 @@ impl Default for LsmConfig {
             commitlog_dir: PathBuf::from("commitlog"),
             sync: SyncMode::default(),
             segment_bytes: 32 << 20,
+            commitlog_space_bytes: 1 << 30,
             memtable_space_bytes: default_memtable_space(),
             block_bytes: 4 << 10,
             bloom_bits_per_key: 10,

@@ -126,6 +126,8 @@ fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
 
 enum Work {
     FlushLargest,
+    /// Flush these tables: they pin the oldest commitlog segment.
+    FlushTables(Vec<TableId>),
     Compact(TableId),
 }
 
@@ -137,6 +139,7 @@ struct Inner {
     switch_lock: RwLock<()>,
     memtable_bytes: AtomicU64,
     flush_requested: AtomicBool,
+    commitlog_flush_requested: AtomicBool,
     /// Why writes are suspended (a failed flush), if they are.
     suspended: Mutex<Option<String>>,
     freed: Condvar,
@@ -182,6 +185,7 @@ impl LsmEngine {
             switch_lock: RwLock::new(()),
             memtable_bytes: AtomicU64::new(0),
             flush_requested: AtomicBool::new(false),
+            commitlog_flush_requested: AtomicBool::new(false),
             suspended: Mutex::new(None),
             freed: Condvar::new(),
             freed_lock: Mutex::new(()),
@@ -489,6 +493,30 @@ impl Inner {
         }
     }
 
+    /// Keeps the commitlog within its space by flushing the tables that
+    /// hold its oldest segment (an idle table would otherwise keep every
+    /// segment after its last write alive).
+    fn limit_commitlog(&self) {
+        if self.commitlog_flush_requested.load(Ordering::Acquire) {
+            return;
+        }
+        let tables = self
+            .commitlog
+            .tables_pinning_oldest(self.config.commitlog_space_bytes);
+        if tables.is_empty() || self.commitlog_flush_requested.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sent = self
+            .flush_tx
+            .lock()
+            .as_ref()
+            .is_some_and(|tx| tx.send(Work::FlushTables(tables)).is_ok());
+        if !sent {
+            self.commitlog_flush_requested
+                .store(false, Ordering::Release);
+        }
+    }
+
     fn request_compaction(&self, id: TableId) {
         if let Some(tx) = self.compact_tx.lock().as_ref() {
             let _ = tx.send(Work::Compact(id));
@@ -513,6 +541,7 @@ impl Inner {
         if total > self.config.memtable_space_bytes {
             self.request_flush();
         }
+        self.limit_commitlog();
         self.commitlog.wait_durable(pos)
     }
 
@@ -532,6 +561,16 @@ impl Inner {
                             tracing::error!(table = %t.id, error = %e, "background flush failed");
                         }
                     }
+                }
+                Work::FlushTables(ids) => {
+                    for id in ids {
+                        let Ok(t) = self.table(id) else { continue };
+                        if let Err(e) = self.flush_table(&t) {
+                            tracing::error!(table = %t.id, error = %e, "flush to free commitlog space failed");
+                        }
+                    }
+                    self.commitlog_flush_requested
+                        .store(false, Ordering::Release);
                 }
                 Work::Compact(id) => {
                     let Ok(t) = self.table(id) else { continue };
