@@ -8,7 +8,13 @@
 //!   `--value-size` byte values, by 1 and 4 writer threads, commitlog on;
 //! - `read`: random point reads of those partitions after flush and major
 //!   compaction;
-//! - `slice`: clustering-slice reads of 100 rows from wide partitions.
+//! - `slice`: clustering-slice reads of 100 rows from wide partitions;
+//! - `mixed`: 50/50 random reads and overwrites of the `write1` data;
+//! - `delete`: half the partitions deleted, then random reads.
+//!
+//! `--engine both` (with `--features rocksdb`) runs every workload on the
+//! native engine and on RocksDB in one process and prints them side by side,
+//! with write amplification from `/proc/self/io`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +33,8 @@ use rand::{Rng, SeedableRng};
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks a Gyre storage engine")]
 struct Args {
-    /// Comma-separated workloads: write1, write4, read, slice.
-    #[arg(long, default_value = "write1,write4,read,slice")]
+    /// Comma-separated workloads: write1, write4, read, slice, mixed, delete.
+    #[arg(long, default_value = "write1,write4,read,slice,mixed,delete")]
     workloads: String,
     #[arg(long, default_value_t = 1_000_000)]
     partitions: u64,
@@ -46,6 +52,9 @@ struct Args {
     /// Memtable budget in MiB (default: the engine's, a fraction of memory).
     #[arg(long)]
     memtable_mb: Option<u64>,
+    /// Engine: gyre, rocksdb (needs `--features rocksdb`) or both.
+    #[arg(long, default_value = "gyre")]
+    engine: String,
     /// Print results as JSON lines too.
     #[arg(long)]
     json: bool,
@@ -59,14 +68,21 @@ struct Report {
     disk_bytes: u64,
     user_bytes: u64,
     peak_rss: u64,
+    /// Bytes written to storage during the workload (`/proc/self/io`).
+    disk_written: u64,
 }
 
 impl Report {
+    /// Bytes written to disk per byte of user data.
+    fn write_amp(&self) -> f64 {
+        self.disk_written as f64 / self.user_bytes.max(1) as f64
+    }
+
     fn print(&self, json: bool) {
         let secs = self.elapsed.as_secs_f64();
         let q = |p: f64| self.hist.value_at_quantile(p) as f64 / 1000.0;
         println!(
-            "{:<8} {:>9} ops {:>8.1}s {:>10.0} ops/s  p50 {:>7.1}us  p99 {:>8.1}us  p99.9 {:>8.1}us  disk {:>8.1} MiB  user {:>7.1} MiB  peak RSS {:>7.1} MiB",
+            "{:<8} {:>9} ops {:>8.1}s {:>10.0} ops/s  p50 {:>7.1}us  p99 {:>8.1}us  p99.9 {:>8.1}us  disk {:>8.1} MiB  user {:>7.1} MiB  WA {:>5.2}  peak RSS {:>7.1} MiB",
             self.name,
             self.ops,
             secs,
@@ -76,6 +92,7 @@ impl Report {
             q(0.999),
             self.disk_bytes as f64 / 1048576.0,
             self.user_bytes as f64 / 1048576.0,
+            self.write_amp(),
             self.peak_rss as f64 / 1048576.0,
         );
         if json {
@@ -86,6 +103,7 @@ impl Report {
                     "ops_per_sec": self.ops as f64 / secs,
                     "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999),
                     "disk_bytes": self.disk_bytes, "user_bytes": self.user_bytes, "peak_rss": self.peak_rss,
+                    "disk_written": self.disk_written, "write_amplification": self.write_amp(),
                 })
             );
         }
@@ -188,38 +206,120 @@ fn write_workload(
         disk_bytes: stats.disk_bytes + engine.engine_stats().commitlog_bytes_written,
         user_bytes: per * threads * (value_size as u64 + 16),
         peak_rss: peak_rss(),
+        disk_written: 0,
     })
+}
+
+/// Bytes this process has caused to be written to storage (`/proc/self/io`).
+fn io_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("write_bytes:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn open_engine(
+    name: &str,
+    dir: &std::path::Path,
+    args: &Args,
+) -> anyhow::Result<Arc<dyn StorageEngine>> {
+    match name {
+        "gyre" => {
+            let mut config = LsmConfig {
+                sync: sync_mode(&args.sync)?,
+                ..LsmConfig::in_dir(dir)
+            };
+            if let Some(mb) = args.memtable_mb {
+                config.memtable_space_bytes = mb << 20;
+            }
+            Ok(Arc::new(
+                LsmEngine::open(config).context("opening the gyre engine")?,
+            ))
+        }
+        #[cfg(feature = "rocksdb")]
+        "rocksdb" => Ok(Arc::new(
+            gyre_storage_rocksdb::RocksEngine::open(gyre_storage_rocksdb::RocksConfig {
+                sync: sync_mode(&args.sync)?,
+                ..gyre_storage_rocksdb::RocksConfig::in_dir(dir)
+            })
+            .context("opening the rocksdb engine")?,
+        )),
+        other => anyhow::bail!("unknown engine {other} (rocksdb needs `--features rocksdb`)"),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tmp = tempfile::tempdir()?;
-    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let mut config = LsmConfig {
-        sync: sync_mode(&args.sync)?,
-        ..LsmConfig::in_dir(&dir)
+    let base = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let engines: Vec<&str> = match args.engine.as_str() {
+        "both" => vec!["gyre", "rocksdb"],
+        e => vec![e],
     };
-    if let Some(mb) = args.memtable_mb {
-        config.memtable_space_bytes = mb << 20;
-    }
-    let engine: Arc<dyn StorageEngine> =
-        Arc::new(LsmEngine::open(config).context("opening the engine")?);
     println!(
-        "engine: gyre-lsm  partitions: {}  value: {} B  sync: {}  dir: {}",
+        "partitions: {}  value: {} B  sync: {}  dir: {}",
         args.partitions,
         args.value_size,
         args.sync,
-        dir.display()
+        base.display()
     );
+    let mut all: Vec<(String, Report)> = Vec::new();
+    for name in &engines {
+        let dir = base.join(name);
+        let engine = open_engine(name, &dir, &args)?;
+        println!("== engine {name}");
+        for report in run_workloads(&engine, &args)? {
+            report.print(args.json);
+            all.push((name.to_string(), report));
+        }
+    }
+    if engines.len() == 2 {
+        println!(
+            "\n{:<8} {:>12} {:>12} {:>7}   {:>9} {:>9}   {:>9} {:>9}   {:>6} {:>6}",
+            "workload",
+            "gyre ops/s",
+            "rocks ops/s",
+            "ratio",
+            "gyre p50",
+            "rocks p50",
+            "gyre p99",
+            "rocks p99",
+            "g WA",
+            "r WA"
+        );
+        for (n, g) in all.iter().filter(|(e, _)| e == "gyre") {
+            let _ = n;
+            if let Some((_, r)) = all.iter().find(|(e, r)| e == "rocksdb" && r.name == g.name) {
+                let ops = |x: &Report| x.ops as f64 / x.elapsed.as_secs_f64();
+                let q = |x: &Report, p: f64| x.hist.value_at_quantile(p) as f64 / 1000.0;
+                println!(
+                    "{:<8} {:>12.0} {:>12.0} {:>6.2}x   {:>7.1}us {:>7.1}us   {:>7.1}us {:>7.1}us   {:>6.2} {:>6.2}",
+                    g.name, ops(g), ops(r), ops(g) / ops(r), q(g, 0.5), q(r, 0.5), q(g, 0.99), q(r, 0.99),
+                    g.write_amp(), r.write_amp()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_workloads(engine: &Arc<dyn StorageEngine>, args: &Args) -> anyhow::Result<Vec<Report>> {
+    let mut out = Vec::new();
     let workloads: Vec<&str> = args.workloads.split(',').collect();
     let write_table = TableId(uuid::Uuid::from_u128(1));
     let mut have_data = false;
     for w in &workloads {
-        let report = match *w {
+        let io_before = io_write_bytes();
+        let mut report = match *w {
             "write1" => {
                 have_data = true;
                 write_workload(
-                    &engine,
+                    engine,
                     write_table,
                     "write1",
                     args.partitions,
@@ -228,7 +328,7 @@ fn main() -> anyhow::Result<()> {
                 )?
             }
             "write4" => write_workload(
-                &engine,
+                engine,
                 TableId(uuid::Uuid::from_u128(4)),
                 "write4",
                 args.partitions,
@@ -238,7 +338,7 @@ fn main() -> anyhow::Result<()> {
             "read" => {
                 if !have_data {
                     write_workload(
-                        &engine,
+                        engine,
                         write_table,
                         "load",
                         args.partitions,
@@ -277,6 +377,7 @@ fn main() -> anyhow::Result<()> {
                     disk_bytes: stats.disk_bytes,
                     user_bytes: args.partitions * (args.value_size as u64 + 16),
                     peak_rss: peak_rss(),
+                    disk_written: 0,
                 }
             }
             "slice" => {
@@ -331,11 +432,95 @@ fn main() -> anyhow::Result<()> {
                     disk_bytes: stats.disk_bytes,
                     user_bytes: parts * rows * (args.value_size as u64 + 8),
                     peak_rss: peak_rss(),
+                    disk_written: 0,
+                }
+            }
+            "mixed" => {
+                if !have_data {
+                    write_workload(
+                        engine,
+                        write_table,
+                        "load",
+                        args.partitions,
+                        1,
+                        args.value_size,
+                    )?;
+                    have_data = true;
+                }
+                let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+                let mut hist = new_hist();
+                let filter = ReadFilter::all();
+                let start = Instant::now();
+                for _ in 0..args.reads {
+                    let i = rng.gen_range(0..args.partitions);
+                    let t0 = Instant::now();
+                    if rng.gen_bool(0.5) {
+                        let p = Partition::with_key(key(i)).set(
+                            Bytes::new(),
+                            CellName::simple("v"),
+                            Cell::live(2, value(&mut rng, args.value_size)),
+                        );
+                        engine.apply(write_table, p)?;
+                    } else {
+                        engine.read(write_table, &DecoratedKey::new(key(i)), &filter, 0)?;
+                    }
+                    hist.record(t0.elapsed().as_nanos() as u64)?;
+                }
+                let stats = engine.table_stats(write_table)?;
+                Report {
+                    name: "mixed".into(),
+                    ops: args.reads,
+                    elapsed: start.elapsed(),
+                    hist,
+                    disk_bytes: stats.disk_bytes,
+                    user_bytes: args.reads / 2 * (args.value_size as u64 + 16),
+                    peak_rss: peak_rss(),
+                    disk_written: 0,
+                }
+            }
+            "delete" => {
+                // Tombstones then reads: half the partitions deleted.
+                let table = TableId(uuid::Uuid::from_u128(8));
+                let n = (args.partitions / 5).max(1);
+                write_workload(engine, table, "load", n, 1, args.value_size)?;
+                for i in (0..n).step_by(2) {
+                    let p = Partition::with_key(key(i))
+                        .delete_partition(gyre_common::Deletion::new(5, 0));
+                    engine.apply(table, p)?;
+                }
+                engine.flush(Some(table))?;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+                let mut hist = new_hist();
+                let filter = ReadFilter::all();
+                let start = Instant::now();
+                let mut live = 0u64;
+                for _ in 0..args.reads {
+                    let i = rng.gen_range(0..n);
+                    let t0 = Instant::now();
+                    let got = engine.read(table, &DecoratedKey::new(key(i)), &filter, 0)?;
+                    hist.record(t0.elapsed().as_nanos() as u64)?;
+                    if got.is_some_and(|p| !gyre_common::lww::live_view(&p, 0).is_empty()) {
+                        live += 1;
+                    }
+                }
+                anyhow::ensure!(live < args.reads, "deleted partitions were read back");
+                let stats = engine.table_stats(table)?;
+                Report {
+                    name: "delete".into(),
+                    ops: args.reads,
+                    elapsed: start.elapsed(),
+                    hist,
+                    disk_bytes: stats.disk_bytes,
+                    user_bytes: n * (args.value_size as u64 + 16),
+                    peak_rss: peak_rss(),
+                    disk_written: 0,
                 }
             }
             other => anyhow::bail!("unknown workload {other}"),
         };
-        report.print(args.json);
+        let _ = &mut report;
+        report.disk_written = io_write_bytes().saturating_sub(io_before);
+        out.push(report);
     }
-    Ok(())
+    Ok(out)
 }

@@ -1,14 +1,17 @@
 //! The engine trait, the clock it is given, and the read-side logic both
 //! engines share.
 
+use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use gyre_common::{lww, DecoratedKey, LocalTime, Partition};
+use bytes::Bytes;
+use gyre_common::{lww, DecoratedKey, LocalTime, Partition, Slice, SliceBound};
 
 use crate::types::{
-    ColumnFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, TableId, TableOptions, TableStats,
+    ColumnFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, ScanStart, TableId, TableOptions,
+    TableStats,
 };
-use crate::Result;
+use crate::{Error, Result};
 
 /// A node-local storage engine: Cassandra's data model over byte keys.
 ///
@@ -173,4 +176,138 @@ pub fn live_row_count(p: &Partition, now: LocalTime) -> usize {
     } else {
         rows
     }
+}
+
+/// Where a scan starts, as a bound on (token, key) positions; `None` when
+/// the range is empty (a start just after the last token).
+pub fn scan_start_bound(start: &ScanStart) -> Option<Bound<DecoratedKey>> {
+    let min_key = |token| DecoratedKey {
+        token,
+        key: Bytes::new(),
+    };
+    Some(match start {
+        ScanStart::Token(Bound::Unbounded) => Bound::Unbounded,
+        ScanStart::Token(Bound::Included(t)) => Bound::Included(min_key(*t)),
+        ScanStart::Token(Bound::Excluded(t)) => Bound::Included(min_key(t.checked_add(1)?)),
+        ScanStart::After(k) => Bound::Excluded(k.clone()),
+        ScanStart::Within { key, .. } => Bound::Included(key.clone()),
+    })
+}
+
+/// Builds a scan page from merged partitions in (token, key) order, starting
+/// at the request's start: stops at the end token, resumes inside a
+/// partition, applies per-partition and page row limits, and says where the
+/// next page starts. Every engine's `scan` ends here.
+pub fn assemble_scan_page(
+    req: &ScanRequest,
+    now: LocalTime,
+    mut next: impl FnMut() -> Result<Option<Partition>>,
+) -> Result<ScanPage> {
+    let resume_after = match &req.start {
+        ScanStart::Within {
+            key,
+            after,
+            returned,
+        } => Some((key, after, *returned)),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let mut rows = 0usize;
+    while let Some(mut p) = next()? {
+        let past_end = match req.end {
+            Bound::Unbounded => false,
+            Bound::Included(e) => p.key.token > e,
+            Bound::Excluded(e) => p.key.token >= e,
+        };
+        if past_end {
+            break;
+        }
+        let mut filter = req.filter.clone();
+        let mut returned_before = 0;
+        if let Some((k, ck, returned)) = resume_after {
+            if p.key == *k {
+                returned_before = returned;
+                filter.limit = filter.limit.map(|l| l.saturating_sub(returned));
+                // Resuming inside this partition: its static row and the
+                // rows up to `ck` went out with the previous page.
+                p.static_row = None;
+                p.rows = p
+                    .rows
+                    .split_off(ck)
+                    .into_iter()
+                    .filter(|(c, _)| c != ck)
+                    .collect();
+                let rest = Slice::new(SliceBound::Exclusive(ck.clone()), SliceBound::Unbounded);
+                p.range_tombstones.retain(|rt| rt.slice.intersects(&rest));
+            }
+        }
+        let key = p.key.clone();
+        let remaining = req.max_rows.saturating_sub(rows);
+        let limited = filter.limit.is_none_or(|l| l > remaining);
+        if limited {
+            filter.limit = Some(remaining);
+        }
+        let Some(p) = finish_read(p, &filter, now) else {
+            continue;
+        };
+        let n = live_row_count(&p, now);
+        rows += n;
+        let last_ck = p.rows.keys().next_back().cloned();
+        out.push(p);
+        if rows >= req.max_rows {
+            let resume = match last_ck {
+                Some(ck) if limited => ScanStart::Within {
+                    key,
+                    after: ck,
+                    returned: returned_before + n,
+                },
+                _ => ScanStart::After(key),
+            };
+            return Ok(ScanPage {
+                partitions: out,
+                resume: Some(resume),
+            });
+        }
+    }
+    Ok(ScanPage {
+        partitions: out,
+        resume: None,
+    })
+}
+
+/// Checks a mutation against the size limits before anything is written.
+pub fn validate_update(
+    update: &Partition,
+    max_key_bytes: usize,
+    max_value_bytes: usize,
+) -> Result<()> {
+    let key = update.key.key.len();
+    if key == 0 {
+        return Err(Error::LimitExceeded("the partition key is empty".into()));
+    }
+    if key > max_key_bytes {
+        return Err(Error::LimitExceeded(format!(
+            "partition key of {key} bytes is over the limit of {max_key_bytes} bytes"
+        )));
+    }
+    for ck in update.rows.keys() {
+        if ck.len() > max_key_bytes {
+            return Err(Error::LimitExceeded(format!(
+                "clustering key of {} bytes is over the limit of {max_key_bytes} bytes",
+                ck.len()
+            )));
+        }
+    }
+    for (name, cell) in update.cells() {
+        if let Some(v) = cell.value_at(LocalTime::MIN) {
+            if v.len() > max_value_bytes {
+                return Err(Error::LimitExceeded(format!(
+                    "value of {} bytes in column {:?} is over the limit of {max_value_bytes} bytes",
+                    v.len(),
+                    String::from_utf8_lossy(&name.column),
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -47,7 +47,10 @@ mod types;
 
 pub use compaction::{compact_partition, plan_size_tiered, Candidate, MergeIter, Source};
 pub use config::{LsmConfig, SyncMode};
-pub use engine::{finish_read, live_row_count, Clock, ManualClock, StorageEngine, SystemClock};
+pub use engine::{
+    assemble_scan_page, finish_read, live_row_count, scan_start_bound, validate_update, Clock,
+    ManualClock, StorageEngine, SystemClock,
+};
 pub use error::{Error, Result};
 pub use lsm::LsmEngine;
 pub use types::{

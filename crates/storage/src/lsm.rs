@@ -23,20 +23,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gyre_common::codec::{self, Reader};
-use gyre_common::{lww, DecoratedKey, LocalTime, Partition, SliceBound, Timestamp};
+use gyre_common::{lww, DecoratedKey, LocalTime, Partition, Timestamp};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::commitlog::{self, fsync_dir, CommitLog, Position};
 use crate::compaction::{self, Candidate, MergeIter, Source};
 use crate::config::LsmConfig;
-use crate::engine::{finish_read, live_row_count, Clock, StorageEngine, SystemClock};
+use crate::engine::{
+    assemble_scan_page, finish_read, scan_start_bound, validate_update, Clock, StorageEngine,
+    SystemClock,
+};
 use crate::error::IoContext;
 use crate::memtable::Memtable;
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
 use crate::types::{
-    ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, ScanStart, TableId,
-    TableOptions, TableStats,
+    ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, TableId, TableOptions,
+    TableStats,
 };
 use crate::{Error, Result};
 
@@ -424,39 +427,11 @@ impl Inner {
     }
 
     fn validate(&self, update: &Partition) -> Result<()> {
-        let c = &self.config;
-        let key = update.key.key.len();
-        if key == 0 {
-            return Err(Error::LimitExceeded("the partition key is empty".into()));
-        }
-        if key > c.max_key_bytes {
-            return Err(Error::LimitExceeded(format!(
-                "partition key of {key} bytes is over the limit of {} bytes",
-                c.max_key_bytes
-            )));
-        }
-        for ck in update.rows.keys() {
-            if ck.len() > c.max_key_bytes {
-                return Err(Error::LimitExceeded(format!(
-                    "clustering key of {} bytes is over the limit of {} bytes",
-                    ck.len(),
-                    c.max_key_bytes
-                )));
-            }
-        }
-        for (name, cell) in update.cells() {
-            if let Some(v) = cell.value_at(LocalTime::MIN) {
-                if v.len() > c.max_value_bytes {
-                    return Err(Error::LimitExceeded(format!(
-                        "value of {} bytes in column {:?} is over the limit of {} bytes",
-                        v.len(),
-                        String::from_utf8_lossy(&name.column),
-                        c.max_value_bytes
-                    )));
-                }
-            }
-        }
-        Ok(())
+        validate_update(
+            update,
+            self.config.max_key_bytes,
+            self.config.max_value_bytes,
+        )
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -823,29 +798,12 @@ impl Inner {
     fn scan(&self, id: TableId, req: &ScanRequest, now: LocalTime) -> Result<ScanPage> {
         let t = self.table(id)?;
         let st = t.snapshot();
-        let (start, resume_after): (Bound<DecoratedKey>, Option<(DecoratedKey, Bytes, usize)>) =
-            match &req.start {
-                ScanStart::Token(Bound::Unbounded) => (Bound::Unbounded, None),
-                ScanStart::Token(Bound::Included(tok)) => (Bound::Included(min_key(*tok)), None),
-                ScanStart::Token(Bound::Excluded(tok)) => match tok.checked_add(1) {
-                    Some(next) => (Bound::Included(min_key(next)), None),
-                    None => {
-                        return Ok(ScanPage {
-                            partitions: Vec::new(),
-                            resume: None,
-                        })
-                    }
-                },
-                ScanStart::After(k) => (Bound::Excluded(k.clone()), None),
-                ScanStart::Within {
-                    key,
-                    after,
-                    returned,
-                } => (
-                    Bound::Included(key.clone()),
-                    Some((key.clone(), after.clone(), *returned)),
-                ),
-            };
+        let Some(start) = scan_start_bound(&req.start) else {
+            return Ok(ScanPage {
+                partitions: Vec::new(),
+                resume: None,
+            });
+        };
         let mut sources: Vec<Source<'_>> = Vec::new();
         for m in std::iter::once(&st.memtable).chain(st.flushing.iter()) {
             let mut it = m.range(start.clone(), &req.filter.clustering);
@@ -856,82 +814,7 @@ impl Inner {
             sources.push(Box::new(move || it.next_partition()));
         }
         let mut merged = MergeIter::new(sources);
-        let mut out = Vec::new();
-        let mut rows = 0usize;
-        while let Some(mut p) = merged.next_partition()? {
-            let past_end = match req.end {
-                Bound::Unbounded => false,
-                Bound::Included(e) => p.key.token > e,
-                Bound::Excluded(e) => p.key.token >= e,
-            };
-            if past_end {
-                return Ok(ScanPage {
-                    partitions: out,
-                    resume: None,
-                });
-            }
-            let mut filter = req.filter.clone();
-            let mut returned_before = 0;
-            if let Some((k, ck, returned)) = &resume_after {
-                if p.key == *k {
-                    returned_before = *returned;
-                    filter.limit = filter.limit.map(|l| l.saturating_sub(*returned));
-                    // Resuming inside this partition: its static row and the
-                    // rows up to `ck` went out with the previous page.
-                    p.static_row = None;
-                    p.rows = p
-                        .rows
-                        .split_off(&Bytes::copy_from_slice(ck))
-                        .into_iter()
-                        .filter(|(c, _)| c != ck)
-                        .collect();
-                    p.range_tombstones.retain(|rt| {
-                        rt.slice.intersects(&gyre_common::Slice::new(
-                            SliceBound::Exclusive(ck.clone()),
-                            SliceBound::Unbounded,
-                        ))
-                    });
-                }
-            }
-            let key = p.key.clone();
-            let remaining = req.max_rows.saturating_sub(rows);
-            let limited = filter.limit.is_none_or(|l| l > remaining);
-            if limited {
-                filter.limit = Some(remaining);
-            }
-            let Some(p) = finish_read(p, &filter, now) else {
-                continue;
-            };
-            let n = live_row_count(&p, now);
-            rows += n;
-            let last_ck = p.rows.keys().next_back().cloned();
-            out.push(p);
-            if rows >= req.max_rows {
-                let resume = match last_ck {
-                    Some(ck) if limited => ScanStart::Within {
-                        key,
-                        after: ck,
-                        returned: returned_before + n,
-                    },
-                    _ => ScanStart::After(key),
-                };
-                return Ok(ScanPage {
-                    partitions: out,
-                    resume: Some(resume),
-                });
-            }
-        }
-        Ok(ScanPage {
-            partitions: out,
-            resume: None,
-        })
-    }
-}
-
-fn min_key(token: gyre_common::Token) -> DecoratedKey {
-    DecoratedKey {
-        token,
-        key: Bytes::new(),
+        assemble_scan_page(req, now, || merged.next_partition())
     }
 }
 
