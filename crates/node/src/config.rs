@@ -107,9 +107,21 @@ pub enum CommitlogSync {
     Batch,
 }
 
+/// Which storage engine a node runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Gyre's own LSM engine.
+    #[default]
+    Native,
+    /// RocksDB (the binary must be built with `--features rocksdb`).
+    Rocksdb,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    pub engine: EngineKind,
     /// SSTables, plus `node_state.json` (host id, generation, tokens).
     pub data_dir: PathBuf,
     pub commitlog_dir: PathBuf,
@@ -123,6 +135,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
+            engine: EngineKind::Native,
             data_dir: PathBuf::from("var/data"),
             commitlog_dir: PathBuf::from("var/commitlog"),
             commitlog_sync: CommitlogSync::Group,
@@ -405,6 +418,12 @@ impl NodeConfig {
             return invalid("network.admin_port", "must differ from network.cql_port");
         }
         let s = &self.storage;
+        if s.engine == EngineKind::Rocksdb && !gyre_storage_rocksdb::AVAILABLE {
+            return invalid(
+                "storage.engine",
+                "\"rocksdb\" needs a gyre binary built with `--features rocksdb` (see README)",
+            );
+        }
         if s.data_dir.as_os_str().is_empty() {
             return invalid("storage.data_dir", "must not be empty");
         }
@@ -509,6 +528,22 @@ mod tests {
         assert!(e.contains("nmae"), "{e}");
         let e = err_of("[clutser]\nname = \"x\"\n");
         assert!(e.contains("clutser"), "{e}");
+    }
+
+    #[test]
+    fn rocksdb_engine_needs_the_feature() {
+        let text = "[storage]\nengine = \"rocksdb\"\n";
+        if gyre_storage_rocksdb::AVAILABLE {
+            assert!(NodeConfig::from_toml(text, "test.toml").is_ok());
+        } else {
+            let e = err_of(text);
+            assert!(
+                e.contains("storage.engine") && e.contains("--features rocksdb"),
+                "{e}"
+            );
+        }
+        let e = err_of("[storage]\nengine = \"leveldb\"\n");
+        assert!(e.contains("engine"), "{e}");
     }
 
     #[test]

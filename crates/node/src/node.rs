@@ -17,6 +17,41 @@ use gyre_cluster::{
 use gyre_common::Token;
 use gyre_net::{Inbound, Messenger, NetConfig, Priority, Verb};
 use gyre_storage::{LsmConfig, LsmEngine, StorageEngine};
+
+use crate::config::{EngineKind, StorageConfig};
+
+/// Opens the configured storage engine (replaying its log) off the runtime.
+async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
+    let cfg = cfg.clone();
+    info!(engine = ?cfg.engine, data_dir = %cfg.data_dir.display(), commitlog_dir = %cfg.commitlog_dir.display(), "opening storage (replaying commitlog)");
+    tokio::task::spawn_blocking(move || -> Result<Arc<dyn StorageEngine>> {
+        match cfg.engine {
+            EngineKind::Native => {
+                let lsm = LsmConfig {
+                    data_dir: cfg.data_dir.clone(),
+                    commitlog_dir: cfg.commitlog_dir.clone(),
+                    sync: cfg.sync_mode(),
+                    ..LsmConfig::default()
+                };
+                Ok(Arc::new(LsmEngine::open(lsm)?))
+            }
+            #[cfg(feature = "rocksdb")]
+            EngineKind::Rocksdb => Ok(Arc::new(gyre_storage_rocksdb::RocksEngine::open(
+                gyre_storage_rocksdb::RocksConfig {
+                    sync: cfg.sync_mode(),
+                    ..gyre_storage_rocksdb::RocksConfig::in_dir(cfg.data_dir.join("rocksdb"))
+                },
+            )?)),
+            #[cfg(not(feature = "rocksdb"))]
+            EngineKind::Rocksdb => Err(Error::Startup(
+                "storage.engine = \"rocksdb\" needs a gyre binary built with `--features rocksdb`"
+                    .into(),
+            )),
+        }
+    })
+    .await
+    .map_err(|e| Error::Startup(format!("storage open task failed: {e}")))?
+}
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -183,7 +218,7 @@ fn ring_entry(ep: Endpoint, s: &EndpointState) -> Option<(NodeInfo, Vec<Token>, 
 /// graceful parts (announcement, flush).
 pub struct Node {
     shared: Arc<Shared>,
-    engine: Arc<LsmEngine>,
+    engine: Arc<dyn StorageEngine>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     admin_addr: SocketAddr,
@@ -196,17 +231,7 @@ impl Node {
         let local = cfg.network.internode_addr();
         let data_dir = cfg.storage.data_dir.clone();
 
-        let lsm = LsmConfig {
-            data_dir: data_dir.clone(),
-            commitlog_dir: cfg.storage.commitlog_dir.clone(),
-            sync: cfg.storage.sync_mode(),
-            ..LsmConfig::default()
-        };
-        info!(data_dir = %lsm.data_dir.display(), commitlog_dir = %lsm.commitlog_dir.display(), "opening storage (replaying commitlog)");
-        let engine = tokio::task::spawn_blocking(move || LsmEngine::open(lsm))
-            .await
-            .map_err(|e| Error::Startup(format!("storage open task failed: {e}")))??;
-        let engine = Arc::new(engine);
+        let engine = open_engine(&cfg.storage).await?;
 
         let mut persisted = NodeState::load_or_new(&data_dir)?;
         let unix = SystemTime::now()
