@@ -1,0 +1,101 @@
+//! Non-frozen collections: one cell per element, under the column's name
+//! with a cell path, so elements can be added and removed one by one.
+//!
+//! Paths: a set element or map key in the byte-comparable clustering
+//! encoding (so cells sort in the element type's order); a list element's
+//! path is its write timestamp and position, so appends sort last.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use gyre_cql::CqlType;
+use gyre_protocol::CqlValue;
+use gyre_schema::{decode_clustering, encode_clustering, ClusteringOrder};
+
+use crate::error::{QueryError, Result};
+use crate::values::column_type;
+
+/// True for list, set and map columns that are not frozen.
+pub(crate) fn is_multicell(ty: &CqlType) -> bool {
+    matches!(ty, CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..))
+}
+
+/// The path of a set element or map key (CQL value bytes).
+pub(crate) fn key_path(ty: &CqlType, key: &[u8]) -> Result<Bytes> {
+    let kt = match ty {
+        CqlType::Set(t) | CqlType::Map(t, _) => t,
+        _ => return Err(QueryError::invalid("not a set or map")),
+    };
+    Ok(Bytes::from(encode_clustering(
+        kt,
+        key,
+        ClusteringOrder::Asc,
+    )?))
+}
+
+/// A list element's path: timestamp (sign-flipped, big endian), then the
+/// element's position in the written value.
+fn list_path(ts: i64, i: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(12);
+    b.put_u64((ts as u64) ^ (1 << 63));
+    b.put_u32(i as u32);
+    b.freeze()
+}
+
+/// The element cells (path, value) of a whole collection value.
+pub(crate) fn elements(ty: &CqlType, value: &[u8], ts: i64) -> Result<Vec<(Bytes, Bytes)>> {
+    let decoded = CqlValue::decode(&column_type(ty), value)
+        .map_err(|e| QueryError::invalid(format!("Invalid collection value: {e}")))?;
+    Ok(match decoded {
+        CqlValue::List(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (list_path(ts, i), v.encode()))
+            .collect(),
+        CqlValue::Set(items) => items
+            .iter()
+            .map(|v| Ok((key_path(ty, &v.encode())?, Bytes::new())))
+            .collect::<Result<_>>()?,
+        CqlValue::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| Ok((key_path(ty, &k.encode())?, v.encode())))
+            .collect::<Result<_>>()?,
+        _ => return Err(QueryError::invalid("Invalid collection value")),
+    })
+}
+
+/// The CQL value bytes of the live element cells (path, value) in path
+/// order; `None` (null) when there are none.
+pub(crate) fn assemble<'a>(
+    ty: &CqlType,
+    cells: impl Iterator<Item = (&'a Bytes, &'a Bytes)>,
+) -> Option<Bytes> {
+    let mut body = BytesMut::new();
+    let mut n: i32 = 0;
+    let put = |b: &mut BytesMut, v: &[u8]| {
+        b.put_i32(v.len() as i32);
+        b.put_slice(v);
+    };
+    for (path, value) in cells {
+        match ty {
+            CqlType::List(_) => put(&mut body, value),
+            CqlType::Set(t) | CqlType::Map(t, _) => {
+                let Ok((key, _)) = decode_clustering(t, path, ClusteringOrder::Asc) else {
+                    tracing::warn!("undecodable collection cell path skipped");
+                    continue;
+                };
+                put(&mut body, &key);
+                if matches!(ty, CqlType::Map(..)) {
+                    put(&mut body, value);
+                }
+            }
+            _ => return None,
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_i32(n);
+    out.put_slice(&body);
+    Some(out.freeze())
+}

@@ -1,0 +1,87 @@
+//! Where rows come from and go to. The query layer only talks to
+//! [`DataAccess`], so the coordinator can later replace the local engine
+//! with replicated reads and writes at a consistency level.
+
+use std::sync::Arc;
+
+use gyre_common::{DecoratedKey, LocalTime, Partition};
+use gyre_protocol::Consistency;
+use gyre_storage::{ReadFilter, ScanPage, ScanRequest, StorageEngine, TableId, TableOptions};
+
+use crate::error::Result;
+
+/// Storage as the query layer sees it: tables, partition writes, partition
+/// reads and token-ordered scans, each at a consistency level. A replicated
+/// implementation reports unavailable replicas and timeouts as
+/// [`crate::QueryError::Cluster`].
+pub trait DataAccess: Send + Sync {
+    fn create_table(&self, table: TableId, options: TableOptions) -> Result<()>;
+    fn drop_table(&self, table: TableId) -> Result<()>;
+    fn truncate_table(&self, table: TableId) -> Result<()>;
+    fn apply(&self, table: TableId, update: Partition, cl: Consistency) -> Result<()>;
+    fn read(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+        cl: Consistency,
+    ) -> Result<Option<Partition>>;
+    fn scan(
+        &self,
+        table: TableId,
+        request: &ScanRequest,
+        now: LocalTime,
+        cl: Consistency,
+    ) -> Result<ScanPage>;
+}
+
+/// [`DataAccess`] over this node's engine; the consistency level is moot.
+pub struct LocalData {
+    engine: Arc<dyn StorageEngine>,
+}
+
+impl LocalData {
+    pub fn new(engine: Arc<dyn StorageEngine>) -> Self {
+        LocalData { engine }
+    }
+}
+
+impl DataAccess for LocalData {
+    fn create_table(&self, table: TableId, options: TableOptions) -> Result<()> {
+        Ok(self.engine.create_table(table, options)?)
+    }
+
+    fn drop_table(&self, table: TableId) -> Result<()> {
+        Ok(self.engine.drop_table(table)?)
+    }
+
+    fn truncate_table(&self, table: TableId) -> Result<()> {
+        Ok(self.engine.truncate_table(table)?)
+    }
+
+    fn apply(&self, table: TableId, update: Partition, _cl: Consistency) -> Result<()> {
+        Ok(self.engine.apply(table, update)?)
+    }
+
+    fn read(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+        _cl: Consistency,
+    ) -> Result<Option<Partition>> {
+        Ok(self.engine.read(table, key, filter, now)?)
+    }
+
+    fn scan(
+        &self,
+        table: TableId,
+        request: &ScanRequest,
+        now: LocalTime,
+        _cl: Consistency,
+    ) -> Result<ScanPage> {
+        Ok(self.engine.scan(table, request, now)?)
+    }
+}

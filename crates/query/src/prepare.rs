@@ -1,0 +1,222 @@
+//! PREPARE: the types of a statement's bind markers and of its result
+//! columns, for the PREPARED response. Execution does not depend on it.
+
+use gyre_cql::{
+    Assignment, CqlType, InValues, Modification, Parsed, Predicate, Relation, Statement, Term,
+    Using,
+};
+use gyre_protocol::ColumnType;
+use gyre_schema::TableDef;
+
+use crate::error::{QueryError, Result};
+use crate::processor::{QueryParams, QueryProcessor};
+use crate::values::column_type;
+
+/// What a client learns when it prepares a statement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreparedInfo {
+    /// The (first) table the statement uses, as `(keyspace, table)`.
+    pub table: Option<(String, String)>,
+    /// Per bind marker, in marker order: the name drivers show and the type.
+    pub bind_columns: Vec<(String, ColumnType)>,
+    /// Result columns of a SELECT; empty otherwise.
+    pub result_columns: Vec<(String, ColumnType)>,
+}
+
+impl QueryProcessor {
+    /// Types the bind markers (and a SELECT's result columns) of a parsed
+    /// statement against the current schema.
+    pub fn prepare(&self, parsed: &Parsed, keyspace: Option<&str>) -> Result<PreparedInfo> {
+        let params = QueryParams {
+            keyspace: keyspace.map(str::to_owned),
+            ..Default::default()
+        };
+        let mut marks: Vec<Option<(String, ColumnType)>> = vec![None; parsed.bind_markers.len()];
+        let mut info = PreparedInfo {
+            table: None,
+            bind_columns: Vec::new(),
+            result_columns: Vec::new(),
+        };
+        let modification = |m: &Modification, marks: &mut Vec<_>| -> Result<TableDef> {
+            let (name, using) = match m {
+                Modification::Insert(i) => (&i.table, &i.using),
+                Modification::Update(u) => (&u.table, &u.using),
+                Modification::Delete(d) => (&d.table, &d.using),
+            };
+            let t = self.table(name, &params)?;
+            using_marks(using, marks);
+            match m {
+                Modification::Insert(i) => {
+                    if let gyre_cql::InsertValues::Columns { columns, values } = &i.values {
+                        for (c, v) in columns.iter().zip(values) {
+                            if let Some(col) = t.column(c) {
+                                term_marks(v, &col.ty, c, marks);
+                            }
+                        }
+                    }
+                }
+                Modification::Update(u) => {
+                    for a in &u.assignments {
+                        assignment_marks(&t, a, marks);
+                    }
+                    where_marks(&t, &u.where_clause, marks);
+                }
+                Modification::Delete(d) => {
+                    for del in &d.columns {
+                        if let gyre_cql::Deletion::Element { column, key } = del {
+                            if let Some(CqlType::Set(k) | CqlType::Map(k, _)) =
+                                t.column(column).map(|c| &c.ty)
+                            {
+                                term_marks(key, k, column, marks);
+                            }
+                        }
+                    }
+                    where_marks(&t, &d.where_clause, marks);
+                }
+            }
+            Ok(t)
+        };
+        let first = match &parsed.statement {
+            Statement::Select(s) => {
+                let t = self.table(&s.table, &params)?;
+                where_marks(&t, &s.where_clause, &mut marks);
+                for (term, name) in [
+                    (&s.per_partition_limit, "[per_partition_limit]"),
+                    (&s.limit, "[limit]"),
+                ] {
+                    if let Some(term) = term {
+                        term_marks(term, &CqlType::Int, name, &mut marks);
+                    }
+                }
+                info.result_columns = crate::select::result_columns(&t, &s.selection)?;
+                Some(t)
+            }
+            Statement::Insert(i) => {
+                Some(modification(&Modification::Insert(i.clone()), &mut marks)?)
+            }
+            Statement::Update(u) => {
+                Some(modification(&Modification::Update(u.clone()), &mut marks)?)
+            }
+            Statement::Delete(d) => {
+                Some(modification(&Modification::Delete(d.clone()), &mut marks)?)
+            }
+            Statement::Batch(b) => {
+                using_marks(&b.using, &mut marks);
+                let mut first = None;
+                for m in &b.statements {
+                    let t = modification(m, &mut marks)?;
+                    first.get_or_insert(t);
+                }
+                first
+            }
+            _ => None,
+        };
+        info.table = first.map(|t| (t.keyspace, t.name));
+        info.bind_columns = marks
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.ok_or_else(|| {
+                    QueryError::invalid(format!("Cannot determine the type of bind marker {i}"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(info)
+    }
+}
+
+fn mark(marks: &mut [Option<(String, ColumnType)>], index: usize, name: &str, ty: ColumnType) {
+    if let Some(slot) = marks.get_mut(index) {
+        *slot = Some((name.to_owned(), ty));
+    }
+}
+
+fn using_marks(using: &Using, marks: &mut [Option<(String, ColumnType)>]) {
+    if let Some(Term::Bind(m)) = &using.ttl {
+        mark(marks, m.index, "[ttl]", ColumnType::Int);
+    }
+    if let Some(Term::Bind(m)) = &using.timestamp {
+        mark(marks, m.index, "[timestamp]", ColumnType::Bigint);
+    }
+}
+
+fn term_marks(term: &Term, ty: &CqlType, name: &str, marks: &mut [Option<(String, ColumnType)>]) {
+    let ty = crate::values::unfrozen(ty);
+    match (term, ty) {
+        (Term::Bind(m), _) => {
+            let n = m.name.as_deref().unwrap_or(name);
+            mark(marks, m.index, n, column_type(ty));
+        }
+        (Term::TypeHint { term, .. }, _) => term_marks(term, ty, name, marks),
+        (Term::List(items) | Term::Set(items), CqlType::List(e) | CqlType::Set(e)) => {
+            items.iter().for_each(|t| term_marks(t, e, name, marks));
+        }
+        (Term::Map(entries), CqlType::Map(k, v)) => {
+            for (kt, vt) in entries {
+                term_marks(kt, k, name, marks);
+                term_marks(vt, v, name, marks);
+            }
+        }
+        (Term::Tuple(items), CqlType::Tuple(types)) => {
+            for (t, et) in items.iter().zip(types) {
+                term_marks(t, et, name, marks);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn assignment_marks(t: &TableDef, a: &Assignment, marks: &mut [Option<(String, ColumnType)>]) {
+    match a {
+        Assignment::Set { column, value } | Assignment::Add { column, value } => {
+            if let Some(c) = t.column(column) {
+                term_marks(value, &c.ty, column, marks);
+            }
+        }
+        Assignment::Subtract { column, value } => match t.column(column).map(|c| &c.ty) {
+            Some(CqlType::Map(k, _)) => term_marks(value, &CqlType::Set(k.clone()), column, marks),
+            Some(ty) => term_marks(value, ty, column, marks),
+            None => {}
+        },
+        Assignment::SetElement { column, key, value } => {
+            if let Some(CqlType::Map(k, v)) = t.column(column).map(|c| &c.ty) {
+                term_marks(key, k, column, marks);
+                term_marks(value, v, column, marks);
+            }
+        }
+        Assignment::Prepend { .. } | Assignment::SetField { .. } => {}
+    }
+}
+
+fn where_marks(t: &TableDef, relations: &[Relation], marks: &mut [Option<(String, ColumnType)>]) {
+    for r in relations {
+        match r {
+            Relation::Column { column, predicate } => {
+                let Some(col) = t.column(column) else {
+                    continue;
+                };
+                match predicate {
+                    Predicate::Compare(_, term) => term_marks(term, &col.ty, column, marks),
+                    Predicate::In(InValues::List(terms)) => {
+                        terms
+                            .iter()
+                            .for_each(|term| term_marks(term, &col.ty, column, marks));
+                    }
+                    Predicate::In(InValues::Marker(m)) => mark(
+                        marks,
+                        m.index,
+                        column,
+                        ColumnType::List(Box::new(column_type(&col.ty))),
+                    ),
+                }
+            }
+            Relation::Token {
+                predicate: Predicate::Compare(_, term),
+                ..
+            } => {
+                term_marks(term, &CqlType::Bigint, "partition key token", marks);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! The processor: statement dispatch, DDL, and the WHERE-clause analysis
+//! that reads and writes share.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gyre_common::{LocalTime, Slice, SliceBound, Timestamp};
+use gyre_cql::{InValues, Operator, Parsed, Predicate, QualifiedName, Relation, Statement, Term};
+use gyre_protocol::{
+    ColumnType, Consistency, CqlValue, SchemaChange as Change, SchemaChangeTarget, SchemaChangeType,
+};
+use gyre_schema::{
+    encode_clustering, encode_partition_key, ColumnDef, ColumnKind, Schema, SchemaChange,
+    SchemaStore, TableDef,
+};
+use gyre_storage::Clock;
+use parking_lot::RwLock;
+
+use crate::data::DataAccess;
+use crate::error::{QueryError, Result};
+use crate::values::{column_type, term_bytes};
+
+/// Per-request parameters, as a QUERY or EXECUTE message carries them.
+#[derive(Clone, Debug)]
+pub struct QueryParams {
+    /// Bound values in wire form, by marker position; `None` is null.
+    pub values: Vec<Option<Bytes>>,
+    /// The connection's current keyspace (`USE`).
+    pub keyspace: Option<String>,
+    pub consistency: Consistency,
+    /// The client-supplied default timestamp (microseconds).
+    pub timestamp: Option<i64>,
+    /// Rows per page for scans; `None` returns everything.
+    pub page_size: Option<usize>,
+    /// Where to resume, from a previous result's `paging_state`.
+    pub paging_state: Option<Bytes>,
+}
+
+impl Default for QueryParams {
+    fn default() -> Self {
+        QueryParams {
+            values: Vec::new(),
+            keyspace: None,
+            consistency: Consistency::One,
+            timestamp: None,
+            page_size: None,
+            paging_state: None,
+        }
+    }
+}
+
+/// What a statement returns.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueryResult {
+    Void,
+    Rows {
+        columns: Vec<(String, ColumnType)>,
+        /// Values in wire form; `None` is null.
+        rows: Vec<Vec<Option<Bytes>>>,
+        /// Present when there may be more rows: pass it back to continue.
+        paging_state: Option<Bytes>,
+    },
+    SetKeyspace(String),
+    SchemaChange(Change),
+}
+
+/// Executes statements on one node. Shared by all connections.
+pub struct QueryProcessor {
+    schema: RwLock<Schema>,
+    store: Option<SchemaStore>,
+    pub(crate) data: Arc<dyn DataAccess>,
+    clock: Arc<dyn Clock>,
+    last_micros: AtomicI64,
+}
+
+impl std::fmt::Debug for QueryProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryProcessor").finish_non_exhaustive()
+    }
+}
+
+impl QueryProcessor {
+    /// `store`, when given, persists every schema change. `clock` gives
+    /// "now" in seconds for TTL expiry and deletion times.
+    pub fn new(
+        schema: Schema,
+        store: Option<SchemaStore>,
+        data: Arc<dyn DataAccess>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        QueryProcessor {
+            schema: RwLock::new(schema),
+            store,
+            data,
+            clock,
+            last_micros: AtomicI64::new(0),
+        }
+    }
+
+    /// Creates (or updates the options of) the storage table of every
+    /// table in the schema: for start-up, after loading the schema.
+    pub fn ensure_tables(&self) -> Result<()> {
+        let schema = self.schema.read();
+        for t in schema.tables().values() {
+            self.data.create_table(t.id, t.storage_options())?;
+        }
+        Ok(())
+    }
+
+    /// A copy of the current schema.
+    pub fn schema(&self) -> Schema {
+        self.schema.read().clone()
+    }
+
+    /// Parses and executes one statement.
+    pub fn execute(&self, cql: &str, params: &QueryParams) -> Result<QueryResult> {
+        let parsed = gyre_cql::parse(cql)?;
+        self.execute_parsed(&parsed, params)
+    }
+
+    /// Executes an already parsed statement (e.g. a prepared one).
+    pub fn execute_parsed(&self, parsed: &Parsed, params: &QueryParams) -> Result<QueryResult> {
+        if params.values.len() < parsed.bind_markers.len() {
+            return Err(QueryError::invalid(format!(
+                "There were {} markers(?) in CQL but {} bound variables",
+                parsed.bind_markers.len(),
+                params.values.len()
+            )));
+        }
+        match &parsed.statement {
+            Statement::Select(s) => {
+                let table = self.table(&s.table, params)?;
+                self.select(&table, s, params)
+            }
+            Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Batch(_) => {
+                self.modify(&parsed.statement, params)?;
+                Ok(QueryResult::Void)
+            }
+            Statement::Use(ks) => {
+                self.schema.read().require_keyspace(ks)?;
+                Ok(QueryResult::SetKeyspace(ks.clone()))
+            }
+            Statement::Truncate(name) => {
+                let table = self.table(name, params)?;
+                self.data.truncate_table(table.id)?;
+                Ok(QueryResult::Void)
+            }
+            Statement::CreateKeyspace(_)
+            | Statement::AlterKeyspace(_)
+            | Statement::DropKeyspace { .. }
+            | Statement::CreateTable(_)
+            | Statement::AlterTable(_)
+            | Statement::DropTable { .. } => self.ddl(&parsed.statement, params),
+            Statement::Describe(d) => self.describe(d, params.keyspace.as_deref()),
+            Statement::Unsupported { kind } => {
+                Err(QueryError::invalid(format!("{kind} is not supported")))
+            }
+        }
+    }
+
+    fn ddl(&self, stmt: &Statement, params: &QueryParams) -> Result<QueryResult> {
+        // One writer at a time: check, apply, persist and create storage
+        // as one step so concurrent DDL cannot interleave.
+        let mut schema = self.schema.write();
+        let Some(change) =
+            gyre_schema::statement_to_change(stmt, &schema, params.keyspace.as_deref())?
+        else {
+            return Ok(QueryResult::Void);
+        };
+        // Tables to drop from storage, looked up before the schema forgets them.
+        let dropped: Vec<_> = match &change {
+            SchemaChange::DropKeyspace(ks) => schema.tables_in(ks).map(|t| t.id).collect(),
+            SchemaChange::DropTable { keyspace, table } => schema
+                .table(keyspace, table)
+                .map(|t| t.id)
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        let ts = schema.next_timestamp(self.next_micros());
+        // Applied to a copy that replaces the schema only once persisted.
+        let mut next = schema.clone();
+        let rows = next.apply_change(change.clone(), ts)?;
+        if let Some(store) = &self.store {
+            store.save(&rows)?;
+        }
+        for id in dropped {
+            self.data.drop_table(id)?;
+        }
+        let (kind, target) = match &change {
+            SchemaChange::CreateKeyspace(d) => (
+                SchemaChangeType::Created,
+                SchemaChangeTarget::Keyspace(d.name.clone()),
+            ),
+            SchemaChange::AlterKeyspace(d) => (
+                SchemaChangeType::Updated,
+                SchemaChangeTarget::Keyspace(d.name.clone()),
+            ),
+            SchemaChange::DropKeyspace(n) => (
+                SchemaChangeType::Dropped,
+                SchemaChangeTarget::Keyspace(n.clone()),
+            ),
+            SchemaChange::CreateTable(d) => {
+                self.data.create_table(d.id, d.storage_options())?;
+                (
+                    SchemaChangeType::Created,
+                    table_target(&d.keyspace, &d.name),
+                )
+            }
+            SchemaChange::AlterTable {
+                keyspace, table, ..
+            } => {
+                if let Some(t) = next.table(keyspace, table) {
+                    // Re-creating an existing table updates its options.
+                    self.data.create_table(t.id, t.storage_options())?;
+                }
+                (SchemaChangeType::Updated, table_target(keyspace, table))
+            }
+            SchemaChange::DropTable { keyspace, table } => {
+                (SchemaChangeType::Dropped, table_target(keyspace, table))
+            }
+        };
+        *schema = next;
+        Ok(QueryResult::SchemaChange(Change {
+            change: kind,
+            target,
+        }))
+    }
+
+    /// The table a statement names, resolved against the current keyspace.
+    pub(crate) fn table(&self, name: &QualifiedName, params: &QueryParams) -> Result<TableDef> {
+        let ks = name
+            .keyspace
+            .as_deref()
+            .or(params.keyspace.as_deref())
+            .ok_or_else(|| {
+                QueryError::invalid(
+                    "No keyspace has been specified. USE a keyspace, or explicitly specify keyspace.tablename",
+                )
+            })?;
+        Ok(self.schema.read().require_table(ks, &name.name)?.clone())
+    }
+
+    /// "Now" in seconds, for expiry and deletion times.
+    pub(crate) fn now(&self) -> LocalTime {
+        self.clock.now()
+    }
+
+    /// A write timestamp: wall-clock microseconds, strictly increasing so
+    /// two writes from this node never tie.
+    pub(crate) fn next_micros(&self) -> Timestamp {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let mut last = self.last_micros.load(Ordering::Relaxed);
+        loop {
+            let next = wall.max(last + 1);
+            match self.last_micros.compare_exchange_weak(
+                last,
+                next,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(cur) => last = cur,
+            }
+        }
+    }
+}
+
+fn table_target(keyspace: &str, name: &str) -> SchemaChangeTarget {
+    SchemaChangeTarget::Table {
+        keyspace: keyspace.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// One column's restriction in a WHERE clause.
+#[derive(Debug, Clone)]
+pub(crate) enum Restriction {
+    /// `=` (one value) or `IN` (several).
+    Values(Vec<Bytes>),
+    /// Range bounds on the value: (value, inclusive).
+    Range {
+        lo: Option<(Bytes, bool)>,
+        hi: Option<(Bytes, bool)>,
+    },
+}
+
+/// A restriction checked row by row (ALLOW FILTERING).
+#[derive(Debug, Clone)]
+pub(crate) enum Filter {
+    /// `=` / `IN`: the value is one of these.
+    In(Vec<Bytes>),
+    /// `<`, `<=`, `>`, `>=` against a value in the clustering encoding.
+    Compare(Operator, Bytes),
+}
+
+impl Filter {
+    pub(crate) fn matches(&self, ty: &gyre_cql::CqlType, value: &Bytes) -> bool {
+        match self {
+            Filter::In(values) => values.contains(value),
+            Filter::Compare(op, bound) => {
+                let Ok(v) = encode_clustering(ty, value, gyre_schema::ClusteringOrder::Asc) else {
+                    return false;
+                };
+                let v = v.as_slice();
+                match op {
+                    Operator::Lt => v < bound.as_ref(),
+                    Operator::Lte => v <= bound.as_ref(),
+                    Operator::Gt => v > bound.as_ref(),
+                    Operator::Gte => v >= bound.as_ref(),
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// A WHERE clause checked against the table.
+#[derive(Debug, Default)]
+pub(crate) struct Where {
+    /// Primary-key columns by name.
+    pub keys: BTreeMap<String, Restriction>,
+    /// Restrictions on regular and static columns (need ALLOW FILTERING).
+    pub others: Vec<(ColumnDef, Filter)>,
+    pub token_start: Option<Bound<i64>>,
+    pub token_end: Option<Bound<i64>>,
+}
+
+pub(crate) fn analyze(
+    table: &TableDef,
+    relations: &[Relation],
+    binds: &[Option<Bytes>],
+) -> Result<Where> {
+    let mut w = Where::default();
+    for rel in relations {
+        match rel {
+            Relation::Column { column, predicate } => {
+                let col = table.column(column).ok_or_else(|| {
+                    QueryError::invalid(format!("Undefined column name {column}"))
+                })?;
+                analyze_column(col, predicate, binds, &mut w)?;
+            }
+            Relation::Token { predicate, .. } => {
+                let Predicate::Compare(op, term) = predicate else {
+                    return Err(QueryError::invalid("IN is not supported on token()"));
+                };
+                let t = crate::values::term_i64(term, "token", binds)?
+                    .ok_or_else(|| QueryError::invalid("Invalid null value for token"))?;
+                match op {
+                    Operator::Gt => w.token_start = Some(Bound::Excluded(t)),
+                    Operator::Gte => w.token_start = Some(Bound::Included(t)),
+                    Operator::Lt => w.token_end = Some(Bound::Excluded(t)),
+                    Operator::Lte => w.token_end = Some(Bound::Included(t)),
+                    Operator::Eq => {
+                        w.token_start = Some(Bound::Included(t));
+                        w.token_end = Some(Bound::Included(t));
+                    }
+                    _ => return Err(QueryError::invalid("Unsupported operator on token()")),
+                }
+            }
+            Relation::Tuple { .. } | Relation::IsNotNull { .. } => {
+                return Err(QueryError::invalid(
+                    "Multi-column and IS NOT NULL relations are not supported",
+                ))
+            }
+        }
+    }
+    Ok(w)
+}
+
+fn analyze_column(
+    col: &ColumnDef,
+    predicate: &Predicate,
+    binds: &[Option<Bytes>],
+    w: &mut Where,
+) -> Result<()> {
+    let name = &col.name;
+    let value = |term: &Term| -> Result<Bytes> {
+        term_bytes(term, &col.ty, name, binds)?.ok_or_else(|| {
+            QueryError::invalid(format!("Invalid null value in condition for column {name}"))
+        })
+    };
+    let values: Vec<Bytes> = match predicate {
+        Predicate::Compare(Operator::Eq, term) => vec![value(term)?],
+        Predicate::In(InValues::List(terms)) => terms.iter().map(value).collect::<Result<_>>()?,
+        Predicate::In(InValues::Marker(m)) => {
+            let list_ty = ColumnType::List(Box::new(column_type(&col.ty)));
+            match binds.get(m.index) {
+                Some(Some(b)) => match CqlValue::decode(&list_ty, b) {
+                    Ok(CqlValue::List(items)) => items.iter().map(CqlValue::encode).collect(),
+                    _ => return Err(QueryError::invalid(format!("Invalid IN list for {name}"))),
+                },
+                _ => {
+                    return Err(QueryError::invalid(format!(
+                        "Invalid null value for IN restriction on {name}"
+                    )))
+                }
+            }
+        }
+        Predicate::Compare(
+            op @ (Operator::Lt | Operator::Lte | Operator::Gt | Operator::Gte),
+            term,
+        ) => {
+            if let ColumnKind::PartitionKey(_) = col.kind {
+                return Err(QueryError::invalid(
+                    "Only EQ and IN relation are supported on the partition key (unless you use the token() function)",
+                ));
+            }
+            let v = value(term)?;
+            if !matches!(col.kind, ColumnKind::Clustering(..)) {
+                // Compared in the byte-comparable key encoding, which orders as CQL does.
+                let key = encode_clustering(&col.ty, &v, gyre_schema::ClusteringOrder::Asc)?;
+                w.others
+                    .push((col.clone(), Filter::Compare(*op, Bytes::from(key))));
+                return Ok(());
+            }
+            let entry = w
+                .keys
+                .entry(name.clone())
+                .or_insert(Restriction::Range { lo: None, hi: None });
+            let Restriction::Range { lo, hi } = entry else {
+                return Err(QueryError::invalid(format!(
+                    "Column \"{name}\" cannot be restricted by both an equality and an inequality relation"
+                )));
+            };
+            let slot = if matches!(op, Operator::Gt | Operator::Gte) {
+                lo
+            } else {
+                hi
+            };
+            if slot.is_some() {
+                return Err(QueryError::invalid(format!(
+                    "More than one restriction was found for the {} bound on {name}",
+                    if matches!(op, Operator::Gt | Operator::Gte) {
+                        "start"
+                    } else {
+                        "end"
+                    }
+                )));
+            }
+            *slot = Some((v, matches!(op, Operator::Gte | Operator::Lte)));
+            return Ok(());
+        }
+        Predicate::Compare(op, _) => {
+            return Err(QueryError::invalid(format!(
+                "Unsupported restriction {op:?} on {name}"
+            )))
+        }
+    };
+    if col.kind.is_primary_key() {
+        if w.keys
+            .insert(name.clone(), Restriction::Values(values))
+            .is_some()
+        {
+            return Err(QueryError::invalid(format!(
+                "{name} cannot be restricted by more than one relation if it includes an Equal"
+            )));
+        }
+    } else {
+        w.others.push((col.clone(), Filter::In(values)));
+    }
+    Ok(())
+}
+
+/// The partition keys an `=` / `IN` restriction on every partition key
+/// column selects; `None` when some partition key column is not so
+/// restricted.
+pub(crate) fn partition_keys(table: &TableDef, w: &Where) -> Result<Option<Vec<Bytes>>> {
+    let mut combos: Vec<Vec<Bytes>> = vec![Vec::new()];
+    for col in table.partition_key() {
+        let Some(Restriction::Values(vals)) = w.keys.get(&col.name) else {
+            return Ok(None);
+        };
+        if vals.iter().any(Bytes::is_empty) {
+            return Err(QueryError::invalid("Key may not be empty"));
+        }
+        combos = product(&combos, vals);
+    }
+    let mut keys: Vec<Bytes> = combos
+        .iter()
+        .map(|c| {
+            let parts: Vec<&[u8]> = c.iter().map(|b| b.as_ref()).collect();
+            Bytes::from(encode_partition_key(&parts))
+        })
+        .collect();
+    // IN may repeat a key: keep the first, in the order given.
+    let mut seen = std::collections::HashSet::new();
+    keys.retain(|k| seen.insert(k.clone()));
+    Ok(Some(keys))
+}
+
+fn product(prefixes: &[Vec<Bytes>], vals: &[Bytes]) -> Vec<Vec<Bytes>> {
+    let mut out = Vec::with_capacity(prefixes.len() * vals.len());
+    for p in prefixes {
+        for v in vals {
+            let mut n = p.clone();
+            n.push(v.clone());
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Which rows of a partition the clustering restrictions select.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Clustering {
+    /// No restriction.
+    All,
+    /// Every clustering column fixed: these full keys (sorted).
+    Rows(Vec<Bytes>),
+    /// Prefixes, possibly with a range on the next column (sorted,
+    /// non-overlapping).
+    Slices(Vec<Slice>),
+}
+
+pub(crate) fn clustering(table: &TableDef, w: &Where) -> Result<Clustering> {
+    let cols = table.clustering();
+    let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut fixed = 0;
+    let mut range = None;
+    let mut stop: Option<(&str, bool)> = None; // (column, restricted by a range)
+    for col in &cols {
+        let r = w.keys.get(&col.name);
+        if let Some((prev, by_range)) = stop {
+            if r.is_some() {
+                return Err(QueryError::invalid(if by_range {
+                    format!("Clustering column \"{}\" cannot be restricted (preceding column \"{prev}\" is restricted by a non-EQ relation)", col.name)
+                } else {
+                    format!("PRIMARY KEY column \"{}\" cannot be restricted as preceding column \"{prev}\" is not restricted", col.name)
+                }));
+            }
+            continue;
+        }
+        let ColumnKind::Clustering(_, order) = col.kind else {
+            continue;
+        };
+        let enc = |v: &Bytes| encode_clustering(&col.ty, v, order).map_err(QueryError::from);
+        match r {
+            Some(Restriction::Values(vals)) => {
+                let encoded: Vec<Vec<u8>> = vals.iter().map(enc).collect::<Result<_>>()?;
+                let mut next = Vec::with_capacity(prefixes.len() * encoded.len());
+                for p in &prefixes {
+                    for e in &encoded {
+                        let mut n = p.clone();
+                        n.extend_from_slice(e);
+                        next.push(n);
+                    }
+                }
+                prefixes = next;
+                fixed += 1;
+            }
+            Some(Restriction::Range { lo, hi }) => {
+                let lo = lo
+                    .as_ref()
+                    .map(|(v, inc)| enc(v).map(|e| (e, *inc)))
+                    .transpose()?;
+                let hi = hi
+                    .as_ref()
+                    .map(|(v, inc)| enc(v).map(|e| (e, *inc)))
+                    .transpose()?;
+                // A DESC column's encoding is inverted: value bounds swap ends.
+                range = Some(if order == gyre_schema::ClusteringOrder::Desc {
+                    (hi, lo)
+                } else {
+                    (lo, hi)
+                });
+                stop = Some((&col.name, true));
+            }
+            None => stop = Some((&col.name, false)),
+        }
+    }
+    prefixes.sort();
+    prefixes.dedup();
+    if fixed == cols.len() && !cols.is_empty() {
+        return Ok(Clustering::Rows(
+            prefixes.into_iter().map(Bytes::from).collect(),
+        ));
+    }
+    if fixed == 0 && range.is_none() {
+        return Ok(Clustering::All);
+    }
+    let slices = prefixes
+        .into_iter()
+        .map(|p| {
+            let whole = |p: &Vec<u8>| {
+                if p.is_empty() {
+                    SliceBound::Unbounded
+                } else {
+                    SliceBound::Inclusive(Bytes::from(p.clone()))
+                }
+            };
+            let bound = |b: &Option<(Vec<u8>, bool)>| match b {
+                None => whole(&p),
+                Some((e, inclusive)) => {
+                    let mut k = p.clone();
+                    k.extend_from_slice(e);
+                    if *inclusive {
+                        SliceBound::Inclusive(Bytes::from(k))
+                    } else {
+                        SliceBound::Exclusive(Bytes::from(k))
+                    }
+                }
+            };
+            match &range {
+                None => Slice::new(whole(&p), whole(&p)),
+                Some((start, end)) => Slice::new(bound(start), bound(end)),
+            }
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    Ok(Clustering::Slices(slices))
+}

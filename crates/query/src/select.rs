@@ -1,0 +1,771 @@
+//! SELECT: partition reads and paged scans, turned into result rows.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use gyre_common::{
+    CellName, CellValue, DecoratedKey, LocalTime, Partition, Row, Slice, SliceBound,
+};
+use gyre_cql::{Order, Select, SelectItem, Selection, Selector};
+use gyre_protocol::ColumnType;
+use gyre_schema::{decode_clustering_key, ClusteringOrder, ColumnDef, ColumnKind, TableDef};
+use gyre_storage::{ClusteringFilter, ReadFilter, ScanRequest, ScanStart};
+
+use crate::collections::{assemble, is_multicell};
+use crate::error::{QueryError, Result};
+use crate::processor::{
+    analyze, clustering, partition_keys, Clustering, Filter, QueryParams, QueryProcessor,
+    QueryResult, Restriction,
+};
+use crate::values::{column_type, term_i64};
+
+const FILTERING: &str = "Cannot execute this query as it might involve data filtering and thus may have unpredictable performance. If you want to execute this query despite the performance unpredictability, use ALLOW FILTERING";
+
+/// Rows fetched per internal scan page when the client does not page.
+const INTERNAL_PAGE: usize = 10_000;
+
+#[derive(Debug, Clone)]
+enum Item {
+    Column(ColumnDef),
+    WriteTime(ColumnDef),
+    Ttl(ColumnDef),
+    Count,
+}
+
+/// Everything needed to turn stored rows into result rows.
+struct Plan {
+    table: TableDef,
+    items: Vec<Item>,
+    /// `=` / `IN` filters applied after the read (ALLOW FILTERING).
+    filters: Vec<(ColumnDef, Filter)>,
+    /// Whether a partition with only static data yields a row: only when
+    /// no clustering restriction could have excluded it.
+    static_only_rows: bool,
+    now: LocalTime,
+}
+
+impl QueryProcessor {
+    pub(crate) fn select(
+        &self,
+        table: &TableDef,
+        s: &Select,
+        params: &QueryParams,
+    ) -> Result<QueryResult> {
+        if s.json || !s.group_by.is_empty() {
+            return Err(QueryError::invalid(
+                "SELECT JSON and GROUP BY are not supported",
+            ));
+        }
+        let binds = &params.values;
+        let (items, columns) = projection(table, &s.selection)?;
+        let counting = items.iter().any(|i| matches!(i, Item::Count));
+        if counting && items.len() > 1 {
+            return Err(QueryError::invalid(
+                "count(*) cannot be combined with other selectors",
+            ));
+        }
+        let positive = |t: &gyre_cql::Term, what: &str| -> Result<Option<usize>> {
+            match term_i64(t, what, binds)? {
+                Some(n) if n > 0 => Ok(Some(n as usize)),
+                Some(_) => Err(QueryError::invalid(format!(
+                    "{what} must be strictly positive"
+                ))),
+                None => Ok(None),
+            }
+        };
+        let limit = s
+            .limit
+            .as_ref()
+            .map(|t| positive(t, "LIMIT"))
+            .transpose()?
+            .flatten();
+        let per_partition = s
+            .per_partition_limit
+            .as_ref()
+            .map(|t| positive(t, "PER PARTITION LIMIT"))
+            .transpose()?
+            .flatten();
+        // DISTINCT: one row per partition, showing only partition-level columns.
+        let per_partition = if s.distinct {
+            let partition_level = |i: &Item| matches!(i, Item::Column(c) if matches!(c.kind, ColumnKind::PartitionKey(_) | ColumnKind::Static));
+            if !items.iter().all(partition_level) || s.where_clause.iter().any(|r| {
+                matches!(r, gyre_cql::Relation::Column { column, .. }
+                    if table.column(column).is_some_and(|c| !matches!(c.kind, ColumnKind::PartitionKey(_))))
+            }) {
+                return Err(QueryError::invalid(
+                    "SELECT DISTINCT queries must only request partition key columns and/or static columns, and restrict only partition key columns",
+                ));
+            }
+            Some(1)
+        } else {
+            per_partition
+        };
+
+        let mut w = analyze(table, &s.where_clause, binds)?;
+        let keys = partition_keys(table, &w)?;
+        let mut needs_filtering = !w.others.is_empty();
+        if keys.is_none() {
+            // Partition key restrictions that do not pin partitions are filters.
+            for col in table.partition_key() {
+                match w.keys.remove(&col.name) {
+                    Some(Restriction::Values(v)) => {
+                        needs_filtering = true;
+                        w.others.push((col.clone(), Filter::In(v)));
+                    }
+                    Some(Restriction::Range { .. }) => {
+                        return Err(QueryError::invalid(
+                            "Only EQ and IN relation are supported on the partition key (unless you use the token() function)",
+                        ))
+                    }
+                    None => {}
+                }
+            }
+        }
+        let ck = clustering(table, &w)?;
+        if keys.is_none() && ck != Clustering::All {
+            needs_filtering = true;
+        }
+        if keys.is_some() && (w.token_start.is_some() || w.token_end.is_some()) {
+            return Err(QueryError::invalid(
+                "Token relations cannot be combined with partition key restrictions",
+            ));
+        }
+        if needs_filtering && !s.allow_filtering {
+            return Err(QueryError::invalid(FILTERING));
+        }
+        let reversed = order_by(table, &s.order_by, keys.is_some())?;
+        let static_only_rows = ck == Clustering::All;
+        let clustering_filter = match ck {
+            Clustering::All => ClusteringFilter::all(),
+            Clustering::Rows(r) => ClusteringFilter::Names(r.into_iter().collect::<BTreeSet<_>>()),
+            Clustering::Slices(s) => ClusteringFilter::Slices(s),
+        };
+        let plan = Plan {
+            table: table.clone(),
+            items,
+            filters: std::mem::take(&mut w.others),
+            static_only_rows,
+            now: self.now(),
+        };
+        let mut rows = Vec::new();
+        let mut paging_state = None;
+        if let Some(keys) = keys {
+            // Pages cut inside partitions; PER PARTITION LIMIT reads are not paged.
+            let page = if counting || per_partition.is_some() {
+                None
+            } else {
+                params.page_size.filter(|n| *n > 0)
+            };
+            let (mut ki, mut after, returned) = match (&params.paging_state, page) {
+                (Some(state), Some(_)) => decode_keyed_state(state)?,
+                _ => (0, None, 0),
+            };
+            let limit_left = limit
+                .filter(|_| !counting)
+                .map(|l| l.saturating_sub(returned));
+            while ki < keys.len() {
+                let room = min_opt(page, limit_left).map(|r| r.saturating_sub(rows.len()));
+                if room == Some(0) {
+                    break;
+                }
+                let filter = ReadFilter {
+                    clustering: resume_filter(&clustering_filter, after.as_ref(), reversed),
+                    columns: Default::default(),
+                    // Filters may drop rows after the engine counted them: no push-down then.
+                    limit: if plan.filters.is_empty() && !counting {
+                        min_opt(room, per_partition)
+                    } else {
+                        None
+                    },
+                    reversed,
+                };
+                let dk = DecoratedKey::new(keys[ki].clone());
+                let before = rows.len();
+                let mut cks = Vec::new();
+                if let Some(p) =
+                    self.data
+                        .read(table.id, &dk, &filter, plan.now, params.consistency)?
+                {
+                    let static_only = plan.static_only_rows && after.is_none();
+                    plan.emit(
+                        &p,
+                        reversed,
+                        per_partition,
+                        static_only,
+                        &mut rows,
+                        &mut cks,
+                    );
+                }
+                if let Some(room) = room.filter(|r| rows.len() - before >= *r) {
+                    rows.truncate(before + room);
+                    let total = returned + rows.len();
+                    if page.is_some() && limit.is_none_or(|l| total < l) {
+                        // Resume after the last row returned (past a static-only row: the next partition).
+                        let (next_ki, next_after) = match cks.get(room - 1) {
+                            Some(Some(ck)) => (ki, Some(ck.clone())),
+                            _ => (ki + 1, None),
+                        };
+                        paging_state =
+                            Some(encode_keyed_state(next_ki, next_after.as_ref(), total));
+                    }
+                    break;
+                }
+                ki += 1;
+                after = None;
+            }
+        } else {
+            let filter = ReadFilter {
+                clustering: clustering_filter,
+                columns: Default::default(),
+                limit: per_partition,
+                reversed: false,
+            };
+            let (mut start, mut returned) = match &params.paging_state {
+                Some(state) if !counting => decode_paging_state(state)?,
+                _ => (
+                    ScanStart::Token(w.token_start.unwrap_or(Bound::Unbounded)),
+                    0,
+                ),
+            };
+            let end = w.token_end.unwrap_or(Bound::Unbounded);
+            let page = if counting {
+                None
+            } else {
+                params.page_size.filter(|n| *n > 0)
+            };
+            loop {
+                let want = page
+                    .unwrap_or(INTERNAL_PAGE)
+                    .min(limit.map_or(usize::MAX, |l| l.saturating_sub(returned)));
+                if want == 0 {
+                    break;
+                }
+                let request = ScanRequest {
+                    start: start.clone(),
+                    end,
+                    filter: filter.clone(),
+                    max_rows: want,
+                };
+                let got = self
+                    .data
+                    .scan(table.id, &request, plan.now, params.consistency)?;
+                let before = rows.len();
+                let mut cks = Vec::new();
+                for p in &got.partitions {
+                    plan.emit(
+                        p,
+                        false,
+                        per_partition,
+                        plan.static_only_rows,
+                        &mut rows,
+                        &mut cks,
+                    );
+                }
+                if let Some(l) = limit.filter(|_| !counting) {
+                    rows.truncate(before + l.saturating_sub(returned));
+                }
+                returned += rows.len() - before;
+                let Some(next) = got.resume else { break };
+                if limit.is_some_and(|l| returned >= l) && !counting {
+                    break;
+                }
+                start = next;
+                if page.is_some() {
+                    paging_state = Some(encode_paging_state(&start, returned));
+                    break;
+                }
+            }
+        }
+        if counting {
+            let n = limit.map_or(rows.len(), |l| rows.len().min(l));
+            rows = vec![vec![Some(Bytes::copy_from_slice(
+                &(n as i64).to_be_bytes(),
+            ))]];
+        } else if let Some(l) = limit {
+            rows.truncate(l);
+        }
+        Ok(QueryResult::Rows {
+            columns,
+            rows,
+            paging_state,
+        })
+    }
+}
+
+fn min_opt(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// True when ORDER BY asks for the reverse of the clustering order.
+fn order_by(table: &TableDef, order: &[(String, Order)], keyed: bool) -> Result<bool> {
+    if order.is_empty() {
+        return Ok(false);
+    }
+    if !keyed {
+        return Err(QueryError::invalid(
+            "ORDER BY is only supported when the partition key is restricted by an EQ or an IN.",
+        ));
+    }
+    let cols = table.clustering();
+    let mut reversed = None;
+    for (i, (name, o)) in order.iter().enumerate() {
+        let col = cols.get(i).filter(|c| &c.name == name).ok_or_else(|| {
+            QueryError::invalid(format!(
+                "Order by currently only supports the ordering of columns following their declared order in the PRIMARY KEY ({name})"
+            ))
+        })?;
+        let ColumnKind::Clustering(_, declared) = col.kind else {
+            return Err(QueryError::invalid(format!(
+                "Order by on unknown column {name}"
+            )));
+        };
+        let rev = (declared == ClusteringOrder::Desc) != (*o == Order::Desc);
+        if reversed.is_some_and(|r| r != rev) {
+            return Err(QueryError::invalid("Unsupported order by relation"));
+        }
+        reversed = Some(rev);
+    }
+    Ok(reversed.unwrap_or(false))
+}
+
+/// The result columns a SELECT returns (for PREPARE).
+pub(crate) fn result_columns(table: &TableDef, sel: &Selection) -> Result<Columns> {
+    projection(table, sel).map(|(_, c)| c)
+}
+
+/// Result columns: name and type.
+type Columns = Vec<(String, ColumnType)>;
+
+fn projection(table: &TableDef, sel: &Selection) -> Result<(Vec<Item>, Columns)> {
+    let col = |name: &str| {
+        table
+            .column(name)
+            .cloned()
+            .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))
+    };
+    let mut items = Vec::new();
+    let mut columns = Vec::new();
+    match sel {
+        Selection::Wildcard => {
+            let mut rest: Vec<&ColumnDef> = table
+                .columns
+                .iter()
+                .filter(|c| !c.kind.is_primary_key())
+                .collect();
+            rest.sort_by(|a, b| a.name.cmp(&b.name));
+            for c in table
+                .partition_key()
+                .into_iter()
+                .chain(table.clustering())
+                .chain(rest)
+            {
+                columns.push((c.name.clone(), column_type(&c.ty)));
+                items.push(Item::Column(c.clone()));
+            }
+        }
+        Selection::Items(list) => {
+            for SelectItem { selector, alias } in list {
+                let (item, name, ty) = match selector {
+                    Selector::Column(n) => {
+                        let c = col(n)?;
+                        let ty = column_type(&c.ty);
+                        (Item::Column(c), n.clone(), ty)
+                    }
+                    Selector::WriteTime(n) | Selector::Ttl(n) => {
+                        let c = col(n)?;
+                        let wt = matches!(selector, Selector::WriteTime(_));
+                        let f = if wt { "writetime" } else { "ttl" };
+                        if c.kind.is_primary_key() {
+                            return Err(QueryError::invalid(format!(
+                                "Cannot use selection function {f} on PRIMARY KEY part {n}"
+                            )));
+                        }
+                        if is_multicell(&c.ty) {
+                            return Err(QueryError::invalid(format!(
+                                "Cannot use selection function {f} on non-frozen collection {n}"
+                            )));
+                        }
+                        if wt {
+                            (
+                                Item::WriteTime(c),
+                                format!("writetime({n})"),
+                                ColumnType::Bigint,
+                            )
+                        } else {
+                            (Item::Ttl(c), format!("ttl({n})"), ColumnType::Int)
+                        }
+                    }
+                    Selector::CountRows => (Item::Count, "count".to_owned(), ColumnType::Bigint),
+                    _ => {
+                        return Err(QueryError::invalid(
+                            "Only columns, writetime(), ttl() and count(*) can be selected",
+                        ))
+                    }
+                };
+                columns.push((alias.clone().unwrap_or(name), ty));
+                items.push(item);
+            }
+        }
+    }
+    Ok((items, columns))
+}
+
+impl Plan {
+    /// Live, and not written before its column was dropped (a re-added
+    /// column must not show the old data).
+    fn visible(&self, column: &str, cell: &gyre_common::Cell) -> bool {
+        cell.is_live(self.now)
+            && self
+                .table
+                .dropped_columns
+                .get(column)
+                .is_none_or(|d| cell.timestamp > d.dropped_at)
+    }
+
+    /// A row is live when one of its cells is visible.
+    fn live(&self, row: &Row) -> bool {
+        row.cells
+            .iter()
+            .any(|(n, c)| match std::str::from_utf8(&n.column) {
+                Ok(name) => self.visible(name, c),
+                Err(_) => c.is_live(self.now),
+            })
+    }
+
+    /// Appends the live rows of a partition (read or scanned) in order.
+    fn emit(
+        &self,
+        p: &Partition,
+        reversed: bool,
+        per_partition: Option<usize>,
+        static_only: bool,
+        out: &mut Vec<Vec<Option<Bytes>>>,
+        cks: &mut Vec<Option<Bytes>>,
+    ) {
+        let pk = split_partition_key(&p.key.key, self.table.partition_key().len());
+        let static_row = p.static_row.as_ref();
+        let ck_cols: Vec<(&gyre_cql::CqlType, ClusteringOrder)> = self
+            .table
+            .clustering()
+            .into_iter()
+            .map(|c| match c.kind {
+                ColumnKind::Clustering(_, o) => (&c.ty, o),
+                _ => (&c.ty, ClusteringOrder::Asc),
+            })
+            .collect();
+        let rows: Box<dyn Iterator<Item = (&Bytes, &Row)>> = if reversed {
+            Box::new(p.rows.iter().rev())
+        } else {
+            Box::new(p.rows.iter())
+        };
+        let mut emitted = 0;
+        for (ck, row) in rows {
+            if per_partition.is_some_and(|l| emitted >= l) {
+                break;
+            }
+            if !self.live(row) {
+                continue;
+            }
+            let Ok(ckv) = decode_clustering_key(&ck_cols, ck) else {
+                tracing::warn!(table = %self.table.name, "undecodable clustering key skipped");
+                continue;
+            };
+            if let Some(r) = self.row(&pk, &ckv, Some(row), static_row) {
+                out.push(r);
+                cks.push(Some(ck.clone()));
+                emitted += 1;
+            }
+        }
+        // A partition with only static data shows as one row with null clustering.
+        if emitted == 0
+            && static_only
+            && p.rows.values().all(|r| !self.live(r))
+            && static_row.is_some_and(|r| self.live(r))
+        {
+            if let Some(r) = self.row(&pk, &[], None, static_row) {
+                out.push(r);
+                cks.push(None);
+            }
+        }
+    }
+
+    fn row(
+        &self,
+        pk: &[Bytes],
+        ck: &[Vec<u8>],
+        row: Option<&Row>,
+        static_row: Option<&Row>,
+    ) -> Option<Vec<Option<Bytes>>> {
+        let cell = |c: &ColumnDef| {
+            let r = if c.kind == ColumnKind::Static {
+                static_row
+            } else {
+                row
+            };
+            r.and_then(|r| {
+                r.cells
+                    .get(&CellName::simple(Bytes::copy_from_slice(c.name.as_bytes())))
+            })
+            .filter(|cell| self.visible(&c.name, cell))
+        };
+        let value = |c: &ColumnDef| -> Option<Bytes> {
+            match c.kind {
+                ColumnKind::PartitionKey(i) => pk.get(i as usize).cloned(),
+                ColumnKind::Clustering(i, _) => {
+                    ck.get(i as usize).map(|v| Bytes::copy_from_slice(v))
+                }
+                _ if is_multicell(&c.ty) => {
+                    let r = if c.kind == ColumnKind::Static {
+                        static_row
+                    } else {
+                        row
+                    };
+                    let name = CellName::simple(Bytes::copy_from_slice(c.name.as_bytes()));
+                    let cells = r.into_iter().flat_map(|r| {
+                        r.cells
+                            .range(name.clone()..)
+                            .take_while(|(n, _)| n.column == name.column)
+                            .filter(|(n, _)| !n.path.is_empty())
+                            .filter(|(_, cell)| self.visible(&c.name, cell))
+                            .filter_map(|(n, cell)| cell.value_at(self.now).map(|v| (&n.path, v)))
+                    });
+                    assemble(&c.ty, cells)
+                }
+                _ => cell(c).and_then(|c| c.value_at(self.now).cloned()),
+            }
+        };
+        for (c, filter) in &self.filters {
+            match value(c) {
+                Some(v) if filter.matches(&c.ty, &v) => {}
+                _ => return None,
+            }
+        }
+        Some(
+            self.items
+                .iter()
+                .map(|item| match item {
+                    Item::Column(c) => value(c),
+                    Item::WriteTime(c) => {
+                        cell(c).map(|cell| Bytes::copy_from_slice(&cell.timestamp.to_be_bytes()))
+                    }
+                    Item::Ttl(c) => cell(c).and_then(|cell| match cell.value {
+                        CellValue::Expiring { expires_at, .. } => {
+                            let left = (expires_at - self.now).clamp(0, i64::from(i32::MAX)) as i32;
+                            Some(Bytes::copy_from_slice(&left.to_be_bytes()))
+                        }
+                        _ => None,
+                    }),
+                    Item::Count => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Splits a stored partition key into its column values (the inverse of
+/// `encode_partition_key`).
+fn split_partition_key(key: &Bytes, n: usize) -> Vec<Bytes> {
+    if n <= 1 {
+        return vec![key.clone()];
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut rest = key.clone();
+    while rest.len() >= 2 && out.len() < n {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        if rest.len() < 2 + len + 1 {
+            break;
+        }
+        out.push(rest.slice(2..2 + len));
+        rest = rest.slice(3 + len..);
+    }
+    out
+}
+
+/// The clustering filter of a resumed page: only rows past `after` (before
+/// it when reversed).
+fn resume_filter(f: &ClusteringFilter, after: Option<&Bytes>, reversed: bool) -> ClusteringFilter {
+    let Some(after) = after else {
+        return f.clone();
+    };
+    let past = |k: &[u8]| {
+        if reversed {
+            k < after.as_ref()
+        } else {
+            k > after.as_ref()
+        }
+    };
+    match f {
+        ClusteringFilter::Names(n) => {
+            ClusteringFilter::Names(n.iter().filter(|k| past(k)).cloned().collect())
+        }
+        ClusteringFilter::Slices(slices) => ClusteringFilter::Slices(
+            slices
+                .iter()
+                .filter_map(|s| {
+                    let cut = SliceBound::Exclusive(after.clone());
+                    if !reversed {
+                        if !s.before_end(after) {
+                            None
+                        } else if s.after_start(after) {
+                            Some(Slice::new(cut, s.end.clone()))
+                        } else {
+                            Some(s.clone())
+                        }
+                    } else if !s.after_start(after) {
+                        None
+                    } else if s.before_end(after) {
+                        Some(Slice::new(s.start.clone(), cut))
+                    } else {
+                        Some(s.clone())
+                    }
+                })
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ),
+    }
+}
+
+// Paging state: rows returned so far (u64), then the engine's resume point:
+// a tag and its fields. Opaque to clients.
+const TAG_UNBOUNDED: u8 = 0;
+const TAG_INCLUDED: u8 = 1;
+const TAG_EXCLUDED: u8 = 2;
+const TAG_AFTER: u8 = 3;
+const TAG_WITHIN: u8 = 4;
+/// A partition-key query: the index of the key, then the last clustering
+/// key returned from it (if any).
+const TAG_KEYED: u8 = 5;
+
+fn encode_keyed_state(ki: usize, after: Option<&Bytes>, returned: usize) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u64(returned as u64);
+    b.put_u8(TAG_KEYED);
+    b.put_u32(ki as u32);
+    if let Some(a) = after {
+        b.put_u8(1);
+        b.put_u32(a.len() as u32);
+        b.put_slice(a);
+    } else {
+        b.put_u8(0);
+    }
+    b.freeze()
+}
+
+fn decode_keyed_state(state: &Bytes) -> Result<(usize, Option<Bytes>, usize)> {
+    let bad = || QueryError::invalid("Invalid paging state");
+    let mut b = state.clone();
+    if b.remaining() < 14 {
+        return Err(bad());
+    }
+    let returned = b.get_u64() as usize;
+    if b.get_u8() != TAG_KEYED {
+        return Err(bad());
+    }
+    let ki = b.get_u32() as usize;
+    let after = match b.get_u8() {
+        0 => None,
+        1 => {
+            if b.remaining() < 4 {
+                return Err(bad());
+            }
+            let n = b.get_u32() as usize;
+            if b.remaining() != n {
+                return Err(bad());
+            }
+            Some(b.split_to(n))
+        }
+        _ => return Err(bad()),
+    };
+    if b.has_remaining() {
+        return Err(bad());
+    }
+    Ok((ki, after, returned))
+}
+
+fn encode_paging_state(start: &ScanStart, returned: usize) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u64(returned as u64);
+    let put_key = |b: &mut BytesMut, k: &[u8]| {
+        b.put_u32(k.len() as u32);
+        b.put_slice(k);
+    };
+    match start {
+        ScanStart::Token(Bound::Unbounded) => b.put_u8(TAG_UNBOUNDED),
+        ScanStart::Token(Bound::Included(t)) => {
+            b.put_u8(TAG_INCLUDED);
+            b.put_i64(*t);
+        }
+        ScanStart::Token(Bound::Excluded(t)) => {
+            b.put_u8(TAG_EXCLUDED);
+            b.put_i64(*t);
+        }
+        ScanStart::After(k) => {
+            b.put_u8(TAG_AFTER);
+            put_key(&mut b, &k.key);
+        }
+        ScanStart::Within {
+            key,
+            after,
+            returned,
+        } => {
+            b.put_u8(TAG_WITHIN);
+            put_key(&mut b, &key.key);
+            put_key(&mut b, after);
+            b.put_u64(*returned as u64);
+        }
+    }
+    b.freeze()
+}
+
+fn decode_paging_state(state: &Bytes) -> Result<(ScanStart, usize)> {
+    let bad = || QueryError::invalid("Invalid paging state");
+    let mut b = state.clone();
+    let need = |b: &Bytes, n: usize| {
+        if b.remaining() < n {
+            Err(bad())
+        } else {
+            Ok(())
+        }
+    };
+    need(&b, 9)?;
+    let returned = b.get_u64() as usize;
+    let get_key = |b: &mut Bytes| -> Result<Bytes> {
+        need(b, 4)?;
+        let n = b.get_u32() as usize;
+        need(b, n)?;
+        Ok(b.split_to(n))
+    };
+    let start = match b.get_u8() {
+        TAG_UNBOUNDED => ScanStart::Token(Bound::Unbounded),
+        TAG_INCLUDED | TAG_EXCLUDED => {
+            need(&b, 8)?;
+            let t = b.get_i64();
+            if state[8] == TAG_INCLUDED {
+                ScanStart::Token(Bound::Included(t))
+            } else {
+                ScanStart::Token(Bound::Excluded(t))
+            }
+        }
+        TAG_AFTER => ScanStart::After(DecoratedKey::new(get_key(&mut b)?)),
+        TAG_WITHIN => {
+            let key = DecoratedKey::new(get_key(&mut b)?);
+            let after = get_key(&mut b)?;
+            need(&b, 8)?;
+            ScanStart::Within {
+                key,
+                after,
+                returned: b.get_u64() as usize,
+            }
+        }
+        _ => return Err(bad()),
+    };
+    if b.has_remaining() {
+        return Err(bad());
+    }
+    Ok((start, returned))
+}

@@ -1,0 +1,589 @@
+//! INSERT, UPDATE, DELETE and BATCH: statements to partition updates.
+
+use bytes::Bytes;
+use gyre_common::{Cell, CellName, DecoratedKey, Deletion, LocalTime, Partition, Timestamp};
+use gyre_cql::{Assignment, CqlType, Delete, Insert, InsertValues, Statement, Update, Using};
+use gyre_protocol::Consistency;
+use gyre_schema::{encode_clustering_key, ColumnDef, ColumnKind, TableDef};
+use gyre_storage::{ClusteringFilter, ColumnFilter, ReadFilter, TableId};
+
+use crate::collections::{elements, is_multicell, key_path};
+use crate::error::{QueryError, Result};
+use crate::processor::{
+    analyze, clustering, partition_keys, Clustering, QueryParams, QueryProcessor,
+};
+use crate::values::{term_bytes, term_i64};
+
+/// Cassandra's TTL ceiling (20 years).
+const MAX_TTL: i64 = 20 * 365 * 86_400;
+
+/// Timestamp, TTL, "now" and consistency level of one write.
+struct WriteTime {
+    ts: Timestamp,
+    ttl: u32,
+    now: LocalTime,
+    cl: Consistency,
+}
+
+/// One change to one column of one row.
+enum Op {
+    /// Replace the value (null deletes it).
+    Set(Option<Bytes>),
+    /// Add the elements of a collection value (`c = c + ...`).
+    Add(Bytes),
+    /// Remove set elements or map keys, given as a set value.
+    Remove(Bytes),
+    /// `m[key] = value` (null deletes the entry); `DELETE m[key]`.
+    SetElement(Bytes, Option<Bytes>),
+}
+
+impl WriteTime {
+    fn cell(&self, value: Option<Bytes>) -> Cell {
+        match value {
+            None => Cell::tombstone(self.ts, self.now),
+            Some(v) if self.ttl > 0 => Cell::expiring(self.ts, v, self.ttl, self.now),
+            Some(v) => Cell::live(self.ts, v),
+        }
+    }
+
+    fn deletion(&self) -> Deletion {
+        Deletion::new(self.ts, self.now)
+    }
+}
+
+impl QueryProcessor {
+    pub(crate) fn modify(&self, stmt: &Statement, params: &QueryParams) -> Result<()> {
+        let mut updates: Vec<(TableId, Partition)> = Vec::new();
+        match stmt {
+            Statement::Insert(i) => self.insert(i, params, None, &mut updates)?,
+            Statement::Update(u) => self.update(u, params, None, &mut updates)?,
+            Statement::Delete(d) => self.delete(d, params, None, &mut updates)?,
+            Statement::Batch(b) => {
+                if b.using.ttl.is_some() {
+                    return Err(QueryError::invalid("A BATCH cannot have a TTL"));
+                }
+                // Every statement of a batch shares one timestamp unless it has its own.
+                let ts = match &b.using.timestamp {
+                    Some(t) => term_i64(t, "timestamp", &params.values)?,
+                    None => None,
+                }
+                .or(params.timestamp)
+                .unwrap_or_else(|| self.next_micros());
+                for m in &b.statements {
+                    match m {
+                        gyre_cql::Modification::Insert(i) => {
+                            self.insert(i, params, Some(ts), &mut updates)?
+                        }
+                        gyre_cql::Modification::Update(u) => {
+                            self.update(u, params, Some(ts), &mut updates)?
+                        }
+                        gyre_cql::Modification::Delete(d) => {
+                            self.delete(d, params, Some(ts), &mut updates)?
+                        }
+                    }
+                }
+            }
+            _ => return Err(QueryError::invalid("not a modification statement")),
+        }
+        for (table, update) in updates {
+            self.data.apply(table, update, params.consistency)?;
+        }
+        Ok(())
+    }
+
+    fn write_time(
+        &self,
+        table: &TableDef,
+        using: &Using,
+        params: &QueryParams,
+        batch_ts: Option<Timestamp>,
+    ) -> Result<WriteTime> {
+        let ts = match &using.timestamp {
+            Some(t) => term_i64(t, "timestamp", &params.values)?,
+            None => None,
+        }
+        .or(batch_ts)
+        .or(params.timestamp)
+        .unwrap_or_else(|| self.next_micros());
+        let ttl = match &using.ttl {
+            Some(t) => term_i64(t, "TTL", &params.values)?,
+            None => None,
+        }
+        .unwrap_or(i64::from(table.options.default_time_to_live));
+        if ttl < 0 {
+            return Err(QueryError::invalid(format!(
+                "A TTL must be greater or equal to 0, but was {ttl}"
+            )));
+        }
+        if ttl > MAX_TTL {
+            return Err(QueryError::invalid(format!(
+                "ttl is too large. requested ({ttl}) maximum ({MAX_TTL})"
+            )));
+        }
+        Ok(WriteTime {
+            ts,
+            ttl: ttl as u32,
+            now: self.now(),
+            cl: params.consistency,
+        })
+    }
+
+    fn insert(
+        &self,
+        ins: &Insert,
+        params: &QueryParams,
+        batch_ts: Option<Timestamp>,
+        out: &mut Vec<(TableId, Partition)>,
+    ) -> Result<()> {
+        let table = self.table(&ins.table, params)?;
+        if ins.if_not_exists {
+            return Err(QueryError::invalid("IF NOT EXISTS (LWT) is not supported"));
+        }
+        let InsertValues::Columns { columns, values } = &ins.values else {
+            return Err(QueryError::invalid("INSERT JSON is not supported"));
+        };
+        if columns.len() != values.len() {
+            return Err(QueryError::invalid("Unmatched column names/values"));
+        }
+        let wt = self.write_time(&table, &ins.using, params, batch_ts)?;
+        let mut assigned: Vec<(&ColumnDef, Option<Bytes>)> = Vec::new();
+        for (name, term) in columns.iter().zip(values) {
+            let col = table
+                .column(name)
+                .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))?;
+            if assigned.iter().any(|(c, _)| c.name == col.name) {
+                return Err(QueryError::invalid("The column names contains duplicates"));
+            }
+            assigned.push((col, term_bytes(term, &col.ty, name, &params.values)?));
+        }
+        let get = |col: &ColumnDef| -> Result<Bytes> {
+            match assigned.iter().find(|(c, _)| c.name == col.name) {
+                Some((_, Some(v))) => Ok(v.clone()),
+                Some((_, None)) => Err(QueryError::invalid(format!(
+                    "Invalid null value in condition for column {}",
+                    col.name
+                ))),
+                None => Err(QueryError::invalid(format!(
+                    "Some {} key parts are missing: {}",
+                    if matches!(col.kind, ColumnKind::PartitionKey(_)) {
+                        "partition"
+                    } else {
+                        "clustering"
+                    },
+                    col.name
+                ))),
+            }
+        };
+        let pk: Vec<Bytes> = table
+            .partition_key()
+            .into_iter()
+            .map(get)
+            .collect::<Result<_>>()?;
+        if pk.iter().any(Bytes::is_empty) {
+            return Err(QueryError::invalid("Key may not be empty"));
+        }
+        let parts: Vec<&[u8]> = pk.iter().map(|b| b.as_ref()).collect();
+        let key = DecoratedKey::new(gyre_schema::encode_partition_key(&parts));
+        let ck_cols = table.clustering();
+        // Only static columns and no clustering values: a partition-level write, no row.
+        let static_only = !ck_cols.is_empty()
+            && ck_cols
+                .iter()
+                .all(|c| !assigned.iter().any(|(a, _)| a.name == c.name))
+            && assigned.iter().any(|(c, _)| c.kind == ColumnKind::Static)
+            && assigned
+                .iter()
+                .all(|(c, _)| matches!(c.kind, ColumnKind::Static | ColumnKind::PartitionKey(_)));
+        if static_only {
+            let mut p = Partition::new(key);
+            for (col, v) in assigned {
+                if col.kind == ColumnKind::Static {
+                    p = self.apply_op(&table, p, None, col, &Op::Set(v), &wt)?;
+                }
+            }
+            out.push((table.id, p));
+            return Ok(());
+        }
+        let ck_vals: Vec<Bytes> = ck_cols.iter().map(|c| get(c)).collect::<Result<_>>()?;
+        let ck = encode_ck(&ck_cols, &ck_vals)?;
+        // The row marker keeps the row alive with only its key columns.
+        let mut p = Partition::new(key).set(
+            ck.clone(),
+            CellName::simple(Bytes::new()),
+            wt.cell(Some(Bytes::new())),
+        );
+        for (col, v) in assigned {
+            if col.kind.is_primary_key() {
+                continue;
+            }
+            let target = (col.kind != ColumnKind::Static).then_some(&ck);
+            p = self.apply_op(&table, p, target, col, &Op::Set(v), &wt)?;
+        }
+        out.push((table.id, p));
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        upd: &Update,
+        params: &QueryParams,
+        batch_ts: Option<Timestamp>,
+        out: &mut Vec<(TableId, Partition)>,
+    ) -> Result<()> {
+        let table = self.table(&upd.table, params)?;
+        if upd.conditions.is_some() {
+            return Err(QueryError::invalid(
+                "Conditional updates (LWT) are not supported",
+            ));
+        }
+        let wt = self.write_time(&table, &upd.using, params, batch_ts)?;
+        let binds = &params.values;
+        let mut ops: Vec<(&ColumnDef, Op)> = Vec::new();
+        for a in &upd.assignments {
+            let (column, op) = match a {
+                Assignment::Set { column, value } => {
+                    let col = column_def(&table, column)?;
+                    (col, Op::Set(term_bytes(value, &col.ty, column, binds)?))
+                }
+                Assignment::Add { column, value } => {
+                    let col = column_def(&table, column)?;
+                    if !is_multicell(&col.ty) {
+                        return Err(QueryError::invalid(format!(
+                            "Invalid operation (+) for non-collection column {column}"
+                        )));
+                    }
+                    let v = non_null(term_bytes(value, &col.ty, column, binds)?, column)?;
+                    (col, Op::Add(v))
+                }
+                Assignment::Subtract { column, value } => {
+                    let col = column_def(&table, column)?;
+                    let keys_ty = match &col.ty {
+                        CqlType::Set(_) => col.ty.clone(),
+                        CqlType::Map(k, _) => CqlType::Set(k.clone()),
+                        _ => {
+                            return Err(QueryError::invalid(format!(
+                                "Invalid operation (-) for column {column}: only non-frozen sets and maps are supported"
+                            )))
+                        }
+                    };
+                    let v = non_null(term_bytes(value, &keys_ty, column, binds)?, column)?;
+                    (col, Op::Remove(v))
+                }
+                Assignment::SetElement { column, key, value } => {
+                    let col = column_def(&table, column)?;
+                    let CqlType::Map(kt, vt) = &col.ty else {
+                        return Err(QueryError::invalid(format!(
+                            "Element assignment is only supported on non-frozen maps ({column})"
+                        )));
+                    };
+                    let k = non_null(term_bytes(key, kt, column, binds)?, column)?;
+                    (
+                        col,
+                        Op::SetElement(k, term_bytes(value, vt, column, binds)?),
+                    )
+                }
+                Assignment::Prepend { .. } | Assignment::SetField { .. } => {
+                    return Err(QueryError::invalid(
+                        "List prepend and field assignments are not supported",
+                    ))
+                }
+            };
+            if column.kind.is_primary_key() {
+                return Err(QueryError::invalid(format!(
+                    "PRIMARY KEY part {} found in SET part",
+                    column.name
+                )));
+            }
+            ops.push((column, op));
+        }
+        let w = analyze(&table, &upd.where_clause, binds)?;
+        check_where_for_write(&w)?;
+        let keys = required_keys(&table, &w)?;
+        let only_static = ops.iter().all(|(c, _)| c.kind == ColumnKind::Static);
+        let rows = target_rows(&table, &w, only_static)?;
+        for key in keys {
+            let mut p = Partition::new(DecoratedKey::new(key));
+            for (col, op) in &ops {
+                if col.kind == ColumnKind::Static {
+                    p = self.apply_op(&table, p, None, col, op, &wt)?;
+                } else {
+                    for ck in &rows {
+                        p = self.apply_op(&table, p, Some(ck), col, op, &wt)?;
+                    }
+                }
+            }
+            out.push((table.id, p));
+        }
+        Ok(())
+    }
+
+    fn delete(
+        &self,
+        del: &Delete,
+        params: &QueryParams,
+        batch_ts: Option<Timestamp>,
+        out: &mut Vec<(TableId, Partition)>,
+    ) -> Result<()> {
+        let table = self.table(&del.table, params)?;
+        if del.conditions.is_some() {
+            return Err(QueryError::invalid(
+                "Conditional deletes (LWT) are not supported",
+            ));
+        }
+        if del.using.ttl.is_some() {
+            return Err(QueryError::invalid("A DELETE cannot have a TTL"));
+        }
+        let wt = self.write_time(&table, &del.using, params, batch_ts)?;
+        let mut ops: Vec<(&ColumnDef, Op)> = Vec::new();
+        for d in &del.columns {
+            let (col, op) = match d {
+                gyre_cql::Deletion::Column(name) => (column_def(&table, name)?, Op::Set(None)),
+                gyre_cql::Deletion::Element { column, key } => {
+                    let col = column_def(&table, column)?;
+                    let kt = match &col.ty {
+                        CqlType::Set(t) | CqlType::Map(t, _) => t,
+                        _ => {
+                            return Err(QueryError::invalid(format!(
+                                "Element deletion is only supported on non-frozen sets and maps ({column})"
+                            )))
+                        }
+                    };
+                    let k = non_null(term_bytes(key, kt, column, &params.values)?, column)?;
+                    (col, Op::SetElement(k, None))
+                }
+                gyre_cql::Deletion::Field { .. } => {
+                    return Err(QueryError::invalid("Deleting UDT fields is not supported"))
+                }
+            };
+            if col.kind.is_primary_key() {
+                return Err(QueryError::invalid(format!(
+                    "Invalid identifier {} for deletion (should not be a PRIMARY KEY part)",
+                    col.name
+                )));
+            }
+            ops.push((col, op));
+        }
+        let w = analyze(&table, &del.where_clause, &params.values)?;
+        check_where_for_write(&w)?;
+        let keys = required_keys(&table, &w)?;
+        let sel = clustering(&table, &w)?;
+        let only_static = !ops.is_empty() && ops.iter().all(|(c, _)| c.kind == ColumnKind::Static);
+        let rows = if ops.is_empty() {
+            Vec::new()
+        } else {
+            target_rows(&table, &w, only_static)?
+        };
+        for key in keys {
+            let mut p = Partition::new(DecoratedKey::new(key));
+            if ops.is_empty() {
+                p = match &sel {
+                    Clustering::All => p.delete_partition(wt.deletion()),
+                    Clustering::Rows(rows) => rows
+                        .iter()
+                        .fold(p, |p, ck| p.delete_row(ck.clone(), wt.deletion())),
+                    Clustering::Slices(slices) => slices
+                        .iter()
+                        .fold(p, |p, s| p.delete_range(s.clone(), wt.deletion())),
+                };
+            }
+            for (col, op) in &ops {
+                if col.kind == ColumnKind::Static {
+                    p = self.apply_op(&table, p, None, col, op, &wt)?;
+                } else {
+                    for ck in &rows {
+                        p = self.apply_op(&table, p, Some(ck), col, op, &wt)?;
+                    }
+                }
+            }
+            out.push((table.id, p));
+        }
+        Ok(())
+    }
+
+    /// Adds one column change of one row (`ck`, or the static row when
+    /// `None`) to the partition update.
+    fn apply_op(
+        &self,
+        table: &TableDef,
+        mut p: Partition,
+        ck: Option<&Bytes>,
+        col: &ColumnDef,
+        op: &Op,
+        wt: &WriteTime,
+    ) -> Result<Partition> {
+        let name =
+            |path: Bytes| CellName::element(Bytes::copy_from_slice(col.name.as_bytes()), path);
+        let multicell = is_multicell(&col.ty);
+        match op {
+            Op::Set(v) if !multicell => Ok(put(p, ck, cell_name(col), wt.cell(v.clone()))),
+            Op::Set(v) => {
+                // The engine has no column-level deletion: replacing a
+                // collection tombstones the elements stored now (read first).
+                // Just below the write's timestamp, so the new elements win;
+                // at it for a delete (ties go to the tombstone).
+                let ts = if v.is_some() { wt.ts - 1 } else { wt.ts };
+                for path in self.stored_paths(table, &p, ck, col, wt)? {
+                    p = put(p, ck, name(path), Cell::tombstone(ts, wt.now));
+                }
+                if let Some(v) = v {
+                    for (path, value) in elements(&col.ty, v, wt.ts)? {
+                        p = put(p, ck, name(path), wt.cell(Some(value)));
+                    }
+                }
+                Ok(p)
+            }
+            Op::Add(v) => {
+                for (path, value) in elements(&col.ty, v, wt.ts)? {
+                    p = put(p, ck, name(path), wt.cell(Some(value)));
+                }
+                Ok(p)
+            }
+            Op::Remove(v) => {
+                let kt = match &col.ty {
+                    CqlType::Set(t) | CqlType::Map(t, _) => t.clone(),
+                    _ => return Err(QueryError::invalid("not a set or map")),
+                };
+                for (path, _) in elements(&CqlType::Set(kt), v, wt.ts)? {
+                    p = put(p, ck, name(path), Cell::tombstone(wt.ts, wt.now));
+                }
+                Ok(p)
+            }
+            Op::SetElement(k, v) => {
+                let path = key_path(&col.ty, k)?;
+                Ok(put(p, ck, name(path), wt.cell(v.clone())))
+            }
+        }
+    }
+
+    /// The element paths stored for a collection column of one row.
+    fn stored_paths(
+        &self,
+        table: &TableDef,
+        p: &Partition,
+        ck: Option<&Bytes>,
+        col: &ColumnDef,
+        wt: &WriteTime,
+    ) -> Result<Vec<Bytes>> {
+        let column = Bytes::copy_from_slice(col.name.as_bytes());
+        let filter = ReadFilter {
+            clustering: match ck {
+                Some(ck) => ClusteringFilter::Names([ck.clone()].into_iter().collect()),
+                None => ClusteringFilter::all(),
+            },
+            columns: ColumnFilter::Columns([column.clone()].into_iter().collect()),
+            limit: None,
+            reversed: false,
+        };
+        let Some(stored) = self.data.read(table.id, &p.key, &filter, wt.now, wt.cl)? else {
+            return Ok(Vec::new());
+        };
+        let row = match ck {
+            Some(ck) => stored.rows.get(ck),
+            None => stored.static_row.as_ref(),
+        };
+        Ok(row
+            .map(|r| {
+                r.cells
+                    .iter()
+                    .filter(|(n, c)| n.column == column && !n.path.is_empty() && c.is_live(wt.now))
+                    .map(|(n, _)| n.path.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+fn put(p: Partition, ck: Option<&Bytes>, name: CellName, cell: Cell) -> Partition {
+    match ck {
+        Some(ck) => p.set(ck.clone(), name, cell),
+        None => p.set_static(name, cell),
+    }
+}
+
+fn column_def<'a>(table: &'a TableDef, name: &str) -> Result<&'a ColumnDef> {
+    table
+        .column(name)
+        .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))
+}
+
+fn non_null(v: Option<Bytes>, column: &str) -> Result<Bytes> {
+    v.ok_or_else(|| QueryError::invalid(format!("Invalid null value for {column}")))
+}
+
+/// The rows a column change applies to: every clustering column fixed, or
+/// none for a table without clustering columns or a static-only change.
+fn target_rows(
+    table: &TableDef,
+    w: &crate::processor::Where,
+    only_static: bool,
+) -> Result<Vec<Bytes>> {
+    match clustering(table, w)? {
+        Clustering::Rows(r) => Ok(r),
+        Clustering::All if table.clustering().is_empty() => Ok(vec![Bytes::new()]),
+        Clustering::All if only_static => Ok(Vec::new()),
+        _ => Err(QueryError::invalid(format!(
+            "Some clustering keys are missing: {}",
+            missing_clustering(table, w)
+        ))),
+    }
+}
+
+fn cell_name(col: &ColumnDef) -> CellName {
+    CellName::simple(Bytes::copy_from_slice(col.name.as_bytes()))
+}
+
+fn encode_ck(cols: &[&ColumnDef], vals: &[Bytes]) -> Result<Bytes> {
+    let mut comps = Vec::with_capacity(cols.len());
+    for (c, v) in cols.iter().zip(vals) {
+        let ColumnKind::Clustering(_, order) = c.kind else {
+            continue;
+        };
+        comps.push((&c.ty, v.as_ref(), order));
+    }
+    Ok(Bytes::from(encode_clustering_key(&comps)?))
+}
+
+fn check_where_for_write(w: &crate::processor::Where) -> Result<()> {
+    if let Some((col, _)) = w.others.first() {
+        return Err(QueryError::invalid(format!(
+            "Non PRIMARY KEY columns found in where clause: {}",
+            col.name
+        )));
+    }
+    if w.token_start.is_some() || w.token_end.is_some() {
+        return Err(QueryError::invalid(
+            "The token function cannot be used in WHERE clauses for UPDATE and DELETE statements",
+        ));
+    }
+    Ok(())
+}
+
+fn required_keys(table: &TableDef, w: &crate::processor::Where) -> Result<Vec<Bytes>> {
+    partition_keys(table, w)?.ok_or_else(|| {
+        let missing: Vec<&str> = table
+            .partition_key()
+            .into_iter()
+            .filter(|c| !w.keys.contains_key(&c.name))
+            .map(|c| c.name.as_str())
+            .collect();
+        QueryError::invalid(format!(
+            "Some partition key parts are missing: {}",
+            missing.join(", ")
+        ))
+    })
+}
+
+fn missing_clustering(table: &TableDef, w: &crate::processor::Where) -> String {
+    table
+        .clustering()
+        .into_iter()
+        .filter(|c| {
+            !matches!(
+                w.keys.get(&c.name),
+                Some(crate::processor::Restriction::Values(_))
+            )
+        })
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
