@@ -23,7 +23,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use gyre_common::codec::{self, Reader};
@@ -366,9 +365,6 @@ pub struct SsTable {
     bloom: Bloom,
     pub meta: SsTableMeta,
     pub file_bytes: u64,
-    /// Set once a compaction replaced this SSTable: the file is deleted when
-    /// the last reader lets go of it.
-    obsolete: AtomicBool,
 }
 
 impl std::fmt::Debug for SsTable {
@@ -444,7 +440,6 @@ impl SsTable {
             bloom,
             meta,
             file_bytes,
-            obsolete: AtomicBool::new(false),
         })
     }
 
@@ -454,11 +449,6 @@ impl SsTable {
 
     pub fn generation(&self) -> u64 {
         self.meta.generation
-    }
-
-    /// Marks the file for deletion once no reader holds it.
-    pub fn mark_obsolete(&self) {
-        self.obsolete.store(true, Ordering::Release);
     }
 
     /// True when the SSTable may hold the partition.
@@ -610,16 +600,6 @@ impl SsTable {
             skip_until,
             filter,
         })
-    }
-}
-
-impl Drop for SsTable {
-    fn drop(&mut self) {
-        if self.obsolete.load(Ordering::Acquire) {
-            if let Err(e) = fs::remove_file(&self.path) {
-                tracing::warn!(file = %self.path.display(), error = %e, "deleting a compacted SSTable");
-            }
-        }
     }
 }
 
