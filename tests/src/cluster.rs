@@ -110,6 +110,12 @@ impl TestCluster {
         format!("127.0.{}.{node}:7000", self.octet)
     }
 
+    /// Node `node`'s CQL address (each node has its own loopback address
+    /// and the default port, as drivers expect).
+    pub fn cql(&self, node: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, self.octet, node as u8], 9042))
+    }
+
     pub fn admin(&self, node: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, self.octet, node as u8], 9180))
     }

@@ -15,16 +15,24 @@
 //! - [`http`]: the tiny HTTP/1.1 server and blocking client behind it, also
 //!   used by `gyrectl` and the integration tests.
 //!
-//! Not here yet: CQL (the native address is configured and advertised, not
-//! served), bootstrap streaming, decommission.
+//! - CQL (`network.cql_address:cql_port`): the native protocol server of
+//!   `gyre-protocol` over a `gyre-query` [`gyre_query::QueryProcessor`] on
+//!   local storage (single-node data path, no coordinator yet), with
+//!   prepared statements (MD5 ids, bounded cache) and the virtual `system`
+//!   and `system_schema` tables drivers read.
+//!
+//! Not here yet: replicated reads and writes, bootstrap streaming,
+//! decommission.
 
 mod admin;
 pub mod config;
+mod cql;
 mod error;
 pub mod http;
 mod node;
 mod state;
 mod status;
+mod system_tables;
 
 pub use config::{NodeConfig, Overrides};
 pub use error::{Error, Result};

@@ -16,7 +16,10 @@ use gyre_cluster::{
 };
 use gyre_common::Token;
 use gyre_net::{Inbound, Messenger, NetConfig, Priority, Verb};
-use gyre_storage::{LsmConfig, LsmEngine, StorageEngine};
+use gyre_protocol::{Server, ServerConfig};
+use gyre_query::{LocalData, QueryProcessor};
+use gyre_schema::SchemaStore;
+use gyre_storage::{LsmConfig, LsmEngine, StorageEngine, SystemClock};
 
 use crate::config::{EngineKind, StorageConfig};
 
@@ -60,6 +63,7 @@ use uuid::Uuid;
 
 use crate::admin;
 use crate::config::NodeConfig;
+use crate::cql::CqlHandler;
 use crate::error::{Error, Result};
 use crate::state::NodeState;
 
@@ -67,7 +71,8 @@ use crate::state::NodeState;
 pub const GOSSIP_VERB: Verb = Verb(1);
 /// Advertised as RELEASE_VERSION: the Cassandra version Gyre speaks like.
 pub const RELEASE_VERSION: &str = "5.0.0";
-/// SCHEMA until schemas exist: every node agrees on the empty schema.
+/// The version of the empty schema (nil); gossiped SCHEMA is now the
+/// loaded schema's digest.
 pub const EMPTY_SCHEMA: Uuid = Uuid::nil();
 
 /// How often LOAD (bytes on disk) is re-measured and gossiped.
@@ -118,7 +123,7 @@ impl Shared {
         }
     }
 
-    fn set_local_state(&self, key: AppStateKey, value: String) {
+    pub(crate) fn set_local_state(&self, key: AppStateKey, value: String) {
         self.core.lock().gossiper.set_local_state(key, value);
     }
 }
@@ -222,6 +227,7 @@ pub struct Node {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     admin_addr: SocketAddr,
+    cql_addr: SocketAddr,
 }
 
 impl Node {
@@ -232,6 +238,7 @@ impl Node {
         let data_dir = cfg.storage.data_dir.clone();
 
         let engine = open_engine(&cfg.storage).await?;
+        let qp = Arc::new(open_query_processor(engine.clone()).await?);
 
         let mut persisted = NodeState::load_or_new(&data_dir)?;
         let unix = SystemTime::now()
@@ -269,7 +276,7 @@ impl Node {
             cfg.network.cql_addr().to_string(),
         );
         gossiper.set_local_state(AppStateKey::ReleaseVersion, RELEASE_VERSION);
-        gossiper.set_local_state(AppStateKey::Schema, EMPTY_SCHEMA.to_string());
+        gossiper.set_local_state(AppStateKey::Schema, qp.schema().version().to_string());
         gossiper.set_local_state(AppStateKey::Load, dir_size(&data_dir).to_string());
 
         let shared = Arc::new(Shared {
@@ -336,12 +343,45 @@ impl Node {
             data_dir,
             stop_rx.clone(),
         )));
+
+        // CQL last: system.local must show the tokens chosen above.
+        let cql_bind = cfg.network.cql_addr();
+        let cql_listener = tokio::net::TcpListener::bind(cql_bind)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("binding CQL port {cql_bind}"),
+                source,
+            })?;
+        let cql_addr = cql_listener.local_addr().map_err(|source| Error::Io {
+            context: "reading the CQL listener address".into(),
+            source,
+        })?;
+        let server_cfg = ServerConfig {
+            shutdown_grace: Duration::from_secs(1),
+            ..ServerConfig::default()
+        };
+        let handler = Arc::new(CqlHandler::new(
+            qp,
+            shared.clone(),
+            server_cfg.events.clone(),
+        ));
+        let mut cql_stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = cql_stop.changed().await;
+            };
+            if let Err(e) = Server::run(cql_listener, handler, server_cfg, shutdown).await {
+                error!(error = %e, "CQL server failed");
+            }
+        }));
+        info!(%cql_addr, "serving CQL");
         Ok(Node {
             shared,
             engine,
             stop,
             tasks,
             admin_addr,
+            cql_addr,
         })
     }
 
@@ -351,6 +391,11 @@ impl Node {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where CQL clients connect (the bound port, if 0 was configured).
+    pub fn cql_addr(&self) -> SocketAddr {
+        self.cql_addr
     }
 
     /// Graceful stop: tells live peers this node is shutting down, stops
@@ -392,6 +437,27 @@ impl Node {
         info!("storage flushed; bye");
         Ok(())
     }
+}
+
+/// Loads the persisted schema and builds the executor over local storage.
+async fn open_query_processor(engine: Arc<dyn StorageEngine>) -> Result<QueryProcessor> {
+    tokio::task::spawn_blocking(move || -> Result<QueryProcessor> {
+        let schema_err = |e: gyre_schema::SchemaError| Error::Startup(format!("schema: {e}"));
+        let store = SchemaStore::open(engine.clone()).map_err(schema_err)?;
+        let schema = store.load().map_err(schema_err)?;
+        info!(version = %schema.version(), tables = schema.tables().len(), "schema loaded");
+        let qp = QueryProcessor::new(
+            schema,
+            Some(store),
+            Arc::new(LocalData::new(engine)),
+            Arc::new(SystemClock),
+        );
+        qp.ensure_tables()
+            .map_err(|e| Error::Startup(format!("creating tables: {e}")))?;
+        Ok(qp)
+    })
+    .await
+    .map_err(|e| Error::Startup(format!("schema load task failed: {e}")))?
 }
 
 /// Runs a node until `signal` resolves, then shuts it down gracefully.

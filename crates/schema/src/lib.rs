@@ -45,6 +45,7 @@ mod rows;
 mod schema;
 mod store;
 
+pub use crate::md5::md5;
 pub use crate::{
     ddl::statement_to_change,
     encoding::{

@@ -12,7 +12,7 @@ fn k(i: usize) -> u32 {
     ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32
 }
 
-pub(crate) fn md5(data: &[u8]) -> [u8; 16] {
+pub fn md5(data: &[u8]) -> [u8; 16] {
     let mut state: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
     let mut msg = data.to_vec();
     msg.push(0x80);

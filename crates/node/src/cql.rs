@@ -1,0 +1,536 @@
+//! The node's CQL request handler: QUERY, PREPARE, EXECUTE and BATCH run
+//! on the local [`QueryProcessor`] (single-node data path, no coordinator
+//! yet); SELECTs on the `system` / `system_schema` keyspaces are answered by
+//! [`crate::system_tables`] from the node's own state.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use gyre_cluster::AppStateKey;
+use gyre_cql::{Parsed, Statement};
+use gyre_protocol::{
+    async_trait, Batch, BatchStatementKind, ColumnSpec, ColumnType, ConnectionState, CqlResult,
+    ErrorKind, Event, EventSender, HandlerRequest, Prepared, PreparedMetadata, QueryParameters,
+    RequestHandler, Response, Rows, RowsMetadata, Value, Values,
+};
+use gyre_query::{QueryError, QueryParams, QueryProcessor, QueryResult};
+use parking_lot::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::node::Shared;
+use crate::system_tables::{self, LocalInfo, PeerInfo};
+
+/// Prepared statements kept per node; the oldest is evicted first (FIFO).
+/// A driver whose statement was evicted gets Unprepared and re-prepares.
+const PREPARED_CACHE_ENTRIES: usize = 10_000;
+
+/// A prepared statement.
+struct Stmt {
+    keyspace: Option<String>,
+    parsed: Parsed,
+    /// Bind-marker names, for named values.
+    bind_names: Vec<String>,
+}
+
+#[derive(Default)]
+struct PreparedCache {
+    map: HashMap<Bytes, Arc<Stmt>>,
+    order: VecDeque<Bytes>,
+}
+
+impl PreparedCache {
+    fn insert(&mut self, id: Bytes, stmt: Arc<Stmt>) {
+        if self.map.insert(id.clone(), stmt).is_none() {
+            self.order.push_back(id);
+            while self.order.len() > PREPARED_CACHE_ENTRIES {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct CqlHandler {
+    qp: Arc<QueryProcessor>,
+    shared: Arc<Shared>,
+    events: EventSender,
+    prepared: Mutex<PreparedCache>,
+}
+
+/// Cassandra's prepared id: MD5 of keyspace + query text, so every node
+/// computes the same id.
+fn prepared_id(keyspace: Option<&str>, query: &str) -> Bytes {
+    let mut input = keyspace.unwrap_or_default().as_bytes().to_vec();
+    input.extend_from_slice(query.as_bytes());
+    Bytes::copy_from_slice(&gyre_schema::md5(&input))
+}
+
+fn error(e: QueryError) -> Response {
+    Response::Error(e.to_cql_error())
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn wire(v: &Value) -> Option<Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b.clone()),
+        // Unset is written as null: no unset support in the executor yet.
+        Value::Null | Value::Unset => None,
+    }
+}
+
+/// Positional values, resolving named ones against the marker names.
+fn bind_values(values: &Values, names: &[String]) -> Result<Vec<Option<Bytes>>, QueryError> {
+    match values {
+        Values::Positional(v) => Ok(v.iter().map(wire).collect()),
+        Values::Named(pairs) => names
+            .iter()
+            .map(|n| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| wire(v))
+                    .ok_or_else(|| QueryError::Invalid(format!("No value for bind marker {n}")))
+            })
+            .collect(),
+    }
+}
+
+fn marker_names(parsed: &Parsed) -> Vec<String> {
+    parsed
+        .bind_markers
+        .iter()
+        .map(|m| m.name.clone().unwrap_or_default())
+        .collect()
+}
+
+impl CqlHandler {
+    pub(crate) fn new(qp: Arc<QueryProcessor>, shared: Arc<Shared>, events: EventSender) -> Self {
+        CqlHandler {
+            qp,
+            shared,
+            events,
+            prepared: Mutex::new(PreparedCache::default()),
+        }
+    }
+
+    /// The node's view for the system tables.
+    fn local_info(&self) -> LocalInfo {
+        let cfg = &self.shared.cfg;
+        let core = self.shared.core.lock();
+        let g = &core.gossiper;
+        let local = self.shared.local;
+        let peers = g
+            .endpoint_states()
+            .filter(|(ep, st)| **ep != local && !st.is_dead_state())
+            .map(|(ep, st)| PeerInfo {
+                peer: ep.ip(),
+                peer_port: ep.port(),
+                data_center: st.dc().unwrap_or("dc1").to_owned(),
+                rack: st.rack().unwrap_or("rack1").to_owned(),
+                host_id: st.host_id(),
+                release_version: st.release_version().map(str::to_owned),
+                native: st.native_address(),
+                schema_version: st.schema(),
+                tokens: st.tokens().unwrap_or_default(),
+            })
+            .collect();
+        LocalInfo {
+            cluster_name: cfg.cluster.name.clone(),
+            data_center: cfg.cluster.datacenter.clone(),
+            rack: cfg.cluster.rack.clone(),
+            host_id: self.shared.host_id,
+            listen: local,
+            native: cfg.network.cql_addr(),
+            tokens: g.local_state().and_then(|s| s.tokens()).unwrap_or_default(),
+            generation: i32::try_from(g.generation()).unwrap_or(i32::MAX),
+            release_version: crate::node::RELEASE_VERSION.to_owned(),
+            peers,
+        }
+    }
+
+    /// The keyspace of a SELECT on a virtual table, if it is one.
+    fn virtual_keyspace(parsed: &Parsed, keyspace: Option<&str>) -> Option<String> {
+        let Statement::Select(s) = &parsed.statement else {
+            return None;
+        };
+        let ks = s.table.keyspace.as_deref().or(keyspace)?;
+        system_tables::is_virtual_keyspace(ks).then(|| ks.to_owned())
+    }
+
+    /// Executes one statement and builds the RESULT.
+    async fn run(
+        &self,
+        parsed: Parsed,
+        params: QueryParams,
+        skip_metadata: bool,
+    ) -> Result<CqlResult, QueryError> {
+        if let (Some(ks), Statement::Select(s)) = (
+            Self::virtual_keyspace(&parsed, params.keyspace.as_deref()),
+            &parsed.statement,
+        ) {
+            let answer = system_tables::select(
+                &ks,
+                s,
+                &params.values,
+                &self.local_info(),
+                &self.qp.schema(),
+            )?;
+            let specs = answer
+                .columns
+                .into_iter()
+                .map(|(n, t)| ColumnSpec::new(&answer.keyspace, &answer.table, n, t))
+                .collect();
+            return Ok(rows_result(specs, answer.rows, None, skip_metadata));
+        }
+        // Table spec of the result columns: the SELECT's table.
+        let (spec_ks, spec_table) = match &parsed.statement {
+            Statement::Select(s) => (
+                s.table
+                    .keyspace
+                    .clone()
+                    .or_else(|| params.keyspace.clone())
+                    .unwrap_or_default(),
+                s.table.name.clone(),
+            ),
+            _ => (
+                params.keyspace.clone().unwrap_or_else(|| "system".into()),
+                "describe".to_owned(),
+            ),
+        };
+        let qp = self.qp.clone();
+        let result = tokio::task::spawn_blocking(move || qp.execute_parsed(&parsed, &params))
+            .await
+            .map_err(|e| QueryError::Server(format!("execution task failed: {e}")))??;
+        Ok(match result {
+            QueryResult::Void => CqlResult::Void,
+            QueryResult::SetKeyspace(ks) => CqlResult::SetKeyspace(ks),
+            QueryResult::Rows {
+                columns,
+                rows,
+                paging_state,
+            } => {
+                let specs = columns
+                    .into_iter()
+                    .map(|(n, t)| ColumnSpec::new(&spec_ks, &spec_table, n, t))
+                    .collect();
+                rows_result(specs, rows, paging_state, skip_metadata)
+            }
+            QueryResult::SchemaChange(change) => {
+                self.after_schema_change();
+                self.events.send(Event::SchemaChange(change.clone()));
+                CqlResult::SchemaChange(change)
+            }
+        })
+    }
+
+    /// Gossips the new schema version so peers and drivers see agreement.
+    fn after_schema_change(&self) {
+        let version = self.qp.schema().version();
+        info!(%version, "schema changed");
+        self.shared
+            .set_local_state(AppStateKey::Schema, version.to_string());
+    }
+
+    fn params(
+        p: &QueryParameters,
+        values: Vec<Option<Bytes>>,
+        keyspace: Option<String>,
+    ) -> QueryParams {
+        QueryParams {
+            values,
+            keyspace,
+            consistency: p.consistency,
+            timestamp: p.default_timestamp,
+            page_size: p.page_size.filter(|n| *n > 0).map(|n| n as usize),
+            paging_state: p.paging_state.clone(),
+        }
+    }
+
+    async fn query(&self, conn: &ConnectionState, q: gyre_protocol::Query) -> Response {
+        let parsed = match gyre_cql::parse(&q.query) {
+            Ok(p) => p,
+            Err(e) => return error(e.into()),
+        };
+        let values = match bind_values(&q.params.values, &marker_names(&parsed)) {
+            Ok(v) => v,
+            Err(e) => return error(e),
+        };
+        let params = Self::params(&q.params, values, conn.keyspace());
+        match self.run(parsed, params, q.params.skip_metadata).await {
+            Ok(r) => Response::Result(r),
+            Err(e) => {
+                debug!(query = %q.query, error = %e, "query failed");
+                error(e)
+            }
+        }
+    }
+
+    fn prepare(&self, conn: &ConnectionState, query: &str) -> Result<Prepared, QueryError> {
+        let keyspace = conn.keyspace();
+        let parsed = gyre_cql::parse(query)?;
+        let id = prepared_id(keyspace.as_deref(), query);
+        let (table, binds, result) = if let (Some(ks), Statement::Select(s)) = (
+            Self::virtual_keyspace(&parsed, keyspace.as_deref()),
+            &parsed.statement,
+        ) {
+            let (result, binds) = system_tables::describe(
+                &ks,
+                s,
+                parsed.bind_markers.len(),
+                &self.local_info(),
+                &self.qp.schema(),
+            )?;
+            (Some((ks, s.table.name.clone())), binds, Some(result))
+        } else {
+            let info = self.qp.prepare(&parsed, keyspace.as_deref())?;
+            let result =
+                matches!(parsed.statement, Statement::Select(_)).then_some(info.result_columns);
+            (info.table, info.bind_columns, result)
+        };
+        let (tks, tname) = table.clone().unwrap_or_default();
+        let spec = |(n, t): (String, ColumnType)| ColumnSpec::new(&tks, &tname, n, t);
+        let bind_names: Vec<String> = binds.iter().map(|(n, _)| n.clone()).collect();
+        // pk_indexes: the marker of each partition-key column, in key order,
+        // so that drivers can route by token; empty unless all are bound.
+        let pk_indexes = table
+            .as_ref()
+            .and_then(|(k, t)| {
+                let schema = self.qp.schema();
+                let def = schema.table(k, t)?;
+                def.partition_key()
+                    .iter()
+                    .map(|c| key_marker(&parsed.statement, &c.name))
+                    .collect::<Option<Vec<u16>>>()
+            })
+            .unwrap_or_default();
+        let metadata = PreparedMetadata {
+            pk_indexes,
+            columns: binds.into_iter().map(spec).collect(),
+        };
+        let result_metadata = match result {
+            Some(cols) => RowsMetadata::new(cols.into_iter().map(spec).collect()),
+            None => RowsMetadata::empty(),
+        };
+        self.prepared.lock().insert(
+            id.clone(),
+            Arc::new(Stmt {
+                keyspace,
+                parsed,
+                bind_names,
+            }),
+        );
+        Ok(Prepared {
+            id,
+            metadata,
+            result_metadata,
+        })
+    }
+
+    fn lookup(&self, id: &Bytes) -> Result<Arc<Stmt>, Box<Response>> {
+        self.prepared.lock().map.get(id).cloned().ok_or_else(|| {
+            Box::new(Response::error(
+                ErrorKind::Unprepared { id: id.clone() },
+                format!(
+                    "Prepared query with ID {} not found",
+                    id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ),
+            ))
+        })
+    }
+
+    async fn execute(&self, conn: &ConnectionState, e: gyre_protocol::Execute) -> Response {
+        let stmt = match self.lookup(&e.id) {
+            Ok(s) => s,
+            Err(r) => return *r,
+        };
+        let values = match bind_values(&e.params.values, &stmt.bind_names) {
+            Ok(v) => v,
+            Err(err) => return error(err),
+        };
+        // Unqualified names resolve against the keyspace at PREPARE time.
+        let keyspace = stmt.keyspace.clone().or_else(|| conn.keyspace());
+        let params = Self::params(&e.params, values, keyspace);
+        match self
+            .run(stmt.parsed.clone(), params, e.params.skip_metadata)
+            .await
+        {
+            Ok(r) => Response::Result(r),
+            Err(err) => error(err),
+        }
+    }
+
+    async fn batch(&self, conn: &ConnectionState, b: Batch) -> Response {
+        // One timestamp for the whole batch, as in Cassandra.
+        let timestamp = b.default_timestamp.unwrap_or_else(now_micros);
+        let mut work = Vec::with_capacity(b.statements.len());
+        for s in &b.statements {
+            let (parsed, keyspace) = match &s.statement {
+                BatchStatementKind::Query(q) => match gyre_cql::parse(q) {
+                    Ok(p) => (p, conn.keyspace()),
+                    Err(e) => return error(e.into()),
+                },
+                BatchStatementKind::Prepared(id) => match self.lookup(id) {
+                    Ok(stmt) => (
+                        stmt.parsed.clone(),
+                        stmt.keyspace.clone().or_else(|| conn.keyspace()),
+                    ),
+                    Err(r) => return *r,
+                },
+            };
+            if !matches!(
+                parsed.statement,
+                Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+            ) {
+                return error(QueryError::Invalid(
+                    "Only INSERT, UPDATE and DELETE statements are allowed in a BATCH".into(),
+                ));
+            }
+            let params = QueryParams {
+                values: s.values.iter().map(wire).collect(),
+                keyspace,
+                consistency: b.consistency,
+                timestamp: Some(timestamp),
+                page_size: None,
+                paging_state: None,
+            };
+            work.push((parsed, params));
+        }
+        let qp = self.qp.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            for (parsed, params) in &work {
+                qp.execute_parsed(parsed, params)?;
+            }
+            Ok::<_, QueryError>(())
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => Response::void(),
+            Ok(Err(e)) => error(e),
+            Err(e) => {
+                warn!(error = %e, "batch task failed");
+                error(QueryError::Server(format!("batch task failed: {e}")))
+            }
+        }
+    }
+}
+
+/// The index of the bind marker that alone gives `column`'s value
+/// (`column = ?` in WHERE, or the INSERT value), if there is one.
+fn key_marker(stmt: &Statement, column: &str) -> Option<u16> {
+    use gyre_cql::{InsertValues, Operator, Predicate, Relation, Term};
+    let in_where = |rels: &[Relation]| {
+        rels.iter().find_map(|r| match r {
+            Relation::Column {
+                column: c,
+                predicate: Predicate::Compare(Operator::Eq, Term::Bind(m)),
+            } if c == column => Some(m.index),
+            _ => None,
+        })
+    };
+    let index = match stmt {
+        Statement::Select(s) => in_where(&s.where_clause),
+        Statement::Update(u) => in_where(&u.where_clause),
+        Statement::Delete(d) => in_where(&d.where_clause),
+        Statement::Insert(i) => match &i.values {
+            InsertValues::Columns { columns, values } => {
+                columns.iter().zip(values).find_map(|(c, v)| match v {
+                    Term::Bind(m) if c == column => Some(m.index),
+                    _ => None,
+                })
+            }
+            _ => None,
+        },
+        _ => None,
+    }?;
+    u16::try_from(index).ok()
+}
+
+fn rows_result(
+    specs: Vec<ColumnSpec>,
+    rows: Vec<Vec<Option<Bytes>>>,
+    paging_state: Option<Bytes>,
+    skip_metadata: bool,
+) -> CqlResult {
+    let mut metadata = RowsMetadata::new(specs);
+    metadata.paging_state = paging_state;
+    if skip_metadata {
+        metadata = metadata.without_specs();
+    }
+    CqlResult::Rows(Rows { metadata, rows })
+}
+
+#[async_trait]
+impl RequestHandler for CqlHandler {
+    async fn handle(&self, conn: &ConnectionState, request: HandlerRequest) -> Response {
+        match request {
+            HandlerRequest::Query(q) => self.query(conn, q).await,
+            HandlerRequest::Prepare(p) => match self.prepare(conn, &p.query) {
+                Ok(prepared) => Response::Result(CqlResult::Prepared(prepared)),
+                Err(e) => error(e),
+            },
+            HandlerRequest::Execute(e) => self.execute(conn, e).await,
+            HandlerRequest::Batch(b) => self.batch(conn, b).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepared_id_is_md5_of_keyspace_and_query() {
+        let id = prepared_id(Some("ks"), "SELECT * FROM t");
+        assert_eq!(id.len(), 16);
+        assert_eq!(id, prepared_id(Some("ks"), "SELECT * FROM t"));
+        assert_ne!(id, prepared_id(None, "SELECT * FROM t"));
+        // MD5("") as a sanity check of the digest itself.
+        assert_eq!(
+            prepared_id(None, "").to_vec(),
+            [
+                0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8,
+                0x42, 0x7e
+            ]
+        );
+    }
+
+    #[test]
+    fn pk_markers_follow_key_order() {
+        let parsed = |q: &str| gyre_cql::parse(q).expect("parses").statement;
+        let ins = parsed("INSERT INTO t (v, b, a) VALUES (:x, :y, :z)");
+        assert_eq!(key_marker(&ins, "a"), Some(2));
+        assert_eq!(key_marker(&ins, "b"), Some(1));
+        let sel = parsed("SELECT * FROM t WHERE b = ? AND a = ?");
+        assert_eq!(key_marker(&sel, "a"), Some(1));
+        assert_eq!(
+            key_marker(&parsed("SELECT * FROM t WHERE a IN ?"), "a"),
+            None
+        );
+    }
+
+    #[test]
+    fn cache_evicts_oldest() {
+        let mut c = PreparedCache::default();
+        let stmt = || {
+            Arc::new(Stmt {
+                keyspace: None,
+                parsed: gyre_cql::parse("SELECT * FROM system.local").expect("parses"),
+                bind_names: Vec::new(),
+            })
+        };
+        for i in 0..PREPARED_CACHE_ENTRIES + 5 {
+            c.insert(Bytes::from(i.to_string()), stmt());
+        }
+        assert_eq!(c.map.len(), PREPARED_CACHE_ENTRIES);
+        assert!(!c.map.contains_key(&Bytes::from("0")));
+        assert!(c.map.contains_key(&Bytes::from("5")));
+    }
+}
