@@ -14,9 +14,13 @@ use gyre_storage::{
 };
 use parking_lot::Mutex;
 use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, MergeOperands, Options, ReadOptions,
-    WriteBatch, WriteOptions, DB,
+    ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, MergeOperands,
+    MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
 };
+
+/// Multi-threaded mode: column families are created and dropped through
+/// `&self` while other threads read and write.
+type DB = DBWithThreadMode<MultiThreaded>;
 
 const META_CF: &str = "gyre_meta";
 const HEADER: u8 = 0x00;
