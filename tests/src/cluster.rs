@@ -64,10 +64,14 @@ impl TestCluster {
     /// Runs `gyrectl <args>` (plus `--dir <cluster dir>` for `cluster` commands).
     pub fn gyrectl(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(&self.gyrectl);
-        cmd.args(args).env("GYRE_BIN", &self.gyre);
+        cmd.env("GYRE_BIN", &self.gyre);
+        // `--dir` goes before a `--` (what follows is for the gyre processes).
+        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        cmd.args(&args[..split]);
         if args.first() == Some(&"cluster") {
             cmd.arg("--dir").arg(self.cluster_dir());
         }
+        cmd.args(&args[split..]);
         let out = cmd.output().expect("running gyrectl");
         eprintln!(
             "$ gyrectl {} -> {}\n{}{}",
@@ -90,9 +94,14 @@ impl TestCluster {
 
     /// `gyrectl cluster up` with this cluster's addresses; returns its stdout.
     pub fn up(&self) -> String {
+        self.up_with(&[])
+    }
+
+    /// [`TestCluster::up`] with extra `gyre` flags for every node.
+    pub fn up_with(&self, gyre_args: &[&str]) -> String {
         let n = self.nodes.to_string();
         let prefix = format!("127.0.{}", self.octet);
-        self.gyrectl_ok(&[
+        let mut args = vec![
             "cluster",
             "up",
             "--nodes",
@@ -103,7 +112,12 @@ impl TestCluster {
             "test cluster",
             "--timeout-secs",
             "60",
-        ])
+        ];
+        if !gyre_args.is_empty() {
+            args.push("--");
+            args.extend_from_slice(gyre_args);
+        }
+        self.gyrectl_ok(&args)
     }
 
     pub fn internode(&self, node: usize) -> String {

@@ -78,3 +78,4 @@ pub fn parse_sync(s: &str) -> Option<SyncMode> {
 }
 
 pub mod cluster;
+pub mod cql_client;

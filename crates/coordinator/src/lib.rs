@@ -19,20 +19,28 @@
 //!
 //! [`Coordinator`] runs these over [`gyre_net::Messenger`] against a local
 //! [`gyre_storage::StorageEngine`]: verbs [`MUTATION`] (its response is the
-//! acknowledgement), [`READ_DATA`] and [`READ_DIGEST`]; when the coordinator
-//! is itself a replica it reads and writes its engine directly. Writes to
-//! replicas that are down, fail or time out are hinted. Replicas come from a
-//! shared [`gyre_cluster::TokenMetadata`] (which also maps host ids to
-//! addresses and datacenters), liveness from a [`Liveness`] (the failure
-//! detector), strategies from a [`StrategyProvider`] (the schema).
+//! acknowledgement), [`READ_DATA`], [`READ_DIGEST`], [`READ_RANGE`] and
+//! [`TRUNCATE`]; when the coordinator is itself a replica it reads and
+//! writes its engine directly. Writes to replicas that are down, fail or
+//! time out are hinted. Replicas come from a shared
+//! [`gyre_cluster::TokenMetadata`] (which also maps host ids to addresses
+//! and datacenters), liveness from a [`Liveness`] (the failure detector),
+//! strategies and `speculative_retry` from a [`StrategyProvider`] (the
+//! schema).
+//!
+//! Partition reads contact the replicas their level needs and, when those
+//! are slower than the table's `speculative_retry` (default: the 99th
+//! percentile of recent replica reads), one more ([`SpeculativeRetry`]).
+//! Range reads ([`Coordinator::scan`]) walk the ring in token order, one
+//! request per run of vnode ranges with the same replicas, reconcile the
+//! replicas' pages up to where the first of them stopped, repair the stale
+//! ones, and resume exactly there.
 //!
 //! What it is not: a schema (table ids and strategies are inputs), Paxos
 //! (SERIAL reads behave as QUORUM, LOCAL_SERIAL as LOCAL_QUORUM, serial
-//! writes are rejected), range scans, counters, batches or speculative
-//! retries; a read contacts exactly the replicas its level needs, so one
-//! lost response means a `ReadTimeout`. Hints are delivered only when the
-//! caller asks ([`Coordinator::deliver_hints`]), typically when gossip sees
-//! the node come back.
+//! writes are rejected), counters, or a batchlog. Hints are delivered when
+//! the caller asks ([`Coordinator::deliver_hints`]), typically when gossip
+//! sees the node come back.
 //!
 //! ```
 //! use gyre_cluster::ReplicationStrategy;
@@ -48,16 +56,19 @@ mod consistency;
 mod error;
 mod hints;
 mod messages;
+mod range;
 mod read;
 mod service;
+mod speculation;
 mod timestamp;
 mod write;
 
 pub use consistency::{ConsistencyLevel, Replica};
 pub use error::{CoordinatorError, Result, WriteType};
 pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
-pub use messages::{MUTATION, MUTATION_ACK, READ_DATA, READ_DIGEST};
+pub use messages::{MUTATION, MUTATION_ACK, READ_DATA, READ_DIGEST, READ_RANGE, TRUNCATE};
 pub use read::{digest, repair_diff, Digest, ReadAction, ReadResponse, ReadTracker};
 pub use service::{Coordinator, CoordinatorConfig, Liveness, StrategyProvider};
+pub use speculation::{LatencyWindow, SpeculativeRetry};
 pub use timestamp::{MicrosClock, SystemMicrosClock, TimestampGenerator};
 pub use write::{WriteOutcome, WriteTracker};

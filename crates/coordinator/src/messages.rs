@@ -6,7 +6,12 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use gyre_common::{codec, DecoratedKey, LocalTime, Partition};
 use gyre_net::Verb;
-use gyre_storage::{ClusteringFilter, ColumnFilter, ReadFilter, TableId};
+use std::ops::Bound;
+
+use gyre_common::Token;
+use gyre_storage::{
+    ClusteringFilter, ColumnFilter, ReadFilter, ScanPage, ScanRequest, ScanStart, TableId,
+};
 
 use crate::read::Digest;
 
@@ -20,6 +25,10 @@ pub const MUTATION_ACK: Verb = Verb(0x0201);
 pub const READ_DATA: Verb = Verb(0x0202);
 /// Read a partition; the response is its [`Digest`].
 pub const READ_DIGEST: Verb = Verb(0x0203);
+/// Read a page of a token range; the response is the page.
+pub const READ_RANGE: Verb = Verb(0x0204);
+/// Truncate a table on this replica; the response (empty) acknowledges.
+pub const TRUNCATE: Verb = Verb(0x0205);
 
 type DecodeResult<T> = Result<T, codec::DecodeError>;
 
@@ -61,42 +70,46 @@ pub(crate) fn encode_read(c: &ReadCommand) -> Bytes {
     let mut out = Vec::new();
     put_table(&mut out, c.table);
     codec::put_bytes(&mut out, &c.key.key);
-    match &c.filter.clustering {
+    put_filter(&mut out, &c.filter);
+    codec::put_varint(&mut out, c.now);
+    Bytes::from(out)
+}
+
+fn put_filter(out: &mut Vec<u8>, filter: &ReadFilter) {
+    match &filter.clustering {
         ClusteringFilter::Slices(s) => {
             out.push(0);
-            codec::put_uvarint(&mut out, s.len() as u64);
+            codec::put_uvarint(out, s.len() as u64);
             for s in s {
-                codec::put_slice(&mut out, s);
+                codec::put_slice(out, s);
             }
         }
         ClusteringFilter::Names(n) => {
             out.push(1);
-            codec::put_uvarint(&mut out, n.len() as u64);
+            codec::put_uvarint(out, n.len() as u64);
             for n in n {
-                codec::put_bytes(&mut out, n);
+                codec::put_bytes(out, n);
             }
         }
     }
-    match &c.filter.columns {
+    match &filter.columns {
         ColumnFilter::All => out.push(0),
         ColumnFilter::Columns(cs) => {
             out.push(1);
-            codec::put_uvarint(&mut out, cs.len() as u64);
+            codec::put_uvarint(out, cs.len() as u64);
             for c in cs {
-                codec::put_bytes(&mut out, c);
+                codec::put_bytes(out, c);
             }
         }
     }
-    match c.filter.limit {
+    match filter.limit {
         None => out.push(0),
         Some(l) => {
             out.push(1);
-            codec::put_uvarint(&mut out, l as u64);
+            codec::put_uvarint(out, l as u64);
         }
     }
-    out.push(u8::from(c.filter.reversed));
-    codec::put_varint(&mut out, c.now);
-    Bytes::from(out)
+    out.push(u8::from(filter.reversed));
 }
 
 fn bad(r: &codec::Reader<'_>, what: &'static str) -> codec::DecodeError {
@@ -110,12 +123,23 @@ pub(crate) fn decode_read(b: &Bytes) -> DecodeResult<ReadCommand> {
     let mut r = codec::Reader::new(b);
     let table = get_table(&mut r)?;
     let key = DecoratedKey::new(r.bytes()?);
+    let filter = get_filter(&mut r)?;
+    let now = r.varint()?;
+    Ok(ReadCommand {
+        table,
+        key,
+        filter,
+        now,
+    })
+}
+
+fn get_filter(r: &mut codec::Reader<'_>) -> DecodeResult<ReadFilter> {
     let clustering = match r.u8()? {
         0 => {
             let n = r.uvarint()?;
             let mut v = Vec::new();
             for _ in 0..n {
-                v.push(codec::get_slice(&mut r)?);
+                v.push(codec::get_slice(r)?);
             }
             ClusteringFilter::Slices(v)
         }
@@ -127,7 +151,7 @@ pub(crate) fn decode_read(b: &Bytes) -> DecodeResult<ReadCommand> {
             }
             ClusteringFilter::Names(s)
         }
-        _ => return Err(bad(&r, "bad clustering filter")),
+        _ => return Err(bad(r, "bad clustering filter")),
     };
     let columns = match r.u8()? {
         0 => ColumnFilter::All,
@@ -139,25 +163,19 @@ pub(crate) fn decode_read(b: &Bytes) -> DecodeResult<ReadCommand> {
             }
             ColumnFilter::Columns(s)
         }
-        _ => return Err(bad(&r, "bad column filter")),
+        _ => return Err(bad(r, "bad column filter")),
     };
     let limit = match r.u8()? {
         0 => None,
-        1 => Some(usize::try_from(r.uvarint()?).map_err(|_| bad(&r, "limit too large"))?),
-        _ => return Err(bad(&r, "bad limit flag")),
+        1 => Some(usize::try_from(r.uvarint()?).map_err(|_| bad(r, "limit too large"))?),
+        _ => return Err(bad(r, "bad limit flag")),
     };
     let reversed = r.u8()? != 0;
-    let now = r.varint()?;
-    Ok(ReadCommand {
-        table,
-        key,
-        filter: ReadFilter {
-            clustering,
-            columns,
-            limit,
-            reversed,
-        },
-        now,
+    Ok(ReadFilter {
+        clustering,
+        columns,
+        limit,
+        reversed,
     })
 }
 
@@ -180,6 +198,143 @@ pub(crate) fn decode_data(b: &Bytes) -> DecodeResult<Option<Partition>> {
         1 => Ok(Some(codec::decode_partition(&mut r)?)),
         _ => Err(bad(&r, "bad data flag")),
     }
+}
+
+/// A token-range page request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RangeCommand {
+    pub table: TableId,
+    pub request: ScanRequest,
+    pub now: LocalTime,
+}
+
+fn put_token_bound(out: &mut Vec<u8>, b: &Bound<Token>) {
+    match b {
+        Bound::Unbounded => out.push(0),
+        Bound::Included(t) => {
+            out.push(1);
+            codec::put_varint(out, *t);
+        }
+        Bound::Excluded(t) => {
+            out.push(2);
+            codec::put_varint(out, *t);
+        }
+    }
+}
+
+fn get_token_bound(r: &mut codec::Reader<'_>) -> DecodeResult<Bound<Token>> {
+    Ok(match r.u8()? {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(r.varint()?),
+        2 => Bound::Excluded(r.varint()?),
+        _ => return Err(bad(r, "bad token bound")),
+    })
+}
+
+fn put_start(out: &mut Vec<u8>, s: &ScanStart) {
+    match s {
+        ScanStart::Token(b) => {
+            out.push(0);
+            put_token_bound(out, b);
+        }
+        ScanStart::After(k) => {
+            out.push(1);
+            codec::put_bytes(out, &k.key);
+        }
+        ScanStart::Within {
+            key,
+            after,
+            returned,
+        } => {
+            out.push(2);
+            codec::put_bytes(out, &key.key);
+            codec::put_bytes(out, after);
+            codec::put_uvarint(out, *returned as u64);
+        }
+    }
+}
+
+fn get_start(r: &mut codec::Reader<'_>) -> DecodeResult<ScanStart> {
+    Ok(match r.u8()? {
+        0 => ScanStart::Token(get_token_bound(r)?),
+        1 => ScanStart::After(DecoratedKey::new(r.bytes()?)),
+        2 => ScanStart::Within {
+            key: DecoratedKey::new(r.bytes()?),
+            after: r.bytes()?,
+            returned: usize::try_from(r.uvarint()?).map_err(|_| bad(r, "count too large"))?,
+        },
+        _ => return Err(bad(r, "bad scan start")),
+    })
+}
+
+pub(crate) fn encode_range(c: &RangeCommand) -> Bytes {
+    let mut out = Vec::new();
+    put_table(&mut out, c.table);
+    put_start(&mut out, &c.request.start);
+    put_token_bound(&mut out, &c.request.end);
+    put_filter(&mut out, &c.request.filter);
+    codec::put_uvarint(&mut out, c.request.max_rows as u64);
+    codec::put_varint(&mut out, c.now);
+    Bytes::from(out)
+}
+
+pub(crate) fn decode_range(b: &Bytes) -> DecodeResult<RangeCommand> {
+    let mut r = codec::Reader::new(b);
+    let table = get_table(&mut r)?;
+    let start = get_start(&mut r)?;
+    let end = get_token_bound(&mut r)?;
+    let filter = get_filter(&mut r)?;
+    let max_rows = usize::try_from(r.uvarint()?).map_err(|_| bad(&r, "max_rows too large"))?;
+    let now = r.varint()?;
+    Ok(RangeCommand {
+        table,
+        request: ScanRequest {
+            start,
+            end,
+            filter,
+            max_rows,
+        },
+        now,
+    })
+}
+
+pub(crate) fn encode_page(p: &ScanPage) -> Bytes {
+    let mut out = Vec::new();
+    codec::put_uvarint(&mut out, p.partitions.len() as u64);
+    for part in &p.partitions {
+        codec::encode_partition(&mut out, part);
+    }
+    match &p.resume {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_start(&mut out, s);
+        }
+    }
+    Bytes::from(out)
+}
+
+pub(crate) fn decode_page(b: &Bytes) -> DecodeResult<ScanPage> {
+    let mut r = codec::Reader::new(b);
+    let n = r.uvarint()?;
+    let mut partitions = Vec::new();
+    for _ in 0..n {
+        partitions.push(codec::decode_partition(&mut r)?);
+    }
+    let resume = match r.u8()? {
+        0 => None,
+        1 => Some(get_start(&mut r)?),
+        _ => return Err(bad(&r, "bad resume flag")),
+    };
+    Ok(ScanPage { partitions, resume })
+}
+
+pub(crate) fn encode_table(t: TableId) -> Bytes {
+    Bytes::copy_from_slice(t.0.as_bytes())
+}
+
+pub(crate) fn decode_table(b: &Bytes) -> DecodeResult<TableId> {
+    get_table(&mut codec::Reader::new(b))
 }
 
 pub(crate) fn decode_digest(b: &Bytes) -> Option<Digest> {
@@ -213,12 +368,44 @@ mod tests {
         assert_eq!(decode_read(&encode_read(&c)).expect("decodes"), c);
         assert_eq!(
             decode_data(&encode_data(Some(&p))).expect("decodes"),
-            Some(p)
+            Some(p.clone())
         );
         assert_eq!(decode_data(&encode_data(None)).expect("decodes"), None);
         let enc = encode_read(&c);
         for cut in 0..enc.len() {
             assert!(decode_read(&enc.slice(..cut)).is_err());
         }
+        for start in [
+            ScanStart::Token(Bound::Unbounded),
+            ScanStart::Token(Bound::Excluded(-5)),
+            ScanStart::After(DecoratedKey::new("k")),
+            ScanStart::Within {
+                key: DecoratedKey::new("k"),
+                after: Bytes::from_static(b"ck"),
+                returned: 3,
+            },
+        ] {
+            let rc = RangeCommand {
+                table: t,
+                request: ScanRequest {
+                    start: start.clone(),
+                    end: Bound::Included(77),
+                    filter: c.filter.clone(),
+                    max_rows: 100,
+                },
+                now: 5,
+            };
+            let enc = encode_range(&rc);
+            assert_eq!(decode_range(&enc).expect("decodes"), rc);
+            for cut in 0..enc.len() {
+                assert!(decode_range(&enc.slice(..cut)).is_err());
+            }
+            let page = ScanPage {
+                partitions: vec![p.clone()],
+                resume: Some(start),
+            };
+            assert_eq!(decode_page(&encode_page(&page)).expect("decodes"), page);
+        }
+        assert_eq!(decode_table(&encode_table(t)).expect("decodes"), t);
     }
 }

@@ -228,6 +228,18 @@ impl ReadTracker {
         })
     }
 
+    /// Adds a replica to a read still in its digest phase (speculative
+    /// retry: one contacted replica is slow). Its answer, data or digest,
+    /// counts like any other. False when nothing was added (a later phase,
+    /// or the replica is already contacted).
+    pub fn speculate(&mut self, extra: Replica) -> bool {
+        if self.phase != Phase::Digest || self.contacted.iter().any(|r| r.host == extra.host) {
+            return false;
+        }
+        self.contacted.push(extra);
+        true
+    }
+
     pub fn data_replica(&self) -> HostId {
         self.contacted[0].host
     }

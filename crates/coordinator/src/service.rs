@@ -10,10 +10,14 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use gyre_cluster::{HostId, ReplicationStrategy, TokenMetadata};
-use gyre_common::{DecoratedKey, Partition, Token};
+use gyre_common::{DecoratedKey, LocalTime, Partition, Token};
 use gyre_net::{Inbound, Messenger};
-use gyre_storage::{Clock, ReadFilter, StorageEngine, SystemClock, TableId};
+use gyre_storage::{
+    live_row_count, Clock, ReadFilter, ScanPage, ScanRequest, ScanStart, StorageEngine,
+    SystemClock, TableId,
+};
 use parking_lot::RwLock;
+use std::ops::Bound;
 use tokio::runtime::Handle;
 use tokio::time::{timeout_at, Instant};
 
@@ -21,10 +25,14 @@ use crate::consistency::{ConsistencyLevel, Replica};
 use crate::error::{CoordinatorError, Result, WriteType};
 use crate::hints::{Hint, HintStore};
 use crate::messages::{
-    decode_data, decode_digest, decode_mutation, decode_read, encode_data, encode_mutation,
-    encode_read, ReadCommand, MUTATION, READ_DATA, READ_DIGEST,
+    decode_data, decode_digest, decode_mutation, decode_page, decode_range, decode_read,
+    decode_table, encode_data, encode_mutation, encode_page, encode_range, encode_read,
+    encode_table, RangeCommand, ReadCommand, MUTATION, READ_DATA, READ_DIGEST, READ_RANGE,
+    TRUNCATE,
 };
+use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
 use crate::read::{digest, ReadAction, ReadResponse, ReadTracker};
+use crate::speculation::{LatencyWindow, SpeculativeRetry};
 use crate::timestamp::{SystemMicrosClock, TimestampGenerator};
 use crate::write::{WriteOutcome, WriteTracker};
 
@@ -47,6 +55,10 @@ impl<F: Fn(HostId) -> bool + Send + Sync> Liveness for F {
 /// The replication strategy of a table's keyspace (from the schema).
 pub trait StrategyProvider: Send + Sync {
     fn strategy(&self, table: TableId) -> Option<ReplicationStrategy>;
+    /// The table's `speculative_retry` option.
+    fn speculative_retry(&self, _table: TableId) -> SpeculativeRetry {
+        SpeculativeRetry::default()
+    }
 }
 
 impl<F: Fn(TableId) -> Option<ReplicationStrategy> + Send + Sync> StrategyProvider for F {
@@ -96,6 +108,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     timestamps: TimestampGenerator<SystemMicrosClock>,
     runtime: Handle,
+    /// Recent remote replica read latencies, for speculative retry.
+    latency: LatencyWindow,
 }
 
 /// Serves client reads and writes at a consistency level over the cluster,
@@ -152,6 +166,7 @@ impl Coordinator {
                 clock: Arc::new(SystemClock),
                 timestamps: TimestampGenerator::new(SystemMicrosClock),
                 runtime,
+                latency: LatencyWindow::new(1000),
             }),
         }
     }
@@ -480,10 +495,43 @@ impl Coordinator {
                 inflight.push(self.send_read(h, a, cmd.clone(), true));
             }
         }
-        let deadline = Instant::now() + self.inner.config.read_timeout;
+        let started = Instant::now();
+        let deadline = started + self.inner.config.read_timeout;
+        // Speculative retry: a live replica not asked yet, asked once the
+        // read is slower than the table's threshold.
+        let policy = self.inner.strategies.speculative_retry(table);
+        let mut spare = live
+            .iter()
+            .find(|t| {
+                !tracker.digest_replicas().contains(&t.replica.host) && t.replica.host != data
+            })
+            .map(|t| (t.replica.clone(), t.addr));
+        let mut speculate_at = self
+            .inner
+            .latency
+            .threshold(policy)
+            .filter(|_| spare.is_some())
+            .map(|d| started + d);
         let result = loop {
-            let action = match timeout_at(deadline, inflight.next()).await {
-                Ok(Some(Event::Read(h, Some(resp)))) => tracker.on_response(h, resp),
+            let wake = speculate_at.map_or(deadline, |s| s.min(deadline));
+            let action = match timeout_at(wake, inflight.next()).await {
+                Err(_) if Instant::now() < deadline => {
+                    speculate_at = None;
+                    if let Some((r, a)) = spare.take() {
+                        let h = r.host;
+                        if tracker.speculate(r) {
+                            tracing::debug!(host = %h, "speculative read");
+                            inflight.push(self.send_read(h, a, cmd.clone(), false));
+                        }
+                    }
+                    continue;
+                }
+                Ok(Some(Event::Read(h, Some(resp)))) => {
+                    if h != self.local() {
+                        self.inner.latency.record(started.elapsed());
+                    }
+                    tracker.on_response(h, resp)
+                }
                 Ok(Some(Event::RepairAck(h, true))) => tracker.repair_acked(h),
                 Ok(Some(_)) => ReadAction::Wait,
                 Ok(None) | Err(_) => break tracker.timeout(),
@@ -524,11 +572,340 @@ impl Coordinator {
         result
     }
 
+    /// Reads a page of a token range at `cl`: walks the ring from
+    /// `request.start` in token order, asks each range's replicas (as many
+    /// as `cl` needs) for a page, reconciles their answers, repairs the
+    /// replicas that were behind, and goes on to the next range until
+    /// `request.max_rows` live rows are collected or `request.end` is
+    /// reached. The resume position continues exactly where the answer
+    /// stops.
+    pub async fn scan(
+        &self,
+        table: TableId,
+        request: ScanRequest,
+        now: LocalTime,
+        cl: ConsistencyLevel,
+    ) -> Result<ScanPage> {
+        cl.validate_for_read()?;
+        let strategy =
+            self.inner.strategies.strategy(table).ok_or_else(|| {
+                CoordinatorError::InvalidRequest(format!("unknown table {table}"))
+            })?;
+        let mut out: Vec<Partition> = Vec::new();
+        let mut live = 0usize;
+        let mut start = request.start.clone();
+        loop {
+            if past_end(&start, &request.end) {
+                return Ok(ScanPage {
+                    partitions: out,
+                    resume: None,
+                });
+            }
+            let (group_end, targets) = self.plan_range(&strategy, &start);
+            let end = min_end(group_end, request.end);
+            let sub = ScanRequest {
+                start: start.clone(),
+                end,
+                filter: request.filter.clone(),
+                max_rows: request.max_rows.saturating_sub(live).max(1),
+            };
+            let page = self
+                .scan_replicas(table, &strategy, cl, targets, sub, now)
+                .await?;
+            for p in page.partitions {
+                live += live_row_count(&p, now);
+                append_partition(&mut out, p);
+            }
+            let next = match page.resume {
+                Some(cut) => cut,
+                None => match end {
+                    Bound::Unbounded => {
+                        return Ok(ScanPage {
+                            partitions: out,
+                            resume: None,
+                        })
+                    }
+                    Bound::Included(t) => ScanStart::Token(Bound::Excluded(t)),
+                    Bound::Excluded(t) => ScanStart::Token(Bound::Included(t)),
+                },
+            };
+            if live >= request.max_rows {
+                let resume = (!past_end(&next, &request.end)).then_some(next);
+                return Ok(ScanPage {
+                    partitions: out,
+                    resume,
+                });
+            }
+            start = next;
+        }
+    }
+
+    /// The end of the ring segment a scan from `start` asks in one request
+    /// (consecutive vnode ranges with the same replicas; with as many
+    /// replicas as nodes, the whole rest of the ring) and its replicas.
+    fn plan_range(
+        &self,
+        strategy: &ReplicationStrategy,
+        start: &ScanStart,
+    ) -> (Bound<Token>, Vec<Target>) {
+        let ring = self.inner.ring.read();
+        let tokens = ring.ring();
+        let (t, excluded) = start_token(start);
+        let first = if excluded {
+            tokens.partition_point(|(x, _)| *x <= t)
+        } else {
+            tokens.partition_point(|(x, _)| *x < t)
+        };
+        let replicas_of = |tok: Token| -> Vec<HostId> {
+            let mut r = ring.replicas_for_token(strategy, tok);
+            r.sort();
+            r
+        };
+        let (end, hosts) = if tokens.is_empty() {
+            (Bound::Unbounded, Vec::new())
+        } else if first == tokens.len() {
+            // Past the last token: the wrap-around range, owned like the first.
+            (Bound::Unbounded, replicas_of(tokens[0].0))
+        } else {
+            let hosts = replicas_of(tokens[first].0);
+            let mut i = first;
+            while i + 1 < tokens.len() && replicas_of(tokens[i + 1].0) == hosts {
+                i += 1;
+            }
+            let end = if i + 1 == tokens.len() && replicas_of(tokens[0].0) == hosts {
+                Bound::Unbounded
+            } else {
+                Bound::Included(tokens[i].0)
+            };
+            (end, hosts)
+        };
+        let targets = hosts
+            .into_iter()
+            .filter_map(|h| {
+                let info = ring.node(&h)?;
+                Some(Target {
+                    replica: Replica::new(h, info.dc.clone()),
+                    addr: info.address,
+                    alive: h == self.local() || self.inner.liveness.is_alive(h),
+                })
+            })
+            .collect();
+        (end, targets)
+    }
+
+    /// One range request to the replicas `cl` needs, reconciled, with the
+    /// stale ones repaired before answering.
+    async fn scan_replicas(
+        &self,
+        table: TableId,
+        strategy: &ReplicationStrategy,
+        cl: ConsistencyLevel,
+        targets: Vec<Target>,
+        request: ScanRequest,
+        now: LocalTime,
+    ) -> Result<ScanPage> {
+        let mut live: Vec<&Target> = targets.iter().filter(|t| t.alive).collect();
+        live.sort_by_key(|t| (t.replica.host != self.local(), t.replica.dc != self.dc()));
+        let live_replicas: Vec<Replica> = live.iter().map(|t| t.replica.clone()).collect();
+        let contacted = cl.filter_for_read(strategy, self.dc(), &live_replicas)?;
+        let block_for = contacted.len();
+        let addr_of = |h: HostId| targets.iter().find(|t| t.replica.host == h).map(|t| t.addr);
+        let cmd = RangeCommand {
+            table,
+            request,
+            now,
+        };
+        let mut inflight: FuturesUnordered<BoxFuture<'static, (HostId, Option<ScanPage>)>> =
+            FuturesUnordered::new();
+        for r in &contacted {
+            if let Some(a) = addr_of(r.host) {
+                inflight.push(self.send_range(r.host, a, cmd.clone()));
+            }
+        }
+        let deadline = Instant::now() + self.inner.config.read_timeout;
+        let mut pages: Vec<(HostId, ScanPage)> = Vec::new();
+        while pages.len() < block_for {
+            match timeout_at(deadline, inflight.next()).await {
+                Ok(Some((h, Some(p)))) => pages.push((h, p)),
+                Ok(Some((_, None))) => {}
+                Ok(None) | Err(_) => {
+                    return Err(CoordinatorError::ReadTimeout {
+                        consistency: cl,
+                        received: pages.len(),
+                        block_for,
+                        data_present: !pages.is_empty(),
+                    })
+                }
+            }
+        }
+        let hosts: Vec<HostId> = pages.iter().map(|(h, _)| *h).collect();
+        let merged = merge_range_pages(pages.into_iter().map(|(_, p)| p).collect());
+        let mut repairs: Inflight = FuturesUnordered::new();
+        for (i, muts) in merged.repairs {
+            let h = hosts[i];
+            let Some(a) = addr_of(h) else { continue };
+            for m in muts {
+                tracing::debug!(host = %h, "range read repair");
+                repairs.push(
+                    self.send_mutation(h, a, table, m)
+                        .map(move |ok| Event::RepairAck(h, ok))
+                        .boxed(),
+                );
+            }
+        }
+        // Blocking read repair: the answer is only given once the replicas
+        // that were behind hold it (or the timeout passed; then they are
+        // repaired by the next read).
+        while let Ok(Some(_)) = timeout_at(deadline, repairs.next()).await {}
+        Ok(ScanPage {
+            partitions: merged.partitions,
+            resume: merged.cut,
+        })
+    }
+
+    fn send_range(
+        &self,
+        host: HostId,
+        addr: SocketAddr,
+        cmd: RangeCommand,
+    ) -> BoxFuture<'static, (HostId, Option<ScanPage>)> {
+        if host == self.local() {
+            let storage = self.inner.storage.clone();
+            let task = self
+                .inner
+                .runtime
+                .spawn_blocking(move || storage.scan(cmd.table, &cmd.request, cmd.now));
+            return async move {
+                match task.await {
+                    Ok(Ok(p)) => (host, Some(p)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "local range read failed");
+                        (host, None)
+                    }
+                    Err(e) => {
+                        join_error(e);
+                        (host, None)
+                    }
+                }
+            }
+            .boxed();
+        }
+        let messenger = self.inner.messenger.clone();
+        let timeout = self.inner.config.read_timeout;
+        let payload = encode_range(&cmd);
+        async move {
+            match messenger.request(addr, READ_RANGE, payload, timeout).await {
+                Ok(b) => match decode_page(&b) {
+                    Ok(p) => (host, Some(p)),
+                    Err(e) => {
+                        tracing::warn!(%host, error = %e, "malformed range response");
+                        (host, None)
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(%host, error = %e, "range request failed");
+                    (host, None)
+                }
+            }
+        }
+        .boxed()
+    }
+
+    /// Truncates `table` on every node of the ring; as in Cassandra, every
+    /// node must be up (else `Unavailable` at ALL) and answer in time.
+    pub async fn truncate(&self, table: TableId) -> Result<()> {
+        let nodes: Vec<(HostId, SocketAddr)> = {
+            let ring = self.inner.ring.read();
+            ring.nodes().map(|n| (n.host_id, n.address)).collect()
+        };
+        let alive = nodes
+            .iter()
+            .filter(|(h, _)| *h == self.local() || self.inner.liveness.is_alive(*h))
+            .count();
+        if alive < nodes.len() {
+            return Err(CoordinatorError::Unavailable {
+                consistency: ConsistencyLevel::All,
+                required: nodes.len(),
+                alive,
+            });
+        }
+        let storage = self.inner.storage.clone();
+        self.inner
+            .runtime
+            .spawn_blocking(move || storage.truncate_table(table))
+            .await
+            .map_err(join_error)??;
+        let mut acks = FuturesUnordered::new();
+        for (h, addr) in nodes.into_iter().filter(|(h, _)| *h != self.local()) {
+            let messenger = self.inner.messenger.clone();
+            let timeout = self.inner.config.write_timeout;
+            acks.push(async move {
+                (
+                    h,
+                    messenger
+                        .request(addr, TRUNCATE, encode_table(table), timeout)
+                        .await,
+                )
+            });
+        }
+        let total = acks.len() + 1;
+        let mut received = 1;
+        while let Some((h, res)) = acks.next().await {
+            match res {
+                Ok(_) => received += 1,
+                Err(e) => tracing::warn!(host = %h, error = %e, "truncate not acknowledged"),
+            }
+        }
+        if received < total {
+            return Err(CoordinatorError::WriteTimeout {
+                consistency: ConsistencyLevel::All,
+                received,
+                block_for: total,
+                write_type: WriteType::Simple,
+            });
+        }
+        Ok(())
+    }
+
     /// Delivers `host`'s hints in order, deleting each file once all of it
     /// was acknowledged; stops at the first failure (the rest stays).
     /// Returns the number delivered. Throttling (see
     /// [`crate::RateLimiter`]) and scheduling are the caller's.
     pub async fn deliver_hints(&self, host: HostId) -> Result<usize> {
+        self.deliver(host, None).await
+    }
+
+    /// [`Coordinator::deliver_hints`] at the pace `limiter` allows
+    /// (its units are bytes of encoded mutation).
+    pub async fn deliver_hints_throttled(
+        &self,
+        host: HostId,
+        limiter: &mut crate::hints::RateLimiter,
+    ) -> Result<usize> {
+        self.deliver(host, Some(limiter)).await
+    }
+
+    /// Hosts that have hints waiting.
+    pub fn hinted_hosts(&self) -> Result<Vec<HostId>> {
+        match &self.inner.hints {
+            Some(store) => store.hosts(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Drops every hint for `host` (it left the cluster).
+    pub fn drop_hints(&self, host: HostId) -> Result<usize> {
+        match &self.inner.hints {
+            Some(store) => store.delete_host(host),
+            None => Ok(0),
+        }
+    }
+
+    async fn deliver(
+        &self,
+        host: HostId,
+        mut limiter: Option<&mut crate::hints::RateLimiter>,
+    ) -> Result<usize> {
         let Some(store) = self.inner.hints.clone() else {
             return Ok(0);
         };
@@ -549,6 +926,13 @@ impl Coordinator {
         let mut delivered = 0;
         for (id, hints) in files {
             for h in hints {
+                if let Some(l) = limiter.as_deref_mut() {
+                    let wait =
+                        l.acquire(h.mutation.size_estimate() as u64, std::time::Instant::now());
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 if !self.send_mutation(host, addr, h.table, h.mutation).await {
                     return Ok(delivered);
                 }
@@ -580,6 +964,47 @@ fn register_handlers(messenger: &Messenger, storage: Arc<dyn StorageEngine>, rt:
             };
             if let Err(e) = sent {
                 tracing::debug!(error = %e, "could not answer a mutation");
+            }
+        });
+    });
+    let (s, r) = (storage.clone(), rt.clone());
+    messenger.register(READ_RANGE, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        let s = s.clone();
+        r.spawn_blocking(move || {
+            let res = decode_range(&msg.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    s.scan(c.table, &c.request, c.now)
+                        .map_err(|e| e.to_string())
+                });
+            let sent = match res {
+                Ok(page) => responder.respond(encode_page(&page)),
+                Err(e) => responder.respond_error(e),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "could not answer a range read");
+            }
+        });
+    });
+    let (s, r) = (storage.clone(), rt.clone());
+    messenger.register(TRUNCATE, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        let s = s.clone();
+        r.spawn_blocking(move || {
+            let res = decode_table(&msg.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|t| s.truncate_table(t).map_err(|e| e.to_string()));
+            let sent = match res {
+                Ok(()) => responder.respond(Bytes::new()),
+                Err(e) => responder.respond_error(e),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "could not answer a truncate");
             }
         });
     });

@@ -21,7 +21,31 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     pub gossip: GossipSettings,
     pub timeouts: TimeoutsConfig,
+    pub hints: HintsConfig,
     pub log: LogConfig,
+}
+
+/// Hinted handoff: writes a replica missed are kept and replayed to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HintsConfig {
+    /// Store hints for replicas that are down or do not answer in time.
+    pub enabled: bool,
+    /// A node down longer than this gets no new hints (Cassandra's
+    /// `max_hint_window`, 3 h).
+    pub max_hint_window_ms: u64,
+    /// Replay pace to a node that came back, in KiB of mutations per second.
+    pub throttle_kib_per_sec: u64,
+}
+
+impl Default for HintsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_hint_window_ms: 3 * 3600 * 1000,
+            throttle_kib_per_sec: 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,9 +215,9 @@ impl Default for GossipSettings {
 pub struct TimeoutsConfig {
     /// Establishing an internode connection.
     pub connect_ms: u64,
-    /// Coordinator read requests (used once reads are served).
+    /// Coordinator reads: ReadTimeout after this.
     pub read_request_ms: u64,
-    /// Coordinator write requests (used once writes are served).
+    /// Coordinator writes: WriteTimeout after this.
     pub write_request_ms: u64,
     /// Any other internode request.
     pub request_ms: u64,
@@ -270,6 +294,9 @@ pub struct Overrides {
     pub read_request_timeout_ms: Option<u64>,
     #[arg(long)]
     pub write_request_timeout_ms: Option<u64>,
+    /// Store and replay hints (`true` / `false`).
+    #[arg(long)]
+    pub hints_enabled: Option<bool>,
     #[arg(long)]
     pub log_level: Option<String>,
 }
@@ -354,6 +381,7 @@ impl NodeConfig {
             &o.phi_convict_threshold,
         );
         set(&mut self.gossip.interval_ms, &o.gossip_interval_ms);
+        set(&mut self.hints.enabled, &o.hints_enabled);
         set(&mut self.timeouts.connect_ms, &o.connect_timeout_ms);
         set(&mut self.timeouts.request_ms, &o.request_timeout_ms);
         set(

@@ -30,6 +30,7 @@ mod cql;
 mod error;
 pub mod http;
 mod node;
+mod replication;
 mod state;
 mod status;
 mod system_tables;

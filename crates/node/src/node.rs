@@ -15,9 +15,11 @@ use gyre_cluster::{
     Gossiper, HostId, MembershipEvent, NodeInfo, NodeStatus, Outgoing, TokenMetadata,
 };
 use gyre_common::Token;
+use gyre_coordinator::{Coordinator, CoordinatorConfig, HintConfig, HintStore};
 use gyre_net::{Inbound, Messenger, NetConfig, Priority, Verb};
+use gyre_protocol::{Event, EventSender, StatusChangeType};
 use gyre_protocol::{Server, ServerConfig};
-use gyre_query::{LocalData, QueryProcessor};
+use gyre_query::QueryProcessor;
 use gyre_schema::SchemaStore;
 use gyre_storage::{LsmConfig, LsmEngine, StorageEngine, SystemClock};
 
@@ -55,7 +57,8 @@ async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
     .await
     .map_err(|e| Error::Startup(format!("storage open task failed: {e}")))?
 }
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+use std::sync::OnceLock;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
@@ -65,6 +68,10 @@ use crate::admin;
 use crate::config::NodeConfig;
 use crate::cql::CqlHandler;
 use crate::error::{Error, Result};
+use crate::replication::{
+    register_schema_verbs, schema_listener, sync_loop, ClusterData, GossipLiveness,
+    SchemaStrategies,
+};
 use crate::state::NodeState;
 
 /// The messaging verb carrying [`GossipMessage`]s (JSON).
@@ -85,6 +92,13 @@ pub(crate) struct Shared {
     pub local: Endpoint,
     pub messenger: Messenger,
     pub core: Mutex<Core>,
+    /// A copy of `core.ring`, republished on every change, for the
+    /// coordinator (which must not take the gossip lock per request).
+    pub ring_view: Arc<RwLock<TokenMetadata>>,
+    /// When each host was last seen going DOWN (for the hint window).
+    pub down_since: Mutex<HashMap<HostId, Instant>>,
+    /// CQL events (STATUS_CHANGE, TOPOLOGY_CHANGE, SCHEMA_CHANGE) to clients.
+    pub events: EventSender,
     start: Instant,
     pub rounds: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -126,11 +140,52 @@ impl Shared {
     pub(crate) fn set_local_state(&self, key: AppStateKey, value: String) {
         self.core.lock().gossiper.set_local_state(key, value);
     }
+
+    /// Applies the gossiper's membership events to the ring, republishes
+    /// the ring view, and tells CQL clients about nodes going up or down.
+    fn absorb_events(&self, core: &mut Core) {
+        let changes = core.absorb_events();
+        if changes.ring_changed {
+            *self.ring_view.write() = core.ring.clone();
+        }
+        for (ep, up) in changes.liveness {
+            let host = core.ring_hosts.get(&ep).copied();
+            if let Some(h) = host {
+                if up {
+                    self.down_since.lock().remove(&h);
+                } else {
+                    self.down_since.lock().insert(h, Instant::now());
+                }
+            }
+            let cql = core
+                .gossiper
+                .endpoint_state(&ep)
+                .and_then(|s| s.get(AppStateKey::NativeAddress))
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(addr) = cql {
+                let change = if up {
+                    StatusChangeType::Up
+                } else {
+                    StatusChangeType::Down
+                };
+                self.events.send(Event::StatusChange { change, addr });
+            }
+        }
+    }
+}
+
+/// What a batch of membership events changed.
+#[derive(Default)]
+struct Absorbed {
+    ring_changed: bool,
+    /// Endpoints that went UP (true) or DOWN (false), in order.
+    liveness: Vec<(Endpoint, bool)>,
 }
 
 impl Core {
     /// Applies membership events to the ring and logs them.
-    fn absorb_events(&mut self) {
+    fn absorb_events(&mut self) -> Absorbed {
+        let mut out = Absorbed::default();
         for ev in self.gossiper.drain_events() {
             match &ev {
                 MembershipEvent::Up(ep) => info!(endpoint = %ep, "peer UP"),
@@ -152,10 +207,19 @@ impl Core {
                 | MembershipEvent::StatusChanged { endpoint, .. }
                 | MembershipEvent::StateChanged { endpoint, .. }
                 | MembershipEvent::Removed(endpoint) => endpoint,
-                MembershipEvent::Up(_) | MembershipEvent::Down(_) => continue,
+                MembershipEvent::Up(ep) => {
+                    out.liveness.push((ep, true));
+                    continue;
+                }
+                MembershipEvent::Down(ep) => {
+                    out.liveness.push((ep, false));
+                    continue;
+                }
             };
             self.sync_ring(ep);
+            out.ring_changed = true;
         }
+        out
     }
 
     /// Re-derives `ep`'s ring membership from its gossip state.
@@ -238,7 +302,12 @@ impl Node {
         let data_dir = cfg.storage.data_dir.clone();
 
         let engine = open_engine(&cfg.storage).await?;
-        let qp = Arc::new(open_query_processor(engine.clone()).await?);
+        let data = Arc::new(ClusterData {
+            engine: engine.clone(),
+            coordinator: OnceLock::new(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let qp = Arc::new(open_query_processor(engine.clone(), data.clone()).await?);
 
         let mut persisted = NodeState::load_or_new(&data_dir)?;
         let unix = SystemTime::now()
@@ -279,20 +348,58 @@ impl Node {
         gossiper.set_local_state(AppStateKey::Schema, qp.schema().version().to_string());
         gossiper.set_local_state(AppStateKey::Load, dir_size(&data_dir).to_string());
 
+        let server_cfg = ServerConfig {
+            shutdown_grace: Duration::from_secs(1),
+            ..ServerConfig::default()
+        };
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             host_id,
             local,
-            messenger,
+            messenger: messenger.clone(),
             core: Mutex::new(Core {
                 gossiper,
                 ring: TokenMetadata::new(),
                 ring_hosts: HashMap::new(),
             }),
+            ring_view: Arc::new(RwLock::new(TokenMetadata::new())),
+            down_since: Mutex::new(HashMap::new()),
+            events: server_cfg.events.clone(),
             start,
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
         });
+
+        // The coordinator: replicas from the ring view, liveness from the
+        // failure detector, strategies from the schema.
+        let strategies = Arc::new(SchemaStrategies(OnceLock::new()));
+        let _ = strategies.0.set(Arc::downgrade(&qp));
+        let mut ccfg = CoordinatorConfig::new(host_id, cfg.cluster.datacenter.clone());
+        ccfg.write_timeout = Duration::from_millis(cfg.timeouts.write_request_ms);
+        ccfg.read_timeout = Duration::from_millis(cfg.timeouts.read_request_ms);
+        let mut coordinator = Coordinator::new(
+            ccfg,
+            messenger,
+            engine.clone(),
+            shared.ring_view.clone(),
+            strategies,
+            Arc::new(GossipLiveness(Arc::downgrade(&shared))),
+        );
+        if cfg.hints.enabled {
+            let hcfg = HintConfig {
+                max_hint_window: Duration::from_millis(cfg.hints.max_hint_window_ms),
+                ..HintConfig::default()
+            };
+            let dir = data_dir.join("hints");
+            let store = tokio::task::spawn_blocking(move || HintStore::open(dir, hcfg))
+                .await
+                .map_err(|e| Error::Startup(format!("hint store task failed: {e}")))?
+                .map_err(|e| Error::Startup(format!("hint store: {e}")))?;
+            coordinator = coordinator.with_hints(Arc::new(store));
+        }
+        let _ = data.coordinator.set(coordinator.clone());
+        register_schema_verbs(&shared, &qp, &server_cfg.events);
+        qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -335,12 +442,21 @@ impl Node {
             core.gossiper.set_tokens(&tokens);
             core.gossiper.set_status(NodeStatus::Normal);
             core.sync_ring(local);
+            *shared.ring_view.write() = core.ring.clone();
         }
         info!(tokens = tokens.len(), "joined the ring as NORMAL");
 
         tasks.push(tokio::spawn(load_loop(
             shared.clone(),
             data_dir,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(sync_loop(
+            shared.clone(),
+            qp.clone(),
+            coordinator,
+            server_cfg.events.clone(),
+            cfg.hints.throttle_kib_per_sec.saturating_mul(1024),
             stop_rx.clone(),
         )));
 
@@ -356,10 +472,6 @@ impl Node {
             context: "reading the CQL listener address".into(),
             source,
         })?;
-        let server_cfg = ServerConfig {
-            shutdown_grace: Duration::from_secs(1),
-            ..ServerConfig::default()
-        };
         let handler = Arc::new(CqlHandler::new(
             qp,
             shared.clone(),
@@ -439,19 +551,17 @@ impl Node {
     }
 }
 
-/// Loads the persisted schema and builds the executor over local storage.
-async fn open_query_processor(engine: Arc<dyn StorageEngine>) -> Result<QueryProcessor> {
+/// Loads the persisted schema and builds the executor over `data`.
+async fn open_query_processor(
+    engine: Arc<dyn StorageEngine>,
+    data: Arc<ClusterData>,
+) -> Result<QueryProcessor> {
     tokio::task::spawn_blocking(move || -> Result<QueryProcessor> {
         let schema_err = |e: gyre_schema::SchemaError| Error::Startup(format!("schema: {e}"));
         let store = SchemaStore::open(engine.clone()).map_err(schema_err)?;
         let schema = store.load().map_err(schema_err)?;
         info!(version = %schema.version(), tables = schema.tables().len(), "schema loaded");
-        let qp = QueryProcessor::new(
-            schema,
-            Some(store),
-            Arc::new(LocalData::new(engine)),
-            Arc::new(SystemClock),
-        );
+        let qp = QueryProcessor::new(schema, Some(store), data, Arc::new(SystemClock));
         qp.ensure_tables()
             .map_err(|e| Error::Startup(format!("creating tables: {e}")))?;
         Ok(qp)
@@ -537,6 +647,7 @@ async fn gossip_loop(
             _ = ticker.tick() => {
                 let out = {
                     let mut core = shared.core.lock();
+                    let core = &mut *core;
                     let before = core.gossiper.local_state().map(|s| s.heartbeat);
                     let out = core.gossiper.tick(shared.now_ms());
                     if core.gossiper.local_state().map(|s| s.heartbeat) != before {
@@ -549,7 +660,7 @@ async fn gossip_loop(
                         next_seed_warning = waiting + 10;
                         warn!(seeds = ?core.gossiper.config().seeds, rounds = waiting, "no seed reachable");
                     }
-                    core.absorb_events();
+                    shared.absorb_events(core);
                     out
                 };
                 shared.send(out);
@@ -566,8 +677,9 @@ async fn gossip_loop(
                 };
                 let out = {
                     let mut core = shared.core.lock();
+                    let core = &mut *core;
                     let out = core.gossiper.step(msg.from, decoded, shared.now_ms());
-                    core.absorb_events();
+                    shared.absorb_events(core);
                     out
                 };
                 shared.send(out);

@@ -68,5 +68,5 @@ pub use crate::{
     data::{DataAccess, LocalData},
     error::{QueryError, Result},
     prepare::PreparedInfo,
-    processor::{QueryParams, QueryProcessor, QueryResult},
+    processor::{QueryParams, QueryProcessor, QueryResult, SchemaListener},
 };

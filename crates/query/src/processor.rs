@@ -13,11 +13,13 @@ use gyre_protocol::{
     ColumnType, Consistency, CqlValue, SchemaChange as Change, SchemaChangeTarget, SchemaChangeType,
 };
 use gyre_schema::{
-    encode_clustering, encode_partition_key, ColumnDef, ColumnKind, Schema, SchemaChange,
-    SchemaStore, TableDef,
+    encode_clustering, encode_partition_key, ColumnDef, ColumnKind, Replication, Schema,
+    SchemaChange, SchemaRows, SchemaStore, TableDef,
 };
-use gyre_storage::Clock;
+use gyre_storage::{Clock, TableId};
 use parking_lot::RwLock;
+use std::sync::OnceLock;
+use uuid::Uuid;
 
 use crate::data::DataAccess;
 use crate::error::{QueryError, Result};
@@ -67,6 +69,10 @@ pub enum QueryResult {
     SchemaChange(Change),
 }
 
+/// Told of every schema change this node's DDL made: the rows it wrote
+/// (to push to peers) and the new schema version.
+pub type SchemaListener = Box<dyn Fn(&SchemaRows, Uuid) + Send + Sync>;
+
 /// Executes statements on one node. Shared by all connections.
 pub struct QueryProcessor {
     schema: RwLock<Schema>,
@@ -74,6 +80,7 @@ pub struct QueryProcessor {
     pub(crate) data: Arc<dyn DataAccess>,
     clock: Arc<dyn Clock>,
     last_micros: AtomicI64,
+    listener: OnceLock<SchemaListener>,
 }
 
 impl std::fmt::Debug for QueryProcessor {
@@ -97,7 +104,105 @@ impl QueryProcessor {
             data,
             clock,
             last_micros: AtomicI64::new(0),
+            listener: OnceLock::new(),
         }
+    }
+
+    /// Sets the listener told of local schema changes (once).
+    pub fn set_schema_listener(&self, listener: SchemaListener) {
+        if self.listener.set(listener).is_err() {
+            tracing::error!("schema listener set twice; keeping the first");
+        }
+    }
+
+    /// The replication of the keyspace `table` belongs to.
+    pub fn replication_of(&self, table: TableId) -> Option<Replication> {
+        let schema = self.schema.read();
+        let t = schema.table_by_id(table)?;
+        Some(schema.keyspace(&t.keyspace)?.replication.clone())
+    }
+
+    /// One of a table's options, by id.
+    pub fn table_option<T>(
+        &self,
+        table: TableId,
+        f: impl FnOnce(&gyre_schema::TableOptions) -> T,
+    ) -> Option<T> {
+        self.schema.read().table_by_id(table).map(|t| f(&t.options))
+    }
+
+    /// The current schema version.
+    pub fn schema_version(&self) -> Uuid {
+        self.schema.read().version()
+    }
+
+    /// Merges schema rows from a peer (a pushed change or a pulled whole
+    /// schema): persists them, creates, alters or drops storage tables to
+    /// match, and returns the changes as CQL `SCHEMA_CHANGE`s (empty when
+    /// nothing was new).
+    pub fn merge_schema(&self, rows: SchemaRows) -> Result<Vec<Change>> {
+        let mut schema = self.schema.write();
+        let mut next = schema.clone();
+        if !next.merge(rows.clone()) {
+            return Ok(Vec::new());
+        }
+        if let Some(store) = &self.store {
+            store.save(&rows)?;
+        }
+        let mut changes = Vec::new();
+        for (name, ks) in next.keyspaces() {
+            match schema.keyspace(name) {
+                None => changes.push((
+                    SchemaChangeType::Created,
+                    SchemaChangeTarget::Keyspace(name.clone()),
+                )),
+                Some(old) if old != ks => changes.push((
+                    SchemaChangeType::Updated,
+                    SchemaChangeTarget::Keyspace(name.clone()),
+                )),
+                Some(_) => {}
+            }
+        }
+        for (key, t) in next.tables() {
+            match schema.tables().get(key) {
+                Some(old) if old == t => {}
+                old => {
+                    if let Some(old) = old.filter(|o| o.id != t.id) {
+                        self.data.drop_table(old.id)?;
+                    }
+                    self.data.create_table(t.id, t.storage_options())?;
+                    let kind = if old.is_some() {
+                        SchemaChangeType::Updated
+                    } else {
+                        SchemaChangeType::Created
+                    };
+                    changes.push((kind, table_target(&t.keyspace, &t.name)));
+                }
+            }
+        }
+        for (key, t) in schema.tables() {
+            if !next.tables().contains_key(key) {
+                self.data.drop_table(t.id)?;
+                changes.push((
+                    SchemaChangeType::Dropped,
+                    table_target(&t.keyspace, &t.name),
+                ));
+            }
+        }
+        for name in schema.keyspaces().keys() {
+            if next.keyspace(name).is_none() {
+                changes.push((
+                    SchemaChangeType::Dropped,
+                    SchemaChangeTarget::Keyspace(name.clone()),
+                ));
+            }
+        }
+        tracing::info!(version = %next.version(), changes = changes.len(), "schema merged from a peer");
+        *schema = next;
+        Ok(changes
+            .into_iter()
+            .map(|(change, target)| Change { change, target })
+            .collect())
     }
 
     /// Creates (or updates the options of) the storage table of every
@@ -226,7 +331,12 @@ impl QueryProcessor {
                 (SchemaChangeType::Dropped, table_target(keyspace, table))
             }
         };
+        let version = next.version();
         *schema = next;
+        drop(schema);
+        if let Some(listener) = self.listener.get() {
+            listener(&rows, version);
+        }
         Ok(QueryResult::SchemaChange(Change {
             change: kind,
             target,

@@ -85,7 +85,19 @@ impl QueryProcessor {
             }
             _ => return Err(QueryError::invalid("not a modification statement")),
         }
+        // One mutation per partition, as Cassandra does with a batch: fewer
+        // round trips, and each partition's part applies atomically.
+        let mut merged: Vec<(TableId, Partition)> = Vec::with_capacity(updates.len());
         for (table, update) in updates {
+            match merged
+                .iter_mut()
+                .find(|(t, p)| *t == table && p.key == update.key)
+            {
+                Some((_, into)) => gyre_common::lww::merge_partitions(into, update),
+                None => merged.push((table, update)),
+            }
+        }
+        for (table, update) in merged {
             self.data.apply(table, update, params.consistency)?;
         }
         Ok(())

@@ -1,0 +1,405 @@
+//! The coordinator on real nodes: consistency levels, Unavailable and
+//! timeouts, hinted handoff, read repair, LWW tie rules, schema exchange
+//! and range scans, each through a chosen node with Gyre's own CQL codec.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gyre_protocol::{Consistency, ErrorKind};
+use gyre_tests::cluster::TestCluster;
+use gyre_tests::cql_client::{CqlClient, Outcome};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn client(c: &TestCluster, node: usize) -> CqlClient {
+    CqlClient::connect(c.cql(node)).unwrap_or_else(|e| panic!("connect to node {node}: {e}"))
+}
+
+fn run(cl: &mut CqlClient, cql: &str, level: Consistency) -> Outcome {
+    cl.query(cql, level).unwrap()
+}
+
+/// Polls `cql` on `node` until some row's first column equals `want`
+/// (`None`: no rows); returns the time it took.
+fn wait_for_value(
+    c: &TestCluster,
+    node: usize,
+    cql: &str,
+    level: Consistency,
+    want: Option<&str>,
+    timeout: Duration,
+) -> Duration {
+    c.wait_until(&format!("node {node}: {cql} = {want:?}"), timeout, || {
+        let Ok(mut cl) = CqlClient::connect(c.cql(node)) else {
+            return false;
+        };
+        match cl.query(cql, level) {
+            Ok(Outcome::Rows(rows, _)) => first_text(&rows).as_deref() == want,
+            _ => false,
+        }
+    })
+}
+
+fn first_text(rows: &[Vec<Option<Bytes>>]) -> Option<String> {
+    rows.first()
+        .and_then(|r| r.first().cloned().flatten())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn value_at(c: &TestCluster, node: usize, cql: &str, level: Consistency) -> Option<String> {
+    first_text(&run(&mut client(c, node), cql, level).rows())
+}
+
+fn create_schema(c: &TestCluster, rf: usize) {
+    let mut cl = client(c, 1);
+    run(
+        &mut cl,
+        &format!(
+            "CREATE KEYSPACE ks WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
+        ),
+        Consistency::One,
+    )
+    .ok();
+    run(
+        &mut cl,
+        "CREATE TABLE ks.t (k int PRIMARY KEY, v text)",
+        Consistency::One,
+    )
+    .ok();
+    wait_for_table(c, "t", Duration::from_secs(10));
+}
+
+/// Waits until every running node knows table `ks.<table>`; returns how
+/// long that took.
+fn wait_for_table(c: &TestCluster, table: &str, timeout: Duration) -> Duration {
+    let q = format!(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = 'ks' AND table_name = '{table}'"
+    );
+    let t0 = Instant::now();
+    for node in 1..=c.nodes {
+        let left = timeout.saturating_sub(t0.elapsed());
+        wait_for_value(c, node, &q, Consistency::One, Some(table), left);
+    }
+    t0.elapsed()
+}
+
+fn kill_and_wait_down(c: &TestCluster, node: usize) {
+    c.gyrectl_ok(&["cluster", "kill", &node.to_string()]);
+    for other in (1..=c.nodes).filter(|n| *n != node) {
+        c.wait_until(&format!("{other} sees {node} down"), WAIT, || {
+            c.sees(other, node, false)
+        });
+    }
+}
+
+fn start_and_wait_up(c: &TestCluster, node: usize) {
+    c.gyrectl_ok(&["cluster", "start", &node.to_string()]);
+    for other in 1..=c.nodes {
+        c.wait_until(&format!("{other} sees {node} up"), WAIT, || {
+            c.sees(other, node, true)
+        });
+    }
+}
+
+#[test]
+fn quorum_survives_a_dead_node_all_is_unavailable_and_hints_catch_it_up() {
+    let c = TestCluster::new(3, 20);
+    c.up();
+    create_schema(&c, 3);
+    let mut n1 = client(&c, 1);
+
+    // Schema: a change on node 2 reaches the others within 2 s.
+    let mut n2 = client(&c, 2);
+    run(
+        &mut n2,
+        "CREATE TABLE ks.from2 (k int PRIMARY KEY)",
+        Consistency::One,
+    )
+    .ok();
+    let took = wait_for_table(&c, "from2", Duration::from_secs(10));
+    assert!(took < Duration::from_secs(2), "schema took {took:?}");
+
+    kill_and_wait_down(&c, 3);
+
+    run(
+        &mut n1,
+        "INSERT INTO ks.t (k, v) VALUES (1, 'while-3-was-down')",
+        Consistency::Quorum,
+    )
+    .ok();
+    let t0 = Instant::now();
+    match run(
+        &mut n1,
+        "INSERT INTO ks.t (k, v) VALUES (2, 'x')",
+        Consistency::All,
+    ) {
+        Outcome::Error(e) => match e.kind {
+            ErrorKind::Unavailable {
+                consistency,
+                required,
+                alive,
+            } => {
+                assert_eq!(consistency, Consistency::All);
+                assert_eq!((required, alive), (3, 2), "{}", e.message);
+            }
+            other => panic!("expected Unavailable, got {other:?}: {}", e.message),
+        },
+        other => panic!("ALL with a node down must fail, got {other:?}"),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "Unavailable is immediate"
+    );
+
+    // A schema change node 3 misses.
+    run(
+        &mut n1,
+        "CREATE TABLE ks.while_down (k int PRIMARY KEY)",
+        Consistency::One,
+    )
+    .ok();
+
+    start_and_wait_up(&c, 3);
+    // Its hints arrive, and node 3 answers a ONE read from its own data.
+    wait_for_value(
+        &c,
+        3,
+        "SELECT v FROM ks.t WHERE k = 1",
+        Consistency::One,
+        Some("while-3-was-down"),
+        Duration::from_secs(30),
+    );
+    // And it caught up with the schema change it missed.
+    wait_for_table(&c, "while_down", Duration::from_secs(10));
+    let versions: HashSet<String> = (1..=3)
+        .map(|n| {
+            let rows = run(
+                &mut client(&c, n),
+                "SELECT schema_version FROM system.local",
+                Consistency::One,
+            )
+            .rows();
+            format!("{:?}", rows[0][0])
+        })
+        .collect();
+    assert_eq!(versions.len(), 1, "schema versions differ: {versions:?}");
+}
+
+#[test]
+fn quorum_read_repairs_a_stale_replica_and_ties_resolve_everywhere() {
+    let c = TestCluster::new(3, 21);
+    c.up_with(&["--hints-enabled", "false"]);
+    create_schema(&c, 3);
+
+    // Node 3 misses a write (no hints).
+    kill_and_wait_down(&c, 3);
+    run(
+        &mut client(&c, 1),
+        "INSERT INTO ks.t (k, v) VALUES (1, 'fresh')",
+        Consistency::Quorum,
+    )
+    .ok();
+    start_and_wait_up(&c, 3);
+    let q1 = "SELECT v FROM ks.t WHERE k = 1";
+    assert_eq!(
+        value_at(&c, 3, q1, Consistency::One),
+        None,
+        "node 3 is stale"
+    );
+    // A QUORUM read coordinated by node 3 (itself one of the two replicas
+    // asked) sees the mismatch, answers the fresh value and repairs node 3.
+    assert_eq!(
+        value_at(&c, 3, q1, Consistency::Quorum).as_deref(),
+        Some("fresh")
+    );
+    assert_eq!(
+        value_at(&c, 3, q1, Consistency::One).as_deref(),
+        Some("fresh")
+    );
+
+    // Same timestamp, different values on different replicas: 'bbb' on
+    // nodes 1 and 2, 'aaa' on nodes 2 (loses the tie there) and 3.
+    kill_and_wait_down(&c, 3);
+    run(
+        &mut client(&c, 1),
+        "INSERT INTO ks.t (k, v) VALUES (2, 'bbb') USING TIMESTAMP 1000",
+        Consistency::Quorum,
+    )
+    .ok();
+    start_and_wait_up(&c, 3);
+    kill_and_wait_down(&c, 1);
+    run(
+        &mut client(&c, 2),
+        "INSERT INTO ks.t (k, v) VALUES (2, 'aaa') USING TIMESTAMP 1000",
+        Consistency::Quorum,
+    )
+    .ok();
+    start_and_wait_up(&c, 1);
+    let q2 = "SELECT v FROM ks.t WHERE k = 2";
+    assert_eq!(
+        value_at(&c, 1, q2, Consistency::One).as_deref(),
+        Some("bbb")
+    );
+    assert_eq!(
+        value_at(&c, 2, q2, Consistency::One).as_deref(),
+        Some("bbb")
+    );
+    assert_eq!(
+        value_at(&c, 3, q2, Consistency::One).as_deref(),
+        Some("aaa")
+    );
+    for node in [3, 1, 2] {
+        assert_eq!(
+            value_at(&c, node, q2, Consistency::Quorum).as_deref(),
+            Some("bbb"),
+            "QUORUM via node {node}"
+        );
+    }
+    assert_eq!(
+        value_at(&c, 3, q2, Consistency::All).as_deref(),
+        Some("bbb")
+    );
+    assert_eq!(
+        value_at(&c, 3, q2, Consistency::One).as_deref(),
+        Some("bbb")
+    );
+    // The range path resolves the same way.
+    let rows = run(&mut client(&c, 3), "SELECT v FROM ks.t", Consistency::All).rows();
+    let values: HashSet<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r[0].as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        })
+        .collect();
+    assert_eq!(values, HashSet::from(["fresh".into(), "bbb".into()]));
+}
+
+#[test]
+fn a_paused_replica_gives_write_and_read_timeouts() {
+    let c = TestCluster::new(3, 22);
+    c.up_with(&[
+        "--write-request-timeout-ms",
+        "1000",
+        "--read-request-timeout-ms",
+        "1000",
+    ]);
+    create_schema(&c, 3);
+    let mut n1 = client(&c, 1);
+    run(
+        &mut n1,
+        "INSERT INTO ks.t (k, v) VALUES (1, 'x')",
+        Consistency::All,
+    )
+    .ok();
+
+    c.gyrectl_ok(&["cluster", "pause", "3"]);
+    // Node 3 is still believed alive for a few seconds (phi-accrual): ALL
+    // waits for it and times out instead of hanging.
+    let t0 = Instant::now();
+    match run(
+        &mut n1,
+        "INSERT INTO ks.t (k, v) VALUES (2, 'y')",
+        Consistency::All,
+    ) {
+        Outcome::Error(e) => match e.kind {
+            ErrorKind::WriteTimeout {
+                received,
+                block_for,
+                ..
+            } => assert_eq!((received, block_for), (2, 3), "{}", e.message),
+            other => panic!("expected WriteTimeout, got {other:?}: {}", e.message),
+        },
+        other => panic!("expected WriteTimeout, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let t0 = Instant::now();
+    match run(&mut n1, "SELECT v FROM ks.t WHERE k = 1", Consistency::All) {
+        Outcome::Error(e) => match e.kind {
+            ErrorKind::ReadTimeout {
+                received,
+                block_for,
+                ..
+            } => {
+                assert_eq!(block_for, 3, "{}", e.message);
+                assert!(received < 3, "{}", e.message);
+            }
+            other => panic!("expected ReadTimeout, got {other:?}: {}", e.message),
+        },
+        other => panic!("expected ReadTimeout, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // QUORUM does not need node 3.
+    assert_eq!(
+        value_at(&c, 1, "SELECT v FROM ks.t WHERE k = 1", Consistency::Quorum).as_deref(),
+        Some("x")
+    );
+    c.gyrectl_ok(&["cluster", "resume", "3"]);
+}
+
+#[test]
+fn a_full_scan_at_quorum_returns_every_row_once() {
+    const PARTITIONS: usize = 1_000;
+    const ROWS: usize = 100;
+    let c = TestCluster::new(3, 23);
+    c.up();
+    let mut n1 = client(&c, 1);
+    // RF 2 of 3 nodes: consecutive ranges have different replica sets, so
+    // the scan really walks the ring range by range.
+    run(
+        &mut n1,
+        "CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 2}",
+        Consistency::One,
+    )
+    .ok();
+    run(
+        &mut n1,
+        "CREATE TABLE ks.big (k int, c int, v text, PRIMARY KEY (k, c))",
+        Consistency::One,
+    )
+    .ok();
+    wait_for_table(&c, "big", Duration::from_secs(10));
+    for k in 0..PARTITIONS {
+        let mut batch = String::from("BEGIN UNLOGGED BATCH ");
+        for r in 0..ROWS {
+            batch.push_str(&format!(
+                "INSERT INTO ks.big (k, c, v) VALUES ({k}, {r}, 'v');"
+            ));
+        }
+        batch.push_str(" APPLY BATCH");
+        run(&mut n1, &batch, Consistency::Quorum).ok();
+    }
+    // Scan through node 2 with small pages.
+    let mut n2 = client(&c, 2);
+    let mut seen = HashSet::new();
+    let mut state = None;
+    let mut pages = 0;
+    loop {
+        let out = n2
+            .query_page(
+                "SELECT k, c FROM ks.big",
+                Consistency::Quorum,
+                Vec::new(),
+                Some(100),
+                state.take(),
+            )
+            .unwrap();
+        let Outcome::Rows(rows, next) = out else {
+            panic!("scan failed: {out:?}");
+        };
+        pages += 1;
+        for r in rows {
+            let k = i32::from_be_bytes(r[0].as_deref().unwrap().try_into().unwrap());
+            let ck = i32::from_be_bytes(r[1].as_deref().unwrap().try_into().unwrap());
+            assert!(seen.insert((k, ck)), "row ({k}, {ck}) returned twice");
+        }
+        match next {
+            Some(s) => state = Some(s),
+            None => break,
+        }
+    }
+    eprintln!("{} rows in {pages} pages", seen.len());
+    assert_eq!(seen.len(), PARTITIONS * ROWS);
+}
