@@ -38,7 +38,9 @@
 //!
 //! What it is not: a schema (table ids and strategies are inputs), Paxos
 //! (SERIAL reads behave as QUORUM, LOCAL_SERIAL as LOCAL_QUORUM, serial
-//! writes are rejected), counters, or a batchlog. Hints are delivered when
+//! writes are rejected) or counters. Logged batches go through a batchlog
+//! on two other nodes first ([`Coordinator::write_batch`],
+//! [`Coordinator::replay_batchlog`]). Hints are delivered when
 //! the caller asks ([`Coordinator::deliver_hints`]), typically when gossip
 //! sees the node come back.
 //!
@@ -52,6 +54,7 @@
 //! assert_eq!(ConsistencyLevel::EachQuorum.block_for(&nts, "dc1"), 4);
 //! ```
 
+mod batchlog;
 mod consistency;
 mod error;
 mod hints;
@@ -63,10 +66,13 @@ mod speculation;
 mod timestamp;
 mod write;
 
+pub use batchlog::BATCHLOG_TABLE;
 pub use consistency::{ConsistencyLevel, Replica};
 pub use error::{CoordinatorError, Result, WriteType};
 pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
-pub use messages::{MUTATION, MUTATION_ACK, READ_DATA, READ_DIGEST, READ_RANGE, TRUNCATE};
+pub use messages::{
+    BATCH_REMOVE, BATCH_STORE, MUTATION, MUTATION_ACK, READ_DATA, READ_DIGEST, READ_RANGE, TRUNCATE,
+};
 pub use read::{digest, repair_diff, Digest, ReadAction, ReadResponse, ReadTracker};
 pub use service::{Coordinator, CoordinatorConfig, Liveness, StrategyProvider};
 pub use speculation::{LatencyWindow, SpeculativeRetry};

@@ -29,6 +29,10 @@ pub const READ_DIGEST: Verb = Verb(0x0203);
 pub const READ_RANGE: Verb = Verb(0x0204);
 /// Truncate a table on this replica; the response (empty) acknowledges.
 pub const TRUNCATE: Verb = Verb(0x0205);
+/// Store a logged batch in this node's batchlog; the response acknowledges.
+pub const BATCH_STORE: Verb = Verb(0x0206);
+/// The batch was applied: forget it (one way).
+pub const BATCH_REMOVE: Verb = Verb(0x0207);
 
 type DecodeResult<T> = Result<T, codec::DecodeError>;
 
@@ -329,6 +333,32 @@ pub(crate) fn decode_page(b: &Bytes) -> DecodeResult<ScanPage> {
     Ok(ScanPage { partitions, resume })
 }
 
+/// A logged batch: its id and its mutations.
+pub(crate) fn encode_batch(id: uuid::Uuid, mutations: &[(TableId, Partition)]) -> Bytes {
+    let mut out = Vec::new();
+    out.extend_from_slice(id.as_bytes());
+    codec::put_uvarint(&mut out, mutations.len() as u64);
+    for (t, p) in mutations {
+        put_table(&mut out, *t);
+        codec::encode_partition(&mut out, p);
+    }
+    Bytes::from(out)
+}
+
+pub(crate) type DecodedBatch = (uuid::Uuid, Vec<(TableId, Partition)>);
+
+pub(crate) fn decode_batch(b: &Bytes) -> DecodeResult<DecodedBatch> {
+    let mut r = codec::Reader::new(b);
+    let id = get_table(&mut r)?.0;
+    let n = r.uvarint()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let t = get_table(&mut r)?;
+        v.push((t, codec::decode_partition(&mut r)?));
+    }
+    Ok((id, v))
+}
+
 pub(crate) fn encode_table(t: TableId) -> Bytes {
     Bytes::copy_from_slice(t.0.as_bytes())
 }
@@ -407,5 +437,12 @@ mod tests {
             assert_eq!(decode_page(&encode_page(&page)).expect("decodes"), page);
         }
         assert_eq!(decode_table(&encode_table(t)).expect("decodes"), t);
+        let id = uuid::Uuid::from_u128(7);
+        let batch = vec![(t, p.clone()), (t, p.clone())];
+        let enc = encode_batch(id, &batch);
+        assert_eq!(decode_batch(&enc).expect("decodes"), (id, batch));
+        for cut in 0..enc.len() {
+            assert!(decode_batch(&enc.slice(..cut)).is_err());
+        }
     }
 }

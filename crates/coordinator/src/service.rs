@@ -27,14 +27,15 @@ use crate::hints::{Hint, HintStore};
 use crate::messages::{
     decode_data, decode_digest, decode_mutation, decode_page, decode_range, decode_read,
     decode_table, encode_data, encode_mutation, encode_page, encode_range, encode_read,
-    encode_table, RangeCommand, ReadCommand, MUTATION, READ_DATA, READ_DIGEST, READ_RANGE,
-    TRUNCATE,
+    encode_table, RangeCommand, ReadCommand, BATCH_REMOVE, BATCH_STORE, MUTATION, READ_DATA,
+    READ_DIGEST, READ_RANGE, TRUNCATE,
 };
 use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
 use crate::read::{digest, ReadAction, ReadResponse, ReadTracker};
 use crate::speculation::{LatencyWindow, SpeculativeRetry};
 use crate::timestamp::{SystemMicrosClock, TimestampGenerator};
 use crate::write::{WriteOutcome, WriteTracker};
+use crate::{batchlog, messages};
 
 /// Who is up, as the failure detector sees it.
 pub trait Liveness: Send + Sync {
@@ -153,6 +154,9 @@ impl Coordinator {
         liveness: Arc<dyn Liveness>,
     ) -> Self {
         let runtime = Handle::current();
+        if let Err(e) = batchlog::create_table(storage.as_ref()) {
+            tracing::error!(error = %e, "cannot create the batchlog table; logged batches will fail");
+        }
         register_handlers(&messenger, storage.clone(), runtime.clone());
         Coordinator {
             inner: Arc::new(Inner {
@@ -811,6 +815,199 @@ impl Coordinator {
         .boxed()
     }
 
+    /// Applies a batch of mutations at `cl`. A logged batch is first stored
+    /// in the batchlog of up to two other live nodes of this datacenter
+    /// (this node's own when it is alone), so that it is applied in full
+    /// eventually even if this coordinator dies half-way; its entries are
+    /// removed once every mutation reached `cl`.
+    pub async fn write_batch(
+        &self,
+        mutations: Vec<(TableId, Partition)>,
+        cl: ConsistencyLevel,
+        logged: bool,
+    ) -> Result<()> {
+        if !logged || mutations.len() <= 1 {
+            let wt = if logged {
+                WriteType::Batch
+            } else {
+                WriteType::UnloggedBatch
+            };
+            return self.write_all(mutations, cl, wt).await;
+        }
+        cl.validate_for_write()?;
+        let id = uuid::Uuid::new_v4();
+        let payload = messages::encode_batch(id, &mutations);
+        let ts = self.inner.timestamps.next();
+        let holders = self.batchlog_holders();
+        let timeout = self.inner.config.write_timeout;
+        if holders.is_empty() {
+            let storage = self.inner.storage.clone();
+            let p = payload.clone();
+            self.inner
+                .runtime
+                .spawn_blocking(move || batchlog::store(storage.as_ref(), id, p, ts))
+                .await
+                .map_err(join_error)??;
+        } else {
+            // The holders store it at this coordinator's timestamp, so the
+            // removal (a later timestamp from here) always shadows it.
+            let mut msg = ts.to_be_bytes().to_vec();
+            msg.extend_from_slice(&payload);
+            let msg = Bytes::from(msg);
+            let mut acks = FuturesUnordered::new();
+            for addr in &holders {
+                let m = self.inner.messenger.clone();
+                let (addr, p) = (*addr, msg.clone());
+                acks.push(async move { m.request(addr, BATCH_STORE, p, timeout).await });
+            }
+            let mut received = 0;
+            while let Some(r) = acks.next().await {
+                match r {
+                    Ok(_) => received += 1,
+                    Err(e) => tracing::debug!(error = %e, "batchlog store failed"),
+                }
+            }
+            if received < holders.len() {
+                return Err(CoordinatorError::WriteTimeout {
+                    consistency: ConsistencyLevel::One,
+                    received,
+                    block_for: holders.len(),
+                    write_type: WriteType::BatchLog,
+                });
+            }
+        }
+        self.write_all(mutations, cl, WriteType::Batch).await?;
+        // Applied: forget the batch (best effort; a leftover is replayed,
+        // which is harmless: mutations are idempotent).
+        let remove_ts = self.inner.timestamps.next();
+        if holders.is_empty() {
+            let storage = self.inner.storage.clone();
+            let _ = self
+                .inner
+                .runtime
+                .spawn_blocking(move || batchlog::remove(storage.as_ref(), id, remove_ts))
+                .await;
+        } else {
+            let mut body = id.as_bytes().to_vec();
+            body.extend_from_slice(&remove_ts.to_be_bytes());
+            for addr in holders {
+                if let Err(e) =
+                    self.inner
+                        .messenger
+                        .send_oneway(addr, BATCH_REMOVE, Bytes::from(body.clone()))
+                {
+                    tracing::debug!(%addr, error = %e, "batchlog remove not sent");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every mutation concurrently; the first failure is the answer.
+    async fn write_all(
+        &self,
+        mutations: Vec<(TableId, Partition)>,
+        cl: ConsistencyLevel,
+        write_type: WriteType,
+    ) -> Result<()> {
+        let mut writes: FuturesUnordered<_> = mutations
+            .into_iter()
+            .map(|(t, p)| self.write_with_type(t, p, cl, write_type))
+            .collect();
+        let mut first_err = None;
+        while let Some(r) = writes.next().await {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Up to two live nodes of this datacenter other than this one, for a
+    /// logged batch's batchlog.
+    fn batchlog_holders(&self) -> Vec<SocketAddr> {
+        let ring = self.inner.ring.read();
+        let mut v: Vec<(HostId, SocketAddr)> = ring
+            .nodes()
+            .filter(|n| n.host_id != self.local() && n.dc == self.dc())
+            .filter(|n| self.inner.liveness.is_alive(n.host_id))
+            .map(|n| (n.host_id, n.address))
+            .collect();
+        // A different pair per batch spreads the load.
+        let shift = (self.inner.timestamps.next() as usize) % v.len().max(1);
+        v.rotate_left(shift);
+        v.into_iter().take(2).map(|(_, a)| a).collect()
+    }
+
+    /// Stores a batch in this node's own batchlog without applying it:
+    /// what a batchlog holder does for another coordinator. For tests of
+    /// the replay path.
+    #[doc(hidden)]
+    pub async fn store_in_batchlog(
+        &self,
+        mutations: &[(TableId, Partition)],
+    ) -> Result<uuid::Uuid> {
+        let id = uuid::Uuid::new_v4();
+        let payload = messages::encode_batch(id, mutations);
+        let ts = self.inner.timestamps.next();
+        let storage = self.inner.storage.clone();
+        self.inner
+            .runtime
+            .spawn_blocking(move || batchlog::store(storage.as_ref(), id, payload, ts))
+            .await
+            .map_err(join_error)??;
+        Ok(id)
+    }
+
+    /// Replays this node's batchlog entries older than `older_than`
+    /// (Cassandra: twice the write timeout): their coordinator did not
+    /// remove them, so it may have died before applying them. Each is
+    /// written at ONE (replicas that miss it get hints) and removed once
+    /// written. Returns the number of batches replayed.
+    pub async fn replay_batchlog(&self, older_than: Duration) -> Result<usize> {
+        let now = self.inner.timestamps.next();
+        let before = now - older_than.as_micros() as i64;
+        let storage = self.inner.storage.clone();
+        let due = self
+            .inner
+            .runtime
+            .spawn_blocking(move || batchlog::due(storage.as_ref(), before))
+            .await
+            .map_err(join_error)??;
+        let mut replayed = 0;
+        for (id, written, payload) in due {
+            let mutations = match messages::decode_batch(&payload) {
+                Ok((_, m)) => m,
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "undecodable batchlog entry; dropped");
+                    Vec::new()
+                }
+            };
+            // Tables dropped since are skipped.
+            let mutations: Vec<_> = mutations
+                .into_iter()
+                .filter(|(t, _)| self.inner.strategies.strategy(*t).is_some())
+                .collect();
+            if let Err(e) = self
+                .write_all(mutations, ConsistencyLevel::One, WriteType::Batch)
+                .await
+            {
+                tracing::warn!(%id, error = %e, "batchlog replay failed; will retry");
+                continue;
+            }
+            let ts = self.inner.timestamps.next().max(written + 1);
+            let storage = self.inner.storage.clone();
+            self.inner
+                .runtime
+                .spawn_blocking(move || batchlog::remove(storage.as_ref(), id, ts))
+                .await
+                .map_err(join_error)??;
+            tracing::info!(%id, "replayed a batch from the batchlog");
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
+
     /// Truncates `table` on every node of the ring; as in Cassandra, every
     /// node must be up (else `Unavailable` at ALL) and answer in time.
     pub async fn truncate(&self, table: TableId) -> Result<()> {
@@ -1005,6 +1202,53 @@ fn register_handlers(messenger: &Messenger, storage: Arc<dyn StorageEngine>, rt:
             };
             if let Err(e) = sent {
                 tracing::debug!(error = %e, "could not answer a truncate");
+            }
+        });
+    });
+    let (s, r) = (storage.clone(), rt.clone());
+    messenger.register(BATCH_STORE, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        let s = s.clone();
+        r.spawn_blocking(move || {
+            let b = &msg.payload;
+            let ts = b
+                .get(..8)
+                .and_then(|x| <[u8; 8]>::try_from(x).ok())
+                .map(i64::from_be_bytes);
+            let id = b.get(8..24).and_then(|x| uuid::Uuid::from_slice(x).ok());
+            let res = match (ts, id) {
+                (Some(ts), Some(id)) => {
+                    batchlog::store(s.as_ref(), id, b.slice(8..), ts).map_err(|e| e.to_string())
+                }
+                _ => Err("malformed batch".to_string()),
+            };
+            let sent = match res {
+                Ok(()) => responder.respond(Bytes::new()),
+                Err(e) => responder.respond_error(e),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "could not answer a batchlog store");
+            }
+        });
+    });
+    let (s, r) = (storage.clone(), rt.clone());
+    messenger.register(BATCH_REMOVE, move |msg: Inbound| {
+        let s = s.clone();
+        r.spawn_blocking(move || {
+            let b = &msg.payload;
+            let (Some(id), Some(ts)) = (
+                b.get(..16).and_then(|x| uuid::Uuid::from_slice(x).ok()),
+                b.get(16..24)
+                    .and_then(|x| <[u8; 8]>::try_from(x).ok())
+                    .map(i64::from_be_bytes),
+            ) else {
+                tracing::warn!(from = %msg.from, "malformed batchlog remove");
+                return;
+            };
+            if let Err(e) = batchlog::remove(s.as_ref(), id, ts) {
+                tracing::warn!(error = %e, "batchlog remove failed");
             }
         });
     });

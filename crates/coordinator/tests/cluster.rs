@@ -387,3 +387,99 @@ async fn row_limit_short_read_is_protected_over_the_network() {
     assert_eq!(live, vec![bytes::Bytes::from("3"), bytes::Bytes::from("4")]);
     c.stop().await;
 }
+
+/// Live entries in a node's batchlog.
+fn batchlog_entries(engine: &LsmEngine) -> usize {
+    let request = gyre_storage::ScanRequest {
+        start: gyre_storage::ScanStart::Token(std::ops::Bound::Unbounded),
+        end: std::ops::Bound::Unbounded,
+        filter: ReadFilter::all(),
+        max_rows: 10_000,
+    };
+    let page = engine
+        .scan(
+            gyre_coordinator::BATCHLOG_TABLE,
+            &request,
+            i64::MAX / 2_000_000,
+        )
+        .unwrap();
+    page.partitions
+        .iter()
+        .filter(|p| !gyre_common::lww::live_view(p, 0).rows.is_empty())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_batch_is_applied_and_then_leaves_the_batchlog() {
+    let c = Cluster::start(7, T).await;
+    let batch = vec![
+        (c.table, update("b1", 10, "x")),
+        (c.table, update("b2", 10, "y")),
+    ];
+    c.nodes[0]
+        .coord
+        .write_batch(batch, ConsistencyLevel::All, true)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        assert_eq!(cell_ts(&c.local(n, "b1")), Some(10));
+        assert_eq!(cell_ts(&c.local(n, "b2")), Some(10));
+    }
+    // The removals are one-way messages: poll.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: usize = c.nodes.iter().map(|n| batchlog_entries(&n.engine)).sum();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} batchlog entries left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_left_in_the_batchlog_is_replayed_in_full() {
+    let c = Cluster::start(8, T).await;
+    // Node 1 holds a batch whose coordinator died before applying it.
+    let batch = vec![
+        (c.table, update("r1", 20, "x")),
+        (c.table, update("r2", 20, "y")),
+    ];
+    c.nodes[1].coord.store_in_batchlog(&batch).await.unwrap();
+    assert_eq!(batchlog_entries(&c.nodes[1].engine), 1);
+    // Too young to replay.
+    assert_eq!(
+        c.nodes[1]
+            .coord
+            .replay_batchlog(Duration::from_secs(60))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        c.nodes[1]
+            .coord
+            .replay_batchlog(Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    for n in 0..3 {
+        assert_eq!(cell_ts(&c.local(n, "r1")), Some(20), "node {n}");
+        assert_eq!(cell_ts(&c.local(n, "r2")), Some(20), "node {n}");
+    }
+    assert_eq!(batchlog_entries(&c.nodes[1].engine), 0);
+    assert_eq!(
+        c.nodes[1]
+            .coord
+            .replay_batchlog(Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
+    c.stop().await;
+}

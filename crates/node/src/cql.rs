@@ -404,13 +404,9 @@ impl CqlHandler {
             work.push((parsed, params));
         }
         let qp = self.qp.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            for (parsed, params) in &work {
-                qp.execute_parsed(parsed, params)?;
-            }
-            Ok::<_, QueryError>(())
-        })
-        .await;
+        let logged = b.batch_type == gyre_protocol::BatchType::Logged;
+        let cl = b.consistency;
+        let res = tokio::task::spawn_blocking(move || qp.execute_batch(&work, cl, logged)).await;
         match res {
             Ok(Ok(())) => Response::void(),
             Ok(Err(e)) => error(e),

@@ -39,6 +39,8 @@ pub const SCHEMA_PULL: Verb = Verb(0x0301);
 const SYNC_PERIOD: Duration = Duration::from_millis(250);
 /// A peer that just answered a pull is not asked again before this.
 const PULL_BACKOFF: Duration = Duration::from_secs(1);
+/// How often this node's batchlog is checked for batches to replay.
+const BATCHLOG_PERIOD: Duration = Duration::from_secs(10);
 /// Hints of a host missing from the ring are only dropped once the ring had
 /// time to be learned from gossip.
 const HINT_GC_GRACE: Duration = Duration::from_secs(120);
@@ -238,6 +240,16 @@ impl DataAccess for ClusterData {
         self.block_on(c.write(table, update, to_level(cl)))
     }
 
+    fn apply_batch(
+        &self,
+        updates: Vec<(TableId, Partition)>,
+        cl: Consistency,
+        logged: bool,
+    ) -> gyre_query::Result<()> {
+        let c = self.coordinator()?;
+        self.block_on(c.write_batch(updates, to_level(cl), logged))
+    }
+
     fn read(
         &self,
         table: TableId,
@@ -377,6 +389,9 @@ pub(crate) async fn sync_loop(
         Instant::now(),
     );
     let mut hints_running: Option<tokio::task::JoinHandle<RateLimiter>> = None;
+    let mut next_batchlog = Instant::now() + BATCHLOG_PERIOD;
+    // Cassandra: a batch is overdue after twice the write timeout.
+    let batch_age = Duration::from_millis(shared.cfg.timeouts.write_request_ms.saturating_mul(2));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SYNC_PERIOD) => {}
@@ -416,6 +431,14 @@ pub(crate) async fn sync_loop(
                     Err(e) => warn!(peer = %ep, error = %e, "undecodable schema from peer"),
                 },
                 Err(e) => debug!(peer = %ep, error = %e, "schema pull failed"),
+            }
+        }
+        if Instant::now() >= next_batchlog {
+            next_batchlog = Instant::now() + BATCHLOG_PERIOD;
+            match coordinator.replay_batchlog(batch_age).await {
+                Ok(0) => {}
+                Ok(n) => info!(batches = n, "batchlog replayed"),
+                Err(e) => warn!(error = %e, "batchlog replay failed"),
             }
         }
         // Hints: one delivery pass at a time, in the background.

@@ -19,6 +19,20 @@ pub trait DataAccess: Send + Sync {
     fn drop_table(&self, table: TableId) -> Result<()>;
     fn truncate_table(&self, table: TableId) -> Result<()>;
     fn apply(&self, table: TableId, update: Partition, cl: Consistency) -> Result<()>;
+    /// A batch's mutations, one per partition; a `logged` batch must be
+    /// applied in full eventually (the coordinator's batchlog).
+    fn apply_batch(
+        &self,
+        updates: Vec<(TableId, Partition)>,
+        cl: Consistency,
+        logged: bool,
+    ) -> Result<()> {
+        let _ = logged;
+        for (table, update) in updates {
+            self.apply(table, update, cl)?;
+        }
+        Ok(())
+    }
     fn read(
         &self,
         table: TableId,

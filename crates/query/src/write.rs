@@ -54,10 +54,54 @@ impl WriteTime {
 impl QueryProcessor {
     pub(crate) fn modify(&self, stmt: &Statement, params: &QueryParams) -> Result<()> {
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
+        self.collect_updates(stmt, params, &mut updates)?;
+        let logged = match stmt {
+            Statement::Batch(b) => Some(b.kind == gyre_cql::BatchKind::Logged),
+            _ => None,
+        };
+        self.apply_updates(updates, params.consistency, logged)
+    }
+
+    /// Executes a protocol BATCH: each statement with its own values, all
+    /// applied as one batch (`logged`: through the batchlog).
+    pub fn execute_batch(
+        &self,
+        statements: &[(gyre_cql::Parsed, QueryParams)],
+        consistency: gyre_protocol::Consistency,
+        logged: bool,
+    ) -> Result<()> {
+        let mut updates: Vec<(TableId, Partition)> = Vec::new();
+        for (parsed, params) in statements {
+            if params.values.len() < parsed.bind_markers.len() {
+                return Err(QueryError::invalid(format!(
+                    "There were {} markers(?) in CQL but {} bound variables",
+                    parsed.bind_markers.len(),
+                    params.values.len()
+                )));
+            }
+            if !matches!(
+                parsed.statement,
+                Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+            ) {
+                return Err(QueryError::invalid(
+                    "Only INSERT, UPDATE and DELETE statements are allowed in a BATCH",
+                ));
+            }
+            self.collect_updates(&parsed.statement, params, &mut updates)?;
+        }
+        self.apply_updates(updates, consistency, Some(logged))
+    }
+
+    fn collect_updates(
+        &self,
+        stmt: &Statement,
+        params: &QueryParams,
+        updates: &mut Vec<(TableId, Partition)>,
+    ) -> Result<()> {
         match stmt {
-            Statement::Insert(i) => self.insert(i, params, None, &mut updates)?,
-            Statement::Update(u) => self.update(u, params, None, &mut updates)?,
-            Statement::Delete(d) => self.delete(d, params, None, &mut updates)?,
+            Statement::Insert(i) => self.insert(i, params, None, updates)?,
+            Statement::Update(u) => self.update(u, params, None, updates)?,
+            Statement::Delete(d) => self.delete(d, params, None, updates)?,
             Statement::Batch(b) => {
                 if b.using.ttl.is_some() {
                     return Err(QueryError::invalid("A BATCH cannot have a TTL"));
@@ -72,19 +116,30 @@ impl QueryProcessor {
                 for m in &b.statements {
                     match m {
                         gyre_cql::Modification::Insert(i) => {
-                            self.insert(i, params, Some(ts), &mut updates)?
+                            self.insert(i, params, Some(ts), updates)?
                         }
                         gyre_cql::Modification::Update(u) => {
-                            self.update(u, params, Some(ts), &mut updates)?
+                            self.update(u, params, Some(ts), updates)?
                         }
                         gyre_cql::Modification::Delete(d) => {
-                            self.delete(d, params, Some(ts), &mut updates)?
+                            self.delete(d, params, Some(ts), updates)?
                         }
                     }
                 }
             }
             _ => return Err(QueryError::invalid("not a modification statement")),
         }
+        Ok(())
+    }
+
+    /// Applies the updates of one statement or batch (`logged`: `None`
+    /// for a single statement, else the batch kind).
+    fn apply_updates(
+        &self,
+        updates: Vec<(TableId, Partition)>,
+        consistency: gyre_protocol::Consistency,
+        logged: Option<bool>,
+    ) -> Result<()> {
         // One mutation per partition, as Cassandra does with a batch: fewer
         // round trips, and each partition's part applies atomically.
         let mut merged: Vec<(TableId, Partition)> = Vec::with_capacity(updates.len());
@@ -97,10 +152,15 @@ impl QueryProcessor {
                 None => merged.push((table, update)),
             }
         }
-        for (table, update) in merged {
-            self.data.apply(table, update, params.consistency)?;
+        match logged {
+            Some(logged) => self.data.apply_batch(merged, consistency, logged),
+            None => {
+                for (table, update) in merged {
+                    self.data.apply(table, update, consistency)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn write_time(
