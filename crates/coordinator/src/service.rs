@@ -111,6 +111,9 @@ struct Inner {
     runtime: Handle,
     /// Recent remote replica read latencies, for speculative retry.
     latency: LatencyWindow,
+    /// Per replica, a moving average of its read latency (microseconds),
+    /// to send data requests to the fastest (Cassandra's dynamic snitch).
+    host_latency: parking_lot::Mutex<std::collections::HashMap<HostId, f64>>,
 }
 
 /// Serves client reads and writes at a consistency level over the cluster,
@@ -171,6 +174,7 @@ impl Coordinator {
                 timestamps: TimestampGenerator::new(SystemMicrosClock),
                 runtime,
                 latency: LatencyWindow::new(1000),
+                host_latency: Default::default(),
             }),
         }
     }
@@ -210,6 +214,31 @@ impl Coordinator {
 
     fn dc(&self) -> &str {
         &self.inner.config.dc
+    }
+
+    /// Orders replicas for a read: this node first (no network hop), then
+    /// this datacenter, then by recent latency (unknown counts as fast so
+    /// that every replica gets measured).
+    fn by_proximity(&self, live: &mut [&Target]) {
+        let lat = self.inner.host_latency.lock();
+        live.sort_by(|a, b| {
+            let key = |t: &Target| {
+                (
+                    t.replica.host != self.local(),
+                    t.replica.dc != self.dc(),
+                )
+            };
+            let la = lat.get(&a.replica.host).copied().unwrap_or(0.0);
+            let lb = lat.get(&b.replica.host).copied().unwrap_or(0.0);
+            key(a).cmp(&key(b)).then(la.total_cmp(&lb))
+        });
+    }
+
+    fn record_latency(&self, host: HostId, d: Duration) {
+        let us = d.as_secs_f64() * 1e6;
+        let mut lat = self.inner.host_latency.lock();
+        let e = lat.entry(host).or_insert(us);
+        *e = 0.8 * *e + 0.2 * us;
     }
 
     /// Natural and pending replicas of `token` with their addresses.
@@ -476,7 +505,7 @@ impl Coordinator {
         let (strategy, natural, _) = self.plan(table, key.token)?;
         let mut live: Vec<&Target> = natural.iter().filter(|t| t.alive).collect();
         // Proximity: this node first (no network hop), then its DC.
-        live.sort_by_key(|t| (t.replica.host != self.local(), t.replica.dc != self.dc()));
+        self.by_proximity(&mut live);
         let live_replicas: Vec<Replica> = live.iter().map(|t| t.replica.clone()).collect();
         let contacted = cl.filter_for_read(&strategy, self.dc(), &live_replicas)?;
         let addr_of = |h: HostId| natural.iter().find(|t| t.replica.host == h).map(|t| t.addr);
@@ -533,6 +562,7 @@ impl Coordinator {
                 Ok(Some(Event::Read(h, Some(resp)))) => {
                     if h != self.local() {
                         self.inner.latency.record(started.elapsed());
+                        self.record_latency(h, started.elapsed());
                     }
                     tracker.on_response(h, resp)
                 }
@@ -709,7 +739,7 @@ impl Coordinator {
         now: LocalTime,
     ) -> Result<ScanPage> {
         let mut live: Vec<&Target> = targets.iter().filter(|t| t.alive).collect();
-        live.sort_by_key(|t| (t.replica.host != self.local(), t.replica.dc != self.dc()));
+        self.by_proximity(&mut live);
         let live_replicas: Vec<Replica> = live.iter().map(|t| t.replica.clone()).collect();
         let contacted = cl.filter_for_read(strategy, self.dc(), &live_replicas)?;
         let block_for = contacted.len();
