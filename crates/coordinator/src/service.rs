@@ -222,12 +222,7 @@ impl Coordinator {
     fn by_proximity(&self, live: &mut [&Target]) {
         let lat = self.inner.host_latency.lock();
         live.sort_by(|a, b| {
-            let key = |t: &Target| {
-                (
-                    t.replica.host != self.local(),
-                    t.replica.dc != self.dc(),
-                )
-            };
+            let key = |t: &Target| (t.replica.host != self.local(), t.replica.dc != self.dc());
             let la = lat.get(&a.replica.host).copied().unwrap_or(0.0);
             let lb = lat.get(&b.replica.host).copied().unwrap_or(0.0);
             key(a).cmp(&key(b)).then(la.total_cmp(&lb))

@@ -483,3 +483,114 @@ async fn a_batch_left_in_the_batchlog_is_replayed_in_full() {
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_quorum_writes_survive_partitions_hints_and_scans() {
+    // GYRE_COORD_SEEDS=N runs more seeds (default 12).
+    let seeds: u64 = std::env::var("GYRE_COORD_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let mut checked = 0;
+    for seed in 0..seeds {
+        let c = Cluster::start(500 + seed, Duration::from_millis(150)).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        c.net.set_drop_probability(rng.gen_range(0.0..0.05));
+        let mut acked: BTreeMap<String, Timestamp> = BTreeMap::new();
+        for i in 0..12i64 {
+            // The nemesis: isolate a node (the failure detector does not
+            // know, so writes time out or get hinted) or heal.
+            match rng.gen_range(0..4) {
+                0 => c.net.isolate(c.nodes[rng.gen_range(0..3)].addr),
+                1 => c.net.heal(),
+                _ => {}
+            }
+            let key = format!("p{}", rng.gen_range(0..6));
+            let node = rng.gen_range(0..3);
+            let ts = i + 1;
+            match c.nodes[node]
+                .coord
+                .write(c.table, update(&key, ts, "v"), ConsistencyLevel::Quorum)
+                .await
+            {
+                Ok(()) => {
+                    acked.insert(key, ts);
+                }
+                Err(CoordinatorError::WriteTimeout { .. }) => {}
+                Err(e) => panic!("seed {seed}: unexpected {e:?}"),
+            }
+        }
+        c.net.heal();
+        c.net.set_drop_probability(0.0);
+        // Hints written while nodes were cut off reach them now.
+        for n in &c.nodes {
+            for m in &c.nodes {
+                if n.host != m.host {
+                    n.coord.deliver_hints(m.host).await.unwrap();
+                }
+            }
+        }
+        // Every acknowledged write is seen by a QUORUM read, a QUORUM range
+        // scan (read from every node), with its value or a later one.
+        for (key, ts) in &acked {
+            let node = rng.gen_range(0..3);
+            let got = c.nodes[node]
+                .coord
+                .read(
+                    c.table,
+                    &DecoratedKey::new(key.clone()),
+                    ReadFilter::all(),
+                    ConsistencyLevel::Quorum,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}: read of {key}: {e:?}"));
+            let seen = cell_ts(&got);
+            assert!(
+                seen >= Some(*ts),
+                "seed {seed}: acknowledged write {key}@{ts} missing, read {seen:?}"
+            );
+            checked += 1;
+        }
+        for n in &c.nodes {
+            let request = gyre_storage::ScanRequest {
+                start: gyre_storage::ScanStart::Token(std::ops::Bound::Unbounded),
+                end: std::ops::Bound::Unbounded,
+                filter: ReadFilter::all(),
+                max_rows: 2,
+            };
+            // Small pages: the scan resumes across replicas' stops.
+            let mut seen: BTreeMap<String, Timestamp> = BTreeMap::new();
+            let mut req = request;
+            loop {
+                let page = n
+                    .coord
+                    .scan(c.table, req.clone(), 0, ConsistencyLevel::Quorum)
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed}: scan: {e:?}"));
+                for p in &page.partitions {
+                    let k = String::from_utf8(p.key.key.to_vec()).unwrap();
+                    let ts = cell_ts(&Some(p.clone())).unwrap_or_default();
+                    assert!(
+                        seen.insert(k.clone(), ts).is_none(),
+                        "seed {seed}: {k} scanned twice"
+                    );
+                }
+                match page.resume {
+                    Some(s) => req.start = s,
+                    None => break,
+                }
+            }
+            for (key, ts) in &acked {
+                assert!(
+                    seen.get(key).copied() >= Some(*ts),
+                    "seed {seed}: scan misses {key}@{ts}: {seen:?}"
+                );
+            }
+        }
+        c.stop().await;
+    }
+    assert!(
+        checked > 12,
+        "too few acknowledged writes checked: {checked}"
+    );
+}
