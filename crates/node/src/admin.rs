@@ -1,6 +1,6 @@
 //! The admin HTTP endpoint: `GET /status` (JSON), `GET /metrics`
 //! (Prometheus text), `POST /faults` and `DELETE /faults` (messaging fault
-//! rules, for chaos tests).
+//! rules, for chaos tests), `POST /flush` and `POST /compact` (every table).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -45,8 +45,32 @@ fn route(shared: &Shared, req: Request) -> Response {
             Ok(body) => Response::json(200, body),
             Err(e) => Response::text(500, e.to_string()),
         },
-        (_, "/status" | "/metrics" | "/faults") => Response::text(405, "method not allowed\n"),
-        _ => Response::text(404, "not found; try /status, /metrics or /faults\n"),
+        // Storage operations, for chaos runs: run inline (they block this
+        // admin request only; the admin server runs each request apart).
+        ("POST", "/flush") => match shared.engine.flush(None) {
+            Ok(()) => Response::text(200, "ok\n"),
+            Err(e) => Response::text(500, format!("flush failed: {e}\n")),
+        },
+        ("POST", "/compact") => {
+            let mut failed = Vec::new();
+            for (t, _) in shared.engine.tables() {
+                if let Err(e) = shared.engine.compact(t) {
+                    failed.push(format!("{t}: {e}"));
+                }
+            }
+            if failed.is_empty() {
+                Response::text(200, "ok\n")
+            } else {
+                Response::text(500, format!("compaction failed: {}\n", failed.join("; ")))
+            }
+        }
+        (_, "/status" | "/metrics" | "/faults" | "/flush" | "/compact") => {
+            Response::text(405, "method not allowed\n")
+        }
+        _ => Response::text(
+            404,
+            "not found; try /status, /metrics, /faults, /flush or /compact\n",
+        ),
     }
 }
 

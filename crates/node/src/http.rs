@@ -145,11 +145,13 @@ where
     }
     body.truncate(content_length);
     let path = target.split('?').next().unwrap_or(target).to_string();
-    let resp = handler(Request {
+    let req = Request {
         method: method.to_string(),
         path,
         body,
-    });
+    };
+    // Handlers may block (flush, compaction): keep them off the workers.
+    let resp = tokio::task::block_in_place(|| handler(req));
     respond(&mut stream, resp).await
 }
 

@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub down_since: Mutex<HashMap<HostId, Instant>>,
     /// CQL events (STATUS_CHANGE, TOPOLOGY_CHANGE, SCHEMA_CHANGE) to clients.
     pub events: EventSender,
+    /// The storage engine (the admin endpoint flushes and compacts it).
+    pub engine: Arc<dyn StorageEngine>,
     start: Instant,
     pub rounds: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -365,6 +367,7 @@ impl Node {
             ring_view: Arc::new(RwLock::new(TokenMetadata::new())),
             down_since: Mutex::new(HashMap::new()),
             events: server_cfg.events.clone(),
+            engine: engine.clone(),
             start,
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),

@@ -13,6 +13,9 @@
 
 #![allow(unsafe_code)] // kill(2), in `signal` only.
 
+pub mod chaos;
+pub mod cql;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
@@ -88,6 +91,10 @@ impl Layout {
 
     pub fn internode_addr(&self, node: usize) -> Result<SocketAddr> {
         Ok(SocketAddr::new(self.ip(node)?, self.internode_port))
+    }
+
+    pub fn cql_addr(&self, node: usize) -> Result<SocketAddr> {
+        Ok(SocketAddr::new(self.ip(node)?, self.cql_port))
     }
 
     /// The configuration of node `node` living in `node_dir`.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use gyrectl::chaos::{self, nemesis::FaultKind, ChaosConfig};
 use gyrectl::{fetch_status, format_status, Layout, LocalCluster, ProcState};
 
 #[derive(Parser, Debug)]
@@ -23,6 +24,44 @@ enum Cmd {
         /// Directory holding the cluster (layout, node dirs, logs, pids).
         #[arg(long, global = true, default_value = "./var/cluster")]
         dir: PathBuf,
+    },
+    /// Workloads under faults on a running local cluster, then a check of
+    /// every acknowledged write (exit status 1 on any anomaly).
+    Chaos {
+        /// Directory of a cluster started with `gyrectl cluster up`.
+        #[arg(long, default_value = "./var/cluster")]
+        dir: PathBuf,
+        /// Total run time before healing and checking (seconds).
+        #[arg(long, default_value_t = 120)]
+        duration_secs: u64,
+        /// Healthy time before each fault (seconds).
+        #[arg(long, default_value_t = 10)]
+        healthy_secs: u64,
+        /// Time each fault lasts (seconds).
+        #[arg(long, default_value_t = 20)]
+        fault_secs: u64,
+        /// Faults, in turn: kill, kill-all, pause, restart, isolate, halves,
+        /// bridge, slow, flush-compact (default: all).
+        #[arg(long, value_delimiter = ',')]
+        faults: Vec<String>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Requests per second per client.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 16)]
+        registers: usize,
+        #[arg(long, default_value_t = 4)]
+        sets: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the report (availability, anomalies, final state) as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The gyre binary used to restart nodes.
+        #[arg(long)]
+        gyre_bin: Option<PathBuf>,
     },
     /// Cluster state as one node sees it, like `nodetool status`.
     Status {
@@ -86,6 +125,15 @@ enum ClusterCmd {
     Pause { node: usize },
     /// Unfreeze node N (SIGCONT).
     Resume { node: usize },
+    /// Cut the network between groups of nodes, e.g. `1,2 3` (node 3 alone)
+    /// or `1,2 2,3` (a bridge through node 2); fault rules in each node's
+    /// messaging layer.
+    Partition {
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// Clear every node's network fault rules.
+    Heal,
     /// Print node N's log.
     Logs {
         node: usize,
@@ -108,6 +156,66 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
+        Cmd::Chaos {
+            dir,
+            duration_secs,
+            healthy_secs,
+            fault_secs,
+            faults,
+            clients,
+            rate,
+            registers,
+            sets,
+            seed,
+            json,
+            gyre_bin,
+        } => {
+            let faults = if faults.is_empty() {
+                FaultKind::ALL.to_vec()
+            } else {
+                faults
+                    .iter()
+                    .map(|f| f.parse::<FaultKind>().map_err(anyhow::Error::msg))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            let cfg = ChaosConfig {
+                duration: Duration::from_secs(duration_secs),
+                healthy: Duration::from_secs(healthy_secs),
+                fault: Duration::from_secs(fault_secs),
+                faults,
+                clients: clients.max(1),
+                registers: registers.max(1),
+                sets: sets.max(1),
+                client_rate: rate,
+                seed,
+                gyre_bin: gyrectl::find_gyre_bin(gyre_bin.as_deref())?,
+            };
+            let c = LocalCluster::open(&dir)?;
+            let report = chaos::run(&c, &cfg, &mut |line| println!("{line}"))?;
+            println!("\n{} operations", report.ops);
+            print!("{}", report.table());
+            if !report.hints_drained {
+                println!("note: hints were not fully delivered before the final reads");
+            }
+            if let Some(path) = json {
+                let text = serde_json::to_vec_pretty(&report)?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if report.anomalies.is_empty() {
+                println!("no anomalies");
+                Ok(())
+            } else {
+                println!("{} anomalies:", report.anomalies.len());
+                for a in &report.anomalies {
+                    println!(
+                        "  {} {}: expected {}, observed {} (t={} ms)",
+                        a.kind, a.key, a.expected, a.observed, a.at_ms
+                    );
+                }
+                std::process::exit(1);
+            }
+        }
     }
 }
 
@@ -227,6 +335,32 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
             } else {
                 println!("node {node} was not running");
             }
+            Ok(())
+        }
+        ClusterCmd::Partition { groups } => {
+            let c = LocalCluster::open(&dir)?;
+            let groups = groups
+                .iter()
+                .map(|g| {
+                    g.split(',')
+                        .map(|n| {
+                            n.trim()
+                                .parse::<usize>()
+                                .ok()
+                                .filter(|n| (1..=c.layout.nodes).contains(n))
+                                .with_context(|| format!("{n:?} is not a node of this cluster"))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            chaos::nemesis::partition(&c, &groups)?;
+            println!("partitioned: {groups:?}");
+            Ok(())
+        }
+        ClusterCmd::Heal => {
+            let c = LocalCluster::open(&dir)?;
+            chaos::nemesis::clear_faults(&c);
+            println!("network healed");
             Ok(())
         }
         ClusterCmd::Pause { node } | ClusterCmd::Resume { node } => {

@@ -1,7 +1,8 @@
-//! A minimal blocking CQL client for the cluster tests, on Gyre's own
-//! protocol codec: one connection to one node, one request at a time, so a
-//! test decides exactly which node coordinates a request and at which
-//! consistency level (real drivers balance and retry on their own).
+//! A minimal blocking CQL client on Gyre's own protocol codec: one
+//! connection to one node, one request at a time, so the caller (the chaos
+//! workloads, the cluster tests) decides exactly which node coordinates a
+//! request and at which consistency level; real drivers balance and retry
+//! on their own.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -52,8 +53,14 @@ pub struct CqlClient {
 impl CqlClient {
     /// Connects and sends STARTUP.
     pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Self::connect_with(addr, Duration::from_secs(30))
+    }
+
+    /// Connects with `timeout` for connecting and for each answer.
+    pub fn connect_with(addr: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(5)))?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
         let mut c = CqlClient {
             stream,

@@ -1,0 +1,294 @@
+//! The checker: the history plus the final reads in, the anomalies out.
+//!
+//! - Registers: the value a final QUORUM (and ALL) read returns must come
+//!   from a write that may have been applied, and no acknowledged write may
+//!   be strictly later (invoked after that write completed): that would be
+//!   a lost acknowledged write. A key with an acknowledged write must not
+//!   read as missing.
+//! - Own keys (monotonic reads): a client's QUORUM reads of a key it alone
+//!   writes never go backwards, and never return less than its own last
+//!   acknowledged write.
+//! - Sets: every acknowledged add is in the final set, and every element
+//!   in it was added by some request.
+//! - Replicas: after the final ALL reads (which repair), every node reads
+//!   every register the same at ONE.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::history::{Op, OpKind, Outcome};
+
+/// One violation, with what was expected and what was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Anomaly {
+    pub kind: &'static str,
+    pub key: String,
+    pub expected: String,
+    pub observed: String,
+    /// When the violated expectation was established (ms since start).
+    pub at_ms: u64,
+}
+
+/// The final reads, after healing and hint delivery.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FinalState {
+    /// Register key -> (QUORUM read, ALL read).
+    pub registers: BTreeMap<String, (Option<i64>, Option<i64>)>,
+    /// Set key -> elements (read at ALL).
+    pub sets: BTreeMap<String, BTreeSet<i64>>,
+    /// Register key -> each node's ONE read.
+    pub per_node: BTreeMap<String, Vec<Option<i64>>>,
+}
+
+fn show(v: Option<i64>) -> String {
+    v.map_or_else(|| "missing".into(), |v| v.to_string())
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Checks a history against the final state.
+pub fn check(history: &[Op], fin: &FinalState) -> Vec<Anomaly> {
+    let mut out = Vec::new();
+    let mut writes: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    let mut adds: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    let mut own: BTreeMap<(usize, &str), Vec<&Op>> = BTreeMap::new();
+    for op in history {
+        match op.kind {
+            OpKind::Write => writes.entry(&op.key).or_default().push(op),
+            OpKind::SetAdd => adds.entry(&op.key).or_default().push(op),
+            OpKind::OwnWrite | OpKind::OwnRead => {
+                own.entry((op.client, &op.key)).or_default().push(op)
+            }
+        }
+    }
+    for (key, (quorum, all)) in &fin.registers {
+        let ws = writes.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        for (level, v) in [("QUORUM", *quorum), ("ALL", *all)] {
+            check_register(key, level, v, ws, &mut out);
+        }
+    }
+    for ((client, key), ops) in &own {
+        check_own(*client, key, ops, &mut out);
+    }
+    for (key, elems) in &fin.sets {
+        let ops = adds.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        for op in ops.iter().filter(|o| o.outcome.is_ok()) {
+            if !elems.contains(&op.value) {
+                out.push(Anomaly {
+                    kind: "lost set add",
+                    key: key.clone(),
+                    expected: format!("element {} (acknowledged)", op.value),
+                    observed: "absent".into(),
+                    at_ms: ms(op.complete),
+                });
+            }
+        }
+        let attempted: BTreeSet<i64> = ops
+            .iter()
+            .filter(|o| o.outcome.maybe_applied())
+            .map(|o| o.value)
+            .collect();
+        for e in elems.difference(&attempted) {
+            out.push(Anomaly {
+                kind: "phantom set element",
+                key: key.clone(),
+                expected: "only added elements".into(),
+                observed: e.to_string(),
+                at_ms: 0,
+            });
+        }
+    }
+    for (key, values) in &fin.per_node {
+        let first = values.first().copied().flatten();
+        if values.iter().any(|v| *v != first) {
+            out.push(Anomaly {
+                kind: "replicas disagree",
+                key: key.clone(),
+                expected: "the same value on every node (read at ONE)".into(),
+                observed: values
+                    .iter()
+                    .map(|v| show(*v))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                at_ms: 0,
+            });
+        }
+    }
+    out
+}
+
+fn check_register(key: &str, level: &str, v: Option<i64>, ws: &[&Op], out: &mut Vec<Anomaly>) {
+    let last_acked = ws
+        .iter()
+        .filter(|w| w.outcome.is_ok())
+        .max_by_key(|w| w.invoke);
+    let Some(v) = v else {
+        if let Some(a) = last_acked {
+            out.push(Anomaly {
+                kind: "lost write",
+                key: key.into(),
+                expected: format!("{} or later (acknowledged)", a.value),
+                observed: format!("missing at {level}"),
+                at_ms: ms(a.complete),
+            });
+        }
+        return;
+    };
+    let Some(w) = ws
+        .iter()
+        .find(|w| w.value == v && w.outcome.maybe_applied())
+    else {
+        out.push(Anomaly {
+            kind: "phantom value",
+            key: key.into(),
+            expected: "a value some write may have applied".into(),
+            observed: format!("{v} at {level}"),
+            at_ms: 0,
+        });
+        return;
+    };
+    // An acknowledged write invoked after `w` completed is strictly later:
+    // last-write-wins must not have kept `w` over it (same clock here).
+    if let Some(a) = ws
+        .iter()
+        .filter(|a| a.outcome.is_ok() && a.invoke > w.complete)
+        .max_by_key(|a| a.invoke)
+    {
+        out.push(Anomaly {
+            kind: "stale value",
+            key: key.into(),
+            expected: format!("{} or later (acknowledged)", a.value),
+            observed: format!("{v} at {level} (written before it)"),
+            at_ms: ms(a.complete),
+        });
+    }
+}
+
+fn check_own(client: usize, key: &str, ops: &[&Op], out: &mut Vec<Anomaly>) {
+    let mut ops: Vec<&&Op> = ops.iter().collect();
+    ops.sort_by_key(|o| o.invoke);
+    let mut last_read: Option<i64> = None;
+    let mut last_write: Option<i64> = None;
+    for op in ops {
+        match (&op.kind, &op.outcome) {
+            (OpKind::OwnWrite, Outcome::Ok(_)) => last_write = last_write.max(Some(op.value)),
+            (OpKind::OwnRead, Outcome::Ok(v)) => {
+                let floor = last_read.max(last_write);
+                if *v < floor {
+                    out.push(Anomaly {
+                        kind: if *v < last_read {
+                            "non-monotonic read"
+                        } else {
+                            "read missed own write"
+                        },
+                        key: format!("{key} (client {client})"),
+                        expected: format!("{} or later", show(floor)),
+                        observed: show(*v),
+                        at_ms: ms(op.complete),
+                    });
+                }
+                last_read = last_read.max(*v);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: OpKind, key: &str, value: i64, t: (u64, u64), outcome: Outcome) -> Op {
+        Op {
+            client: 0,
+            kind,
+            key: key.into(),
+            value,
+            invoke: Duration::from_millis(t.0),
+            complete: Duration::from_millis(t.1),
+            outcome,
+            phase: "healthy".into(),
+        }
+    }
+
+    fn fin_register(key: &str, v: Option<i64>) -> FinalState {
+        FinalState {
+            registers: BTreeMap::from([(key.to_string(), (v, v))]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_latest_acknowledged_write_or_a_concurrent_one_is_fine() {
+        let h = vec![
+            op(OpKind::Write, "r", 1, (0, 10), Outcome::Ok(None)),
+            op(OpKind::Write, "r", 2, (20, 30), Outcome::Ok(None)),
+            // Concurrent with 2 and timed out: may win.
+            op(OpKind::Write, "r", 3, (25, 90), Outcome::Timeout),
+        ];
+        assert!(check(&h, &fin_register("r", Some(2))).is_empty());
+        assert!(check(&h, &fin_register("r", Some(3))).is_empty());
+    }
+
+    #[test]
+    fn an_older_value_missing_value_or_phantom_is_reported() {
+        let h = vec![
+            op(OpKind::Write, "r", 1, (0, 10), Outcome::Ok(None)),
+            op(OpKind::Write, "r", 2, (20, 30), Outcome::Ok(None)),
+            op(OpKind::Write, "r", 9, (40, 50), Outcome::Unavailable),
+        ];
+        let a = check(&h, &fin_register("r", Some(1)));
+        assert_eq!(a.len(), 2, "{a:?}"); // at QUORUM and at ALL
+        assert_eq!(a[0].kind, "stale value");
+        assert_eq!(a[0].expected, "2 or later (acknowledged)");
+        assert_eq!(check(&h, &fin_register("r", None))[0].kind, "lost write");
+        // An Unavailable write was never sent: it cannot be the value.
+        assert_eq!(
+            check(&h, &fin_register("r", Some(9)))[0].kind,
+            "phantom value"
+        );
+    }
+
+    #[test]
+    fn own_reads_never_go_backwards() {
+        let h = vec![
+            op(OpKind::OwnWrite, "m", 1, (0, 10), Outcome::Ok(None)),
+            op(OpKind::OwnRead, "m", 0, (11, 12), Outcome::Ok(Some(1))),
+            op(OpKind::OwnWrite, "m", 2, (13, 20), Outcome::Timeout),
+            op(OpKind::OwnRead, "m", 0, (21, 22), Outcome::Ok(Some(2))),
+            op(OpKind::OwnRead, "m", 0, (23, 24), Outcome::Ok(Some(1))),
+            op(OpKind::OwnWrite, "m", 3, (25, 30), Outcome::Ok(None)),
+            op(OpKind::OwnRead, "m", 0, (31, 32), Outcome::Ok(Some(2))),
+        ];
+        let a = check(&h, &FinalState::default());
+        let kinds: Vec<_> = a.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            ["non-monotonic read", "read missed own write"],
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn set_adds_and_replica_agreement() {
+        let h = vec![
+            op(OpKind::SetAdd, "s", 1, (0, 10), Outcome::Ok(None)),
+            op(OpKind::SetAdd, "s", 2, (0, 10), Outcome::Timeout),
+            op(OpKind::SetAdd, "s", 3, (0, 10), Outcome::Ok(None)),
+        ];
+        let fin = FinalState {
+            sets: BTreeMap::from([("s".to_string(), BTreeSet::from([1, 2, 7]))]),
+            per_node: BTreeMap::from([("r".to_string(), vec![Some(1), Some(1), None])]),
+            ..Default::default()
+        };
+        let kinds: Vec<_> = check(&h, &fin).iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            ["lost set add", "phantom set element", "replicas disagree"]
+        );
+    }
+}

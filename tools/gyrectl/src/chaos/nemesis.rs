@@ -1,0 +1,275 @@
+//! The nemesis: faults injected into a running local cluster and healed.
+//!
+//! Process faults go through signals ([`LocalCluster`]); network faults are
+//! fault rules in every node's messaging layer (the admin endpoint's
+//! `/faults`), so they need no privileges: a node drops what it would send
+//! to a peer it must not reach, and what it receives from it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use gyre_net::{FaultRules, LinkFaults};
+use rand::Rng;
+
+use crate::{Error, LocalCluster, Result};
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// kill -9 one node, restart it at heal.
+    Kill,
+    /// kill -9 every node at once, restart them at heal: with `batch` or
+    /// `group` commitlog sync nothing acknowledged may be lost.
+    KillAll,
+    /// SIGSTOP one node (a hung process), SIGCONT at heal.
+    Pause,
+    /// Graceful stop of one node, start at heal.
+    Restart,
+    /// One node cut off from every other.
+    Isolate,
+    /// The cluster split into two halves.
+    Halves,
+    /// Two halves that share one node (which reaches both).
+    Bridge,
+    /// 50 ms extra latency and 5% message loss on every link.
+    Slow,
+    /// Flush and major compaction on every node, mid-workload.
+    FlushCompact,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Kill,
+        FaultKind::KillAll,
+        FaultKind::Pause,
+        FaultKind::Restart,
+        FaultKind::Isolate,
+        FaultKind::Halves,
+        FaultKind::Bridge,
+        FaultKind::Slow,
+        FaultKind::FlushCompact,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::KillAll => "kill-all",
+            FaultKind::Pause => "pause",
+            FaultKind::Restart => "restart",
+            FaultKind::Isolate => "isolate",
+            FaultKind::Halves => "halves",
+            FaultKind::Bridge => "bridge",
+            FaultKind::Slow => "slow",
+            FaultKind::FlushCompact => "flush-compact",
+        }
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown fault {s:?}; one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Which nodes (1-based) each node must not reach, for a partition into
+/// groups (a node reaches every node it shares a group with).
+pub fn blocked_peers(nodes: usize, groups: &[Vec<usize>]) -> BTreeMap<usize, Vec<usize>> {
+    (1..=nodes)
+        .map(|a| {
+            let blocked = (1..=nodes)
+                .filter(|b| *b != a && !groups.iter().any(|g| g.contains(&a) && g.contains(b)))
+                .collect();
+            (a, blocked)
+        })
+        .collect()
+}
+
+/// The groups of a network fault on `nodes` nodes (`None`: not a
+/// partition). `pick` is the node singled out.
+pub fn partition_groups(kind: FaultKind, nodes: usize, pick: usize) -> Option<Vec<Vec<usize>>> {
+    let all: Vec<usize> = (1..=nodes).collect();
+    match kind {
+        FaultKind::Isolate => Some(vec![
+            vec![pick],
+            all.iter().copied().filter(|n| *n != pick).collect(),
+        ]),
+        FaultKind::Halves => {
+            let half = nodes / 2;
+            Some(vec![all[..half].to_vec(), all[half..].to_vec()])
+        }
+        FaultKind::Bridge => {
+            // Two halves sharing the middle node.
+            let mid = nodes.div_ceil(2);
+            Some(vec![all[..mid].to_vec(), all[mid - 1..].to_vec()])
+        }
+        _ => None,
+    }
+}
+
+fn post_faults(admin: SocketAddr, rules: &FaultRules) -> Result<()> {
+    let body = serde_json::to_vec(rules).map_err(|e| Error::Cluster(e.to_string()))?;
+    match gyre_node::http::request(admin, "POST", "/faults", Some(&body), ADMIN_TIMEOUT)? {
+        (200, _) => Ok(()),
+        (s, b) => Err(Error::Cluster(format!(
+            "{admin}/faults: HTTP {s}: {}",
+            b.trim()
+        ))),
+    }
+}
+
+fn admin_post(admin: SocketAddr, path: &str) -> Result<()> {
+    match gyre_node::http::request(admin, "POST", path, None, Duration::from_secs(120))? {
+        (200, _) => Ok(()),
+        (s, b) => Err(Error::Cluster(format!(
+            "{admin}{path}: HTTP {s}: {}",
+            b.trim()
+        ))),
+    }
+}
+
+/// Clears every node's fault rules (nodes that do not answer are skipped:
+/// a restarted node starts without rules).
+pub fn clear_faults(c: &LocalCluster) {
+    for n in 1..=c.layout.nodes {
+        if let Ok(a) = c.layout.admin_addr(n) {
+            let _ = gyre_node::http::request(a, "DELETE", "/faults", None, ADMIN_TIMEOUT);
+        }
+    }
+}
+
+/// Applies a partition into `groups` (see [`blocked_peers`]).
+pub fn partition(c: &LocalCluster, groups: &[Vec<usize>]) -> Result<()> {
+    for (node, blocked) in blocked_peers(c.layout.nodes, groups) {
+        let mut rules = FaultRules::default();
+        for b in blocked {
+            rules.peers.insert(
+                c.layout.internode_addr(b)?,
+                LinkFaults {
+                    drop_all: true,
+                    ..LinkFaults::default()
+                },
+            );
+        }
+        post_faults(c.layout.admin_addr(node)?, &rules)?;
+    }
+    Ok(())
+}
+
+/// A fault in progress, remembered so that [`Active::heal`] undoes it.
+#[derive(Debug)]
+pub struct Active {
+    pub kind: FaultKind,
+    pub node: usize,
+}
+
+impl Active {
+    /// Starts `kind` on the cluster (one random node where it matters).
+    pub fn start(
+        kind: FaultKind,
+        c: &LocalCluster,
+        gyre_bin: &Path,
+        rng: &mut impl Rng,
+    ) -> Result<Active> {
+        let _ = gyre_bin;
+        let nodes = c.layout.nodes;
+        let node = rng.gen_range(1..=nodes);
+        match kind {
+            FaultKind::Kill => {
+                c.kill_node(node)?;
+            }
+            FaultKind::KillAll => {
+                for n in 1..=nodes {
+                    c.kill_node(n)?;
+                }
+            }
+            FaultKind::Pause => {
+                c.signal_node(node, libc::SIGSTOP)?;
+            }
+            FaultKind::Restart => {
+                c.stop_node(node, Duration::from_secs(30))?;
+            }
+            FaultKind::Isolate | FaultKind::Halves | FaultKind::Bridge => {
+                let groups = partition_groups(kind, nodes, node)
+                    .ok_or_else(|| Error::Cluster("not a partition".into()))?;
+                partition(c, &groups)?;
+            }
+            FaultKind::Slow => {
+                let rules = FaultRules {
+                    all_peers: LinkFaults {
+                        drop_probability: 0.05,
+                        extra_latency_ms: 50,
+                        ..LinkFaults::default()
+                    },
+                    ..FaultRules::default()
+                };
+                for n in 1..=nodes {
+                    post_faults(c.layout.admin_addr(n)?, &rules)?;
+                }
+            }
+            FaultKind::FlushCompact => {
+                for n in 1..=nodes {
+                    admin_post(c.layout.admin_addr(n)?, "/flush")?;
+                    admin_post(c.layout.admin_addr(n)?, "/compact")?;
+                }
+            }
+        }
+        Ok(Active { kind, node })
+    }
+
+    /// Undoes the fault: restarts killed or stopped nodes, resumes paused
+    /// ones, clears fault rules.
+    pub fn heal(&self, c: &LocalCluster, gyre_bin: &Path) -> Result<()> {
+        match self.kind {
+            FaultKind::Kill | FaultKind::Restart => {
+                c.start_node(self.node, gyre_bin)?;
+            }
+            FaultKind::KillAll => {
+                for n in 1..=c.layout.nodes {
+                    c.start_node(n, gyre_bin)?;
+                }
+            }
+            FaultKind::Pause => {
+                c.signal_node(self.node, libc::SIGCONT)?;
+            }
+            FaultKind::Isolate | FaultKind::Halves | FaultKind::Bridge | FaultKind::Slow => {
+                clear_faults(c);
+            }
+            FaultKind::FlushCompact => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_block_the_right_links() {
+        let iso = partition_groups(FaultKind::Isolate, 3, 2).unwrap();
+        let b = blocked_peers(3, &iso);
+        assert_eq!(b[&2], vec![1, 3]);
+        assert_eq!(b[&1], vec![2]);
+        let halves = partition_groups(FaultKind::Halves, 4, 1).unwrap();
+        assert_eq!(halves, vec![vec![1, 2], vec![3, 4]]);
+        let bridge = partition_groups(FaultKind::Bridge, 5, 1).unwrap();
+        assert_eq!(bridge, vec![vec![1, 2, 3], vec![3, 4, 5]]);
+        let b = blocked_peers(5, &bridge);
+        assert_eq!(b[&3], Vec::<usize>::new());
+        assert_eq!(b[&1], vec![4, 5]);
+        assert_eq!("kill-all".parse::<FaultKind>(), Ok(FaultKind::KillAll));
+        assert!("nope".parse::<FaultKind>().is_err());
+    }
+}
