@@ -76,3 +76,38 @@ pub fn parse_all(cql: &str) -> Result<Vec<Parsed>> {
 pub fn parse_statements(cql: &str) -> Result<Vec<Statement>> {
     parse_all(cql).map(|v| v.into_iter().map(|p| p.statement).collect())
 }
+
+/// A duration written as a string (`1h30m`, `-2d`, `P1DT2H`), as Cassandra
+/// reads one from JSON or a string literal.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let d = lexer::parse_unit_duration(body).or_else(|| lexer::parse_iso_duration(body))?;
+    Some(if negative {
+        Duration {
+            months: -d.months,
+            days: -d.days,
+            nanos: -d.nanos,
+        }
+    } else {
+        d
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_from_strings() {
+        let d = parse_duration("1h30m").unwrap_or_default();
+        assert_eq!(d.nanos, 90 * 60 * 1_000_000_000);
+        let d = parse_duration("-2d").unwrap_or_default();
+        assert_eq!(d.days, -2);
+        let d = parse_duration("P1Y2D").unwrap_or_default();
+        assert_eq!((d.months, d.days), (12, 2));
+        assert!(parse_duration("soon").is_none());
+    }
+}

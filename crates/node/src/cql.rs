@@ -78,29 +78,34 @@ fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-fn wire(v: &Value) -> Option<Bytes> {
-    match v {
-        Value::Bytes(b) => Some(b.clone()),
-        // Unset is written as null: no unset support in the executor yet.
-        Value::Null | Value::Unset => None,
-    }
-}
-
-/// Positional values, resolving named ones against the marker names.
-fn bind_values(values: &Values, names: &[String]) -> Result<Vec<Option<Bytes>>, QueryError> {
+/// Positional values, resolving named ones against the marker names. Unset
+/// values pass through: the executor leaves their columns untouched.
+fn bind_values(values: &Values, names: &[String]) -> Result<Vec<Value>, QueryError> {
     match values {
-        Values::Positional(v) => Ok(v.iter().map(wire).collect()),
+        Values::Positional(v) => Ok(v.clone()),
         Values::Named(pairs) => names
             .iter()
             .map(|n| {
                 pairs
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                    .map(|(_, v)| wire(v))
+                    .map(|(_, v)| v.clone())
                     .ok_or_else(|| QueryError::Invalid(format!("No value for bind marker {n}")))
             })
             .collect(),
     }
+}
+
+/// Values for the virtual tables, which take null and bytes only: an unset
+/// value in their WHERE clause reads as null (and is refused there).
+fn nullable(values: &[Value]) -> Vec<Option<Bytes>> {
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Bytes(b) => Some(b.clone()),
+            Value::Null | Value::Unset => None,
+        })
+        .collect()
 }
 
 fn marker_names(parsed: &Parsed) -> Vec<String> {
@@ -179,7 +184,7 @@ impl CqlHandler {
             let answer = system_tables::select(
                 &ks,
                 s,
-                &params.values,
+                &nullable(&params.values),
                 &self.local_info(),
                 &self.qp.schema(),
             )?;
@@ -239,11 +244,7 @@ impl CqlHandler {
             .set_local_state(AppStateKey::Schema, version.to_string());
     }
 
-    fn params(
-        p: &QueryParameters,
-        values: Vec<Option<Bytes>>,
-        keyspace: Option<String>,
-    ) -> QueryParams {
+    fn params(p: &QueryParameters, values: Vec<Value>, keyspace: Option<String>) -> QueryParams {
         QueryParams {
             values,
             keyspace,
@@ -394,7 +395,7 @@ impl CqlHandler {
                 ));
             }
             let params = QueryParams {
-                values: s.values.iter().map(wire).collect(),
+                values: s.values.clone(),
                 keyspace,
                 consistency: b.consistency,
                 timestamp: Some(timestamp),

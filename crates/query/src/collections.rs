@@ -40,6 +40,17 @@ fn list_path(ts: i64, i: usize) -> Bytes {
     b.freeze()
 }
 
+/// The element cells of a list value prepended at timestamp `ts`: their
+/// paths use the negated timestamp, so they sort before every appended
+/// element and before earlier prepends.
+pub(crate) fn prepend_elements(ty: &CqlType, value: &[u8], ts: i64) -> Result<Vec<(Bytes, Bytes)>> {
+    let mut out = elements(ty, value, ts)?;
+    for (i, (path, _)) in out.iter_mut().enumerate() {
+        *path = list_path(ts.saturating_neg(), i);
+    }
+    Ok(out)
+}
+
 /// The element cells (path, value) of a whole collection value.
 pub(crate) fn elements(ty: &CqlType, value: &[u8], ts: i64) -> Result<Vec<(Bytes, Bytes)>> {
     let decoded = CqlValue::decode(&column_type(ty), value)

@@ -2,28 +2,43 @@
 //! schema and a [`DataAccess`] layer.
 //!
 //! What it is: [`QueryProcessor`] takes CQL text (or a [`gyre_cql::Parsed`]
-//! statement) with bound values in their wire form and returns a
-//! [`QueryResult`] or a [`QueryError`] that maps to a CQL error
-//! ([`QueryError::to_cql_error`]). It executes keyspace and table DDL
-//! (persisted through [`gyre_schema::SchemaStore`]), `USE`, `TRUNCATE`,
-//! server-side `DESCRIBE`, `INSERT`, `UPDATE`, `DELETE` and `BATCH` (with
-//! `USING TTL` / `TIMESTAMP`), and `SELECT` (and `SELECT DISTINCT`) with partition-key lookups
-//! (`=`, `IN`), clustering slices, `ORDER BY`, `LIMIT`, `PER PARTITION
-//! LIMIT`, `count(*)`, `writetime` / `ttl`, `token()` ranges, `ALLOW
-//! FILTERING` (`=`, `IN`, ranges on any column), and paging (page size and
-//! an opaque paging state) for both partition reads and token-ordered scans.
-//! [`QueryProcessor::prepare`] types bind markers and result columns.
+//! statement) with bound values in their wire form ([`Value`]: bytes, null
+//! or unset) and returns a [`QueryResult`] or a [`QueryError`] that maps to a
+//! CQL error ([`QueryError::to_cql_error`]). It executes keyspace and table
+//! DDL (persisted through [`gyre_schema::SchemaStore`]), `USE`, `TRUNCATE`,
+//! server-side `DESCRIBE`, `INSERT` (also `INSERT ... JSON` with `DEFAULT
+//! NULL` / `DEFAULT UNSET`), `UPDATE`, `DELETE` and `BATCH` (with `USING
+//! TTL` / `TIMESTAMP`), and `SELECT` (also `SELECT DISTINCT` and `SELECT
+//! JSON`) with partition-key lookups (`=`, `IN`), clustering slices, `ORDER
+//! BY`, `LIMIT`, `PER PARTITION LIMIT`, `writetime` / `ttl`, `token()`
+//! ranges and selectors, `ALLOW FILTERING` (`=`, `IN`, ranges on any
+//! column), and paging (page size and an opaque paging state) for both
+//! partition reads and token-ordered scans. The aggregates `count`, `min`,
+//! `max`, `sum` and `avg` fold every selected row into one (no `GROUP BY`).
+//! Cassandra's native functions (`now()`, `uuid()`, `currentTimestamp()`
+//! and the other `current*()`, `toTimestamp`, `toDate`, `toUnixTimestamp`,
+//! `dateOf`, `unixTimestampOf`, `minTimeuuid`, `maxTimeuuid`, `blobAsX` /
+//! `xAsBlob` for every native type, `toJson`, `fromJson`) work as terms and
+//! as selectors. An unset bound value leaves its column untouched in a
+//! write and is refused in keys and `WHERE`; unset TTL, timestamp and
+//! `LIMIT` mean their defaults. [`QueryProcessor::prepare`] types bind
+//! markers and result columns.
 //!
 //! Non-frozen sets, maps and lists are stored one cell per element (cell
-//! paths), so `s = s + {..}`, `s = s - {..}`, `m[k] = v`, `l = l + [..]` and
-//! `DELETE m[k]` touch only their elements. The engine has no column-level
-//! deletion, so replacing or deleting a whole collection reads the stored
-//! elements first and tombstones them.
+//! paths), so `s = s + {..}`, `s = s - {..}`, `m[k] = v`, `l = l + [..]`,
+//! `l = [..] + l` and `DELETE m[k]` touch only their elements. The engine
+//! has no column-level deletion, so replacing or deleting a whole collection
+//! reads the stored elements first and tombstones them; `l = l - [..]`,
+//! `l[i] = v` and `DELETE l[i]` also read the stored list first, as in
+//! Cassandra.
 //!
 //! What it is not: no networking, no replication (the coordinator supplies
-//! its own [`DataAccess`]; [`LocalData`] is this node's engine), no
-//! lightweight transactions, counters, JSON, secondary indexes, user-defined
-//! types or functions, no list prepend / index operations.
+//! its own [`DataAccess`]; [`LocalData`] is this node's engine). Refused
+//! with an `INVALID` error: lightweight transactions (`IF ...` and writes at
+//! `SERIAL` / `LOCAL_SERIAL`), counters, secondary indexes, materialized
+//! views, user-defined types, functions and aggregates, `GROUP BY`, `CAST`
+//! in selections, terms (constants) as selectors outside function
+//! arguments.
 //!
 //! Rows: an INSERT writes a row marker (a cell with an empty column name) so
 //! that a row with only primary-key columns exists; UPDATE does not.
@@ -58,6 +73,8 @@ mod collections;
 mod data;
 mod describe;
 mod error;
+mod functions;
+mod json;
 mod prepare;
 mod processor;
 mod select;
@@ -70,3 +87,5 @@ pub use crate::{
     prepare::PreparedInfo,
     processor::{QueryParams, QueryProcessor, QueryResult, SchemaListener},
 };
+/// A bound value: bytes, null or unset ([`QueryParams::values`]).
+pub use gyre_protocol::Value;

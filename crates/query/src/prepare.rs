@@ -46,15 +46,18 @@ impl QueryProcessor {
             let t = self.table(name, &params)?;
             using_marks(using, marks);
             match m {
-                Modification::Insert(i) => {
-                    if let gyre_cql::InsertValues::Columns { columns, values } = &i.values {
+                Modification::Insert(i) => match &i.values {
+                    gyre_cql::InsertValues::Columns { columns, values } => {
                         for (c, v) in columns.iter().zip(values) {
                             if let Some(col) = t.column(c) {
                                 term_marks(v, &col.ty, c, marks);
                             }
                         }
                     }
-                }
+                    gyre_cql::InsertValues::Json { json, .. } => {
+                        term_marks(json, &CqlType::Text, "[json]", marks);
+                    }
+                },
                 Modification::Update(u) => {
                     for a in &u.assignments {
                         assignment_marks(&t, a, marks);
@@ -64,10 +67,15 @@ impl QueryProcessor {
                 Modification::Delete(d) => {
                     for del in &d.columns {
                         if let gyre_cql::Deletion::Element { column, key } = del {
-                            if let Some(CqlType::Set(k) | CqlType::Map(k, _)) =
-                                t.column(column).map(|c| &c.ty)
-                            {
-                                term_marks(key, k, column, marks);
+                            match t.column(column).map(|c| &c.ty) {
+                                Some(CqlType::Set(k) | CqlType::Map(k, _)) => {
+                                    term_marks(key, k, column, marks);
+                                }
+                                Some(CqlType::List(_)) => {
+                                    let name = format!("idx({column})");
+                                    term_marks(key, &CqlType::Int, &name, marks);
+                                }
+                                _ => {}
                             }
                         }
                     }
@@ -79,6 +87,11 @@ impl QueryProcessor {
         let first = match &parsed.statement {
             Statement::Select(s) => {
                 let t = self.table(&s.table, &params)?;
+                if let gyre_cql::Selection::Items(items) = &s.selection {
+                    items
+                        .iter()
+                        .for_each(|i| selector_marks(&i.selector, &mut marks));
+                }
                 where_marks(&t, &s.where_clause, &mut marks);
                 for (term, name) in [
                     (&s.per_partition_limit, "[per_partition_limit]"),
@@ -88,7 +101,7 @@ impl QueryProcessor {
                         term_marks(term, &CqlType::Int, name, &mut marks);
                     }
                 }
-                info.result_columns = crate::select::result_columns(&t, &s.selection)?;
+                info.result_columns = crate::select::result_columns(&t, s)?;
                 Some(t)
             }
             Statement::Insert(i) => {
@@ -162,7 +175,43 @@ fn term_marks(term: &Term, ty: &CqlType, name: &str, marks: &mut [Option<(String
                 term_marks(t, et, name, marks);
             }
         }
+        // A function's markers take its parameter types, when the
+        // overloads agree (Cassandra asks for a type hint otherwise).
+        (Term::Function { name: f, args }, _) => {
+            let types = crate::functions::function_name(f).ok().and_then(|f| {
+                if f == "fromjson" {
+                    Some(vec![CqlType::Text])
+                } else {
+                    crate::functions::arg_types(f, args.len())
+                }
+            });
+            if let Some(types) = types {
+                for (i, (t, et)) in args.iter().zip(&types).enumerate() {
+                    let arg = format!("arg{i}({})", f.name);
+                    term_marks(t, et, &arg, marks);
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+/// Markers that are function arguments in a selection take the
+/// function's parameter types.
+fn selector_marks(sel: &gyre_cql::Selector, marks: &mut [Option<(String, ColumnType)>]) {
+    let gyre_cql::Selector::Function { name, args } = sel else {
+        return;
+    };
+    let types = crate::functions::function_name(name)
+        .ok()
+        .and_then(|f| crate::functions::arg_types(f, args.len()));
+    for (i, arg) in args.iter().enumerate() {
+        match (arg, types.as_ref().and_then(|t| t.get(i))) {
+            (gyre_cql::Selector::Term(term), Some(ty)) => {
+                term_marks(term, ty, &format!("arg{i}({})", name.name), marks);
+            }
+            (other, _) => selector_marks(other, marks),
+        }
     }
 }
 
@@ -178,13 +227,23 @@ fn assignment_marks(t: &TableDef, a: &Assignment, marks: &mut [Option<(String, C
             Some(ty) => term_marks(value, ty, column, marks),
             None => {}
         },
-        Assignment::SetElement { column, key, value } => {
-            if let Some(CqlType::Map(k, v)) = t.column(column).map(|c| &c.ty) {
+        Assignment::SetElement { column, key, value } => match t.column(column).map(|c| &c.ty) {
+            Some(CqlType::Map(k, v)) => {
                 term_marks(key, k, column, marks);
                 term_marks(value, v, column, marks);
             }
+            Some(CqlType::List(v)) => {
+                term_marks(key, &CqlType::Int, &format!("idx({column})"), marks);
+                term_marks(value, v, column, marks);
+            }
+            _ => {}
+        },
+        Assignment::Prepend { column, value } => {
+            if let Some(c) = t.column(column) {
+                term_marks(value, &c.ty, column, marks);
+            }
         }
-        Assignment::Prepend { .. } | Assignment::SetField { .. } => {}
+        Assignment::SetField { .. } => {}
     }
 }
 
@@ -208,6 +267,15 @@ fn where_marks(t: &TableDef, relations: &[Relation], marks: &mut [Option<(String
                         column,
                         ColumnType::List(Box::new(column_type(&col.ty))),
                     ),
+                }
+            }
+            Relation::Token {
+                predicate: Predicate::Compare(_, Term::Function { name, args }),
+                ..
+            } if name.name == "token" => {
+                // `token(k) > token(?)`: markers typed by the key columns.
+                for (c, a) in t.partition_key().into_iter().zip(args) {
+                    term_marks(a, &c.ty, &c.name, marks);
                 }
             }
             Relation::Token {

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use gyre_common::{LocalTime, Slice, SliceBound, Timestamp};
 use gyre_cql::{InValues, Operator, Parsed, Predicate, QualifiedName, Relation, Statement, Term};
 use gyre_protocol::{
-    ColumnType, Consistency, CqlValue, SchemaChange as Change, SchemaChangeTarget, SchemaChangeType,
+    ColumnType, Consistency, CqlValue, SchemaChange as Change, SchemaChangeTarget,
+    SchemaChangeType, Value,
 };
 use gyre_schema::{
     encode_clustering, encode_partition_key, ColumnDef, ColumnKind, Replication, Schema,
@@ -28,8 +29,9 @@ use crate::values::{column_type, term_bytes};
 /// Per-request parameters, as a QUERY or EXECUTE message carries them.
 #[derive(Clone, Debug)]
 pub struct QueryParams {
-    /// Bound values in wire form, by marker position; `None` is null.
-    pub values: Vec<Option<Bytes>>,
+    /// Bound values in wire form, by marker position: bytes, null, or
+    /// unset (a write leaves the column untouched; an error elsewhere).
+    pub values: Vec<Value>,
     /// The connection's current keyspace (`USE`).
     pub keyspace: Option<String>,
     pub consistency: Consistency,
@@ -444,11 +446,7 @@ pub(crate) struct Where {
     pub token_end: Option<Bound<i64>>,
 }
 
-pub(crate) fn analyze(
-    table: &TableDef,
-    relations: &[Relation],
-    binds: &[Option<Bytes>],
-) -> Result<Where> {
+pub(crate) fn analyze(table: &TableDef, relations: &[Relation], binds: &[Value]) -> Result<Where> {
     let mut w = Where::default();
     for rel in relations {
         match rel {
@@ -462,8 +460,16 @@ pub(crate) fn analyze(
                 let Predicate::Compare(op, term) = predicate else {
                     return Err(QueryError::invalid("IN is not supported on token()"));
                 };
-                let t = crate::values::term_i64(term, "token", binds)?
-                    .ok_or_else(|| QueryError::invalid("Invalid null value for token"))?;
+                let t = match term {
+                    // `token(k) > token(5)`: the token of a key given by value.
+                    Term::Function { name, args }
+                        if crate::functions::function_name(name)? == "token" =>
+                    {
+                        key_token(table, args, binds)?
+                    }
+                    _ => crate::values::term_i64(term, "token", binds)?
+                        .ok_or_else(|| QueryError::invalid("Invalid null value for token"))?,
+                };
                 match op {
                     Operator::Gt => w.token_start = Some(Bound::Excluded(t)),
                     Operator::Gte => w.token_start = Some(Bound::Included(t)),
@@ -486,10 +492,36 @@ pub(crate) fn analyze(
     Ok(w)
 }
 
+/// The token of the partition key whose column values are `args`.
+fn key_token(table: &TableDef, args: &[Term], binds: &[Value]) -> Result<i64> {
+    let pk = table.partition_key();
+    if args.len() != pk.len() {
+        return Err(QueryError::invalid(format!(
+            "Invalid number of arguments in call to function token: {} required but {} provided",
+            pk.len(),
+            args.len()
+        )));
+    }
+    let parts = pk
+        .iter()
+        .zip(args)
+        .map(|(c, t)| {
+            term_bytes(t, &c.ty, &c.name, binds)?.ok_or_else(|| {
+                QueryError::invalid(format!(
+                    "Invalid null value for partition key part {}",
+                    c.name
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let parts: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
+    Ok(gyre_common::token_of(&encode_partition_key(&parts)))
+}
+
 fn analyze_column(
     col: &ColumnDef,
     predicate: &Predicate,
-    binds: &[Option<Bytes>],
+    binds: &[Value],
     w: &mut Where,
 ) -> Result<()> {
     let name = &col.name;
@@ -504,10 +536,15 @@ fn analyze_column(
         Predicate::In(InValues::Marker(m)) => {
             let list_ty = ColumnType::List(Box::new(column_type(&col.ty)));
             match binds.get(m.index) {
-                Some(Some(b)) => match CqlValue::decode(&list_ty, b) {
+                Some(Value::Bytes(b)) => match CqlValue::decode(&list_ty, b) {
                     Ok(CqlValue::List(items)) => items.iter().map(CqlValue::encode).collect(),
                     _ => return Err(QueryError::invalid(format!("Invalid IN list for {name}"))),
                 },
+                Some(Value::Unset) => {
+                    return Err(QueryError::invalid(format!(
+                        "Invalid unset value for column {name}"
+                    )))
+                }
                 _ => {
                     return Err(QueryError::invalid(format!(
                         "Invalid null value for IN restriction on {name}"

@@ -7,18 +7,19 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use gyre_common::{
     CellName, CellValue, DecoratedKey, LocalTime, Partition, Row, Slice, SliceBound,
 };
-use gyre_cql::{Order, Select, SelectItem, Selection, Selector};
-use gyre_protocol::ColumnType;
+use gyre_cql::{CqlType, Order, Select, SelectItem, Selection, Selector};
+use gyre_protocol::{ColumnType, Value};
 use gyre_schema::{decode_clustering_key, ClusteringOrder, ColumnDef, ColumnKind, TableDef};
 use gyre_storage::{ClusteringFilter, ReadFilter, ScanRequest, ScanStart};
 
 use crate::collections::{assemble, is_multicell};
 use crate::error::{QueryError, Result};
+use crate::functions::{self, function_name, Aggregate, Scalar};
 use crate::processor::{
     analyze, clustering, partition_keys, Clustering, Filter, QueryParams, QueryProcessor,
     QueryResult, Restriction,
 };
-use crate::values::{column_type, term_i64};
+use crate::values::{column_type, term_bytes, term_i64};
 
 const FILTERING: &str = "Cannot execute this query as it might involve data filtering and thus may have unpredictable performance. If you want to execute this query despite the performance unpredictability, use ALLOW FILTERING";
 
@@ -30,7 +31,24 @@ enum Item {
     Column(ColumnDef),
     WriteTime(ColumnDef),
     Ttl(ColumnDef),
+    /// `token(pk...)`: the partition's token.
+    Token,
+    /// A constant function argument (evaluated once).
+    Const(Option<Bytes>),
+    /// A scalar function of other items.
+    Scalar(Scalar, Vec<Item>),
+    /// `toJson(item)`: the item's value as JSON text.
+    ToJson(Box<Item>, ColumnType),
+    /// `count(*)`.
     Count,
+    /// An aggregate of one item (its argument's type).
+    Aggregate(Aggregate, CqlType, Box<Item>),
+}
+
+impl Item {
+    fn is_aggregate(&self) -> bool {
+        matches!(self, Item::Count | Item::Aggregate(..))
+    }
 }
 
 /// Everything needed to turn stored rows into result rows.
@@ -52,19 +70,13 @@ impl QueryProcessor {
         s: &Select,
         params: &QueryParams,
     ) -> Result<QueryResult> {
-        if s.json || !s.group_by.is_empty() {
-            return Err(QueryError::invalid(
-                "SELECT JSON and GROUP BY are not supported",
-            ));
+        if !s.group_by.is_empty() {
+            return Err(QueryError::invalid("GROUP BY is not supported by Gyre"));
         }
         let binds = &params.values;
-        let (items, columns) = projection(table, &s.selection)?;
-        let counting = items.iter().any(|i| matches!(i, Item::Count));
-        if counting && items.len() > 1 {
-            return Err(QueryError::invalid(
-                "count(*) cannot be combined with other selectors",
-            ));
-        }
+        let (items, columns) = projection(table, &s.selection, Some(binds))?;
+        // Aggregates read every selected row and return one (unpaged).
+        let counting = items.iter().any(Item::is_aggregate);
         let positive = |t: &gyre_cql::Term, what: &str| -> Result<Option<usize>> {
             match term_i64(t, what, binds)? {
                 Some(n) if n > 0 => Ok(Some(n as usize)),
@@ -88,7 +100,10 @@ impl QueryProcessor {
             .flatten();
         // DISTINCT: one row per partition, showing only partition-level columns.
         let per_partition = if s.distinct {
-            let partition_level = |i: &Item| matches!(i, Item::Column(c) if matches!(c.kind, ColumnKind::PartitionKey(_) | ColumnKind::Static));
+            let partition_level = |i: &Item| {
+                matches!(i, Item::Token)
+                    || matches!(i, Item::Column(c) if matches!(c.kind, ColumnKind::PartitionKey(_) | ColumnKind::Static))
+            };
             if !items.iter().all(partition_level) || s.where_clause.iter().any(|r| {
                 matches!(r, gyre_cql::Relation::Column { column, .. }
                     if table.column(column).is_some_and(|c| !matches!(c.kind, ColumnKind::PartitionKey(_))))
@@ -195,7 +210,7 @@ impl QueryProcessor {
                         static_only,
                         &mut rows,
                         &mut cks,
-                    );
+                    )?;
                 }
                 if let Some(room) = room.filter(|r| rows.len() - before >= *r) {
                     rows.truncate(before + room);
@@ -260,7 +275,7 @@ impl QueryProcessor {
                         plan.static_only_rows,
                         &mut rows,
                         &mut cks,
-                    );
+                    )?;
                 }
                 if let Some(l) = limit.filter(|_| !counting) {
                     rows.truncate(before + l.saturating_sub(returned));
@@ -277,13 +292,22 @@ impl QueryProcessor {
                 }
             }
         }
-        if counting {
-            let n = limit.map_or(rows.len(), |l| rows.len().min(l));
-            rows = vec![vec![Some(Bytes::copy_from_slice(
-                &(n as i64).to_be_bytes(),
-            ))]];
-        } else if let Some(l) = limit {
+        if let Some(l) = limit {
             rows.truncate(l);
+        }
+        if counting {
+            rows = vec![aggregate(&plan.items, &rows)?];
+        }
+        if s.json {
+            let json = rows
+                .iter()
+                .map(|r| crate::json::row_json(&columns, r).map(|j| Some(Bytes::from(j))))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(QueryResult::Rows {
+                columns: json_columns(),
+                rows: json.into_iter().map(|j| vec![j]).collect(),
+                paging_state,
+            });
         }
         Ok(QueryResult::Rows {
             columns,
@@ -291,6 +315,24 @@ impl QueryProcessor {
             paging_state,
         })
     }
+}
+
+/// The one row of an aggregate query: each aggregate folded over the rows,
+/// other selectors from the first row (null when there are no rows).
+fn aggregate(items: &[Item], rows: &[Vec<Option<Bytes>>]) -> Result<Vec<Option<Bytes>>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Item::Count => Ok(Some(Bytes::copy_from_slice(
+                &(rows.len() as i64).to_be_bytes(),
+            ))),
+            Item::Aggregate(agg, ty, _) => {
+                agg.fold(ty, rows.iter().map(|r| r.get(i).and_then(Option::as_ref)))
+            }
+            _ => Ok(rows.first().and_then(|r| r.get(i).cloned().flatten())),
+        })
+        .collect()
 }
 
 fn min_opt(a: Option<usize>, b: Option<usize>) -> Option<usize> {
@@ -334,20 +376,26 @@ fn order_by(table: &TableDef, order: &[(String, Order)], keyed: bool) -> Result<
 }
 
 /// The result columns a SELECT returns (for PREPARE).
-pub(crate) fn result_columns(table: &TableDef, sel: &Selection) -> Result<Columns> {
-    projection(table, sel).map(|(_, c)| c)
+pub(crate) fn result_columns(table: &TableDef, s: &Select) -> Result<Columns> {
+    let (_, columns) = projection(table, &s.selection, None)?;
+    Ok(if s.json { json_columns() } else { columns })
+}
+
+/// `SELECT JSON` returns one text column named `[json]`.
+fn json_columns() -> Columns {
+    vec![("[json]".to_owned(), ColumnType::Varchar)]
 }
 
 /// Result columns: name and type.
 type Columns = Vec<(String, ColumnType)>;
 
-fn projection(table: &TableDef, sel: &Selection) -> Result<(Vec<Item>, Columns)> {
-    let col = |name: &str| {
-        table
-            .column(name)
-            .cloned()
-            .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))
-    };
+/// The items and result columns of a selection. `binds` evaluates constant
+/// function arguments; PREPARE passes none and only gets the types.
+fn projection(
+    table: &TableDef,
+    sel: &Selection,
+    binds: Option<&[Value]>,
+) -> Result<(Vec<Item>, Columns)> {
     let mut items = Vec::new();
     let mut columns = Vec::new();
     match sel {
@@ -370,49 +418,154 @@ fn projection(table: &TableDef, sel: &Selection) -> Result<(Vec<Item>, Columns)>
         }
         Selection::Items(list) => {
             for SelectItem { selector, alias } in list {
-                let (item, name, ty) = match selector {
-                    Selector::Column(n) => {
-                        let c = col(n)?;
-                        let ty = column_type(&c.ty);
-                        (Item::Column(c), n.clone(), ty)
-                    }
-                    Selector::WriteTime(n) | Selector::Ttl(n) => {
-                        let c = col(n)?;
-                        let wt = matches!(selector, Selector::WriteTime(_));
-                        let f = if wt { "writetime" } else { "ttl" };
-                        if c.kind.is_primary_key() {
-                            return Err(QueryError::invalid(format!(
-                                "Cannot use selection function {f} on PRIMARY KEY part {n}"
-                            )));
-                        }
-                        if is_multicell(&c.ty) {
-                            return Err(QueryError::invalid(format!(
-                                "Cannot use selection function {f} on non-frozen collection {n}"
-                            )));
-                        }
-                        if wt {
-                            (
-                                Item::WriteTime(c),
-                                format!("writetime({n})"),
-                                ColumnType::Bigint,
-                            )
-                        } else {
-                            (Item::Ttl(c), format!("ttl({n})"), ColumnType::Int)
-                        }
-                    }
-                    Selector::CountRows => (Item::Count, "count".to_owned(), ColumnType::Bigint),
-                    _ => {
-                        return Err(QueryError::invalid(
-                            "Only columns, writetime(), ttl() and count(*) can be selected",
-                        ))
-                    }
-                };
-                columns.push((alias.clone().unwrap_or(name), ty));
+                let (item, name, ty) = selector_item(table, selector, binds, true)?;
+                columns.push((alias.clone().unwrap_or(name), column_type(&ty)));
                 items.push(item);
             }
         }
     }
     Ok((items, columns))
+}
+
+/// One selector as an item, with its result column name and type;
+/// aggregates only at the `top` of a selector.
+fn selector_item(
+    table: &TableDef,
+    selector: &Selector,
+    binds: Option<&[Value]>,
+    top: bool,
+) -> Result<(Item, String, CqlType)> {
+    let col = |name: &str| {
+        table
+            .column(name)
+            .cloned()
+            .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))
+    };
+    Ok(match selector {
+        Selector::Column(n) => {
+            let c = col(n)?;
+            let ty = c.ty.clone();
+            (Item::Column(c), n.clone(), ty)
+        }
+        Selector::WriteTime(n) | Selector::Ttl(n) => {
+            let c = col(n)?;
+            let wt = matches!(selector, Selector::WriteTime(_));
+            let f = if wt { "writetime" } else { "ttl" };
+            if c.kind.is_primary_key() {
+                return Err(QueryError::invalid(format!(
+                    "Cannot use selection function {f} on PRIMARY KEY part {n}"
+                )));
+            }
+            if is_multicell(&c.ty) {
+                return Err(QueryError::invalid(format!(
+                    "Cannot use selection function {f} on non-frozen collection {n}"
+                )));
+            }
+            if wt {
+                (
+                    Item::WriteTime(c),
+                    format!("writetime({n})"),
+                    CqlType::Bigint,
+                )
+            } else {
+                (Item::Ttl(c), format!("ttl({n})"), CqlType::Int)
+            }
+        }
+        Selector::CountRows if top => (Item::Count, "count".to_owned(), CqlType::Bigint),
+        Selector::Function { name, args } => {
+            let fname = function_name(name)?;
+            let arg_items = args
+                .iter()
+                .map(|a| selector_item(table, a, binds, false))
+                .collect::<Result<Vec<_>>>()?;
+            let arg_names: Vec<&str> = arg_items.iter().map(|(_, n, _)| n.as_str()).collect();
+            let display = format!("system.{fname}({})", arg_names.join(", "));
+            if fname == "token" {
+                let pk: Vec<&str> = table
+                    .partition_key()
+                    .into_iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if arg_names != pk {
+                    return Err(QueryError::invalid(format!(
+                        "The token function must be called on the partition key columns in order ({})",
+                        pk.join(", ")
+                    )));
+                }
+                return Ok((Item::Token, display, CqlType::Bigint));
+            }
+            match (fname, arg_items.as_slice()) {
+                ("tojson", [(arg, _, ty)]) => {
+                    let item = Item::ToJson(Box::new(arg.clone()), column_type(ty));
+                    return Ok((item, display, CqlType::Text));
+                }
+                ("fromjson", _) => {
+                    return Err(QueryError::invalid(
+                        "fromJson() cannot be used in the selection clause of a SELECT statement",
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(agg) = Aggregate::from_name(fname) {
+                if !top {
+                    return Err(QueryError::invalid(format!(
+                        "Aggregate function {fname} cannot be used as an argument of another function"
+                    )));
+                }
+                let Ok([(arg, _, arg_ty)]) = <[_; 1]>::try_from(arg_items) else {
+                    return Err(QueryError::invalid(format!(
+                        "Invalid number of arguments in call to function system.{fname}: 1 required"
+                    )));
+                };
+                let ty = agg.result_type(fname, &arg_ty)?;
+                return Ok((Item::Aggregate(agg, arg_ty, Box::new(arg)), display, ty));
+            }
+            let f = functions::resolve(fname, args.len(), |i, want| {
+                match (args.get(i), arg_items.get(i)) {
+                    (Some(Selector::Term(t)), _) => functions::term_fits(t, want).unwrap_or(false),
+                    (_, Some((_, _, ty))) => functions::assignable(want, ty),
+                    _ => false,
+                }
+            })?;
+            // Constants are typed by the function's parameter.
+            let mut items = Vec::with_capacity(args.len());
+            for ((a, (item, _, _)), ty) in args.iter().zip(arg_items).zip(&f.args) {
+                items.push(match (a, binds) {
+                    (Selector::Term(t), Some(binds)) => {
+                        Item::Const(term_bytes(t, ty, &format!("argument of {fname}"), binds)?)
+                    }
+                    _ => item,
+                });
+            }
+            let ret = f.ret.clone();
+            (Item::Scalar(f, items), display, ret)
+        }
+        // A constant is only meaningful as a function argument; its type
+        // comes from the function (or its own hint).
+        Selector::Term(t) if !top => {
+            let ty = match t {
+                gyre_cql::Term::TypeHint { ty, .. } => ty.clone(),
+                gyre_cql::Term::Function { name, args } => {
+                    crate::values::resolve_call(name, args)?.ret
+                }
+                _ => CqlType::Blob,
+            };
+            (Item::Const(None), t.to_string(), ty)
+        }
+        Selector::Term(_) => {
+            return Err(QueryError::invalid(
+                "Constants can only be selected as function arguments",
+            ))
+        }
+        Selector::CountRows => {
+            return Err(QueryError::invalid(
+                "count(*) cannot be used as an argument of another function",
+            ))
+        }
+        Selector::Cast { .. } => {
+            return Err(QueryError::invalid("CAST in a selection is not supported"))
+        }
+    })
 }
 
 impl Plan {
@@ -446,7 +599,7 @@ impl Plan {
         static_only: bool,
         out: &mut Vec<Vec<Option<Bytes>>>,
         cks: &mut Vec<Option<Bytes>>,
-    ) {
+    ) -> Result<()> {
         let pk = split_partition_key(&p.key.key, self.table.partition_key().len());
         let static_row = p.static_row.as_ref();
         let ck_cols: Vec<(&gyre_cql::CqlType, ClusteringOrder)> = self
@@ -475,7 +628,7 @@ impl Plan {
                 tracing::warn!(table = %self.table.name, "undecodable clustering key skipped");
                 continue;
             };
-            if let Some(r) = self.row(&pk, &ckv, Some(row), static_row) {
+            if let Some(r) = self.row(&p.key.key, &pk, &ckv, Some(row), static_row)? {
                 out.push(r);
                 cks.push(Some(ck.clone()));
                 emitted += 1;
@@ -487,20 +640,22 @@ impl Plan {
             && p.rows.values().all(|r| !self.live(r))
             && static_row.is_some_and(|r| self.live(r))
         {
-            if let Some(r) = self.row(&pk, &[], None, static_row) {
+            if let Some(r) = self.row(&p.key.key, &pk, &[], None, static_row)? {
                 out.push(r);
                 cks.push(None);
             }
         }
+        Ok(())
     }
 
     fn row(
         &self,
+        key: &Bytes,
         pk: &[Bytes],
         ck: &[Vec<u8>],
         row: Option<&Row>,
         static_row: Option<&Row>,
-    ) -> Option<Vec<Option<Bytes>>> {
+    ) -> Result<Option<Vec<Option<Bytes>>>> {
         let cell = |c: &ColumnDef| {
             let r = if c.kind == ColumnKind::Static {
                 static_row
@@ -542,28 +697,66 @@ impl Plan {
         for (c, filter) in &self.filters {
             match value(c) {
                 Some(v) if filter.matches(&c.ty, &v) => {}
-                _ => return None,
+                _ => return Ok(None),
             }
         }
-        Some(
-            self.items
-                .iter()
-                .map(|item| match item {
-                    Item::Column(c) => value(c),
-                    Item::WriteTime(c) => {
-                        cell(c).map(|cell| Bytes::copy_from_slice(&cell.timestamp.to_be_bytes()))
-                    }
-                    Item::Ttl(c) => cell(c).and_then(|cell| match cell.value {
-                        CellValue::Expiring { expires_at, .. } => {
-                            let left = (expires_at - self.now).clamp(0, i64::from(i32::MAX)) as i32;
-                            Some(Bytes::copy_from_slice(&left.to_be_bytes()))
-                        }
-                        _ => None,
-                    }),
-                    Item::Count => None,
-                })
-                .collect(),
-        )
+        let eval = Eval {
+            key,
+            now: self.now,
+            value: &value,
+            cell: &cell,
+        };
+        self.items
+            .iter()
+            .map(|item| eval.item(item))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+}
+
+/// One stored row's values, as the selection's items see them.
+struct Eval<'a> {
+    /// The stored partition key (for `token()`).
+    key: &'a Bytes,
+    now: LocalTime,
+    value: &'a dyn Fn(&ColumnDef) -> Option<Bytes>,
+    cell: &'a dyn Fn(&ColumnDef) -> Option<&'a gyre_common::Cell>,
+}
+
+impl Eval<'_> {
+    /// An item's value; an aggregate gives its argument's value (folded
+    /// over the rows later).
+    fn item(&self, item: &Item) -> Result<Option<Bytes>> {
+        Ok(match item {
+            Item::Column(c) => (self.value)(c),
+            Item::WriteTime(c) => {
+                (self.cell)(c).map(|cell| Bytes::copy_from_slice(&cell.timestamp.to_be_bytes()))
+            }
+            Item::Ttl(c) => (self.cell)(c).and_then(|cell| match cell.value {
+                CellValue::Expiring { expires_at, .. } => {
+                    let left = (expires_at - self.now).clamp(0, i64::from(i32::MAX)) as i32;
+                    Some(Bytes::copy_from_slice(&left.to_be_bytes()))
+                }
+                _ => None,
+            }),
+            Item::Token => Some(Bytes::copy_from_slice(
+                &gyre_common::token_of(self.key).to_be_bytes(),
+            )),
+            Item::Const(v) => v.clone(),
+            Item::Scalar(f, args) => {
+                let values = args
+                    .iter()
+                    .map(|a| self.item(a))
+                    .collect::<Result<Vec<_>>>()?;
+                f.apply(&values)?
+            }
+            Item::ToJson(arg, ty) => {
+                let v = self.item(arg)?;
+                Some(Bytes::from(crate::json::value_json(ty, v.as_ref())?))
+            }
+            Item::Count => None,
+            Item::Aggregate(_, _, arg) => self.item(arg)?,
+        })
     }
 }
 

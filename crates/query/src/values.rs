@@ -2,10 +2,13 @@
 //! to wire bytes, checked against the column type.
 
 use bytes::Bytes;
-use gyre_cql::{CqlType, Literal, Term};
-use gyre_protocol::{date_from_days, ColumnType, CqlDecimal, CqlDuration, CqlValue, CqlVarint};
+use gyre_cql::{CqlType, Literal, QualifiedName, Term};
+use gyre_protocol::{
+    date_from_days, ColumnType, CqlDecimal, CqlDuration, CqlValue, CqlVarint, Value,
+};
 
 use crate::error::{QueryError, Result};
+use crate::functions;
 
 /// The protocol type of a schema type. User-defined types are not in the
 /// schema model, so they never reach here.
@@ -50,34 +53,100 @@ pub(crate) fn unfrozen(ty: &CqlType) -> &CqlType {
     }
 }
 
-/// A term's value for a column of type `ty` (`None` is null).
+/// True when `term` is a bind marker bound to "unset": a write leaves the
+/// column alone (protocol v4).
+pub(crate) fn is_unset(term: &Term, binds: &[Value]) -> bool {
+    matches!(term, Term::Bind(m) if matches!(binds.get(m.index), Some(Value::Unset)))
+}
+
+/// A term's value for a column of type `ty` (`None` is null). Unset is an
+/// error here: callers that allow it check [`is_unset`] first.
 pub(crate) fn term_bytes(
     term: &Term,
     ty: &CqlType,
     column: &str,
-    binds: &[Option<Bytes>],
+    binds: &[Value],
 ) -> Result<Option<Bytes>> {
     match term {
-        Term::Bind(m) => {
-            let v = binds.get(m.index).ok_or_else(|| {
-                QueryError::invalid(format!(
-                    "There were {} markers(?) in CQL but {} bound variables",
-                    m.index + 1,
-                    binds.len()
-                ))
-            })?;
-            if let Some(b) = v {
+        Term::Bind(m) => match binds.get(m.index) {
+            None => Err(QueryError::invalid(format!(
+                "There were {} markers(?) in CQL but {} bound variables",
+                m.index + 1,
+                binds.len()
+            ))),
+            Some(Value::Null) => Ok(None),
+            Some(Value::Unset) => Err(QueryError::invalid(format!(
+                "Invalid unset value for column {column}"
+            ))),
+            Some(Value::Bytes(b)) => {
                 // Validate: the engine stores bytes blindly.
                 CqlValue::decode(&column_type(ty), b).map_err(|e| {
                     QueryError::invalid(format!("Invalid value for column {column}: {e}"))
                 })?;
+                Ok(Some(b.clone()))
             }
-            Ok(v.clone())
-        }
+        },
         Term::TypeHint { term, .. } => term_bytes(term, ty, column, binds),
         Term::Literal(Literal::Null) => Ok(None),
+        Term::Function { name, args }
+            if functions::function_name(name)? == "fromjson" && args.len() == 1 =>
+        {
+            // Typed by where it is used, so not a regular function.
+            let Some(text) = term_bytes(&args[0], &CqlType::Text, column, binds)? else {
+                return Ok(None);
+            };
+            let text = std::str::from_utf8(&text)
+                .map_err(|_| QueryError::invalid("Invalid UTF-8 in fromJson() argument"))?;
+            let term = crate::json::from_json(text, ty, column)?;
+            term_bytes(&term, ty, column, &[])
+        }
+        Term::Function { name, args } => {
+            let (ret, value) = call(name, args, binds)?;
+            if !functions::assignable(ty, &ret) {
+                return Err(QueryError::invalid(format!(
+                    "Type error: cannot assign result of function system.{} (type {ret}) to {column} (type {ty})",
+                    name.name
+                )));
+            }
+            Ok(value)
+        }
         _ => Ok(Some(term_value(term, ty, column, binds)?.encode())),
     }
+}
+
+/// Evaluates a native function call in a term: its result type and value.
+pub(crate) fn call(
+    name: &QualifiedName,
+    args: &[Term],
+    binds: &[Value],
+) -> Result<(CqlType, Option<Bytes>)> {
+    let f = resolve_call(name, args)?;
+    let values = args
+        .iter()
+        .zip(&f.args)
+        .map(|(a, ty)| term_bytes(a, ty, &format!("argument of {}", f.name), binds))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((f.ret.clone(), f.apply(&values)?))
+}
+
+/// Resolves a function call in a term by the static types of its arguments.
+pub(crate) fn resolve_call(name: &QualifiedName, args: &[Term]) -> Result<functions::Scalar> {
+    let fname = functions::function_name(name)?;
+    if functions::is_aggregate(fname) {
+        return Err(QueryError::invalid(format!(
+            "Aggregate function {fname} is only allowed in the selection of a SELECT"
+        )));
+    }
+    // Nested calls first, so that their own errors show.
+    for a in args {
+        if let Term::Function { name, args } = a {
+            resolve_call(name, args)?;
+        }
+    }
+    functions::resolve(fname, args.len(), |i, ty| {
+        args.get(i)
+            .is_some_and(|a| functions::term_fits(a, ty).unwrap_or(false))
+    })
 }
 
 fn bad(column: &str, ty: &CqlType, what: &str) -> QueryError {
@@ -92,12 +161,7 @@ fn type_name(ty: &CqlType) -> String {
 }
 
 /// A non-bind, non-null term as a typed value.
-fn term_value(
-    term: &Term,
-    ty: &CqlType,
-    column: &str,
-    binds: &[Option<Bytes>],
-) -> Result<CqlValue> {
+fn term_value(term: &Term, ty: &CqlType, column: &str, binds: &[Value]) -> Result<CqlValue> {
     let ty = unfrozen(ty);
     let elem = |t: &Term, et: &CqlType| -> Result<CqlValue> {
         match term_bytes(t, et, column, binds)? {
@@ -152,42 +216,16 @@ fn term_value(
             }
             Ok(CqlValue::Tuple(out))
         }
-        (Term::Function { name, args }, CqlType::Timeuuid | CqlType::Uuid)
-            if name.keyspace.is_none() && args.is_empty() && name.name == "now" =>
-        {
-            Ok(CqlValue::Timeuuid(now_timeuuid()))
-        }
-        (Term::Function { name, .. }, _) => Err(QueryError::invalid(format!(
-            "Function {} is not supported",
-            name.name
-        ))),
         _ => Err(bad(column, ty, "value")),
     }
 }
 
-/// A version 1 uuid for `now()` (built by hand: uuid's `v1` feature is off).
 /// Sets and maps are kept in their element type's order, which the
 /// byte-comparable clustering encoding gives.
 fn order_key(ty: &CqlType, v: &CqlValue) -> Bytes {
     let raw = v.encode();
     gyre_schema::encode_clustering(ty, &raw, gyre_schema::ClusteringOrder::Asc)
         .map_or(raw, Bytes::from)
-}
-
-fn now_timeuuid() -> uuid::Uuid {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    // 100 ns intervals since the Gregorian epoch (1582-10-15).
-    let ts = (d.as_nanos() / 100) as u64 + 0x01B2_1DD2_1381_4000;
-    let clock_seq = (d.subsec_nanos() & 0x3fff) as u16 | 0x8000;
-    let [a, b] = clock_seq.to_be_bytes();
-    uuid::Uuid::from_fields(
-        ts as u32,
-        (ts >> 32) as u16,
-        ((ts >> 48) as u16 & 0x0fff) | 0x1000,
-        &[a, b, b'g', b'y', b'r', b'e', b'0', b'1'],
-    )
 }
 
 fn literal_value(l: &Literal, ty: &CqlType, column: &str) -> Result<CqlValue> {
@@ -366,15 +404,17 @@ fn parse_timestamp(s: &str) -> Option<i64> {
     Some(days * 86_400_000 + nanos / 1_000_000 - offset_ms)
 }
 
-/// Decodes an integer-valued term (TTL, timestamp, LIMIT).
-pub(crate) fn term_i64(term: &Term, what: &str, binds: &[Option<Bytes>]) -> Result<Option<i64>> {
+/// Decodes an integer-valued term (TTL, timestamp, LIMIT). Null and unset
+/// give `None`: the default (as Cassandra treats an unset TTL, timestamp or
+/// LIMIT).
+pub(crate) fn term_i64(term: &Term, what: &str, binds: &[Value]) -> Result<Option<i64>> {
     match term {
         Term::Literal(Literal::Integer(s)) => s
             .parse()
             .map(Some)
             .map_err(|_| QueryError::invalid(format!("Invalid {what}: {s}"))),
         Term::Bind(m) => match binds.get(m.index) {
-            Some(Some(b)) => match b.len() {
+            Some(Value::Bytes(b)) => match b.len() {
                 4 => Ok(Some(i64::from(i32::from_be_bytes([
                     b[0], b[1], b[2], b[3],
                 ])))),
@@ -383,7 +423,7 @@ pub(crate) fn term_i64(term: &Term, what: &str, binds: &[Option<Bytes>]) -> Resu
                 ]))),
                 _ => Err(QueryError::invalid(format!("Invalid value for {what}"))),
             },
-            Some(None) => Ok(None),
+            Some(Value::Null | Value::Unset) => Ok(None),
             None => Err(QueryError::invalid(format!(
                 "Missing bound value for {what}"
             ))),

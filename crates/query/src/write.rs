@@ -7,12 +7,16 @@ use gyre_protocol::Consistency;
 use gyre_schema::{encode_clustering_key, ColumnDef, ColumnKind, TableDef};
 use gyre_storage::{ClusteringFilter, ColumnFilter, ReadFilter, TableId};
 
-use crate::collections::{elements, is_multicell, key_path};
+use crate::collections::{elements, is_multicell, key_path, prepend_elements};
 use crate::error::{QueryError, Result};
 use crate::processor::{
     analyze, clustering, partition_keys, Clustering, QueryParams, QueryProcessor,
 };
-use crate::values::{term_bytes, term_i64};
+use crate::values::{is_unset, term_bytes, term_i64};
+
+/// Why conditional statements fail: Gyre has no Paxos.
+const LWT: &str =
+    "Lightweight transactions (IF NOT EXISTS, IF EXISTS, IF conditions) are not supported by Gyre";
 
 /// Cassandra's TTL ceiling (20 years).
 const MAX_TTL: i64 = 20 * 365 * 86_400;
@@ -35,6 +39,12 @@ enum Op {
     Remove(Bytes),
     /// `m[key] = value` (null deletes the entry); `DELETE m[key]`.
     SetElement(Bytes, Option<Bytes>),
+    /// `l = [..] + l`: the elements of a list value, before the others.
+    Prepend(Bytes),
+    /// `l = l - [..]`: every element equal to one of a list value's.
+    RemoveValues(Bytes),
+    /// `l[i] = value` (null deletes it); `DELETE l[i]`.
+    SetIndex(i32, Option<Bytes>),
 }
 
 impl WriteTime {
@@ -53,6 +63,7 @@ impl WriteTime {
 
 impl QueryProcessor {
     pub(crate) fn modify(&self, stmt: &Statement, params: &QueryParams) -> Result<()> {
+        check_write_consistency(params.consistency)?;
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
         self.collect_updates(stmt, params, &mut updates)?;
         let logged = match stmt {
@@ -70,6 +81,7 @@ impl QueryProcessor {
         consistency: gyre_protocol::Consistency,
         logged: bool,
     ) -> Result<()> {
+        check_write_consistency(consistency)?;
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
         for (parsed, params) in statements {
             if params.values.len() < parsed.bind_markers.len() {
@@ -103,6 +115,12 @@ impl QueryProcessor {
             Statement::Update(u) => self.update(u, params, None, updates)?,
             Statement::Delete(d) => self.delete(d, params, None, updates)?,
             Statement::Batch(b) => {
+                if b.kind == gyre_cql::BatchKind::Counter {
+                    // No counter tables exist, so no statement may be in one.
+                    return Err(QueryError::invalid(
+                        "Cannot include non-counter statement in a counter batch (counter tables are not supported yet)",
+                    ));
+                }
                 if b.using.ttl.is_some() {
                     return Err(QueryError::invalid("A BATCH cannot have a TTL"));
                 }
@@ -143,7 +161,8 @@ impl QueryProcessor {
         // One mutation per partition, as Cassandra does with a batch: fewer
         // round trips, and each partition's part applies atomically.
         let mut merged: Vec<(TableId, Partition)> = Vec::with_capacity(updates.len());
-        for (table, update) in updates {
+        // Nothing to send for a statement whose values were all unset.
+        for (table, update) in updates.into_iter().filter(|(_, p)| !p.is_empty()) {
             match merged
                 .iter_mut()
                 .find(|(t, p)| *t == table && p.key == update.key)
@@ -151,6 +170,9 @@ impl QueryProcessor {
                 Some((_, into)) => gyre_common::lww::merge_partitions(into, update),
                 None => merged.push((table, update)),
             }
+        }
+        if merged.is_empty() {
+            return Ok(());
         }
         match logged {
             Some(logged) => self.data.apply_batch(merged, consistency, logged),
@@ -209,24 +231,38 @@ impl QueryProcessor {
     ) -> Result<()> {
         let table = self.table(&ins.table, params)?;
         if ins.if_not_exists {
-            return Err(QueryError::invalid("IF NOT EXISTS (LWT) is not supported"));
+            return Err(QueryError::invalid(LWT));
         }
-        let InsertValues::Columns { columns, values } = &ins.values else {
-            return Err(QueryError::invalid("INSERT JSON is not supported"));
-        };
-        if columns.len() != values.len() {
-            return Err(QueryError::invalid("Unmatched column names/values"));
-        }
+        let binds = &params.values;
         let wt = self.write_time(&table, &ins.using, params, batch_ts)?;
+        // The columns written; an unset value leaves its column out.
         let mut assigned: Vec<(&ColumnDef, Option<Bytes>)> = Vec::new();
-        for (name, term) in columns.iter().zip(values) {
-            let col = table
-                .column(name)
-                .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))?;
-            if assigned.iter().any(|(c, _)| c.name == col.name) {
-                return Err(QueryError::invalid("The column names contains duplicates"));
+        match &ins.values {
+            InsertValues::Columns { columns, values } => {
+                if columns.len() != values.len() {
+                    return Err(QueryError::invalid("Unmatched column names/values"));
+                }
+                let mut seen: Vec<&str> = Vec::new();
+                for (name, term) in columns.iter().zip(values) {
+                    let col = column_def(&table, name)?;
+                    if seen.contains(&col.name.as_str()) {
+                        return Err(QueryError::invalid("The column names contains duplicates"));
+                    }
+                    seen.push(&col.name);
+                    if !col.kind.is_primary_key() && is_unset(term, binds) {
+                        continue;
+                    }
+                    assigned.push((col, term_bytes(term, &col.ty, name, binds)?));
+                }
             }
-            assigned.push((col, term_bytes(term, &col.ty, name, &params.values)?));
+            InsertValues::Json { json, default } => {
+                let text = match term_bytes(json, &CqlType::Text, "[json]", binds)? {
+                    Some(b) => String::from_utf8(b.to_vec())
+                        .map_err(|_| QueryError::invalid("Invalid UTF-8 in INSERT JSON value"))?,
+                    None => return Err(QueryError::invalid("Got null for INSERT JSON values")),
+                };
+                assigned = crate::json::insert_values(&table, &text, *default)?;
+            }
         }
         let get = |col: &ColumnDef| -> Result<Bytes> {
             match assigned.iter().find(|(c, _)| c.name == col.name) {
@@ -304,14 +340,24 @@ impl QueryProcessor {
     ) -> Result<()> {
         let table = self.table(&upd.table, params)?;
         if upd.conditions.is_some() {
-            return Err(QueryError::invalid(
-                "Conditional updates (LWT) are not supported",
-            ));
+            return Err(QueryError::invalid(LWT));
         }
         let wt = self.write_time(&table, &upd.using, params, batch_ts)?;
         let binds = &params.values;
         let mut ops: Vec<(&ColumnDef, Op)> = Vec::new();
         for a in &upd.assignments {
+            // An unset value leaves the column (or element) untouched.
+            match a {
+                Assignment::Set { value, .. }
+                | Assignment::Add { value, .. }
+                | Assignment::Subtract { value, .. }
+                | Assignment::SetElement { value, .. }
+                    if is_unset(value, binds) =>
+                {
+                    continue
+                }
+                _ => {}
+            }
             let (column, op) = match a {
                 Assignment::Set { column, value } => {
                     let col = column_def(&table, column)?;
@@ -330,33 +376,55 @@ impl QueryProcessor {
                 Assignment::Subtract { column, value } => {
                     let col = column_def(&table, column)?;
                     let keys_ty = match &col.ty {
-                        CqlType::Set(_) => col.ty.clone(),
+                        CqlType::Set(_) | CqlType::List(_) => col.ty.clone(),
                         CqlType::Map(k, _) => CqlType::Set(k.clone()),
                         _ => {
                             return Err(QueryError::invalid(format!(
-                                "Invalid operation (-) for column {column}: only non-frozen sets and maps are supported"
+                                "Invalid operation (-) for column {column}: only non-frozen collections are supported"
                             )))
                         }
                     };
                     let v = non_null(term_bytes(value, &keys_ty, column, binds)?, column)?;
-                    (col, Op::Remove(v))
+                    if matches!(col.ty, CqlType::List(_)) {
+                        (col, Op::RemoveValues(v))
+                    } else {
+                        (col, Op::Remove(v))
+                    }
                 }
                 Assignment::SetElement { column, key, value } => {
                     let col = column_def(&table, column)?;
-                    let CqlType::Map(kt, vt) = &col.ty else {
-                        return Err(QueryError::invalid(format!(
-                            "Element assignment is only supported on non-frozen maps ({column})"
-                        )));
-                    };
-                    let k = non_null(term_bytes(key, kt, column, binds)?, column)?;
-                    (
-                        col,
-                        Op::SetElement(k, term_bytes(value, vt, column, binds)?),
-                    )
+                    match &col.ty {
+                        CqlType::Map(kt, vt) => {
+                            let k = non_null(term_bytes(key, kt, column, binds)?, column)?;
+                            (
+                                col,
+                                Op::SetElement(k, term_bytes(value, vt, column, binds)?),
+                            )
+                        }
+                        CqlType::List(et) => {
+                            let i = list_index(key, column, binds)?;
+                            (col, Op::SetIndex(i, term_bytes(value, et, column, binds)?))
+                        }
+                        _ => {
+                            return Err(QueryError::invalid(format!(
+                                "Element assignment is only supported on non-frozen lists and maps ({column})"
+                            )))
+                        }
+                    }
                 }
-                Assignment::Prepend { .. } | Assignment::SetField { .. } => {
+                Assignment::Prepend { column, value } => {
+                    let col = column_def(&table, column)?;
+                    if !matches!(col.ty, CqlType::List(_)) {
+                        return Err(QueryError::invalid(format!(
+                            "Invalid operation (prepend) for non-list column {column}"
+                        )));
+                    }
+                    let v = non_null(term_bytes(value, &col.ty, column, binds)?, column)?;
+                    (col, Op::Prepend(v))
+                }
+                Assignment::SetField { .. } => {
                     return Err(QueryError::invalid(
-                        "List prepend and field assignments are not supported",
+                        "User-defined type field assignments are not supported",
                     ))
                 }
             };
@@ -398,9 +466,7 @@ impl QueryProcessor {
     ) -> Result<()> {
         let table = self.table(&del.table, params)?;
         if del.conditions.is_some() {
-            return Err(QueryError::invalid(
-                "Conditional deletes (LWT) are not supported",
-            ));
+            return Err(QueryError::invalid(LWT));
         }
         if del.using.ttl.is_some() {
             return Err(QueryError::invalid("A DELETE cannot have a TTL"));
@@ -412,16 +478,21 @@ impl QueryProcessor {
                 gyre_cql::Deletion::Column(name) => (column_def(&table, name)?, Op::Set(None)),
                 gyre_cql::Deletion::Element { column, key } => {
                     let col = column_def(&table, column)?;
-                    let kt = match &col.ty {
-                        CqlType::Set(t) | CqlType::Map(t, _) => t,
+                    match &col.ty {
+                        CqlType::Set(kt) | CqlType::Map(kt, _) => {
+                            let k =
+                                non_null(term_bytes(key, kt, column, &params.values)?, column)?;
+                            (col, Op::SetElement(k, None))
+                        }
+                        CqlType::List(_) => {
+                            (col, Op::SetIndex(list_index(key, column, &params.values)?, None))
+                        }
                         _ => {
                             return Err(QueryError::invalid(format!(
-                                "Element deletion is only supported on non-frozen sets and maps ({column})"
+                                "Element deletion is only supported on non-frozen collections ({column})"
                             )))
                         }
-                    };
-                    let k = non_null(term_bytes(key, kt, column, &params.values)?, column)?;
-                    (col, Op::SetElement(k, None))
+                    }
                 }
                 gyre_cql::Deletion::Field { .. } => {
                     return Err(QueryError::invalid("Deleting UDT fields is not supported"))
@@ -524,6 +595,38 @@ impl QueryProcessor {
                 let path = key_path(&col.ty, k)?;
                 Ok(put(p, ck, name(path), wt.cell(v.clone())))
             }
+            Op::Prepend(v) => {
+                for (path, value) in prepend_elements(&col.ty, v, wt.ts)? {
+                    p = put(p, ck, name(path), wt.cell(Some(value)));
+                }
+                Ok(p)
+            }
+            Op::RemoveValues(v) => {
+                // Lists remove by value: find the stored elements (read first).
+                let gone: Vec<Bytes> = elements(&col.ty, v, wt.ts)?
+                    .into_iter()
+                    .map(|(_, value)| value)
+                    .collect();
+                for (path, value) in self.stored_elements(table, &p, ck, col, wt)? {
+                    if gone.contains(&value) {
+                        p = put(p, ck, name(path), Cell::tombstone(wt.ts, wt.now));
+                    }
+                }
+                Ok(p)
+            }
+            Op::SetIndex(i, v) => {
+                let stored = self.stored_elements(table, &p, ck, col, wt)?;
+                let (path, _) = usize::try_from(*i)
+                    .ok()
+                    .and_then(|i| stored.get(i))
+                    .ok_or_else(|| {
+                        QueryError::invalid(format!(
+                            "Invalid index {i}, list has size {}",
+                            stored.len()
+                        ))
+                    })?;
+                Ok(put(p, ck, name(path.clone()), wt.cell(v.clone())))
+            }
         }
     }
 
@@ -536,6 +639,23 @@ impl QueryProcessor {
         col: &ColumnDef,
         wt: &WriteTime,
     ) -> Result<Vec<Bytes>> {
+        Ok(self
+            .stored_elements(table, p, ck, col, wt)?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect())
+    }
+
+    /// The live element cells (path, value) stored for a collection column
+    /// of one row, in path (= list) order.
+    fn stored_elements(
+        &self,
+        table: &TableDef,
+        p: &Partition,
+        ck: Option<&Bytes>,
+        col: &ColumnDef,
+        wt: &WriteTime,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
         let column = Bytes::copy_from_slice(col.name.as_bytes());
         let filter = ReadFilter {
             clustering: match ck {
@@ -557,8 +677,8 @@ impl QueryProcessor {
             .map(|r| {
                 r.cells
                     .iter()
-                    .filter(|(n, c)| n.column == column && !n.path.is_empty() && c.is_live(wt.now))
-                    .map(|(n, _)| n.path.clone())
+                    .filter(|(n, _)| n.column == column && !n.path.is_empty())
+                    .filter_map(|(n, c)| c.value_at(wt.now).map(|v| (n.path.clone(), v.clone())))
                     .collect()
             })
             .unwrap_or_default())
@@ -572,10 +692,32 @@ fn put(p: Partition, ck: Option<&Bytes>, name: CellName, cell: Cell) -> Partitio
     }
 }
 
+/// SERIAL levels are for Paxos (conditional) writes, which Gyre lacks.
+fn check_write_consistency(cl: Consistency) -> Result<()> {
+    if cl.is_serial() {
+        return Err(QueryError::invalid(format!(
+            "You must use conditional updates for serializable writes (consistency {cl}), and lightweight transactions are not supported by Gyre"
+        )));
+    }
+    Ok(())
+}
+
 fn column_def<'a>(table: &'a TableDef, name: &str) -> Result<&'a ColumnDef> {
     table
         .column(name)
         .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))
+}
+
+/// A list index (`l[i]`): a non-null int.
+fn list_index(term: &gyre_cql::Term, column: &str, binds: &[gyre_protocol::Value]) -> Result<i32> {
+    let b = term_bytes(term, &CqlType::Int, column, binds)?.ok_or_else(|| {
+        QueryError::invalid(format!("Invalid null value for list index of {column}"))
+    })?;
+    let b: [u8; 4] = b
+        .as_ref()
+        .try_into()
+        .map_err(|_| QueryError::invalid(format!("Invalid list index for {column}")))?;
+    Ok(i32::from_be_bytes(b))
 }
 
 fn non_null(v: Option<Bytes>, column: &str) -> Result<Bytes> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use gyre_protocol::{ColumnType, CqlValue};
-use gyre_query::{LocalData, QueryError, QueryParams, QueryProcessor, QueryResult};
+use gyre_query::{LocalData, QueryError, QueryParams, QueryProcessor, QueryResult, Value};
 use gyre_schema::{Schema, SchemaStore};
 use gyre_storage::{LsmConfig, LsmEngine, ManualClock, StorageEngine, SyncMode};
 
@@ -108,6 +108,11 @@ fn decode(columns: &[(String, ColumnType)], rows: Vec<Vec<Option<Bytes>>>) -> Ty
         .collect()
 }
 
+/// A bound value in wire form.
+fn val(b: impl Into<Bytes>) -> Value {
+    Value::Bytes(b.into())
+}
+
 fn int(i: i32) -> Option<CqlValue> {
     Some(CqlValue::Int(i))
 }
@@ -204,10 +209,10 @@ fn bound_values_and_composite_keys() {
     e.ok("CREATE TABLE t (a text, b int, c bigint, v text, PRIMARY KEY ((a, b), c))");
     let p = QueryParams {
         values: vec![
-            Some(Bytes::from("x")),
-            Some(Bytes::from(7i32.to_be_bytes().to_vec())),
-            Some(Bytes::from(5i64.to_be_bytes().to_vec())),
-            Some(Bytes::from("bound")),
+            val("x"),
+            val(7i32.to_be_bytes().to_vec()),
+            val(5i64.to_be_bytes().to_vec()),
+            val("bound"),
         ],
         ..params()
     };
@@ -232,10 +237,10 @@ fn bound_values_and_composite_keys() {
     // A wrongly sized bound int is refused.
     let bad = QueryParams {
         values: vec![
-            Some(Bytes::from("x")),
-            Some(Bytes::from_static(&[1, 2])),
-            None,
-            None,
+            val("x"),
+            val(Bytes::from_static(&[1, 2])),
+            Value::Null,
+            Value::Null,
         ],
         ..params()
     };
@@ -544,7 +549,7 @@ fn paged_scan_returns_every_row_once() {
     assert!(next.is_none());
     // Token ranges split the scan.
     let p = QueryParams {
-        values: vec![Some(Bytes::from(0i64.to_be_bytes().to_vec()))],
+        values: vec![val(0i64.to_be_bytes().to_vec())],
         ..params()
     };
     let low = e
@@ -972,4 +977,519 @@ fn dropped_columns_stay_dropped() {
         e.rows("SELECT v FROM t WHERE k = 2"),
         vec![vec![text("new")]]
     );
+}
+
+fn with_values(values: Vec<Value>) -> QueryParams {
+    QueryParams { values, ..params() }
+}
+
+fn i32v(i: i32) -> Value {
+    val(i.to_be_bytes().to_vec())
+}
+
+#[test]
+fn unset_values_leave_columns_alone() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int PRIMARY KEY, a text, b text, m map<text, int>)");
+    e.ok("INSERT INTO t (k, a, b, m) VALUES (1, 'a', 'b', {'x': 1})");
+    let run = |cql: &str, values: Vec<Value>| e.qp.execute(cql, &with_values(values));
+    // INSERT: the unset column keeps its value, the others are written.
+    run(
+        "INSERT INTO t (k, a, b) VALUES (?, ?, ?)",
+        vec![i32v(1), Value::Unset, val("B")],
+    )
+    .unwrap();
+    let all = "SELECT a, b, m FROM t WHERE k = 1";
+    let map_x = Some(CqlValue::Map(vec![(
+        CqlValue::Text("x".into()),
+        CqlValue::Int(1),
+    )]));
+    assert_eq!(e.rows(all), vec![vec![text("a"), text("B"), map_x.clone()]]);
+    // UPDATE: unset assignments, additions and element puts are no-ops.
+    run(
+        "UPDATE t SET a = ?, m = m + ?, m['y'] = ?, b = ? WHERE k = ?",
+        vec![Value::Unset, Value::Unset, Value::Unset, val("C"), i32v(1)],
+    )
+    .unwrap();
+    assert_eq!(e.rows(all), vec![vec![text("a"), text("C"), map_x.clone()]]);
+    // Whole-collection replacement with unset leaves the collection too.
+    run("UPDATE t SET m = ? WHERE k = 1", vec![Value::Unset]).unwrap();
+    assert_eq!(e.rows(all), vec![vec![text("a"), text("C"), map_x]]);
+    // Null still deletes.
+    run("UPDATE t SET a = ? WHERE k = 1", vec![Value::Null]).unwrap();
+    assert_eq!(e.rows("SELECT a FROM t WHERE k = 1"), vec![vec![None]]);
+    // A row inserted with only unset values exists (row marker).
+    run("INSERT INTO t (k, a) VALUES (2, ?)", vec![Value::Unset]).unwrap();
+    assert_eq!(
+        e.rows("SELECT k, a FROM t WHERE k = 2"),
+        vec![vec![int(2), None]]
+    );
+    // Unset TTL and timestamp mean the defaults; unset LIMIT means none.
+    run(
+        "INSERT INTO t (k, b) VALUES (3, 'x') USING TTL ? AND TIMESTAMP ?",
+        vec![Value::Unset, Value::Unset],
+    )
+    .unwrap();
+    assert_eq!(e.rows("SELECT ttl(b) FROM t WHERE k = 3"), vec![vec![None]]);
+    let (rows, _) = e.rows_with("SELECT k FROM t LIMIT ?", &with_values(vec![Value::Unset]));
+    assert_eq!(rows.len(), 3);
+    // Unset in a key, a WHERE clause or a map key is an error.
+    for (cql, values) in [
+        ("INSERT INTO t (k, a) VALUES (?, 'z')", vec![Value::Unset]),
+        ("SELECT * FROM t WHERE k = ?", vec![Value::Unset]),
+        ("SELECT * FROM t WHERE k IN ?", vec![Value::Unset]),
+        ("UPDATE t SET a = 'z' WHERE k = ?", vec![Value::Unset]),
+        ("DELETE FROM t WHERE k = ?", vec![Value::Unset]),
+        ("UPDATE t SET m[?] = 1 WHERE k = 1", vec![Value::Unset]),
+    ] {
+        let err = run(cql, values).unwrap_err();
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+        assert!(err.to_string().contains("unset value"), "{cql}: {err}");
+    }
+    assert_eq!(
+        e.rows("SELECT k FROM t WHERE k = 1"),
+        vec![vec![int(1)]],
+        "nothing was deleted"
+    );
+}
+
+fn one(rows: TypedRows) -> Vec<Option<CqlValue>> {
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    rows.into_iter().next().unwrap()
+}
+
+#[test]
+fn aggregates_fold_the_selected_rows() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int, c int, i int, b bigint, d double, f float, dec decimal, vi varint, s text, PRIMARY KEY (k, c))");
+    for c in 1..=4 {
+        e.ok(&format!(
+            "INSERT INTO t (k, c, i, b, d, f, dec, vi, s) VALUES (1, {c}, {c}, {}, {c}.5, {c}.25, {c}.10, {}, 's{c}')",
+            i64::from(c) * 1_000_000_000_000,
+            i64::from(c) * 10
+        ));
+    }
+    e.ok("INSERT INTO t (k, c) VALUES (1, 5)");
+    let r = one(e.rows(
+        "SELECT count(*), count(i), min(i), max(i), sum(i), avg(i), sum(b), avg(d), sum(f), sum(dec), avg(dec), sum(vi), min(s), max(s) FROM t WHERE k = 1",
+    ));
+    assert_eq!(
+        r,
+        vec![
+            Some(CqlValue::Bigint(5)),
+            Some(CqlValue::Bigint(4)),
+            int(1),
+            int(4),
+            int(10),
+            // avg of ints is an int (truncated), nulls skipped.
+            int(2),
+            Some(CqlValue::Bigint(10_000_000_000_000)),
+            Some(CqlValue::Double(3.0)),
+            Some(CqlValue::Float(11.0)),
+            Some(CqlValue::Decimal(gyre_protocol::CqlDecimal {
+                unscaled: gyre_protocol::CqlVarint::from_i128(1040),
+                scale: 2
+            })),
+            Some(CqlValue::Decimal(gyre_protocol::CqlDecimal {
+                unscaled: gyre_protocol::CqlVarint::from_i128(260),
+                scale: 2
+            })),
+            Some(CqlValue::Varint(gyre_protocol::CqlVarint::from_i128(100))),
+            text("s1"),
+            text("s4"),
+        ]
+    );
+    // Result column names and types as Cassandra gives them.
+    let QueryResult::Rows { columns, .. } = e.ok("SELECT count(*), max(i), avg(d) FROM t") else {
+        panic!()
+    };
+    assert_eq!(
+        columns,
+        vec![
+            ("count".to_owned(), ColumnType::Bigint),
+            ("system.max(i)".to_owned(), ColumnType::Int),
+            ("system.avg(d)".to_owned(), ColumnType::Double),
+        ]
+    );
+    // No rows: count 0, min null, sum 0; a plain column comes from the first row.
+    assert_eq!(
+        one(e.rows("SELECT count(i), min(i), sum(i), k FROM t WHERE k = 2")),
+        vec![Some(CqlValue::Bigint(0)), None, int(0), None]
+    );
+    assert_eq!(
+        one(e.rows("SELECT k, max(c) FROM t WHERE k = 1 AND c < 3")),
+        vec![int(1), int(2)]
+    );
+    // Over a scan, with filtering, and with LIMIT.
+    assert_eq!(
+        one(e.rows("SELECT sum(i) FROM t WHERE i > 2 ALLOW FILTERING")),
+        vec![int(7)]
+    );
+    assert_eq!(
+        one(e.rows("SELECT count(*) FROM t LIMIT 2")),
+        vec![Some(CqlValue::Bigint(2))]
+    );
+    // Errors.
+    for cql in [
+        "SELECT sum(s) FROM t",
+        "SELECT k FROM t GROUP BY k",
+        "SELECT blobasint(max(i)) FROM t",
+        "SELECT max(i, c) FROM t",
+    ] {
+        assert_eq!(e.err(cql).code(), 0x2200, "{cql}");
+    }
+}
+
+#[test]
+fn native_functions_as_terms_and_selectors() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int PRIMARY KEY, u timeuuid, id uuid, ts timestamp, d date, tm time, b blob, i int, s text)");
+    e.ok("INSERT INTO t (k, u, id, ts, d, tm, b, i, s) VALUES (1, now(), uuid(), currentTimestamp(), currentDate(), currentTime(), intAsBlob(7), blobAsInt(0x00000009), blobAsText(textAsBlob('hi')))");
+    let r = one(e.rows("SELECT u, id, ts, d, tm, b, i, s FROM t WHERE k = 1"));
+    let Some(CqlValue::Timeuuid(u)) = &r[0] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(u.get_version_num(), 1);
+    assert!(matches!(&r[1], Some(CqlValue::Uuid(id)) if id.get_version_num() == 4));
+    let Some(CqlValue::Timestamp(ts)) = r[2] else {
+        panic!("{r:?}")
+    };
+    assert!(ts > 1_600_000_000_000);
+    let Some(CqlValue::Date(d)) = r[3] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        i64::from(gyre_protocol::date_to_days(d)),
+        ts.div_euclid(86_400_000)
+    );
+    assert!(matches!(r[4], Some(CqlValue::Time(_))));
+    assert_eq!(r[5], Some(CqlValue::Blob(Bytes::from(vec![0, 0, 0, 7]))));
+    assert_eq!(r[6], int(9));
+    assert_eq!(r[7], text("hi"));
+    // Conversions as selectors; the timeuuid's time is the insert's.
+    let r = one(e.rows(
+        "SELECT toTimestamp(u), toUnixTimestamp(u), toDate(ts), blobAsInt(b), intAsBlob(i), token(k), system.tounixtimestamp(d) FROM t WHERE k = 1",
+    ));
+    let Some(CqlValue::Timestamp(from_u)) = r[0] else {
+        panic!("{r:?}")
+    };
+    assert!((from_u - ts).abs() < 5_000, "{from_u} vs {ts}");
+    assert_eq!(r[1], Some(CqlValue::Bigint(from_u)));
+    assert_eq!(r[2], Some(CqlValue::Date(d)));
+    assert_eq!(r[3], int(7));
+    assert_eq!(r[4], Some(CqlValue::Blob(Bytes::from(vec![0, 0, 0, 9]))));
+    assert_eq!(
+        r[5],
+        Some(CqlValue::Bigint(gyre_common::token_of(&1i32.to_be_bytes())))
+    );
+    let Some(CqlValue::Bigint(d_ms)) = r[6] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(d_ms, i64::from(gyre_protocol::date_to_days(d)) * 86_400_000);
+    // Functions in WHERE and in UPDATE.
+    e.ok("UPDATE t SET ts = toTimestamp(toDate('2011-02-03')) WHERE k = blobAsInt(0x00000001)");
+    assert_eq!(
+        e.rows("SELECT ts FROM t WHERE k = 1"),
+        vec![vec![Some(CqlValue::Timestamp(1_296_691_200_000))]]
+    );
+    assert_eq!(
+        e.rows("SELECT ts FROM t WHERE k = 1 AND u > minTimeuuid('2000-01-01') ALLOW FILTERING")
+            .len(),
+        1
+    );
+    assert_eq!(
+        e.rows("SELECT ts FROM t WHERE k = 1 AND u < maxTimeuuid('2000-01-01') ALLOW FILTERING")
+            .len(),
+        0
+    );
+    // A bound blob argument is typed by the function at PREPARE.
+    let parsed = gyre_cql::parse("UPDATE t SET i = blobAsInt(?) WHERE k = ?").unwrap();
+    let info = e.qp.prepare(&parsed, Some("ks")).unwrap();
+    assert_eq!(info.bind_columns[0].1, ColumnType::Blob);
+    e.qp.execute(
+        "UPDATE t SET i = blobAsInt(?) WHERE k = ?",
+        &with_values(vec![val(vec![0, 0, 0, 42]), i32v(1)]),
+    )
+    .unwrap();
+    assert_eq!(e.ints("SELECT i FROM t WHERE k = 1"), vec![42]);
+    // ... and in a selection.
+    let parsed = gyre_cql::parse("SELECT blobAsInt(?), i FROM t WHERE k = ?").unwrap();
+    let info = e.qp.prepare(&parsed, Some("ks")).unwrap();
+    assert_eq!(info.bind_columns[0].1, ColumnType::Blob);
+    let (rows, _) = e.rows_with(
+        "SELECT blobAsInt(?), i FROM t WHERE k = ?",
+        &with_values(vec![val(vec![0, 0, 0, 5]), i32v(1)]),
+    );
+    assert_eq!(rows, vec![vec![int(5), int(42)]]);
+    // Type errors, bad blobs, ambiguity, unknown functions.
+    for cql in [
+        "INSERT INTO t (k, i) VALUES (2, now())",
+        "INSERT INTO t (k, i) VALUES (2, blobAsInt(0x0001))",
+        "INSERT INTO t (k, i) VALUES (2, nosuch(1))",
+        "INSERT INTO t (k, i) VALUES (2, ks.myfn(1))",
+        "SELECT max(i) FROM t WHERE k = max(1)",
+        "SELECT token(i) FROM t",
+        "SELECT blobAsInt(s) FROM t",
+    ] {
+        let err = e.err(cql);
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+    }
+    // A bound argument of an overloaded function is ambiguous; a type hint
+    // or a literal's form resolves it.
+    let err =
+        e.qp.execute(
+            "INSERT INTO t (k, ts) VALUES (2, toTimestamp(?))",
+            &with_values(vec![val(vec![0x80, 0, 0, 0])]),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("Ambiguous"), "{err}");
+    e.ok("INSERT INTO t (k, ts) VALUES (2, toTimestamp((date)'2011-02-03'))");
+    e.ok("INSERT INTO t (k, ts) VALUES (3, toTimestamp('2011-02-03'))");
+    assert_eq!(
+        e.rows("SELECT ts FROM t WHERE k IN (2, 3)"),
+        vec![vec![Some(CqlValue::Timestamp(1_296_691_200_000))]; 2]
+    );
+}
+
+#[test]
+fn select_json_formats_values_like_cassandra() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int PRIMARY KEY, \"Caps\" text, ts timestamp, d date, tm time, u uuid, b blob, ip inet, l list<text>, m map<int, text>, s set<bigint>, tup frozen<tuple<int, text>>, dur duration, dec decimal, f float, flag boolean)");
+    e.ok("INSERT INTO t (k, \"Caps\", ts, d, tm, u, b, ip, l, m, s, tup, dur, dec, f, flag) VALUES (1, 'a\"b', '2011-02-03 04:05:00.123Z', '2011-02-03', '01:02:03.5', 123e4567-e89b-12d3-a456-426655440000, 0xcafe, '127.0.0.1', ['x', 'y'], {1: 'one'}, {3, 2}, (1, 'z'), 1h30m, 1.50, 2.5, true)");
+    e.ok("INSERT INTO t (k) VALUES (2)");
+    let QueryResult::Rows { columns, rows, .. } = e.ok("SELECT JSON * FROM t WHERE k = 1") else {
+        panic!()
+    };
+    assert_eq!(columns, vec![("[json]".to_owned(), ColumnType::Varchar)]);
+    let json = String::from_utf8(rows[0][0].clone().unwrap().to_vec()).unwrap();
+    assert_eq!(
+        json,
+        "{\"k\": 1, \"\\\"Caps\\\"\": \"a\\\"b\", \"b\": \"0xcafe\", \"d\": \"2011-02-03\", \"dec\": 1.50, \"dur\": \"1h30m\", \"f\": 2.5, \"flag\": true, \"ip\": \"127.0.0.1\", \"l\": [\"x\", \"y\"], \"m\": {\"1\": \"one\"}, \"s\": [2, 3], \"tm\": \"01:02:03.500000000\", \"ts\": \"2011-02-03 04:05:00.123Z\", \"tup\": [1, \"z\"], \"u\": \"123e4567-e89b-12d3-a456-426655440000\"}"
+    );
+    assert_eq!(
+        e.rows("SELECT JSON k, ts AS t, count(*) FROM t WHERE k = 2"),
+        vec![vec![text("{\"k\": 2, \"t\": null, \"count\": 1}")]]
+    );
+    // Selector names are not quoted; toJson() and fromJson().
+    assert_eq!(
+        e.rows("SELECT JSON ttl(f), \"Caps\" AS \"Alias\" FROM t WHERE k = 1"),
+        vec![vec![text(
+            "{\"ttl(f)\": null, \"\\\"Alias\\\"\": \"a\\\"b\"}"
+        )]]
+    );
+    let QueryResult::Rows { columns, .. } = e.ok("SELECT toJson(m) FROM t WHERE k = 1") else {
+        panic!()
+    };
+    assert_eq!(columns[0].0, "system.tojson(m)");
+    assert_eq!(
+        e.rows("SELECT toJson(m), toJson(ts), toJson(l) FROM t WHERE k = 1"),
+        vec![vec![
+            text("{\"1\": \"one\"}"),
+            text("\"2011-02-03 04:05:00.123Z\""),
+            text("[\"x\", \"y\"]")
+        ]]
+    );
+    e.ok("INSERT INTO t (k, l, m) VALUES (fromJson('3'), fromJson('[\"a\"]'), fromJson('{\"7\": \"seven\"}'))");
+    e.qp.execute(
+        "UPDATE t SET \"Caps\" = fromJson(?) WHERE k = 3",
+        &with_values(vec![val("\"bound\"")]),
+    )
+    .unwrap();
+    assert_eq!(
+        e.rows("SELECT JSON l, m, \"Caps\" FROM t WHERE k = 3"),
+        vec![vec![text(
+            "{\"l\": [\"a\"], \"m\": {\"7\": \"seven\"}, \"\\\"Caps\\\"\": \"bound\"}"
+        )]]
+    );
+    for bad in [
+        "SELECT fromJson(l) FROM t",
+        "INSERT INTO t (k, l) VALUES (4, fromJson('[1, 2]'))",
+        "INSERT INTO t JSON 'null'",
+    ] {
+        assert_eq!(e.err(bad).code(), 0x2200, "{bad}");
+    }
+    // PREPARE sees the one JSON column.
+    let parsed = gyre_cql::parse("SELECT JSON k FROM t").unwrap();
+    let info = e.qp.prepare(&parsed, Some("ks")).unwrap();
+    assert_eq!(
+        info.result_columns,
+        vec![("[json]".to_owned(), ColumnType::Varchar)]
+    );
+}
+
+#[test]
+fn insert_json_uses_column_types() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int, c text, \"Caps\" int, ts timestamp, u uuid, b blob, l list<int>, m map<int, text>, s set<text>, dec decimal, vi varint, dur duration, flag boolean, v text, PRIMARY KEY (k, c))");
+    e.ok(r#"INSERT INTO t JSON '{"k": 1, "c": "x", "\"Caps\"": 5, "ts": "2011-02-03 04:05:00.123Z", "u": "123e4567-e89b-12d3-a456-426655440000", "b": "0xcafe", "l": [3, 1], "m": {"2": "two"}, "s": ["b", "a", "b"], "dec": 12345678901234567890.5, "vi": "98765432109876543210", "dur": "1h", "flag": "true", "v": "keep"}'"#);
+    let json = e.rows("SELECT JSON * FROM t WHERE k = 1");
+    assert_eq!(
+        json,
+        vec![vec![text(
+            r#"{"k": 1, "c": "x", "\"Caps\"": 5, "b": "0xcafe", "dec": 12345678901234567890.5, "dur": "1h", "flag": true, "l": [3, 1], "m": {"2": "two"}, "s": ["a", "b"], "ts": "2011-02-03 04:05:00.123Z", "u": "123e4567-e89b-12d3-a456-426655440000", "v": "keep", "vi": 98765432109876543210}"#
+        )]]
+    );
+    // Timestamps also as numbers; DEFAULT UNSET keeps what the JSON leaves out.
+    e.ok(r#"INSERT INTO t JSON '{"k": 1, "c": "x", "ts": 0}' DEFAULT UNSET"#);
+    assert_eq!(
+        e.rows("SELECT ts, v, \"Caps\" FROM t WHERE k = 1 AND c = 'x'"),
+        vec![vec![Some(CqlValue::Timestamp(0)), text("keep"), int(5)]]
+    );
+    // DEFAULT NULL (the default) nulls them, collections included.
+    e.ok(r#"INSERT INTO t JSON '{"k": 1, "c": "x", "v": null}'"#);
+    assert_eq!(
+        e.rows("SELECT ts, v, l, m, s FROM t WHERE k = 1 AND c = 'x'"),
+        vec![vec![None, None, None, None, None]]
+    );
+    // Bound JSON text, as a prepared statement sends it.
+    let parsed = gyre_cql::parse("INSERT INTO t JSON ?").unwrap();
+    let info = e.qp.prepare(&parsed, Some("ks")).unwrap();
+    assert_eq!(
+        info.bind_columns,
+        vec![("[json]".to_owned(), ColumnType::Varchar)]
+    );
+    e.qp.execute(
+        "INSERT INTO t JSON ?",
+        &with_values(vec![val(r#"{"k": 2, "c": "y", "v": "bound"}"#)]),
+    )
+    .unwrap();
+    assert_eq!(
+        e.rows("SELECT v FROM t WHERE k = 2"),
+        vec![vec![text("bound")]]
+    );
+    for bad in [
+        r#"INSERT INTO t JSON '{"k": 1, "c": "x", "nope": 1}'"#,
+        r#"INSERT INTO t JSON '{"k": 1, "c": "x", "v": 5}'"#,
+        r#"INSERT INTO t JSON '{"k": "one", "c": "x"}'"#,
+        r#"INSERT INTO t JSON '{"k": 1}'"#,
+        r#"INSERT INTO t JSON '{"k": 1, "c": "x", "b": "cafe"}'"#,
+        r#"INSERT INTO t JSON '[1, 2]'"#,
+        r#"INSERT INTO t JSON '{"k": 1,'"#,
+    ] {
+        let err = e.err(bad);
+        assert_eq!(err.code(), 0x2200, "{bad}: {err}");
+    }
+}
+
+#[test]
+fn unsupported_features_are_rejected_clearly() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int PRIMARY KEY, v int)");
+    for (cql, needle) in [
+        ("CREATE TABLE c (k int PRIMARY KEY, n counter)", "counter"),
+        ("INSERT INTO t (k, v) VALUES (1, 1) IF NOT EXISTS", "Lightweight transactions"),
+        ("UPDATE t SET v = 2 WHERE k = 1 IF v = 1", "Lightweight transactions"),
+        ("UPDATE t SET v = 2 WHERE k = 1 IF EXISTS", "Lightweight transactions"),
+        ("DELETE FROM t WHERE k = 1 IF EXISTS", "Lightweight transactions"),
+        (
+            "BEGIN BATCH UPDATE t SET v = 2 WHERE k = 1 IF v = 1; APPLY BATCH",
+            "Lightweight transactions",
+        ),
+        ("CREATE INDEX ON t (v)", "CREATE INDEX is not supported"),
+        ("CREATE CUSTOM INDEX i ON t (v) USING 'x'", "not supported"),
+        (
+            "CREATE MATERIALIZED VIEW mv AS SELECT * FROM t WHERE k IS NOT NULL PRIMARY KEY (k)",
+            "not supported",
+        ),
+        ("CREATE TYPE addr (street text)", "CREATE TYPE is not supported"),
+        (
+            "CREATE FUNCTION f (a int) RETURNS NULL ON NULL INPUT RETURNS int LANGUAGE java AS 'return a;'",
+            "not supported",
+        ),
+        ("DROP INDEX i", "not supported"),
+    ] {
+        let err = e.err(cql);
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+        assert!(err.to_string().contains(needle), "{cql}: {err}");
+    }
+    // Serial consistency is for conditional writes only.
+    let p = QueryParams {
+        consistency: gyre_protocol::Consistency::Serial,
+        ..params()
+    };
+    let err =
+        e.qp.execute("INSERT INTO t (k, v) VALUES (1, 1)", &p)
+            .unwrap_err();
+    assert_eq!(err.code(), 0x2200, "{err}");
+    assert!(err.to_string().contains("serializable"), "{err}");
+    assert!(e.rows("SELECT * FROM t").is_empty());
+}
+
+#[test]
+fn token_of_a_key_value_in_where() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int PRIMARY KEY, v int)");
+    for k in 0..20 {
+        e.ok(&format!("INSERT INTO t (k, v) VALUES ({k}, {k})"));
+    }
+    let all: Vec<i32> = e.ints("SELECT k FROM t");
+    let after_5: Vec<i32> = all
+        .iter()
+        .skip_while(|k| **k != 5)
+        .skip(1)
+        .copied()
+        .collect();
+    assert_eq!(e.ints("SELECT k FROM t WHERE token(k) > token(5)"), after_5);
+    let (rows, _) = e.rows_with(
+        "SELECT k FROM t WHERE token(k) > token(?)",
+        &with_values(vec![i32v(5)]),
+    );
+    assert_eq!(rows.len(), after_5.len());
+    let parsed = gyre_cql::parse("SELECT k FROM t WHERE token(k) > token(?)").unwrap();
+    let info = e.qp.prepare(&parsed, Some("ks")).unwrap();
+    assert_eq!(info.bind_columns, vec![("k".to_owned(), ColumnType::Int)]);
+    let err = e.err("BEGIN COUNTER BATCH UPDATE t SET v = 1 WHERE k = 1; APPLY BATCH");
+    assert!(err.to_string().contains("counter batch"), "{err}");
+}
+
+fn list_of(items: &[i32]) -> Option<CqlValue> {
+    Some(CqlValue::List(
+        items.iter().map(|i| CqlValue::Int(*i)).collect(),
+    ))
+}
+
+#[test]
+fn list_prepend_remove_and_index_operations() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int PRIMARY KEY, l list<int>)");
+    e.ok("INSERT INTO t (k, l) VALUES (1, [3, 4])");
+    e.ok("UPDATE t SET l = [1, 2] + l WHERE k = 1");
+    e.ok("UPDATE t SET l = l + [5] WHERE k = 1");
+    e.ok("UPDATE t SET l = [0] + l WHERE k = 1");
+    let get = || e.rows("SELECT l FROM t WHERE k = 1");
+    assert_eq!(get(), vec![vec![list_of(&[0, 1, 2, 3, 4, 5])]]);
+    // Remove every occurrence of the values given.
+    e.ok("UPDATE t SET l = l + [2] WHERE k = 1");
+    e.ok("UPDATE t SET l = l - [2, 5] WHERE k = 1");
+    assert_eq!(get(), vec![vec![list_of(&[0, 1, 3, 4])]]);
+    // Set and delete by index.
+    e.ok("UPDATE t SET l[1] = 10 WHERE k = 1");
+    assert_eq!(get(), vec![vec![list_of(&[0, 10, 3, 4])]]);
+    e.ok("DELETE l[0] FROM t WHERE k = 1");
+    assert_eq!(get(), vec![vec![list_of(&[10, 3, 4])]]);
+    e.qp.execute(
+        "UPDATE t SET l[?] = ? WHERE k = 1",
+        &with_values(vec![i32v(2), i32v(40)]),
+    )
+    .unwrap();
+    assert_eq!(get(), vec![vec![list_of(&[10, 3, 40])]]);
+    let parsed = gyre_cql::parse("UPDATE t SET l[?] = ? WHERE k = ?").unwrap();
+    let info = e.qp.prepare(&parsed, Some("ks")).unwrap();
+    assert_eq!(
+        info.bind_columns,
+        vec![
+            ("idx(l)".to_owned(), ColumnType::Int),
+            ("l".to_owned(), ColumnType::Int),
+            ("k".to_owned(), ColumnType::Int)
+        ]
+    );
+    for bad in [
+        "UPDATE t SET l[3] = 1 WHERE k = 1",
+        "UPDATE t SET l[-1] = 1 WHERE k = 1",
+        "DELETE l[7] FROM t WHERE k = 1",
+        "UPDATE t SET l[0] = 1 WHERE k = 2",
+    ] {
+        let err = e.err(bad);
+        assert!(err.to_string().contains("Invalid index"), "{bad}: {err}");
+    }
 }
