@@ -405,6 +405,11 @@ impl CqlHandler {
             work.push((parsed, params));
         }
         let qp = self.qp.clone();
+        if b.batch_type == gyre_protocol::BatchType::Counter {
+            return error(QueryError::Invalid(
+                "Counter batches are not supported: Gyre has no counter columns".into(),
+            ));
+        }
         let logged = b.batch_type == gyre_protocol::BatchType::Logged;
         let cl = b.consistency;
         let res = tokio::task::spawn_blocking(move || qp.execute_batch(&work, cl, logged)).await;

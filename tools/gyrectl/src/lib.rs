@@ -234,6 +234,9 @@ impl LocalCluster {
             .try_clone()
             .map_err(io_err(format!("opening {}", log_path.display())))?;
         use std::os::unix::process::CommandExt;
+        // The node runs in its own directory: give it an absolute path.
+        let conf =
+            fs::canonicalize(&conf).map_err(io_err(format!("resolving {}", conf.display())))?;
         let child = Command::new(gyre_bin)
             .arg("--config")
             .arg(&conf)

@@ -1,13 +1,18 @@
 //! The checker: the history plus the final reads in, the anomalies out.
 //!
 //! - Registers: the value a final QUORUM (and ALL) read returns must come
-//!   from a write that may have been applied, and no acknowledged write may
-//!   be strictly later (invoked after that write completed): that would be
-//!   a lost acknowledged write. A key with an acknowledged write must not
-//!   read as missing.
+//!   from a write that may have been applied, and if that write was
+//!   acknowledged, no acknowledged write may be strictly later (invoked
+//!   after it completed): that would be a lost acknowledged write. A key
+//!   with an acknowledged write must not read as missing.
 //! - Own keys (monotonic reads): a client's QUORUM reads of a key it alone
 //!   writes never go backwards, and never return less than its own last
 //!   acknowledged write.
+//!
+//! A write that timed out or failed is indeterminate, as in Jepsen: it may
+//! take effect at any time after it was invoked, even after the client gave
+//! up (a paused coordinator resumes and stamps it then), so it is never
+//! "before" anything and reading it is never an anomaly.
 //! - Sets: every acknowledged add is in the final set, and every element
 //!   in it was added by some request.
 //! - Replicas: after the final ALL reads (which repair), every node reads
@@ -151,8 +156,12 @@ fn check_register(key: &str, level: &str, v: Option<i64>, ws: &[&Op], out: &mut 
         });
         return;
     };
-    // An acknowledged write invoked after `w` completed is strictly later:
-    // last-write-wins must not have kept `w` over it (same clock here).
+    // An acknowledged write invoked after an acknowledged `w` completed is
+    // strictly later: last-write-wins must not have kept `w` over it (one
+    // clock here). An indeterminate `w` may have been applied later still.
+    if !w.outcome.is_ok() {
+        return;
+    }
     if let Some(a) = ws
         .iter()
         .filter(|a| a.outcome.is_ok() && a.invoke > w.complete)
@@ -171,14 +180,32 @@ fn check_register(key: &str, level: &str, v: Option<i64>, ws: &[&Op], out: &mut 
 fn check_own(client: usize, key: &str, ops: &[&Op], out: &mut Vec<Anomaly>) {
     let mut ops: Vec<&&Op> = ops.iter().collect();
     ops.sort_by_key(|o| o.invoke);
+    // Values of this client's indeterminate writes: they may surface late.
+    let indeterminate: BTreeSet<i64> = ops
+        .iter()
+        .filter(|o| o.kind == OpKind::OwnWrite && !o.outcome.is_ok() && o.outcome.maybe_applied())
+        .map(|o| o.value)
+        .collect();
     let mut last_read: Option<i64> = None;
     let mut last_write: Option<i64> = None;
+    // The previous read, when it saw a late indeterminate write: reading
+    // that same value again is no news.
+    let mut late: Option<Option<i64>> = None;
+    let mut observed: BTreeSet<i64> = BTreeSet::new();
     for op in ops {
         match (&op.kind, &op.outcome) {
             (OpKind::OwnWrite, Outcome::Ok(_)) => last_write = last_write.max(Some(op.value)),
             (OpKind::OwnRead, Outcome::Ok(v)) => {
                 let floor = last_read.max(last_write);
-                if *v < floor {
+                // An indeterminate write seen for the first time may just
+                // have taken effect, after later ones; once seen, it is
+                // in effect like any other.
+                let late_write =
+                    v.is_some_and(|v| indeterminate.contains(&v) && !observed.contains(&v));
+                let unchanged = late == Some(*v);
+                if *v >= floor {
+                    last_read = last_read.max(*v);
+                } else if !unchanged && !late_write {
                     out.push(Anomaly {
                         kind: if *v < last_read {
                             "non-monotonic read"
@@ -191,7 +218,10 @@ fn check_own(client: usize, key: &str, ops: &[&Op], out: &mut Vec<Anomaly>) {
                         at_ms: ms(op.complete),
                     });
                 }
-                last_read = last_read.max(*v);
+                if let Some(v) = v {
+                    observed.insert(*v);
+                }
+                late = (late_write || unchanged).then_some(*v);
             }
             _ => {}
         }
@@ -232,6 +262,19 @@ mod tests {
         ];
         assert!(check(&h, &fin_register("r", Some(2))).is_empty());
         assert!(check(&h, &fin_register("r", Some(3))).is_empty());
+        // A write the client gave up on may be applied after later ones
+        // (a paused coordinator resumes and stamps it then).
+        let h = vec![
+            op(
+                OpKind::Write,
+                "r",
+                1,
+                (0, 8000),
+                Outcome::Failed("timed out".into()),
+            ),
+            op(OpKind::Write, "r", 2, (8100, 8200), Outcome::Ok(None)),
+        ];
+        assert!(check(&h, &fin_register("r", Some(1))).is_empty());
     }
 
     #[test]
@@ -263,12 +306,26 @@ mod tests {
             op(OpKind::OwnRead, "m", 0, (23, 24), Outcome::Ok(Some(1))),
             op(OpKind::OwnWrite, "m", 3, (25, 30), Outcome::Ok(None)),
             op(OpKind::OwnRead, "m", 0, (31, 32), Outcome::Ok(Some(2))),
+            // A timed-out write surfacing late is not going backwards,
+            // nor is reading it again.
+            op(OpKind::OwnWrite, "m", 4, (33, 40), Outcome::Timeout),
+            op(OpKind::OwnWrite, "m", 5, (41, 42), Outcome::Ok(None)),
+            op(OpKind::OwnRead, "m", 0, (43, 44), Outcome::Ok(Some(5))),
+            op(OpKind::OwnRead, "m", 0, (45, 46), Outcome::Ok(Some(4))),
+            op(OpKind::OwnRead, "m", 0, (47, 48), Outcome::Ok(Some(4))),
+            // But an old acknowledged value after a newer write is.
+            op(OpKind::OwnWrite, "m", 6, (49, 50), Outcome::Ok(None)),
+            op(OpKind::OwnRead, "m", 0, (51, 52), Outcome::Ok(Some(5))),
         ];
         let a = check(&h, &FinalState::default());
         let kinds: Vec<_> = a.iter().map(|a| a.kind).collect();
         assert_eq!(
             kinds,
-            ["non-monotonic read", "read missed own write"],
+            [
+                "non-monotonic read",
+                "read missed own write",
+                "read missed own write"
+            ],
             "{a:?}"
         );
     }

@@ -1,0 +1,115 @@
+//! Every command in the README's `sh` blocks is run here, in order, in a
+//! scratch directory whose `target/debug` is this build's, against the
+//! README's own cluster (127.0.0.1-3; no other test uses 127.0.0.x), or is
+//! checked to be run verbatim by `.ci/run` (cargo commands, scripts). The
+//! only exception is the engine benchmark (a long measurement in release
+//! mode; CI compiles and unit-tests its code). So the README cannot rot.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use gyre_tests::cluster::workspace_bin;
+
+/// The command lines of the README's ```sh blocks (comments stripped).
+fn sh_lines(readme: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in readme.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            inside = !inside && t == "```sh";
+            continue;
+        }
+        if inside {
+            let cmd = match t.find(" #") {
+                Some(i) => t[..i].trim(),
+                None => t,
+            };
+            if !cmd.is_empty() && !cmd.starts_with('#') {
+                out.push(cmd.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Kills the README's cluster if the test fails half-way.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(c) = gyrectl::LocalCluster::open(&self.0) {
+            c.kill_all();
+        }
+    }
+}
+
+#[test]
+fn every_readme_command_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let lines = sh_lines(&readme);
+    assert!(lines.len() > 10, "README sh blocks not found: {lines:?}");
+
+    let scratch = tempfile::tempdir().unwrap();
+    let bin_dir = workspace_bin("gyre").parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(scratch.path().join("target")).unwrap();
+    std::os::unix::fs::symlink(&bin_dir, scratch.path().join("target/debug")).unwrap();
+    let _cleanup = Cleanup(scratch.path().join("var/cluster"));
+
+    for line in lines {
+        let mut cmd = line.as_str();
+        // The quickstart builds first: .ci/run does that build.
+        if let Some(rest) = cmd.strip_prefix("cargo build --workspace --bins && ") {
+            assert!(
+                ci.contains("cargo build --workspace --bins"),
+                ".ci/run must run `cargo build --workspace --bins`"
+            );
+            cmd = rest;
+        }
+        if cmd.starts_with("cargo run --release -p gyre-benches") {
+            eprintln!("(benchmark, run by hand) {cmd}");
+            continue;
+        }
+        if cmd.starts_with("cargo ") || cmd.starts_with("scripts/") {
+            assert!(
+                ci.contains(cmd),
+                ".ci/run does not run README command `{cmd}`"
+            );
+            continue;
+        }
+        assert!(
+            cmd.starts_with("./target/debug/"),
+            "README command `{cmd}` is neither run here nor by .ci/run"
+        );
+        eprintln!("$ {cmd}");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(scratch.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{text}");
+        assert!(
+            out.status.success(),
+            "README command failed: `{cmd}`\n{text}"
+        );
+        if cmd.contains("SELECT * FROM t") {
+            assert!(
+                text.contains("one"),
+                "the shell example shows its row:\n{text}"
+            );
+        }
+        if cmd.contains("gyrectl chaos") {
+            assert!(text.contains("no anomalies"), "{text}");
+        }
+    }
+}
