@@ -1,6 +1,7 @@
 //! The admin HTTP endpoint: `GET /status` (JSON), `GET /metrics`
 //! (Prometheus text), `POST /faults` and `DELETE /faults` (messaging fault
-//! rules, for chaos tests), `POST /flush` and `POST /compact` (every table).
+//! rules, for chaos tests), `POST /flush` and `POST /compact` (every table),
+//! `POST /clock` (write-timestamp offset in ms, for the chaos clock fault).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -64,7 +65,21 @@ fn route(shared: &Shared, req: Request) -> Response {
                 Response::text(500, format!("compaction failed: {}\n", failed.join("; ")))
             }
         }
-        (_, "/status" | "/metrics" | "/faults" | "/flush" | "/compact") => {
+        ("POST", "/clock") => {
+            let text = String::from_utf8_lossy(&req.body);
+            match text.trim().parse::<i64>() {
+                Ok(ms) => match shared.qp.get() {
+                    Some(qp) => {
+                        qp.set_clock_offset(ms.saturating_mul(1000));
+                        tracing::warn!(offset_ms = ms, "write clock offset set");
+                        Response::text(200, "ok\n")
+                    }
+                    None => Response::text(503, "starting\n"),
+                },
+                Err(_) => Response::text(400, "body must be the offset in milliseconds\n"),
+            }
+        }
+        (_, "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock") => {
             Response::text(405, "method not allowed\n")
         }
         _ => Response::text(

@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     pub events: EventSender,
     /// The storage engine (the admin endpoint flushes and compacts it).
     pub engine: Arc<dyn StorageEngine>,
+    /// The query processor (the admin endpoint skews its clock).
+    pub qp: OnceLock<Arc<QueryProcessor>>,
     start: Instant,
     pub rounds: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -368,6 +370,7 @@ impl Node {
             down_since: Mutex::new(HashMap::new()),
             events: server_cfg.events.clone(),
             engine: engine.clone(),
+            qp: OnceLock::new(),
             start,
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
@@ -401,6 +404,7 @@ impl Node {
             coordinator = coordinator.with_hints(Arc::new(store));
         }
         let _ = data.coordinator.set(coordinator.clone());
+        let _ = shared.qp.set(qp.clone());
         register_schema_verbs(&shared, &qp, &server_cfg.events);
         qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));
 

@@ -82,6 +82,9 @@ pub struct QueryProcessor {
     pub(crate) data: Arc<dyn DataAccess>,
     clock: Arc<dyn Clock>,
     last_micros: AtomicI64,
+    /// Added to the wall clock for write timestamps: a testing knob to
+    /// show what last-write-wins does with a skewed clock.
+    clock_offset_micros: AtomicI64,
     listener: OnceLock<SchemaListener>,
 }
 
@@ -106,6 +109,7 @@ impl QueryProcessor {
             data,
             clock,
             last_micros: AtomicI64::new(0),
+            clock_offset_micros: AtomicI64::new(0),
             listener: OnceLock::new(),
         }
     }
@@ -364,12 +368,21 @@ impl QueryProcessor {
         self.clock.now()
     }
 
+    /// Skews this node's write timestamps by `offset_micros` (testing:
+    /// the chaos clock fault). Timestamps stay strictly increasing, so
+    /// going back to 0 holds them until the wall clock catches up.
+    pub fn set_clock_offset(&self, offset_micros: i64) {
+        self.clock_offset_micros
+            .store(offset_micros, Ordering::Relaxed);
+    }
+
     /// A write timestamp: wall-clock microseconds, strictly increasing so
     /// two writes from this node never tie.
     pub(crate) fn next_micros(&self) -> Timestamp {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+            .map_or(0, |d| d.as_micros() as i64)
+            .saturating_add(self.clock_offset_micros.load(Ordering::Relaxed));
         let mut last = self.last_micros.load(Ordering::Relaxed);
         loop {
             let next = wall.max(last + 1);

@@ -41,7 +41,8 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         fault_secs: u64,
         /// Faults, in turn: kill, kill-all, pause, restart, isolate, halves,
-        /// bridge, slow, flush-compact (default: all).
+        /// bridge, slow, flush-compact (default: these), and clock (one
+        /// node's write clock 5 s ahead; its anomalies are expected).
         #[arg(long, value_delimiter = ',')]
         faults: Vec<String>,
         /// Concurrent clients.

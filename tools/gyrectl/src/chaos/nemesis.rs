@@ -40,6 +40,10 @@ pub enum FaultKind {
     Slow,
     /// Flush and major compaction on every node, mid-workload.
     FlushCompact,
+    /// One node's write clock 5 s ahead (reset at heal): shows what
+    /// last-write-wins does with skew. Not in the default set: its
+    /// anomalies are expected.
+    Clock,
 }
 
 impl FaultKind {
@@ -66,6 +70,7 @@ impl FaultKind {
             FaultKind::Bridge => "bridge",
             FaultKind::Slow => "slow",
             FaultKind::FlushCompact => "flush-compact",
+            FaultKind::Clock => "clock",
         }
     }
 }
@@ -75,9 +80,14 @@ impl FromStr for FaultKind {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         FaultKind::ALL
             .into_iter()
+            .chain([FaultKind::Clock])
             .find(|k| k.name() == s)
             .ok_or_else(|| {
-                let names: Vec<_> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                let names: Vec<_> = FaultKind::ALL
+                    .iter()
+                    .chain(&[FaultKind::Clock])
+                    .map(|k| k.name())
+                    .collect();
                 format!("unknown fault {s:?}; one of {}", names.join(", "))
             })
     }
@@ -130,7 +140,11 @@ fn post_faults(admin: SocketAddr, rules: &FaultRules) -> Result<()> {
 }
 
 fn admin_post(admin: SocketAddr, path: &str) -> Result<()> {
-    match gyre_node::http::request(admin, "POST", path, None, Duration::from_secs(120))? {
+    admin_post_body(admin, path, None)
+}
+
+fn admin_post_body(admin: SocketAddr, path: &str, body: Option<&[u8]>) -> Result<()> {
+    match gyre_node::http::request(admin, "POST", path, body, Duration::from_secs(120))? {
         (200, _) => Ok(()),
         (s, b) => Err(Error::Cluster(format!(
             "{admin}{path}: HTTP {s}: {}",
@@ -224,6 +238,9 @@ impl Active {
                     admin_post(c.layout.admin_addr(n)?, "/compact")?;
                 }
             }
+            FaultKind::Clock => {
+                admin_post_body(c.layout.admin_addr(node)?, "/clock", Some(b"5000"))?;
+            }
         }
         Ok(Active { kind, node })
     }
@@ -247,6 +264,9 @@ impl Active {
                 clear_faults(c);
             }
             FaultKind::FlushCompact => {}
+            FaultKind::Clock => {
+                admin_post_body(c.layout.admin_addr(self.node)?, "/clock", Some(b"0"))?;
+            }
         }
         Ok(())
     }
