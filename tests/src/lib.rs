@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use gyre_common::{Cell, CellName, DecoratedKey, Partition};
-use gyre_storage::{LsmConfig, SyncMode, TableId};
+use gyre_storage::{LsmConfig, LsmEngine, StorageEngine, SyncMode, TableId};
 
 /// The table the crash workload writes to.
 pub fn crash_table() -> TableId {
@@ -66,6 +66,68 @@ pub fn crash_config(dir: &std::path::Path, sync: SyncMode) -> LsmConfig {
         block_bytes: 4 << 10,
         ..LsmConfig::in_dir(dir)
     }
+}
+
+/// The storage engine under a crash test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashEngine {
+    Lsm,
+    /// Only usable when gyre-tests is built with the `rocksdb` feature.
+    Rocks,
+}
+
+impl CrashEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashEngine::Lsm => "lsm",
+            CrashEngine::Rocks => "rocksdb",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CrashEngine> {
+        match s {
+            "lsm" => Some(CrashEngine::Lsm),
+            "rocksdb" => Some(CrashEngine::Rocks),
+            _ => None,
+        }
+    }
+
+    /// Opens the engine with the crash workload's configuration: tiny
+    /// memtables (and, natively, segments) so that kills land during
+    /// flushes and compactions too.
+    pub fn open(
+        self,
+        dir: &std::path::Path,
+        sync: SyncMode,
+    ) -> gyre_storage::Result<Box<dyn StorageEngine>> {
+        match self {
+            CrashEngine::Lsm => Ok(Box::new(LsmEngine::open(crash_config(dir, sync))?)),
+            CrashEngine::Rocks => open_rocks(dir, sync),
+        }
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+fn open_rocks(
+    dir: &std::path::Path,
+    sync: SyncMode,
+) -> gyre_storage::Result<Box<dyn StorageEngine>> {
+    use gyre_storage_rocksdb::{RocksConfig, RocksEngine};
+    Ok(Box::new(RocksEngine::open(RocksConfig {
+        sync,
+        memtable_bytes: 256 << 10,
+        ..RocksConfig::in_dir(dir)
+    })?))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn open_rocks(
+    _dir: &std::path::Path,
+    _sync: SyncMode,
+) -> gyre_storage::Result<Box<dyn StorageEngine>> {
+    Err(gyre_storage::Error::Config(
+        "gyre-tests was built without the `rocksdb` feature".into(),
+    ))
 }
 
 pub fn parse_sync(s: &str) -> Option<SyncMode> {

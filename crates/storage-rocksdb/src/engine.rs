@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,15 +10,18 @@ use bytes::Bytes;
 use gyre_common::codec::{self, Reader};
 use gyre_common::{lww, DecoratedKey, LocalTime, Partition};
 use gyre_storage::{
-    assemble_scan_page, finish_read, scan_start_bound, validate_update, EngineStats, Error,
-    ReadFilter, Result, ScanPage, ScanRequest, StorageEngine, SyncMode, TableId, TableOptions,
-    TableStats,
+    assemble_scan_page, finish_read, scan_start_bound, validate_update, Clock, EngineStats, Error,
+    ReadFilter, Result, ScanPage, ScanRequest, StorageEngine, SyncMode, SystemClock, TableId,
+    TableOptions, TableStats,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rocksdb::{
-    ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, MergeOperands,
-    MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, BottommostLevelCompaction, ColumnFamilyDescriptor, CompactOptions,
+    DBWithThreadMode, Direction, IteratorMode, MergeOperands, MultiThreaded, Options, ReadOptions,
+    SliceTransform, WriteBatch, WriteOptions,
 };
+
+use crate::purge::{PurgeFilterFactory, PurgeState};
 
 /// Multi-threaded mode: column families are created and dropped through
 /// `&self` while other threads read and write.
@@ -34,6 +39,8 @@ pub struct RocksConfig {
     pub sync: SyncMode,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// Size of one memtable of a table (RocksDB's `write_buffer_size`).
+    pub memtable_bytes: usize,
 }
 
 impl RocksConfig {
@@ -43,6 +50,7 @@ impl RocksConfig {
             sync: SyncMode::default(),
             max_key_bytes: u16::MAX as usize,
             max_value_bytes: 64 << 20,
+            memtable_bytes: 64 << 20,
         }
     }
 }
@@ -97,13 +105,33 @@ fn partition_prefix(key: &DecoratedKey) -> Vec<u8> {
     out
 }
 
+/// Splits a record key: the length of its partition prefix (token and
+/// escaped partition key) and whether it is a row (else the header).
+pub(crate) fn split_key(k: &[u8]) -> Option<(usize, bool)> {
+    let rest = k.get(8..)?;
+    let mut i = 0;
+    loop {
+        match (rest.get(i)?, rest.get(i + 1)?) {
+            (0, 0) => break,
+            (0, _) => i += 2,
+            _ => i += 1,
+        }
+    }
+    let prefix_len = 8 + i + 2;
+    match *k.get(prefix_len)? {
+        HEADER => Some((prefix_len, false)),
+        ROW => Some((prefix_len, true)),
+        _ => None,
+    }
+}
+
 fn decode_key(k: &[u8]) -> Option<(DecoratedKey, Option<Bytes>)> {
     let token = (u64::from_be_bytes(k.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
     let (pk, used) = unescape(&k[8..])?;
     let rest = &k[8 + used..];
-    let ck = match rest.first()? {
-        &HEADER => None,
-        &ROW => Some(Bytes::from(unescape(&rest[1..])?.0)),
+    let ck = match *rest.first()? {
+        HEADER => None,
+        ROW => Some(Bytes::from(unescape(&rest[1..])?.0)),
         _ => return None,
     };
     Some((
@@ -115,13 +143,13 @@ fn decode_key(k: &[u8]) -> Option<(DecoratedKey, Option<Bytes>)> {
     ))
 }
 
-fn encode_fragment(p: &Partition) -> Vec<u8> {
+pub(crate) fn encode_fragment(p: &Partition) -> Vec<u8> {
     let mut out = Vec::new();
     codec::encode_partition(&mut out, p);
     out
 }
 
-fn decode_fragment(v: &[u8]) -> Option<Partition> {
+pub(crate) fn decode_fragment(v: &[u8]) -> Option<Partition> {
     let b = Bytes::copy_from_slice(v);
     codec::decode_partition(&mut Reader::new(&b)).ok()
 }
@@ -146,11 +174,31 @@ fn merge_fragments(
     acc.map(|p| encode_fragment(&p))
 }
 
-fn table_options() -> Options {
+fn table_options(config: &RocksConfig, purge: &Arc<PurgeState>) -> Options {
     let mut o = Options::default();
+    o.set_write_buffer_size(config.memtable_bytes);
     o.set_merge_operator_associative("gyre_lww", merge_fragments);
+    o.set_compaction_filter_factory(PurgeFilterFactory {
+        state: purge.clone(),
+        name: CString::from(c"gyre_purge"),
+    });
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Reads are iterations over one partition, never point gets: a bloom
+    // filter on the token (the first 8 key bytes) lets them skip files.
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_whole_key_filtering(false);
+    o.set_block_based_table_factory(&table);
+    o.set_prefix_extractor(SliceTransform::create_fixed_prefix(8));
     o
+}
+
+/// Read options for iterations across partitions (past the token prefix
+/// the bloom filters are keyed on).
+fn total_order() -> ReadOptions {
+    let mut ro = ReadOptions::default();
+    ro.set_total_order_seek(true);
+    ro
 }
 
 /// The RocksDB engine.
@@ -158,12 +206,26 @@ pub struct RocksEngine {
     db: Arc<DB>,
     config: RocksConfig,
     tables: Mutex<Vec<(TableId, TableOptions)>>,
+    /// Per-table purge state, shared with that table's compaction filters;
+    /// kept across truncation (the column family is recreated).
+    purge: RwLock<HashMap<TableId, Arc<PurgeState>>>,
+    clock: Arc<dyn Clock>,
+    /// One `compact` at a time: a second one's reset would reopen the
+    /// first one's purge window on unflushed writes.
+    compacting: Mutex<()>,
     stop: Arc<AtomicBool>,
     syncer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl RocksEngine {
+    /// Opens (or creates) an engine with the wall clock.
     pub fn open(config: RocksConfig) -> Result<RocksEngine> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Opens an engine whose compactions take "now" (TTL expiry, gc grace)
+    /// from `clock`.
+    pub fn open_with_clock(config: RocksConfig, clock: Arc<dyn Clock>) -> Result<RocksEngine> {
         std::fs::create_dir_all(&config.dir).map_err(|e| Error::Io {
             context: format!("creating {}", config.dir.display()),
             source: e,
@@ -171,12 +233,27 @@ impl RocksEngine {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
+        // One filter per compaction sees its keys in order (the filter
+        // relies on a partition's header coming before its rows).
+        db_opts.set_max_subcompactions(1);
         let existing = DB::list_cf(&db_opts, &config.dir).unwrap_or_default();
-        let mut cfs: Vec<ColumnFamilyDescriptor> = existing
-            .iter()
-            .filter(|n| n.as_str() != "default" && n.as_str() != META_CF)
-            .map(|n| ColumnFamilyDescriptor::new(n, table_options()))
-            .collect();
+        let mut purge = HashMap::new();
+        let mut cfs: Vec<ColumnFamilyDescriptor> = Vec::new();
+        for name in &existing {
+            if name == "default" || name == META_CF {
+                continue;
+            }
+            let Ok(id) = uuid::Uuid::parse_str(name) else {
+                tracing::warn!(column_family = %name, "ignoring an unknown column family");
+                continue;
+            };
+            let state = PurgeState::new(clock.clone());
+            cfs.push(ColumnFamilyDescriptor::new(
+                name,
+                table_options(&config, &state),
+            ));
+            purge.insert(TableId(id), state);
+        }
         cfs.push(ColumnFamilyDescriptor::new(META_CF, Options::default()));
         let db = DB::open_cf_descriptors(&db_opts, &config.dir, cfs)
             .map_err(rocks_err("opening RocksDB"))?;
@@ -188,6 +265,9 @@ impl RocksEngine {
                 let id = uuid::Uuid::from_slice(&k).map_err(|e| Error::Config(e.to_string()))?;
                 let opts: TableOptions =
                     serde_json::from_slice(&v).map_err(|e| Error::Config(e.to_string()))?;
+                if let Some(state) = purge.get(&TableId(id)) {
+                    state.set_gc_grace(opts.gc_grace_seconds);
+                }
                 tables.push((TableId(id), opts));
             }
         }
@@ -218,6 +298,9 @@ impl RocksEngine {
             db,
             config,
             tables: Mutex::new(tables),
+            purge: RwLock::new(purge),
+            clock,
+            compacting: Mutex::new(()),
             stop,
             syncer: Mutex::new(syncer),
         })
@@ -227,6 +310,30 @@ impl RocksEngine {
         self.db
             .cf_handle(&table.to_string())
             .ok_or(Error::UnknownTable(table))
+    }
+
+    fn purge_state(&self, table: TableId) -> Result<Arc<PurgeState>> {
+        self.purge
+            .read()
+            .get(&table)
+            .cloned()
+            .ok_or(Error::UnknownTable(table))
+    }
+
+    /// Counts the records stored for `table` (header and row keys), for
+    /// tests and diagnostics of what compaction dropped.
+    #[doc(hidden)]
+    pub fn record_count(&self, table: TableId) -> Result<u64> {
+        let cf = self.cf(table)?;
+        let mut n = 0;
+        for item in self
+            .db
+            .iterator_cf_opt(&cf, total_order(), IteratorMode::Start)
+        {
+            item.map_err(rocks_err("counting records"))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn write_options(&self) -> WriteOptions {
@@ -249,6 +356,7 @@ impl RocksEngine {
         upper.push(END);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(upper);
+        ro.set_prefix_same_as_start(true);
         let mut out: Option<Partition> = None;
         let it = self
             .db
@@ -294,9 +402,16 @@ impl Drop for RocksEngine {
 
 impl StorageEngine for RocksEngine {
     fn create_table(&self, id: TableId, options: TableOptions) -> Result<()> {
+        let state = self
+            .purge
+            .write()
+            .entry(id)
+            .or_insert_with(|| PurgeState::new(self.clock.clone()))
+            .clone();
+        state.set_gc_grace(options.gc_grace_seconds);
         if self.db.cf_handle(&id.to_string()).is_none() {
             self.db
-                .create_cf(id.to_string(), &table_options())
+                .create_cf(id.to_string(), &table_options(&self.config, &state))
                 .map_err(rocks_err("creating a column family"))?;
         }
         let meta = self.db.cf_handle(META_CF).ok_or(Error::UnknownTable(id))?;
@@ -322,16 +437,18 @@ impl StorageEngine for RocksEngine {
                 .map_err(rocks_err("removing table options"))?;
         }
         self.tables.lock().retain(|(t, _)| *t != id);
+        self.purge.write().remove(&id);
         Ok(())
     }
 
     fn truncate_table(&self, id: TableId) -> Result<()> {
         self.cf(id)?;
+        let state = self.purge_state(id)?;
         self.db
             .drop_cf(&id.to_string())
             .map_err(rocks_err("truncating"))?;
         self.db
-            .create_cf(id.to_string(), &table_options())
+            .create_cf(id.to_string(), &table_options(&self.config, &state))
             .map_err(rocks_err("truncating"))?;
         Ok(())
     }
@@ -347,6 +464,10 @@ impl StorageEngine for RocksEngine {
             self.config.max_value_bytes,
         )?;
         let cf = self.cf(table)?;
+        let purge = self.purge_state(table)?;
+        let lowest = update
+            .timestamp_range()
+            .map_or(gyre_common::Timestamp::MIN, |(lo, _)| lo);
         let prefix = partition_prefix(&update.key);
         let mut batch = WriteBatch::default();
         let Partition {
@@ -376,9 +497,12 @@ impl StorageEngine for RocksEngine {
             frag.rows.insert(ck, row);
             batch.merge_cf(&cf, k, encode_fragment(&frag));
         }
-        self.db
-            .write_opt(batch, &self.write_options())
-            .map_err(rocks_err("writing a mutation"))
+        // The purge state learns the timestamps before RocksDB holds them.
+        purge.note_write(lowest, || {
+            self.db
+                .write_opt(batch, &self.write_options())
+                .map_err(rocks_err("writing a mutation"))
+        })
     }
 
     fn read(
@@ -407,7 +531,11 @@ impl StorageEngine for RocksEngine {
         };
         let mut it = self
             .db
-            .iterator_cf(&cf, IteratorMode::From(&from, Direction::Forward))
+            .iterator_cf_opt(
+                &cf,
+                total_order(),
+                IteratorMode::From(&from, Direction::Forward),
+            )
             .peekable();
         let clustering = req.filter.clustering.clone();
         let next = || -> Result<Option<Partition>> {
@@ -467,9 +595,24 @@ impl StorageEngine for RocksEngine {
         Ok(())
     }
 
+    /// A major compaction in two passes. The first (after a flush) turns
+    /// every key's merge operands into one value at the bottom level; the
+    /// second runs inside the purge window, where the compaction filter may
+    /// drop tombstones past gc grace (see `purge.rs` for the rules).
     fn compact(&self, table: TableId) -> Result<()> {
+        let _one = self.compacting.lock();
         let cf = self.cf(table)?;
-        self.db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+        let purge = self.purge_state(table)?;
+        purge.reset_written();
+        self.db.flush_cf(&cf).map_err(rocks_err("flushing"))?;
+        let mut o = CompactOptions::default();
+        o.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &o);
+        purge.open_window();
+        self.db
+            .compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &o);
+        purge.close_window();
         Ok(())
     }
 

@@ -24,11 +24,16 @@
 //!   (RocksDB groups concurrent writers into one fsync), `periodic` syncs
 //!   the WAL from a background thread.
 //!
-//! Not yet: a compaction filter that purges tombstones past gc grace (they
-//! are kept, which is correct but costs space).
+//! - a compaction filter (`purge.rs`) drops shadowed data and turns expired
+//!   cells into tombstones in every compaction; tombstones past gc grace are
+//!   purged only by [`gyre_storage::StorageEngine::compact`], under the
+//!   native engine's safe-purge rule (nothing they shadow may exist outside
+//!   the compaction). Background compactions keep them.
 
 #[cfg(feature = "rocksdb")]
 mod engine;
+#[cfg(feature = "rocksdb")]
+mod purge;
 
 #[cfg(feature = "rocksdb")]
 pub use engine::{RocksConfig, RocksEngine};

@@ -8,11 +8,14 @@ use gyre_storage::conformance;
 use gyre_storage::{ManualClock, StorageEngine, SyncMode};
 use gyre_storage_rocksdb::{RocksConfig, RocksEngine};
 
-fn open(dir: &Path, _clock: Arc<ManualClock>) -> gyre_storage::Result<Box<dyn StorageEngine>> {
-    Ok(Box::new(RocksEngine::open(RocksConfig {
-        sync: SyncMode::Periodic { period_ms: 50 },
-        ..RocksConfig::in_dir(dir.join("rocks"))
-    })?))
+fn open(dir: &Path, clock: Arc<ManualClock>) -> gyre_storage::Result<Box<dyn StorageEngine>> {
+    Ok(Box::new(RocksEngine::open_with_clock(
+        RocksConfig {
+            sync: SyncMode::Periodic { period_ms: 50 },
+            ..RocksConfig::in_dir(dir.join("rocks"))
+        },
+        clock,
+    )?))
 }
 
 #[test]

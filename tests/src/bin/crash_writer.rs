@@ -7,6 +7,9 @@
 //! Stops by itself after 500000 writes (`DONE`), so a test never hangs.
 //!
 //! Usage: crash_writer DIR SYNC START [--fsize-limit BYTES]
+//!
+//! `GYRE_CRASH_ENGINE=rocksdb` runs it on the RocksDB engine (a build with
+//! the `rocksdb` feature); the default is the native engine.
 
 // setrlimit and signal have no safe wrapper in our dependencies.
 #![allow(unsafe_code)]
@@ -14,8 +17,8 @@
 use std::io::Write;
 
 use anyhow::{bail, Context};
-use gyre_storage::{LsmEngine, StorageEngine, TableOptions};
-use gyre_tests::{crash_config, crash_table, mutation, parse_sync};
+use gyre_storage::TableOptions;
+use gyre_tests::{crash_table, mutation, parse_sync, CrashEngine};
 
 fn limit_file_size(bytes: u64) -> anyhow::Result<()> {
     let lim = libc::rlimit {
@@ -39,6 +42,10 @@ fn main() -> anyhow::Result<()> {
     if args.len() < 4 {
         bail!("usage: crash_writer DIR SYNC START [--fsize-limit BYTES]");
     }
+    let kind = match std::env::var("GYRE_CRASH_ENGINE") {
+        Ok(name) => CrashEngine::parse(&name).context("GYRE_CRASH_ENGINE: lsm or rocksdb")?,
+        Err(_) => CrashEngine::Lsm,
+    };
     let dir = std::path::PathBuf::from(&args[1]);
     let sync = parse_sync(&args[2]).context("parsing the sync mode")?;
     let start: u64 = args[3].parse().context("parsing START")?;
@@ -50,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             .context("parsing BYTES")?;
         limit_file_size(n)?;
     }
-    let engine = LsmEngine::open(crash_config(&dir, sync)).context("opening the engine")?;
+    let engine = kind.open(&dir, sync).context("opening the engine")?;
     engine
         .create_table(crash_table(), TableOptions::default())
         .context("creating the table")?;
