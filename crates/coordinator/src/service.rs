@@ -246,26 +246,42 @@ impl Coordinator {
             self.inner.strategies.strategy(table).ok_or_else(|| {
                 CoordinatorError::InvalidRequest(format!("unknown table {table}"))
             })?;
-        let ring = self.inner.ring.read();
-        let to_targets = |hosts: Vec<HostId>| -> Vec<Target> {
-            hosts
-                .into_iter()
-                .filter_map(|h| {
-                    let Some(info) = ring.node(&h) else {
-                        tracing::warn!(host = %h, "replica missing from token metadata");
-                        return None;
-                    };
-                    Some(Target {
-                        replica: Replica::new(h, info.dc.clone()),
-                        addr: info.address,
-                        alive: h == self.local() || self.inner.liveness.is_alive(h),
+        let (mut natural, mut pending) = {
+            let ring = self.inner.ring.read();
+            let to_targets = |hosts: Vec<HostId>| -> Vec<Target> {
+                hosts
+                    .into_iter()
+                    .filter_map(|h| {
+                        let Some(info) = ring.node(&h) else {
+                            tracing::warn!(host = %h, "replica missing from token metadata");
+                            return None;
+                        };
+                        Some(Target {
+                            replica: Replica::new(h, info.dc.clone()),
+                            addr: info.address,
+                            alive: false,
+                        })
                     })
-                })
-                .collect()
+                    .collect()
+            };
+            (
+                to_targets(ring.replicas_for_token(&strategy, token)),
+                to_targets(ring.pending_replicas_for_token(&strategy, token)),
+            )
         };
-        let natural = to_targets(ring.replicas_for_token(&strategy, token));
-        let pending = to_targets(ring.pending_replicas_for_token(&strategy, token));
+        // Liveness is asked with the ring lock released: the failure
+        // detector has locks of its own (taking them under this one could
+        // deadlock with the gossip task, which updates the ring).
+        self.set_liveness(&mut natural);
+        self.set_liveness(&mut pending);
         Ok((strategy, natural, pending))
+    }
+
+    fn set_liveness(&self, targets: &mut [Target]) {
+        for t in targets {
+            let h = t.replica.host;
+            t.alive = h == self.local() || self.inner.liveness.is_alive(h);
+        }
     }
 
     fn send_mutation(
@@ -708,17 +724,19 @@ impl Coordinator {
             };
             (end, hosts)
         };
-        let targets = hosts
+        let mut targets: Vec<Target> = hosts
             .into_iter()
             .filter_map(|h| {
                 let info = ring.node(&h)?;
                 Some(Target {
                     replica: Replica::new(h, info.dc.clone()),
                     addr: info.address,
-                    alive: h == self.local() || self.inner.liveness.is_alive(h),
+                    alive: false,
                 })
             })
             .collect();
+        drop(ring);
+        self.set_liveness(&mut targets);
         (end, targets)
     }
 
@@ -951,12 +969,17 @@ impl Coordinator {
     /// Up to two live nodes of this datacenter other than this one, for a
     /// logged batch's batchlog.
     fn batchlog_holders(&self) -> Vec<SocketAddr> {
-        let ring = self.inner.ring.read();
-        let mut v: Vec<(HostId, SocketAddr)> = ring
+        let candidates: Vec<(HostId, SocketAddr)> = self
+            .inner
+            .ring
+            .read()
             .nodes()
             .filter(|n| n.host_id != self.local() && n.dc == self.dc())
-            .filter(|n| self.inner.liveness.is_alive(n.host_id))
             .map(|n| (n.host_id, n.address))
+            .collect();
+        let mut v: Vec<(HostId, SocketAddr)> = candidates
+            .into_iter()
+            .filter(|(h, _)| self.inner.liveness.is_alive(*h))
             .collect();
         // A different pair per batch spreads the load.
         let shift = (self.inner.timestamps.next() as usize) % v.len().max(1);

@@ -145,13 +145,14 @@ impl Shared {
         self.core.lock().gossiper.set_local_state(key, value);
     }
 
-    /// Applies the gossiper's membership events to the ring, republishes
-    /// the ring view, and tells CQL clients about nodes going up or down.
-    fn absorb_events(&self, core: &mut Core) {
+    /// Applies the gossiper's membership events to the ring and tells CQL
+    /// clients about nodes going up or down. Returns the new ring when it
+    /// changed: the caller publishes it in `ring_view` once `core` is
+    /// released (never take the ring view's lock under `core`: readers of
+    /// the ring view ask the failure detector, which takes `core`).
+    fn absorb_events(&self, core: &mut Core) -> Option<TokenMetadata> {
         let changes = core.absorb_events();
-        if changes.ring_changed {
-            *self.ring_view.write() = core.ring.clone();
-        }
+        let ring = changes.ring_changed.then(|| core.ring.clone());
         for (ep, up) in changes.liveness {
             let host = core.ring_hosts.get(&ep).copied();
             if let Some(h) = host {
@@ -174,6 +175,13 @@ impl Shared {
                 };
                 self.events.send(Event::StatusChange { change, addr });
             }
+        }
+        ring
+    }
+
+    fn publish_ring(&self, ring: Option<TokenMetadata>) {
+        if let Some(r) = ring {
+            *self.ring_view.write() = r;
         }
     }
 }
@@ -201,6 +209,19 @@ impl Core {
                 MembershipEvent::Joined { endpoint, .. } => info!(%endpoint, "peer discovered"),
                 MembershipEvent::StatusChanged { endpoint, status } => {
                     info!(%endpoint, status = ?status, "peer status changed")
+                }
+                MembershipEvent::StateChanged { key, .. }
+                    if !matches!(
+                        key,
+                        AppStateKey::Status
+                            | AppStateKey::Tokens
+                            | AppStateKey::HostId
+                            | AppStateKey::Dc
+                            | AppStateKey::Rack
+                    ) =>
+                {
+                    // LOAD, SCHEMA and the like do not move the ring.
+                    continue;
                 }
                 MembershipEvent::StateChanged { .. } => {}
                 MembershipEvent::Removed(ep) => info!(endpoint = %ep, "peer removed"),
@@ -444,13 +465,14 @@ impl Node {
             }
             persisted.tokens.clone()
         };
-        {
+        let ring = {
             let mut core = shared.core.lock();
             core.gossiper.set_tokens(&tokens);
             core.gossiper.set_status(NodeStatus::Normal);
             core.sync_ring(local);
-            *shared.ring_view.write() = core.ring.clone();
-        }
+            core.ring.clone()
+        };
+        shared.publish_ring(Some(ring));
         info!(tokens = tokens.len(), "joined the ring as NORMAL");
 
         tasks.push(tokio::spawn(load_loop(
@@ -667,9 +689,11 @@ async fn gossip_loop(
                         next_seed_warning = waiting + 10;
                         warn!(seeds = ?core.gossiper.config().seeds, rounds = waiting, "no seed reachable");
                     }
-                    shared.absorb_events(core);
-                    out
+                    let ring = shared.absorb_events(core);
+                    (out, ring)
                 };
+                let (out, ring) = out;
+                shared.publish_ring(ring);
                 shared.send(out);
             }
             msg = inbound.recv() => {
@@ -686,9 +710,11 @@ async fn gossip_loop(
                     let mut core = shared.core.lock();
                     let core = &mut *core;
                     let out = core.gossiper.step(msg.from, decoded, shared.now_ms());
-                    shared.absorb_events(core);
-                    out
+                    let ring = shared.absorb_events(core);
+                    (out, ring)
                 };
+                let (out, ring) = out;
+                shared.publish_ring(ring);
                 shared.send(out);
             }
             _ = stop.changed() => return,
