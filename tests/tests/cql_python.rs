@@ -14,6 +14,9 @@ use gyre_tests::cluster::TestCluster;
 
 const DRIVER: &str = "cassandra-driver==3.29.2";
 const DRIVER_VERSION: &str = "3.29.2";
+/// With `lz4` importable the driver negotiates lz4 frame compression by
+/// default, as most installations do.
+const LZ4: &str = "lz4";
 
 fn venv_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GYRE_PYTHON_VENV") {
@@ -40,7 +43,7 @@ fn python_with_driver() -> PathBuf {
     let venv = venv_dir();
     let python = venv.join("bin/python");
     let check = format!(
-        "import cassandra, sys; sys.exit(0 if cassandra.__version__ == '{DRIVER_VERSION}' else 1)"
+        "import cassandra, lz4, sys; sys.exit(0 if cassandra.__version__ == '{DRIVER_VERSION}' else 1)"
     );
     if python.is_file() && run(Command::new(&python).args(["-c", &check])).0 {
         return python;
@@ -56,10 +59,11 @@ fn python_with_driver() -> PathBuf {
         "--disable-pip-version-check",
         "-q",
         DRIVER,
+        LZ4,
     ]));
     assert!(
         ok,
-        "pip install {DRIVER} into {} failed (is PyPI reachable?); this test needs the \
+        "pip install {DRIVER} {LZ4} into {} failed (is PyPI reachable?); this test needs the \
          real Python driver:\n{out}",
         venv.display()
     );
@@ -87,4 +91,70 @@ fn python_driver_against_a_single_node() {
         c.logs()
     );
     assert!(out.contains("\nOK"), "script did not finish:\n{out}");
+}
+
+/// Runs one phase of `driver_cluster.py` against node 1 of `c`.
+fn cluster_phase(c: &TestCluster, python: &Path, phase: &str, state: &Path) {
+    let addr = c.cql(1);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/driver_cluster.py");
+    let t0 = std::time::Instant::now();
+    let (ok, out) = run(Command::new(python)
+        .arg(&script)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(phase)
+        .arg(state));
+    eprintln!(
+        "--- driver_cluster.py {phase} ({:.1} s) ---\n{out}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        ok,
+        "driver_cluster.py {phase} failed:\n{out}\nnode logs:\n{}",
+        c.logs()
+    );
+    assert!(out.contains("\nOK"), "phase {phase} did not finish:\n{out}");
+}
+
+/// The acceptance run of issue 5 for the Python driver: a real 3-node
+/// cluster, the driver contacting node 1 only with default settings. The
+/// script checks discovery and tokens, DDL with schema agreement, simple /
+/// prepared / batch statements, paging over 10K rows, every CQL type,
+/// token-aware routing against Gyre's placement and the error classes; then
+/// nodes 2 and 3 are killed and QUORUM must raise `Unavailable`.
+#[test]
+fn python_driver_against_three_nodes() {
+    let python = python_with_driver();
+    let c = TestCluster::new(3, 30);
+    // Generous server timeouts for a loaded machine, below the driver's own
+    // 10 s request timeout so that server errors arrive as such.
+    c.up_with(&[
+        "--write-request-timeout-ms",
+        "5000",
+        "--read-request-timeout-ms",
+        "5000",
+        "--request-timeout-ms",
+        "5000",
+    ]);
+    for n in 1..=3 {
+        let addr = c.cql(n);
+        c.wait_until(
+            &format!("CQL port of node {n} open"),
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        );
+    }
+    let state = c.dir.path().join("driver_cluster_state.json");
+    cluster_phase(&c, &python, "main", &state);
+
+    c.gyrectl_ok(&["cluster", "kill", "2"]);
+    c.gyrectl_ok(&["cluster", "kill", "3"]);
+    for n in [2, 3] {
+        c.wait_until(
+            &format!("node 1 sees node {n} down"),
+            Duration::from_secs(30),
+            || c.sees(1, n, false),
+        );
+    }
+    cluster_phase(&c, &python, "down", &state);
 }

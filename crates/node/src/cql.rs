@@ -12,8 +12,8 @@ use gyre_cluster::AppStateKey;
 use gyre_cql::{Parsed, Statement};
 use gyre_protocol::{
     async_trait, Batch, BatchStatementKind, ColumnSpec, ColumnType, ConnectionState, CqlResult,
-    ErrorKind, Event, EventSender, HandlerRequest, Prepared, PreparedMetadata, QueryParameters,
-    RequestHandler, Response, Rows, RowsMetadata, Value, Values,
+    CqlValue, ErrorKind, Event, EventSender, HandlerRequest, Prepared, PreparedMetadata,
+    QueryParameters, RequestHandler, Response, Rows, RowsMetadata, Value, Values,
 };
 use gyre_query::{QueryError, QueryParams, QueryProcessor, QueryResult};
 use parking_lot::Mutex;
@@ -177,6 +177,11 @@ impl CqlHandler {
         params: QueryParams,
         skip_metadata: bool,
     ) -> Result<CqlResult, QueryError> {
+        if let Statement::Describe(d) = &parsed.statement {
+            if d.target == gyre_cql::DescribeTarget::Cluster {
+                return Ok(self.describe_cluster(params.keyspace.as_deref(), skip_metadata));
+            }
+        }
         if let (Some(ks), Statement::Select(s)) = (
             Self::virtual_keyspace(&parsed, params.keyspace.as_deref()),
             &parsed.statement,
@@ -234,6 +239,36 @@ impl CqlHandler {
                 CqlResult::SchemaChange(change)
             }
         })
+    }
+
+    /// `DESCRIBE CLUSTER` (cql-compat.md section 6). The node answers it,
+    /// not the query processor: it needs the cluster name and the ring.
+    fn describe_cluster(&self, keyspace: Option<&str>, skip_metadata: bool) -> CqlResult {
+        let ownership = keyspace.and_then(|ks| {
+            let schema = self.qp.schema();
+            let strategy = crate::replication::strategy_of(&schema.keyspace(ks)?.replication)?;
+            // A copy, so that no ring lock is held while placing replicas.
+            let ring = self.shared.ring_view.read().clone();
+            Some(
+                ring.ring()
+                    .iter()
+                    .map(|(token, _)| {
+                        let replicas = ring
+                            .replicas_for_token(&strategy, *token)
+                            .iter()
+                            .filter_map(|h| ring.node(h).map(|n| n.address))
+                            .collect();
+                        (*token, replicas)
+                    })
+                    .collect(),
+            )
+        });
+        let (columns, row) = describe_cluster_row(&self.shared.cfg.cluster.name, ownership);
+        let specs = columns
+            .into_iter()
+            .map(|(n, t)| ColumnSpec::new("system", "describe", n, t))
+            .collect();
+        rows_result(specs, vec![row], None, skip_metadata)
     }
 
     /// Gossips the new schema version so peers and drivers see agreement.
@@ -455,6 +490,54 @@ fn key_marker(stmt: &Statement, column: &str) -> Option<u16> {
     u16::try_from(index).ok()
 }
 
+/// The columns and the one row of `DESCRIBE CLUSTER`, as Cassandra 4
+/// answers it: cluster, partitioner, snitch, and with a keyspace in use,
+/// `range_ownership`: each ring token (a range's end) with the addresses
+/// of the keyspace's replicas for that range.
+fn describe_cluster_row(
+    cluster: &str,
+    ownership: Option<Vec<(gyre_common::Token, Vec<std::net::SocketAddr>)>>,
+) -> (Vec<(String, ColumnType)>, Vec<Option<Bytes>>) {
+    let text = |s: &str| Some(CqlValue::Text(s.to_owned()).encode());
+    let mut columns = vec![
+        ("cluster".to_owned(), ColumnType::Varchar),
+        ("partitioner".to_owned(), ColumnType::Varchar),
+        ("snitch".to_owned(), ColumnType::Varchar),
+    ];
+    let mut row = vec![
+        text(cluster),
+        text("org.apache.cassandra.dht.Murmur3Partitioner"),
+        // Each node's DC and rack come from its own configuration and
+        // travel by gossip, as with Cassandra's GossipingPropertyFileSnitch.
+        text("org.apache.cassandra.locator.GossipingPropertyFileSnitch"),
+    ];
+    if let Some(ranges) = ownership {
+        columns.push((
+            "range_ownership".to_owned(),
+            ColumnType::Map(
+                Box::new(ColumnType::Varchar),
+                Box::new(ColumnType::List(Box::new(ColumnType::Varchar))),
+            ),
+        ));
+        let entries = ranges
+            .into_iter()
+            .map(|(token, replicas)| {
+                (
+                    CqlValue::Text(token.to_string()),
+                    CqlValue::List(
+                        replicas
+                            .iter()
+                            .map(|a| CqlValue::Text(a.to_string()))
+                            .collect(),
+                    ),
+                )
+            })
+            .collect();
+        row.push(Some(CqlValue::Map(entries).encode()));
+    }
+    (columns, row)
+}
+
 fn rows_result(
     specs: Vec<ColumnSpec>,
     rows: Vec<Vec<Option<Bytes>>>,
@@ -515,6 +598,43 @@ mod tests {
         assert_eq!(
             key_marker(&parsed("SELECT * FROM t WHERE a IN ?"), "a"),
             None
+        );
+    }
+
+    #[test]
+    fn describe_cluster_row_as_cqlsh_reads_it() {
+        let (cols, row) = describe_cluster_row("c1", None);
+        let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cluster", "partitioner", "snitch"]);
+        assert_eq!(row.len(), 3);
+        assert_eq!(row[0].as_deref(), Some(&b"c1"[..]));
+        assert_eq!(
+            row[1].as_deref(),
+            Some(&b"org.apache.cassandra.dht.Murmur3Partitioner"[..])
+        );
+
+        let a: std::net::SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let b: std::net::SocketAddr = "127.0.0.2:7000".parse().expect("addr");
+        let (cols, row) = describe_cluster_row("c1", Some(vec![(-5, vec![a, b]), (9, vec![b])]));
+        assert_eq!(cols.len(), 4);
+        assert_eq!(cols[3].0, "range_ownership");
+        let ty = cols[3].1.clone();
+        let map = CqlValue::decode(&ty, row[3].as_deref().expect("value")).expect("decodes");
+        assert_eq!(
+            map,
+            CqlValue::Map(vec![
+                (
+                    CqlValue::Text("-5".into()),
+                    CqlValue::List(vec![
+                        CqlValue::Text("127.0.0.1:7000".into()),
+                        CqlValue::Text("127.0.0.2:7000".into())
+                    ])
+                ),
+                (
+                    CqlValue::Text("9".into()),
+                    CqlValue::List(vec![CqlValue::Text("127.0.0.2:7000".into())])
+                ),
+            ])
         );
     }
 
