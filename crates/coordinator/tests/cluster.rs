@@ -594,3 +594,96 @@ async fn acknowledged_quorum_writes_survive_partitions_hints_and_scans() {
         "too few acknowledged writes checked: {checked}"
     );
 }
+
+/// Regression (a deadlock found under load): the node's failure detector
+/// takes the gossip lock, and the gossip task updates the ring while
+/// holding it; so the coordinator must never ask for liveness while it
+/// holds the ring lock. The liveness here checks exactly that, on every
+/// request path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_is_never_asked_under_the_ring_lock() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let net = SimNetwork::new(77);
+    let table = TableId(uuid::Uuid::from_u128(42));
+    let mut ring = TokenMetadata::new();
+    let mut addrs = Vec::new();
+    for i in 1..=3u128 {
+        let addr: SocketAddr = format!("10.0.1.{i}:7000").parse().unwrap();
+        let info = NodeInfo {
+            host_id: uuid::Uuid::from_u128(900 + i),
+            address: addr,
+            dc: "dc1".into(),
+            rack: "r1".into(),
+        };
+        ring.update_normal(info, &[(i as i64 - 2) * 3_000_000_000_000_000_000])
+            .unwrap();
+        addrs.push((uuid::Uuid::from_u128(900 + i), addr));
+    }
+    let ring = Arc::new(RwLock::new(ring));
+    let violations = Arc::new(AtomicUsize::new(0));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let mut coords = Vec::new();
+    for (i, (host, addr)) in addrs.iter().enumerate() {
+        let mut cfg = LsmConfig::in_dir(dir.path().join(format!("n{i}")));
+        cfg.sync = SyncMode::Periodic { period_ms: 1000 };
+        let engine = Arc::new(LsmEngine::open(cfg).unwrap());
+        engine.create_table(table, TableOptions::default()).unwrap();
+        let (r, v, a) = (ring.clone(), violations.clone(), asked.clone());
+        let coord = Coordinator::new(
+            CoordinatorConfig::new(*host, "dc1"),
+            net.messenger(*addr).unwrap(),
+            engine,
+            ring.clone(),
+            Arc::new(move |t: TableId| (t == table).then(|| ReplicationStrategy::simple(3))),
+            Arc::new(move |_h: HostId| {
+                a.fetch_add(1, Ordering::Relaxed);
+                // Requests run one at a time here: a held ring lock can
+                // only be the coordinator's own.
+                if r.try_write().is_none() {
+                    v.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }),
+        );
+        coords.push(coord);
+    }
+    let c = &coords[0];
+    c.write(table, update("a", 1, "x"), ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    c.write_batch(
+        vec![(table, update("b", 1, "y")), (table, update("c", 1, "z"))],
+        ConsistencyLevel::Quorum,
+        true,
+    )
+    .await
+    .unwrap();
+    c.read(
+        table,
+        &DecoratedKey::new("a".to_string()),
+        ReadFilter::all(),
+        ConsistencyLevel::All,
+    )
+    .await
+    .unwrap();
+    let request = gyre_storage::ScanRequest {
+        start: gyre_storage::ScanStart::Token(std::ops::Bound::Unbounded),
+        end: std::ops::Bound::Unbounded,
+        filter: ReadFilter::all(),
+        max_rows: 10,
+    };
+    c.scan(table, request, 0, ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    c.truncate(table).await.unwrap();
+    assert!(asked.load(Ordering::Relaxed) > 0, "liveness was consulted");
+    assert_eq!(
+        violations.load(Ordering::Relaxed),
+        0,
+        "liveness asked while the ring lock was held"
+    );
+    for c in &coords {
+        c.messenger().shutdown().await;
+    }
+}
