@@ -17,7 +17,7 @@ use gyre_cluster::{
 use gyre_common::Token;
 use gyre_coordinator::{Coordinator, CoordinatorConfig, HintConfig, HintStore};
 use gyre_net::{Inbound, Messenger, NetConfig, Priority, Verb};
-use gyre_protocol::{Event, EventSender, StatusChangeType};
+use gyre_protocol::{Event, EventSender, StatusChangeType, TopologyChangeType};
 use gyre_protocol::{Server, ServerConfig};
 use gyre_query::QueryProcessor;
 use gyre_schema::SchemaStore;
@@ -153,6 +153,21 @@ impl Shared {
     fn absorb_events(&self, core: &mut Core) -> Option<TokenMetadata> {
         let changes = core.absorb_events();
         let ring = changes.ring_changed.then(|| core.ring.clone());
+        for (ep, joined) in changes.topology {
+            // Drivers key nodes by their CQL address.
+            let addr = core
+                .gossiper
+                .endpoint_state(&ep)
+                .and_then(|s| s.get(AppStateKey::NativeAddress))
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .unwrap_or_else(|| SocketAddr::new(ep.ip(), self.cfg.network.cql_port));
+            let change = if joined {
+                TopologyChangeType::NewNode
+            } else {
+                TopologyChangeType::RemovedNode
+            };
+            self.events.send(Event::TopologyChange { change, addr });
+        }
         for (ep, up) in changes.liveness {
             let host = core.ring_hosts.get(&ep).copied();
             if let Some(h) = host {
@@ -192,6 +207,8 @@ struct Absorbed {
     ring_changed: bool,
     /// Endpoints that went UP (true) or DOWN (false), in order.
     liveness: Vec<(Endpoint, bool)>,
+    /// Endpoints that joined (true) or left (false) the cluster.
+    topology: Vec<(Endpoint, bool)>,
 }
 
 impl Core {
@@ -206,7 +223,10 @@ impl Core {
                     endpoint,
                     generation,
                 } => info!(%endpoint, generation, "peer restarted"),
-                MembershipEvent::Joined { endpoint, .. } => info!(%endpoint, "peer discovered"),
+                MembershipEvent::Joined { endpoint, .. } => {
+                    info!(%endpoint, "peer discovered");
+                    out.topology.push((*endpoint, true));
+                }
                 MembershipEvent::StatusChanged { endpoint, status } => {
                     info!(%endpoint, status = ?status, "peer status changed")
                 }
@@ -224,7 +244,10 @@ impl Core {
                     continue;
                 }
                 MembershipEvent::StateChanged { .. } => {}
-                MembershipEvent::Removed(ep) => info!(endpoint = %ep, "peer removed"),
+                MembershipEvent::Removed(ep) => {
+                    info!(endpoint = %ep, "peer removed");
+                    out.topology.push((*ep, false));
+                }
             }
             let ep = match ev {
                 MembershipEvent::Joined { endpoint, .. }

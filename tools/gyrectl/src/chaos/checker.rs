@@ -230,6 +230,7 @@ fn check_own(client: usize, key: &str, ops: &[&Op], out: &mut Vec<Anomaly>) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn op(kind: OpKind, key: &str, value: i64, t: (u64, u64), outcome: Outcome) -> Op {

@@ -538,6 +538,7 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
