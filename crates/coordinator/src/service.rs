@@ -1192,94 +1192,35 @@ impl Coordinator {
 /// Serves other coordinators' requests from the local engine, on the
 /// blocking pool (handlers must not block the network task).
 fn register_handlers(messenger: &Messenger, storage: Arc<dyn StorageEngine>, rt: Handle) {
-    let (s, r) = (storage.clone(), rt.clone());
-    messenger.register(MUTATION, move |msg: Inbound| {
-        let Some(responder) = msg.responder else {
-            return;
-        };
-        let s = s.clone();
-        r.spawn_blocking(move || {
-            let res = match decode_mutation(&msg.payload) {
-                Ok((table, p)) => s.apply(table, p).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let sent = match res {
-                Ok(()) => responder.respond(Bytes::new()),
-                Err(e) => responder.respond_error(e),
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "could not answer a mutation");
-            }
-        });
+    serve(messenger, MUTATION, &storage, &rt, |s, b| {
+        let (table, p) = decode_mutation(b).map_err(|e| e.to_string())?;
+        s.apply(table, p).map_err(|e| e.to_string())?;
+        Ok(Bytes::new())
     });
-    let (s, r) = (storage.clone(), rt.clone());
-    messenger.register(READ_RANGE, move |msg: Inbound| {
-        let Some(responder) = msg.responder else {
-            return;
-        };
-        let s = s.clone();
-        r.spawn_blocking(move || {
-            let res = decode_range(&msg.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    s.scan(c.table, &c.request, c.now)
-                        .map_err(|e| e.to_string())
-                });
-            let sent = match res {
-                Ok(page) => responder.respond(encode_page(&page)),
-                Err(e) => responder.respond_error(e),
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "could not answer a range read");
-            }
-        });
+    serve(messenger, READ_RANGE, &storage, &rt, |s, b| {
+        let c = decode_range(b).map_err(|e| e.to_string())?;
+        let page = s
+            .scan(c.table, &c.request, c.now)
+            .map_err(|e| e.to_string())?;
+        Ok(encode_page(&page))
     });
-    let (s, r) = (storage.clone(), rt.clone());
-    messenger.register(TRUNCATE, move |msg: Inbound| {
-        let Some(responder) = msg.responder else {
-            return;
-        };
-        let s = s.clone();
-        r.spawn_blocking(move || {
-            let res = decode_table(&msg.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|t| s.truncate_table(t).map_err(|e| e.to_string()));
-            let sent = match res {
-                Ok(()) => responder.respond(Bytes::new()),
-                Err(e) => responder.respond_error(e),
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "could not answer a truncate");
-            }
-        });
+    serve(messenger, TRUNCATE, &storage, &rt, |s, b| {
+        let t = decode_table(b).map_err(|e| e.to_string())?;
+        s.truncate_table(t).map_err(|e| e.to_string())?;
+        Ok(Bytes::new())
     });
-    let (s, r) = (storage.clone(), rt.clone());
-    messenger.register(BATCH_STORE, move |msg: Inbound| {
-        let Some(responder) = msg.responder else {
-            return;
+    // Payload: the coordinator's timestamp, then the encoded batch.
+    serve(messenger, BATCH_STORE, &storage, &rt, |s, b| {
+        let ts = b
+            .get(..8)
+            .and_then(|x| <[u8; 8]>::try_from(x).ok())
+            .map(i64::from_be_bytes);
+        let id = b.get(8..24).and_then(|x| uuid::Uuid::from_slice(x).ok());
+        let (Some(ts), Some(id)) = (ts, id) else {
+            return Err("malformed batch".to_string());
         };
-        let s = s.clone();
-        r.spawn_blocking(move || {
-            let b = &msg.payload;
-            let ts = b
-                .get(..8)
-                .and_then(|x| <[u8; 8]>::try_from(x).ok())
-                .map(i64::from_be_bytes);
-            let id = b.get(8..24).and_then(|x| uuid::Uuid::from_slice(x).ok());
-            let res = match (ts, id) {
-                (Some(ts), Some(id)) => {
-                    batchlog::store(s.as_ref(), id, b.slice(8..), ts).map_err(|e| e.to_string())
-                }
-                _ => Err("malformed batch".to_string()),
-            };
-            let sent = match res {
-                Ok(()) => responder.respond(Bytes::new()),
-                Err(e) => responder.respond_error(e),
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "could not answer a batchlog store");
-            }
-        });
+        batchlog::store(s, id, b.slice(8..), ts).map_err(|e| e.to_string())?;
+        Ok(Bytes::new())
     });
     let (s, r) = (storage.clone(), rt.clone());
     messenger.register(BATCH_REMOVE, move |msg: Inbound| {
@@ -1301,30 +1242,47 @@ fn register_handlers(messenger: &Messenger, storage: Arc<dyn StorageEngine>, rt:
         });
     });
     for (verb, want_digest) in [(READ_DATA, false), (READ_DIGEST, true)] {
-        let (s, r) = (storage.clone(), rt.clone());
-        messenger.register(verb, move |msg: Inbound| {
-            let Some(responder) = msg.responder else {
-                return;
-            };
-            let s = s.clone();
-            r.spawn_blocking(move || {
-                let res = decode_read(&msg.payload)
-                    .map_err(|e| e.to_string())
-                    .and_then(|c| {
-                        s.read(c.table, &c.key, &c.filter, c.now)
-                            .map_err(|e| e.to_string())
-                    });
-                let sent = match res {
-                    Ok(p) if want_digest => {
-                        responder.respond(Bytes::copy_from_slice(&digest(p.as_ref()).to_bytes()))
-                    }
-                    Ok(p) => responder.respond(encode_data(p.as_ref())),
-                    Err(e) => responder.respond_error(e),
-                };
-                if let Err(e) = sent {
-                    tracing::debug!(error = %e, "could not answer a read");
-                }
-            });
+        serve(messenger, verb, &storage, &rt, move |s, b| {
+            let c = decode_read(b).map_err(|e| e.to_string())?;
+            let p = s
+                .read(c.table, &c.key, &c.filter, c.now)
+                .map_err(|e| e.to_string())?;
+            Ok(if want_digest {
+                Bytes::copy_from_slice(&digest(p.as_ref()).to_bytes())
+            } else {
+                encode_data(p.as_ref())
+            })
         });
     }
+}
+
+/// Answers `verb` requests on the blocking pool (handlers must not block
+/// the network task) with `f`'s payload, or its error.
+fn serve(
+    messenger: &Messenger,
+    verb: gyre_net::Verb,
+    storage: &Arc<dyn StorageEngine>,
+    rt: &Handle,
+    f: impl Fn(&dyn StorageEngine, &Bytes) -> std::result::Result<Bytes, String>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+) {
+    let (s, r) = (storage.clone(), rt.clone());
+    messenger.register(verb, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        let (s, f) = (s.clone(), f.clone());
+        r.spawn_blocking(move || {
+            let sent = match f(s.as_ref(), &msg.payload) {
+                Ok(b) => responder.respond(b),
+                Err(e) => responder.respond_error(e),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, ?verb, "could not answer a request");
+            }
+        });
+    });
 }
