@@ -403,3 +403,46 @@ fn a_full_scan_at_quorum_returns_every_row_once() {
     eprintln!("{} rows in {pages} pages", seen.len());
     assert_eq!(seen.len(), PARTITIONS * ROWS);
 }
+
+/// Regression (found by CI through gyre-stress): a DDL statement answered
+/// by one node must be visible to the next statement on any other node.
+/// The push used to be fire-and-forget, so `CREATE TABLE` sent to node 1
+/// right after node 2 answered `CREATE KEYSPACE` failed with "Keyspace ...
+/// does not exist" (drivers' schema agreement compares gossiped versions,
+/// which can all still show the old schema and so cannot close this gap).
+#[test]
+fn ddl_answered_by_one_node_is_seen_at_once_by_the_others() {
+    let c = TestCluster::new(3, 24);
+    c.up();
+    let mut clients: Vec<CqlClient> = (1..=3).map(|n| client(&c, n)).collect();
+    for i in 0..15 {
+        let (ddl, next) = (i % 3, (i + 1) % 3);
+        let ks = format!("agree{i}");
+        let out = run(
+            &mut clients[ddl],
+            &format!(
+                "CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 3}}"
+            ),
+            Consistency::One,
+        );
+        assert!(matches!(out, Outcome::Done), "{ks}: {out:?}");
+        let out = run(
+            &mut clients[next],
+            &format!("CREATE TABLE {ks}.t (k int PRIMARY KEY, v text)"),
+            Consistency::One,
+        );
+        assert!(
+            matches!(out, Outcome::Done),
+            "CREATE TABLE {ks}.t on node {} right after CREATE KEYSPACE on node {}: {out:?}",
+            next + 1,
+            ddl + 1
+        );
+        let third = (i + 2) % 3;
+        let out = run(
+            &mut clients[third],
+            &format!("INSERT INTO {ks}.t (k, v) VALUES (1, 'x')"),
+            Consistency::All,
+        );
+        assert!(matches!(out, Outcome::Done), "INSERT on node {}: {out:?}", third + 1);
+    }
+}

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::node::Shared;
 
-/// A schema change's rows (JSON [`SchemaRows`]), one way.
+/// A schema change's rows (JSON [`SchemaRows`]); answered (empty) once merged.
 pub const SCHEMA_PUSH: Verb = Verb(0x0300);
 /// Asks for the whole schema; the response is JSON [`SchemaRows`].
 pub const SCHEMA_PULL: Verb = Verb(0x0301);
@@ -280,8 +280,15 @@ fn advertise(shared: &Shared, version: uuid::Uuid) {
 }
 
 /// The listener the query processor calls after local DDL: advertise the
-/// version and push the change's rows to every other node.
+/// version, push the change's rows to every other node and wait (bounded by
+/// the write timeout) until every live peer has merged them. Answering the
+/// client only then closes a race the drivers cannot see: their schema
+/// agreement check compares gossiped versions, which may all still show the
+/// old schema for a moment, so a statement that follows the DDL on another
+/// node could otherwise miss it. Peers that do not answer in time catch up
+/// by pulling once they see our version.
 pub(crate) fn schema_listener(shared: Weak<Shared>) -> gyre_query::SchemaListener {
+    let rt = Handle::current();
     Box::new(move |rows: &SchemaRows, version| {
         let Some(shared) = shared.upgrade() else {
             return;
@@ -294,21 +301,37 @@ pub(crate) fn schema_listener(shared: Weak<Shared>) -> gyre_query::SchemaListene
                 return;
             }
         };
-        let peers: Vec<_> = shared
-            .ring_view
-            .read()
-            .nodes()
-            .map(|n| n.address)
-            .filter(|a| *a != shared.local)
-            .collect();
-        for to in peers {
-            // A peer that misses it pulls the schema once it sees our version.
-            if let Err(e) = shared
-                .messenger
-                .send_oneway(to, SCHEMA_PUSH, payload.clone())
-            {
-                debug!(%to, error = %e, "schema push failed");
+        let peers: Vec<_> = {
+            let ring = shared.ring_view.read();
+            let peers: Vec<_> = ring
+                .nodes()
+                .map(|n| n.address)
+                .filter(|a| *a != shared.local)
+                .collect();
+            drop(ring);
+            let core = shared.core.lock();
+            peers
+                .into_iter()
+                .filter(|a| core.gossiper.is_alive(a))
+                .collect()
+        };
+        if peers.is_empty() {
+            return;
+        }
+        let timeout = Duration::from_millis(shared.cfg.timeouts.write_request_ms);
+        let pushes = peers.into_iter().map(|to| {
+            let (messenger, payload) = (shared.messenger.clone(), payload.clone());
+            async move {
+                if let Err(e) = messenger.request(to, SCHEMA_PUSH, payload, timeout).await {
+                    debug!(%to, error = %e, "schema push not acknowledged; the peer will pull");
+                }
             }
+        });
+        let all = futures::future::join_all(pushes);
+        if is_worker_thread() {
+            tokio::task::block_in_place(|| rt.block_on(all));
+        } else {
+            rt.block_on(all);
         }
     })
 }
@@ -354,7 +377,16 @@ pub(crate) fn register_schema_verbs(
             }
         };
         let (s, q, ev) = (s.clone(), q.clone(), ev.clone());
-        rt.spawn(async move { merge_from_peer(&s, &q, &ev, rows).await });
+        rt.spawn(async move {
+            merge_from_peer(&s, &q, &ev, rows).await;
+            // Acknowledged once merged (or found not newer), so the pusher
+            // knows this node has the change.
+            if let Some(responder) = msg.responder {
+                if let Err(e) = responder.respond(Bytes::new()) {
+                    debug!(error = %e, "could not acknowledge a schema push");
+                }
+            }
+        });
     });
     let q = qp.clone();
     shared.messenger.register(SCHEMA_PULL, move |msg: Inbound| {
