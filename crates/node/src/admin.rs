@@ -1,13 +1,17 @@
 //! The admin HTTP endpoint: `GET /status` (JSON), `GET /metrics`
 //! (Prometheus text), `POST /faults` and `DELETE /faults` (messaging fault
 //! rules, for chaos tests), `POST /flush` and `POST /compact` (every table),
-//! `POST /clock` (write-timestamp offset in ms, for the chaos clock fault).
+//! `POST /clock` (write-timestamp offset in ms, for the chaos clock fault),
+//! `POST /digest` (a digest of one table's local data; see `digest.rs`),
+//! `POST`, `GET` and `DELETE /failpoints` (storage failpoints such as
+//! `commitlog::fsync`, in binaries built with the `failpoints` feature).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use gyre_net::FaultRules;
+use gyre_storage::{commitlog, failpoints};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -79,13 +83,90 @@ fn route(shared: &Shared, req: Request) -> Response {
                 Err(_) => Response::text(400, "body must be the offset in milliseconds\n"),
             }
         }
-        (_, "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock") => {
-            Response::text(405, "method not allowed\n")
+        ("POST", "/digest") => match serde_json::from_slice::<crate::DigestRequest>(&req.body) {
+            Ok(r) => match crate::digest::table_digest(shared, &r) {
+                Ok(d) => match serde_json::to_vec_pretty(&d) {
+                    Ok(body) => Response::json(200, body),
+                    Err(e) => Response::text(500, e.to_string()),
+                },
+                Err(e) => Response::text(400, format!("{e}\n")),
+            },
+            Err(e) => Response::text(400, format!("invalid digest request: {e}\n")),
+        },
+        ("POST", "/failpoints") => set_failpoint(&req.body),
+        ("DELETE", "/failpoints") => {
+            failpoints::clear();
+            tracing::info!("failpoints cleared");
+            Response::text(200, "ok\n")
         }
+        ("GET", "/failpoints") => {
+            let report = FailpointReport {
+                enabled: failpoints::enabled(),
+                failpoints: failpoints::list()
+                    .into_iter()
+                    .map(|(name, actions)| FailpointSpec { name, actions })
+                    .collect(),
+                commitlog_failed: commitlog::process_failure(),
+            };
+            match serde_json::to_vec_pretty(&report) {
+                Ok(body) => Response::json(200, body),
+                Err(e) => Response::text(500, e.to_string()),
+            }
+        }
+        (
+            _,
+            "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
+            | "/failpoints",
+        ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,
-            "not found; try /status, /metrics, /faults, /flush or /compact\n",
+            "not found; try /status, /metrics, /faults, /flush, /compact or /failpoints\n",
         ),
+    }
+}
+
+/// One failpoint: `POST /failpoints` takes it, `GET` lists them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FailpointSpec {
+    /// e.g. `commitlog::fsync` or `sstable::fsync` (see gyre-storage's docs).
+    name: String,
+    /// fail-rs actions: `return`, `off`, `50%return`, `1*return->off`, ...
+    actions: String,
+}
+
+#[derive(serde::Serialize)]
+struct FailpointReport {
+    /// Whether this binary has failpoints compiled in.
+    enabled: bool,
+    failpoints: Vec<FailpointSpec>,
+    /// Why the commitlog refuses writes, once a write or fsync failed.
+    commitlog_failed: Option<String>,
+}
+
+fn set_failpoint(body: &[u8]) -> Response {
+    if !failpoints::enabled() {
+        // Setting it would silently do nothing: say so, so a chaos run fails.
+        return Response::text(
+            501,
+            "this gyre binary was built without the `failpoints` feature \
+             (cargo build --features gyre-node/failpoints)\n",
+        );
+    }
+    let spec = match serde_json::from_slice::<FailpointSpec>(body) {
+        Ok(s) => s,
+        Err(e) => {
+            return Response::text(
+                400,
+                format!("invalid failpoint, expected {{\"name\": .., \"actions\": ..}}: {e}\n"),
+            )
+        }
+    };
+    match failpoints::set(&spec.name, &spec.actions) {
+        Ok(()) => {
+            tracing::warn!(name = %spec.name, actions = %spec.actions, "failpoint set");
+            Response::text(200, "ok\n")
+        }
+        Err(e) => Response::text(400, format!("invalid failpoint actions: {e}\n")),
     }
 }
 
@@ -179,6 +260,12 @@ fn metrics(shared: &Shared) -> String {
         "gauge",
         "Nodes in this node's token ring.",
         &one(ring_nodes as f64),
+    );
+    metric(
+        "gyre_storage_commitlog_failed",
+        "gauge",
+        "1 once the commitlog failed a write or fsync and refuses writes until restart (reason: GET /failpoints or the log).",
+        &one(f64::from(u8::from(commitlog::process_failure().is_some()))),
     );
     let verb_name = |v: gyre_net::Verb| {
         if v == GOSSIP_VERB {

@@ -27,6 +27,7 @@
 mod admin;
 pub mod config;
 mod cql;
+mod digest;
 mod error;
 pub mod http;
 mod node;
@@ -36,6 +37,7 @@ mod status;
 mod system_tables;
 
 pub use config::{NodeConfig, Overrides};
+pub use digest::{DigestRequest, TableDigest};
 pub use error::{Error, Result};
 pub use node::{run, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
 pub use state::NodeState;

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +28,24 @@ const HEADER_LEN: u64 = 20;
 const PERIODIC_WRITE_OUT: std::time::Duration = std::time::Duration::from_millis(10);
 /// Write the buffer out without waiting for the syncer once it is this big.
 const MAX_BUFFER: usize = 8 << 20;
+
+/// Failpoint in front of every commitlog fsync (segments and the directory);
+/// see the crate docs.
+pub const FSYNC_FAILPOINT: &str = "commitlog::fsync";
+
+/// Why the most recently opened commitlog of this process failed, if it did:
+/// for the node's metrics (a node has one engine, and the engine trait has no
+/// place for it).
+static PROCESS_FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Why this process's commitlog refuses writes (see [`PROCESS_FAILURE`]);
+/// `None` while it works.
+pub fn process_failure() -> Option<String> {
+    PROCESS_FAILURE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
 
 /// A position in the commitlog; orders all records ever written.
 #[derive(
@@ -122,9 +140,41 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// With the `failpoints` feature, fails like a disk whose fsync returns EIO
+/// while the failpoint `point` is set to `return`; compiled out otherwise.
+fn fsync_failpoint(point: &'static str) -> io::Result<()> {
+    let _ = point; // unused when failpoints are compiled out
+    fail::fail_point!(point, |_| Err(io::Error::other(format!(
+        "injected fsync failure (failpoint {point})"
+    ))));
+    Ok(())
+}
+
+/// `fdatasync` behind the failpoint `point`: every data fsync of the engine
+/// goes through here (or [`sync_all`]) so fault tests reach them all.
+pub(crate) fn sync_data(file: &File, point: &'static str) -> io::Result<()> {
+    fsync_failpoint(point)?;
+    file.sync_data()
+}
+
+/// `fsync` behind the failpoint `point`.
+pub(crate) fn sync_all(file: &File, point: &'static str) -> io::Result<()> {
+    fsync_failpoint(point)?;
+    file.sync_all()
+}
+
+/// Syncs a directory (after creating, renaming or deleting files in it).
+/// Metadata paths (table files, compaction) use this, without a failpoint.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Syncs a directory behind the failpoint `point`.
+pub(crate) fn fsync_dir_at(dir: &Path, point: &'static str) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| sync_all(&d, point))
         .ctx(|| format!("syncing directory {}", dir.display()))
 }
 
@@ -141,8 +191,8 @@ fn create_segment(dir: &Path, id: u64) -> Result<File> {
     header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
     f.write_all(&header)
         .ctx(|| format!("writing {}", path.display()))?;
-    f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
-    fsync_dir(dir)?;
+    sync_all(&f, FSYNC_FAILPOINT).ctx(|| format!("syncing {}", path.display()))?;
+    fsync_dir_at(dir, FSYNC_FAILPOINT)?;
     Ok(f)
 }
 
@@ -165,6 +215,7 @@ impl CommitLog {
         first_segment: u64,
     ) -> Result<CommitLog> {
         let file = Arc::new(create_segment(dir, first_segment)?);
+        *PROCESS_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             mode,
@@ -385,6 +436,7 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
         let mut s = self.sync.lock();
         if s.error.is_none() {
+            *PROCESS_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
             s.error = Some(why);
         }
         self.synced_cv.notify_all();
@@ -411,7 +463,7 @@ impl Shared {
     /// Finishes the active segment (written and synced) and starts the next.
     fn roll(&self, a: &mut Active) -> Result<()> {
         self.write_out(a)?;
-        if let Err(e) = a.file.sync_data() {
+        if let Err(e) = sync_data(&a.file, FSYNC_FAILPOINT) {
             let msg = format!("syncing commitlog segment {}: {e}", a.segment);
             self.fail(msg.clone());
             return Err(Error::Poisoned(msg));
@@ -460,7 +512,7 @@ impl Shared {
         if pos <= self.sync.lock().synced {
             return Ok(());
         }
-        if let Err(e) = file.sync_data() {
+        if let Err(e) = sync_data(&file, FSYNC_FAILPOINT) {
             let msg = format!("syncing commitlog segment {}: {e}", pos.segment);
             self.fail(msg.clone());
             return Err(Error::Poisoned(msg));
@@ -618,7 +670,7 @@ pub fn replay_segment(
             .ctx(|| format!("opening {}", path.display()))?;
         f.set_len(at.max(HEADER_LEN))
             .ctx(|| format!("truncating {}", path.display()))?;
-        f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        sync_all(&f, FSYNC_FAILPOINT).ctx(|| format!("syncing {}", path.display()))?;
     }
     Ok(out)
 }
@@ -630,7 +682,7 @@ pub fn delete_segments(dir: &Path, ids: &[u64]) -> Result<()> {
         fs::remove_file(&path).ctx(|| format!("deleting {}", path.display()))?;
     }
     if !ids.is_empty() {
-        fsync_dir(dir)?;
+        fsync_dir_at(dir, FSYNC_FAILPOINT)?;
     }
     Ok(())
 }

@@ -17,6 +17,21 @@
 //! The `conformance` feature exports [`conformance`], the model-based suite
 //! that every engine must pass.
 //!
+//! The `failpoints` feature compiles in [fail-rs] failpoints for storage
+//! fault tests (a disk that fails fsync); without it they cost nothing.
+//! Set them with [`failpoints::set`] (or `fail::cfg`, or the `FAILPOINTS`
+//! environment variable under `fail::FailScenario`), e.g. `return`:
+//!
+//! | name | where | effect of `return` |
+//! | --- | --- | --- |
+//! | `commitlog::fsync` | every commitlog fsync: group / batch / periodic sync, segment roll, segment creation, directory sync, replay truncation | the fsync fails with an I/O error; the commitlog poisons itself and the engine refuses writes ([`Error::Poisoned`]) until restarted, since after a failed fsync the page cache cannot be trusted |
+//! | `sstable::fsync` | the SSTable file and directory fsyncs of a flush or compaction | the flush fails, keeps its memtable and commitlog segments, and suspends writes ([`Error::WritesSuspended`]) until a flush succeeds |
+//!
+//! Table metadata (`table.json`, compaction transactions) is synced without
+//! a failpoint.
+//!
+//! [fail-rs]: https://docs.rs/fail
+//!
 //! ```
 //! use gyre_common::{Cell, CellName, DecoratedKey, Partition};
 //! use gyre_storage::{LsmConfig, LsmEngine, ReadFilter, StorageEngine, TableId, TableOptions};
@@ -44,6 +59,39 @@ mod lsm;
 mod memtable;
 pub mod sstable;
 mod types;
+
+/// Run-time control of failpoints (see the crate docs), for the node's admin
+/// endpoint. The process has one failpoint registry.
+pub mod failpoints {
+    /// Fails every commitlog fsync.
+    pub const COMMITLOG_FSYNC: &str = crate::commitlog::FSYNC_FAILPOINT;
+    /// Fails the SSTable fsyncs of flushes and compactions.
+    pub const SSTABLE_FSYNC: &str = crate::sstable::FSYNC_FAILPOINT;
+
+    /// Whether this build has failpoints compiled in (the `failpoints`
+    /// feature); when not, setting one has no effect.
+    pub fn enabled() -> bool {
+        fail::has_failpoints()
+    }
+
+    /// Sets the actions of a failpoint, in fail-rs syntax (`return`, `off`,
+    /// `50%return`, `1*return->off`, ...).
+    pub fn set(name: &str, actions: &str) -> Result<(), String> {
+        fail::cfg(name, actions)
+    }
+
+    /// The configured failpoints, as (name, actions).
+    pub fn list() -> Vec<(String, String)> {
+        fail::list()
+    }
+
+    /// Removes every configured failpoint.
+    pub fn clear() {
+        for (name, _) in fail::list() {
+            fail::remove(name);
+        }
+    }
+}
 
 pub use compaction::{compact_partition, plan_size_tiered, Candidate, MergeIter, Source};
 pub use config::{LsmConfig, SyncMode};

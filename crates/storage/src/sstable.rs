@@ -30,10 +30,14 @@ use gyre_common::{CellValue, DecoratedKey, LocalTime, Partition, Timestamp, Toke
 use serde::{Deserialize, Serialize};
 
 use crate::bloom::Bloom;
-use crate::commitlog::fsync_dir;
+use crate::commitlog::{fsync_dir_at, sync_all};
 use crate::error::IoContext;
 use crate::types::{ClusteringFilter, Compression};
 use crate::{Error, Result};
+
+/// Failpoint in front of the SSTable file and directory fsyncs of a flush or
+/// compaction; see the crate docs.
+pub const FSYNC_FAILPOINT: &str = "sstable::fsync";
 
 const MAGIC: &[u8; 8] = b"GYRESST1";
 const FORMAT_VERSION: u32 = 1;
@@ -336,13 +340,17 @@ impl SsTableWriter {
         self.out
             .flush()
             .ctx(|| format!("writing {}", path.display()))?;
-        self.out
-            .get_ref()
-            .sync_all()
+        sync_all(self.out.get_ref(), FSYNC_FAILPOINT)
             .ctx(|| format!("syncing {}", path.display()))?;
         let final_path = sstable_path(&self.dir, self.meta.generation);
         fs::rename(&path, &final_path).ctx(|| format!("renaming {}", path.display()))?;
-        fsync_dir(&self.dir)?;
+        if let Err(e) = fsync_dir_at(&self.dir, FSYNC_FAILPOINT) {
+            // The caller keeps the data elsewhere and retries under a new
+            // generation: a stray copy found on restart could outlive the
+            // tombstones that later shadow it.
+            let _ = fs::remove_file(&final_path);
+            return Err(e);
+        }
         self.finished = true;
         SsTable::open(&final_path)
     }

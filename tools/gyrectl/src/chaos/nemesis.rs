@@ -3,7 +3,9 @@
 //! Process faults go through signals ([`LocalCluster`]); network faults are
 //! fault rules in every node's messaging layer (the admin endpoint's
 //! `/faults`), so they need no privileges: a node drops what it would send
-//! to a peer it must not reach, and what it receives from it.
+//! to a peer it must not reach, and what it receives from it. Storage faults
+//! are failpoints (`/failpoints`), in binaries built with the `failpoints`
+//! feature.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +46,12 @@ pub enum FaultKind {
     /// last-write-wins does with skew. Not in the default set: its
     /// anomalies are expected.
     Clock,
+    /// One node's disk fails every fsync (the `commitlog::fsync` and
+    /// `sstable::fsync` failpoints): its commitlog refuses writes until the
+    /// node restarts, so heal clears the failpoints and restarts it (kill -9,
+    /// start). Not in the default set: it needs a gyre binary built with the
+    /// `failpoints` feature (as `cargo test --workspace` builds it).
+    Fsync,
 }
 
 impl FaultKind {
@@ -59,6 +67,9 @@ impl FaultKind {
         FaultKind::FlushCompact,
     ];
 
+    /// Faults run only when asked for by name.
+    pub const OPT_IN: [FaultKind; 2] = [FaultKind::Clock, FaultKind::Fsync];
+
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Kill => "kill",
@@ -71,6 +82,7 @@ impl FaultKind {
             FaultKind::Slow => "slow",
             FaultKind::FlushCompact => "flush-compact",
             FaultKind::Clock => "clock",
+            FaultKind::Fsync => "fsync",
         }
     }
 }
@@ -80,12 +92,12 @@ impl FromStr for FaultKind {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         FaultKind::ALL
             .into_iter()
-            .chain([FaultKind::Clock])
+            .chain(FaultKind::OPT_IN)
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = FaultKind::ALL
                     .iter()
-                    .chain(&[FaultKind::Clock])
+                    .chain(&FaultKind::OPT_IN)
                     .map(|k| k.name())
                     .collect();
                 format!("unknown fault {s:?}; one of {}", names.join(", "))
@@ -153,12 +165,46 @@ fn admin_post_body(admin: SocketAddr, path: &str, body: Option<&[u8]>) -> Result
     }
 }
 
-/// Clears every node's fault rules (nodes that do not answer are skipped:
-/// a restarted node starts without rules).
+/// The storage failpoints of the `fsync` fault.
+const FSYNC_FAILPOINTS: [&str; 2] = ["commitlog::fsync", "sstable::fsync"];
+
+/// Makes every fsync of one node fail. A binary without failpoints answers
+/// 501: an error, so that the run does not pass having injected nothing.
+fn fail_fsync(admin: SocketAddr) -> Result<()> {
+    for name in FSYNC_FAILPOINTS {
+        let body = serde_json::json!({ "name": name, "actions": "return" }).to_string();
+        match gyre_node::http::request(
+            admin,
+            "POST",
+            "/failpoints",
+            Some(body.as_bytes()),
+            ADMIN_TIMEOUT,
+        )? {
+            (200, _) => {}
+            (501, b) => {
+                return Err(Error::Cluster(format!(
+                    "the fsync fault needs failpoints, but {admin} says: {}",
+                    b.trim()
+                )))
+            }
+            (s, b) => {
+                return Err(Error::Cluster(format!(
+                    "{admin}/failpoints: HTTP {s}: {}",
+                    b.trim()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Clears every node's fault rules and failpoints (nodes that do not answer
+/// are skipped: a restarted node starts without either).
 pub fn clear_faults(c: &LocalCluster) {
     for n in 1..=c.layout.nodes {
         if let Ok(a) = c.layout.admin_addr(n) {
             let _ = gyre_node::http::request(a, "DELETE", "/faults", None, ADMIN_TIMEOUT);
+            let _ = gyre_node::http::request(a, "DELETE", "/failpoints", None, ADMIN_TIMEOUT);
         }
     }
 }
@@ -241,6 +287,9 @@ impl Active {
             FaultKind::Clock => {
                 admin_post_body(c.layout.admin_addr(node)?, "/clock", Some(b"5000"))?;
             }
+            FaultKind::Fsync => {
+                fail_fsync(c.layout.admin_addr(node)?)?;
+            }
         }
         Ok(Active { kind, node })
     }
@@ -267,6 +316,15 @@ impl Active {
             FaultKind::Clock => {
                 admin_post_body(c.layout.admin_addr(self.node)?, "/clock", Some(b"0"))?;
             }
+            FaultKind::Fsync => {
+                let admin = c.layout.admin_addr(self.node)?;
+                let _ =
+                    gyre_node::http::request(admin, "DELETE", "/failpoints", None, ADMIN_TIMEOUT);
+                // The commitlog refuses writes after a failed fsync until the
+                // process restarts (the page cache can no longer be trusted).
+                c.kill_node(self.node)?;
+                c.start_node(self.node, gyre_bin)?;
+            }
         }
         Ok(())
     }
@@ -292,5 +350,32 @@ mod tests {
         assert_eq!(b[&1], vec![4, 5]);
         assert_eq!("kill-all".parse::<FaultKind>(), Ok(FaultKind::KillAll));
         assert!("nope".parse::<FaultKind>().is_err());
+        assert_eq!("fsync".parse::<FaultKind>(), Ok(FaultKind::Fsync));
+        assert!(!FaultKind::ALL.contains(&FaultKind::Fsync));
+    }
+
+    /// A node built without failpoints answers 501: the fault must fail,
+    /// not pass having injected nothing.
+    #[test]
+    fn fsync_fault_fails_on_a_binary_without_failpoints() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).unwrap();
+            let body = "this gyre binary was built without the `failpoints` feature\n";
+            write!(
+                s,
+                "HTTP/1.1 501 Not Implemented\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        });
+        let err = fail_fsync(addr).unwrap_err().to_string();
+        server.join().unwrap();
+        assert!(err.contains("needs failpoints"), "{err}");
+        assert!(err.contains("without the `failpoints` feature"), "{err}");
     }
 }
