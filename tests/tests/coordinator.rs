@@ -208,6 +208,13 @@ fn quorum_read_repairs_a_stale_replica_and_ties_resolve_everywhere() {
         None,
         "node 3 is stale"
     );
+    // The replicas' digests (RF 3 on 3 nodes: every node holds it all).
+    let digest = c.gyrectl(&["cluster", "digest", "ks.t"]);
+    assert!(
+        !digest.status.success(),
+        "digest must tell the stale replica apart: {}",
+        String::from_utf8_lossy(&digest.stdout)
+    );
     // A QUORUM read coordinated by node 3 (itself one of the two replicas
     // asked) sees the mismatch, answers the fresh value and repairs node 3.
     assert_eq!(
@@ -275,6 +282,17 @@ fn quorum_read_repairs_a_stale_replica_and_ties_resolve_everywhere() {
         })
         .collect();
     assert_eq!(values, HashSet::from(["fresh".into(), "bbb".into()]));
+    // Whole rows read at ALL repair every cell: the replicas now agree.
+    for k in [1, 2] {
+        run(
+            &mut client(&c, 2),
+            &format!("SELECT * FROM ks.t WHERE k = {k}"),
+            Consistency::All,
+        )
+        .rows();
+    }
+    let out = c.gyrectl_ok(&["cluster", "digest", "ks.t"]);
+    assert!(out.contains("replicas agree"), "{out}");
 }
 
 #[test]
@@ -443,6 +461,10 @@ fn ddl_answered_by_one_node_is_seen_at_once_by_the_others() {
             &format!("INSERT INTO {ks}.t (k, v) VALUES (1, 'x')"),
             Consistency::All,
         );
-        assert!(matches!(out, Outcome::Done), "INSERT on node {}: {out:?}", third + 1);
+        assert!(
+            matches!(out, Outcome::Done),
+            "INSERT on node {}: {out:?}",
+            third + 1
+        );
     }
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gyre_node::{NodeConfig, StatusReport};
+use gyre_node::{DigestRequest, NodeConfig, StatusReport, TableDigest};
 use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong while managing a cluster.
@@ -317,6 +317,40 @@ impl LocalCluster {
                 running
                     .then(|| fetch_status(addr, Duration::from_secs(1)).ok())
                     .flatten()
+            })
+            .collect()
+    }
+
+    /// Every node's digest of its local copy of `keyspace.table` (index =
+    /// node - 1), or why a node could not give one. Replicas that
+    /// converged give equal digests over the ranges they share (the whole
+    /// table when RF equals the node count).
+    pub fn table_digests(
+        &self,
+        keyspace: &str,
+        table: &str,
+    ) -> Vec<std::result::Result<TableDigest, String>> {
+        let req = DigestRequest {
+            keyspace: keyspace.to_string(),
+            table: table.to_string(),
+            start: None,
+            end: None,
+        };
+        (1..=self.layout.nodes)
+            .map(|n| {
+                let addr = self.layout.admin_addr(n).map_err(|e| e.to_string())?;
+                let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+                match gyre_node::http::request(
+                    addr,
+                    "POST",
+                    "/digest",
+                    Some(&body),
+                    Duration::from_secs(120),
+                ) {
+                    Ok((200, b)) => serde_json::from_str(&b).map_err(|e| e.to_string()),
+                    Ok((s, b)) => Err(format!("HTTP {s}: {}", b.trim())),
+                    Err(e) => Err(e.to_string()),
+                }
             })
             .collect()
     }

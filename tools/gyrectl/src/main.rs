@@ -135,6 +135,10 @@ enum ClusterCmd {
     },
     /// Clear every node's network fault rules.
     Heal,
+    /// Compare the nodes' local copies of a table (KEYSPACE.TABLE) by
+    /// digest; exits non-zero when running nodes disagree. Meaningful when
+    /// every node replicates the whole table (RF = nodes).
+    Digest { table: String },
     /// Print node N's log.
     Logs {
         node: usize,
@@ -357,6 +361,41 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
             chaos::nemesis::partition(&c, &groups)?;
             println!("partitioned: {groups:?}");
             Ok(())
+        }
+        ClusterCmd::Digest { table } => {
+            let c = LocalCluster::open(&dir)?;
+            let (ks, t) = table
+                .split_once('.')
+                .with_context(|| format!("{table:?}: expected KEYSPACE.TABLE"))?;
+            let digests = c.table_digests(ks, t);
+            println!(
+                "{:<6}{:<18}{:>12}{:>12}",
+                "Node", "Digest", "Partitions", "Rows"
+            );
+            for (i, d) in digests.iter().enumerate() {
+                match d {
+                    Ok(d) => println!(
+                        "{:<6}{:<18}{:>12}{:>12}",
+                        i + 1,
+                        d.digest,
+                        d.partitions,
+                        d.rows
+                    ),
+                    Err(e) => println!("{:<6}unavailable: {e}", i + 1),
+                }
+            }
+            let distinct: std::collections::BTreeSet<&str> = digests
+                .iter()
+                .filter_map(|d| d.as_ref().ok().map(|d| d.digest.as_str()))
+                .collect();
+            match distinct.len() {
+                0 => bail!("no node answered"),
+                1 => {
+                    println!("replicas agree");
+                    Ok(())
+                }
+                n => bail!("replicas disagree: {n} different digests"),
+            }
         }
         ClusterCmd::Heal => {
             let c = LocalCluster::open(&dir)?;

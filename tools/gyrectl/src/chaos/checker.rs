@@ -45,6 +45,8 @@ pub struct FinalState {
     pub sets: BTreeMap<String, BTreeSet<i64>>,
     /// Register key -> each node's ONE read.
     pub per_node: BTreeMap<String, Vec<Option<i64>>>,
+    /// Table -> each node's digest of its local copy (`POST /digest`).
+    pub digests: BTreeMap<String, Vec<String>>,
 }
 
 fn show(v: Option<i64>) -> String {
@@ -119,6 +121,17 @@ pub fn check(history: &[Op], fin: &FinalState) -> Vec<Anomaly> {
                     .map(|v| show(*v))
                     .collect::<Vec<_>>()
                     .join(" / "),
+                at_ms: 0,
+            });
+        }
+    }
+    for (table, digests) in &fin.digests {
+        if digests.iter().any(|d| Some(d) != digests.first()) {
+            out.push(Anomaly {
+                kind: "replica digests differ",
+                key: table.clone(),
+                expected: "the same table digest on every node".into(),
+                observed: digests.join(" / "),
                 at_ms: 0,
             });
         }
@@ -341,12 +354,24 @@ mod tests {
         let fin = FinalState {
             sets: BTreeMap::from([("s".to_string(), BTreeSet::from([1, 2, 7]))]),
             per_node: BTreeMap::from([("r".to_string(), vec![Some(1), Some(1), None])]),
+            digests: BTreeMap::from([
+                ("sets".to_string(), vec!["a".into(), "a".into(), "b".into()]),
+                (
+                    "registers".to_string(),
+                    vec!["c".into(), "c".into(), "c".into()],
+                ),
+            ]),
             ..Default::default()
         };
         let kinds: Vec<_> = check(&h, &fin).iter().map(|a| a.kind).collect();
         assert_eq!(
             kinds,
-            ["lost set add", "phantom set element", "replicas disagree"]
+            [
+                "lost set add",
+                "phantom set element",
+                "replicas disagree",
+                "replica digests differ"
+            ]
         );
     }
 }

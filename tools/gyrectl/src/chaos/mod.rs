@@ -494,6 +494,22 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
                 .collect::<Result<Vec<_>>>()?;
             fin.per_node.insert(key.clone(), per_node);
         }
+        // Whole replicas, not just the values read: every row read once
+        // more in full at ALL (read repair covers what a read fetches, so
+        // `SELECT v` alone would leave row markers unrepaired), then each
+        // node's digest of its local copy of both tables.
+        for key in &registers {
+            let q = format!("SELECT * FROM {KEYSPACE}.registers WHERE k = '{key}'");
+            query_retry(c, 1, &q, Consistency::All, long)?;
+        }
+        for table in ["registers", "sets"] {
+            let digests = c
+                .table_digests(KEYSPACE, table)
+                .into_iter()
+                .map(|d| d.map_or_else(|e| format!("error: {e}"), |d| d.digest))
+                .collect();
+            fin.digests.insert(table.to_string(), digests);
+        }
     }
     let anomalies = checker::check(&history, &fin);
     let mut phases: BTreeMap<String, PhaseStats> = BTreeMap::new();
