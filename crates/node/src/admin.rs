@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use gyre_net::FaultRules;
-use gyre_storage::{commitlog, failpoints};
+use gyre_storage::failpoints;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -106,7 +106,7 @@ fn route(shared: &Shared, req: Request) -> Response {
                     .into_iter()
                     .map(|(name, actions)| FailpointSpec { name, actions })
                     .collect(),
-                commitlog_failed: commitlog::process_failure(),
+                commitlog_failed: shared.engine.failure(),
             };
             match serde_json::to_vec_pretty(&report) {
                 Ok(body) => Response::json(200, body),
@@ -265,7 +265,7 @@ fn metrics(shared: &Shared) -> String {
         "gyre_storage_commitlog_failed",
         "gauge",
         "1 once the commitlog failed a write or fsync and refuses writes until restart (reason: GET /failpoints or the log).",
-        &one(f64::from(u8::from(commitlog::process_failure().is_some()))),
+        &one(f64::from(u8::from(shared.engine.failure().is_some()))),
     );
     let verb_name = |v: gyre_net::Verb| {
         if v == GOSSIP_VERB {

@@ -131,6 +131,24 @@ pub enum CommitlogSync {
     Batch,
 }
 
+/// What a node does once its commitlog fails (a write or fsync error):
+/// Cassandra's `commit_failure_policy`. The log refuses writes from then on
+/// in every case (after a failed fsync the page cache cannot be trusted);
+/// the policy decides how the node shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitFailurePolicy {
+    /// Stop gossip and the CQL server so peers mark the node DOWN (and
+    /// hint its writes instead of waiting on it); the process and its admin
+    /// endpoint stay up for inspection until an operator restarts it.
+    #[default]
+    Stop,
+    /// Exit the process at once.
+    Die,
+    /// Stay in the cluster, answering reads and refusing writes.
+    Ignore,
+}
+
 /// Which storage engine a node runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,6 +172,7 @@ pub struct StorageConfig {
     pub commitlog_sync_period_ms: u64,
     /// Group-commit window for `group`.
     pub commitlog_sync_group_window_ms: u64,
+    pub commit_failure_policy: CommitFailurePolicy,
 }
 
 impl Default for StorageConfig {
@@ -165,6 +184,7 @@ impl Default for StorageConfig {
             commitlog_sync: CommitlogSync::Group,
             commitlog_sync_period_ms: 10_000,
             commitlog_sync_group_window_ms: 2,
+            commit_failure_policy: CommitFailurePolicy::Stop,
         }
     }
 }

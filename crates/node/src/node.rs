@@ -23,7 +23,7 @@ use gyre_query::QueryProcessor;
 use gyre_schema::SchemaStore;
 use gyre_storage::{LsmConfig, LsmEngine, StorageEngine, SystemClock};
 
-use crate::config::{EngineKind, StorageConfig};
+use crate::config::{CommitFailurePolicy, EngineKind, StorageConfig};
 
 /// Opens the configured storage engine (replaying its log) off the runtime.
 async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
@@ -337,6 +337,9 @@ pub struct Node {
     shared: Arc<Shared>,
     engine: Arc<dyn StorageEngine>,
     stop: watch::Sender<bool>,
+    /// Stops gossip and the CQL server only (shutdown, or a failed
+    /// commitlog under `commit_failure_policy = "stop"`).
+    transports: Arc<watch::Sender<bool>>,
     tasks: Vec<JoinHandle<()>>,
     admin_addr: SocketAddr,
     cql_addr: SocketAddr,
@@ -453,10 +456,17 @@ impl Node {
         qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));
 
         let (stop, stop_rx) = watch::channel(false);
+        let (transports, transports_rx) = watch::channel(false);
+        let transports = Arc::new(transports);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(gossip_loop(
             shared.clone(),
             inbound,
+            transports_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(storage_watch(
+            shared.clone(),
+            transports.clone(),
             stop_rx.clone(),
         )));
 
@@ -529,10 +539,10 @@ impl Node {
             shared.clone(),
             server_cfg.events.clone(),
         ));
-        let mut cql_stop = stop_rx.clone();
+        let mut cql_stop = transports_rx.clone();
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
-                let _ = cql_stop.changed().await;
+                let _ = cql_stop.wait_for(|stopped| *stopped).await;
             };
             if let Err(e) = Server::run(cql_listener, handler, server_cfg, shutdown).await {
                 error!(error = %e, "CQL server failed");
@@ -543,6 +553,7 @@ impl Node {
             shared,
             engine,
             stop,
+            transports,
             tasks,
             admin_addr,
             cql_addr,
@@ -579,6 +590,7 @@ impl Node {
             self.shared.cfg.gossip.shutdown_announce_ms,
         ))
         .await;
+        let _ = self.transports.send(true);
         let _ = self.stop.send(true);
         for t in self.tasks {
             if tokio::time::timeout(Duration::from_secs(2), t)
@@ -601,6 +613,54 @@ impl Node {
         info!("storage flushed; bye");
         Ok(())
     }
+}
+
+/// Acts on a failed commitlog as `storage.commit_failure_policy` says. The
+/// engine already refuses writes; left in the ring, the node would still be
+/// UP for its peers, which would keep sending it writes and read repairs
+/// that fail only at their timeout. Stopping gossip (after announcing the
+/// shutdown, so peers convict it at once) and the CQL server makes it DOWN:
+/// coordinators hint its writes and read from the other replicas, as
+/// Cassandra's default `stop` policy does.
+async fn storage_watch(
+    shared: Arc<Shared>,
+    transports: Arc<watch::Sender<bool>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let policy = shared.cfg.storage.commit_failure_policy;
+    if policy == CommitFailurePolicy::Ignore {
+        return;
+    }
+    let why = loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => return,
+        }
+        if let Some(why) = shared.engine.failure() {
+            break why;
+        }
+    };
+    if policy == CommitFailurePolicy::Die {
+        error!(error = %why, "commitlog failed; exiting (commit_failure_policy = \"die\")");
+        std::process::exit(3);
+    }
+    error!(
+        error = %why,
+        "commitlog failed: stopping gossip and the CQL server (commit_failure_policy = \"stop\"); \
+         the admin endpoint stays up; restart the node once its disk is fixed"
+    );
+    let out = {
+        let mut core = shared.core.lock();
+        let now = shared.now_ms();
+        core.gossiper.announce_shutdown(now)
+    };
+    shared.send(out);
+    // Let the announcement leave before gossip stops.
+    tokio::time::sleep(Duration::from_millis(
+        shared.cfg.gossip.shutdown_announce_ms,
+    ))
+    .await;
+    let _ = transports.send(true);
 }
 
 /// Loads the persisted schema and builds the executor over `data`.

@@ -33,20 +33,6 @@ const MAX_BUFFER: usize = 8 << 20;
 /// see the crate docs.
 pub const FSYNC_FAILPOINT: &str = "commitlog::fsync";
 
-/// Why the most recently opened commitlog of this process failed, if it did:
-/// for the node's metrics (a node has one engine, and the engine trait has no
-/// place for it).
-static PROCESS_FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-/// Why this process's commitlog refuses writes (see [`PROCESS_FAILURE`]);
-/// `None` while it works.
-pub fn process_failure() -> Option<String> {
-    PROCESS_FAILURE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
 /// A position in the commitlog; orders all records ever written.
 #[derive(
     Clone,
@@ -215,7 +201,6 @@ impl CommitLog {
         first_segment: u64,
     ) -> Result<CommitLog> {
         let file = Arc::new(create_segment(dir, first_segment)?);
-        *PROCESS_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             mode,
@@ -387,6 +372,15 @@ impl CommitLog {
             .unwrap_or_default()
     }
 
+    /// Why the log refuses writes (a write or fsync failed; only a restart,
+    /// which replays what reached the disk, clears it), or `None`.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .poisoned
+            .load(Ordering::Acquire)
+            .then(|| self.shared.error_text())
+    }
+
     pub fn bytes_written(&self) -> u64 {
         self.shared.bytes_written.load(Ordering::Relaxed)
     }
@@ -436,7 +430,6 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
         let mut s = self.sync.lock();
         if s.error.is_none() {
-            *PROCESS_FAILURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
             s.error = Some(why);
         }
         self.synced_cv.notify_all();

@@ -53,6 +53,13 @@ pub trait StorageEngine: Send + Sync {
 
     fn table_stats(&self, table: TableId) -> Result<TableStats>;
     fn engine_stats(&self) -> EngineStats;
+
+    /// Why the engine refuses writes until it is reopened (its log could
+    /// not be written or synced), or `None` while it works. The node acts
+    /// on it (`storage.commit_failure_policy`).
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The engine's only source of "now" (seconds), for TTL expiry and tombstone

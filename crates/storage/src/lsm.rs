@@ -957,4 +957,8 @@ impl StorageEngine for LsmEngine {
             tables: self.inner.tables.read().len(),
         }
     }
+
+    fn failure(&self) -> Option<String> {
+        self.inner.commitlog.failure()
+    }
 }
