@@ -41,8 +41,10 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         fault_secs: u64,
         /// Faults, in turn: kill, kill-all, pause, restart, isolate, halves,
-        /// bridge, slow, flush-compact (default: these), and clock (one
-        /// node's write clock 5 s ahead; its anomalies are expected).
+        /// bridge, slow, flush-compact (default: these), clock (one
+        /// node's write clock 5 s ahead; its anomalies are expected) and
+        /// fsync (one node's disk fails fsync; needs a gyre binary built
+        /// with the `failpoints` feature; healed by restarting the node).
         #[arg(long, value_delimiter = ',')]
         faults: Vec<String>,
         /// Concurrent clients.
