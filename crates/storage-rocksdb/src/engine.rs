@@ -357,10 +357,41 @@ impl RocksEngine {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(upper);
         ro.set_prefix_same_as_start(true);
+        let decode = |v: &[u8]| {
+            decode_fragment(v).ok_or_else(|| Error::Corruption {
+                file: self.config.dir.clone(),
+                offset: 0,
+                detail: "undecodable RocksDB value".into(),
+            })
+        };
         let mut out: Option<Partition> = None;
+        // A slice that starts inside the partition: the header (deletion,
+        // static row, range tombstones) by key, then the rows from the
+        // slice's first clustering key on, instead of stepping over every
+        // row before it. Escaping keeps byte order, and an escaped key
+        // without its terminator sorts before every longer key it prefixes.
+        let seek = clustering.seek_key();
+        let from = if seek.is_empty() {
+            prefix.clone()
+        } else {
+            let mut header = prefix.clone();
+            header.push(HEADER);
+            if let Some(v) = self
+                .db
+                .get_pinned_cf(&cf, &header)
+                .map_err(rocks_err("reading a partition header"))?
+            {
+                out = Some(decode(&v)?);
+            }
+            let mut from = prefix.clone();
+            from.push(ROW);
+            escape(&mut from, &seek);
+            from.truncate(from.len() - 2);
+            from
+        };
         let it = self
             .db
-            .iterator_cf_opt(&cf, ro, IteratorMode::From(&prefix, Direction::Forward));
+            .iterator_cf_opt(&cf, ro, IteratorMode::From(&from, Direction::Forward));
         for item in it {
             let (k, v) = item.map_err(rocks_err("reading a partition"))?;
             let Some((_, ck)) = decode_key(&k) else {
@@ -374,11 +405,7 @@ impl RocksEngine {
                     continue;
                 }
             }
-            let frag = decode_fragment(&v).ok_or_else(|| Error::Corruption {
-                file: self.config.dir.clone(),
-                offset: 0,
-                detail: "undecodable RocksDB value".into(),
-            })?;
+            let frag = decode(&v)?;
             match &mut out {
                 None => out = Some(frag),
                 Some(a) => lww::merge_partitions(a, frag),
