@@ -49,7 +49,8 @@ struct Args {
     /// Directory for data (default: a temporary directory).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
-    /// Memtable budget in MiB (default: the engine's, a fraction of memory).
+    /// Memtable budget in MiB, for both engines (default: each engine's
+    /// own: Gyre's is a fraction of memory, RocksDB's 64 MiB per table).
     #[arg(long)]
     memtable_mb: Option<u64>,
     /// Engine: gyre, rocksdb (needs `--features rocksdb`) or both.
@@ -246,13 +247,19 @@ fn open_engine(
             ))
         }
         #[cfg(feature = "rocksdb")]
-        "rocksdb" => Ok(Arc::new(
-            gyre_storage_rocksdb::RocksEngine::open(gyre_storage_rocksdb::RocksConfig {
+        "rocksdb" => {
+            let mut config = gyre_storage_rocksdb::RocksConfig {
                 sync: sync_mode(&args.sync)?,
                 ..gyre_storage_rocksdb::RocksConfig::in_dir(dir)
-            })
-            .context("opening the rocksdb engine")?,
-        )),
+            };
+            if let Some(mb) = args.memtable_mb {
+                config.memtable_bytes = usize::try_from(mb << 20)?;
+            }
+            Ok(Arc::new(
+                gyre_storage_rocksdb::RocksEngine::open(config)
+                    .context("opening the rocksdb engine")?,
+            ))
+        }
         other => anyhow::bail!("unknown engine {other} (rocksdb needs `--features rocksdb`)"),
     }
 }
