@@ -494,11 +494,16 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
                 .collect::<Result<Vec<_>>>()?;
             fin.per_node.insert(key.clone(), per_node);
         }
-        // Whole replicas, not just the values read: every row read once
-        // more in full at ALL (read repair covers what a read fetches, so
-        // `SELECT v` alone would leave row markers unrepaired), then each
-        // node's digest of its local copy of both tables.
-        for key in &registers {
+        // Whole replicas, not just the values read: every row of the table
+        // (shared registers and the clients' own keys) read once more in
+        // full at ALL, so read repair covers every cell, then each node's
+        // digest of its local copy of both tables.
+        let every_row: BTreeSet<&String> = history
+            .iter()
+            .filter(|o| matches!(o.kind, OpKind::Write | OpKind::OwnWrite))
+            .map(|o| &o.key)
+            .collect();
+        for key in every_row {
             let q = format!("SELECT * FROM {KEYSPACE}.registers WHERE k = '{key}'");
             query_retry(c, 1, &q, Consistency::All, long)?;
         }
