@@ -39,6 +39,8 @@ mod system_tables;
 pub use config::{NodeConfig, Overrides};
 pub use digest::{DigestRequest, TableDigest};
 pub use error::{Error, Result};
+/// Storage failpoint names and control (feature `failpoints`).
+pub use gyre_storage::failpoints;
 pub use node::{run, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
 pub use state::NodeState;
 pub use status::{EndpointReport, StatusReport};

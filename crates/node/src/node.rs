@@ -122,6 +122,22 @@ impl Shared {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// Tells live peers this node is shutting down (so they mark it DOWN at
+    /// once) and gives the announcement a bounded moment to leave: the
+    /// messenger has no flush, but the messages are on the urgent
+    /// connections already.
+    async fn announce_shutdown(&self) {
+        let out = {
+            let mut core = self.core.lock();
+            let now = self.now_ms();
+            core.gossiper.announce_shutdown(now)
+        };
+        let peers = out.len();
+        self.send(out);
+        info!(peers, "announced shutdown");
+        tokio::time::sleep(Duration::from_millis(self.cfg.gossip.shutdown_announce_ms)).await;
+    }
+
     fn send(&self, out: Vec<Outgoing>) {
         for o in out {
             let payload = match serde_json::to_vec(&o.msg) {
@@ -576,20 +592,7 @@ impl Node {
     /// Graceful stop: tells live peers this node is shutting down, stops
     /// gossip and messaging, then flushes memtables.
     pub async fn shutdown(self) -> Result<()> {
-        let out = {
-            let mut core = self.shared.core.lock();
-            let now = self.shared.now_ms();
-            core.gossiper.announce_shutdown(now)
-        };
-        let peers = out.len();
-        self.shared.send(out);
-        info!(peers, "announced shutdown");
-        // The messenger has no flush; the announcement is on the urgent
-        // connections already, so a short bounded pause lets it leave.
-        tokio::time::sleep(Duration::from_millis(
-            self.shared.cfg.gossip.shutdown_announce_ms,
-        ))
-        .await;
+        self.shared.announce_shutdown().await;
         let _ = self.transports.send(true);
         let _ = self.stop.send(true);
         for t in self.tasks {
@@ -649,17 +652,7 @@ async fn storage_watch(
         "commitlog failed: stopping gossip and the CQL server (commit_failure_policy = \"stop\"); \
          the admin endpoint stays up; restart the node once its disk is fixed"
     );
-    let out = {
-        let mut core = shared.core.lock();
-        let now = shared.now_ms();
-        core.gossiper.announce_shutdown(now)
-    };
-    shared.send(out);
-    // Let the announcement leave before gossip stops.
-    tokio::time::sleep(Duration::from_millis(
-        shared.cfg.gossip.shutdown_announce_ms,
-    ))
-    .await;
+    shared.announce_shutdown().await;
     let _ = transports.send(true);
 }
 

@@ -203,22 +203,22 @@ impl ClusterData {
         &self,
         f: impl std::future::Future<Output = gyre_coordinator::Result<T>>,
     ) -> gyre_query::Result<T> {
-        // On a runtime worker (never the case for CQL statements, which run
-        // on the blocking pool) block_on would panic: step aside first.
-        let res = if is_worker_thread() {
-            tokio::task::block_in_place(|| self.runtime.block_on(f))
-        } else {
-            self.runtime.block_on(f)
-        };
-        res.map_err(to_query_error)
+        block_on(&self.runtime, f).map_err(to_query_error)
     }
 }
 
-/// Whether this thread is a runtime worker (where blocking is not allowed).
-fn is_worker_thread() -> bool {
-    std::thread::current()
+/// Runs `f` to completion from synchronous code. Callers are on the
+/// blocking pool (CQL statements run there); on a runtime worker, where
+/// `block_on` would panic, it steps aside first.
+fn block_on<F: std::future::Future>(rt: &Handle, f: F) -> F::Output {
+    let on_worker = std::thread::current()
         .name()
-        .is_some_and(|n| n.starts_with("tokio-runtime-worker"))
+        .is_some_and(|n| n.starts_with("tokio-runtime-worker"));
+    if on_worker {
+        tokio::task::block_in_place(|| rt.block_on(f))
+    } else {
+        rt.block_on(f)
+    }
 }
 
 impl DataAccess for ClusterData {
@@ -301,16 +301,16 @@ pub(crate) fn schema_listener(shared: Weak<Shared>) -> gyre_query::SchemaListene
                 return;
             }
         };
+        let others: Vec<_> = shared
+            .ring_view
+            .read()
+            .nodes()
+            .map(|n| n.address)
+            .filter(|a| *a != shared.local)
+            .collect();
         let peers: Vec<_> = {
-            let ring = shared.ring_view.read();
-            let peers: Vec<_> = ring
-                .nodes()
-                .map(|n| n.address)
-                .filter(|a| *a != shared.local)
-                .collect();
-            drop(ring);
             let core = shared.core.lock();
-            peers
+            others
                 .into_iter()
                 .filter(|a| core.gossiper.is_alive(a))
                 .collect()
@@ -327,12 +327,7 @@ pub(crate) fn schema_listener(shared: Weak<Shared>) -> gyre_query::SchemaListene
                 }
             }
         });
-        let all = futures::future::join_all(pushes);
-        if is_worker_thread() {
-            tokio::task::block_in_place(|| rt.block_on(all));
-        } else {
-            rt.block_on(all);
-        }
+        block_on(&rt, futures::future::join_all(pushes));
     })
 }
 

@@ -65,13 +65,20 @@ fn rocks_err(context: &str) -> impl Fn(rocksdb::Error) -> Error + '_ {
 /// Appends `b` so that byte order of the escaped form is the order of `b`
 /// and the result is prefix-free.
 fn escape(out: &mut Vec<u8>, b: &[u8]) {
+    escape_unterminated(out, b);
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// The escaped form of `b` without its terminator: it sorts before the
+/// escaped form of every key that starts with `b` and after every smaller
+/// one, so it is where an iteration over keys `>= b` starts.
+fn escape_unterminated(out: &mut Vec<u8>, b: &[u8]) {
     for &x in b {
         out.push(x);
         if x == 0 {
             out.push(0xff);
         }
     }
-    out.extend_from_slice(&[0, 0]);
 }
 
 /// Reads an escaped string from `b`; returns it and the bytes consumed.
@@ -368,8 +375,7 @@ impl RocksEngine {
         // A slice that starts inside the partition: the header (deletion,
         // static row, range tombstones) by key, then the rows from the
         // slice's first clustering key on, instead of stepping over every
-        // row before it. Escaping keeps byte order, and an escaped key
-        // without its terminator sorts before every longer key it prefixes.
+        // row before it.
         let seek = clustering.seek_key();
         let from = if seek.is_empty() {
             prefix.clone()
@@ -385,8 +391,7 @@ impl RocksEngine {
             }
             let mut from = prefix.clone();
             from.push(ROW);
-            escape(&mut from, &seek);
-            from.truncate(from.len() - 2);
+            escape_unterminated(&mut from, &seek);
             from
         };
         let it = self

@@ -67,16 +67,22 @@ fn write(engine: &LsmEngine, from: u32, to: u32) {
     }
 }
 
-fn commitlog_fsync_failure(sync: SyncMode) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let engine = LsmEngine::open(config(dir.path(), sync)).expect("opens");
+/// An engine with rows 0..100 in an SSTable and 100..200 only in the
+/// commitlog and memtable, all acknowledged.
+fn populated(dir: &Path, sync: SyncMode) -> LsmEngine {
+    let engine = LsmEngine::open(config(dir, sync)).expect("opens");
     engine
         .create_table(TABLE, TableOptions::default())
         .expect("creates");
-    // Some rows in an SSTable, more only in the commitlog.
     write(&engine, 0, 100);
     engine.flush(Some(TABLE)).expect("flushes");
     write(&engine, 100, 200);
+    engine
+}
+
+fn commitlog_fsync_failure(sync: SyncMode) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = populated(dir.path(), sync);
 
     fail::cfg(COMMITLOG_FSYNC, "return").expect("sets the failpoint");
     let err = engine
@@ -108,13 +114,7 @@ fn commitlog_fsync_failure(sync: SyncMode) {
 
 fn sstable_fsync_failure() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = LsmEngine::open(config(dir.path(), SyncMode::Batch)).expect("opens");
-    engine
-        .create_table(TABLE, TableOptions::default())
-        .expect("creates");
-    write(&engine, 0, 100);
-    engine.flush(Some(TABLE)).expect("flushes");
-    write(&engine, 100, 200);
+    let engine = populated(dir.path(), SyncMode::Batch);
     let sstables = engine.sstable_paths(TABLE).expect("lists").len();
 
     fail::cfg(SSTABLE_FSYNC, "return").expect("sets the failpoint");

@@ -166,7 +166,10 @@ fn admin_post_body(admin: SocketAddr, path: &str, body: Option<&[u8]>) -> Result
 }
 
 /// The storage failpoints of the `fsync` fault.
-const FSYNC_FAILPOINTS: [&str; 2] = ["commitlog::fsync", "sstable::fsync"];
+const FSYNC_FAILPOINTS: [&str; 2] = [
+    gyre_node::failpoints::COMMITLOG_FSYNC,
+    gyre_node::failpoints::SSTABLE_FSYNC,
+];
 
 /// Makes every fsync of one node fail. A binary without failpoints answers
 /// 501: an error, so that the run does not pass having injected nothing.
