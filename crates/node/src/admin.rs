@@ -267,6 +267,25 @@ fn metrics(shared: &Shared) -> String {
         "1 once the commitlog failed a write or fsync and refuses writes until restart (reason: GET /failpoints or the log).",
         &one(f64::from(u8::from(shared.engine.failure().is_some()))),
     );
+    let es = shared.engine.engine_stats();
+    metric(
+        "gyre_storage_commitlog_syncs_total",
+        "counter",
+        "Commitlog fsyncs.",
+        &one(es.commitlog_syncs as f64),
+    );
+    metric(
+        "gyre_storage_commitlog_records_total",
+        "counter",
+        "Records (writes) appended to the commitlog.",
+        &one(es.commitlog_records as f64),
+    );
+    metric(
+        "gyre_storage_commitlog_writes_per_sync",
+        "gauge",
+        "Writes per commitlog fsync since start (records / syncs): the group commit's batching.",
+        &one(es.commitlog_records as f64 / es.commitlog_syncs.max(1) as f64),
+    );
     let verb_name = |v: gyre_net::Verb| {
         if v == GOSSIP_VERB {
             "gossip".to_string()

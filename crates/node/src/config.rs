@@ -170,7 +170,8 @@ pub struct StorageConfig {
     pub commitlog_sync: CommitlogSync,
     /// fsync period for `periodic`.
     pub commitlog_sync_period_ms: u64,
-    /// Group-commit window for `group`.
+    /// For `group`: the least time between fsync starts under load (0: back
+    /// to back; an idle log always fsyncs at once).
     pub commitlog_sync_group_window_ms: u64,
     pub commit_failure_policy: CommitFailurePolicy,
 }
@@ -183,7 +184,7 @@ impl Default for StorageConfig {
             commitlog_dir: PathBuf::from("var/commitlog"),
             commitlog_sync: CommitlogSync::Group,
             commitlog_sync_period_ms: 10_000,
-            commitlog_sync_group_window_ms: 2,
+            commitlog_sync_group_window_ms: 0,
             commit_failure_policy: CommitFailurePolicy::Stop,
         }
     }

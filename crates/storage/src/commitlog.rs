@@ -4,7 +4,10 @@
 //! Layout: numbered segment files `CommitLog-<id>.log`, each a header (magic,
 //! segment id, CRC) and records `[len u32][crc(len) u32][payload][crc u32]`.
 //! Appends go to an in-memory buffer under a mutex; a syncer thread writes the
-//! buffer out and fsyncs it according to the [`SyncMode`]. A failed write or
+//! buffer out and fsyncs it according to the [`SyncMode`]. The synced
+//! position is published in a watch channel, so async writers await their
+//! durability as a future ([`CommitLog::durable`]) instead of parking a
+//! thread; blocking callers use [`CommitLog::wait_durable`]. A failed write or
 //! fsync poisons the log: every later append fails, and nothing is retried
 //! blindly (the kernel may have dropped the dirty pages).
 
@@ -68,6 +71,13 @@ struct SyncState {
     error: Option<String>,
 }
 
+/// What async waiters watch: the synced position, and whether the log failed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Synced {
+    upto: Position,
+    failed: bool,
+}
+
 struct Shared {
     dir: PathBuf,
     mode: SyncMode,
@@ -75,6 +85,7 @@ struct Shared {
     active: Mutex<Active>,
     sync: Mutex<SyncState>,
     synced_cv: Condvar,
+    synced_tx: tokio::sync::watch::Sender<Synced>,
     /// Wakes the syncer.
     pending_cv: Condvar,
     pending: Mutex<bool>,
@@ -86,6 +97,8 @@ struct Shared {
     dirty: Mutex<BTreeMap<u64, Vec<TableId>>>,
     bytes_written: AtomicU64,
     syncs: AtomicU64,
+    /// Records appended; with `syncs`, the writes each fsync carried.
+    records: AtomicU64,
     /// Segments on disk that are still needed (the active one included).
     live_segments: AtomicU64,
 }
@@ -201,6 +214,14 @@ impl CommitLog {
         first_segment: u64,
     ) -> Result<CommitLog> {
         let file = Arc::new(create_segment(dir, first_segment)?);
+        let first = Position {
+            segment: first_segment,
+            offset: HEADER_LEN,
+        };
+        let (synced_tx, _) = tokio::sync::watch::channel(Synced {
+            upto: first,
+            failed: false,
+        });
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             mode,
@@ -213,13 +234,11 @@ impl CommitLog {
                 last_table: None,
             }),
             sync: Mutex::new(SyncState {
-                synced: Position {
-                    segment: first_segment,
-                    offset: HEADER_LEN,
-                },
+                synced: first,
                 error: None,
             }),
             synced_cv: Condvar::new(),
+            synced_tx,
             pending_cv: Condvar::new(),
             pending: Mutex::new(false),
             shutdown: AtomicBool::new(false),
@@ -227,6 +246,7 @@ impl CommitLog {
             dirty: Mutex::new(BTreeMap::new()),
             bytes_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            records: AtomicU64::new(0),
             live_segments: AtomicU64::new(1),
         });
         let s = shared.clone();
@@ -271,6 +291,7 @@ impl CommitLog {
             sh.write_out(&mut a)?;
         }
         drop(a);
+        sh.records.fetch_add(1, Ordering::Relaxed);
         if sh.mode.waits_for_sync() {
             let mut p = sh.pending.lock();
             if !*p {
@@ -297,6 +318,28 @@ impl CommitLog {
                 return Ok(());
             }
             sh.synced_cv.wait(&mut s);
+        }
+    }
+
+    /// Resolves once `pos` is fsynced, when the sync mode acknowledges only
+    /// synced writes (at once otherwise): the async form of
+    /// [`CommitLog::wait_durable`], so a waiting write holds no thread.
+    pub fn durable(&self, pos: Position) -> impl std::future::Future<Output = Result<()>> + Send {
+        let sh = self.shared.clone();
+        let mut rx = (sh.mode.waits_for_sync()).then(|| sh.synced_tx.subscribe());
+        async move {
+            let Some(rx) = rx.as_mut() else {
+                return Ok(());
+            };
+            let failed = match rx.wait_for(|s| s.failed || s.upto >= pos).await {
+                Ok(s) => s.failed && s.upto < pos,
+                // The log was dropped: nothing will sync `pos` any more.
+                Err(_) => true,
+            };
+            if failed {
+                return Err(Error::Poisoned(sh.error_text()));
+            }
+            Ok(())
         }
     }
 
@@ -389,6 +432,11 @@ impl CommitLog {
         self.shared.syncs.load(Ordering::Relaxed)
     }
 
+    /// Records appended since the log was opened.
+    pub fn records(&self) -> u64 {
+        self.shared.records.load(Ordering::Relaxed)
+    }
+
     /// Writes out and syncs everything appended so far, then stops the syncer.
     pub fn close(&self) -> Result<()> {
         self.shared.shutdown.store(true, Ordering::Release);
@@ -433,6 +481,8 @@ impl Shared {
             s.error = Some(why);
         }
         self.synced_cv.notify_all();
+        drop(s);
+        self.synced_tx.send_modify(|w| w.failed = true);
     }
 
     /// Hands the buffer to the file (no fsync).
@@ -483,6 +533,14 @@ impl Shared {
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced_cv.notify_all();
+        drop(s);
+        self.synced_tx.send_if_modified(|w| {
+            let newer = to > w.upto;
+            if newer {
+                w.upto = to;
+            }
+            newer
+        });
     }
 
     /// Writes the buffer out and fsyncs it; the fsync runs outside the lock
@@ -516,9 +574,13 @@ impl Shared {
 
     fn run_syncer(&self) {
         let window = self.mode.window();
-        let mut last_sync = std::time::Instant::now();
+        // When the last fsync started (`None`: never, so the log is idle).
+        let mut last_sync: Option<std::time::Instant> = None;
         loop {
             if self.mode.waits_for_sync() {
+                // Group commit: sleep only while idle. Writes that arrive
+                // during an fsync set `pending` and form the next group, so
+                // an idle log fsyncs at once and a busy one back to back.
                 let mut p = self.pending.lock();
                 while !*p && !self.shutdown.load(Ordering::Acquire) {
                     self.pending_cv.wait(&mut p);
@@ -535,11 +597,19 @@ impl Shared {
                 return;
             }
             if self.mode.waits_for_sync() {
-                if !window.is_zero() {
-                    // Group commit: let more writers join this fsync.
-                    std::thread::sleep(window);
+                // An optional spacing (`window_ms`, default 0): under load,
+                // fsyncs start at least that far apart; an idle log (last
+                // fsync longer ago than the window) never waits.
+                if let Some(since) = last_sync.map(|t| t.elapsed()) {
+                    if since < window {
+                        std::thread::sleep(window - since);
+                    }
                 }
-            } else if last_sync.elapsed() < window {
+            } else if last_sync
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed()
+                < window
+            {
                 // Periodic: hand the buffer to the kernel often, so a process
                 // crash loses at most a few milliseconds; fsync every period.
                 let mut a = self.active.lock();
@@ -548,10 +618,10 @@ impl Shared {
                 }
                 continue;
             }
+            last_sync = Some(std::time::Instant::now());
             if self.sync_now().is_err() {
                 return;
             }
-            last_sync = std::time::Instant::now();
         }
     }
 }

@@ -14,16 +14,19 @@ pub enum SyncMode {
     /// Acknowledge at once; fsync every `period_ms`. A crash of the machine
     /// loses at most that window (a crash of the process loses nothing).
     Periodic { period_ms: u64 },
-    /// Writes wait for the next shared fsync, which gathers every write that
-    /// arrives within `window_ms` of the first (group commit).
+    /// Writes wait for the next shared fsync (group commit): an idle log
+    /// fsyncs at once, and the writes that arrive during an fsync form the
+    /// next group. `window_ms` (default 0) spaces fsyncs at least that far
+    /// apart under load, trading latency for fewer fsyncs.
     Group { window_ms: u64 },
-    /// Writes wait for an fsync that starts as soon as they are appended.
+    /// Writes wait for an fsync that starts as soon as the previous one
+    /// ends (group commit with no spacing).
     Batch,
 }
 
 impl Default for SyncMode {
     fn default() -> Self {
-        SyncMode::Group { window_ms: 2 }
+        SyncMode::Group { window_ms: 0 }
     }
 }
 

@@ -13,11 +13,17 @@ use crate::types::{
 };
 use crate::{Error, Result};
 
+/// A write handed to the engine: resolves once it is durable as the sync
+/// mode requires (see [`StorageEngine::apply_deferred`]).
+pub type WriteFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// A node-local storage engine: Cassandra's data model over byte keys.
 ///
-/// Implementations are shared by many threads. Methods block (on disk I/O
-/// and, for `apply`, on the commitlog sync the configured mode requires);
-/// async callers run them on a blocking pool.
+/// Implementations are shared by many threads. Methods block on disk I/O
+/// and, for `apply`, on the commitlog sync the configured mode requires.
+/// The node's request path calls [`StorageEngine::apply_deferred`] (no
+/// thread waits for an fsync) and `read` / `scan` inline on its async
+/// workers (reads are CPU work over memtables and page-cached SSTables).
 pub trait StorageEngine: Send + Sync {
     /// Creates a table, or updates its options if it exists.
     fn create_table(&self, id: TableId, options: TableOptions) -> Result<()>;
@@ -31,6 +37,16 @@ pub trait StorageEngine: Send + Sync {
     /// Applies a change to one partition, atomically and durably (as the
     /// commitlog sync mode defines durability).
     fn apply(&self, table: TableId, update: Partition) -> Result<()>;
+
+    /// [`StorageEngine::apply`] for async callers: the update is applied
+    /// (commitlog buffer and memtable) when this is called, and the future
+    /// resolves once it is durable, so no thread is parked on the fsync.
+    /// A writer held back by memory pressure waits inside the future. The
+    /// default applies in full before returning (engines whose durability
+    /// cannot be awaited separately).
+    fn apply_deferred(&self, table: TableId, update: Partition) -> WriteFuture {
+        Box::pin(std::future::ready(self.apply(table, update)))
+    }
 
     /// Reads one partition: reconciled, with shadowed data removed, clipped
     /// to the filter. Tombstones in the selection are kept (see

@@ -97,7 +97,7 @@ pub use compaction::{compact_partition, plan_size_tiered, Candidate, MergeIter, 
 pub use config::{LsmConfig, SyncMode};
 pub use engine::{
     assemble_scan_page, finish_read, live_row_count, scan_start_bound, validate_update, Clock,
-    ManualClock, StorageEngine, SystemClock,
+    ManualClock, StorageEngine, SystemClock, WriteFuture,
 };
 pub use error::{Error, Result};
 pub use lsm::LsmEngine;

@@ -32,7 +32,7 @@ use crate::compaction::{self, Candidate, MergeIter, Source};
 use crate::config::LsmConfig;
 use crate::engine::{
     assemble_scan_page, finish_read, scan_start_bound, validate_update, Clock, StorageEngine,
-    SystemClock,
+    SystemClock, WriteFuture,
 };
 use crate::error::IoContext;
 use crate::memtable::Memtable;
@@ -147,6 +147,8 @@ struct Inner {
     suspended: Mutex<Option<String>>,
     freed: Condvar,
     freed_lock: Mutex<()>,
+    /// `freed` for async writers held back by [`Inner::admit`].
+    freed_notify: tokio::sync::Notify,
     flush_tx: Mutex<Option<mpsc::Sender<Work>>>,
     compact_tx: Mutex<Option<mpsc::Sender<Work>>>,
 }
@@ -192,6 +194,7 @@ impl LsmEngine {
             suspended: Mutex::new(None),
             freed: Condvar::new(),
             freed_lock: Mutex::new(()),
+            freed_notify: tokio::sync::Notify::new(),
             flush_tx: Mutex::new(None),
             compact_tx: Mutex::new(None),
         });
@@ -507,12 +510,45 @@ impl Inner {
     }
 
     fn apply(&self, id: TableId, update: Partition) -> Result<()> {
+        if self.over_hard_limit() {
+            self.backpressure()?;
+        }
+        let pos = self.submit(id, update)?;
+        self.commitlog.wait_durable(pos)
+    }
+
+    /// Whether memtables use twice their budget: writers wait for a flush.
+    fn over_hard_limit(&self) -> bool {
+        self.memtable_bytes.load(Ordering::Relaxed) > self.config.memtable_space_bytes * 2
+    }
+
+    /// The async [`Inner::backpressure`]: resolves once memtables are back
+    /// under twice their budget (or fails if writes are suspended).
+    async fn admit(&self) -> Result<()> {
+        while self.over_hard_limit() {
+            let freed = self.freed_notify.notified();
+            tokio::pin!(freed);
+            // Registered before the re-check, so a flush that ends in
+            // between still wakes this writer.
+            freed.as_mut().enable();
+            self.check_writable()?;
+            self.request_flush();
+            if !self.over_hard_limit() {
+                break;
+            }
+            freed.await;
+        }
+        Ok(())
+    }
+
+    /// The CPU part of a write: the update is validated, encoded once,
+    /// appended to the commitlog buffer and merged into the memtable.
+    /// Returns the commitlog position that must be durable before the write
+    /// is acknowledged.
+    fn submit(&self, id: TableId, update: Partition) -> Result<Position> {
         self.check_writable()?;
         self.validate(&update)?;
         let table = self.table(id)?;
-        if self.memtable_bytes.load(Ordering::Relaxed) > self.config.memtable_space_bytes * 2 {
-            self.backpressure()?;
-        }
         let payload = Bytes::from(encode_record(id, &update));
         let (pos, added) = {
             let _switch = self.switch_lock.read();
@@ -525,7 +561,7 @@ impl Inner {
             self.request_flush();
         }
         self.limit_commitlog();
-        self.commitlog.wait_durable(pos)
+        Ok(pos)
     }
 
     fn run_worker(&self, rx: mpsc::Receiver<Work>) {
@@ -624,6 +660,8 @@ impl Inner {
                     // writes until a flush succeeds.
                     *self.suspended.lock() = Some(e.to_string());
                     tracing::error!(table = %t.id, error = %e, "flush failed: suspending writes");
+                    // Held-back writers see the suspension at once.
+                    self.freed_notify.notify_waiters();
                     return Err(e);
                 }
             };
@@ -659,6 +697,7 @@ impl Inner {
             let _g = self.freed_lock.lock();
             self.freed.notify_all();
         }
+        self.freed_notify.notify_waiters();
         self.request_compaction(t.id);
         Ok(())
     }
@@ -904,6 +943,23 @@ impl StorageEngine for LsmEngine {
         self.inner.apply(table, update)
     }
 
+    fn apply_deferred(&self, table: TableId, update: Partition) -> WriteFuture {
+        // The common case does the CPU work now and returns the durability
+        // wait; a writer over the memory limit waits for a flush first.
+        if !self.inner.over_hard_limit() {
+            return match self.inner.submit(table, update) {
+                Ok(pos) => Box::pin(self.inner.commitlog.durable(pos)),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            };
+        }
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            inner.admit().await?;
+            let pos = inner.submit(table, update)?;
+            inner.commitlog.durable(pos).await
+        })
+    }
+
     fn read(
         &self,
         table: TableId,
@@ -961,6 +1017,7 @@ impl StorageEngine for LsmEngine {
         EngineStats {
             commitlog_bytes_written: self.inner.commitlog.bytes_written(),
             commitlog_syncs: self.inner.commitlog.syncs(),
+            commitlog_records: self.inner.commitlog.records(),
             memtable_bytes: self.inner.memtable_bytes.load(Ordering::Relaxed),
             tables: self.inner.tables.read().len(),
         }

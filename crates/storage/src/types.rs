@@ -251,6 +251,9 @@ pub struct TableStats {
 pub struct EngineStats {
     pub commitlog_bytes_written: u64,
     pub commitlog_syncs: u64,
+    /// Records appended to the commitlog: divided by `commitlog_syncs`, the
+    /// writes each group fsync carried.
+    pub commitlog_records: u64,
     pub memtable_bytes: u64,
     pub tables: usize,
 }

@@ -80,14 +80,19 @@ fn populated(dir: &Path, sync: SyncMode) -> LsmEngine {
     engine
 }
 
-fn commitlog_fsync_failure(sync: SyncMode) {
+/// `deferred`: the failing write goes through `apply_deferred` (the node's
+/// async path), whose future must fail rather than resolve.
+fn commitlog_fsync_failure(sync: SyncMode, deferred: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = populated(dir.path(), sync);
 
     fail::cfg(COMMITLOG_FSYNC, "return").expect("sets the failpoint");
-    let err = engine
-        .apply(TABLE, row(200))
-        .expect_err("a write whose fsync failed must not be acknowledged");
+    let first = if deferred {
+        futures::executor::block_on(engine.apply_deferred(TABLE, row(200)))
+    } else {
+        engine.apply(TABLE, row(200))
+    };
+    let err = first.expect_err("a write whose fsync failed must not be acknowledged");
     assert!(matches!(err, Error::Poisoned(_)), "{sync:?}: got {err:?}");
     assert!(err.to_string().contains("injected fsync failure"), "{err}");
     // Poisoned: refuses writes without trying the disk again.
@@ -162,8 +167,10 @@ fn sstable_fsync_failure() {
 #[test]
 fn a_disk_that_fails_fsync_loses_no_acknowledged_write() {
     let scenario = fail::FailScenario::setup();
-    commitlog_fsync_failure(SyncMode::Batch);
-    commitlog_fsync_failure(SyncMode::Group { window_ms: 2 });
+    for deferred in [false, true] {
+        commitlog_fsync_failure(SyncMode::Batch, deferred);
+        commitlog_fsync_failure(SyncMode::Group { window_ms: 2 }, deferred);
+    }
     sstable_fsync_failure();
     scenario.teardown();
 }
