@@ -107,6 +107,35 @@ def main():
     assert named.routing_key_indexes == [1], named.routing_key_indexes
     assert session.execute(named, {"kk": 1, "cc": 3}).one().v == "simple-3"
 
+    step("prepared statements after ALTER TABLE are re-prepared")
+    session.execute("CREATE TABLE ks.evolving (k int PRIMARY KEY, v text)")
+    assert cluster.control_connection.wait_for_schema_agreement(wait_time=10), "no schema agreement"
+    star = session.prepare("SELECT * FROM evolving WHERE k = ?")
+    put = session.prepare("INSERT INTO evolving (k, v) VALUES (?, ?)")
+    session.execute(put, (1, "one"))
+    assert list(session.execute(star, (1,)).one()._fields) == ["k", "v"]
+    session.execute("ALTER TABLE ks.evolving ADD extra int")
+    session.execute("INSERT INTO evolving (k, v, extra) VALUES (1, 'one', 7)")
+    # The server answers UNPREPARED (the table changed); the driver
+    # re-prepares and decodes the row with the new result metadata.
+    r = session.execute(star, (1,)).one()
+    assert list(r._fields) == ["k", "extra", "v"], r._fields
+    assert (r.k, r.extra, r.v) == (1, 7, "one"), r
+    session.execute(put, (2, "two"))
+    assert session.execute(star, (2,)).one().v == "two"
+
+    step("PREPARE refuses an INSERT without its whole primary key")
+    for bad, text in [
+        ("INSERT INTO t (c, v) VALUES (?, ?)", "Some partition key parts are missing: k"),
+        ("INSERT INTO t (k, v) VALUES (?, ?)", "Some clustering keys are missing: c"),
+        ("INSERT INTO t (k, c, v) VALUES (?, ?, ?, ?)", "Unmatched column names/values"),
+    ]:
+        try:
+            session.prepare(bad)
+            raise AssertionError("prepared: " + bad)
+        except InvalidRequest as e:
+            assert text in str(e), e
+
     step("types round trip")
     u = uuid.uuid4()
     ts = datetime.datetime(2024, 5, 17, 12, 34, 56, 789000)

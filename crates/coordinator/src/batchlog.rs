@@ -12,7 +12,9 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 use gyre_common::{Cell, CellName, Deletion, Partition, Timestamp};
-use gyre_storage::{ReadFilter, ScanRequest, ScanStart, StorageEngine, TableId, TableOptions};
+use gyre_storage::{
+    ReadFilter, ScanRequest, ScanStart, StorageEngine, TableId, TableOptions, WriteFuture,
+};
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -32,26 +34,39 @@ pub(crate) fn create_table(engine: &dyn StorageEngine) -> Result<()> {
     Ok(engine.create_table(BATCHLOG_TABLE, options)?)
 }
 
-/// Stores an encoded batch (see `messages::encode_batch`) under its id.
-pub(crate) fn store(
+/// Stores an encoded batch (see `messages::encode_batch`) under its id;
+/// resolves once the entry is durable.
+pub(crate) fn store_deferred(
     engine: &dyn StorageEngine,
     id: Uuid,
     batch: Bytes,
     ts: Timestamp,
-) -> Result<()> {
-    let p = Partition::with_key(Bytes::copy_from_slice(id.as_bytes())).set(
+) -> WriteFuture {
+    engine.apply_deferred(BATCHLOG_TABLE, entry(id, batch, ts))
+}
+
+/// The batchlog row of a batch.
+fn entry(id: Uuid, batch: Bytes, ts: Timestamp) -> Partition {
+    Partition::with_key(Bytes::copy_from_slice(id.as_bytes())).set(
         Bytes::new(),
         CellName::simple(DATA),
         Cell::live(ts, batch),
-    );
-    Ok(engine.apply(BATCHLOG_TABLE, p)?)
+    )
 }
 
 /// Forgets a batch (a deletion at `ts`, which must be after its write).
 pub(crate) fn remove(engine: &dyn StorageEngine, id: Uuid, ts: Timestamp) -> Result<()> {
-    let p = Partition::with_key(Bytes::copy_from_slice(id.as_bytes()))
-        .delete_partition(Deletion::new(ts, ts.div_euclid(1_000_000)));
-    Ok(engine.apply(BATCHLOG_TABLE, p)?)
+    Ok(engine.apply(BATCHLOG_TABLE, removal(id, ts))?)
+}
+
+/// [`remove`] without blocking.
+pub(crate) fn remove_deferred(engine: &dyn StorageEngine, id: Uuid, ts: Timestamp) -> WriteFuture {
+    engine.apply_deferred(BATCHLOG_TABLE, removal(id, ts))
+}
+
+fn removal(id: Uuid, ts: Timestamp) -> Partition {
+    Partition::with_key(Bytes::copy_from_slice(id.as_bytes()))
+        .delete_partition(Deletion::new(ts, ts.div_euclid(1_000_000)))
 }
 
 /// Entries written before `before` (microseconds): (id, write time, batch).

@@ -292,20 +292,14 @@ impl Coordinator {
         update: Partition,
     ) -> BoxFuture<'static, bool> {
         if host == self.local() {
-            let storage = self.inner.storage.clone();
-            let task = self
-                .inner
-                .runtime
-                .spawn_blocking(move || storage.apply(table, update));
+            // Applied now, on this worker (commitlog buffer and memtable are
+            // CPU work); the future only awaits the commitlog's durability.
+            let durable = self.inner.storage.apply_deferred(table, update);
             return async move {
-                match task.await {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "local mutation failed");
-                        false
-                    }
+                match durable.await {
+                    Ok(()) => true,
                     Err(e) => {
-                        join_error(e);
+                        tracing::warn!(error = %e, "local mutation failed");
                         false
                     }
                 }
@@ -335,27 +329,20 @@ impl Coordinator {
         want_digest: bool,
     ) -> BoxFuture<'static, Event> {
         if host == self.local() {
-            let storage = self.inner.storage.clone();
-            let task = self
+            // Read inline: memtables and page-cached SSTables are CPU work.
+            let resp = match self
                 .inner
-                .runtime
-                .spawn_blocking(move || storage.read(cmd.table, &cmd.key, &cmd.filter, cmd.now));
-            return async move {
-                let resp = match task.await {
-                    Ok(Ok(p)) if want_digest => Some(ReadResponse::Digest(digest(p.as_ref()))),
-                    Ok(Ok(p)) => Some(ReadResponse::Data(p)),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "local read failed");
-                        None
-                    }
-                    Err(e) => {
-                        join_error(e);
-                        None
-                    }
-                };
-                Event::Read(host, resp)
-            }
-            .boxed();
+                .storage
+                .read(cmd.table, &cmd.key, &cmd.filter, cmd.now)
+            {
+                Ok(p) if want_digest => Some(ReadResponse::Digest(digest(p.as_ref()))),
+                Ok(p) => Some(ReadResponse::Data(p)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "local read failed");
+                    None
+                }
+            };
+            return futures::future::ready(Event::Read(host, resp)).boxed();
         }
         let messenger = self.inner.messenger.clone();
         let timeout = self.inner.config.read_timeout;
@@ -438,6 +425,15 @@ impl Coordinator {
                 .collect()
         };
         cl.assure_sufficient_live(&strategy, self.dc(), &live(&natural), &live(&pending))?;
+        // Fast path: this node is the only replica (and none is pending):
+        // apply and await durability, no tracker, timer or task.
+        if pending.is_empty() {
+            if let [only] = natural.as_slice() {
+                if only.replica.host == self.local() {
+                    return Ok(self.inner.storage.apply_deferred(table, update).await?);
+                }
+            }
+        }
         let mut tracker = WriteTracker::new(
             cl,
             &strategy,
@@ -490,14 +486,16 @@ impl Coordinator {
             tracing::debug!(error = %e, "write timed out");
         }
         // Replicas still owing an answer: hint those that fail or time out.
-        let this = self.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = inflight.next().await {
-                if let Event::WriteAck(host, false) = ev {
-                    this.hint(host, table, update.clone()).await;
+        if !inflight.is_empty() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = inflight.next().await {
+                    if let Event::WriteAck(host, false) = ev {
+                        this.hint(host, table, update.clone()).await;
+                    }
                 }
-            }
-        });
+            });
+        }
         outcome.into_result()
     }
 
@@ -519,8 +517,15 @@ impl Coordinator {
         self.by_proximity(&mut live);
         let live_replicas: Vec<Replica> = live.iter().map(|t| t.replica.clone()).collect();
         let contacted = cl.filter_for_read(&strategy, self.dc(), &live_replicas)?;
-        let addr_of = |h: HostId| natural.iter().find(|t| t.replica.host == h).map(|t| t.addr);
         let now = self.inner.clock.now();
+        // Fast path: one replica asked, and it is this node (CL ONE /
+        // LOCAL_ONE on a replica): no tracker, timer, digest or task.
+        if let [only] = contacted.as_slice() {
+            if only.host == self.local() {
+                return Ok(self.inner.storage.read(table, key, &filter, now)?);
+            }
+        }
+        let addr_of = |h: HostId| natural.iter().find(|t| t.replica.host == h).map(|t| t.addr);
         let mut tracker =
             ReadTracker::new(cl, &strategy, self.dc(), contacted, filter.clone(), now)?;
         let cmd = ReadCommand {
@@ -613,7 +618,9 @@ impl Coordinator {
             }
         };
         // Let outstanding repairs go out even though the answer is known.
-        tokio::spawn(async move { while inflight.next().await.is_some() {} });
+        if !inflight.is_empty() {
+            tokio::spawn(async move { while inflight.next().await.is_some() {} });
+        }
         result
     }
 
@@ -817,25 +824,15 @@ impl Coordinator {
         cmd: RangeCommand,
     ) -> BoxFuture<'static, (HostId, Option<ScanPage>)> {
         if host == self.local() {
-            let storage = self.inner.storage.clone();
-            let task = self
-                .inner
-                .runtime
-                .spawn_blocking(move || storage.scan(cmd.table, &cmd.request, cmd.now));
-            return async move {
-                match task.await {
-                    Ok(Ok(p)) => (host, Some(p)),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "local range read failed");
-                        (host, None)
-                    }
-                    Err(e) => {
-                        join_error(e);
-                        (host, None)
-                    }
+            // Inline, like point reads: a page is bounded by its row limit.
+            let page = match self.inner.storage.scan(cmd.table, &cmd.request, cmd.now) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "local range read failed");
+                    None
                 }
-            }
-            .boxed();
+            };
+            return futures::future::ready((host, page)).boxed();
         }
         let messenger = self.inner.messenger.clone();
         let timeout = self.inner.config.read_timeout;
@@ -884,13 +881,7 @@ impl Coordinator {
         let holders = self.batchlog_holders();
         let timeout = self.inner.config.write_timeout;
         if holders.is_empty() {
-            let storage = self.inner.storage.clone();
-            let p = payload.clone();
-            self.inner
-                .runtime
-                .spawn_blocking(move || batchlog::store(storage.as_ref(), id, p, ts))
-                .await
-                .map_err(join_error)??;
+            batchlog::store_deferred(self.inner.storage.as_ref(), id, payload.clone(), ts).await?;
         } else {
             // The holders store it at this coordinator's timestamp, so the
             // removal (a later timestamp from here) always shadows it.
@@ -924,12 +915,11 @@ impl Coordinator {
         // which is harmless: mutations are idempotent).
         let remove_ts = self.inner.timestamps.next();
         if holders.is_empty() {
-            let storage = self.inner.storage.clone();
-            let _ = self
-                .inner
-                .runtime
-                .spawn_blocking(move || batchlog::remove(storage.as_ref(), id, remove_ts))
-                .await;
+            let removed =
+                batchlog::remove_deferred(self.inner.storage.as_ref(), id, remove_ts).await;
+            if let Err(e) = removed {
+                tracing::debug!(error = %e, "batchlog remove failed");
+            }
         } else {
             let mut body = id.as_bytes().to_vec();
             body.extend_from_slice(&remove_ts.to_be_bytes());
@@ -998,12 +988,7 @@ impl Coordinator {
         let id = uuid::Uuid::new_v4();
         let payload = messages::encode_batch(id, mutations);
         let ts = self.inner.timestamps.next();
-        let storage = self.inner.storage.clone();
-        self.inner
-            .runtime
-            .spawn_blocking(move || batchlog::store(storage.as_ref(), id, payload, ts))
-            .await
-            .map_err(join_error)??;
+        batchlog::store_deferred(self.inner.storage.as_ref(), id, payload, ts).await?;
         Ok(id)
     }
 
@@ -1189,20 +1174,63 @@ impl Coordinator {
     }
 }
 
-/// Serves other coordinators' requests from the local engine, on the
-/// blocking pool (handlers must not block the network task).
+/// Serves other coordinators' requests from the local engine. Mutations and
+/// reads run on the runtime's workers (a mutation is applied when it
+/// arrives and answered once durable); TRUNCATE and the batchlog, which
+/// wait for disk, run on the blocking pool.
 fn register_handlers(messenger: &Messenger, storage: Arc<dyn StorageEngine>, rt: Handle) {
-    serve(messenger, MUTATION, &storage, &rt, |s, b| {
-        let (table, p) = decode_mutation(b).map_err(|e| e.to_string())?;
-        s.apply(table, p).map_err(|e| e.to_string())?;
-        Ok(Bytes::new())
+    let (s, r) = (storage.clone(), rt.clone());
+    messenger.register(MUTATION, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        let durable = match decode_mutation(&msg.payload) {
+            Ok((table, p)) => s.apply_deferred(table, p),
+            Err(e) => {
+                respond(responder, Err(e.to_string()), MUTATION);
+                return;
+            }
+        };
+        r.spawn(async move {
+            let res = durable.await.map(|()| Bytes::new());
+            respond(responder, res.map_err(|e| e.to_string()), MUTATION);
+        });
     });
-    serve(messenger, READ_RANGE, &storage, &rt, |s, b| {
-        let c = decode_range(b).map_err(|e| e.to_string())?;
-        let page = s
-            .scan(c.table, &c.request, c.now)
-            .map_err(|e| e.to_string())?;
-        Ok(encode_page(&page))
+    for (verb, want_digest) in [(READ_DATA, false), (READ_DIGEST, true)] {
+        let s = storage.clone();
+        messenger.register(verb, move |msg: Inbound| {
+            let Some(responder) = msg.responder else {
+                return;
+            };
+            let res = decode_read(&msg.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    s.read(c.table, &c.key, &c.filter, c.now)
+                        .map_err(|e| e.to_string())
+                })
+                .map(|p| {
+                    if want_digest {
+                        Bytes::copy_from_slice(&digest(p.as_ref()).to_bytes())
+                    } else {
+                        encode_data(p.as_ref())
+                    }
+                });
+            respond(responder, res, verb);
+        });
+    }
+    let s = storage.clone();
+    messenger.register(READ_RANGE, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        let res = decode_range(&msg.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                s.scan(c.table, &c.request, c.now)
+                    .map_err(|e| e.to_string())
+            })
+            .map(|page| encode_page(&page));
+        respond(responder, res, READ_RANGE);
     });
     serve(messenger, TRUNCATE, &storage, &rt, |s, b| {
         let t = decode_table(b).map_err(|e| e.to_string())?;
@@ -1210,49 +1238,60 @@ fn register_handlers(messenger: &Messenger, storage: Arc<dyn StorageEngine>, rt:
         Ok(Bytes::new())
     });
     // Payload: the coordinator's timestamp, then the encoded batch.
-    serve(messenger, BATCH_STORE, &storage, &rt, |s, b| {
+    let (s, r) = (storage.clone(), rt.clone());
+    messenger.register(BATCH_STORE, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        let b = &msg.payload;
         let ts = b
             .get(..8)
             .and_then(|x| <[u8; 8]>::try_from(x).ok())
             .map(i64::from_be_bytes);
         let id = b.get(8..24).and_then(|x| uuid::Uuid::from_slice(x).ok());
         let (Some(ts), Some(id)) = (ts, id) else {
-            return Err("malformed batch".to_string());
+            respond(responder, Err("malformed batch".to_string()), BATCH_STORE);
+            return;
         };
-        batchlog::store(s, id, b.slice(8..), ts).map_err(|e| e.to_string())?;
-        Ok(Bytes::new())
+        let durable = batchlog::store_deferred(s.as_ref(), id, b.slice(8..), ts);
+        r.spawn(async move {
+            let res = durable.await.map(|()| Bytes::new());
+            respond(responder, res.map_err(|e| e.to_string()), BATCH_STORE);
+        });
     });
     let (s, r) = (storage.clone(), rt.clone());
     messenger.register(BATCH_REMOVE, move |msg: Inbound| {
-        let s = s.clone();
-        r.spawn_blocking(move || {
-            let b = &msg.payload;
-            let (Some(id), Some(ts)) = (
-                b.get(..16).and_then(|x| uuid::Uuid::from_slice(x).ok()),
-                b.get(16..24)
-                    .and_then(|x| <[u8; 8]>::try_from(x).ok())
-                    .map(i64::from_be_bytes),
-            ) else {
-                tracing::warn!(from = %msg.from, "malformed batchlog remove");
-                return;
-            };
-            if let Err(e) = batchlog::remove(s.as_ref(), id, ts) {
+        let b = &msg.payload;
+        let (Some(id), Some(ts)) = (
+            b.get(..16).and_then(|x| uuid::Uuid::from_slice(x).ok()),
+            b.get(16..24)
+                .and_then(|x| <[u8; 8]>::try_from(x).ok())
+                .map(i64::from_be_bytes),
+        ) else {
+            tracing::warn!(from = %msg.from, "malformed batchlog remove");
+            return;
+        };
+        let durable = batchlog::remove_deferred(s.as_ref(), id, ts);
+        r.spawn(async move {
+            if let Err(e) = durable.await {
                 tracing::warn!(error = %e, "batchlog remove failed");
             }
         });
     });
-    for (verb, want_digest) in [(READ_DATA, false), (READ_DIGEST, true)] {
-        serve(messenger, verb, &storage, &rt, move |s, b| {
-            let c = decode_read(b).map_err(|e| e.to_string())?;
-            let p = s
-                .read(c.table, &c.key, &c.filter, c.now)
-                .map_err(|e| e.to_string())?;
-            Ok(if want_digest {
-                Bytes::copy_from_slice(&digest(p.as_ref()).to_bytes())
-            } else {
-                encode_data(p.as_ref())
-            })
-        });
+}
+
+/// Sends a handler's answer (or its error) back to the requester.
+fn respond(
+    responder: gyre_net::Responder,
+    res: std::result::Result<Bytes, String>,
+    verb: gyre_net::Verb,
+) {
+    let sent = match res {
+        Ok(b) => responder.respond(b),
+        Err(e) => responder.respond_error(e),
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, ?verb, "could not answer a request");
     }
 }
 
@@ -1275,14 +1314,6 @@ fn serve(
             return;
         };
         let (s, f) = (s.clone(), f.clone());
-        r.spawn_blocking(move || {
-            let sent = match f(s.as_ref(), &msg.payload) {
-                Ok(b) => responder.respond(b),
-                Err(e) => responder.respond_error(e),
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, ?verb, "could not answer a request");
-            }
-        });
+        r.spawn_blocking(move || respond(responder, f(s.as_ref(), &msg.payload), verb));
     });
 }

@@ -1,9 +1,12 @@
-//! The node's CQL request handler: QUERY, PREPARE, EXECUTE and BATCH run
-//! on the local [`QueryProcessor`] (single-node data path, no coordinator
-//! yet); SELECTs on the `system` / `system_schema` keyspaces are answered by
+//! The node's CQL request handler: QUERY, EXECUTE and BATCH are awaited on
+//! the connection's task through the [`QueryProcessor`] (whose data access
+//! goes through the coordinator); schema changes run on the blocking pool.
+//! PREPARE keeps statements per node, evicted when their table changes.
+//! SELECTs on the `system` / `system_schema` keyspaces are answered by
 //! [`crate::system_tables`] from the node's own state.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,8 +19,9 @@ use gyre_protocol::{
     QueryParameters, RequestHandler, Response, Rows, RowsMetadata, Value, Values,
 };
 use gyre_query::{QueryError, QueryParams, QueryProcessor, QueryResult};
+use gyre_schema::TableDef;
 use parking_lot::Mutex;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::node::Shared;
 use crate::system_tables::{self, LocalInfo, PeerInfo};
@@ -32,6 +36,12 @@ struct Stmt {
     parsed: Parsed,
     /// Bind-marker names, for named values.
     bind_names: Vec<String>,
+    /// The table it was prepared against (`(keyspace, name)` and its
+    /// definition then): when it is altered or dropped, EXECUTE answers
+    /// Unprepared so the driver re-prepares with fresh metadata.
+    table: Option<(String, String, TableDef)>,
+    /// The schema epoch the definition was last checked at.
+    checked_at: AtomicU64,
 }
 
 #[derive(Default)]
@@ -41,6 +51,13 @@ struct PreparedCache {
 }
 
 impl PreparedCache {
+    /// Forgets a statement (rare: its table changed).
+    fn remove(&mut self, id: &Bytes) {
+        if self.map.remove(id).is_some() {
+            self.order.retain(|x| x != id);
+        }
+    }
+
     fn insert(&mut self, id: Bytes, stmt: Arc<Stmt>) {
         if self.map.insert(id.clone(), stmt).is_none() {
             self.order.push_back(id);
@@ -215,10 +232,18 @@ impl CqlHandler {
                 "describe".to_owned(),
             ),
         };
-        let qp = self.qp.clone();
-        let result = tokio::task::spawn_blocking(move || qp.execute_parsed(&parsed, &params))
-            .await
-            .map_err(|e| QueryError::Server(format!("execution task failed: {e}")))??;
+        let result = if QueryProcessor::is_schema_change(&parsed.statement) {
+            // Schema changes write the schema table and wait for peers to
+            // merge it: rare, blocking, kept off the async workers.
+            let qp = self.qp.clone();
+            tokio::task::spawn_blocking(move || qp.execute_schema_change(&parsed, &params))
+                .await
+                .map_err(|e| QueryError::Server(format!("execution task failed: {e}")))??
+        } else {
+            // Everything else runs on this task: the coordinator awaits
+            // replicas and the commitlog's durability as futures.
+            self.qp.execute_parsed(&parsed, &params).await?
+        };
         Ok(match result {
             QueryResult::Void => CqlResult::Void,
             QueryResult::SetKeyspace(ks) => CqlResult::SetKeyspace(ks),
@@ -310,6 +335,8 @@ impl CqlHandler {
     }
 
     fn prepare(&self, conn: &ConnectionState, query: &str) -> Result<Prepared, QueryError> {
+        // Read before the schema is: a change in between is then noticed.
+        let epoch = self.qp.schema_epoch();
         let keyspace = conn.keyspace();
         let parsed = gyre_cql::parse(query)?;
         let id = prepared_id(keyspace.as_deref(), query);
@@ -355,12 +382,17 @@ impl CqlHandler {
             Some(cols) => RowsMetadata::new(cols.into_iter().map(spec).collect()),
             None => RowsMetadata::empty(),
         };
+        let def = table
+            .as_ref()
+            .and_then(|(k, t)| Some((k.clone(), t.clone(), self.qp.table_def(k, t)?)));
         self.prepared.lock().insert(
             id.clone(),
             Arc::new(Stmt {
                 keyspace,
                 parsed,
                 bind_names,
+                table: def,
+                checked_at: AtomicU64::new(epoch),
             }),
         );
         Ok(Prepared {
@@ -370,8 +402,12 @@ impl CqlHandler {
         })
     }
 
+    /// The prepared statement `id`, or Unprepared when it is unknown or its
+    /// table changed since it was prepared (Cassandra evicts a table's
+    /// statements on ALTER and DROP; the driver then re-prepares and gets
+    /// the new metadata).
     fn lookup(&self, id: &Bytes) -> Result<Arc<Stmt>, Box<Response>> {
-        self.prepared.lock().map.get(id).cloned().ok_or_else(|| {
+        let unprepared = || {
             Box::new(Response::error(
                 ErrorKind::Unprepared { id: id.clone() },
                 format!(
@@ -379,7 +415,26 @@ impl CqlHandler {
                     id.iter().map(|b| format!("{b:02x}")).collect::<String>()
                 ),
             ))
-        })
+        };
+        let stmt = self
+            .prepared
+            .lock()
+            .map
+            .get(id)
+            .cloned()
+            .ok_or_else(unprepared)?;
+        let epoch = self.qp.schema_epoch();
+        if stmt.checked_at.load(Ordering::Acquire) != epoch {
+            if let Some((ks, t, def)) = &stmt.table {
+                if self.qp.table_def(ks, t).as_ref() != Some(def) {
+                    debug!(keyspace = %ks, table = %t, "table changed: prepared statement evicted");
+                    self.prepared.lock().remove(id);
+                    return Err(unprepared());
+                }
+            }
+            stmt.checked_at.store(epoch, Ordering::Release);
+        }
+        Ok(stmt)
     }
 
     async fn execute(&self, conn: &ConnectionState, e: gyre_protocol::Execute) -> Response {
@@ -439,7 +494,6 @@ impl CqlHandler {
             };
             work.push((parsed, params));
         }
-        let qp = self.qp.clone();
         if b.batch_type == gyre_protocol::BatchType::Counter {
             return error(QueryError::Invalid(
                 "Counter batches are not supported: Gyre has no counter columns".into(),
@@ -447,14 +501,9 @@ impl CqlHandler {
         }
         let logged = b.batch_type == gyre_protocol::BatchType::Logged;
         let cl = b.consistency;
-        let res = tokio::task::spawn_blocking(move || qp.execute_batch(&work, cl, logged)).await;
-        match res {
-            Ok(Ok(())) => Response::void(),
-            Ok(Err(e)) => error(e),
-            Err(e) => {
-                warn!(error = %e, "batch task failed");
-                error(QueryError::Server(format!("batch task failed: {e}")))
-            }
+        match self.qp.execute_batch(&work, cl, logged).await {
+            Ok(()) => Response::void(),
+            Err(e) => error(e),
         }
     }
 }
@@ -646,6 +695,8 @@ mod tests {
                 keyspace: None,
                 parsed: gyre_cql::parse("SELECT * FROM system.local").expect("parses"),
                 bind_names: Vec::new(),
+                table: None,
+                checked_at: AtomicU64::new(0),
             })
         };
         for i in 0..PREPARED_CACHE_ENTRIES + 5 {

@@ -372,7 +372,6 @@ impl Node {
         let data = Arc::new(ClusterData {
             engine: engine.clone(),
             coordinator: OnceLock::new(),
-            runtime: tokio::runtime::Handle::current(),
         });
         let qp = Arc::new(open_query_processor(engine.clone(), data.clone()).await?);
 

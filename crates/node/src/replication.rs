@@ -182,14 +182,12 @@ impl Liveness for GossipLiveness {
 }
 
 /// [`DataAccess`] through the coordinator: reads and writes at the
-/// client's consistency level across the replicas. Storage tables are
-/// created and dropped per node (each node applies schema changes itself);
-/// TRUNCATE reaches every node. Called on blocking threads (the CQL handler
-/// runs statements there), so it blocks on the coordinator's futures.
+/// client's consistency level across the replicas, awaited on the CQL
+/// connection's task. Storage tables are created and dropped per node
+/// (each node applies schema changes itself); TRUNCATE reaches every node.
 pub(crate) struct ClusterData {
     pub engine: Arc<dyn StorageEngine>,
     pub coordinator: OnceLock<Coordinator>,
-    pub runtime: Handle,
 }
 
 impl ClusterData {
@@ -198,18 +196,12 @@ impl ClusterData {
             .get()
             .ok_or_else(|| QueryError::Server("the node is still starting".into()))
     }
-
-    fn block_on<T>(
-        &self,
-        f: impl std::future::Future<Output = gyre_coordinator::Result<T>>,
-    ) -> gyre_query::Result<T> {
-        block_on(&self.runtime, f).map_err(to_query_error)
-    }
 }
 
-/// Runs `f` to completion from synchronous code. Callers are on the
-/// blocking pool (CQL statements run there); on a runtime worker, where
-/// `block_on` would panic, it steps aside first.
+/// Runs `f` to completion from synchronous code: the schema listener, which
+/// DDL calls on the blocking pool (schema changes are not on the data
+/// path). On a runtime worker, where `block_on` would panic, it steps aside
+/// first.
 fn block_on<F: std::future::Future>(rt: &Handle, f: F) -> F::Output {
     let on_worker = std::thread::current()
         .name()
@@ -221,6 +213,7 @@ fn block_on<F: std::future::Future>(rt: &Handle, f: F) -> F::Output {
     }
 }
 
+#[async_trait::async_trait]
 impl DataAccess for ClusterData {
     fn create_table(&self, table: TableId, options: TableOptions) -> gyre_query::Result<()> {
         Ok(self.engine.create_table(table, options)?)
@@ -230,27 +223,36 @@ impl DataAccess for ClusterData {
         Ok(self.engine.drop_table(table)?)
     }
 
-    fn truncate_table(&self, table: TableId) -> gyre_query::Result<()> {
+    async fn truncate_table(&self, table: TableId) -> gyre_query::Result<()> {
         let c = self.coordinator()?;
-        self.block_on(c.truncate(table))
+        c.truncate(table).await.map_err(to_query_error)
     }
 
-    fn apply(&self, table: TableId, update: Partition, cl: Consistency) -> gyre_query::Result<()> {
+    async fn apply(
+        &self,
+        table: TableId,
+        update: Partition,
+        cl: Consistency,
+    ) -> gyre_query::Result<()> {
         let c = self.coordinator()?;
-        self.block_on(c.write(table, update, to_level(cl)))
+        c.write(table, update, to_level(cl))
+            .await
+            .map_err(to_query_error)
     }
 
-    fn apply_batch(
+    async fn apply_batch(
         &self,
         updates: Vec<(TableId, Partition)>,
         cl: Consistency,
         logged: bool,
     ) -> gyre_query::Result<()> {
         let c = self.coordinator()?;
-        self.block_on(c.write_batch(updates, to_level(cl), logged))
+        c.write_batch(updates, to_level(cl), logged)
+            .await
+            .map_err(to_query_error)
     }
 
-    fn read(
+    async fn read(
         &self,
         table: TableId,
         key: &DecoratedKey,
@@ -259,10 +261,12 @@ impl DataAccess for ClusterData {
         cl: Consistency,
     ) -> gyre_query::Result<Option<Partition>> {
         let c = self.coordinator()?;
-        self.block_on(c.read(table, key, filter.clone(), to_level(cl)))
+        c.read(table, key, filter.clone(), to_level(cl))
+            .await
+            .map_err(to_query_error)
     }
 
-    fn scan(
+    async fn scan(
         &self,
         table: TableId,
         request: &ScanRequest,
@@ -270,7 +274,9 @@ impl DataAccess for ClusterData {
         cl: Consistency,
     ) -> gyre_query::Result<ScanPage> {
         let c = self.coordinator()?;
-        self.block_on(c.scan(table, request.clone(), now, to_level(cl)))
+        c.scan(table, request.clone(), now, to_level(cl))
+            .await
+            .map_err(to_query_error)
     }
 }
 

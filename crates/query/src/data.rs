@@ -14,14 +14,15 @@ use crate::error::Result;
 /// reads and token-ordered scans, each at a consistency level. A replicated
 /// implementation reports unavailable replicas and timeouts as
 /// [`crate::QueryError::Cluster`].
+#[async_trait::async_trait]
 pub trait DataAccess: Send + Sync {
     fn create_table(&self, table: TableId, options: TableOptions) -> Result<()>;
     fn drop_table(&self, table: TableId) -> Result<()>;
-    fn truncate_table(&self, table: TableId) -> Result<()>;
-    fn apply(&self, table: TableId, update: Partition, cl: Consistency) -> Result<()>;
+    async fn truncate_table(&self, table: TableId) -> Result<()>;
+    async fn apply(&self, table: TableId, update: Partition, cl: Consistency) -> Result<()>;
     /// A batch's mutations, one per partition; a `logged` batch must be
     /// applied in full eventually (the coordinator's batchlog).
-    fn apply_batch(
+    async fn apply_batch(
         &self,
         updates: Vec<(TableId, Partition)>,
         cl: Consistency,
@@ -29,11 +30,11 @@ pub trait DataAccess: Send + Sync {
     ) -> Result<()> {
         let _ = logged;
         for (table, update) in updates {
-            self.apply(table, update, cl)?;
+            self.apply(table, update, cl).await?;
         }
         Ok(())
     }
-    fn read(
+    async fn read(
         &self,
         table: TableId,
         key: &DecoratedKey,
@@ -41,7 +42,7 @@ pub trait DataAccess: Send + Sync {
         now: LocalTime,
         cl: Consistency,
     ) -> Result<Option<Partition>>;
-    fn scan(
+    async fn scan(
         &self,
         table: TableId,
         request: &ScanRequest,
@@ -61,6 +62,7 @@ impl LocalData {
     }
 }
 
+#[async_trait::async_trait]
 impl DataAccess for LocalData {
     fn create_table(&self, table: TableId, options: TableOptions) -> Result<()> {
         Ok(self.engine.create_table(table, options)?)
@@ -70,15 +72,15 @@ impl DataAccess for LocalData {
         Ok(self.engine.drop_table(table)?)
     }
 
-    fn truncate_table(&self, table: TableId) -> Result<()> {
+    async fn truncate_table(&self, table: TableId) -> Result<()> {
         Ok(self.engine.truncate_table(table)?)
     }
 
-    fn apply(&self, table: TableId, update: Partition, _cl: Consistency) -> Result<()> {
-        Ok(self.engine.apply(table, update)?)
+    async fn apply(&self, table: TableId, update: Partition, _cl: Consistency) -> Result<()> {
+        Ok(self.engine.apply_deferred(table, update).await?)
     }
 
-    fn read(
+    async fn read(
         &self,
         table: TableId,
         key: &DecoratedKey,
@@ -89,7 +91,7 @@ impl DataAccess for LocalData {
         Ok(self.engine.read(table, key, filter, now)?)
     }
 
-    fn scan(
+    async fn scan(
         &self,
         table: TableId,
         request: &ScanRequest,

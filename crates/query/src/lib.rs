@@ -58,11 +58,12 @@
 //!     Arc::new(LocalData::new(engine)),
 //!     Arc::new(SystemClock),
 //! );
+//! use futures::executor::block_on;
 //! let p = QueryParams::default();
-//! qp.execute("CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}", &p)?;
-//! qp.execute("CREATE TABLE ks.t (k int PRIMARY KEY, v text)", &p)?;
-//! qp.execute("INSERT INTO ks.t (k, v) VALUES (1, 'one')", &p)?;
-//! let QueryResult::Rows { rows, .. } = qp.execute("SELECT v FROM ks.t WHERE k = 1", &p)? else {
+//! block_on(qp.execute("CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}", &p))?;
+//! block_on(qp.execute("CREATE TABLE ks.t (k int PRIMARY KEY, v text)", &p))?;
+//! block_on(qp.execute("INSERT INTO ks.t (k, v) VALUES (1, 'one')", &p))?;
+//! let QueryResult::Rows { rows, .. } = block_on(qp.execute("SELECT v FROM ks.t WHERE k = 1", &p))? else {
 //!     panic!("rows expected")
 //! };
 //! assert_eq!(rows, vec![vec![Some(bytes::Bytes::from("one"))]]);

@@ -48,6 +48,7 @@ impl QueryProcessor {
             match m {
                 Modification::Insert(i) => match &i.values {
                     gyre_cql::InsertValues::Columns { columns, values } => {
+                        check_insert_columns(&t, columns, values.len())?;
                         for (c, v) in columns.iter().zip(values) {
                             if let Some(col) = t.column(c) {
                                 term_marks(v, &col.ty, c, marks);
@@ -287,4 +288,45 @@ fn where_marks(t: &TableDef, relations: &[Relation], marks: &mut [Option<(String
             _ => {}
         }
     }
+}
+
+/// What Cassandra refuses when an INSERT is prepared: names and values that
+/// do not pair up, and a primary key that is not whole (clustering columns
+/// may be left out only when every other column written is static).
+fn check_insert_columns(t: &TableDef, columns: &[String], values: usize) -> Result<()> {
+    if columns.len() != values {
+        return Err(QueryError::invalid("Unmatched column names/values"));
+    }
+    let named = |c: &gyre_schema::ColumnDef| {
+        columns
+            .iter()
+            .any(|n| t.column(n).is_some_and(|d| d.name == c.name))
+    };
+    let missing = |cols: Vec<&gyre_schema::ColumnDef>| -> Vec<String> {
+        cols.into_iter()
+            .filter(|c| !named(c))
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let pk = missing(t.partition_key());
+    if !pk.is_empty() {
+        return Err(QueryError::invalid(format!(
+            "Some partition key parts are missing: {}",
+            pk.join(", ")
+        )));
+    }
+    let ck = missing(t.clustering());
+    let only_static = columns.iter().all(|n| {
+        t.column(n).is_none_or(|c| {
+            matches!(c.kind, gyre_schema::ColumnKind::PartitionKey(_))
+                || c.kind == gyre_schema::ColumnKind::Static
+        })
+    });
+    if !ck.is_empty() && (ck.len() < t.clustering().len() || !only_static) {
+        return Err(QueryError::invalid(format!(
+            "Some clustering keys are missing: {}",
+            ck.join(", ")
+        )));
+    }
+    Ok(())
 }

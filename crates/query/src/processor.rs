@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -86,6 +86,9 @@ pub struct QueryProcessor {
     /// show what last-write-wins does with a skewed clock.
     clock_offset_micros: AtomicI64,
     listener: OnceLock<SchemaListener>,
+    /// Bumped on every schema change, so prepared statements notice cheaply
+    /// that their table may have changed.
+    schema_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for QueryProcessor {
@@ -111,6 +114,7 @@ impl QueryProcessor {
             last_micros: AtomicI64::new(0),
             clock_offset_micros: AtomicI64::new(0),
             listener: OnceLock::new(),
+            schema_epoch: AtomicU64::new(0),
         }
     }
 
@@ -205,6 +209,7 @@ impl QueryProcessor {
         }
         tracing::info!(version = %next.version(), changes = changes.len(), "schema merged from a peer");
         *schema = next;
+        self.schema_epoch.fetch_add(1, Ordering::AcqRel);
         Ok(changes
             .into_iter()
             .map(|(change, target)| Change { change, target })
@@ -222,18 +227,33 @@ impl QueryProcessor {
     }
 
     /// A copy of the current schema.
+    /// A counter of schema changes on this node (not a version: it only
+    /// tells that something changed since it was last read).
+    pub fn schema_epoch(&self) -> u64 {
+        self.schema_epoch.load(Ordering::Acquire)
+    }
+
+    /// The current definition of a table, if it exists.
+    pub fn table_def(&self, keyspace: &str, table: &str) -> Option<TableDef> {
+        self.schema.read().table(keyspace, table).cloned()
+    }
+
     pub fn schema(&self) -> Schema {
         self.schema.read().clone()
     }
 
     /// Parses and executes one statement.
-    pub fn execute(&self, cql: &str, params: &QueryParams) -> Result<QueryResult> {
+    pub async fn execute(&self, cql: &str, params: &QueryParams) -> Result<QueryResult> {
         let parsed = gyre_cql::parse(cql)?;
-        self.execute_parsed(&parsed, params)
+        self.execute_parsed(&parsed, params).await
     }
 
     /// Executes an already parsed statement (e.g. a prepared one).
-    pub fn execute_parsed(&self, parsed: &Parsed, params: &QueryParams) -> Result<QueryResult> {
+    pub async fn execute_parsed(
+        &self,
+        parsed: &Parsed,
+        params: &QueryParams,
+    ) -> Result<QueryResult> {
         if params.values.len() < parsed.bind_markers.len() {
             return Err(QueryError::invalid(format!(
                 "There were {} markers(?) in CQL but {} bound variables",
@@ -244,13 +264,13 @@ impl QueryProcessor {
         match &parsed.statement {
             Statement::Select(s) => {
                 let table = self.table(&s.table, params)?;
-                self.select(&table, s, params)
+                self.select(&table, s, params).await
             }
             Statement::Insert(_)
             | Statement::Update(_)
             | Statement::Delete(_)
             | Statement::Batch(_) => {
-                self.modify(&parsed.statement, params)?;
+                self.modify(&parsed.statement, params).await?;
                 Ok(QueryResult::Void)
             }
             Statement::Use(ks) => {
@@ -259,7 +279,7 @@ impl QueryProcessor {
             }
             Statement::Truncate(name) => {
                 let table = self.table(name, params)?;
-                self.data.truncate_table(table.id)?;
+                self.data.truncate_table(table.id).await?;
                 Ok(QueryResult::Void)
             }
             Statement::CreateKeyspace(_)
@@ -273,6 +293,35 @@ impl QueryProcessor {
                 Err(QueryError::invalid(format!("{kind} is not supported")))
             }
         }
+    }
+
+    /// Whether `stmt` changes the schema. Such statements do disk I/O and
+    /// wait for peers (the schema listener) synchronously: callers on an
+    /// async runtime run them with [`QueryProcessor::execute_schema_change`]
+    /// on a blocking thread, off the data path.
+    pub fn is_schema_change(stmt: &Statement) -> bool {
+        matches!(
+            stmt,
+            Statement::CreateKeyspace(_)
+                | Statement::AlterKeyspace(_)
+                | Statement::DropKeyspace { .. }
+                | Statement::CreateTable(_)
+                | Statement::AlterTable(_)
+                | Statement::DropTable { .. }
+        )
+    }
+
+    /// Executes a schema change (see [`QueryProcessor::is_schema_change`]),
+    /// blocking.
+    pub fn execute_schema_change(
+        &self,
+        parsed: &Parsed,
+        params: &QueryParams,
+    ) -> Result<QueryResult> {
+        if !Self::is_schema_change(&parsed.statement) {
+            return Err(QueryError::Server("not a schema change".into()));
+        }
+        self.ddl(&parsed.statement, params)
     }
 
     fn ddl(&self, stmt: &Statement, params: &QueryParams) -> Result<QueryResult> {
@@ -339,6 +388,7 @@ impl QueryProcessor {
         };
         let version = next.version();
         *schema = next;
+        self.schema_epoch.fetch_add(1, Ordering::AcqRel);
         drop(schema);
         if let Some(listener) = self.listener.get() {
             listener(&rows, version);

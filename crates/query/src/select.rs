@@ -64,7 +64,7 @@ struct Plan {
 }
 
 impl QueryProcessor {
-    pub(crate) fn select(
+    pub(crate) async fn select(
         &self,
         table: &TableDef,
         s: &Select,
@@ -198,9 +198,10 @@ impl QueryProcessor {
                 let dk = DecoratedKey::new(keys[ki].clone());
                 let before = rows.len();
                 let mut cks = Vec::new();
-                if let Some(p) =
-                    self.data
-                        .read(table.id, &dk, &filter, plan.now, params.consistency)?
+                if let Some(p) = self
+                    .data
+                    .read(table.id, &dk, &filter, plan.now, params.consistency)
+                    .await?
                 {
                     let static_only = plan.static_only_rows && after.is_none();
                     plan.emit(
@@ -264,7 +265,8 @@ impl QueryProcessor {
                 };
                 let got = self
                     .data
-                    .scan(table.id, &request, plan.now, params.consistency)?;
+                    .scan(table.id, &request, plan.now, params.consistency)
+                    .await?;
                 let before = rows.len();
                 let mut cks = Vec::new();
                 for p in &got.partitions {

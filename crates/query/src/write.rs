@@ -62,20 +62,21 @@ impl WriteTime {
 }
 
 impl QueryProcessor {
-    pub(crate) fn modify(&self, stmt: &Statement, params: &QueryParams) -> Result<()> {
+    pub(crate) async fn modify(&self, stmt: &Statement, params: &QueryParams) -> Result<()> {
         check_write_consistency(params.consistency)?;
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
-        self.collect_updates(stmt, params, &mut updates)?;
+        self.collect_updates(stmt, params, &mut updates).await?;
         let logged = match stmt {
             Statement::Batch(b) => Some(b.kind == gyre_cql::BatchKind::Logged),
             _ => None,
         };
         self.apply_updates(updates, params.consistency, logged)
+            .await
     }
 
     /// Executes a protocol BATCH: each statement with its own values, all
     /// applied as one batch (`logged`: through the batchlog).
-    pub fn execute_batch(
+    pub async fn execute_batch(
         &self,
         statements: &[(gyre_cql::Parsed, QueryParams)],
         consistency: gyre_protocol::Consistency,
@@ -99,21 +100,22 @@ impl QueryProcessor {
                     "Only INSERT, UPDATE and DELETE statements are allowed in a BATCH",
                 ));
             }
-            self.collect_updates(&parsed.statement, params, &mut updates)?;
+            self.collect_updates(&parsed.statement, params, &mut updates)
+                .await?;
         }
-        self.apply_updates(updates, consistency, Some(logged))
+        self.apply_updates(updates, consistency, Some(logged)).await
     }
 
-    fn collect_updates(
+    async fn collect_updates(
         &self,
         stmt: &Statement,
         params: &QueryParams,
         updates: &mut Vec<(TableId, Partition)>,
     ) -> Result<()> {
         match stmt {
-            Statement::Insert(i) => self.insert(i, params, None, updates)?,
-            Statement::Update(u) => self.update(u, params, None, updates)?,
-            Statement::Delete(d) => self.delete(d, params, None, updates)?,
+            Statement::Insert(i) => self.insert(i, params, None, updates).await?,
+            Statement::Update(u) => self.update(u, params, None, updates).await?,
+            Statement::Delete(d) => self.delete(d, params, None, updates).await?,
             Statement::Batch(b) => {
                 if b.kind == gyre_cql::BatchKind::Counter {
                     // No counter tables exist, so no statement may be in one.
@@ -134,13 +136,13 @@ impl QueryProcessor {
                 for m in &b.statements {
                     match m {
                         gyre_cql::Modification::Insert(i) => {
-                            self.insert(i, params, Some(ts), updates)?
+                            self.insert(i, params, Some(ts), updates).await?
                         }
                         gyre_cql::Modification::Update(u) => {
-                            self.update(u, params, Some(ts), updates)?
+                            self.update(u, params, Some(ts), updates).await?
                         }
                         gyre_cql::Modification::Delete(d) => {
-                            self.delete(d, params, Some(ts), updates)?
+                            self.delete(d, params, Some(ts), updates).await?
                         }
                     }
                 }
@@ -152,7 +154,7 @@ impl QueryProcessor {
 
     /// Applies the updates of one statement or batch (`logged`: `None`
     /// for a single statement, else the batch kind).
-    fn apply_updates(
+    async fn apply_updates(
         &self,
         updates: Vec<(TableId, Partition)>,
         consistency: gyre_protocol::Consistency,
@@ -175,10 +177,10 @@ impl QueryProcessor {
             return Ok(());
         }
         match logged {
-            Some(logged) => self.data.apply_batch(merged, consistency, logged),
+            Some(logged) => self.data.apply_batch(merged, consistency, logged).await,
             None => {
                 for (table, update) in merged {
-                    self.data.apply(table, update, consistency)?;
+                    self.data.apply(table, update, consistency).await?;
                 }
                 Ok(())
             }
@@ -222,7 +224,7 @@ impl QueryProcessor {
         })
     }
 
-    fn insert(
+    async fn insert(
         &self,
         ins: &Insert,
         params: &QueryParams,
@@ -306,7 +308,9 @@ impl QueryProcessor {
             let mut p = Partition::new(key);
             for (col, v) in assigned {
                 if col.kind == ColumnKind::Static {
-                    p = self.apply_op(&table, p, None, col, &Op::Set(v), &wt)?;
+                    p = self
+                        .apply_op(&table, p, None, col, &Op::Set(v), &wt)
+                        .await?;
                 }
             }
             out.push((table.id, p));
@@ -325,13 +329,15 @@ impl QueryProcessor {
                 continue;
             }
             let target = (col.kind != ColumnKind::Static).then_some(&ck);
-            p = self.apply_op(&table, p, target, col, &Op::Set(v), &wt)?;
+            p = self
+                .apply_op(&table, p, target, col, &Op::Set(v), &wt)
+                .await?;
         }
         out.push((table.id, p));
         Ok(())
     }
 
-    fn update(
+    async fn update(
         &self,
         upd: &Update,
         params: &QueryParams,
@@ -445,10 +451,10 @@ impl QueryProcessor {
             let mut p = Partition::new(DecoratedKey::new(key));
             for (col, op) in &ops {
                 if col.kind == ColumnKind::Static {
-                    p = self.apply_op(&table, p, None, col, op, &wt)?;
+                    p = self.apply_op(&table, p, None, col, op, &wt).await?;
                 } else {
                     for ck in &rows {
-                        p = self.apply_op(&table, p, Some(ck), col, op, &wt)?;
+                        p = self.apply_op(&table, p, Some(ck), col, op, &wt).await?;
                     }
                 }
             }
@@ -457,7 +463,7 @@ impl QueryProcessor {
         Ok(())
     }
 
-    fn delete(
+    async fn delete(
         &self,
         del: &Delete,
         params: &QueryParams,
@@ -531,10 +537,10 @@ impl QueryProcessor {
             }
             for (col, op) in &ops {
                 if col.kind == ColumnKind::Static {
-                    p = self.apply_op(&table, p, None, col, op, &wt)?;
+                    p = self.apply_op(&table, p, None, col, op, &wt).await?;
                 } else {
                     for ck in &rows {
-                        p = self.apply_op(&table, p, Some(ck), col, op, &wt)?;
+                        p = self.apply_op(&table, p, Some(ck), col, op, &wt).await?;
                     }
                 }
             }
@@ -545,7 +551,7 @@ impl QueryProcessor {
 
     /// Adds one column change of one row (`ck`, or the static row when
     /// `None`) to the partition update.
-    fn apply_op(
+    async fn apply_op(
         &self,
         table: &TableDef,
         mut p: Partition,
@@ -565,7 +571,7 @@ impl QueryProcessor {
                 // Just below the write's timestamp, so the new elements win;
                 // at it for a delete (ties go to the tombstone).
                 let ts = if v.is_some() { wt.ts - 1 } else { wt.ts };
-                for path in self.stored_paths(table, &p, ck, col, wt)? {
+                for path in self.stored_paths(table, &p, ck, col, wt).await? {
                     p = put(p, ck, name(path), Cell::tombstone(ts, wt.now));
                 }
                 if let Some(v) = v {
@@ -607,7 +613,7 @@ impl QueryProcessor {
                     .into_iter()
                     .map(|(_, value)| value)
                     .collect();
-                for (path, value) in self.stored_elements(table, &p, ck, col, wt)? {
+                for (path, value) in self.stored_elements(table, &p, ck, col, wt).await? {
                     if gone.contains(&value) {
                         p = put(p, ck, name(path), Cell::tombstone(wt.ts, wt.now));
                     }
@@ -615,7 +621,7 @@ impl QueryProcessor {
                 Ok(p)
             }
             Op::SetIndex(i, v) => {
-                let stored = self.stored_elements(table, &p, ck, col, wt)?;
+                let stored = self.stored_elements(table, &p, ck, col, wt).await?;
                 let (path, _) = usize::try_from(*i)
                     .ok()
                     .and_then(|i| stored.get(i))
@@ -631,7 +637,7 @@ impl QueryProcessor {
     }
 
     /// The element paths stored for a collection column of one row.
-    fn stored_paths(
+    async fn stored_paths(
         &self,
         table: &TableDef,
         p: &Partition,
@@ -640,7 +646,8 @@ impl QueryProcessor {
         wt: &WriteTime,
     ) -> Result<Vec<Bytes>> {
         Ok(self
-            .stored_elements(table, p, ck, col, wt)?
+            .stored_elements(table, p, ck, col, wt)
+            .await?
             .into_iter()
             .map(|(path, _)| path)
             .collect())
@@ -648,7 +655,7 @@ impl QueryProcessor {
 
     /// The live element cells (path, value) stored for a collection column
     /// of one row, in path (= list) order.
-    fn stored_elements(
+    async fn stored_elements(
         &self,
         table: &TableDef,
         p: &Partition,
@@ -666,7 +673,11 @@ impl QueryProcessor {
             limit: None,
             reversed: false,
         };
-        let Some(stored) = self.data.read(table.id, &p.key, &filter, wt.now, wt.cl)? else {
+        let Some(stored) = self
+            .data
+            .read(table.id, &p.key, &filter, wt.now, wt.cl)
+            .await?
+        else {
             return Ok(Vec::new());
         };
         let row = match ck {

@@ -10,6 +10,18 @@ use gyre_query::{LocalData, QueryError, QueryParams, QueryProcessor, QueryResult
 use gyre_schema::{Schema, SchemaStore};
 use gyre_storage::{LsmConfig, LsmEngine, ManualClock, StorageEngine, SyncMode};
 
+/// The processor is async; these tests drive it to completion on the test
+/// thread (over `LocalData` every await resolves without a runtime).
+trait RunSync {
+    fn run(&self, cql: &str, params: &QueryParams) -> gyre_query::Result<QueryResult>;
+}
+
+impl RunSync for QueryProcessor {
+    fn run(&self, cql: &str, params: &QueryParams) -> gyre_query::Result<QueryResult> {
+        futures::executor::block_on(self.execute(cql, params))
+    }
+}
+
 struct Env {
     qp: QueryProcessor,
     clock: Arc<ManualClock>,
@@ -51,7 +63,7 @@ type TypedRows = Vec<Vec<Option<CqlValue>>>;
 
 impl Env {
     fn run(&self, cql: &str) -> Result<QueryResult, QueryError> {
-        self.qp.execute(cql, &params())
+        self.qp.run(cql, &params())
     }
 
     fn ok(&self, cql: &str) -> QueryResult {
@@ -66,11 +78,7 @@ impl Env {
     }
 
     fn rows_with(&self, cql: &str, p: &QueryParams) -> (TypedRows, Option<Bytes>) {
-        match self
-            .qp
-            .execute(cql, p)
-            .unwrap_or_else(|e| panic!("{cql}: {e}"))
-        {
+        match self.qp.run(cql, p).unwrap_or_else(|e| panic!("{cql}: {e}")) {
             QueryResult::Rows {
                 columns,
                 rows,
@@ -216,7 +224,7 @@ fn bound_values_and_composite_keys() {
         ],
         ..params()
     };
-    e.qp.execute("INSERT INTO t (a, b, c, v) VALUES (?, ?, ?, ?)", &p)
+    e.qp.run("INSERT INTO t (a, b, c, v) VALUES (?, ?, ?, ?)", &p)
         .unwrap();
     let (rows, _) = e.rows_with(
         "SELECT a, b, c, v FROM t WHERE a = ? AND b = ? AND c = ?",
@@ -245,7 +253,7 @@ fn bound_values_and_composite_keys() {
         ..params()
     };
     let err =
-        e.qp.execute("INSERT INTO t (a, b, c, v) VALUES (?, ?, ?, ?)", &bad)
+        e.qp.run("INSERT INTO t (a, b, c, v) VALUES (?, ?, ?, ?)", &bad)
             .unwrap_err();
     assert_eq!(err.code(), 0x2200, "{err}");
     // The whole key is required.
@@ -573,7 +581,7 @@ fn paged_scan_returns_every_row_once() {
         e.rows("SELECT count(*) FROM t"),
         vec![vec![Some(CqlValue::Bigint(1000))]]
     );
-    let err = e.qp.execute(
+    let err = e.qp.run(
         "SELECT v FROM t",
         &QueryParams {
             paging_state: Some(Bytes::from_static(b"junk")),
@@ -632,7 +640,7 @@ fn errors_map_to_cql_codes() {
         "{err}"
     );
     let err =
-        e.qp.execute("SELECT * FROM t WHERE k = 1", &QueryParams::default())
+        e.qp.run("SELECT * FROM t WHERE k = 1", &QueryParams::default())
             .unwrap_err();
     assert!(
         err.to_string().contains("No keyspace has been specified"),
@@ -646,7 +654,7 @@ fn errors_map_to_cql_codes() {
 fn ddl_is_persisted_and_use_switches_keyspace() {
     let e = env();
     assert_eq!(
-        e.qp.execute("USE ks", &QueryParams::default()).unwrap(),
+        e.qp.run("USE ks", &QueryParams::default()).unwrap(),
         QueryResult::SetKeyspace("ks".into())
     );
     e.ok("CREATE TABLE IF NOT EXISTS t (k int PRIMARY KEY, v int)");
@@ -765,16 +773,16 @@ fn data_and_schema_survive_a_restart() {
     {
         let (qp, engine) = open();
         let p = QueryParams::default();
-        qp.execute("CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}", &p).unwrap();
-        qp.execute("CREATE TABLE ks.t (k text PRIMARY KEY, v int)", &p)
+        qp.run("CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}", &p).unwrap();
+        qp.run("CREATE TABLE ks.t (k text PRIMARY KEY, v int)", &p)
             .unwrap();
-        qp.execute("INSERT INTO ks.t (k, v) VALUES ('a', 1)", &p)
+        qp.run("INSERT INTO ks.t (k, v) VALUES ('a', 1)", &p)
             .unwrap();
         engine.close().unwrap();
     }
     let (qp, _engine) = open();
     match qp
-        .execute("SELECT k, v FROM ks.t", &QueryParams::default())
+        .run("SELECT k, v FROM ks.t", &QueryParams::default())
         .unwrap()
     {
         QueryResult::Rows { rows, .. } => assert_eq!(
@@ -992,7 +1000,7 @@ fn unset_values_leave_columns_alone() {
     let e = env();
     e.ok("CREATE TABLE t (k int PRIMARY KEY, a text, b text, m map<text, int>)");
     e.ok("INSERT INTO t (k, a, b, m) VALUES (1, 'a', 'b', {'x': 1})");
-    let run = |cql: &str, values: Vec<Value>| e.qp.execute(cql, &with_values(values));
+    let run = |cql: &str, values: Vec<Value>| e.qp.run(cql, &with_values(values));
     // INSERT: the unset column keeps its value, the others are written.
     run(
         "INSERT INTO t (k, a, b) VALUES (?, ?, ?)",
@@ -1206,7 +1214,7 @@ fn native_functions_as_terms_and_selectors() {
     let parsed = gyre_cql::parse("UPDATE t SET i = blobAsInt(?) WHERE k = ?").unwrap();
     let info = e.qp.prepare(&parsed, Some("ks")).unwrap();
     assert_eq!(info.bind_columns[0].1, ColumnType::Blob);
-    e.qp.execute(
+    e.qp.run(
         "UPDATE t SET i = blobAsInt(?) WHERE k = ?",
         &with_values(vec![val(vec![0, 0, 0, 42]), i32v(1)]),
     )
@@ -1237,7 +1245,7 @@ fn native_functions_as_terms_and_selectors() {
     // A bound argument of an overloaded function is ambiguous; a type hint
     // or a literal's form resolves it.
     let err =
-        e.qp.execute(
+        e.qp.run(
             "INSERT INTO t (k, ts) VALUES (2, toTimestamp(?))",
             &with_values(vec![val(vec![0x80, 0, 0, 0])]),
         )
@@ -1290,7 +1298,7 @@ fn select_json_formats_values_like_cassandra() {
         ]]
     );
     e.ok("INSERT INTO t (k, l, m) VALUES (fromJson('3'), fromJson('[\"a\"]'), fromJson('{\"7\": \"seven\"}'))");
-    e.qp.execute(
+    e.qp.run(
         "UPDATE t SET \"Caps\" = fromJson(?) WHERE k = 3",
         &with_values(vec![val("\"bound\"")]),
     )
@@ -1348,7 +1356,7 @@ fn insert_json_uses_column_types() {
         info.bind_columns,
         vec![("[json]".to_owned(), ColumnType::Varchar)]
     );
-    e.qp.execute(
+    e.qp.run(
         "INSERT INTO t JSON ?",
         &with_values(vec![val(r#"{"k": 2, "c": "y", "v": "bound"}"#)]),
     )
@@ -1408,7 +1416,7 @@ fn unsupported_features_are_rejected_clearly() {
         ..params()
     };
     let err =
-        e.qp.execute("INSERT INTO t (k, v) VALUES (1, 1)", &p)
+        e.qp.run("INSERT INTO t (k, v) VALUES (1, 1)", &p)
             .unwrap_err();
     assert_eq!(err.code(), 0x2200, "{err}");
     assert!(err.to_string().contains("serializable"), "{err}");
@@ -1467,7 +1475,7 @@ fn list_prepend_remove_and_index_operations() {
     assert_eq!(get(), vec![vec![list_of(&[0, 10, 3, 4])]]);
     e.ok("DELETE l[0] FROM t WHERE k = 1");
     assert_eq!(get(), vec![vec![list_of(&[10, 3, 4])]]);
-    e.qp.execute(
+    e.qp.run(
         "UPDATE t SET l[?] = ? WHERE k = 1",
         &with_values(vec![i32v(2), i32v(40)]),
     )
