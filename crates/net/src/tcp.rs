@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use parking_lot::Mutex;
@@ -93,13 +94,18 @@ struct OutQueue {
     bytes: Arc<AtomicUsize>,
 }
 
+type OutboundMap = HashMap<(SocketAddr, ConnectionClass), Arc<OutQueue>>;
+
 struct Shared {
     config: NetConfig,
     local: SocketAddr,
     token: CancellationToken,
     tasks: TaskTracker,
     sink: OnceLock<InboundSink>,
-    outbound: Mutex<HashMap<(SocketAddr, ConnectionClass), OutQueue>>,
+    /// Every send looks its queue up here, so it is a snapshot that only
+    /// changes when a connection is first used; `outbound_open` serializes those changes.
+    outbound: ArcSwap<OutboundMap>,
+    outbound_open: Mutex<()>,
     /// Host ids from handshakes, by listen address; a restarted peer overwrites its entry.
     peer_ids: Mutex<HashMap<SocketAddr, Uuid>>,
     counters: Counters,
@@ -135,7 +141,8 @@ impl TcpTransport {
                 token: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 sink: OnceLock::new(),
-                outbound: Mutex::new(HashMap::new()),
+                outbound: ArcSwap::from_pointee(HashMap::new()),
+                outbound_open: Mutex::new(()),
                 peer_ids: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
@@ -191,23 +198,15 @@ impl Transport for TcpTransport {
             Priority::Urgent => ConnectionClass::Urgent,
             Priority::Normal => ConnectionClass::Small,
         };
-        let mut outbound = shared.outbound.lock();
-        let queue = outbound.entry((to, class)).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let len = Arc::new(AtomicUsize::new(0));
-            let bytes = Arc::new(AtomicUsize::new(0));
-            let conn = Outbound {
-                shared: shared.clone(),
-                peer: to,
-                class,
-                rx,
-                held: VecDeque::new(),
-                len: len.clone(),
-                bytes: bytes.clone(),
-            };
-            shared.tasks.spawn(conn.run());
-            OutQueue { tx, len, bytes }
-        });
+        let outbound = shared.outbound.load();
+        let opened;
+        let queue = match outbound.get(&(to, class)) {
+            Some(q) => q,
+            None => {
+                opened = open_queue(shared, to, class)?;
+                &opened
+            }
+        };
         let prev_len = queue.len.fetch_add(1, Ordering::AcqRel);
         let prev_bytes = queue.bytes.fetch_add(size, Ordering::AcqRel);
         if prev_len >= shared.config.queue_capacity
@@ -228,7 +227,8 @@ impl Transport for TcpTransport {
 
     fn shutdown(&self) {
         self.shared.token.cancel();
-        self.shared.outbound.lock().clear();
+        let _open = self.shared.outbound_open.lock();
+        self.shared.outbound.store(Arc::new(HashMap::new()));
     }
 
     async fn wait_closed(&self) {
@@ -253,6 +253,41 @@ impl Transport for TcpTransport {
     fn peer_host_id(&self, peer: NodeAddr) -> Option<Uuid> {
         self.shared.peer_ids.lock().get(&peer).copied()
     }
+}
+
+/// The queue to `peer` on connection `class`, created with its connection
+/// task on first use.
+fn open_queue(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    class: ConnectionClass,
+) -> Result<Arc<OutQueue>> {
+    let _open = shared.outbound_open.lock();
+    if shared.token.is_cancelled() {
+        return Err(Error::Shutdown);
+    }
+    let current = shared.outbound.load_full();
+    if let Some(q) = current.get(&(peer, class)) {
+        return Ok(q.clone());
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let len = Arc::new(AtomicUsize::new(0));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let conn = Outbound {
+        shared: shared.clone(),
+        peer,
+        class,
+        rx,
+        held: VecDeque::new(),
+        len: len.clone(),
+        bytes: bytes.clone(),
+    };
+    shared.tasks.spawn(conn.run());
+    let queue = Arc::new(OutQueue { tx, len, bytes });
+    let mut map = OutboundMap::clone(&current);
+    map.insert((peer, class), queue.clone());
+    shared.outbound.store(Arc::new(map));
+    Ok(queue)
 }
 
 /// Reads frames until one is complete. Used for handshakes.
