@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -404,6 +404,61 @@ async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAdd
     }
 }
 
+/// Payloads up to this size are copied into the connection's write buffer.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Bytes gathered before a connection writes, if that many are queued.
+const MAX_BATCH: usize = 256 * 1024;
+
+/// Buffers written with one vectored write: a [`Buf`] over a list of chunks.
+#[derive(Default)]
+struct WriteBatch {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl WriteBatch {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.remaining += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+}
+
+impl Buf for WriteBatch {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| c.as_ref())
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(&self.chunks) {
+            *slot = std::io::IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            self.remaining -= n;
+            cnt -= n;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
+}
+
 /// Why a connected session ended.
 enum SessionEnd {
     Shutdown,
@@ -547,14 +602,19 @@ impl Outbound {
         let (mut rd, mut wr) = stream.into_split();
         let mut out = BytesMut::with_capacity(64 * 1024);
         let mut probe = [0u8; 64];
+        // Whether the last write carried several frames: then the connection
+        // is busy, and waiting one scheduling round before the next write
+        // lets it carry more. A lone request in flight is written at once.
+        let mut busy = false;
         loop {
             if !self.held.is_empty() {
                 let written = tokio::select! {
                     _ = token.cancelled() => return SessionEnd::Shutdown,
                     r = self.write_held(&mut wr, &mut out) => r,
                 };
-                if let Err(e) = written {
-                    return SessionEnd::Disconnected(e);
+                match written {
+                    Ok(frames) => busy = frames > 1,
+                    Err(e) => return SessionEnd::Disconnected(e),
                 }
             }
             // Biased: notice a closed socket before writing new messages into it.
@@ -572,6 +632,11 @@ impl Outbound {
                 m = self.rx.recv() => match m {
                     Some(q) => {
                         self.held.push_back(q);
+                        if busy {
+                            // Let the tasks that are ready to run queue their
+                            // messages too, so that one write carries them all.
+                            tokio::task::yield_now().await;
+                        }
                         while let Ok(q) = self.rx.try_recv() {
                             self.held.push_back(q);
                         }
@@ -582,39 +647,66 @@ impl Outbound {
         }
     }
 
-    /// Writes every held frame, batching small ones; big payloads are written
-    /// straight from their buffer instead of being copied.
-    async fn write_held(&mut self, wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<()> {
-        const COPY_LIMIT: usize = 16 * 1024;
-        const BATCH: usize = 64 * 1024;
+    /// Writes every held frame: all of them in one batch (up to
+    /// [`MAX_BATCH`] bytes), handed to the socket with vectored writes, so
+    /// a connection makes one system call for many messages. Small frames are
+    /// copied into one buffer; big payloads go out from their own buffer.
+    /// Returns how many frames it wrote.
+    async fn write_held(&mut self, wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<usize> {
         let now = Instant::now();
+        let mut batch = WriteBatch::default();
+        let mut frames = 0;
         while let Some(q) = self.held.pop_front() {
             self.release(&q);
             if q.expires_at.is_some_and(|t| t <= now) {
                 bump(&self.shared.counters.expired);
                 continue;
             }
+            frames += 1;
             if q.frame.payload.len() <= COPY_LIMIT {
                 encode_frame(&q.frame, out);
             } else {
                 let (header, trailer) = encode_parts(&q.frame);
-                if !out.is_empty() {
-                    wr.write_all(out).await?;
-                    out.clear();
-                }
-                wr.write_all(&header).await?;
-                wr.write_all(&q.frame.payload).await?;
+                out.extend_from_slice(&header);
+                batch.push(out.split().freeze());
+                batch.push(q.frame.payload);
                 out.extend_from_slice(&trailer);
             }
-            if out.len() >= BATCH {
-                wr.write_all(out).await?;
-                out.clear();
+            if out.len() + batch.remaining() >= MAX_BATCH {
+                batch.push(out.split().freeze());
+                wr.write_all_buf(&mut batch).await?;
             }
         }
-        if !out.is_empty() {
-            wr.write_all(out).await?;
-            out.clear();
+        batch.push(out.split().freeze());
+        if batch.has_remaining() {
+            wr.write_all_buf(&mut batch).await?;
         }
-        Ok(())
+        Ok(frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn write_batch_is_a_buf_over_its_chunks() {
+        let mut b = WriteBatch::default();
+        b.push(Bytes::from_static(b"abc"));
+        b.push(Bytes::new());
+        b.push(Bytes::from_static(b"de"));
+        b.push(Bytes::from_static(b"fghi"));
+        assert_eq!(b.remaining(), 9);
+        let mut slices = [std::io::IoSlice::new(&[]); 2];
+        assert_eq!(b.chunks_vectored(&mut slices), 2);
+        assert_eq!((&*slices[0], &*slices[1]), (&b"abc"[..], &b"de"[..]));
+        b.advance(4);
+        assert_eq!((b.remaining(), b.chunk()), (5, &b"e"[..]));
+        b.advance(1);
+        assert_eq!(b.chunk(), b"fghi");
+        assert_eq!(b.copy_to_bytes(4), "fghi");
+        assert!(!b.has_remaining());
+        assert_eq!(b.chunk(), b"");
     }
 }
