@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p gyre-net --bench roundtrip -- [requests] [in_flight] [payload_bytes] [runs]`
 //! (defaults 200000, 64, 100, 3). Prints round trips/s and messages/s (two
-//! messages per round trip) for each run. Nothing is asserted.
+//! messages per round trip) for each run, and on Linux the CPU time of the
+//! whole process (both messengers) per round trip. Nothing is asserted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +47,18 @@ async fn run(
         let _ = t.await;
     }
     (start.elapsed(), errors.load(Ordering::Relaxed))
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat`
+/// (in USER_HZ ticks of 10 ms), if readable.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses: utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn main() {
@@ -94,10 +107,18 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         for i in 1..=runs {
+            let cpu_before = cpu_time();
             let (took, errors) = run(&a, to, total, in_flight, payload.clone()).await;
+            let cpu = match (cpu_before, cpu_time()) {
+                (Some(b), Some(a)) => format!(
+                    ", {:.2} µs CPU per round trip",
+                    a.saturating_sub(b).as_secs_f64() * 1e6 / total as f64
+                ),
+                _ => String::new(),
+            };
             let secs = took.as_secs_f64();
             println!(
-                "run {i}: {:.3} s, {:.0} round trips/s, {:.0} messages/s, {errors} errors",
+                "run {i}: {:.3} s, {:.0} round trips/s, {:.0} messages/s, {errors} errors{cpu}",
                 secs,
                 total as f64 / secs,
                 2.0 * total as f64 / secs
