@@ -459,6 +459,27 @@ impl Buf for WriteBatch {
     }
 }
 
+/// Goes to the back of the worker's run queue once. Unlike
+/// `tokio::task::yield_now`, it is not deferred until the runtime has polled
+/// the I/O driver: that would cost an `epoll_wait` per batch.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// Why a connected session ended.
 enum SessionEnd {
     Shutdown,
@@ -635,7 +656,7 @@ impl Outbound {
                         if busy {
                             // Let the tasks that are ready to run queue their
                             // messages too, so that one write carries them all.
-                            tokio::task::yield_now().await;
+                            YieldOnce(false).await;
                         }
                         while let Ok(q) = self.rx.try_recv() {
                             self.held.push_back(q);
