@@ -1,8 +1,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -104,15 +106,17 @@ pub(crate) enum FaultAction {
 }
 
 /// The live rules of one messenger plus the RNG its drop decisions use.
+/// Every message reads the rules, so they are an atomically swapped
+/// snapshot; the RNG's lock is only taken when a drop probability is set.
 pub(crate) struct FaultState {
-    rules: RwLock<Option<FaultRules>>,
+    rules: ArcSwapOption<FaultRules>,
     rng: Mutex<StdRng>,
 }
 
 impl FaultState {
     pub(crate) fn new() -> Self {
         FaultState {
-            rules: RwLock::new(None),
+            rules: ArcSwapOption::empty(),
             rng: Mutex::new(StdRng::from_entropy()),
         }
     }
@@ -124,22 +128,26 @@ impl FaultState {
             None => StdRng::from_entropy(),
         };
         let empty = rules.all_peers.is_noop() && rules.peers.values().all(LinkFaults::is_noop);
-        *self.rules.write() = if empty { None } else { Some(rules) };
+        self.rules
+            .store(if empty { None } else { Some(Arc::new(rules)) });
         Ok(())
     }
 
     pub(crate) fn clear(&self) {
-        *self.rules.write() = None;
+        self.rules.store(None);
     }
 
     pub(crate) fn get(&self) -> FaultRules {
-        self.rules.read().clone().unwrap_or_default()
+        self.rules
+            .load_full()
+            .map(|r| FaultRules::clone(&r))
+            .unwrap_or_default()
     }
 
     /// What to do with one message to or from `peer`.
     pub(crate) fn decide(&self, peer: SocketAddr) -> FaultAction {
-        let rules = self.rules.read();
-        let Some(rules) = rules.as_ref() else {
+        let rules = self.rules.load();
+        let Some(rules) = rules.as_deref() else {
             return FaultAction::Deliver;
         };
         let link = rules.link(peer);

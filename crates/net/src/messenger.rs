@@ -1,10 +1,13 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
+use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -100,13 +103,113 @@ struct Pending {
     tx: oneshot::Sender<Result<Bytes>>,
 }
 
+/// Hashes request ids, which are already uniformly random: one multiply
+/// spreads them over both the bucket bits and the tag bits of the table.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// One lock per shard, on its own cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct PendingShard(Mutex<IdMap<Pending>>);
+
+const PENDING_SHARDS: usize = 64;
+
+/// Requests waiting for their response, by request id. Sharded by id so
+/// that concurrent requests and responses rarely take the same lock.
+struct PendingMap {
+    shards: Box<[PendingShard]>,
+}
+
+impl PendingMap {
+    fn new() -> Self {
+        PendingMap {
+            shards: (0..PENDING_SHARDS)
+                .map(|_| PendingShard::default())
+                .collect(),
+        }
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<IdMap<Pending>> {
+        // The top bits: the table inside the shard indexes by the low ones.
+        &self.shards[(id >> 58) as usize % PENDING_SHARDS].0
+    }
+
+    /// Registers a request under a fresh random id (never 0, which one-way
+    /// messages carry) and returns the id. Random so that an id says nothing
+    /// about other requests and cannot be guessed to forge a response.
+    fn insert(&self, pending: Pending) -> u64 {
+        let mut rng = rand::thread_rng();
+        loop {
+            let id: u64 = rng.gen();
+            if id == 0 {
+                continue;
+            }
+            let mut shard = self.shard(id).lock();
+            if let std::collections::hash_map::Entry::Vacant(e) = shard.entry(id) {
+                e.insert(pending);
+                return id;
+            }
+        }
+    }
+
+    /// Takes the request `id` if `peer` sent it: ids are only unique per requester.
+    fn take(&self, id: u64, peer: NodeAddr) -> Option<Pending> {
+        let mut shard = self.shard(id).lock();
+        if shard.get(&id).is_some_and(|p| p.peer == peer) {
+            shard.remove(&id)
+        } else {
+            None
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.shard(id).lock().remove(&id);
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().len()).sum()
+    }
+
+    fn drain(&self) -> Vec<Pending> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.0.lock().drain().map(|(_, p)| p).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+/// The registered handlers. Read for every inbound request, written only when
+/// a handler is registered, so readers load a snapshot and writers replace it.
+#[derive(Clone, Default)]
+struct Handlers {
+    by_verb: HashMap<Verb, Arc<dyn Handler>>,
+    fallback: Option<Arc<dyn Handler>>,
+}
+
 struct Inner {
     local: NodeAddr,
     transport: Arc<dyn Transport>,
-    next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Pending>>,
-    handlers: RwLock<HashMap<Verb, Arc<dyn Handler>>>,
-    fallback: RwLock<Option<Arc<dyn Handler>>>,
+    pending: PendingMap,
+    handlers: ArcSwap<Handlers>,
     faults: FaultState,
     stats: StatsRecorder,
     shut: AtomicBool,
@@ -137,7 +240,7 @@ impl Inner {
             FaultAction::Deliver => self.transmit(to, msg, opts),
             FaultAction::Drop => {
                 // Like a lossy network: the sender does not learn about it.
-                self.stats.update(verb, |s| s.dropped += 1);
+                self.stats.dropped(verb);
                 Ok(())
             }
             FaultAction::Delay(d) => {
@@ -159,11 +262,11 @@ impl Inner {
         let verb = msg.verb;
         match self.transport.send(to, msg, opts) {
             Ok(()) => {
-                self.stats.update(verb, |s| s.sent += 1);
+                self.stats.sent(verb);
                 Ok(())
             }
             Err(e) => {
-                self.stats.update(verb, |s| s.dropped += 1);
+                self.stats.dropped(verb);
                 Err(e)
             }
         }
@@ -173,7 +276,7 @@ impl Inner {
     fn receive(self: &Arc<Self>, msg: Message) {
         match self.faults.decide(msg.from) {
             FaultAction::Deliver => self.dispatch(msg),
-            FaultAction::Drop => self.stats.update(msg.verb, |s| s.dropped += 1),
+            FaultAction::Drop => self.stats.dropped(msg.verb),
             FaultAction::Delay(d) => {
                 let inner = Arc::downgrade(self);
                 tokio::spawn(async move {
@@ -187,33 +290,33 @@ impl Inner {
     }
 
     fn dispatch(self: &Arc<Self>, msg: Message) {
-        self.stats.update(msg.verb, |s| s.received += 1);
+        self.stats.received(msg.verb);
         match msg.kind {
-            FrameKind::Response => {
-                let mut pending = self.pending.lock();
-                // Match on the peer too: ids are only unique per requester.
-                let ours = pending.get(&msg.id).is_some_and(|p| p.peer == msg.from);
-                match ours.then(|| pending.remove(&msg.id)).flatten() {
-                    Some(p) => {
-                        drop(pending);
-                        let result = if msg.flags & FLAG_ERROR != 0 {
-                            Err(Error::Remote {
-                                peer: msg.from,
-                                message: String::from_utf8_lossy(&msg.payload).into_owned(),
-                            })
-                        } else {
-                            Ok(msg.payload)
-                        };
-                        let _ = p.tx.send(result);
-                    }
-                    None => {
-                        debug!(peer = %msg.from, id = msg.id, verb = %msg.verb, "late or unknown response")
-                    }
+            FrameKind::Response => match self.pending.take(msg.id, msg.from) {
+                Some(p) => {
+                    let result = if msg.flags & FLAG_ERROR != 0 {
+                        Err(Error::Remote {
+                            peer: msg.from,
+                            message: String::from_utf8_lossy(&msg.payload).into_owned(),
+                        })
+                    } else {
+                        Ok(msg.payload)
+                    };
+                    let _ = p.tx.send(result);
                 }
-            }
+                None => {
+                    debug!(peer = %msg.from, id = msg.id, verb = %msg.verb, "late or unknown response")
+                }
+            },
             FrameKind::Request | FrameKind::OneWay => {
-                let handler = self.handlers.read().get(&msg.verb).cloned();
-                let handler = handler.or_else(|| self.fallback.read().clone());
+                let handler = {
+                    let handlers = self.handlers.load();
+                    handlers
+                        .by_verb
+                        .get(&msg.verb)
+                        .or(handlers.fallback.as_ref())
+                        .cloned()
+                };
                 let responder = (msg.kind == FrameKind::Request).then(|| Responder {
                     messenger: Arc::downgrade(self),
                     to: msg.from,
@@ -231,7 +334,7 @@ impl Inner {
                     Some(h) => h.handle(inbound),
                     None => {
                         warn!(peer = %msg.from, verb = %msg.verb, "no handler registered, dropping message");
-                        self.stats.update(msg.verb, |s| s.dropped += 1);
+                        self.stats.dropped(msg.verb);
                     }
                 }
             }
@@ -240,15 +343,19 @@ impl Inner {
     }
 }
 
-/// Removes a request's pending entry however `request` ends (incl. cancellation).
+/// Removes a request's pending entry however `request` ends (incl.
+/// cancellation), unless its response (or shutdown) already took it.
 struct PendingGuard<'a> {
     inner: &'a Inner,
     id: u64,
+    taken: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.inner.pending.lock().remove(&self.id);
+        if !self.taken {
+            self.inner.pending.remove(self.id);
+        }
     }
 }
 
@@ -266,10 +373,8 @@ impl Messenger {
         let inner = Arc::new(Inner {
             local: transport.local_addr(),
             transport: transport.clone(),
-            next_id: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-            handlers: RwLock::new(HashMap::new()),
-            fallback: RwLock::new(None),
+            pending: PendingMap::new(),
+            handlers: ArcSwap::from_pointee(Handlers::default()),
             faults: FaultState::new(),
             stats: StatsRecorder::default(),
             shut: AtomicBool::new(false),
@@ -324,10 +429,13 @@ impl Messenger {
         if inner.shut.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        inner.pending.lock().insert(id, Pending { peer: to, tx });
-        let _guard = PendingGuard { inner, id };
+        let id = inner.pending.insert(Pending { peer: to, tx });
+        let mut guard = PendingGuard {
+            inner,
+            id,
+            taken: false,
+        };
         let start = Instant::now();
         let msg = Message {
             from: inner.local,
@@ -342,18 +450,21 @@ impl Messenger {
             expires_at: Some(start + timeout),
         };
         inner.send(to, msg, opts)?;
-        match tokio::time::timeout(timeout, rx).await {
+        let answer = tokio::time::timeout(timeout, rx).await;
+        // Whoever sent on the channel removed the entry first.
+        guard.taken = matches!(answer, Ok(Ok(_)));
+        match answer {
             Ok(Ok(Ok(bytes))) => {
                 inner.stats.latency(verb, start.elapsed());
                 Ok(bytes)
             }
             Ok(Ok(Err(e))) => {
-                inner.stats.update(verb, |s| s.remote_errors += 1);
+                inner.stats.remote_error(verb);
                 Err(e)
             }
             Ok(Err(_)) => Err(Error::Shutdown),
             Err(_) => {
-                inner.stats.update(verb, |s| s.timeouts += 1);
+                inner.stats.timeout(verb);
                 Err(Error::Timeout {
                     peer: to,
                     verb,
@@ -392,7 +503,12 @@ impl Messenger {
 
     /// Routes requests and one-way messages of `verb` to `handler` (replacing any previous one).
     pub fn register(&self, verb: Verb, handler: impl Handler) {
-        self.inner.handlers.write().insert(verb, Arc::new(handler));
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        self.inner.handlers.rcu(|h| {
+            let mut h = Handlers::clone(h);
+            h.by_verb.insert(verb, handler.clone());
+            h
+        });
     }
 
     /// Routes `verb` into a bounded channel. When the channel is full the
@@ -403,7 +519,7 @@ impl Messenger {
         self.register(verb, move |msg: Inbound| {
             if let Err(e) = tx.try_send(msg) {
                 if let Some(inner) = weak.upgrade() {
-                    inner.stats.update(verb, |s| s.dropped += 1);
+                    inner.stats.dropped(verb);
                 }
                 debug!(%verb, "handler channel full or closed, dropping message");
                 drop(e);
@@ -414,11 +530,19 @@ impl Messenger {
 
     /// Handles every verb without its own handler.
     pub fn set_fallback_handler(&self, handler: impl Handler) {
-        *self.inner.fallback.write() = Some(Arc::new(handler));
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        self.inner.handlers.rcu(|h| Handlers {
+            fallback: Some(handler.clone()),
+            ..Handlers::clone(h)
+        });
     }
 
     pub fn unregister(&self, verb: Verb) {
-        self.inner.handlers.write().remove(&verb);
+        self.inner.handlers.rcu(|h| {
+            let mut h = Handlers::clone(h);
+            h.by_verb.remove(&verb);
+            h
+        });
     }
 
     /// Replaces the fault-injection rules; applies to messages sent or received from now on.
@@ -438,7 +562,7 @@ impl Messenger {
         NetStats {
             verbs: self.inner.stats.snapshot(),
             transport: self.inner.transport.stats(),
-            pending_requests: self.inner.pending.lock().len(),
+            pending_requests: self.inner.pending.len(),
         }
     }
 
@@ -448,10 +572,50 @@ impl Messenger {
     pub async fn shutdown(&self) {
         self.inner.shut.store(true, Ordering::Release);
         self.inner.transport.shutdown();
-        let pending: Vec<Pending> = self.inner.pending.lock().drain().map(|(_, p)| p).collect();
-        for p in pending {
+        for p in self.inner.pending.drain() {
             let _ = p.tx.send(Err(Error::Shutdown));
         }
         self.inner.transport.wait_closed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pending(peer: NodeAddr) -> (Pending, oneshot::Receiver<Result<Bytes>>) {
+        let (tx, rx) = oneshot::channel();
+        (Pending { peer, tx }, rx)
+    }
+
+    #[test]
+    fn pending_ids_are_random_unique_and_matched_by_peer() {
+        let a: NodeAddr = "127.0.0.1:7000".parse().unwrap();
+        let b: NodeAddr = "127.0.0.2:7000".parse().unwrap();
+        let map = PendingMap::new();
+        let mut ids = std::collections::HashSet::new();
+        let mut receivers = Vec::new();
+        for _ in 0..10_000 {
+            let (p, rx) = pending(a);
+            let id = map.insert(p);
+            assert_ne!(id, 0);
+            assert!(ids.insert(id));
+            receivers.push(rx);
+        }
+        assert_eq!(map.len(), 10_000);
+        // Not a counter: consecutive ids are not neighbours.
+        let mut sorted: Vec<u64> = ids.iter().copied().collect();
+        sorted.sort_unstable();
+        assert!(sorted.windows(2).all(|w| w[1] - w[0] > 1));
+
+        let id = *ids.iter().next().unwrap();
+        assert!(map.take(id, b).is_none(), "another peer cannot answer it");
+        assert!(map.take(id, a).is_some());
+        assert!(map.take(id, a).is_none(), "answered once");
+        map.remove(*ids.iter().nth(1).unwrap());
+        assert_eq!(map.len(), 9_998);
+        assert_eq!(map.drain().len(), 9_998);
+        assert_eq!(map.len(), 0);
     }
 }

@@ -1,7 +1,8 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::transport::{TransportStats, Verb};
@@ -62,26 +63,136 @@ impl NetStats {
     }
 }
 
+/// Live counters of one verb, updated without locks.
 #[derive(Default)]
+struct VerbCounters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    timeouts: AtomicU64,
+    remote_errors: AtomicU64,
+    completed: AtomicU64,
+    latency_total_micros: AtomicU64,
+    latency_max_micros: AtomicU64,
+}
+
+impl VerbCounters {
+    fn snapshot(&self) -> VerbStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        VerbStats {
+            sent: get(&self.sent),
+            received: get(&self.received),
+            dropped: get(&self.dropped),
+            timeouts: get(&self.timeouts),
+            remote_errors: get(&self.remote_errors),
+            completed: get(&self.completed),
+            latency_total_micros: get(&self.latency_total_micros),
+            latency_max_micros: get(&self.latency_max_micros),
+        }
+    }
+}
+
+/// Verbs per page of [`StatsRecorder`]: a verb is a `u16`, so 256 pages
+/// of 256 cover them all.
+const PAGE: usize = 256;
+
+type Page = [VerbCounters; PAGE];
+
+/// Per-verb counters of a messenger. Every message bumps a few of them, so
+/// there is no lock: verbs index a two-level table whose pages are allocated
+/// on first use (at most 256 pages of 16 KiB, whatever verbs peers send).
 pub(crate) struct StatsRecorder {
-    verbs: Mutex<HashMap<Verb, VerbStats>>,
+    pages: Box<[OnceLock<Box<Page>>]>,
+}
+
+impl Default for StatsRecorder {
+    fn default() -> Self {
+        StatsRecorder {
+            pages: (0..PAGE).map(|_| OnceLock::new()).collect(),
+        }
+    }
 }
 
 impl StatsRecorder {
-    pub(crate) fn update(&self, verb: Verb, f: impl FnOnce(&mut VerbStats)) {
-        f(self.verbs.lock().entry(verb).or_default());
+    /// The counters of `verb`.
+    fn verb(&self, verb: Verb) -> &VerbCounters {
+        let v = usize::from(verb.0);
+        let page = self.pages[v / PAGE]
+            .get_or_init(|| Box::new(std::array::from_fn(|_| VerbCounters::default())));
+        &page[v % PAGE]
+    }
+
+    pub(crate) fn sent(&self, verb: Verb) {
+        self.verb(verb).sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received(&self, verb: Verb) {
+        self.verb(verb).received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, verb: Verb) {
+        self.verb(verb).dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn timeout(&self, verb: Verb) {
+        self.verb(verb).timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remote_error(&self, verb: Verb) {
+        self.verb(verb)
+            .remote_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn latency(&self, verb: Verb, d: Duration) {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.update(verb, |s| {
-            s.completed += 1;
-            s.latency_total_micros = s.latency_total_micros.saturating_add(micros);
-            s.latency_max_micros = s.latency_max_micros.max(micros);
-        });
+        let c = self.verb(verb);
+        c.completed.fetch_add(1, Ordering::Relaxed);
+        // Saturating: the total only overflows after ~584,000 years of latency.
+        let _ = c
+            .latency_total_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(micros))
+            });
+        c.latency_max_micros.fetch_max(micros, Ordering::Relaxed);
     }
 
+    /// Every verb with at least one non-zero counter.
     pub(crate) fn snapshot(&self) -> BTreeMap<Verb, VerbStats> {
-        self.verbs.lock().iter().map(|(k, v)| (*k, *v)).collect()
+        let mut out = BTreeMap::new();
+        for (p, page) in self.pages.iter().enumerate() {
+            let Some(page) = page.get() else { continue };
+            for (i, c) in page.iter().enumerate() {
+                let s = c.snapshot();
+                if s != VerbStats::default() {
+                    // p < 256 and i < 256, so the verb fits in a u16.
+                    out.insert(Verb(((p * PAGE) + i) as u16), s);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn counters_by_verb() {
+        let r = StatsRecorder::default();
+        assert!(r.snapshot().is_empty());
+        r.sent(Verb(3));
+        r.sent(Verb(3));
+        r.dropped(Verb(u16::MAX));
+        r.latency(Verb(3), Duration::from_micros(10));
+        r.latency(Verb(3), Duration::from_micros(30));
+        let snap = r.snapshot();
+        assert_eq!(snap.len(), 2);
+        let v3 = snap[&Verb(3)];
+        assert_eq!((v3.sent, v3.completed), (2, 2));
+        assert_eq!((v3.latency_total_micros, v3.latency_max_micros), (40, 30));
+        assert_eq!(snap[&Verb(u16::MAX)].dropped, 1);
     }
 }

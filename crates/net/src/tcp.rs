@@ -4,8 +4,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -93,13 +94,18 @@ struct OutQueue {
     bytes: Arc<AtomicUsize>,
 }
 
+type OutboundMap = HashMap<(SocketAddr, ConnectionClass), Arc<OutQueue>>;
+
 struct Shared {
     config: NetConfig,
     local: SocketAddr,
     token: CancellationToken,
     tasks: TaskTracker,
     sink: OnceLock<InboundSink>,
-    outbound: Mutex<HashMap<(SocketAddr, ConnectionClass), OutQueue>>,
+    /// Every send looks its queue up here, so it is a snapshot that only
+    /// changes when a connection is first used; `outbound_open` serializes those changes.
+    outbound: ArcSwap<OutboundMap>,
+    outbound_open: Mutex<()>,
     /// Host ids from handshakes, by listen address; a restarted peer overwrites its entry.
     peer_ids: Mutex<HashMap<SocketAddr, Uuid>>,
     counters: Counters,
@@ -135,7 +141,8 @@ impl TcpTransport {
                 token: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 sink: OnceLock::new(),
-                outbound: Mutex::new(HashMap::new()),
+                outbound: ArcSwap::from_pointee(HashMap::new()),
+                outbound_open: Mutex::new(()),
                 peer_ids: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
@@ -191,23 +198,15 @@ impl Transport for TcpTransport {
             Priority::Urgent => ConnectionClass::Urgent,
             Priority::Normal => ConnectionClass::Small,
         };
-        let mut outbound = shared.outbound.lock();
-        let queue = outbound.entry((to, class)).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let len = Arc::new(AtomicUsize::new(0));
-            let bytes = Arc::new(AtomicUsize::new(0));
-            let conn = Outbound {
-                shared: shared.clone(),
-                peer: to,
-                class,
-                rx,
-                held: VecDeque::new(),
-                len: len.clone(),
-                bytes: bytes.clone(),
-            };
-            shared.tasks.spawn(conn.run());
-            OutQueue { tx, len, bytes }
-        });
+        let outbound = shared.outbound.load();
+        let opened;
+        let queue = match outbound.get(&(to, class)) {
+            Some(q) => q,
+            None => {
+                opened = open_queue(shared, to, class)?;
+                &opened
+            }
+        };
         let prev_len = queue.len.fetch_add(1, Ordering::AcqRel);
         let prev_bytes = queue.bytes.fetch_add(size, Ordering::AcqRel);
         if prev_len >= shared.config.queue_capacity
@@ -228,7 +227,8 @@ impl Transport for TcpTransport {
 
     fn shutdown(&self) {
         self.shared.token.cancel();
-        self.shared.outbound.lock().clear();
+        let _open = self.shared.outbound_open.lock();
+        self.shared.outbound.store(Arc::new(HashMap::new()));
     }
 
     async fn wait_closed(&self) {
@@ -253,6 +253,41 @@ impl Transport for TcpTransport {
     fn peer_host_id(&self, peer: NodeAddr) -> Option<Uuid> {
         self.shared.peer_ids.lock().get(&peer).copied()
     }
+}
+
+/// The queue to `peer` on connection `class`, created with its connection
+/// task on first use.
+fn open_queue(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    class: ConnectionClass,
+) -> Result<Arc<OutQueue>> {
+    let _open = shared.outbound_open.lock();
+    if shared.token.is_cancelled() {
+        return Err(Error::Shutdown);
+    }
+    let current = shared.outbound.load_full();
+    if let Some(q) = current.get(&(peer, class)) {
+        return Ok(q.clone());
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let len = Arc::new(AtomicUsize::new(0));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let conn = Outbound {
+        shared: shared.clone(),
+        peer,
+        class,
+        rx,
+        held: VecDeque::new(),
+        len: len.clone(),
+        bytes: bytes.clone(),
+    };
+    shared.tasks.spawn(conn.run());
+    let queue = Arc::new(OutQueue { tx, len, bytes });
+    let mut map = OutboundMap::clone(&current);
+    map.insert((peer, class), queue.clone());
+    shared.outbound.store(Arc::new(map));
+    Ok(queue)
 }
 
 /// Reads frames until one is complete. Used for handshakes.
@@ -366,6 +401,82 @@ async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAdd
                 Err(Error::Truncated)
             };
         }
+    }
+}
+
+/// Payloads up to this size are copied into the connection's write buffer.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Bytes gathered before a connection writes, if that many are queued.
+const MAX_BATCH: usize = 256 * 1024;
+
+/// Buffers written with one vectored write: a [`Buf`] over a list of chunks.
+#[derive(Default)]
+struct WriteBatch {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl WriteBatch {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.remaining += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+}
+
+impl Buf for WriteBatch {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| c.as_ref())
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(&self.chunks) {
+            *slot = std::io::IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            self.remaining -= n;
+            cnt -= n;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
+}
+
+/// Goes to the back of the worker's run queue once. Unlike
+/// `tokio::task::yield_now`, it is not deferred until the runtime has polled
+/// the I/O driver: that would cost an `epoll_wait` per batch.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
@@ -512,14 +623,19 @@ impl Outbound {
         let (mut rd, mut wr) = stream.into_split();
         let mut out = BytesMut::with_capacity(64 * 1024);
         let mut probe = [0u8; 64];
+        // Whether the last write carried several frames: then the connection
+        // is busy, and waiting one scheduling round before the next write
+        // lets it carry more. A lone request in flight is written at once.
+        let mut busy = false;
         loop {
             if !self.held.is_empty() {
                 let written = tokio::select! {
                     _ = token.cancelled() => return SessionEnd::Shutdown,
                     r = self.write_held(&mut wr, &mut out) => r,
                 };
-                if let Err(e) = written {
-                    return SessionEnd::Disconnected(e);
+                match written {
+                    Ok(frames) => busy = frames > 1,
+                    Err(e) => return SessionEnd::Disconnected(e),
                 }
             }
             // Biased: notice a closed socket before writing new messages into it.
@@ -537,6 +653,11 @@ impl Outbound {
                 m = self.rx.recv() => match m {
                     Some(q) => {
                         self.held.push_back(q);
+                        if busy {
+                            // Let the tasks that are ready to run queue their
+                            // messages too, so that one write carries them all.
+                            YieldOnce(false).await;
+                        }
                         while let Ok(q) = self.rx.try_recv() {
                             self.held.push_back(q);
                         }
@@ -547,39 +668,66 @@ impl Outbound {
         }
     }
 
-    /// Writes every held frame, batching small ones; big payloads are written
-    /// straight from their buffer instead of being copied.
-    async fn write_held(&mut self, wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<()> {
-        const COPY_LIMIT: usize = 16 * 1024;
-        const BATCH: usize = 64 * 1024;
+    /// Writes every held frame: all of them in one batch (up to
+    /// [`MAX_BATCH`] bytes), handed to the socket with vectored writes, so
+    /// a connection makes one system call for many messages. Small frames are
+    /// copied into one buffer; big payloads go out from their own buffer.
+    /// Returns how many frames it wrote.
+    async fn write_held(&mut self, wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<usize> {
         let now = Instant::now();
+        let mut batch = WriteBatch::default();
+        let mut frames = 0;
         while let Some(q) = self.held.pop_front() {
             self.release(&q);
             if q.expires_at.is_some_and(|t| t <= now) {
                 bump(&self.shared.counters.expired);
                 continue;
             }
+            frames += 1;
             if q.frame.payload.len() <= COPY_LIMIT {
                 encode_frame(&q.frame, out);
             } else {
                 let (header, trailer) = encode_parts(&q.frame);
-                if !out.is_empty() {
-                    wr.write_all(out).await?;
-                    out.clear();
-                }
-                wr.write_all(&header).await?;
-                wr.write_all(&q.frame.payload).await?;
+                out.extend_from_slice(&header);
+                batch.push(out.split().freeze());
+                batch.push(q.frame.payload);
                 out.extend_from_slice(&trailer);
             }
-            if out.len() >= BATCH {
-                wr.write_all(out).await?;
-                out.clear();
+            if out.len() + batch.remaining() >= MAX_BATCH {
+                batch.push(out.split().freeze());
+                wr.write_all_buf(&mut batch).await?;
             }
         }
-        if !out.is_empty() {
-            wr.write_all(out).await?;
-            out.clear();
+        batch.push(out.split().freeze());
+        if batch.has_remaining() {
+            wr.write_all_buf(&mut batch).await?;
         }
-        Ok(())
+        Ok(frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn write_batch_is_a_buf_over_its_chunks() {
+        let mut b = WriteBatch::default();
+        b.push(Bytes::from_static(b"abc"));
+        b.push(Bytes::new());
+        b.push(Bytes::from_static(b"de"));
+        b.push(Bytes::from_static(b"fghi"));
+        assert_eq!(b.remaining(), 9);
+        let mut slices = [std::io::IoSlice::new(&[]); 2];
+        assert_eq!(b.chunks_vectored(&mut slices), 2);
+        assert_eq!((&*slices[0], &*slices[1]), (&b"abc"[..], &b"de"[..]));
+        b.advance(4);
+        assert_eq!((b.remaining(), b.chunk()), (5, &b"e"[..]));
+        b.advance(1);
+        assert_eq!(b.chunk(), b"fghi");
+        assert_eq!(b.copy_to_bytes(4), "fghi");
+        assert!(!b.has_remaining());
+        assert_eq!(b.chunk(), b"");
     }
 }
