@@ -64,6 +64,8 @@
 
 mod error;
 mod frame;
+mod limit;
+mod metrics;
 mod request;
 mod response;
 mod server;
@@ -74,8 +76,11 @@ mod wire;
 pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use frame::{
-    decode_frame, flags, lz4_compress, lz4_decompress, Compression, Frame, FrameCodec, Opcode,
-    DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST, VERSION_RESPONSE,
+    decode_frame, flags, lz4_compress, lz4_compress_into, lz4_decompress, Compression, Frame,
+    FrameCodec, Opcode, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST, VERSION_RESPONSE,
+};
+pub use metrics::{
+    Histogram, HistogramSnapshot, ServerMetrics, ServerMetricsSnapshot, BUCKET_BOUNDS_MICROS,
 };
 pub use request::{
     Batch, BatchStatement, BatchStatementKind, BatchType, Execute, Prepare, Query, QueryParameters,
