@@ -8,8 +8,9 @@
 //! - a value codec ([`CqlValue`]) for the wire form of every CQL type;
 //! - a tokio [`Server`] that handles the connection life cycle (version
 //!   negotiation, OPTIONS, STARTUP, REGISTER, events, back-pressure,
-//!   connection limits) and hands QUERY / PREPARE / EXECUTE / BATCH to a
-//!   [`RequestHandler`].
+//!   connection limits, a node-wide request limit answering Overloaded) and
+//!   hands QUERY / PREPARE / EXECUTE / BATCH to a [`RequestHandler`],
+//!   recording [`ServerMetrics`].
 //!
 //! What it is not: it does not parse CQL, knows no schema and executes
 //! nothing; prepared-statement ids, paging states and results are the
