@@ -388,5 +388,6 @@ fn metrics(shared: &Shared) -> String {
         "Requests waiting for a response.",
         &one(stats.pending_requests as f64),
     );
+    shared.cql_metrics.render_prometheus("gyre_cql_", &mut m);
     m
 }

@@ -87,6 +87,12 @@ pub struct NetworkConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_address: Option<IpAddr>,
     pub admin_port: u16,
+    /// CQL requests executing at once, over all connections.
+    pub cql_max_concurrent_requests: usize,
+    /// CQL requests waiting for an execution slot; beyond, Overloaded.
+    pub cql_max_queued_requests: usize,
+    /// How long a queued CQL request waits before it is answered Overloaded.
+    pub cql_queue_timeout_ms: u64,
 }
 
 impl Default for NetworkConfig {
@@ -98,6 +104,9 @@ impl Default for NetworkConfig {
             cql_port: 9042,
             admin_address: None,
             admin_port: 9180,
+            cql_max_concurrent_requests: 1024,
+            cql_max_queued_requests: 4096,
+            cql_queue_timeout_ms: 1000,
         }
     }
 }
@@ -288,6 +297,12 @@ pub struct Overrides {
     pub admin_address: Option<IpAddr>,
     #[arg(long)]
     pub admin_port: Option<u16>,
+    #[arg(long)]
+    pub cql_max_concurrent_requests: Option<usize>,
+    #[arg(long)]
+    pub cql_max_queued_requests: Option<usize>,
+    #[arg(long)]
+    pub cql_queue_timeout_ms: Option<u64>,
     /// Comma-separated seeds (`ip` or `ip:port`).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
@@ -392,6 +407,18 @@ impl NodeConfig {
             self.network.admin_address = o.admin_address;
         }
         set(&mut self.network.admin_port, &o.admin_port);
+        set(
+            &mut self.network.cql_max_concurrent_requests,
+            &o.cql_max_concurrent_requests,
+        );
+        set(
+            &mut self.network.cql_max_queued_requests,
+            &o.cql_max_queued_requests,
+        );
+        set(
+            &mut self.network.cql_queue_timeout_ms,
+            &o.cql_queue_timeout_ms,
+        );
         set(&mut self.storage.data_dir, &o.data_dir);
         set(&mut self.storage.commitlog_dir, &o.commitlog_dir);
         if let Some(s) = o.commitlog_sync {
@@ -465,6 +492,9 @@ impl NodeConfig {
         }
         if n.cql_addr() == n.admin_addr() {
             return invalid("network.admin_port", "must differ from network.cql_port");
+        }
+        if n.cql_max_concurrent_requests == 0 {
+            return invalid("network.cql_max_concurrent_requests", "must be positive");
         }
         let s = &self.storage;
         if s.engine == EngineKind::Rocksdb && !gyre_storage_rocksdb::AVAILABLE {

@@ -18,7 +18,7 @@ use gyre_common::Token;
 use gyre_coordinator::{Coordinator, CoordinatorConfig, HintConfig, HintStore};
 use gyre_net::{Inbound, Messenger, NetConfig, Priority, Verb};
 use gyre_protocol::{Event, EventSender, StatusChangeType, TopologyChangeType};
-use gyre_protocol::{Server, ServerConfig};
+use gyre_protocol::{Server, ServerConfig, ServerMetrics};
 use gyre_query::QueryProcessor;
 use gyre_schema::SchemaStore;
 use gyre_storage::{LsmConfig, LsmEngine, StorageEngine, SystemClock};
@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub down_since: Mutex<HashMap<HostId, Instant>>,
     /// CQL events (STATUS_CHANGE, TOPOLOGY_CHANGE, SCHEMA_CHANGE) to clients.
     pub events: EventSender,
+    /// What the CQL server measures (rendered in `/metrics`).
+    pub cql_metrics: Arc<ServerMetrics>,
     /// The storage engine (the admin endpoint flushes and compacts it).
     pub engine: Arc<dyn StorageEngine>,
     /// The query processor (the admin endpoint skews its clock).
@@ -416,6 +418,9 @@ impl Node {
 
         let server_cfg = ServerConfig {
             shutdown_grace: Duration::from_secs(1),
+            max_concurrent_requests: cfg.network.cql_max_concurrent_requests,
+            max_queued_requests: cfg.network.cql_max_queued_requests,
+            queue_timeout: Duration::from_millis(cfg.network.cql_queue_timeout_ms),
             ..ServerConfig::default()
         };
         let shared = Arc::new(Shared {
@@ -431,6 +436,7 @@ impl Node {
             ring_view: Arc::new(RwLock::new(TokenMetadata::new())),
             down_since: Mutex::new(HashMap::new()),
             events: server_cfg.events.clone(),
+            cql_metrics: server_cfg.metrics.clone(),
             engine: engine.clone(),
             qp: OnceLock::new(),
             start,

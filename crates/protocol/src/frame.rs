@@ -199,11 +199,27 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option
 
 /// Compresses a body in the v4 lz4 format.
 pub fn lz4_compress(body: &[u8]) -> Bytes {
-    let compressed = lz4_flex::block::compress(body);
-    let mut out = BytesMut::with_capacity(4 + compressed.len());
-    out.put_u32(body.len() as u32);
-    out.put_slice(&compressed);
+    let mut out = BytesMut::new();
+    lz4_compress_into(body, &mut out);
     out.freeze()
+}
+
+/// [`lz4_compress`], appending to `dst` without an intermediate buffer.
+pub fn lz4_compress_into(body: &[u8], dst: &mut BytesMut) {
+    dst.put_u32(body.len() as u32);
+    let start = dst.len();
+    dst.resize(
+        start + lz4_flex::block::get_maximum_output_size(body.len()),
+        0,
+    );
+    match lz4_flex::block::compress_into(body, &mut dst[start..]) {
+        Ok(n) => dst.truncate(start + n),
+        Err(_) => {
+            // Cannot happen with the maximum output size reserved.
+            dst.truncate(start);
+            dst.put_slice(&lz4_flex::block::compress(body));
+        }
+    }
 }
 
 /// Undoes [`lz4_compress`], refusing to inflate past `max_frame_bytes`.

@@ -8,8 +8,9 @@
 //! - a value codec ([`CqlValue`]) for the wire form of every CQL type;
 //! - a tokio [`Server`] that handles the connection life cycle (version
 //!   negotiation, OPTIONS, STARTUP, REGISTER, events, back-pressure,
-//!   connection limits) and hands QUERY / PREPARE / EXECUTE / BATCH to a
-//!   [`RequestHandler`].
+//!   connection limits, a node-wide request limit answering Overloaded) and
+//!   hands QUERY / PREPARE / EXECUTE / BATCH to a [`RequestHandler`],
+//!   recording [`ServerMetrics`].
 //!
 //! What it is not: it does not parse CQL, knows no schema and executes
 //! nothing; prepared-statement ids, paging states and results are the
@@ -64,6 +65,8 @@
 
 mod error;
 mod frame;
+mod limit;
+mod metrics;
 mod request;
 mod response;
 mod server;
@@ -74,8 +77,11 @@ mod wire;
 pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use frame::{
-    decode_frame, flags, lz4_compress, lz4_decompress, Compression, Frame, FrameCodec, Opcode,
-    DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST, VERSION_RESPONSE,
+    decode_frame, flags, lz4_compress, lz4_compress_into, lz4_decompress, Compression, Frame,
+    FrameCodec, Opcode, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST, VERSION_RESPONSE,
+};
+pub use metrics::{
+    Histogram, HistogramSnapshot, ServerMetrics, ServerMetricsSnapshot, BUCKET_BOUNDS_MICROS,
 };
 pub use request::{
     Batch, BatchStatement, BatchStatementKind, BatchType, Execute, Prepare, Query, QueryParameters,

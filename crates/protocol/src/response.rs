@@ -9,7 +9,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::frame::{flags, lz4_compress, Compression, Frame, Opcode, VERSION_RESPONSE};
+use crate::frame::{
+    flags, lz4_compress, lz4_compress_into, Compression, Frame, Opcode, VERSION_RESPONSE,
+};
 use crate::types::{has_global_spec, read_col_specs, write_col_specs, ColumnSpec, Consistency};
 use crate::wire::{
     put_bytes, put_bytes_map, put_inet, put_short_bytes, put_string, put_string_list,
@@ -982,20 +984,7 @@ impl ResponseFrame {
     /// compressed.
     pub fn to_frame(&self, compression: Compression) -> Frame {
         let mut body = BytesMut::new();
-        let mut f = 0u8;
-        if let Some(id) = &self.tracing_id {
-            f |= flags::TRACING;
-            put_uuid(&mut body, id);
-        }
-        if !self.warnings.is_empty() {
-            f |= flags::WARNING;
-            put_string_list(&mut body, &self.warnings);
-        }
-        if let Some(p) = &self.custom_payload {
-            f |= flags::CUSTOM_PAYLOAD;
-            put_bytes_map(&mut body, p);
-        }
-        self.response.encode_body(&mut body);
+        let mut f = self.write_body(&mut body);
         let mut body = body.freeze();
         if compression == Compression::Lz4 && !body.is_empty() {
             body = lz4_compress(&body);
@@ -1008,5 +997,97 @@ impl ResponseFrame {
             opcode: self.response.opcode() as u8,
             body,
         }
+    }
+
+    /// Appends the whole encoded frame (what [`ResponseFrame::to_frame`]
+    /// then [`Frame::encode`] produce) straight to `dst`, typically a
+    /// connection's output buffer, and returns the body's length. With lz4
+    /// the uncompressed body goes through `scratch` first.
+    pub fn encode_into(
+        &self,
+        compression: Compression,
+        dst: &mut BytesMut,
+        scratch: &mut BytesMut,
+    ) -> usize {
+        let start = dst.len();
+        dst.put_u8(VERSION_RESPONSE);
+        dst.put_u8(0);
+        dst.put_i16(self.stream);
+        dst.put_u8(self.response.opcode() as u8);
+        dst.put_u32(0);
+        let body_start = dst.len();
+        let mut f = if compression == Compression::Lz4 {
+            scratch.clear();
+            let f = self.write_body(scratch);
+            if !scratch.is_empty() {
+                lz4_compress_into(scratch, dst);
+            }
+            f
+        } else {
+            self.write_body(dst)
+        };
+        if compression == Compression::Lz4 && dst.len() > body_start {
+            f |= flags::COMPRESSION;
+        }
+        let len = dst.len() - body_start;
+        dst[start + 1] = f;
+        dst[start + 5..body_start].copy_from_slice(&(len as u32).to_be_bytes());
+        len
+    }
+
+    /// Appends the uncompressed body (envelope fields, then the message)
+    /// and returns the frame flags it needs.
+    fn write_body(&self, body: &mut BytesMut) -> u8 {
+        let mut f = 0u8;
+        if let Some(id) = &self.tracing_id {
+            f |= flags::TRACING;
+            put_uuid(body, id);
+        }
+        if !self.warnings.is_empty() {
+            f |= flags::WARNING;
+            put_string_list(body, &self.warnings);
+        }
+        if let Some(p) = &self.custom_payload {
+            f |= flags::CUSTOM_PAYLOAD;
+            put_bytes_map(body, p);
+        }
+        self.response.encode_body(body);
+        f
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_into_matches_to_frame() {
+        let mut with_envelope = ResponseFrame::new(
+            7,
+            Response::error(ErrorKind::Overloaded, "Server is in overloaded state"),
+        );
+        with_envelope.warnings = vec!["w".into()];
+        let frames = [
+            ResponseFrame::new(-1, Response::Ready),
+            ResponseFrame::new(3, Response::void()),
+            ResponseFrame::new(
+                300,
+                Response::Result(CqlResult::SetKeyspace("ks".repeat(100))),
+            ),
+            with_envelope,
+        ];
+        let mut out = BytesMut::from(&b"prefix"[..]);
+        let mut scratch = BytesMut::new();
+        let mut expected = b"prefix".to_vec();
+        for compression in [Compression::None, Compression::Lz4] {
+            for rf in &frames {
+                let frame = rf.to_frame(compression);
+                expected.extend_from_slice(&frame.to_bytes());
+                let n = rf.encode_into(compression, &mut out, &mut scratch);
+                assert_eq!(n, frame.body.len());
+            }
+        }
+        assert_eq!(&out[..], &expected[..]);
     }
 }

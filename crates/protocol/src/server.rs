@@ -1,28 +1,38 @@
-//! The tokio server: one task per connection reading frames, a task per
-//! request (bounded per connection), and one writer task per connection
-//! behind a bounded channel. Only this module touches sockets.
+//! The tokio server: one task per connection reading frames, and one writer
+//! task per connection behind a bounded channel of responses, which it
+//! encodes straight into one output buffer and writes once per batch.
+//!
+//! A request is polled once inline by the reader; only if it is still
+//! pending is it handed to a task of its own. Requests are bounded per
+//! connection (the reader stops reading: back-pressure) and node-wide (a
+//! short bounded wait queue, then Overloaded; see `limit.rs`). Only this
+//! module touches sockets.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::frame::{Compression, Frame, FrameCodec, DEFAULT_MAX_FRAME_BYTES, VERSION_REQUEST};
+use crate::limit::{Admission, Overload, RequestLimiter};
+use crate::metrics::ServerMetrics;
 use crate::request::{Batch, Execute, Prepare, Query, Request, RequestFrame};
 use crate::response::{CqlResult, ErrorKind, Event, EventType, Response, ResponseFrame};
 
@@ -125,15 +135,26 @@ pub struct ServerConfig {
     /// Node-wide connection limit; further connections get an Overloaded
     /// error on their first frame and are closed.
     pub max_connections: usize,
-    /// Requests of one connection executing at once; when reached, the
-    /// server stops reading that connection (back-pressure).
+    /// Requests of one connection in flight (queued or executing) at once;
+    /// when reached, the server stops reading that connection
+    /// (back-pressure).
     pub max_in_flight_per_connection: usize,
-    /// Encoded frames queued for a connection's writer.
+    /// Node-wide: requests executing at once over all connections.
+    pub max_concurrent_requests: usize,
+    /// Node-wide: requests waiting for an execution slot; a request that
+    /// finds the queue full is answered Overloaded (0x1001) at once.
+    pub max_queued_requests: usize,
+    /// How long a queued request waits for an execution slot before it is
+    /// answered Overloaded.
+    pub queue_timeout: Duration,
+    /// Responses queued for a connection's writer.
     pub write_queue_frames: usize,
     /// How long `run` waits for connections to finish after shutdown.
     pub shutdown_grace: Duration,
     /// Where the node publishes events.
     pub events: EventSender,
+    /// Where the server records what it measures.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 impl Default for ServerConfig {
@@ -142,9 +163,13 @@ impl Default for ServerConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_connections: 4096,
             max_in_flight_per_connection: 1024,
+            max_concurrent_requests: 1024,
+            max_queued_requests: 4096,
+            queue_timeout: Duration::from_secs(1),
             write_queue_frames: 1024,
             shutdown_grace: Duration::from_secs(5),
             events: EventSender::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -164,8 +189,11 @@ pub fn supported_options() -> BTreeMap<String, Vec<String>> {
 const MAX_REJECTING: usize = 64;
 /// Frame limit while reading an over-limit connection's first frame.
 const REJECT_MAX_FRAME: usize = 64 * 1024;
-/// Writer batches queued frames up to this many bytes per write.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// The writer stops draining its queue into one write at this many bytes.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// A writer keeps an output buffer up to this capacity between writes;
+/// after a larger batch it starts a fresh one.
+const WRITE_BUFFER_KEEP: usize = 1024 * 1024;
 
 /// The CQL native-protocol server.
 pub struct Server;
@@ -184,6 +212,12 @@ impl Server {
         let conn_limit = Arc::new(Semaphore::new(max_connections));
         let reject_limit = Arc::new(Semaphore::new(MAX_REJECTING));
         let cancel = CancellationToken::new();
+        let limiter = RequestLimiter::new(
+            config.max_concurrent_requests,
+            config.max_queued_requests,
+            config.queue_timeout,
+            config.metrics.clone(),
+        );
         let mut next_id = 0u64;
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "CQL server listening");
@@ -224,6 +258,7 @@ impl Server {
                 peer,
                 handler.clone(),
                 config.clone(),
+                limiter.clone(),
                 cancel.clone(),
             );
             tokio::spawn(async move {
@@ -267,6 +302,10 @@ async fn reject_connection(socket: TcpStream) {
     }
 }
 
+fn overloaded_request(reason: Overload) -> Response {
+    Response::error(ErrorKind::Overloaded, reason.message())
+}
+
 fn overloaded() -> Response {
     Response::error(ErrorKind::Overloaded, "too many connections to this node")
 }
@@ -282,10 +321,22 @@ enum Flow {
     Close,
 }
 
+/// A response on its way to the connection's writer, which encodes it.
+struct Outgoing {
+    stream: i16,
+    response: Response,
+    /// The connection's compression when the response was produced (READY
+    /// and version errors go out uncompressed).
+    compression: Compression,
+}
+
+type OutTx = mpsc::Sender<Outgoing>;
+
 struct Connection {
     state: Arc<ConnectionState>,
     handler: Arc<dyn RequestHandler>,
     config: Arc<ServerConfig>,
+    limiter: Arc<RequestLimiter>,
     cancel: CancellationToken,
     in_flight: Arc<Semaphore>,
     started: bool,
@@ -300,6 +351,7 @@ impl Connection {
         peer: SocketAddr,
         handler: Arc<dyn RequestHandler>,
         config: Arc<ServerConfig>,
+        limiter: Arc<RequestLimiter>,
         cancel: CancellationToken,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1)));
@@ -307,6 +359,7 @@ impl Connection {
             state: Arc::new(ConnectionState::new(id, peer)),
             handler,
             config,
+            limiter,
             cancel,
             in_flight,
             started: false,
@@ -321,8 +374,14 @@ impl Connection {
         let peer = self.state.peer;
         debug!(conn = id, %peer, "connection opened");
         let (rd, wr) = socket.into_split();
-        let (tx, rx) = mpsc::channel::<Bytes>(self.config.write_queue_frames.max(1));
-        let writer = tokio::spawn(write_loop(wr, rx));
+        let (tx, rx) = mpsc::channel::<Outgoing>(self.config.write_queue_frames.max(1));
+        let writer = tokio::spawn(write_loop(
+            wr,
+            rx,
+            id,
+            self.config.max_frame_bytes,
+            self.config.metrics.clone(),
+        ));
         let mut frames = FramedRead::new(rd, FrameCodec::new(self.config.max_frame_bytes));
         let mut fatal = false;
         loop {
@@ -364,25 +423,22 @@ impl Connection {
         debug!(conn = id, %peer, "connection closed");
     }
 
-    async fn send(&self, tx: &mpsc::Sender<Bytes>, stream: i16, response: Response) {
-        let frame = ResponseFrame::new(stream, response).to_frame(self.compression);
-        // A send error means the writer died with the socket; the reader
-        // will see the same on its side.
-        let _ = tx.send(frame.to_bytes()).await;
+    async fn send(&self, tx: &OutTx, stream: i16, response: Response) {
+        send_with(tx, stream, response, self.compression).await;
     }
 
-    async fn on_stream_error(&self, e: Error, tx: &mpsc::Sender<Bytes>) {
+    async fn on_stream_error(&self, e: Error, tx: &OutTx) {
         let peer = self.state.peer;
         match e {
             Error::UnsupportedVersion { version, stream } => {
                 debug!(%peer, version, "unsupported protocol version");
-                let frame = ResponseFrame::new(stream, protocol_error(e.to_string()));
-                let _ = tx.send(frame.to_frame(Compression::None).to_bytes()).await;
+                let response = protocol_error(e.to_string());
+                send_with(tx, stream, response, Compression::None).await;
             }
             Error::FrameTooLarge { stream, .. } => {
                 warn!(%peer, error = %e, "closing connection");
-                let frame = ResponseFrame::new(stream, protocol_error(e.to_string()));
-                let _ = tx.send(frame.to_frame(Compression::None).to_bytes()).await;
+                let response = protocol_error(e.to_string());
+                send_with(tx, stream, response, Compression::None).await;
             }
             other => debug!(%peer, error = %other, "connection read failed"),
         }
@@ -391,7 +447,7 @@ impl Connection {
     async fn on_event(
         &mut self,
         event: std::result::Result<Arc<Event>, broadcast::error::RecvError>,
-        tx: &mpsc::Sender<Bytes>,
+        tx: &OutTx,
     ) {
         match event {
             Ok(event) => {
@@ -410,7 +466,8 @@ impl Connection {
         }
     }
 
-    async fn on_frame(&mut self, frame: Frame, tx: &mpsc::Sender<Bytes>) -> Flow {
+    async fn on_frame(&mut self, frame: Frame, tx: &OutTx) -> Flow {
+        let arrived = Instant::now();
         let stream = frame.stream;
         if frame.version != VERSION_REQUEST {
             self.send(
@@ -448,8 +505,7 @@ impl Connection {
                 let response = self.startup(&options);
                 // READY itself goes out uncompressed: always legal, and
                 // robust for clients that only switch after reading it.
-                let frame = ResponseFrame::new(stream, response).to_frame(Compression::None);
-                let _ = tx.send(frame.to_bytes()).await;
+                send_with(tx, stream, response, Compression::None).await;
                 return Flow::Continue;
             }
             _ if !self.started => {
@@ -479,48 +535,47 @@ impl Connection {
             Request::Execute(e) => HandlerRequest::Execute(e),
             Request::Batch(b) => HandlerRequest::Batch(b),
         };
+        self.config.metrics.requests.fetch_add(1, Ordering::Relaxed);
         // Waiting here stops reading this connection: back-pressure instead
         // of an unbounded queue. The semaphore is never closed.
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+        let Ok(conn_permit) = self.in_flight.clone().acquire_owned().await else {
             return Flow::Close;
         };
-        let handler = self.handler.clone();
-        let state = self.state.clone();
-        let tx = tx.clone();
-        let compression = self.compression;
-        let max_frame = self.config.max_frame_bytes;
-        tokio::spawn(async move {
-            let outcome = AssertUnwindSafe(handler.handle(&state, handler_request))
-                .catch_unwind()
-                .await;
-            let response = outcome.unwrap_or_else(|_| {
-                error!(conn = state.id, stream, "request handler panicked");
-                Response::error(
-                    ErrorKind::ServerError,
-                    "internal error while executing the request",
-                )
-            });
-            if let Response::Result(CqlResult::SetKeyspace(ks)) = &response {
-                state.set_keyspace(ks.clone());
+        let admission = match self.limiter.admit() {
+            Ok(a) => a,
+            Err(reason) => {
+                drop(conn_permit);
+                debug!(conn = self.state.id, stream, "overloaded: request refused");
+                self.send(tx, stream, overloaded_request(reason)).await;
+                return Flow::Continue;
             }
-            let mut frame = ResponseFrame::new(stream, response).to_frame(compression);
-            if frame.body.len() > max_frame {
-                warn!(
-                    conn = state.id,
-                    stream,
-                    bytes = frame.body.len(),
-                    "response over the frame limit"
-                );
-                let msg = format!(
-                    "response of {} bytes exceeds the frame limit",
-                    frame.body.len()
-                );
-                frame = ResponseFrame::new(stream, Response::error(ErrorKind::ServerError, msg))
-                    .to_frame(compression);
-            }
-            let _ = tx.send(frame.to_bytes()).await;
-            drop(permit);
-        });
+        };
+        let job = Job {
+            handler: self.handler.clone(),
+            state: self.state.clone(),
+            metrics: self.config.metrics.clone(),
+            tx: tx.clone(),
+            stream,
+            request: handler_request,
+            compression: self.compression,
+            arrived,
+            admission,
+            _conn_permit: conn_permit,
+        };
+        // Poll once here: a request that completes at once (its response
+        // queued) costs no task. Polling with the reader's context only
+        // means a spurious wake-up of the reader if the future registered
+        // interest before going to its own task, which polls it afresh.
+        let mut fut = Box::pin(job.run());
+        let done = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
+        if done {
+            self.config
+                .metrics
+                .completed_inline
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            tokio::spawn(fut);
+        }
         Flow::Continue
     }
 
@@ -562,23 +617,154 @@ async fn next_event(
     }
 }
 
-/// Writes queued frames, coalescing whatever is already queued into one
-/// write so small responses share syscalls.
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
-    let mut buf = BytesMut::new();
+/// Queues a response for the writer. A send error means the writer died
+/// with the socket; the reader will see the same on its side.
+async fn send_with(tx: &OutTx, stream: i16, response: Response, compression: Compression) {
+    let _ = tx
+        .send(Outgoing {
+            stream,
+            response,
+            compression,
+        })
+        .await;
+}
+
+/// One request from admission to its queued response.
+struct Job {
+    handler: Arc<dyn RequestHandler>,
+    state: Arc<ConnectionState>,
+    metrics: Arc<ServerMetrics>,
+    tx: OutTx,
+    stream: i16,
+    request: HandlerRequest,
+    compression: Compression,
+    arrived: Instant,
+    admission: Admission,
+    /// Held until the response is queued: bounds the connection's requests.
+    _conn_permit: OwnedSemaphorePermit,
+}
+
+impl Job {
+    async fn run(self) {
+        let Job {
+            handler,
+            state,
+            metrics,
+            tx,
+            stream,
+            request,
+            compression,
+            arrived,
+            admission,
+            _conn_permit,
+        } = self;
+        let slot = match admission {
+            Admission::Run(slot) => slot,
+            Admission::Wait(queued) => match queued.wait().await {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    debug!(
+                        conn = state.id,
+                        stream, "overloaded: request timed out in the queue"
+                    );
+                    send_with(&tx, stream, overloaded_request(reason), compression).await;
+                    return;
+                }
+            },
+        };
+        let started = Instant::now();
+        metrics.queue_wait.record(started - arrived);
+        let outcome = AssertUnwindSafe(handler.handle(&state, request))
+            .catch_unwind()
+            .await;
+        metrics.execute.record(started.elapsed());
+        // The execution slot is free once the handler is done; the
+        // connection's permit stays until the response is queued.
+        drop(slot);
+        let response = outcome.unwrap_or_else(|_| {
+            error!(conn = state.id, stream, "request handler panicked");
+            Response::error(
+                ErrorKind::ServerError,
+                "internal error while executing the request",
+            )
+        });
+        if let Response::Result(CqlResult::SetKeyspace(ks)) = &response {
+            state.set_keyspace(ks.clone());
+        }
+        send_with(&tx, stream, response, compression).await;
+    }
+}
+
+/// Encodes queued responses straight into one output buffer: every
+/// response already queued (up to `WRITE_BATCH_BYTES`) joins the batch,
+/// which then takes one write and one flush.
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    conn: u64,
+    max_frame: usize,
+    metrics: Arc<ServerMetrics>,
+) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut scratch = BytesMut::new();
     while let Some(first) = rx.recv().await {
-        buf.extend_from_slice(&first);
+        encode_response(first, &mut buf, &mut scratch, conn, max_frame);
+        let mut frames = 1u64;
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok(more) => {
+                    encode_response(more, &mut buf, &mut scratch, conn, max_frame);
+                    frames += 1;
+                }
                 Err(_) => break,
             }
         }
-        if let Err(e) = wr.write_all(&buf).await {
-            debug!(error = %e, "connection write failed");
+        let started = Instant::now();
+        let written = match wr.write_all(&buf).await {
+            Ok(()) => wr.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            debug!(conn, error = %e, "connection write failed");
             return;
         }
-        buf.clear();
+        metrics.socket_write.record(started.elapsed());
+        metrics.write_batches.fetch_add(1, Ordering::Relaxed);
+        metrics.frames_written.fetch_add(frames, Ordering::Relaxed);
+        if buf.capacity() > WRITE_BUFFER_KEEP {
+            buf = BytesMut::with_capacity(16 * 1024);
+            scratch = BytesMut::new();
+        } else {
+            buf.clear();
+        }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Appends one response frame to `buf`; a response over the frame limit is
+/// replaced by a ServerError on its stream.
+fn encode_response(
+    out: Outgoing,
+    buf: &mut BytesMut,
+    scratch: &mut BytesMut,
+    conn: u64,
+    max_frame: usize,
+) {
+    let Outgoing {
+        stream,
+        response,
+        compression,
+    } = out;
+    let start = buf.len();
+    let body = ResponseFrame::new(stream, response).encode_into(compression, buf, scratch);
+    if body > max_frame {
+        warn!(conn, stream, bytes = body, "response over the frame limit");
+        buf.truncate(start);
+        let msg = format!("response of {body} bytes exceeds the frame limit");
+        ResponseFrame::new(stream, Response::error(ErrorKind::ServerError, msg)).encode_into(
+            compression,
+            buf,
+            scratch,
+        );
+    }
 }
