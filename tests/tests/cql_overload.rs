@@ -1,11 +1,14 @@
 //! One node driven well past its capacity: 4,096 requests in flight over
 //! 16 connections (raw protocol frames, each answer immediately replaced
 //! by a new request on its stream) for a few seconds, with the node's
-//! request limits set low so the overload path is certain to run. Every
+//! request limits set low and group commit (a write holds its execution
+//! slot until its fsync; in periodic mode writes finish on their first
+//! poll and never fill the slots) so the overload path is certain to run. Every
 //! request must be answered with a result, Overloaded (0x1001) or a
 //! server timeout, on a connection that stays open; afterwards nothing is
-//! left executing or queued and the node answers a normal request at once.
-//! Performance is not asserted.
+//! left executing or queued, every stage histogram of the request path
+//! counted the acknowledged writes, and the node answers a normal request
+//! at once. Performance is not asserted.
 
 #![allow(clippy::unwrap_used)]
 
@@ -190,7 +193,7 @@ fn node_past_capacity_answers_overloaded_and_recovers_at_once() {
     let c = TestCluster::new(1, 40);
     c.up_with(&[
         "--commitlog-sync",
-        "periodic",
+        "group",
         "--cql-max-concurrent-requests",
         "128",
         "--cql-max-queued-requests",
@@ -287,5 +290,20 @@ fn node_past_capacity_answers_overloaded_and_recovers_at_once() {
     assert_eq!(metric(&metrics, "gyre_cql_requests_executing"), 0.0);
     assert_eq!(metric(&metrics, "gyre_cql_requests_queued"), 0.0);
     assert!(recovered_after < Duration::from_secs(5));
+    // Every stage of the request path counted every acknowledged write.
+    for stage in [
+        "gyre_cql_execute_seconds_count",
+        "gyre_query_plan_seconds_count",
+        "gyre_coordinator_write_seconds_count",
+        "gyre_coordinator_replica_apply_seconds_count",
+        "gyre_coordinator_durability_wait_seconds_count",
+        "gyre_storage_commitlog_records_total",
+    ] {
+        let n = metric(&metrics, stage);
+        assert!(n >= total.ok as f64, "{stage} = {n} < {} writes", total.ok);
+    }
+    // Responses are written in batches; writes share fsyncs.
+    assert!(metric(&metrics, "gyre_cql_socket_write_seconds_count") > 0.0);
+    assert!(metric(&metrics, "gyre_storage_commitlog_writes_per_sync") >= 1.0);
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
 }

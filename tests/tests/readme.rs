@@ -2,8 +2,9 @@
 //! scratch directory whose `target/debug` is this build's, against the
 //! README's own cluster (127.0.0.1-3; no other test uses 127.0.0.x), or is
 //! checked to be run verbatim by `.ci/run` (cargo commands, scripts). The
-//! only exception is the engine benchmark (a long measurement in release
-//! mode; CI compiles and unit-tests its code). So the README cannot rot.
+//! only exceptions are the benchmarks (long measurements in release mode:
+//! CI compiles and unit-tests the engine benchmark's code and checks that
+//! the Redis comparison script parses). So the README cannot rot.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -70,6 +71,23 @@ fn every_readme_command_runs() {
             cmd = rest;
         }
         if cmd.starts_with("cargo run --release -p gyre-benches") {
+            eprintln!("(benchmark, run by hand) {cmd}");
+            continue;
+        }
+        if let Some(script) = cmd
+            .strip_prefix("scripts/bench-")
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            // A benchmark (minutes, release build, installs Redis): run by
+            // hand; here it must at least parse.
+            let path = root.join("scripts").join(format!("bench-{script}"));
+            let ok = Command::new("bash")
+                .arg("-n")
+                .arg(&path)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{} does not parse", path.display());
             eprintln!("(benchmark, run by hand) {cmd}");
             continue;
         }

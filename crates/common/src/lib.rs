@@ -3,7 +3,8 @@
 //! The types every layer speaks: partition tokens (Cassandra's Murmur3
 //! partitioner), cells with timestamps, TTLs and tombstones, deletions at
 //! every level, partition updates, and the last-write-wins rule in [`lww`]
-//! that the storage engines and the coordinator share.
+//! that the storage engines and the coordinator share; and [`metrics`], the
+//! lock-free latency histograms every layer records its stage in.
 //!
 //! It is not a CQL type system: values are bytes, encoded by the CQL layer.
 //!
@@ -19,6 +20,7 @@
 
 pub mod codec;
 pub mod lww;
+pub mod metrics;
 mod model;
 mod token;
 

@@ -59,6 +59,7 @@ mod consistency;
 mod error;
 mod hints;
 mod messages;
+mod metrics;
 mod range;
 mod read;
 mod service;
@@ -73,6 +74,7 @@ pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter
 pub use messages::{
     BATCH_REMOVE, BATCH_STORE, MUTATION, MUTATION_ACK, READ_DATA, READ_DIGEST, READ_RANGE, TRUNCATE,
 };
+pub use metrics::CoordinatorMetrics;
 pub use read::{digest, repair_diff, Digest, ReadAction, ReadResponse, ReadTracker};
 pub use service::{Coordinator, CoordinatorConfig, Liveness, StrategyProvider};
 pub use speculation::{LatencyWindow, SpeculativeRetry};

@@ -30,6 +30,7 @@ use crate::messages::{
     encode_table, RangeCommand, ReadCommand, BATCH_REMOVE, BATCH_STORE, MUTATION, READ_DATA,
     READ_DIGEST, READ_RANGE, TRUNCATE,
 };
+use crate::metrics::{apply_local, CoordinatorMetrics};
 use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
 use crate::read::{digest, ReadAction, ReadResponse, ReadTracker};
 use crate::speculation::{LatencyWindow, SpeculativeRetry};
@@ -114,6 +115,7 @@ struct Inner {
     /// Per replica, a moving average of its read latency (microseconds),
     /// to send data requests to the fastest (Cassandra's dynamic snitch).
     host_latency: parking_lot::Mutex<std::collections::HashMap<HostId, f64>>,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 /// Serves client reads and writes at a consistency level over the cluster,
@@ -160,7 +162,13 @@ impl Coordinator {
         if let Err(e) = batchlog::create_table(storage.as_ref()) {
             tracing::error!(error = %e, "cannot create the batchlog table; logged batches will fail");
         }
-        register_handlers(&messenger, storage.clone(), runtime.clone());
+        let metrics = Arc::new(CoordinatorMetrics::default());
+        register_handlers(
+            &messenger,
+            storage.clone(),
+            runtime.clone(),
+            metrics.clone(),
+        );
         Coordinator {
             inner: Arc::new(Inner {
                 config,
@@ -175,6 +183,7 @@ impl Coordinator {
                 runtime,
                 latency: LatencyWindow::new(1000),
                 host_latency: Default::default(),
+                metrics,
             }),
         }
     }
@@ -202,6 +211,11 @@ impl Coordinator {
     /// A fresh write timestamp (strictly increasing on this coordinator).
     pub fn next_timestamp(&self) -> gyre_common::Timestamp {
         self.inner.timestamps.next()
+    }
+
+    /// Where requests spend their time (for `/metrics`).
+    pub fn metrics(&self) -> Arc<CoordinatorMetrics> {
+        self.inner.metrics.clone()
     }
 
     pub fn messenger(&self) -> &Messenger {
@@ -294,7 +308,12 @@ impl Coordinator {
         if host == self.local() {
             // Applied now, on this worker (commitlog buffer and memtable are
             // CPU work); the future only awaits the commitlog's durability.
-            let durable = self.inner.storage.apply_deferred(table, update);
+            let durable = apply_local(
+                self.inner.storage.as_ref(),
+                &self.inner.metrics,
+                table,
+                update,
+            );
             return async move {
                 match durable.await {
                     Ok(()) => true,
@@ -416,6 +435,19 @@ impl Coordinator {
         cl: ConsistencyLevel,
         write_type: WriteType,
     ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let res = self.write_unmeasured(table, update, cl, write_type).await;
+        self.inner.metrics.write.record(started.elapsed());
+        res
+    }
+
+    async fn write_unmeasured(
+        &self,
+        table: TableId,
+        update: Partition,
+        cl: ConsistencyLevel,
+        write_type: WriteType,
+    ) -> Result<()> {
         cl.validate_for_write()?;
         let (strategy, natural, pending) = self.plan(table, update.key.token)?;
         let live = |ts: &[Target]| -> Vec<Replica> {
@@ -430,7 +462,13 @@ impl Coordinator {
         if pending.is_empty() {
             if let [only] = natural.as_slice() {
                 if only.replica.host == self.local() {
-                    return Ok(self.inner.storage.apply_deferred(table, update).await?);
+                    let durable = apply_local(
+                        self.inner.storage.as_ref(),
+                        &self.inner.metrics,
+                        table,
+                        update,
+                    );
+                    return Ok(durable.await?);
                 }
             }
         }
@@ -504,6 +542,19 @@ impl Coordinator {
     /// The result is in storage read-result form (tombstones in the
     /// selection kept; `gyre_common::lww::live_view` gives the client view).
     pub async fn read(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: ReadFilter,
+        cl: ConsistencyLevel,
+    ) -> Result<Option<Partition>> {
+        let started = std::time::Instant::now();
+        let res = self.read_unmeasured(table, key, filter, cl).await;
+        self.inner.metrics.read.record(started.elapsed());
+        res
+    }
+
+    async fn read_unmeasured(
         &self,
         table: TableId,
         key: &DecoratedKey,
@@ -632,6 +683,19 @@ impl Coordinator {
     /// reached. The resume position continues exactly where the answer
     /// stops.
     pub async fn scan(
+        &self,
+        table: TableId,
+        request: ScanRequest,
+        now: LocalTime,
+        cl: ConsistencyLevel,
+    ) -> Result<ScanPage> {
+        let started = std::time::Instant::now();
+        let res = self.scan_unmeasured(table, request, now, cl).await;
+        self.inner.metrics.range.record(started.elapsed());
+        res
+    }
+
+    async fn scan_unmeasured(
         &self,
         table: TableId,
         request: ScanRequest,
@@ -1178,14 +1242,19 @@ impl Coordinator {
 /// reads run on the runtime's workers (a mutation is applied when it
 /// arrives and answered once durable); TRUNCATE and the batchlog, which
 /// wait for disk, run on the blocking pool.
-fn register_handlers(messenger: &Messenger, storage: Arc<dyn StorageEngine>, rt: Handle) {
+fn register_handlers(
+    messenger: &Messenger,
+    storage: Arc<dyn StorageEngine>,
+    rt: Handle,
+    metrics: Arc<CoordinatorMetrics>,
+) {
     let (s, r) = (storage.clone(), rt.clone());
     messenger.register(MUTATION, move |msg: Inbound| {
         let Some(responder) = msg.responder else {
             return;
         };
         let durable = match decode_mutation(&msg.payload) {
-            Ok((table, p)) => s.apply_deferred(table, p),
+            Ok((table, p)) => apply_local(s.as_ref(), &metrics, table, p),
             Err(e) => {
                 respond(responder, Err(e.to_string()), MUTATION);
                 return;

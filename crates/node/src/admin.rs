@@ -389,5 +389,16 @@ fn metrics(shared: &Shared) -> String {
         &one(stats.pending_requests as f64),
     );
     shared.cql_metrics.render_prometheus("gyre_cql_", &mut m);
+    if let Some(qp) = shared.qp.get() {
+        gyre_common::metrics::render_histogram(
+            &mut m,
+            "gyre_query_plan_seconds",
+            "Turning a write statement into mutations (checks, key and value encoding).",
+            &qp.plan_metrics().snapshot(),
+        );
+    }
+    if let Some(c) = shared.coordinator_metrics.get() {
+        c.render_prometheus("gyre_coordinator_", &mut m);
+    }
     m
 }

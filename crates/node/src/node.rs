@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     pub engine: Arc<dyn StorageEngine>,
     /// The query processor (the admin endpoint skews its clock).
     pub qp: OnceLock<Arc<QueryProcessor>>,
+    /// The coordinator's stage histograms (rendered in `/metrics`).
+    pub coordinator_metrics: OnceLock<Arc<gyre_coordinator::CoordinatorMetrics>>,
     start: Instant,
     pub rounds: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -439,6 +441,7 @@ impl Node {
             cql_metrics: server_cfg.metrics.clone(),
             engine: engine.clone(),
             qp: OnceLock::new(),
+            coordinator_metrics: OnceLock::new(),
             start,
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
@@ -471,6 +474,7 @@ impl Node {
                 .map_err(|e| Error::Startup(format!("hint store: {e}")))?;
             coordinator = coordinator.with_hints(Arc::new(store));
         }
+        let _ = shared.coordinator_metrics.set(coordinator.metrics());
         let _ = data.coordinator.set(coordinator.clone());
         let _ = shared.qp.set(qp.clone());
         register_schema_verbs(&shared, &qp, &server_cfg.events);

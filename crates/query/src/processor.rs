@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use gyre_common::metrics::Histogram;
 use gyre_common::{LocalTime, Slice, SliceBound, Timestamp};
 use gyre_cql::{InValues, Operator, Parsed, Predicate, QualifiedName, Relation, Statement, Term};
 use gyre_protocol::{
@@ -89,6 +90,9 @@ pub struct QueryProcessor {
     /// Bumped on every schema change, so prepared statements notice cheaply
     /// that their table may have changed.
     schema_epoch: AtomicU64,
+    /// Turning a write statement into mutations (checks, key and value
+    /// encoding), before the data access.
+    pub(crate) plan: Histogram,
 }
 
 impl std::fmt::Debug for QueryProcessor {
@@ -115,6 +119,7 @@ impl QueryProcessor {
             clock_offset_micros: AtomicI64::new(0),
             listener: OnceLock::new(),
             schema_epoch: AtomicU64::new(0),
+            plan: Histogram::default(),
         }
     }
 
@@ -231,6 +236,11 @@ impl QueryProcessor {
     /// tells that something changed since it was last read).
     pub fn schema_epoch(&self) -> u64 {
         self.schema_epoch.load(Ordering::Acquire)
+    }
+
+    /// How long write statements take to become mutations (`/metrics`).
+    pub fn plan_metrics(&self) -> &Histogram {
+        &self.plan
     }
 
     /// The current definition of a table, if it exists.

@@ -64,8 +64,10 @@ impl WriteTime {
 impl QueryProcessor {
     pub(crate) async fn modify(&self, stmt: &Statement, params: &QueryParams) -> Result<()> {
         check_write_consistency(params.consistency)?;
+        let started = std::time::Instant::now();
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
         self.collect_updates(stmt, params, &mut updates).await?;
+        self.plan.record(started.elapsed());
         let logged = match stmt {
             Statement::Batch(b) => Some(b.kind == gyre_cql::BatchKind::Logged),
             _ => None,
@@ -83,6 +85,7 @@ impl QueryProcessor {
         logged: bool,
     ) -> Result<()> {
         check_write_consistency(consistency)?;
+        let started = std::time::Instant::now();
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
         for (parsed, params) in statements {
             if params.values.len() < parsed.bind_markers.len() {
@@ -103,6 +106,7 @@ impl QueryProcessor {
             self.collect_updates(&parsed.statement, params, &mut updates)
                 .await?;
         }
+        self.plan.record(started.elapsed());
         self.apply_updates(updates, consistency, Some(logged)).await
     }
 
