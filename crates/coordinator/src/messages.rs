@@ -15,7 +15,9 @@ use gyre_storage::{
 
 use crate::read::Digest;
 
-/// A mutation to apply; the response (empty) is the acknowledgement.
+/// A mutation to apply ([`gyre_storage::Mutation`]'s encoding, which the
+/// replica appends to its commitlog as it is); the response (empty) is the
+/// acknowledgement.
 pub const MUTATION: Verb = Verb(0x0200);
 /// Not sent as its own message: acknowledgements travel as the response
 /// frame of [`MUTATION`] (gyre-net matches it by request id). Kept so the
@@ -46,19 +48,6 @@ fn get_table(r: &mut codec::Reader<'_>) -> DecodeResult<TableId> {
         *x = r.u8()?;
     }
     Ok(TableId(uuid::Uuid::from_bytes(b)))
-}
-
-pub(crate) fn encode_mutation(table: TableId, p: &Partition) -> Bytes {
-    let mut out = Vec::with_capacity(32 + p.size_estimate());
-    put_table(&mut out, table);
-    codec::encode_partition(&mut out, p);
-    Bytes::from(out)
-}
-
-pub(crate) fn decode_mutation(b: &Bytes) -> DecodeResult<(TableId, Partition)> {
-    let mut r = codec::Reader::new(b);
-    let t = get_table(&mut r)?;
-    Ok((t, codec::decode_partition(&mut r)?))
 }
 
 /// A partition read request.
@@ -380,10 +369,10 @@ mod tests {
     fn round_trips() {
         let t = TableId(uuid::Uuid::from_u128(99));
         let p = Partition::with_key("k").set("r", CellName::simple("c"), Cell::live(3, "v"));
-        assert_eq!(
-            decode_mutation(&encode_mutation(t, &p)).expect("decodes"),
-            (t, p.clone())
-        );
+        // A MUTATION's payload is `gyre_storage::Mutation`'s encoding.
+        let m = gyre_storage::Mutation::new(t, p.clone());
+        let back = gyre_storage::Mutation::decode(m.encoded()).expect("decodes");
+        assert_eq!((back.table(), back.update()), (t, &p));
         let c = ReadCommand {
             table: t,
             key: DecoratedKey::new("k"),

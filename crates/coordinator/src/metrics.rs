@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gyre_common::metrics::{render_histogram, Histogram};
-use gyre_common::Partition;
-use gyre_storage::{StorageEngine, TableId};
+use gyre_storage::{Mutation, StorageEngine};
 
 /// The coordinator's stages.
 #[derive(Debug, Default)]
@@ -66,16 +65,15 @@ impl CoordinatorMetrics {
     }
 }
 
-/// Applies `update` to the local engine now and returns the wait for its
+/// Applies `m` to the local engine now and returns the wait for its
 /// durability, recording both stages.
 pub(crate) fn apply_local(
     storage: &dyn StorageEngine,
     metrics: &Arc<CoordinatorMetrics>,
-    table: TableId,
-    update: Partition,
+    m: Mutation,
 ) -> impl Future<Output = gyre_storage::Result<()>> + Send + 'static {
     let started = Instant::now();
-    let durable = storage.apply_deferred(table, update);
+    let durable = storage.apply_mutation(m);
     let applied = Instant::now();
     metrics.replica_apply.record(applied - started);
     let metrics = metrics.clone();

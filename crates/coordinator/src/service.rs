@@ -13,7 +13,7 @@ use gyre_cluster::{HostId, ReplicationStrategy, TokenMetadata};
 use gyre_common::{DecoratedKey, LocalTime, Partition, Token};
 use gyre_net::{Inbound, Messenger};
 use gyre_storage::{
-    live_row_count, Clock, ReadFilter, ScanPage, ScanRequest, ScanStart, StorageEngine,
+    live_row_count, Clock, Mutation, ReadFilter, ScanPage, ScanRequest, ScanStart, StorageEngine,
     SystemClock, TableId,
 };
 use parking_lot::RwLock;
@@ -25,10 +25,9 @@ use crate::consistency::{ConsistencyLevel, Replica};
 use crate::error::{CoordinatorError, Result, WriteType};
 use crate::hints::{Hint, HintStore};
 use crate::messages::{
-    decode_data, decode_digest, decode_mutation, decode_page, decode_range, decode_read,
-    decode_table, encode_data, encode_mutation, encode_page, encode_range, encode_read,
-    encode_table, RangeCommand, ReadCommand, BATCH_REMOVE, BATCH_STORE, MUTATION, READ_DATA,
-    READ_DIGEST, READ_RANGE, TRUNCATE,
+    decode_data, decode_digest, decode_page, decode_range, decode_read, decode_table, encode_data,
+    encode_page, encode_range, encode_read, encode_table, RangeCommand, ReadCommand, BATCH_REMOVE,
+    BATCH_STORE, MUTATION, READ_DATA, READ_DIGEST, READ_RANGE, TRUNCATE,
 };
 use crate::metrics::{apply_local, CoordinatorMetrics};
 use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
@@ -298,22 +297,18 @@ impl Coordinator {
         }
     }
 
+    /// Sends `m` to one replica (this node: applied now, on this worker,
+    /// since commitlog buffer and memtable are CPU work; the future only
+    /// awaits durability). Remote replicas get the encoding made once for
+    /// every replica. True once acknowledged.
     fn send_mutation(
         &self,
         host: HostId,
         addr: SocketAddr,
-        table: TableId,
-        update: Partition,
+        m: &Mutation,
     ) -> BoxFuture<'static, bool> {
         if host == self.local() {
-            // Applied now, on this worker (commitlog buffer and memtable are
-            // CPU work); the future only awaits the commitlog's durability.
-            let durable = apply_local(
-                self.inner.storage.as_ref(),
-                &self.inner.metrics,
-                table,
-                update,
-            );
+            let durable = apply_local(self.inner.storage.as_ref(), &self.inner.metrics, m.clone());
             return async move {
                 match durable.await {
                     Ok(()) => true,
@@ -327,7 +322,7 @@ impl Coordinator {
         }
         let messenger = self.inner.messenger.clone();
         let timeout = self.inner.config.write_timeout;
-        let payload = encode_mutation(table, &update);
+        let payload = m.encoded().clone();
         async move {
             match messenger.request(addr, MUTATION, payload, timeout).await {
                 Ok(_) => true,
@@ -465,8 +460,7 @@ impl Coordinator {
                     let durable = apply_local(
                         self.inner.storage.as_ref(),
                         &self.inner.metrics,
-                        table,
-                        update,
+                        Mutation::new(table, update),
                     );
                     return Ok(durable.await?);
                 }
@@ -481,13 +475,15 @@ impl Coordinator {
             write_type,
         )?;
         let deadline = Instant::now() + self.inner.config.write_timeout;
+        // Encoded once: the same bytes go to every replica's commitlog.
+        let m = Mutation::new(table, update);
         let inflight: Inflight = FuturesUnordered::new();
         let mut dead = Vec::new();
         for t in natural.iter().chain(&pending) {
             let host = t.replica.host;
             if t.alive {
                 inflight.push(
-                    self.send_mutation(host, t.addr, table, update.clone())
+                    self.send_mutation(host, t.addr, &m)
                         .map(move |ok| Event::WriteAck(host, ok))
                         .boxed(),
                 );
@@ -497,7 +493,7 @@ impl Coordinator {
         }
         let mut inflight = inflight;
         for host in dead {
-            if self.hint(host, table, update.clone()).await {
+            if self.hint(host, table, m.update().clone()).await {
                 tracker.hint_stored(host);
             }
         }
@@ -507,7 +503,7 @@ impl Coordinator {
                     tracker.ack(host);
                 }
                 Ok(Some(Event::WriteAck(host, false))) => {
-                    if self.hint(host, table, update.clone()).await {
+                    if self.hint(host, table, m.update().clone()).await {
                         tracker.hint_stored(host);
                     }
                 }
@@ -529,7 +525,7 @@ impl Coordinator {
             tokio::spawn(async move {
                 while let Some(ev) = inflight.next().await {
                     if let Event::WriteAck(host, false) = ev {
-                        this.hint(host, table, update.clone()).await;
+                        this.hint(host, table, m.update().clone()).await;
                     }
                 }
             });
@@ -656,7 +652,7 @@ impl Coordinator {
                         if let Some(a) = addr_of(h) {
                             tracing::debug!(host = %h, "sending read repair");
                             inflight.push(
-                                self.send_mutation(h, a, table, m)
+                                self.send_mutation(h, a, &Mutation::new(table, m))
                                     .map(move |ok| Event::RepairAck(h, ok))
                                     .boxed(),
                             );
@@ -865,7 +861,7 @@ impl Coordinator {
             for m in muts {
                 tracing::debug!(host = %h, "range read repair");
                 repairs.push(
-                    self.send_mutation(h, a, table, m)
+                    self.send_mutation(h, a, &Mutation::new(table, m))
                         .map(move |ok| Event::RepairAck(h, ok))
                         .boxed(),
                 );
@@ -1227,7 +1223,10 @@ impl Coordinator {
                         tokio::time::sleep(wait).await;
                     }
                 }
-                if !self.send_mutation(host, addr, h.table, h.mutation).await {
+                if !self
+                    .send_mutation(host, addr, &Mutation::new(h.table, h.mutation))
+                    .await
+                {
                     return Ok(delivered);
                 }
                 delivered += 1;
@@ -1253,8 +1252,10 @@ fn register_handlers(
         let Some(responder) = msg.responder else {
             return;
         };
-        let durable = match decode_mutation(&msg.payload) {
-            Ok((table, p)) => apply_local(s.as_ref(), &metrics, table, p),
+        // Decoded to validate it and find its key; the received bytes
+        // themselves go to the commitlog and memtable (no re-encoding).
+        let durable = match Mutation::decode(&msg.payload) {
+            Ok(m) => apply_local(s.as_ref(), &metrics, m),
             Err(e) => {
                 respond(responder, Err(e.to_string()), MUTATION);
                 return;

@@ -48,6 +48,13 @@ pub trait StorageEngine: Send + Sync {
         Box::pin(std::future::ready(self.apply(table, update)))
     }
 
+    /// [`StorageEngine::apply_deferred`] of an already encoded update: an
+    /// engine whose log takes the same encoding appends its bytes as they
+    /// are (the native engine); the default applies the update.
+    fn apply_mutation(&self, m: crate::Mutation) -> WriteFuture {
+        self.apply_deferred(m.table(), m.into_update())
+    }
+
     /// Reads one partition: reconciled, with shadowed data removed, clipped
     /// to the filter. Tombstones in the selection are kept (see
     /// [`ReadFilter`]). `None` when the engine holds nothing for the key.

@@ -29,6 +29,9 @@ pub enum Error {
     WritesSuspended(String),
     #[error("mutation rejected: {0}")]
     LimitExceeded(String),
+    /// A mutation received from another node could not be decoded.
+    #[error("malformed mutation: {0}")]
+    Malformed(String),
     #[error("unknown table {0}")]
     UnknownTable(TableId),
     #[error("invalid configuration: {0}")]

@@ -57,6 +57,7 @@ mod engine;
 mod error;
 mod lsm;
 mod memtable;
+mod mutation;
 pub mod sstable;
 mod types;
 
@@ -101,6 +102,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use lsm::LsmEngine;
+pub use mutation::Mutation;
 pub use types::{
     ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, ReadFilter,
     ScanPage, ScanRequest, ScanStart, SizeTieredOptions, TableId, TableOptions, TableStats,

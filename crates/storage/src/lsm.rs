@@ -21,8 +21,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
-use gyre_common::codec::{self, Reader};
 use gyre_common::{lww, DecoratedKey, LocalTime, Partition, Timestamp};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -36,6 +34,7 @@ use crate::engine::{
 };
 use crate::error::IoContext;
 use crate::memtable::Memtable;
+use crate::mutation::{decode_record, Mutation};
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
 use crate::types::{
     ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, TableId, TableOptions,
@@ -361,30 +360,6 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
     })
 }
 
-fn encode_record(table: TableId, update: &Partition) -> Vec<u8> {
-    let mut out = Vec::with_capacity(update.size_estimate() + 32);
-    out.extend_from_slice(table.0.as_bytes());
-    codec::encode_partition(&mut out, update);
-    // The memtable keeps this allocation (as `Bytes`) and budgets its
-    // length; the estimate above is of in-memory size, about twice the
-    // encoding, so give the rest back (glibc shrinks in place, no copy).
-    // engine-bench, 1M 100-byte writes, 64 MiB budget: peak RSS 392 ->
-    // 303 MiB.
-    if out.capacity() > out.len() + out.len() / 4 {
-        out.shrink_to_fit();
-    }
-    out
-}
-
-fn decode_record(payload: &Bytes) -> codec::DecodeResult<(TableId, Partition)> {
-    let mut r = Reader::new(payload);
-    r.skip(16)?;
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&payload[..16]);
-    let p = codec::decode_partition(&mut r)?;
-    Ok((TableId(uuid::Uuid::from_bytes(id)), p))
-}
-
 impl Inner {
     fn table(&self, id: TableId) -> Result<Arc<Table>> {
         self.tables
@@ -513,7 +488,7 @@ impl Inner {
         if self.over_hard_limit() {
             self.backpressure()?;
         }
-        let pos = self.submit(id, update)?;
+        let pos = self.submit(&Mutation::new(id, update))?;
         self.commitlog.wait_durable(pos)
     }
 
@@ -545,16 +520,16 @@ impl Inner {
     /// appended to the commitlog buffer and merged into the memtable.
     /// Returns the commitlog position that must be durable before the write
     /// is acknowledged.
-    fn submit(&self, id: TableId, update: Partition) -> Result<Position> {
+    fn submit(&self, m: &Mutation) -> Result<Position> {
         self.check_writable()?;
-        self.validate(&update)?;
+        self.validate(m.update())?;
+        let id = m.table();
         let table = self.table(id)?;
-        let payload = Bytes::from(encode_record(id, &update));
         let (pos, added) = {
             let _switch = self.switch_lock.read();
-            let pos = self.commitlog.append(id, &payload)?;
+            let pos = self.commitlog.append(id, m.encoded())?;
             let memtable = table.state.read().memtable.clone();
-            (pos, memtable.apply(&update, payload.slice(16..)))
+            (pos, memtable.apply(m.update(), m.encoded().slice(16..)))
         };
         let total = self.memtable_bytes.fetch_add(added, Ordering::Relaxed) + added;
         if total > self.config.memtable_space_bytes {
@@ -944,10 +919,14 @@ impl StorageEngine for LsmEngine {
     }
 
     fn apply_deferred(&self, table: TableId, update: Partition) -> WriteFuture {
+        self.apply_mutation(Mutation::new(table, update))
+    }
+
+    fn apply_mutation(&self, m: Mutation) -> WriteFuture {
         // The common case does the CPU work now and returns the durability
         // wait; a writer over the memory limit waits for a flush first.
         if !self.inner.over_hard_limit() {
-            return match self.inner.submit(table, update) {
+            return match self.inner.submit(&m) {
                 Ok(pos) => Box::pin(self.inner.commitlog.durable(pos)),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             };
@@ -955,7 +934,7 @@ impl StorageEngine for LsmEngine {
         let inner = self.inner.clone();
         Box::pin(async move {
             inner.admit().await?;
-            let pos = inner.submit(table, update)?;
+            let pos = inner.submit(&m)?;
             inner.commitlog.durable(pos).await
         })
     }
