@@ -19,11 +19,13 @@
 //! ```
 
 pub mod codec;
+mod consistency;
 pub mod lww;
 pub mod metrics;
 mod model;
 mod token;
 
+pub use consistency::Consistency;
 pub use model::{
     Cell, CellName, CellValue, DecoratedKey, Deletion, LocalTime, Partition, RangeTombstone, Row,
     Slice, SliceBound, Timestamp,

@@ -2,7 +2,6 @@
 //! whether enough are alive to try (Cassandra's `ConsistencyLevel`).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use gyre_cluster::{HostId, ReplicationStrategy};
 
@@ -25,39 +24,8 @@ impl Replica {
     }
 }
 
-/// CQL consistency levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ConsistencyLevel {
-    Any,
-    One,
-    Two,
-    Three,
-    Quorum,
-    All,
-    LocalOne,
-    LocalQuorum,
-    EachQuorum,
-    Serial,
-    LocalSerial,
-}
-
-impl fmt::Display for ConsistencyLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Any => "ANY",
-            Self::One => "ONE",
-            Self::Two => "TWO",
-            Self::Three => "THREE",
-            Self::Quorum => "QUORUM",
-            Self::All => "ALL",
-            Self::LocalOne => "LOCAL_ONE",
-            Self::LocalQuorum => "LOCAL_QUORUM",
-            Self::EachQuorum => "EACH_QUORUM",
-            Self::Serial => "SERIAL",
-            Self::LocalSerial => "LOCAL_SERIAL",
-        })
-    }
-}
+/// CQL consistency levels: the one type shared with the protocol crate.
+pub use gyre_common::Consistency as ConsistencyLevel;
 
 fn quorum_for(rf: usize) -> usize {
     rf / 2 + 1
@@ -72,32 +40,61 @@ fn rf_in_dc(strategy: &ReplicationStrategy, dc: &str) -> usize {
     }
 }
 
-impl ConsistencyLevel {
-    /// True for levels that only count replicas in the coordinator's DC.
-    pub fn is_datacenter_local(&self) -> bool {
-        matches!(self, Self::LocalOne | Self::LocalQuorum | Self::LocalSerial)
-    }
-
-    pub fn is_serial(&self) -> bool {
-        matches!(self, Self::Serial | Self::LocalSerial)
-    }
-
-    /// True when EACH_QUORUM applies per datacenter (only meaningful with
-    /// NetworkTopologyStrategy; with SimpleStrategy it is plain QUORUM).
-    fn is_per_dc(&self, strategy: &ReplicationStrategy) -> bool {
-        *self == Self::EachQuorum && matches!(strategy, ReplicationStrategy::NetworkTopology { .. })
-    }
-
+/// What a consistency level asks of the coordinator: how many replicas
+/// answer, which ones count, and which levels a read or write may use.
+pub trait ConsistencyRules {
     /// Responses needed from the natural replicas (pending ones add to it on writes).
-    pub fn block_for(&self, strategy: &ReplicationStrategy, local_dc: &str) -> usize {
+    fn block_for(&self, strategy: &ReplicationStrategy, local_dc: &str) -> usize;
+
+    /// EACH_QUORUM's quorum in every datacenter that holds replicas.
+    fn per_dc_block_for(&self, strategy: &ReplicationStrategy) -> BTreeMap<String, usize>;
+
+    /// True when a response from a replica in `dc` counts toward this level.
+    fn counts(&self, local_dc: &str, dc: &str) -> bool;
+
+    /// Fails with `Unavailable` when too few of the replicas are alive to
+    /// reach the level. `pending` are live pending replicas of a write (they
+    /// raise the bar by their number, and count as alive).
+    fn assure_sufficient_live(
+        &self,
+        strategy: &ReplicationStrategy,
+        local_dc: &str,
+        live: &[Replica],
+        pending: &[Replica],
+    ) -> Result<()>;
+
+    /// Levels a plain write may use: serial levels need a conditional update.
+    fn validate_for_write(&self) -> Result<()>;
+
+    /// Levels a read may use: ANY is for writes only. SERIAL and
+    /// LOCAL_SERIAL read as QUORUM and LOCAL_QUORUM (there is no Paxos yet).
+    fn validate_for_read(&self) -> Result<()>;
+
+    /// Picks the replicas a read contacts: `block_for` live ones (local DC
+    /// first for datacenter-local levels, a quorum per DC for EACH_QUORUM),
+    /// keeping the given order (the caller's proximity order) otherwise.
+    fn filter_for_read(
+        &self,
+        strategy: &ReplicationStrategy,
+        local_dc: &str,
+        live: &[Replica],
+    ) -> Result<Vec<Replica>>;
+}
+
+impl ConsistencyRules for ConsistencyLevel {
+    fn block_for(&self, strategy: &ReplicationStrategy, local_dc: &str) -> usize {
         match self {
-            Self::Any | Self::One | Self::LocalOne => 1,
-            Self::Two => 2,
-            Self::Three => 3,
-            Self::Quorum | Self::Serial => quorum_for(strategy.replication_factor()),
-            Self::All => strategy.replication_factor(),
-            Self::LocalQuorum | Self::LocalSerial => quorum_for(rf_in_dc(strategy, local_dc)),
-            Self::EachQuorum => match strategy {
+            ConsistencyLevel::Any | ConsistencyLevel::One | ConsistencyLevel::LocalOne => 1,
+            ConsistencyLevel::Two => 2,
+            ConsistencyLevel::Three => 3,
+            ConsistencyLevel::Quorum | ConsistencyLevel::Serial => {
+                quorum_for(strategy.replication_factor())
+            }
+            ConsistencyLevel::All => strategy.replication_factor(),
+            ConsistencyLevel::LocalQuorum | ConsistencyLevel::LocalSerial => {
+                quorum_for(rf_in_dc(strategy, local_dc))
+            }
+            ConsistencyLevel::EachQuorum => match strategy {
                 ReplicationStrategy::Simple { rf } => quorum_for(*rf),
                 ReplicationStrategy::NetworkTopology { .. } => {
                     self.per_dc_block_for(strategy).values().sum()
@@ -106,8 +103,7 @@ impl ConsistencyLevel {
         }
     }
 
-    /// EACH_QUORUM's quorum in every datacenter that holds replicas.
-    pub fn per_dc_block_for(&self, strategy: &ReplicationStrategy) -> BTreeMap<String, usize> {
+    fn per_dc_block_for(&self, strategy: &ReplicationStrategy) -> BTreeMap<String, usize> {
         match strategy {
             ReplicationStrategy::NetworkTopology { dcs } => dcs
                 .iter()
@@ -118,15 +114,11 @@ impl ConsistencyLevel {
         }
     }
 
-    /// True when a response from a replica in `dc` counts toward this level.
-    pub fn counts(&self, local_dc: &str, dc: &str) -> bool {
+    fn counts(&self, local_dc: &str, dc: &str) -> bool {
         !self.is_datacenter_local() || dc == local_dc
     }
 
-    /// Fails with `Unavailable` when too few of the replicas are alive to
-    /// reach the level. `pending` are live pending replicas of a write (they
-    /// raise the bar by their number, and count as alive).
-    pub fn assure_sufficient_live(
+    fn assure_sufficient_live(
         &self,
         strategy: &ReplicationStrategy,
         local_dc: &str,
@@ -134,15 +126,15 @@ impl ConsistencyLevel {
         pending: &[Replica],
     ) -> Result<()> {
         // A hint satisfies ANY, so it never lacks replicas.
-        if *self == Self::Any {
+        if *self == ConsistencyLevel::Any {
             return Ok(());
         }
-        if self.is_per_dc(strategy) {
+        if is_per_dc(*self, strategy) {
             for (dc, need) in self.per_dc_block_for(strategy) {
                 let pend = pending.iter().filter(|r| r.dc == dc).count();
                 let alive = live.iter().chain(pending).filter(|r| r.dc == dc).count();
                 if alive < need + pend {
-                    return Err(self.unavailable(need + pend, alive));
+                    return Err(unavailable(*self, need + pend, alive));
                 }
             }
             return Ok(());
@@ -151,21 +143,12 @@ impl ConsistencyLevel {
         let required = self.block_for(strategy, local_dc) + pending.iter().filter(counted).count();
         let alive = live.iter().chain(pending).filter(counted).count();
         if alive < required {
-            return Err(self.unavailable(required, alive));
+            return Err(unavailable(*self, required, alive));
         }
         Ok(())
     }
 
-    fn unavailable(&self, required: usize, alive: usize) -> CoordinatorError {
-        CoordinatorError::Unavailable {
-            consistency: *self,
-            required,
-            alive,
-        }
-    }
-
-    /// Levels a plain write may use: serial levels need a conditional update.
-    pub fn validate_for_write(&self) -> Result<()> {
+    fn validate_for_write(&self) -> Result<()> {
         if self.is_serial() {
             return Err(CoordinatorError::InvalidRequest(format!(
                 "{self} is only supported for conditional updates"
@@ -174,10 +157,8 @@ impl ConsistencyLevel {
         Ok(())
     }
 
-    /// Levels a read may use: ANY is for writes only. SERIAL and
-    /// LOCAL_SERIAL read as QUORUM and LOCAL_QUORUM (there is no Paxos yet).
-    pub fn validate_for_read(&self) -> Result<()> {
-        if *self == Self::Any {
+    fn validate_for_read(&self) -> Result<()> {
+        if *self == ConsistencyLevel::Any {
             return Err(CoordinatorError::InvalidRequest(
                 "ANY consistency level is only supported for writes".into(),
             ));
@@ -185,10 +166,7 @@ impl ConsistencyLevel {
         Ok(())
     }
 
-    /// Picks the replicas a read contacts: `block_for` live ones (local DC
-    /// first for datacenter-local levels, a quorum per DC for EACH_QUORUM),
-    /// keeping the given order (the caller's proximity order) otherwise.
-    pub fn filter_for_read(
+    fn filter_for_read(
         &self,
         strategy: &ReplicationStrategy,
         local_dc: &str,
@@ -196,7 +174,7 @@ impl ConsistencyLevel {
     ) -> Result<Vec<Replica>> {
         self.validate_for_read()?;
         self.assure_sufficient_live(strategy, local_dc, live, &[])?;
-        if self.is_per_dc(strategy) {
+        if is_per_dc(*self, strategy) {
             let mut out = Vec::new();
             for (dc, need) in self.per_dc_block_for(strategy) {
                 out.extend(live.iter().filter(|r| r.dc == dc).take(need).cloned());
@@ -209,6 +187,21 @@ impl ConsistencyLevel {
             ordered.extend(live.iter().filter(|r| r.dc != local_dc));
         }
         Ok(ordered.into_iter().take(need).cloned().collect())
+    }
+}
+
+/// True when EACH_QUORUM applies per datacenter (only meaningful with
+/// NetworkTopologyStrategy; with SimpleStrategy it is plain QUORUM).
+fn is_per_dc(cl: ConsistencyLevel, strategy: &ReplicationStrategy) -> bool {
+    cl == ConsistencyLevel::EachQuorum
+        && matches!(strategy, ReplicationStrategy::NetworkTopology { .. })
+}
+
+fn unavailable(cl: ConsistencyLevel, required: usize, alive: usize) -> CoordinatorError {
+    CoordinatorError::Unavailable {
+        consistency: cl,
+        required,
+        alive,
     }
 }
 
@@ -231,7 +224,7 @@ impl AckCounter {
         local_dc: &str,
         pending: &[Replica],
     ) -> Self {
-        let per_dc = cl.is_per_dc(strategy);
+        let per_dc = is_per_dc(cl, strategy);
         let needed = if per_dc {
             let mut m = cl.per_dc_block_for(strategy);
             for r in pending {

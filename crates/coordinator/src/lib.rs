@@ -46,7 +46,7 @@
 //!
 //! ```
 //! use gyre_cluster::ReplicationStrategy;
-//! use gyre_coordinator::ConsistencyLevel;
+//! use gyre_coordinator::{ConsistencyLevel, ConsistencyRules};
 //!
 //! let nts = ReplicationStrategy::network_topology([("dc1", 3), ("dc2", 2)]);
 //! assert_eq!(ConsistencyLevel::Quorum.block_for(&nts, "dc1"), 3);
@@ -68,7 +68,7 @@ mod timestamp;
 mod write;
 
 pub use batchlog::BATCHLOG_TABLE;
-pub use consistency::{ConsistencyLevel, Replica};
+pub use consistency::{ConsistencyLevel, ConsistencyRules, Replica};
 pub use error::{CoordinatorError, Result, WriteType};
 pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
 pub use messages::{

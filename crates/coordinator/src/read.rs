@@ -33,7 +33,7 @@ use gyre_cluster::{HostId, ReplicationStrategy};
 use gyre_common::{codec, lww, LocalTime, Partition, Row};
 use gyre_storage::ReadFilter;
 
-use crate::consistency::{AckCounter, ConsistencyLevel, Replica};
+use crate::consistency::{AckCounter, ConsistencyLevel, ConsistencyRules, Replica};
 use crate::error::{CoordinatorError, Result};
 
 /// After this many short-read rounds the result is cut at the confirmed

@@ -21,7 +21,7 @@ use std::ops::Bound;
 use tokio::runtime::Handle;
 use tokio::time::{timeout_at, Instant};
 
-use crate::consistency::{ConsistencyLevel, Replica};
+use crate::consistency::{ConsistencyLevel, ConsistencyRules, Replica};
 use crate::error::{CoordinatorError, Result, WriteType};
 use crate::hints::{Hint, HintStore};
 use crate::messages::{

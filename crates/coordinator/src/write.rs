@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use gyre_cluster::{HostId, ReplicationStrategy};
 
-use crate::consistency::{AckCounter, ConsistencyLevel, Replica};
+use crate::consistency::{AckCounter, ConsistencyLevel, ConsistencyRules, Replica};
 use crate::error::{CoordinatorError, Result, WriteType};
 
 /// How a write ended.

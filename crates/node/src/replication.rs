@@ -16,8 +16,7 @@ use bytes::Bytes;
 use gyre_cluster::{AppStateKey, HostId, ReplicationStrategy};
 use gyre_common::{DecoratedKey, LocalTime, Partition};
 use gyre_coordinator::{
-    ConsistencyLevel, Coordinator, CoordinatorError, Liveness, RateLimiter, SpeculativeRetry,
-    StrategyProvider,
+    Coordinator, CoordinatorError, Liveness, RateLimiter, SpeculativeRetry, StrategyProvider,
 };
 use gyre_net::{Inbound, Verb};
 use gyre_protocol::{Consistency, ErrorKind, Event, EventSender, WriteType};
@@ -45,39 +44,6 @@ const BATCHLOG_PERIOD: Duration = Duration::from_secs(10);
 /// time to be learned from gossip.
 const HINT_GC_GRACE: Duration = Duration::from_secs(120);
 
-/// The CQL consistency level as the coordinator knows it.
-pub(crate) fn to_level(c: Consistency) -> ConsistencyLevel {
-    match c {
-        Consistency::Any => ConsistencyLevel::Any,
-        Consistency::One => ConsistencyLevel::One,
-        Consistency::Two => ConsistencyLevel::Two,
-        Consistency::Three => ConsistencyLevel::Three,
-        Consistency::Quorum => ConsistencyLevel::Quorum,
-        Consistency::All => ConsistencyLevel::All,
-        Consistency::LocalQuorum => ConsistencyLevel::LocalQuorum,
-        Consistency::EachQuorum => ConsistencyLevel::EachQuorum,
-        Consistency::Serial => ConsistencyLevel::Serial,
-        Consistency::LocalSerial => ConsistencyLevel::LocalSerial,
-        Consistency::LocalOne => ConsistencyLevel::LocalOne,
-    }
-}
-
-fn to_consistency(c: ConsistencyLevel) -> Consistency {
-    match c {
-        ConsistencyLevel::Any => Consistency::Any,
-        ConsistencyLevel::One => Consistency::One,
-        ConsistencyLevel::Two => Consistency::Two,
-        ConsistencyLevel::Three => Consistency::Three,
-        ConsistencyLevel::Quorum => Consistency::Quorum,
-        ConsistencyLevel::All => Consistency::All,
-        ConsistencyLevel::LocalQuorum => Consistency::LocalQuorum,
-        ConsistencyLevel::EachQuorum => Consistency::EachQuorum,
-        ConsistencyLevel::Serial => Consistency::Serial,
-        ConsistencyLevel::LocalSerial => Consistency::LocalSerial,
-        ConsistencyLevel::LocalOne => Consistency::LocalOne,
-    }
-}
-
 /// A coordinator error as the CQL error it answers.
 pub(crate) fn to_query_error(e: CoordinatorError) -> QueryError {
     let message = e.to_string();
@@ -87,7 +53,7 @@ pub(crate) fn to_query_error(e: CoordinatorError) -> QueryError {
             required,
             alive,
         } => ErrorKind::Unavailable {
-            consistency: to_consistency(consistency),
+            consistency,
             required: required as i32,
             alive: alive as i32,
         },
@@ -97,7 +63,7 @@ pub(crate) fn to_query_error(e: CoordinatorError) -> QueryError {
             block_for,
             write_type,
         } => ErrorKind::WriteTimeout {
-            consistency: to_consistency(consistency),
+            consistency,
             received: received as i32,
             block_for: block_for as i32,
             write_type: match write_type {
@@ -117,7 +83,7 @@ pub(crate) fn to_query_error(e: CoordinatorError) -> QueryError {
             block_for,
             data_present,
         } => ErrorKind::ReadTimeout {
-            consistency: to_consistency(consistency),
+            consistency,
             received: received as i32,
             block_for: block_for as i32,
             data_present,
@@ -235,9 +201,7 @@ impl DataAccess for ClusterData {
         cl: Consistency,
     ) -> gyre_query::Result<()> {
         let c = self.coordinator()?;
-        c.write(table, update, to_level(cl))
-            .await
-            .map_err(to_query_error)
+        c.write(table, update, cl).await.map_err(to_query_error)
     }
 
     async fn apply_batch(
@@ -247,7 +211,7 @@ impl DataAccess for ClusterData {
         logged: bool,
     ) -> gyre_query::Result<()> {
         let c = self.coordinator()?;
-        c.write_batch(updates, to_level(cl), logged)
+        c.write_batch(updates, cl, logged)
             .await
             .map_err(to_query_error)
     }
@@ -261,7 +225,7 @@ impl DataAccess for ClusterData {
         cl: Consistency,
     ) -> gyre_query::Result<Option<Partition>> {
         let c = self.coordinator()?;
-        c.read(table, key, filter.clone(), to_level(cl))
+        c.read(table, key, filter.clone(), cl)
             .await
             .map_err(to_query_error)
     }
@@ -274,7 +238,7 @@ impl DataAccess for ClusterData {
         cl: Consistency,
     ) -> gyre_query::Result<ScanPage> {
         let c = self.coordinator()?;
-        c.scan(table, request.clone(), now, to_level(cl))
+        c.scan(table, request.clone(), now, cl)
             .await
             .map_err(to_query_error)
     }

@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::error::{Error, Result};
 use crate::frame::{flags, lz4_compress, Compression, Frame, Opcode, VERSION_REQUEST};
 use crate::response::EventType;
-use crate::types::Consistency;
+use crate::types::{read_consistency, write_consistency, Consistency};
 use crate::wire::{
     put_bytes, put_bytes_map, put_long_string, put_short_bytes, put_string, put_string_list,
     put_string_map, put_value, Reader, Value,
@@ -114,7 +114,7 @@ impl Default for QueryParameters {
 
 impl QueryParameters {
     fn read(r: &mut Reader) -> Result<Self> {
-        let consistency = Consistency::read(r)?;
+        let consistency = read_consistency(r)?;
         let f = r.u8()?;
         let values = if f & qflags::VALUES != 0 {
             Values::read(r, f & qflags::NAMES_FOR_VALUES != 0)?
@@ -132,7 +132,7 @@ impl QueryParameters {
             None
         };
         let serial_consistency = if f & qflags::SERIAL_CONSISTENCY != 0 {
-            Some(Consistency::read(r)?)
+            Some(read_consistency(r)?)
         } else {
             None
         };
@@ -153,7 +153,7 @@ impl QueryParameters {
     }
 
     fn write(&self, dst: &mut BytesMut) {
-        self.consistency.write(dst);
+        write_consistency(self.consistency, dst);
         let mut f = 0u8;
         if !self.values.is_empty() {
             f |= qflags::VALUES;
@@ -187,7 +187,7 @@ impl QueryParameters {
             put_bytes(dst, Some(s));
         }
         if let Some(c) = self.serial_consistency {
-            c.write(dst);
+            write_consistency(c, dst);
         }
         if let Some(t) = self.default_timestamp {
             dst.put_i64(t);
@@ -270,7 +270,7 @@ impl Batch {
             }
             statements.push(BatchStatement { statement, values });
         }
-        let consistency = Consistency::read(r)?;
+        let consistency = read_consistency(r)?;
         let f = r.u8()?;
         // The names flag follows the values it would describe, so they could
         // not be parsed; the spec calls it unimplementable and Cassandra
@@ -281,7 +281,7 @@ impl Batch {
             ));
         }
         let serial_consistency = if f & qflags::SERIAL_CONSISTENCY != 0 {
-            Some(Consistency::read(r)?)
+            Some(read_consistency(r)?)
         } else {
             None
         };
@@ -322,7 +322,7 @@ impl Batch {
             dst.put_u16(count as u16);
             s.values.iter().take(count).for_each(|v| put_value(dst, v));
         }
-        self.consistency.write(dst);
+        write_consistency(self.consistency, dst);
         let mut f = 0u8;
         if self.serial_consistency.is_some() {
             f |= qflags::SERIAL_CONSISTENCY;
@@ -332,7 +332,7 @@ impl Batch {
         }
         dst.put_u8(f);
         if let Some(c) = self.serial_consistency {
-            c.write(dst);
+            write_consistency(c, dst);
         }
         if let Some(t) = self.default_timestamp {
             dst.put_i64(t);

@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 use crate::frame::{
     flags, lz4_compress, lz4_compress_into, Compression, Frame, Opcode, VERSION_RESPONSE,
 };
-use crate::types::{has_global_spec, read_col_specs, write_col_specs, ColumnSpec, Consistency};
+use crate::types::{
+    has_global_spec, read_col_specs, read_consistency, write_col_specs, write_consistency,
+    ColumnSpec, Consistency,
+};
 use crate::wire::{
     put_bytes, put_bytes_map, put_inet, put_short_bytes, put_string, put_string_list,
     put_string_multimap, put_uuid, Reader,
@@ -186,7 +189,7 @@ impl CqlError {
             0x000A => ErrorKind::Protocol,
             0x0100 => ErrorKind::AuthenticationError,
             0x1000 => ErrorKind::Unavailable {
-                consistency: Consistency::read(r)?,
+                consistency: read_consistency(r)?,
                 required: r.i32()?,
                 alive: r.i32()?,
             },
@@ -194,19 +197,19 @@ impl CqlError {
             0x1002 => ErrorKind::IsBootstrapping,
             0x1003 => ErrorKind::Truncate,
             0x1100 => ErrorKind::WriteTimeout {
-                consistency: Consistency::read(r)?,
+                consistency: read_consistency(r)?,
                 received: r.i32()?,
                 block_for: r.i32()?,
                 write_type: WriteType::parse(r.string()?),
             },
             0x1200 => ErrorKind::ReadTimeout {
-                consistency: Consistency::read(r)?,
+                consistency: read_consistency(r)?,
                 received: r.i32()?,
                 block_for: r.i32()?,
                 data_present: r.u8()? != 0,
             },
             0x1300 => ErrorKind::ReadFailure {
-                consistency: Consistency::read(r)?,
+                consistency: read_consistency(r)?,
                 received: r.i32()?,
                 block_for: r.i32()?,
                 num_failures: r.i32()?,
@@ -218,7 +221,7 @@ impl CqlError {
                 arg_types: r.string_list()?,
             },
             0x1500 => ErrorKind::WriteFailure {
-                consistency: Consistency::read(r)?,
+                consistency: read_consistency(r)?,
                 received: r.i32()?,
                 block_for: r.i32()?,
                 num_failures: r.i32()?,
@@ -249,7 +252,7 @@ impl CqlError {
                 required,
                 alive,
             } => {
-                consistency.write(dst);
+                write_consistency(*consistency, dst);
                 dst.put_i32(*required);
                 dst.put_i32(*alive);
             }
@@ -259,7 +262,7 @@ impl CqlError {
                 block_for,
                 write_type,
             } => {
-                consistency.write(dst);
+                write_consistency(*consistency, dst);
                 dst.put_i32(*received);
                 dst.put_i32(*block_for);
                 put_string(dst, write_type.as_str());
@@ -270,7 +273,7 @@ impl CqlError {
                 block_for,
                 data_present,
             } => {
-                consistency.write(dst);
+                write_consistency(*consistency, dst);
                 dst.put_i32(*received);
                 dst.put_i32(*block_for);
                 dst.put_u8(u8::from(*data_present));
@@ -282,7 +285,7 @@ impl CqlError {
                 num_failures,
                 data_present,
             } => {
-                consistency.write(dst);
+                write_consistency(*consistency, dst);
                 dst.put_i32(*received);
                 dst.put_i32(*block_for);
                 dst.put_i32(*num_failures);
@@ -304,7 +307,7 @@ impl CqlError {
                 num_failures,
                 write_type,
             } => {
-                consistency.write(dst);
+                write_consistency(*consistency, dst);
                 dst.put_i32(*received);
                 dst.put_i32(*block_for);
                 dst.put_i32(*num_failures);

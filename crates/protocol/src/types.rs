@@ -1,100 +1,24 @@
 //! Consistency levels and the `[option]` type descriptions of column specs.
 
-use std::fmt;
-
 use bytes::{BufMut, BytesMut};
 
 use crate::error::{Error, Result};
 use crate::wire::{put_string, Reader};
 
-/// A `[consistency]` level (spec section 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Consistency {
-    Any,
-    One,
-    Two,
-    Three,
-    Quorum,
-    All,
-    LocalQuorum,
-    EachQuorum,
-    Serial,
-    LocalSerial,
-    LocalOne,
+/// A `[consistency]` level (spec section 3): the one type every layer
+/// uses, from `gyre-common`.
+pub use gyre_common::Consistency;
+
+/// Reads a `[consistency]`.
+pub(crate) fn read_consistency(r: &mut Reader) -> Result<Consistency> {
+    let code = r.u16()?;
+    Consistency::from_code(code)
+        .ok_or_else(|| Error::protocol(format!("unknown consistency level 0x{code:04x}")))
 }
 
-impl Consistency {
-    /// Every level, in wire order.
-    pub const ALL_LEVELS: [Consistency; 11] = [
-        Consistency::Any,
-        Consistency::One,
-        Consistency::Two,
-        Consistency::Three,
-        Consistency::Quorum,
-        Consistency::All,
-        Consistency::LocalQuorum,
-        Consistency::EachQuorum,
-        Consistency::Serial,
-        Consistency::LocalSerial,
-        Consistency::LocalOne,
-    ];
-
-    /// The wire code.
-    pub fn code(self) -> u16 {
-        match self {
-            Consistency::Any => 0x0000,
-            Consistency::One => 0x0001,
-            Consistency::Two => 0x0002,
-            Consistency::Three => 0x0003,
-            Consistency::Quorum => 0x0004,
-            Consistency::All => 0x0005,
-            Consistency::LocalQuorum => 0x0006,
-            Consistency::EachQuorum => 0x0007,
-            Consistency::Serial => 0x0008,
-            Consistency::LocalSerial => 0x0009,
-            Consistency::LocalOne => 0x000A,
-        }
-    }
-
-    /// Parses a wire code.
-    pub fn from_code(code: u16) -> Result<Self> {
-        Self::ALL_LEVELS
-            .get(usize::from(code))
-            .copied()
-            .ok_or_else(|| Error::protocol(format!("unknown consistency level 0x{code:04x}")))
-    }
-
-    /// True for SERIAL and LOCAL_SERIAL.
-    pub fn is_serial(self) -> bool {
-        matches!(self, Consistency::Serial | Consistency::LocalSerial)
-    }
-
-    pub(crate) fn read(r: &mut Reader) -> Result<Self> {
-        Self::from_code(r.u16()?)
-    }
-
-    pub(crate) fn write(self, dst: &mut BytesMut) {
-        dst.put_u16(self.code());
-    }
-}
-
-impl fmt::Display for Consistency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Consistency::Any => "ANY",
-            Consistency::One => "ONE",
-            Consistency::Two => "TWO",
-            Consistency::Three => "THREE",
-            Consistency::Quorum => "QUORUM",
-            Consistency::All => "ALL",
-            Consistency::LocalQuorum => "LOCAL_QUORUM",
-            Consistency::EachQuorum => "EACH_QUORUM",
-            Consistency::Serial => "SERIAL",
-            Consistency::LocalSerial => "LOCAL_SERIAL",
-            Consistency::LocalOne => "LOCAL_ONE",
-        };
-        f.write_str(s)
-    }
+/// Writes a `[consistency]`.
+pub(crate) fn write_consistency(c: Consistency, dst: &mut BytesMut) {
+    dst.put_u16(c.code());
 }
 
 /// Class name under which protocol v4 carries `duration` (it has no native
@@ -380,7 +304,7 @@ mod tests {
         for c in Consistency::ALL_LEVELS {
             assert_eq!(Consistency::from_code(c.code()).unwrap(), c);
         }
-        assert!(Consistency::from_code(0x000B).is_err());
+        assert!(Consistency::from_code(0x000B).is_none());
         assert_eq!(Consistency::LocalOne.code(), 0x000A);
     }
 
