@@ -34,6 +34,7 @@ use crate::metrics::{apply_local, CoordinatorMetrics};
 use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
 use crate::read::{digest, ReadAction, ReadResponse, ReadTracker};
 use crate::speculation::{LatencyWindow, SpeculativeRetry};
+use crate::stage::{ReplicaStage, DEFAULT_MAX_REPLICA_REQUESTS};
 use crate::timestamp::{SystemMicrosClock, TimestampGenerator};
 use crate::write::{WriteOutcome, WriteTracker};
 use crate::{batchlog, messages};
@@ -80,6 +81,9 @@ pub struct CoordinatorConfig {
     pub write_timeout: Duration,
     /// Cassandra's `read_request_timeout` (5 s).
     pub read_timeout: Duration,
+    /// Replica requests from other coordinators running at once; beyond,
+    /// they are answered "overloaded" (see [`ReplicaStage`]).
+    pub max_replica_requests: usize,
 }
 
 impl CoordinatorConfig {
@@ -89,6 +93,7 @@ impl CoordinatorConfig {
             dc: dc.into(),
             write_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(5),
+            max_replica_requests: DEFAULT_MAX_REPLICA_REQUESTS,
         }
     }
 }
@@ -116,6 +121,8 @@ struct Inner {
     /// to send data requests to the fastest (Cassandra's dynamic snitch).
     host_latency: parking_lot::Mutex<std::collections::HashMap<HostId, f64>>,
     metrics: Arc<CoordinatorMetrics>,
+    /// Admission of other coordinators' requests to this replica.
+    stage: Arc<ReplicaStage>,
 }
 
 /// Serves client reads and writes at a consistency level over the cluster,
@@ -163,11 +170,13 @@ impl Coordinator {
             tracing::error!(error = %e, "cannot create the batchlog table; logged batches will fail");
         }
         let metrics = Arc::new(CoordinatorMetrics::default());
+        let stage = Arc::new(ReplicaStage::new(config.max_replica_requests));
         register_handlers(
             &messenger,
             storage.clone(),
             runtime.clone(),
             metrics.clone(),
+            stage.clone(),
         );
         Coordinator {
             inner: Arc::new(Inner {
@@ -184,6 +193,7 @@ impl Coordinator {
                 latency: LatencyWindow::new(1000),
                 host_latency: Default::default(),
                 metrics,
+                stage,
             }),
         }
     }
@@ -216,6 +226,11 @@ impl Coordinator {
     /// Where requests spend their time (for `/metrics`).
     pub fn metrics(&self) -> Arc<CoordinatorMetrics> {
         self.inner.metrics.clone()
+    }
+
+    /// Admission of replica requests (its counters are in `/metrics`).
+    pub fn replica_stage(&self) -> Arc<ReplicaStage> {
+        self.inner.stage.clone()
     }
 
     pub fn messenger(&self) -> &Messenger {
@@ -1241,15 +1256,22 @@ impl Coordinator {
 /// Serves other coordinators' requests from the local engine. Mutations and
 /// reads run on the runtime's workers (a mutation is applied when it
 /// arrives and answered once durable); TRUNCATE and the batchlog, which
-/// wait for disk, run on the blocking pool.
+/// wait for disk, run on the blocking pool. Mutations and reads pass the
+/// replica `stage` first: dropped past their deadline, refused beyond its
+/// bound.
 fn register_handlers(
     messenger: &Messenger,
     storage: Arc<dyn StorageEngine>,
     rt: Handle,
     metrics: Arc<CoordinatorMetrics>,
+    stage: Arc<ReplicaStage>,
 ) {
+    let st = stage.clone();
     let (s, r) = (storage.clone(), rt.clone());
     messenger.register(MUTATION, move |msg: Inbound| {
+        let Some(msg) = st.admit(MUTATION, msg) else {
+            return;
+        };
         let Some(responder) = msg.responder else {
             return;
         };
@@ -1266,8 +1288,11 @@ fn register_handlers(
         });
     });
     for (verb, want_digest) in [(READ_DATA, false), (READ_DIGEST, true)] {
-        let s = storage.clone();
+        let (s, st) = (storage.clone(), stage.clone());
         messenger.register(verb, move |msg: Inbound| {
+            let Some(msg) = st.admit(verb, msg) else {
+                return;
+            };
             let Some(responder) = msg.responder else {
                 return;
             };
@@ -1289,6 +1314,9 @@ fn register_handlers(
     }
     let s = storage.clone();
     messenger.register(READ_RANGE, move |msg: Inbound| {
+        let Some(msg) = stage.admit(READ_RANGE, msg) else {
+            return;
+        };
         let Some(responder) = msg.responder else {
             return;
         };

@@ -107,6 +107,8 @@ pub(crate) struct Shared {
     pub qp: OnceLock<Arc<QueryProcessor>>,
     /// The coordinator's stage histograms (rendered in `/metrics`).
     pub coordinator_metrics: OnceLock<Arc<gyre_coordinator::CoordinatorMetrics>>,
+    /// The replica stage's counters (rendered in `/metrics`).
+    pub replica_stage: OnceLock<Arc<gyre_coordinator::ReplicaStage>>,
     start: Instant,
     pub rounds: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -442,6 +444,7 @@ impl Node {
             engine: engine.clone(),
             qp: OnceLock::new(),
             coordinator_metrics: OnceLock::new(),
+            replica_stage: OnceLock::new(),
             start,
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
@@ -454,6 +457,7 @@ impl Node {
         let mut ccfg = CoordinatorConfig::new(host_id, cfg.cluster.datacenter.clone());
         ccfg.write_timeout = Duration::from_millis(cfg.timeouts.write_request_ms);
         ccfg.read_timeout = Duration::from_millis(cfg.timeouts.read_request_ms);
+        ccfg.max_replica_requests = cfg.network.replica_max_concurrent_requests;
         let mut coordinator = Coordinator::new(
             ccfg,
             messenger,
@@ -475,6 +479,7 @@ impl Node {
             coordinator = coordinator.with_hints(Arc::new(store));
         }
         let _ = shared.coordinator_metrics.set(coordinator.metrics());
+        let _ = shared.replica_stage.set(coordinator.replica_stage());
         let _ = data.coordinator.set(coordinator.clone());
         let _ = shared.qp.set(qp.clone());
         register_schema_verbs(&shared, &qp, &server_cfg.events);
