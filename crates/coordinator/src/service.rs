@@ -33,7 +33,7 @@ use crate::messages::{
 use crate::metrics::{apply_local, CoordinatorMetrics};
 use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
 use crate::read::{digest, ReadAction, ReadResponse, ReadTracker};
-use crate::speculation::{LatencyWindow, SpeculativeRetry};
+use crate::speculation::{HostLatencies, LatencyWindow, SpeculativeRetry};
 use crate::stage::{ReplicaStage, DEFAULT_MAX_REPLICA_REQUESTS};
 use crate::timestamp::{SystemMicrosClock, TimestampGenerator};
 use crate::write::{WriteOutcome, WriteTracker};
@@ -119,7 +119,7 @@ struct Inner {
     latency: LatencyWindow,
     /// Per replica, a moving average of its read latency (microseconds),
     /// to send data requests to the fastest (Cassandra's dynamic snitch).
-    host_latency: parking_lot::Mutex<std::collections::HashMap<HostId, f64>>,
+    host_latency: HostLatencies,
     metrics: Arc<CoordinatorMetrics>,
     /// Admission of other coordinators' requests to this replica.
     stage: Arc<ReplicaStage>,
@@ -249,20 +249,16 @@ impl Coordinator {
     /// this datacenter, then by recent latency (unknown counts as fast so
     /// that every replica gets measured).
     fn by_proximity(&self, live: &mut [&Target]) {
-        let lat = self.inner.host_latency.lock();
+        let lat = self.inner.host_latency.snapshot();
+        let of = |t: &Target| HostLatencies::get(&lat, t.replica.host).unwrap_or(0.0);
         live.sort_by(|a, b| {
             let key = |t: &Target| (t.replica.host != self.local(), t.replica.dc != self.dc());
-            let la = lat.get(&a.replica.host).copied().unwrap_or(0.0);
-            let lb = lat.get(&b.replica.host).copied().unwrap_or(0.0);
-            key(a).cmp(&key(b)).then(la.total_cmp(&lb))
+            key(a).cmp(&key(b)).then(of(a).total_cmp(&of(b)))
         });
     }
 
     fn record_latency(&self, host: HostId, d: Duration) {
-        let us = d.as_secs_f64() * 1e6;
-        let mut lat = self.inner.host_latency.lock();
-        let e = lat.entry(host).or_insert(us);
-        *e = 0.8 * *e + 0.2 * us;
+        self.inner.host_latency.record(host, d);
     }
 
     /// Natural and pending replicas of `token` with their addresses.
