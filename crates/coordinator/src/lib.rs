@@ -64,6 +64,7 @@ mod range;
 mod read;
 mod service;
 mod speculation;
+mod stage;
 mod timestamp;
 mod write;
 
@@ -78,5 +79,8 @@ pub use metrics::CoordinatorMetrics;
 pub use read::{digest, repair_diff, Digest, ReadAction, ReadResponse, ReadTracker};
 pub use service::{Coordinator, CoordinatorConfig, Liveness, StrategyProvider};
 pub use speculation::{LatencyWindow, SpeculativeRetry};
+pub use stage::{
+    ReplicaStage, StageCounts, StagePermit, DEFAULT_MAX_REPLICA_REQUESTS, REPLICA_VERBS,
+};
 pub use timestamp::{MicrosClock, SystemMicrosClock, TimestampGenerator};
 pub use write::{WriteOutcome, WriteTracker};

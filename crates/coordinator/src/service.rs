@@ -32,7 +32,8 @@ use crate::messages::{
 use crate::metrics::{apply_local, CoordinatorMetrics};
 use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
 use crate::read::{digest, ReadAction, ReadResponse, ReadTracker};
-use crate::speculation::{LatencyWindow, SpeculativeRetry};
+use crate::speculation::{HostLatencies, LatencyWindow, SpeculativeRetry};
+use crate::stage::{ReplicaStage, DEFAULT_MAX_REPLICA_REQUESTS};
 use crate::timestamp::{SystemMicrosClock, TimestampGenerator};
 use crate::write::{WriteOutcome, WriteTracker};
 use crate::{batchlog, messages};
@@ -79,6 +80,9 @@ pub struct CoordinatorConfig {
     pub write_timeout: Duration,
     /// Cassandra's `read_request_timeout` (5 s).
     pub read_timeout: Duration,
+    /// Replica requests from other coordinators running at once; beyond,
+    /// they are answered "overloaded" (see [`ReplicaStage`]).
+    pub max_replica_requests: usize,
 }
 
 impl CoordinatorConfig {
@@ -88,6 +92,7 @@ impl CoordinatorConfig {
             dc: dc.into(),
             write_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(5),
+            max_replica_requests: DEFAULT_MAX_REPLICA_REQUESTS,
         }
     }
 }
@@ -113,8 +118,10 @@ struct Inner {
     latency: LatencyWindow,
     /// Per replica, a moving average of its read latency (microseconds),
     /// to send data requests to the fastest (Cassandra's dynamic snitch).
-    host_latency: parking_lot::Mutex<std::collections::HashMap<HostId, f64>>,
+    host_latency: HostLatencies,
     metrics: Arc<CoordinatorMetrics>,
+    /// Admission of other coordinators' requests to this replica.
+    stage: Arc<ReplicaStage>,
 }
 
 /// Serves client reads and writes at a consistency level over the cluster,
@@ -162,11 +169,13 @@ impl Coordinator {
             tracing::error!(error = %e, "cannot create the batchlog table; logged batches will fail");
         }
         let metrics = Arc::new(CoordinatorMetrics::default());
+        let stage = Arc::new(ReplicaStage::new(config.max_replica_requests));
         register_handlers(
             &messenger,
             storage.clone(),
             runtime.clone(),
             metrics.clone(),
+            stage.clone(),
         );
         Coordinator {
             inner: Arc::new(Inner {
@@ -183,6 +192,7 @@ impl Coordinator {
                 latency: LatencyWindow::new(1000),
                 host_latency: Default::default(),
                 metrics,
+                stage,
             }),
         }
     }
@@ -217,6 +227,11 @@ impl Coordinator {
         self.inner.metrics.clone()
     }
 
+    /// Admission of replica requests (its counters are in `/metrics`).
+    pub fn replica_stage(&self) -> Arc<ReplicaStage> {
+        self.inner.stage.clone()
+    }
+
     pub fn messenger(&self) -> &Messenger {
         &self.inner.messenger
     }
@@ -233,20 +248,16 @@ impl Coordinator {
     /// this datacenter, then by recent latency (unknown counts as fast so
     /// that every replica gets measured).
     fn by_proximity(&self, live: &mut [&Target]) {
-        let lat = self.inner.host_latency.lock();
+        let lat = self.inner.host_latency.snapshot();
+        let of = |t: &Target| HostLatencies::get(&lat, t.replica.host).unwrap_or(0.0);
         live.sort_by(|a, b| {
             let key = |t: &Target| (t.replica.host != self.local(), t.replica.dc != self.dc());
-            let la = lat.get(&a.replica.host).copied().unwrap_or(0.0);
-            let lb = lat.get(&b.replica.host).copied().unwrap_or(0.0);
-            key(a).cmp(&key(b)).then(la.total_cmp(&lb))
+            key(a).cmp(&key(b)).then(of(a).total_cmp(&of(b)))
         });
     }
 
     fn record_latency(&self, host: HostId, d: Duration) {
-        let us = d.as_secs_f64() * 1e6;
-        let mut lat = self.inner.host_latency.lock();
-        let e = lat.entry(host).or_insert(us);
-        *e = 0.8 * *e + 0.2 * us;
+        self.inner.host_latency.record(host, d);
     }
 
     /// Natural and pending replicas of `token` with their addresses.
@@ -1240,15 +1251,22 @@ impl Coordinator {
 /// Serves other coordinators' requests from the local engine. Mutations and
 /// reads run on the runtime's workers (a mutation is applied when it
 /// arrives and answered once durable); TRUNCATE and the batchlog, which
-/// wait for disk, run on the blocking pool.
+/// wait for disk, run on the blocking pool. Mutations and reads pass the
+/// replica `stage` first: dropped past their deadline, refused beyond its
+/// bound.
 fn register_handlers(
     messenger: &Messenger,
     storage: Arc<dyn StorageEngine>,
     rt: Handle,
     metrics: Arc<CoordinatorMetrics>,
+    stage: Arc<ReplicaStage>,
 ) {
+    let st = stage.clone();
     let (s, r) = (storage.clone(), rt.clone());
     messenger.register(MUTATION, move |msg: Inbound| {
+        let Some(msg) = st.admit(MUTATION, msg) else {
+            return;
+        };
         let Some(responder) = msg.responder else {
             return;
         };
@@ -1267,8 +1285,11 @@ fn register_handlers(
         });
     });
     for (verb, want_digest) in [(READ_DATA, false), (READ_DIGEST, true)] {
-        let s = storage.clone();
+        let (s, st) = (storage.clone(), stage.clone());
         messenger.register(verb, move |msg: Inbound| {
+            let Some(msg) = st.admit(verb, msg) else {
+                return;
+            };
             let Some(responder) = msg.responder else {
                 return;
             };
@@ -1290,6 +1311,9 @@ fn register_handlers(
     }
     let s = storage.clone();
     messenger.register(READ_RANGE, move |msg: Inbound| {
+        let Some(msg) = stage.admit(READ_RANGE, msg) else {
+            return;
+        };
         let Some(responder) = msg.responder else {
             return;
         };

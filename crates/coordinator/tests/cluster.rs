@@ -694,3 +694,34 @@ async fn liveness_is_never_asked_under_the_ring_lock() {
         c.messenger().shutdown().await;
     }
 }
+
+/// A replica drops mutations that arrive after their coordinator gave up
+/// (the network here delays every message past the write timeout): they
+/// are counted, never applied, and never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_drop_mutations_past_their_deadline() {
+    let c = Cluster::start(9, T).await;
+    c.net.set_delay(2 * T, 2 * T);
+    // CL ONE: the coordinator's own replica answers in time.
+    c.nodes[0]
+        .coord
+        .write(c.table, update("late", 10, "a"), ConsistencyLevel::One)
+        .await
+        .unwrap();
+    assert_eq!(cell_ts(&c.local(0, "late")), Some(10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for n in &c.nodes[1..] {
+        let stage = n.coord.replica_stage();
+        while stage.counts(gyre_coordinator::MUTATION).expired < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the late mutation was not dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stage.in_flight(), 0);
+    }
+    assert_eq!(c.local(1, "late"), None);
+    assert_eq!(c.local(2, "late"), None);
+    c.stop().await;
+}

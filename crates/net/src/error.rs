@@ -24,7 +24,10 @@ pub enum Error {
     Handshake { peer: SocketAddr, reason: String },
     #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
     FrameTooLarge { size: usize, max: usize },
-    #[error("unsupported protocol version {0}")]
+    #[error(
+        "unsupported internode protocol version {0} (this node speaks version {v}; every node of a cluster must run the same Gyre build)",
+        v = crate::frame::PROTOCOL_VERSION
+    )]
     UnsupportedVersion(u8),
     #[error("frame checksum mismatch (expected {expected:#010x}, got {actual:#010x})")]
     BadChecksum { expected: u32, actual: u32 },

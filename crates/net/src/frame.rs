@@ -1,13 +1,22 @@
 //! Wire format. Pure functions over bytes so they can be tested without sockets.
 //!
 //! ```text
-//! 0      4        5     6      7      9          17             17+len   21+len
-//! | len  | version| kind| flags| verb | request id | payload ...  | crc32  |
+//! 0      4        5     6      7      9          17        21             21+len   25+len
+//! | len  | version| kind| flags| verb | request id | timeout | payload ...  | crc32  |
 //! ```
 //! All integers are big-endian. `len` is the payload length; the CRC32 covers
-//! every byte from `version` to the end of the payload.
+//! every byte from `version` to the end of the payload. `timeout` is how many
+//! microseconds the requester still waits for the answer when the frame is
+//! written (0: no deadline, as for responses and one-way messages). It is
+//! relative so that clock skew between nodes does not matter: the receiver
+//! turns it into a deadline of its own clock when the bytes arrive.
+//!
+//! Version 2 added `timeout`; a node speaking version 1 is refused at the
+//! handshake with [`Error::UnsupportedVersion`] (every node of a cluster runs
+//! the same build).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
@@ -16,9 +25,9 @@ use crate::error::{Error, Result};
 use crate::transport::Verb;
 
 /// Protocol version written in every frame header and the handshake.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes before the payload.
-pub const FRAME_HEADER_LEN: usize = 17;
+pub const FRAME_HEADER_LEN: usize = 21;
 /// Bytes after the payload (the CRC32).
 pub const FRAME_TRAILER_LEN: usize = 4;
 /// Default cap on one encoded frame.
@@ -54,7 +63,19 @@ pub struct Frame {
     pub flags: u8,
     pub verb: Verb,
     pub id: u64,
+    /// For a request: how long the requester still waits for its answer,
+    /// at microsecond resolution, at most about 71 minutes.
+    pub timeout: Option<Duration>,
     pub payload: Bytes,
+}
+
+/// The header's encoding of `timeout`: microseconds, saturating, never 0
+/// for a deadline (0 means none).
+fn timeout_micros(timeout: Option<Duration>) -> u32 {
+    match timeout {
+        None => 0,
+        Some(t) => u32::try_from(t.as_micros()).unwrap_or(u32::MAX).max(1),
+    }
 }
 
 /// Size of the encoded frame for a payload of `payload_len` bytes.
@@ -72,6 +93,7 @@ pub fn encode_parts(frame: &Frame) -> ([u8; FRAME_HEADER_LEN], [u8; FRAME_TRAILE
     header[6] = frame.flags;
     header[7..9].copy_from_slice(&frame.verb.0.to_be_bytes());
     header[9..17].copy_from_slice(&frame.id.to_be_bytes());
+    header[17..21].copy_from_slice(&timeout_micros(frame.timeout).to_be_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&header[4..]);
     crc.update(&frame.payload);
@@ -131,11 +153,16 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_size: usize) -> Result<Option<
     let flags = header.get_u8();
     let verb = Verb(header.get_u16());
     let id = header.get_u64();
+    let timeout = match header.get_u32() {
+        0 => None,
+        us => Some(Duration::from_micros(u64::from(us))),
+    };
     Ok(Some(Frame {
         kind,
         flags,
         verb,
         id,
+        timeout,
         payload: bytes.slice(FRAME_HEADER_LEN..body_end),
     }))
 }
@@ -229,6 +256,7 @@ mod tests {
             flags: FLAG_ERROR,
             verb: Verb(513),
             id: 0x0102_0304_0506_0708,
+            timeout: Some(Duration::from_micros(1_500_000)),
             payload: Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>()),
         }
     }
@@ -252,6 +280,30 @@ mod tests {
         assert_eq!(decode_frame(&mut two, 1 << 20).unwrap().unwrap(), frame);
         assert_eq!(decode_frame(&mut two, 1 << 20).unwrap().unwrap(), frame);
         assert!(two.is_empty());
+    }
+
+    #[test]
+    fn timeout_roundtrips_saturates_and_none_is_zero() {
+        let decode = |timeout| {
+            let mut enc = BytesMut::new();
+            encode_frame(
+                &Frame {
+                    timeout,
+                    ..sample(1)
+                },
+                &mut enc,
+            );
+            decode_frame(&mut enc, 1 << 20).unwrap().unwrap().timeout
+        };
+        assert_eq!(decode(None), None);
+        let t = Some(Duration::from_millis(2_000));
+        assert_eq!(decode(t), t);
+        // Sub-microsecond remainders are cut; a deadline never becomes "none".
+        assert_eq!(decode(Some(Duration::ZERO)), Some(Duration::from_micros(1)));
+        assert_eq!(
+            decode(Some(Duration::from_secs(1 << 40))),
+            Some(Duration::from_micros(u64::from(u32::MAX)))
+        );
     }
 
     #[test]

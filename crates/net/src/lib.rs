@@ -11,7 +11,10 @@
 //!   a CRC32 ([`frame`](decode_frame) codec), a handshake carrying the sender's
 //!   listen address, host id and version, up to three one-way connections per
 //!   peer (urgent, small, large) so big payloads never delay small ones,
-//!   bounded send queues, and reconnection with exponential backoff.
+//!   bounded send queues, and reconnection with exponential backoff. A
+//!   request frame carries the time its requester still waits, which the
+//!   receiver turns into [`Inbound::deadline`] (no clock is compared
+//!   between nodes), so a busy node can skip requests nobody waits for.
 //!   Malformed input closes that one connection with a logged error.
 //! - [`SimNetwork`]: an in-process network for whole-cluster tests, with seeded
 //!   message drops, delays, partitions and healing.
@@ -25,7 +28,7 @@
 //! queue full, expired before being written, fault rules) and requests then
 //! time out. Limits: one frame is at most [`NetConfig::max_frame_size`]
 //! (16 MiB by default) and is held whole in memory on both ends; there is no
-//! TLS, authentication or compression; only protocol version 1 exists, so a
+//! TLS, authentication or compression; only protocol version 2 is spoken, so a
 //! version mismatch closes the connection rather than negotiating down.
 //!
 //! ```no_run

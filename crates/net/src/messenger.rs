@@ -30,6 +30,23 @@ pub struct Inbound {
     /// `Some` for requests: answer through it. Dropping it unanswered sends
     /// the requester an error so it fails fast instead of timing out.
     pub responder: Option<Responder>,
+    /// For a request: when its requester stops waiting, on this node's
+    /// clock (the frame carries the time left, see [`crate::Frame::timeout`]).
+    pub deadline: Option<Instant>,
+}
+
+impl Inbound {
+    /// True once the requester has given up on this request: answering it
+    /// is wasted work.
+    pub fn is_expired(&self) -> bool {
+        self.deadline.is_some_and(|d| d <= Instant::now())
+    }
+
+    /// Time left until the deadline (`None`: no deadline).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
 }
 
 /// Receives messages for one verb. Runs on the network's receive task:
@@ -52,12 +69,35 @@ pub struct Responder {
     verb: Verb,
     id: u64,
     answered: bool,
+    held: Option<Held>,
+}
+
+/// Something kept alive until a request is answered (see [`Responder::hold`]).
+struct Held(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
 }
 
 impl Responder {
     /// The node that sent the request.
     pub fn peer(&self) -> NodeAddr {
         self.to
+    }
+
+    /// Keeps `guard` until this request is answered (or dropped): e.g. a
+    /// permit of a bounded stage, released however the handler finishes.
+    pub fn hold(&mut self, guard: impl Send + Sync + 'static) {
+        self.held = Some(Held(Box::new(guard)));
+    }
+
+    /// Drops the request without answering: for a request whose requester
+    /// has already given up (past its deadline), where even an error
+    /// response is wasted.
+    pub fn abandon(mut self) {
+        self.answered = true;
     }
 
     pub fn respond(mut self, payload: Bytes) -> Result<()> {
@@ -79,6 +119,7 @@ impl Responder {
             flags,
             verb: self.verb,
             id: self.id,
+            deadline: None,
             payload,
         };
         inner.send(self.to, msg, SendOptions::default())
@@ -323,12 +364,14 @@ impl Inner {
                     verb: msg.verb,
                     id: msg.id,
                     answered: false,
+                    held: None,
                 });
                 let inbound = Inbound {
                     from: msg.from,
                     verb: msg.verb,
                     payload: msg.payload,
                     responder,
+                    deadline: msg.deadline.filter(|_| msg.kind == FrameKind::Request),
                 };
                 match handler {
                     Some(h) => h.handle(inbound),
@@ -437,17 +480,19 @@ impl Messenger {
             taken: false,
         };
         let start = Instant::now();
+        let deadline = start + timeout;
         let msg = Message {
             from: inner.local,
             kind: FrameKind::Request,
             flags: 0,
             verb,
             id,
+            deadline: Some(deadline),
             payload,
         };
         let opts = SendOptions {
             priority,
-            expires_at: Some(start + timeout),
+            expires_at: Some(deadline),
         };
         inner.send(to, msg, opts)?;
         let answer = tokio::time::timeout(timeout, rx).await;
@@ -492,6 +537,7 @@ impl Messenger {
             flags: 0,
             verb,
             id: 0,
+            deadline: None,
             payload,
         };
         let opts = SendOptions {

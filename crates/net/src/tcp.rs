@@ -82,6 +82,8 @@ fn bump(c: &AtomicU64) {
 
 struct Queued {
     frame: Frame,
+    /// The request's deadline: the frame's timeout is what is left of it when written.
+    deadline: Option<Instant>,
     expires_at: Option<Instant>,
     size: usize,
 }
@@ -218,7 +220,8 @@ impl Transport for TcpTransport {
             return Err(Error::QueueFull { peer: to });
         }
         let item = Queued {
-            frame: msg.to_frame(),
+            frame: msg.to_frame(Instant::now()),
+            deadline: msg.deadline,
             expires_at: opts.expires_at,
             size,
         };
@@ -314,6 +317,7 @@ fn handshake_frame(hs: &Handshake) -> BytesMut {
         flags: 0,
         verb: Verb(0),
         id: 0,
+        timeout: None,
         payload: hs.encode(),
     };
     encode_frame(&frame, &mut buf);
@@ -384,12 +388,16 @@ async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAdd
     shared.peer_ids.lock().insert(from, hello.host_id);
     debug!(%remote, peer = %from, host_id = %hello.host_id, class = ?hello.class, "inbound connection established");
     let sink = shared.sink.get().ok_or(Error::Shutdown)?.clone();
+    // When the buffered bytes arrived: a request's deadline counts from
+    // there, so the time spent handling the frames before it in the same
+    // read counts against it.
+    let mut received = Instant::now();
     loop {
         while let Some(frame) = decode_frame(&mut buf, max)? {
             if frame.kind == FrameKind::Handshake {
                 return Err(Error::Malformed("second handshake on a connection".into()));
             }
-            sink(Message::from_frame(from, frame));
+            sink(Message::from_frame(from, frame, received));
         }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
@@ -401,6 +409,7 @@ async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAdd
                 Err(Error::Truncated)
             };
         }
+        received = Instant::now();
     }
 }
 
@@ -677,12 +686,13 @@ impl Outbound {
         let now = Instant::now();
         let mut batch = WriteBatch::default();
         let mut frames = 0;
-        while let Some(q) = self.held.pop_front() {
+        while let Some(mut q) = self.held.pop_front() {
             self.release(&q);
             if q.expires_at.is_some_and(|t| t <= now) {
                 bump(&self.shared.counters.expired);
                 continue;
             }
+            q.frame.timeout = q.deadline.map(|d| d.saturating_duration_since(now));
             frames += 1;
             if q.frame.payload.len() <= COPY_LIMIT {
                 encode_frame(&q.frame, out);

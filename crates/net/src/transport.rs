@@ -46,27 +46,36 @@ pub struct Message {
     pub flags: u8,
     pub verb: Verb,
     pub id: u64,
+    /// For a request: when its requester stops waiting for the answer, on
+    /// this node's clock. A frame carries it as the time left when the
+    /// frame is written, and the receiver adds it to the time the bytes
+    /// arrived, so clocks of different nodes are never compared.
+    pub deadline: Option<Instant>,
     pub payload: Bytes,
 }
 
 impl Message {
-    pub fn to_frame(&self) -> Frame {
+    /// The frame for this message written at `now`.
+    pub fn to_frame(&self, now: Instant) -> Frame {
         Frame {
             kind: self.kind,
             flags: self.flags,
             verb: self.verb,
             id: self.id,
+            timeout: self.deadline.map(|d| d.saturating_duration_since(now)),
             payload: self.payload.clone(),
         }
     }
 
-    pub fn from_frame(from: NodeAddr, f: Frame) -> Self {
+    /// The message of a frame whose bytes arrived at `received`.
+    pub fn from_frame(from: NodeAddr, f: Frame, received: Instant) -> Self {
         Message {
             from,
             kind: f.kind,
             flags: f.flags,
             verb: f.verb,
             id: f.id,
+            deadline: f.timeout.map(|t| received + t),
             payload: f.payload,
         }
     }

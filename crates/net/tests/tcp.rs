@@ -437,6 +437,7 @@ fn handshake(hs: Handshake) -> Frame {
         flags: 0,
         verb: Verb(0),
         id: 0,
+        timeout: None,
         payload: hs.encode(),
     }
 }
@@ -453,6 +454,7 @@ async fn malformed_frames_close_only_that_connection() {
         flags: 0,
         verb: ECHO,
         id: 1,
+        timeout: Some(Duration::from_secs(1)),
         payload: Bytes::from("hello"),
     };
     let mut bad_crc = BytesMut::new();
@@ -483,4 +485,80 @@ async fn malformed_frames_close_only_that_connection() {
     for n in [a, b, c] {
         n.shutdown().await;
     }
+}
+
+/// A request frame carries the time its requester still waits; the
+/// receiver sees it as a deadline on its own clock. A request delayed past
+/// it arrives expired; one-way messages have none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_carry_their_deadline() {
+    const SEEN: Verb = Verb(20);
+    const ABANDON: Verb = Verb(21);
+    let a = node("127.0.13.1:0").await;
+    let b = node("127.0.13.2:0").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let held = Arc::new(());
+    let h = held.clone();
+    b.register(SEEN, move |msg: Inbound| {
+        let _ = tx.send((msg.deadline, msg.is_expired()));
+        if let Some(mut r) = msg.responder {
+            r.hold(h.clone());
+            let _ = r.respond(Bytes::new());
+        }
+    });
+    b.register(ABANDON, |msg: Inbound| {
+        if let Some(r) = msg.responder {
+            r.abandon();
+        }
+    });
+    let sent = Instant::now();
+    a.request(b.local_addr(), SEEN, Bytes::new(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let (deadline, expired) = rx.recv().await.unwrap();
+    let deadline = deadline.expect("a request has a deadline");
+    assert!(!expired);
+    let expected = sent + Duration::from_secs(2);
+    // Off by the transit time (same clock here) and the microsecond cut.
+    assert!(
+        deadline + Duration::from_millis(1) >= expected
+            && deadline <= expected + Duration::from_millis(500),
+        "deadline {:?} vs expected {:?}",
+        deadline.saturating_duration_since(sent),
+        expected - sent
+    );
+    // What the responder held is released once it answered (the handler
+    // keeps one more reference).
+    eventually(T, || async {
+        (Arc::strong_count(&held) == 2).then_some(())
+    })
+    .await;
+
+    a.send_oneway(b.local_addr(), SEEN, Bytes::new()).unwrap();
+    let (deadline, expired) = rx.recv().await.unwrap();
+    assert_eq!((deadline, expired), (None, false));
+
+    // Delayed on arrival past its timeout: the handler sees it expired.
+    b.set_faults(FaultRules::default().with_extra_latency(Duration::from_millis(300)))
+        .unwrap();
+    let r = a
+        .request(
+            b.local_addr(),
+            SEEN,
+            Bytes::new(),
+            Duration::from_millis(100),
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    let (deadline, expired) = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+    assert!(deadline.is_some() && expired);
+    b.clear_faults();
+
+    // An abandoned request gets no answer at all (not even an error).
+    let r = a
+        .request(b.local_addr(), ABANDON, Bytes::new(), SHORT)
+        .await;
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -400,5 +400,8 @@ fn metrics(shared: &Shared) -> String {
     if let Some(c) = shared.coordinator_metrics.get() {
         c.render_prometheus("gyre_coordinator_", &mut m);
     }
+    if let Some(s) = shared.replica_stage.get() {
+        s.render_prometheus("gyre_replica_", &mut m);
+    }
     m
 }

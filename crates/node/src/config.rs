@@ -93,6 +93,9 @@ pub struct NetworkConfig {
     pub cql_max_queued_requests: usize,
     /// How long a queued CQL request waits before it is answered Overloaded.
     pub cql_queue_timeout_ms: u64,
+    /// Replica requests from other coordinators (mutations until durable,
+    /// reads) running at once; beyond, they are refused as overloaded.
+    pub replica_max_concurrent_requests: usize,
 }
 
 impl Default for NetworkConfig {
@@ -107,6 +110,7 @@ impl Default for NetworkConfig {
             cql_max_concurrent_requests: 1024,
             cql_max_queued_requests: 4096,
             cql_queue_timeout_ms: 1000,
+            replica_max_concurrent_requests: gyre_coordinator::DEFAULT_MAX_REPLICA_REQUESTS,
         }
     }
 }
@@ -303,6 +307,8 @@ pub struct Overrides {
     pub cql_max_queued_requests: Option<usize>,
     #[arg(long)]
     pub cql_queue_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub replica_max_concurrent_requests: Option<usize>,
     /// Comma-separated seeds (`ip` or `ip:port`).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
@@ -418,6 +424,10 @@ impl NodeConfig {
         set(
             &mut self.network.cql_queue_timeout_ms,
             &o.cql_queue_timeout_ms,
+        );
+        set(
+            &mut self.network.replica_max_concurrent_requests,
+            &o.replica_max_concurrent_requests,
         );
         set(&mut self.storage.data_dir, &o.data_dir);
         set(&mut self.storage.commitlog_dir, &o.commitlog_dir);

@@ -1,7 +1,7 @@
 //! A running node: storage, persisted identity, gossip over the messenger,
 //! the token ring it implies, and the admin endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use gyre_cluster::{
     AppStateKey, Endpoint, EndpointState, FailureDetectorConfig, GossipConfig, GossipMessage,
@@ -95,8 +96,10 @@ pub(crate) struct Shared {
     /// A copy of `core.ring`, republished on every change, for the
     /// coordinator (which must not take the gossip lock per request).
     pub ring_view: Arc<RwLock<TokenMetadata>>,
-    /// When each host was last seen going DOWN (for the hint window).
-    pub down_since: Mutex<HashMap<HostId, Instant>>,
+    /// Who gossip sees UP, and since when the others are DOWN: published
+    /// by the gossip task whenever membership or liveness changes, read
+    /// without a lock by the coordinator for every replica of every request.
+    pub liveness: Arc<ArcSwap<LivenessSnapshot>>,
     /// CQL events (STATUS_CHANGE, TOPOLOGY_CHANGE, SCHEMA_CHANGE) to clients.
     pub events: EventSender,
     /// What the CQL server measures (rendered in `/metrics`).
@@ -107,9 +110,21 @@ pub(crate) struct Shared {
     pub qp: OnceLock<Arc<QueryProcessor>>,
     /// The coordinator's stage histograms (rendered in `/metrics`).
     pub coordinator_metrics: OnceLock<Arc<gyre_coordinator::CoordinatorMetrics>>,
+    /// The replica stage's counters (rendered in `/metrics`).
+    pub replica_stage: OnceLock<Arc<gyre_coordinator::ReplicaStage>>,
     start: Instant,
     pub rounds: AtomicU64,
     pub decode_errors: AtomicU64,
+}
+
+/// Liveness as gossip's failure detector last published it. Immutable:
+/// the gossip task replaces the whole snapshot when something changes.
+#[derive(Debug, Default)]
+pub(crate) struct LivenessSnapshot {
+    /// Hosts in the ring that the failure detector sees UP (this node too).
+    pub live: HashSet<HostId>,
+    /// When each host was last seen going DOWN (for the hint window).
+    pub down_since: HashMap<HostId, Instant>,
 }
 
 /// The gossiper and what it implies, behind one lock so they never disagree.
@@ -188,15 +203,10 @@ impl Shared {
             };
             self.events.send(Event::TopologyChange { change, addr });
         }
+        if changes.ring_changed || !changes.liveness.is_empty() {
+            self.publish_liveness(core, &changes.liveness);
+        }
         for (ep, up) in changes.liveness {
-            let host = core.ring_hosts.get(&ep).copied();
-            if let Some(h) = host {
-                if up {
-                    self.down_since.lock().remove(&h);
-                } else {
-                    self.down_since.lock().insert(h, Instant::now());
-                }
-            }
             let cql = core
                 .gossiper
                 .endpoint_state(&ep)
@@ -212,6 +222,32 @@ impl Shared {
             }
         }
         ring
+    }
+
+    /// Publishes a new liveness snapshot from the gossiper's view, after
+    /// the hosts in `changes` went UP (true) or DOWN (false). Called under
+    /// `core`; publishing takes no lock.
+    fn publish_liveness(&self, core: &Core, changes: &[(Endpoint, bool)]) {
+        let mut down_since = self.liveness.load().down_since.clone();
+        let now = Instant::now();
+        for (ep, up) in changes {
+            if let Some(h) = core.ring_hosts.get(ep) {
+                if *up {
+                    down_since.remove(h);
+                } else {
+                    down_since.insert(*h, now);
+                }
+            }
+        }
+        let live = core
+            .ring_hosts
+            .iter()
+            .filter(|(ep, _)| core.gossiper.is_alive(ep))
+            .map(|(_, h)| *h)
+            .chain(std::iter::once(self.host_id))
+            .collect();
+        self.liveness
+            .store(Arc::new(LivenessSnapshot { live, down_since }));
     }
 
     fn publish_ring(&self, ring: Option<TokenMetadata>) {
@@ -436,12 +472,16 @@ impl Node {
                 ring_hosts: HashMap::new(),
             }),
             ring_view: Arc::new(RwLock::new(TokenMetadata::new())),
-            down_since: Mutex::new(HashMap::new()),
+            liveness: Arc::new(ArcSwap::from_pointee(LivenessSnapshot {
+                live: HashSet::from([host_id]),
+                down_since: HashMap::new(),
+            })),
             events: server_cfg.events.clone(),
             cql_metrics: server_cfg.metrics.clone(),
             engine: engine.clone(),
             qp: OnceLock::new(),
             coordinator_metrics: OnceLock::new(),
+            replica_stage: OnceLock::new(),
             start,
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
@@ -454,13 +494,14 @@ impl Node {
         let mut ccfg = CoordinatorConfig::new(host_id, cfg.cluster.datacenter.clone());
         ccfg.write_timeout = Duration::from_millis(cfg.timeouts.write_request_ms);
         ccfg.read_timeout = Duration::from_millis(cfg.timeouts.read_request_ms);
+        ccfg.max_replica_requests = cfg.network.replica_max_concurrent_requests;
         let mut coordinator = Coordinator::new(
             ccfg,
             messenger,
             engine.clone(),
             shared.ring_view.clone(),
             strategies,
-            Arc::new(GossipLiveness(Arc::downgrade(&shared))),
+            Arc::new(GossipLiveness::new(&shared)),
         );
         if cfg.hints.enabled {
             let hcfg = HintConfig {
@@ -475,6 +516,7 @@ impl Node {
             coordinator = coordinator.with_hints(Arc::new(store));
         }
         let _ = shared.coordinator_metrics.set(coordinator.metrics());
+        let _ = shared.replica_stage.set(coordinator.replica_stage());
         let _ = data.coordinator.set(coordinator.clone());
         let _ = shared.qp.set(qp.clone());
         register_schema_verbs(&shared, &qp, &server_cfg.events);
@@ -528,6 +570,7 @@ impl Node {
             core.gossiper.set_tokens(&tokens);
             core.gossiper.set_status(NodeStatus::Normal);
             core.sync_ring(local);
+            shared.publish_liveness(&core, &[]);
             core.ring.clone()
         };
         shared.publish_ring(Some(ring));

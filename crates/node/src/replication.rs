@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use gyre_cluster::{AppStateKey, HostId, ReplicationStrategy};
 use gyre_common::{DecoratedKey, LocalTime, Partition};
@@ -27,7 +28,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::node::Shared;
+use crate::node::{LivenessSnapshot, Shared};
 
 /// A schema change's rows (JSON [`SchemaRows`]); answered (empty) once merged.
 pub const SCHEMA_PUSH: Verb = Verb(0x0300);
@@ -128,22 +129,24 @@ impl StrategyProvider for SchemaStrategies {
     }
 }
 
-/// Liveness as this node's failure detector sees it.
-pub(crate) struct GossipLiveness(pub Weak<Shared>);
+/// Liveness as this node's failure detector sees it: the snapshot that
+/// the gossip task publishes on every change, read with no lock (neither
+/// the ring view's nor gossip's) for every replica of every request.
+pub(crate) struct GossipLiveness(Arc<ArcSwap<LivenessSnapshot>>);
+
+impl GossipLiveness {
+    pub(crate) fn new(shared: &Shared) -> Self {
+        GossipLiveness(shared.liveness.clone())
+    }
+}
 
 impl Liveness for GossipLiveness {
     fn is_alive(&self, host: HostId) -> bool {
-        let Some(shared) = self.0.upgrade() else {
-            return false;
-        };
-        let addr = shared.ring_view.read().node(&host).map(|n| n.address);
-        addr.is_some_and(|a| shared.core.lock().gossiper.is_alive(&a))
+        self.0.load().live.contains(&host)
     }
 
     fn down_for(&self, host: HostId) -> Option<Duration> {
-        let shared = self.0.upgrade()?;
-        let since = shared.down_since.lock().get(&host).copied();
-        since.map(|s| s.elapsed())
+        self.0.load().down_since.get(&host).map(|s| s.elapsed())
     }
 }
 
@@ -470,7 +473,7 @@ async fn deliver_all(shared: &Arc<Shared>, c: &Coordinator, limiter: &mut RateLi
             return;
         }
     };
-    let liveness = GossipLiveness(Arc::downgrade(shared));
+    let liveness = GossipLiveness::new(shared);
     for host in hosts {
         let known = shared.ring_view.read().node(&host).is_some();
         if !known {
@@ -490,5 +493,31 @@ async fn deliver_all(shared: &Arc<Shared>, c: &Coordinator, limiter: &mut RateLi
             Ok(n) => info!(%host, delivered = n, "hints delivered"),
             Err(e) => warn!(%host, error = %e, "hint delivery failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_reads_the_latest_published_snapshot() {
+        let (a, b) = (HostId::from_u128(1), HostId::from_u128(2));
+        let snapshot = Arc::new(ArcSwap::from_pointee(LivenessSnapshot {
+            live: [a, b].into_iter().collect(),
+            down_since: Default::default(),
+        }));
+        let liveness = GossipLiveness(snapshot.clone());
+        assert!(liveness.is_alive(a) && liveness.is_alive(b));
+        assert_eq!(liveness.down_for(b), None);
+        // Gossip publishes b DOWN: the next request sees it, no lock taken.
+        let since = std::time::Instant::now();
+        snapshot.store(Arc::new(LivenessSnapshot {
+            live: [a].into_iter().collect(),
+            down_since: [(b, since)].into_iter().collect(),
+        }));
+        assert!(liveness.is_alive(a) && !liveness.is_alive(b));
+        assert!(liveness.down_for(b).is_some_and(|d| d <= since.elapsed()));
+        assert!(!liveness.is_alive(HostId::from_u128(3)), "unknown host");
     }
 }
