@@ -73,6 +73,10 @@ struct Args {
     /// Untimed operations before each timed run (default: ops / 10).
     #[arg(long)]
     warmup: Option<u64>,
+    /// Timed runs per layer and op; the table shows the median by ops/s
+    /// and the range.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Commitlog sync mode for every layer.
     #[arg(long, value_enum, default_value = "group")]
     sync: CommitlogSyncArg,
@@ -158,6 +162,10 @@ struct Sample {
     /// Allocations in this process (the driver's, for tcp).
     allocs: Allocs,
     misses: u64,
+    /// Commitlog fsyncs during the run (writes only).
+    fsyncs: Option<u64>,
+    /// Lowest and highest ops/s of the repeated runs.
+    range: (f64, f64),
 }
 
 impl Sample {
@@ -178,6 +186,7 @@ impl Sample {
 struct Ctx {
     ops: u64,
     warmup: u64,
+    repeat: usize,
     concurrency: usize,
     sync: CommitlogSync,
     value: Bytes,
@@ -233,12 +242,21 @@ where
     Ok(misses.load(Ordering::Relaxed))
 }
 
+/// The commitlog's fsync count so far, where it can be read.
+type SyncProbe = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
+fn engine_syncs(engine: Arc<dyn StorageEngine>) -> SyncProbe {
+    Box::new(move || Some(engine.engine_stats().commitlog_syncs))
+}
+
 /// Warms up then times writes of keys `0..ops`, then (unless disabled)
-/// warms up and times reads of those keys.
+/// warms up and times reads of those keys; each timed run `repeat` times,
+/// keeping the median by ops/s.
 async fn measure<W, WF, R, RF>(
     ctx: &Ctx,
     layer: Layer,
     server: Option<u32>,
+    syncs: SyncProbe,
     write: W,
     read: R,
 ) -> anyhow::Result<Vec<Sample>>
@@ -275,38 +293,58 @@ where
         if warmup > 0 {
             timed(true).await?;
         }
-        let cpu0 = (
-            node_proc::self_cpu(),
-            server.map(node_proc::proc_cpu).transpose()?,
+        let mut runs = Vec::new();
+        for _ in 0..ctx.repeat.max(1) {
+            let syncs0 = syncs();
+            let cpu0 = (
+                node_proc::self_cpu(),
+                server.map(node_proc::proc_cpu).transpose()?,
+            );
+            let allocs0 = Allocs::now();
+            let t0 = Instant::now();
+            let misses = timed(false).await?;
+            let wall = t0.elapsed();
+            let allocs = Allocs::now().since(allocs0);
+            let fsyncs = match (op, syncs0, syncs()) {
+                (Op::Write, Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            };
+            let self_cpu = node_proc::self_cpu().saturating_sub(cpu0.0);
+            let (cpu, client_cpu) = match (server, cpu0.1) {
+                (Some(pid), Some(c0)) => {
+                    (node_proc::proc_cpu(pid)?.saturating_sub(c0), Some(self_cpu))
+                }
+                _ => (self_cpu, None),
+            };
+            let s = Sample {
+                layer,
+                op,
+                ops,
+                wall,
+                cpu,
+                client_cpu,
+                allocs,
+                misses,
+                fsyncs,
+                range: (0.0, 0.0),
+            };
+            eprintln!(
+                "  {:<8} {:>9.0} ops/s  {:>7.2} us/op wall  {:>7.2} us/op CPU",
+                format!("{op:?}").to_lowercase(),
+                s.ops_per_sec(),
+                s.wall_us(),
+                s.cpu_us()
+            );
+            runs.push(s);
+        }
+        runs.sort_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()));
+        let range = (
+            runs.first().map_or(0.0, Sample::ops_per_sec),
+            runs.last().map_or(0.0, Sample::ops_per_sec),
         );
-        let allocs0 = Allocs::now();
-        let t0 = Instant::now();
-        let misses = timed(false).await?;
-        let wall = t0.elapsed();
-        let allocs = Allocs::now().since(allocs0);
-        let self_cpu = node_proc::self_cpu().saturating_sub(cpu0.0);
-        let (cpu, client_cpu) = match (server, cpu0.1) {
-            (Some(pid), Some(c0)) => (node_proc::proc_cpu(pid)?.saturating_sub(c0), Some(self_cpu)),
-            _ => (self_cpu, None),
-        };
-        let s = Sample {
-            layer,
-            op,
-            ops,
-            wall,
-            cpu,
-            client_cpu,
-            allocs,
-            misses,
-        };
-        eprintln!(
-            "  {:<8} {:>9.0} ops/s  {:>7.2} us/op wall  {:>7.2} us/op CPU",
-            format!("{op:?}").to_lowercase(),
-            s.ops_per_sec(),
-            s.wall_us(),
-            s.cpu_us()
-        );
-        out.push(s);
+        let mut median = runs.swap_remove(runs.len() / 2);
+        median.range = range;
+        out.push(median);
     }
     Ok(out)
 }
@@ -370,6 +408,7 @@ async fn engine_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         ctx,
         Layer::Engine,
         None,
+        engine_syncs(engine.clone()),
         move |k| {
             // What the query processor builds for the INSERT: a row marker
             // and the cell, at one timestamp.
@@ -411,6 +450,7 @@ async fn qp_samples(
     ctx: &Ctx,
     layer: Layer,
     qp: Arc<QueryProcessor>,
+    syncs: SyncProbe,
 ) -> anyhow::Result<Vec<Sample>> {
     create_schema(&qp).await?;
     let insert = Arc::new(gyre_cql::parse(INSERT)?);
@@ -421,6 +461,7 @@ async fn qp_samples(
         ctx,
         layer,
         None,
+        syncs,
         move |k| {
             let (qp, insert, value) = (qp.clone(), insert.clone(), value.clone());
             async move {
@@ -461,13 +502,19 @@ async fn qp_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         Arc::new(LocalData::new(engine.clone())),
         Arc::new(SystemClock),
     ));
-    qp_samples(ctx, Layer::Qp, qp).await
+    qp_samples(ctx, Layer::Qp, qp, engine_syncs(engine)).await
 }
 
 async fn coord_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
     let dir = tempfile::tempdir()?;
     let node = gyre_node::Node::start(node_config(dir.path(), ctx.sync, 101)?).await?;
-    let samples = qp_samples(ctx, Layer::Coord, node.query_processor_for_bench()).await;
+    let samples = qp_samples(
+        ctx,
+        Layer::Coord,
+        node.query_processor_for_bench(),
+        engine_syncs(node.engine_for_bench()),
+    )
+    .await;
     node.shutdown().await?;
     samples
 }
@@ -510,6 +557,7 @@ async fn handler_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
             ctx,
             Layer::Handler,
             None,
+            engine_syncs(node.engine_for_bench()),
             move |k| {
                 let (handler, conn) = (handler.clone(), conn.clone());
                 let req = execute(
@@ -570,10 +618,13 @@ async fn tcp_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         let session = Arc::new(session);
         let value: Arc<Vec<u8>> = Arc::new(ctx.value.to_vec());
         let sr = session.clone();
+        let admin = cfg.network.admin_addr();
+        let syncs: SyncProbe = Box::new(move || metrics_syncs(admin));
         measure(
             ctx,
             Layer::Tcp,
             Some(node.pid()),
+            syncs,
             move |k| {
                 let (session, insert, value) = (session.clone(), insert.clone(), value.clone());
                 async move {
@@ -598,21 +649,32 @@ async fn tcp_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
     samples
 }
 
+/// `gyre_storage_commitlog_syncs_total` from the node's `/metrics`.
+fn metrics_syncs(admin: std::net::SocketAddr) -> Option<u64> {
+    let text = gyre_node::http::get(admin, "/metrics", Duration::from_secs(5)).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("gyre_storage_commitlog_syncs_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 fn print_table(ctx: &Ctx, samples: &[Sample], counting: bool) {
     println!(
         "\nlayer ladder: commitlog {:?}, {} in flight, {} B values, {} timed ops per layer and op \
-         (+{} warm-up), {} cores\n",
+         (+{} warm-up), median of {} runs, {} cores\n",
         ctx.sync,
         ctx.concurrency,
         ctx.value.len(),
         ctx.ops,
         ctx.warmup,
+        ctx.repeat.max(1),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     println!(
-        "| op | layer | ops/s | µs/op (wall) | Δ wall µs/op | CPU µs/op | Δ CPU µs/op | allocs/op | bytes alloc/op |"
+        "| op | layer | ops/s | ops/s range | µs/op (wall) | Δ wall µs/op | CPU µs/op | Δ CPU µs/op | allocs/op | bytes alloc/op | writes/fsync |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
     for op in [Op::Write, Op::Read] {
         let mut below: Option<&Sample> = None;
@@ -628,17 +690,25 @@ fn print_table(ctx: &Ctx, samples: &[Sample], counting: bool) {
                     format!("{:.0}", s.allocs.bytes as f64 / s.ops as f64),
                 ),
             };
+            let per_fsync = match s.fsyncs {
+                Some(0) => "no fsync".to_string(),
+                Some(n) => format!("{:.1}", s.ops as f64 / n as f64),
+                None => "—".to_string(),
+            };
             println!(
-                "| {} | {} | {:.0} | {:.2} | {} | {:.2} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {} | {:.2} | {} | {} | {} | {} |",
                 format!("{op:?}").to_lowercase(),
                 s.layer.name(),
                 s.ops_per_sec(),
+                s.range.0,
+                s.range.1,
                 s.wall_us(),
                 delta(Sample::wall_us),
                 s.cpu_us(),
                 delta(Sample::cpu_us),
                 allocs,
                 bytes,
+                per_fsync,
             );
             if let Some(c) = s.client_cpu {
                 notes.push(format!(
@@ -673,7 +743,9 @@ fn print_table(ctx: &Ctx, samples: &[Sample], counting: bool) {
         "µs/op (wall) is 1 / throughput with {} requests in flight (latency ≈ {} × it). CPU µs/op: \
          this process's CPU (every thread: workers, commitlog syncer, flusher) per op for the \
          in-process layers, the node process's for tcp. Δ: minus the row above. Allocations: \
-         calls to the global allocator per op, this process, every thread.",
+         calls to the global allocator per op, this process, every thread. writes/fsync: timed \
+         writes per commitlog fsync (in group mode a write waits for its group's fsync, so wall \
+         time there follows the disk more than the layer).",
         ctx.concurrency, ctx.concurrency
     );
     for n in notes {
@@ -698,6 +770,7 @@ fn main() -> anyhow::Result<()> {
     let ctx = Ctx {
         ops: args.ops,
         warmup: args.warmup.unwrap_or(args.ops / 10),
+        repeat: args.repeat,
         concurrency: args.concurrency,
         sync: args.sync.into(),
         value: Bytes::from(vec![0x5a; args.value_size]),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use gyre_protocol::RequestHandler;
 use gyre_query::QueryProcessor;
+use gyre_storage::StorageEngine;
 
 use crate::cql::CqlHandler;
 use crate::node::Node;
@@ -31,5 +32,11 @@ impl Node {
             .get()
             .cloned()
             .expect("Node::start sets the query processor before returning")
+    }
+
+    /// The node's storage engine (for its commitlog counters).
+    #[doc(hidden)]
+    pub fn engine_for_bench(&self) -> Arc<dyn StorageEngine> {
+        self.shared.engine.clone()
     }
 }
