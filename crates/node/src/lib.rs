@@ -25,6 +25,7 @@
 //! decommission.
 
 mod admin;
+mod bench;
 pub mod config;
 mod cql;
 mod digest;

@@ -390,7 +390,7 @@ fn ring_entry(ep: Endpoint, s: &EndpointState) -> Option<(NodeInfo, Vec<Token>, 
 /// A started node. Dropping it without [`Node::shutdown`] skips the
 /// graceful parts (announcement, flush).
 pub struct Node {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     engine: Arc<dyn StorageEngine>,
     stop: watch::Sender<bool>,
     /// Stops gossip and the CQL server only (shutdown, or a failed
