@@ -1,0 +1,250 @@
+//! Range reads: the ring walked in token order, replicas' pages merged
+//! and repaired, a page resumed exactly where it stopped.
+
+use super::*;
+
+impl Coordinator {
+    /// Reads a page of a token range at `cl`: walks the ring from
+    /// `request.start` in token order, asks each range's replicas (as many
+    /// as `cl` needs) for a page, reconciles their answers, repairs the
+    /// replicas that were behind, and goes on to the next range until
+    /// `request.max_rows` live rows are collected or `request.end` is
+    /// reached. The resume position continues exactly where the answer
+    /// stops.
+    pub async fn scan(
+        &self,
+        table: TableId,
+        request: ScanRequest,
+        now: LocalTime,
+        cl: ConsistencyLevel,
+    ) -> Result<ScanPage> {
+        let started = std::time::Instant::now();
+        let res = self.scan_unmeasured(table, request, now, cl).await;
+        self.inner.metrics.range.record(started.elapsed());
+        res
+    }
+
+    pub(super) async fn scan_unmeasured(
+        &self,
+        table: TableId,
+        request: ScanRequest,
+        now: LocalTime,
+        cl: ConsistencyLevel,
+    ) -> Result<ScanPage> {
+        cl.validate_for_read()?;
+        let strategy =
+            self.inner.strategies.strategy(table).ok_or_else(|| {
+                CoordinatorError::InvalidRequest(format!("unknown table {table}"))
+            })?;
+        let mut out: Vec<Partition> = Vec::new();
+        let mut live = 0usize;
+        let mut start = request.start.clone();
+        loop {
+            if past_end(&start, &request.end) {
+                return Ok(ScanPage {
+                    partitions: out,
+                    resume: None,
+                });
+            }
+            let (group_end, targets) = self.plan_range(&strategy, &start);
+            let end = min_end(group_end, request.end);
+            let sub = ScanRequest {
+                start: start.clone(),
+                end,
+                filter: request.filter.clone(),
+                max_rows: request.max_rows.saturating_sub(live).max(1),
+            };
+            let page = self
+                .scan_replicas(table, &strategy, cl, targets, sub, now)
+                .await?;
+            for p in page.partitions {
+                live += live_row_count(&p, now);
+                append_partition(&mut out, p);
+            }
+            let next = match page.resume {
+                Some(cut) => cut,
+                None => match end {
+                    Bound::Unbounded => {
+                        return Ok(ScanPage {
+                            partitions: out,
+                            resume: None,
+                        })
+                    }
+                    Bound::Included(t) => ScanStart::Token(Bound::Excluded(t)),
+                    Bound::Excluded(t) => ScanStart::Token(Bound::Included(t)),
+                },
+            };
+            if live >= request.max_rows {
+                let resume = (!past_end(&next, &request.end)).then_some(next);
+                return Ok(ScanPage {
+                    partitions: out,
+                    resume,
+                });
+            }
+            start = next;
+        }
+    }
+
+    /// The end of the ring segment a scan from `start` asks in one request
+    /// (consecutive vnode ranges with the same replicas; with as many
+    /// replicas as nodes, the whole rest of the ring) and its replicas.
+    pub(super) fn plan_range(
+        &self,
+        strategy: &ReplicationStrategy,
+        start: &ScanStart,
+    ) -> (Bound<Token>, Vec<Target>) {
+        let ring = self.inner.ring.read();
+        let tokens = ring.ring();
+        let (t, excluded) = start_token(start);
+        let first = if excluded {
+            tokens.partition_point(|(x, _)| *x <= t)
+        } else {
+            tokens.partition_point(|(x, _)| *x < t)
+        };
+        let replicas_of = |tok: Token| -> Vec<HostId> {
+            let mut r = ring.replicas_for_token(strategy, tok);
+            r.sort();
+            r
+        };
+        let (end, hosts) = if tokens.is_empty() {
+            (Bound::Unbounded, Vec::new())
+        } else if first == tokens.len() {
+            // Past the last token: the wrap-around range, owned like the first.
+            (Bound::Unbounded, replicas_of(tokens[0].0))
+        } else {
+            let hosts = replicas_of(tokens[first].0);
+            let mut i = first;
+            while i + 1 < tokens.len() && replicas_of(tokens[i + 1].0) == hosts {
+                i += 1;
+            }
+            let end = if i + 1 == tokens.len() && replicas_of(tokens[0].0) == hosts {
+                Bound::Unbounded
+            } else {
+                Bound::Included(tokens[i].0)
+            };
+            (end, hosts)
+        };
+        let mut targets: Vec<Target> = hosts
+            .into_iter()
+            .filter_map(|h| {
+                let info = ring.node(&h)?;
+                Some(Target {
+                    replica: Replica::new(h, info.dc.clone()),
+                    addr: info.address,
+                    alive: false,
+                })
+            })
+            .collect();
+        drop(ring);
+        self.set_liveness(&mut targets);
+        (end, targets)
+    }
+
+    /// One range request to the replicas `cl` needs, reconciled, with the
+    /// stale ones repaired before answering.
+    pub(super) async fn scan_replicas(
+        &self,
+        table: TableId,
+        strategy: &ReplicationStrategy,
+        cl: ConsistencyLevel,
+        targets: Vec<Target>,
+        request: ScanRequest,
+        now: LocalTime,
+    ) -> Result<ScanPage> {
+        let mut live: Vec<&Target> = targets.iter().filter(|t| t.alive).collect();
+        self.by_proximity(&mut live);
+        let live_replicas: Vec<Replica> = live.iter().map(|t| t.replica.clone()).collect();
+        let contacted = cl.filter_for_read(strategy, self.dc(), &live_replicas)?;
+        let block_for = contacted.len();
+        let addr_of = |h: HostId| targets.iter().find(|t| t.replica.host == h).map(|t| t.addr);
+        let cmd = RangeCommand {
+            table,
+            request,
+            now,
+        };
+        let mut inflight: FuturesUnordered<BoxFuture<'static, (HostId, Option<ScanPage>)>> =
+            FuturesUnordered::new();
+        for r in &contacted {
+            if let Some(a) = addr_of(r.host) {
+                inflight.push(self.send_range(r.host, a, cmd.clone()));
+            }
+        }
+        let deadline = Instant::now() + self.inner.config.read_timeout;
+        let mut pages: Vec<(HostId, ScanPage)> = Vec::new();
+        while pages.len() < block_for {
+            match timeout_at(deadline, inflight.next()).await {
+                Ok(Some((h, Some(p)))) => pages.push((h, p)),
+                Ok(Some((_, None))) => {}
+                Ok(None) | Err(_) => {
+                    return Err(CoordinatorError::ReadTimeout {
+                        consistency: cl,
+                        received: pages.len(),
+                        block_for,
+                        data_present: !pages.is_empty(),
+                    })
+                }
+            }
+        }
+        let hosts: Vec<HostId> = pages.iter().map(|(h, _)| *h).collect();
+        let merged = merge_range_pages(pages.into_iter().map(|(_, p)| p).collect());
+        let mut repairs: Inflight = FuturesUnordered::new();
+        for (i, muts) in merged.repairs {
+            let h = hosts[i];
+            let Some(a) = addr_of(h) else { continue };
+            for m in muts {
+                tracing::debug!(host = %h, "range read repair");
+                repairs.push(
+                    self.send_mutation(h, a, &Mutation::new(table, m))
+                        .map(move |ok| Event::RepairAck(h, ok))
+                        .boxed(),
+                );
+            }
+        }
+        // Blocking read repair: the answer is only given once the replicas
+        // that were behind hold it (or the timeout passed; then they are
+        // repaired by the next read).
+        while let Ok(Some(_)) = timeout_at(deadline, repairs.next()).await {}
+        Ok(ScanPage {
+            partitions: merged.partitions,
+            resume: merged.cut,
+        })
+    }
+
+    pub(super) fn send_range(
+        &self,
+        host: HostId,
+        addr: SocketAddr,
+        cmd: RangeCommand,
+    ) -> BoxFuture<'static, (HostId, Option<ScanPage>)> {
+        if host == self.local() {
+            // Inline, like point reads: a page is bounded by its row limit.
+            let page = match self.inner.storage.scan(cmd.table, &cmd.request, cmd.now) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "local range read failed");
+                    None
+                }
+            };
+            return futures::future::ready((host, page)).boxed();
+        }
+        let messenger = self.inner.messenger.clone();
+        let timeout = self.inner.config.read_timeout;
+        let payload = encode_range(&cmd);
+        async move {
+            match messenger.request(addr, READ_RANGE, payload, timeout).await {
+                Ok(b) => match decode_page(&b) {
+                    Ok(p) => (host, Some(p)),
+                    Err(e) => {
+                        tracing::warn!(%host, error = %e, "malformed range response");
+                        (host, None)
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(%host, error = %e, "range request failed");
+                    (host, None)
+                }
+            }
+        }
+        .boxed()
+    }
+}
