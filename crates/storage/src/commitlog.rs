@@ -64,6 +64,10 @@ struct Active {
     /// The table of the previous append in this segment: consecutive writes
     /// to one table skip the dirty-set update.
     last_table: Option<TableId>,
+    /// Finished segments not yet fsynced: the syncer syncs them before the
+    /// active one, so a roll never fsyncs on the appending thread (in
+    /// periodic mode that could be a whole segment, stalling every writer).
+    rolled: Vec<(u64, Arc<File>)>,
 }
 
 struct SyncState {
@@ -232,6 +236,7 @@ impl CommitLog {
                 written: HEADER_LEN,
                 buf: Vec::with_capacity(1 << 20),
                 last_table: None,
+                rolled: Vec::new(),
             }),
             sync: Mutex::new(SyncState {
                 synced: first,
@@ -503,18 +508,11 @@ impl Shared {
         Ok(())
     }
 
-    /// Finishes the active segment (written and synced) and starts the next.
+    /// Finishes the active segment (written out; the syncer fsyncs it
+    /// before anything after it counts as synced) and starts the next.
     fn roll(&self, a: &mut Active) -> Result<()> {
         self.write_out(a)?;
-        if let Err(e) = sync_data(&a.file, FSYNC_FAILPOINT) {
-            let msg = format!("syncing commitlog segment {}: {e}", a.segment);
-            self.fail(msg.clone());
-            return Err(Error::Poisoned(msg));
-        }
-        self.advance_synced(Position {
-            segment: a.segment,
-            offset: a.written,
-        });
+        a.rolled.push((a.segment, a.file.clone()));
         let next = a.segment + 1;
         let file = create_segment(&self.dir, next).inspect_err(|e| self.fail(e.to_string()))?;
         a.segment = next;
@@ -549,7 +547,7 @@ impl Shared {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned(self.error_text()));
         }
-        let (file, pos) = {
+        let (file, pos, rolled) = {
             let mut a = self.active.lock();
             self.write_out(&mut a)?;
             (
@@ -558,8 +556,18 @@ impl Shared {
                     segment: a.segment,
                     offset: a.written,
                 },
+                std::mem::take(&mut a.rolled),
             )
         };
+        // Segments finished by a roll first: nothing after them may count
+        // as synced before they are.
+        for (segment, f) in rolled {
+            if let Err(e) = sync_data(&f, FSYNC_FAILPOINT) {
+                let msg = format!("syncing commitlog segment {segment}: {e}");
+                self.fail(msg.clone());
+                return Err(Error::Poisoned(msg));
+            }
+        }
         if pos <= self.sync.lock().synced {
             return Ok(());
         }

@@ -15,8 +15,13 @@ use gyre_storage::{
 const TABLE: TableId = TableId(uuid::Uuid::from_u128(0x6c));
 
 fn open(dir: &Path, sync: SyncMode) -> LsmEngine {
+    open_with(dir, sync, LsmConfig::in_dir(dir).segment_bytes)
+}
+
+fn open_with(dir: &Path, sync: SyncMode, segment_bytes: u64) -> LsmEngine {
     let engine = LsmEngine::open(LsmConfig {
         sync,
+        segment_bytes,
         ..LsmConfig::in_dir(dir)
     })
     .expect("opens");
@@ -48,9 +53,16 @@ fn present(engine: &LsmEngine, i: u32) -> bool {
 
 #[test]
 fn concurrent_deferred_writes_share_fsyncs_and_survive_a_restart() {
-    for sync in [SyncMode::Group { window_ms: 0 }, SyncMode::Batch] {
+    let default_segment = LsmConfig::in_dir(Path::new(".")).segment_bytes;
+    // 4 KiB segments: the writes roll dozens of segments, which the syncer
+    // (not the writer) must fsync before anything after them counts.
+    for (sync, segment) in [
+        (SyncMode::Group { window_ms: 0 }, default_segment),
+        (SyncMode::Batch, default_segment),
+        (SyncMode::Group { window_ms: 0 }, 4096),
+    ] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = open(dir.path(), sync);
+        let engine = open_with(dir.path(), sync, segment);
         let syncs_before = engine.engine_stats().commitlog_syncs;
         // Every write is applied when submitted; the futures only wait.
         let pending: Vec<_> = (0..2_000)
@@ -69,7 +81,7 @@ fn concurrent_deferred_writes_share_fsyncs_and_survive_a_restart() {
             stats.commitlog_records
         );
         drop(engine);
-        let engine = open(dir.path(), sync);
+        let engine = open_with(dir.path(), sync, segment);
         assert!((0..2_000).all(|i| present(&engine, i)), "{sync:?}: lost");
     }
 }
