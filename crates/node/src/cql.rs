@@ -33,7 +33,8 @@ const PREPARED_CACHE_ENTRIES: usize = 10_000;
 /// A prepared statement.
 struct Stmt {
     keyspace: Option<String>,
-    parsed: Parsed,
+    /// Shared, so an EXECUTE does not copy the statement.
+    parsed: Arc<Parsed>,
     /// Bind-marker names, for named values.
     bind_names: Vec<String>,
     /// The table it was prepared against (`(keyspace, name)` and its
@@ -190,7 +191,7 @@ impl CqlHandler {
     /// Executes one statement and builds the RESULT.
     async fn run(
         &self,
-        parsed: Parsed,
+        parsed: Arc<Parsed>,
         params: QueryParams,
         skip_metadata: bool,
     ) -> Result<CqlResult, QueryError> {
@@ -325,7 +326,10 @@ impl CqlHandler {
             Err(e) => return error(e),
         };
         let params = Self::params(&q.params, values, conn.keyspace());
-        match self.run(parsed, params, q.params.skip_metadata).await {
+        match self
+            .run(Arc::new(parsed), params, q.params.skip_metadata)
+            .await
+        {
             Ok(r) => Response::Result(r),
             Err(e) => {
                 debug!(query = %q.query, error = %e, "query failed");
@@ -389,8 +393,8 @@ impl CqlHandler {
             id.clone(),
             Arc::new(Stmt {
                 keyspace,
-                parsed,
                 bind_names,
+                parsed: Arc::new(parsed),
                 table: def,
                 checked_at: AtomicU64::new(epoch),
             }),
@@ -470,7 +474,7 @@ impl CqlHandler {
                 },
                 BatchStatementKind::Prepared(id) => match self.lookup(id) {
                     Ok(stmt) => (
-                        stmt.parsed.clone(),
+                        Parsed::clone(&stmt.parsed),
                         stmt.keyspace.clone().or_else(|| conn.keyspace()),
                     ),
                     Err(r) => return *r,
@@ -693,7 +697,7 @@ mod tests {
         let stmt = || {
             Arc::new(Stmt {
                 keyspace: None,
-                parsed: gyre_cql::parse("SELECT * FROM system.local").expect("parses"),
+                parsed: Arc::new(gyre_cql::parse("SELECT * FROM system.local").expect("parses")),
                 bind_names: Vec::new(),
                 table: None,
                 checked_at: AtomicU64::new(0),
