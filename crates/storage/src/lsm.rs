@@ -222,7 +222,10 @@ impl LsmEngine {
             let inner = self.inner.clone();
             let h = std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || inner.run_worker(rx))
+                .spawn(move || {
+                    background_priority(name);
+                    inner.run_worker(rx)
+                })
                 .ctx(|| format!("starting {name}"))?;
             workers.push(h);
         }
@@ -359,6 +362,20 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         compactions: AtomicU64::new(0),
     })
 }
+
+/// Lowers the calling (flush or compaction) thread's scheduling priority,
+/// so that on a machine with few cores the request path keeps the CPU and a
+/// flush slows down instead of stalling requests (memory stays bounded by
+/// the writers' backpressure at twice the memtable budget).
+fn background_priority(name: &str) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
+        tracing::debug!(thread = name, error = %e, "could not lower the thread's priority");
+    }
+}
+
+/// The nice value of flush and compaction threads.
+const BACKGROUND_NICE: i32 = 10;
 
 impl Inner {
     fn table(&self, id: TableId) -> Result<Arc<Table>> {
