@@ -29,18 +29,8 @@ pub fn serve(config: &Path) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async {
         let signal = async {
-            use tokio::signal::unix::{signal, SignalKind};
-            match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                _ => std::future::pending::<()>().await,
+            if let Err(e) = gyre_node::shutdown_signal().await {
+                eprintln!("cannot listen for signals ({e}); stopping");
             }
         };
         gyre_node::run(cfg, signal).await

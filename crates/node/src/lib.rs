@@ -42,6 +42,6 @@ pub use digest::{DigestRequest, TableDigest};
 pub use error::{Error, Result};
 /// Storage failpoint names and control (feature `failpoints`).
 pub use gyre_storage::failpoints;
-pub use node::{run, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
+pub use node::{run, shutdown_signal, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
 pub use state::NodeState;
 pub use status::{EndpointReport, StatusReport};

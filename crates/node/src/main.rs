@@ -59,23 +59,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async {
         let signal = async {
-            if let Err(e) = shutdown_signal().await {
+            if let Err(e) = gyre_node::shutdown_signal().await {
                 tracing::error!(error = %e, "cannot listen for signals; stopping");
             }
         };
         gyre_node::run(cfg, signal).await
     })?;
-    Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
     Ok(())
 }

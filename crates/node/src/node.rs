@@ -727,6 +727,19 @@ async fn open_query_processor(
     .map_err(|e| Error::Startup(format!("schema load task failed: {e}")))?
 }
 
+/// Resolves at SIGTERM or SIGINT: what the `gyre` binary (and the layer
+/// ladder's node process) pass to [`run`].
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
 /// Runs a node until `signal` resolves, then shuts it down gracefully.
 pub async fn run(cfg: NodeConfig, signal: impl Future<Output = ()>) -> Result<()> {
     let node = Node::start(cfg).await?;

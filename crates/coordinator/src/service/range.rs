@@ -18,19 +18,7 @@ impl Coordinator {
         now: LocalTime,
         cl: ConsistencyLevel,
     ) -> Result<ScanPage> {
-        let started = std::time::Instant::now();
-        let res = self.scan_unmeasured(table, request, now, cl).await;
-        self.inner.metrics.range.record(started.elapsed());
-        res
-    }
-
-    pub(super) async fn scan_unmeasured(
-        &self,
-        table: TableId,
-        request: ScanRequest,
-        now: LocalTime,
-        cl: ConsistencyLevel,
-    ) -> Result<ScanPage> {
+        let _timer = self.inner.metrics.range.start_timer();
         cl.validate_for_read()?;
         let strategy =
             self.inner.strategies.strategy(table).ok_or_else(|| {

@@ -62,19 +62,7 @@ impl Coordinator {
         filter: ReadFilter,
         cl: ConsistencyLevel,
     ) -> Result<Option<Partition>> {
-        let started = std::time::Instant::now();
-        let res = self.read_unmeasured(table, key, filter, cl).await;
-        self.inner.metrics.read.record(started.elapsed());
-        res
-    }
-
-    pub(super) async fn read_unmeasured(
-        &self,
-        table: TableId,
-        key: &DecoratedKey,
-        filter: ReadFilter,
-        cl: ConsistencyLevel,
-    ) -> Result<Option<Partition>> {
+        let _timer = self.inner.metrics.read.start_timer();
         cl.validate_for_read()?;
         let (strategy, natural, _) = self.plan(table, key.token)?;
         let mut live: Vec<&Target> = natural.iter().filter(|t| t.alive).collect();

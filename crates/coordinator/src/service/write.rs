@@ -90,19 +90,7 @@ impl Coordinator {
         cl: ConsistencyLevel,
         write_type: WriteType,
     ) -> Result<()> {
-        let started = std::time::Instant::now();
-        let res = self.write_unmeasured(table, update, cl, write_type).await;
-        self.inner.metrics.write.record(started.elapsed());
-        res
-    }
-
-    pub(super) async fn write_unmeasured(
-        &self,
-        table: TableId,
-        update: Partition,
-        cl: ConsistencyLevel,
-        write_type: WriteType,
-    ) -> Result<()> {
+        let _timer = self.inner.metrics.write.start_timer();
         cl.validate_for_write()?;
         let (strategy, natural, pending) = self.plan(table, update.key.token)?;
         let live = |ts: &[Target]| -> Vec<Replica> {
