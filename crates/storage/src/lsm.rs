@@ -533,8 +533,8 @@ impl Inner {
         Ok(())
     }
 
-    /// The CPU part of a write: the update is validated, encoded once,
-    /// appended to the commitlog buffer and merged into the memtable.
+    /// The CPU part of a write: the update is validated, its encoding
+    /// appended to the commitlog buffer as it is and kept by the memtable.
     /// Returns the commitlog position that must be durable before the write
     /// is acknowledged.
     fn submit(&self, m: &Mutation) -> Result<Position> {
