@@ -4,14 +4,17 @@
 //! Layout: numbered segment files `CommitLog-<id>.log`, each a header (magic,
 //! segment id, CRC) and records `[len u32][crc(len) u32][payload][crc u32]`.
 //! Appends go to an in-memory buffer under a mutex; a syncer thread writes the
-//! buffer out and fsyncs it according to the [`SyncMode`]. The synced
-//! position is published in a watch channel, so async writers await their
-//! durability as a future ([`CommitLog::durable`]) instead of parking a
-//! thread; blocking callers use [`CommitLog::wait_durable`]. A failed write or
+//! buffer out and fsyncs it according to the [`SyncMode`]. Async writers
+//! await their durability as a future ([`CommitLog::durable`]) instead of
+//! parking a thread: each waits in a queue ordered by position, and an fsync
+//! wakes exactly the writes it made durable (a broadcast would wake every
+//! waiter on every fsync, most of them to wait again for the next group).
+//! Blocking callers use [`CommitLog::wait_durable`]. A failed write or
 //! fsync poisons the log: every later append fails, and nothing is retried
 //! blindly (the kernel may have dropped the dirty pages).
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -73,13 +76,33 @@ struct Active {
 struct SyncState {
     synced: Position,
     error: Option<String>,
+    /// Async writers not yet durable, the lowest position on top.
+    waiters: BinaryHeap<Waiter>,
 }
 
-/// What async waiters watch: the synced position, and whether the log failed.
-#[derive(Clone, Copy, Debug, Default)]
-struct Synced {
-    upto: Position,
-    failed: bool,
+/// An async writer waiting for its position to be synced; dropping the
+/// sender without sending tells it the log failed or closed.
+struct Waiter {
+    pos: Position,
+    tx: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.pos == other.pos
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    /// Reversed, so the max-heap yields the lowest position first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other.pos.cmp(&self.pos)
+    }
 }
 
 struct Shared {
@@ -89,7 +112,6 @@ struct Shared {
     active: Mutex<Active>,
     sync: Mutex<SyncState>,
     synced_cv: Condvar,
-    synced_tx: tokio::sync::watch::Sender<Synced>,
     /// Wakes the syncer.
     pending_cv: Condvar,
     pending: Mutex<bool>,
@@ -222,10 +244,6 @@ impl CommitLog {
             segment: first_segment,
             offset: HEADER_LEN,
         };
-        let (synced_tx, _) = tokio::sync::watch::channel(Synced {
-            upto: first,
-            failed: false,
-        });
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             mode,
@@ -241,9 +259,9 @@ impl CommitLog {
             sync: Mutex::new(SyncState {
                 synced: first,
                 error: None,
+                waiters: BinaryHeap::new(),
             }),
             synced_cv: Condvar::new(),
-            synced_tx,
             pending_cv: Condvar::new(),
             pending: Mutex::new(false),
             shutdown: AtomicBool::new(false),
@@ -331,20 +349,29 @@ impl CommitLog {
     /// [`CommitLog::wait_durable`], so a waiting write holds no thread.
     pub fn durable(&self, pos: Position) -> impl std::future::Future<Output = Result<()>> + Send {
         let sh = self.shared.clone();
-        let mut rx = (sh.mode.waits_for_sync()).then(|| sh.synced_tx.subscribe());
-        async move {
-            let Some(rx) = rx.as_mut() else {
-                return Ok(());
-            };
-            let failed = match rx.wait_for(|s| s.failed || s.upto >= pos).await {
-                Ok(s) => s.failed && s.upto < pos,
-                // The log was dropped: nothing will sync `pos` any more.
-                Err(_) => true,
-            };
-            if failed {
-                return Err(Error::Poisoned(sh.error_text()));
+        // Registered now, under the lock that publishes the synced position,
+        // so an fsync that finishes before the first poll is not missed.
+        let wait = sh.mode.waits_for_sync().then(|| {
+            let mut s = sh.sync.lock();
+            if let Some(e) = &s.error {
+                Err(e.clone())
+            } else if s.synced >= pos {
+                Ok(None)
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                s.waiters.push(Waiter { pos, tx });
+                Ok(Some(rx))
             }
-            Ok(())
+        });
+        async move {
+            match wait {
+                None | Some(Ok(None)) => Ok(()),
+                Some(Err(e)) => Err(Error::Poisoned(e)),
+                Some(Ok(Some(rx))) => rx
+                    .await
+                    // Dropped unsent: the log failed or closed first.
+                    .map_err(|_| Error::Poisoned(sh.error_text())),
+            }
         }
     }
 
@@ -452,7 +479,10 @@ impl CommitLog {
         if let Some(h) = self.syncer.lock().take() {
             let _ = h.join();
         }
-        self.shared.sync_now()
+        let res = self.shared.sync_now();
+        // Nothing syncs after this: release any waiter left (with an error).
+        self.shared.sync.lock().waiters.clear();
+        res
     }
 
     /// Marks the log failed, as after an fsync error (used by fault tests).
@@ -486,8 +516,10 @@ impl Shared {
             s.error = Some(why);
         }
         self.synced_cv.notify_all();
+        // Dropping the senders fails every async waiter.
+        let waiters = std::mem::take(&mut s.waiters);
         drop(s);
-        self.synced_tx.send_modify(|w| w.failed = true);
+        drop(waiters);
     }
 
     /// Hands the buffer to the file (no fsync).
@@ -531,14 +563,17 @@ impl Shared {
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced_cv.notify_all();
-        drop(s);
-        self.synced_tx.send_if_modified(|w| {
-            let newer = to > w.upto;
-            if newer {
-                w.upto = to;
+        let mut ready = Vec::new();
+        while s.waiters.peek().is_some_and(|w| w.pos <= s.synced) {
+            if let Some(w) = s.waiters.pop() {
+                ready.push(w.tx);
             }
-            newer
-        });
+        }
+        drop(s);
+        // Woken outside the lock, so new writers can register meanwhile.
+        for tx in ready {
+            let _ = tx.send(());
+        }
     }
 
     /// Writes the buffer out and fsyncs it; the fsync runs outside the lock
