@@ -113,10 +113,9 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Once a segment is half full, the next one is made ahead (zero-filled to
-/// the full size under a spare name); the roll renames it into place,
-/// records overwrite its zeros, and replay reads the zeros after the last
-/// record as the segment's end.
+/// Segments are allocated to their full size, and once one is half full the
+/// next is made ahead under a spare name; the roll renames it into place,
+/// and replay reads the zeros after the last record as the segment's end.
 #[test]
 fn segments_are_prepared_ahead_and_replay_past_their_zeros() {
     const SEGMENT: u64 = 64 << 10;
