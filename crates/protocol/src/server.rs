@@ -695,6 +695,9 @@ impl Job {
     }
 }
 
+/// A batch of fewer responses than this yields once before it is written.
+const SMALL_BATCH: u64 = 8;
+
 /// Encodes queued responses straight into one output buffer: every
 /// response already queued (up to `WRITE_BATCH_BYTES`) joins the batch,
 /// which then takes one write and one flush.
@@ -710,11 +713,21 @@ async fn write_loop(
     while let Some(first) = rx.recv().await {
         encode_response(first, &mut buf, &mut scratch, conn, max_frame);
         let mut frames = 1u64;
+        let mut yielded = false;
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(more) => {
                     encode_response(more, &mut buf, &mut scratch, conn, max_frame);
                     frames += 1;
+                }
+                // A small batch waits one turn of the scheduler: requests
+                // completed together (a commitlog group, a burst of
+                // replica acks) wake their tasks one by one, and this
+                // writer, woken by the first, would otherwise run before
+                // the rest and pay a write syscall for each.
+                Err(_) if !yielded && frames < SMALL_BATCH => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
                 }
                 Err(_) => break,
             }
