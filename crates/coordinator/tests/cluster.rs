@@ -167,6 +167,49 @@ async fn quorum_write_with_a_partitioned_node_succeeds_and_is_hinted() {
     c.stop().await;
 }
 
+/// A hint that can never be delivered (its table was dropped) is discarded
+/// and counted; it does not hold back the hints stored after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_for_a_dropped_table_are_discarded_without_blocking_the_rest() {
+    let c = Cluster::start(11, T).await;
+    let target = c.nodes[2].host;
+    let gone = gyre_storage::TableId(uuid::Uuid::from_u128(0xdead));
+    let hint = |table, key: &str, ts| gyre_coordinator::Hint {
+        target,
+        table,
+        mutation: update(key, ts, "v"),
+        write_time: ts,
+    };
+    let stored = c.nodes[0]
+        .hints
+        .store(&[
+            hint(c.table, "before", 5),
+            hint(gone, "lost", 6),
+            hint(c.table, "after", 7),
+        ])
+        .unwrap();
+    assert_eq!(stored, 3);
+    assert_eq!(c.nodes[0].coord.deliver_hints(target).await.unwrap(), 2);
+    assert_eq!(cell_ts(&c.local(2, "before")), Some(5));
+    assert_eq!(cell_ts(&c.local(2, "after")), Some(7));
+    let stats = c.nodes[0].hints.stats();
+    assert_eq!(
+        stats
+            .dropped_undeliverable
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(
+        c.nodes[0].hints.hosts().unwrap().is_empty(),
+        "file acknowledged"
+    );
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_write_is_unavailable_with_a_node_marked_down() {
     let c = Cluster::start(2, T).await;

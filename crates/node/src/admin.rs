@@ -197,12 +197,25 @@ pub(crate) fn status(shared: &Shared) -> StatusReport {
             }
         })
         .collect();
+    let hints = shared
+        .hint_store
+        .get()
+        .and_then(|s| s.pending().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| crate::HintsReport {
+            host_id: h.host.to_string(),
+            files: h.files,
+            bytes: h.bytes,
+        })
+        .collect();
     StatusReport {
         cluster_name: shared.cfg.cluster.name.clone(),
         host_id: shared.host_id.to_string(),
         address: shared.local.to_string(),
         generation: g.generation(),
         endpoints,
+        hints,
     }
 }
 
@@ -403,5 +416,54 @@ fn metrics(shared: &Shared) -> String {
     if let Some(s) = shared.replica_stage.get() {
         s.render_prometheus("gyre_replica_", &mut m);
     }
+    if let Some(h) = shared.hint_store.get() {
+        render_hints(h, &mut m);
+    }
     m
+}
+
+fn render_hints(store: &gyre_coordinator::HintStore, m: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = store.stats();
+    for (name, help, v) in [
+        (
+            "gyre_hints_stored_total",
+            "Hints stored for replicas that missed a write.",
+            s.stored.load(Relaxed),
+        ),
+        (
+            "gyre_hints_delivered_total",
+            "Hints delivered to their replica.",
+            s.delivered.load(Relaxed),
+        ),
+        (
+            "gyre_hints_torn_files_total",
+            "Hint files whose torn tail was cut off.",
+            s.torn_files.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let _ = writeln!(
+        m,
+        "# HELP gyre_hints_dropped_total Hints not stored or not delivered, by reason.\n# TYPE gyre_hints_dropped_total counter"
+    );
+    for (reason, v) in [
+        ("over_cap", s.dropped_over_cap.load(Relaxed)),
+        ("overloaded", s.dropped_overloaded.load(Relaxed)),
+        ("undeliverable", s.dropped_undeliverable.load(Relaxed)),
+    ] {
+        let _ = writeln!(m, "gyre_hints_dropped_total{{reason=\"{reason}\"}} {v}");
+    }
+    let _ = writeln!(
+        m,
+        "# HELP gyre_hints_pending_bytes Bytes of hints held, per target host.\n# TYPE gyre_hints_pending_bytes gauge"
+    );
+    for h in store.pending().unwrap_or_default() {
+        let _ = writeln!(
+            m,
+            "gyre_hints_pending_bytes{{host=\"{}\"}} {}",
+            h.host, h.bytes
+        );
+    }
 }

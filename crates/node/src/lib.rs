@@ -44,4 +44,4 @@ pub use error::{Error, Result};
 pub use gyre_storage::failpoints;
 pub use node::{run, shutdown_signal, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
 pub use state::NodeState;
-pub use status::{EndpointReport, StatusReport};
+pub use status::{EndpointReport, HintsReport, StatusReport};

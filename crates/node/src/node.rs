@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     pub qp: OnceLock<Arc<QueryProcessor>>,
     /// The coordinator's stage histograms (rendered in `/metrics`).
     pub coordinator_metrics: OnceLock<Arc<gyre_coordinator::CoordinatorMetrics>>,
+    /// The hint store, when hints are enabled (for /metrics and /status).
+    pub hint_store: OnceLock<Arc<HintStore>>,
     /// The replica stage's counters (rendered in `/metrics`).
     pub replica_stage: OnceLock<Arc<gyre_coordinator::ReplicaStage>>,
     start: Instant,
@@ -481,6 +483,7 @@ impl Node {
             engine: engine.clone(),
             qp: OnceLock::new(),
             coordinator_metrics: OnceLock::new(),
+            hint_store: OnceLock::new(),
             replica_stage: OnceLock::new(),
             start,
             rounds: AtomicU64::new(0),
@@ -504,16 +507,21 @@ impl Node {
             Arc::new(GossipLiveness::new(&shared)),
         );
         if cfg.hints.enabled {
+            let mib = |n: u64| n.saturating_mul(1 << 20);
             let hcfg = HintConfig {
                 max_hint_window: Duration::from_millis(cfg.hints.max_hint_window_ms),
-                ..HintConfig::default()
+                max_file_bytes: mib(cfg.hints.max_file_size_mb),
+                max_bytes_per_host: mib(cfg.hints.max_size_per_host_mb),
+                max_total_bytes: mib(cfg.hints.max_total_size_mb),
             };
             let dir = data_dir.join("hints");
             let store = tokio::task::spawn_blocking(move || HintStore::open(dir, hcfg))
                 .await
                 .map_err(|e| Error::Startup(format!("hint store task failed: {e}")))?
                 .map_err(|e| Error::Startup(format!("hint store: {e}")))?;
-            coordinator = coordinator.with_hints(Arc::new(store));
+            let store = Arc::new(store);
+            let _ = shared.hint_store.set(store.clone());
+            coordinator = coordinator.with_hints(store);
         }
         let _ = shared.coordinator_metrics.set(coordinator.metrics());
         let _ = shared.replica_stage.set(coordinator.replica_stage());

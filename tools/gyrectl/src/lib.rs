@@ -553,6 +553,23 @@ pub fn format_status(r: &StatusReport) -> String {
         }
         out.push('\n');
     }
+    if !r.hints.is_empty() {
+        let _ = writeln!(
+            out,
+            "Hints held by this node\n{:<38}{:<8}Size",
+            "Target host ID", "Files"
+        );
+        for h in &r.hints {
+            let _ = writeln!(
+                out,
+                "{:<38}{:<8}{}",
+                h.host_id,
+                h.files,
+                human_bytes(h.bytes as f64)
+            );
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -640,6 +657,11 @@ mod tests {
             address: e.address.clone(),
             generation: 1,
             endpoints: vec![e, down],
+            hints: vec![gyre_node::HintsReport {
+                host_id: "h2".into(),
+                files: 2,
+                bytes: 3 << 20,
+            }],
         };
         let text = format_status(&r);
         assert!(text.contains("Datacenter: dc1"), "{text}");
@@ -653,6 +675,11 @@ mod tests {
         );
         assert!(
             text.contains("2.00 KiB") && text.contains("50.0%"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("h2") && l.contains("3.00 MiB")),
             "{text}"
         );
     }

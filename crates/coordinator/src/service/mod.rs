@@ -110,6 +110,9 @@ impl CoordinatorConfig {
     }
 }
 
+/// Hint writes in flight at most (see `Inner::hint_permits`).
+const MAX_HINT_WRITES_IN_FLIGHT: usize = 128;
+
 struct Target {
     replica: Replica,
     addr: SocketAddr,
@@ -124,6 +127,9 @@ struct Inner {
     strategies: Arc<dyn StrategyProvider>,
     liveness: Arc<dyn Liveness>,
     hints: Option<Arc<HintStore>>,
+    /// Bounds the hint writes in flight (each fsyncs on the blocking pool):
+    /// past it a hint is not stored (counted), as when the store is full.
+    hint_permits: Arc<tokio::sync::Semaphore>,
     clock: Arc<dyn Clock>,
     timestamps: TimestampGenerator<SystemMicrosClock>,
     runtime: Handle,
@@ -199,6 +205,7 @@ impl Coordinator {
                 strategies,
                 liveness,
                 hints: None,
+                hint_permits: Arc::new(tokio::sync::Semaphore::new(MAX_HINT_WRITES_IN_FLIGHT)),
                 clock: Arc::new(SystemClock),
                 timestamps: TimestampGenerator::new(SystemMicrosClock),
                 runtime,
