@@ -167,6 +167,83 @@ async fn quorum_write_with_a_partitioned_node_succeeds_and_is_hinted() {
     c.stop().await;
 }
 
+/// Repair: a replica that missed writes and a deletion (down, its hints
+/// lost) gets exactly what it lacks from a repair of the coordinator's
+/// ranges; repairing agreeing replicas finds nothing and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_brings_a_replica_that_missed_writes_and_a_deletion_back() {
+    let c = Cluster::start(12, T).await;
+    let third = c.nodes[2].host;
+    let coord = &c.nodes[0].coord;
+    coord
+        .write(c.table, update("doomed", 1, "x"), ConsistencyLevel::All)
+        .await
+        .unwrap();
+    c.down.lock().insert(third);
+    for i in 0..200 {
+        coord
+            .write(
+                c.table,
+                update(&format!("k{i}"), 10, "v"),
+                ConsistencyLevel::Quorum,
+            )
+            .await
+            .unwrap();
+    }
+    let mut tomb = Partition::with_key("doomed".to_string());
+    tomb.deletion = Some(gyre_common::Deletion::new(5, 0));
+    coord
+        .write(c.table, tomb, ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    // Its hints are lost: only repair can bring it back.
+    for n in &c.nodes {
+        n.hints.delete_host(third).unwrap();
+    }
+    c.down.lock().remove(&third);
+    assert_eq!(c.local(2, "k7"), None);
+    assert_eq!(cell_ts(&c.local(2, "doomed")), Some(1));
+
+    let ranges = coord.repair_ranges(c.table, false).unwrap();
+    assert!(!ranges.is_empty());
+    let mut total = gyre_coordinator::RangeRepair::default();
+    for (start, end) in &ranges {
+        for (s, e) in coord.split_by_ring(*start, *end) {
+            total.add(&coord.repair_range(c.table, s, e, 6).await.unwrap());
+        }
+    }
+    assert!(total.mismatched_leaves > 0, "{total:?}");
+    assert_eq!(total.partitions_differing, 201, "{total:?}");
+    assert_eq!(
+        total.mutations_sent, 201,
+        "only the stale replica is written: {total:?}"
+    );
+    for i in 0..200 {
+        assert_eq!(cell_ts(&c.local(2, &format!("k{i}"))), Some(10), "k{i}");
+    }
+    let doomed = c.local(2, "doomed");
+    assert!(
+        doomed
+            .as_ref()
+            .is_none_or(|p| gyre_common::lww::live_view(p, 0).rows.is_empty()),
+        "the deletion reached it: {doomed:?}"
+    );
+    // Again: the replicas agree, nothing is read or sent.
+    let mut again = gyre_coordinator::RangeRepair::default();
+    for (start, end) in &ranges {
+        again.add(&coord.repair_range(c.table, *start, *end, 6).await.unwrap());
+    }
+    assert_eq!(again.mismatched_leaves, 0, "{again:?}");
+    assert_eq!((again.bytes_sent, again.bytes_received), (0, 0));
+    assert!(again.partitions_compared >= 3 * 200);
+    // A replica down: refused, naming it.
+    c.down.lock().insert(third);
+    let (s, e) = ranges[0];
+    let err = coord.repair_range(c.table, s, e, 6).await.unwrap_err();
+    assert!(err.to_string().contains(&third.to_string()), "{err}");
+    c.stop().await;
+}
+
 /// A hint that can never be delivered (its table was dropped) is discarded
 /// and counted; it does not hold back the hints stored after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: watc
     http::serve(listener, handler, stop).await;
 }
 
-fn route(shared: &Shared, req: Request) -> Response {
+fn route(shared: &Arc<Shared>, req: Request) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/status") => match serde_json::to_vec_pretty(&status(shared)) {
             Ok(body) => Response::json(200, body),
@@ -93,6 +93,20 @@ fn route(shared: &Shared, req: Request) -> Response {
             },
             Err(e) => Response::text(400, format!("invalid digest request: {e}\n")),
         },
+        ("POST", "/repair") => match serde_json::from_slice::<crate::RepairRequest>(&req.body) {
+            Ok(r) => match crate::repair::start(shared, r) {
+                Ok(session) => match serde_json::to_vec_pretty(&session) {
+                    Ok(body) => Response::json(202, body),
+                    Err(e) => Response::text(500, e.to_string()),
+                },
+                Err(e) => Response::text(400, format!("{e}\n")),
+            },
+            Err(e) => Response::text(400, format!("invalid repair request: {e}\n")),
+        },
+        ("GET", "/repair") => match serde_json::to_vec_pretty(&shared.repairs.list()) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::text(500, e.to_string()),
+        },
         ("POST", "/failpoints") => set_failpoint(&req.body),
         ("DELETE", "/failpoints") => {
             failpoints::clear();
@@ -116,11 +130,11 @@ fn route(shared: &Shared, req: Request) -> Response {
         (
             _,
             "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
-            | "/failpoints",
+            | "/failpoints" | "/repair",
         ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,
-            "not found; try /status, /metrics, /faults, /flush, /compact or /failpoints\n",
+            "not found; try /status, /metrics, /faults, /flush, /compact, /repair or /failpoints\n",
         ),
     }
 }

@@ -112,6 +112,10 @@ pub(crate) struct Shared {
     pub coordinator_metrics: OnceLock<Arc<gyre_coordinator::CoordinatorMetrics>>,
     /// The hint store, when hints are enabled (for /metrics and /status).
     pub hint_store: OnceLock<Arc<HintStore>>,
+    /// The coordinator (admin-started work such as repair uses it).
+    pub coordinator: OnceLock<Coordinator>,
+    /// Repair sessions started on this node (`/repair`).
+    pub(crate) repairs: crate::repair::Repairs,
     /// The replica stage's counters (rendered in `/metrics`).
     pub replica_stage: OnceLock<Arc<gyre_coordinator::ReplicaStage>>,
     start: Instant,
@@ -484,6 +488,8 @@ impl Node {
             qp: OnceLock::new(),
             coordinator_metrics: OnceLock::new(),
             hint_store: OnceLock::new(),
+            coordinator: OnceLock::new(),
+            repairs: Default::default(),
             replica_stage: OnceLock::new(),
             start,
             rounds: AtomicU64::new(0),
@@ -526,6 +532,7 @@ impl Node {
         let _ = shared.coordinator_metrics.set(coordinator.metrics());
         let _ = shared.replica_stage.set(coordinator.replica_stage());
         let _ = data.coordinator.set(coordinator.clone());
+        let _ = shared.coordinator.set(coordinator.clone());
         let _ = shared.qp.set(qp.clone());
         register_schema_verbs(&shared, &qp, &server_cfg.events);
         qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));

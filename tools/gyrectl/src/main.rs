@@ -66,6 +66,36 @@ enum Cmd {
         #[arg(long)]
         gyre_bin: Option<PathBuf>,
     },
+    /// Anti-entropy repair of a keyspace's tables over the node's ranges,
+    /// like `nodetool repair`: replicas compare Merkle trees and exchange
+    /// only the partitions that differ. Fails, naming it, when a replica is
+    /// down.
+    Repair {
+        keyspace: String,
+        /// Tables (default: every table of the keyspace).
+        tables: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The node's admin HTTP port.
+        #[arg(long, default_value_t = 9180)]
+        port: u16,
+        /// Only the ranges the node is the primary owner of (run on every
+        /// node to cover the ring once).
+        #[arg(long)]
+        pr: bool,
+        /// Repair (start, end] only: exclusive start token.
+        #[arg(long, allow_hyphen_values = true)]
+        start_token: Option<i64>,
+        /// Inclusive end token.
+        #[arg(long, allow_hyphen_values = true)]
+        end_token: Option<i64>,
+        /// Full repair (the only kind there is).
+        #[arg(long)]
+        full: bool,
+        /// Merkle tree depth (2^depth leaves per range; default 10).
+        #[arg(long)]
+        depth: Option<u8>,
+    },
     /// Cluster state as one node sees it, like `nodetool status`.
     Status {
         #[arg(long, default_value = "127.0.0.1")]
@@ -150,6 +180,70 @@ enum ClusterCmd {
     },
 }
 
+/// Starts a repair session on the node and follows it to the end.
+fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(req)?;
+    let (status, text) = gyre_node::http::request(
+        addr,
+        "POST",
+        "/repair",
+        Some(&body),
+        Duration::from_secs(10),
+    )?;
+    if status != 202 {
+        bail!("repair refused by {addr}: {}", text.trim());
+    }
+    let session: gyre_node::RepairSession = serde_json::from_str(&text)?;
+    println!(
+        "repair #{} of keyspace {} on {addr}: {} ranges",
+        session.id, session.keyspace, session.ranges_total
+    );
+    let mut last_done = u64::MAX;
+    let done = loop {
+        let text = gyre_node::http::get(addr, "/repair", Duration::from_secs(10))?;
+        let sessions: Vec<gyre_node::RepairSession> = serde_json::from_str(&text)?;
+        let Some(s) = sessions.into_iter().find(|s| s.id == session.id) else {
+            bail!("repair #{} vanished from {addr}", session.id);
+        };
+        if s.ranges_done != last_done {
+            println!(
+                "  {}/{} ranges repaired ({:.1} s)",
+                s.ranges_done, s.ranges_total, s.seconds
+            );
+            last_done = s.ranges_done;
+        }
+        if s.state != "running" {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "{:<24}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
+        "Table", "Ranges", "Compared", "Leaves≠", "Differing", "Writes", "Sent", "Received"
+    );
+    for t in &done.tables {
+        println!(
+            "{:<24}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
+            t.table,
+            t.ranges,
+            t.partitions_compared,
+            t.mismatched_leaves,
+            t.partitions_differing,
+            t.mutations_sent,
+            gyrectl::human_bytes(t.bytes_sent as f64),
+            gyrectl::human_bytes(t.bytes_received as f64)
+        );
+    }
+    println!(
+        "repair #{} {} in {:.1} s",
+        done.id, done.state, done.seconds
+    );
+    match done.error {
+        Some(e) => bail!("repair failed: {e}"),
+        None => Ok(()),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -163,6 +257,30 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
+        Cmd::Repair {
+            keyspace,
+            tables,
+            host,
+            port,
+            pr,
+            start_token,
+            end_token,
+            full: _,
+            depth,
+        } => {
+            let ip = host
+                .parse()
+                .with_context(|| format!("--host {host}: not an IP address"))?;
+            let req = gyre_node::RepairRequest {
+                keyspace,
+                tables,
+                start_token,
+                end_token,
+                primary_range: pr,
+                depth,
+            };
+            repair(std::net::SocketAddr::new(ip, port), &req)
+        }
         Cmd::Chaos {
             dir,
             duration_secs,

@@ -2,15 +2,18 @@
 //! gyre-net, with the local storage engine as one of the replicas. This
 //! module holds the service, its configuration and what every path shares
 //! (replica planning, liveness, proximity); each concern has its own file:
-//! [`write`], [`read`], [`range`], [`batch`], [`hints`] delivery, and the
-//! replica side in [`handlers`].
+//! [`write`], [`read`], [`range`], [`batch`], [`hints`] delivery,
+//! [`repair`], and the replica side in [`handlers`].
 
 mod batch;
 mod handlers;
 mod hints;
 mod range;
 mod read;
+mod repair;
 mod write;
+
+pub use repair::RangeRepair;
 
 use handlers::register_handlers;
 
@@ -40,7 +43,7 @@ use crate::hints::{Hint, HintStore};
 use crate::messages::{
     decode_data, decode_digest, decode_page, decode_range, decode_read, decode_table, encode_data,
     encode_page, encode_range, encode_read, encode_table, RangeCommand, ReadCommand, BATCH_REMOVE,
-    BATCH_STORE, MUTATION, READ_DATA, READ_DIGEST, READ_RANGE, TRUNCATE,
+    BATCH_STORE, MUTATION, READ_DATA, READ_DIGEST, READ_RANGE, REPAIR_TREE, TRUNCATE,
 };
 use crate::metrics::{apply_local, CoordinatorMetrics};
 use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
