@@ -65,6 +65,7 @@
 
 mod error;
 mod frame;
+mod framing;
 mod limit;
 mod metrics;
 mod request;
@@ -78,7 +79,12 @@ pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use frame::{
     decode_frame, flags, lz4_compress, lz4_compress_into, lz4_decompress, Compression, Frame,
-    FrameCodec, Opcode, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST, VERSION_RESPONSE,
+    FrameCodec, Opcode, ProtocolVersion, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST,
+    VERSION_RESPONSE,
+};
+pub use framing::{
+    crc24, crc32, decode_segment, encode_envelope, encode_segment, Deframer, FrameWriter, Segment,
+    MAX_PAYLOAD,
 };
 pub use metrics::{
     Histogram, HistogramSnapshot, ServerMetrics, ServerMetricsSnapshot, BUCKET_BOUNDS_MICROS,

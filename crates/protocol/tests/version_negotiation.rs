@@ -1,4 +1,4 @@
-//! cql-compat section 1: any version but 4 gets an ERROR marked 0x84 with
+//! cql-compat section 1: any version but 4 and 5 gets an ERROR marked 0x84 with
 //! the request's stream id, code 0x000A and the text drivers look for, and
 //! the connection is closed.
 #![allow(clippy::unwrap_used)]
@@ -38,7 +38,7 @@ async fn probe(addr: std::net::SocketAddr, version: u8, opcode: u8, stream: [u8;
     assert_eq!(
         message,
         format!(
-            "Invalid or unsupported protocol version ({}); supported versions are (4/v4)",
+            "Invalid or unsupported protocol version ({}); supported versions are (4/v4, 5/v5)",
             version & 0x7F
         )
     );
@@ -51,13 +51,13 @@ async fn probe(addr: std::net::SocketAddr, version: u8, opcode: u8, stream: [u8;
 #[tokio::test]
 async fn other_versions_get_the_v4_error_and_a_close() {
     let server = TestServer::default().await;
-    for version in [0x42u8, 0x41, 0x05, 0x03] {
+    for version in [0x42u8, 0x41, 0x06, 0x03, 0x02] {
         for opcode in [0x01u8, 0x05] {
             probe(server.addr, version, opcode, [0x12, 0x34]).await;
             probe(server.addr, version, opcode, [0x00, 0x00]).await;
         }
     }
-    // The Python driver then falls back to v4, which works.
+    // The Python driver then falls back to v5 (or v4), which works.
     assert_server_healthy(server.addr).await;
     server.stop().await;
 }
