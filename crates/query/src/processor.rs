@@ -42,6 +42,10 @@ pub struct QueryParams {
     pub page_size: Option<usize>,
     /// Where to resume, from a previous result's `paging_state`.
     pub paging_state: Option<Bytes>,
+    /// "Now" in seconds since the epoch instead of the clock's (protocol
+    /// v5 `now_in_seconds`): TTL expiry of reads, local deletion time and
+    /// expiry of writes.
+    pub now_in_seconds: Option<LocalTime>,
 }
 
 impl Default for QueryParams {
@@ -53,6 +57,7 @@ impl Default for QueryParams {
             timestamp: None,
             page_size: None,
             paging_state: None,
+            now_in_seconds: None,
         }
     }
 }
@@ -426,6 +431,11 @@ impl QueryProcessor {
     /// "Now" in seconds, for expiry and deletion times.
     pub(crate) fn now(&self) -> LocalTime {
         self.clock.now()
+    }
+
+    /// The request's "now": its `now_in_seconds` if given, else the clock's.
+    pub(crate) fn now_for(&self, params: &QueryParams) -> LocalTime {
+        params.now_in_seconds.unwrap_or_else(|| self.now())
     }
 
     /// Skews this node's write timestamps by `offset_micros` (testing:
