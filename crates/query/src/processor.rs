@@ -81,6 +81,9 @@ pub enum QueryResult {
 /// (to push to peers) and the new schema version.
 pub type SchemaListener = Box<dyn Fn(&SchemaRows, Uuid) + Send + Sync>;
 
+/// Lists the cluster's datacenters (the node's own and its peers').
+pub type DatacenterSource = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// Executes statements on one node. Shared by all connections.
 pub struct QueryProcessor {
     schema: RwLock<Schema>,
@@ -92,6 +95,9 @@ pub struct QueryProcessor {
     /// show what last-write-wins does with a skewed clock.
     clock_offset_micros: AtomicI64,
     listener: OnceLock<SchemaListener>,
+    /// The cluster's datacenters, for NetworkTopologyStrategy's
+    /// `replication_factor` (the node sets it; alone, `["dc1"]`).
+    datacenters: OnceLock<DatacenterSource>,
     /// Bumped on every schema change, so prepared statements notice cheaply
     /// that their table may have changed.
     schema_epoch: AtomicU64,
@@ -123,8 +129,23 @@ impl QueryProcessor {
             last_micros: AtomicI64::new(0),
             clock_offset_micros: AtomicI64::new(0),
             listener: OnceLock::new(),
+            datacenters: OnceLock::new(),
             schema_epoch: AtomicU64::new(0),
             plan: Histogram::default(),
+        }
+    }
+
+    /// Sets where the cluster's datacenters come from (once).
+    pub fn set_datacenters(&self, source: DatacenterSource) {
+        if self.datacenters.set(source).is_err() {
+            tracing::error!("datacenter source set twice; keeping the first");
+        }
+    }
+
+    fn datacenters(&self) -> Vec<String> {
+        match self.datacenters.get() {
+            Some(source) => source(),
+            None => vec!["dc1".to_owned()],
         }
     }
 
@@ -342,9 +363,14 @@ impl QueryProcessor {
     fn ddl(&self, stmt: &Statement, params: &QueryParams) -> Result<QueryResult> {
         // One writer at a time: check, apply, persist and create storage
         // as one step so concurrent DDL cannot interleave.
+        let datacenters = self.datacenters();
         let mut schema = self.schema.write();
-        let Some(change) =
-            gyre_schema::statement_to_change(stmt, &schema, params.keyspace.as_deref())?
+        let Some(change) = gyre_schema::statement_to_change_in(
+            stmt,
+            &schema,
+            params.keyspace.as_deref(),
+            &datacenters,
+        )?
         else {
             return Ok(QueryResult::Void);
         };
