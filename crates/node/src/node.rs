@@ -71,8 +71,7 @@ use crate::cql::CqlHandler;
 use crate::error::{Error, Result};
 use crate::replication::{
     datacenter_source, register_schema_verbs, schema_listener, sync_loop, ClusterData,
-    GossipLiveness,
-    SchemaStrategies,
+    GossipLiveness, SchemaStrategies,
 };
 use crate::state::NodeState;
 

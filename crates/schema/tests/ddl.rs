@@ -431,11 +431,29 @@ fn nts_replication_factor_expands_to_every_datacenter() {
     run_in(&mut s, 4, "ALTER KEYSPACE c WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': 1}", &["dc1", "dc2", "dc3"]).unwrap();
     assert_eq!(nts(&s, "c"), dcs(&[("dc1", 2), ("dc2", 1), ("dc3", 1)]));
     // ALTER naming datacenters sets exactly those.
-    run_in(&mut s, 5, "ALTER KEYSPACE c WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}", &two).unwrap();
+    run_in(
+        &mut s,
+        5,
+        "ALTER KEYSPACE c WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}",
+        &two,
+    )
+    .unwrap();
     assert_eq!(nts(&s, "c"), dcs(&[("dc1", 3)]));
     // From SimpleStrategy, a bare class keeps the factor.
-    run_in(&mut s, 6, "CREATE KEYSPACE d WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 2}", &two).unwrap();
-    run_in(&mut s, 7, "ALTER KEYSPACE d WITH replication = {'class': 'NetworkTopologyStrategy'}", &two).unwrap();
+    run_in(
+        &mut s,
+        6,
+        "CREATE KEYSPACE d WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 2}",
+        &two,
+    )
+    .unwrap();
+    run_in(
+        &mut s,
+        7,
+        "ALTER KEYSPACE d WITH replication = {'class': 'NetworkTopologyStrategy'}",
+        &two,
+    )
+    .unwrap();
     assert_eq!(nts(&s, "d"), dcs(&[("dc1", 2), ("dc2", 2)]));
 
     // Without a topology (a lone schema) the factor cannot be expanded.
@@ -455,9 +473,24 @@ fn nts_replication_factor_expands_to_every_datacenter() {
 #[test]
 fn empty_or_disabled_compression_means_none() {
     let mut s = with_ks();
-    run(&mut s, 2, "CREATE TABLE a (k int PRIMARY KEY) WITH compression = {}").unwrap();
-    run(&mut s, 3, "CREATE TABLE b (k int PRIMARY KEY) WITH compression = {'enabled': 'false'}").unwrap();
-    run(&mut s, 4, "CREATE TABLE c (k int PRIMARY KEY) WITH compression = {'enabled': false}").unwrap();
+    run(
+        &mut s,
+        2,
+        "CREATE TABLE a (k int PRIMARY KEY) WITH compression = {}",
+    )
+    .unwrap();
+    run(
+        &mut s,
+        3,
+        "CREATE TABLE b (k int PRIMARY KEY) WITH compression = {'enabled': 'false'}",
+    )
+    .unwrap();
+    run(
+        &mut s,
+        4,
+        "CREATE TABLE c (k int PRIMARY KEY) WITH compression = {'enabled': false}",
+    )
+    .unwrap();
     for t in ["a", "b", "c"] {
         let def = s.table("ks", t).unwrap();
         assert_eq!(
@@ -476,7 +509,12 @@ fn empty_or_disabled_compression_means_none() {
             def.to_cql()
         );
     }
-    run(&mut s, 5, "ALTER TABLE a WITH compression = {'class': 'LZ4Compressor'}").unwrap();
+    run(
+        &mut s,
+        5,
+        "ALTER TABLE a WITH compression = {'class': 'LZ4Compressor'}",
+    )
+    .unwrap();
     assert_eq!(
         s.table("ks", "a").unwrap().storage_options().compression,
         gyre_storage::Compression::Lz4
@@ -491,7 +529,10 @@ fn empty_or_disabled_compression_means_none() {
         "If the 'enabled' option is set to false no other options must be specified"
     );
     assert_eq!(
-        err(&mut s, "CREATE TABLE d (k int PRIMARY KEY) WITH compression = {'chunk_length_in_kb': 16}"),
+        err(
+            &mut s,
+            "CREATE TABLE d (k int PRIMARY KEY) WITH compression = {'chunk_length_in_kb': 16}"
+        ),
         "Missing sub-option 'class' for the 'compression' option."
     );
 }
