@@ -2,7 +2,7 @@
 //! functions over byte buffers in the style of mini-redis: decoding says
 //! "incomplete" by returning `Ok(None)` and never touches a socket.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::{Error, Result};
@@ -217,13 +217,15 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option
         buf.reserve(HEADER_LEN + body_len - buf.len());
         return Ok(None);
     }
-    let header = buf.split_to(HEADER_LEN);
+    let (version, flags, opcode) = (buf[0], buf[1], buf[4]);
+    let stream = i16::from_be_bytes([buf[2], buf[3]]);
+    buf.advance(HEADER_LEN);
     let body = buf.split_to(body_len).freeze();
     Ok(Some(Frame {
-        version: header[0],
-        flags: header[1],
-        stream: i16::from_be_bytes([header[2], header[3]]),
-        opcode: header[4],
+        version,
+        flags,
+        stream,
+        opcode,
         body,
     }))
 }
