@@ -55,7 +55,7 @@ fn valid_frames() -> Vec<Bytes> {
         keyspace: Some("ks".into()),
         now_in_seconds: Some(1_700_000_000),
     };
-    let requests = vec![
+    let requests = [
         Request::Startup(BTreeMap::from([("CQL_VERSION".into(), "3.4.7".into())])),
         Request::Options,
         Request::Query(Query {
