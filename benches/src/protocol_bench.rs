@@ -92,6 +92,9 @@ struct Conn {
     writer: Option<FrameWriter>,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Requests pushed since the last flush (with lz4 framing they wait in
+    /// the frame writer, not in `wbuf`).
+    pending: bool,
 }
 
 impl Conn {
@@ -108,6 +111,7 @@ impl Conn {
             writer: None,
             rbuf: BytesMut::with_capacity(64 * 1024),
             wbuf: BytesMut::with_capacity(64 * 1024),
+            pending: false,
         };
         let mut opts =
             std::collections::BTreeMap::from([("CQL_VERSION".to_string(), "3.4.7".to_string())]);
@@ -134,6 +138,7 @@ impl Conn {
         let mut rf = RequestFrame::new(stream, request);
         rf.version = self.version;
         let frame = rf.to_frame(self.compression);
+        self.pending = true;
         match &mut self.writer {
             Some(w) => w.push(&mut self.wbuf, |dst| frame.encode(dst)),
             None => frame.encode(&mut self.wbuf),
@@ -146,6 +151,7 @@ impl Conn {
         }
         self.socket.write_all(&self.wbuf).await?;
         self.wbuf.clear();
+        self.pending = false;
         Ok(())
     }
 
@@ -297,7 +303,7 @@ async fn drive(
                 outstanding += 1;
             }
         }
-        if !c.wbuf.is_empty() {
+        if c.pending {
             c.flush().await?;
         }
     }
@@ -376,7 +382,8 @@ async fn run(cli: &Cli, node: Option<&node_proc::NodeProcess>) -> Result<()> {
     let mut cpu = [(0f64, 0f64); 2];
     // A warm-up round of each, not counted.
     for v in versions {
-        round(cli, v, 0).await?;
+        let ops = round(cli, v, 0).await?;
+        eprintln!("warm-up v{}: {:.0} ops/s", v.number(), ops);
     }
     for r in 0..cli.repeat {
         for (i, v) in versions.iter().enumerate() {

@@ -7,10 +7,10 @@ pub enum Error {
     /// flag combination, request out of order. Maps to CQL error 0x000A.
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The frame header names a protocol version other than 4 or 5.
+    /// The frame header names a protocol version other than 3, 4 or 5.
     /// `stream` is read from the raw header so the error reply can carry it.
     #[error(
-        "Invalid or unsupported protocol version ({version}); supported versions are (4/v4, 5/v5)"
+        "Invalid or unsupported protocol version ({version}); supported versions are (3/v3, 4/v4, 5/v5)"
     )]
     UnsupportedVersion { version: u8, stream: i16 },
     /// The header announces a body larger than the configured limit (or a

@@ -20,6 +20,9 @@ pub const VERSION_RESPONSE: u8 = 0x84;
 /// connection sets it for the connection's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum ProtocolVersion {
+    /// v3, for old clients: no warnings or custom payloads, no partition
+    /// key indexes in PREPARED, the types v4 added sent as custom types.
+    V3,
     #[default]
     V4,
     /// v5 as Cassandra 4.0 serves it (not beta): after STARTUP, envelopes
@@ -31,6 +34,7 @@ impl ProtocolVersion {
     /// The version of a request or response version byte, if served.
     pub fn from_byte(b: u8) -> Option<Self> {
         match b & 0x7F {
+            3 => Some(ProtocolVersion::V3),
             4 => Some(ProtocolVersion::V4),
             5 => Some(ProtocolVersion::V5),
             _ => None,
@@ -40,6 +44,7 @@ impl ProtocolVersion {
     /// The version number (4 or 5).
     pub fn number(self) -> u8 {
         match self {
+            ProtocolVersion::V3 => 3,
             ProtocolVersion::V4 => 4,
             ProtocolVersion::V5 => 5,
         }
@@ -59,6 +64,11 @@ impl ProtocolVersion {
     /// PREPARE has flags, results carry metadata ids, failures reason maps.
     pub fn is_v5(self) -> bool {
         self >= ProtocolVersion::V5
+    }
+
+    /// True for v3: the v4 additions are left out.
+    pub fn is_v3(self) -> bool {
+        self == ProtocolVersion::V3
     }
 }
 
@@ -429,11 +439,13 @@ mod tests {
                 stream: -1
             })
         ));
-        let mut b = BytesMut::from(&[0x03, 0x00, 0x00, 0x01][..]);
+        let mut b = BytesMut::from(&[0x02, 0x00, 0x00, 0x01][..]);
         assert!(matches!(
             decode_frame(&mut b, 1024),
-            Err(Error::UnsupportedVersion { version: 3, .. })
+            Err(Error::UnsupportedVersion { version: 2, .. })
         ));
+        let mut b = BytesMut::from(&[0x03, 0x00, 0x00, 0x01][..]);
+        assert!(decode_frame(&mut b, 1024).unwrap().is_none());
         let mut b = BytesMut::from(&[0x05, 0x00, 0x00, 0x01][..]);
         assert!(decode_frame(&mut b, 1024).unwrap().is_none());
     }

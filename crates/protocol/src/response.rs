@@ -278,35 +278,8 @@ impl CqlError {
     }
 
     fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
-        // Codes v4 lacks become their v4 equivalents, as in Cassandra.
-        let v4_kind;
-        let kind = match &self.kind {
-            ErrorKind::CasWriteUnknown {
-                consistency,
-                received,
-                block_for,
-            } if !version.is_v5() => {
-                v4_kind = ErrorKind::WriteTimeout {
-                    consistency: *consistency,
-                    received: *received,
-                    block_for: *block_for,
-                    write_type: WriteType::Cas,
-                };
-                &v4_kind
-            }
-            ErrorKind::CdcWriteFailure if !version.is_v5() => {
-                v4_kind = ErrorKind::WriteFailure {
-                    consistency: Consistency::One,
-                    received: 0,
-                    block_for: 1,
-                    num_failures: 1,
-                    reasons: Vec::new(),
-                    write_type: WriteType::Cdc,
-                };
-                &v4_kind
-            }
-            k => k,
-        };
+        let older = older_kind(&self.kind, version);
+        let kind = older.as_ref().unwrap_or(&self.kind);
         dst.put_i32(kind.code());
         put_string(dst, &self.message);
         match kind {
@@ -395,6 +368,61 @@ impl CqlError {
             _ => {}
         }
     }
+}
+
+/// What an error code that `version` lacks becomes there, as Cassandra
+/// sends it: CAS_WRITE_UNKNOWN and CDC_WRITE_FAILURE (v5) a write timeout
+/// or failure; in v3, read and write failures timeouts and a function
+/// failure an invalid request. `None` when the kind exists in `version`.
+fn older_kind(kind: &ErrorKind, version: ProtocolVersion) -> Option<ErrorKind> {
+    let older = match kind {
+        ErrorKind::CasWriteUnknown {
+            consistency,
+            received,
+            block_for,
+        } if !version.is_v5() => ErrorKind::WriteTimeout {
+            consistency: *consistency,
+            received: *received,
+            block_for: *block_for,
+            write_type: WriteType::Cas,
+        },
+        ErrorKind::CdcWriteFailure if !version.is_v5() => ErrorKind::WriteFailure {
+            consistency: Consistency::One,
+            received: 0,
+            block_for: 1,
+            num_failures: 1,
+            reasons: Vec::new(),
+            write_type: WriteType::Cdc,
+        },
+        ErrorKind::ReadFailure {
+            consistency,
+            received,
+            block_for,
+            data_present,
+            ..
+        } if version.is_v3() => ErrorKind::ReadTimeout {
+            consistency: *consistency,
+            received: *received,
+            block_for: *block_for,
+            data_present: *data_present,
+        },
+        ErrorKind::WriteFailure {
+            consistency,
+            received,
+            block_for,
+            write_type,
+            ..
+        } if version.is_v3() => ErrorKind::WriteTimeout {
+            consistency: *consistency,
+            received: *received,
+            block_for: *block_for,
+            write_type: write_type.clone(),
+        },
+        ErrorKind::FunctionFailure { .. } if version.is_v3() => ErrorKind::Invalid,
+        _ => return None,
+    };
+    // A v5 kind may map to one v3 lacks too (CDC: a write failure).
+    Some(older_kind(&older, version).unwrap_or(older))
 }
 
 /// `<numfailures>` (v4) or `<reasonmap>` (v5) of a read or write failure.
@@ -570,7 +598,7 @@ impl RowsMetadata {
             put_short_bytes(dst, id);
         }
         if !self.no_metadata {
-            write_col_specs(dst, global, &self.columns);
+            write_col_specs(dst, global, &self.columns, version);
         }
     }
 }
@@ -630,10 +658,15 @@ pub struct PreparedMetadata {
 }
 
 impl PreparedMetadata {
-    fn read(r: &mut Reader) -> Result<Self> {
+    fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self> {
         let f = r.i32()?;
         let n = r.count_i32(4, "bind marker count")?;
-        let pk = r.count_i32(2, "pk index count")?;
+        // v3 has no partition key indexes.
+        let pk = if version.is_v3() {
+            0
+        } else {
+            r.count_i32(2, "pk index count")?
+        };
         let mut pk_indexes = Vec::with_capacity(pk);
         for _ in 0..pk {
             pk_indexes.push(r.u16()?);
@@ -645,7 +678,7 @@ impl PreparedMetadata {
         })
     }
 
-    fn write(&self, dst: &mut BytesMut) {
+    fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
         let global = has_global_spec(&self.columns);
         dst.put_i32(if global {
             mflags::GLOBAL_TABLES_SPEC
@@ -653,11 +686,13 @@ impl PreparedMetadata {
             0
         });
         dst.put_i32(self.columns.len().min(i32::MAX as usize) as i32);
-        dst.put_i32(self.pk_indexes.len().min(i32::MAX as usize) as i32);
-        for i in &self.pk_indexes {
-            dst.put_u16(*i);
+        if !version.is_v3() {
+            dst.put_i32(self.pk_indexes.len().min(i32::MAX as usize) as i32);
+            for i in &self.pk_indexes {
+                dst.put_u16(*i);
+            }
         }
-        write_col_specs(dst, global, &self.columns);
+        write_col_specs(dst, global, &self.columns, version);
     }
 }
 
@@ -829,7 +864,7 @@ impl CqlResult {
                 } else {
                     Bytes::new()
                 };
-                let metadata = PreparedMetadata::read(r)?;
+                let metadata = PreparedMetadata::read(r, version)?;
                 let result_metadata = RowsMetadata::read(r, version)?;
                 CqlResult::Prepared(Prepared {
                     id,
@@ -860,7 +895,7 @@ impl CqlResult {
                 if version.is_v5() {
                     put_short_bytes(dst, &p.result_metadata_id);
                 }
-                p.metadata.write(dst);
+                p.metadata.write(dst, version);
                 p.result_metadata.write(dst, version);
             }
             CqlResult::SchemaChange(sc) => {
@@ -1206,11 +1241,12 @@ impl ResponseFrame {
             f |= flags::TRACING;
             put_uuid(body, id);
         }
-        if !self.warnings.is_empty() {
+        // v3 has neither warnings nor custom payloads: they are left out.
+        if !self.warnings.is_empty() && !self.version.is_v3() {
             f |= flags::WARNING;
             put_string_list(body, &self.warnings);
         }
-        if let Some(p) = &self.custom_payload {
+        if let (Some(p), false) = (&self.custom_payload, self.version.is_v3()) {
             f |= flags::CUSTOM_PAYLOAD;
             put_bytes_map(body, p);
         }

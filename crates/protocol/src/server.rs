@@ -186,7 +186,7 @@ pub fn supported_options() -> BTreeMap<String, Vec<String>> {
         ("COMPRESSION".to_string(), vec!["lz4".to_string()]),
         (
             "PROTOCOL_VERSIONS".to_string(),
-            vec!["4/v4".to_string(), "5/v5".to_string()],
+            vec!["3/v3".to_string(), "4/v4".to_string(), "5/v5".to_string()],
         ),
     ])
 }

@@ -57,6 +57,11 @@ fn request_as_sent(mut rf: RequestFrame) -> RequestFrame {
 
 fn response_as_sent(mut rf: ResponseFrame) -> ResponseFrame {
     let v5 = rf.version.is_v5();
+    let v3 = rf.version.is_v3();
+    if v3 {
+        rf.warnings.clear();
+        rf.custom_payload = None;
+    }
     let meta = |m: &mut RowsMetadata| {
         if !v5 {
             m.new_metadata_id = None;
@@ -68,6 +73,9 @@ fn response_as_sent(mut rf: ResponseFrame) -> ResponseFrame {
             meta(&mut p.result_metadata);
             if !v5 {
                 p.result_metadata_id = Bytes::new();
+            }
+            if v3 {
+                p.metadata.pk_indexes.clear();
             }
         }
         Response::Error(e) => match &mut e.kind {
@@ -104,11 +112,51 @@ fn response_as_sent(mut rf: ResponseFrame) -> ResponseFrame {
         },
         _ => {}
     }
+    // v3 lacks the failure codes: timeouts and invalid instead.
+    match &mut rf.response {
+        Response::Error(e) if v3 => match &e.kind {
+            ErrorKind::ReadFailure {
+                consistency,
+                received,
+                block_for,
+                data_present,
+                ..
+            } => {
+                e.kind = ErrorKind::ReadTimeout {
+                    consistency: *consistency,
+                    received: *received,
+                    block_for: *block_for,
+                    data_present: *data_present,
+                }
+            }
+            ErrorKind::WriteFailure {
+                consistency,
+                received,
+                block_for,
+                write_type,
+                ..
+            } => {
+                e.kind = ErrorKind::WriteTimeout {
+                    consistency: *consistency,
+                    received: *received,
+                    block_for: *block_for,
+                    write_type: write_type.clone(),
+                }
+            }
+            ErrorKind::FunctionFailure { .. } => e.kind = ErrorKind::Invalid,
+            _ => {}
+        },
+        _ => {}
+    }
     rf
 }
 
 fn version() -> impl Strategy<Value = ProtocolVersion> {
-    proptest::sample::select(vec![ProtocolVersion::V4, ProtocolVersion::V5])
+    proptest::sample::select(vec![
+        ProtocolVersion::V3,
+        ProtocolVersion::V4,
+        ProtocolVersion::V5,
+    ])
 }
 
 fn reasons() -> impl Strategy<Value = Vec<(std::net::IpAddr, u16)>> {

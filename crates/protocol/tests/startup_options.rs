@@ -27,7 +27,7 @@ async fn options_before_and_after_startup() {
         ("COMPRESSION".to_string(), vec!["lz4".to_string()]),
         (
             "PROTOCOL_VERSIONS".to_string(),
-            vec!["4/v4".to_string(), "5/v5".to_string()],
+            vec!["3/v3".to_string(), "4/v4".to_string(), "5/v5".to_string()],
         ),
     ]);
     let Response::Supported(map) = c.request(5, Request::Options).await else {
