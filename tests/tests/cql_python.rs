@@ -124,7 +124,7 @@ fn cluster_phase(c: &TestCluster, python: &Path, phase: &str, state: &Path, prot
 /// batch statements, paging over 10K rows, every CQL type, token-aware
 /// routing against Gyre's placement and the error classes; it runs with
 /// default settings (the driver must negotiate protocol v5) and again at
-/// v4. The v5 phase (protocol_version=5 given) checks what only v5 has:
+/// v4 and v3. The v5 phase (protocol_version=5 given) checks what only v5 has:
 /// per-request keyspaces, result metadata ids, multi-frame payloads. Then
 /// nodes 2 and 3 are killed and QUORUM must raise `Unavailable`.
 #[test]
@@ -153,6 +153,7 @@ fn python_driver_against_three_nodes() {
     cluster_phase(&c, &python, "main", &state, "negotiate");
     cluster_phase(&c, &python, "v5", &state, "5");
     cluster_phase(&c, &python, "main", &state, "4");
+    cluster_phase(&c, &python, "main", &state, "3");
 
     c.gyrectl_ok(&["cluster", "kill", "2"]);
     c.gyrectl_ok(&["cluster", "kill", "3"]);

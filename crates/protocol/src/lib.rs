@@ -1,5 +1,5 @@
-//! Gyre's CQL native protocol, versions 4 and 5 (as Cassandra 4.0 serves
-//! them: v5 is not beta).
+//! Gyre's CQL native protocol, versions 3, 4 and 5 (as Cassandra 4.0
+//! serves them: v5 is not beta).
 //!
 //! What it is:
 //! - a frame codec as pure functions over bytes ([`decode_frame`] returns
@@ -15,15 +15,15 @@
 //!   `now_in_seconds`, result metadata ids, failure reason maps);
 //! - a value codec ([`CqlValue`]) for the wire form of every CQL type;
 //! - a tokio [`Server`] that handles the connection life cycle (version
-//!   negotiation: v4 and v5, OPTIONS, STARTUP, REGISTER, events, back-pressure,
+//!   negotiation: v3, v4 and v5, OPTIONS, STARTUP, REGISTER, events, back-pressure,
 //!   connection limits, a node-wide request limit answering Overloaded) and
 //!   hands QUERY / PREPARE / EXECUTE / BATCH to a [`RequestHandler`],
 //!   recording [`ServerMetrics`].
 //!
 //! What it is not: it does not parse CQL, knows no schema and executes
 //! nothing; prepared-statement ids, paging states and results are the
-//! handler's business. Protocols v4 and v5 are spoken: any other version
-//! (v3 included) gets the ERROR that makes drivers fall back. A corrupt v5
+//! handler's business. Protocols v3, v4 and v5 are spoken: any other
+//! version gets the ERROR that makes drivers fall back. A corrupt v5
 //! frame gets a protocol ERROR and the connection is closed. There is no
 //! authentication and no tracing (tracing requests are served untraced).
 //!
