@@ -6,7 +6,7 @@
 //! outstanding, writing the next requests as responses arrive (one write
 //! per read). Rounds alternate between the versions (v4, v5, v4, v5, ...)
 //! so that drift in the machine's load hits both alike; the report gives
-//! each version's median ops/s and the v5 / v4 ratio.
+//! each version's median ops/s and its ratio to the first (v4).
 //!
 //! Without `--addr` it starts its own node (this binary, or `--gyre-bin`)
 //! on 127.0.53.1 with the periodic commitlog in a scratch directory, and
@@ -78,6 +78,10 @@ struct Cli {
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Protocol versions to compare (4 and 5; `4` alone drives a node
+    /// that serves only v4).
+    #[arg(long, value_delimiter = ',', default_value = "4,5")]
+    versions: Vec<u8>,
 }
 
 const INSERT: &str = "INSERT INTO protocol_bench.kv (k, v) VALUES (?, ?)";
@@ -376,12 +380,23 @@ fn main() -> Result<()> {
 async fn run(cli: &Cli, node: Option<&node_proc::NodeProcess>) -> Result<()> {
     let addr = cli.addr.context("no node address")?;
     setup(addr, cli.keys).await?;
-    let versions = [ProtocolVersion::V4, ProtocolVersion::V5];
+    let versions = cli
+        .versions
+        .iter()
+        .map(|v| match v {
+            4 => Ok(ProtocolVersion::V4),
+            5 => Ok(ProtocolVersion::V5),
+            other => bail!("--versions takes 4 and 5, not {other}"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if versions.is_empty() {
+        bail!("--versions is empty");
+    }
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); versions.len()];
     // Node CPU seconds and operations per version, when the node is ours.
-    let mut cpu = [(0f64, 0f64); 2];
+    let mut cpu = vec![(0f64, 0f64); versions.len()];
     // A warm-up round of each, not counted.
-    for v in versions {
+    for &v in &versions {
         let ops = round(cli, v, 0).await?;
         eprintln!("warm-up v{}: {:.0} ops/s", v.number(), ops);
     }
@@ -398,8 +413,6 @@ async fn run(cli: &Cli, node: Option<&node_proc::NodeProcess>) -> Result<()> {
             results[i].push(ops);
         }
     }
-    let v4 = median(&mut results[0]);
-    let v5 = median(&mut results[1]);
     let per_op = |(secs, ops): (f64, f64)| {
         if ops > 0.0 {
             format!("{:.1}", secs * 1e6 / ops)
@@ -407,21 +420,21 @@ async fn run(cli: &Cli, node: Option<&node_proc::NodeProcess>) -> Result<()> {
             "-".into()
         }
     };
-    println!(
-        "| op | compression | connections x in flight | v4 ops/s | v5 ops/s | v5 / v4 | node CPU µs/op v4 | v5 |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {} x {} | {:.0} | {:.0} | {:.3} | {} | {} |",
-        cli.op,
-        if cli.lz4 { "lz4" } else { "none" },
-        cli.connections,
-        cli.in_flight,
-        v4,
-        v5,
-        v5 / v4,
-        per_op(cpu[0]),
-        per_op(cpu[1]),
-    );
+    let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+    println!("| op | compression | connections x in flight | version | ops/s (median) | vs first | node CPU µs/op |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, v) in versions.iter().enumerate() {
+        println!(
+            "| {} | {} | {} x {} | v{} | {:.0} | {:.3} | {} |",
+            cli.op,
+            if cli.lz4 { "lz4" } else { "none" },
+            cli.connections,
+            cli.in_flight,
+            v.number(),
+            medians[i],
+            medians[i] / medians[0],
+            per_op(cpu[i]),
+        );
+    }
     Ok(())
 }
