@@ -51,6 +51,9 @@ struct Cli {
     /// A running node's CQL address; without it a node is started.
     #[arg(long)]
     addr: Option<SocketAddr>,
+    /// With `--addr`: the node's pid, to report its CPU per operation.
+    #[arg(long)]
+    node_pid: Option<u32>,
     /// The gyre binary for the node started here (default: this binary).
     #[arg(long)]
     gyre_bin: Option<PathBuf>,
@@ -402,10 +405,11 @@ async fn run(cli: &Cli, node: Option<&node_proc::NodeProcess>) -> Result<()> {
     }
     for r in 0..cli.repeat {
         for (i, v) in versions.iter().enumerate() {
-            let before = node.map(|n| node_proc::proc_cpu(n.pid())).transpose()?;
+            let pid = node.map(|n| n.pid()).or(cli.node_pid);
+            let before = pid.map(node_proc::proc_cpu).transpose()?;
             let ops = round(cli, *v, r + 1).await?;
-            if let (Some(n), Some(before)) = (node, before) {
-                let used = node_proc::proc_cpu(n.pid())? - before;
+            if let (Some(pid), Some(before)) = (pid, before) {
+                let used = node_proc::proc_cpu(pid)? - before;
                 cpu[i].0 += used.as_secs_f64();
                 cpu[i].1 += ops * cli.seconds;
             }
