@@ -70,8 +70,8 @@ use crate::config::NodeConfig;
 use crate::cql::CqlHandler;
 use crate::error::{Error, Result};
 use crate::replication::{
-    register_schema_verbs, schema_listener, sync_loop, ClusterData, GossipLiveness,
-    SchemaStrategies,
+    datacenter_source, register_schema_verbs, schema_listener, sync_loop, ClusterData,
+    GossipLiveness, SchemaStrategies,
 };
 use crate::state::NodeState;
 
@@ -536,6 +536,7 @@ impl Node {
         let _ = shared.qp.set(qp.clone());
         register_schema_verbs(&shared, &qp, &server_cfg.events);
         qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));
+        qp.set_datacenters(datacenter_source(Arc::downgrade(&shared)));
 
         let (stop, stop_rx) = watch::channel(false);
         let (transports, transports_rx) = watch::channel(false);

@@ -223,14 +223,8 @@ mod tests {
     }
 
     fn result_body(r: CqlResult) -> Bytes {
-        let f = ResponseFrame {
-            stream: 1,
-            tracing_id: None,
-            warnings: Vec::new(),
-            custom_payload: None,
-            response: Response::Result(r),
-        }
-        .to_frame(gyre_protocol::Compression::None);
+        let f =
+            ResponseFrame::new(1, Response::Result(r)).to_frame(gyre_protocol::Compression::None);
         f.body
     }
 

@@ -98,7 +98,10 @@ impl Conn {
         }
         let mut ids = Vec::new();
         for cql in statements {
-            let prepare = Request::Prepare(Prepare { query: cql.clone() });
+            let prepare = Request::Prepare(Prepare {
+                query: cql.clone(),
+                keyspace: None,
+            });
             match c.request(prepare, timeout).await? {
                 Response::Result(CqlResult::Prepared(p)) => ids.push(p.id.to_vec()),
                 other => bail!("{node}: preparing {cql}: {other:?}"),
