@@ -308,14 +308,23 @@ fn gyrectl_repair_makes_a_replica_that_missed_writes_agree() {
         "node 3 alone holds every row, not the deleted one"
     );
     // Agreeing replicas: nothing differs, nothing is sent.
-    let out = c.gyrectl_ok(&["repair", "ks", "--host", &host, "--port", &port, "--pr"]);
+    let out = c.gyrectl_ok(&["repair", "--host", &host, "--port", &port, "--pr"]);
     let line = out
         .lines()
-        .find(|l| l.starts_with("t "))
+        .find(|l| l.starts_with("ks.t "))
         .unwrap_or_else(|| panic!("{out}"));
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols[3], "0", "no mismatching leaves: {out}");
     assert_eq!(cols[5], "0", "no writes: {out}");
+    let text = metrics(&c, 1);
+    assert!(
+        metric(&text, "gyre_repair_sessions_succeeded_total") >= 2.0,
+        "{text}"
+    );
+    assert!(metric(&text, "gyre_repair_partitions_differing_total") >= ROWS as f64);
+    // Bad input: clear errors.
+    let out = c.gyrectl(&["repair", "nope", "--host", &host, "--port", &port]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown keyspace nope"));
 }
 
 #[test]

@@ -433,6 +433,7 @@ fn metrics(shared: &Shared) -> String {
     if let Some(h) = shared.hint_store.get() {
         render_hints(h, &mut m);
     }
+    shared.repairs.render_prometheus(&mut m);
     m
 }
 

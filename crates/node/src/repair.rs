@@ -8,6 +8,7 @@
 //! time on a node.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +27,8 @@ const KEEP_SESSIONS: usize = 32;
 /// The request body of `POST /repair`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RepairRequest {
+    /// The keyspace; empty: every keyspace but the system ones.
+    #[serde(default)]
     pub keyspace: String,
     /// Tables to repair (default: every table of the keyspace).
     #[serde(default)]
@@ -76,11 +79,60 @@ pub(crate) struct Repairs {
     sessions: Mutex<Vec<RepairSession>>,
     running: Mutex<HashSet<(String, String)>>,
     next_id: Mutex<u64>,
+    /// Everything repaired since start, for /metrics.
+    totals: Mutex<RangeRepair>,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Repairs {
     pub(crate) fn list(&self) -> Vec<RepairSession> {
         self.sessions.lock().clone()
+    }
+
+    /// Repair counters in Prometheus text.
+    pub(crate) fn render_prometheus(&self, m: &mut String) {
+        use std::fmt::Write as _;
+        let t = self.totals.lock().clone();
+        for (name, help, v) in [
+            (
+                "gyre_repair_sessions_succeeded_total",
+                "Repair sessions that finished.",
+                self.succeeded.load(Ordering::Relaxed),
+            ),
+            (
+                "gyre_repair_sessions_failed_total",
+                "Repair sessions that failed.",
+                self.failed.load(Ordering::Relaxed),
+            ),
+            (
+                "gyre_repair_partitions_compared_total",
+                "Partitions covered by the replicas' Merkle trees.",
+                t.partitions_compared,
+            ),
+            (
+                "gyre_repair_mismatched_leaves_total",
+                "Merkle leaves where replicas disagreed.",
+                t.mismatched_leaves,
+            ),
+            (
+                "gyre_repair_partitions_differing_total",
+                "Partitions that differed on some replica.",
+                t.partitions_differing,
+            ),
+            (
+                "gyre_repair_bytes_sent_total",
+                "Bytes of repair writes sent.",
+                t.bytes_sent,
+            ),
+            (
+                "gyre_repair_bytes_received_total",
+                "Bytes read from replicas in differing slices.",
+                t.bytes_received,
+            ),
+        ] {
+            let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
     }
 
     fn update(&self, id: u64, f: impl FnOnce(&mut RepairSession)) {
@@ -99,23 +151,39 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
         .ok_or("the node is still starting")?
         .clone();
     let schema = qp.schema();
-    schema
-        .keyspace(&req.keyspace)
-        .ok_or_else(|| format!("unknown keyspace {}", req.keyspace))?;
-    let names: Vec<String> = if req.tables.is_empty() {
+    // (keyspace, table) pairs.
+    let names: Vec<(String, String)> = if req.keyspace.is_empty() {
+        if !req.tables.is_empty() {
+            return Err("name the keyspace of the tables to repair".into());
+        }
         schema
-            .tables_in(&req.keyspace)
-            .map(|t| t.name.clone())
+            .tables()
+            .keys()
+            .filter(|(ks, _)| !gyre_schema::is_system_keyspace(ks))
+            .cloned()
             .collect()
     } else {
-        req.tables.clone()
+        schema
+            .keyspace(&req.keyspace)
+            .ok_or_else(|| format!("unknown keyspace {}", req.keyspace))?;
+        if req.tables.is_empty() {
+            schema
+                .tables_in(&req.keyspace)
+                .map(|t| (req.keyspace.clone(), t.name.clone()))
+                .collect()
+        } else {
+            req.tables
+                .iter()
+                .map(|t| (req.keyspace.clone(), t.clone()))
+                .collect()
+        }
     };
     let mut tables = Vec::new();
-    for name in &names {
+    for (ks, name) in &names {
         let def = schema
-            .table(&req.keyspace, name)
-            .ok_or_else(|| format!("unknown table {}.{name}", req.keyspace))?;
-        tables.push((name.clone(), def.id));
+            .table(ks, name)
+            .ok_or_else(|| format!("unknown table {ks}.{name}"))?;
+        tables.push((format!("{ks}.{name}"), def.id));
     }
     let depth = req.depth.unwrap_or(DEFAULT_DEPTH);
     if depth > gyre_coordinator::MAX_REPAIR_DEPTH {
@@ -138,17 +206,13 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
     let repairs = &shared.repairs;
     {
         let mut running = repairs.running.lock();
-        if let Some(busy) = names
-            .iter()
-            .find(|n| running.contains(&(req.keyspace.clone(), (*n).clone())))
-        {
+        if let Some((ks, t)) = names.iter().find(|n| running.contains(*n)) {
             return Err(format!(
-                "a repair of {}.{busy} is already running on this node",
-                req.keyspace
+                "a repair of {ks}.{t} is already running on this node"
             ));
         }
         for n in &names {
-            running.insert((req.keyspace.clone(), n.clone()));
+            running.insert(n.clone());
         }
     }
     let id = {
@@ -158,7 +222,11 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
     };
     let session = RepairSession {
         id,
-        keyspace: req.keyspace.clone(),
+        keyspace: if req.keyspace.is_empty() {
+            "(all)".into()
+        } else {
+            req.keyspace.clone()
+        },
         state: "running".into(),
         ranges_total: plan.iter().map(|p| p.2.len() as u64).sum(),
         ranges_done: 0,
@@ -175,16 +243,18 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
     let shared = shared.clone();
     tokio::runtime::Handle::current().spawn(async move {
         let started = Instant::now();
-        let keyspace = req.keyspace.clone();
         let mut error = None;
         'tables: for (name, table, ranges) in plan {
             let mut sum = RangeRepair::default();
             for (start, end) in &ranges {
                 match coord.repair_range(table, *start, *end, depth).await {
-                    Ok(r) => sum.add(&r),
+                    Ok(r) => {
+                        shared.repairs.totals.lock().add(&r);
+                        sum.add(&r)
+                    }
                     Err(e) => {
-                        tracing::warn!(keyspace, table = name, error = %e, "repair failed");
-                        error = Some(format!("{keyspace}.{name}: {e}"));
+                        tracing::warn!(table = name, error = %e, "repair failed");
+                        error = Some(format!("{name}: {e}"));
                         break 'tables;
                     }
                 }
@@ -203,22 +273,23 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
                 bytes_sent: sum.bytes_sent,
                 bytes_received: sum.bytes_received,
             };
-            tracing::info!(
-                keyspace,
-                table = name,
-                ?summary,
-                "repair of a table finished"
-            );
+            tracing::info!(table = name, ?summary, "repair of a table finished");
             shared.repairs.update(id, |s| s.tables.push(summary));
         }
+        let failed = error.is_some();
         shared.repairs.update(id, |s| {
-            s.state = if error.is_some() { "failed" } else { "done" }.into();
+            s.state = if failed { "failed" } else { "done" }.into();
             s.error = error;
             s.seconds = started.elapsed().as_secs_f64();
         });
+        if failed {
+            shared.repairs.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.repairs.succeeded.fetch_add(1, Ordering::Relaxed);
+        }
         let mut running = shared.repairs.running.lock();
         for n in &names {
-            running.remove(&(keyspace.clone(), n.clone()));
+            running.remove(n);
         }
     });
     Ok(session)

@@ -71,7 +71,8 @@ enum Cmd {
     /// only the partitions that differ. Fails, naming it, when a replica is
     /// down.
     Repair {
-        keyspace: String,
+        /// The keyspace (default: every keyspace but the system ones).
+        keyspace: Option<String>,
         /// Tables (default: every table of the keyspace).
         tables: Vec<String>,
         #[arg(long, default_value = "127.0.0.1")]
@@ -218,12 +219,12 @@ fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow:
         std::thread::sleep(Duration::from_millis(200));
     };
     println!(
-        "{:<24}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
+        "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
         "Table", "Ranges", "Compared", "Leaves≠", "Differing", "Writes", "Sent", "Received"
     );
     for t in &done.tables {
         println!(
-            "{:<24}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
+            "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
             t.table,
             t.ranges,
             t.partitions_compared,
@@ -272,7 +273,7 @@ fn main() -> anyhow::Result<()> {
                 .parse()
                 .with_context(|| format!("--host {host}: not an IP address"))?;
             let req = gyre_node::RepairRequest {
-                keyspace,
+                keyspace: keyspace.unwrap_or_default(),
                 tables,
                 start_token,
                 end_token,
