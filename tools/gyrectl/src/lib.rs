@@ -447,6 +447,56 @@ fn sees_normal(report: &StatusReport, addr: &str) -> bool {
 }
 
 /// `GET /status` of the node whose admin endpoint is `addr`.
+/// Starts a repair session on the node at `addr` (its admin port) and
+/// follows it to the end, calling `progress` whenever it advances.
+pub fn repair(
+    addr: SocketAddr,
+    req: &gyre_node::RepairRequest,
+    mut progress: impl FnMut(&gyre_node::RepairSession),
+) -> Result<gyre_node::RepairSession> {
+    let json = |what: &str, e: serde_json::Error| Error::Json {
+        what: format!("{addr}{what}"),
+        message: e.to_string(),
+    };
+    let body = serde_json::to_vec(req).map_err(|e| json("/repair", e))?;
+    let (status, text) = gyre_node::http::request(
+        addr,
+        "POST",
+        "/repair",
+        Some(&body),
+        Duration::from_secs(10),
+    )?;
+    if status != 202 {
+        return Err(Error::Cluster(format!(
+            "repair refused by {addr}: {}",
+            text.trim()
+        )));
+    }
+    let session: gyre_node::RepairSession =
+        serde_json::from_str(&text).map_err(|e| json("/repair", e))?;
+    progress(&session);
+    let mut last = session.ranges_done;
+    loop {
+        let text = gyre_node::http::get(addr, "/repair", Duration::from_secs(10))?;
+        let sessions: Vec<gyre_node::RepairSession> =
+            serde_json::from_str(&text).map_err(|e| json("/repair", e))?;
+        let Some(s) = sessions.into_iter().find(|s| s.id == session.id) else {
+            return Err(Error::Cluster(format!(
+                "repair #{} vanished from {addr} (restarted?)",
+                session.id
+            )));
+        };
+        if s.ranges_done != last || s.state != "running" {
+            last = s.ranges_done;
+            progress(&s);
+        }
+        if s.state != "running" {
+            return Ok(s);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn fetch_status(addr: SocketAddr, timeout: Duration) -> Result<StatusReport> {
     let body = gyre_node::http::get(addr, "/status", timeout)?;
     serde_json::from_str(&body).map_err(|e| Error::Json {

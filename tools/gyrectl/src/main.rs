@@ -181,43 +181,23 @@ enum ClusterCmd {
     },
 }
 
-/// Starts a repair session on the node and follows it to the end.
+/// Runs a repair on the node and prints its progress and summary.
 fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow::Result<()> {
-    let body = serde_json::to_vec(req)?;
-    let (status, text) = gyre_node::http::request(
-        addr,
-        "POST",
-        "/repair",
-        Some(&body),
-        Duration::from_secs(10),
-    )?;
-    if status != 202 {
-        bail!("repair refused by {addr}: {}", text.trim());
-    }
-    let session: gyre_node::RepairSession = serde_json::from_str(&text)?;
-    println!(
-        "repair #{} of keyspace {} on {addr}: {} ranges",
-        session.id, session.keyspace, session.ranges_total
-    );
-    let mut last_done = u64::MAX;
-    let done = loop {
-        let text = gyre_node::http::get(addr, "/repair", Duration::from_secs(10))?;
-        let sessions: Vec<gyre_node::RepairSession> = serde_json::from_str(&text)?;
-        let Some(s) = sessions.into_iter().find(|s| s.id == session.id) else {
-            bail!("repair #{} vanished from {addr}", session.id);
-        };
-        if s.ranges_done != last_done {
+    let mut started = false;
+    let done = gyrectl::repair(addr, req, |s| {
+        if !started {
+            started = true;
+            println!(
+                "repair #{} of {} on {addr}: {} ranges",
+                s.id, s.keyspace, s.ranges_total
+            );
+        } else {
             println!(
                 "  {}/{} ranges repaired ({:.1} s)",
                 s.ranges_done, s.ranges_total, s.seconds
             );
-            last_done = s.ranges_done;
         }
-        if s.state != "running" {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    })?;
     println!(
         "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
         "Table", "Ranges", "Compared", "Leaves≠", "Differing", "Writes", "Sent", "Received"
