@@ -140,5 +140,6 @@ pub fn parse_sync(s: &str) -> Option<SyncMode> {
 }
 
 pub mod cluster;
+pub mod deploy;
 /// The blocking CQL client lives in gyrectl (the chaos workloads use it).
 pub use gyrectl::cql as cql_client;
