@@ -41,6 +41,7 @@ fn deploy_test(cmd: &str) -> Option<&'static str> {
     const SCRIPTS: &[(&str, &str)] = &[
         ("scripts/build-deb.sh", "deploy_deb.rs"),
         ("scripts/build-rootfs.sh", "deploy_deb.rs"),
+        ("scripts/build-image.sh", "deploy_container.rs"),
     ];
     SCRIPTS
         .iter()
