@@ -4,8 +4,9 @@
 #
 #   GYRE_CLUSTER_NAME      cluster.name
 #   GYRE_SEEDS             cluster.seeds: comma-separated IPs or host names
-#                          (names are resolved here, waiting up to
-#                          GYRE_SEED_WAIT_SECS, default 120, for DNS)
+#                          (names are resolved here, retried for up to
+#                          GYRE_SEED_WAIT_SECS, default 120; names still
+#                          unresolved then are left out)
 #   GYRE_NUM_TOKENS        cluster.num_tokens
 #   GYRE_DATACENTER        cluster.datacenter
 #   GYRE_RACK              cluster.rack
@@ -36,34 +37,49 @@ is_ip() {
 }
 
 # An IP (with the port, if given) for a seed: itself if it is an IP, else
-# its DNS name resolved, retrying: a StatefulSet's seed pod is published
-# in DNS a moment after it starts.
+# its DNS name resolved; fails when the name does not resolve (yet).
 resolve() {
     if is_ip "$1"; then echo "$1"; return 0; fi
     host=${1%%:*}
     port=""
     if [ "$host" != "$1" ]; then port=":${1#*:}"; fi
-    deadline=$(( $(date +%s) + ${GYRE_SEED_WAIT_SECS:-120} ))
-    while :; do
-        ip=$(getent ahostsv4 "$host" 2>/dev/null | awk 'NR == 1 {print $1}')
-        if [ -n "$ip" ]; then echo "$ip$port"; return 0; fi
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            echo "gyre-entrypoint: cannot resolve seed $host" >&2
-            return 1
-        fi
-        sleep 2
-    done
+    ip=$(getent ahostsv4 "$host" 2>/dev/null | awk 'NR == 1 {print $1}')
+    [ -n "$ip" ] || return 1
+    echo "$ip$port"
 }
 
 listen=${GYRE_LISTEN_ADDRESS:-}
 if [ -z "$listen" ]; then
     listen=$(getent ahostsv4 "$(hostname)" 2>/dev/null | awk 'NR == 1 {print $1}')
 fi
+# Seeds by name (a StatefulSet's pod 0 is published in DNS a moment after
+# it starts): retried until GYRE_SEED_WAIT_SECS; then the names still
+# unresolved are left out with a warning, or the start fails if none
+# resolved.
 seeds=""
 if [ -n "${GYRE_SEEDS:-}" ]; then
-    for s in $(echo "$GYRE_SEEDS" | tr ',' ' '); do
-        ip=$(resolve "$s")
-        seeds=${seeds:+$seeds,}$ip
+    deadline=$(( $(date +%s) + ${GYRE_SEED_WAIT_SECS:-120} ))
+    pending=$(echo "$GYRE_SEEDS" | tr ',' ' ')
+    while :; do
+        left=""
+        for s in $pending; do
+            if ip=$(resolve "$s"); then
+                seeds=${seeds:+$seeds,}$ip
+            else
+                left="$left $s"
+            fi
+        done
+        pending=$left
+        [ -n "$pending" ] || break
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            if [ -z "$seeds" ]; then
+                echo "gyre-entrypoint: cannot resolve any seed of GYRE_SEEDS=$GYRE_SEEDS" >&2
+                exit 1
+            fi
+            echo "gyre-entrypoint: warning: seeds left out (not in DNS):$pending" >&2
+            break
+        fi
+        sleep 2
     done
 fi
 

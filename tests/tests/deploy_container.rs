@@ -96,6 +96,8 @@ fn start(node: usize) {
     run_ok(
         podman_run()
             .args(["-d", "--name", &name(node), "--network", "host"])
+            // As the Kubernetes manifests run it: a read-only root.
+            .arg("--read-only")
             .args(["-v", &format!("{}:/var/lib/gyre", name(node))])
             .args(["-e", &format!("GYRE_CLUSTER_NAME={CLUSTER}")])
             .args(["-e", &format!("GYRE_LISTEN_ADDRESS={}", ip(node))])
@@ -340,8 +342,39 @@ fn three_containers_kill_restart_validate() {
     });
     stress(&[&["read", "--validate", "--cl", "ALL"][..], &ops[..]].concat());
 
-    // Graceful stop: SIGTERM, flush, exit 0.
-    run_ok(podman().args(["stop", "-t", "60", &name(2)]));
-    let code = run_ok(podman().args(["inspect", "--format", "{{.State.ExitCode}}", &name(2)]));
-    assert_eq!(code.trim(), "0", "{}", logs(2));
+    // Graceful stop: SIGTERM, flush, exit 0; for node 1 by `podman stop`,
+    // for node 2 by the Kubernetes preStop hook's command.
+    run_ok(podman().args(["stop", "-t", "60", &name(1)]));
+    assert_eq!(exit_code(1).as_deref(), Some("0"), "{}", logs(1));
+    let statefulset =
+        std::fs::read_to_string(repo_root().join("deploy/k8s/base/statefulset.yaml")).unwrap();
+    let pre_stop = statefulset
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- kill -TERM 1"))
+        .map(|rest| format!("kill -TERM 1{rest}"))
+        .expect("the preStop command in deploy/k8s/base/statefulset.yaml");
+    // The exec ends with the container (it kills what runs in it).
+    let _ = run(podman().args(["exec", &name(2), "/bin/sh", "-c", &pre_stop]));
+    wait(
+        "node 2 exits after preStop",
+        Duration::from_secs(60),
+        || exit_code(2).is_some(),
+    );
+    assert_eq!(exit_code(2).as_deref(), Some("0"), "{}", logs(2));
+}
+
+/// A stopped container's exit code.
+fn exit_code(node: usize) -> Option<String> {
+    let out = podman()
+        .args([
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            &name(node),
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (status, code) = text.trim().split_once(' ')?;
+    (status == "exited").then(|| code.to_string())
 }
