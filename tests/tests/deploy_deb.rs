@@ -280,6 +280,29 @@ fn debian_package_builds_installs_and_runs() {
         .count();
     assert!(sstables > 0, "no data written under /var/lib/gyre/data");
 
+    // Installing again (an upgrade to the same version): postinst runs
+    // again with the user and directories there, and the edited conffile
+    // and the data stay.
+    run_ok(
+        Command::new("dpkg")
+            .arg("--root")
+            .arg(&root)
+            .arg("-i")
+            .arg(&deb),
+    );
+    let kept = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        kept.contains(&format!("listen_address = \"{IP}\"")),
+        "the edited config was replaced"
+    );
+    assert_eq!(ids(&root, "gyre"), Some((uid, gid)), "the same gyre user");
+    assert!(
+        std::fs::read_dir(root.join("var/lib/gyre/data"))
+            .unwrap()
+            .count()
+            > 0
+    );
+
     // Remove keeps data, config and user; purge deletes them.
     run_ok(
         Command::new("dpkg")
