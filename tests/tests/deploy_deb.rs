@@ -6,7 +6,8 @@
 //! running in that root. The installed `gyre`, started in the root (chroot,
 //! as the package's `gyre` user) with the installed config set to a test
 //! address (127.0.70.1; no other test uses 127.0.70.x), answers on its
-//! admin `/status` and serves CQL to the installed `gyresh`; it stops
+//! admin `/status` and serves CQL to the installed `gyresh` and to cqlsh
+//! (PyPI, `gyre_tests::cqlsh`); it stops
 //! cleanly on SIGTERM; `dpkg --remove` keeps the data and `--purge` deletes
 //! it and the user. Nothing on this machine outside a temp dir is touched.
 //!
@@ -257,6 +258,17 @@ fn debian_package_builds_installs_and_runs() {
     assert!(
         ok && out.contains("packaged"),
         "gyresh: {out}\n{}",
+        node_log()
+    );
+
+    // And cqlsh (PyPI) from outside the root.
+    let home = tempfile::tempdir().unwrap();
+    let (ok, out) = run(Command::new(gyre_tests::cqlsh::cqlsh())
+        .env("HOME", home.path())
+        .args([IP, "9042", "-e", "SELECT v FROM deb.t WHERE k = 1"]));
+    assert!(
+        ok && out.contains("packaged"),
+        "cqlsh: {out}\n{}",
         node_log()
     );
 
