@@ -12,6 +12,7 @@
 # --no-build use the binaries already built instead of running cargo.
 # --bin-dir  take the built binaries from DIR (implies --no-build).
 # --out      where the .deb goes (default target/deb). Prints its path last.
+# GYRE_DEB_MAINTAINER sets the Maintainer field (default: a placeholder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -38,7 +39,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$TARGET_DIR/deb}
 BINS=(gyre gyrectl gyresh gyre-stress)
 
-for tool in dpkg-deb dpkg-shlibdeps objcopy; do
+for tool in dpkg-deb dpkg-shlibdeps strip gzip; do
     if ! command -v "$tool" >/dev/null; then
         echo "build-deb.sh: $tool is missing (run scripts/install-deploy-deps.sh)" >&2
         exit 1
@@ -58,6 +59,8 @@ for b in "${BINS[@]}"; do
     fi
 done
 
+# Who the package names as its maintainer (set it for a package you publish).
+MAINTAINER=${GYRE_DEB_MAINTAINER:-Gyre developers <gyre@localhost>}
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 ARCH=$(dpkg --print-architecture)
 if [ -z "$VERSION" ]; then
@@ -71,9 +74,10 @@ PKG=$STAGE/pkg
 install -d -m 0755 "$PKG/DEBIAN" "$PKG/usr/bin" "$PKG/etc/gyre" \
     "$PKG/lib/systemd/system" "$PKG/usr/share/doc/gyre"
 
-# Binaries, without debug info (as Debian ships them).
+# Binaries, stripped as Debian's dh_strip does.
 for b in "${BINS[@]}"; do
-    objcopy --strip-debug "$BIN_DIR/$b" "$PKG/usr/bin/$b"
+    strip --remove-section=.comment --remove-section=.note --strip-unneeded \
+        -o "$PKG/usr/bin/$b" "$BIN_DIR/$b"
     chmod 0755 "$PKG/usr/bin/$b"
 done
 
@@ -88,11 +92,19 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: gyre
 
 Files: *
-Copyright: the Gyre developers
+Copyright: $(date -u +%Y) the Gyre developers
 License: Apache-2.0
  On Debian systems the full text of the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
 COPYRIGHT
+# A native package's changelog: this build.
+REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+{
+    printf 'gyre (%s) unstable; urgency=medium\n\n' "$VERSION"
+    printf '  * Built from commit %s by scripts/build-deb.sh.\n\n' "$REV"
+    printf ' -- %s  %s\n' "$MAINTAINER" "$(date -u -R)"
+} | gzip -9n > "$PKG/usr/share/doc/gyre/changelog.gz"
+chmod 0644 "$PKG/usr/share/doc/gyre/changelog.gz"
 for s in postinst prerm postrm; do
     install -m 0755 "deploy/debian/$s" "$PKG/DEBIAN/$s"
 done
@@ -113,7 +125,7 @@ cat > "$PKG/DEBIAN/control" <<CONTROL
 Package: gyre
 Version: $VERSION
 Architecture: $ARCH
-Maintainer: Gyre developers <gyre@localhost>
+Maintainer: $MAINTAINER
 Installed-Size: $INSTALLED_SIZE
 Depends: $SHLIBS, passwd
 Section: database

@@ -81,7 +81,8 @@ CTX=$(mktemp -d "${TMPDIR:-/tmp}/gyre-image.XXXXXX")
 trap 'rm -rf "$CTX"' EXIT
 mkdir "$CTX/bin"
 for b in "${BINS[@]}"; do
-    objcopy --strip-debug "$BIN_DIR/$b" "$CTX/bin/$b"
+    strip --remove-section=.comment --remove-section=.note --strip-unneeded \
+        -o "$CTX/bin/$b" "$BIN_DIR/$b"
 done
 scripts/packaged-config.sh > "$CTX/gyre.toml"
 cp deploy/container/entrypoint.sh deploy/container/healthcheck.sh \

@@ -216,7 +216,7 @@ fn three_containers_kill_restart_validate() {
     let f: Vec<&str> = inspect.trim().split('|').collect();
     let size: u64 = f[0].parse().unwrap();
     eprintln!(
-        "image {IMAGE}: {:.1} MB (debug binaries, stripped of debug info)",
+        "image {IMAGE}: {:.1} MB (debug binaries, stripped)",
         size as f64 / 1e6
     );
     assert_eq!(f[1], "gyre", "the image runs as gyre");
