@@ -140,5 +140,7 @@ pub fn parse_sync(s: &str) -> Option<SyncMode> {
 }
 
 pub mod cluster;
+pub mod cqlsh;
+pub mod deploy;
 /// The blocking CQL client lives in gyrectl (the chaos workloads use it).
 pub use gyrectl::cql as cql_client;

@@ -11,24 +11,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gyre_tests::cluster::TestCluster;
-
-const CQLSH: &str = "cqlsh==6.2.0";
-/// Pinned like the driver test's, so that a new driver release does not
-/// change what this test runs.
-const DRIVER: &str = "cassandra-driver==3.29.2";
-
-fn venv_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GYRE_CQLSH_VENV") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    Path::new(&home).join(".cache/gyre-venv-cqlsh")
-}
+use gyre_tests::cqlsh::cqlsh;
 
 struct Out {
     ok: bool,
@@ -45,47 +33,6 @@ fn run(cmd: &mut Command) -> Out {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// The `cqlsh` executable of a venv with the pinned cqlsh and driver.
-fn cqlsh() -> PathBuf {
-    let venv = venv_dir();
-    let python = venv.join("bin/python");
-    let cqlsh = venv.join("bin/cqlsh");
-    if cqlsh.is_file() {
-        let v = run(Command::new(&cqlsh).arg("--version"));
-        if v.ok && v.stdout.trim() == "cqlsh 6.2.0" {
-            return cqlsh;
-        }
-    }
-    if !python.is_file() {
-        let o = run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        assert!(
-            o.ok,
-            "python3 -m venv {} failed:\n{}{}",
-            venv.display(),
-            o.stdout,
-            o.stderr
-        );
-    }
-    let o = run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "-q",
-        DRIVER,
-        CQLSH,
-    ]));
-    assert!(
-        o.ok,
-        "pip install {CQLSH} into {} failed (is PyPI reachable?); this test needs the real \
-         cqlsh:\n{}{}",
-        venv.display(),
-        o.stdout,
-        o.stderr
-    );
-    cqlsh
 }
 
 fn cqlsh_cmd(cqlsh: &Path, c: &TestCluster, node: usize, home: &Path) -> Command {

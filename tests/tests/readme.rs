@@ -4,7 +4,8 @@
 //! checked to be run verbatim by `.ci/run` (cargo commands, scripts). The
 //! only exceptions are the benchmarks (long measurements in release mode:
 //! CI compiles and unit-tests the engine benchmark's code and checks that
-//! the Redis comparison script parses). So the README cannot rot.
+//! the Redis comparison script parses) and the deployment scripts, which
+//! their own tests run (`deploy_test`). So the README cannot rot.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -33,6 +34,19 @@ fn sh_lines(readme: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The deployment scripts of the README and the test that runs each.
+fn deploy_test(cmd: &str) -> Option<&'static str> {
+    const SCRIPTS: &[(&str, &str)] = &[
+        ("scripts/build-deb.sh", "deploy_deb.rs"),
+        ("scripts/build-rootfs.sh", "deploy_deb.rs"),
+        ("scripts/build-image.sh", "deploy_container.rs"),
+    ];
+    SCRIPTS
+        .iter()
+        .find(|(script, _)| cmd.split_whitespace().next() == Some(*script))
+        .map(|(_, test)| *test)
 }
 
 /// Kills the README's cluster if the test fails half-way.
@@ -89,6 +103,26 @@ fn every_readme_command_runs() {
                 .success();
             assert!(ok, "{} does not parse", path.display());
             eprintln!("(benchmark, run by hand) {cmd}");
+            continue;
+        }
+        if let Some(test) = deploy_test(cmd) {
+            // A deployment script: its test runs it (debug binaries, test
+            // addresses); here it must parse and be named by that test.
+            let script = cmd.split_whitespace().next().unwrap();
+            let path = root.join(script);
+            let ok = Command::new("bash")
+                .arg("-n")
+                .arg(&path)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{} does not parse", path.display());
+            let source = std::fs::read_to_string(root.join("tests/tests").join(test)).unwrap();
+            assert!(
+                source.contains(script),
+                "tests/tests/{test} does not run {script} (README command `{cmd}`)"
+            );
+            eprintln!("(run by tests/tests/{test}) {cmd}");
             continue;
         }
         if cmd.starts_with("cargo ") || cmd.starts_with("scripts/") {

@@ -1,0 +1,127 @@
+//! The Kubernetes manifests (README "Deployment"): every file of
+//! `deploy/k8s` parses, the base validates against the Kubernetes API
+//! schemas offline (kubernetes-validate from PyPI, strict), and each overlay
+//! (`one-dc`, `two-dc`), rendered with `kubectl kustomize` (kustomize v4 or
+//! later; or `kustomize build`), validates and has the structure
+//! `tests/python/check_k8s.py` checks: selectors matching pod labels,
+//! headless seed Service, client Service, PodDisruptionBudget, probes on
+//! the admin port, ports, environment names the image's entrypoint reads,
+//! seeds naming pod 0 of every StatefulSet, the image's non-root uid.
+//!
+//! The virtualenv is cached in `$HOME/.cache/gyre-venv-k8s` (or
+//! `$GYRE_K8S_VENV`); the first run needs PyPI and fails saying so when it
+//! is unreachable. Without a kustomize (no Debian package carries a v4 or
+//! later one) the overlays are not rendered and the test says NOT RENDERED.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gyre_tests::deploy::{have, repo_root, run};
+
+const VALIDATOR: &str = "kubernetes-validate==1.37.0";
+
+fn venv_python() -> PathBuf {
+    let venv = match std::env::var_os("GYRE_K8S_VENV") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/gyre-venv-k8s")
+        }
+    };
+    let python = venv.join("bin/python");
+    let (ok, _) = run(Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; assert m.version('kubernetes-validate') == '1.37.0'",
+        ])
+        .stderr(std::process::Stdio::null()));
+    if ok {
+        return python;
+    }
+    if !python.is_file() {
+        let (ok, out) = run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        assert!(ok, "python3 -m venv {} failed:\n{out}", venv.display());
+    }
+    let (ok, out) = run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "-q",
+        VALIDATOR,
+    ]));
+    assert!(
+        ok,
+        "pip install {VALIDATOR} into {} failed (is PyPI reachable?); this test needs it:\n{out}",
+        venv.display()
+    );
+    python
+}
+
+/// A command that renders a kustomization directory, if one is installed.
+fn kustomize() -> Option<Vec<&'static str>> {
+    if have("kubectl") {
+        let out = Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Kustomize Version: v"))
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
+        if major.is_some_and(|m| m >= 4) {
+            return Some(vec!["kubectl", "kustomize"]);
+        }
+        eprintln!("kubectl's kustomize is older than v4 ({text}): not used");
+    }
+    if have("kustomize") {
+        return Some(vec!["kustomize", "build"]);
+    }
+    None
+}
+
+#[test]
+fn kubernetes_manifests_render_and_validate() {
+    let root = repo_root();
+    let python = venv_python();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        root.join("tests/python/check_k8s.py").display().to_string(),
+        root.display().to_string(),
+    ];
+    match kustomize() {
+        Some(cmd) => {
+            for overlay in ["one-dc", "two-dc"] {
+                let dir = root.join("deploy/k8s/overlays").join(overlay);
+                let out = Command::new(cmd[0])
+                    .args(&cmd[1..])
+                    .arg(&dir)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{} {} failed:\n{}",
+                    cmd.join(" "),
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !stderr.contains("Warning"),
+                    "kustomize warns about {overlay}:\n{stderr}"
+                );
+                let path = tmp.path().join(format!("{overlay}.yaml"));
+                std::fs::write(&path, &out.stdout).unwrap();
+                args.push(format!("{overlay}={}", path.display()));
+            }
+        }
+        None => eprintln!(
+            "NOT RENDERED: no kustomize v4+ (`kubectl kustomize` or `kustomize`) is installed: \
+             the overlays were not rendered or checked; the base manifests are still validated"
+        ),
+    }
+    let (ok, out) = run(Command::new(&python).args(&args));
+    assert!(ok, "tests/python/check_k8s.py failed:\n{out}");
+}
