@@ -7,8 +7,10 @@
 //!
 //! [`LsmEngine`] is Gyre's own implementation: a CRC-checked commitlog with
 //! periodic, group and batch sync, token-sharded memtables, block-checksummed
-//! SSTables with bloom filters and block indexes, and size-tiered compaction
-//! that purges tombstones after gc grace only where that is safe.
+//! SSTables with bloom filters and block indexes, and compaction per table
+//! by Cassandra's size-tiered, leveled or time-window strategy (pure
+//! planners in [`strategy`]) that purges tombstones after gc grace only
+//! where that is safe and drops wholly expired SSTables without rewriting.
 //!
 //! What it is not: it knows nothing of CQL types, schemas or replication;
 //! the layers above encode values and decide what to store where. The engine
@@ -59,6 +61,7 @@ mod lsm;
 mod memtable;
 mod mutation;
 pub mod sstable;
+pub mod strategy;
 mod types;
 
 /// Run-time control of failpoints (see the crate docs), for the node's admin
@@ -94,7 +97,7 @@ pub mod failpoints {
     }
 }
 
-pub use compaction::{compact_partition, plan_size_tiered, Candidate, MergeIter, Source};
+pub use compaction::{compact_partition, MergeIter, Source};
 pub use config::{LsmConfig, SyncMode};
 pub use engine::{
     assemble_scan_page, finish_read, live_row_count, scan_start_bound, validate_update, Clock,
@@ -104,6 +107,7 @@ pub use error::{Error, Result};
 pub use lsm::LsmEngine;
 pub use mutation::Mutation;
 pub use types::{
-    ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, ReadFilter,
-    ScanPage, ScanRequest, ScanStart, SizeTieredOptions, TableId, TableOptions, TableStats,
+    ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, LeveledOptions,
+    ReadFilter, ScanPage, ScanRequest, ScanStart, SizeTieredOptions, TableId, TableOptions,
+    TableStats, TimeWindowOptions,
 };

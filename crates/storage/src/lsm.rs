@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::commitlog::{self, fsync_dir, CommitLog, Position};
-use crate::compaction::{self, Candidate, MergeIter, Source};
+use crate::compaction::{self, MergeIter, Source};
 use crate::config::LsmConfig;
 use crate::engine::{
     assemble_scan_page, finish_read, scan_start_bound, validate_update, Clock, StorageEngine,
@@ -36,6 +36,7 @@ use crate::error::IoContext;
 use crate::memtable::Memtable;
 use crate::mutation::{decode_record, Mutation};
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
+use crate::strategy::{self, CompactionTask, PlanContext, SsTableInfo};
 use crate::types::{
     ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, TableId, TableOptions,
     TableStats,
@@ -57,10 +58,23 @@ struct TableFile {
 }
 
 /// A compaction in flight, recorded so a crash can finish or undo it.
+///
+/// Written before the first output is created and again as each output is
+/// started (so every output file on disk is listed), and finally with
+/// `complete` set once every output is in place: that write is the commit
+/// point. On restart a complete record deletes its inputs, an incomplete
+/// one its outputs.
 #[derive(Serialize, Deserialize)]
 struct CompactionTxn {
     inputs: Vec<u64>,
-    output: u64,
+    /// The single output of a record written before outputs were split
+    /// (complete when that SSTable, or its `.empty` marker, exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output: Option<u64>,
+    #[serde(default)]
+    outputs: Vec<u64>,
+    #[serde(default)]
+    complete: bool,
 }
 
 #[derive(Clone, Default)]
@@ -85,6 +99,10 @@ struct Table {
     bytes_flushed: AtomicU64,
     bytes_compacted: AtomicU64,
     compactions: AtomicU64,
+    /// SSTables (and their bytes) deleted whole because all their data
+    /// expired.
+    expired_dropped: AtomicU64,
+    expired_bytes_dropped: AtomicU64,
 }
 
 impl Table {
@@ -288,6 +306,32 @@ fn load_tables(data_dir: &Path) -> Result<HashMap<TableId, Arc<Table>>> {
     Ok(out)
 }
 
+/// The planners' view of a table's SSTables.
+fn sstable_infos(st: &TableState) -> Vec<SsTableInfo> {
+    st.sstables
+        .iter()
+        .map(|s| SsTableInfo {
+            generation: s.generation(),
+            bytes: s.file_bytes,
+            level: s.meta.level,
+            min_token: s.meta.min_token,
+            max_token: s.meta.max_token,
+            min_timestamp: s.meta.min_timestamp,
+            max_timestamp: s.meta.max_timestamp,
+            max_local_deletion_time: s.meta.max_local_deletion_time,
+        })
+        .collect()
+}
+
+/// The oldest write in a table's memtables (`Timestamp::MAX` if none).
+fn memtable_min_timestamp(st: &TableState) -> Timestamp {
+    std::iter::once(&st.memtable)
+        .chain(st.flushing.iter())
+        .map(|m| m.min_timestamp())
+        .min()
+        .unwrap_or(Timestamp::MAX)
+}
+
 fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     name.strip_prefix(prefix)?
         .strip_suffix(suffix)?
@@ -315,26 +359,34 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
     }
     // Interrupted compactions: if the output made it, its inputs go;
     // otherwise the inputs stay and the record goes.
-    for (out_gen, path) in txns {
+    for (_, path) in txns {
         let body = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
         let txn: CompactionTxn = serde_json::from_slice(&body).map_err(|e| Error::Corruption {
             file: path.clone(),
             offset: 0,
             detail: e.to_string(),
         })?;
-        let empty_marker = sstable_path(dir, out_gen).with_extension("empty");
-        if gens.contains(&out_gen) || empty_marker.exists() {
-            for g in &txn.inputs {
-                let p = sstable_path(dir, *g);
-                if p.exists() {
-                    fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
-                }
+        let complete = match txn.output {
+            // A record of the single-output format.
+            Some(out) => {
+                gens.contains(&out) || sstable_path(dir, out).with_extension("empty").exists()
             }
-            gens.retain(|g| !txn.inputs.contains(g));
+            None => txn.complete,
+        };
+        let doomed = if complete { &txn.inputs } else { &txn.outputs };
+        for g in doomed {
+            let p = sstable_path(dir, *g);
+            if p.exists() {
+                fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
+            }
         }
-        if empty_marker.exists() {
-            fs::remove_file(&empty_marker)
-                .ctx(|| format!("removing {}", empty_marker.display()))?;
+        gens.retain(|g| !doomed.contains(g));
+        if let Some(out) = txn.output {
+            let empty_marker = sstable_path(dir, out).with_extension("empty");
+            if empty_marker.exists() {
+                fs::remove_file(&empty_marker)
+                    .ctx(|| format!("removing {}", empty_marker.display()))?;
+            }
         }
         fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
     }
@@ -360,6 +412,8 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         bytes_flushed: AtomicU64::new(0),
         bytes_compacted: AtomicU64::new(0),
         compactions: AtomicU64::new(0),
+        expired_dropped: AtomicU64::new(0),
+        expired_bytes_dropped: AtomicU64::new(0),
     })
 }
 
@@ -585,27 +639,38 @@ impl Inner {
                 }
                 Work::Compact(id) => {
                     let Ok(t) = self.table(id) else { continue };
+                    let mut last: Option<CompactionTask> = None;
                     loop {
-                        let planned = {
-                            let st = t.snapshot();
-                            let cands: Vec<Candidate> = st
-                                .sstables
-                                .iter()
-                                .map(|s| Candidate {
-                                    generation: s.generation(),
-                                    bytes: s.file_bytes,
-                                })
-                                .collect();
-                            compaction::plan(&t.options.read().compaction, &cands)
+                        let st = t.snapshot();
+                        let strategy = strategy::strategy_for(&t.options.read().compaction);
+                        let ctx = self.plan_context(&t, &st);
+                        let Some(task) = strategy.next_task(&sstable_infos(&st), &ctx) else {
+                            break;
                         };
-                        let Some(gens) = planned else { break };
-                        if let Err(e) = self.compact_table(&t, Some(&gens)) {
+                        if last.as_ref() == Some(&task) {
+                            // The same task again made no progress; a new
+                            // flush or option change will ask again.
+                            tracing::warn!(table = %t.id, ?task, "compaction planned twice");
+                            break;
+                        }
+                        if let Err(e) = self.run_task(&t, &task) {
                             tracing::error!(table = %t.id, error = %e, "background compaction failed");
                             break;
                         }
+                        last = Some(task);
                     }
                 }
             }
+        }
+    }
+
+    /// What a planner needs besides the SSTables.
+    fn plan_context(&self, t: &Table, st: &TableState) -> PlanContext {
+        let now = self.clock.now();
+        PlanContext {
+            now,
+            gc_before: now - i64::from(t.options.read().gc_grace_seconds),
+            memtable_min_timestamp: memtable_min_timestamp(st),
         }
     }
 
@@ -694,22 +759,73 @@ impl Inner {
         Ok(())
     }
 
-    /// Merges the given SSTables (all of them when `None`) into one.
-    fn compact_table(&self, t: &Arc<Table>, only: Option<&[u64]>) -> Result<()> {
+    /// Runs a compaction task. Returns `false` (doing nothing) when an input
+    /// is gone since the task was planned.
+    fn run_task(&self, t: &Arc<Table>, task: &CompactionTask) -> Result<bool> {
         let _c = t.compaction_lock.lock();
         let st = t.snapshot();
         let inputs: Vec<Arc<SsTable>> = st
             .sstables
             .iter()
-            .filter(|s| only.is_none_or(|g| g.contains(&s.generation())))
+            .filter(|s| task.inputs().contains(&s.generation()))
             .cloned()
             .collect();
-        if inputs.len() < 2 && only.is_some() {
-            return Ok(());
+        if inputs.is_empty() || inputs.len() != task.inputs().len() {
+            return Ok(false);
         }
+        match task {
+            CompactionTask::DropExpired { .. } => self.drop_expired(t, &st, inputs),
+            CompactionTask::Merge {
+                level,
+                max_output_bytes,
+                ..
+            } => self.merge(t, &st, inputs, *level, *max_output_bytes),
+        }
+    }
+
+    /// Deletes wholly expired SSTables without rewriting them. Checked
+    /// again here, under the compaction lock, against the current memtables.
+    fn drop_expired(
+        &self,
+        t: &Arc<Table>,
+        st: &TableState,
+        inputs: Vec<Arc<SsTable>>,
+    ) -> Result<bool> {
+        let still = strategy::fully_expired(&sstable_infos(st), &self.plan_context(t, st));
+        let inputs: Vec<Arc<SsTable>> = inputs
+            .into_iter()
+            .filter(|s| still.contains(&s.generation()))
+            .collect();
         if inputs.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let gens: Vec<u64> = inputs.iter().map(|s| s.generation()).collect();
+        t.install(|s| s.sstables.retain(|x| !gens.contains(&x.generation())));
+        // No transaction record: each of these may go on its own, so a
+        // crash between two deletions leaves a table that is still right.
+        for s in &inputs {
+            fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+            t.expired_dropped.fetch_add(1, Ordering::Relaxed);
+            t.expired_bytes_dropped
+                .fetch_add(s.file_bytes, Ordering::Relaxed);
+        }
+        fsync_dir(&t.dir)?;
+        tracing::debug!(table = %t.id, sstables = ?gens, "dropped expired SSTables");
+        Ok(true)
+    }
+
+    /// Merges `inputs` into new SSTables at `level`, split at partition
+    /// boundaries (never inside a token) once an output reaches
+    /// `max_output_bytes`. On error every output written so far is removed
+    /// and the inputs stay.
+    fn merge(
+        &self,
+        t: &Arc<Table>,
+        st: &TableState,
+        inputs: Vec<Arc<SsTable>>,
+        level: u32,
+        max_output_bytes: Option<u64>,
+    ) -> Result<bool> {
         let input_gens: Vec<u64> = inputs.iter().map(|s| s.generation()).collect();
         let others: Vec<Arc<SsTable>> = st
             .sstables
@@ -717,85 +833,107 @@ impl Inner {
             .filter(|s| !input_gens.contains(&s.generation()))
             .cloned()
             .collect();
-        let memtable_min = std::iter::once(&st.memtable)
-            .chain(st.flushing.iter())
-            .map(|m| m.min_timestamp())
-            .min()
-            .unwrap_or(Timestamp::MAX);
+        let memtable_min = memtable_min_timestamp(st);
         let options = t.options.read().clone();
         let now = self.clock.now();
         let gc_before = now - i64::from(options.gc_grace_seconds);
-        let out_gen = t.next_generation.fetch_add(1, Ordering::Relaxed);
-
-        let mut w = SsTableWriter::create(
-            &t.dir,
-            out_gen,
-            options.compression,
-            self.config.block_bytes,
-            self.config.bloom_bits_per_key,
-        )?;
-        let mut iters = Vec::with_capacity(inputs.len());
-        for s in &inputs {
-            iters.push(s.iter_from(&Bound::Unbounded, ClusteringFilter::all())?);
-        }
-        let sources: Vec<Source<'_>> = iters
-            .into_iter()
-            .map(|mut it| Box::new(move || it.next_partition()) as Source<'_>)
-            .collect();
-        let mut merged = MergeIter::new(sources);
-        while let Some(p) = merged.next_partition()? {
-            let max_purgeable = compaction::min_timestamp_outside(
-                &p.key,
-                others.iter().map(|s| &**s),
-                memtable_min,
-            );
-            if let Some(p) = compaction::compact_partition(p, now, gc_before, max_purgeable) {
-                w.add(&p)?;
-            }
-        }
-        let empty = w.partition_count() == 0;
-        let txn_path = t.dir.join(format!("txn-{out_gen}.json"));
-        let txn = serde_json::to_vec(&CompactionTxn {
+        let txn_gen = t.next_generation.fetch_add(1, Ordering::Relaxed);
+        let txn_path = t.dir.join(format!("txn-{txn_gen}.json"));
+        let mut txn = CompactionTxn {
             inputs: input_gens.clone(),
-            output: out_gen,
-        })
-        .map_err(|e| Error::Config(e.to_string()))?;
-        write_atomically(&txn_path, &txn)?;
-        let output = if empty {
-            drop(w);
-            None
-        } else {
-            let s = w.finish().inspect_err(|_| {
-                // The output never made it: the inputs stay, the record goes.
-                let _ = fs::remove_file(&txn_path);
-            })?;
-            t.bytes_compacted.fetch_add(s.file_bytes, Ordering::Relaxed);
-            Some(Arc::new(s))
+            output: None,
+            outputs: Vec::new(),
+            complete: false,
         };
-        if output.is_none() {
-            // Nothing survived: record that by an empty output marker so
-            // recovery still drops the inputs.
-            write_atomically(&sstable_path(&t.dir, out_gen).with_extension("empty"), b"")?;
+        let write_txn = |txn: &CompactionTxn| -> Result<()> {
+            let body = serde_json::to_vec(txn).map_err(|e| Error::Config(e.to_string()))?;
+            write_atomically(&txn_path, &body)
+        };
+        write_txn(&txn)?;
+        let mut outputs: Vec<Arc<SsTable>> = Vec::new();
+        let res = (|| -> Result<()> {
+            let mut iters = Vec::with_capacity(inputs.len());
+            for s in &inputs {
+                iters.push(s.iter_from(&Bound::Unbounded, ClusteringFilter::all())?);
+            }
+            let sources: Vec<Source<'_>> = iters
+                .into_iter()
+                .map(|mut it| Box::new(move || it.next_partition()) as Source<'_>)
+                .collect();
+            let mut merged = MergeIter::new(sources);
+            let mut w: Option<SsTableWriter> = None;
+            while let Some(p) = merged.next_partition()? {
+                let max_purgeable = compaction::min_timestamp_outside(
+                    &p.key,
+                    others.iter().map(|s| &**s),
+                    memtable_min,
+                );
+                let Some(p) = compaction::compact_partition(p, now, gc_before, max_purgeable)
+                else {
+                    continue;
+                };
+                if let Some(cur) = &w {
+                    let full = max_output_bytes.is_some_and(|m| cur.bytes_written() >= m);
+                    // Outputs of one level must not share a token.
+                    if full && cur.last_token() != Some(p.key.token) {
+                        if let Some(done) = w.take() {
+                            outputs.push(Arc::new(done.finish()?));
+                        }
+                    }
+                }
+                if w.is_none() {
+                    let g = t.next_generation.fetch_add(1, Ordering::Relaxed);
+                    txn.outputs.push(g);
+                    write_txn(&txn)?;
+                    let mut nw = SsTableWriter::create(
+                        &t.dir,
+                        g,
+                        options.compression,
+                        self.config.block_bytes,
+                        self.config.bloom_bits_per_key,
+                    )?;
+                    nw.set_level(level);
+                    w = Some(nw);
+                }
+                if let Some(cur) = &mut w {
+                    cur.add(&p)?;
+                }
+            }
+            if let Some(done) = w.take() {
+                outputs.push(Arc::new(done.finish()?));
+            }
+            txn.complete = true;
+            write_txn(&txn)
+        })();
+        if let Err(e) = res {
+            // Undo: the outputs go (an unfinished one removed itself), the
+            // inputs stay.
+            for o in &outputs {
+                if let Err(e) = fs::remove_file(o.path()) {
+                    tracing::warn!(path = %o.path().display(), error = %e, "removing a failed compaction's output");
+                }
+            }
+            if let Err(e) = fs::remove_file(&txn_path) {
+                tracing::warn!(path = %txn_path.display(), error = %e, "removing a failed compaction's record");
+            }
+            return Err(e);
+        }
+        for o in &outputs {
+            t.bytes_compacted.fetch_add(o.file_bytes, Ordering::Relaxed);
         }
         t.install(|s| {
             s.sstables.retain(|x| !input_gens.contains(&x.generation()));
-            if let Some(o) = output {
-                s.sstables.push(o);
-            }
+            s.sstables.extend(outputs.iter().cloned());
         });
         // Readers still holding an input keep their open file; unlinking is
         // safe on Unix.
         for s in &inputs {
             fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
         }
-        let marker = sstable_path(&t.dir, out_gen).with_extension("empty");
-        if marker.exists() {
-            fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
-        }
         fs::remove_file(&txn_path).ctx(|| format!("removing {}", txn_path.display()))?;
         fsync_dir(&t.dir)?;
         t.compactions.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     fn read(
@@ -983,7 +1121,12 @@ impl StorageEngine for LsmEngine {
 
     fn compact(&self, table: TableId) -> Result<()> {
         let t = self.inner.table(table)?;
-        self.inner.compact_table(&t, None)
+        let infos = sstable_infos(&t.snapshot());
+        let strategy = strategy::strategy_for(&t.options.read().compaction);
+        if let Some(task) = strategy.major_task(&infos) {
+            self.inner.run_task(&t, &task)?;
+        }
+        Ok(())
     }
 
     fn table_stats(&self, table: TableId) -> Result<TableStats> {
@@ -1006,6 +1149,19 @@ impl StorageEngine for LsmEngine {
             bytes_flushed: t.bytes_flushed.load(Ordering::Relaxed),
             bytes_compacted: t.bytes_compacted.load(Ordering::Relaxed),
             compactions: t.compactions.load(Ordering::Relaxed),
+            sstables_per_level: {
+                let mut levels = Vec::new();
+                for s in &st.sstables {
+                    let l = s.meta.level as usize;
+                    if levels.len() <= l {
+                        levels.resize(l + 1, 0);
+                    }
+                    levels[l] += 1;
+                }
+                levels
+            },
+            expired_sstables_dropped: t.expired_dropped.load(Ordering::Relaxed),
+            expired_bytes_dropped: t.expired_bytes_dropped.load(Ordering::Relaxed),
         })
     }
 
