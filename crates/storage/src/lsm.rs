@@ -236,13 +236,16 @@ impl LsmEngine {
         *self.inner.flush_tx.lock() = Some(ftx);
         *self.inner.compact_tx.lock() = Some(ctx);
         let mut workers = self.workers.lock();
-        for (name, rx) in [("gyre-flush", frx), ("gyre-compact", crx)] {
+        for (name, rx, tick) in [
+            ("gyre-flush", frx, None),
+            ("gyre-compact", crx, Some(COMPACTION_CHECK_INTERVAL)),
+        ] {
             let inner = self.inner.clone();
             let h = std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
                     background_priority(name);
-                    inner.run_worker(rx)
+                    inner.run_worker(rx, tick)
                 })
                 .ctx(|| format!("starting {name}"))?;
             workers.push(h);
@@ -265,6 +268,12 @@ impl LsmEngine {
     /// Marks the commitlog failed, as a failed fsync would (fault tests).
     pub fn poison_commitlog(&self, why: &str) {
         self.inner.commitlog.poison(why);
+    }
+
+    /// Asks the compactor to check a table now (it does after every flush,
+    /// on option changes and every minute anyway).
+    pub fn request_compaction(&self, table: TableId) {
+        self.inner.request_compaction(table);
     }
 
     /// The SSTable files of a table (for tests and tools).
@@ -430,6 +439,10 @@ fn background_priority(name: &str) {
 
 /// The nice value of flush and compaction threads.
 const BACKGROUND_NICE: i32 = 10;
+
+/// How often the compactor checks every table without being asked (as
+/// Cassandra's `expired_sstable_check_frequency_seconds`, which it ignores).
+const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Inner {
     fn table(&self, id: TableId) -> Result<Arc<Table>> {
@@ -610,8 +623,28 @@ impl Inner {
         Ok(pos)
     }
 
-    fn run_worker(&self, rx: mpsc::Receiver<Work>) {
-        while let Ok(w) = rx.recv() {
+    /// Runs background work until the channel closes. With a `tick`, every
+    /// table is also checked that often for compactions that time alone
+    /// makes due (expired SSTables).
+    fn run_worker(&self, rx: mpsc::Receiver<Work>, tick: Option<Duration>) {
+        loop {
+            let w = match tick {
+                None => match rx.recv() {
+                    Ok(w) => w,
+                    Err(_) => return,
+                },
+                Some(tick) => match rx.recv_timeout(tick) {
+                    Ok(w) => w,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let ids: Vec<TableId> = self.tables.read().keys().copied().collect();
+                        for id in ids {
+                            self.request_compaction(id);
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+            };
             match w {
                 Work::FlushLargest => {
                     self.flush_requested.store(false, Ordering::Release);
@@ -1000,7 +1033,10 @@ impl StorageEngine for LsmEngine {
         let inner = &self.inner;
         if let Ok(t) = inner.table(id) {
             *t.options.write() = options;
-            return t.persist();
+            t.persist()?;
+            // A new strategy (ALTER TABLE) plans at once.
+            inner.request_compaction(id);
+            return Ok(());
         }
         let dir = inner.config.data_dir.join(id.to_string());
         fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
@@ -1132,6 +1168,9 @@ impl StorageEngine for LsmEngine {
     fn table_stats(&self, table: TableId) -> Result<TableStats> {
         let t = self.inner.table(table)?;
         let st = t.snapshot();
+        let compaction_pending = strategy::strategy_for(&t.options.read().compaction)
+            .next_task(&sstable_infos(&st), &self.inner.plan_context(&t, &st))
+            .is_some();
         Ok(TableStats {
             sstable_count: st.sstables.len(),
             disk_bytes: st.sstables.iter().map(|s| s.file_bytes).sum(),
@@ -1162,6 +1201,7 @@ impl StorageEngine for LsmEngine {
             },
             expired_sstables_dropped: t.expired_dropped.load(Ordering::Relaxed),
             expired_bytes_dropped: t.expired_bytes_dropped.load(Ordering::Relaxed),
+            compaction_pending,
         })
     }
 

@@ -480,6 +480,9 @@ pub struct TableStats {
     /// had expired past gc grace (time-window strategy), and their bytes.
     pub expired_sstables_dropped: u64,
     pub expired_bytes_dropped: u64,
+    /// Whether the table's compaction strategy has a task to run now (or
+    /// running): false once compaction has settled.
+    pub compaction_pending: bool,
 }
 
 /// Engine-wide counters.
