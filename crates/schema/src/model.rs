@@ -350,6 +350,7 @@ impl TableDef {
     pub fn storage_options(&self) -> gyre_storage::TableOptions {
         let mut o = gyre_storage::TableOptions {
             gc_grace_seconds: self.options.gc_grace_seconds,
+            name: format!("{}.{}", self.keyspace, self.name),
             ..Default::default()
         };
         let class = self.options.compression.get("class").map(String::as_str);

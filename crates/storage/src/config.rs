@@ -73,6 +73,10 @@ pub struct LsmConfig {
     pub skip_corrupt_commitlog: bool,
     /// Run flushes and compactions on background threads.
     pub background_compaction: bool,
+    /// Snapshot a table before DROP and TRUNCATE delete its data (tags
+    /// `dropped-<secs>-<name>` and `truncated-<secs>-<name>`), as
+    /// Cassandra's `auto_snapshot`. Off in the library, on in the node.
+    pub auto_snapshot: bool,
 }
 
 impl Default for LsmConfig {
@@ -90,6 +94,7 @@ impl Default for LsmConfig {
             max_key_bytes: u16::MAX as usize,
             skip_corrupt_commitlog: false,
             background_compaction: true,
+            auto_snapshot: false,
         }
     }
 }

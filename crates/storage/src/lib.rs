@@ -60,6 +60,7 @@ mod error;
 mod lsm;
 mod memtable;
 mod mutation;
+pub mod snapshot;
 pub mod sstable;
 pub mod strategy;
 mod types;
@@ -106,8 +107,9 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use lsm::LsmEngine;
 pub use mutation::Mutation;
+pub use snapshot::SnapshotInfo;
 pub use types::{
-    ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, LeveledOptions,
-    ReadFilter, ScanPage, ScanRequest, ScanStart, SizeTieredOptions, TableId, TableOptions,
-    TableStats, TimeWindowOptions,
+    ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, ImportReport,
+    LeveledOptions, ReadFilter, ScanPage, ScanRequest, ScanStart, SizeTieredOptions, TableId,
+    TableOptions, TableStats, TimeWindowOptions,
 };

@@ -35,11 +35,12 @@ use crate::engine::{
 use crate::error::IoContext;
 use crate::memtable::Memtable;
 use crate::mutation::{decode_record, Mutation};
+use crate::snapshot::{self, SnapshotInfo};
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
 use crate::strategy::{self, CompactionTask, PlanContext, SsTableInfo};
 use crate::types::{
-    ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, TableId, TableOptions,
-    TableStats,
+    ClusteringFilter, EngineStats, ImportReport, ReadFilter, ScanPage, ScanRequest, TableId,
+    TableOptions, TableStats,
 };
 use crate::{Error, Result};
 
@@ -268,6 +269,39 @@ impl LsmEngine {
     /// Marks the commitlog failed, as a failed fsync would (fault tests).
     pub fn poison_commitlog(&self, why: &str) {
         self.inner.commitlog.poison(why);
+    }
+
+    /// The snapshot DROP and TRUNCATE take first (`auto_snapshot`), tagged
+    /// `<what>-<seconds>-<name>` as Cassandra tags them (a counter appended
+    /// if that tag exists).
+    fn auto_snapshot(&self, id: TableId, what: &str) -> Result<()> {
+        let t = self.inner.table(id)?;
+        let name: String = t
+            .options
+            .read()
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = if name.is_empty() {
+            id.to_string()
+        } else {
+            name
+        };
+        let base = format!("{what}-{}-{name}", self.inner.clock.now());
+        let mut tag = base.clone();
+        let mut n = 1;
+        while snapshot::snapshot_dir(&t.dir, &tag).exists() {
+            n += 1;
+            tag = format!("{base}-{n}");
+        }
+        self.snapshot(id, &tag).map(|_| ())
     }
 
     /// Asks the compactor to check a table now (it does after every flush,
@@ -697,6 +731,36 @@ impl Inner {
         }
     }
 
+    /// Removes all data of a table: memtables, SSTables and, by the
+    /// recorded truncation point, its commitlog records.
+    fn truncate(&self, id: TableId) -> Result<()> {
+        let t = self.table(id)?;
+        let _f = t.flush_lock.lock();
+        let _c = t.compaction_lock.lock();
+        let (pos, old) = {
+            let _switch = self.switch_lock.write();
+            let pos = self.commitlog.current_position();
+            let mut guard = t.state.write();
+            let old = std::mem::take(&mut *guard);
+            (pos, old)
+        };
+        let freed: u64 = std::iter::once(&old.memtable)
+            .chain(old.flushing.iter())
+            .map(|m| m.bytes())
+            .sum();
+        self.memtable_bytes.fetch_sub(
+            freed.min(self.memtable_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        *t.truncated_at.lock() = Some(pos);
+        t.persist()?;
+        for s in &old.sstables {
+            fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+        }
+        fsync_dir(&t.dir)?;
+        self.commitlog.mark_flushed(id, pos)
+    }
+
     /// What a planner needs besides the SSTables.
     fn plan_context(&self, t: &Table, st: &TableState) -> PlanContext {
         let now = self.clock.now();
@@ -1056,44 +1120,136 @@ impl StorageEngine for LsmEngine {
     }
 
     fn drop_table(&self, id: TableId) -> Result<()> {
-        self.truncate_table(id)?;
-        let Some(t) = self.inner.tables.write().remove(&id) else {
+        let inner = &self.inner;
+        if inner.config.auto_snapshot && inner.table(id).is_ok() {
+            self.auto_snapshot(id, "dropped")?;
+        }
+        inner.truncate(id)?;
+        let Some(t) = inner.tables.write().remove(&id) else {
             return Ok(());
         };
         let _f = t.flush_lock.lock();
         let _c = t.compaction_lock.lock();
-        fs::remove_dir_all(&t.dir).ctx(|| format!("removing {}", t.dir.display()))?;
-        fsync_dir(&self.inner.config.data_dir)?;
-        self.inner.commitlog.forget_table(id)
+        if t.dir.join(snapshot::SNAPSHOTS_DIR).is_dir() {
+            // Snapshots outlive the table: everything else goes, starting
+            // with table.json, so the directory is no table on restart.
+            let meta = t.dir.join("table.json");
+            fs::remove_file(&meta).ctx(|| format!("removing {}", meta.display()))?;
+            for e in fs::read_dir(&t.dir).ctx(|| format!("listing {}", t.dir.display()))? {
+                let path = e.ctx(|| format!("listing {}", t.dir.display()))?.path();
+                if path
+                    .file_name()
+                    .is_some_and(|n| n == snapshot::SNAPSHOTS_DIR)
+                {
+                    continue;
+                }
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                }
+                .ctx(|| format!("removing {}", path.display()))?;
+            }
+            fsync_dir(&t.dir)?;
+        } else {
+            fs::remove_dir_all(&t.dir).ctx(|| format!("removing {}", t.dir.display()))?;
+        }
+        fsync_dir(&inner.config.data_dir)?;
+        inner.commitlog.forget_table(id)
     }
 
     fn truncate_table(&self, id: TableId) -> Result<()> {
-        let inner = &self.inner;
-        let t = inner.table(id)?;
-        let _f = t.flush_lock.lock();
-        let _c = t.compaction_lock.lock();
-        let (pos, old) = {
-            let _switch = inner.switch_lock.write();
-            let pos = inner.commitlog.current_position();
-            let mut guard = t.state.write();
-            let old = std::mem::take(&mut *guard);
-            (pos, old)
-        };
-        let freed: u64 = std::iter::once(&old.memtable)
-            .chain(old.flushing.iter())
-            .map(|m| m.bytes())
-            .sum();
-        inner.memtable_bytes.fetch_sub(
-            freed.min(inner.memtable_bytes.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        *t.truncated_at.lock() = Some(pos);
-        t.persist()?;
-        for s in &old.sstables {
-            fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+        if self.inner.config.auto_snapshot {
+            self.auto_snapshot(id, "truncated")?;
         }
-        fsync_dir(&t.dir)?;
-        inner.commitlog.mark_flushed(id, pos)
+        self.inner.truncate(id)
+    }
+
+    fn snapshot(&self, table: TableId, tag: &str) -> Result<SnapshotInfo> {
+        snapshot::validate_tag(tag)?;
+        let inner = &self.inner;
+        let t = inner.table(table)?;
+        if snapshot::snapshot_dir(&t.dir, tag).exists() {
+            return Err(Error::SnapshotExists(tag.to_string()));
+        }
+        inner.flush_table(&t)?;
+        // No compaction deletes an SSTable while it is linked.
+        let _c = t.compaction_lock.lock();
+        let files: Vec<PathBuf> = t
+            .snapshot()
+            .sstables
+            .iter()
+            .map(|s| s.path().to_path_buf())
+            .collect();
+        let info = SnapshotInfo {
+            tag: tag.to_string(),
+            table,
+            name: t.options.read().name.clone(),
+            created_at: inner.clock.now(),
+            files: Vec::new(),
+            bytes: 0,
+            dir: PathBuf::new(),
+        };
+        let info = snapshot::create(&t.dir, tag, info, &files)?;
+        tracing::info!(table = %table, tag, files = info.files.len(), "snapshot taken");
+        Ok(info)
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        snapshot::list(&self.inner.config.data_dir)
+    }
+
+    fn clear_snapshots(
+        &self,
+        tag: Option<&str>,
+        table: Option<TableId>,
+    ) -> Result<Vec<SnapshotInfo>> {
+        if let Some(tag) = tag {
+            snapshot::validate_tag(tag)?;
+        }
+        snapshot::clear(&self.inner.config.data_dir, tag, table)
+    }
+
+    fn import_sstables(&self, table: TableId) -> Result<ImportReport> {
+        let inner = &self.inner;
+        let t = inner.table(table)?;
+        let dir = t.dir.join(snapshot::IMPORT_DIR);
+        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let mut files = Vec::new();
+        for e in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let path = e.ctx(|| format!("listing {}", dir.display()))?.path();
+            if path.is_file() && path.extension().is_some_and(|x| x == "db") {
+                files.push(path);
+            }
+        }
+        files.sort();
+        // Every file is checked before any is loaded: a corrupt one refuses
+        // the import, naming the file, and loads nothing.
+        for f in &files {
+            SsTable::open(f)?;
+        }
+        let _c = t.compaction_lock.lock();
+        let mut report = ImportReport {
+            dir: dir.clone(),
+            ..Default::default()
+        };
+        for f in &files {
+            let generation = t.next_generation.fetch_add(1, Ordering::Relaxed);
+            let dest = sstable_path(&t.dir, generation);
+            fs::rename(f, &dest).ctx(|| format!("moving {} into the table", f.display()))?;
+            fsync_dir(&t.dir)?;
+            let s = SsTable::open(&dest)?;
+            report.files += 1;
+            report.bytes += s.file_bytes;
+            t.install(|st| st.sstables.push(Arc::new(s)));
+        }
+        fsync_dir(&dir)?;
+        drop(_c);
+        if report.files > 0 {
+            tracing::info!(table = %table, files = report.files, bytes = report.bytes, "imported SSTables");
+            inner.request_compaction(table);
+        }
+        Ok(report)
     }
 
     fn tables(&self) -> Vec<(TableId, TableOptions)> {

@@ -396,6 +396,9 @@ impl Drop for SsTableWriter {
 /// An open, immutable SSTable.
 pub struct SsTable {
     path: PathBuf,
+    /// From the file name (`sst-<generation>.db`): an imported SSTable's
+    /// metadata keeps the generation it was written under elsewhere.
+    generation: u64,
     file: File,
     index: Vec<IndexEntry>,
     bloom: Bloom,
@@ -469,8 +472,14 @@ impl SsTable {
             .ok_or_else(|| corrupt(footer_at, "malformed bloom filter"))?;
         let index =
             decode_index(&index_bytes).map_err(|e| corrupt(footer_at, &format!("index: {e}")))?;
+        let generation = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("sst-")?.strip_suffix(".db")?.parse().ok())
+            .unwrap_or(meta.generation);
         Ok(SsTable {
             path: path.to_path_buf(),
+            generation,
             file,
             index,
             bloom,
@@ -484,7 +493,7 @@ impl SsTable {
     }
 
     pub fn generation(&self) -> u64 {
-        self.meta.generation
+        self.generation
     }
 
     /// True when the SSTable may hold the partition.

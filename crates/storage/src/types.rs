@@ -311,6 +311,9 @@ pub struct TableOptions {
     pub gc_grace_seconds: u32,
     pub compression: Compression,
     pub compaction: CompactionOptions,
+    /// The table's name for operators (`keyspace.table`): snapshots record
+    /// it, so a snapshot of a dropped table still says what it held.
+    pub name: String,
 }
 
 impl Default for TableOptions {
@@ -319,8 +322,18 @@ impl Default for TableOptions {
             gc_grace_seconds: 864_000,
             compression: Compression::Lz4,
             compaction: CompactionOptions::default(),
+            name: String::new(),
         }
     }
+}
+
+/// What [`crate::StorageEngine::import_sstables`] loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// The directory it loaded from (where to copy SSTables first).
+    pub dir: std::path::PathBuf,
+    pub files: usize,
+    pub bytes: u64,
 }
 
 /// Which rows of a partition to read.
