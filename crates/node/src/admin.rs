@@ -4,7 +4,9 @@
 //! `POST /clock` (write-timestamp offset in ms, for the chaos clock fault),
 //! `POST /digest` (a digest of one table's local data; see `digest.rs`),
 //! `POST`, `GET` and `DELETE /failpoints` (storage failpoints such as
-//! `commitlog::fsync`, in binaries built with the `failpoints` feature).
+//! `commitlog::fsync`, in binaries built with the `failpoints` feature),
+//! and the snapshot routes of `snapshots.rs`: `POST /snapshot`,
+//! `GET /snapshots`, `POST /snapshots/clear`, `POST /import`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -93,6 +95,11 @@ fn route(shared: &Shared, req: Request) -> Response {
             },
             Err(e) => Response::text(400, format!("invalid digest request: {e}\n")),
         },
+        // Snapshots: inline like flush (a snapshot flushes first).
+        ("POST", "/snapshot") => crate::snapshots::take(shared, &req.body),
+        ("GET", "/snapshots") => crate::snapshots::list(shared),
+        ("POST", "/snapshots/clear") => crate::snapshots::clear(shared, &req.body),
+        ("POST", "/import") => crate::snapshots::import(shared, &req.body),
         ("POST", "/failpoints") => set_failpoint(&req.body),
         ("DELETE", "/failpoints") => {
             failpoints::clear();
@@ -116,11 +123,11 @@ fn route(shared: &Shared, req: Request) -> Response {
         (
             _,
             "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
-            | "/failpoints",
+            | "/failpoints" | "/snapshot" | "/snapshots" | "/snapshots/clear" | "/import",
         ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,
-            "not found; try /status, /metrics, /faults, /flush, /compact or /failpoints\n",
+            "not found; try /status, /metrics, /faults, /flush, /compact, /snapshots or /failpoints\n",
         ),
     }
 }

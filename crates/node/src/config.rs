@@ -187,6 +187,9 @@ pub struct StorageConfig {
     /// to back; an idle log always fsyncs at once).
     pub commitlog_sync_group_window_ms: u64,
     pub commit_failure_policy: CommitFailurePolicy,
+    /// Snapshot a table before DROP TABLE and TRUNCATE delete its data
+    /// (Cassandra's `auto_snapshot`; native engine only).
+    pub auto_snapshot: bool,
 }
 
 impl Default for StorageConfig {
@@ -199,6 +202,7 @@ impl Default for StorageConfig {
             commitlog_sync_period_ms: 10_000,
             commitlog_sync_group_window_ms: 0,
             commit_failure_policy: CommitFailurePolicy::Stop,
+            auto_snapshot: true,
         }
     }
 }

@@ -33,6 +33,7 @@ mod error;
 pub mod http;
 mod node;
 mod replication;
+mod snapshots;
 mod state;
 mod status;
 mod system_tables;
@@ -43,5 +44,6 @@ pub use error::{Error, Result};
 /// Storage failpoint names and control (feature `failpoints`).
 pub use gyre_storage::failpoints;
 pub use node::{run, shutdown_signal, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
+pub use snapshots::SnapshotRequest;
 pub use state::NodeState;
 pub use status::{EndpointReport, StatusReport};

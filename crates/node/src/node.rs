@@ -37,6 +37,7 @@ async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
                     data_dir: cfg.data_dir.clone(),
                     commitlog_dir: cfg.commitlog_dir.clone(),
                     sync: cfg.sync_mode(),
+                    auto_snapshot: cfg.auto_snapshot,
                     ..LsmConfig::default()
                 };
                 Ok(Arc::new(LsmEngine::open(lsm)?))

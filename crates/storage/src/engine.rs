@@ -108,6 +108,14 @@ pub trait StorageEngine: Send + Sync {
         Err(Error::Unsupported("importing SSTables".into()))
     }
 
+    /// Loads snapshot `tag` of table `from` (this table, or a dropped one
+    /// whose snapshot outlived it) into `table`: its files are linked into
+    /// the import directory and imported, without a restart.
+    fn restore_snapshot(&self, table: TableId, from: TableId, tag: &str) -> Result<ImportReport> {
+        let _ = (table, from, tag);
+        Err(Error::Unsupported("restoring snapshots".into()))
+    }
+
     /// Why the engine refuses writes until it is reopened (its log could
     /// not be written or synced), or `None` while it works. The node acts
     /// on it (`storage.commit_failure_policy`).

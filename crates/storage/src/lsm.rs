@@ -1210,6 +1210,18 @@ impl StorageEngine for LsmEngine {
         snapshot::clear(&self.inner.config.data_dir, tag, table)
     }
 
+    fn restore_snapshot(&self, table: TableId, from: TableId, tag: &str) -> Result<ImportReport> {
+        snapshot::validate_tag(tag)?;
+        let t = self.inner.table(table)?;
+        let info = snapshot::list(&self.inner.config.data_dir)?
+            .into_iter()
+            .find(|s| s.table == from && s.tag == tag)
+            .ok_or_else(|| Error::InvalidArgument(format!("no snapshot {tag} of table {from}")))?;
+        let import = t.dir.join(snapshot::IMPORT_DIR);
+        snapshot::stage(&info, &import)?;
+        self.import_sstables(table)
+    }
+
     fn import_sstables(&self, table: TableId) -> Result<ImportReport> {
         let inner = &self.inner;
         let t = inner.table(table)?;

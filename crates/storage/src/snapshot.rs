@@ -38,8 +38,8 @@ pub struct SnapshotInfo {
     pub files: Vec<String>,
     /// Their total size (shared with the live table until compaction).
     pub bytes: u64,
-    /// Where it is.
-    #[serde(skip_deserializing)]
+    /// Where it is (empty in the manifest file itself).
+    #[serde(default)]
     pub dir: PathBuf,
 }
 
@@ -114,6 +114,37 @@ pub(crate) fn create(
     }
     info.dir = dir;
     Ok(info)
+}
+
+/// Links (or, across file systems, copies) a snapshot's SSTables into an
+/// import directory, refusing to overwrite a file there.
+pub(crate) fn stage(info: &SnapshotInfo, import: &Path) -> Result<()> {
+    fs::create_dir_all(import).ctx(|| format!("creating {}", import.display()))?;
+    for name in &info.files {
+        let plain = Path::new(name)
+            .file_name()
+            .is_some_and(|n| n == name.as_str());
+        if !plain || !name.ends_with(".db") {
+            return Err(Error::Corruption {
+                file: info.dir.join(MANIFEST),
+                offset: 0,
+                detail: format!("{name:?} is not an SSTable file name"),
+            });
+        }
+        let src = info.dir.join(name);
+        let dest = import.join(format!("{}-{name}", info.tag));
+        if dest.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "{} exists already; import or remove it first",
+                dest.display()
+            )));
+        }
+        if fs::hard_link(&src, &dest).is_err() {
+            fs::copy(&src, &dest)
+                .ctx(|| format!("copying {} to {}", src.display(), dest.display()))?;
+        }
+    }
+    fsync_dir(import)
 }
 
 /// The snapshots of every table directory under `data_dir`, including
