@@ -59,6 +59,29 @@ struct Args {
     /// Print results as JSON lines too.
     #[arg(long)]
     json: bool,
+    /// The tables' compaction option as CQL writes it, comma-separated
+    /// (e.g. `class=LeveledCompactionStrategy,sstable_size_in_mb=16`);
+    /// default size-tiered. The native engine only.
+    #[arg(long)]
+    compaction: Option<String>,
+}
+
+/// The options of every table the workloads create (`--compaction`).
+static TABLE_OPTIONS: std::sync::OnceLock<TableOptions> = std::sync::OnceLock::new();
+
+fn table_options() -> TableOptions {
+    TABLE_OPTIONS.get().cloned().unwrap_or_default()
+}
+
+fn parse_compaction(spec: &str) -> anyhow::Result<gyre_storage::CompactionOptions> {
+    let mut map = std::collections::BTreeMap::new();
+    for kv in spec.split(',') {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--compaction: {kv:?} is not key=value"))?;
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    gyre_storage::CompactionOptions::from_cql(&map).map_err(anyhow::Error::msg)
 }
 
 struct Report {
@@ -163,7 +186,7 @@ fn write_workload(
     threads: u64,
     value_size: usize,
 ) -> anyhow::Result<Report> {
-    engine.create_table(table, TableOptions::default())?;
+    engine.create_table(table, table_options())?;
     reset_peak_rss();
     let start = Instant::now();
     let per = partitions / threads;
@@ -266,6 +289,14 @@ fn open_engine(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(spec) = &args.compaction {
+        let compaction = parse_compaction(spec)?;
+        println!("compaction: {compaction:?}");
+        let _ = TABLE_OPTIONS.set(TableOptions {
+            compaction,
+            ..Default::default()
+        });
+    }
     let tmp = tempfile::tempdir()?;
     let base = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let engines: Vec<&str> = match args.engine.as_str() {
@@ -403,7 +434,7 @@ fn run_workloads(engine: &Arc<dyn StorageEngine>, args: &Args) -> anyhow::Result
             }
             "slice" => {
                 let table = TableId(uuid::Uuid::from_u128(5));
-                engine.create_table(table, TableOptions::default())?;
+                engine.create_table(table, table_options())?;
                 let (parts, rows) = (100u64, 10_000u64);
                 let mut rng = rand::rngs::StdRng::seed_from_u64(5);
                 for p in 0..parts {

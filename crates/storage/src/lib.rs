@@ -16,8 +16,13 @@
 //! the layers above encode values and decide what to store where. The engine
 //! never reads the wall clock except through the [`Clock`] it is given.
 //!
+//! Snapshots ([`snapshot`]) hard-link a table's SSTables; they outlive
+//! DROP TABLE and load back into a table without a restart
+//! ([`StorageEngine::restore_snapshot`], [`StorageEngine::import_sstables`]).
+//!
 //! The `conformance` feature exports [`conformance`], the model-based suite
-//! that every engine must pass.
+//! that every engine must pass (each case on a randomly chosen compaction
+//! strategy).
 //!
 //! The `failpoints` feature compiles in [fail-rs] failpoints for storage
 //! fault tests (a disk that fails fsync); without it they cost nothing.
