@@ -30,7 +30,8 @@ fn count(c: &mut CqlClient) -> usize {
 }
 
 fn snapshots(cluster: &TestCluster) -> Vec<gyre_storage::SnapshotInfo> {
-    let body = gyre_node::http::get(cluster.admin(1), "/snapshots", Duration::from_secs(10)).unwrap();
+    let body =
+        gyre_node::http::get(cluster.admin(1), "/snapshots", Duration::from_secs(10)).unwrap();
     serde_json::from_str(&body).unwrap()
 }
 
@@ -59,7 +60,10 @@ fn snapshot_drop_and_restore_without_restart() {
         "Properties specified [fanout_size] are not understood by TimeWindowCompactionStrategy"
     );
     for i in 0..ROWS {
-        exec(&mut c, &format!("INSERT INTO snap.t (k, v) VALUES ({i}, 'value {i}')"));
+        exec(
+            &mut c,
+            &format!("INSERT INTO snap.t (k, v) VALUES ({i}, 'value {i}')"),
+        );
         if i == ROWS / 2 {
             exec(
                 &mut c,
@@ -70,7 +74,10 @@ fn snapshot_drop_and_restore_without_restart() {
     assert_eq!(count(&mut c), ROWS);
 
     let out = cluster.gyrectl_ok(&["snapshot", "snap.t", "-t", "before-drop", "--host", host]);
-    assert!(out.contains("snapshot before-drop of 1 table(s) taken"), "{out}");
+    assert!(
+        out.contains("snapshot before-drop of 1 table(s) taken"),
+        "{out}"
+    );
     let again = cluster.gyrectl(&["snapshot", "snap", "-t", "before-drop", "--host", host]);
     assert!(!again.status.success());
     assert!(
@@ -84,11 +91,15 @@ fn snapshot_drop_and_restore_without_restart() {
     let tags: Vec<String> = snapshots(&cluster).into_iter().map(|s| s.tag).collect();
     assert!(tags.iter().any(|t| t == "before-drop"), "{tags:?}");
     assert!(
-        tags.iter().any(|t| t.starts_with("dropped-") && t.ends_with("-snap.t")),
+        tags.iter()
+            .any(|t| t.starts_with("dropped-") && t.ends_with("-snap.t")),
         "auto_snapshot before DROP: {tags:?}"
     );
     let listed = cluster.gyrectl_ok(&["listsnapshots", "--host", host]);
-    assert!(listed.contains("before-drop") && listed.contains("snap.t"), "{listed}");
+    assert!(
+        listed.contains("before-drop") && listed.contains("snap.t"),
+        "{listed}"
+    );
 
     // Restore: re-create the table, load the snapshot, live.
     exec(&mut c, "CREATE TABLE snap.t (k int PRIMARY KEY, v text)");
@@ -109,7 +120,9 @@ fn snapshot_drop_and_restore_without_restart() {
     // TRUNCATE snapshots first too; clearing frees them.
     exec(&mut c, "TRUNCATE snap.t");
     assert_eq!(count(&mut c), 0);
-    assert!(snapshots(&cluster).iter().any(|s| s.tag.starts_with("truncated-")));
+    assert!(snapshots(&cluster)
+        .iter()
+        .any(|s| s.tag.starts_with("truncated-")));
     let cleared = cluster.gyrectl(&["clearsnapshot", "--host", host]);
     assert!(!cleared.status.success(), "clearing needs a tag or --all");
     cluster.gyrectl_ok(&["clearsnapshot", "-t", "before-drop", "--host", host]);

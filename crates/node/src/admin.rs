@@ -293,6 +293,74 @@ fn metrics(shared: &Shared) -> String {
         "Writes per commitlog fsync since start (records / syncs): the group commit's batching.",
         &one(es.commitlog_records as f64 / es.commitlog_syncs.max(1) as f64),
     );
+    // Per table (named tables only: not the node's internal ones).
+    let mut tables: Vec<(String, gyre_storage::TableStats)> = shared
+        .engine
+        .tables()
+        .into_iter()
+        .filter(|(_, o)| !o.name.is_empty())
+        .filter_map(|(id, o)| {
+            let name = o.name.replace('\\', "\\\\").replace('"', "\\\"");
+            shared.engine.table_stats(id).ok().map(|s| (name, s))
+        })
+        .collect();
+    tables.sort_by(|a, b| a.0.cmp(&b.0));
+    let per_table = |f: &dyn Fn(&gyre_storage::TableStats) -> f64| -> Vec<(String, f64)> {
+        tables
+            .iter()
+            .map(|(name, s)| (format!("{{table=\"{name}\"}}"), f(s)))
+            .collect()
+    };
+    metric(
+        "gyre_table_sstables",
+        "gauge",
+        "SSTables of a table, by compaction level.",
+        &tables
+            .iter()
+            .flat_map(|(name, s)| {
+                s.sstables_per_level
+                    .iter()
+                    .enumerate()
+                    .map(move |(l, n)| (format!("{{table=\"{name}\",level=\"{l}\"}}"), *n as f64))
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "gyre_table_disk_bytes",
+        "gauge",
+        "Bytes of a table's SSTables.",
+        &per_table(&|s| s.disk_bytes as f64),
+    );
+    metric(
+        "gyre_table_compactions_total",
+        "counter",
+        "Compactions (merges) of a table since start.",
+        &per_table(&|s| s.compactions as f64),
+    );
+    metric(
+        "gyre_table_compacted_bytes_total",
+        "counter",
+        "Bytes written by a table's compactions since start.",
+        &per_table(&|s| s.bytes_compacted as f64),
+    );
+    metric(
+        "gyre_table_compaction_pending",
+        "gauge",
+        "1 while a table's compaction strategy has work to do.",
+        &per_table(&|s| f64::from(u8::from(s.compaction_pending))),
+    );
+    metric(
+        "gyre_table_expired_sstables_dropped_total",
+        "counter",
+        "SSTables deleted whole, without rewriting, because all their data expired.",
+        &per_table(&|s| s.expired_sstables_dropped as f64),
+    );
+    metric(
+        "gyre_table_expired_bytes_dropped_total",
+        "counter",
+        "Bytes of the SSTables deleted whole because all their data expired.",
+        &per_table(&|s| s.expired_bytes_dropped as f64),
+    );
     let verb_name = |v: gyre_net::Verb| {
         if v == GOSSIP_VERB {
             "gossip".to_string()
