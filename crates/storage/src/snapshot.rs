@@ -5,7 +5,7 @@
 //! to. It outlives DROP TABLE (the dropped table's directory keeps only its
 //! `snapshots/`) until it is cleared. Restoring is the operator's copy of the
 //! snapshot's `sst-*.db` files into a table's `import/` directory and an
-//! import ([`crate::LsmEngine::import_sstables`]), as Cassandra's
+//! import ([`crate::StorageEngine::import_sstables`]), as Cassandra's
 //! `nodetool refresh`.
 
 use std::fs;
