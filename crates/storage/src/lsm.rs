@@ -661,23 +661,31 @@ impl Inner {
     /// table is also checked that often for compactions that time alone
     /// makes due (expired SSTables).
     fn run_worker(&self, rx: mpsc::Receiver<Work>, tick: Option<Duration>) {
+        let mut next_tick = tick.map(|t| std::time::Instant::now() + t);
         loop {
-            let w = match tick {
+            if let (Some(at), Some(tick)) = (next_tick, tick) {
+                // Due even when work keeps arriving.
+                if std::time::Instant::now() >= at {
+                    next_tick = Some(std::time::Instant::now() + tick);
+                    let ids: Vec<TableId> = self.tables.read().keys().copied().collect();
+                    for id in ids {
+                        self.request_compaction(id);
+                    }
+                }
+            }
+            let w = match next_tick {
                 None => match rx.recv() {
                     Ok(w) => w,
                     Err(_) => return,
                 },
-                Some(tick) => match rx.recv_timeout(tick) {
-                    Ok(w) => w,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        let ids: Vec<TableId> = self.tables.read().keys().copied().collect();
-                        for id in ids {
-                            self.request_compaction(id);
-                        }
-                        continue;
+                Some(at) => {
+                    let wait = at.saturating_duration_since(std::time::Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(w) => w,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
+                }
             };
             match w {
                 Work::FlushLargest => {
