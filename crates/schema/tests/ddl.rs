@@ -201,6 +201,7 @@ fn create_table_errors() {
         ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'LeveledCompactionStrategy', 'sstable_size_in_mb': 'big'}", "big is not a parsable int (base10) for sstable_size_in_mb"),
         ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'WEEKS'}", "WEEKS is not valid for compaction_window_unit"),
         ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_size': 0}", "0 must be greater than 1 for compaction_window_size"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'timestamp_resolution': 'DAYS'}", "DAYS is not valid for timestamp_resolution"),
         ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'SizeTieredCompactionStrategy', 'min_threshold': 1}", "Min compaction threshold cannot be less than 2 (got 1)"),
     ];
     for (cql, want) in bad {

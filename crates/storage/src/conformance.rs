@@ -171,7 +171,7 @@ pub const COMPACTION_CHOICES: u8 = 3;
 
 /// A compaction strategy for the suite, tuned to act on its tiny tables:
 /// size-tiered (0), leveled with 2 KiB SSTables and fanout 2 (1), or
-/// time-window with 1 s windows (2).
+/// time-window with 1 s windows of the suite's millisecond timestamps (2).
 pub fn compaction_choice(n: u8) -> CompactionOptions {
     let size_tiered = SizeTieredOptions {
         min_threshold: 2,
@@ -185,9 +185,12 @@ pub fn compaction_choice(n: u8) -> CompactionOptions {
             min_threshold: 2,
             max_threshold: 4,
         }),
+        // The suite's timestamps are the clock in milliseconds: each
+        // clock move starts a new window.
         _ => CompactionOptions::TimeWindow(TimeWindowOptions {
             window_seconds: 1,
             size_tiered,
+            timestamps_per_second: 1_000,
         }),
     }
 }

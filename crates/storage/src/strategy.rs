@@ -368,7 +368,8 @@ pub struct TimeWindow(pub TimeWindowOptions);
 impl TimeWindow {
     /// The window (its start, in seconds) of an SSTable's newest write.
     pub fn window_of(&self, s: &SsTableInfo) -> i64 {
-        let secs = s.max_timestamp.div_euclid(1_000_000);
+        let per_second = self.0.timestamps_per_second.clamp(1, i64::MAX as u64) as i64;
+        let secs = s.max_timestamp.div_euclid(per_second);
         let w = self.0.window_seconds.max(1) as i64;
         secs.div_euclid(w) * w
     }
@@ -678,7 +679,7 @@ mod tests {
     fn twcs(window_seconds: u64) -> TimeWindow {
         TimeWindow(TimeWindowOptions {
             window_seconds,
-            size_tiered: SizeTieredOptions::default(),
+            ..Default::default()
         })
     }
 

@@ -92,6 +92,9 @@ pub struct TimeWindowOptions {
     pub window_seconds: u64,
     /// Size-tiered parameters inside the newest window.
     pub size_tiered: SizeTieredOptions,
+    /// Write timestamps per second (`timestamp_resolution`; Cassandra's
+    /// default MICROSECONDS is 1,000,000).
+    pub timestamps_per_second: u64,
 }
 
 impl Default for TimeWindowOptions {
@@ -99,6 +102,7 @@ impl Default for TimeWindowOptions {
         TimeWindowOptions {
             window_seconds: 86_400,
             size_tiered: SizeTieredOptions::default(),
+            timestamps_per_second: 1_000_000,
         }
     }
 }
@@ -288,9 +292,26 @@ impl CompactionOptions {
                         "{size} must be greater than 1 for compaction_window_size"
                     ));
                 }
+                let resolution = map
+                    .get("timestamp_resolution")
+                    .map_or("MICROSECONDS".to_string(), |u| {
+                        u.trim().to_ascii_uppercase()
+                    });
+                let timestamps_per_second = match resolution.as_str() {
+                    "NANOSECONDS" => 1_000_000_000,
+                    "MICROSECONDS" => 1_000_000,
+                    "MILLISECONDS" => 1_000,
+                    "SECONDS" => 1,
+                    _ => {
+                        return Err(format!(
+                            "{resolution} is not valid for timestamp_resolution"
+                        ))
+                    }
+                };
                 CompactionOptions::TimeWindow(TimeWindowOptions {
                     window_seconds: unit_secs * size as u64,
                     size_tiered,
+                    timestamps_per_second,
                 })
             }
             _ => CompactionOptions::SizeTiered(size_tiered),

@@ -170,7 +170,7 @@ fn time_window_drops_expired_sstables_whole_without_rewriting() {
                 gc_grace_seconds: 0,
                 compaction: CompactionOptions::TimeWindow(TimeWindowOptions {
                     window_seconds: 3600,
-                    size_tiered: SizeTieredOptions::default(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             },
