@@ -190,6 +190,9 @@ pub struct StorageConfig {
     /// Snapshot a table before DROP TABLE and TRUNCATE delete its data
     /// (Cassandra's `auto_snapshot`; native engine only).
     pub auto_snapshot: bool,
+    /// MiB per second a compaction may write (0: no limit; Cassandra's
+    /// `compaction_throughput`, 64 by default).
+    pub compaction_throughput_mb_per_sec: u64,
 }
 
 impl Default for StorageConfig {
@@ -203,6 +206,7 @@ impl Default for StorageConfig {
             commitlog_sync_group_window_ms: 0,
             commit_failure_policy: CommitFailurePolicy::Stop,
             auto_snapshot: true,
+            compaction_throughput_mb_per_sec: 64,
         }
     }
 }

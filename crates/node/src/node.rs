@@ -38,6 +38,9 @@ async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
                     commitlog_dir: cfg.commitlog_dir.clone(),
                     sync: cfg.sync_mode(),
                     auto_snapshot: cfg.auto_snapshot,
+                    compaction_throughput_bytes_per_sec: cfg
+                        .compaction_throughput_mb_per_sec
+                        .saturating_mul(1 << 20),
                     ..LsmConfig::default()
                 };
                 Ok(Arc::new(LsmEngine::open(lsm)?))

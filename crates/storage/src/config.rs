@@ -77,6 +77,11 @@ pub struct LsmConfig {
     /// `dropped-<secs>-<name>` and `truncated-<secs>-<name>`), as
     /// Cassandra's `auto_snapshot`. Off in the library, on in the node.
     pub auto_snapshot: bool,
+    /// Bytes per second a compaction may write (0: no limit), as
+    /// Cassandra's `compaction_throughput`: background work that leaves
+    /// the disk to requests. Background compactions run one at a time; a
+    /// major compaction on request runs beside them with its own pace.
+    pub compaction_throughput_bytes_per_sec: u64,
 }
 
 impl Default for LsmConfig {
@@ -95,6 +100,7 @@ impl Default for LsmConfig {
             skip_corrupt_commitlog: false,
             background_compaction: true,
             auto_snapshot: false,
+            compaction_throughput_bytes_per_sec: 0,
         }
     }
 }

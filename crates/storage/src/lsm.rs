@@ -349,6 +349,36 @@ fn load_tables(data_dir: &Path) -> Result<HashMap<TableId, Arc<Table>>> {
     Ok(out)
 }
 
+/// Paces a compaction to a byte rate by sleeping when it runs ahead.
+struct Throttle {
+    bytes_per_sec: u64,
+    start: std::time::Instant,
+    checked_at: u64,
+}
+
+impl Throttle {
+    fn new(bytes_per_sec: u64) -> Self {
+        Throttle {
+            bytes_per_sec,
+            start: std::time::Instant::now(),
+            checked_at: 0,
+        }
+    }
+
+    /// Called with the bytes written so far; sleeps (at most every MiB)
+    /// until the rate allows them.
+    fn pace(&mut self, written: u64) {
+        if self.bytes_per_sec == 0 || written < self.checked_at + (1 << 20) {
+            return;
+        }
+        self.checked_at = written;
+        let due = Duration::from_secs_f64(written as f64 / self.bytes_per_sec as f64);
+        if let Some(ahead) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
 /// The planners' view of a table's SSTables.
 fn sstable_infos(st: &TableState) -> Vec<SsTableInfo> {
     st.sstables
@@ -967,6 +997,8 @@ impl Inner {
                 .collect();
             let mut merged = MergeIter::new(sources);
             let mut w: Option<SsTableWriter> = None;
+            let mut throttle = Throttle::new(self.config.compaction_throughput_bytes_per_sec);
+            let mut finished_bytes = 0u64;
             while let Some(p) = merged.next_partition()? {
                 let max_purgeable = compaction::min_timestamp_outside(
                     &p.key,
@@ -982,7 +1014,9 @@ impl Inner {
                     // Outputs of one level must not share a token.
                     if full && cur.last_token() != Some(p.key.token) {
                         if let Some(done) = w.take() {
-                            outputs.push(Arc::new(done.finish()?));
+                            let done = done.finish()?;
+                            finished_bytes += done.file_bytes;
+                            outputs.push(Arc::new(done));
                         }
                     }
                 }
@@ -1002,6 +1036,7 @@ impl Inner {
                 }
                 if let Some(cur) = &mut w {
                     cur.add(&p)?;
+                    throttle.pace(finished_bytes + cur.bytes_written());
                 }
             }
             if let Some(done) = w.take() {

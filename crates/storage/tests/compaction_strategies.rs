@@ -374,3 +374,45 @@ fn switching_strategies_under_load_loses_nothing() {
     let engine = LsmEngine::open(config(dir.path())).expect("reopens");
     assert_eq!(check(&engine), WRITERS * KEYS);
 }
+
+#[test]
+fn compaction_throughput_paces_a_compaction() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = LsmConfig {
+        // No background threads, so no background flush either: the
+        // memtables must hold a whole part.
+        background_compaction: false,
+        memtable_space_bytes: 64 << 20,
+        compaction_throughput_bytes_per_sec: 1 << 20,
+        ..config(dir.path())
+    };
+    let engine = LsmEngine::open(config).expect("opens");
+    engine
+        .create_table(
+            TABLE,
+            TableOptions {
+                compression: gyre_storage::Compression::None,
+                ..Default::default()
+            },
+        )
+        .expect("creates");
+    // About 3 MiB in three SSTables.
+    for part in 0..3u64 {
+        for i in part * 10_000..(part + 1) * 10_000 {
+            engine.apply(TABLE, row(i, 0, 1)).expect("applies");
+        }
+        engine.flush(Some(TABLE)).expect("flushes");
+    }
+    let start = Instant::now();
+    engine.compact(TABLE).expect("compacts");
+    let written = engine.table_stats(TABLE).expect("stats").bytes_compacted;
+    assert!(written > 2 << 20, "compacted {written} bytes");
+    // A lower bound only: at 1 MiB/s, writing W bytes takes at least
+    // W / 1 MiB/s minus the first unpaced MiB.
+    let floor = Duration::from_secs_f64((written - (1 << 20)) as f64 / f64::from(1 << 20));
+    assert!(
+        start.elapsed() >= floor,
+        "{:?} < {floor:?}",
+        start.elapsed()
+    );
+}
