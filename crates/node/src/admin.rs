@@ -6,7 +6,8 @@
 //! `POST`, `GET` and `DELETE /failpoints` (storage failpoints such as
 //! `commitlog::fsync`, in binaries built with the `failpoints` feature),
 //! and the snapshot routes of `snapshots.rs`: `POST /snapshot`,
-//! `GET /snapshots`, `POST /snapshots/clear`, `POST /import`.
+//! `GET /snapshots`, `POST /snapshots/clear`, `POST /import`, and
+//! `GET /compactionstats` (per table: pending work, the running merge).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -100,6 +101,10 @@ fn route(shared: &Shared, req: Request) -> Response {
         ("GET", "/snapshots") => crate::snapshots::list(shared),
         ("POST", "/snapshots/clear") => crate::snapshots::clear(shared, &req.body),
         ("POST", "/import") => crate::snapshots::import(shared, &req.body),
+        ("GET", "/compactionstats") => match serde_json::to_vec_pretty(&compaction_stats(shared)) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::text(500, e.to_string()),
+        },
         ("POST", "/failpoints") => set_failpoint(&req.body),
         ("DELETE", "/failpoints") => {
             failpoints::clear();
@@ -123,13 +128,43 @@ fn route(shared: &Shared, req: Request) -> Response {
         (
             _,
             "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
-            | "/failpoints" | "/snapshot" | "/snapshots" | "/snapshots/clear" | "/import",
+            | "/failpoints" | "/snapshot" | "/snapshots" | "/snapshots/clear" | "/import"
+            | "/compactionstats",
         ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,
             "not found; try /status, /metrics, /faults, /flush, /compact, /snapshots or /failpoints\n",
         ),
     }
+}
+
+/// `GET /compactionstats`: one entry per named table.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct CompactionStats {
+    pub table: String,
+    pub pending: bool,
+    pub active: Option<gyre_storage::CompactionProgress>,
+    pub sstables_per_level: Vec<usize>,
+}
+
+fn compaction_stats(shared: &Shared) -> Vec<CompactionStats> {
+    let mut out: Vec<CompactionStats> = shared
+        .engine
+        .tables()
+        .into_iter()
+        .filter(|(_, o)| !o.name.is_empty())
+        .filter_map(|(id, o)| {
+            let s = shared.engine.table_stats(id).ok()?;
+            Some(CompactionStats {
+                table: o.name,
+                pending: s.compaction_pending,
+                active: s.active_compaction,
+                sstables_per_level: s.sstables_per_level,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.table.cmp(&b.table));
+    out
 }
 
 /// One failpoint: `POST /failpoints` takes it, `GET` lists them.

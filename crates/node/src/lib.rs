@@ -25,6 +25,7 @@
 //! decommission.
 
 mod admin;
+pub use admin::CompactionStats;
 mod bench;
 pub mod config;
 mod cql;

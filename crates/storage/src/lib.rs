@@ -114,7 +114,7 @@ pub use lsm::LsmEngine;
 pub use mutation::Mutation;
 pub use snapshot::SnapshotInfo;
 pub use types::{
-    ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, ImportReport,
-    LeveledOptions, ReadFilter, ScanPage, ScanRequest, ScanStart, SizeTieredOptions, TableId,
-    TableOptions, TableStats, TimeWindowOptions,
+    ClusteringFilter, ColumnFilter, CompactionOptions, CompactionProgress, Compression,
+    EngineStats, ImportReport, LeveledOptions, ReadFilter, ScanPage, ScanRequest, ScanStart,
+    SizeTieredOptions, TableId, TableOptions, TableStats, TimeWindowOptions,
 };

@@ -39,8 +39,8 @@ use crate::snapshot::{self, SnapshotInfo};
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
 use crate::strategy::{self, CompactionTask, PlanContext, SsTableInfo};
 use crate::types::{
-    ClusteringFilter, EngineStats, ImportReport, ReadFilter, ScanPage, ScanRequest, TableId,
-    TableOptions, TableStats,
+    ClusteringFilter, CompactionProgress, EngineStats, ImportReport, ReadFilter, ScanPage,
+    ScanRequest, TableId, TableOptions, TableStats,
 };
 use crate::{Error, Result};
 
@@ -104,6 +104,8 @@ struct Table {
     /// expired.
     expired_dropped: AtomicU64,
     expired_bytes_dropped: AtomicU64,
+    /// The merge running now (for compactionstats).
+    active: Mutex<Option<CompactionProgress>>,
 }
 
 impl Table {
@@ -487,6 +489,7 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         compactions: AtomicU64::new(0),
         expired_dropped: AtomicU64::new(0),
         expired_bytes_dropped: AtomicU64::new(0),
+        active: Mutex::new(None),
     })
 }
 
@@ -986,6 +989,14 @@ impl Inner {
         };
         write_txn(&txn)?;
         let mut outputs: Vec<Arc<SsTable>> = Vec::new();
+        let mut progress = CompactionProgress {
+            level,
+            input_sstables: inputs.len(),
+            input_bytes: inputs.iter().map(|s| s.file_bytes).sum(),
+            partitions_total: inputs.iter().map(|s| s.meta.partition_count).sum(),
+            ..Default::default()
+        };
+        *t.active.lock() = Some(progress.clone());
         let res = (|| -> Result<()> {
             let mut iters = Vec::with_capacity(inputs.len());
             for s in &inputs {
@@ -1000,6 +1011,12 @@ impl Inner {
             let mut throttle = Throttle::new(self.config.compaction_throughput_bytes_per_sec);
             let mut finished_bytes = 0u64;
             while let Some(p) = merged.next_partition()? {
+                progress.partitions_done += 1;
+                if progress.partitions_done.is_multiple_of(1024) {
+                    progress.bytes_written =
+                        finished_bytes + w.as_ref().map_or(0, |w| w.bytes_written());
+                    *t.active.lock() = Some(progress.clone());
+                }
                 let max_purgeable = compaction::min_timestamp_outside(
                     &p.key,
                     others.iter().map(|s| &**s),
@@ -1045,6 +1062,7 @@ impl Inner {
             txn.complete = true;
             write_txn(&txn)
         })();
+        *t.active.lock() = None;
         if let Err(e) = res {
             // Undo: the outputs go (an unfinished one removed itself), the
             // inputs stay.
@@ -1382,6 +1400,7 @@ impl StorageEngine for LsmEngine {
         let compaction_pending = strategy::strategy_for(&t.options.read().compaction)
             .next_task(&sstable_infos(&st), &self.inner.plan_context(&t, &st))
             .is_some();
+        let active_compaction = t.active.lock().clone();
         Ok(TableStats {
             sstable_count: st.sstables.len(),
             disk_bytes: st.sstables.iter().map(|s| s.file_bytes).sum(),
@@ -1413,6 +1432,7 @@ impl StorageEngine for LsmEngine {
             expired_sstables_dropped: t.expired_dropped.load(Ordering::Relaxed),
             expired_bytes_dropped: t.expired_bytes_dropped.load(Ordering::Relaxed),
             compaction_pending,
+            active_compaction,
         })
     }
 

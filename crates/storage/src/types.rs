@@ -517,6 +517,22 @@ pub struct TableStats {
     /// Whether the table's compaction strategy has a task to run now (or
     /// running): false once compaction has settled.
     pub compaction_pending: bool,
+    /// The merge running now, if any.
+    pub active_compaction: Option<CompactionProgress>,
+}
+
+/// How far a running merge has got.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionProgress {
+    /// The level its output goes to.
+    pub level: u32,
+    pub input_sstables: usize,
+    pub input_bytes: u64,
+    /// Partitions in the inputs (a partition in several inputs counts in
+    /// each) and merged so far.
+    pub partitions_total: u64,
+    pub partitions_done: u64,
+    pub bytes_written: u64,
 }
 
 /// Engine-wide counters.

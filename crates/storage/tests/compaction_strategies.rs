@@ -404,7 +404,23 @@ fn compaction_throughput_paces_a_compaction() {
         engine.flush(Some(TABLE)).expect("flushes");
     }
     let start = Instant::now();
-    engine.compact(TABLE).expect("compacts");
+    std::thread::scope(|s| {
+        let compaction = s.spawn(|| engine.compact(TABLE));
+        // The paced merge shows its progress meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let active = engine.table_stats(TABLE).expect("stats").active_compaction;
+            if let Some(a) = active.filter(|a| a.partitions_done > 0) {
+                assert_eq!((a.input_sstables, a.partitions_total), (3, 30_000), "{a:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress seen");
+            assert!(!compaction.is_finished(), "finished before any progress was seen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        compaction.join().expect("joins").expect("compacts");
+    });
+    assert_eq!(engine.table_stats(TABLE).expect("stats").active_compaction, None);
     let written = engine.table_stats(TABLE).expect("stats").bytes_compacted;
     assert!(written > 2 << 20, "compacted {written} bytes");
     // A lower bound only: at 1 MiB/s, writing W bytes takes at least

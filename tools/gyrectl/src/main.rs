@@ -85,6 +85,13 @@ enum Cmd {
         #[command(flatten)]
         node: NodeAddr,
     },
+    /// Compactions per table: pending work, SSTables per level and the
+    /// running merge's progress (`nodetool compactionstats`).
+    #[command(name = "compactionstats")]
+    CompactionStats {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
     /// The node's snapshots, dropped tables' included (`nodetool listsnapshots`).
     #[command(name = "listsnapshots")]
     ListSnapshots {
@@ -197,6 +204,47 @@ fn snapshots_cmd(cmd: Cmd) -> anyhow::Result<()> {
                             println!("  {:<32} {}", s.name, s.dir.display());
                         }
                     }
+                }
+            }
+            Ok(())
+        }
+        Cmd::CompactionStats { node } => {
+            for addr in node.addrs()? {
+                let stats: Vec<gyre_node::CompactionStats> =
+                    serde_json::from_str(&admin(addr, "GET", "/compactionstats", None)?)?;
+                let pending = stats.iter().filter(|s| s.pending).count();
+                println!("{addr}: pending tasks: {pending}");
+                println!(
+                    "{:<32} {:>7}  {:<24} {:>22}  {:>10}",
+                    "Table", "Pending", "SSTables per level", "Running: partitions", "written"
+                );
+                for s in &stats {
+                    let levels = s
+                        .sstables_per_level
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let running = s.active.as_ref().map_or("-".to_string(), |a| {
+                        format!(
+                            "L{} {}/{} ({:.0}%)",
+                            a.level,
+                            a.partitions_done,
+                            a.partitions_total,
+                            100.0 * a.partitions_done as f64 / a.partitions_total.max(1) as f64
+                        )
+                    });
+                    let written = s.active.as_ref().map_or("-".to_string(), |a| {
+                        format!("{:.1} MiB", a.bytes_written as f64 / 1048576.0)
+                    });
+                    println!(
+                        "{:<32} {:>7}  {:<24} {:>22}  {:>10}",
+                        s.table,
+                        if s.pending { "yes" } else { "no" },
+                        levels,
+                        running,
+                        written
+                    );
                 }
             }
             Ok(())
@@ -363,6 +411,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
         cmd @ (Cmd::Snapshot { .. }
+        | Cmd::CompactionStats { .. }
         | Cmd::ListSnapshots { .. }
         | Cmd::ClearSnapshot { .. }
         | Cmd::Refresh { .. }) => snapshots_cmd(cmd),
