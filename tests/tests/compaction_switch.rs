@@ -114,7 +114,10 @@ fn switching_strategies_under_load_loses_no_acknowledged_row() {
         stop.store(true, Ordering::Release);
     });
     let stats = cluster.gyrectl_ok(&["compactionstats", "--host", "127.0.61.1"]);
-    assert!(stats.contains("pending tasks:") && stats.contains("sw.kv"), "{stats}");
+    assert!(
+        stats.contains("pending tasks:") && stats.contains("sw.kv"),
+        "{stats}"
+    );
     let acked = acked.into_inner().unwrap();
     assert!(acked.len() > 100, "the load wrote {} rows", acked.len());
     eprintln!("{} acknowledged rows", acked.len());

@@ -193,6 +193,10 @@ pub struct StorageConfig {
     /// MiB per second a compaction may write (0: no limit; Cassandra's
     /// `compaction_throughput`, 64 by default).
     pub compaction_throughput_mb_per_sec: u64,
+    /// Background compaction threads (Cassandra's `concurrent_compactors`);
+    /// a table compacts one merge at a time, so more help with several
+    /// busy tables.
+    pub concurrent_compactors: usize,
 }
 
 impl Default for StorageConfig {
@@ -207,6 +211,7 @@ impl Default for StorageConfig {
             commit_failure_policy: CommitFailurePolicy::Stop,
             auto_snapshot: true,
             compaction_throughput_mb_per_sec: 64,
+            concurrent_compactors: 2,
         }
     }
 }
@@ -526,6 +531,9 @@ impl NodeConfig {
         }
         if s.commitlog_dir.as_os_str().is_empty() {
             return invalid("storage.commitlog_dir", "must not be empty");
+        }
+        if !(1..=64).contains(&s.concurrent_compactors) {
+            return invalid("storage.concurrent_compactors", "must be between 1 and 64");
         }
         if s.commitlog_sync_period_ms == 0 {
             return invalid("storage.commitlog_sync_period_ms", "must be positive");

@@ -41,6 +41,7 @@ async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
                     compaction_throughput_bytes_per_sec: cfg
                         .compaction_throughput_mb_per_sec
                         .saturating_mul(1 << 20),
+                    concurrent_compactors: cfg.concurrent_compactors,
                     ..LsmConfig::default()
                 };
                 Ok(Arc::new(LsmEngine::open(lsm)?))

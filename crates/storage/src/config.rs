@@ -82,6 +82,9 @@ pub struct LsmConfig {
     /// the disk to requests. Background compactions run one at a time; a
     /// major compaction on request runs beside them with its own pace.
     pub compaction_throughput_bytes_per_sec: u64,
+    /// Background compaction threads (Cassandra's `concurrent_compactors`).
+    /// They work on different tables: a table compacts one merge at a time.
+    pub concurrent_compactors: usize,
 }
 
 impl Default for LsmConfig {
@@ -101,6 +104,7 @@ impl Default for LsmConfig {
             background_compaction: true,
             auto_snapshot: false,
             compaction_throughput_bytes_per_sec: 0,
+            concurrent_compactors: 1,
         }
     }
 }
@@ -129,6 +133,9 @@ impl LsmConfig {
         }
         if self.max_key_bytes > u16::MAX as usize {
             return bad("max_key_bytes must be at most 65535");
+        }
+        if self.concurrent_compactors == 0 || self.concurrent_compactors > 64 {
+            return bad("concurrent_compactors must be between 1 and 64");
         }
         if let SyncMode::Periodic { period_ms: 0 } = self.sync {
             return bad("sync.period_ms must be positive");

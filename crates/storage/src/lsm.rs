@@ -171,6 +171,9 @@ struct Inner {
     freed_notify: tokio::sync::Notify,
     flush_tx: Mutex<Option<mpsc::Sender<Work>>>,
     compact_tx: Mutex<Option<mpsc::Sender<Work>>>,
+    /// Set by `close`: running merges stop (removing their outputs) rather
+    /// than hold the shutdown up.
+    closing: AtomicBool,
 }
 
 /// Gyre's own LSM storage engine.
@@ -217,6 +220,7 @@ impl LsmEngine {
             freed_notify: tokio::sync::Notify::new(),
             flush_tx: Mutex::new(None),
             compact_tx: Mutex::new(None),
+            closing: AtomicBool::new(false),
         });
         inner.replay(&segments)?;
         let engine = LsmEngine {
@@ -239,16 +243,21 @@ impl LsmEngine {
         *self.inner.flush_tx.lock() = Some(ftx);
         *self.inner.compact_tx.lock() = Some(ctx);
         let mut workers = self.workers.lock();
-        for (name, rx, tick) in [
-            ("gyre-flush", frx, None),
-            ("gyre-compact", crx, Some(COMPACTION_CHECK_INTERVAL)),
-        ] {
+        // Compactors share one queue; the first also runs the periodic check.
+        let crx = Arc::new(Mutex::new(crx));
+        let mut threads = vec![("gyre-flush".to_string(), Arc::new(Mutex::new(frx)), None)];
+        for i in 0..self.inner.config.concurrent_compactors.max(1) {
+            let tick = (i == 0).then_some(COMPACTION_CHECK_INTERVAL);
+            threads.push((format!("gyre-compact-{i}"), crx.clone(), tick));
+        }
+        for (name, rx, tick) in threads {
             let inner = self.inner.clone();
+            let thread_name = name.clone();
             let h = std::thread::Builder::new()
-                .name(name.into())
+                .name(name.clone())
                 .spawn(move || {
-                    background_priority(name);
-                    inner.run_worker(rx, tick)
+                    background_priority(&thread_name);
+                    inner.run_worker(&rx, tick)
                 })
                 .ctx(|| format!("starting {name}"))?;
             workers.push(h);
@@ -260,6 +269,7 @@ impl LsmEngine {
     /// flushed (the commitlog holds them); call `flush` first for a fast
     /// restart.
     pub fn close(&self) -> Result<()> {
+        self.inner.closing.store(true, Ordering::Release);
         self.inner.flush_tx.lock().take();
         self.inner.compact_tx.lock().take();
         for h in self.workers.lock().drain(..) {
@@ -367,16 +377,19 @@ impl Throttle {
         }
     }
 
-    /// Called with the bytes written so far; sleeps (at most every MiB)
-    /// until the rate allows them.
-    fn pace(&mut self, written: u64) {
-        if self.bytes_per_sec == 0 || written < self.checked_at + (1 << 20) {
+    /// Called with the bytes written so far; sleeps (checking at most every
+    /// 64 KiB) until the rate allows them, or until `stop` is set.
+    fn pace(&mut self, written: u64, stop: &AtomicBool) {
+        if self.bytes_per_sec == 0 || written < self.checked_at + (64 << 10) {
             return;
         }
         self.checked_at = written;
         let due = Duration::from_secs_f64(written as f64 / self.bytes_per_sec as f64);
-        if let Some(ahead) = due.checked_sub(self.start.elapsed()) {
-            std::thread::sleep(ahead);
+        while let Some(ahead) = due.checked_sub(self.start.elapsed()) {
+            if stop.load(Ordering::Relaxed) || ahead.is_zero() {
+                return;
+            }
+            std::thread::sleep(ahead.min(Duration::from_millis(100)));
         }
     }
 }
@@ -693,7 +706,7 @@ impl Inner {
     /// Runs background work until the channel closes. With a `tick`, every
     /// table is also checked that often for compactions that time alone
     /// makes due (expired SSTables).
-    fn run_worker(&self, rx: mpsc::Receiver<Work>, tick: Option<Duration>) {
+    fn run_worker(&self, rx: &Mutex<mpsc::Receiver<Work>>, tick: Option<Duration>) {
         let mut next_tick = tick.map(|t| std::time::Instant::now() + t);
         loop {
             if let (Some(at), Some(tick)) = (next_tick, tick) {
@@ -706,14 +719,16 @@ impl Inner {
                     }
                 }
             }
+            // One worker waits on the queue at a time; the others wait for
+            // the lock.
             let w = match next_tick {
-                None => match rx.recv() {
+                None => match rx.lock().recv() {
                     Ok(w) => w,
                     Err(_) => return,
                 },
                 Some(at) => {
                     let wait = at.saturating_duration_since(std::time::Instant::now());
-                    match rx.recv_timeout(wait) {
+                    match rx.lock().recv_timeout(wait) {
                         Ok(w) => w,
                         Err(mpsc::RecvTimeoutError::Timeout) => continue,
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -747,6 +762,11 @@ impl Inner {
                 }
                 Work::Compact(id) => {
                     let Ok(t) = self.table(id) else { continue };
+                    if t.compaction_lock.is_locked() {
+                        // Another compactor (or a major compaction) works
+                        // on this table and plans again when it is done.
+                        continue;
+                    }
                     let mut last: Option<CompactionTask> = None;
                     loop {
                         let st = t.snapshot();
@@ -762,7 +782,11 @@ impl Inner {
                             break;
                         }
                         if let Err(e) = self.run_task(&t, &task) {
-                            tracing::error!(table = %t.id, error = %e, "background compaction failed");
+                            if matches!(e, Error::Closed) {
+                                tracing::debug!(table = %t.id, "compaction stopped by shutdown");
+                            } else {
+                                tracing::error!(table = %t.id, error = %e, "background compaction failed");
+                            }
                             break;
                         }
                         last = Some(task);
@@ -1011,6 +1035,9 @@ impl Inner {
             let mut throttle = Throttle::new(self.config.compaction_throughput_bytes_per_sec);
             let mut finished_bytes = 0u64;
             while let Some(p) = merged.next_partition()? {
+                if self.closing.load(Ordering::Relaxed) {
+                    return Err(Error::Closed);
+                }
                 progress.partitions_done += 1;
                 if progress.partitions_done.is_multiple_of(1024) {
                     progress.bytes_written =
@@ -1053,7 +1080,7 @@ impl Inner {
                 }
                 if let Some(cur) = &mut w {
                     cur.add(&p)?;
-                    throttle.pace(finished_bytes + cur.bytes_written());
+                    throttle.pace(finished_bytes + cur.bytes_written(), &self.closing);
                 }
             }
             if let Some(done) = w.take() {
@@ -1391,6 +1418,8 @@ impl StorageEngine for LsmEngine {
         if let Some(task) = strategy.major_task(&infos) {
             self.inner.run_task(&t, &task)?;
         }
+        // Background compactions skipped the table meanwhile.
+        self.inner.request_compaction(table);
         Ok(())
     }
 
