@@ -10,8 +10,11 @@
 //!   events, and serves the admin endpoint. [`Node::shutdown`] announces the
 //!   shutdown to peers and flushes storage.
 //! - Admin HTTP (`network.admin_port`): `GET /status` ([`StatusReport`]
-//!   JSON), `GET /metrics` (Prometheus text), `POST`/`DELETE /faults`
-//!   (JSON [`gyre_net::FaultRules`]).
+//!   JSON), `GET /metrics` (Prometheus text, per-table compaction state
+//!   included), `POST`/`DELETE /faults` (JSON [`gyre_net::FaultRules`]),
+//!   the snapshot routes (`POST /snapshot`, `GET /snapshots`,
+//!   `POST /snapshots/clear`, `POST /import`, bodies [`SnapshotRequest`])
+//!   and `GET /compactionstats` ([`CompactionStats`]).
 //! - [`http`]: the tiny HTTP/1.1 server and blocking client behind it, also
 //!   used by `gyrectl` and the integration tests.
 //!
