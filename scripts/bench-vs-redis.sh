@@ -5,7 +5,10 @@
 #   - Redis (Debian's redis-server) with AOF appendfsync everysec and always:
 #     redis-benchmark -t set / -t get -n N -c 64 -d 100 -r N;
 #   - one Gyre node with commitlog_sync periodic, group and batch:
-#     gyre-stress write then read, CL ONE, RF 1;
+#     gyre-stress write then read, CL ONE, RF 1 (with its built-in client,
+#     `--driver native`, a single-threaded-style event loop per connection
+#     like redis-benchmark's; `--driver scylla` measures with the scylla
+#     driver instead);
 #   - three Gyre nodes, RF 3, commitlog_sync group: gyre-stress write then
 #     read at QUORUM;
 # and prints one markdown table: ops/s, p50, p99, the ratio to the matching
@@ -14,7 +17,7 @@
 # stress tool) and of the server (redis-server or the gyre node processes,
 # from /proc/<pid>/stat utime + stime before and after each step).
 #
-# Usage: scripts/bench-vs-redis.sh [--ops N] [--quick] [--out FILE] [--no-build] [--keep]
+# Usage: scripts/bench-vs-redis.sh [--ops N] [--quick] [--driver D] [--out FILE] [--no-build] [--keep]
 #
 # Redis and the nodes run on loopback addresses of their own (127.0.0.1:16379
 # for Redis, 127.0.0.41-43 for Gyre) with data in a throwaway directory;
@@ -27,6 +30,8 @@ Usage: scripts/bench-vs-redis.sh [options]
 
   --ops N       operations per step, and the key population (default 200000)
   --quick       a small run (5000 ops per step), to check the script itself
+  --driver D    gyre-stress's client for the measured steps: native (default)
+                or scylla
   --out FILE    also write the table (and its notes) to FILE
   --no-build    do not run cargo build --release (use the binaries already in
                 $CARGO_TARGET_DIR/release, or target/release)
@@ -44,6 +49,7 @@ QUICK=0
 OUT=""
 BUILD=1
 KEEP=0
+DRIVER=native
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --ops)
@@ -52,6 +58,11 @@ while [[ $# -gt 0 ]]; do
             shift 2
             ;;
         --quick) QUICK=1; shift ;;
+        --driver)
+            [[ $# -ge 2 && ( "$2" == native || "$2" == scylla ) ]] || { echo "--driver is native or scylla" >&2; exit 2; }
+            DRIVER=$2
+            shift 2
+            ;;
         --out)
             [[ $# -ge 2 ]] || { echo "--out needs a file" >&2; exit 2; }
             OUT=$2
@@ -248,7 +259,7 @@ stress_step() {
     before=$(cpu_ticks "${pids[@]}")
     "$BIN/gyre-stress" "$op" --hosts "$hosts" --ops "$OPS" --keys "$OPS" \
         --concurrency "$CONCURRENCY" --value-size "$VALUE_SIZE" --cl "$cl" --rf "$rf" \
-        --quiet --json "$json" >"$dir/$op.out" 2>&1 ||
+        --driver "$DRIVER" --quiet --json "$json" >"$dir/$op.out" 2>&1 ||
         { cat "$dir/$op.out" >&2; die "gyre-stress $op failed ($label)"; }
     after=$(cpu_ticks "${pids[@]}")
     python3 - "$json" "$((after - before))" "$CLK_TCK" "$label" "$op" "$versus" >>"$RESULTS" <<'PY'
@@ -306,9 +317,9 @@ DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | hea
 REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 
 TABLE=$WORK/table.md
-python3 - "$RESULTS" "$OPS" "$COMMIT${DIRTY:+ (modified)}" "$REDIS_VERSION" "$(nproc)" "$ELAPSED" >"$TABLE" <<'PY'
+python3 - "$RESULTS" "$OPS" "$COMMIT${DIRTY:+ (modified)}" "$REDIS_VERSION" "$(nproc)" "$ELAPSED" "$DRIVER" >"$TABLE" <<'PY'
 import sys
-path, ops, commit, redis_version, cpus, elapsed = sys.argv[1:]
+path, ops, commit, redis_version, cpus, elapsed, driver = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 redis = {(r[0], r[1]): float(r[3]) for r in rows if r[0].startswith("Redis")}
 
@@ -316,7 +327,7 @@ def num(x, digits=0):
     return f"{x:,.{digits}f}"
 
 print(f"Gyre {commit} against Redis {redis_version}; {ops} ops per step, "
-      f"64 in flight, 100-byte values, {cpus} CPUs, whole run {elapsed} s.")
+      f"64 in flight, 100-byte values, {cpus} CPUs, gyre-stress --driver {driver}, whole run {elapsed} s.")
 print()
 print("| setup | op | ops/s | p50 ms | p99 ms | vs Redis | client CPU µs/op | server CPU µs/op |")
 print("|---|---|---:|---:|---:|---|---:|---:|")

@@ -1,12 +1,19 @@
 """Drives a real 3-node Gyre cluster with the DataStax Python driver, default
 settings, contacting one node.
 
-Usage: driver_cluster.py HOST PORT PHASE STATE_FILE
+Usage: driver_cluster.py HOST PORT PHASE STATE_FILE [PROTOCOL]
+
+  PROTOCOL: "negotiate" (default: no protocol_version given, the driver
+    must settle on v5), or 4 or 5 (given explicitly).
 
   PHASE "main": all three nodes up. Discovery and tokens, DDL with schema
     agreement, simple / prepared / batch statements, paging, every CQL type,
     token-aware routing checked against Gyre's placement, error classes.
-    Writes what the "down" phase needs to STATE_FILE (JSON).
+    Writes what the "down" phase needs to STATE_FILE (JSON). Runs again on
+    the same cluster (it drops its keyspaces first).
+  PHASE "v5": after "main". What only v5 has: the keyspace of QUERY,
+    PREPARE and BATCH, the result metadata id of PREPARED and EXECUTE with
+    METADATA_CHANGED, frames larger than one v5 frame both ways.
   PHASE "down": nodes 2 and 3 are down (the Rust test killed them).
     QUORUM at RF 3 must raise cassandra.Unavailable (required 2, alive 1);
     at RF 1, exactly the keys whose replica (per the driver's token map)
@@ -132,6 +139,8 @@ def discovery(cluster, session, host):
 def ddl(cluster, session):
     step("DDL with schema agreement")
     t0 = time.time()
+    session.execute("DROP KEYSPACE IF EXISTS ks3")
+    session.execute("DROP KEYSPACE IF EXISTS ks1")
     session.execute("CREATE KEYSPACE ks3 WITH replication = "
                     "{'class': 'SimpleStrategy', 'replication_factor': 3}")
     session.execute("CREATE KEYSPACE ks1 WITH replication = "
@@ -495,11 +504,23 @@ def errors(cluster, session):
     assert session.execute("SELECT v FROM ks3.t WHERE k = 1 AND c = 7").one().v == "simple-7"
 
 
-def main_phase(host, port, state_file):
-    step("connect to %s only" % host)
-    cluster = Cluster([host], port=port)
+def connect(host, port, protocol):
+    """A cluster at `protocol` ("negotiate", "4" or "5") and its session."""
+    if protocol == "negotiate":
+        cluster = Cluster([host], port=port)
+        expected = 5
+    else:
+        expected = int(protocol)
+        cluster = Cluster([host], port=port, protocol_version=expected)
     session = cluster.connect()
-    assert cluster.protocol_version == 4, cluster.protocol_version
+    assert cluster.protocol_version == expected, (cluster.protocol_version, expected)
+    print("  protocol version", cluster.protocol_version)
+    return cluster, session
+
+
+def main_phase(host, port, state_file, protocol):
+    step("connect to %s only (protocol: %s)" % (host, protocol))
+    cluster, session = connect(host, port, protocol)
     # lz4 is installed: by default every connection compresses its frames.
     conns = [c for pool in session.get_pools() for c in pool.get_connections()]
     assert conns and all(c.compressor is not None for c in conns), "lz4 not negotiated"
@@ -580,10 +601,109 @@ def down_phase(host, port, state_file):
     cluster.shutdown()
 
 
+# --------------------------------------------------------------------------
+# phase "v5": what only protocol v5 carries
+# --------------------------------------------------------------------------
+
+def v5_phase(host, port):
+    step("connect to %s at v5, no keyspace" % host)
+    cluster, session = connect(host, port, "5")
+    conns = [c for pool in session.get_pools() for c in pool.get_connections()]
+    assert conns and all(c.compressor is not None for c in conns), "lz4 not negotiated"
+
+    step("keyspace of QUERY (no USE, unqualified table)")
+    session.execute(SimpleStatement("INSERT INTO kv (k, v) VALUES ('v5-a', 1)", keyspace="ks1"))
+    row = session.execute(SimpleStatement("SELECT v FROM kv WHERE k = 'v5-a'",
+                                          keyspace="ks1")).one()
+    assert row is not None and row.v == 1, row
+    expect(InvalidRequest, lambda: session.execute("SELECT v FROM kv WHERE k = 'v5-a'"),
+           "unqualified without a keyspace")
+
+    step("keyspace of PREPARE")
+    ins = session.prepare("INSERT INTO kv (k, v) VALUES (?, ?)", keyspace="ks1")
+    sel = session.prepare("SELECT k, v FROM kv WHERE k = ?", keyspace="ks1")
+    session.execute(ins, ("v5-b", 2))
+    assert session.execute(sel, ("v5-b",)).one().v == 2
+
+    step("keyspace of BATCH")
+    batch = BatchStatement()
+    batch.add(SimpleStatement("INSERT INTO kv (k, v) VALUES ('v5-c', 3)"))
+    batch.add(SimpleStatement("INSERT INTO kv (k, v) VALUES ('v5-d', 4)"))
+    # The driver sends the batch's keyspace in the BATCH message at v5.
+    batch.keyspace = "ks1"
+    session.execute(batch)
+    assert session.execute(sel, ("v5-c",)).one().v == 3
+    assert session.execute(sel, ("v5-d",)).one().v == 4
+
+    step("result metadata id: PREPARED carries one, a stale one gets METADATA_CHANGED")
+    good = sel.result_metadata_id
+    assert good and len(good) == 16, good
+    # Every node computes the same id for the same metadata.
+    for h in cluster.metadata.all_hosts():
+        ps = session.prepare("SELECT k, v FROM kv WHERE k = ?", keyspace="ks1")
+        assert ps.result_metadata_id == good, (h, ps.result_metadata_id, good)
+        assert session.execute(sel, ("v5-b",), host=h).one().v == 2
+    # With a stale id (and skip_metadata, as the driver asks once it has
+    # the metadata) the rows come with METADATA_CHANGED, the new id and
+    # the full metadata, which the driver must parse to decode the row.
+    # (Driver 3.29 reads the new id but keeps its own.)
+    sel.result_metadata_id = b"stale-id"
+    for h in cluster.metadata.all_hosts():
+        row = session.execute(sel, ("v5-b",), host=h).one()
+        assert (row.k, row.v) == ("v5-b", 2), row
+
+    step("payloads over one v5 frame (128 KiB) both ways")
+    session.execute("CREATE TABLE IF NOT EXISTS ks3.big (k int PRIMARY KEY, v text)")
+    big = "x" * 400000
+    put = session.prepare("INSERT INTO ks3.big (k, v) VALUES (?, ?)")
+    put.consistency_level = ConsistencyLevel.QUORUM
+    for k in range(3):
+        session.execute(put, (k, big + str(k)))
+    rows = list(session.execute(SimpleStatement("SELECT k, v FROM ks3.big",
+                                                consistency_level=ConsistencyLevel.QUORUM)))
+    assert sorted((r.k, r.v) for r in rows) == [(k, big + str(k)) for k in range(3)]
+
+    step("NTS with replication_factor, compression = {}")
+    session.execute("DROP KEYSPACE IF EXISTS ntsks")
+    session.execute("CREATE KEYSPACE ntsks WITH replication = "
+                    "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}")
+    rep = session.execute("SELECT replication FROM system_schema.keyspaces "
+                          "WHERE keyspace_name = 'ntsks'").one().replication
+    assert rep == {"class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+                   "dc1": "3"}, rep
+    desc = session.execute("DESCRIBE KEYSPACE ntsks").one().create_statement
+    assert "'class': 'org.apache.cassandra.locator.NetworkTopologyStrategy', 'dc1': '3'" in desc, desc
+    session.execute("ALTER KEYSPACE ntsks WITH replication = "
+                    "{'class': 'NetworkTopologyStrategy', 'replication_factor': 2, 'dc1': 2}")
+    desc = session.execute("DESCRIBE KEYSPACE ntsks").one().create_statement
+    assert "'dc1': '2'" in desc, desc
+    session.execute("DROP KEYSPACE ntsks")
+    session.execute("CREATE KEYSPACE ntsks WITH replication = "
+                    "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}")
+    session.execute("CREATE TABLE ntsks.nocomp (k int PRIMARY KEY, v text) WITH compression = {}")
+    session.execute(SimpleStatement("INSERT INTO ntsks.nocomp (k, v) VALUES (1, 'a')",
+                                    consistency_level=ConsistencyLevel.ALL))
+    assert session.execute(SimpleStatement("SELECT v FROM ntsks.nocomp WHERE k = 1",
+                                           consistency_level=ConsistencyLevel.ALL)).one().v == "a"
+    comp = session.execute("SELECT compression FROM system_schema.tables WHERE keyspace_name = "
+                           "'ntsks' AND table_name = 'nocomp'").one().compression
+    assert comp == {"enabled": "false"}, comp
+
+    step("paging at v5")
+    stmt = SimpleStatement("SELECT * FROM ks3.scan LIMIT 50", fetch_size=7)
+    n = sum(1 for _ in session.execute(stmt))
+    assert n == 50, n
+    cluster.shutdown()
+    print("driver warnings:", WARNINGS.messages)
+
+
 def main():
     host, port, phase, state_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    protocol = sys.argv[5] if len(sys.argv) > 5 else "negotiate"
     if phase == "main":
-        main_phase(host, port, state_file)
+        main_phase(host, port, state_file, protocol)
+    elif phase == "v5":
+        v5_phase(host, port)
     elif phase == "down":
         down_phase(host, port, state_file)
     else:

@@ -187,6 +187,146 @@ fn quorum_survives_a_dead_node_all_is_unavailable_and_hints_catch_it_up() {
     assert_eq!(versions.len(), 1, "schema versions differ: {versions:?}");
 }
 
+/// The admin endpoint's /metrics text of `node`.
+fn metrics(c: &TestCluster, node: usize) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&c.admin(node), Duration::from_secs(5))
+        .expect("admin port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok();
+    out
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A node down for long gets hints up to its cap (1 MiB here), then none
+/// (counted); `gyrectl status` shows what is pending; once it is back the
+/// hints are delivered and the store is empty.
+#[test]
+fn hints_for_a_down_node_stop_at_its_cap_and_drain_when_it_returns() {
+    let c = TestCluster::new(3, 26);
+    c.up_with(&["--hints-max-size-per-host-mb", "1"]);
+    create_schema(&c, 3);
+    kill_and_wait_down(&c, 3);
+    let mut n1 = client(&c, 1);
+    let big = "x".repeat(20_000);
+    for k in 0..120 {
+        let r = run(
+            &mut n1,
+            &format!("INSERT INTO ks.t (k, v) VALUES ({k}, '{big}')"),
+            Consistency::One,
+        );
+        assert!(!matches!(r, Outcome::Error(_)), "write {k}: {r:?}");
+    }
+    let pending = c.status(1).expect("status").hints;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(
+        pending[0].bytes <= (1 << 20) && pending[0].bytes > (1 << 19),
+        "hints held up to the 1 MiB cap: {pending:?}"
+    );
+    let m = metrics(&c, 1);
+    let dropped = metric(&m, "gyre_hints_dropped_total{reason=\"over_cap\"}");
+    assert!(
+        dropped >= 60.0,
+        "writes over the cap are counted: {dropped}"
+    );
+    let admin = c.admin(1);
+    let out = c.gyrectl_ok(&[
+        "status",
+        "--host",
+        &admin.ip().to_string(),
+        "--port",
+        &admin.port().to_string(),
+    ]);
+    assert!(out.contains("Hints held by this node"), "{out}");
+
+    start_and_wait_up(&c, 3);
+    c.wait_until("hints delivered", Duration::from_secs(60), || {
+        c.status(1).is_some_and(|s| s.hints.is_empty())
+    });
+    let delivered = metric(&metrics(&c, 1), "gyre_hints_delivered_total");
+    assert!(delivered >= 40.0, "delivered {delivered}");
+}
+
+/// `gyrectl repair`: node 3 misses writes and a deletion while down (hints
+/// off), the replicas' digests disagree; after a repair from node 1 they
+/// agree, node 3 answers every row at ONE from its own data, and a second
+/// repair finds nothing to send. With node 3 down, repair fails naming it.
+#[test]
+fn gyrectl_repair_makes_a_replica_that_missed_writes_agree() {
+    const ROWS: usize = 300;
+    let c = TestCluster::new(3, 27);
+    c.up_with(&["--hints-enabled", "false"]);
+    create_schema(&c, 3);
+    let mut n1 = client(&c, 1);
+    run(
+        &mut n1,
+        "INSERT INTO ks.t (k, v) VALUES (-1, 'doomed')",
+        Consistency::All,
+    )
+    .ok();
+    kill_and_wait_down(&c, 3);
+    for k in 0..ROWS {
+        let r = run(
+            &mut n1,
+            &format!("INSERT INTO ks.t (k, v) VALUES ({k}, 'v{k}')"),
+            Consistency::One,
+        );
+        assert!(!matches!(r, Outcome::Error(_)), "write {k}: {r:?}");
+    }
+    run(&mut n1, "DELETE FROM ks.t WHERE k = -1", Consistency::One).ok();
+    let admin = c.admin(1);
+    let (host, port) = (admin.ip().to_string(), admin.port().to_string());
+    // A replica down: repair refuses, naming it.
+    let out = c.gyrectl(&["repair", "ks", "t", "--host", &host, "--port", &port]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is down"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start_and_wait_up(&c, 3);
+    assert!(!c.gyrectl(&["cluster", "digest", "ks.t"]).status.success());
+
+    let out = c.gyrectl_ok(&["repair", "ks", "t", "--host", &host, "--port", &port]);
+    assert!(out.contains(" done in "), "{out}");
+    c.gyrectl_ok(&["cluster", "digest", "ks.t"]);
+    let rows = run(&mut client(&c, 3), "SELECT k FROM ks.t", Consistency::One).rows();
+    assert_eq!(
+        rows.len(),
+        ROWS,
+        "node 3 alone holds every row, not the deleted one"
+    );
+    // Agreeing replicas: nothing differs, nothing is sent.
+    let out = c.gyrectl_ok(&["repair", "--host", &host, "--port", &port, "--pr"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ks.t "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[3], "0", "no mismatching leaves: {out}");
+    assert_eq!(cols[5], "0", "no writes: {out}");
+    let text = metrics(&c, 1);
+    assert!(
+        metric(&text, "gyre_repair_sessions_succeeded_total") >= 2.0,
+        "{text}"
+    );
+    assert!(metric(&text, "gyre_repair_partitions_differing_total") >= ROWS as f64);
+    // Bad input: clear errors.
+    let out = c.gyrectl(&["repair", "nope", "--host", &host, "--port", &port]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown keyspace nope"));
+}
+
 #[test]
 fn quorum_read_repairs_a_stale_replica_and_ties_resolve_everywhere() {
     let c = TestCluster::new(3, 21);

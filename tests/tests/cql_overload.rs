@@ -112,6 +112,7 @@ fn query(text: &str) -> Request {
 fn insert(id: &Bytes, key: i32) -> Request {
     Request::Execute(Execute {
         id: id.clone(),
+        result_metadata_id: None,
         params: QueryParameters {
             values: Values::Positional(vec![
                 Value::Bytes(Bytes::copy_from_slice(&key.to_be_bytes())),
@@ -223,6 +224,7 @@ fn node_past_capacity_answers_overloaded_and_recovers_at_once() {
                 3,
                 Request::Prepare(Prepare {
                     query: "INSERT INTO ks.t (k, v) VALUES (?, ?)".into(),
+                    keyspace: None,
                 }),
             )
             .await

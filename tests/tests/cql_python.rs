@@ -93,8 +93,9 @@ fn python_driver_against_a_single_node() {
     assert!(out.contains("\nOK"), "script did not finish:\n{out}");
 }
 
-/// Runs one phase of `driver_cluster.py` against node 1 of `c`.
-fn cluster_phase(c: &TestCluster, python: &Path, phase: &str, state: &Path) {
+/// Runs one phase of `driver_cluster.py` against node 1 of `c`, at
+/// `protocol` ("negotiate", "4" or "5").
+fn cluster_phase(c: &TestCluster, python: &Path, phase: &str, state: &Path, protocol: &str) {
     let addr = c.cql(1);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/driver_cluster.py");
     let t0 = std::time::Instant::now();
@@ -103,9 +104,10 @@ fn cluster_phase(c: &TestCluster, python: &Path, phase: &str, state: &Path) {
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string())
         .arg(phase)
-        .arg(state));
+        .arg(state)
+        .arg(protocol));
     eprintln!(
-        "--- driver_cluster.py {phase} ({:.1} s) ---\n{out}",
+        "--- driver_cluster.py {phase} {protocol} ({:.1} s) ---\n{out}",
         t0.elapsed().as_secs_f64()
     );
     assert!(
@@ -116,16 +118,19 @@ fn cluster_phase(c: &TestCluster, python: &Path, phase: &str, state: &Path) {
     assert!(out.contains("\nOK"), "phase {phase} did not finish:\n{out}");
 }
 
-/// The acceptance run of issue 5 for the Python driver: a real 3-node
-/// cluster, the driver contacting node 1 only with default settings. The
-/// script checks discovery and tokens, DDL with schema agreement, simple /
-/// prepared / batch statements, paging over 10K rows, every CQL type,
-/// token-aware routing against Gyre's placement and the error classes; then
+/// The acceptance run of issues 5 and 17 for the Python driver: a real
+/// 3-node cluster, the driver contacting node 1 only. The main phase checks
+/// discovery and tokens, DDL with schema agreement, simple / prepared /
+/// batch statements, paging over 10K rows, every CQL type, token-aware
+/// routing against Gyre's placement and the error classes; it runs with
+/// default settings (the driver must negotiate protocol v5) and again at
+/// v4 and v3. The v5 phase (protocol_version=5 given) checks what only v5 has:
+/// per-request keyspaces, result metadata ids, multi-frame payloads. Then
 /// nodes 2 and 3 are killed and QUORUM must raise `Unavailable`.
 #[test]
 fn python_driver_against_three_nodes() {
     let python = python_with_driver();
-    let c = TestCluster::new(3, 30);
+    let c = TestCluster::new(3, 50);
     // Generous server timeouts for a loaded machine, below the driver's own
     // 10 s request timeout so that server errors arrive as such.
     c.up_with(&[
@@ -145,7 +150,10 @@ fn python_driver_against_three_nodes() {
         );
     }
     let state = c.dir.path().join("driver_cluster_state.json");
-    cluster_phase(&c, &python, "main", &state);
+    cluster_phase(&c, &python, "main", &state, "negotiate");
+    cluster_phase(&c, &python, "v5", &state, "5");
+    cluster_phase(&c, &python, "main", &state, "4");
+    cluster_phase(&c, &python, "main", &state, "3");
 
     c.gyrectl_ok(&["cluster", "kill", "2"]);
     c.gyrectl_ok(&["cluster", "kill", "3"]);
@@ -156,5 +164,5 @@ fn python_driver_against_three_nodes() {
             || c.sees(1, n, false),
         );
     }
-    cluster_phase(&c, &python, "down", &state);
+    cluster_phase(&c, &python, "down", &state, "negotiate");
 }

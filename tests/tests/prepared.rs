@@ -83,6 +83,7 @@ impl Client {
     async fn prepare(&mut self, text: &str) -> Response {
         self.request(Request::Prepare(gyre_protocol::Prepare {
             query: text.into(),
+            keyspace: None,
         }))
         .await
     }
@@ -90,6 +91,7 @@ impl Client {
     async fn execute(&mut self, id: &Bytes, values: Vec<Value>) -> Response {
         self.request(Request::Execute(Execute {
             id: id.clone(),
+            result_metadata_id: None,
             params: QueryParameters {
                 values: gyre_protocol::Values::Positional(values),
                 skip_metadata: true,

@@ -262,4 +262,48 @@ fn gyre_stress_writes_validates_and_holds_a_rate() {
     );
     assert!(r["ops"]["read"]["latency_ms"]["p99"].is_number(), "{r}");
     assert!(r["ops"]["write"]["latency_ms"]["p50"].is_number(), "{r}");
+
+    // The built-in client (`--driver native`, what the Redis benchmark
+    // uses): the same population written and validated through it, token
+    // routed over every node; a wrong value is caught; an open-loop run
+    // keeps its schedule.
+    let native = |args: &[&str], name: &str| {
+        let mut all = vec!["--driver", "native", "--keyspace", "native_ks"];
+        all.extend_from_slice(args);
+        stress(&host, &all, &dir.path().join(name))
+    };
+    let (out, w) = native(&["write", "--ops", "20000", "--drop"], "nw.json");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), c.logs());
+    assert_eq!(w["ops"]["write"]["ops"], 20000, "{w}");
+    assert_eq!(w["total"]["errors"], 0, "{w}");
+    let (out, r) = native(&["read", "--validate", "--keys", "20000"], "nr.json");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), c.logs());
+    assert_eq!(
+        r["validation"],
+        serde_json::json!({"checked": 20000, "missing": 0, "wrong": 0})
+    );
+    let (out, r) = native(
+        &["read", "--validate", "--keys", "1000", "--value-size", "99"],
+        "nwrong.json",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(r["validation"]["wrong"], 1000, "{r}");
+    let (out, r) = native(
+        &[
+            "mixed",
+            "--rate",
+            "1000",
+            "--duration",
+            "3s",
+            "--concurrency",
+            "64",
+            "--keys",
+            "20000",
+        ],
+        "nrate.json",
+    );
+    assert!(out.status.success(), "{}", c.logs());
+    assert_eq!(r["rate"]["scheduled_ops"], 3000, "{r}");
+    assert_eq!(r["total"]["ops"], 3000, "{r}");
+    assert_eq!(r["total"]["errors"], 0, "{r}");
 }

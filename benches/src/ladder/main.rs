@@ -539,6 +539,7 @@ async fn handler_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         let prepare = |q: &str| {
             HandlerRequest::Prepare(Prepare {
                 query: q.to_owned(),
+                keyspace: None,
             })
         };
         let insert = prepared_id(handler.handle(&conn, prepare(INSERT)).await)?;
@@ -548,6 +549,7 @@ async fn handler_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         let execute = |id: Bytes, values: Vec<Value>| {
             HandlerRequest::Execute(Execute {
                 id,
+                result_metadata_id: None,
                 params: QueryParameters {
                     consistency: Consistency::One,
                     values: Values::Positional(values),

@@ -9,6 +9,11 @@
 //! fsynced once. Replay seals the host's current file first so replayed
 //! files never change under the reader, and a file is deleted only when the
 //! caller acknowledges that all of it was delivered.
+//!
+//! Bounded: hints for a host stop (counted, logged) once its files reach
+//! `max_bytes_per_host`, and for every host once all files reach
+//! `max_total_bytes`; a torn tail found when a file is read (a crash mid
+//! append) is truncated back to the last intact record.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -45,8 +50,14 @@ pub struct HintConfig {
     /// A node down longer than this gets no new hints (repair must fix it):
     /// hints would grow without bound and their replay take too long.
     pub max_hint_window: Duration,
-    /// A host's file is sealed and a new one started past this size.
+    /// A host's file is sealed and a new one started past this size
+    /// (Cassandra's `max_hints_file_size`).
     pub max_file_bytes: u64,
+    /// No more hints for a host whose files hold this much (Cassandra's
+    /// `max_hints_size_per_host`).
+    pub max_bytes_per_host: u64,
+    /// No more hints for any host once all files hold this much.
+    pub max_total_bytes: u64,
 }
 
 impl Default for HintConfig {
@@ -54,8 +65,34 @@ impl Default for HintConfig {
         HintConfig {
             max_hint_window: Duration::from_secs(3 * 3600),
             max_file_bytes: 32 << 20,
+            max_bytes_per_host: 1 << 30,
+            max_total_bytes: 4 << 30,
         }
     }
+}
+
+/// Counters of the hint store, for /metrics.
+#[derive(Debug, Default)]
+pub struct HintStats {
+    pub stored: AtomicU64,
+    pub delivered: AtomicU64,
+    /// Not stored: the host's or the store's size cap was reached.
+    pub dropped_over_cap: AtomicU64,
+    /// Not stored: too many hint writes already in flight.
+    pub dropped_overloaded: AtomicU64,
+    /// Dropped at replay: they can never be delivered (their table is
+    /// gone, or the replica refuses them for good).
+    pub dropped_undeliverable: AtomicU64,
+    /// Hint files whose torn tail was cut off.
+    pub torn_files: AtomicU64,
+}
+
+/// What one host's hints occupy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostHints {
+    pub host: HostId,
+    pub files: usize,
+    pub bytes: u64,
 }
 
 /// One sealed or open hint file of a host.
@@ -93,6 +130,12 @@ pub struct HintStore {
     config: HintConfig,
     writers: Mutex<HashMap<HostId, Writer>>,
     next_seq: AtomicU64,
+    /// Bytes in each host's files, and their sum: checked against the caps.
+    sizes: Mutex<HashMap<HostId, u64>>,
+    total: AtomicU64,
+    /// Hosts already logged as over their cap (logged once per replay).
+    capped: Mutex<std::collections::HashSet<HostId>>,
+    stats: HintStats,
 }
 
 impl std::fmt::Debug for HintStore {
@@ -138,21 +181,22 @@ fn decode_hint(payload: &[u8]) -> std::result::Result<Hint, String> {
 }
 
 /// Decodes every intact record of a hint file's bytes; corrupt records are
-/// skipped (logged), a torn or implausible length ends the file.
-fn decode_records(path: &Path, buf: &[u8]) -> Vec<Hint> {
+/// skipped (logged), a torn or implausible length ends the file. Returns the
+/// hints and, when the file ends in a tear, the length of its intact part.
+fn decode_records(path: &Path, buf: &[u8]) -> (Vec<Hint>, Option<usize>) {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
         let Some(header) = buf.get(pos..pos + HEADER) else {
-            tracing::warn!(file = %path.display(), offset = pos, "torn hint record header, ignoring the tail");
-            break;
+            tracing::warn!(file = %path.display(), offset = pos, "torn hint record header, cutting the tail off");
+            return (out, Some(pos));
         };
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let end = pos + HEADER + len;
         if len > MAX_RECORD || end > buf.len() {
-            tracing::error!(file = %path.display(), offset = pos, len, "hint record length runs past the file, ignoring the rest");
-            break;
+            tracing::warn!(file = %path.display(), offset = pos, len, "hint record runs past the end of its file (torn), cutting the tail off");
+            return (out, Some(pos));
         }
         let payload = &buf[pos + HEADER..end];
         if crc32fast::hash(payload) != crc {
@@ -167,7 +211,7 @@ fn decode_records(path: &Path, buf: &[u8]) -> Vec<Hint> {
         }
         pos = end;
     }
-    out
+    (out, None)
 }
 
 impl HintStore {
@@ -181,14 +225,94 @@ impl HintStore {
             config,
             writers: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(0),
+            sizes: Mutex::new(HashMap::new()),
+            total: AtomicU64::new(0),
+            capped: Mutex::new(Default::default()),
+            stats: HintStats::default(),
         };
-        let max = store.list()?.iter().map(|f| f.seq + 1).max().unwrap_or(0);
+        let files = store.list()?;
+        let max = files.iter().map(|f| f.seq + 1).max().unwrap_or(0);
         store.next_seq.store(max, Ordering::SeqCst);
+        {
+            let mut sizes = store.sizes.lock();
+            for f in &files {
+                let len = fs::metadata(store.path(f)).map(|m| m.len()).unwrap_or(0);
+                *sizes.entry(f.host).or_default() += len;
+                store.total.fetch_add(len, Ordering::Relaxed);
+            }
+        }
         Ok(store)
     }
 
     pub fn config(&self) -> &HintConfig {
         &self.config
+    }
+
+    pub fn stats(&self) -> &HintStats {
+        &self.stats
+    }
+
+    /// Per host with hints: its files and their bytes.
+    pub fn pending(&self) -> Result<Vec<HostHints>> {
+        let sizes = self.sizes.lock().clone();
+        let mut out: Vec<HostHints> = Vec::new();
+        for f in self.list()? {
+            match out.last_mut() {
+                Some(h) if h.host == f.host => h.files += 1,
+                _ => out.push(HostHints {
+                    host: f.host,
+                    files: 1,
+                    bytes: sizes.get(&f.host).copied().unwrap_or(0),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes of every hint file.
+    pub fn total_bytes(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Counts a hint not stored because too many hint writes were in flight.
+    pub fn note_overloaded(&self) {
+        self.stats
+            .dropped_overloaded
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a hint dropped at replay because it can never be delivered.
+    pub fn note_undeliverable(&self) {
+        self.stats
+            .dropped_undeliverable
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts delivered hints.
+    pub fn note_delivered(&self, n: u64) {
+        self.stats.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether `len` more bytes for `host` stay within both caps; logs (once
+    /// per host until its hints are replayed) and counts when not.
+    fn admit(&self, host: HostId, host_bytes: u64, len: u64) -> bool {
+        let total = self.total.load(Ordering::Relaxed);
+        let over_host = host_bytes + len > self.config.max_bytes_per_host;
+        let over_total = total + len > self.config.max_total_bytes;
+        if !over_host && !over_total {
+            return true;
+        }
+        self.stats.dropped_over_cap.fetch_add(1, Ordering::Relaxed);
+        if self.capped.lock().insert(host) {
+            tracing::warn!(
+                %host,
+                host_bytes,
+                total,
+                "hint store full ({}): not hinting this node any more until its hints are replayed; repair must fix what it misses",
+                if over_host { "the node's cap" } else { "the store's cap" }
+            );
+        }
+        false
     }
 
     /// True when a node down for `down_for` may still get hints.
@@ -216,32 +340,44 @@ impl HintStore {
     }
 
     /// Stores hints for a target that has been down for `down_for`: `false`
-    /// (nothing stored) when that is past the hint window.
+    /// (nothing stored) when that is past the hint window or a cap.
     pub fn store_for_down_host(&self, hint: Hint, down_for: Duration) -> Result<bool> {
         if !self.within_window(down_for) {
             tracing::info!(target = %hint.target, ?down_for, "node down past the hint window, not hinting");
             return Ok(false);
         }
-        self.store(std::slice::from_ref(&hint))?;
-        Ok(true)
+        Ok(self.store(std::slice::from_ref(&hint))? == 1)
     }
 
     /// Appends a batch of hints (any targets) and fsyncs each touched file
-    /// once before returning.
-    pub fn store(&self, hints: &[Hint]) -> Result<()> {
+    /// once before returning; hints over a cap are left out. Returns how
+    /// many were stored.
+    pub fn store(&self, hints: &[Hint]) -> Result<usize> {
         let mut writers = self.writers.lock();
         let mut touched: Vec<HostId> = Vec::new();
+        let mut stored = 0;
         for h in hints {
             let rec = encode_hint(h);
+            let len = rec.len() as u64;
+            let host_bytes = self.sizes.lock().get(&h.target).copied().unwrap_or(0);
+            if !self.admit(h.target, host_bytes, len) {
+                continue;
+            }
             let w = self.writer(&mut writers, h.target)?;
             w.file.write_all(&rec).map_err(|e| {
                 CoordinatorError::io(format!("appending to {}", w.id.file_name()), e)
             })?;
-            w.bytes += rec.len() as u64;
+            w.bytes += len;
+            *self.sizes.lock().entry(h.target).or_default() += len;
+            self.total.fetch_add(len, Ordering::Relaxed);
+            stored += 1;
             if !touched.contains(&h.target) {
                 touched.push(h.target);
             }
         }
+        self.stats
+            .stored
+            .fetch_add(stored as u64, Ordering::Relaxed);
         for host in touched {
             if let Some(w) = writers.get_mut(&host) {
                 w.file.sync_data().map_err(|e| {
@@ -252,7 +388,7 @@ impl HintStore {
                 }
             }
         }
-        Ok(())
+        Ok(stored)
     }
 
     fn writer<'a>(
@@ -292,6 +428,13 @@ impl HintStore {
     /// Replays `host`'s hints file by file, oldest first. The host's open
     /// file is sealed first; hints stored meanwhile go to a new file.
     pub fn replay(&self, host: HostId) -> Result<HintReplay<'_>> {
+        let files = self.replay_files(host)?.into();
+        Ok(HintReplay { store: self, files })
+    }
+
+    /// The files [`HintStore::replay`] goes through, to read one at a time
+    /// with [`HintStore::read_file`].
+    pub fn replay_files(&self, host: HostId) -> Result<Vec<HintFileId>> {
         let cutoff = {
             let mut writers = self.writers.lock();
             writers.remove(&host);
@@ -299,27 +442,57 @@ impl HintStore {
             // appended to: they wait for the next replay.
             self.next_seq.load(Ordering::SeqCst)
         };
-        let files = self
+        self.capped.lock().remove(&host);
+        Ok(self
             .list()?
             .into_iter()
             .filter(|f| f.host == host && f.seq < cutoff)
-            .collect();
-        Ok(HintReplay { store: self, files })
+            .collect())
     }
 
-    /// Reads one file's intact hints (corrupt records skipped and logged).
+    /// Reads one sealed file's intact hints (corrupt records skipped and
+    /// logged); a torn tail is cut off the file.
     pub fn read_file(&self, id: &HintFileId) -> Result<Vec<Hint>> {
         let path = self.path(id);
         let buf = fs::read(&path)
             .map_err(|e| CoordinatorError::io(format!("reading {}", path.display()), e))?;
-        Ok(decode_records(&path, &buf))
+        let (hints, torn_at) = decode_records(&path, &buf);
+        if let Some(good) = torn_at {
+            self.stats.torn_files.fetch_add(1, Ordering::Relaxed);
+            let cut = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(good as u64).and_then(|()| f.sync_all()));
+            match cut {
+                Ok(()) => self.forget_bytes(id.host, (buf.len() - good) as u64),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot cut a torn hint file")
+                }
+            }
+        }
+        Ok(hints)
+    }
+
+    fn forget_bytes(&self, host: HostId, len: u64) {
+        if let Some(b) = self.sizes.lock().get_mut(&host) {
+            *b = b.saturating_sub(len);
+        }
+        let _ = self
+            .total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_sub(len))
+            });
     }
 
     /// Deletes a replayed file: every hint in it was delivered.
     pub fn acknowledge(&self, id: &HintFileId) -> Result<()> {
         let path = self.path(id);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.forget_bytes(id.host, len);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(CoordinatorError::io(
                 format!("deleting {}", path.display()),
@@ -550,5 +723,80 @@ mod tests {
         assert!((wait.as_secs_f64() - 1.0).abs() < 1e-6, "{wait:?}");
         // Never more than the burst saved up.
         assert!(!r.try_acquire(51, t0 + Duration::from_secs(100)));
+    }
+
+    fn one_record_len() -> u64 {
+        encode_hint(&hint(HostId::from_u128(1), 1)).len() as u64
+    }
+
+    #[test]
+    fn a_host_over_its_cap_or_the_store_over_its_cap_gets_no_more_hints() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = one_record_len();
+        let config = HintConfig {
+            max_bytes_per_host: 3 * rec,
+            max_total_bytes: 5 * rec,
+            ..HintConfig::default()
+        };
+        let (a, b) = (HostId::from_u128(1), HostId::from_u128(2));
+        let s = HintStore::open(dir.path(), config.clone()).unwrap();
+        let batch: Vec<Hint> = (1..=5).map(|i| hint(a, i)).collect();
+        assert_eq!(s.store(&batch).unwrap(), 3, "capped per host");
+        assert_eq!(s.stats().dropped_over_cap.load(Ordering::Relaxed), 2);
+        // b fits 2 more before the store's total (5 records) is reached.
+        let batch: Vec<Hint> = (1..=3).map(|i| hint(b, i)).collect();
+        assert_eq!(s.store(&batch).unwrap(), 2, "capped in total");
+        assert_eq!(s.total_bytes(), 5 * rec);
+        let pending = s.pending().unwrap();
+        assert_eq!(
+            pending
+                .iter()
+                .map(|h| (h.host, h.bytes))
+                .collect::<Vec<_>>(),
+            vec![(a, 3 * rec), (b, 2 * rec)]
+        );
+        // Sizes survive a restart; replaying a's hints frees its room.
+        drop(s);
+        let s = HintStore::open(dir.path(), config).unwrap();
+        assert_eq!(s.total_bytes(), 5 * rec);
+        assert!(!s.store_for_down_host(hint(a, 9), Duration::ZERO).unwrap());
+        for item in s.replay(a).unwrap() {
+            s.acknowledge(&item.unwrap().0).unwrap();
+        }
+        assert_eq!(s.total_bytes(), 2 * rec);
+        assert!(s.store_for_down_host(hint(a, 9), Duration::ZERO).unwrap());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_every_record_before_it_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = HostId::from_u128(1);
+        let s = HintStore::open(dir.path(), HintConfig::default()).unwrap();
+        s.store(&(1..=4).map(|i| hint(a, i)).collect::<Vec<_>>())
+            .unwrap();
+        drop(s);
+        let path = fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let good = fs::metadata(&path).unwrap().len();
+        // A crash mid-append: a header that promises more than was written.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&200u32.to_le_bytes());
+        bytes.extend_from_slice(&[0xaa; 4 + 50]);
+        fs::write(&path, &bytes).unwrap();
+        let s = HintStore::open(dir.path(), HintConfig::default()).unwrap();
+        let got: Vec<i64> = s
+            .replay(a)
+            .unwrap()
+            .flat_map(|r| r.unwrap().1)
+            .map(|h| h.write_time)
+            .collect();
+        assert_eq!(got, vec![1, 2, 3, 4]);
+        assert_eq!(fs::metadata(&path).unwrap().len(), good, "tail cut off");
+        assert_eq!(s.stats().torn_files.load(Ordering::Relaxed), 1);
+        assert_eq!(s.total_bytes(), good);
     }
 }

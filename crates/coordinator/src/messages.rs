@@ -35,6 +35,9 @@ pub const TRUNCATE: Verb = Verb(0x0205);
 pub const BATCH_STORE: Verb = Verb(0x0206);
 /// The batch was applied: forget it (one way).
 pub const BATCH_REMOVE: Verb = Verb(0x0207);
+/// Repair: build the Merkle leaves of a table over a token range
+/// ([`crate::repair::TreeRequest`] → [`crate::repair::MerkleLeaves`]).
+pub const REPAIR_TREE: Verb = Verb(0x0208);
 
 type DecodeResult<T> = Result<T, codec::DecodeError>;
 

@@ -484,6 +484,32 @@ impl ReadTracker {
         ReadAction::Wait
     }
 
+    /// A repair write to `from` failed or timed out. Cassandra 4 does not
+    /// let one slow replica fail the read then: the merged result goes to
+    /// `extra` (a live replica not contacted yet, when there is one), whose
+    /// acknowledgement counts instead. `Repair` with that one write, else
+    /// `Wait` (the read times out if no other repair completes it).
+    pub fn repair_failed(&mut self, from: HostId, extra: Option<Replica>) -> ReadAction {
+        if self.phase != Phase::Repair || !self.awaiting.remove(&from) {
+            return ReadAction::Wait;
+        }
+        let (Some(extra), Some(Some(result))) = (extra, self.result.as_ref()) else {
+            return ReadAction::Wait;
+        };
+        if self.dc_of(extra.host).is_some() {
+            return ReadAction::Wait; // already contacted
+        }
+        let write = (extra.host, result.clone());
+        self.awaiting.insert(extra.host);
+        self.contacted.push(extra);
+        ReadAction::Repair(vec![write])
+    }
+
+    /// The replicas contacted so far (extra repair targets included).
+    pub fn contacted(&self) -> impl Iterator<Item = HostId> + '_ {
+        self.contacted.iter().map(|r| r.host)
+    }
+
     /// True when the answer is known.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
@@ -665,6 +691,46 @@ mod tests {
             let fixed = replica_read(&fixed, &ReadFilter::all());
             assert_eq!(digest(fixed.as_ref()), digest(Some(&result)));
         }
+    }
+
+    #[test]
+    fn a_failed_repair_write_goes_to_an_extra_replica_instead() {
+        let r = reps(3);
+        let a = Partition::with_key("k").set("r", CellName::simple("c"), cell(2, "a"));
+        let b = Partition::with_key("k").set("r", CellName::simple("c"), cell(1, "b"));
+        // QUORUM of RF 3 contacts two; the third is the spare.
+        let mut t = tracker(Quorum, &r[..2], ReadFilter::all());
+        t.on_response(r[0].host, ReadResponse::Data(Some(a.clone())));
+        let act = t.on_response(r[1].host, ReadResponse::Digest(digest(Some(&b))));
+        assert!(matches!(act, ReadAction::RequestData(_)));
+        let act = t.on_response(r[1].host, ReadResponse::Data(Some(b)));
+        assert!(matches!(act, ReadAction::Repair(ref v) if v.len() == 1 && v[0].0 == r[1].host));
+        // The stale replica's repair fails: the result goes to r[2].
+        let act = t.repair_failed(r[1].host, Some(r[2].clone()));
+        let ReadAction::Repair(extra) = act else {
+            panic!("{act:?}")
+        };
+        assert_eq!(extra.len(), 1);
+        assert_eq!(extra[0].0, r[2].host);
+        assert_eq!(
+            digest(replica_read(&extra[0].1, &ReadFilter::all()).as_ref()),
+            digest(Some(&a)),
+            "the whole merged result"
+        );
+        assert_eq!(t.contacted().count(), 3);
+        // A late ack from the failed one does not count twice; r[2]'s does.
+        assert_eq!(t.repair_acked(r[1].host), ReadAction::Wait);
+        let ReadAction::Done(Some(result)) = t.repair_acked(r[2].host) else {
+            panic!("not done")
+        };
+        assert_eq!(digest(Some(&result)), digest(Some(&a)));
+        // Without a spare, a failed repair leaves the read to time out.
+        let mut t = tracker(All, &r, ReadFilter::all());
+        t.on_response(r[0].host, ReadResponse::Data(Some(a.clone())));
+        t.on_response(r[1].host, ReadResponse::Data(Some(a.clone())));
+        t.on_response(r[2].host, ReadResponse::Data(None));
+        assert_eq!(t.repair_failed(r[2].host, None), ReadAction::Wait);
+        assert!(t.timeout().is_err());
     }
 
     #[test]

@@ -167,6 +167,126 @@ async fn quorum_write_with_a_partitioned_node_succeeds_and_is_hinted() {
     c.stop().await;
 }
 
+/// Repair: a replica that missed writes and a deletion (down, its hints
+/// lost) gets exactly what it lacks from a repair of the coordinator's
+/// ranges; repairing agreeing replicas finds nothing and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_brings_a_replica_that_missed_writes_and_a_deletion_back() {
+    let c = Cluster::start(12, T).await;
+    let third = c.nodes[2].host;
+    let coord = &c.nodes[0].coord;
+    coord
+        .write(c.table, update("doomed", 1, "x"), ConsistencyLevel::All)
+        .await
+        .unwrap();
+    c.down.lock().insert(third);
+    for i in 0..200 {
+        coord
+            .write(
+                c.table,
+                update(&format!("k{i}"), 10, "v"),
+                ConsistencyLevel::Quorum,
+            )
+            .await
+            .unwrap();
+    }
+    let mut tomb = Partition::with_key("doomed".to_string());
+    tomb.deletion = Some(gyre_common::Deletion::new(5, 0));
+    coord
+        .write(c.table, tomb, ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    // Its hints are lost: only repair can bring it back.
+    for n in &c.nodes {
+        n.hints.delete_host(third).unwrap();
+    }
+    c.down.lock().remove(&third);
+    assert_eq!(c.local(2, "k7"), None);
+    assert_eq!(cell_ts(&c.local(2, "doomed")), Some(1));
+
+    let ranges = coord.repair_ranges(c.table, false).unwrap();
+    assert!(!ranges.is_empty());
+    let mut total = gyre_coordinator::RangeRepair::default();
+    for (start, end) in &ranges {
+        for (s, e) in coord.split_by_ring(*start, *end) {
+            total.add(&coord.repair_range(c.table, s, e, 6).await.unwrap());
+        }
+    }
+    assert!(total.mismatched_leaves > 0, "{total:?}");
+    assert_eq!(total.partitions_differing, 201, "{total:?}");
+    assert_eq!(
+        total.mutations_sent, 201,
+        "only the stale replica is written: {total:?}"
+    );
+    for i in 0..200 {
+        assert_eq!(cell_ts(&c.local(2, &format!("k{i}"))), Some(10), "k{i}");
+    }
+    let doomed = c.local(2, "doomed");
+    assert!(
+        doomed
+            .as_ref()
+            .is_none_or(|p| gyre_common::lww::live_view(p, 0).rows.is_empty()),
+        "the deletion reached it: {doomed:?}"
+    );
+    // Again: the replicas agree, nothing is read or sent.
+    let mut again = gyre_coordinator::RangeRepair::default();
+    for (start, end) in &ranges {
+        again.add(&coord.repair_range(c.table, *start, *end, 6).await.unwrap());
+    }
+    assert_eq!(again.mismatched_leaves, 0, "{again:?}");
+    assert_eq!((again.bytes_sent, again.bytes_received), (0, 0));
+    assert!(again.partitions_compared >= 3 * 200);
+    // A replica down: refused, naming it.
+    c.down.lock().insert(third);
+    let (s, e) = ranges[0];
+    let err = coord.repair_range(c.table, s, e, 6).await.unwrap_err();
+    assert!(err.to_string().contains(&third.to_string()), "{err}");
+    c.stop().await;
+}
+
+/// A hint that can never be delivered (its table was dropped) is discarded
+/// and counted; it does not hold back the hints stored after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_for_a_dropped_table_are_discarded_without_blocking_the_rest() {
+    let c = Cluster::start(11, T).await;
+    let target = c.nodes[2].host;
+    let gone = gyre_storage::TableId(uuid::Uuid::from_u128(0xdead));
+    let hint = |table, key: &str, ts| gyre_coordinator::Hint {
+        target,
+        table,
+        mutation: update(key, ts, "v"),
+        write_time: ts,
+    };
+    let stored = c.nodes[0]
+        .hints
+        .store(&[
+            hint(c.table, "before", 5),
+            hint(gone, "lost", 6),
+            hint(c.table, "after", 7),
+        ])
+        .unwrap();
+    assert_eq!(stored, 3);
+    assert_eq!(c.nodes[0].coord.deliver_hints(target).await.unwrap(), 2);
+    assert_eq!(cell_ts(&c.local(2, "before")), Some(5));
+    assert_eq!(cell_ts(&c.local(2, "after")), Some(7));
+    let stats = c.nodes[0].hints.stats();
+    assert_eq!(
+        stats
+            .dropped_undeliverable
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(
+        c.nodes[0].hints.hosts().unwrap().is_empty(),
+        "file acknowledged"
+    );
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_write_is_unavailable_with_a_node_marked_down() {
     let c = Cluster::start(2, T).await;

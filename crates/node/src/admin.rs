@@ -27,7 +27,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: watc
     http::serve(listener, handler, stop).await;
 }
 
-fn route(shared: &Shared, req: Request) -> Response {
+fn route(shared: &Arc<Shared>, req: Request) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/status") => match serde_json::to_vec_pretty(&status(shared)) {
             Ok(body) => Response::json(200, body),
@@ -105,6 +105,20 @@ fn route(shared: &Shared, req: Request) -> Response {
             Ok(body) => Response::json(200, body),
             Err(e) => Response::text(500, e.to_string()),
         },
+        ("POST", "/repair") => match serde_json::from_slice::<crate::RepairRequest>(&req.body) {
+            Ok(r) => match crate::repair::start(shared, r) {
+                Ok(session) => match serde_json::to_vec_pretty(&session) {
+                    Ok(body) => Response::json(202, body),
+                    Err(e) => Response::text(500, e.to_string()),
+                },
+                Err(e) => Response::text(400, format!("{e}\n")),
+            },
+            Err(e) => Response::text(400, format!("invalid repair request: {e}\n")),
+        },
+        ("GET", "/repair") => match serde_json::to_vec_pretty(&shared.repairs.list()) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::text(500, e.to_string()),
+        },
         ("POST", "/failpoints") => set_failpoint(&req.body),
         ("DELETE", "/failpoints") => {
             failpoints::clear();
@@ -129,11 +143,11 @@ fn route(shared: &Shared, req: Request) -> Response {
             _,
             "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
             | "/failpoints" | "/snapshot" | "/snapshots" | "/snapshots/clear" | "/import"
-            | "/compactionstats",
+            | "/compactionstats" | "/repair",
         ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,
-            "not found; try /status, /metrics, /faults, /flush, /compact, /snapshots or /failpoints\n",
+            "not found; try /status, /metrics, /faults, /flush, /compact, /snapshots, /repair or /failpoints\n",
         ),
     }
 }
@@ -239,12 +253,25 @@ pub(crate) fn status(shared: &Shared) -> StatusReport {
             }
         })
         .collect();
+    let hints = shared
+        .hint_store
+        .get()
+        .and_then(|s| s.pending().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| crate::HintsReport {
+            host_id: h.host.to_string(),
+            files: h.files,
+            bytes: h.bytes,
+        })
+        .collect();
     StatusReport {
         cluster_name: shared.cfg.cluster.name.clone(),
         host_id: shared.host_id.to_string(),
         address: shared.local.to_string(),
         generation: g.generation(),
         endpoints,
+        hints,
     }
 }
 
@@ -513,5 +540,55 @@ fn metrics(shared: &Shared) -> String {
     if let Some(s) = shared.replica_stage.get() {
         s.render_prometheus("gyre_replica_", &mut m);
     }
+    if let Some(h) = shared.hint_store.get() {
+        render_hints(h, &mut m);
+    }
+    shared.repairs.render_prometheus(&mut m);
     m
+}
+
+fn render_hints(store: &gyre_coordinator::HintStore, m: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = store.stats();
+    for (name, help, v) in [
+        (
+            "gyre_hints_stored_total",
+            "Hints stored for replicas that missed a write.",
+            s.stored.load(Relaxed),
+        ),
+        (
+            "gyre_hints_delivered_total",
+            "Hints delivered to their replica.",
+            s.delivered.load(Relaxed),
+        ),
+        (
+            "gyre_hints_torn_files_total",
+            "Hint files whose torn tail was cut off.",
+            s.torn_files.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let _ = writeln!(
+        m,
+        "# HELP gyre_hints_dropped_total Hints not stored or not delivered, by reason.\n# TYPE gyre_hints_dropped_total counter"
+    );
+    for (reason, v) in [
+        ("over_cap", s.dropped_over_cap.load(Relaxed)),
+        ("overloaded", s.dropped_overloaded.load(Relaxed)),
+        ("undeliverable", s.dropped_undeliverable.load(Relaxed)),
+    ] {
+        let _ = writeln!(m, "gyre_hints_dropped_total{{reason=\"{reason}\"}} {v}");
+    }
+    let _ = writeln!(
+        m,
+        "# HELP gyre_hints_pending_bytes Bytes of hints held, per target host.\n# TYPE gyre_hints_pending_bytes gauge"
+    );
+    for h in store.pending().unwrap_or_default() {
+        let _ = writeln!(
+            m,
+            "gyre_hints_pending_bytes{{host=\"{}\"}} {}",
+            h.host, h.bytes
+        );
+    }
 }

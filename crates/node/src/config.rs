@@ -36,6 +36,14 @@ pub struct HintsConfig {
     pub max_hint_window_ms: u64,
     /// Replay pace to a node that came back, in KiB of mutations per second.
     pub throttle_kib_per_sec: u64,
+    /// A target's hints go to a new file past this size (Cassandra's
+    /// `max_hints_file_size`).
+    pub max_file_size_mb: u64,
+    /// No more hints for a node whose hints take this much (Cassandra's
+    /// `max_hints_size_per_host`); counted in /metrics.
+    pub max_size_per_host_mb: u64,
+    /// No more hints for any node once all hints take this much.
+    pub max_total_size_mb: u64,
 }
 
 impl Default for HintsConfig {
@@ -44,6 +52,9 @@ impl Default for HintsConfig {
             enabled: true,
             max_hint_window_ms: 3 * 3600 * 1000,
             throttle_kib_per_sec: 1024,
+            max_file_size_mb: 32,
+            max_size_per_host_mb: 1024,
+            max_total_size_mb: 4096,
         }
     }
 }
@@ -352,6 +363,9 @@ pub struct Overrides {
     /// Store and replay hints (`true` / `false`).
     #[arg(long)]
     pub hints_enabled: Option<bool>,
+    /// Hints kept per target node, MiB (`hints.max_size_per_host_mb`).
+    #[arg(long)]
+    pub hints_max_size_per_host_mb: Option<u64>,
     #[arg(long)]
     pub log_level: Option<String>,
 }
@@ -453,6 +467,10 @@ impl NodeConfig {
         );
         set(&mut self.gossip.interval_ms, &o.gossip_interval_ms);
         set(&mut self.hints.enabled, &o.hints_enabled);
+        set(
+            &mut self.hints.max_size_per_host_mb,
+            &o.hints_max_size_per_host_mb,
+        );
         set(&mut self.timeouts.connect_ms, &o.connect_timeout_ms);
         set(&mut self.timeouts.request_ms, &o.request_timeout_ms);
         set(

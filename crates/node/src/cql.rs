@@ -43,6 +43,9 @@ struct Stmt {
     table: Option<(String, String, TableDef)>,
     /// The schema epoch the definition was last checked at.
     checked_at: AtomicU64,
+    /// v5: the id of the result metadata sent in PREPARED; an EXECUTE
+    /// holding another gets its rows with METADATA_CHANGED and this id.
+    result_metadata_id: Bytes,
 }
 
 #[derive(Default)]
@@ -84,6 +87,13 @@ fn prepared_id(keyspace: Option<&str>, query: &str) -> Bytes {
     let mut input = keyspace.unwrap_or_default().as_bytes().to_vec();
     input.extend_from_slice(query.as_bytes());
     Bytes::copy_from_slice(&gyre_schema::md5(&input))
+}
+
+/// The v5 result metadata id: an MD5 of the result columns (their tables,
+/// names and types), equal on every node for the same metadata.
+fn result_metadata_id(metadata: &RowsMetadata) -> Bytes {
+    let text = format!("{:?}", metadata.columns);
+    Bytes::copy_from_slice(&gyre_schema::md5(text.as_bytes()))
 }
 
 fn error(e: QueryError) -> Response {
@@ -313,6 +323,7 @@ impl CqlHandler {
             timestamp: p.default_timestamp,
             page_size: p.page_size.filter(|n| *n > 0).map(|n| n as usize),
             paging_state: p.paging_state.clone(),
+            now_in_seconds: p.now_in_seconds.map(i64::from),
         }
     }
 
@@ -325,7 +336,9 @@ impl CqlHandler {
             Ok(v) => v,
             Err(e) => return error(e),
         };
-        let params = Self::params(&q.params, values, conn.keyspace());
+        // v5: the request's keyspace takes precedence over the connection's.
+        let keyspace = q.params.keyspace.clone().or_else(|| conn.keyspace());
+        let params = Self::params(&q.params, values, keyspace);
         match self
             .run(Arc::new(parsed), params, q.params.skip_metadata)
             .await
@@ -338,10 +351,15 @@ impl CqlHandler {
         }
     }
 
-    fn prepare(&self, conn: &ConnectionState, query: &str) -> Result<Prepared, QueryError> {
+    fn prepare(
+        &self,
+        conn: &ConnectionState,
+        query: &str,
+        request_keyspace: Option<String>,
+    ) -> Result<Prepared, QueryError> {
         // Read before the schema is: a change in between is then noticed.
         let epoch = self.qp.schema_epoch();
-        let keyspace = conn.keyspace();
+        let keyspace = request_keyspace.or_else(|| conn.keyspace());
         let parsed = gyre_cql::parse(query)?;
         let id = prepared_id(keyspace.as_deref(), query);
         let (table, binds, result) = if let (Some(ks), Statement::Select(s)) = (
@@ -386,6 +404,7 @@ impl CqlHandler {
             Some(cols) => RowsMetadata::new(cols.into_iter().map(spec).collect()),
             None => RowsMetadata::empty(),
         };
+        let metadata_id = result_metadata_id(&result_metadata);
         let def = table
             .as_ref()
             .and_then(|(k, t)| Some((k.clone(), t.clone(), self.qp.table_def(k, t)?)));
@@ -397,10 +416,12 @@ impl CqlHandler {
                 parsed: Arc::new(parsed),
                 table: def,
                 checked_at: AtomicU64::new(epoch),
+                result_metadata_id: metadata_id.clone(),
             }),
         );
         Ok(Prepared {
             id,
+            result_metadata_id: metadata_id,
             metadata,
             result_metadata,
         })
@@ -453,10 +474,18 @@ impl CqlHandler {
         // Unqualified names resolve against the keyspace at PREPARE time.
         let keyspace = stmt.keyspace.clone().or_else(|| conn.keyspace());
         let params = Self::params(&e.params, values, keyspace);
-        match self
-            .run(stmt.parsed.clone(), params, e.params.skip_metadata)
-            .await
-        {
+        // v5: a client holding another result metadata id than ours gets
+        // the full metadata and our id (Metadata_changed).
+        let stale = e
+            .result_metadata_id
+            .as_ref()
+            .is_some_and(|id| *id != stmt.result_metadata_id);
+        let skip_metadata = e.params.skip_metadata && !stale;
+        match self.run(stmt.parsed.clone(), params, skip_metadata).await {
+            Ok(CqlResult::Rows(mut rows)) if stale => {
+                rows.metadata.new_metadata_id = Some(stmt.result_metadata_id.clone());
+                Response::Result(CqlResult::Rows(rows))
+            }
             Ok(r) => Response::Result(r),
             Err(err) => error(err),
         }
@@ -469,13 +498,16 @@ impl CqlHandler {
         for s in &b.statements {
             let (parsed, keyspace) = match &s.statement {
                 BatchStatementKind::Query(q) => match gyre_cql::parse(q) {
-                    Ok(p) => (p, conn.keyspace()),
+                    Ok(p) => (p, b.keyspace.clone().or_else(|| conn.keyspace())),
                     Err(e) => return error(e.into()),
                 },
                 BatchStatementKind::Prepared(id) => match self.lookup(id) {
                     Ok(stmt) => (
                         Parsed::clone(&stmt.parsed),
-                        stmt.keyspace.clone().or_else(|| conn.keyspace()),
+                        stmt.keyspace
+                            .clone()
+                            .or_else(|| b.keyspace.clone())
+                            .or_else(|| conn.keyspace()),
                     ),
                     Err(r) => return *r,
                 },
@@ -495,6 +527,7 @@ impl CqlHandler {
                 timestamp: Some(timestamp),
                 page_size: None,
                 paging_state: None,
+                now_in_seconds: b.now_in_seconds.map(i64::from),
             };
             work.push((parsed, params));
         }
@@ -610,7 +643,7 @@ impl RequestHandler for CqlHandler {
     async fn handle(&self, conn: &ConnectionState, request: HandlerRequest) -> Response {
         match request {
             HandlerRequest::Query(q) => self.query(conn, q).await,
-            HandlerRequest::Prepare(p) => match self.prepare(conn, &p.query) {
+            HandlerRequest::Prepare(p) => match self.prepare(conn, &p.query, p.keyspace) {
                 Ok(prepared) => Response::Result(CqlResult::Prepared(prepared)),
                 Err(e) => error(e),
             },
@@ -701,6 +734,7 @@ mod tests {
                 bind_names: Vec::new(),
                 table: None,
                 checked_at: AtomicU64::new(0),
+                result_metadata_id: Bytes::new(),
             })
         };
         for i in 0..PREPARED_CACHE_ENTRIES + 5 {

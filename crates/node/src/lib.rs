@@ -36,6 +36,7 @@ mod digest;
 mod error;
 pub mod http;
 mod node;
+mod repair;
 mod replication;
 mod snapshots;
 mod state;
@@ -48,6 +49,7 @@ pub use error::{Error, Result};
 /// Storage failpoint names and control (feature `failpoints`).
 pub use gyre_storage::failpoints;
 pub use node::{run, shutdown_signal, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
+pub use repair::{RepairRequest, RepairSession, TableRepair};
 pub use snapshots::SnapshotRequest;
 pub use state::NodeState;
-pub use status::{EndpointReport, StatusReport};
+pub use status::{EndpointReport, HintsReport, StatusReport};

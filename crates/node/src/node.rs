@@ -75,8 +75,8 @@ use crate::config::NodeConfig;
 use crate::cql::CqlHandler;
 use crate::error::{Error, Result};
 use crate::replication::{
-    register_schema_verbs, schema_listener, sync_loop, ClusterData, GossipLiveness,
-    SchemaStrategies,
+    datacenter_source, register_schema_verbs, schema_listener, sync_loop, ClusterData,
+    GossipLiveness, SchemaStrategies,
 };
 use crate::state::NodeState;
 
@@ -115,6 +115,12 @@ pub(crate) struct Shared {
     pub qp: OnceLock<Arc<QueryProcessor>>,
     /// The coordinator's stage histograms (rendered in `/metrics`).
     pub coordinator_metrics: OnceLock<Arc<gyre_coordinator::CoordinatorMetrics>>,
+    /// The hint store, when hints are enabled (for /metrics and /status).
+    pub hint_store: OnceLock<Arc<HintStore>>,
+    /// The coordinator (admin-started work such as repair uses it).
+    pub coordinator: OnceLock<Coordinator>,
+    /// Repair sessions started on this node (`/repair`).
+    pub(crate) repairs: crate::repair::Repairs,
     /// The replica stage's counters (rendered in `/metrics`).
     pub replica_stage: OnceLock<Arc<gyre_coordinator::ReplicaStage>>,
     start: Instant,
@@ -486,6 +492,9 @@ impl Node {
             engine: engine.clone(),
             qp: OnceLock::new(),
             coordinator_metrics: OnceLock::new(),
+            hint_store: OnceLock::new(),
+            coordinator: OnceLock::new(),
+            repairs: Default::default(),
             replica_stage: OnceLock::new(),
             start,
             rounds: AtomicU64::new(0),
@@ -509,23 +518,30 @@ impl Node {
             Arc::new(GossipLiveness::new(&shared)),
         );
         if cfg.hints.enabled {
+            let mib = |n: u64| n.saturating_mul(1 << 20);
             let hcfg = HintConfig {
                 max_hint_window: Duration::from_millis(cfg.hints.max_hint_window_ms),
-                ..HintConfig::default()
+                max_file_bytes: mib(cfg.hints.max_file_size_mb),
+                max_bytes_per_host: mib(cfg.hints.max_size_per_host_mb),
+                max_total_bytes: mib(cfg.hints.max_total_size_mb),
             };
             let dir = data_dir.join("hints");
             let store = tokio::task::spawn_blocking(move || HintStore::open(dir, hcfg))
                 .await
                 .map_err(|e| Error::Startup(format!("hint store task failed: {e}")))?
                 .map_err(|e| Error::Startup(format!("hint store: {e}")))?;
-            coordinator = coordinator.with_hints(Arc::new(store));
+            let store = Arc::new(store);
+            let _ = shared.hint_store.set(store.clone());
+            coordinator = coordinator.with_hints(store);
         }
         let _ = shared.coordinator_metrics.set(coordinator.metrics());
         let _ = shared.replica_stage.set(coordinator.replica_stage());
         let _ = data.coordinator.set(coordinator.clone());
+        let _ = shared.coordinator.set(coordinator.clone());
         let _ = shared.qp.set(qp.clone());
         register_schema_verbs(&shared, &qp, &server_cfg.events);
         qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));
+        qp.set_datacenters(datacenter_source(Arc::downgrade(&shared)));
 
         let (stop, stop_rx) = watch::channel(false);
         let (transports, transports_rx) = watch::channel(false);

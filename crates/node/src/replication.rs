@@ -252,6 +252,26 @@ fn advertise(shared: &Shared, version: uuid::Uuid) {
     shared.set_local_state(AppStateKey::Schema, version.to_string());
 }
 
+/// The cluster's datacenters for the query processor (NetworkTopologyStrategy's
+/// `replication_factor`): this node's and those of the nodes in the ring.
+pub(crate) fn datacenter_source(shared: Weak<Shared>) -> gyre_query::DatacenterSource {
+    Box::new(move || {
+        let Some(shared) = shared.upgrade() else {
+            return Vec::new();
+        };
+        let mut dcs: Vec<String> = shared
+            .ring_view
+            .read()
+            .nodes()
+            .map(|n| n.dc.clone())
+            .collect();
+        dcs.push(shared.cfg.cluster.datacenter.clone());
+        dcs.sort();
+        dcs.dedup();
+        dcs
+    })
+}
+
 /// The listener the query processor calls after local DDL: advertise the
 /// version, push the change's rows to every other node and wait (bounded by
 /// the write timeout) until every live peer has merged them. Answering the

@@ -12,6 +12,17 @@ pub struct StatusReport {
     pub generation: u64,
     /// Every known endpoint, this node included, sorted by address.
     pub endpoints: Vec<EndpointReport>,
+    /// Hints this node holds for other nodes, per target host.
+    #[serde(default)]
+    pub hints: Vec<HintsReport>,
+}
+
+/// Hints pending for one target host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HintsReport {
+    pub host_id: String,
+    pub files: usize,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

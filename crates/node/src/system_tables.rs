@@ -353,7 +353,8 @@ fn build(keyspace: &str, name: &str, local: &LocalInfo, schema: &Schema) -> Opti
                 "listen_port",
                 Some(CqlValue::Int(local.listen.port().into())),
             ),
-            ("native_protocol_version", s("4")),
+            // The newest version served, as Cassandra reports it.
+            ("native_protocol_version", s("5")),
             (
                 "partitioner",
                 s("org.apache.cassandra.dht.Murmur3Partitioner"),

@@ -7,9 +7,11 @@ pub enum Error {
     /// flag combination, request out of order. Maps to CQL error 0x000A.
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The frame header names a protocol version other than 4. `stream` is
-    /// read from the raw header so the error reply can carry it.
-    #[error("Invalid or unsupported protocol version ({version}); supported versions are (4/v4)")]
+    /// The frame header names a protocol version other than 3, 4 or 5.
+    /// `stream` is read from the raw header so the error reply can carry it.
+    #[error(
+        "Invalid or unsupported protocol version ({version}); supported versions are (3/v3, 4/v4, 5/v5)"
+    )]
     UnsupportedVersion { version: u8, stream: i16 },
     /// The header announces a body larger than the configured limit (or a
     /// negative length). The stream cannot be resynchronised afterwards.
@@ -19,6 +21,11 @@ pub enum Error {
         max: usize,
         stream: i16,
     },
+    /// A v5 frame is corrupt (CRC24 of its header or CRC32 of its payload
+    /// wrong) or its payload does not hold whole envelopes as its flag
+    /// says. The byte stream cannot be trusted afterwards.
+    #[error("corrupt frame: {0}")]
+    Framing(String),
     /// A compressed body could not be decompressed.
     #[error("compression error: {0}")]
     Compression(String),

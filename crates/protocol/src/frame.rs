@@ -16,6 +16,62 @@ pub const VERSION_REQUEST: u8 = 0x04;
 /// Version byte of a v4 response.
 pub const VERSION_RESPONSE: u8 = 0x84;
 
+/// A native protocol version this crate speaks. The first frame of a
+/// connection sets it for the connection's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum ProtocolVersion {
+    /// v3, for old clients: no warnings or custom payloads, no partition
+    /// key indexes in PREPARED, the types v4 added sent as custom types.
+    V3,
+    #[default]
+    V4,
+    /// v5 as Cassandra 4.0 serves it (not beta): after STARTUP, envelopes
+    /// travel inside CRC-checked frames (see `framing`).
+    V5,
+}
+
+impl ProtocolVersion {
+    /// The version of a request or response version byte, if served.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b & 0x7F {
+            3 => Some(ProtocolVersion::V3),
+            4 => Some(ProtocolVersion::V4),
+            5 => Some(ProtocolVersion::V5),
+            _ => None,
+        }
+    }
+
+    /// The version number (4 or 5).
+    pub fn number(self) -> u8 {
+        match self {
+            ProtocolVersion::V3 => 3,
+            ProtocolVersion::V4 => 4,
+            ProtocolVersion::V5 => 5,
+        }
+    }
+
+    /// The version byte of a request.
+    pub fn request_byte(self) -> u8 {
+        self.number()
+    }
+
+    /// The version byte of a response.
+    pub fn response_byte(self) -> u8 {
+        0x80 | self.number()
+    }
+
+    /// True from v5 on: flags of QUERY, EXECUTE and BATCH are `[int]`s,
+    /// PREPARE has flags, results carry metadata ids, failures reason maps.
+    pub fn is_v5(self) -> bool {
+        self >= ProtocolVersion::V5
+    }
+
+    /// True for v3: the v4 additions are left out.
+    pub fn is_v3(self) -> bool {
+        self == ProtocolVersion::V3
+    }
+}
+
 /// Frame flag bits (spec section 2.2).
 pub mod flags {
     /// The body is compressed with the negotiated algorithm.
@@ -26,6 +82,9 @@ pub mod flags {
     pub const CUSTOM_PAYLOAD: u8 = 0x04;
     /// A `[string list]` of warnings precedes the message (responses).
     pub const WARNING: u8 = 0x08;
+    /// v5: the client opts in to a beta protocol version. Gyre's v5 is not
+    /// beta (as in Cassandra 4.0), so the flag is accepted and ignored.
+    pub const USE_BETA: u8 = 0x10;
 }
 
 /// Message opcodes (spec section 2.4).
@@ -123,16 +182,22 @@ impl Frame {
         b.freeze()
     }
 
+    /// The protocol version of the version byte (4 unless it is 5).
+    pub fn protocol_version(&self) -> ProtocolVersion {
+        ProtocolVersion::from_byte(self.version).unwrap_or_default()
+    }
+
     /// Returns the body with compression undone, per the frame's flag.
     ///
     /// A compressed frame on a connection that did not negotiate
-    /// compression is a protocol error.
+    /// compression is a protocol error. In v5 the flag is deprecated and
+    /// ignored: compression belongs to the outer frames.
     pub fn decompressed_body(
         &self,
         compression: Compression,
         max_frame_bytes: usize,
     ) -> Result<Bytes> {
-        if self.flags & flags::COMPRESSION == 0 {
+        if self.flags & flags::COMPRESSION == 0 || self.protocol_version().is_v5() {
             return Ok(self.body.clone());
         }
         match compression {
@@ -154,38 +219,16 @@ impl Frame {
 /// After an error the buffer is left as it was; the connection cannot be
 /// resynchronised and should be closed.
 pub fn decode_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Frame>> {
-    if buf.len() < 4 {
+    let Some(body_len) = envelope_length(buf, max_frame_bytes)? else {
         return Ok(None);
-    }
-    let version = buf[0];
-    let stream = i16::from_be_bytes([buf[2], buf[3]]);
-    if version & 0x7F != VERSION_REQUEST {
-        return Err(Error::UnsupportedVersion {
-            version: version & 0x7F,
-            stream,
-        });
-    }
-    if buf.len() < HEADER_LEN {
-        return Ok(None);
-    }
-    let length = i32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
-    let body_len = match usize::try_from(length) {
-        Ok(n) if n <= max_frame_bytes => n,
-        _ => {
-            return Err(Error::FrameTooLarge {
-                length: i64::from(length),
-                max: max_frame_bytes,
-                stream,
-            })
-        }
     };
     if buf.len() < HEADER_LEN + body_len {
         // Reserve up front so a large body is read without repeated growth.
         buf.reserve(HEADER_LEN + body_len - buf.len());
         return Ok(None);
     }
-    let flags = buf[1];
-    let opcode = buf[4];
+    let (version, flags, opcode) = (buf[0], buf[1], buf[4]);
+    let stream = i16::from_be_bytes([buf[2], buf[3]]);
     buf.advance(HEADER_LEN);
     let body = buf.split_to(body_len).freeze();
     Ok(Some(Frame {
@@ -195,6 +238,35 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option
         opcode,
         body,
     }))
+}
+
+/// The body length of the envelope whose header starts `buf`: `Ok(None)`
+/// while fewer than [`HEADER_LEN`] bytes are there, and the errors of
+/// [`decode_frame`] (checked as soon as their bytes are in).
+pub(crate) fn envelope_length(buf: &[u8], max_frame_bytes: usize) -> Result<Option<usize>> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let version = buf[0];
+    let stream = i16::from_be_bytes([buf[2], buf[3]]);
+    if ProtocolVersion::from_byte(version).is_none() {
+        return Err(Error::UnsupportedVersion {
+            version: version & 0x7F,
+            stream,
+        });
+    }
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let length = i32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
+    match usize::try_from(length) {
+        Ok(n) if n <= max_frame_bytes => Ok(Some(n)),
+        _ => Err(Error::FrameTooLarge {
+            length: i64::from(length),
+            max: max_frame_bytes,
+            stream,
+        }),
+    }
 }
 
 /// Compresses a body in the v4 lz4 format.
@@ -249,15 +321,31 @@ pub fn lz4_decompress(body: &[u8], max_frame_bytes: usize) -> Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-/// A `tokio_util` codec over [`decode_frame`] / [`Frame::encode`].
-#[derive(Debug, Clone, Copy)]
+/// A `tokio_util` codec over [`decode_frame`] / [`Frame::encode`]; after
+/// [`FrameCodec::enable_v5_framing`] it decodes envelopes out of v5 frames.
+#[derive(Debug)]
 pub struct FrameCodec {
     max_frame_bytes: usize,
+    v5: Option<crate::framing::Deframer>,
 }
 
 impl FrameCodec {
     pub fn new(max_frame_bytes: usize) -> Self {
-        FrameCodec { max_frame_bytes }
+        FrameCodec {
+            max_frame_bytes,
+            v5: None,
+        }
+    }
+
+    /// Switches decoding to v5 frames (lz4-compressed ones with `lz4`),
+    /// as a v5 connection does after STARTUP.
+    pub fn enable_v5_framing(&mut self, lz4: bool) {
+        self.v5 = Some(crate::framing::Deframer::new(lz4, self.max_frame_bytes));
+    }
+
+    /// True once v5 framing is on.
+    pub fn is_framed(&self) -> bool {
+        self.v5.is_some()
     }
 }
 
@@ -272,7 +360,22 @@ impl Decoder for FrameCodec {
     type Error = Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>> {
-        decode_frame(src, self.max_frame_bytes)
+        match &mut self.v5 {
+            Some(deframer) => deframer.decode(src),
+            None => decode_frame(src, self.max_frame_bytes),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() && !self.v5.as_ref().is_some_and(|d| d.is_mid_envelope()) => {
+                Ok(None)
+            }
+            None => Err(Error::Framing(
+                "connection closed in the middle of a frame".into(),
+            )),
+        }
     }
 }
 
@@ -328,14 +431,23 @@ mod tests {
             }) => {}
             other => panic!("unexpected {other:?}"),
         }
-        let mut b = BytesMut::from(&[0x05, 0x00, 0xff, 0xff][..]);
+        let mut b = BytesMut::from(&[0x06, 0x00, 0xff, 0xff][..]);
         assert!(matches!(
             decode_frame(&mut b, 1024),
             Err(Error::UnsupportedVersion {
-                version: 5,
+                version: 6,
                 stream: -1
             })
         ));
+        let mut b = BytesMut::from(&[0x02, 0x00, 0x00, 0x01][..]);
+        assert!(matches!(
+            decode_frame(&mut b, 1024),
+            Err(Error::UnsupportedVersion { version: 2, .. })
+        ));
+        let mut b = BytesMut::from(&[0x03, 0x00, 0x00, 0x01][..]);
+        assert!(decode_frame(&mut b, 1024).unwrap().is_none());
+        let mut b = BytesMut::from(&[0x05, 0x00, 0x00, 0x01][..]);
+        assert!(decode_frame(&mut b, 1024).unwrap().is_none());
     }
 
     #[test]

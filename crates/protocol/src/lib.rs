@@ -1,22 +1,31 @@
-//! Gyre's CQL native protocol, version 4.
+//! Gyre's CQL native protocol, versions 3, 4 and 5 (as Cassandra 4.0
+//! serves them: v5 is not beta).
 //!
 //! What it is:
 //! - a frame codec as pure functions over bytes ([`decode_frame`] returns
 //!   `Ok(None)` until a frame is complete), with v4 lz4 body compression;
+//! - v5 framing, also pure: after STARTUP a v5 connection's envelopes
+//!   travel in frames with a CRC24-checked header and a CRC32 trailer,
+//!   lz4-compressed per frame when negotiated; several envelopes share a
+//!   self-contained frame and an envelope over 128 KiB spans several
+//!   ([`Deframer`], [`FrameWriter`], [`decode_segment`]);
 //! - typed request and response messages ([`Request`], [`Response`]) with
-//!   encoders and decoders that never panic on malformed input;
+//!   encoders and decoders for each [`ProtocolVersion`] that never panic on
+//!   malformed input (v5: `[int]` flags, per-request keyspace,
+//!   `now_in_seconds`, result metadata ids, failure reason maps);
 //! - a value codec ([`CqlValue`]) for the wire form of every CQL type;
 //! - a tokio [`Server`] that handles the connection life cycle (version
-//!   negotiation, OPTIONS, STARTUP, REGISTER, events, back-pressure,
+//!   negotiation: v3, v4 and v5, OPTIONS, STARTUP, REGISTER, events, back-pressure,
 //!   connection limits, a node-wide request limit answering Overloaded) and
 //!   hands QUERY / PREPARE / EXECUTE / BATCH to a [`RequestHandler`],
 //!   recording [`ServerMetrics`].
 //!
 //! What it is not: it does not parse CQL, knows no schema and executes
 //! nothing; prepared-statement ids, paging states and results are the
-//! handler's business. Only protocol v4 is spoken: any other version gets
-//! the ERROR that makes drivers fall back to v4. There is no authentication
-//! and no tracing (tracing requests are served untraced).
+//! handler's business. Protocols v3, v4 and v5 are spoken: any other
+//! version gets the ERROR that makes drivers fall back. A corrupt v5
+//! frame gets a protocol ERROR and the connection is closed. There is no
+//! authentication and no tracing (tracing requests are served untraced).
 //!
 //! Serving: implement [`RequestHandler`] and run the [`Server`] on a bound
 //! listener; keep a clone of `config.events` to push events.
@@ -65,6 +74,7 @@
 
 mod error;
 mod frame;
+mod framing;
 mod limit;
 mod metrics;
 mod request;
@@ -78,7 +88,12 @@ pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use frame::{
     decode_frame, flags, lz4_compress, lz4_compress_into, lz4_decompress, Compression, Frame,
-    FrameCodec, Opcode, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST, VERSION_RESPONSE,
+    FrameCodec, Opcode, ProtocolVersion, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, VERSION_REQUEST,
+    VERSION_RESPONSE,
+};
+pub use framing::{
+    crc24, crc32, decode_segment, encode_envelope, encode_segment, Deframer, FrameWriter, Segment,
+    MAX_PAYLOAD,
 };
 pub use metrics::{
     Histogram, HistogramSnapshot, ServerMetrics, ServerMetricsSnapshot, BUCKET_BOUNDS_MICROS,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
-use crate::frame::{flags, lz4_compress, Compression, Frame, Opcode, VERSION_REQUEST};
+use crate::frame::{flags, lz4_compress, Compression, Frame, Opcode, ProtocolVersion};
 use crate::response::EventType;
 use crate::types::{read_consistency, write_consistency, Consistency};
 use crate::wire::{
@@ -13,15 +13,54 @@ use crate::wire::{
     put_string_map, put_value, Reader, Value,
 };
 
-/// Query-parameter flag bits (spec section 4.1.4).
+/// Query-parameter flag bits (spec section 4.1.4): a `[byte]` in v4, an
+/// `[int]` from v5 on.
 mod qflags {
-    pub const VALUES: u8 = 0x01;
-    pub const SKIP_METADATA: u8 = 0x02;
-    pub const PAGE_SIZE: u8 = 0x04;
-    pub const PAGING_STATE: u8 = 0x08;
-    pub const SERIAL_CONSISTENCY: u8 = 0x10;
-    pub const DEFAULT_TIMESTAMP: u8 = 0x20;
-    pub const NAMES_FOR_VALUES: u8 = 0x40;
+    pub const VALUES: u32 = 0x01;
+    pub const SKIP_METADATA: u32 = 0x02;
+    pub const PAGE_SIZE: u32 = 0x04;
+    pub const PAGING_STATE: u32 = 0x08;
+    pub const SERIAL_CONSISTENCY: u32 = 0x10;
+    pub const DEFAULT_TIMESTAMP: u32 = 0x20;
+    pub const NAMES_FOR_VALUES: u32 = 0x40;
+    /// v5.
+    pub const WITH_KEYSPACE: u32 = 0x80;
+    /// v5.
+    pub const NOW_IN_SECONDS: u32 = 0x100;
+}
+
+/// PREPARE flag (v5): a keyspace follows the query.
+const PREPARE_WITH_KEYSPACE: u32 = 0x01;
+
+fn read_flags(r: &mut Reader, version: ProtocolVersion) -> Result<u32> {
+    if version.is_v5() {
+        Ok(r.i32()? as u32)
+    } else {
+        Ok(u32::from(r.u8()?))
+    }
+}
+
+fn write_flags(dst: &mut BytesMut, f: u32, version: ProtocolVersion) {
+    if version.is_v5() {
+        dst.put_u32(f);
+    } else {
+        dst.put_u8(f as u8);
+    }
+}
+
+/// The v5 fields that follow a QUERY's, EXECUTE's or BATCH's timestamp.
+fn read_v5_tail(r: &mut Reader, f: u32) -> Result<(Option<String>, Option<i32>)> {
+    let keyspace = if f & qflags::WITH_KEYSPACE != 0 {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let now = if f & qflags::NOW_IN_SECONDS != 0 {
+        Some(r.i32()?)
+    } else {
+        None
+    };
+    Ok((keyspace, now))
 }
 
 /// Bound values of a statement, positional or by marker name.
@@ -96,6 +135,12 @@ pub struct QueryParameters {
     pub serial_consistency: Option<Consistency>,
     /// Client-side write timestamp in microseconds.
     pub default_timestamp: Option<i64>,
+    /// v5: the keyspace of the request, over the connection's (QUERY only;
+    /// ignored on EXECUTE, whose statement has its keyspace).
+    pub keyspace: Option<String>,
+    /// v5: "now" for the request, in seconds since the epoch: TTL expiry of
+    /// reads and local deletion times of writes (for testing).
+    pub now_in_seconds: Option<i32>,
 }
 
 impl Default for QueryParameters {
@@ -108,14 +153,16 @@ impl Default for QueryParameters {
             paging_state: None,
             serial_consistency: None,
             default_timestamp: None,
+            keyspace: None,
+            now_in_seconds: None,
         }
     }
 }
 
 impl QueryParameters {
-    fn read(r: &mut Reader) -> Result<Self> {
+    fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self> {
         let consistency = read_consistency(r)?;
-        let f = r.u8()?;
+        let f = read_flags(r, version)?;
         let values = if f & qflags::VALUES != 0 {
             Values::read(r, f & qflags::NAMES_FOR_VALUES != 0)?
         } else {
@@ -141,6 +188,11 @@ impl QueryParameters {
         } else {
             None
         };
+        let (keyspace, now_in_seconds) = if version.is_v5() {
+            read_v5_tail(r, f)?
+        } else {
+            (None, None)
+        };
         Ok(QueryParameters {
             consistency,
             values,
@@ -149,12 +201,14 @@ impl QueryParameters {
             paging_state,
             serial_consistency,
             default_timestamp,
+            keyspace,
+            now_in_seconds,
         })
     }
 
-    fn write(&self, dst: &mut BytesMut) {
+    fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
         write_consistency(self.consistency, dst);
-        let mut f = 0u8;
+        let mut f = 0u32;
         if !self.values.is_empty() {
             f |= qflags::VALUES;
             if self.values.is_named() {
@@ -176,7 +230,15 @@ impl QueryParameters {
         if self.default_timestamp.is_some() {
             f |= qflags::DEFAULT_TIMESTAMP;
         }
-        dst.put_u8(f);
+        if version.is_v5() {
+            if self.keyspace.is_some() {
+                f |= qflags::WITH_KEYSPACE;
+            }
+            if self.now_in_seconds.is_some() {
+                f |= qflags::NOW_IN_SECONDS;
+            }
+        }
+        write_flags(dst, f, version);
         if !self.values.is_empty() {
             self.values.write(dst);
         }
@@ -192,6 +254,23 @@ impl QueryParameters {
         if let Some(t) = self.default_timestamp {
             dst.put_i64(t);
         }
+        write_v5_tail(dst, &self.keyspace, self.now_in_seconds, version);
+    }
+}
+
+fn write_v5_tail(
+    dst: &mut BytesMut,
+    keyspace: &Option<String>,
+    now: Option<i32>,
+    version: ProtocolVersion,
+) {
+    if version.is_v5() {
+        if let Some(ks) = keyspace {
+            put_string(dst, ks);
+        }
+        if let Some(n) = now {
+            dst.put_i32(n);
+        }
     }
 }
 
@@ -203,15 +282,20 @@ pub struct Query {
 }
 
 /// PREPARE: a CQL string to prepare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Prepare {
     pub query: String,
+    /// v5: the keyspace to prepare in, over the connection's.
+    pub keyspace: Option<String>,
 }
 
 /// EXECUTE: a prepared statement id with parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Execute {
     pub id: Bytes,
+    /// v5: the result metadata id the client holds for the statement (from
+    /// PREPARED or a METADATA_CHANGED result); `None` in v4.
+    pub result_metadata_id: Option<Bytes>,
     pub params: QueryParameters,
 }
 
@@ -245,10 +329,14 @@ pub struct Batch {
     pub consistency: Consistency,
     pub serial_consistency: Option<Consistency>,
     pub default_timestamp: Option<i64>,
+    /// v5: the keyspace of unqualified statements, over the connection's.
+    pub keyspace: Option<String>,
+    /// v5: "now" in seconds (see [`QueryParameters::now_in_seconds`]).
+    pub now_in_seconds: Option<i32>,
 }
 
 impl Batch {
-    fn read(r: &mut Reader) -> Result<Self> {
+    fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self> {
         let batch_type = match r.u8()? {
             0 => BatchType::Logged,
             1 => BatchType::Unlogged,
@@ -271,7 +359,7 @@ impl Batch {
             statements.push(BatchStatement { statement, values });
         }
         let consistency = read_consistency(r)?;
-        let f = r.u8()?;
+        let f = read_flags(r, version)?;
         // The names flag follows the values it would describe, so they could
         // not be parsed; the spec calls it unimplementable and Cassandra
         // rejects it the same way.
@@ -290,16 +378,23 @@ impl Batch {
         } else {
             None
         };
+        let (keyspace, now_in_seconds) = if version.is_v5() {
+            read_v5_tail(r, f)?
+        } else {
+            (None, None)
+        };
         Ok(Batch {
             batch_type,
             statements,
             consistency,
             serial_consistency,
             default_timestamp,
+            keyspace,
+            now_in_seconds,
         })
     }
 
-    fn write(&self, dst: &mut BytesMut) {
+    fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
         dst.put_u8(match self.batch_type {
             BatchType::Logged => 0,
             BatchType::Unlogged => 1,
@@ -323,20 +418,29 @@ impl Batch {
             s.values.iter().take(count).for_each(|v| put_value(dst, v));
         }
         write_consistency(self.consistency, dst);
-        let mut f = 0u8;
+        let mut f = 0u32;
         if self.serial_consistency.is_some() {
             f |= qflags::SERIAL_CONSISTENCY;
         }
         if self.default_timestamp.is_some() {
             f |= qflags::DEFAULT_TIMESTAMP;
         }
-        dst.put_u8(f);
+        if version.is_v5() {
+            if self.keyspace.is_some() {
+                f |= qflags::WITH_KEYSPACE;
+            }
+            if self.now_in_seconds.is_some() {
+                f |= qflags::NOW_IN_SECONDS;
+            }
+        }
+        write_flags(dst, f, version);
         if let Some(c) = self.serial_consistency {
             write_consistency(c, dst);
         }
         if let Some(t) = self.default_timestamp {
             dst.put_i64(t);
         }
+        write_v5_tail(dst, &self.keyspace, self.now_in_seconds, version);
     }
 }
 
@@ -369,9 +473,14 @@ impl Request {
         }
     }
 
-    /// Decodes a message body (after any custom payload). Trailing bytes are
-    /// ignored, as the spec asks, to allow future extensions.
+    /// Decodes a v4 message body (after any custom payload). Trailing bytes
+    /// are ignored, as the spec asks, to allow future extensions.
     pub fn decode(opcode: u8, body: Bytes) -> Result<Self> {
+        Self::decode_versioned(opcode, body, ProtocolVersion::V4)
+    }
+
+    /// [`Request::decode`] for a protocol version.
+    pub fn decode_versioned(opcode: u8, body: Bytes, version: ProtocolVersion) -> Result<Self> {
         let mut r = Reader::new(body);
         let op = Opcode::try_from(opcode)?;
         Ok(match op {
@@ -382,20 +491,32 @@ impl Request {
                 let query = r.long_string()?;
                 Request::Query(Query {
                     query,
-                    params: QueryParameters::read(&mut r)?,
+                    params: QueryParameters::read(&mut r, version)?,
                 })
             }
-            Opcode::Prepare => Request::Prepare(Prepare {
-                query: r.long_string()?,
-            }),
+            Opcode::Prepare => {
+                let query = r.long_string()?;
+                let keyspace = if version.is_v5() && r.i32()? as u32 & PREPARE_WITH_KEYSPACE != 0 {
+                    Some(r.string()?)
+                } else {
+                    None
+                };
+                Request::Prepare(Prepare { query, keyspace })
+            }
             Opcode::Execute => {
                 let id = r.short_bytes()?;
+                let result_metadata_id = if version.is_v5() {
+                    Some(r.short_bytes()?)
+                } else {
+                    None
+                };
                 Request::Execute(Execute {
                     id,
-                    params: QueryParameters::read(&mut r)?,
+                    result_metadata_id,
+                    params: QueryParameters::read(&mut r, version)?,
                 })
             }
-            Opcode::Batch => Request::Batch(Batch::read(&mut r)?),
+            Opcode::Batch => Request::Batch(Batch::read(&mut r, version)?),
             Opcode::Register => {
                 let names = r.string_list()?;
                 let types = names
@@ -412,22 +533,41 @@ impl Request {
         })
     }
 
-    /// Appends the message body to `dst`.
+    /// Appends the v4 message body to `dst`.
     pub fn encode_body(&self, dst: &mut BytesMut) {
+        self.encode_body_versioned(dst, ProtocolVersion::V4);
+    }
+
+    /// Appends the message body in `version`'s form to `dst`.
+    pub fn encode_body_versioned(&self, dst: &mut BytesMut, version: ProtocolVersion) {
         match self {
             Request::Startup(opts) => put_string_map(dst, opts),
             Request::AuthResponse(token) => put_bytes(dst, token.as_deref()),
             Request::Options => {}
             Request::Query(q) => {
                 put_long_string(dst, &q.query);
-                q.params.write(dst);
+                q.params.write(dst, version);
             }
-            Request::Prepare(p) => put_long_string(dst, &p.query),
+            Request::Prepare(p) => {
+                put_long_string(dst, &p.query);
+                if version.is_v5() {
+                    match &p.keyspace {
+                        Some(ks) => {
+                            dst.put_u32(PREPARE_WITH_KEYSPACE);
+                            put_string(dst, ks);
+                        }
+                        None => dst.put_u32(0),
+                    }
+                }
+            }
             Request::Execute(e) => {
                 put_short_bytes(dst, &e.id);
-                e.params.write(dst);
+                if version.is_v5() {
+                    put_short_bytes(dst, e.result_metadata_id.as_deref().unwrap_or_default());
+                }
+                e.params.write(dst, version);
             }
-            Request::Batch(b) => b.write(dst),
+            Request::Batch(b) => b.write(dst, version),
             Request::Register(types) => {
                 let names: Vec<String> = types.iter().map(|t| t.as_str().to_string()).collect();
                 put_string_list(dst, &names);
@@ -439,6 +579,8 @@ impl Request {
 /// A request with its frame-level envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestFrame {
+    /// The protocol version of the envelope (v4 unless set).
+    pub version: ProtocolVersion,
     pub stream: i16,
     /// The client asked for tracing (flag 0x02).
     pub tracing: bool,
@@ -450,6 +592,7 @@ pub struct RequestFrame {
 impl RequestFrame {
     pub fn new(stream: i16, request: Request) -> Self {
         RequestFrame {
+            version: ProtocolVersion::V4,
             stream,
             tracing: false,
             custom_payload: None,
@@ -457,8 +600,10 @@ impl RequestFrame {
         }
     }
 
-    /// Decodes a raw frame, undoing compression first.
+    /// Decodes a raw frame (an envelope in v5), undoing v4 compression
+    /// first; the version comes from the frame's version byte.
     pub fn decode(frame: &Frame, compression: Compression, max_frame_bytes: usize) -> Result<Self> {
+        let version = frame.protocol_version();
         let body = frame.decompressed_body(compression, max_frame_bytes)?;
         let mut r = Reader::new(body);
         let custom_payload = if frame.flags & flags::CUSTOM_PAYLOAD != 0 {
@@ -466,8 +611,9 @@ impl RequestFrame {
         } else {
             None
         };
-        let request = Request::decode(frame.opcode, r.rest())?;
+        let request = Request::decode_versioned(frame.opcode, r.rest(), version)?;
         Ok(RequestFrame {
+            version,
             stream: frame.stream,
             tracing: frame.flags & flags::TRACING != 0,
             custom_payload,
@@ -475,7 +621,9 @@ impl RequestFrame {
         })
     }
 
-    /// Builds the raw frame. STARTUP is never compressed (spec section 5).
+    /// Builds the raw frame (the envelope in v5, where `compression` must
+    /// be `None`: v5 compresses whole frames). STARTUP is never compressed
+    /// (spec section 5).
     pub fn to_frame(&self, compression: Compression) -> Frame {
         let mut body = BytesMut::new();
         let mut f = 0u8;
@@ -486,14 +634,17 @@ impl RequestFrame {
             f |= flags::CUSTOM_PAYLOAD;
             put_bytes_map(&mut body, p);
         }
-        self.request.encode_body(&mut body);
+        self.request.encode_body_versioned(&mut body, self.version);
         let mut body = body.freeze();
-        if compression == Compression::Lz4 && !matches!(self.request, Request::Startup(_)) {
+        if compression == Compression::Lz4
+            && !self.version.is_v5()
+            && !matches!(self.request, Request::Startup(_))
+        {
             body = lz4_compress(&body);
             f |= flags::COMPRESSION;
         }
         Frame {
-            version: VERSION_REQUEST,
+            version: self.version.request_byte(),
             flags: f,
             stream: self.stream,
             opcode: self.request.opcode() as u8,

@@ -3,21 +3,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::frame::{
-    flags, lz4_compress, lz4_compress_into, Compression, Frame, Opcode, VERSION_RESPONSE,
+    flags, lz4_compress, lz4_compress_into, Compression, Frame, Opcode, ProtocolVersion,
 };
 use crate::types::{
     has_global_spec, read_col_specs, read_consistency, write_col_specs, write_consistency,
     ColumnSpec, Consistency,
 };
 use crate::wire::{
-    put_bytes, put_bytes_map, put_inet, put_short_bytes, put_string, put_string_list,
+    put_bytes, put_bytes_map, put_inet, put_ip, put_short_bytes, put_string, put_string_list,
     put_string_multimap, put_uuid, Reader,
 };
 
@@ -101,12 +101,14 @@ pub enum ErrorKind {
         block_for: i32,
         data_present: bool,
     },
-    /// 0x1300.
+    /// 0x1300. v4 sends `num_failures`, v5 the `reasons` (each failed
+    /// replica's address and failure code).
     ReadFailure {
         consistency: Consistency,
         received: i32,
         block_for: i32,
         num_failures: i32,
+        reasons: Vec<(IpAddr, u16)>,
         data_present: bool,
     },
     /// 0x1400.
@@ -115,13 +117,23 @@ pub enum ErrorKind {
         function: String,
         arg_types: Vec<String>,
     },
-    /// 0x1500.
+    /// 0x1500, with failures as in `ReadFailure`.
     WriteFailure {
         consistency: Consistency,
         received: i32,
         block_for: i32,
         num_failures: i32,
+        reasons: Vec<(IpAddr, u16)>,
         write_type: WriteType,
+    },
+    /// 0x1600 (v5; v4 clients get a WriteFailure of type CDC).
+    CdcWriteFailure,
+    /// 0x1700 (v5): a contended CAS may or may not have been applied. v4
+    /// clients get a WriteTimeout of type CAS, as Cassandra sends them.
+    CasWriteUnknown {
+        consistency: Consistency,
+        received: i32,
+        block_for: i32,
     },
     /// 0x2000.
     Syntax,
@@ -155,6 +167,8 @@ impl ErrorKind {
             ErrorKind::ReadFailure { .. } => 0x1300,
             ErrorKind::FunctionFailure { .. } => 0x1400,
             ErrorKind::WriteFailure { .. } => 0x1500,
+            ErrorKind::CdcWriteFailure => 0x1600,
+            ErrorKind::CasWriteUnknown { .. } => 0x1700,
             ErrorKind::Syntax => 0x2000,
             ErrorKind::Unauthorized => 0x2100,
             ErrorKind::Invalid => 0x2200,
@@ -181,7 +195,7 @@ impl CqlError {
         }
     }
 
-    fn read(r: &mut Reader) -> Result<Self> {
+    fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self> {
         let code = r.i32()?;
         let message = r.string()?;
         let kind = match code {
@@ -208,24 +222,44 @@ impl CqlError {
                 block_for: r.i32()?,
                 data_present: r.u8()? != 0,
             },
-            0x1300 => ErrorKind::ReadFailure {
-                consistency: read_consistency(r)?,
-                received: r.i32()?,
-                block_for: r.i32()?,
-                num_failures: r.i32()?,
-                data_present: r.u8()? != 0,
-            },
+            0x1300 => {
+                let consistency = read_consistency(r)?;
+                let received = r.i32()?;
+                let block_for = r.i32()?;
+                let (num_failures, reasons) = read_failures(r, version)?;
+                ErrorKind::ReadFailure {
+                    consistency,
+                    received,
+                    block_for,
+                    num_failures,
+                    reasons,
+                    data_present: r.u8()? != 0,
+                }
+            }
             0x1400 => ErrorKind::FunctionFailure {
                 keyspace: r.string()?,
                 function: r.string()?,
                 arg_types: r.string_list()?,
             },
-            0x1500 => ErrorKind::WriteFailure {
+            0x1500 => {
+                let consistency = read_consistency(r)?;
+                let received = r.i32()?;
+                let block_for = r.i32()?;
+                let (num_failures, reasons) = read_failures(r, version)?;
+                ErrorKind::WriteFailure {
+                    consistency,
+                    received,
+                    block_for,
+                    num_failures,
+                    reasons,
+                    write_type: WriteType::parse(r.string()?),
+                }
+            }
+            0x1600 => ErrorKind::CdcWriteFailure,
+            0x1700 => ErrorKind::CasWriteUnknown {
                 consistency: read_consistency(r)?,
                 received: r.i32()?,
                 block_for: r.i32()?,
-                num_failures: r.i32()?,
-                write_type: WriteType::parse(r.string()?),
             },
             0x2000 => ErrorKind::Syntax,
             0x2100 => ErrorKind::Unauthorized,
@@ -243,10 +277,12 @@ impl CqlError {
         Ok(CqlError { kind, message })
     }
 
-    fn write(&self, dst: &mut BytesMut) {
-        dst.put_i32(self.kind.code());
+    fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
+        let older = older_kind(&self.kind, version);
+        let kind = older.as_ref().unwrap_or(&self.kind);
+        dst.put_i32(kind.code());
         put_string(dst, &self.message);
-        match &self.kind {
+        match kind {
             ErrorKind::Unavailable {
                 consistency,
                 required,
@@ -283,12 +319,13 @@ impl CqlError {
                 received,
                 block_for,
                 num_failures,
+                reasons,
                 data_present,
             } => {
                 write_consistency(*consistency, dst);
                 dst.put_i32(*received);
                 dst.put_i32(*block_for);
-                dst.put_i32(*num_failures);
+                write_failures(dst, *num_failures, reasons, version);
                 dst.put_u8(u8::from(*data_present));
             }
             ErrorKind::FunctionFailure {
@@ -305,13 +342,23 @@ impl CqlError {
                 received,
                 block_for,
                 num_failures,
+                reasons,
                 write_type,
             } => {
                 write_consistency(*consistency, dst);
                 dst.put_i32(*received);
                 dst.put_i32(*block_for);
-                dst.put_i32(*num_failures);
+                write_failures(dst, *num_failures, reasons, version);
                 put_string(dst, write_type.as_str());
+            }
+            ErrorKind::CasWriteUnknown {
+                consistency,
+                received,
+                block_for,
+            } => {
+                write_consistency(*consistency, dst);
+                dst.put_i32(*received);
+                dst.put_i32(*block_for);
             }
             ErrorKind::AlreadyExists { keyspace, table } => {
                 put_string(dst, keyspace);
@@ -320,6 +367,97 @@ impl CqlError {
             ErrorKind::Unprepared { id } => put_short_bytes(dst, id),
             _ => {}
         }
+    }
+}
+
+/// What an error code that `version` lacks becomes there, as Cassandra
+/// sends it: CAS_WRITE_UNKNOWN and CDC_WRITE_FAILURE (v5) a write timeout
+/// or failure; in v3, read and write failures timeouts and a function
+/// failure an invalid request. `None` when the kind exists in `version`.
+fn older_kind(kind: &ErrorKind, version: ProtocolVersion) -> Option<ErrorKind> {
+    let older = match kind {
+        ErrorKind::CasWriteUnknown {
+            consistency,
+            received,
+            block_for,
+        } if !version.is_v5() => ErrorKind::WriteTimeout {
+            consistency: *consistency,
+            received: *received,
+            block_for: *block_for,
+            write_type: WriteType::Cas,
+        },
+        ErrorKind::CdcWriteFailure if !version.is_v5() => ErrorKind::WriteFailure {
+            consistency: Consistency::One,
+            received: 0,
+            block_for: 1,
+            num_failures: 1,
+            reasons: Vec::new(),
+            write_type: WriteType::Cdc,
+        },
+        ErrorKind::ReadFailure {
+            consistency,
+            received,
+            block_for,
+            data_present,
+            ..
+        } if version.is_v3() => ErrorKind::ReadTimeout {
+            consistency: *consistency,
+            received: *received,
+            block_for: *block_for,
+            data_present: *data_present,
+        },
+        ErrorKind::WriteFailure {
+            consistency,
+            received,
+            block_for,
+            write_type,
+            ..
+        } if version.is_v3() => ErrorKind::WriteTimeout {
+            consistency: *consistency,
+            received: *received,
+            block_for: *block_for,
+            write_type: write_type.clone(),
+        },
+        ErrorKind::FunctionFailure { .. } if version.is_v3() => ErrorKind::Invalid,
+        _ => return None,
+    };
+    // A v5 kind may map to one v3 lacks too (CDC: a write failure).
+    Some(older_kind(&older, version).unwrap_or(older))
+}
+
+/// `<numfailures>` (v4) or `<reasonmap>` (v5) of a read or write failure.
+fn read_failures(r: &mut Reader, version: ProtocolVersion) -> Result<(i32, Vec<(IpAddr, u16)>)> {
+    if !version.is_v5() {
+        return Ok((r.i32()?, Vec::new()));
+    }
+    // Each entry is at least a 4-byte address with its size byte and a code.
+    let n = r.count_i32(7, "failure reason count")?;
+    let mut reasons = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u8()?;
+        let ip = r.ip_of_len(usize::from(len))?;
+        reasons.push((ip, r.u16()?));
+    }
+    Ok((n as i32, reasons))
+}
+
+/// Writes failures for `version`; v5 has no count without addresses, so a
+/// count above the known reasons is not representable there.
+fn write_failures(
+    dst: &mut BytesMut,
+    num_failures: i32,
+    reasons: &[(IpAddr, u16)],
+    version: ProtocolVersion,
+) {
+    if !version.is_v5() {
+        dst.put_i32(num_failures.max(reasons.len().min(i32::MAX as usize) as i32));
+        return;
+    }
+    dst.put_i32(reasons.len().min(i32::MAX as usize) as i32);
+    for (ip, code) in reasons {
+        dst.put_u8(if ip.is_ipv4() { 4 } else { 16 });
+        put_ip(dst, ip);
+        dst.put_u16(*code);
     }
 }
 
@@ -334,6 +472,8 @@ mod mflags {
     pub const GLOBAL_TABLES_SPEC: i32 = 0x0001;
     pub const HAS_MORE_PAGES: i32 = 0x0002;
     pub const NO_METADATA: i32 = 0x0004;
+    /// v5: a new result metadata id and the full metadata follow.
+    pub const METADATA_CHANGED: i32 = 0x0008;
 }
 
 /// `<metadata>` of a Rows result (also a Prepared result's result metadata).
@@ -352,6 +492,11 @@ pub struct RowsMetadata {
     pub no_metadata: bool,
     /// Present iff more pages follow (Has_more_pages).
     pub paging_state: Option<Bytes>,
+    /// v5: set when the client's result metadata id of the prepared
+    /// statement is stale: the Metadata_changed flag, with this new id and
+    /// the full metadata (even if the client asked to skip it). Not sent
+    /// in v4.
+    pub new_metadata_id: Option<Bytes>,
 }
 
 impl RowsMetadata {
@@ -362,6 +507,7 @@ impl RowsMetadata {
             columns,
             no_metadata: false,
             paging_state: None,
+            new_metadata_id: None,
         }
     }
 
@@ -372,6 +518,7 @@ impl RowsMetadata {
             columns: Vec::new(),
             no_metadata: true,
             paging_state: None,
+            new_metadata_id: None,
         }
     }
 
@@ -387,11 +534,16 @@ impl RowsMetadata {
         self
     }
 
-    fn read(r: &mut Reader) -> Result<Self> {
+    fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self> {
         let f = r.i32()?;
         let n = r.count_i32(0, "column count")?;
         let paging_state = if f & mflags::HAS_MORE_PAGES != 0 {
             r.bytes()?
+        } else {
+            None
+        };
+        let new_metadata_id = if version.is_v5() && f & mflags::METADATA_CHANGED != 0 {
+            Some(r.short_bytes()?)
         } else {
             None
         };
@@ -401,6 +553,7 @@ impl RowsMetadata {
                 columns: Vec::new(),
                 no_metadata: true,
                 paging_state,
+                new_metadata_id,
             });
         }
         // Each spec is at least a name string and a type id.
@@ -411,12 +564,17 @@ impl RowsMetadata {
             columns,
             no_metadata: false,
             paging_state,
+            new_metadata_id,
         })
     }
 
-    fn write(&self, dst: &mut BytesMut) {
+    fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
         let global = !self.no_metadata && has_global_spec(&self.columns);
+        let changed = self.new_metadata_id.as_ref().filter(|_| version.is_v5());
         let mut f = 0;
+        if changed.is_some() {
+            f |= mflags::METADATA_CHANGED;
+        }
         if global {
             f |= mflags::GLOBAL_TABLES_SPEC;
         }
@@ -436,8 +594,11 @@ impl RowsMetadata {
         if let Some(p) = &self.paging_state {
             put_bytes(dst, Some(p));
         }
+        if let Some(id) = changed {
+            put_short_bytes(dst, id);
+        }
         if !self.no_metadata {
-            write_col_specs(dst, global, &self.columns);
+            write_col_specs(dst, global, &self.columns, version);
         }
     }
 }
@@ -454,8 +615,8 @@ pub struct Rows {
 const MAX_EMPTY_ROWS: usize = 1 << 16;
 
 impl Rows {
-    fn read(r: &mut Reader) -> Result<Self> {
-        let metadata = RowsMetadata::read(r)?;
+    fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self> {
+        let metadata = RowsMetadata::read(r, version)?;
         let cols = metadata.columns_count;
         let count = r.i32()?;
         let count = usize::try_from(count)
@@ -475,8 +636,8 @@ impl Rows {
         Ok(Rows { metadata, rows })
     }
 
-    fn write(&self, dst: &mut BytesMut) {
-        self.metadata.write(dst);
+    fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
+        self.metadata.write(dst, version);
         dst.put_i32(self.rows.len().min(i32::MAX as usize) as i32);
         for row in &self.rows {
             for v in row {
@@ -497,10 +658,15 @@ pub struct PreparedMetadata {
 }
 
 impl PreparedMetadata {
-    fn read(r: &mut Reader) -> Result<Self> {
+    fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self> {
         let f = r.i32()?;
         let n = r.count_i32(4, "bind marker count")?;
-        let pk = r.count_i32(2, "pk index count")?;
+        // v3 has no partition key indexes.
+        let pk = if version.is_v3() {
+            0
+        } else {
+            r.count_i32(2, "pk index count")?
+        };
         let mut pk_indexes = Vec::with_capacity(pk);
         for _ in 0..pk {
             pk_indexes.push(r.u16()?);
@@ -512,7 +678,7 @@ impl PreparedMetadata {
         })
     }
 
-    fn write(&self, dst: &mut BytesMut) {
+    fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
         let global = has_global_spec(&self.columns);
         dst.put_i32(if global {
             mflags::GLOBAL_TABLES_SPEC
@@ -520,11 +686,13 @@ impl PreparedMetadata {
             0
         });
         dst.put_i32(self.columns.len().min(i32::MAX as usize) as i32);
-        dst.put_i32(self.pk_indexes.len().min(i32::MAX as usize) as i32);
-        for i in &self.pk_indexes {
-            dst.put_u16(*i);
+        if !version.is_v3() {
+            dst.put_i32(self.pk_indexes.len().min(i32::MAX as usize) as i32);
+            for i in &self.pk_indexes {
+                dst.put_u16(*i);
+            }
         }
-        write_col_specs(dst, global, &self.columns);
+        write_col_specs(dst, global, &self.columns, version);
     }
 }
 
@@ -534,6 +702,9 @@ pub struct Prepared {
     /// The statement id; must be identical on every node for the same
     /// keyspace and query text.
     pub id: Bytes,
+    /// v5: identifies `result_metadata` (Cassandra: an MD5 of it); clients
+    /// send it back in EXECUTE. Not sent in v4.
+    pub result_metadata_id: Bytes,
     pub metadata: PreparedMetadata,
     pub result_metadata: RowsMetadata,
 }
@@ -681,17 +852,23 @@ pub enum CqlResult {
 }
 
 impl CqlResult {
-    fn read(r: &mut Reader) -> Result<Self> {
+    fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self> {
         Ok(match r.i32()? {
             0x0001 => CqlResult::Void,
-            0x0002 => CqlResult::Rows(Rows::read(r)?),
+            0x0002 => CqlResult::Rows(Rows::read(r, version)?),
             0x0003 => CqlResult::SetKeyspace(r.string()?),
             0x0004 => {
                 let id = r.short_bytes()?;
-                let metadata = PreparedMetadata::read(r)?;
-                let result_metadata = RowsMetadata::read(r)?;
+                let result_metadata_id = if version.is_v5() {
+                    r.short_bytes()?
+                } else {
+                    Bytes::new()
+                };
+                let metadata = PreparedMetadata::read(r, version)?;
+                let result_metadata = RowsMetadata::read(r, version)?;
                 CqlResult::Prepared(Prepared {
                     id,
+                    result_metadata_id,
                     metadata,
                     result_metadata,
                 })
@@ -701,12 +878,12 @@ impl CqlResult {
         })
     }
 
-    fn write(&self, dst: &mut BytesMut) {
+    fn write(&self, dst: &mut BytesMut, version: ProtocolVersion) {
         match self {
             CqlResult::Void => dst.put_i32(0x0001),
             CqlResult::Rows(rows) => {
                 dst.put_i32(0x0002);
-                rows.write(dst);
+                rows.write(dst, version);
             }
             CqlResult::SetKeyspace(ks) => {
                 dst.put_i32(0x0003);
@@ -715,8 +892,11 @@ impl CqlResult {
             CqlResult::Prepared(p) => {
                 dst.put_i32(0x0004);
                 put_short_bytes(dst, &p.id);
-                p.metadata.write(dst);
-                p.result_metadata.write(dst);
+                if version.is_v5() {
+                    put_short_bytes(dst, &p.result_metadata_id);
+                }
+                p.metadata.write(dst, version);
+                p.result_metadata.write(dst, version);
             }
             CqlResult::SchemaChange(sc) => {
                 dst.put_i32(0x0005);
@@ -896,15 +1076,20 @@ impl Response {
         }
     }
 
-    /// Decodes a message body. Trailing bytes are ignored (spec 4.2).
+    /// Decodes a v4 message body. Trailing bytes are ignored (spec 4.2).
     pub fn decode(opcode: u8, body: Bytes) -> Result<Self> {
+        Self::decode_versioned(opcode, body, ProtocolVersion::V4)
+    }
+
+    /// [`Response::decode`] for a protocol version.
+    pub fn decode_versioned(opcode: u8, body: Bytes, version: ProtocolVersion) -> Result<Self> {
         let mut r = Reader::new(body);
         Ok(match Opcode::try_from(opcode)? {
-            Opcode::Error => Response::Error(CqlError::read(&mut r)?),
+            Opcode::Error => Response::Error(CqlError::read(&mut r, version)?),
             Opcode::Ready => Response::Ready,
             Opcode::Authenticate => Response::Authenticate(r.string()?),
             Opcode::Supported => Response::Supported(r.string_multimap()?),
-            Opcode::Result => Response::Result(CqlResult::read(&mut r)?),
+            Opcode::Result => Response::Result(CqlResult::read(&mut r, version)?),
             Opcode::Event => Response::Event(Event::read(&mut r)?),
             Opcode::AuthChallenge => Response::AuthChallenge(r.bytes()?),
             Opcode::AuthSuccess => Response::AuthSuccess(r.bytes()?),
@@ -916,14 +1101,19 @@ impl Response {
         })
     }
 
-    /// Appends the message body to `dst`.
+    /// Appends the v4 message body to `dst`.
     pub fn encode_body(&self, dst: &mut BytesMut) {
+        self.encode_body_versioned(dst, ProtocolVersion::V4);
+    }
+
+    /// Appends the message body in `version`'s form to `dst`.
+    pub fn encode_body_versioned(&self, dst: &mut BytesMut, version: ProtocolVersion) {
         match self {
-            Response::Error(e) => e.write(dst),
+            Response::Error(e) => e.write(dst, version),
             Response::Ready => {}
             Response::Authenticate(class) => put_string(dst, class),
             Response::Supported(map) => put_string_multimap(dst, map),
-            Response::Result(r) => r.write(dst),
+            Response::Result(r) => r.write(dst, version),
             Response::Event(e) => e.write(dst),
             Response::AuthChallenge(t) | Response::AuthSuccess(t) => put_bytes(dst, t.as_deref()),
         }
@@ -933,6 +1123,8 @@ impl Response {
 /// A response with its frame-level envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseFrame {
+    /// The protocol version of the envelope (v4 unless set).
+    pub version: ProtocolVersion,
     pub stream: i16,
     /// Tracing session id (flag 0x02).
     pub tracing_id: Option<Uuid>,
@@ -946,6 +1138,7 @@ pub struct ResponseFrame {
 impl ResponseFrame {
     pub fn new(stream: i16, response: Response) -> Self {
         ResponseFrame {
+            version: ProtocolVersion::V4,
             stream,
             tracing_id: None,
             warnings: Vec::new(),
@@ -973,8 +1166,10 @@ impl ResponseFrame {
         } else {
             None
         };
-        let response = Response::decode(frame.opcode, r.rest())?;
+        let version = frame.protocol_version();
+        let response = Response::decode_versioned(frame.opcode, r.rest(), version)?;
         Ok(ResponseFrame {
+            version,
             stream: frame.stream,
             tracing_id,
             warnings,
@@ -989,12 +1184,12 @@ impl ResponseFrame {
         let mut body = BytesMut::new();
         let mut f = self.write_body(&mut body);
         let mut body = body.freeze();
-        if compression == Compression::Lz4 && !body.is_empty() {
+        if compression == Compression::Lz4 && !body.is_empty() && !self.version.is_v5() {
             body = lz4_compress(&body);
             f |= flags::COMPRESSION;
         }
         Frame {
-            version: VERSION_RESPONSE,
+            version: self.version.response_byte(),
             flags: f,
             stream: self.stream,
             opcode: self.response.opcode() as u8,
@@ -1013,7 +1208,7 @@ impl ResponseFrame {
         scratch: &mut BytesMut,
     ) -> usize {
         let start = dst.len();
-        dst.put_u8(VERSION_RESPONSE);
+        dst.put_u8(self.version.response_byte());
         dst.put_u8(0);
         dst.put_i16(self.stream);
         dst.put_u8(self.response.opcode() as u8);
@@ -1046,15 +1241,16 @@ impl ResponseFrame {
             f |= flags::TRACING;
             put_uuid(body, id);
         }
-        if !self.warnings.is_empty() {
+        // v3 has neither warnings nor custom payloads: they are left out.
+        if !self.warnings.is_empty() && !self.version.is_v3() {
             f |= flags::WARNING;
             put_string_list(body, &self.warnings);
         }
-        if let Some(p) = &self.custom_payload {
+        if let (Some(p), false) = (&self.custom_payload, self.version.is_v3()) {
             f |= flags::CUSTOM_PAYLOAD;
             put_bytes_map(body, p);
         }
-        self.response.encode_body(body);
+        self.response.encode_body_versioned(body, self.version);
         f
     }
 }

@@ -3,7 +3,10 @@
 //! encodes straight into one output buffer and writes once per batch.
 //!
 //! A request is polled once inline by the reader; only if it is still
-//! pending is it handed to a task of its own. Requests are bounded per
+//! pending is it handed to a task of its own. A v5 connection switches both
+//! directions to v5 frames after READY: the reader's codec unpacks
+//! envelopes from frames, the writer packs the responses of a batch into as
+//! few frames as fit (`framing.rs`). Requests are bounded per
 //! connection (the reader stops reading: back-pressure) and node-wide (a
 //! short bounded wait queue, then Overloaded; see `limit.rs`). Only this
 //! module touches sockets.
@@ -30,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
-use crate::frame::{Compression, Frame, FrameCodec, DEFAULT_MAX_FRAME_BYTES, VERSION_REQUEST};
+use crate::frame::{Compression, Frame, FrameCodec, ProtocolVersion, DEFAULT_MAX_FRAME_BYTES};
+use crate::framing::FrameWriter;
 use crate::limit::{Admission, Overload, RequestLimiter};
 use crate::metrics::ServerMetrics;
 use crate::request::{Batch, Execute, Prepare, Query, Request, RequestFrame};
@@ -180,7 +184,10 @@ pub fn supported_options() -> BTreeMap<String, Vec<String>> {
     BTreeMap::from([
         ("CQL_VERSION".to_string(), vec!["3.4.7".to_string()]),
         ("COMPRESSION".to_string(), vec!["lz4".to_string()]),
-        ("PROTOCOL_VERSIONS".to_string(), vec!["4/v4".to_string()]),
+        (
+            "PROTOCOL_VERSIONS".to_string(),
+            vec!["3/v3".to_string(), "4/v4".to_string(), "5/v5".to_string()],
+        ),
     ])
 }
 
@@ -284,8 +291,12 @@ impl Server {
 async fn reject_connection(socket: TcpStream) {
     let (rd, mut wr) = socket.into_split();
     let mut frames = FramedRead::new(rd, FrameCodec::new(REJECT_MAX_FRAME));
+    let mut version = ProtocolVersion::V4;
     let reply = match tokio::time::timeout(Duration::from_secs(2), frames.next()).await {
-        Ok(Some(Ok(frame))) => Some((frame.stream, overloaded())),
+        Ok(Some(Ok(frame))) => {
+            version = frame.protocol_version();
+            Some((frame.stream, overloaded()))
+        }
         Ok(Some(Err(Error::FrameTooLarge { stream, .. }))) => Some((stream, overloaded())),
         Ok(Some(Err(e @ Error::UnsupportedVersion { stream, .. }))) => {
             Some((stream, Response::error(ErrorKind::Protocol, e.to_string())))
@@ -293,9 +304,9 @@ async fn reject_connection(socket: TcpStream) {
         _ => None,
     };
     if let Some((stream, response)) = reply {
-        let bytes = ResponseFrame::new(stream, response)
-            .to_frame(Compression::None)
-            .to_bytes();
+        let mut frame = ResponseFrame::new(stream, response);
+        frame.version = version;
+        let bytes = frame.to_frame(Compression::None).to_bytes();
         if wr.write_all(&bytes).await.is_ok() {
             let _ = wr.shutdown().await;
         }
@@ -317,17 +328,41 @@ fn protocol_error(message: impl Into<String>) -> Response {
 /// What the reader does after a frame.
 enum Flow {
     Continue,
+    /// READY of a v5 STARTUP is queued: decode v5 frames from now on.
+    StartFraming {
+        lz4: bool,
+    },
     /// The byte stream cannot be trusted any more: flush and close.
     Close,
+}
+
+/// How a response goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// A bare envelope (v4; v5 before STARTUP completes), with v4 body
+    /// compression.
+    Plain {
+        version: ProtocolVersion,
+        compression: Compression,
+    },
+    /// v5 envelopes inside v5 frames, lz4-compressed per frame if `lz4`.
+    Framed { lz4: bool },
+}
+
+impl Wire {
+    const V4_PLAIN: Wire = Wire::Plain {
+        version: ProtocolVersion::V4,
+        compression: Compression::None,
+    };
 }
 
 /// A response on its way to the connection's writer, which encodes it.
 struct Outgoing {
     stream: i16,
     response: Response,
-    /// The connection's compression when the response was produced (READY
-    /// and version errors go out uncompressed).
-    compression: Compression,
+    /// The connection's wire format when the response was produced (READY
+    /// and version errors go out as bare, uncompressed envelopes).
+    wire: Wire,
 }
 
 type OutTx = mpsc::Sender<Outgoing>;
@@ -340,7 +375,9 @@ struct Connection {
     cancel: CancellationToken,
     in_flight: Arc<Semaphore>,
     started: bool,
-    compression: Compression,
+    /// The version of the STARTUP; every later frame must have it.
+    version: ProtocolVersion,
+    wire: Wire,
     registered: HashSet<EventType>,
     events: Option<broadcast::Receiver<Arc<Event>>>,
 }
@@ -363,7 +400,8 @@ impl Connection {
             cancel,
             in_flight,
             started: false,
-            compression: Compression::None,
+            version: ProtocolVersion::V4,
+            wire: Wire::V4_PLAIN,
             registered: HashSet::new(),
             events: None,
         }
@@ -390,12 +428,14 @@ impl Connection {
                 event = next_event(&mut self.events) => self.on_event(event, &tx).await,
                 frame = frames.next() => match frame {
                     None => break,
-                    Some(Ok(frame)) => {
-                        if let Flow::Close = self.on_frame(frame, &tx).await {
+                    Some(Ok(frame)) => match self.on_frame(frame, &tx).await {
+                        Flow::Continue => {}
+                        Flow::StartFraming { lz4 } => frames.decoder_mut().enable_v5_framing(lz4),
+                        Flow::Close => {
                             fatal = true;
                             break;
                         }
-                    }
+                    },
                     Some(Err(e)) => {
                         self.on_stream_error(e, &tx).await;
                         fatal = true;
@@ -424,23 +464,44 @@ impl Connection {
     }
 
     async fn send(&self, tx: &OutTx, stream: i16, response: Response) {
-        send_with(tx, stream, response, self.compression).await;
+        send_with(tx, stream, response, self.wire).await;
+    }
+
+    /// The wire for answers outside the connection's usual flow: framed
+    /// once framing is on, else a bare uncompressed envelope.
+    fn uncompressed_wire(&self) -> Wire {
+        match self.wire {
+            Wire::Framed { .. } => self.wire,
+            Wire::Plain { version, .. } => Wire::Plain {
+                version,
+                compression: Compression::None,
+            },
+        }
     }
 
     async fn on_stream_error(&self, e: Error, tx: &OutTx) {
         let peer = self.state.peer;
         match e {
-            Error::UnsupportedVersion { version, stream } => {
+            Error::UnsupportedVersion { version, stream } if !self.started => {
                 debug!(%peer, version, "unsupported protocol version");
                 let response = protocol_error(e.to_string());
-                send_with(tx, stream, response, Compression::None).await;
+                send_with(tx, stream, response, Wire::V4_PLAIN).await;
             }
             Error::FrameTooLarge { stream, .. } => {
                 warn!(%peer, error = %e, "closing connection");
                 let response = protocol_error(e.to_string());
-                send_with(tx, stream, response, Compression::None).await;
+                send_with(tx, stream, response, self.uncompressed_wire()).await;
             }
-            other => debug!(%peer, error = %other, "connection read failed"),
+            Error::Io(_) => debug!(%peer, error = %e, "connection read failed"),
+            other => {
+                // A corrupt v5 frame, an envelope version that changed
+                // mid-connection, a bad compressed frame: nothing after it
+                // can be trusted. Say why (on stream 0: the request's own
+                // stream is unknown), then close.
+                warn!(%peer, error = %other, "closing connection");
+                let response = protocol_error(other.to_string());
+                send_with(tx, 0, response, self.uncompressed_wire()).await;
+            }
         }
     }
 
@@ -469,26 +530,48 @@ impl Connection {
     async fn on_frame(&mut self, frame: Frame, tx: &OutTx) -> Flow {
         let arrived = Instant::now();
         let stream = frame.stream;
-        if frame.version != VERSION_REQUEST {
-            self.send(
-                tx,
-                stream,
-                protocol_error("expected a request frame (version 0x04)"),
-            )
-            .await;
+        let version = frame.protocol_version();
+        if frame.is_response() {
+            let msg = format!(
+                "expected a request frame (version 0x{:02x})",
+                version.request_byte()
+            );
+            self.send(tx, stream, protocol_error(msg)).await;
+            return Flow::Continue;
+        }
+        if !self.started {
+            // Before STARTUP each frame is answered in its own version
+            // (drivers probe versions with OPTIONS or STARTUP).
+            self.version = version;
+            if let Wire::Plain { compression, .. } = self.wire {
+                self.wire = Wire::Plain {
+                    version,
+                    compression,
+                };
+            }
+        } else if version != self.version {
+            let msg = format!(
+                "Invalid message version. Got {} but previous messages on this connection had version {}",
+                version.number(),
+                self.version.number()
+            );
+            self.send(tx, stream, protocol_error(msg)).await;
             return Flow::Continue;
         }
         // The frame is well delimited, so a bad body is answered and the
         // connection carries on.
-        let request =
-            match RequestFrame::decode(&frame, self.compression, self.config.max_frame_bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    debug!(conn = self.state.id, stream, error = %e, "bad request");
-                    self.send(tx, stream, protocol_error(e.to_string())).await;
-                    return Flow::Continue;
-                }
-            };
+        let compression = match self.wire {
+            Wire::Plain { compression, .. } => compression,
+            Wire::Framed { .. } => Compression::None,
+        };
+        let request = match RequestFrame::decode(&frame, compression, self.config.max_frame_bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(conn = self.state.id, stream, error = %e, "bad request");
+                self.send(tx, stream, protocol_error(e.to_string())).await;
+                return Flow::Continue;
+            }
+        };
         if request.tracing {
             debug!(
                 conn = self.state.id,
@@ -503,9 +586,22 @@ impl Connection {
             }
             Request::Startup(options) => {
                 let response = self.startup(&options);
-                // READY itself goes out uncompressed: always legal, and
-                // robust for clients that only switch after reading it.
-                send_with(tx, stream, response, Compression::None).await;
+                // READY itself goes out uncompressed (and, in v5, as a bare
+                // envelope): always legal, and robust for clients that only
+                // switch after reading it.
+                let ready = matches!(response, Response::Ready);
+                send_with(tx, stream, response, self.uncompressed_wire()).await;
+                if ready && self.version.is_v5() {
+                    let lz4 = matches!(
+                        self.wire,
+                        Wire::Plain {
+                            compression: Compression::Lz4,
+                            ..
+                        }
+                    );
+                    self.wire = Wire::Framed { lz4 };
+                    return Flow::StartFraming { lz4 };
+                }
                 return Flow::Continue;
             }
             _ if !self.started => {
@@ -557,7 +653,7 @@ impl Connection {
             tx: tx.clone(),
             stream,
             request: handler_request,
-            compression: self.compression,
+            wire: self.wire,
             arrived,
             admission,
             _conn_permit: conn_permit,
@@ -595,15 +691,25 @@ impl Connection {
                 "unsupported CQL_VERSION {cql_version:?}; 3.0.0 or later is required"
             ));
         }
+        let mut compression = Compression::None;
         if let Some(c) = options.get("COMPRESSION") {
             if c.eq_ignore_ascii_case("lz4") {
-                self.compression = Compression::Lz4;
+                compression = Compression::Lz4;
             } else {
                 return protocol_error(format!("Unknown compression algorithm: {c}"));
             }
         }
+        self.wire = Wire::Plain {
+            version: self.version,
+            compression,
+        };
         self.started = true;
-        debug!(conn = self.state.id, compression = ?self.compression, "connection ready");
+        debug!(
+            conn = self.state.id,
+            version = self.version.number(),
+            ?compression,
+            "connection ready"
+        );
         Response::Ready
     }
 }
@@ -619,12 +725,12 @@ async fn next_event(
 
 /// Queues a response for the writer. A send error means the writer died
 /// with the socket; the reader will see the same on its side.
-async fn send_with(tx: &OutTx, stream: i16, response: Response, compression: Compression) {
+async fn send_with(tx: &OutTx, stream: i16, response: Response, wire: Wire) {
     let _ = tx
         .send(Outgoing {
             stream,
             response,
-            compression,
+            wire,
         })
         .await;
 }
@@ -637,7 +743,7 @@ struct Job {
     tx: OutTx,
     stream: i16,
     request: HandlerRequest,
-    compression: Compression,
+    wire: Wire,
     arrived: Instant,
     admission: Admission,
     /// Held until the response is queued: bounds the connection's requests.
@@ -653,7 +759,7 @@ impl Job {
             tx,
             stream,
             request,
-            compression,
+            wire,
             arrived,
             admission,
             _conn_permit,
@@ -667,7 +773,7 @@ impl Job {
                         conn = state.id,
                         stream, "overloaded: request timed out in the queue"
                     );
-                    send_with(&tx, stream, overloaded_request(reason), compression).await;
+                    send_with(&tx, stream, overloaded_request(reason), wire).await;
                     return;
                 }
             },
@@ -691,13 +797,17 @@ impl Job {
         if let Response::Result(CqlResult::SetKeyspace(ks)) = &response {
             state.set_keyspace(ks.clone());
         }
-        send_with(&tx, stream, response, compression).await;
+        send_with(&tx, stream, response, wire).await;
     }
 }
 
+/// A batch of fewer responses than this yields once before it is written.
+const SMALL_BATCH: u64 = 8;
+
 /// Encodes queued responses straight into one output buffer: every
 /// response already queued (up to `WRITE_BATCH_BYTES`) joins the batch,
-/// which then takes one write and one flush.
+/// which then takes one write and one flush. On a v5 connection the
+/// batch's envelopes share frames.
 async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -707,17 +817,33 @@ async fn write_loop(
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut scratch = BytesMut::new();
+    // Created by the first framed response; a connection's framing never
+    // changes once on.
+    let mut framer: Option<FrameWriter> = None;
     while let Some(first) = rx.recv().await {
-        encode_response(first, &mut buf, &mut scratch, conn, max_frame);
+        encode_outgoing(first, &mut buf, &mut scratch, &mut framer, conn, max_frame);
         let mut frames = 1u64;
+        let mut yielded = false;
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(more) => {
-                    encode_response(more, &mut buf, &mut scratch, conn, max_frame);
+                    encode_outgoing(more, &mut buf, &mut scratch, &mut framer, conn, max_frame);
                     frames += 1;
+                }
+                // A small batch waits one turn of the scheduler: requests
+                // completed together (a commitlog group, a burst of
+                // replica acks) wake their tasks one by one, and this
+                // writer, woken by the first, would otherwise run before
+                // the rest and pay a write syscall for each.
+                Err(_) if !yielded && frames < SMALL_BATCH => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
                 }
                 Err(_) => break,
             }
+        }
+        if let Some(f) = &mut framer {
+            f.finish(&mut buf);
         }
         let started = Instant::now();
         let written = match wr.write_all(&buf).await {
@@ -734,6 +860,9 @@ async fn write_loop(
         if buf.capacity() > WRITE_BUFFER_KEEP {
             buf = BytesMut::with_capacity(16 * 1024);
             scratch = BytesMut::new();
+            if let Some(f) = &mut framer {
+                f.shrink(WRITE_BUFFER_KEEP);
+            }
         } else {
             buf.clear();
         }
@@ -741,30 +870,67 @@ async fn write_loop(
     let _ = wr.shutdown().await;
 }
 
-/// Appends one response frame to `buf`; a response over the frame limit is
-/// replaced by a ServerError on its stream.
+/// Appends one response to `buf`: a bare envelope, or an envelope in the
+/// open v5 frame.
+fn encode_outgoing(
+    out: Outgoing,
+    buf: &mut BytesMut,
+    scratch: &mut BytesMut,
+    framer: &mut Option<FrameWriter>,
+    conn: u64,
+    max_frame: usize,
+) {
+    match out.wire {
+        Wire::Plain {
+            version,
+            compression,
+        } => {
+            if let Some(f) = framer {
+                f.finish(buf);
+            }
+            encode_response(out, version, compression, buf, scratch, conn, max_frame);
+        }
+        Wire::Framed { lz4 } => {
+            let f = framer.get_or_insert_with(|| FrameWriter::new(lz4));
+            f.push(buf, |dst| {
+                encode_response(
+                    out,
+                    ProtocolVersion::V5,
+                    Compression::None,
+                    dst,
+                    scratch,
+                    conn,
+                    max_frame,
+                )
+            });
+        }
+    }
+}
+
+/// Appends one response envelope to `buf`; a response over the frame limit
+/// is replaced by a ServerError on its stream.
 fn encode_response(
     out: Outgoing,
+    version: ProtocolVersion,
+    compression: Compression,
     buf: &mut BytesMut,
     scratch: &mut BytesMut,
     conn: u64,
     max_frame: usize,
 ) {
     let Outgoing {
-        stream,
-        response,
-        compression,
+        stream, response, ..
     } = out;
     let start = buf.len();
-    let body = ResponseFrame::new(stream, response).encode_into(compression, buf, scratch);
+    let mut frame = ResponseFrame::new(stream, response);
+    frame.version = version;
+    let body = frame.encode_into(compression, buf, scratch);
     if body > max_frame {
         warn!(conn, stream, bytes = body, "response over the frame limit");
         buf.truncate(start);
         let msg = format!("response of {body} bytes exceeds the frame limit");
-        ResponseFrame::new(stream, Response::error(ErrorKind::ServerError, msg)).encode_into(
-            compression,
-            buf,
-            scratch,
-        );
+        let mut frame = ResponseFrame::new(stream, Response::error(ErrorKind::ServerError, msg));
+        frame.version = version;
+        frame.encode_into(compression, buf, scratch);
     }
 }

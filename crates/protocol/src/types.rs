@@ -3,6 +3,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::error::{Error, Result};
+use crate::frame::ProtocolVersion;
 use crate::wire::{put_string, Reader};
 
 /// A `[consistency]` level (spec section 3): the one type every layer
@@ -24,6 +25,14 @@ pub(crate) fn write_consistency(c: Consistency, dst: &mut BytesMut) {
 /// Class name under which protocol v4 carries `duration` (it has no native
 /// id before v5, so Cassandra sends it as a custom type).
 pub const DURATION_CLASS: &str = "org.apache.cassandra.db.marshal.DurationType";
+
+/// Class names under which protocol v3 carries the types v4 added.
+const V3_CLASSES: [(&str, u16); 4] = [
+    ("org.apache.cassandra.db.marshal.SimpleDateType", 0x0011),
+    ("org.apache.cassandra.db.marshal.TimeType", 0x0012),
+    ("org.apache.cassandra.db.marshal.ShortType", 0x0013),
+    ("org.apache.cassandra.db.marshal.ByteType", 0x0014),
+];
 
 /// Nesting limit for decoded type options: deeper input is rejected rather
 /// than recursing towards a stack overflow.
@@ -54,7 +63,8 @@ pub enum ColumnType {
     Time,
     Smallint,
     Tinyint,
-    /// Sent in v4 as [`ColumnType::Custom`] with [`DURATION_CLASS`].
+    /// Sent before v5 as [`ColumnType::Custom`] with [`DURATION_CLASS`],
+    /// in v5 as its native id.
     Duration,
     List(Box<ColumnType>),
     Map(Box<ColumnType>, Box<ColumnType>),
@@ -81,10 +91,13 @@ impl ColumnType {
         Ok(match id {
             0x0000 => {
                 let class = r.string()?;
-                if class == DURATION_CLASS {
-                    ColumnType::Duration
-                } else {
-                    ColumnType::Custom(class)
+                match V3_CLASSES.iter().find(|(c, _)| *c == class) {
+                    _ if class == DURATION_CLASS => ColumnType::Duration,
+                    Some((_, 0x0011)) => ColumnType::Date,
+                    Some((_, 0x0012)) => ColumnType::Time,
+                    Some((_, 0x0013)) => ColumnType::Smallint,
+                    Some(_) => ColumnType::Tinyint,
+                    None => ColumnType::Custom(class),
                 }
             }
             0x0001 => ColumnType::Ascii,
@@ -107,7 +120,7 @@ impl ColumnType {
             0x0012 => ColumnType::Time,
             0x0013 => ColumnType::Smallint,
             0x0014 => ColumnType::Tinyint,
-            // v5's native duration id: accepted for leniency.
+            // v5's native duration id.
             0x0015 => ColumnType::Duration,
             0x0020 => ColumnType::List(Box::new(Self::read_depth(r, d)?)),
             0x0021 => {
@@ -147,8 +160,24 @@ impl ColumnType {
         })
     }
 
-    pub(crate) fn write(&self, dst: &mut BytesMut) {
+    /// Writes the type option as `version` has it.
+    pub(crate) fn write_versioned(&self, dst: &mut BytesMut, version: ProtocolVersion) {
+        let v3_id = match self {
+            ColumnType::Date => Some(0x0011),
+            ColumnType::Time => Some(0x0012),
+            ColumnType::Smallint => Some(0x0013),
+            ColumnType::Tinyint => Some(0x0014),
+            _ => None,
+        };
+        if let (true, Some(id)) = (version.is_v3(), v3_id) {
+            if let Some((class, _)) = V3_CLASSES.iter().find(|(_, i)| *i == id) {
+                dst.put_u16(0x0000);
+                put_string(dst, class);
+                return;
+            }
+        }
         match self {
+            ColumnType::Duration if version.is_v5() => dst.put_u16(0x0015),
             ColumnType::Custom(class) => {
                 dst.put_u16(0x0000);
                 put_string(dst, class);
@@ -178,16 +207,16 @@ impl ColumnType {
             }
             ColumnType::List(t) => {
                 dst.put_u16(0x0020);
-                t.write(dst);
+                t.write_versioned(dst, version);
             }
             ColumnType::Map(k, v) => {
                 dst.put_u16(0x0021);
-                k.write(dst);
-                v.write(dst);
+                k.write_versioned(dst, version);
+                v.write_versioned(dst, version);
             }
             ColumnType::Set(t) => {
                 dst.put_u16(0x0022);
-                t.write(dst);
+                t.write_versioned(dst, version);
             }
             ColumnType::Udt {
                 keyspace,
@@ -201,7 +230,7 @@ impl ColumnType {
                 dst.put_u16(n as u16);
                 for (fname, t) in &fields[..n] {
                     put_string(dst, fname);
-                    t.write(dst);
+                    t.write_versioned(dst, version);
                 }
             }
             ColumnType::Tuple(types) => {
@@ -209,7 +238,7 @@ impl ColumnType {
                 let n = types.len().min(usize::from(u16::MAX));
                 dst.put_u16(n as u16);
                 for t in &types[..n] {
-                    t.write(dst);
+                    t.write_versioned(dst, version);
                 }
             }
         }
@@ -277,7 +306,12 @@ pub(crate) fn has_global_spec(cols: &[ColumnSpec]) -> bool {
     }
 }
 
-pub(crate) fn write_col_specs(dst: &mut BytesMut, global: bool, cols: &[ColumnSpec]) {
+pub(crate) fn write_col_specs(
+    dst: &mut BytesMut,
+    global: bool,
+    cols: &[ColumnSpec],
+    version: ProtocolVersion,
+) {
     if global {
         if let Some(first) = cols.first() {
             put_string(dst, &first.keyspace);
@@ -290,7 +324,7 @@ pub(crate) fn write_col_specs(dst: &mut BytesMut, global: bool, cols: &[ColumnSp
             put_string(dst, &c.table);
         }
         put_string(dst, &c.name);
-        c.typ.write(dst);
+        c.typ.write_versioned(dst, version);
     }
 }
 
@@ -322,10 +356,27 @@ mod tests {
                 },
             ])))),
         );
+        for version in [
+            ProtocolVersion::V3,
+            ProtocolVersion::V4,
+            ProtocolVersion::V5,
+        ] {
+            let mut b = BytesMut::new();
+            t.write_versioned(&mut b, version);
+            assert_eq!(&b[..4], &[0x00, 0x21, 0x00, 0x0D]);
+            assert_eq!(ColumnType::read(&mut Reader::new(b.freeze())).unwrap(), t);
+        }
+        // v3 carries v4's types as custom class names, v5 duration natively.
         let mut b = BytesMut::new();
-        t.write(&mut b);
-        assert_eq!(&b[..4], &[0x00, 0x21, 0x00, 0x0D]);
-        assert_eq!(ColumnType::read(&mut Reader::new(b.freeze())).unwrap(), t);
+        ColumnType::Smallint.write_versioned(&mut b, ProtocolVersion::V3);
+        assert_eq!(&b[..2], &[0, 0]);
+        assert!(b.ends_with(b"org.apache.cassandra.db.marshal.ShortType"));
+        let mut b = BytesMut::new();
+        ColumnType::Duration.write_versioned(&mut b, ProtocolVersion::V5);
+        assert_eq!(&b[..], &[0x00, 0x15]);
+        let mut b = BytesMut::new();
+        ColumnType::Duration.write_versioned(&mut b, ProtocolVersion::V4);
+        assert!(b.ends_with(DURATION_CLASS.as_bytes()));
     }
 
     #[test]

@@ -52,8 +52,10 @@ fn valid_frames() -> Vec<Bytes> {
         paging_state: Some(Bytes::from_static(b"ps")),
         serial_consistency: Some(Consistency::LocalSerial),
         default_timestamp: Some(1_700_000_000_000_000),
+        keyspace: Some("ks".into()),
+        now_in_seconds: Some(1_700_000_000),
     };
-    let requests = vec![
+    let requests = [
         Request::Startup(BTreeMap::from([("CQL_VERSION".into(), "3.4.7".into())])),
         Request::Options,
         Request::Query(Query {
@@ -62,21 +64,25 @@ fn valid_frames() -> Vec<Bytes> {
         }),
         Request::Execute(Execute {
             id: Bytes::from_static(&[1; 16]),
+            result_metadata_id: Some(Bytes::from_static(&[2; 16])),
             params,
         }),
         Request::Register(vec![EventType::SchemaChange]),
     ];
-    let mut out: Vec<Bytes> = requests
+    let mut out: Vec<Bytes> = [ProtocolVersion::V4, ProtocolVersion::V5]
         .into_iter()
-        .map(|r| {
-            RequestFrame {
-                stream: 1,
-                tracing: true,
-                custom_payload: None,
-                request: r,
-            }
-            .to_frame(Compression::None)
-            .to_bytes()
+        .flat_map(|version| {
+            requests.iter().map(move |r| {
+                RequestFrame {
+                    version,
+                    stream: 1,
+                    tracing: true,
+                    custom_payload: None,
+                    request: r.clone(),
+                }
+                .to_frame(Compression::None)
+                .to_bytes()
+            })
         })
         .collect();
     let meta = RowsMetadata::new(vec![
@@ -108,6 +114,8 @@ fn valid_frames() -> Vec<Bytes> {
     rf.warnings = vec!["w".into()];
     out.push(rf.to_frame(Compression::None).to_bytes());
     out.push(rf.to_frame(Compression::Lz4).to_bytes());
+    rf.version = ProtocolVersion::V5;
+    out.push(rf.to_frame(Compression::None).to_bytes());
     out
 }
 
@@ -123,6 +131,29 @@ proptest! {
             f.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
             f.extend_from_slice(&bytes);
             prop_assert_eq!(exercise(&f), 1);
+        }
+    }
+
+    #[test]
+    fn v5_deframer_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        lz4 in any::<bool>(),
+        valid_header in any::<bool>(),
+        self_contained in any::<bool>(),
+    ) {
+        // Random bytes, or random bytes behind a valid frame header and
+        // trailer (so the envelope parsing is what gets exercised).
+        let mut buf = if valid_header {
+            let mut out = BytesMut::new();
+            let payload = &bytes[..bytes.len().min(MAX_PAYLOAD)];
+            encode_segment(payload, self_contained, lz4, &mut out);
+            out
+        } else {
+            BytesMut::from(&bytes[..])
+        };
+        let mut d = Deframer::new(lz4, 4096);
+        while let Ok(Some(frame)) = d.decode(&mut buf) {
+            let _ = RequestFrame::decode(&frame, Compression::None, MAX);
         }
     }
 

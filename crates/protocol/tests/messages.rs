@@ -24,8 +24,143 @@ fn response_round_trip(rf: &ResponseFrame, compression: Compression) -> Response
     let bytes = rf.to_frame(compression).to_bytes();
     let mut buf = BytesMut::from(&bytes[..]);
     let frame = decode_frame(&mut buf, MAX).unwrap().unwrap();
-    assert_eq!(frame.version, VERSION_RESPONSE);
+    assert_eq!(frame.version, rf.version.response_byte());
     ResponseFrame::decode(&frame, compression, MAX).unwrap()
+}
+
+/// What survives a round trip at `rf.version`: v5-only fields vanish in
+/// v4, and v5 reports failures as a reason map only.
+fn request_as_sent(mut rf: RequestFrame) -> RequestFrame {
+    if !rf.version.is_v5() {
+        match &mut rf.request {
+            Request::Query(q) => {
+                q.params.keyspace = None;
+                q.params.now_in_seconds = None;
+            }
+            Request::Execute(e) => {
+                e.result_metadata_id = None;
+                e.params.keyspace = None;
+                e.params.now_in_seconds = None;
+            }
+            Request::Prepare(p) => p.keyspace = None,
+            Request::Batch(b) => {
+                b.keyspace = None;
+                b.now_in_seconds = None;
+            }
+            _ => {}
+        }
+    } else if let Request::Execute(e) = &mut rf.request {
+        e.result_metadata_id.get_or_insert_with(Bytes::new);
+    }
+    rf
+}
+
+fn response_as_sent(mut rf: ResponseFrame) -> ResponseFrame {
+    let v5 = rf.version.is_v5();
+    let v3 = rf.version.is_v3();
+    if v3 {
+        rf.warnings.clear();
+        rf.custom_payload = None;
+    }
+    let meta = |m: &mut RowsMetadata| {
+        if !v5 {
+            m.new_metadata_id = None;
+        }
+    };
+    match &mut rf.response {
+        Response::Result(CqlResult::Rows(r)) => meta(&mut r.metadata),
+        Response::Result(CqlResult::Prepared(p)) => {
+            meta(&mut p.result_metadata);
+            if !v5 {
+                p.result_metadata_id = Bytes::new();
+            }
+            if v3 {
+                p.metadata.pk_indexes.clear();
+            }
+        }
+        Response::Error(e) => match &mut e.kind {
+            ErrorKind::ReadFailure {
+                num_failures,
+                reasons,
+                ..
+            }
+            | ErrorKind::WriteFailure {
+                num_failures,
+                reasons,
+                ..
+            } => {
+                if v5 {
+                    *num_failures = reasons.len() as i32;
+                } else {
+                    *num_failures = (*num_failures).max(reasons.len() as i32);
+                    reasons.clear();
+                }
+            }
+            ErrorKind::CasWriteUnknown {
+                consistency,
+                received,
+                block_for,
+            } if !v5 => {
+                e.kind = ErrorKind::WriteTimeout {
+                    consistency: *consistency,
+                    received: *received,
+                    block_for: *block_for,
+                    write_type: WriteType::Cas,
+                }
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+    // v3 lacks the failure codes: timeouts and invalid instead.
+    match &mut rf.response {
+        Response::Error(e) if v3 => match &e.kind {
+            ErrorKind::ReadFailure {
+                consistency,
+                received,
+                block_for,
+                data_present,
+                ..
+            } => {
+                e.kind = ErrorKind::ReadTimeout {
+                    consistency: *consistency,
+                    received: *received,
+                    block_for: *block_for,
+                    data_present: *data_present,
+                }
+            }
+            ErrorKind::WriteFailure {
+                consistency,
+                received,
+                block_for,
+                write_type,
+                ..
+            } => {
+                e.kind = ErrorKind::WriteTimeout {
+                    consistency: *consistency,
+                    received: *received,
+                    block_for: *block_for,
+                    write_type: write_type.clone(),
+                }
+            }
+            ErrorKind::FunctionFailure { .. } => e.kind = ErrorKind::Invalid,
+            _ => {}
+        },
+        _ => {}
+    }
+    rf
+}
+
+fn version() -> impl Strategy<Value = ProtocolVersion> {
+    proptest::sample::select(vec![
+        ProtocolVersion::V3,
+        ProtocolVersion::V4,
+        ProtocolVersion::V5,
+    ])
+}
+
+fn reasons() -> impl Strategy<Value = Vec<(std::net::IpAddr, u16)>> {
+    proptest::collection::vec((addr().prop_map(|a| a.ip()), any::<u16>()), 0..3)
 }
 
 fn name() -> impl Strategy<Value = String> {
@@ -64,6 +199,8 @@ fn params() -> impl Strategy<Value = QueryParameters> {
         proptest::option::of(blob()),
         proptest::option::of(consistency()),
         proptest::option::of(any::<i64>()),
+        proptest::option::of(name()),
+        proptest::option::of(any::<i32>()),
     )
         .prop_map(
             |(
@@ -74,6 +211,8 @@ fn params() -> impl Strategy<Value = QueryParameters> {
                 paging_state,
                 serial_consistency,
                 default_timestamp,
+                keyspace,
+                now_in_seconds,
             )| {
                 QueryParameters {
                     consistency,
@@ -83,6 +222,8 @@ fn params() -> impl Strategy<Value = QueryParameters> {
                     paging_state,
                     serial_consistency,
                     default_timestamp,
+                    keyspace,
+                    now_in_seconds,
                 }
             },
         )
@@ -115,14 +256,26 @@ fn request() -> impl Strategy<Value = Request> {
         consistency(),
         proptest::option::of(consistency()),
         proptest::option::of(any::<i64>()),
+        proptest::option::of(name()),
+        proptest::option::of(any::<i32>()),
     )
         .prop_map(
-            |(batch_type, statements, consistency, serial_consistency, default_timestamp)| Batch {
+            |(
                 batch_type,
                 statements,
                 consistency,
                 serial_consistency,
                 default_timestamp,
+                keyspace,
+                now_in_seconds,
+            )| Batch {
+                batch_type,
+                statements,
+                consistency,
+                serial_consistency,
+                default_timestamp,
+                keyspace,
+                now_in_seconds,
             },
         );
     prop_oneof![
@@ -130,8 +283,15 @@ fn request() -> impl Strategy<Value = Request> {
         proptest::option::of(blob()).prop_map(Request::AuthResponse),
         Just(Request::Options),
         (".{0,40}", params()).prop_map(|(query, params)| Request::Query(Query { query, params })),
-        ".{0,40}".prop_map(|query| Request::Prepare(Prepare { query })),
-        (blob(), params()).prop_map(|(id, params)| Request::Execute(Execute { id, params })),
+        (".{0,40}", proptest::option::of(name()))
+            .prop_map(|(query, keyspace)| Request::Prepare(Prepare { query, keyspace })),
+        (blob(), proptest::option::of(blob()), params()).prop_map(
+            |(id, result_metadata_id, params)| Request::Execute(Execute {
+                id,
+                result_metadata_id,
+                params
+            })
+        ),
         batch.prop_map(Request::Batch),
         proptest::collection::vec(event_type(), 0..3).prop_map(Request::Register),
     ]
@@ -209,12 +369,15 @@ fn rows_metadata() -> impl Strategy<Value = RowsMetadata> {
         any::<bool>(),
         0usize..5,
         proptest::option::of(blob()),
+        proptest::option::of(blob()),
     )
-        .prop_map(|(cols, no_metadata, count, paging_state)| {
+        .prop_map(|(cols, no_metadata, count, paging_state, new_id)| {
             let mut m = RowsMetadata::new(cols);
             if no_metadata {
                 m = m.without_specs();
                 m.columns_count = count;
+            } else {
+                m.new_metadata_id = new_id;
             }
             m.paging_state = paging_state;
             m
@@ -332,15 +495,17 @@ fn error_kind() -> impl Strategy<Value = ErrorKind> {
             any::<i32>(),
             any::<i32>(),
             any::<i32>(),
+            reasons(),
             any::<bool>()
         )
             .prop_map(
-                |(consistency, received, block_for, num_failures, data_present)| {
+                |(consistency, received, block_for, num_failures, reasons, data_present)| {
                     ErrorKind::ReadFailure {
                         consistency,
                         received,
                         block_for,
                         num_failures,
+                        reasons,
                         data_present,
                     }
                 }
@@ -350,19 +515,28 @@ fn error_kind() -> impl Strategy<Value = ErrorKind> {
             any::<i32>(),
             any::<i32>(),
             any::<i32>(),
+            reasons(),
             write_type()
         )
             .prop_map(
-                |(consistency, received, block_for, num_failures, write_type)| {
+                |(consistency, received, block_for, num_failures, reasons, write_type)| {
                     ErrorKind::WriteFailure {
                         consistency,
                         received,
                         block_for,
                         num_failures,
+                        reasons,
                         write_type,
                     }
                 }
             ),
+        (consistency(), any::<i32>(), any::<i32>()).prop_map(
+            |(consistency, received, block_for)| ErrorKind::CasWriteUnknown {
+                consistency,
+                received,
+                block_for
+            }
+        ),
         (name(), name(), proptest::collection::vec(name(), 0..3)).prop_map(
             |(keyspace, function, arg_types)| ErrorKind::FunctionFailure {
                 keyspace,
@@ -379,20 +553,24 @@ fn error_kind() -> impl Strategy<Value = ErrorKind> {
 fn response() -> impl Strategy<Value = Response> {
     let prepared = (
         blob(),
+        blob(),
         proptest::collection::vec(any::<u16>(), 0..3),
         column_specs(),
         rows_metadata(),
     )
-        .prop_map(|(id, pk_indexes, columns, result_metadata)| {
-            CqlResult::Prepared(Prepared {
-                id,
-                metadata: PreparedMetadata {
-                    pk_indexes,
-                    columns,
-                },
-                result_metadata,
-            })
-        });
+        .prop_map(
+            |(id, result_metadata_id, pk_indexes, columns, result_metadata)| {
+                CqlResult::Prepared(Prepared {
+                    id,
+                    result_metadata_id,
+                    metadata: PreparedMetadata {
+                        pk_indexes,
+                        columns,
+                    },
+                    result_metadata,
+                })
+            },
+        );
     let event = prop_oneof![
         (
             proptest::sample::select(vec![
@@ -444,10 +622,11 @@ proptest! {
         custom_payload in payload(),
         request in request(),
         lz4 in any::<bool>(),
+        version in version(),
     ) {
-        let rf = RequestFrame { stream, tracing, custom_payload, request };
-        let compression = if lz4 { Compression::Lz4 } else { Compression::None };
-        prop_assert_eq!(request_round_trip(&rf, compression), rf);
+        let rf = RequestFrame { version, stream, tracing, custom_payload, request };
+        let compression = if lz4 && !version.is_v5() { Compression::Lz4 } else { Compression::None };
+        prop_assert_eq!(request_round_trip(&rf, compression), request_as_sent(rf));
     }
 
     #[test]
@@ -458,10 +637,11 @@ proptest! {
         custom_payload in payload(),
         response in response(),
         lz4 in any::<bool>(),
+        version in version(),
     ) {
-        let rf = ResponseFrame { stream, tracing_id, warnings, custom_payload, response };
-        let compression = if lz4 { Compression::Lz4 } else { Compression::None };
-        prop_assert_eq!(response_round_trip(&rf, compression), rf);
+        let rf = ResponseFrame { version, stream, tracing_id, warnings, custom_payload, response };
+        let compression = if lz4 && !version.is_v5() { Compression::Lz4 } else { Compression::None };
+        prop_assert_eq!(response_round_trip(&rf, compression), response_as_sent(rf));
     }
 }
 
@@ -503,6 +683,8 @@ fn query_parameter_bytes() {
             paging_state: None,
             serial_consistency: Some(Consistency::Serial),
             default_timestamp: Some(1),
+            keyspace: None,
+            now_in_seconds: None,
         },
     };
     let mut body = BytesMut::new();
@@ -575,6 +757,7 @@ fn rows_with_global_spec_and_paging_bytes() {
 fn prepared_metadata_bytes() {
     let p = Response::Result(CqlResult::Prepared(Prepared {
         id: Bytes::from_static(&[1, 2]),
+        result_metadata_id: Bytes::from_static(&[3]),
         metadata: PreparedMetadata {
             pk_indexes: vec![1, 0],
             columns: vec![

@@ -25,7 +25,10 @@ async fn options_before_and_after_startup() {
     let expected = BTreeMap::from([
         ("CQL_VERSION".to_string(), vec!["3.4.7".to_string()]),
         ("COMPRESSION".to_string(), vec!["lz4".to_string()]),
-        ("PROTOCOL_VERSIONS".to_string(), vec!["4/v4".to_string()]),
+        (
+            "PROTOCOL_VERSIONS".to_string(),
+            vec!["3/v3".to_string(), "4/v4".to_string(), "5/v5".to_string()],
+        ),
     ]);
     let Response::Supported(map) = c.request(5, Request::Options).await else {
         panic!("not SUPPORTED")
@@ -162,6 +165,7 @@ async fn prepare_execute_batch_reach_the_handler() {
             1,
             Request::Prepare(Prepare {
                 query: "SELECT ?".into(),
+                keyspace: None,
             }),
         )
         .await
@@ -171,6 +175,7 @@ async fn prepare_execute_batch_reach_the_handler() {
     assert_eq!(&p.id[..], b"SELECT ?");
     let exec = Request::Execute(Execute {
         id: p.id,
+        result_metadata_id: None,
         params: QueryParameters::default(),
     });
     assert_eq!(c.request(2, exec).await, Response::void());
@@ -183,6 +188,8 @@ async fn prepare_execute_batch_reach_the_handler() {
         consistency: Consistency::LocalQuorum,
         serial_consistency: None,
         default_timestamp: Some(42),
+        keyspace: None,
+        now_in_seconds: None,
     });
     assert_eq!(c.request(3, batch).await, Response::void());
     server.stop().await;

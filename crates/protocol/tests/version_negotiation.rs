@@ -1,4 +1,4 @@
-//! cql-compat section 1: any version but 4 gets an ERROR marked 0x84 with
+//! cql-compat section 1: any version but 3, 4 and 5 gets an ERROR marked 0x84 with
 //! the request's stream id, code 0x000A and the text drivers look for, and
 //! the connection is closed.
 #![allow(clippy::unwrap_used)]
@@ -38,7 +38,7 @@ async fn probe(addr: std::net::SocketAddr, version: u8, opcode: u8, stream: [u8;
     assert_eq!(
         message,
         format!(
-            "Invalid or unsupported protocol version ({}); supported versions are (4/v4)",
+            "Invalid or unsupported protocol version ({}); supported versions are (3/v3, 4/v4, 5/v5)",
             version & 0x7F
         )
     );
@@ -51,13 +51,50 @@ async fn probe(addr: std::net::SocketAddr, version: u8, opcode: u8, stream: [u8;
 #[tokio::test]
 async fn other_versions_get_the_v4_error_and_a_close() {
     let server = TestServer::default().await;
-    for version in [0x42u8, 0x41, 0x05, 0x03] {
+    for version in [0x42u8, 0x41, 0x06, 0x02, 0x01] {
         for opcode in [0x01u8, 0x05] {
             probe(server.addr, version, opcode, [0x12, 0x34]).await;
             probe(server.addr, version, opcode, [0x00, 0x00]).await;
         }
     }
-    // The Python driver then falls back to v4, which works.
+    // The Python driver then falls back to v5 (or v4), which works.
     assert_server_healthy(server.addr).await;
+    server.stop().await;
+}
+
+/// v3, as Cassandra 4.0 still serves it: answers marked 0x83, PREPARED
+/// without partition key indexes.
+#[tokio::test]
+async fn v3_is_served_as_v3() {
+    let server = TestServer::default().await;
+    let mut c = Client::connect(server.addr).await;
+    c.version = gyre_protocol::ProtocolVersion::V3;
+    c.startup(false).await;
+    assert!(!c.is_framed());
+    assert_eq!(single_text(&c.query(2, "hello").await), "hello");
+    let r = c
+        .request(
+            3,
+            gyre_protocol::Request::Prepare(gyre_protocol::Prepare {
+                query: "SELECT ?".into(),
+                keyspace: None,
+            }),
+        )
+        .await;
+    assert!(
+        matches!(
+            r,
+            gyre_protocol::Response::Result(gyre_protocol::CqlResult::Prepared(_))
+        ),
+        "{r:?}"
+    );
+    // A v4 frame on the v3 connection is refused, the connection goes on.
+    let mut rf = gyre_protocol::RequestFrame::new(4, query("x"));
+    rf.version = gyre_protocol::ProtocolVersion::V4;
+    c.send_raw(&rf.to_frame(gyre_protocol::Compression::None).to_bytes())
+        .await;
+    let reply = c.recv_frame().await.expect("an answer");
+    assert_eq!(reply.opcode, 0x00, "ERROR");
+    assert_eq!(single_text(&c.query(5, "still").await), "still");
     server.stop().await;
 }

@@ -86,7 +86,7 @@ pub use crate::{
     data::{DataAccess, LocalData},
     error::{QueryError, Result},
     prepare::PreparedInfo,
-    processor::{QueryParams, QueryProcessor, QueryResult, SchemaListener},
+    processor::{DatacenterSource, QueryParams, QueryProcessor, QueryResult, SchemaListener},
 };
 /// A bound value: bytes, null or unset ([`QueryParams::values`]).
 pub use gyre_protocol::Value;

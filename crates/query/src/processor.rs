@@ -42,6 +42,10 @@ pub struct QueryParams {
     pub page_size: Option<usize>,
     /// Where to resume, from a previous result's `paging_state`.
     pub paging_state: Option<Bytes>,
+    /// "Now" in seconds since the epoch instead of the clock's (protocol
+    /// v5 `now_in_seconds`): TTL expiry of reads, local deletion time and
+    /// expiry of writes.
+    pub now_in_seconds: Option<LocalTime>,
 }
 
 impl Default for QueryParams {
@@ -53,6 +57,7 @@ impl Default for QueryParams {
             timestamp: None,
             page_size: None,
             paging_state: None,
+            now_in_seconds: None,
         }
     }
 }
@@ -76,6 +81,9 @@ pub enum QueryResult {
 /// (to push to peers) and the new schema version.
 pub type SchemaListener = Box<dyn Fn(&SchemaRows, Uuid) + Send + Sync>;
 
+/// Lists the cluster's datacenters (the node's own and its peers').
+pub type DatacenterSource = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// Executes statements on one node. Shared by all connections.
 pub struct QueryProcessor {
     schema: RwLock<Schema>,
@@ -87,6 +95,9 @@ pub struct QueryProcessor {
     /// show what last-write-wins does with a skewed clock.
     clock_offset_micros: AtomicI64,
     listener: OnceLock<SchemaListener>,
+    /// The cluster's datacenters, for NetworkTopologyStrategy's
+    /// `replication_factor` (the node sets it; alone, `["dc1"]`).
+    datacenters: OnceLock<DatacenterSource>,
     /// Bumped on every schema change, so prepared statements notice cheaply
     /// that their table may have changed.
     schema_epoch: AtomicU64,
@@ -118,8 +129,23 @@ impl QueryProcessor {
             last_micros: AtomicI64::new(0),
             clock_offset_micros: AtomicI64::new(0),
             listener: OnceLock::new(),
+            datacenters: OnceLock::new(),
             schema_epoch: AtomicU64::new(0),
             plan: Histogram::default(),
+        }
+    }
+
+    /// Sets where the cluster's datacenters come from (once).
+    pub fn set_datacenters(&self, source: DatacenterSource) {
+        if self.datacenters.set(source).is_err() {
+            tracing::error!("datacenter source set twice; keeping the first");
+        }
+    }
+
+    fn datacenters(&self) -> Vec<String> {
+        match self.datacenters.get() {
+            Some(source) => source(),
+            None => vec!["dc1".to_owned()],
         }
     }
 
@@ -337,9 +363,14 @@ impl QueryProcessor {
     fn ddl(&self, stmt: &Statement, params: &QueryParams) -> Result<QueryResult> {
         // One writer at a time: check, apply, persist and create storage
         // as one step so concurrent DDL cannot interleave.
+        let datacenters = self.datacenters();
         let mut schema = self.schema.write();
-        let Some(change) =
-            gyre_schema::statement_to_change(stmt, &schema, params.keyspace.as_deref())?
+        let Some(change) = gyre_schema::statement_to_change_in(
+            stmt,
+            &schema,
+            params.keyspace.as_deref(),
+            &datacenters,
+        )?
         else {
             return Ok(QueryResult::Void);
         };
@@ -426,6 +457,11 @@ impl QueryProcessor {
     /// "Now" in seconds, for expiry and deletion times.
     pub(crate) fn now(&self) -> LocalTime {
         self.clock.now()
+    }
+
+    /// The request's "now": its `now_in_seconds` if given, else the clock's.
+    pub(crate) fn now_for(&self, params: &QueryParams) -> LocalTime {
+        params.now_in_seconds.unwrap_or_else(|| self.now())
     }
 
     /// Skews this node's write timestamps by `offset_micros` (testing:

@@ -161,7 +161,7 @@ impl QueryProcessor {
             items,
             filters: std::mem::take(&mut w.others),
             static_only_rows,
-            now: self.now(),
+            now: self.now_for(params),
         };
         let mut rows = Vec::new();
         let mut paging_state = None;

@@ -223,7 +223,7 @@ impl QueryProcessor {
         Ok(WriteTime {
             ts,
             ttl: ttl as u32,
-            now: self.now(),
+            now: self.now_for(params),
             cl: params.consistency,
         })
     }

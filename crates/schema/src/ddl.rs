@@ -25,6 +25,18 @@ pub fn statement_to_change(
     schema: &Schema,
     current_keyspace: Option<&str>,
 ) -> Result<Option<SchemaChange>> {
+    statement_to_change_in(statement, schema, current_keyspace, &[])
+}
+
+/// [`statement_to_change`] in a cluster whose datacenters are
+/// `datacenters`, which NetworkTopologyStrategy's `replication_factor`
+/// expands to (see [`Replication::from_map_in`]).
+pub fn statement_to_change_in(
+    statement: &Statement,
+    schema: &Schema,
+    current_keyspace: Option<&str>,
+    datacenters: &[String],
+) -> Result<Option<SchemaChange>> {
     match statement {
         Statement::CreateKeyspace(ck) => {
             check_name("Keyspace", &ck.name)?;
@@ -38,7 +50,7 @@ pub fn statement_to_change(
                     })
                 };
             }
-            let def = keyspace_from_properties(&ck.name, &ck.properties, None)?;
+            let def = keyspace_from_properties(&ck.name, &ck.properties, None, datacenters)?;
             Ok(Some(SchemaChange::CreateKeyspace(def)))
         }
         Statement::AlterKeyspace(ak) => {
@@ -51,7 +63,8 @@ pub fn statement_to_change(
             let Some(current) = schema.keyspace(&ak.name) else {
                 return missing_keyspace(&ak.name, ak.if_exists);
             };
-            let def = keyspace_from_properties(&ak.name, &ak.properties, Some(current))?;
+            let def =
+                keyspace_from_properties(&ak.name, &ak.properties, Some(current), datacenters)?;
             Ok(Some(SchemaChange::AlterKeyspace(def)))
         }
         Statement::DropKeyspace { name, if_exists } => {
@@ -220,13 +233,21 @@ fn keyspace_from_properties(
     name: &str,
     props: &[Property],
     current: Option<&KeyspaceDef>,
+    datacenters: &[String],
 ) -> Result<KeyspaceDef> {
     check_duplicates(props)?;
     let mut replication: Option<Replication> = current.map(|c| c.replication.clone());
     let mut durable_writes = current.is_none_or(|c| c.durable_writes);
     for p in props {
         match p.name.as_str() {
-            "replication" => replication = Some(Replication::from_map(name, &property_map(p)?)?),
+            "replication" => {
+                replication = Some(Replication::from_map_in(
+                    name,
+                    &property_map(p)?,
+                    current.map(|c| &c.replication),
+                    datacenters,
+                )?)
+            }
             "durable_writes" => {
                 durable_writes = match property_text(p)?.to_ascii_lowercase().as_str() {
                     "true" => true,
@@ -317,12 +338,24 @@ pub(crate) fn table_option_cells(props: &[Property]) -> Result<BTreeMap<String, 
             }
             "compression" => {
                 let mut m = property_map(p)?;
-                if let Some(class) = m.get("class").cloned() {
+                let disabled = m.is_empty()
+                    || m.get("enabled")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+                if disabled {
+                    // Cassandra: `{}` and `{'enabled': 'false'}` turn
+                    // compression off, stored and described as the latter.
+                    if m.len() > 1 {
+                        return Err(SchemaError::invalid(
+                            "If the 'enabled' option is set to false no other options must be specified",
+                        ));
+                    }
+                    m = BTreeMap::from([("enabled".to_owned(), "false".to_owned())]);
+                } else if let Some(class) = m.get("class").cloned() {
                     m.insert(
                         "class".into(),
                         canonical_class(&class, "org.apache.cassandra.io.compress"),
                     );
-                } else if m.get("enabled").map(String::as_str) != Some("false") {
+                } else {
                     return Err(SchemaError::invalid(
                         "Missing sub-option 'class' for the 'compression' option.",
                     ));

@@ -47,7 +47,7 @@ mod store;
 
 pub use crate::md5::md5;
 pub use crate::{
-    ddl::statement_to_change,
+    ddl::{statement_to_change, statement_to_change_in},
     encoding::{
         decode_clustering, decode_clustering_key, encode_clustering, encode_clustering_key,
         encode_partition_key,

@@ -48,8 +48,28 @@ impl Replication {
     }
 
     /// Parses and validates a replication map (CQL `WITH replication = {...}`),
-    /// accepting short and full class names.
+    /// accepting short and full class names. NetworkTopologyStrategy's
+    /// `replication_factor` needs the datacenters: see
+    /// [`Replication::from_map_in`].
     pub fn from_map(keyspace: &str, map: &BTreeMap<String, String>) -> Result<Self> {
+        Self::from_map_in(keyspace, map, None, &[])
+    }
+
+    /// [`Replication::from_map`] for a CREATE or ALTER KEYSPACE in a
+    /// cluster whose datacenters are `datacenters`, replacing `previous`.
+    ///
+    /// As Cassandra 4.0+ does, NetworkTopologyStrategy's
+    /// `replication_factor` is the factor of every datacenter not given
+    /// explicitly; on ALTER the datacenters the keyspace already has keep
+    /// their factors (Cassandra's safety rule), a bare NTS class after
+    /// SimpleStrategy takes its factor, and datacenters at 0 are dropped.
+    /// The expanded map is what is stored and described.
+    pub fn from_map_in(
+        keyspace: &str,
+        map: &BTreeMap<String, String>,
+        previous: Option<&Replication>,
+        datacenters: &[String],
+    ) -> Result<Self> {
         let class = map
             .get("class")
             .ok_or_else(|| SchemaError::invalid("Missing replication strategy class"))?;
@@ -77,16 +97,39 @@ impl Replication {
             }
             "NetworkTopologyStrategy" => {
                 let mut dcs = BTreeMap::new();
+                let mut default_rf = None;
                 for (k, v) in options {
                     if k == "replication_factor" {
-                        // Cassandra expands this to every known datacenter;
-                        // the schema layer does not know the topology.
+                        default_rf = Some(parse_rf(v)?);
+                    } else {
+                        dcs.insert(k.clone(), parse_rf(v)?);
+                    }
+                }
+                match previous {
+                    // A bare class after SimpleStrategy keeps its factor.
+                    Some(Replication::Simple { replication_factor })
+                        if default_rf.is_none() && dcs.is_empty() =>
+                    {
+                        default_rf = Some(*replication_factor);
+                    }
+                    Some(Replication::NetworkTopology(old)) if default_rf.is_some() => {
+                        for (dc, rf) in old {
+                            dcs.entry(dc.clone()).or_insert(*rf);
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(rf) = default_rf {
+                    if datacenters.is_empty() {
                         return Err(SchemaError::invalid(
-                            "replication_factor is not supported for NetworkTopologyStrategy yet: give a replication factor per datacenter",
+                            "replication_factor for NetworkTopologyStrategy needs the cluster's datacenters: give a replication factor per datacenter",
                         ));
                     }
-                    dcs.insert(k.clone(), parse_rf(v)?);
+                    for dc in datacenters {
+                        dcs.entry(dc.clone()).or_insert(rf);
+                    }
                 }
+                dcs.retain(|_, rf| *rf != 0);
                 Ok(Replication::NetworkTopology(dcs))
             }
             "LocalStrategy" => Err(SchemaError::invalid(

@@ -420,3 +420,163 @@ fn alter_table_switches_the_compaction_strategy() {
         "Unable to find compaction strategy class 'org.apache.cassandra.db.compaction.DateTieredCompactionStrategy'"
     );
 }
+
+/// Runs one statement in a cluster of datacenters `dcs`.
+fn run_in(schema: &mut Schema, ts: i64, cql: &str, dcs: &[&str]) -> Result<bool, SchemaError> {
+    let stmt = gyre_cql::parse_statement(cql).unwrap();
+    let dcs: Vec<String> = dcs.iter().map(|d| d.to_string()).collect();
+    match gyre_schema::statement_to_change_in(&stmt, schema, Some("ks"), &dcs)? {
+        Some(change) => {
+            schema.apply_change(change, ts)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+fn nts(schema: &Schema, ks: &str) -> Vec<(String, u32)> {
+    match &schema.keyspace(ks).unwrap().replication {
+        Replication::NetworkTopology(m) => m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn dcs(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+    pairs.iter().map(|(d, n)| (d.to_string(), *n)).collect()
+}
+
+/// Cassandra 4.0+: NetworkTopologyStrategy's `replication_factor` is the
+/// factor of every datacenter not named; ALTER keeps the datacenters the
+/// keyspace has; 0 drops a datacenter; DESCRIBE prints the expanded map,
+/// which reads back to the same keyspace.
+#[test]
+fn nts_replication_factor_expands_to_every_datacenter() {
+    let mut s = Schema::new();
+    let two = ["dc1", "dc2"];
+    run_in(&mut s, 1, "CREATE KEYSPACE a WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': 3}", &two).unwrap();
+    assert_eq!(nts(&s, "a"), dcs(&[("dc1", 3), ("dc2", 3)]));
+    let described = s.keyspace("a").unwrap().to_cql();
+    assert_eq!(
+        described,
+        "CREATE KEYSPACE a WITH replication = {'class': 'org.apache.cassandra.locator.NetworkTopologyStrategy', 'dc1': '3', 'dc2': '3'} AND durable_writes = true;"
+    );
+    let mut other = Schema::new();
+    run_in(&mut other, 1, &described, &["dc1"]).unwrap();
+    assert_eq!(other.keyspace("a"), s.keyspace("a"));
+
+    // Explicit datacenters win; 0 removes one.
+    run_in(&mut s, 2, "CREATE KEYSPACE b WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': 2, 'dc2': 1}", &two).unwrap();
+    assert_eq!(nts(&s, "b"), dcs(&[("dc1", 2), ("dc2", 1)]));
+    run_in(&mut s, 3, "CREATE KEYSPACE c WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': 2, 'dc2': 0}", &two).unwrap();
+    assert_eq!(nts(&s, "c"), dcs(&[("dc1", 2)]));
+
+    // ALTER with replication_factor: existing datacenters keep their
+    // factors, new ones get it.
+    run_in(&mut s, 4, "ALTER KEYSPACE c WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': 1}", &["dc1", "dc2", "dc3"]).unwrap();
+    assert_eq!(nts(&s, "c"), dcs(&[("dc1", 2), ("dc2", 1), ("dc3", 1)]));
+    // ALTER naming datacenters sets exactly those.
+    run_in(
+        &mut s,
+        5,
+        "ALTER KEYSPACE c WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}",
+        &two,
+    )
+    .unwrap();
+    assert_eq!(nts(&s, "c"), dcs(&[("dc1", 3)]));
+    // From SimpleStrategy, a bare class keeps the factor.
+    run_in(
+        &mut s,
+        6,
+        "CREATE KEYSPACE d WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 2}",
+        &two,
+    )
+    .unwrap();
+    run_in(
+        &mut s,
+        7,
+        "ALTER KEYSPACE d WITH replication = {'class': 'NetworkTopologyStrategy'}",
+        &two,
+    )
+    .unwrap();
+    assert_eq!(nts(&s, "d"), dcs(&[("dc1", 2), ("dc2", 2)]));
+
+    // Without a topology (a lone schema) the factor cannot be expanded.
+    assert!(err(&mut s, "CREATE KEYSPACE e WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': 3}")
+        .contains("give a replication factor per datacenter"));
+    assert_eq!(
+        run_in(&mut s, 8, "CREATE KEYSPACE e WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': 'x'}", &two)
+            .unwrap_err()
+            .to_string(),
+        "Replication factor must be numeric; found x"
+    );
+}
+
+/// Cassandra: `compression = {}` and `{'enabled': 'false'}` turn
+/// compression off (described as the latter); other options next to
+/// `'enabled': 'false'` are refused.
+#[test]
+fn empty_or_disabled_compression_means_none() {
+    let mut s = with_ks();
+    run(
+        &mut s,
+        2,
+        "CREATE TABLE a (k int PRIMARY KEY) WITH compression = {}",
+    )
+    .unwrap();
+    run(
+        &mut s,
+        3,
+        "CREATE TABLE b (k int PRIMARY KEY) WITH compression = {'enabled': 'false'}",
+    )
+    .unwrap();
+    run(
+        &mut s,
+        4,
+        "CREATE TABLE c (k int PRIMARY KEY) WITH compression = {'enabled': false}",
+    )
+    .unwrap();
+    for t in ["a", "b", "c"] {
+        let def = s.table("ks", t).unwrap();
+        assert_eq!(
+            def.options.compression.get("enabled").map(String::as_str),
+            Some("false"),
+            "{t}"
+        );
+        assert_eq!(def.options.compression.len(), 1, "{t}");
+        assert_eq!(
+            def.storage_options().compression,
+            gyre_storage::Compression::None
+        );
+        assert!(
+            def.to_cql().contains("compression = {'enabled': 'false'}"),
+            "{}",
+            def.to_cql()
+        );
+    }
+    run(
+        &mut s,
+        5,
+        "ALTER TABLE a WITH compression = {'class': 'LZ4Compressor'}",
+    )
+    .unwrap();
+    assert_eq!(
+        s.table("ks", "a").unwrap().storage_options().compression,
+        gyre_storage::Compression::Lz4
+    );
+    run(&mut s, 6, "ALTER TABLE a WITH compression = {}").unwrap();
+    assert_eq!(
+        s.table("ks", "a").unwrap().storage_options().compression,
+        gyre_storage::Compression::None
+    );
+    assert_eq!(
+        err(&mut s, "CREATE TABLE d (k int PRIMARY KEY) WITH compression = {'enabled': 'false', 'chunk_length_in_kb': 16}"),
+        "If the 'enabled' option is set to false no other options must be specified"
+    );
+    assert_eq!(
+        err(
+            &mut s,
+            "CREATE TABLE d (k int PRIMARY KEY) WITH compression = {'chunk_length_in_kb': 16}"
+        ),
+        "Missing sub-option 'class' for the 'compression' option."
+    );
+}

@@ -4,16 +4,28 @@
 //! Layout: numbered segment files `CommitLog-<id>.log`, each a header (magic,
 //! segment id, CRC) and records `[len u32][crc(len) u32][payload][crc u32]`.
 //! Appends go to an in-memory buffer under a mutex; a syncer thread writes the
-//! buffer out and fsyncs it according to the [`SyncMode`]. The synced
-//! position is published in a watch channel, so async writers await their
-//! durability as a future ([`CommitLog::durable`]) instead of parking a
-//! thread; blocking callers use [`CommitLog::wait_durable`]. A failed write or
+//! buffer out and fsyncs it according to the [`SyncMode`]. Async writers
+//! await their durability as a future ([`CommitLog::durable`]) instead of
+//! parking a thread: each waits in a queue ordered by position, and an fsync
+//! wakes exactly the writes it made durable (a broadcast would wake every
+//! waiter on every fsync, most of them to wait again for the next group).
+//! Blocking callers use [`CommitLog::wait_durable`].
+//!
+//! Segments are allocated to their full size when created (`fallocate`),
+//! so an `fdatasync` after an append has no file size or block allocation
+//! to journal (on this project's ext4 disk: about 110 instead of 145 µs),
+//! and once the active segment is half full a preparer thread creates the
+//! next one, so a roll takes a ready file instead of creating and fsyncing
+//! one under the append lock. Replay reads a run of zeros (what the
+//! unwritten part of a segment reads as) as the end of a segment. A failed write or
 //! fsync poisons the log: every later append fails, and nothing is retried
 //! blindly (the kernel may have dropped the dirty pages).
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,18 +80,46 @@ struct Active {
     /// active one, so a roll never fsyncs on the appending thread (in
     /// periodic mode that could be a whole segment, stalling every writer).
     rolled: Vec<(u64, Arc<File>)>,
+    /// The next segment, created ahead by the preparer under its spare
+    /// name; a roll renames it into place.
+    spare: Option<(u64, File)>,
+    /// A roll renamed a segment into place: the syncer fsyncs the directory
+    /// before anything in it counts as synced.
+    dir_unsynced: bool,
+    /// The preparer was asked for the segment after this one.
+    spare_asked: bool,
 }
 
 struct SyncState {
     synced: Position,
     error: Option<String>,
+    /// Async writers not yet durable, the lowest position on top.
+    waiters: BinaryHeap<Waiter>,
 }
 
-/// What async waiters watch: the synced position, and whether the log failed.
-#[derive(Clone, Copy, Debug, Default)]
-struct Synced {
-    upto: Position,
-    failed: bool,
+/// An async writer waiting for its position to be synced; dropping the
+/// sender without sending tells it the log failed or closed.
+struct Waiter {
+    pos: Position,
+    tx: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.pos == other.pos
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    /// Reversed, so the max-heap yields the lowest position first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other.pos.cmp(&self.pos)
+    }
 }
 
 struct Shared {
@@ -89,9 +129,11 @@ struct Shared {
     active: Mutex<Active>,
     sync: Mutex<SyncState>,
     synced_cv: Condvar,
-    synced_tx: tokio::sync::watch::Sender<Synced>,
     /// Wakes the syncer.
     pending_cv: Condvar,
+    /// Wakes the segment preparer: `Some(id)` asks it for segment `id`.
+    prepare: Mutex<Option<u64>>,
+    prepare_cv: Condvar,
     pending: Mutex<bool>,
     shutdown: AtomicBool,
     poisoned: AtomicBool,
@@ -111,6 +153,7 @@ struct Shared {
 pub struct CommitLog {
     shared: Arc<Shared>,
     syncer: Mutex<Option<JoinHandle<()>>>,
+    preparer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A record found on replay.
@@ -181,21 +224,46 @@ pub(crate) fn fsync_dir_at(dir: &Path, point: &'static str) -> Result<()> {
         .ctx(|| format!("syncing directory {}", dir.display()))
 }
 
-fn create_segment(dir: &Path, id: u64) -> Result<File> {
-    let path = segment_path(dir, id);
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .ctx(|| format!("creating {}", path.display()))?;
-    let mut header = Vec::with_capacity(HEADER_LEN as usize);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&id.to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
-    f.write_all(&header)
-        .ctx(|| format!("writing {}", path.display()))?;
-    sync_all(&f, FSYNC_FAILPOINT).ctx(|| format!("syncing {}", path.display()))?;
+fn create_segment(dir: &Path, id: u64, size: u64) -> Result<File> {
+    let f = create_segment_file(&segment_path(dir, id), id, size)?;
     fsync_dir_at(dir, FSYNC_FAILPOINT)?;
+    Ok(f)
+}
+
+/// Where the preparer builds segment `id` before a roll renames it into
+/// place (not a `.log` name, so replay never sees a half-made one).
+fn spare_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("CommitLog-{id}.log.spare"))
+}
+
+/// Creates a segment file at `path` with its header, allocated to `size`
+/// bytes where the filesystem can (`fallocate`; else it grows as written),
+/// fsynced. On failure the file is removed.
+fn create_segment_file(path: &Path, id: u64, size: u64) -> Result<File> {
+    let f = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    let fill = || -> io::Result<()> {
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&id.to_le_bytes());
+        header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+        f.write_all_at(&header, 0)?;
+        if size > HEADER_LEN {
+            let allocated = rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, size);
+            if let Err(e) = allocated {
+                tracing::debug!(error = %e, "fallocate of a commitlog segment");
+            }
+        }
+        sync_all(&f, FSYNC_FAILPOINT)
+    };
+    if let Err(e) = fill() {
+        let _ = fs::remove_file(path);
+        return Err(e).ctx(|| format!("writing {}", path.display()));
+    }
     Ok(f)
 }
 
@@ -217,15 +285,19 @@ impl CommitLog {
         segment_bytes: u64,
         first_segment: u64,
     ) -> Result<CommitLog> {
-        let file = Arc::new(create_segment(dir, first_segment)?);
+        // Spares a crash left behind (never renamed into place: unused).
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".log.spare") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let file = Arc::new(create_segment(dir, first_segment, segment_bytes)?);
         let first = Position {
             segment: first_segment,
             offset: HEADER_LEN,
         };
-        let (synced_tx, _) = tokio::sync::watch::channel(Synced {
-            upto: first,
-            failed: false,
-        });
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             mode,
@@ -237,15 +309,20 @@ impl CommitLog {
                 buf: Vec::with_capacity(1 << 20),
                 last_table: None,
                 rolled: Vec::new(),
+                spare: None,
+                spare_asked: false,
+                dir_unsynced: false,
             }),
             sync: Mutex::new(SyncState {
                 synced: first,
                 error: None,
+                waiters: BinaryHeap::new(),
             }),
             synced_cv: Condvar::new(),
-            synced_tx,
             pending_cv: Condvar::new(),
             pending: Mutex::new(false),
+            prepare: Mutex::new(None),
+            prepare_cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             dirty: Mutex::new(BTreeMap::new()),
@@ -259,9 +336,15 @@ impl CommitLog {
             .name("commitlog-sync".into())
             .spawn(move || s.run_syncer())
             .ctx(|| "starting the commitlog syncer".into())?;
+        let s = shared.clone();
+        let preparer = std::thread::Builder::new()
+            .name("gyre-cl-prepare".into())
+            .spawn(move || s.run_preparer())
+            .ctx(|| "starting the commitlog segment preparer".into())?;
         Ok(CommitLog {
             shared,
             syncer: Mutex::new(Some(syncer)),
+            preparer: Mutex::new(Some(preparer)),
         })
     }
 
@@ -284,6 +367,11 @@ impl CommitLog {
             segment: a.segment,
             offset: end + rec_len,
         };
+        if !a.spare_asked && pos.offset > sh.segment_bytes / 2 {
+            a.spare_asked = true;
+            *sh.prepare.lock() = Some(a.segment + 1);
+            sh.prepare_cv.notify_one();
+        }
         if a.last_table != Some(table) {
             a.last_table = Some(table);
             let mut dirty = sh.dirty.lock();
@@ -331,20 +419,29 @@ impl CommitLog {
     /// [`CommitLog::wait_durable`], so a waiting write holds no thread.
     pub fn durable(&self, pos: Position) -> impl std::future::Future<Output = Result<()>> + Send {
         let sh = self.shared.clone();
-        let mut rx = (sh.mode.waits_for_sync()).then(|| sh.synced_tx.subscribe());
-        async move {
-            let Some(rx) = rx.as_mut() else {
-                return Ok(());
-            };
-            let failed = match rx.wait_for(|s| s.failed || s.upto >= pos).await {
-                Ok(s) => s.failed && s.upto < pos,
-                // The log was dropped: nothing will sync `pos` any more.
-                Err(_) => true,
-            };
-            if failed {
-                return Err(Error::Poisoned(sh.error_text()));
+        // Registered now, under the lock that publishes the synced position,
+        // so an fsync that finishes before the first poll is not missed.
+        let wait = sh.mode.waits_for_sync().then(|| {
+            let mut s = sh.sync.lock();
+            if let Some(e) = &s.error {
+                Err(e.clone())
+            } else if s.synced >= pos {
+                Ok(None)
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                s.waiters.push(Waiter { pos, tx });
+                Ok(Some(rx))
             }
-            Ok(())
+        });
+        async move {
+            match wait {
+                None | Some(Ok(None)) => Ok(()),
+                Some(Err(e)) => Err(Error::Poisoned(e)),
+                Some(Ok(Some(rx))) => rx
+                    .await
+                    // Dropped unsent: the log failed or closed first.
+                    .map_err(|_| Error::Poisoned(sh.error_text())),
+            }
         }
     }
 
@@ -452,7 +549,20 @@ impl CommitLog {
         if let Some(h) = self.syncer.lock().take() {
             let _ = h.join();
         }
-        self.shared.sync_now()
+        {
+            let _p = self.shared.prepare.lock();
+            self.shared.prepare_cv.notify_one();
+        }
+        if let Some(h) = self.preparer.lock().take() {
+            let _ = h.join();
+        }
+        if let Some((id, _)) = self.shared.active.lock().spare.take() {
+            let _ = fs::remove_file(spare_path(&self.shared.dir, id));
+        }
+        let res = self.shared.sync_now();
+        // Nothing syncs after this: release any waiter left (with an error).
+        self.shared.sync.lock().waiters.clear();
+        res
     }
 
     /// Marks the log failed, as after an fsync error (used by fault tests).
@@ -486,8 +596,10 @@ impl Shared {
             s.error = Some(why);
         }
         self.synced_cv.notify_all();
+        // Dropping the senders fails every async waiter.
+        let waiters = std::mem::take(&mut s.waiters);
         drop(s);
-        self.synced_tx.send_modify(|w| w.failed = true);
+        drop(waiters);
     }
 
     /// Hands the buffer to the file (no fsync).
@@ -495,7 +607,7 @@ impl Shared {
         if a.buf.is_empty() {
             return Ok(());
         }
-        let res = (&*a.file).write_all(&a.buf);
+        let res = a.file.write_all_at(&a.buf, a.written);
         if let Err(e) = res {
             let msg = format!("writing commitlog segment {}: {e}", a.segment);
             self.fail(msg.clone());
@@ -514,11 +626,30 @@ impl Shared {
         self.write_out(a)?;
         a.rolled.push((a.segment, a.file.clone()));
         let next = a.segment + 1;
-        let file = create_segment(&self.dir, next).inspect_err(|e| self.fail(e.to_string()))?;
+        let file = match a.spare.take() {
+            Some((id, f)) if id == next => {
+                let from = spare_path(&self.dir, id);
+                let to = segment_path(&self.dir, id);
+                fs::rename(&from, &to)
+                    .ctx(|| format!("renaming {} to {}", from.display(), to.display()))
+                    .inspect_err(|e| self.fail(e.to_string()))?;
+                a.dir_unsynced = true;
+                f
+            }
+            // Not prepared in time (or a stale one): create it here.
+            stale => {
+                if let Some((id, _)) = stale {
+                    let _ = fs::remove_file(spare_path(&self.dir, id));
+                }
+                create_segment(&self.dir, next, self.segment_bytes)
+                    .inspect_err(|e| self.fail(e.to_string()))?
+            }
+        };
         a.segment = next;
         a.file = Arc::new(file);
         a.written = HEADER_LEN;
         a.last_table = None;
+        a.spare_asked = false;
         self.dirty.lock().entry(next).or_default();
         self.live_segments.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -531,14 +662,17 @@ impl Shared {
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.synced_cv.notify_all();
-        drop(s);
-        self.synced_tx.send_if_modified(|w| {
-            let newer = to > w.upto;
-            if newer {
-                w.upto = to;
+        let mut ready = Vec::new();
+        while s.waiters.peek().is_some_and(|w| w.pos <= s.synced) {
+            if let Some(w) = s.waiters.pop() {
+                ready.push(w.tx);
             }
-            newer
-        });
+        }
+        drop(s);
+        // Woken outside the lock, so new writers can register meanwhile.
+        for tx in ready {
+            let _ = tx.send(());
+        }
     }
 
     /// Writes the buffer out and fsyncs it; the fsync runs outside the lock
@@ -547,7 +681,7 @@ impl Shared {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned(self.error_text()));
         }
-        let (file, pos, rolled) = {
+        let (file, pos, rolled, dir_unsynced) = {
             let mut a = self.active.lock();
             self.write_out(&mut a)?;
             (
@@ -557,6 +691,7 @@ impl Shared {
                     offset: a.written,
                 },
                 std::mem::take(&mut a.rolled),
+                std::mem::take(&mut a.dir_unsynced),
             )
         };
         // Segments finished by a roll first: nothing after them may count
@@ -564,6 +699,13 @@ impl Shared {
         for (segment, f) in rolled {
             if let Err(e) = sync_data(&f, FSYNC_FAILPOINT) {
                 let msg = format!("syncing commitlog segment {segment}: {e}");
+                self.fail(msg.clone());
+                return Err(Error::Poisoned(msg));
+            }
+        }
+        if dir_unsynced {
+            if let Err(e) = fsync_dir_at(&self.dir, FSYNC_FAILPOINT) {
+                let msg = format!("syncing the commitlog directory: {e}");
                 self.fail(msg.clone());
                 return Err(Error::Poisoned(msg));
             }
@@ -634,6 +776,42 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Creates each segment asked for (see [`CommitLog::append`]) ahead of
+    /// its roll.
+    fn run_preparer(&self) {
+        loop {
+            let id = {
+                let mut p = self.prepare.lock();
+                while p.is_none() && !self.shutdown.load(Ordering::Acquire) {
+                    self.prepare_cv.wait(&mut p);
+                }
+                if self.shutdown.load(Ordering::Acquire) {
+                    return;
+                }
+                p.take()
+            };
+            let Some(id) = id else { continue };
+            let path = spare_path(&self.dir, id);
+            let _ = fs::remove_file(&path); // left by a crash
+            match create_segment_file(&path, id, self.segment_bytes) {
+                Ok(f) => {
+                    let mut a = self.active.lock();
+                    if a.segment + 1 == id && a.spare.is_none() {
+                        a.spare = Some((id, f));
+                    } else {
+                        // The roll came first and created it itself.
+                        drop(a);
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+                // Not fatal: the roll creates the segment itself.
+                Err(e) => tracing::warn!(error = %e, "preparing commitlog segment {id}"),
+            }
+        }
+    }
+}
+
 /// What replaying one segment found.
 pub struct SegmentReplay {
     pub records: Vec<Replayed>,
@@ -689,6 +867,10 @@ pub fn replay_segment(
                 Err(corrupt(off as u64, detail))
             }
         };
+        // Zeros to the end: the unwritten part of an allocated segment.
+        if data[off..(off + 8).min(data.len())].iter().all(|b| *b == 0) && rest_is_zero(off) {
+            break;
+        }
         if data.len() - off < 8 {
             if torn_or("truncated record header", true)? {
                 out.truncated_at = Some(off as u64);

@@ -100,3 +100,65 @@ fn an_idle_log_fsyncs_at_once_whatever_the_window() {
     );
     assert!(engine.engine_stats().commitlog_syncs >= 1);
 }
+
+fn files_ending(dir: &Path, suffix: &str) -> Vec<(String, u64)> {
+    std::fs::read_dir(dir.join("commitlog"))
+        .expect("commitlog dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+        .map(|e| {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect()
+}
+
+/// Segments are allocated to their full size, and once one is half full the
+/// next is made ahead under a spare name; the roll renames it into place,
+/// and replay reads the zeros after the last record as the segment's end.
+#[test]
+fn segments_are_prepared_ahead_and_replay_past_their_zeros() {
+    const SEGMENT: u64 = 64 << 10;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = open_with(dir.path(), SyncMode::Group { window_ms: 0 }, SEGMENT);
+    let mut i = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Until a spare of the full size is ready.
+    loop {
+        engine.apply(TABLE, row(i)).expect("acknowledged");
+        i += 1;
+        let spares = files_ending(dir.path(), ".log.spare");
+        if spares.iter().any(|(_, len)| *len == SEGMENT) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no spare segment was prepared");
+        if i > 400 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // Then until the roll has taken it.
+    while !files_ending(dir.path(), ".log.spare").is_empty()
+        || files_ending(dir.path(), ".log").len() < 2
+    {
+        engine.apply(TABLE, row(i)).expect("acknowledged");
+        i += 1;
+        assert!(Instant::now() < deadline, "the spare was never used");
+    }
+    for _ in 0..50 {
+        engine.apply(TABLE, row(i)).expect("acknowledged");
+        i += 1;
+    }
+    let segments = files_ending(dir.path(), ".log");
+    assert!(
+        segments.iter().any(|(_, len)| *len == SEGMENT),
+        "no segment of the preallocated size: {segments:?}"
+    );
+    drop(engine);
+    assert!(
+        files_ending(dir.path(), ".log.spare").is_empty(),
+        "a spare left after close"
+    );
+    let engine = open_with(dir.path(), SyncMode::Group { window_ms: 0 }, SEGMENT);
+    let missing: Vec<u32> = (0..i).filter(|k| !present(&engine, *k)).collect();
+    assert!(missing.is_empty(), "lost after replay: {missing:?}");
+}

@@ -109,9 +109,23 @@ pub struct Options {
     /// Client-side request timeout.
     #[arg(long, global = true, default_value = "12s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Client for the load: `scylla` (the scylla driver: token-aware,
+    /// retries, reconnects) or `native` (a lean built-in CQL v4 client, an
+    /// event loop per connection set with no per-request task, so the tool
+    /// takes little CPU from the server it measures; no retries or
+    /// reconnection). Schema set-up always goes through the scylla driver.
+    #[arg(long, global = true, value_enum, default_value_t = Driver::Scylla)]
+    pub driver: Driver,
     /// No interval lines or progress bar; only the summary.
     #[arg(long, global = true)]
     pub quiet: bool,
+}
+
+/// The client that carries the load.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Scylla,
+    Native,
 }
 
 /// How much work a run does.
@@ -139,6 +153,12 @@ impl Cli {
         }
         if o.concurrency == 0 || o.connections == 0 || o.columns == 0 {
             return Err("--concurrency, --connections and --columns must be at least 1".into());
+        }
+        if o.driver == Driver::Native && o.concurrency.div_ceil(o.connections) > 32_000 {
+            return Err("--driver native: at most 32000 requests in flight per connection".into());
+        }
+        if o.driver == Driver::Native && o.columns > 1000 {
+            return Err("--driver native: at most 1000 columns".into());
         }
         if let Some(r) = o.rate {
             if !(r > 0.0 && r.is_finite()) {

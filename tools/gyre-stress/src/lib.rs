@@ -9,6 +9,9 @@
 //! - [`workload`]: key choice (uniform, zipf, sequential), values derived
 //!   from the key (so `read --validate` needs no state), the open-loop
 //!   schedule for `--rate`, and the write/read mix.
+//! - [`native`]: the wire side of `--driver native` (EXECUTE frames
+//!   encoded in place, results read by kind, the token ring for routing);
+//!   its event loop is in `main.rs`'s `native_run`.
 //! - [`stats`]: HDR histograms per operation type, interval lines, error
 //!   counts and the final report (printed and `--json`).
 //!
@@ -18,5 +21,6 @@
 //! (coordinated omission).
 
 pub mod config;
+pub mod native;
 pub mod stats;
 pub mod workload;

@@ -21,9 +21,11 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use tokio::time::Instant;
 
-use gyre_stress::config::{consistency_name, Amount, Cli, Mode, Plan};
+use gyre_stress::config::{consistency_name, Amount, Cli, Driver, Mode, Plan};
 use gyre_stress::stats::{Cpu, IntervalLine, OpSummary, RateReport, Recorder, Report, Validation};
 use gyre_stress::workload::{value_for, Distribution, KeyChooser, OpKind, Schedule, SplitMix64};
+
+mod native_run;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,6 +74,8 @@ struct Workload {
     cli: Cli,
     chooser: KeyChooser,
     schedule: Option<Schedule>,
+    /// `--driver native`: its connections (the load skips the session).
+    native: Option<Arc<native_run::NativePool>>,
 }
 
 /// One measured (or warm-up) phase.
@@ -111,7 +115,11 @@ async fn run(cli: &Cli, plan: &Plan) -> Result<Report> {
         .with_context(|| format!("connecting to {}", hosts.join(",")))?;
     create_schema(&session, cli).await?;
     let (insert, select) = prepare(&session, cli).await?;
-    let workload = Arc::new(Workload {
+    let statements = [
+        insert.get_statement().to_string(),
+        select.get_statement().to_string(),
+    ];
+    let mut workload = Arc::new(Workload {
         session,
         insert,
         select,
@@ -119,7 +127,14 @@ async fn run(cli: &Cli, plan: &Plan) -> Result<Report> {
         cli: cli.clone(),
         chooser: KeyChooser::new(plan.keys, plan.dist),
         schedule: o.rate.map(Schedule::new),
+        native: None,
     });
+    if o.driver == Driver::Native {
+        let pool = native_run::connect(&workload, &hosts[0], statements).await?;
+        if let Some(w) = Arc::get_mut(&mut workload) {
+            w.native = Some(Arc::new(pool));
+        }
+    }
 
     if let Some(w) = o.warmup {
         if !o.quiet {
@@ -268,6 +283,9 @@ async fn prepare(session: &Session, cli: &Cli) -> Result<(PreparedStatement, Pre
 }
 
 async fn run_workers(w: &Arc<Workload>, phase: &Arc<Phase>) {
+    if let Some(pool) = &w.native {
+        return native_run::run_workers(w, phase, pool).await;
+    }
     let mut tasks = Vec::new();
     for id in 0..w.cli.opts.concurrency {
         let (w, phase) = (w.clone(), phase.clone());

@@ -76,13 +76,19 @@ impl SplitMix64 {
 /// The value of column `column` of row `key`: `size` bytes that depend
 /// only on (key, column).
 pub fn value_for(key: u64, column: usize, size: usize) -> Vec<u8> {
-    let mut rng = SplitMix64::new(key.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (column as u64) << 48);
     let mut out = Vec::with_capacity(size + 8);
+    value_into(key, column, size, &mut out);
+    out
+}
+
+/// [`value_for`] into a reused buffer (cleared first).
+pub fn value_into(key: u64, column: usize, size: usize, out: &mut Vec<u8>) {
+    let mut rng = SplitMix64::new(key.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (column as u64) << 48);
+    out.clear();
     while out.len() < size {
         out.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     out.truncate(size);
-    out
 }
 
 /// Zipf over `1..=n` by rejection-inversion (Hörmann and Derflinger), the

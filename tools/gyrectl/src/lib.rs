@@ -447,6 +447,56 @@ fn sees_normal(report: &StatusReport, addr: &str) -> bool {
 }
 
 /// `GET /status` of the node whose admin endpoint is `addr`.
+/// Starts a repair session on the node at `addr` (its admin port) and
+/// follows it to the end, calling `progress` whenever it advances.
+pub fn repair(
+    addr: SocketAddr,
+    req: &gyre_node::RepairRequest,
+    mut progress: impl FnMut(&gyre_node::RepairSession),
+) -> Result<gyre_node::RepairSession> {
+    let json = |what: &str, e: serde_json::Error| Error::Json {
+        what: format!("{addr}{what}"),
+        message: e.to_string(),
+    };
+    let body = serde_json::to_vec(req).map_err(|e| json("/repair", e))?;
+    let (status, text) = gyre_node::http::request(
+        addr,
+        "POST",
+        "/repair",
+        Some(&body),
+        Duration::from_secs(10),
+    )?;
+    if status != 202 {
+        return Err(Error::Cluster(format!(
+            "repair refused by {addr}: {}",
+            text.trim()
+        )));
+    }
+    let session: gyre_node::RepairSession =
+        serde_json::from_str(&text).map_err(|e| json("/repair", e))?;
+    progress(&session);
+    let mut last = session.ranges_done;
+    loop {
+        let text = gyre_node::http::get(addr, "/repair", Duration::from_secs(10))?;
+        let sessions: Vec<gyre_node::RepairSession> =
+            serde_json::from_str(&text).map_err(|e| json("/repair", e))?;
+        let Some(s) = sessions.into_iter().find(|s| s.id == session.id) else {
+            return Err(Error::Cluster(format!(
+                "repair #{} vanished from {addr} (restarted?)",
+                session.id
+            )));
+        };
+        if s.ranges_done != last || s.state != "running" {
+            last = s.ranges_done;
+            progress(&s);
+        }
+        if s.state != "running" {
+            return Ok(s);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn fetch_status(addr: SocketAddr, timeout: Duration) -> Result<StatusReport> {
     let body = gyre_node::http::get(addr, "/status", timeout)?;
     serde_json::from_str(&body).map_err(|e| Error::Json {
@@ -553,6 +603,23 @@ pub fn format_status(r: &StatusReport) -> String {
         }
         out.push('\n');
     }
+    if !r.hints.is_empty() {
+        let _ = writeln!(
+            out,
+            "Hints held by this node\n{:<38}{:<8}Size",
+            "Target host ID", "Files"
+        );
+        for h in &r.hints {
+            let _ = writeln!(
+                out,
+                "{:<38}{:<8}{}",
+                h.host_id,
+                h.files,
+                human_bytes(h.bytes as f64)
+            );
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -640,6 +707,11 @@ mod tests {
             address: e.address.clone(),
             generation: 1,
             endpoints: vec![e, down],
+            hints: vec![gyre_node::HintsReport {
+                host_id: "h2".into(),
+                files: 2,
+                bytes: 3 << 20,
+            }],
         };
         let text = format_status(&r);
         assert!(text.contains("Datacenter: dc1"), "{text}");
@@ -653,6 +725,11 @@ mod tests {
         );
         assert!(
             text.contains("2.00 KiB") && text.contains("50.0%"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("h2") && l.contains("3.00 MiB")),
             "{text}"
         );
     }

@@ -66,6 +66,37 @@ enum Cmd {
         #[arg(long)]
         gyre_bin: Option<PathBuf>,
     },
+    /// Anti-entropy repair of a keyspace's tables over the node's ranges,
+    /// like `nodetool repair`: replicas compare Merkle trees and exchange
+    /// only the partitions that differ. Fails, naming it, when a replica is
+    /// down.
+    Repair {
+        /// The keyspace (default: every keyspace but the system ones).
+        keyspace: Option<String>,
+        /// Tables (default: every table of the keyspace).
+        tables: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The node's admin HTTP port.
+        #[arg(long, default_value_t = 9180)]
+        port: u16,
+        /// Only the ranges the node is the primary owner of (run on every
+        /// node to cover the ring once).
+        #[arg(long)]
+        pr: bool,
+        /// Repair (start, end] only: exclusive start token.
+        #[arg(long, allow_hyphen_values = true)]
+        start_token: Option<i64>,
+        /// Inclusive end token.
+        #[arg(long, allow_hyphen_values = true)]
+        end_token: Option<i64>,
+        /// Full repair (the only kind there is).
+        #[arg(long)]
+        full: bool,
+        /// Merkle tree depth (2^depth leaves per range; default 10).
+        #[arg(long)]
+        depth: Option<u8>,
+    },
     /// Cluster state as one node sees it, like `nodetool status`.
     Status {
         #[arg(long, default_value = "127.0.0.1")]
@@ -397,6 +428,50 @@ enum ClusterCmd {
     },
 }
 
+/// Runs a repair on the node and prints its progress and summary.
+fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow::Result<()> {
+    let mut started = false;
+    let done = gyrectl::repair(addr, req, |s| {
+        if !started {
+            started = true;
+            println!(
+                "repair #{} of {} on {addr}: {} ranges",
+                s.id, s.keyspace, s.ranges_total
+            );
+        } else {
+            println!(
+                "  {}/{} ranges repaired ({:.1} s)",
+                s.ranges_done, s.ranges_total, s.seconds
+            );
+        }
+    })?;
+    println!(
+        "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
+        "Table", "Ranges", "Compared", "Leaves≠", "Differing", "Writes", "Sent", "Received"
+    );
+    for t in &done.tables {
+        println!(
+            "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
+            t.table,
+            t.ranges,
+            t.partitions_compared,
+            t.mismatched_leaves,
+            t.partitions_differing,
+            t.mutations_sent,
+            gyrectl::human_bytes(t.bytes_sent as f64),
+            gyrectl::human_bytes(t.bytes_received as f64)
+        );
+    }
+    println!(
+        "repair #{} {} in {:.1} s",
+        done.id, done.state, done.seconds
+    );
+    match done.error {
+        Some(e) => bail!("repair failed: {e}"),
+        None => Ok(()),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -415,6 +490,30 @@ fn main() -> anyhow::Result<()> {
         | Cmd::ListSnapshots { .. }
         | Cmd::ClearSnapshot { .. }
         | Cmd::Refresh { .. }) => snapshots_cmd(cmd),
+        Cmd::Repair {
+            keyspace,
+            tables,
+            host,
+            port,
+            pr,
+            start_token,
+            end_token,
+            full: _,
+            depth,
+        } => {
+            let ip = host
+                .parse()
+                .with_context(|| format!("--host {host}: not an IP address"))?;
+            let req = gyre_node::RepairRequest {
+                keyspace: keyspace.unwrap_or_default(),
+                tables,
+                start_token,
+                end_token,
+                primary_range: pr,
+                depth,
+            };
+            repair(std::net::SocketAddr::new(ip, port), &req)
+        }
         Cmd::Chaos {
             dir,
             duration_secs,

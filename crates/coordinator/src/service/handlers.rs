@@ -82,6 +82,11 @@ pub(super) fn register_handlers(
             .map(|page| encode_page(&page));
         respond(responder, res, READ_RANGE);
     });
+    // Builds Merkle leaves by scanning a whole range: on the blocking pool.
+    serve(messenger, REPAIR_TREE, &storage, &rt, |s, b| {
+        let req = crate::repair::TreeRequest::decode(b.clone())?;
+        super::repair::build_tree(s, &req).map(|t| t.encode())
+    });
     serve(messenger, TRUNCATE, &storage, &rt, |s, b| {
         let t = decode_table(b).map_err(|e| e.to_string())?;
         s.truncate_table(t).map_err(|e| e.to_string())?;

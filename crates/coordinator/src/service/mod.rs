@@ -2,15 +2,18 @@
 //! gyre-net, with the local storage engine as one of the replicas. This
 //! module holds the service, its configuration and what every path shares
 //! (replica planning, liveness, proximity); each concern has its own file:
-//! [`write`], [`read`], [`range`], [`batch`], [`hints`] delivery, and the
-//! replica side in [`handlers`].
+//! [`write`], [`read`], [`range`], [`batch`], [`hints`] delivery,
+//! [`repair`], and the replica side in [`handlers`].
 
 mod batch;
 mod handlers;
 mod hints;
 mod range;
 mod read;
+mod repair;
 mod write;
+
+pub use repair::RangeRepair;
 
 use handlers::register_handlers;
 
@@ -40,7 +43,7 @@ use crate::hints::{Hint, HintStore};
 use crate::messages::{
     decode_data, decode_digest, decode_page, decode_range, decode_read, decode_table, encode_data,
     encode_page, encode_range, encode_read, encode_table, RangeCommand, ReadCommand, BATCH_REMOVE,
-    BATCH_STORE, MUTATION, READ_DATA, READ_DIGEST, READ_RANGE, TRUNCATE,
+    BATCH_STORE, MUTATION, READ_DATA, READ_DIGEST, READ_RANGE, REPAIR_TREE, TRUNCATE,
 };
 use crate::metrics::{apply_local, CoordinatorMetrics};
 use crate::range::{append_partition, merge_range_pages, min_end, past_end, start_token};
@@ -110,6 +113,9 @@ impl CoordinatorConfig {
     }
 }
 
+/// Hint writes in flight at most (see `Inner::hint_permits`).
+const MAX_HINT_WRITES_IN_FLIGHT: usize = 128;
+
 struct Target {
     replica: Replica,
     addr: SocketAddr,
@@ -124,6 +130,9 @@ struct Inner {
     strategies: Arc<dyn StrategyProvider>,
     liveness: Arc<dyn Liveness>,
     hints: Option<Arc<HintStore>>,
+    /// Bounds the hint writes in flight (each fsyncs on the blocking pool):
+    /// past it a hint is not stored (counted), as when the store is full.
+    hint_permits: Arc<tokio::sync::Semaphore>,
     clock: Arc<dyn Clock>,
     timestamps: TimestampGenerator<SystemMicrosClock>,
     runtime: Handle,
@@ -199,6 +208,7 @@ impl Coordinator {
                 strategies,
                 liveness,
                 hints: None,
+                hint_permits: Arc::new(tokio::sync::Semaphore::new(MAX_HINT_WRITES_IN_FLIGHT)),
                 clock: Arc::new(SystemClock),
                 timestamps: TimestampGenerator::new(SystemMicrosClock),
                 runtime,

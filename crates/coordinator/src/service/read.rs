@@ -136,6 +136,18 @@ impl Coordinator {
                     tracker.on_response(h, resp)
                 }
                 Ok(Some(Event::RepairAck(h, true))) => tracker.repair_acked(h),
+                Ok(Some(Event::RepairAck(h, false))) => {
+                    // A live replica not contacted yet takes the merged
+                    // result instead, so one slow replica does not fail the
+                    // read (Cassandra 4's additional repair writes).
+                    let contacted: Vec<HostId> = tracker.contacted().collect();
+                    let extra = live
+                        .iter()
+                        .find(|t| !contacted.contains(&t.replica.host))
+                        .map(|t| t.replica.clone());
+                    tracing::debug!(host = %h, extra = ?extra.as_ref().map(|r| r.host), "read repair write failed");
+                    tracker.repair_failed(h, extra)
+                }
                 Ok(Some(_)) => ReadAction::Wait,
                 Ok(None) | Err(_) => break tracker.timeout(),
             };

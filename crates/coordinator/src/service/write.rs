@@ -48,6 +48,11 @@ impl Coordinator {
         let Some(store) = self.inner.hints.clone() else {
             return false;
         };
+        let Ok(permit) = self.inner.hint_permits.clone().try_acquire_owned() else {
+            store.note_overloaded();
+            tracing::debug!(%target, "too many hint writes in flight: not hinting");
+            return false;
+        };
         let down_for = self.inner.liveness.down_for(target).unwrap_or_default();
         let hint = Hint {
             target,
@@ -55,10 +60,10 @@ impl Coordinator {
             mutation,
             write_time: self.inner.timestamps.next(),
         };
-        let task = self
-            .inner
-            .runtime
-            .spawn_blocking(move || store.store_for_down_host(hint, down_for));
+        let task = self.inner.runtime.spawn_blocking(move || {
+            let _permit = permit;
+            store.store_for_down_host(hint, down_for)
+        });
         match task.await {
             Ok(Ok(stored)) => stored,
             Ok(Err(e)) => {

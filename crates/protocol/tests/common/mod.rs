@@ -64,6 +64,7 @@ impl RequestHandler for TestHandler {
             }
             HandlerRequest::Prepare(p) => Response::Result(CqlResult::Prepared(Prepared {
                 id: Bytes::from(p.query.into_bytes()),
+                result_metadata_id: Bytes::from_static(b"meta"),
                 metadata: PreparedMetadata::default(),
                 result_metadata: RowsMetadata::empty(),
             })),
@@ -135,6 +136,12 @@ pub struct Client {
     pub socket: TcpStream,
     buf: BytesMut,
     pub compression: Compression,
+    /// The version of the envelopes this client sends and expects.
+    pub version: ProtocolVersion,
+    /// Set once v5 framing is on (after READY).
+    deframer: Option<Deframer>,
+    /// Frame lz4 compression once framing is on.
+    pub frame_lz4: bool,
 }
 
 impl Client {
@@ -145,6 +152,35 @@ impl Client {
             socket,
             buf: BytesMut::new(),
             compression: Compression::None,
+            version: ProtocolVersion::V4,
+            deframer: None,
+            frame_lz4: false,
+        }
+    }
+
+    /// A client that speaks v5 (bare envelopes until its STARTUP).
+    pub async fn connect_v5(addr: SocketAddr) -> Self {
+        let mut c = Self::connect(addr).await;
+        c.version = ProtocolVersion::V5;
+        c
+    }
+
+    /// True once v5 framing is on.
+    pub fn is_framed(&self) -> bool {
+        self.deframer.is_some()
+    }
+
+    /// The bytes of `request`: a bare envelope, or v5 frames.
+    pub fn encode(&self, stream: i16, request: Request) -> Vec<u8> {
+        let mut rf = RequestFrame::new(stream, request);
+        rf.version = self.version;
+        let envelope = rf.to_frame(self.compression).to_bytes();
+        if self.is_framed() {
+            let mut out = BytesMut::new();
+            encode_envelope(&envelope, self.frame_lz4, &mut out);
+            out.to_vec()
+        } else {
+            envelope.to_vec()
         }
     }
 
@@ -153,16 +189,18 @@ impl Client {
     }
 
     pub async fn send(&mut self, stream: i16, request: Request) {
-        let bytes = RequestFrame::new(stream, request)
-            .to_frame(self.compression)
-            .to_bytes();
+        let bytes = self.encode(stream, request);
         self.send_raw(&bytes).await;
     }
 
     /// The next raw frame, or `None` once the server closed the connection.
     pub async fn recv_frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some(f) = decode_frame(&mut self.buf, DEFAULT_MAX_FRAME_BYTES).unwrap() {
+            let decoded = match &mut self.deframer {
+                Some(d) => d.decode(&mut self.buf),
+                None => decode_frame(&mut self.buf, DEFAULT_MAX_FRAME_BYTES),
+            };
+            if let Some(f) = decoded.unwrap() {
                 return Some(f);
             }
             let n = tokio::time::timeout(TIMEOUT, self.socket.read_buf(&mut self.buf))
@@ -177,7 +215,7 @@ impl Client {
 
     pub async fn recv(&mut self) -> ResponseFrame {
         let frame = self.recv_frame().await.expect("connection closed");
-        assert_eq!(frame.version, VERSION_RESPONSE);
+        assert_eq!(frame.version, self.version.response_byte());
         ResponseFrame::decode(&frame, self.compression, DEFAULT_MAX_FRAME_BYTES).unwrap()
     }
 
@@ -202,7 +240,10 @@ impl Client {
             self.request(0, Request::Startup(opts)).await,
             Response::Ready
         );
-        if lz4 {
+        if self.version.is_v5() {
+            self.frame_lz4 = lz4;
+            self.deframer = Some(Deframer::new(lz4, DEFAULT_MAX_FRAME_BYTES));
+        } else if lz4 {
             self.compression = Compression::Lz4;
         }
     }

@@ -494,18 +494,21 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
                 .collect::<Result<Vec<_>>>()?;
             fin.per_node.insert(key.clone(), per_node);
         }
-        // Whole replicas, not just the values read: every row of the table
-        // (shared registers and the clients' own keys) read once more in
-        // full at ALL, so read repair covers every cell, then each node's
-        // digest of its local copy of both tables.
-        let every_row: BTreeSet<&String> = history
-            .iter()
-            .filter(|o| matches!(o.kind, OpKind::Write | OpKind::OwnWrite))
-            .map(|o| &o.key)
-            .collect();
-        for key in every_row {
-            let q = format!("SELECT * FROM {KEYSPACE}.registers WHERE k = '{key}'");
-            query_retry(c, 1, &q, Consistency::All, long)?;
+        // Whole replicas, not just the values read: an anti-entropy repair
+        // of the keyspace from node 1 (which replicates every range when RF
+        // equals the node count), then each node's digest of its local copy
+        // of both tables.
+        let req = gyre_node::RepairRequest {
+            keyspace: KEYSPACE.to_string(),
+            tables: Vec::new(),
+            start_token: None,
+            end_token: None,
+            primary_range: false,
+            depth: None,
+        };
+        let done = crate::repair(c.layout.admin_addr(1)?, &req, |_| {})?;
+        if let Some(e) = done.error {
+            return Err(Error::Cluster(format!("final repair failed: {e}")));
         }
         for table in ["registers", "sets"] {
             let digests = c

@@ -1,0 +1,296 @@
+//! `POST /repair` and `GET /repair`: anti-entropy repair sessions run by
+//! this node (`gyrectl repair`). A session repairs the tables of a keyspace
+//! over this node's ranges (only those it is the primary owner of with
+//! `pr`, or the given token range), range by range through the
+//! coordinator's [`gyre_coordinator::Coordinator::repair_range`], in the
+//! background: the POST answers with the session id at once and `GET
+//! /repair` reports progress and the summary. One repair per table at a
+//! time on a node.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use gyre_coordinator::RangeRepair;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::node::Shared;
+
+/// Merkle depth: 2^10 leaves per range (Cassandra bounds its trees by
+/// memory; ranges here are vnode ranges, so a few thousand leaves suffice).
+pub const DEFAULT_DEPTH: u8 = 10;
+/// Sessions kept for `GET /repair`.
+const KEEP_SESSIONS: usize = 32;
+
+/// The request body of `POST /repair`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepairRequest {
+    /// The keyspace; empty: every keyspace but the system ones.
+    #[serde(default)]
+    pub keyspace: String,
+    /// Tables to repair (default: every table of the keyspace).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Exclusive start token of a range to repair (with `end_token`).
+    #[serde(default)]
+    pub start_token: Option<i64>,
+    /// Inclusive end token.
+    #[serde(default)]
+    pub end_token: Option<i64>,
+    /// Only the ranges this node is the primary owner of.
+    #[serde(default)]
+    pub primary_range: bool,
+    #[serde(default)]
+    pub depth: Option<u8>,
+}
+
+/// One table's outcome in a session.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableRepair {
+    pub table: String,
+    pub ranges: u64,
+    pub partitions_compared: u64,
+    pub mismatched_leaves: u64,
+    pub partitions_differing: u64,
+    pub mutations_sent: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// A repair session, as `GET /repair` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RepairSession {
+    pub id: u64,
+    pub keyspace: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub ranges_total: u64,
+    pub ranges_done: u64,
+    pub tables: Vec<TableRepair>,
+    pub error: Option<String>,
+    pub seconds: f64,
+}
+
+/// The node's repair sessions.
+#[derive(Default)]
+pub(crate) struct Repairs {
+    sessions: Mutex<Vec<RepairSession>>,
+    running: Mutex<HashSet<(String, String)>>,
+    next_id: Mutex<u64>,
+    /// Everything repaired since start, for /metrics.
+    totals: Mutex<RangeRepair>,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Repairs {
+    pub(crate) fn list(&self) -> Vec<RepairSession> {
+        self.sessions.lock().clone()
+    }
+
+    /// Repair counters in Prometheus text.
+    pub(crate) fn render_prometheus(&self, m: &mut String) {
+        use std::fmt::Write as _;
+        let t = self.totals.lock().clone();
+        for (name, help, v) in [
+            (
+                "gyre_repair_sessions_succeeded_total",
+                "Repair sessions that finished.",
+                self.succeeded.load(Ordering::Relaxed),
+            ),
+            (
+                "gyre_repair_sessions_failed_total",
+                "Repair sessions that failed.",
+                self.failed.load(Ordering::Relaxed),
+            ),
+            (
+                "gyre_repair_partitions_compared_total",
+                "Partitions covered by the replicas' Merkle trees.",
+                t.partitions_compared,
+            ),
+            (
+                "gyre_repair_mismatched_leaves_total",
+                "Merkle leaves where replicas disagreed.",
+                t.mismatched_leaves,
+            ),
+            (
+                "gyre_repair_partitions_differing_total",
+                "Partitions that differed on some replica.",
+                t.partitions_differing,
+            ),
+            (
+                "gyre_repair_bytes_sent_total",
+                "Bytes of repair writes sent.",
+                t.bytes_sent,
+            ),
+            (
+                "gyre_repair_bytes_received_total",
+                "Bytes read from replicas in differing slices.",
+                t.bytes_received,
+            ),
+        ] {
+            let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut RepairSession)) {
+        if let Some(s) = self.sessions.lock().iter_mut().find(|s| s.id == id) {
+            f(s);
+        }
+    }
+}
+
+/// Validates `req`, then starts the session in the background.
+pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSession, String> {
+    let qp = shared.qp.get().ok_or("the node is still starting")?;
+    let coord = shared
+        .coordinator
+        .get()
+        .ok_or("the node is still starting")?
+        .clone();
+    let schema = qp.schema();
+    // (keyspace, table) pairs.
+    let names: Vec<(String, String)> = if req.keyspace.is_empty() {
+        if !req.tables.is_empty() {
+            return Err("name the keyspace of the tables to repair".into());
+        }
+        schema
+            .tables()
+            .keys()
+            .filter(|(ks, _)| !gyre_schema::is_system_keyspace(ks))
+            .cloned()
+            .collect()
+    } else {
+        schema
+            .keyspace(&req.keyspace)
+            .ok_or_else(|| format!("unknown keyspace {}", req.keyspace))?;
+        if req.tables.is_empty() {
+            schema
+                .tables_in(&req.keyspace)
+                .map(|t| (req.keyspace.clone(), t.name.clone()))
+                .collect()
+        } else {
+            req.tables
+                .iter()
+                .map(|t| (req.keyspace.clone(), t.clone()))
+                .collect()
+        }
+    };
+    let mut tables = Vec::new();
+    for (ks, name) in &names {
+        let def = schema
+            .table(ks, name)
+            .ok_or_else(|| format!("unknown table {ks}.{name}"))?;
+        tables.push((format!("{ks}.{name}"), def.id));
+    }
+    let depth = req.depth.unwrap_or(DEFAULT_DEPTH);
+    if depth > gyre_coordinator::MAX_REPAIR_DEPTH {
+        return Err(format!(
+            "depth {depth} is over {}",
+            gyre_coordinator::MAX_REPAIR_DEPTH
+        ));
+    }
+    let mut plan = Vec::new();
+    for (name, id) in &tables {
+        let ranges = match (req.start_token, req.end_token) {
+            (Some(s), Some(e)) => coord.split_by_ring(s, e),
+            (None, None) => coord
+                .repair_ranges(*id, req.primary_range)
+                .map_err(|e| e.to_string())?,
+            _ => return Err("give both --start-token and --end-token, or neither".into()),
+        };
+        plan.push((name.clone(), *id, ranges));
+    }
+    let repairs = &shared.repairs;
+    {
+        let mut running = repairs.running.lock();
+        if let Some((ks, t)) = names.iter().find(|n| running.contains(*n)) {
+            return Err(format!(
+                "a repair of {ks}.{t} is already running on this node"
+            ));
+        }
+        for n in &names {
+            running.insert(n.clone());
+        }
+    }
+    let id = {
+        let mut next = repairs.next_id.lock();
+        *next += 1;
+        *next
+    };
+    let session = RepairSession {
+        id,
+        keyspace: if req.keyspace.is_empty() {
+            "(all)".into()
+        } else {
+            req.keyspace.clone()
+        },
+        state: "running".into(),
+        ranges_total: plan.iter().map(|p| p.2.len() as u64).sum(),
+        ranges_done: 0,
+        tables: Vec::new(),
+        error: None,
+        seconds: 0.0,
+    };
+    {
+        let mut sessions = repairs.sessions.lock();
+        sessions.push(session.clone());
+        let excess = sessions.len().saturating_sub(KEEP_SESSIONS);
+        sessions.drain(..excess);
+    }
+    let shared = shared.clone();
+    tokio::runtime::Handle::current().spawn(async move {
+        let started = Instant::now();
+        let mut error = None;
+        'tables: for (name, table, ranges) in plan {
+            let mut sum = RangeRepair::default();
+            for (start, end) in &ranges {
+                match coord.repair_range(table, *start, *end, depth).await {
+                    Ok(r) => {
+                        shared.repairs.totals.lock().add(&r);
+                        sum.add(&r)
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = name, error = %e, "repair failed");
+                        error = Some(format!("{name}: {e}"));
+                        break 'tables;
+                    }
+                }
+                shared.repairs.update(id, |s| {
+                    s.ranges_done += 1;
+                    s.seconds = started.elapsed().as_secs_f64();
+                });
+            }
+            let summary = TableRepair {
+                table: name.clone(),
+                ranges: ranges.len() as u64,
+                partitions_compared: sum.partitions_compared,
+                mismatched_leaves: sum.mismatched_leaves,
+                partitions_differing: sum.partitions_differing,
+                mutations_sent: sum.mutations_sent,
+                bytes_sent: sum.bytes_sent,
+                bytes_received: sum.bytes_received,
+            };
+            tracing::info!(table = name, ?summary, "repair of a table finished");
+            shared.repairs.update(id, |s| s.tables.push(summary));
+        }
+        let failed = error.is_some();
+        shared.repairs.update(id, |s| {
+            s.state = if failed { "failed" } else { "done" }.into();
+            s.error = error;
+            s.seconds = started.elapsed().as_secs_f64();
+        });
+        if failed {
+            shared.repairs.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.repairs.succeeded.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut running = shared.repairs.running.lock();
+        for n in &names {
+            running.remove(n);
+        }
+    });
+    Ok(session)
+}
