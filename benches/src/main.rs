@@ -59,6 +59,47 @@ struct Args {
     /// Print results as JSON lines too.
     #[arg(long)]
     json: bool,
+    /// The tables' compaction option as CQL writes it, comma-separated
+    /// (e.g. `class=LeveledCompactionStrategy,sstable_size_in_mb=16`);
+    /// default size-tiered. The native engine only.
+    #[arg(long)]
+    compaction: Option<String>,
+    /// After each write workload, wait (untimed) until background
+    /// compaction has nothing left to do, so that write amplification
+    /// counts the whole compaction debt (native engine).
+    #[arg(long)]
+    settle: bool,
+}
+
+/// Set from `--settle`.
+static SETTLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Waits until the table's compaction strategy has nothing to do (at most
+/// an hour).
+fn settle(engine: &Arc<dyn StorageEngine>, table: TableId) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while engine.table_stats(table)?.compaction_pending && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The options of every table the workloads create (`--compaction`).
+static TABLE_OPTIONS: std::sync::OnceLock<TableOptions> = std::sync::OnceLock::new();
+
+fn table_options() -> TableOptions {
+    TABLE_OPTIONS.get().cloned().unwrap_or_default()
+}
+
+fn parse_compaction(spec: &str) -> anyhow::Result<gyre_storage::CompactionOptions> {
+    let mut map = std::collections::BTreeMap::new();
+    for kv in spec.split(',') {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--compaction: {kv:?} is not key=value"))?;
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    gyre_storage::CompactionOptions::from_cql(&map).map_err(anyhow::Error::msg)
 }
 
 struct Report {
@@ -163,7 +204,7 @@ fn write_workload(
     threads: u64,
     value_size: usize,
 ) -> anyhow::Result<Report> {
-    engine.create_table(table, TableOptions::default())?;
+    engine.create_table(table, table_options())?;
     reset_peak_rss();
     let start = Instant::now();
     let per = partitions / threads;
@@ -202,6 +243,9 @@ fn write_workload(
     // amplification compare the engines on the same data, not on how much
     // each happens to hold in memory.
     engine.flush(Some(table))?;
+    if SETTLE.load(std::sync::atomic::Ordering::Relaxed) {
+        settle(engine, table)?;
+    }
     let stats = engine.table_stats(table)?;
     Ok(Report {
         name: name.into(),
@@ -266,6 +310,15 @@ fn open_engine(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    SETTLE.store(args.settle, std::sync::atomic::Ordering::Relaxed);
+    if let Some(spec) = &args.compaction {
+        let compaction = parse_compaction(spec)?;
+        println!("compaction: {compaction:?}");
+        let _ = TABLE_OPTIONS.set(TableOptions {
+            compaction,
+            ..Default::default()
+        });
+    }
     let tmp = tempfile::tempdir()?;
     let base = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let engines: Vec<&str> = match args.engine.as_str() {
@@ -403,7 +456,7 @@ fn run_workloads(engine: &Arc<dyn StorageEngine>, args: &Args) -> anyhow::Result
             }
             "slice" => {
                 let table = TableId(uuid::Uuid::from_u128(5));
-                engine.create_table(table, TableOptions::default())?;
+                engine.create_table(table, table_options())?;
                 let (parts, rows) = (100u64, 10_000u64);
                 let mut rng = rand::rngs::StdRng::seed_from_u64(5);
                 for p in 0..parts {
@@ -487,11 +540,18 @@ fn run_workloads(engine: &Arc<dyn StorageEngine>, args: &Args) -> anyhow::Result
                     }
                     hist.record(t0.elapsed().as_nanos() as u64)?;
                 }
+                let elapsed = start.elapsed();
+                if SETTLE.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Untimed: the overwrites on disk and compacted, so
+                    // bytes on disk show the space amplification.
+                    engine.flush(Some(write_table))?;
+                    settle(engine, write_table)?;
+                }
                 let stats = engine.table_stats(write_table)?;
                 Report {
                     name: "mixed".into(),
                     ops: args.reads,
-                    elapsed: start.elapsed(),
+                    elapsed,
                     hist,
                     disk_bytes: stats.disk_bytes,
                     user_bytes: args.reads / 2 * (args.value_size as u64 + 16),

@@ -50,7 +50,8 @@ pub fn mutation(i: u64) -> Partition {
         p = p.set(
             Bytes::from_static(b"row"),
             CellName::simple(c),
-            Cell::live(i as i64 + 1, value(i)),
+            // A millisecond apart: the time-window strategy sees windows.
+            Cell::live((i as i64 + 1) * 1_000, value(i)),
         );
     }
     p
@@ -65,6 +66,27 @@ pub fn crash_config(dir: &std::path::Path, sync: SyncMode) -> LsmConfig {
         segment_bytes: 32 << 10,
         block_bytes: 4 << 10,
         ..LsmConfig::in_dir(dir)
+    }
+}
+
+/// The compaction strategy of the crash workload's table, by name
+/// (`stcs`, `lcs`, `twcs`), tuned to its tiny memtables: leveled with
+/// 64 KiB SSTables and fanout 4, time-window with 1 s windows (a thousand
+/// writes, as timestamps are a millisecond apart).
+pub fn crash_compaction(name: &str) -> Option<gyre_storage::CompactionOptions> {
+    use gyre_storage::{CompactionOptions, LeveledOptions, TimeWindowOptions};
+    match name {
+        "stcs" => Some(CompactionOptions::default()),
+        "lcs" => Some(CompactionOptions::Leveled(LeveledOptions {
+            sstable_size_bytes: 64 << 10,
+            fanout: 4,
+            ..Default::default()
+        })),
+        "twcs" => Some(CompactionOptions::TimeWindow(TimeWindowOptions {
+            window_seconds: 1,
+            ..Default::default()
+        })),
+        _ => None,
     }
 }
 

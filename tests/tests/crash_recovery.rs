@@ -15,8 +15,20 @@ use gyre_tests::{crash_table, key, parse_sync, value, CrashEngine, COLUMNS};
 use rand::Rng;
 
 fn spawn(engine: CrashEngine, dir: &Path, sync: &str, start: u64, extra: &[&str]) -> Child {
+    spawn_with(engine, "stcs", dir, sync, start, extra)
+}
+
+fn spawn_with(
+    engine: CrashEngine,
+    compaction: &str,
+    dir: &Path,
+    sync: &str,
+    start: u64,
+    extra: &[&str],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_crash_writer"))
         .env("GYRE_CRASH_ENGINE", engine.name())
+        .env("GYRE_CRASH_COMPACTION", compaction)
         .arg(dir)
         .arg(sync)
         .arg(start.to_string())
@@ -90,8 +102,15 @@ fn check_complete(i: u64, p: &gyre_common::Partition) {
 
 /// Runs the writer, kills it after a random number of acknowledgements,
 /// and returns the acknowledged keys.
-fn run_and_kill(engine: CrashEngine, dir: &Path, sync: &str, start: u64, acks: usize) -> Vec<u64> {
-    let mut child = spawn(engine, dir, sync, start, &[]);
+fn run_and_kill(
+    engine: CrashEngine,
+    compaction: &str,
+    dir: &Path,
+    sync: &str,
+    start: u64,
+    acks: usize,
+) -> Vec<u64> {
+    let mut child = spawn_with(engine, compaction, dir, sync, start, &[]);
     let stdout = child.stdout.take().expect("piped stdout");
     let mut acked = Vec::new();
     for line in BufReader::new(stdout).lines() {
@@ -109,6 +128,12 @@ fn run_and_kill(engine: CrashEngine, dir: &Path, sync: &str, start: u64, acks: u
 }
 
 fn crash_loop(engine: CrashEngine, sync: &str) {
+    crash_loop_with(engine, "stcs", sync);
+}
+
+/// The crash loop on a table with the given compaction strategy (see
+/// `gyre_tests::crash_compaction`).
+fn crash_loop_with(engine: CrashEngine, compaction: &str, sync: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mode = parse_sync(sync).expect("sync mode");
     let mut rng = rand::thread_rng();
@@ -116,7 +141,7 @@ fn crash_loop(engine: CrashEngine, sync: &str) {
     let mut next = 0;
     for _round in 0..6 {
         let acks = rng.gen_range(1..3000);
-        let acked = run_and_kill(engine, dir.path(), sync, next, acks);
+        let acked = run_and_kill(engine, compaction, dir.path(), sync, next, acks);
         assert!(!acked.is_empty(), "the writer acknowledged nothing");
         all_acked.extend(acked);
         let max = verify(engine, dir.path(), mode, &all_acked);
@@ -132,6 +157,18 @@ fn batch_sync_loses_no_acknowledged_write() {
 #[test]
 fn group_sync_loses_no_acknowledged_write() {
     crash_loop(CrashEngine::Lsm, "group");
+}
+
+#[test]
+fn leveled_compaction_loses_no_acknowledged_write() {
+    crash_loop_with(CrashEngine::Lsm, "lcs", "batch");
+    crash_loop_with(CrashEngine::Lsm, "lcs", "group");
+}
+
+#[test]
+fn time_window_compaction_loses_no_acknowledged_write() {
+    crash_loop_with(CrashEngine::Lsm, "twcs", "batch");
+    crash_loop_with(CrashEngine::Lsm, "twcs", "group");
 }
 
 /// Runs the writer with files capped at `limit` bytes (a full disk) and

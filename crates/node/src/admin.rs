@@ -4,7 +4,10 @@
 //! `POST /clock` (write-timestamp offset in ms, for the chaos clock fault),
 //! `POST /digest` (a digest of one table's local data; see `digest.rs`),
 //! `POST`, `GET` and `DELETE /failpoints` (storage failpoints such as
-//! `commitlog::fsync`, in binaries built with the `failpoints` feature).
+//! `commitlog::fsync`, in binaries built with the `failpoints` feature),
+//! and the snapshot routes of `snapshots.rs`: `POST /snapshot`,
+//! `GET /snapshots`, `POST /snapshots/clear`, `POST /import`, and
+//! `GET /compactionstats` (per table: pending work, the running merge).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -93,6 +96,15 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             },
             Err(e) => Response::text(400, format!("invalid digest request: {e}\n")),
         },
+        // Snapshots: inline like flush (a snapshot flushes first).
+        ("POST", "/snapshot") => crate::snapshots::take(shared, &req.body),
+        ("GET", "/snapshots") => crate::snapshots::list(shared),
+        ("POST", "/snapshots/clear") => crate::snapshots::clear(shared, &req.body),
+        ("POST", "/import") => crate::snapshots::import(shared, &req.body),
+        ("GET", "/compactionstats") => match serde_json::to_vec_pretty(&compaction_stats(shared)) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::text(500, e.to_string()),
+        },
         ("POST", "/repair") => match serde_json::from_slice::<crate::RepairRequest>(&req.body) {
             Ok(r) => match crate::repair::start(shared, r) {
                 Ok(session) => match serde_json::to_vec_pretty(&session) {
@@ -130,13 +142,43 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
         (
             _,
             "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
-            | "/failpoints" | "/repair",
+            | "/failpoints" | "/snapshot" | "/snapshots" | "/snapshots/clear" | "/import"
+            | "/compactionstats" | "/repair",
         ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,
-            "not found; try /status, /metrics, /faults, /flush, /compact, /repair or /failpoints\n",
+            "not found; try /status, /metrics, /faults, /flush, /compact, /snapshots, /repair or /failpoints\n",
         ),
     }
+}
+
+/// `GET /compactionstats`: one entry per named table.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct CompactionStats {
+    pub table: String,
+    pub pending: bool,
+    pub active: Option<gyre_storage::CompactionProgress>,
+    pub sstables_per_level: Vec<usize>,
+}
+
+fn compaction_stats(shared: &Shared) -> Vec<CompactionStats> {
+    let mut out: Vec<CompactionStats> = shared
+        .engine
+        .tables()
+        .into_iter()
+        .filter(|(_, o)| !o.name.is_empty())
+        .filter_map(|(id, o)| {
+            let s = shared.engine.table_stats(id).ok()?;
+            Some(CompactionStats {
+                table: o.name,
+                pending: s.compaction_pending,
+                active: s.active_compaction,
+                sstables_per_level: s.sstables_per_level,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.table.cmp(&b.table));
+    out
 }
 
 /// One failpoint: `POST /failpoints` takes it, `GET` lists them.
@@ -312,6 +354,74 @@ fn metrics(shared: &Shared) -> String {
         "gauge",
         "Writes per commitlog fsync since start (records / syncs): the group commit's batching.",
         &one(es.commitlog_records as f64 / es.commitlog_syncs.max(1) as f64),
+    );
+    // Per table (named tables only: not the node's internal ones).
+    let mut tables: Vec<(String, gyre_storage::TableStats)> = shared
+        .engine
+        .tables()
+        .into_iter()
+        .filter(|(_, o)| !o.name.is_empty())
+        .filter_map(|(id, o)| {
+            let name = o.name.replace('\\', "\\\\").replace('"', "\\\"");
+            shared.engine.table_stats(id).ok().map(|s| (name, s))
+        })
+        .collect();
+    tables.sort_by(|a, b| a.0.cmp(&b.0));
+    let per_table = |f: &dyn Fn(&gyre_storage::TableStats) -> f64| -> Vec<(String, f64)> {
+        tables
+            .iter()
+            .map(|(name, s)| (format!("{{table=\"{name}\"}}"), f(s)))
+            .collect()
+    };
+    metric(
+        "gyre_table_sstables",
+        "gauge",
+        "SSTables of a table, by compaction level.",
+        &tables
+            .iter()
+            .flat_map(|(name, s)| {
+                s.sstables_per_level
+                    .iter()
+                    .enumerate()
+                    .map(move |(l, n)| (format!("{{table=\"{name}\",level=\"{l}\"}}"), *n as f64))
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "gyre_table_disk_bytes",
+        "gauge",
+        "Bytes of a table's SSTables.",
+        &per_table(&|s| s.disk_bytes as f64),
+    );
+    metric(
+        "gyre_table_compactions_total",
+        "counter",
+        "Compactions (merges) of a table since start.",
+        &per_table(&|s| s.compactions as f64),
+    );
+    metric(
+        "gyre_table_compacted_bytes_total",
+        "counter",
+        "Bytes written by a table's compactions since start.",
+        &per_table(&|s| s.bytes_compacted as f64),
+    );
+    metric(
+        "gyre_table_compaction_pending",
+        "gauge",
+        "1 while a table's compaction strategy has work to do.",
+        &per_table(&|s| f64::from(u8::from(s.compaction_pending))),
+    );
+    metric(
+        "gyre_table_expired_sstables_dropped_total",
+        "counter",
+        "SSTables deleted whole, without rewriting, because all their data expired.",
+        &per_table(&|s| s.expired_sstables_dropped as f64),
+    );
+    metric(
+        "gyre_table_expired_bytes_dropped_total",
+        "counter",
+        "Bytes of the SSTables deleted whole because all their data expired.",
+        &per_table(&|s| s.expired_bytes_dropped as f64),
     );
     let verb_name = |v: gyre_net::Verb| {
         if v == GOSSIP_VERB {

@@ -198,6 +198,16 @@ pub struct StorageConfig {
     /// to back; an idle log always fsyncs at once).
     pub commitlog_sync_group_window_ms: u64,
     pub commit_failure_policy: CommitFailurePolicy,
+    /// Snapshot a table before DROP TABLE and TRUNCATE delete its data
+    /// (Cassandra's `auto_snapshot`; native engine only).
+    pub auto_snapshot: bool,
+    /// MiB per second a compaction may write (0: no limit; Cassandra's
+    /// `compaction_throughput`, 64 by default).
+    pub compaction_throughput_mb_per_sec: u64,
+    /// Background compaction threads (Cassandra's `concurrent_compactors`);
+    /// a table compacts one merge at a time, so more help with several
+    /// busy tables.
+    pub concurrent_compactors: usize,
 }
 
 impl Default for StorageConfig {
@@ -210,6 +220,9 @@ impl Default for StorageConfig {
             commitlog_sync_period_ms: 10_000,
             commitlog_sync_group_window_ms: 0,
             commit_failure_policy: CommitFailurePolicy::Stop,
+            auto_snapshot: true,
+            compaction_throughput_mb_per_sec: 64,
+            concurrent_compactors: 2,
         }
     }
 }
@@ -536,6 +549,9 @@ impl NodeConfig {
         }
         if s.commitlog_dir.as_os_str().is_empty() {
             return invalid("storage.commitlog_dir", "must not be empty");
+        }
+        if !(1..=64).contains(&s.concurrent_compactors) {
+            return invalid("storage.concurrent_compactors", "must be between 1 and 64");
         }
         if s.commitlog_sync_period_ms == 0 {
             return invalid("storage.commitlog_sync_period_ms", "must be positive");

@@ -10,8 +10,11 @@
 //!   events, and serves the admin endpoint. [`Node::shutdown`] announces the
 //!   shutdown to peers and flushes storage.
 //! - Admin HTTP (`network.admin_port`): `GET /status` ([`StatusReport`]
-//!   JSON), `GET /metrics` (Prometheus text), `POST`/`DELETE /faults`
-//!   (JSON [`gyre_net::FaultRules`]).
+//!   JSON), `GET /metrics` (Prometheus text, per-table compaction state
+//!   included), `POST`/`DELETE /faults` (JSON [`gyre_net::FaultRules`]),
+//!   the snapshot routes (`POST /snapshot`, `GET /snapshots`,
+//!   `POST /snapshots/clear`, `POST /import`, bodies [`SnapshotRequest`])
+//!   and `GET /compactionstats` ([`CompactionStats`]).
 //! - [`http`]: the tiny HTTP/1.1 server and blocking client behind it, also
 //!   used by `gyrectl` and the integration tests.
 //!
@@ -25,6 +28,7 @@
 //! decommission.
 
 mod admin;
+pub use admin::CompactionStats;
 mod bench;
 pub mod config;
 mod cql;
@@ -34,6 +38,7 @@ pub mod http;
 mod node;
 mod repair;
 mod replication;
+mod snapshots;
 mod state;
 mod status;
 mod system_tables;
@@ -45,5 +50,6 @@ pub use error::{Error, Result};
 pub use gyre_storage::failpoints;
 pub use node::{run, shutdown_signal, Node, EMPTY_SCHEMA, GOSSIP_VERB, RELEASE_VERSION};
 pub use repair::{RepairRequest, RepairSession, TableRepair};
+pub use snapshots::SnapshotRequest;
 pub use state::NodeState;
 pub use status::{EndpointReport, HintsReport, StatusReport};

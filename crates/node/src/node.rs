@@ -37,6 +37,11 @@ async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
                     data_dir: cfg.data_dir.clone(),
                     commitlog_dir: cfg.commitlog_dir.clone(),
                     sync: cfg.sync_mode(),
+                    auto_snapshot: cfg.auto_snapshot,
+                    compaction_throughput_bytes_per_sec: cfg
+                        .compaction_throughput_mb_per_sec
+                        .saturating_mul(1 << 20),
+                    concurrent_compactors: cfg.concurrent_compactors,
                     ..LsmConfig::default()
                 };
                 Ok(Arc::new(LsmEngine::open(lsm)?))

@@ -331,6 +331,9 @@ pub(crate) fn table_option_cells(props: &[Property]) -> Result<BTreeMap<String, 
                     "class".into(),
                     canonical_class(&class, "org.apache.cassandra.db.compaction"),
                 );
+                // Refuses an unknown strategy or option, or a bad value,
+                // with Cassandra's message.
+                gyre_storage::CompactionOptions::from_cql(&m).map_err(SchemaError::invalid)?;
                 json(&m)
             }
             "compression" => {

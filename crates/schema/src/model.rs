@@ -393,6 +393,7 @@ impl TableDef {
     pub fn storage_options(&self) -> gyre_storage::TableOptions {
         let mut o = gyre_storage::TableOptions {
             gc_grace_seconds: self.options.gc_grace_seconds,
+            name: format!("{}.{}", self.keyspace, self.name),
             ..Default::default()
         };
         let class = self.options.compression.get("class").map(String::as_str);
@@ -403,13 +404,13 @@ impl TableDef {
             (None, _) => gyre_storage::Compression::None,
             _ => gyre_storage::Compression::Lz4,
         };
-        if let gyre_storage::CompactionOptions::SizeTiered(st) = &mut o.compaction {
-            let get = |k: &str| self.options.compaction.get(k).and_then(|v| v.parse().ok());
-            if let Some(v) = get("min_threshold") {
-                st.min_threshold = v;
-            }
-            if let Some(v) = get("max_threshold") {
-                st.max_threshold = v;
+        // Options were validated when the statement was executed; a table
+        // stored by an older version with options it did not check keeps
+        // the default strategy.
+        match gyre_storage::CompactionOptions::from_cql(&self.options.compaction) {
+            Ok(c) => o.compaction = c,
+            Err(e) => {
+                tracing::warn!(table = %self.name, error = %e, "ignoring invalid compaction options")
             }
         }
         o

@@ -153,6 +153,10 @@ fn create_table_builds_the_model() {
         Some("org.apache.cassandra.db.compaction.LeveledCompactionStrategy")
     );
     assert_eq!(t.storage_options().gc_grace_seconds, 10);
+    assert_eq!(
+        t.storage_options().compaction,
+        gyre_storage::CompactionOptions::Leveled(Default::default())
+    );
     assert_eq!(s.table_by_id(t.id).unwrap().name, "t");
     assert_eq!(s.tables_in("ks").count(), 1);
 
@@ -190,6 +194,15 @@ fn create_table_errors() {
         ("CREATE TABLE t (k int PRIMARY KEY) WITH default_time_to_live = 630720001", "default_time_to_live must be less than or equal to 630720000 (got 630720001)"),
         ("CREATE TABLE t (k int PRIMARY KEY) WITH bogus = 1", "Unknown property 'bogus'"),
         ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'min_threshold': 2}", "Missing sub-option 'class' for the 'compaction' option."),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'FooCompactionStrategy'}", "Unable to find compaction strategy class 'org.apache.cassandra.db.compaction.FooCompactionStrategy'"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'LeveledCompactionStrategy', 'bogus': 1}", "Properties specified [bogus] are not understood by LeveledCompactionStrategy"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'SizeTieredCompactionStrategy', 'sstable_size_in_mb': 1}", "Properties specified [sstable_size_in_mb] are not understood by SizeTieredCompactionStrategy"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'LeveledCompactionStrategy', 'sstable_size_in_mb': 0}", "sstable_size_in_mb must be larger than 0, but was 0"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'LeveledCompactionStrategy', 'sstable_size_in_mb': 'big'}", "big is not a parsable int (base10) for sstable_size_in_mb"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'WEEKS'}", "WEEKS is not valid for compaction_window_unit"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_size': 0}", "0 must be greater than 1 for compaction_window_size"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'timestamp_resolution': 'DAYS'}", "DAYS is not valid for timestamp_resolution"),
+        ("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = {'class': 'SizeTieredCompactionStrategy', 'min_threshold': 1}", "Min compaction threshold cannot be less than 2 (got 1)"),
     ];
     for (cql, want) in bad {
         assert_eq!(err(&mut s, cql), want, "{cql}");
@@ -375,6 +388,37 @@ fn dropped_columns_are_remembered() {
     run(&mut s, 5, "DROP TABLE t").unwrap();
     run(&mut s, 6, "CREATE TABLE t (k int PRIMARY KEY, v text)").unwrap();
     assert!(s.table("ks", "t").unwrap().dropped_columns.is_empty());
+}
+
+#[test]
+fn alter_table_switches_the_compaction_strategy() {
+    let mut s = with_ks();
+    run(&mut s, 2, "CREATE TABLE t (k int PRIMARY KEY, v int)").unwrap();
+    let st = |s: &Schema| s.table("ks", "t").unwrap().storage_options().compaction;
+    assert!(matches!(
+        st(&s),
+        gyre_storage::CompactionOptions::SizeTiered(_)
+    ));
+    run(&mut s, 3, "ALTER TABLE t WITH compaction = {'class': 'LeveledCompactionStrategy', 'sstable_size_in_mb': 2, 'fanout_size': 4}").unwrap();
+    assert_eq!(
+        st(&s),
+        gyre_storage::CompactionOptions::Leveled(gyre_storage::LeveledOptions {
+            sstable_size_bytes: 2 << 20,
+            fanout: 4,
+            ..Default::default()
+        })
+    );
+    run(&mut s, 4, "ALTER TABLE t WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 6}").unwrap();
+    match st(&s) {
+        gyre_storage::CompactionOptions::TimeWindow(o) => assert_eq!(o.window_seconds, 6 * 3600),
+        other => panic!("time window expected: {other:?}"),
+    }
+    run(&mut s, 5, "ALTER TABLE t WITH compaction = {'class': 'SizeTieredCompactionStrategy', 'enabled': 'false'}").unwrap();
+    assert_eq!(st(&s), gyre_storage::CompactionOptions::None);
+    assert_eq!(
+        err(&mut s, "ALTER TABLE t WITH compaction = {'class': 'DateTieredCompactionStrategy'}"),
+        "Unable to find compaction strategy class 'org.apache.cassandra.db.compaction.DateTieredCompactionStrategy'"
+    );
 }
 
 /// Runs one statement in a cluster of datacenters `dcs`.

@@ -1,13 +1,10 @@
-//! Compaction: merging SSTables, and the strategies that choose which.
+//! Compaction: merging sorted partition streams, and the purge rules.
 //!
-//! A strategy only plans (which SSTables to merge); the merge itself, with
-//! its purging rules, is shared. Size-tiered is the one strategy so far;
-//! leveled and time-window planners would be further variants of
-//! [`CompactionOptions`] with their own `plan` function.
+//! The merge is shared by reads, scans and compaction; which SSTables a
+//! compaction merges is the strategies' business ([`crate::strategy`]).
 
 use gyre_common::{lww, CellValue, DecoratedKey, Deletion, LocalTime, Partition, Row, Timestamp};
 
-use crate::types::{CompactionOptions, SizeTieredOptions};
 use crate::Result;
 
 /// One input to a merge: a sorted stream of partitions.
@@ -106,55 +103,6 @@ pub fn compact_partition(
     }
 }
 
-/// What the planner sees of an SSTable.
-#[derive(Clone, Copy, Debug)]
-pub struct Candidate {
-    pub generation: u64,
-    pub bytes: u64,
-}
-
-/// Chooses SSTables for a background compaction, if any should run.
-pub fn plan(options: &CompactionOptions, sstables: &[Candidate]) -> Option<Vec<u64>> {
-    match options {
-        CompactionOptions::SizeTiered(o) => plan_size_tiered(o, sstables),
-        CompactionOptions::None => None,
-    }
-}
-
-/// Cassandra's size-tiered buckets: SSTables within [low, high] times a
-/// bucket's average size (or all below `min_sstable_size`) share a bucket;
-/// a bucket with at least `min_threshold` members is compacted, smallest
-/// average first, at most `max_threshold` at a time.
-pub fn plan_size_tiered(o: &SizeTieredOptions, sstables: &[Candidate]) -> Option<Vec<u64>> {
-    let mut sorted = sstables.to_vec();
-    sorted.sort_by_key(|c| c.bytes);
-    let mut buckets: Vec<(f64, Vec<Candidate>)> = Vec::new();
-    for c in sorted {
-        let size = c.bytes as f64;
-        let fit = buckets.iter_mut().find(|(avg, _)| {
-            (size > avg * o.bucket_low && size < avg * o.bucket_high)
-                || (c.bytes < o.min_sstable_size && *avg < o.min_sstable_size as f64)
-        });
-        match fit {
-            Some((avg, members)) => {
-                *avg = (*avg * members.len() as f64 + size) / (members.len() + 1) as f64;
-                members.push(c);
-            }
-            None => buckets.push((size, vec![c])),
-        }
-    }
-    buckets
-        .into_iter()
-        .filter(|(_, m)| m.len() >= o.min_threshold.max(2))
-        .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, m)| {
-            m.iter()
-                .take(o.max_threshold.max(2))
-                .map(|c| c.generation)
-                .collect()
-        })
-}
-
 /// The least timestamp another source may hold for `key`.
 pub fn min_timestamp_outside<'a>(
     key: &DecoratedKey,
@@ -170,34 +118,6 @@ pub fn min_timestamp_outside<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn c(generation: u64, mb: u64) -> Candidate {
-        Candidate {
-            generation,
-            bytes: mb << 20,
-        }
-    }
-
-    #[test]
-    fn size_tiered_waits_for_four_similar() {
-        let o = SizeTieredOptions::default();
-        assert_eq!(
-            plan_size_tiered(&o, &[c(1, 100), c(2, 100), c(3, 100)]),
-            None
-        );
-        let mut got =
-            plan_size_tiered(&o, &[c(1, 100), c(2, 110), c(3, 95), c(4, 1000), c(5, 105)])
-                .expect("plans");
-        got.sort_unstable();
-        assert_eq!(got, vec![1, 2, 3, 5]);
-    }
-
-    #[test]
-    fn small_sstables_share_a_bucket() {
-        let o = SizeTieredOptions::default();
-        let got = plan_size_tiered(&o, &[c(1, 1), c(2, 10), c(3, 3), c(4, 40)]).expect("plans");
-        assert_eq!(got.len(), 4);
-    }
 
     #[test]
     fn purges_only_past_gc_grace_and_below_max_purgeable() {

@@ -73,6 +73,18 @@ pub struct LsmConfig {
     pub skip_corrupt_commitlog: bool,
     /// Run flushes and compactions on background threads.
     pub background_compaction: bool,
+    /// Snapshot a table before DROP and TRUNCATE delete its data (tags
+    /// `dropped-<secs>-<name>` and `truncated-<secs>-<name>`), as
+    /// Cassandra's `auto_snapshot`. Off in the library, on in the node.
+    pub auto_snapshot: bool,
+    /// Bytes per second a compaction may write (0: no limit), as
+    /// Cassandra's `compaction_throughput`: background work that leaves
+    /// the disk to requests. Background compactions run one at a time; a
+    /// major compaction on request runs beside them with its own pace.
+    pub compaction_throughput_bytes_per_sec: u64,
+    /// Background compaction threads (Cassandra's `concurrent_compactors`).
+    /// They work on different tables: a table compacts one merge at a time.
+    pub concurrent_compactors: usize,
 }
 
 impl Default for LsmConfig {
@@ -90,6 +102,9 @@ impl Default for LsmConfig {
             max_key_bytes: u16::MAX as usize,
             skip_corrupt_commitlog: false,
             background_compaction: true,
+            auto_snapshot: false,
+            compaction_throughput_bytes_per_sec: 0,
+            concurrent_compactors: 1,
         }
     }
 }
@@ -118,6 +133,9 @@ impl LsmConfig {
         }
         if self.max_key_bytes > u16::MAX as usize {
             return bad("max_key_bytes must be at most 65535");
+        }
+        if self.concurrent_compactors == 0 || self.concurrent_compactors > 64 {
+            return bad("concurrent_compactors must be between 1 and 64");
         }
         if let SyncMode::Periodic { period_ms: 0 } = self.sync {
             return bad("sync.period_ms must be positive");

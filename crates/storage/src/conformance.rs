@@ -21,8 +21,9 @@ use proptest::prelude::*;
 
 use crate::engine::finish_read;
 use crate::{
-    ClusteringFilter, ColumnFilter, CompactionOptions, ManualClock, ReadFilter, ScanRequest,
-    ScanStart, SizeTieredOptions, StorageEngine, TableId, TableOptions,
+    ClusteringFilter, ColumnFilter, CompactionOptions, LeveledOptions, ManualClock, ReadFilter,
+    ScanRequest, ScanStart, SizeTieredOptions, StorageEngine, TableId, TableOptions,
+    TimeWindowOptions,
 };
 
 /// Opens an engine over a directory with the given clock. Called again on
@@ -70,6 +71,9 @@ pub enum Op {
     Compact,
     Restart,
     AdvanceTime(u8),
+    /// Switches the table to [`compaction_choice`] of this (ALTER TABLE on
+    /// a live table).
+    SetCompaction(u8),
     Read {
         key: u8,
         filter: FilterSpec,
@@ -162,13 +166,39 @@ fn column(c: u8) -> Bytes {
     Bytes::from(vec![b'c', c])
 }
 
-fn table_options() -> TableOptions {
+/// How many strategies [`compaction_choice`] picks from.
+pub const COMPACTION_CHOICES: u8 = 3;
+
+/// A compaction strategy for the suite, tuned to act on its tiny tables:
+/// size-tiered (0), leveled with 2 KiB SSTables and fanout 2 (1), or
+/// time-window with 1 s windows of the suite's millisecond timestamps (2).
+pub fn compaction_choice(n: u8) -> CompactionOptions {
+    let size_tiered = SizeTieredOptions {
+        min_threshold: 2,
+        ..Default::default()
+    };
+    match n % COMPACTION_CHOICES {
+        0 => CompactionOptions::SizeTiered(size_tiered),
+        1 => CompactionOptions::Leveled(LeveledOptions {
+            sstable_size_bytes: 2 << 10,
+            fanout: 2,
+            min_threshold: 2,
+            max_threshold: 4,
+        }),
+        // The suite's timestamps are the clock in milliseconds: each
+        // clock move starts a new window.
+        _ => CompactionOptions::TimeWindow(TimeWindowOptions {
+            window_seconds: 1,
+            size_tiered,
+            timestamps_per_second: 1_000,
+        }),
+    }
+}
+
+fn table_options(compaction: u8) -> TableOptions {
     TableOptions {
         gc_grace_seconds: GC_GRACE,
-        compaction: CompactionOptions::SizeTiered(SizeTieredOptions {
-            min_threshold: 2,
-            ..Default::default()
-        }),
+        compaction: compaction_choice(compaction),
         ..Default::default()
     }
 }
@@ -216,12 +246,12 @@ mod tempfile_dir {
 }
 
 impl<'a> Harness<'a> {
-    fn new(opener: &'a Opener) -> Self {
+    fn new(opener: &'a Opener, compaction: u8) -> Self {
         let dir = tempfile_dir::Dir::new();
         let clock = Arc::new(ManualClock::new(START_TIME));
         let engine = opener(dir.path(), clock.clone()).expect("engine opens");
         engine
-            .create_table(table_id(), table_options())
+            .create_table(table_id(), table_options(compaction))
             .expect("table created");
         Harness {
             opener,
@@ -337,6 +367,10 @@ impl<'a> Harness<'a> {
                 self.engine = Some(e);
             }
             Op::AdvanceTime(s) => self.clock.advance(i64::from(*s % 30) + 1),
+            Op::SetCompaction(n) => self
+                .engine()
+                .create_table(table_id(), table_options(*n))
+                .expect("strategy switched"),
             Op::Read { key, filter } => self.check_read(*key, filter)?,
             Op::Scan { page, filter } => self.check_scan(usize::from(*page % 7) + 1, filter)?,
         }
@@ -474,15 +508,26 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         2 => Just(Op::Compact),
         2 => Just(Op::Restart),
         4 => any::<u8>().prop_map(Op::AdvanceTime),
+        1 => (0..COMPACTION_CHOICES).prop_map(Op::SetCompaction),
         10 => (key, filter_strategy()).prop_map(|(key, filter)| Op::Read { key, filter }),
         2 => (any::<u8>(), filter_strategy()).prop_map(|(page, filter)| Op::Scan { page, filter }),
     ]
 }
 
 /// Runs one operation sequence against a fresh engine and the model,
-/// checking every read, then every key and a full scan at the end.
+/// checking every read, then every key and a full scan at the end. The
+/// table starts size-tiered.
 pub fn run_ops(opener: &Opener, ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(opener);
+    run_ops_with_compaction(opener, 0, ops)
+}
+
+/// [`run_ops`] with the table starting on [`compaction_choice`]`(compaction)`.
+pub fn run_ops_with_compaction(
+    opener: &Opener,
+    compaction: u8,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(opener, compaction);
     let at = |phase: String| move |e: TestCaseError| TestCaseError::fail(format!("{phase}: {e}"));
     for (i, op) in ops.iter().enumerate() {
         h.step(op).map_err(at(format!("step {i} ({op:?})")))?;
@@ -499,7 +544,9 @@ pub fn run_ops(opener: &Opener, ops: &[Op]) -> Result<(), TestCaseError> {
     h.check_all().map_err(at("after a final restart".into()))
 }
 
-/// The property test: `cases` random sequences of up to `max_ops` steps.
+/// The property test: `cases` random sequences of up to `max_ops` steps,
+/// each case on a table with a compaction strategy picked at random
+/// (switched mid-sequence now and then).
 /// `GYRE_CONFORMANCE_CASES` overrides the number of cases.
 pub fn run_model_test(opener: &Opener, cases: u32, max_ops: usize) {
     let cases = std::env::var("GYRE_CONFORMANCE_CASES")
@@ -512,8 +559,12 @@ pub fn run_model_test(opener: &Opener, cases: u32, max_ops: usize) {
         ..ProptestConfig::default()
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
-    let result = runner.run(&prop::collection::vec(op_strategy(), 1..max_ops), |ops| {
-        run_ops(opener, &ops)
+    let input = (
+        0..COMPACTION_CHOICES,
+        prop::collection::vec(op_strategy(), 1..max_ops),
+    );
+    let result = runner.run(&input, |(compaction, ops)| {
+        run_ops_with_compaction(opener, compaction, &ops)
     });
     if let Err(e) = result {
         panic!("conformance model test failed: {e}");

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use bytes::Bytes;
 use gyre_common::{lww, DecoratedKey, LocalTime, Partition, Slice, SliceBound};
 
+use crate::snapshot::SnapshotInfo;
 use crate::types::{
-    ColumnFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, ScanStart, TableId, TableOptions,
-    TableStats,
+    ColumnFilter, EngineStats, ImportReport, ReadFilter, ScanPage, ScanRequest, ScanStart, TableId,
+    TableOptions, TableStats,
 };
 use crate::{Error, Result};
 
@@ -76,6 +77,44 @@ pub trait StorageEngine: Send + Sync {
 
     fn table_stats(&self, table: TableId) -> Result<TableStats>;
     fn engine_stats(&self) -> EngineStats;
+
+    /// Flushes a table and hard-links its SSTables into snapshot `tag`
+    /// (refused if the table has one by that tag).
+    fn snapshot(&self, table: TableId, tag: &str) -> Result<SnapshotInfo> {
+        let _ = (table, tag);
+        Err(Error::Unsupported("snapshots".into()))
+    }
+
+    /// Every snapshot on disk, including those of dropped tables.
+    fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the snapshots with `tag` (all when `None`) of `table` (every
+    /// table when `None`); returns what it removed.
+    fn clear_snapshots(
+        &self,
+        tag: Option<&str>,
+        table: Option<TableId>,
+    ) -> Result<Vec<SnapshotInfo>> {
+        let _ = (tag, table);
+        Ok(Vec::new())
+    }
+
+    /// Loads the SSTables an operator copied into the table's import
+    /// directory (`nodetool refresh`), without a restart.
+    fn import_sstables(&self, table: TableId) -> Result<ImportReport> {
+        let _ = table;
+        Err(Error::Unsupported("importing SSTables".into()))
+    }
+
+    /// Loads snapshot `tag` of table `from` (this table, or a dropped one
+    /// whose snapshot outlived it) into `table`: its files are linked into
+    /// the import directory and imported, without a restart.
+    fn restore_snapshot(&self, table: TableId, from: TableId, tag: &str) -> Result<ImportReport> {
+        let _ = (table, from, tag);
+        Err(Error::Unsupported("restoring snapshots".into()))
+    }
 
     /// Why the engine refuses writes until it is reopened (its log could
     /// not be written or synced), or `None` while it works. The node acts

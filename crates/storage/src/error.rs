@@ -36,6 +36,15 @@ pub enum Error {
     UnknownTable(TableId),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A snapshot with this tag exists already (Cassandra's words).
+    #[error("Snapshot {0} already exists.")]
+    SnapshotExists(String),
+    /// A bad argument to an operation (a snapshot tag, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The engine does not implement the operation.
+    #[error("not supported by this engine: {0}")]
+    Unsupported(String),
     #[error("the engine is shut down")]
     Closed,
 }

@@ -7,15 +7,22 @@
 //!
 //! [`LsmEngine`] is Gyre's own implementation: a CRC-checked commitlog with
 //! periodic, group and batch sync, token-sharded memtables, block-checksummed
-//! SSTables with bloom filters and block indexes, and size-tiered compaction
-//! that purges tombstones after gc grace only where that is safe.
+//! SSTables with bloom filters and block indexes, and compaction per table
+//! by Cassandra's size-tiered, leveled or time-window strategy (pure
+//! planners in [`strategy`]) that purges tombstones after gc grace only
+//! where that is safe and drops wholly expired SSTables without rewriting.
 //!
 //! What it is not: it knows nothing of CQL types, schemas or replication;
 //! the layers above encode values and decide what to store where. The engine
 //! never reads the wall clock except through the [`Clock`] it is given.
 //!
+//! Snapshots ([`snapshot`]) hard-link a table's SSTables; they outlive
+//! DROP TABLE and load back into a table without a restart
+//! ([`StorageEngine::restore_snapshot`], [`StorageEngine::import_sstables`]).
+//!
 //! The `conformance` feature exports [`conformance`], the model-based suite
-//! that every engine must pass.
+//! that every engine must pass (each case on a randomly chosen compaction
+//! strategy).
 //!
 //! The `failpoints` feature compiles in [fail-rs] failpoints for storage
 //! fault tests (a disk that fails fsync); without it they cost nothing.
@@ -58,7 +65,9 @@ mod error;
 mod lsm;
 mod memtable;
 mod mutation;
+pub mod snapshot;
 pub mod sstable;
+pub mod strategy;
 mod types;
 
 /// Run-time control of failpoints (see the crate docs), for the node's admin
@@ -94,7 +103,7 @@ pub mod failpoints {
     }
 }
 
-pub use compaction::{compact_partition, plan_size_tiered, Candidate, MergeIter, Source};
+pub use compaction::{compact_partition, MergeIter, Source};
 pub use config::{LsmConfig, SyncMode};
 pub use engine::{
     assemble_scan_page, finish_read, live_row_count, scan_start_bound, validate_update, Clock,
@@ -103,7 +112,9 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use lsm::LsmEngine;
 pub use mutation::Mutation;
+pub use snapshot::SnapshotInfo;
 pub use types::{
-    ClusteringFilter, ColumnFilter, CompactionOptions, Compression, EngineStats, ReadFilter,
-    ScanPage, ScanRequest, ScanStart, SizeTieredOptions, TableId, TableOptions, TableStats,
+    ClusteringFilter, ColumnFilter, CompactionOptions, CompactionProgress, Compression,
+    EngineStats, ImportReport, LeveledOptions, ReadFilter, ScanPage, ScanRequest, ScanStart,
+    SizeTieredOptions, TableId, TableOptions, TableStats, TimeWindowOptions,
 };

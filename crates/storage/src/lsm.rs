@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::commitlog::{self, fsync_dir, CommitLog, Position};
-use crate::compaction::{self, Candidate, MergeIter, Source};
+use crate::compaction::{self, MergeIter, Source};
 use crate::config::LsmConfig;
 use crate::engine::{
     assemble_scan_page, finish_read, scan_start_bound, validate_update, Clock, StorageEngine,
@@ -35,10 +35,12 @@ use crate::engine::{
 use crate::error::IoContext;
 use crate::memtable::Memtable;
 use crate::mutation::{decode_record, Mutation};
+use crate::snapshot::{self, SnapshotInfo};
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
+use crate::strategy::{self, CompactionTask, PlanContext, SsTableInfo};
 use crate::types::{
-    ClusteringFilter, EngineStats, ReadFilter, ScanPage, ScanRequest, TableId, TableOptions,
-    TableStats,
+    ClusteringFilter, CompactionProgress, EngineStats, ImportReport, ReadFilter, ScanPage,
+    ScanRequest, TableId, TableOptions, TableStats,
 };
 use crate::{Error, Result};
 
@@ -57,10 +59,23 @@ struct TableFile {
 }
 
 /// A compaction in flight, recorded so a crash can finish or undo it.
+///
+/// Written before the first output is created and again as each output is
+/// started (so every output file on disk is listed), and finally with
+/// `complete` set once every output is in place: that write is the commit
+/// point. On restart a complete record deletes its inputs, an incomplete
+/// one its outputs.
 #[derive(Serialize, Deserialize)]
 struct CompactionTxn {
     inputs: Vec<u64>,
-    output: u64,
+    /// The single output of a record written before outputs were split
+    /// (complete when that SSTable, or its `.empty` marker, exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output: Option<u64>,
+    #[serde(default)]
+    outputs: Vec<u64>,
+    #[serde(default)]
+    complete: bool,
 }
 
 #[derive(Clone, Default)]
@@ -85,6 +100,12 @@ struct Table {
     bytes_flushed: AtomicU64,
     bytes_compacted: AtomicU64,
     compactions: AtomicU64,
+    /// SSTables (and their bytes) deleted whole because all their data
+    /// expired.
+    expired_dropped: AtomicU64,
+    expired_bytes_dropped: AtomicU64,
+    /// The merge running now (for compactionstats).
+    active: Mutex<Option<CompactionProgress>>,
 }
 
 impl Table {
@@ -150,6 +171,9 @@ struct Inner {
     freed_notify: tokio::sync::Notify,
     flush_tx: Mutex<Option<mpsc::Sender<Work>>>,
     compact_tx: Mutex<Option<mpsc::Sender<Work>>>,
+    /// Set by `close`: running merges stop (removing their outputs) rather
+    /// than hold the shutdown up.
+    closing: AtomicBool,
 }
 
 /// Gyre's own LSM storage engine.
@@ -196,6 +220,7 @@ impl LsmEngine {
             freed_notify: tokio::sync::Notify::new(),
             flush_tx: Mutex::new(None),
             compact_tx: Mutex::new(None),
+            closing: AtomicBool::new(false),
         });
         inner.replay(&segments)?;
         let engine = LsmEngine {
@@ -218,13 +243,21 @@ impl LsmEngine {
         *self.inner.flush_tx.lock() = Some(ftx);
         *self.inner.compact_tx.lock() = Some(ctx);
         let mut workers = self.workers.lock();
-        for (name, rx) in [("gyre-flush", frx), ("gyre-compact", crx)] {
+        // Compactors share one queue; the first also runs the periodic check.
+        let crx = Arc::new(Mutex::new(crx));
+        let mut threads = vec![("gyre-flush".to_string(), Arc::new(Mutex::new(frx)), None)];
+        for i in 0..self.inner.config.concurrent_compactors.max(1) {
+            let tick = (i == 0).then_some(COMPACTION_CHECK_INTERVAL);
+            threads.push((format!("gyre-compact-{i}"), crx.clone(), tick));
+        }
+        for (name, rx, tick) in threads {
             let inner = self.inner.clone();
+            let thread_name = name.clone();
             let h = std::thread::Builder::new()
-                .name(name.into())
+                .name(name.clone())
                 .spawn(move || {
-                    background_priority(name);
-                    inner.run_worker(rx)
+                    background_priority(&thread_name);
+                    inner.run_worker(&rx, tick)
                 })
                 .ctx(|| format!("starting {name}"))?;
             workers.push(h);
@@ -236,6 +269,7 @@ impl LsmEngine {
     /// flushed (the commitlog holds them); call `flush` first for a fast
     /// restart.
     pub fn close(&self) -> Result<()> {
+        self.inner.closing.store(true, Ordering::Release);
         self.inner.flush_tx.lock().take();
         self.inner.compact_tx.lock().take();
         for h in self.workers.lock().drain(..) {
@@ -247,6 +281,45 @@ impl LsmEngine {
     /// Marks the commitlog failed, as a failed fsync would (fault tests).
     pub fn poison_commitlog(&self, why: &str) {
         self.inner.commitlog.poison(why);
+    }
+
+    /// The snapshot DROP and TRUNCATE take first (`auto_snapshot`), tagged
+    /// `<what>-<seconds>-<name>` as Cassandra tags them (a counter appended
+    /// if that tag exists).
+    fn auto_snapshot(&self, id: TableId, what: &str) -> Result<()> {
+        let t = self.inner.table(id)?;
+        let name: String = t
+            .options
+            .read()
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = if name.is_empty() {
+            id.to_string()
+        } else {
+            name
+        };
+        let base = format!("{what}-{}-{name}", self.inner.clock.now());
+        let mut tag = base.clone();
+        let mut n = 1;
+        while snapshot::snapshot_dir(&t.dir, &tag).exists() {
+            n += 1;
+            tag = format!("{base}-{n}");
+        }
+        self.snapshot(id, &tag).map(|_| ())
+    }
+
+    /// Asks the compactor to check a table now (it does after every flush,
+    /// on option changes and every minute anyway).
+    pub fn request_compaction(&self, table: TableId) {
+        self.inner.request_compaction(table);
     }
 
     /// The SSTable files of a table (for tests and tools).
@@ -288,6 +361,65 @@ fn load_tables(data_dir: &Path) -> Result<HashMap<TableId, Arc<Table>>> {
     Ok(out)
 }
 
+/// Paces a compaction to a byte rate by sleeping when it runs ahead.
+struct Throttle {
+    bytes_per_sec: u64,
+    start: std::time::Instant,
+    checked_at: u64,
+}
+
+impl Throttle {
+    fn new(bytes_per_sec: u64) -> Self {
+        Throttle {
+            bytes_per_sec,
+            start: std::time::Instant::now(),
+            checked_at: 0,
+        }
+    }
+
+    /// Called with the bytes written so far; sleeps (checking at most every
+    /// 64 KiB) until the rate allows them, or until `stop` is set.
+    fn pace(&mut self, written: u64, stop: &AtomicBool) {
+        if self.bytes_per_sec == 0 || written < self.checked_at + (64 << 10) {
+            return;
+        }
+        self.checked_at = written;
+        let due = Duration::from_secs_f64(written as f64 / self.bytes_per_sec as f64);
+        while let Some(ahead) = due.checked_sub(self.start.elapsed()) {
+            if stop.load(Ordering::Relaxed) || ahead.is_zero() {
+                return;
+            }
+            std::thread::sleep(ahead.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// The planners' view of a table's SSTables.
+fn sstable_infos(st: &TableState) -> Vec<SsTableInfo> {
+    st.sstables
+        .iter()
+        .map(|s| SsTableInfo {
+            generation: s.generation(),
+            bytes: s.file_bytes,
+            level: s.meta.level,
+            min_token: s.meta.min_token,
+            max_token: s.meta.max_token,
+            min_timestamp: s.meta.min_timestamp,
+            max_timestamp: s.meta.max_timestamp,
+            max_local_deletion_time: s.meta.max_local_deletion_time,
+        })
+        .collect()
+}
+
+/// The oldest write in a table's memtables (`Timestamp::MAX` if none).
+fn memtable_min_timestamp(st: &TableState) -> Timestamp {
+    std::iter::once(&st.memtable)
+        .chain(st.flushing.iter())
+        .map(|m| m.min_timestamp())
+        .min()
+        .unwrap_or(Timestamp::MAX)
+}
+
 fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     name.strip_prefix(prefix)?
         .strip_suffix(suffix)?
@@ -315,26 +447,34 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
     }
     // Interrupted compactions: if the output made it, its inputs go;
     // otherwise the inputs stay and the record goes.
-    for (out_gen, path) in txns {
+    for (_, path) in txns {
         let body = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
         let txn: CompactionTxn = serde_json::from_slice(&body).map_err(|e| Error::Corruption {
             file: path.clone(),
             offset: 0,
             detail: e.to_string(),
         })?;
-        let empty_marker = sstable_path(dir, out_gen).with_extension("empty");
-        if gens.contains(&out_gen) || empty_marker.exists() {
-            for g in &txn.inputs {
-                let p = sstable_path(dir, *g);
-                if p.exists() {
-                    fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
-                }
+        let complete = match txn.output {
+            // A record of the single-output format.
+            Some(out) => {
+                gens.contains(&out) || sstable_path(dir, out).with_extension("empty").exists()
             }
-            gens.retain(|g| !txn.inputs.contains(g));
+            None => txn.complete,
+        };
+        let doomed = if complete { &txn.inputs } else { &txn.outputs };
+        for g in doomed {
+            let p = sstable_path(dir, *g);
+            if p.exists() {
+                fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
+            }
         }
-        if empty_marker.exists() {
-            fs::remove_file(&empty_marker)
-                .ctx(|| format!("removing {}", empty_marker.display()))?;
+        gens.retain(|g| !doomed.contains(g));
+        if let Some(out) = txn.output {
+            let empty_marker = sstable_path(dir, out).with_extension("empty");
+            if empty_marker.exists() {
+                fs::remove_file(&empty_marker)
+                    .ctx(|| format!("removing {}", empty_marker.display()))?;
+            }
         }
         fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
     }
@@ -360,6 +500,9 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         bytes_flushed: AtomicU64::new(0),
         bytes_compacted: AtomicU64::new(0),
         compactions: AtomicU64::new(0),
+        expired_dropped: AtomicU64::new(0),
+        expired_bytes_dropped: AtomicU64::new(0),
+        active: Mutex::new(None),
     })
 }
 
@@ -376,6 +519,10 @@ fn background_priority(name: &str) {
 
 /// The nice value of flush and compaction threads.
 const BACKGROUND_NICE: i32 = 10;
+
+/// How often the compactor checks every table without being asked (as
+/// Cassandra's `expired_sstable_check_frequency_seconds`, which it ignores).
+const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Inner {
     fn table(&self, id: TableId) -> Result<Arc<Table>> {
@@ -556,8 +703,38 @@ impl Inner {
         Ok(pos)
     }
 
-    fn run_worker(&self, rx: mpsc::Receiver<Work>) {
-        while let Ok(w) = rx.recv() {
+    /// Runs background work until the channel closes. With a `tick`, every
+    /// table is also checked that often for compactions that time alone
+    /// makes due (expired SSTables).
+    fn run_worker(&self, rx: &Mutex<mpsc::Receiver<Work>>, tick: Option<Duration>) {
+        let mut next_tick = tick.map(|t| std::time::Instant::now() + t);
+        loop {
+            if let (Some(at), Some(tick)) = (next_tick, tick) {
+                // Due even when work keeps arriving.
+                if std::time::Instant::now() >= at {
+                    next_tick = Some(std::time::Instant::now() + tick);
+                    let ids: Vec<TableId> = self.tables.read().keys().copied().collect();
+                    for id in ids {
+                        self.request_compaction(id);
+                    }
+                }
+            }
+            // One worker waits on the queue at a time; the others wait for
+            // the lock.
+            let w = match next_tick {
+                None => match rx.lock().recv() {
+                    Ok(w) => w,
+                    Err(_) => return,
+                },
+                Some(at) => {
+                    let wait = at.saturating_duration_since(std::time::Instant::now());
+                    match rx.lock().recv_timeout(wait) {
+                        Ok(w) => w,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            };
             match w {
                 Work::FlushLargest => {
                     self.flush_requested.store(false, Ordering::Release);
@@ -585,27 +762,77 @@ impl Inner {
                 }
                 Work::Compact(id) => {
                     let Ok(t) = self.table(id) else { continue };
+                    if t.compaction_lock.is_locked() {
+                        // Another compactor (or a major compaction) works
+                        // on this table and plans again when it is done.
+                        continue;
+                    }
+                    let mut last: Option<CompactionTask> = None;
                     loop {
-                        let planned = {
-                            let st = t.snapshot();
-                            let cands: Vec<Candidate> = st
-                                .sstables
-                                .iter()
-                                .map(|s| Candidate {
-                                    generation: s.generation(),
-                                    bytes: s.file_bytes,
-                                })
-                                .collect();
-                            compaction::plan(&t.options.read().compaction, &cands)
+                        let st = t.snapshot();
+                        let strategy = strategy::strategy_for(&t.options.read().compaction);
+                        let ctx = self.plan_context(&t, &st);
+                        let Some(task) = strategy.next_task(&sstable_infos(&st), &ctx) else {
+                            break;
                         };
-                        let Some(gens) = planned else { break };
-                        if let Err(e) = self.compact_table(&t, Some(&gens)) {
-                            tracing::error!(table = %t.id, error = %e, "background compaction failed");
+                        if last.as_ref() == Some(&task) {
+                            // The same task again made no progress; a new
+                            // flush or option change will ask again.
+                            tracing::warn!(table = %t.id, ?task, "compaction planned twice");
                             break;
                         }
+                        if let Err(e) = self.run_task(&t, &task) {
+                            if matches!(e, Error::Closed) {
+                                tracing::debug!(table = %t.id, "compaction stopped by shutdown");
+                            } else {
+                                tracing::error!(table = %t.id, error = %e, "background compaction failed");
+                            }
+                            break;
+                        }
+                        last = Some(task);
                     }
                 }
             }
+        }
+    }
+
+    /// Removes all data of a table: memtables, SSTables and, by the
+    /// recorded truncation point, its commitlog records.
+    fn truncate(&self, id: TableId) -> Result<()> {
+        let t = self.table(id)?;
+        let _f = t.flush_lock.lock();
+        let _c = t.compaction_lock.lock();
+        let (pos, old) = {
+            let _switch = self.switch_lock.write();
+            let pos = self.commitlog.current_position();
+            let mut guard = t.state.write();
+            let old = std::mem::take(&mut *guard);
+            (pos, old)
+        };
+        let freed: u64 = std::iter::once(&old.memtable)
+            .chain(old.flushing.iter())
+            .map(|m| m.bytes())
+            .sum();
+        self.memtable_bytes.fetch_sub(
+            freed.min(self.memtable_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        *t.truncated_at.lock() = Some(pos);
+        t.persist()?;
+        for s in &old.sstables {
+            fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+        }
+        fsync_dir(&t.dir)?;
+        self.commitlog.mark_flushed(id, pos)
+    }
+
+    /// What a planner needs besides the SSTables.
+    fn plan_context(&self, t: &Table, st: &TableState) -> PlanContext {
+        let now = self.clock.now();
+        PlanContext {
+            now,
+            gc_before: now - i64::from(t.options.read().gc_grace_seconds),
+            memtable_min_timestamp: memtable_min_timestamp(st),
         }
     }
 
@@ -694,22 +921,73 @@ impl Inner {
         Ok(())
     }
 
-    /// Merges the given SSTables (all of them when `None`) into one.
-    fn compact_table(&self, t: &Arc<Table>, only: Option<&[u64]>) -> Result<()> {
+    /// Runs a compaction task. Returns `false` (doing nothing) when an input
+    /// is gone since the task was planned.
+    fn run_task(&self, t: &Arc<Table>, task: &CompactionTask) -> Result<bool> {
         let _c = t.compaction_lock.lock();
         let st = t.snapshot();
         let inputs: Vec<Arc<SsTable>> = st
             .sstables
             .iter()
-            .filter(|s| only.is_none_or(|g| g.contains(&s.generation())))
+            .filter(|s| task.inputs().contains(&s.generation()))
             .cloned()
             .collect();
-        if inputs.len() < 2 && only.is_some() {
-            return Ok(());
+        if inputs.is_empty() || inputs.len() != task.inputs().len() {
+            return Ok(false);
         }
+        match task {
+            CompactionTask::DropExpired { .. } => self.drop_expired(t, &st, inputs),
+            CompactionTask::Merge {
+                level,
+                max_output_bytes,
+                ..
+            } => self.merge(t, &st, inputs, *level, *max_output_bytes),
+        }
+    }
+
+    /// Deletes wholly expired SSTables without rewriting them. Checked
+    /// again here, under the compaction lock, against the current memtables.
+    fn drop_expired(
+        &self,
+        t: &Arc<Table>,
+        st: &TableState,
+        inputs: Vec<Arc<SsTable>>,
+    ) -> Result<bool> {
+        let still = strategy::fully_expired(&sstable_infos(st), &self.plan_context(t, st));
+        let inputs: Vec<Arc<SsTable>> = inputs
+            .into_iter()
+            .filter(|s| still.contains(&s.generation()))
+            .collect();
         if inputs.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let gens: Vec<u64> = inputs.iter().map(|s| s.generation()).collect();
+        t.install(|s| s.sstables.retain(|x| !gens.contains(&x.generation())));
+        // No transaction record: each of these may go on its own, so a
+        // crash between two deletions leaves a table that is still right.
+        for s in &inputs {
+            fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+            t.expired_dropped.fetch_add(1, Ordering::Relaxed);
+            t.expired_bytes_dropped
+                .fetch_add(s.file_bytes, Ordering::Relaxed);
+        }
+        fsync_dir(&t.dir)?;
+        tracing::debug!(table = %t.id, sstables = ?gens, "dropped expired SSTables");
+        Ok(true)
+    }
+
+    /// Merges `inputs` into new SSTables at `level`, split at partition
+    /// boundaries (never inside a token) once an output reaches
+    /// `max_output_bytes`. On error every output written so far is removed
+    /// and the inputs stay.
+    fn merge(
+        &self,
+        t: &Arc<Table>,
+        st: &TableState,
+        inputs: Vec<Arc<SsTable>>,
+        level: u32,
+        max_output_bytes: Option<u64>,
+    ) -> Result<bool> {
         let input_gens: Vec<u64> = inputs.iter().map(|s| s.generation()).collect();
         let others: Vec<Arc<SsTable>> = st
             .sstables
@@ -717,85 +995,130 @@ impl Inner {
             .filter(|s| !input_gens.contains(&s.generation()))
             .cloned()
             .collect();
-        let memtable_min = std::iter::once(&st.memtable)
-            .chain(st.flushing.iter())
-            .map(|m| m.min_timestamp())
-            .min()
-            .unwrap_or(Timestamp::MAX);
+        let memtable_min = memtable_min_timestamp(st);
         let options = t.options.read().clone();
         let now = self.clock.now();
         let gc_before = now - i64::from(options.gc_grace_seconds);
-        let out_gen = t.next_generation.fetch_add(1, Ordering::Relaxed);
-
-        let mut w = SsTableWriter::create(
-            &t.dir,
-            out_gen,
-            options.compression,
-            self.config.block_bytes,
-            self.config.bloom_bits_per_key,
-        )?;
-        let mut iters = Vec::with_capacity(inputs.len());
-        for s in &inputs {
-            iters.push(s.iter_from(&Bound::Unbounded, ClusteringFilter::all())?);
-        }
-        let sources: Vec<Source<'_>> = iters
-            .into_iter()
-            .map(|mut it| Box::new(move || it.next_partition()) as Source<'_>)
-            .collect();
-        let mut merged = MergeIter::new(sources);
-        while let Some(p) = merged.next_partition()? {
-            let max_purgeable = compaction::min_timestamp_outside(
-                &p.key,
-                others.iter().map(|s| &**s),
-                memtable_min,
-            );
-            if let Some(p) = compaction::compact_partition(p, now, gc_before, max_purgeable) {
-                w.add(&p)?;
-            }
-        }
-        let empty = w.partition_count() == 0;
-        let txn_path = t.dir.join(format!("txn-{out_gen}.json"));
-        let txn = serde_json::to_vec(&CompactionTxn {
+        let txn_gen = t.next_generation.fetch_add(1, Ordering::Relaxed);
+        let txn_path = t.dir.join(format!("txn-{txn_gen}.json"));
+        let mut txn = CompactionTxn {
             inputs: input_gens.clone(),
-            output: out_gen,
-        })
-        .map_err(|e| Error::Config(e.to_string()))?;
-        write_atomically(&txn_path, &txn)?;
-        let output = if empty {
-            drop(w);
-            None
-        } else {
-            let s = w.finish().inspect_err(|_| {
-                // The output never made it: the inputs stay, the record goes.
-                let _ = fs::remove_file(&txn_path);
-            })?;
-            t.bytes_compacted.fetch_add(s.file_bytes, Ordering::Relaxed);
-            Some(Arc::new(s))
+            output: None,
+            outputs: Vec::new(),
+            complete: false,
         };
-        if output.is_none() {
-            // Nothing survived: record that by an empty output marker so
-            // recovery still drops the inputs.
-            write_atomically(&sstable_path(&t.dir, out_gen).with_extension("empty"), b"")?;
+        let write_txn = |txn: &CompactionTxn| -> Result<()> {
+            let body = serde_json::to_vec(txn).map_err(|e| Error::Config(e.to_string()))?;
+            write_atomically(&txn_path, &body)
+        };
+        write_txn(&txn)?;
+        let mut outputs: Vec<Arc<SsTable>> = Vec::new();
+        let mut progress = CompactionProgress {
+            level,
+            input_sstables: inputs.len(),
+            input_bytes: inputs.iter().map(|s| s.file_bytes).sum(),
+            partitions_total: inputs.iter().map(|s| s.meta.partition_count).sum(),
+            ..Default::default()
+        };
+        *t.active.lock() = Some(progress.clone());
+        let res = (|| -> Result<()> {
+            let mut iters = Vec::with_capacity(inputs.len());
+            for s in &inputs {
+                iters.push(s.iter_from(&Bound::Unbounded, ClusteringFilter::all())?);
+            }
+            let sources: Vec<Source<'_>> = iters
+                .into_iter()
+                .map(|mut it| Box::new(move || it.next_partition()) as Source<'_>)
+                .collect();
+            let mut merged = MergeIter::new(sources);
+            let mut w: Option<SsTableWriter> = None;
+            let mut throttle = Throttle::new(self.config.compaction_throughput_bytes_per_sec);
+            let mut finished_bytes = 0u64;
+            while let Some(p) = merged.next_partition()? {
+                if self.closing.load(Ordering::Relaxed) {
+                    return Err(Error::Closed);
+                }
+                progress.partitions_done += 1;
+                if progress.partitions_done.is_multiple_of(1024) {
+                    progress.bytes_written =
+                        finished_bytes + w.as_ref().map_or(0, |w| w.bytes_written());
+                    *t.active.lock() = Some(progress.clone());
+                }
+                let max_purgeable = compaction::min_timestamp_outside(
+                    &p.key,
+                    others.iter().map(|s| &**s),
+                    memtable_min,
+                );
+                let Some(p) = compaction::compact_partition(p, now, gc_before, max_purgeable)
+                else {
+                    continue;
+                };
+                if let Some(cur) = &w {
+                    let full = max_output_bytes.is_some_and(|m| cur.bytes_written() >= m);
+                    // Outputs of one level must not share a token.
+                    if full && cur.last_token() != Some(p.key.token) {
+                        if let Some(done) = w.take() {
+                            let done = done.finish()?;
+                            finished_bytes += done.file_bytes;
+                            outputs.push(Arc::new(done));
+                        }
+                    }
+                }
+                if w.is_none() {
+                    let g = t.next_generation.fetch_add(1, Ordering::Relaxed);
+                    txn.outputs.push(g);
+                    write_txn(&txn)?;
+                    let mut nw = SsTableWriter::create(
+                        &t.dir,
+                        g,
+                        options.compression,
+                        self.config.block_bytes,
+                        self.config.bloom_bits_per_key,
+                    )?;
+                    nw.set_level(level);
+                    w = Some(nw);
+                }
+                if let Some(cur) = &mut w {
+                    cur.add(&p)?;
+                    throttle.pace(finished_bytes + cur.bytes_written(), &self.closing);
+                }
+            }
+            if let Some(done) = w.take() {
+                outputs.push(Arc::new(done.finish()?));
+            }
+            txn.complete = true;
+            write_txn(&txn)
+        })();
+        *t.active.lock() = None;
+        if let Err(e) = res {
+            // Undo: the outputs go (an unfinished one removed itself), the
+            // inputs stay.
+            for o in &outputs {
+                if let Err(e) = fs::remove_file(o.path()) {
+                    tracing::warn!(path = %o.path().display(), error = %e, "removing a failed compaction's output");
+                }
+            }
+            if let Err(e) = fs::remove_file(&txn_path) {
+                tracing::warn!(path = %txn_path.display(), error = %e, "removing a failed compaction's record");
+            }
+            return Err(e);
+        }
+        for o in &outputs {
+            t.bytes_compacted.fetch_add(o.file_bytes, Ordering::Relaxed);
         }
         t.install(|s| {
             s.sstables.retain(|x| !input_gens.contains(&x.generation()));
-            if let Some(o) = output {
-                s.sstables.push(o);
-            }
+            s.sstables.extend(outputs.iter().cloned());
         });
         // Readers still holding an input keep their open file; unlinking is
         // safe on Unix.
         for s in &inputs {
             fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
         }
-        let marker = sstable_path(&t.dir, out_gen).with_extension("empty");
-        if marker.exists() {
-            fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
-        }
         fs::remove_file(&txn_path).ctx(|| format!("removing {}", txn_path.display()))?;
         fsync_dir(&t.dir)?;
         t.compactions.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     fn read(
@@ -862,7 +1185,10 @@ impl StorageEngine for LsmEngine {
         let inner = &self.inner;
         if let Ok(t) = inner.table(id) {
             *t.options.write() = options;
-            return t.persist();
+            t.persist()?;
+            // A new strategy (ALTER TABLE) plans at once.
+            inner.request_compaction(id);
+            return Ok(());
         }
         let dir = inner.config.data_dir.join(id.to_string());
         fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
@@ -882,44 +1208,148 @@ impl StorageEngine for LsmEngine {
     }
 
     fn drop_table(&self, id: TableId) -> Result<()> {
-        self.truncate_table(id)?;
-        let Some(t) = self.inner.tables.write().remove(&id) else {
+        let inner = &self.inner;
+        if inner.config.auto_snapshot && inner.table(id).is_ok() {
+            self.auto_snapshot(id, "dropped")?;
+        }
+        inner.truncate(id)?;
+        let Some(t) = inner.tables.write().remove(&id) else {
             return Ok(());
         };
         let _f = t.flush_lock.lock();
         let _c = t.compaction_lock.lock();
-        fs::remove_dir_all(&t.dir).ctx(|| format!("removing {}", t.dir.display()))?;
-        fsync_dir(&self.inner.config.data_dir)?;
-        self.inner.commitlog.forget_table(id)
+        if t.dir.join(snapshot::SNAPSHOTS_DIR).is_dir() {
+            // Snapshots outlive the table: everything else goes, starting
+            // with table.json, so the directory is no table on restart.
+            let meta = t.dir.join("table.json");
+            fs::remove_file(&meta).ctx(|| format!("removing {}", meta.display()))?;
+            for e in fs::read_dir(&t.dir).ctx(|| format!("listing {}", t.dir.display()))? {
+                let path = e.ctx(|| format!("listing {}", t.dir.display()))?.path();
+                if path
+                    .file_name()
+                    .is_some_and(|n| n == snapshot::SNAPSHOTS_DIR)
+                {
+                    continue;
+                }
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                }
+                .ctx(|| format!("removing {}", path.display()))?;
+            }
+            fsync_dir(&t.dir)?;
+        } else {
+            fs::remove_dir_all(&t.dir).ctx(|| format!("removing {}", t.dir.display()))?;
+        }
+        fsync_dir(&inner.config.data_dir)?;
+        inner.commitlog.forget_table(id)
     }
 
     fn truncate_table(&self, id: TableId) -> Result<()> {
-        let inner = &self.inner;
-        let t = inner.table(id)?;
-        let _f = t.flush_lock.lock();
-        let _c = t.compaction_lock.lock();
-        let (pos, old) = {
-            let _switch = inner.switch_lock.write();
-            let pos = inner.commitlog.current_position();
-            let mut guard = t.state.write();
-            let old = std::mem::take(&mut *guard);
-            (pos, old)
-        };
-        let freed: u64 = std::iter::once(&old.memtable)
-            .chain(old.flushing.iter())
-            .map(|m| m.bytes())
-            .sum();
-        inner.memtable_bytes.fetch_sub(
-            freed.min(inner.memtable_bytes.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        *t.truncated_at.lock() = Some(pos);
-        t.persist()?;
-        for s in &old.sstables {
-            fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+        if self.inner.config.auto_snapshot {
+            self.auto_snapshot(id, "truncated")?;
         }
-        fsync_dir(&t.dir)?;
-        inner.commitlog.mark_flushed(id, pos)
+        self.inner.truncate(id)
+    }
+
+    fn snapshot(&self, table: TableId, tag: &str) -> Result<SnapshotInfo> {
+        snapshot::validate_tag(tag)?;
+        let inner = &self.inner;
+        let t = inner.table(table)?;
+        if snapshot::snapshot_dir(&t.dir, tag).exists() {
+            return Err(Error::SnapshotExists(tag.to_string()));
+        }
+        inner.flush_table(&t)?;
+        // No compaction deletes an SSTable while it is linked.
+        let _c = t.compaction_lock.lock();
+        let files: Vec<PathBuf> = t
+            .snapshot()
+            .sstables
+            .iter()
+            .map(|s| s.path().to_path_buf())
+            .collect();
+        let info = SnapshotInfo {
+            tag: tag.to_string(),
+            table,
+            name: t.options.read().name.clone(),
+            created_at: inner.clock.now(),
+            files: Vec::new(),
+            bytes: 0,
+            dir: PathBuf::new(),
+        };
+        let info = snapshot::create(&t.dir, tag, info, &files)?;
+        tracing::info!(table = %table, tag, files = info.files.len(), "snapshot taken");
+        Ok(info)
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        snapshot::list(&self.inner.config.data_dir)
+    }
+
+    fn clear_snapshots(
+        &self,
+        tag: Option<&str>,
+        table: Option<TableId>,
+    ) -> Result<Vec<SnapshotInfo>> {
+        if let Some(tag) = tag {
+            snapshot::validate_tag(tag)?;
+        }
+        snapshot::clear(&self.inner.config.data_dir, tag, table)
+    }
+
+    fn restore_snapshot(&self, table: TableId, from: TableId, tag: &str) -> Result<ImportReport> {
+        snapshot::validate_tag(tag)?;
+        let t = self.inner.table(table)?;
+        let info = snapshot::list(&self.inner.config.data_dir)?
+            .into_iter()
+            .find(|s| s.table == from && s.tag == tag)
+            .ok_or_else(|| Error::InvalidArgument(format!("no snapshot {tag} of table {from}")))?;
+        let import = t.dir.join(snapshot::IMPORT_DIR);
+        snapshot::stage(&info, &import)?;
+        self.import_sstables(table)
+    }
+
+    fn import_sstables(&self, table: TableId) -> Result<ImportReport> {
+        let inner = &self.inner;
+        let t = inner.table(table)?;
+        let dir = t.dir.join(snapshot::IMPORT_DIR);
+        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let mut files = Vec::new();
+        for e in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let path = e.ctx(|| format!("listing {}", dir.display()))?.path();
+            if path.is_file() && path.extension().is_some_and(|x| x == "db") {
+                files.push(path);
+            }
+        }
+        files.sort();
+        // Every file is checked before any is loaded: a corrupt one refuses
+        // the import, naming the file, and loads nothing.
+        for f in &files {
+            SsTable::open(f)?;
+        }
+        let _c = t.compaction_lock.lock();
+        let mut report = ImportReport {
+            dir: dir.clone(),
+            ..Default::default()
+        };
+        for f in &files {
+            let generation = t.next_generation.fetch_add(1, Ordering::Relaxed);
+            let dest = sstable_path(&t.dir, generation);
+            fs::rename(f, &dest).ctx(|| format!("moving {} into the table", f.display()))?;
+            fsync_dir(&t.dir)?;
+            let s = SsTable::open(&dest)?;
+            report.files += 1;
+            report.bytes += s.file_bytes;
+            t.install(|st| st.sstables.push(Arc::new(s)));
+        }
+        fsync_dir(&dir)?;
+        drop(_c);
+        if report.files > 0 {
+            tracing::info!(table = %table, files = report.files, bytes = report.bytes, "imported SSTables");
+            inner.request_compaction(table);
+        }
+        Ok(report)
     }
 
     fn tables(&self) -> Vec<(TableId, TableOptions)> {
@@ -983,12 +1413,23 @@ impl StorageEngine for LsmEngine {
 
     fn compact(&self, table: TableId) -> Result<()> {
         let t = self.inner.table(table)?;
-        self.inner.compact_table(&t, None)
+        let infos = sstable_infos(&t.snapshot());
+        let strategy = strategy::strategy_for(&t.options.read().compaction);
+        if let Some(task) = strategy.major_task(&infos) {
+            self.inner.run_task(&t, &task)?;
+        }
+        // Background compactions skipped the table meanwhile.
+        self.inner.request_compaction(table);
+        Ok(())
     }
 
     fn table_stats(&self, table: TableId) -> Result<TableStats> {
         let t = self.inner.table(table)?;
         let st = t.snapshot();
+        let compaction_pending = strategy::strategy_for(&t.options.read().compaction)
+            .next_task(&sstable_infos(&st), &self.inner.plan_context(&t, &st))
+            .is_some();
+        let active_compaction = t.active.lock().clone();
         Ok(TableStats {
             sstable_count: st.sstables.len(),
             disk_bytes: st.sstables.iter().map(|s| s.file_bytes).sum(),
@@ -1006,6 +1447,21 @@ impl StorageEngine for LsmEngine {
             bytes_flushed: t.bytes_flushed.load(Ordering::Relaxed),
             bytes_compacted: t.bytes_compacted.load(Ordering::Relaxed),
             compactions: t.compactions.load(Ordering::Relaxed),
+            sstables_per_level: {
+                let mut levels = Vec::new();
+                for s in &st.sstables {
+                    let l = s.meta.level as usize;
+                    if levels.len() <= l {
+                        levels.resize(l + 1, 0);
+                    }
+                    levels[l] += 1;
+                }
+                levels
+            },
+            expired_sstables_dropped: t.expired_dropped.load(Ordering::Relaxed),
+            expired_bytes_dropped: t.expired_bytes_dropped.load(Ordering::Relaxed),
+            compaction_pending,
+            active_compaction,
         })
     }
 

@@ -65,8 +65,19 @@ pub struct SsTableMeta {
     pub cell_count: u64,
     pub data_bytes: u64,
     pub compression: Compression,
-    /// Compaction level (0 for flushes); for leveled strategies later.
+    /// Compaction level: 0 for flushes and non-leveled compactions, the
+    /// leveled strategy's level otherwise.
     pub level: u32,
+    /// Latest deletion time of any tombstone or expiring cell, and
+    /// `LocalTime::MAX` when the SSTable holds a live cell without TTL
+    /// (or was written before this field existed). Once it is below gc
+    /// grace, everything in the SSTable is purgeable.
+    #[serde(default = "max_local_time")]
+    pub max_local_deletion_time: LocalTime,
+}
+
+fn max_local_time() -> LocalTime {
+    LocalTime::MAX
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +157,7 @@ impl SsTableWriter {
                 min_timestamp: Timestamp::MAX,
                 max_timestamp: Timestamp::MIN,
                 min_local_deletion_time: LocalTime::MAX,
+                max_local_deletion_time: LocalTime::MIN,
                 compression,
                 ..Default::default()
             },
@@ -157,6 +169,16 @@ impl SsTableWriter {
 
     pub fn partition_count(&self) -> u64 {
         self.meta.partition_count
+    }
+
+    /// Sets the compaction level recorded in the metadata.
+    pub fn set_level(&mut self, level: u32) {
+        self.meta.level = level;
+    }
+
+    /// The token of the last partition added, if any.
+    pub fn last_token(&self) -> Option<Token> {
+        self.keys.last().map(|k| k.token)
     }
 
     /// Bytes written so far (for splitting compaction output).
@@ -258,12 +280,18 @@ impl SsTableWriter {
             )
         {
             self.meta.min_local_deletion_time = self.meta.min_local_deletion_time.min(d.deleted_at);
+            self.meta.max_local_deletion_time = self.meta.max_local_deletion_time.max(d.deleted_at);
         }
         for (_, c) in p.cells() {
             self.meta.cell_count += 1;
-            if let Some(ldt) = c.local_deletion_time() {
+            let ldt = c.local_deletion_time();
+            if let Some(ldt) = ldt {
                 self.meta.min_local_deletion_time = self.meta.min_local_deletion_time.min(ldt);
             }
+            self.meta.max_local_deletion_time = self
+                .meta
+                .max_local_deletion_time
+                .max(ldt.unwrap_or(LocalTime::MAX));
             if matches!(c.value, CellValue::Tombstone { .. }) {
                 self.meta.tombstone_count += 1;
             }
@@ -368,6 +396,9 @@ impl Drop for SsTableWriter {
 /// An open, immutable SSTable.
 pub struct SsTable {
     path: PathBuf,
+    /// From the file name (`sst-<generation>.db`): an imported SSTable's
+    /// metadata keeps the generation it was written under elsewhere.
+    generation: u64,
     file: File,
     index: Vec<IndexEntry>,
     bloom: Bloom,
@@ -441,8 +472,14 @@ impl SsTable {
             .ok_or_else(|| corrupt(footer_at, "malformed bloom filter"))?;
         let index =
             decode_index(&index_bytes).map_err(|e| corrupt(footer_at, &format!("index: {e}")))?;
+        let generation = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("sst-")?.strip_suffix(".db")?.parse().ok())
+            .unwrap_or(meta.generation);
         Ok(SsTable {
             path: path.to_path_buf(),
+            generation,
             file,
             index,
             bloom,
@@ -456,7 +493,7 @@ impl SsTable {
     }
 
     pub fn generation(&self) -> u64 {
-        self.meta.generation
+        self.generation
     }
 
     /// True when the SSTable may hold the partition.

@@ -163,6 +163,58 @@ fn sstable_fsync_failure() {
     assert_all_present(&engine, 0..260, "after the final restart");
 }
 
+/// A compaction split into several outputs that fails on its second
+/// output: the first output is removed again, nothing temporary is left,
+/// the inputs stay and serve every row, before and after a restart.
+fn split_compaction_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let table_options = TableOptions {
+        compaction: gyre_storage::CompactionOptions::Leveled(gyre_storage::LeveledOptions {
+            sstable_size_bytes: 4 << 10,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let engine = LsmEngine::open(config(dir.path(), SyncMode::Batch)).expect("opens");
+    engine.create_table(TABLE, table_options).expect("creates");
+    for part in 0..4 {
+        write(&engine, part * 500, part * 500 + 500);
+        engine.flush(Some(TABLE)).expect("flushes");
+    }
+    let table_dir = engine.sstable_paths(TABLE).expect("lists")[0]
+        .parent()
+        .expect("a table directory")
+        .to_path_buf();
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&table_dir)
+            .expect("lists")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
+    // The first output's two fsyncs (file, directory) succeed, then fail.
+    fail::cfg(SSTABLE_FSYNC, "2*off->return").expect("sets the failpoint");
+    let err = engine.compact(TABLE).expect_err("the compaction fails");
+    fail::remove(SSTABLE_FSYNC);
+    assert!(err.to_string().contains("injected fsync failure"), "{err}");
+    assert_eq!(files(), before, "a failed compaction leaves no file behind");
+    assert_all_present(&engine, 0..2000, "after a failed compaction");
+    drop(engine);
+    let engine = LsmEngine::open(config(dir.path(), SyncMode::Batch)).expect("reopens");
+    assert_eq!(files(), before);
+    assert_all_present(&engine, 0..2000, "after a restart");
+    engine
+        .compact(TABLE)
+        .expect("the retried compaction succeeds");
+    assert!(
+        engine.sstable_paths(TABLE).expect("lists").len() > 2,
+        "split outputs"
+    );
+    assert_all_present(&engine, 0..2000, "after the retried compaction");
+}
+
 /// One test function: the failpoint registry is global to the process.
 #[test]
 fn a_disk_that_fails_fsync_loses_no_acknowledged_write() {
@@ -172,5 +224,6 @@ fn a_disk_that_fails_fsync_loses_no_acknowledged_write() {
         commitlog_fsync_failure(SyncMode::Group { window_ms: 2 }, deferred);
     }
     sstable_fsync_failure();
+    split_compaction_failure();
     scenario.teardown();
 }

@@ -10,6 +10,8 @@
 //!
 //! `GYRE_CRASH_ENGINE=rocksdb` runs it on the RocksDB engine (a build with
 //! the `rocksdb` feature); the default is the native engine.
+//! `GYRE_CRASH_COMPACTION=stcs|lcs|twcs` picks the table's compaction
+//! strategy (default `stcs`).
 
 // setrlimit and signal have no safe wrapper in our dependencies.
 #![allow(unsafe_code)]
@@ -18,7 +20,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 use gyre_storage::TableOptions;
-use gyre_tests::{crash_table, mutation, parse_sync, CrashEngine};
+use gyre_tests::{crash_compaction, crash_table, mutation, parse_sync, CrashEngine};
 
 fn limit_file_size(bytes: u64) -> anyhow::Result<()> {
     let lim = libc::rlimit {
@@ -57,9 +59,19 @@ fn main() -> anyhow::Result<()> {
             .context("parsing BYTES")?;
         limit_file_size(n)?;
     }
+    let compaction = match std::env::var("GYRE_CRASH_COMPACTION") {
+        Ok(name) => crash_compaction(&name).context("GYRE_CRASH_COMPACTION: stcs, lcs or twcs")?,
+        Err(_) => Default::default(),
+    };
     let engine = kind.open(&dir, sync).context("opening the engine")?;
     engine
-        .create_table(crash_table(), TableOptions::default())
+        .create_table(
+            crash_table(),
+            TableOptions {
+                compaction,
+                ..Default::default()
+            },
+        )
         .context("creating the table")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "READY")?;

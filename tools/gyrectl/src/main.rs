@@ -105,6 +105,253 @@ enum Cmd {
         #[arg(long, default_value_t = 9180)]
         port: u16,
     },
+    /// Flush and hard-link the SSTables of a table, a keyspace or every
+    /// table on one node (`nodetool snapshot`). A tag that exists is refused.
+    Snapshot {
+        /// KEYSPACE or KEYSPACE.TABLE (default: every table).
+        target: Option<String>,
+        /// The snapshot's name (default: the time in milliseconds).
+        #[arg(short = 't', long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// Compactions per table: pending work, SSTables per level and the
+    /// running merge's progress (`nodetool compactionstats`).
+    #[command(name = "compactionstats")]
+    CompactionStats {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// The node's snapshots, dropped tables' included (`nodetool listsnapshots`).
+    #[command(name = "listsnapshots")]
+    ListSnapshots {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// Remove snapshots by tag, or every one with --all, optionally only
+    /// of KEYSPACE or KEYSPACE.TABLE (`nodetool clearsnapshot`).
+    #[command(name = "clearsnapshot")]
+    ClearSnapshot {
+        target: Option<String>,
+        #[arg(short = 't', long)]
+        tag: Option<String>,
+        #[arg(long, conflicts_with = "tag")]
+        all: bool,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// Load the SSTables copied into a table's import directory without a
+    /// restart (`nodetool refresh`); see the README's restore procedure.
+    Refresh {
+        /// KEYSPACE.TABLE
+        table: String,
+        /// First link in the files of this snapshot of the table by that
+        /// name (typically a dropped table's, kept by auto_snapshot).
+        #[arg(long)]
+        from_snapshot: Option<String>,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+}
+
+/// Which nodes' admin endpoints to ask.
+#[derive(clap::Args, Debug)]
+struct NodeAddr {
+    /// The node's address; several, comma-separated, run the command on
+    /// each in turn (as `nodetool` run on every node).
+    #[arg(long, default_value = "127.0.0.1", value_delimiter = ',')]
+    host: Vec<String>,
+    /// The nodes' admin HTTP port.
+    #[arg(long, default_value_t = 9180)]
+    port: u16,
+}
+
+impl NodeAddr {
+    fn addrs(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+        self.host
+            .iter()
+            .map(|h| {
+                let ip = h
+                    .parse()
+                    .with_context(|| format!("--host {h}: not an IP address"))?;
+                Ok(std::net::SocketAddr::new(ip, self.port))
+            })
+            .collect()
+    }
+}
+
+/// KEYSPACE or KEYSPACE.TABLE as a snapshot request.
+fn snapshot_request(target: Option<&str>) -> gyre_node::SnapshotRequest {
+    let (keyspace, table) = match target {
+        None => (None, None),
+        Some(t) => match t.split_once('.') {
+            Some((k, t)) => (Some(k.to_string()), Some(t.to_string())),
+            None => (Some(t.to_string()), None),
+        },
+    };
+    gyre_node::SnapshotRequest {
+        keyspace,
+        table,
+        ..Default::default()
+    }
+}
+
+/// Calls an admin route, failing with the node's message unless it
+/// answers 200.
+fn admin(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> anyhow::Result<String> {
+    let (status, text) =
+        gyre_node::http::request(addr, method, path, body, Duration::from_secs(120))
+            .with_context(|| format!("calling {addr}{path}"))?;
+    if status != 200 {
+        bail!("{addr}: {}", text.trim());
+    }
+    Ok(text)
+}
+
+fn snapshots_cmd(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Snapshot { target, tag, node } => {
+            let mut req = snapshot_request(target.as_deref());
+            req.tag = tag;
+            let body = serde_json::to_vec(&req)?;
+            for addr in node.addrs()? {
+                let taken: Vec<gyre_storage::SnapshotInfo> =
+                    serde_json::from_str(&admin(addr, "POST", "/snapshot", Some(&body))?)?;
+                match taken.first() {
+                    None => println!("{addr}: no tables to snapshot"),
+                    Some(first) => {
+                        println!(
+                            "{addr}: snapshot {} of {} table(s) taken",
+                            first.tag,
+                            taken.len()
+                        );
+                        for s in &taken {
+                            println!("  {:<32} {}", s.name, s.dir.display());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::CompactionStats { node } => {
+            for addr in node.addrs()? {
+                let stats: Vec<gyre_node::CompactionStats> =
+                    serde_json::from_str(&admin(addr, "GET", "/compactionstats", None)?)?;
+                let pending = stats.iter().filter(|s| s.pending).count();
+                println!("{addr}: pending tasks: {pending}");
+                println!(
+                    "{:<32} {:>7}  {:<24} {:>22}  {:>10}",
+                    "Table", "Pending", "SSTables per level", "Running: partitions", "written"
+                );
+                for s in &stats {
+                    let levels = s
+                        .sstables_per_level
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let running = s.active.as_ref().map_or("-".to_string(), |a| {
+                        format!(
+                            "L{} {}/{} ({:.0}%)",
+                            a.level,
+                            a.partitions_done,
+                            a.partitions_total,
+                            100.0 * a.partitions_done as f64 / a.partitions_total.max(1) as f64
+                        )
+                    });
+                    let written = s.active.as_ref().map_or("-".to_string(), |a| {
+                        format!("{:.1} MiB", a.bytes_written as f64 / 1048576.0)
+                    });
+                    println!(
+                        "{:<32} {:>7}  {:<24} {:>22}  {:>10}",
+                        s.table,
+                        if s.pending { "yes" } else { "no" },
+                        levels,
+                        running,
+                        written
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::ListSnapshots { node } => {
+            for addr in node.addrs()? {
+                let all: Vec<gyre_storage::SnapshotInfo> =
+                    serde_json::from_str(&admin(addr, "GET", "/snapshots", None)?)?;
+                if all.is_empty() {
+                    println!("{addr}: there are no snapshots");
+                    continue;
+                }
+                println!("{addr}:");
+                println!(
+                    "{:<36} {:<32} {:>6} {:>14}  Directory",
+                    "Snapshot name", "Table", "Files", "Size (bytes)"
+                );
+                for s in &all {
+                    println!(
+                        "{:<36} {:<32} {:>6} {:>14}  {}",
+                        s.tag,
+                        s.name,
+                        s.files.len(),
+                        s.bytes,
+                        s.dir.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::ClearSnapshot {
+            target,
+            tag,
+            all,
+            node,
+        } => {
+            let mut req = snapshot_request(target.as_deref());
+            req.tag = tag;
+            req.all = all;
+            let body = serde_json::to_vec(&req)?;
+            for addr in node.addrs()? {
+                let removed: Vec<gyre_storage::SnapshotInfo> =
+                    serde_json::from_str(&admin(addr, "POST", "/snapshots/clear", Some(&body))?)?;
+                println!("{addr}: {} snapshot(s) removed", removed.len());
+            }
+            Ok(())
+        }
+        Cmd::Refresh {
+            table,
+            from_snapshot,
+            node,
+        } => {
+            let mut req = snapshot_request(Some(&table));
+            if req.table.is_none() {
+                bail!("refresh takes KEYSPACE.TABLE");
+            }
+            req.tag = from_snapshot;
+            let body = serde_json::to_vec(&req)?;
+            for addr in node.addrs()? {
+                let report: serde_json::Value =
+                    serde_json::from_str(&admin(addr, "POST", "/import", Some(&body))?)?;
+                let dir = report["dir"].as_str().unwrap_or("?");
+                match report["files"].as_u64().unwrap_or(0) {
+                    0 => println!(
+                        "{addr}: no SSTables in {dir}: copy a snapshot's sst-*.db files there first"
+                    ),
+                    n => println!(
+                        "{addr}: imported {n} SSTable(s), {} bytes, from {dir}",
+                        report["bytes"].as_u64().unwrap_or(0)
+                    ),
+                }
+            }
+            Ok(())
+        }
+        _ => bail!("not a snapshot command"),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +485,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
+        cmd @ (Cmd::Snapshot { .. }
+        | Cmd::CompactionStats { .. }
+        | Cmd::ListSnapshots { .. }
+        | Cmd::ClearSnapshot { .. }
+        | Cmd::Refresh { .. }) => snapshots_cmd(cmd),
         Cmd::Repair {
             keyspace,
             tables,
