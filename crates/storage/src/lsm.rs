@@ -106,6 +106,10 @@ struct Table {
     expired_bytes_dropped: AtomicU64,
     /// The merge running now (for compactionstats).
     active: Mutex<Option<CompactionProgress>>,
+    /// Serializes writes of `table.json`: a flush (its commitlog position)
+    /// and an ALTER (its options) may persist at once, and both go through
+    /// the same temporary file.
+    persist_lock: Mutex<()>,
 }
 
 impl Table {
@@ -114,6 +118,7 @@ impl Table {
     }
 
     fn persist(&self) -> Result<()> {
+        let _one_at_a_time = self.persist_lock.lock();
         let f = TableFile {
             id: self.id,
             options: self.options.read().clone(),
@@ -503,6 +508,7 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         expired_dropped: AtomicU64::new(0),
         expired_bytes_dropped: AtomicU64::new(0),
         active: Mutex::new(None),
+        persist_lock: Mutex::new(()),
     })
 }
 
