@@ -18,13 +18,15 @@ pub fn venv_dir() -> PathBuf {
     Path::new(&home).join(".cache/gyre-venv-cqlsh")
 }
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+/// What a finished command printed, and whether it succeeded.
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
-fn run(cmd: &mut Command) -> Out {
+/// Runs `cmd` to completion (panics if it cannot start).
+pub fn run(cmd: &mut Command) -> Out {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));

@@ -16,24 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gyre_tests::cluster::TestCluster;
-use gyre_tests::cqlsh::cqlsh;
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Out {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use gyre_tests::cqlsh::{cqlsh, run, Out};
 
 fn cqlsh_cmd(cqlsh: &Path, c: &TestCluster, node: usize, home: &Path) -> Command {
     let addr = c.cql(node);
