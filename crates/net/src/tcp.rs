@@ -468,8 +468,26 @@ impl Buf for WriteBatch {
     }
 }
 
-/// A write of fewer messages than this waits one scheduler turn first.
-const SMALL_BATCH: usize = 8;
+/// Goes to the back of the worker's run queue once. Unlike
+/// `tokio::task::yield_now`, it is not deferred until the runtime has polled
+/// the I/O driver: that would cost an `epoll_wait` per batch.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
 
 /// Why a connected session ended.
 enum SessionEnd {
@@ -614,6 +632,10 @@ impl Outbound {
         let (mut rd, mut wr) = stream.into_split();
         let mut out = BytesMut::with_capacity(64 * 1024);
         let mut probe = [0u8; 64];
+        // Whether the last write carried several frames: then the connection
+        // is busy, and waiting one scheduling round before the next write
+        // lets it carry more. A lone request in flight is written at once.
+        let mut busy = false;
         loop {
             if !self.held.is_empty() {
                 let written = tokio::select! {
@@ -621,7 +643,7 @@ impl Outbound {
                     r = self.write_held(&mut wr, &mut out) => r,
                 };
                 match written {
-                    Ok(_) => {}
+                    Ok(frames) => busy = frames > 1,
                     Err(e) => return SessionEnd::Disconnected(e),
                 }
             }
@@ -640,21 +662,13 @@ impl Outbound {
                 m = self.rx.recv() => match m {
                     Some(q) => {
                         self.held.push_back(q);
+                        if busy {
+                            // Let the tasks that are ready to run queue their
+                            // messages too, so that one write carries them all.
+                            YieldOnce(false).await;
+                        }
                         while let Ok(q) = self.rx.try_recv() {
                             self.held.push_back(q);
-                        }
-                        if self.held.len() < SMALL_BATCH {
-                            // Messages completed together (replica acks
-                            // released by one commitlog fsync) wake their
-                            // senders one by one, and this task, woken by
-                            // the first, would otherwise write before the
-                            // rest were queued: wait one scheduler turn.
-                            // (`yield_now` runs after the other ready tasks,
-                            // those woken from other threads included.)
-                            tokio::task::yield_now().await;
-                            while let Ok(q) = self.rx.try_recv() {
-                                self.held.push_back(q);
-                            }
                         }
                     }
                     None => return SessionEnd::Shutdown,
