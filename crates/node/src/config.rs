@@ -22,7 +22,73 @@ pub struct NodeConfig {
     pub gossip: GossipSettings,
     pub timeouts: TimeoutsConfig,
     pub hints: HintsConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
+}
+
+/// What one client, connection or statement may ask of the node, with
+/// Cassandra's names where they exist (see `conf/gyre.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest CQL frame body accepted.
+    pub native_transport_max_frame_size_mb: usize,
+    /// CQL connections from one client IP.
+    pub native_transport_max_concurrent_connections_per_ip: usize,
+    /// Bytes of CQL requests read and not yet answered, node-wide and per
+    /// client IP; past them the node stops reading until replies go out.
+    pub native_transport_max_request_data_in_flight_mb: usize,
+    pub native_transport_max_request_data_in_flight_per_ip_mb: usize,
+    /// A connection must complete STARTUP within this.
+    pub native_transport_startup_timeout_ms: u64,
+    /// A connection silent this long with nothing in flight is closed
+    /// (0: never, as in Cassandra; drivers send heartbeats).
+    pub native_transport_idle_timeout_ms: u64,
+    /// Most primary keys the IN lists of one statement may multiply into.
+    pub in_select_cartesian_product_fail_threshold: usize,
+    /// Multi-partition batches: a client warning over the first, refused
+    /// over the second.
+    pub batch_size_warn_threshold_kb: usize,
+    pub batch_size_fail_threshold_kb: usize,
+    /// Largest mutation accepted; never more than internode messages carry.
+    pub max_mutation_size_kb: usize,
+    /// Client timestamps further in the future are refused (0: unchecked).
+    pub maximum_timestamp_fail_threshold_s: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let g = gyre_query::Guardrails::default();
+        Self {
+            native_transport_max_frame_size_mb: 16,
+            native_transport_max_concurrent_connections_per_ip: 1024,
+            native_transport_max_request_data_in_flight_mb: 256,
+            native_transport_max_request_data_in_flight_per_ip_mb: 64,
+            native_transport_startup_timeout_ms: 10_000,
+            native_transport_idle_timeout_ms: 0,
+            in_select_cartesian_product_fail_threshold: g
+                .in_select_cartesian_product_fail_threshold,
+            batch_size_warn_threshold_kb: g.batch_size_warn_threshold_bytes >> 10,
+            batch_size_fail_threshold_kb: g.batch_size_fail_threshold_bytes >> 10,
+            max_mutation_size_kb: g.max_mutation_size_bytes >> 10,
+            maximum_timestamp_fail_threshold_s: 0,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The statement guardrails these limits set.
+    pub fn guardrails(&self) -> gyre_query::Guardrails {
+        gyre_query::Guardrails {
+            in_select_cartesian_product_fail_threshold: self
+                .in_select_cartesian_product_fail_threshold,
+            batch_size_warn_threshold_bytes: self.batch_size_warn_threshold_kb << 10,
+            batch_size_fail_threshold_bytes: self.batch_size_fail_threshold_kb << 10,
+            max_mutation_size_bytes: self.max_mutation_size_kb << 10,
+            maximum_timestamp_fail_threshold: (self.maximum_timestamp_fail_threshold_s > 0)
+                .then(|| std::time::Duration::from_secs(self.maximum_timestamp_fail_threshold_s)),
+        }
+    }
 }
 
 /// Hinted handoff: writes a replica missed are kept and replayed to it.
@@ -368,6 +434,10 @@ pub struct Overrides {
     pub hints_max_size_per_host_mb: Option<u64>,
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Any configuration key, as `section.key=value` (a TOML value; bare
+    /// words are strings); repeatable, applied after the other flags.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// `CommitlogSync` for clap (kept apart so the config type stays serde-only).
@@ -415,8 +485,48 @@ impl NodeConfig {
             None => Self::default(),
         };
         cfg.apply(o);
+        let cfg = cfg.with_settings(&o.set)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Applies `section.key=value` settings by way of the TOML form, so
+    /// they are checked exactly as the file's keys are.
+    pub fn with_settings(self, settings: &[String]) -> Result<Self> {
+        if settings.is_empty() {
+            return Ok(self);
+        }
+        let origin = || "--set".to_string();
+        let parse_err = |message: String| Error::ConfigParse {
+            origin: origin(),
+            message,
+        };
+        let mut root: toml::Table =
+            toml::from_str(&self.to_toml()?).map_err(|e| parse_err(e.to_string()))?;
+        for setting in settings {
+            let (key, value) = setting
+                .split_once('=')
+                .ok_or_else(|| parse_err(format!("{setting:?} is not SECTION.KEY=VALUE")))?;
+            let (section, name) = key
+                .trim()
+                .split_once('.')
+                .ok_or_else(|| parse_err(format!("{key:?} is not SECTION.KEY")))?;
+            let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.trim().to_string()));
+            let table = root
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(table) = table.as_table_mut() else {
+                return Err(parse_err(format!("{section:?} is not a section")));
+            };
+            table.insert(name.to_string(), value);
+        }
+        Self::from_toml(
+            &toml::to_string(&root).map_err(|e| parse_err(e.to_string()))?,
+            "--set",
+        )
     }
 
     pub fn apply(&mut self, o: &Overrides) {
@@ -536,6 +646,57 @@ impl NodeConfig {
         }
         if n.cql_max_concurrent_requests == 0 {
             return invalid("network.cql_max_concurrent_requests", "must be positive");
+        }
+        let l = &self.limits;
+        if !(1..=256).contains(&l.native_transport_max_frame_size_mb) {
+            return invalid(
+                "limits.native_transport_max_frame_size_mb",
+                "must be between 1 and 256",
+            );
+        }
+        for (key, v) in [
+            (
+                "limits.native_transport_max_concurrent_connections_per_ip",
+                l.native_transport_max_concurrent_connections_per_ip,
+            ),
+            (
+                "limits.native_transport_max_request_data_in_flight_mb",
+                l.native_transport_max_request_data_in_flight_mb,
+            ),
+            (
+                "limits.native_transport_max_request_data_in_flight_per_ip_mb",
+                l.native_transport_max_request_data_in_flight_per_ip_mb,
+            ),
+            (
+                "limits.in_select_cartesian_product_fail_threshold",
+                l.in_select_cartesian_product_fail_threshold,
+            ),
+            ("limits.max_mutation_size_kb", l.max_mutation_size_kb),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be positive");
+            }
+        }
+        if l.native_transport_startup_timeout_ms == 0 {
+            return invalid(
+                "limits.native_transport_startup_timeout_ms",
+                "must be positive",
+            );
+        }
+        let internode_kb = gyre_query::DEFAULT_MAX_MUTATION_SIZE >> 10;
+        if l.max_mutation_size_kb > internode_kb {
+            return invalid(
+                "limits.max_mutation_size_kb",
+                &format!("must be at most {internode_kb} (what one internode message carries)"),
+            );
+        }
+        if l.batch_size_fail_threshold_kb < l.batch_size_warn_threshold_kb
+            || l.batch_size_fail_threshold_kb > l.max_mutation_size_kb
+        {
+            return invalid(
+                "limits.batch_size_fail_threshold_kb",
+                "must be between batch_size_warn_threshold_kb and max_mutation_size_kb",
+            );
         }
         let s = &self.storage;
         if s.engine == EngineKind::Rocksdb && !gyre_storage_rocksdb::AVAILABLE {
@@ -667,6 +828,34 @@ mod tests {
         }
         let e = err_of("[storage]\nengine = \"leveldb\"\n");
         assert!(e.contains("engine"), "{e}");
+    }
+
+    #[test]
+    fn set_overrides_any_key_and_checks_it() {
+        let set = |s: &[&str]| {
+            NodeConfig::default()
+                .with_settings(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>())
+        };
+        let cfg = set(&[
+            "limits.native_transport_max_concurrent_connections_per_ip=3",
+            "cluster.rack = r9",
+        ])
+        .expect("valid settings");
+        assert_eq!(
+            cfg.limits
+                .native_transport_max_concurrent_connections_per_ip,
+            3
+        );
+        assert_eq!(cfg.cluster.rack, "r9");
+        let e = set(&["limits.no_such_key=1"])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.contains("no_such_key"), "{e}");
+        let e = set(&["limits.max_mutation_size_kb=999999"])
+            .expect_err("over the internode limit")
+            .to_string();
+        assert!(e.contains("limits.max_mutation_size_kb"), "{e}");
+        assert!(set(&["nokey"]).is_err());
     }
 
     #[test]

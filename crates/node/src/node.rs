@@ -470,6 +470,19 @@ impl Node {
             max_concurrent_requests: cfg.network.cql_max_concurrent_requests,
             max_queued_requests: cfg.network.cql_max_queued_requests,
             queue_timeout: Duration::from_millis(cfg.network.cql_queue_timeout_ms),
+            max_frame_bytes: cfg.limits.native_transport_max_frame_size_mb << 20,
+            max_connections_per_ip: cfg
+                .limits
+                .native_transport_max_concurrent_connections_per_ip,
+            max_request_bytes_in_flight: cfg.limits.native_transport_max_request_data_in_flight_mb
+                << 20,
+            max_request_bytes_in_flight_per_ip: cfg
+                .limits
+                .native_transport_max_request_data_in_flight_per_ip_mb
+                << 20,
+            startup_timeout: Duration::from_millis(cfg.limits.native_transport_startup_timeout_ms),
+            idle_timeout: (cfg.limits.native_transport_idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(cfg.limits.native_transport_idle_timeout_ms)),
             ..ServerConfig::default()
         };
         let shared = Arc::new(Shared {
@@ -542,6 +555,7 @@ impl Node {
         register_schema_verbs(&shared, &qp, &server_cfg.events);
         qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));
         qp.set_datacenters(datacenter_source(Arc::downgrade(&shared)));
+        qp.set_guardrails(cfg.limits.guardrails());
 
         let (stop, stop_rx) = watch::channel(false);
         let (transports, transports_rx) = watch::channel(false);

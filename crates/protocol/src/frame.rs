@@ -9,8 +9,13 @@ use crate::error::{Error, Result};
 
 /// Length of the fixed frame header.
 pub const HEADER_LEN: usize = 9;
-/// Default body limit: the spec's 256 MiB.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+/// Default body limit: Cassandra's `native_transport_max_frame_size`
+/// (16 MiB), well under the spec's 256 MiB ceiling.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// A partial frame's buffer grows by at most this much ahead of the bytes
+/// that arrived, so a header claiming a large body reserves nothing until
+/// the body actually comes.
+pub(crate) const MAX_RESERVE_AHEAD: usize = 64 * 1024;
 /// Version byte of a v4 request.
 pub const VERSION_REQUEST: u8 = 0x04;
 /// Version byte of a v4 response.
@@ -223,8 +228,9 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option
         return Ok(None);
     };
     if buf.len() < HEADER_LEN + body_len {
-        // Reserve up front so a large body is read without repeated growth.
-        buf.reserve(HEADER_LEN + body_len - buf.len());
+        // Grow with what arrives (the buffer doubles as it fills), never
+        // from the header's claim alone: a hostile header costs nothing.
+        buf.reserve((HEADER_LEN + body_len - buf.len()).min(MAX_RESERVE_AHEAD));
         return Ok(None);
     }
     let (version, flags, opcode) = (buf[0], buf[1], buf[4]);
@@ -393,6 +399,30 @@ impl Encoder<Frame> for FrameCodec {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_header_reserves_nothing_for_the_body_it_claims() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0x04, 0, 0, 1, 0x07]);
+        buf.extend_from_slice(&(15u32 << 20).to_be_bytes());
+        buf.extend_from_slice(&[0u8; 100]);
+        assert!(decode_frame(&mut buf, DEFAULT_MAX_FRAME_BYTES)
+            .expect("test value")
+            .is_none());
+        assert!(
+            buf.capacity() <= 2 * MAX_RESERVE_AHEAD,
+            "a 15 MiB claim reserved {} bytes",
+            buf.capacity()
+        );
+        // Over the limit: refused from the header alone.
+        let mut huge = BytesMut::new();
+        huge.extend_from_slice(&[0x04, 0, 0, 1, 0x07]);
+        huge.extend_from_slice(&(256u32 << 20).to_be_bytes());
+        assert!(matches!(
+            decode_frame(&mut huge, DEFAULT_MAX_FRAME_BYTES),
+            Err(Error::FrameTooLarge { .. })
+        ));
+    }
+
     fn frame(body: &'static [u8]) -> Frame {
         Frame {
             version: 4,
@@ -410,14 +440,14 @@ mod tests {
         for cut in 0..bytes.len() {
             let mut b = BytesMut::from(&bytes[..cut]);
             assert!(
-                decode_frame(&mut b, 1024).unwrap().is_none(),
+                decode_frame(&mut b, 1024).expect("test value").is_none(),
                 "cut at {cut}"
             );
             assert_eq!(b.len(), cut);
         }
         let mut b = BytesMut::from(&bytes[..]);
         b.extend_from_slice(&[4, 0]);
-        assert_eq!(decode_frame(&mut b, 1024).unwrap(), Some(f));
+        assert_eq!(decode_frame(&mut b, 1024).expect("test value"), Some(f));
         assert_eq!(&b[..], &[4, 0]);
     }
 
@@ -445,9 +475,9 @@ mod tests {
             Err(Error::UnsupportedVersion { version: 2, .. })
         ));
         let mut b = BytesMut::from(&[0x03, 0x00, 0x00, 0x01][..]);
-        assert!(decode_frame(&mut b, 1024).unwrap().is_none());
+        assert!(decode_frame(&mut b, 1024).expect("test value").is_none());
         let mut b = BytesMut::from(&[0x05, 0x00, 0x00, 0x01][..]);
-        assert!(decode_frame(&mut b, 1024).unwrap().is_none());
+        assert!(decode_frame(&mut b, 1024).expect("test value").is_none());
     }
 
     #[test]
@@ -469,12 +499,17 @@ mod tests {
         let body = b"select * from system.local where key = 'local'".repeat(20);
         let c = lz4_compress(&body);
         assert!(c.len() < body.len());
-        assert_eq!(&lz4_decompress(&c, 1 << 20).unwrap()[..], &body[..]);
+        assert_eq!(
+            &lz4_decompress(&c, 1 << 20).expect("test value")[..],
+            &body[..]
+        );
         assert!(lz4_decompress(&c, 10).is_err());
         assert!(lz4_decompress(&c[..3], 1 << 20).is_err());
         assert!(lz4_decompress(&c[..c.len() - 3], 1 << 20).is_err());
         assert_eq!(&lz4_compress(b"")[..4], &[0, 0, 0, 0]);
-        assert!(lz4_decompress(&[0, 0, 0, 0], 10).unwrap().is_empty());
+        assert!(lz4_decompress(&[0, 0, 0, 0], 10)
+            .expect("test value")
+            .is_empty());
     }
 
     #[test]

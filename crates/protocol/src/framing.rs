@@ -113,7 +113,7 @@ pub fn decode_segment(buf: &mut BytesMut, lz4: bool) -> Result<Option<Segment>> 
     };
     let total = hlen + 3 + payload_len + 4;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        buf.reserve((total - buf.len()).min(crate::frame::MAX_RESERVE_AHEAD));
         return Ok(None);
     }
     buf.advance(hlen + 3);

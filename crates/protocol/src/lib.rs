@@ -72,6 +72,8 @@
 //! assert_eq!(request.request, Request::Options);
 //! ```
 
+mod budget;
+pub mod client_warn;
 mod error;
 mod frame;
 mod framing;

@@ -32,8 +32,12 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::budget::{BytesPermit, ClientBudgets, ClientGuard};
+use crate::client_warn;
 use crate::error::{Error, Result};
-use crate::frame::{Compression, Frame, FrameCodec, ProtocolVersion, DEFAULT_MAX_FRAME_BYTES};
+use crate::frame::{
+    Compression, Frame, FrameCodec, ProtocolVersion, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN,
+};
 use crate::framing::FrameWriter;
 use crate::limit::{Admission, Overload, RequestLimiter};
 use crate::metrics::ServerMetrics;
@@ -139,6 +143,21 @@ pub struct ServerConfig {
     /// Node-wide connection limit; further connections get an Overloaded
     /// error on their first frame and are closed.
     pub max_connections: usize,
+    /// Connections from one client IP; further ones are refused like
+    /// connections over `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Node-wide bytes of request frames read and not yet answered; when
+    /// spent, connections stop reading until responses free some.
+    pub max_request_bytes_in_flight: usize,
+    /// The same budget per client IP, so one client cannot take it all.
+    pub max_request_bytes_in_flight_per_ip: usize,
+    /// A connection that has not completed STARTUP this long after it was
+    /// opened is closed.
+    pub startup_timeout: Duration,
+    /// A connection that sends nothing this long, with no request in
+    /// flight, is closed (`None`: never, Cassandra's default; drivers send
+    /// heartbeats when idle).
+    pub idle_timeout: Option<Duration>,
     /// Requests of one connection in flight (queued or executing) at once;
     /// when reached, the server stops reading that connection
     /// (back-pressure).
@@ -166,6 +185,11 @@ impl Default for ServerConfig {
         ServerConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_connections: 4096,
+            max_connections_per_ip: 1024,
+            max_request_bytes_in_flight: 256 << 20,
+            max_request_bytes_in_flight_per_ip: 64 << 20,
+            startup_timeout: Duration::from_secs(10),
+            idle_timeout: None,
             max_in_flight_per_connection: 1024,
             max_concurrent_requests: 1024,
             max_queued_requests: 4096,
@@ -225,6 +249,11 @@ impl Server {
             config.queue_timeout,
             config.metrics.clone(),
         );
+        let budgets = ClientBudgets::new(
+            config.max_connections_per_ip,
+            config.max_request_bytes_in_flight,
+            config.max_request_bytes_in_flight_per_ip,
+        );
         let mut next_id = 0u64;
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "CQL server listening");
@@ -252,12 +281,23 @@ impl Server {
                     warn!(%peer, limit = max_connections, "connection limit reached, refusing connection");
                     if let Ok(p) = reject_limit.clone().try_acquire_owned() {
                         tokio::spawn(async move {
-                            reject_connection(socket).await;
+                            reject_connection(socket, "too many connections to this node").await;
                             drop(p);
                         });
                     }
                     continue;
                 }
+            };
+            let Some(client) = budgets.connect(peer.ip()) else {
+                warn!(%peer, limit = config.max_connections_per_ip, "per-client connection limit reached, refusing connection");
+                if let Ok(p) = reject_limit.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        reject_connection(socket, "too many connections from this client address")
+                            .await;
+                        drop(p);
+                    });
+                }
+                continue;
             };
             next_id += 1;
             let conn = Connection::new(
@@ -266,6 +306,7 @@ impl Server {
                 handler.clone(),
                 config.clone(),
                 limiter.clone(),
+                client,
                 cancel.clone(),
             );
             tokio::spawn(async move {
@@ -288,16 +329,16 @@ impl Server {
 
 /// Answers an over-limit connection's first frame with Overloaded (or the
 /// version error, so version-probing drivers get a meaningful answer).
-async fn reject_connection(socket: TcpStream) {
+async fn reject_connection(socket: TcpStream, why: &'static str) {
     let (rd, mut wr) = socket.into_split();
     let mut frames = FramedRead::new(rd, FrameCodec::new(REJECT_MAX_FRAME));
     let mut version = ProtocolVersion::V4;
     let reply = match tokio::time::timeout(Duration::from_secs(2), frames.next()).await {
         Ok(Some(Ok(frame))) => {
             version = frame.protocol_version();
-            Some((frame.stream, overloaded()))
+            Some((frame.stream, overloaded(why)))
         }
-        Ok(Some(Err(Error::FrameTooLarge { stream, .. }))) => Some((stream, overloaded())),
+        Ok(Some(Err(Error::FrameTooLarge { stream, .. }))) => Some((stream, overloaded(why))),
         Ok(Some(Err(e @ Error::UnsupportedVersion { stream, .. }))) => {
             Some((stream, Response::error(ErrorKind::Protocol, e.to_string())))
         }
@@ -317,8 +358,8 @@ fn overloaded_request(reason: Overload) -> Response {
     Response::error(ErrorKind::Overloaded, reason.message())
 }
 
-fn overloaded() -> Response {
-    Response::error(ErrorKind::Overloaded, "too many connections to this node")
+fn overloaded(why: &str) -> Response {
+    Response::error(ErrorKind::Overloaded, why)
 }
 
 fn protocol_error(message: impl Into<String>) -> Response {
@@ -363,6 +404,8 @@ struct Outgoing {
     /// The connection's wire format when the response was produced (READY
     /// and version errors go out as bare, uncompressed envelopes).
     wire: Wire,
+    /// Warnings raised while executing the request (flag 0x08).
+    warnings: Vec<String>,
 }
 
 type OutTx = mpsc::Sender<Outgoing>;
@@ -372,6 +415,8 @@ struct Connection {
     handler: Arc<dyn RequestHandler>,
     config: Arc<ServerConfig>,
     limiter: Arc<RequestLimiter>,
+    /// This connection's share of its client's limits.
+    client: ClientGuard,
     cancel: CancellationToken,
     in_flight: Arc<Semaphore>,
     started: bool,
@@ -389,6 +434,7 @@ impl Connection {
         handler: Arc<dyn RequestHandler>,
         config: Arc<ServerConfig>,
         limiter: Arc<RequestLimiter>,
+        client: ClientGuard,
         cancel: CancellationToken,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1)));
@@ -397,6 +443,7 @@ impl Connection {
             handler,
             config,
             limiter,
+            client,
             cancel,
             in_flight,
             started: false,
@@ -422,20 +469,42 @@ impl Connection {
         ));
         let mut frames = FramedRead::new(rd, FrameCodec::new(self.config.max_frame_bytes));
         let mut fatal = false;
+        let startup_deadline = tokio::time::sleep(self.config.startup_timeout);
+        tokio::pin!(startup_deadline);
+        let idle = self.config.idle_timeout;
+        let idle_deadline = tokio::time::sleep(idle.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(idle_deadline);
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
+                _ = &mut startup_deadline, if !self.started => {
+                    debug!(conn = id, %peer, "no STARTUP within the deadline; closing");
+                    break;
+                }
+                _ = &mut idle_deadline, if idle.is_some() => {
+                    let limit = self.config.max_in_flight_per_connection.max(1);
+                    if self.in_flight.available_permits() == limit {
+                        debug!(conn = id, %peer, "idle timeout; closing");
+                        break;
+                    }
+                    // Requests still running: the connection is not idle.
+                    idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle.unwrap_or_default());
+                }
                 event = next_event(&mut self.events) => self.on_event(event, &tx).await,
                 frame = frames.next() => match frame {
                     None => break,
-                    Some(Ok(frame)) => match self.on_frame(frame, &tx).await {
+                    Some(Ok(frame)) => {
+                        if let Some(idle) = idle {
+                            idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                        }
+                        match self.on_frame(frame, &tx).await {
                         Flow::Continue => {}
                         Flow::StartFraming { lz4 } => frames.decoder_mut().enable_v5_framing(lz4),
                         Flow::Close => {
                             fatal = true;
                             break;
                         }
-                    },
+                    }},
                     Some(Err(e)) => {
                         self.on_stream_error(e, &tx).await;
                         fatal = true;
@@ -529,6 +598,7 @@ impl Connection {
 
     async fn on_frame(&mut self, frame: Frame, tx: &OutTx) -> Flow {
         let arrived = Instant::now();
+        let frame_bytes = HEADER_LEN + frame.body.len();
         let stream = frame.stream;
         let version = frame.protocol_version();
         if frame.is_response() {
@@ -637,6 +707,10 @@ impl Connection {
         let Ok(conn_permit) = self.in_flight.clone().acquire_owned().await else {
             return Flow::Close;
         };
+        // So does waiting for the request-bytes budgets (node and client).
+        let Some(bytes_permit) = self.client.acquire(frame_bytes).await else {
+            return Flow::Close;
+        };
         let admission = match self.limiter.admit() {
             Ok(a) => a,
             Err(reason) => {
@@ -657,6 +731,7 @@ impl Connection {
             arrived,
             admission,
             _conn_permit: conn_permit,
+            _bytes_permit: bytes_permit,
         };
         // Poll once here: a request that completes at once (its response
         // queued) costs no task. Polling with the reader's context only
@@ -731,6 +806,7 @@ async fn send_with(tx: &OutTx, stream: i16, response: Response, wire: Wire) {
             stream,
             response,
             wire,
+            warnings: Vec::new(),
         })
         .await;
 }
@@ -748,6 +824,8 @@ struct Job {
     admission: Admission,
     /// Held until the response is queued: bounds the connection's requests.
     _conn_permit: OwnedSemaphorePermit,
+    /// The request's bytes, held as long.
+    _bytes_permit: BytesPermit,
 }
 
 impl Job {
@@ -763,6 +841,7 @@ impl Job {
             arrived,
             admission,
             _conn_permit,
+            _bytes_permit,
         } = self;
         let slot = match admission {
             Admission::Run(slot) => slot,
@@ -780,9 +859,9 @@ impl Job {
         };
         let started = Instant::now();
         metrics.queue_wait.record(started - arrived);
-        let outcome = AssertUnwindSafe(handler.handle(&state, request))
-            .catch_unwind()
-            .await;
+        let (outcome, warnings) =
+            client_warn::collect(AssertUnwindSafe(handler.handle(&state, request)).catch_unwind())
+                .await;
         metrics.execute.record(started.elapsed());
         // The execution slot is free once the handler is done; the
         // connection's permit stays until the response is queued.
@@ -797,7 +876,14 @@ impl Job {
         if let Response::Result(CqlResult::SetKeyspace(ks)) = &response {
             state.set_keyspace(ks.clone());
         }
-        send_with(&tx, stream, response, wire).await;
+        let _ = tx
+            .send(Outgoing {
+                stream,
+                response,
+                wire,
+                warnings,
+            })
+            .await;
     }
 }
 
@@ -919,11 +1005,15 @@ fn encode_response(
     max_frame: usize,
 ) {
     let Outgoing {
-        stream, response, ..
+        stream,
+        response,
+        warnings,
+        ..
     } = out;
     let start = buf.len();
     let mut frame = ResponseFrame::new(stream, response);
     frame.version = version;
+    frame.warnings = warnings;
     let body = frame.encode_into(compression, buf, scratch);
     if body > max_frame {
         warn!(conn, stream, bytes = body, "response over the frame limit");

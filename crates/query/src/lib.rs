@@ -75,6 +75,7 @@ mod data;
 mod describe;
 mod error;
 mod functions;
+mod guardrails;
 mod json;
 mod prepare;
 mod processor;
@@ -85,6 +86,7 @@ mod write;
 pub use crate::{
     data::{DataAccess, LocalData},
     error::{QueryError, Result},
+    guardrails::{Guardrails, DEFAULT_MAX_MUTATION_SIZE},
     prepare::PreparedInfo,
     processor::{DatacenterSource, QueryParams, QueryProcessor, QueryResult, SchemaListener},
 };

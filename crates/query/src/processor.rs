@@ -86,7 +86,7 @@ pub type DatacenterSource = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// Executes statements on one node. Shared by all connections.
 pub struct QueryProcessor {
-    schema: RwLock<Schema>,
+    pub(crate) schema: RwLock<Schema>,
     store: Option<SchemaStore>,
     pub(crate) data: Arc<dyn DataAccess>,
     clock: Arc<dyn Clock>,
@@ -104,6 +104,8 @@ pub struct QueryProcessor {
     /// Turning a write statement into mutations (checks, key and value
     /// encoding), before the data access.
     pub(crate) plan: Histogram,
+    /// Limits on what one statement may ask ([`Guardrails`]).
+    pub(crate) guardrails: parking_lot::RwLock<crate::Guardrails>,
 }
 
 impl std::fmt::Debug for QueryProcessor {
@@ -132,7 +134,13 @@ impl QueryProcessor {
             datacenters: OnceLock::new(),
             schema_epoch: AtomicU64::new(0),
             plan: Histogram::default(),
+            guardrails: parking_lot::RwLock::new(crate::Guardrails::default()),
         }
+    }
+
+    /// Replaces the guardrails (the node sets them from its configuration).
+    pub fn set_guardrails(&self, guardrails: crate::Guardrails) {
+        *self.guardrails.write() = guardrails;
     }
 
     /// Sets where the cluster's datacenters come from (once).
@@ -504,7 +512,7 @@ fn table_target(keyspace: &str, name: &str) -> SchemaChangeTarget {
 
 /// One column's restriction in a WHERE clause.
 #[derive(Debug, Clone)]
-pub(crate) enum Restriction {
+pub enum Restriction {
     /// `=` (one value) or `IN` (several).
     Values(Vec<Bytes>),
     /// Range bounds on the value: (value, inclusive).
@@ -546,7 +554,7 @@ impl Filter {
 
 /// A WHERE clause checked against the table.
 #[derive(Debug, Default)]
-pub(crate) struct Where {
+pub struct Where {
     /// Primary-key columns by name.
     pub keys: BTreeMap<String, Restriction>,
     /// Restrictions on regular and static columns (need ALLOW FILTERING).

@@ -118,6 +118,7 @@ impl QueryProcessor {
         };
 
         let mut w = analyze(table, &s.where_clause, binds)?;
+        self.guardrails.read().check_cartesian(&w)?;
         let keys = partition_keys(table, &w)?;
         let mut needs_filtering = !w.others.is_empty();
         if keys.is_none() {

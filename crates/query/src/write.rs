@@ -180,6 +180,7 @@ impl QueryProcessor {
         if merged.is_empty() {
             return Ok(());
         }
+        self.check_guardrails(&merged, logged.is_some())?;
         match logged {
             Some(logged) => self.data.apply_batch(merged, consistency, logged).await,
             None => {
@@ -191,6 +192,41 @@ impl QueryProcessor {
         }
     }
 
+    /// Mutation size on every write, batch size on batches, before
+    /// anything is sent.
+    fn check_guardrails(&self, merged: &[(TableId, Partition)], batch: bool) -> Result<()> {
+        let guardrails = self.guardrails.read();
+        let max = guardrails.max_mutation_size_bytes;
+        let mut total = 0;
+        for (table, update) in merged {
+            let size = update.size_estimate();
+            total += size;
+            if size > max {
+                let ks = self
+                    .schema
+                    .read()
+                    .table_by_id(*table)
+                    .map_or_else(|| "?".to_owned(), |d| d.keyspace.clone());
+                guardrails.check_mutation(&ks, update)?;
+            }
+        }
+        if batch && merged.len() > 1 && total > guardrails.batch_size_warn_threshold_bytes {
+            let schema = self.schema.read();
+            let mut tables: Vec<String> = merged
+                .iter()
+                .map(|(t, _)| {
+                    schema
+                        .table_by_id(*t)
+                        .map_or_else(|| "?".to_owned(), |d| format!("{}.{}", d.keyspace, d.name))
+                })
+                .collect();
+            tables.sort();
+            tables.dedup();
+            guardrails.check_batch(&tables, merged.len(), total)?;
+        }
+        Ok(())
+    }
+
     fn write_time(
         &self,
         table: &TableDef,
@@ -198,13 +234,22 @@ impl QueryProcessor {
         params: &QueryParams,
         batch_ts: Option<Timestamp>,
     ) -> Result<WriteTime> {
-        let ts = match &using.timestamp {
+        let client_ts = match &using.timestamp {
             Some(t) => term_i64(t, "timestamp", &params.values)?,
             None => None,
         }
         .or(batch_ts)
-        .or(params.timestamp)
-        .unwrap_or_else(|| self.next_micros());
+        .or(params.timestamp);
+        let ts = match client_ts {
+            Some(ts) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                self.guardrails.read().check_timestamp(ts, now)?;
+                ts
+            }
+            None => self.next_micros(),
+        };
         let ttl = match &using.ttl {
             Some(t) => term_i64(t, "TTL", &params.values)?,
             None => None,
@@ -447,6 +492,7 @@ impl QueryProcessor {
             ops.push((column, op));
         }
         let w = analyze(&table, &upd.where_clause, binds)?;
+        self.guardrails.read().check_cartesian(&w)?;
         check_where_for_write(&w)?;
         let keys = required_keys(&table, &w)?;
         let only_static = ops.iter().all(|(c, _)| c.kind == ColumnKind::Static);
@@ -517,6 +563,7 @@ impl QueryProcessor {
             ops.push((col, op));
         }
         let w = analyze(&table, &del.where_clause, &params.values)?;
+        self.guardrails.read().check_cartesian(&w)?;
         check_where_for_write(&w)?;
         let keys = required_keys(&table, &w)?;
         let sel = clustering(&table, &w)?;
