@@ -43,6 +43,10 @@ def main():
     keys = ",".join(str(i) for i in range(100000))
     refused(session, "SELECT * FROM t WHERE k IN (%s)" % keys, None, "cartesian product size (100000)")
 
+    step("a query text over 1 MiB is refused before it is parsed")
+    refused(session, "SELECT * FROM t WHERE k = 1 AND v = 0x" + "00" * 600000 + " ALLOW FILTERING",
+            None, "exceeds the limit of 1048576 bytes")
+
     step("IN lists on a composite key multiply: 200 x 200 is refused")
     a = ",".join(str(i) for i in range(200))
     refused(session, "SELECT * FROM w WHERE k IN (%s) AND c IN (%s)" % (a, a), None, "(40000)")

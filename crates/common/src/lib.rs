@@ -31,3 +31,8 @@ pub use model::{
     Slice, SliceBound, Timestamp,
 };
 pub use token::{compose_partition_key, token_of, Token, MIN_TOKEN};
+
+/// How deeply CQL types may nest (`list<frozen<map<int, list<...>>>>`),
+/// one limit for the CQL parser and the protocol decoder, so a type one
+/// accepts the other can always carry.
+pub const MAX_TYPE_NESTING: usize = 32;

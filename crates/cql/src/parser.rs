@@ -120,6 +120,7 @@ pub(crate) fn parse_all(src: &str) -> Result<Vec<Parsed>> {
         i: 0,
         markers: Vec::new(),
         depth: 0,
+        type_depth: 0,
     };
     let mut out = Vec::new();
     loop {
@@ -145,6 +146,7 @@ pub(crate) fn parse_one(src: &str) -> Result<Parsed> {
         i: 0,
         markers: Vec::new(),
         depth: 0,
+        type_depth: 0,
     };
     let statement = p.statement()?;
     while p.eat(Sym::Semi) {}
@@ -164,6 +166,8 @@ struct Parser<'a> {
     markers: Vec<BindMarker>,
     /// Current nesting of terms, types and selectors.
     depth: u32,
+    /// Current nesting of types alone (the protocol's limit).
+    type_depth: usize,
 }
 
 /// Deeper nesting is refused rather than risking the stack.
@@ -916,7 +920,17 @@ impl Parser<'_> {
     // ---- types --------------------------------------------------------
 
     fn cql_type(&mut self) -> Result<CqlType> {
-        self.nested(Self::cql_type_inner)
+        if self.type_depth >= gyre_common::MAX_TYPE_NESTING {
+            let msg = format!(
+                "type nested more than {} levels deep",
+                gyre_common::MAX_TYPE_NESTING
+            );
+            return Err(self.invalid(self.cur_pos(), msg));
+        }
+        self.type_depth += 1;
+        let r = self.nested(Self::cql_type_inner);
+        self.type_depth -= 1;
+        r
     }
 
     fn cql_type_inner(&mut self) -> Result<CqlType> {

@@ -168,4 +168,17 @@ fn long_inputs_parse_in_linear_time() {
     let e = parse_statement(&nested(100_000)).expect_err("too deep");
     assert!(e.to_string().contains("nested more than"), "{e}");
     assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    // Types nest as far as the protocol decoder accepts, no further.
+    let typed = |n: usize| {
+        format!(
+            "CREATE TABLE t (k int PRIMARY KEY, v {}int{})",
+            "frozen<list<".repeat(n / 2) + &"list<".repeat(n % 2),
+            ">".repeat(n)
+        )
+    };
+    let max = gyre_common::MAX_TYPE_NESTING;
+    // `n` collection levels plus the innermost `int` make n + 1 types.
+    assert!(parse_statement(&typed(max - 1)).is_ok());
+    let e = parse_statement(&typed(max)).expect_err("one level too deep");
+    assert!(e.to_string().contains("type nested more than"), "{e}");
 }

@@ -44,6 +44,8 @@ pub struct LimitsConfig {
     /// A connection silent this long with nothing in flight is closed
     /// (0: never, as in Cassandra; drivers send heartbeats).
     pub native_transport_idle_timeout_ms: u64,
+    /// Longest query text accepted, checked before it is tokenized.
+    pub max_query_length_kb: usize,
     /// Most primary keys the IN lists of one statement may multiply into.
     pub in_select_cartesian_product_fail_threshold: usize,
     /// Multi-partition batches: a client warning over the first, refused
@@ -66,6 +68,7 @@ impl Default for LimitsConfig {
             native_transport_max_request_data_in_flight_per_ip_mb: 64,
             native_transport_startup_timeout_ms: 10_000,
             native_transport_idle_timeout_ms: 0,
+            max_query_length_kb: 1024,
             in_select_cartesian_product_fail_threshold: g
                 .in_select_cartesian_product_fail_threshold,
             batch_size_warn_threshold_kb: g.batch_size_warn_threshold_bytes >> 10,
@@ -672,6 +675,7 @@ impl NodeConfig {
                 l.in_select_cartesian_product_fail_threshold,
             ),
             ("limits.max_mutation_size_kb", l.max_mutation_size_kb),
+            ("limits.max_query_length_kb", l.max_query_length_kb),
         ] {
             if v == 0 {
                 return invalid(key, "must be positive");

@@ -145,6 +145,31 @@ fn marker_names(parsed: &Parsed) -> Vec<String> {
 }
 
 impl CqlHandler {
+    /// Refuses query text over `limits.max_query_length_kb` before it is
+    /// tokenized (a frame of tiny tokens would multiply in memory).
+    fn check_query_length(&self, request: &HandlerRequest) -> Option<Response> {
+        let max = self.shared.cfg.limits.max_query_length_kb << 10;
+        let longest = match request {
+            HandlerRequest::Query(q) => q.query.len(),
+            HandlerRequest::Prepare(p) => p.query.len(),
+            HandlerRequest::Batch(b) => b
+                .statements
+                .iter()
+                .map(|s| match &s.statement {
+                    BatchStatementKind::Query(q) => q.len(),
+                    BatchStatementKind::Prepared(_) => 0,
+                })
+                .max()
+                .unwrap_or(0),
+            HandlerRequest::Execute(_) => 0,
+        };
+        (longest > max).then(|| {
+            error(QueryError::Invalid(format!(
+                "Query of {longest} bytes exceeds the limit of {max} bytes (limits.max_query_length_kb)"
+            )))
+        })
+    }
+
     pub(crate) fn new(qp: Arc<QueryProcessor>, shared: Arc<Shared>, events: EventSender) -> Self {
         CqlHandler {
             qp,
@@ -641,6 +666,9 @@ fn rows_result(
 #[async_trait]
 impl RequestHandler for CqlHandler {
     async fn handle(&self, conn: &ConnectionState, request: HandlerRequest) -> Response {
+        if let Some(refused) = self.check_query_length(&request) {
+            return refused;
+        }
         match request {
             HandlerRequest::Query(q) => self.query(conn, q).await,
             HandlerRequest::Prepare(p) => match self.prepare(conn, &p.query, p.keyspace) {

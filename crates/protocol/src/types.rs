@@ -35,8 +35,8 @@ const V3_CLASSES: [(&str, u16); 4] = [
 ];
 
 /// Nesting limit for decoded type options: deeper input is rejected rather
-/// than recursing towards a stack overflow.
-const MAX_TYPE_DEPTH: usize = 32;
+/// than recursing towards a stack overflow (the parser's limit too).
+const MAX_TYPE_DEPTH: usize = gyre_common::MAX_TYPE_NESTING;
 
 /// A column or bind-marker type: the `[option]` of a column spec.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

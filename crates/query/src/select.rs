@@ -177,6 +177,11 @@ impl QueryProcessor {
                 (Some(state), Some(_)) => decode_keyed_state(state)?,
                 _ => (0, None, 0),
             };
+            // A client's paging state is not trusted: its counters must fit
+            // this query.
+            if ki > keys.len() || limit.is_some_and(|l| returned > l) {
+                return Err(QueryError::invalid("Invalid paging state"));
+            }
             let limit_left = limit
                 .filter(|_| !counting)
                 .map(|l| l.saturating_sub(returned));
@@ -245,6 +250,11 @@ impl QueryProcessor {
                     0,
                 ),
             };
+            let within_over = matches!(&start, ScanStart::Within { returned: r, .. }
+                if per_partition.is_some_and(|p| *r > p));
+            if within_over || limit.is_some_and(|l| returned > l) {
+                return Err(QueryError::invalid("Invalid paging state"));
+            }
             let end = w.token_end.unwrap_or(Bound::Unbounded);
             let page = if counting {
                 None

@@ -1501,3 +1501,45 @@ fn list_prepend_remove_and_index_operations() {
         assert!(err.to_string().contains("Invalid index"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn forged_paging_state_counters_are_refused() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int, c int, PRIMARY KEY (k, c))");
+    for c in 0..20 {
+        e.ok(&format!("INSERT INTO t (k, c) VALUES (1, {c})"));
+        e.ok(&format!("INSERT INTO t (k, c) VALUES ({}, 0)", c + 10));
+    }
+    for q in [
+        "SELECT c FROM t WHERE k = 1 LIMIT 10",
+        "SELECT k FROM t LIMIT 10",
+    ] {
+        let first = QueryParams {
+            page_size: Some(3),
+            ..params()
+        };
+        let (_, state) = e.rows_with(q, &first);
+        let state = state.expect("a second page");
+        // The first 8 bytes count the rows returned so far: claim more than
+        // the LIMIT allows.
+        let mut forged = state.to_vec();
+        forged[..8].copy_from_slice(&1000u64.to_be_bytes());
+        let p = QueryParams {
+            page_size: Some(3),
+            paging_state: Some(Bytes::from(forged)),
+            ..params()
+        };
+        let err = e.qp.run(q, &p).expect_err("forged paging state");
+        assert!(
+            err.to_string().contains("Invalid paging state"),
+            "{q}: {err}"
+        );
+        // The genuine state still works.
+        let p = QueryParams {
+            page_size: Some(3),
+            paging_state: Some(state),
+            ..params()
+        };
+        assert_eq!(e.rows_with(q, &p).0.len(), 3, "{q}");
+    }
+}
