@@ -183,7 +183,13 @@ pub struct Handshake {
     /// The sender's internode listen address (not the socket's ephemeral one).
     pub addr: SocketAddr,
     pub class: ConnectionClass,
+    /// The sender's cluster name: a connection between clusters is
+    /// refused before any message crosses it.
+    pub cluster: String,
 }
+
+/// Longest cluster name a handshake carries.
+const MAX_CLUSTER_NAME: usize = 1024;
 
 impl Handshake {
     pub fn encode(&self) -> Bytes {
@@ -201,6 +207,9 @@ impl Handshake {
             }
         }
         b.put_u16(self.addr.port());
+        let name = &self.cluster.as_bytes()[..self.cluster.len().min(MAX_CLUSTER_NAME)];
+        b.put_u16(name.len() as u16);
+        b.put_slice(name);
         b.freeze()
     }
 
@@ -236,10 +245,20 @@ impl Handshake {
             other => return Err(Error::Malformed(format!("unknown address family {other}"))),
         };
         let port = b.get_u16();
+        if b.remaining() < 2 {
+            return Err(short());
+        }
+        let n = b.get_u16() as usize;
+        if n > MAX_CLUSTER_NAME || b.remaining() != n {
+            return Err(Error::Malformed("bad cluster name in handshake".into()));
+        }
+        let cluster = String::from_utf8(b[..n].to_vec())
+            .map_err(|_| Error::Malformed("cluster name is not UTF-8".into()))?;
         Ok(Handshake {
             host_id: Uuid::from_bytes(id),
             addr: SocketAddr::new(ip, port),
             class,
+            cluster,
         })
     }
 }
@@ -389,6 +408,7 @@ mod tests {
                 host_id: Uuid::new_v4(),
                 addr: addr.parse().unwrap(),
                 class: ConnectionClass::Large,
+                cluster: "Test Cluster".into(),
             };
             assert_eq!(Handshake::decode(&hs.encode()).unwrap(), hs);
             let enc = hs.encode();

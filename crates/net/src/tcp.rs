@@ -34,6 +34,8 @@ pub struct NetConfig {
     /// so peers see this node's address (one loopback IP per node in tests).
     pub listen: SocketAddr,
     pub host_id: Uuid,
+    /// Only peers of this cluster are admitted (both ways, at the handshake).
+    pub cluster_name: String,
     /// Largest frame accepted or sent; bigger incoming frames close the connection.
     pub max_frame_size: usize,
     /// Payloads above this many bytes use the large-message connection.
@@ -54,6 +56,7 @@ impl NetConfig {
         NetConfig {
             listen,
             host_id: Uuid::new_v4(),
+            cluster_name: String::new(),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             large_message_threshold: 64 * 1024,
             queue_capacity: 4096,
@@ -310,6 +313,33 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut, max: usize) -> R
     }
 }
 
+/// Admits an inbound peer: of this cluster, and speaking from the address
+/// it claims (nodes bind their outgoing connections to their listen
+/// address), so one peer cannot pose as another. Without TLS this is the
+/// check that keeps a stray process from sending as a replica.
+fn check_peer(config: &NetConfig, hello: &Handshake, remote: SocketAddr) -> Result<()> {
+    if hello.cluster != config.cluster_name {
+        return Err(Error::Handshake {
+            peer: remote,
+            reason: format!(
+                "peer is of cluster {:?}, this node of {:?}",
+                hello.cluster, config.cluster_name
+            ),
+        });
+    }
+    if hello.addr.ip().to_canonical() != remote.ip().to_canonical() {
+        return Err(Error::Handshake {
+            peer: remote,
+            reason: format!(
+                "peer claims address {} but connects from {}",
+                hello.addr,
+                remote.ip()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn handshake_frame(hs: &Handshake) -> BytesMut {
     let mut buf = BytesMut::new();
     let frame = Frame {
@@ -378,10 +408,12 @@ async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAdd
         });
     }
     let hello = Handshake::decode(&first.payload)?;
+    check_peer(&shared.config, &hello, remote)?;
     let reply = Handshake {
         host_id: shared.config.host_id,
         addr: shared.local,
         class: hello.class,
+        cluster: shared.config.cluster_name.clone(),
     };
     stream.write_all(&handshake_frame(&reply)).await?;
     let from = hello.addr;
@@ -602,6 +634,7 @@ impl Outbound {
             host_id: cfg.host_id,
             addr: self.shared.local,
             class: self.class,
+            cluster: cfg.cluster_name.clone(),
         };
         let peer = self.peer;
         let handshake = async {
@@ -614,7 +647,17 @@ impl Outbound {
                     reason: format!("expected a handshake reply, got {:?}", reply.kind),
                 });
             }
-            Handshake::decode(&reply.payload)
+            let reply = Handshake::decode(&reply.payload)?;
+            if reply.cluster != cfg.cluster_name {
+                return Err(Error::Handshake {
+                    peer,
+                    reason: format!(
+                        "peer is of cluster {:?}, this node of {:?}",
+                        reply.cluster, cfg.cluster_name
+                    ),
+                });
+            }
+            Ok(reply)
         };
         let reply = tokio::time::timeout(cfg.handshake_timeout, handshake)
             .await

@@ -419,6 +419,7 @@ async fn expect_closed(to: SocketAddr, handshake_first: bool, bytes: &[u8]) {
             host_id: uuid::Uuid::new_v4(),
             addr: addr("127.0.8.77:7000"),
             class: ConnectionClass::Small,
+            cluster: String::new(),
         };
         let mut buf = BytesMut::new();
         encode_frame(&handshake(hs), &mut buf);
@@ -561,4 +562,91 @@ async fn requests_carry_their_deadline() {
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A raw connection from `from` that handshakes as `claimed` of `cluster`
+/// and sends an ECHO request, then waits for the node to close it or the
+/// deadline.
+async fn raw_echo(to: SocketAddr, from: &str, claimed: &str, cluster: &str) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(addr(&format!("{from}:0"))).unwrap();
+    let mut s = sock.connect(to).await.unwrap();
+    let hs = Handshake {
+        host_id: uuid::Uuid::new_v4(),
+        addr: addr(claimed),
+        class: ConnectionClass::Small,
+        cluster: cluster.into(),
+    };
+    let mut buf = BytesMut::new();
+    encode_frame(&handshake(hs), &mut buf);
+    encode_frame(
+        &Frame {
+            kind: FrameKind::Request,
+            flags: 0,
+            verb: ECHO,
+            id: 7,
+            timeout: Some(Duration::from_secs(1)),
+            payload: Bytes::from("forged"),
+        },
+        &mut buf,
+    );
+    s.write_all(&buf).await.unwrap();
+    // A refused connection is closed; an admitted one stays open (replies
+    // go on connections the node opens), so this waits out SHORT.
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(SHORT, s.read_to_end(&mut sink)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_must_speak_from_their_address_and_cluster() {
+    let mut cfg = config(addr("127.0.8.31:0"));
+    cfg.cluster_name = "alpha".into();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let n = Messenger::bind_tcp(cfg).await.unwrap();
+    let log = seen.clone();
+    n.register(ECHO, move |msg: Inbound| {
+        log.lock().push(msg.from);
+    });
+    let to = n.local_addr();
+
+    // Claims another node's address: refused, nothing delivered.
+    raw_echo(to, "127.0.8.32", "127.0.8.33:7000", "alpha").await;
+    // Its own address, another cluster: refused.
+    raw_echo(to, "127.0.8.34", "127.0.8.34:7000", "beta").await;
+    eventually(T, || async {
+        (n.stats().transport.protocol_errors >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        seen.lock().is_empty(),
+        "forged messages were delivered: {:?}",
+        seen.lock()
+    );
+
+    // The honest form of the same connection is admitted and delivered.
+    raw_echo(to, "127.0.8.35", "127.0.8.35:7000", "alpha").await;
+    eventually(T, || async { (!seen.lock().is_empty()).then_some(()) }).await;
+    assert_eq!(seen.lock()[0], addr("127.0.8.35:7000"));
+
+    // Real messengers of the cluster talk; one of another cluster cannot.
+    let mut good = config(addr("127.0.8.36:0"));
+    good.cluster_name = "alpha".into();
+    let good = serve(Messenger::bind_tcp(good).await.unwrap());
+    let mut other = config(addr("127.0.8.37:0"));
+    other.cluster_name = "beta".into();
+    let other = serve(Messenger::bind_tcp(other).await.unwrap());
+    let mut alpha2 = config(addr("127.0.8.38:0"));
+    alpha2.cluster_name = "alpha".into();
+    let alpha2 = serve(Messenger::bind_tcp(alpha2).await.unwrap());
+    assert!(good
+        .request(alpha2.local_addr(), WHO, Bytes::new(), T)
+        .await
+        .is_ok());
+    assert!(other
+        .request(alpha2.local_addr(), WHO, Bytes::new(), SHORT)
+        .await
+        .is_err());
+    for m in [n, good, other, alpha2] {
+        m.shutdown().await;
+    }
 }

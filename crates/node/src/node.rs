@@ -437,6 +437,7 @@ impl Node {
         info!(%host_id, generation = persisted.generation, %local, "node identity");
 
         let mut net = NetConfig::new(local);
+        net.cluster_name = cfg.cluster.name.clone();
         net.host_id = host_id;
         net.connect_timeout = Duration::from_millis(cfg.timeouts.connect_ms);
         let messenger = Messenger::bind_tcp(net).await?;
