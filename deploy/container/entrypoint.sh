@@ -15,7 +15,7 @@
 #   GYRE_INTERNODE_PORT    network.internode_port
 #   GYRE_CQL_ADDRESS       network.cql_address
 #   GYRE_CQL_PORT          network.cql_port
-#   GYRE_ADMIN_ADDRESS     network.admin_address
+#   GYRE_ADMIN_ADDRESS     admin.listen_address (default 127.0.0.1)
 #   GYRE_ADMIN_PORT        network.admin_port
 #   GYRE_COMMITLOG_SYNC    storage.commitlog_sync (periodic, group, batch)
 #   GYRE_LOG_LEVEL         log.level

@@ -101,6 +101,7 @@ fn start(node: usize) {
             .args(["-v", &format!("{}:/var/lib/gyre", name(node))])
             .args(["-e", &format!("GYRE_CLUSTER_NAME={CLUSTER}")])
             .args(["-e", &format!("GYRE_LISTEN_ADDRESS={}", ip(node))])
+            .args(["-e", &format!("GYRE_ADMIN_ADDRESS={}", ip(node))])
             .args(["-e", &format!("GYRE_SEEDS={}", ip(1))])
             .args(["-e", "GYRE_NUM_TOKENS=16"])
             .args(["-e", "GYRE_DATACENTER=dc1"])
@@ -257,7 +258,7 @@ fn three_containers_kill_restart_validate() {
         "internode_port = 7100",
         "cql_address = \"127.0.71.8\"",
         "cql_port = 9043",
-        "admin_address = \"127.0.71.7\"",
+        "listen_address = \"127.0.71.7\"",
         "admin_port = 9181",
         "commitlog_sync = \"batch\"",
         "level = \"debug\"",

@@ -375,6 +375,7 @@ fn node_config(dir: &Path, sync: CommitlogSync, port_offset: u16) -> anyhow::Res
     cfg.network.internode_port = 7000 + port_offset;
     cfg.network.cql_port = 9042 + port_offset;
     cfg.network.admin_port = 9180 + port_offset;
+    cfg.admin.listen_address = cfg.network.listen_address;
     cfg.cluster.seeds = vec![cfg.network.internode_addr().to_string()];
     cfg.storage.data_dir = dir.join("data");
     cfg.storage.commitlog_dir = dir.join("commitlog");
@@ -623,7 +624,7 @@ async fn tcp_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
         let session = Arc::new(session);
         let value: Arc<Vec<u8>> = Arc::new(ctx.value.to_vec());
         let sr = session.clone();
-        let admin = cfg.network.admin_addr();
+        let admin = cfg.admin_addr();
         let syncs: SyncProbe = Box::new(move || metrics_syncs(admin));
         measure(
             ctx,

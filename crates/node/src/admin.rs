@@ -8,6 +8,14 @@
 //! and the snapshot routes of `snapshots.rs`: `POST /snapshot`,
 //! `GET /snapshots`, `POST /snapshots/clear`, `POST /import`, and
 //! `GET /compactionstats` (per table: pending work, the running merge).
+//!
+//! Every request passes [`guard`] first: the `Host` header must name an IP
+//! literal or `localhost` (a DNS-rebinding page has its own domain there),
+//! the bearer token must match when `admin.token` is set, POST and DELETE
+//! must be `application/json` (a cross-site form cannot send that without
+//! a CORS preflight, which this server never grants) with a JSON body, and
+//! the fault-injection routes answer 403 unless
+//! `admin.allow_fault_injection` is on.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -28,6 +36,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: watc
 }
 
 fn route(shared: &Arc<Shared>, req: Request) -> Response {
+    if let Some(refused) = guard(&shared.cfg.admin, &req) {
+        return refused;
+    }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/status") => match serde_json::to_vec_pretty(&status(shared)) {
             Ok(body) => Response::json(200, body),
@@ -150,6 +161,80 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             "not found; try /status, /metrics, /faults, /flush, /compact, /snapshots, /repair or /failpoints\n",
         ),
     }
+}
+
+/// Routes that inject faults: each can damage data (`/clock`), cut the node
+/// off (`/faults`) or stop its writes (`/failpoints`).
+const FAULT_ROUTES: [&str; 3] = ["/faults", "/clock", "/failpoints"];
+
+/// Refuses a request that fails the endpoint's checks (see the module doc).
+pub(crate) fn guard(cfg: &crate::config::AdminConfig, req: &Request) -> Option<Response> {
+    if let Some(host) = &req.host {
+        if !host_allowed(host) {
+            tracing::warn!(%host, path = %req.path, "admin request refused: Host header");
+            return Some(Response::text(
+                403,
+                "Host must be an IP address or localhost\n",
+            ));
+        }
+    }
+    if let Some(token) = &cfg.token {
+        let given = req
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            tracing::warn!(path = %req.path, "admin request refused: missing or wrong token");
+            return Some(Response::text(
+                401,
+                "missing or wrong bearer token (admin.token)\n",
+            ));
+        }
+    }
+    if req.method == "POST" || req.method == "DELETE" {
+        let json = req.content_type.as_deref().is_some_and(|c| {
+            c.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !json {
+            return Some(Response::text(
+                415,
+                "POST and DELETE need Content-Type: application/json\n",
+            ));
+        }
+        if !req.body.iter().all(u8::is_ascii_whitespace)
+            && serde_json::from_slice::<serde_json::Value>(&req.body).is_err()
+        {
+            return Some(Response::text(400, "the body must be JSON\n"));
+        }
+    }
+    if FAULT_ROUTES.contains(&req.path.as_str()) && !cfg.allow_fault_injection {
+        tracing::warn!(path = %req.path, "admin request refused: fault injection is off");
+        return Some(Response::text(
+            403,
+            "fault injection is disabled on this node (admin.allow_fault_injection = false)\n",
+        ));
+    }
+    None
+}
+
+/// `Host` without its port: an IP literal or `localhost`.
+fn host_allowed(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost")
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /compactionstats`: one entry per named table.
@@ -590,5 +675,31 @@ fn render_hints(store: &gyre_coordinator::HintStore, m: &mut String) {
             "gyre_hints_pending_bytes{{host=\"{}\"}} {}",
             h.host, h.bytes
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_must_be_ip_literals_or_localhost() {
+        for ok in [
+            "127.0.0.1:9180",
+            "127.0.0.1",
+            "[::1]:9180",
+            "localhost:9180",
+            "LOCALHOST",
+        ] {
+            assert!(host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9180",
+            "127.0.0.1.nip.io:9180",
+            "",
+        ] {
+            assert!(!host_allowed(bad), "{bad}");
+        }
     }
 }

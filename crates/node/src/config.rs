@@ -24,6 +24,32 @@ pub struct NodeConfig {
     pub hints: HintsConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub admin: AdminConfig,
+}
+
+/// The admin HTTP endpoint (`/status`, `/metrics`, fault injection, ...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address the endpoint binds: loopback by default, so only local
+    /// operators (and `gyrectl` on the host) reach it.
+    pub listen_address: IpAddr,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Serve `/faults`, `/clock` and `/failpoints` (chaos and fault tests);
+    /// off, they answer 403: each can damage data or cut the node off.
+    pub allow_fault_injection: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            token: None,
+            allow_fault_injection: false,
+        }
+    }
 }
 
 /// What one client, connection or statement may ask of the node, with
@@ -163,7 +189,7 @@ pub struct NetworkConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cql_address: Option<IpAddr>,
     pub cql_port: u16,
-    /// Admin HTTP (`/status`, `/metrics`, `/faults`) address; defaults to `listen_address`.
+    /// Legacy name of `admin.listen_address`; wins when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_address: Option<IpAddr>,
     pub admin_port: u16,
@@ -206,11 +232,17 @@ impl NetworkConfig {
             self.cql_port,
         )
     }
+}
 
+impl NodeConfig {
+    /// Where the admin endpoint listens: `admin.listen_address` (or the
+    /// legacy `network.admin_address`) and `network.admin_port`.
     pub fn admin_addr(&self) -> SocketAddr {
         SocketAddr::new(
-            self.admin_address.unwrap_or(self.listen_address),
-            self.admin_port,
+            self.network
+                .admin_address
+                .unwrap_or(self.admin.listen_address),
+            self.network.admin_port,
         )
     }
 }
@@ -390,8 +422,15 @@ pub struct Overrides {
     pub cql_address: Option<IpAddr>,
     #[arg(long)]
     pub cql_port: Option<u16>,
+    /// `admin.listen_address`.
     #[arg(long)]
     pub admin_address: Option<IpAddr>,
+    /// `admin.token`: the bearer token admin requests must carry.
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// `admin.allow_fault_injection` (`true` / `false`).
+    #[arg(long)]
+    pub allow_fault_injection: Option<bool>,
     #[arg(long)]
     pub admin_port: Option<u16>,
     #[arg(long)]
@@ -549,9 +588,17 @@ impl NodeConfig {
             self.network.cql_address = o.cql_address;
         }
         set(&mut self.network.cql_port, &o.cql_port);
-        if o.admin_address.is_some() {
-            self.network.admin_address = o.admin_address;
+        if let Some(a) = o.admin_address {
+            self.admin.listen_address = a;
+            self.network.admin_address = None;
         }
+        if o.admin_token.is_some() {
+            self.admin.token = o.admin_token.clone();
+        }
+        set(
+            &mut self.admin.allow_fault_injection,
+            &o.allow_fault_injection,
+        );
         set(&mut self.network.admin_port, &o.admin_port);
         set(
             &mut self.network.cql_max_concurrent_requests,
@@ -638,13 +685,13 @@ impl NodeConfig {
                 return invalid(key, "must be a port between 1 and 65535");
             }
         }
-        if n.internode_addr() == n.cql_addr() || n.internode_addr() == n.admin_addr() {
+        if n.internode_addr() == n.cql_addr() || n.internode_addr() == self.admin_addr() {
             return invalid(
                 "network.internode_port",
                 "must differ from network.cql_port and network.admin_port",
             );
         }
-        if n.cql_addr() == n.admin_addr() {
+        if n.cql_addr() == self.admin_addr() {
             return invalid("network.admin_port", "must differ from network.cql_port");
         }
         if n.cql_max_concurrent_requests == 0 {
@@ -746,6 +793,15 @@ impl NodeConfig {
         ] {
             if v == 0 {
                 return invalid(key, "must be positive");
+            }
+        }
+        if let Some(t) = &self.admin.token {
+            // Sent in a header: printable ASCII without spaces.
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return invalid(
+                    "admin.token",
+                    "must be at least 16 printable ASCII characters without spaces",
+                );
             }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -876,6 +932,26 @@ mod tests {
         assert!(e.contains("internode_port"), "{e}");
         let e = err_of("[log]\nlevel = \"info,,=[\"\n");
         assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn admin_binds_loopback_unless_configured() {
+        let o = Overrides {
+            listen_address: Some("10.1.2.3".parse().expect("ip")),
+            ..Overrides::default()
+        };
+        let cfg = NodeConfig::resolve(None, &o).expect("valid");
+        assert_eq!(cfg.admin_addr().to_string(), "127.0.0.1:9180");
+        assert!(!cfg.admin.allow_fault_injection);
+        let cfg =
+            NodeConfig::from_toml("[admin]\nlisten_address = \"10.1.2.3\"\n", "x").expect("valid");
+        assert_eq!(cfg.admin_addr().to_string(), "10.1.2.3:9180");
+        // The legacy key still works.
+        let cfg =
+            NodeConfig::from_toml("[network]\nadmin_address = \"10.1.2.4\"\n", "x").expect("valid");
+        assert_eq!(cfg.admin_addr().to_string(), "10.1.2.4:9180");
+        let e = err_of("[admin]\ntoken = \"short\"\n");
+        assert!(e.contains("admin.token"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub body: Vec<u8>,
+    /// The `Host` header, if any.
+    pub host: Option<String>,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
 }
 
 #[derive(Debug)]
@@ -55,10 +61,14 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        421 => "Misdirected Request",
         501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
@@ -121,9 +131,17 @@ where
         return respond(&mut stream, Response::text(400, "malformed request line")).await;
     };
     let mut content_length = 0usize;
+    let (mut host, mut content_type, mut authorization) = (None, None, None);
     for line in lines {
         if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
+            let k = k.trim();
+            if k.eq_ignore_ascii_case("host") {
+                host = Some(v.trim().to_string());
+            } else if k.eq_ignore_ascii_case("content-type") {
+                content_type = Some(v.trim().to_string());
+            } else if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            } else if k.eq_ignore_ascii_case("content-length") {
                 match v.trim().parse() {
                     Ok(n) => content_length = n,
                     Err(_) => {
@@ -152,6 +170,9 @@ where
         method: method.to_string(),
         path,
         body,
+        host,
+        content_type,
+        authorization,
     };
     // Handlers may block (flush, compaction): keep them off the workers.
     let resp = tokio::task::block_in_place(|| handler(req));
@@ -176,6 +197,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+static CLIENT_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every later [`request`] of this process carry
+/// `Authorization: Bearer <token>` (`admin.token`); set once, by a tool's
+/// `main` from its `--admin-token` flag. A second call is ignored.
+pub fn set_client_token(token: String) {
+    let _ = CLIENT_TOKEN.set(token);
+}
+
 /// Blocking client: sends one request and returns the status and body.
 pub fn request(
     addr: SocketAddr,
@@ -189,8 +219,12 @@ pub fn request(
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
     let body = body.unwrap_or_default();
+    let auth = CLIENT_TOKEN
+        .get()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).map_err(io)?;

@@ -573,7 +573,7 @@ impl Node {
             stop_rx.clone(),
         )));
 
-        let admin_addr = cfg.network.admin_addr();
+        let admin_addr = cfg.admin_addr();
         let listener = tokio::net::TcpListener::bind(admin_addr)
             .await
             .map_err(|source| Error::Io {

@@ -107,6 +107,11 @@ impl Layout {
         cfg.network.internode_port = self.internode_port;
         cfg.network.cql_port = self.cql_port;
         cfg.network.admin_port = self.admin_port;
+        // Each node on its own loopback address: its admin endpoint too
+        // (where `admin_addr` looks for it). Local clusters are for
+        // development and chaos runs, so fault injection is on.
+        cfg.admin.listen_address = self.ip(node)?;
+        cfg.admin.allow_fault_injection = true;
         cfg.storage.data_dir = node_dir.join("data");
         cfg.storage.commitlog_dir = node_dir.join("commitlog");
         cfg.validate()?;

@@ -13,6 +13,10 @@ use gyrectl::{fetch_status, format_status, Layout, LocalCluster, ProcState};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Bearer token for nodes whose admin endpoint sets `admin.token`
+    /// (default: the `GYRE_ADMIN_TOKEN` environment variable).
+    #[arg(long, global = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -474,6 +478,13 @@ fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow:
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(t) = cli
+        .admin_token
+        .or_else(|| std::env::var("GYRE_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty())
+    {
+        gyre_node::http::set_client_token(t);
+    }
     match cli.cmd {
         Cmd::Status { host, port } => {
             let ip = host
