@@ -3,6 +3,7 @@
 Usage: lwt.py HOST PORT basic
        lwt.py HOST PORT register HOSTS CLIENTS OPS
 
+`check HOSTS VALUE`: after a restart, every node reads VALUE at SERIAL.
 `basic`: conditional INSERT / UPDATE / DELETE / BATCH, `was_applied`, the
 rows returned when not applied, reads at SERIAL and LOCAL_SERIAL, and the
 refusals of bad input. `register`: CLIENTS threads (spread over the
@@ -263,12 +264,38 @@ def register(hosts, port, clients, ops):
     print("OK", flush=True)
 
 
+def check(hosts, port, value):
+    """After a restart of every node: each node's SERIAL read sees `value`,
+    and a CAS on it applies exactly once."""
+    for h in hosts:
+        profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([h]),
+                                   request_timeout=20)
+        c = Cluster([h], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+        s = c.connect()
+        st = SimpleStatement("SELECT v FROM reg.r WHERE k = 1",
+                             consistency_level=ConsistencyLevel.SERIAL)
+        got = s.execute(st).one().v
+        assert got == value, (h, got, value)
+        c.shutdown()
+    step("every node reads %d at SERIAL" % value)
+    c = Cluster([hosts[0]], port=port)
+    s = c.connect()
+    assert s.execute("UPDATE reg.r SET v = %d WHERE k = 1 IF v = %d" % (value + 1, value)).was_applied
+    assert not s.execute(
+        "UPDATE reg.r SET v = %d WHERE k = 1 IF v = %d" % (value + 1, value)
+    ).was_applied
+    c.shutdown()
+    print("OK", flush=True)
+
+
 def main():
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if mode == "basic":
         basic(host, port)
     elif mode == "register":
         register(sys.argv[4].split(","), port, int(sys.argv[5]), int(sys.argv[6]))
+    elif mode == "check":
+        check(sys.argv[4].split(","), port, int(sys.argv[5]))
     else:
         raise SystemExit("unknown mode " + mode)
 
