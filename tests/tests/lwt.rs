@@ -3,8 +3,9 @@
 //! UPDATE / DELETE / BATCH, `was_applied`, the rows returned when not
 //! applied, SERIAL reads, refusals), cqlsh printing `[applied]` results,
 //! and 8 clients doing read-modify-CAS increments of one register
-//! (`GYRE_LWT_OPS` per client: 150 by default to keep CI short on a loaded machine; the 300 with `GYRE_LWT_OPS=300`): the final value equals the
-//! number of applied CAS operations (timed-out ones are indeterminate and
+//! (`GYRE_LWT_OPS` per client: 150 by default to keep CI short on a
+//! loaded machine; the 300 with `GYRE_LWT_OPS=300`): the final
+//! value equals the number of applied CAS operations (timed-out ones are indeterminate and
 //! widen the bound); after a SIGKILL of every node the register reads the
 //! same at SERIAL everywhere and CAS goes on from it.
 //!
