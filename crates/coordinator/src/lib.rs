@@ -60,6 +60,7 @@ mod error;
 mod hints;
 mod messages;
 mod metrics;
+mod paxos;
 mod range;
 mod read;
 mod repair;
@@ -74,13 +75,16 @@ pub use consistency::{ConsistencyLevel, ConsistencyRules, Replica};
 pub use error::{CoordinatorError, Result, WriteType};
 pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
 pub use messages::{
-    BATCH_REMOVE, BATCH_STORE, MUTATION, MUTATION_ACK, READ_DATA, READ_DIGEST, READ_RANGE,
-    REPAIR_TREE, TRUNCATE,
+    BATCH_REMOVE, BATCH_STORE, MUTATION, MUTATION_ACK, PAXOS_COMMIT, PAXOS_PREPARE, PAXOS_PROPOSE,
+    READ_DATA, READ_DIGEST, READ_RANGE, REPAIR_TREE, TRUNCATE,
 };
 pub use metrics::CoordinatorMetrics;
+pub use paxos::{Ballot, PAXOS_TABLE};
 pub use read::{digest, repair_diff, Digest, ReadAction, ReadResponse, ReadTracker};
 pub use repair::{MerkleLeaves, TreeRequest, MAX_DEPTH as MAX_REPAIR_DEPTH};
-pub use service::{Coordinator, CoordinatorConfig, Liveness, RangeRepair, StrategyProvider};
+pub use service::{
+    CasOutcome, Coordinator, CoordinatorConfig, Liveness, RangeRepair, StrategyProvider,
+};
 pub use speculation::{LatencyWindow, SpeculativeRetry};
 pub use stage::{
     ReplicaStage, StageCounts, StagePermit, DEFAULT_MAX_REPLICA_REQUESTS, REPLICA_VERBS,

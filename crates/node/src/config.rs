@@ -380,6 +380,9 @@ pub struct TimeoutsConfig {
     pub write_request_ms: u64,
     /// Any other internode request.
     pub request_ms: u64,
+    /// Lightweight transactions retry under contention this long, then
+    /// fail with a CAS WriteTimeout (Cassandra's `cas_contention_timeout`).
+    pub cas_contention_ms: u64,
 }
 
 impl Default for TimeoutsConfig {
@@ -389,6 +392,7 @@ impl Default for TimeoutsConfig {
             read_request_ms: 5000,
             write_request_ms: 2000,
             request_ms: 10_000,
+            cas_contention_ms: 1000,
         }
     }
 }
@@ -790,6 +794,7 @@ impl NodeConfig {
             ("timeouts.read_request_ms", t.read_request_ms),
             ("timeouts.write_request_ms", t.write_request_ms),
             ("timeouts.request_ms", t.request_ms),
+            ("timeouts.cas_contention_ms", t.cas_contention_ms),
         ] {
             if v == 0 {
                 return invalid(key, "must be positive");

@@ -253,21 +253,16 @@ impl CqlHandler {
                 .collect();
             return Ok(rows_result(specs, answer.rows, None, skip_metadata));
         }
-        // Table spec of the result columns: the SELECT's table.
-        let (spec_ks, spec_table) = match &parsed.statement {
-            Statement::Select(s) => (
-                s.table
-                    .keyspace
-                    .clone()
-                    .or_else(|| params.keyspace.clone())
-                    .unwrap_or_default(),
-                s.table.name.clone(),
-            ),
-            _ => (
+        // Table spec of the result columns: the SELECT's table (or a
+        // conditional write's, for its [applied] rows).
+        let (spec_ks, spec_table) = match statement_table(&parsed.statement, &params) {
+            Some(t) => t,
+            None => (
                 params.keyspace.clone().unwrap_or_else(|| "system".into()),
                 "describe".to_owned(),
             ),
         };
+        let is_select = matches!(parsed.statement, Statement::Select(_));
         let result = if QueryProcessor::is_schema_change(&parsed.statement) {
             // Schema changes write the schema table and wait for peers to
             // merge it: rare, blocking, kept off the async workers.
@@ -292,7 +287,10 @@ impl CqlHandler {
                     .into_iter()
                     .map(|(n, t)| ColumnSpec::new(&spec_ks, &spec_table, n, t))
                     .collect();
-                rows_result(specs, rows, paging_state, skip_metadata)
+                // A conditional write's rows vary with its outcome: their
+                // metadata is always sent.
+                let skip = skip_metadata && is_select;
+                rows_result(specs, rows, paging_state, skip)
             }
             QueryResult::SchemaChange(change) => {
                 self.after_schema_change();
@@ -345,6 +343,7 @@ impl CqlHandler {
             values,
             keyspace,
             consistency: p.consistency,
+            serial_consistency: p.serial_consistency,
             timestamp: p.default_timestamp,
             page_size: p.page_size.filter(|n| *n > 0).map(|n| n as usize),
             paging_state: p.paging_state.clone(),
@@ -549,6 +548,7 @@ impl CqlHandler {
                 values: s.values.clone(),
                 keyspace,
                 consistency: b.consistency,
+                serial_consistency: b.serial_consistency,
                 timestamp: Some(timestamp),
                 page_size: None,
                 paging_state: None,
@@ -563,11 +563,50 @@ impl CqlHandler {
         }
         let logged = b.batch_type == gyre_protocol::BatchType::Logged;
         let cl = b.consistency;
-        match self.qp.execute_batch(&work, cl, logged).await {
-            Ok(()) => Response::void(),
+        match self
+            .qp
+            .execute_batch(&work, cl, b.serial_consistency, logged)
+            .await
+        {
+            Ok(QueryResult::Rows { columns, rows, .. }) => {
+                // A conditional batch: its [applied] rows, on its table.
+                let (ks, table) = work
+                    .first()
+                    .and_then(|(p, params)| statement_table(&p.statement, params))
+                    .unwrap_or_default();
+                let specs = columns
+                    .into_iter()
+                    .map(|(n, t)| ColumnSpec::new(&ks, &table, n, t))
+                    .collect();
+                Response::Result(rows_result(specs, rows, None, false))
+            }
+            Ok(_) => Response::void(),
             Err(e) => error(e),
         }
     }
+}
+
+/// The keyspace and table a statement's result rows belong to.
+fn statement_table(stmt: &Statement, params: &QueryParams) -> Option<(String, String)> {
+    let name = match stmt {
+        Statement::Select(s) => &s.table,
+        Statement::Insert(i) => &i.table,
+        Statement::Update(u) => &u.table,
+        Statement::Delete(d) => &d.table,
+        Statement::Batch(b) => match b.statements.first()? {
+            gyre_cql::Modification::Insert(i) => &i.table,
+            gyre_cql::Modification::Update(u) => &u.table,
+            gyre_cql::Modification::Delete(d) => &d.table,
+        },
+        _ => return None,
+    };
+    Some((
+        name.keyspace
+            .clone()
+            .or_else(|| params.keyspace.clone())
+            .unwrap_or_default(),
+        name.name.clone(),
+    ))
 }
 
 /// The index of the bind marker that alone gives `column`'s value

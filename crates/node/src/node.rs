@@ -521,6 +521,7 @@ impl Node {
         let _ = strategies.0.set(Arc::downgrade(&qp));
         let mut ccfg = CoordinatorConfig::new(host_id, cfg.cluster.datacenter.clone());
         ccfg.write_timeout = Duration::from_millis(cfg.timeouts.write_request_ms);
+        ccfg.cas_contention_timeout = Duration::from_millis(cfg.timeouts.cas_contention_ms);
         ccfg.read_timeout = Duration::from_millis(cfg.timeouts.read_request_ms);
         ccfg.max_replica_requests = cfg.network.replica_max_concurrent_requests;
         let mut coordinator = Coordinator::new(

@@ -228,9 +228,37 @@ impl DataAccess for ClusterData {
         cl: Consistency,
     ) -> gyre_query::Result<Option<Partition>> {
         let c = self.coordinator()?;
+        if cl.is_serial() {
+            // A SERIAL read is a Paxos round (it finishes what is in progress).
+            return c
+                .serial_read(table, key, filter.clone(), cl)
+                .await
+                .map_err(to_query_error);
+        }
         c.read(table, key, filter.clone(), cl)
             .await
             .map_err(to_query_error)
+    }
+
+    async fn cas(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        _now: LocalTime,
+        serial: Consistency,
+        commit: Consistency,
+        decide: gyre_query::CasDecide<'_>,
+    ) -> gyre_query::Result<gyre_query::CasResult> {
+        let c = self.coordinator()?;
+        let o = c
+            .cas(table, key, filter.clone(), serial, commit, decide)
+            .await
+            .map_err(to_query_error)?;
+        Ok(gyre_query::CasResult {
+            applied: o.applied,
+            current: o.current,
+        })
     }
 
     async fn scan(
@@ -240,6 +268,12 @@ impl DataAccess for ClusterData {
         now: LocalTime,
         cl: Consistency,
     ) -> gyre_query::Result<ScanPage> {
+        if cl.is_serial() {
+            return Err(gyre_query::QueryError::Invalid(
+                "SERIAL/LOCAL_SERIAL consistency may only be requested for one partition at a time"
+                    .into(),
+            ));
+        }
         let c = self.coordinator()?;
         c.scan(table, request.clone(), now, cl)
             .await

@@ -4,11 +4,29 @@
 
 use std::sync::Arc;
 
-use gyre_common::{DecoratedKey, LocalTime, Partition};
+use gyre_common::{DecoratedKey, LocalTime, Partition, Timestamp};
 use gyre_protocol::Consistency;
 use gyre_storage::{ReadFilter, ScanPage, ScanRequest, StorageEngine, TableId, TableOptions};
 
-use crate::error::Result;
+use crate::error::{QueryError, Result};
+
+/// A lightweight transaction's decision: given the partition's current
+/// data (under the CAS filter) and the Paxos ballot's timestamp, the update
+/// to commit (written at that timestamp), or `None` when the conditions do
+/// not hold. An `Err` is an invalid request.
+pub type CasDecide<'a> = Box<
+    dyn FnMut(Option<&Partition>, Timestamp) -> std::result::Result<Option<Partition>, String>
+        + Send
+        + 'a,
+>;
+
+/// What a compare-and-set did: applied or not, and the data its
+/// conditions were checked against.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CasResult {
+    pub applied: bool,
+    pub current: Option<Partition>,
+}
 
 /// Storage as the query layer sees it: tables, partition writes, partition
 /// reads and token-ordered scans, each at a consistency level. A replicated
@@ -49,16 +67,35 @@ pub trait DataAccess: Send + Sync {
         now: LocalTime,
         cl: Consistency,
     ) -> Result<ScanPage>;
+    /// A compare-and-set on one partition: `filter` reads what the
+    /// conditions need, `decide` turns it into the update (if any), which
+    /// is committed at `commit`; `serial` is SERIAL or LOCAL_SERIAL.
+    #[allow(clippy::too_many_arguments)]
+    async fn cas(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+        serial: Consistency,
+        commit: Consistency,
+        decide: CasDecide<'_>,
+    ) -> Result<CasResult>;
 }
 
 /// [`DataAccess`] over this node's engine; the consistency level is moot.
 pub struct LocalData {
     engine: Arc<dyn StorageEngine>,
+    /// Serializes compare-and-sets (one engine: no Paxos needed).
+    cas_lock: parking_lot::Mutex<()>,
 }
 
 impl LocalData {
     pub fn new(engine: Arc<dyn StorageEngine>) -> Self {
-        LocalData { engine }
+        LocalData {
+            engine,
+            cas_lock: parking_lot::Mutex::new(()),
+        }
     }
 }
 
@@ -99,5 +136,32 @@ impl DataAccess for LocalData {
         _cl: Consistency,
     ) -> Result<ScanPage> {
         Ok(self.engine.scan(table, request, now)?)
+    }
+
+    async fn cas(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+        _serial: Consistency,
+        _commit: Consistency,
+        mut decide: CasDecide<'_>,
+    ) -> Result<CasResult> {
+        let (current, durable) = {
+            let _guard = self.cas_lock.lock();
+            let current = self.engine.read(table, key, filter, now)?;
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            let update = decide(current.as_ref(), ts).map_err(QueryError::Invalid)?;
+            let durable = update.map(|u| self.engine.apply_deferred(table, u));
+            (current, durable)
+        };
+        let applied = durable.is_some();
+        if let Some(d) = durable {
+            d.await?;
+        }
+        Ok(CasResult { applied, current })
     }
 }

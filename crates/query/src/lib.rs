@@ -33,9 +33,11 @@
 //! Cassandra.
 //!
 //! What it is not: no networking, no replication (the coordinator supplies
-//! its own [`DataAccess`]; [`LocalData`] is this node's engine). Refused
-//! with an `INVALID` error: lightweight transactions (`IF ...` and writes at
-//! `SERIAL` / `LOCAL_SERIAL`), counters, secondary indexes, materialized
+//! its own [`DataAccess`]; [`LocalData`] is this node's engine).
+//! Lightweight transactions (`IF ...`, conditional batches) are built in
+//! `cas.rs` and run through [`DataAccess::cas`] (Paxos in a cluster); a
+//! read at `SERIAL` / `LOCAL_SERIAL` is the data access's business. Refused
+//! with an `INVALID` error: counters, secondary indexes, materialized
 //! views, user-defined types, functions and aggregates, `GROUP BY`, `CAST`
 //! in selections, terms (constants) as selectors outside function
 //! arguments.
@@ -70,6 +72,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cas;
 mod collections;
 mod data;
 mod describe;
@@ -84,7 +87,7 @@ mod values;
 mod write;
 
 pub use crate::{
-    data::{DataAccess, LocalData},
+    data::{CasDecide, CasResult, DataAccess, LocalData},
     error::{QueryError, Result},
     guardrails::{Guardrails, DEFAULT_MAX_MUTATION_SIZE},
     prepare::PreparedInfo,

@@ -64,6 +64,7 @@ impl QueryProcessor {
                         assignment_marks(&t, a, marks);
                     }
                     where_marks(&t, &u.where_clause, marks);
+                    condition_marks(&t, u.conditions.as_ref(), marks);
                 }
                 Modification::Delete(d) => {
                     for del in &d.columns {
@@ -81,6 +82,7 @@ impl QueryProcessor {
                         }
                     }
                     where_marks(&t, &d.where_clause, marks);
+                    condition_marks(&t, d.conditions.as_ref(), marks);
                 }
             }
             Ok(t)
@@ -136,6 +138,61 @@ impl QueryProcessor {
             })
             .collect::<Result<_>>()?;
         Ok(info)
+    }
+}
+
+/// Markers in IF conditions: the column's type, or its elements' for
+/// `c[k]` (the key's type for the key); `IN ?` a list of them.
+fn condition_marks(
+    t: &TableDef,
+    conditions: Option<&gyre_cql::Conditions>,
+    marks: &mut [Option<(String, ColumnType)>],
+) {
+    let Some(gyre_cql::Conditions::List(list)) = conditions else {
+        return;
+    };
+    for c in list {
+        let (column, key, predicate) = match c {
+            gyre_cql::Condition::Column { column, predicate } => (column, None, predicate),
+            gyre_cql::Condition::Element {
+                column,
+                key,
+                predicate,
+            } => (column, Some(key), predicate),
+            gyre_cql::Condition::Field { .. } => continue,
+        };
+        let Some(col) = t.column(column) else {
+            continue;
+        };
+        let ty = match (key, crate::values::unfrozen(&col.ty)) {
+            (None, _) => col.ty.clone(),
+            (Some(k), CqlType::Map(kt, vt)) => {
+                term_marks(k, kt, &format!("key({column})"), marks);
+                (**vt).clone()
+            }
+            (Some(k), CqlType::List(vt)) => {
+                term_marks(k, &CqlType::Int, &format!("idx({column})"), marks);
+                (**vt).clone()
+            }
+            _ => continue,
+        };
+        match predicate {
+            gyre_cql::Predicate::Compare(_, term) => term_marks(term, &ty, column, marks),
+            gyre_cql::Predicate::In(gyre_cql::InValues::List(terms)) => {
+                terms
+                    .iter()
+                    .for_each(|term| term_marks(term, &ty, column, marks));
+            }
+            gyre_cql::Predicate::In(gyre_cql::InValues::Marker(m)) => {
+                let n = m.name.clone().unwrap_or_else(|| format!("in({column})"));
+                mark(
+                    marks,
+                    m.index,
+                    &n,
+                    column_type(&CqlType::List(Box::new(ty))),
+                );
+            }
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub struct QueryParams {
     /// The connection's current keyspace (`USE`).
     pub keyspace: Option<String>,
     pub consistency: Consistency,
+    /// The serial consistency of a conditional write (SERIAL when `None`).
+    pub serial_consistency: Option<Consistency>,
     /// The client-supplied default timestamp (microseconds).
     pub timestamp: Option<i64>,
     /// Rows per page for scans; `None` returns everything.
@@ -54,6 +56,7 @@ impl Default for QueryParams {
             values: Vec::new(),
             keyspace: None,
             consistency: Consistency::One,
+            serial_consistency: None,
             timestamp: None,
             page_size: None,
             paging_state: None,
@@ -313,10 +316,7 @@ impl QueryProcessor {
             Statement::Insert(_)
             | Statement::Update(_)
             | Statement::Delete(_)
-            | Statement::Batch(_) => {
-                self.modify(&parsed.statement, params).await?;
-                Ok(QueryResult::Void)
-            }
+            | Statement::Batch(_) => self.modify(&parsed.statement, params).await,
             Statement::Use(ks) => {
                 self.schema.read().require_keyspace(ks)?;
                 Ok(QueryResult::SetKeyspace(ks.clone()))

@@ -14,10 +14,6 @@ use crate::processor::{
 };
 use crate::values::{is_unset, term_bytes, term_i64};
 
-/// Why conditional statements fail: Gyre has no Paxos.
-const LWT: &str =
-    "Lightweight transactions (IF NOT EXISTS, IF EXISTS, IF conditions) are not supported by Gyre";
-
 /// Cassandra's TTL ceiling (20 years).
 const MAX_TTL: i64 = 20 * 365 * 86_400;
 
@@ -62,7 +58,14 @@ impl WriteTime {
 }
 
 impl QueryProcessor {
-    pub(crate) async fn modify(&self, stmt: &Statement, params: &QueryParams) -> Result<()> {
+    pub(crate) async fn modify(
+        &self,
+        stmt: &Statement,
+        params: &QueryParams,
+    ) -> Result<crate::processor::QueryResult> {
+        if crate::cas::is_conditional(stmt) {
+            return self.modify_conditional(stmt, params).await;
+        }
         check_write_consistency(params.consistency)?;
         let started = std::time::Instant::now();
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
@@ -73,17 +76,50 @@ impl QueryProcessor {
             _ => None,
         };
         self.apply_updates(updates, params.consistency, logged)
-            .await
+            .await?;
+        Ok(crate::processor::QueryResult::Void)
     }
 
     /// Executes a protocol BATCH: each statement with its own values, all
-    /// applied as one batch (`logged`: through the batchlog).
+    /// applied as one batch (`logged`: through the batchlog). A batch with
+    /// conditions is one lightweight transaction (`serial`: its serial
+    /// consistency) and returns its `[applied]` rows.
     pub async fn execute_batch(
         &self,
         statements: &[(gyre_cql::Parsed, QueryParams)],
         consistency: gyre_protocol::Consistency,
+        serial: Option<gyre_protocol::Consistency>,
         logged: bool,
-    ) -> Result<()> {
+    ) -> Result<crate::processor::QueryResult> {
+        if statements
+            .iter()
+            .any(|(p, _)| crate::cas::is_conditional(&p.statement))
+        {
+            let mut stmts = Vec::with_capacity(statements.len());
+            for (parsed, params) in statements {
+                if params.values.len() < parsed.bind_markers.len() {
+                    return Err(QueryError::invalid(format!(
+                        "There were {} markers(?) in CQL but {} bound variables",
+                        parsed.bind_markers.len(),
+                        params.values.len()
+                    )));
+                }
+                let m = match &parsed.statement {
+                    Statement::Insert(i) => gyre_cql::Modification::Insert(i.clone()),
+                    Statement::Update(u) => gyre_cql::Modification::Update(u.clone()),
+                    Statement::Delete(d) => gyre_cql::Modification::Delete(d.clone()),
+                    _ => {
+                        return Err(QueryError::invalid(
+                            "Only INSERT, UPDATE and DELETE statements are allowed in a BATCH",
+                        ))
+                    }
+                };
+                stmts.push((m, params));
+            }
+            return self
+                .execute_conditional(&stmts, true, consistency, serial)
+                .await;
+        }
         check_write_consistency(consistency)?;
         let started = std::time::Instant::now();
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
@@ -107,7 +143,9 @@ impl QueryProcessor {
                 .await?;
         }
         self.plan.record(started.elapsed());
-        self.apply_updates(updates, consistency, Some(logged)).await
+        self.apply_updates(updates, consistency, Some(logged))
+            .await?;
+        Ok(crate::processor::QueryResult::Void)
     }
 
     async fn collect_updates(
@@ -273,7 +311,7 @@ impl QueryProcessor {
         })
     }
 
-    async fn insert(
+    pub(crate) async fn insert(
         &self,
         ins: &Insert,
         params: &QueryParams,
@@ -281,9 +319,6 @@ impl QueryProcessor {
         out: &mut Vec<(TableId, Partition)>,
     ) -> Result<()> {
         let table = self.table(&ins.table, params)?;
-        if ins.if_not_exists {
-            return Err(QueryError::invalid(LWT));
-        }
         let binds = &params.values;
         let wt = self.write_time(&table, &ins.using, params, batch_ts)?;
         // The columns written; an unset value leaves its column out.
@@ -386,7 +421,7 @@ impl QueryProcessor {
         Ok(())
     }
 
-    async fn update(
+    pub(crate) async fn update(
         &self,
         upd: &Update,
         params: &QueryParams,
@@ -394,9 +429,6 @@ impl QueryProcessor {
         out: &mut Vec<(TableId, Partition)>,
     ) -> Result<()> {
         let table = self.table(&upd.table, params)?;
-        if upd.conditions.is_some() {
-            return Err(QueryError::invalid(LWT));
-        }
         let wt = self.write_time(&table, &upd.using, params, batch_ts)?;
         let binds = &params.values;
         let mut ops: Vec<(&ColumnDef, Op)> = Vec::new();
@@ -513,7 +545,7 @@ impl QueryProcessor {
         Ok(())
     }
 
-    async fn delete(
+    pub(crate) async fn delete(
         &self,
         del: &Delete,
         params: &QueryParams,
@@ -521,9 +553,6 @@ impl QueryProcessor {
         out: &mut Vec<(TableId, Partition)>,
     ) -> Result<()> {
         let table = self.table(&del.table, params)?;
-        if del.conditions.is_some() {
-            return Err(QueryError::invalid(LWT));
-        }
         if del.using.ttl.is_some() {
             return Err(QueryError::invalid("A DELETE cannot have a TTL"));
         }
@@ -754,12 +783,12 @@ fn put(p: Partition, ck: Option<&Bytes>, name: CellName, cell: Cell) -> Partitio
     }
 }
 
-/// SERIAL levels are for Paxos (conditional) writes, which Gyre lacks.
+/// SERIAL levels are for Paxos (conditional) writes only.
 fn check_write_consistency(cl: Consistency) -> Result<()> {
     if cl.is_serial() {
-        return Err(QueryError::invalid(format!(
-            "You must use conditional updates for serializable writes (consistency {cl}), and lightweight transactions are not supported by Gyre"
-        )));
+        return Err(QueryError::invalid(
+            "You must use conditional updates for serializable writes",
+        ));
     }
     Ok(())
 }

@@ -1385,14 +1385,6 @@ fn unsupported_features_are_rejected_clearly() {
     e.ok("CREATE TABLE t (k int PRIMARY KEY, v int)");
     for (cql, needle) in [
         ("CREATE TABLE c (k int PRIMARY KEY, n counter)", "counter"),
-        ("INSERT INTO t (k, v) VALUES (1, 1) IF NOT EXISTS", "Lightweight transactions"),
-        ("UPDATE t SET v = 2 WHERE k = 1 IF v = 1", "Lightweight transactions"),
-        ("UPDATE t SET v = 2 WHERE k = 1 IF EXISTS", "Lightweight transactions"),
-        ("DELETE FROM t WHERE k = 1 IF EXISTS", "Lightweight transactions"),
-        (
-            "BEGIN BATCH UPDATE t SET v = 2 WHERE k = 1 IF v = 1; APPLY BATCH",
-            "Lightweight transactions",
-        ),
         ("CREATE INDEX ON t (v)", "CREATE INDEX is not supported"),
         ("CREATE CUSTOM INDEX i ON t (v) USING 'x'", "not supported"),
         (
@@ -1421,6 +1413,101 @@ fn unsupported_features_are_rejected_clearly() {
     assert_eq!(err.code(), 0x2200, "{err}");
     assert!(err.to_string().contains("serializable"), "{err}");
     assert!(e.rows("SELECT * FROM t").is_empty());
+}
+
+/// Conditional statements on one engine (`LocalData::cas`): `[applied]`
+/// and the current values as Cassandra's buildCasResultSet gives them.
+#[test]
+fn conditional_statements_on_one_engine() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int, c int, v int, s int static, PRIMARY KEY (k, c))");
+    let applied = |cql: &str| -> TypedRows { e.rows(cql) };
+    let t = Some(CqlValue::Boolean(true));
+    let f = Some(CqlValue::Boolean(false));
+    assert_eq!(
+        applied("INSERT INTO t (k, c, v) VALUES (1, 1, 10) IF NOT EXISTS"),
+        vec![vec![t.clone()]]
+    );
+    assert_eq!(
+        applied("INSERT INTO t (k, c, v) VALUES (1, 1, 11) IF NOT EXISTS"),
+        vec![vec![f.clone(), int(1), int(1), None, int(10)]]
+    );
+    assert_eq!(
+        applied("UPDATE t SET v = 12 WHERE k = 1 AND c = 1 IF v IN (3, 10)"),
+        vec![vec![t.clone()]]
+    );
+    assert_eq!(
+        applied("UPDATE t SET v = 13 WHERE k = 1 AND c = 1 IF v < 12"),
+        vec![vec![f.clone(), int(12)]]
+    );
+    assert_eq!(
+        applied("DELETE FROM t WHERE k = 1 AND c = 2 IF EXISTS"),
+        vec![vec![f.clone()]]
+    );
+    assert_eq!(
+        applied("UPDATE t SET s = 5 WHERE k = 1 IF s = null"),
+        vec![vec![t.clone()]]
+    );
+    assert_eq!(
+        applied(
+            "BEGIN BATCH UPDATE t SET v = 1 WHERE k = 1 AND c = 1 IF v = 99; \
+             INSERT INTO t (k, c, v) VALUES (1, 3, 3); APPLY BATCH"
+        ),
+        vec![vec![f.clone(), int(1), int(1), int(12)]]
+    );
+    assert_eq!(
+        e.ints("SELECT c FROM t WHERE k = 1"),
+        vec![1],
+        "batch half-applied"
+    );
+    assert_eq!(
+        applied("DELETE FROM t WHERE k = 1 AND c = 1 IF v >= 12"),
+        vec![vec![t]]
+    );
+    assert!(e.rows("SELECT v FROM t WHERE k = 1 AND c = 1").is_empty());
+    for (cql, needle) in [
+        (
+            "UPDATE t SET v = 1 WHERE k = 1 AND c = 1 IF c = 1",
+            "PRIMARY KEY column 'c' cannot have IF conditions",
+        ),
+        (
+            "BEGIN BATCH UPDATE t SET v = 1 WHERE k = 1 AND c = 1 IF v = 1; \
+             UPDATE t SET v = 1 WHERE k = 2 AND c = 1; APPLY BATCH",
+            "Batch with conditions cannot span multiple partitions",
+        ),
+        (
+            "UPDATE t USING TIMESTAMP 5 SET v = 1 WHERE k = 1 AND c = 1 IF v = 1",
+            "Cannot provide custom timestamp for conditional updates",
+        ),
+        (
+            "UPDATE t SET v = 1 WHERE k = 1 AND c IN (1, 2) IF v = 1",
+            "IN on the clustering key columns is not supported with conditional updates",
+        ),
+        (
+            "UPDATE t SET v = 1 WHERE k = 1 AND c = 1 IF v > null",
+            "Invalid comparison with null",
+        ),
+        (
+            "DELETE FROM t WHERE k = 1 IF v = 1",
+            "DELETE statements must restrict all PRIMARY KEY columns",
+        ),
+    ] {
+        let err = e.err(cql);
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+        assert!(err.to_string().contains(needle), "{cql}: {err}");
+    }
+    let serial = QueryParams {
+        consistency: gyre_protocol::Consistency::Serial,
+        ..params()
+    };
+    let err =
+        e.qp.run("UPDATE t SET v = 1 WHERE k = 1 AND c = 1 IF v = 1", &serial)
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("SERIAL is not supported as conditional update commit consistency"),
+        "{err}"
+    );
 }
 
 #[test]

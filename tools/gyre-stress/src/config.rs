@@ -119,6 +119,10 @@ pub struct Options {
     /// No interval lines or progress bar; only the summary.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// Writes are lightweight transactions: `INSERT ... IF NOT EXISTS` at
+    /// serial consistency SERIAL (commit at --cl). Scylla driver only.
+    #[arg(long, global = true)]
+    pub lwt: bool,
 }
 
 /// The client that carries the load.

@@ -130,6 +130,7 @@ async fn run(cli: &Cli, plan: &Plan) -> Result<Report> {
         native: None,
     });
     if o.driver == Driver::Native {
+        anyhow::ensure!(!o.lwt, "--lwt needs --driver scylla");
         let pool = native_run::connect(&workload, &hosts[0], statements).await?;
         if let Some(w) = Arc::get_mut(&mut workload) {
             w.native = Some(Arc::new(pool));
@@ -254,10 +255,11 @@ async fn prepare(session: &Session, cli: &Cli) -> Result<(PreparedStatement, Pre
     let names: Vec<String> = (0..o.columns).map(|c| format!("c{c}")).collect();
     let marks = vec!["?"; o.columns].join(", ");
     let insert_cql = format!(
-        "INSERT INTO {}.{} (key, {}) VALUES (?, {marks})",
+        "INSERT INTO {}.{} (key, {}) VALUES (?, {marks}){}",
         o.keyspace,
         o.table,
-        names.join(", ")
+        names.join(", "),
+        if o.lwt { " IF NOT EXISTS" } else { "" }
     );
     let select_cql = format!(
         "SELECT {} FROM {}.{} WHERE key = ?",
@@ -273,8 +275,13 @@ async fn prepare(session: &Session, cli: &Cli) -> Result<(PreparedStatement, Pre
             .with_context(|| format!("preparing {cql}"))?;
         p.set_consistency(o.cl);
         p.set_request_timeout(Some(o.timeout));
-        // Plain upserts and reads: safe to retry or speculate.
-        p.set_is_idempotent(true);
+        // Plain upserts and reads: safe to retry or speculate. A
+        // conditional insert is not (a retry may report "not applied").
+        let lwt = o.lwt && cql.starts_with("INSERT");
+        p.set_is_idempotent(!lwt);
+        if lwt {
+            p.set_serial_consistency(Some(scylla::statement::SerialConsistency::Serial));
+        }
         statements.push(p);
     }
     let select = statements.pop().context("prepared select")?;

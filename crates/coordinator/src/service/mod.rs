@@ -8,11 +8,13 @@
 mod batch;
 mod handlers;
 mod hints;
+mod paxos;
 mod range;
 mod read;
 mod repair;
 mod write;
 
+pub use paxos::CasOutcome;
 pub use repair::RangeRepair;
 
 use handlers::register_handlers;
@@ -99,6 +101,9 @@ pub struct CoordinatorConfig {
     /// Replica requests from other coordinators running at once; beyond,
     /// they are answered "overloaded" (see [`ReplicaStage`]).
     pub max_replica_requests: usize,
+    /// Cassandra's `cas_contention_timeout` (1 s): how long a lightweight
+    /// transaction retries under contention before a CAS WriteTimeout.
+    pub cas_contention_timeout: Duration,
 }
 
 impl CoordinatorConfig {
@@ -109,6 +114,7 @@ impl CoordinatorConfig {
             write_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(5),
             max_replica_requests: DEFAULT_MAX_REPLICA_REQUESTS,
+            cas_contention_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -144,6 +150,8 @@ struct Inner {
     metrics: Arc<CoordinatorMetrics>,
     /// Admission of other coordinators' requests to this replica.
     stage: Arc<ReplicaStage>,
+    /// This replica's Paxos state locks (see [`crate::paxos`]).
+    paxos: Arc<crate::paxos::PaxosReplica>,
 }
 
 /// Serves client reads and writes at a consistency level over the cluster,
@@ -190,8 +198,13 @@ impl Coordinator {
         if let Err(e) = batchlog::create_table(storage.as_ref()) {
             tracing::error!(error = %e, "cannot create the batchlog table; logged batches will fail");
         }
+        if let Err(e) = crate::paxos::create_table(storage.as_ref()) {
+            tracing::error!(error = %e, "cannot create the system.paxos table; lightweight transactions will fail");
+        }
         let metrics = Arc::new(CoordinatorMetrics::default());
         let stage = Arc::new(ReplicaStage::new(config.max_replica_requests));
+        let paxos = Arc::new(crate::paxos::PaxosReplica::default());
+        paxos::register_handlers(&messenger, storage.clone(), paxos.clone(), stage.clone());
         register_handlers(
             &messenger,
             storage.clone(),
@@ -216,6 +229,7 @@ impl Coordinator {
                 host_latency: Default::default(),
                 metrics,
                 stage,
+                paxos,
             }),
         }
     }

@@ -1,0 +1,539 @@
+//! Lightweight transactions: compare-and-set and SERIAL reads over Paxos,
+//! with Cassandra 4.1's v2 round trips: PREPARE carries the read (each
+//! promise returns the replica's data and any accepted, uncommitted
+//! proposal, which the proposer finishes first), then PROPOSE, then
+//! COMMIT at the statement's consistency level. The replica side is in
+//! [`crate::paxos`]; its handlers are registered here.
+
+use gyre_common::Timestamp;
+use rand::Rng;
+
+use super::handlers::respond;
+use super::*;
+use crate::messages::{PAXOS_COMMIT, PAXOS_PREPARE, PAXOS_PROPOSE};
+use crate::paxos::{
+    decode_accept, decode_prepare, decode_promise, decode_proposal, encode_accept, encode_prepare,
+    encode_promise, encode_proposal, Ballot, PaxosReplica, Promise,
+};
+
+/// The result of a compare-and-set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CasOutcome {
+    /// Whether the conditions held and the update was committed.
+    pub applied: bool,
+    /// The partition's data (under the request's filter) that the
+    /// conditions were checked against, reconciled from a quorum.
+    pub current: Option<Partition>,
+}
+
+/// Decides a CAS: given the current data and the ballot's timestamp (the
+/// write timestamp of whatever it commits), the update to commit, or
+/// `None` when the conditions do not hold. An `Err` is an invalid request.
+pub type CasDecide<'a> = Box<
+    dyn FnMut(Option<&Partition>, Timestamp) -> std::result::Result<Option<Partition>, String>
+        + Send
+        + 'a,
+>;
+
+enum Round<T> {
+    Done(T),
+    /// A replica promised a higher ballot (which, if it said).
+    Rejected(Option<Ballot>),
+    /// Too few answers in time: how many came.
+    Timeout(usize),
+    /// A proposal accepted by some replicas (how many) and refused by
+    /// others: a later proposer may still commit it.
+    Partial(usize, Option<Ballot>),
+}
+
+/// Longest pause between two attempts under contention.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Runs one replica-side Paxos request on `storage` (the same code for a
+/// remote request and the coordinator's own replica): the state is read
+/// and changed now, the future resolves with the answer once durable.
+fn serve_paxos(
+    storage: &dyn StorageEngine,
+    paxos: &PaxosReplica,
+    verb: gyre_net::Verb,
+    payload: &Bytes,
+) -> BoxFuture<'static, std::result::Result<Bytes, String>> {
+    let now = SystemClock.now();
+    let res = match verb {
+        PAXOS_PREPARE => decode_prepare(payload).and_then(|(c, ballot)| {
+            paxos
+                .prepare(storage, c.table, &c.key, ballot, &c.filter, c.now)
+                .map(|(p, durable)| (encode_promise(&p), durable))
+        }),
+        PAXOS_PROPOSE => decode_proposal(payload).and_then(|(table, ballot, update)| {
+            paxos
+                .propose(storage, table, ballot, &update, now)
+                .map(|(ok, promised, durable)| (encode_accept(ok, promised), durable))
+        }),
+        PAXOS_COMMIT => decode_proposal(payload).and_then(|(table, ballot, update)| {
+            paxos
+                .commit(storage, table, ballot, update, now)
+                .map(|durable| (Bytes::new(), Some(durable)))
+        }),
+        _ => Err(format!("not a paxos verb: {verb}")),
+    };
+    async move {
+        let (answer, durable) = res?;
+        if let Some(d) = durable {
+            d.await.map_err(|e| e.to_string())?;
+        }
+        Ok(answer)
+    }
+    .boxed()
+}
+
+pub(super) fn register_handlers(
+    messenger: &Messenger,
+    storage: Arc<dyn StorageEngine>,
+    paxos: Arc<PaxosReplica>,
+    stage: Arc<ReplicaStage>,
+) {
+    for verb in [PAXOS_PREPARE, PAXOS_PROPOSE, PAXOS_COMMIT] {
+        let (s, p, st) = (storage.clone(), paxos.clone(), stage.clone());
+        messenger.register(verb, move |msg: Inbound| {
+            let Some(msg) = st.admit(verb, msg) else {
+                return;
+            };
+            let Some(responder) = msg.responder else {
+                return;
+            };
+            let answer = serve_paxos(s.as_ref(), &p, verb, &msg.payload);
+            tokio::spawn(async move { respond(responder, answer.await, verb) });
+        });
+    }
+}
+
+/// A 48-bit node id for ballots, from the host id.
+fn ballot_node(host: HostId) -> u64 {
+    let b = host.as_bytes();
+    u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+}
+
+fn cas_timeout(cl: ConsistencyLevel, received: usize, block_for: usize) -> CoordinatorError {
+    CoordinatorError::WriteTimeout {
+        consistency: cl,
+        received,
+        block_for,
+        write_type: WriteType::Cas,
+    }
+}
+
+impl Coordinator {
+    /// A ballot above `above` and above every timestamp this coordinator
+    /// gave out.
+    fn next_ballot(&self, above: Option<Ballot>) -> Ballot {
+        let mut micros = self.inner.timestamps.next();
+        if let Some(a) = above {
+            micros = micros.max(a.micros() + 1);
+        }
+        Ballot::new(
+            micros,
+            ballot_node(self.local()),
+            rand::thread_rng().gen::<u16>(),
+        )
+    }
+
+    fn paxos_send(
+        &self,
+        t: &Target,
+        verb: gyre_net::Verb,
+        payload: Bytes,
+    ) -> BoxFuture<'static, std::result::Result<Bytes, String>> {
+        if t.replica.host == self.local() {
+            return serve_paxos(
+                self.inner.storage.as_ref(),
+                &self.inner.paxos,
+                verb,
+                &payload,
+            );
+        }
+        let (messenger, addr) = (self.inner.messenger.clone(), t.addr);
+        let timeout = self.inner.config.write_timeout;
+        async move {
+            messenger
+                .request(addr, verb, payload, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    /// Sends `payload` to every target and collects `required` answers
+    /// that `accept` takes (`Ok(Ok)`); an `Ok(Err)` answer is a rejection
+    /// naming the replica's promised ballot. A prepare ends at the first
+    /// rejection. A proposal (`partial_is_unknown`) is only `Rejected` when
+    /// every replica answered and none accepted: accepted by some but not
+    /// enough, it may still be committed by a later proposer, so the
+    /// outcome is unknown (a CAS timeout, as in Cassandra).
+    async fn paxos_round<T: Send + 'static>(
+        &self,
+        targets: &[&Target],
+        required: usize,
+        verb: gyre_net::Verb,
+        payload: Bytes,
+        partial_is_unknown: bool,
+        accept: impl Fn(&Bytes) -> std::result::Result<std::result::Result<T, Option<Ballot>>, String>,
+    ) -> Round<Vec<(HostId, T)>> {
+        let mut inflight = FuturesUnordered::new();
+        for t in targets {
+            let host = t.replica.host;
+            inflight.push(
+                self.paxos_send(t, verb, payload.clone())
+                    .map(move |r| (host, r)),
+            );
+        }
+        let deadline = Instant::now() + self.inner.config.write_timeout;
+        let mut got = Vec::with_capacity(required);
+        let mut failed = 0;
+        let mut rejected: Option<Option<Ballot>> = None;
+        while got.len() < required {
+            match timeout_at(deadline, inflight.next()).await {
+                Ok(Some((host, Ok(bytes)))) => match accept(&bytes) {
+                    Ok(Ok(v)) => got.push((host, v)),
+                    Ok(Err(higher)) => {
+                        if !partial_is_unknown {
+                            return Round::Rejected(higher);
+                        }
+                        rejected = Some(rejected.flatten().max(higher));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%host, error = %e, ?verb, "malformed paxos answer");
+                        failed += 1;
+                    }
+                },
+                Ok(Some((host, Err(e)))) => {
+                    tracing::debug!(%host, error = %e, ?verb, "paxos request failed");
+                    failed += 1;
+                }
+                Ok(None) | Err(_) => break,
+            }
+            if rejected.is_none() && targets.len() - failed < required {
+                break;
+            }
+        }
+        if got.len() >= required {
+            return Round::Done(got);
+        }
+        match rejected {
+            Some(higher) if got.is_empty() && failed == 0 && inflight.is_empty() => {
+                Round::Rejected(higher)
+            }
+            Some(higher) => Round::Partial(got.len(), higher),
+            None => Round::Timeout(got.len()),
+        }
+    }
+
+    /// Commits `update` under `ballot` on every replica (natural and
+    /// pending, all datacenters) and waits for `cl`.
+    async fn paxos_commit(
+        &self,
+        table: TableId,
+        ballot: Ballot,
+        update: &Partition,
+        cl: ConsistencyLevel,
+    ) -> Result<()> {
+        let (strategy, natural, pending) = self.plan(table, update.key.token)?;
+        let mut tracker = WriteTracker::new(
+            cl,
+            &strategy,
+            self.dc(),
+            natural.iter().map(|t| t.replica.clone()).collect(),
+            pending.iter().map(|t| t.replica.clone()).collect(),
+            WriteType::Simple,
+        )?;
+        let payload = encode_proposal(table, ballot, update);
+        let mut inflight = FuturesUnordered::new();
+        let mut dead = Vec::new();
+        for t in natural.iter().chain(&pending) {
+            let host = t.replica.host;
+            if t.alive {
+                inflight.push(
+                    self.paxos_send(t, PAXOS_COMMIT, payload.clone())
+                        .map(move |r| (host, r.is_ok())),
+                );
+            } else {
+                dead.push(host);
+            }
+        }
+        for host in dead {
+            if self.hint(host, table, update.clone()).await {
+                tracker.hint_stored(host);
+            }
+        }
+        let deadline = Instant::now() + self.inner.config.write_timeout;
+        while !tracker.is_complete() {
+            match timeout_at(deadline, inflight.next()).await {
+                Ok(Some((host, true))) => {
+                    tracker.ack(host);
+                }
+                Ok(Some((host, false))) => {
+                    if self.hint(host, table, update.clone()).await {
+                        tracker.hint_stored(host);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !inflight.is_empty() {
+            // The rest commit in the background (a later prepare repairs
+            // any that miss it).
+            tokio::spawn(async move { while inflight.next().await.is_some() {} });
+        }
+        if tracker.is_complete() {
+            Ok(())
+        } else {
+            tracker.timeout().into_result()
+        }
+    }
+
+    /// Compare-and-set on one partition: Paxos among the replicas that
+    /// `serial` counts (SERIAL: all; LOCAL_SERIAL: this datacenter's),
+    /// `decide` run on the data read by the prepare, the update (if any)
+    /// proposed and committed at `commit`. Retries with randomized backoff
+    /// under contention; past `cas_contention_timeout` a WriteTimeout of
+    /// type CAS, whose outcome is unknown (the proposal may yet commit).
+    pub async fn cas(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: ReadFilter,
+        serial: ConsistencyLevel,
+        commit: ConsistencyLevel,
+        mut decide: CasDecide<'_>,
+    ) -> Result<CasOutcome> {
+        if !serial.is_serial() {
+            return Err(CoordinatorError::InvalidRequest(
+                "Invalid consistency for conditional update. Must be one of SERIAL or LOCAL_SERIAL"
+                    .into(),
+            ));
+        }
+        if commit.is_serial() {
+            return Err(CoordinatorError::InvalidRequest(format!(
+                "{commit} is not supported as conditional update commit consistency. Use ANY if you mean \"make sure it is accepted but I don't care how many replicas commit it for non-SERIAL reads\""
+            )));
+        }
+        let (_, natural, pending) = self.plan(table, key.token)?;
+        let local_only = serial == ConsistencyLevel::LocalSerial;
+        let in_scope = |t: &&Target| !local_only || t.replica.dc == self.dc();
+        let nat: Vec<&Target> = natural.iter().filter(in_scope).collect();
+        let pend: Vec<&Target> = pending.iter().filter(in_scope).collect();
+        let required = nat.len() / 2 + 1 + pend.len();
+        if pend.len() > 1 {
+            // Cassandra: "Cannot perform LWT operation as there is more
+            // than one pending range movement".
+            return Err(CoordinatorError::Unavailable {
+                consistency: serial,
+                required,
+                alive: 0,
+            });
+        }
+        let live: Vec<&Target> = nat
+            .iter()
+            .chain(&pend)
+            .filter(|t| t.alive)
+            .copied()
+            .collect();
+        if live.len() < required {
+            return Err(CoordinatorError::Unavailable {
+                consistency: serial,
+                required,
+                alive: live.len(),
+            });
+        }
+        let now = self.inner.clock.now();
+        let deadline = Instant::now() + self.inner.config.cas_contention_timeout;
+        let mut above: Option<Ballot> = None;
+        let mut first = true;
+        loop {
+            if !first {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(cas_timeout(serial, 0, required));
+                }
+                let pause = rand::thread_rng().gen_range(0..MAX_BACKOFF.as_micros() as u64);
+                tokio::time::sleep(Duration::from_micros(pause).min(left)).await;
+            }
+            first = false;
+            let ballot = self.next_ballot(above);
+            let read = messages::ReadCommand {
+                table,
+                key: key.clone(),
+                filter: filter.clone(),
+                now,
+            };
+            let promises = match self
+                .paxos_round(
+                    &live,
+                    required,
+                    PAXOS_PREPARE,
+                    encode_prepare(&read, ballot),
+                    false,
+                    |b| {
+                        let p: Promise = decode_promise(b)?;
+                        Ok(if p.ok { Ok(p) } else { Err(p.promised) })
+                    },
+                )
+                .await
+            {
+                Round::Done(p) => p,
+                Round::Rejected(higher) | Round::Partial(_, higher) => {
+                    above = above.max(higher);
+                    continue;
+                }
+                Round::Timeout(n) => return Err(cas_timeout(serial, n, required)),
+            };
+            let max_commit = promises.iter().filter_map(|(_, p)| p.committed).max();
+            let in_progress = promises
+                .iter()
+                .filter_map(|(_, p)| p.accepted.as_ref())
+                .filter(|(b, _)| Some(*b) > max_commit)
+                .max_by_key(|(b, _)| *b)
+                .map(|(_, u)| u.clone());
+            if let Some(update) = in_progress {
+                // Finish the earlier proposal under our ballot, then start over.
+                match self.propose(&live, required, table, ballot, &update).await {
+                    Round::Done(()) => {
+                        self.paxos_commit(table, ballot, &update, ConsistencyLevel::Quorum)
+                            .await?
+                    }
+                    // Someone else's proposal: whoever outbid us finishes it.
+                    Round::Rejected(higher) | Round::Partial(_, higher) => {
+                        above = above.max(higher)
+                    }
+                    Round::Timeout(n) => return Err(cas_timeout(serial, n, required)),
+                }
+                continue;
+            }
+            let mut current: Option<Partition> = None;
+            let mut lagging = Vec::new();
+            for (host, p) in promises {
+                if p.committed < max_commit {
+                    lagging.push(host);
+                }
+                if let Some(d) = p.data {
+                    match current.as_mut() {
+                        Some(c) => gyre_common::lww::merge_partitions(c, d),
+                        None => current = Some(d),
+                    }
+                }
+            }
+            // Replicas that missed the last commit get the quorum's data
+            // first, so that any quorum read later sees it.
+            if let (false, Some(data)) = (lagging.is_empty(), current.as_ref()) {
+                let m = Mutation::new(table, data.clone());
+                let acks = lagging.iter().filter_map(|h| {
+                    live.iter()
+                        .find(|t| t.replica.host == *h)
+                        .map(|t| self.send_mutation(*h, t.addr, &m))
+                });
+                if !futures::future::join_all(acks)
+                    .await
+                    .into_iter()
+                    .all(|ok| ok)
+                {
+                    continue;
+                }
+            }
+            let update = decide(current.as_ref(), ballot.micros())
+                .map_err(CoordinatorError::InvalidRequest)?;
+            let Some(update) = update else {
+                return Ok(CasOutcome {
+                    applied: false,
+                    current,
+                });
+            };
+            match self.propose(&live, required, table, ballot, &update).await {
+                Round::Done(()) => {}
+                Round::Rejected(higher) => {
+                    above = above.max(higher);
+                    continue;
+                }
+                // Accepted by some: it may yet be committed, outcome unknown.
+                Round::Partial(n, _) | Round::Timeout(n) => {
+                    return Err(cas_timeout(serial, n, required))
+                }
+            }
+            self.paxos_commit(table, ballot, &update, commit).await?;
+            return Ok(CasOutcome {
+                applied: true,
+                current,
+            });
+        }
+    }
+
+    async fn propose(
+        &self,
+        live: &[&Target],
+        required: usize,
+        table: TableId,
+        ballot: Ballot,
+        update: &Partition,
+    ) -> Round<()> {
+        match self
+            .paxos_round(
+                live,
+                required,
+                PAXOS_PROPOSE,
+                encode_proposal(table, ballot, update),
+                true,
+                |b| {
+                    let (ok, promised) = decode_accept(b)?;
+                    Ok(if ok { Ok(()) } else { Err(promised) })
+                },
+            )
+            .await
+        {
+            Round::Done(_) => Round::Done(()),
+            Round::Rejected(b) => Round::Rejected(b),
+            Round::Timeout(n) => Round::Timeout(n),
+            Round::Partial(n, b) => Round::Partial(n, b),
+        }
+    }
+
+    /// A read at SERIAL / LOCAL_SERIAL: a Paxos round that finishes any
+    /// proposal in progress and returns the data a quorum holds. Timeouts
+    /// are ReadTimeouts.
+    pub async fn serial_read(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: ReadFilter,
+        serial: ConsistencyLevel,
+    ) -> Result<Option<Partition>> {
+        let commit = if serial == ConsistencyLevel::LocalSerial {
+            ConsistencyLevel::LocalQuorum
+        } else {
+            ConsistencyLevel::Quorum
+        };
+        match self
+            .cas(
+                table,
+                key,
+                filter,
+                serial,
+                commit,
+                Box::new(|_, _| Ok(None)),
+            )
+            .await
+        {
+            Ok(o) => Ok(o.current),
+            Err(CoordinatorError::WriteTimeout {
+                consistency,
+                received,
+                block_for,
+                ..
+            }) => Err(CoordinatorError::ReadTimeout {
+                consistency,
+                received,
+                block_for,
+                data_present: false,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
