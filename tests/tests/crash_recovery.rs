@@ -62,6 +62,7 @@ fn verify(kind: CrashEngine, dir: &Path, sync: SyncMode, acked: &[u64]) -> u64 {
                     end: std::ops::Bound::Unbounded,
                     filter: ReadFilter::all(),
                     max_rows: 1000,
+                    index: None,
                 },
                 0,
             )

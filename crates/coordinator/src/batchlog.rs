@@ -80,6 +80,7 @@ pub(crate) fn due(
         end: Bound::Unbounded,
         filter: ReadFilter::all(),
         max_rows: 256,
+        index: None,
     };
     let now = (before / 1_000_000).max(0);
     loop {

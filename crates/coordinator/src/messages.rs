@@ -278,6 +278,7 @@ pub(crate) fn encode_range(c: &RangeCommand) -> Bytes {
     put_filter(&mut out, &c.request.filter);
     codec::put_uvarint(&mut out, c.request.max_rows as u64);
     codec::put_varint(&mut out, c.now);
+    gyre_storage::sai::put_index_query(&mut out, c.request.index.as_ref());
     Bytes::from(out)
 }
 
@@ -289,6 +290,7 @@ pub(crate) fn decode_range(b: &Bytes) -> DecodeResult<RangeCommand> {
     let filter = get_filter(&mut r)?;
     let max_rows = usize::try_from(r.uvarint()?).map_err(|_| bad(&r, "max_rows too large"))?;
     let now = r.varint()?;
+    let index = gyre_storage::sai::get_index_query(&mut r)?;
     Ok(RangeCommand {
         table,
         request: ScanRequest {
@@ -296,6 +298,7 @@ pub(crate) fn decode_range(b: &Bytes) -> DecodeResult<RangeCommand> {
             end,
             filter,
             max_rows,
+            index,
         },
         now,
     })
@@ -421,6 +424,21 @@ mod tests {
                     end: Bound::Included(77),
                     filter: c.filter.clone(),
                     max_rows: 100,
+                    index: Some(gyre_storage::sai::IndexQuery {
+                        clauses: vec![
+                            gyre_storage::sai::IndexClause {
+                                index: "by_v".into(),
+                                op: gyre_storage::sai::TermOp::Eq(Bytes::from_static(b"x")),
+                            },
+                            gyre_storage::sai::IndexClause {
+                                index: "by_w".into(),
+                                op: gyre_storage::sai::TermOp::Range {
+                                    lo: Bound::Excluded(Bytes::from_static(b"a")),
+                                    hi: Bound::Unbounded,
+                                },
+                            },
+                        ],
+                    }),
                 },
                 now: 5,
             };

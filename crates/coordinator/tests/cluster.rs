@@ -515,6 +515,7 @@ fn batchlog_entries(engine: &LsmEngine) -> usize {
         end: std::ops::Bound::Unbounded,
         filter: ReadFilter::all(),
         max_rows: 10_000,
+        index: None,
     };
     let page = engine
         .scan(
@@ -684,6 +685,7 @@ async fn acknowledged_quorum_writes_survive_partitions_hints_and_scans() {
                 end: std::ops::Bound::Unbounded,
                 filter: ReadFilter::all(),
                 max_rows: 2,
+                index: None,
             };
             // Small pages: the scan resumes across replicas' stops.
             let mut seen: BTreeMap<String, Timestamp> = BTreeMap::new();
@@ -799,6 +801,7 @@ async fn liveness_is_never_asked_under_the_ring_lock() {
         end: std::ops::Bound::Unbounded,
         filter: ReadFilter::all(),
         max_rows: 10,
+        index: None,
     };
     c.scan(table, request, 0, ConsistencyLevel::Quorum)
         .await

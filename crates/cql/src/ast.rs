@@ -511,6 +511,46 @@ pub struct Describe {
     pub with_internals: bool,
 }
 
+/// What an index covers: a column, or the keys, values or entries of a
+/// collection, or a frozen collection whole.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IndexTarget {
+    /// `(c)`: the column's value (for a non-frozen collection Cassandra
+    /// reads this as `values(c)`).
+    Column(String),
+    Keys(String),
+    Values(String),
+    Entries(String),
+    Full(String),
+}
+
+impl IndexTarget {
+    pub fn column(&self) -> &str {
+        match self {
+            IndexTarget::Column(c)
+            | IndexTarget::Keys(c)
+            | IndexTarget::Values(c)
+            | IndexTarget::Entries(c)
+            | IndexTarget::Full(c) => c,
+        }
+    }
+}
+
+/// `CREATE [CUSTOM] INDEX [IF NOT EXISTS] [name] ON t (target) [USING 'class'
+/// [WITH OPTIONS = {...}]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateIndex {
+    pub name: Option<String>,
+    pub table: QualifiedName,
+    pub if_not_exists: bool,
+    pub targets: Vec<IndexTarget>,
+    pub custom: bool,
+    /// The `USING` class.
+    pub class: Option<String>,
+    /// `WITH OPTIONS = {...}` (and any other property, for a clear error).
+    pub properties: Vec<Property>,
+}
+
 /// One CQL statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
@@ -533,6 +573,12 @@ pub enum Statement {
         if_exists: bool,
     },
     Truncate(QualifiedName),
+    CreateIndex(CreateIndex),
+    /// `DROP INDEX [IF EXISTS] [ks.]name`.
+    DropIndex {
+        name: QualifiedName,
+        if_exists: bool,
+    },
     Describe(Describe),
     /// A statement Cassandra accepts but Gyre does not implement (CREATE
     /// INDEX, CREATE TYPE, roles, ...). `kind` names it, e.g. `CREATE INDEX`;

@@ -603,6 +603,41 @@ impl Display for ColumnDef {
     }
 }
 
+impl Display for IndexTarget {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            IndexTarget::Column(c) => write!(f, "{}", Ident(c)),
+            IndexTarget::Keys(c) => write!(f, "KEYS({})", Ident(c)),
+            IndexTarget::Values(c) => write!(f, "VALUES({})", Ident(c)),
+            IndexTarget::Entries(c) => write!(f, "ENTRIES({})", Ident(c)),
+            IndexTarget::Full(c) => write!(f, "FULL({})", Ident(c)),
+        }
+    }
+}
+
+impl Display for CreateIndex {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.custom {
+            "CREATE CUSTOM INDEX "
+        } else {
+            "CREATE INDEX "
+        })?;
+        if self.if_not_exists {
+            f.write_str("IF NOT EXISTS ")?;
+        }
+        if let Some(n) = &self.name {
+            write!(f, "{} ", Ident(n))?;
+        }
+        write!(f, "ON {} (", self.table)?;
+        displays(f, &self.targets)?;
+        f.write_str(")")?;
+        if let Some(c) = &self.class {
+            write!(f, " USING {}", Literal::String(c.clone()))?;
+        }
+        properties(f, &self.properties)
+    }
+}
+
 impl Display for CreateTable {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         f.write_str("CREATE TABLE ")?;
@@ -780,6 +815,11 @@ impl Display for Statement {
                 write!(f, "DROP TABLE {ie}{name}")
             }
             Statement::Truncate(name) => write!(f, "TRUNCATE {name}"),
+            Statement::CreateIndex(s) => write!(f, "{s}"),
+            Statement::DropIndex { name, if_exists } => {
+                let ie = if *if_exists { "IF EXISTS " } else { "" };
+                write!(f, "DROP INDEX {ie}{name}")
+            }
             Statement::Describe(d) => write!(f, "{d}"),
             Statement::Unsupported { kind } => f.write_str(kind),
         }

@@ -41,11 +41,11 @@ mod parser;
 pub use crate::{
     ast::{
         AlterKeyspace, AlterTable, AlterTableAction, Assignment, Batch, BatchKind, BindMarker,
-        ColumnDef, Condition, Conditions, CqlType, CreateKeyspace, CreateTable, Delete, Deletion,
-        Describe, DescribeTarget, Duration, InValues, Insert, InsertValues, JsonDefault, Literal,
-        Modification, Operator, Order, Parsed, Predicate, Property, PropertyValue, QualifiedName,
-        Relation, Select, SelectItem, Selection, Selector, Statement, TableOptions, Term, Update,
-        Using,
+        ColumnDef, Condition, Conditions, CqlType, CreateIndex, CreateKeyspace, CreateTable,
+        Delete, Deletion, Describe, DescribeTarget, Duration, InValues, IndexTarget, Insert,
+        InsertValues, JsonDefault, Literal, Modification, Operator, Order, Parsed, Predicate,
+        Property, PropertyValue, QualifiedName, Relation, Select, SelectItem, Selection, Selector,
+        Statement, TableOptions, Term, Update, Using,
     },
     display::{quote_identifier, quote_string},
     error::{ParseError, Position},

@@ -85,8 +85,6 @@ pub fn is_reserved_keyword(word: &str) -> bool {
 
 /// Statements Cassandra has and Gyre parses only far enough to name them.
 const UNSUPPORTED: &[&[&str]] = &[
-    &["create", "custom", "index"],
-    &["create", "index"],
     &["create", "type"],
     &["create", "materialized", "view"],
     &["create", "or", "replace", "function"],
@@ -100,7 +98,6 @@ const UNSUPPORTED: &[&[&str]] = &[
     &["alter", "materialized", "view"],
     &["alter", "role"],
     &["alter", "user"],
-    &["drop", "index"],
     &["drop", "type"],
     &["drop", "materialized", "view"],
     &["drop", "function"],
@@ -387,6 +384,16 @@ impl Parser<'_> {
                 let name = self.qualified_name()?;
                 Ok(Statement::DropTable { name, if_exists })
             }
+            "create" if self.kw_at(1, "index") || self.kws_at(1, &["custom", "index"]) => {
+                self.create_index().map(Statement::CreateIndex)
+            }
+            "drop" if self.kw_at(1, "index") => {
+                self.bump();
+                self.bump();
+                let if_exists = self.eat_kws(&["if", "exists"]);
+                let name = self.qualified_name()?;
+                Ok(Statement::DropIndex { name, if_exists })
+            }
             "drop" if self.keyspace_kw_at(1) => {
                 self.bump();
                 self.bump();
@@ -404,6 +411,73 @@ impl Parser<'_> {
 
     fn keyspace_kw_at(&self, n: usize) -> bool {
         self.kw_at(n, "keyspace") || self.kw_at(n, "schema")
+    }
+
+    fn kws_at(&self, n: usize, kws: &[&str]) -> bool {
+        kws.iter().enumerate().all(|(i, kw)| self.kw_at(n + i, kw))
+    }
+
+    fn create_index(&mut self) -> Result<CreateIndex> {
+        self.bump();
+        let custom = self.eat_kw("custom");
+        self.expect_kw("index")?;
+        let if_not_exists = self.eat_kws(&["if", "not", "exists"]);
+        let name = if self.is_kw("on") {
+            None
+        } else {
+            Some(self.ident()?)
+        };
+        self.expect_kw("on")?;
+        let table = self.qualified_name()?;
+        self.expect(Sym::LParen)?;
+        let mut targets = Vec::new();
+        loop {
+            let wrapped = |p: &mut Self| -> Result<String> {
+                p.bump();
+                p.expect(Sym::LParen)?;
+                let c = p.ident()?;
+                p.expect(Sym::RParen)?;
+                Ok(c)
+            };
+            let target = if self.sym_at(1, Sym::LParen) && self.is_kw("keys") {
+                IndexTarget::Keys(wrapped(self)?)
+            } else if self.sym_at(1, Sym::LParen) && self.is_kw("values") {
+                IndexTarget::Values(wrapped(self)?)
+            } else if self.is_kw("entries") {
+                IndexTarget::Entries(wrapped(self)?)
+            } else if self.is_kw("full") {
+                IndexTarget::Full(wrapped(self)?)
+            } else {
+                IndexTarget::Column(self.ident()?)
+            };
+            targets.push(target);
+            if !self.eat(Sym::Comma) {
+                break;
+            }
+        }
+        self.expect(Sym::RParen)?;
+        let class = if self.eat_kw("using") {
+            match self.constant()? {
+                Literal::String(s) => Some(s),
+                _ => return Err(self.mismatched("a class name string")),
+            }
+        } else {
+            None
+        };
+        let properties = if self.eat_kw("with") {
+            self.properties()?
+        } else {
+            Vec::new()
+        };
+        Ok(CreateIndex {
+            name,
+            table,
+            if_not_exists,
+            targets,
+            custom,
+            class,
+            properties,
+        })
     }
 
     fn unsupported(&mut self) -> Result<Statement> {

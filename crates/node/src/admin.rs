@@ -7,7 +7,8 @@
 //! `commitlog::fsync`, in binaries built with the `failpoints` feature),
 //! and the snapshot routes of `snapshots.rs`: `POST /snapshot`,
 //! `GET /snapshots`, `POST /snapshots/clear`, `POST /import`, and
-//! `GET /compactionstats` (per table: pending work, the running merge).
+//! `GET /compactionstats` (per table: pending work, the running merge),
+//! `GET /indexbuilds` (secondary index builds over existing data).
 //!
 //! Every request passes [`guard`] first: the `Host` header must name an IP
 //! literal or `localhost` (a DNS-rebinding page has its own domain there),
@@ -112,6 +113,28 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
         ("GET", "/snapshots") => crate::snapshots::list(shared),
         ("POST", "/snapshots/clear") => crate::snapshots::clear(shared, &req.body),
         ("POST", "/import") => crate::snapshots::import(shared, &req.body),
+        ("GET", "/indexbuilds") => {
+            let names: std::collections::HashMap<_, _> =
+                shared.engine.tables().into_iter().map(|(id, o)| (id, o.name)).collect();
+            let builds: Vec<serde_json::Value> = shared
+                .engine
+                .index_builds()
+                .into_iter()
+                .map(|(id, b)| {
+                    serde_json::json!({
+                        "table": names.get(&id).cloned().unwrap_or_else(|| id.to_string()),
+                        "index": b.index,
+                        "sstables_total": b.sstables_total,
+                        "sstables_done": b.sstables_done,
+                        "done": b.done,
+                    })
+                })
+                .collect();
+            match serde_json::to_vec_pretty(&builds) {
+                Ok(body) => Response::json(200, body),
+                Err(e) => Response::text(500, e.to_string()),
+            }
+        }
         ("GET", "/compactionstats") => match serde_json::to_vec_pretty(&compaction_stats(shared)) {
             Ok(body) => Response::json(200, body),
             Err(e) => Response::text(500, e.to_string()),
@@ -154,7 +177,7 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             _,
             "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
             | "/failpoints" | "/snapshot" | "/snapshots" | "/snapshots/clear" | "/import"
-            | "/compactionstats" | "/repair",
+            | "/compactionstats" | "/repair" | "/indexbuilds",
         ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,

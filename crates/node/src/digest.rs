@@ -75,6 +75,7 @@ fn fold(
         end: end.map_or(Bound::Unbounded, Bound::Included),
         filter: ReadFilter::all(),
         max_rows: 1024,
+        index: None,
     };
     let (mut partitions, mut rows) = (0u64, 0u64);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -436,6 +436,19 @@ fn build(keyspace: &str, name: &str, local: &LocalInfo, schema: &Schema) -> Opti
                 ]));
             }
         }
+        ("system_schema", "indexes") => {
+            for t in schema.tables().values() {
+                for i in &t.indexes {
+                    rows.push(named(vec![
+                        ("keyspace_name", s(&t.keyspace)),
+                        ("table_name", s(&t.name)),
+                        ("index_name", s(&i.name)),
+                        ("kind", s(i.kind())),
+                        ("options", text_map(&i.system_options())),
+                    ]));
+                }
+            }
+        }
         ("system_schema", "columns") => {
             for t in schema.tables().values() {
                 for c in &t.columns {

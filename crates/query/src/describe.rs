@@ -50,8 +50,25 @@ impl QueryProcessor {
                     keyspace_rows(&schema, &name.name, true, &mut rows)?;
                 } else {
                     let t = schema.require_table(ks, &name.name)?;
-                    rows.push(row(ks, "table", &t.name, &t.to_cql()));
+                    table_rows(t, &mut rows);
                 }
+            }
+            DescribeTarget::Index(name) => {
+                let ks = match &name.keyspace {
+                    Some(k) => k.as_str(),
+                    None => current()?,
+                };
+                schema.require_keyspace(ks)?;
+                let found = schema
+                    .tables_in(ks)
+                    .find_map(|t| t.index(&name.name).map(|i| (t, i)));
+                let Some((t, i)) = found else {
+                    return Err(QueryError::invalid(format!(
+                        "Index '{}' not found in '{ks}'",
+                        name.name
+                    )));
+                };
+                rows.push(row(ks, "index", &i.name, &i.to_cql(t)));
             }
             _ => return Err(QueryError::invalid("This DESCRIBE form is not supported")),
         }
@@ -79,10 +96,18 @@ fn keyspace_rows(
     rows.push(row(ks, "keyspace", ks, &def.to_cql()));
     if with_tables {
         for t in schema.tables_in(ks) {
-            rows.push(row(ks, "table", &t.name, &t.to_cql()));
+            table_rows(t, rows);
         }
     }
     Ok(())
+}
+
+/// A table and then its indexes, as Cassandra describes them.
+fn table_rows(t: &gyre_schema::TableDef, rows: &mut Vec<Vec<Option<Bytes>>>) {
+    rows.push(row(&t.keyspace, "table", &t.name, &t.to_cql()));
+    for i in &t.indexes {
+        rows.push(row(&t.keyspace, "index", &i.name, &i.to_cql(t)));
+    }
 }
 
 fn row(ks: &str, kind: &str, name: &str, cql: &str) -> Vec<Option<Bytes>> {

@@ -37,10 +37,20 @@
 //! Lightweight transactions (`IF ...`, conditional batches) are built in
 //! `cas.rs` and run through [`DataAccess::cas`] (Paxos in a cluster); a
 //! read at `SERIAL` / `LOCAL_SERIAL` is the data access's business. Refused
-//! with an `INVALID` error: counters, secondary indexes, materialized
+//! with an `INVALID` error: counters, materialized
 //! views, user-defined types, functions and aggregates, `GROUP BY`, `CAST`
 //! in selections, terms (constants) as selectors outside function
 //! arguments.
+//!
+//! Secondary indexes (`index.rs`): restrictions that an index of the table
+//! serves (`=`, ranges on numeric, date and time columns, `CONTAINS`,
+//! `CONTAINS KEY`, several ANDed) need no ALLOW FILTERING; without a
+//! partition key the scan carries them as a
+//! [`gyre_storage::sai::IndexQuery`], which engines answer from their
+//! storage-attached indexes, and every row is checked against the
+//! restrictions again after the read. Above ONE, each matched partition is
+//! re-read at the consistency level (replica filtering protection: a
+//! replica whose newer value no longer matches sends nothing for the row).
 //!
 //! Rows: an INSERT writes a row marker (a cell with an empty column name) so
 //! that a row with only primary-key columns exists; UPDATE does not.
@@ -79,6 +89,7 @@ mod describe;
 mod error;
 mod functions;
 mod guardrails;
+mod index;
 mod json;
 mod prepare;
 mod processor;

@@ -331,7 +331,9 @@ impl QueryProcessor {
             | Statement::DropKeyspace { .. }
             | Statement::CreateTable(_)
             | Statement::AlterTable(_)
-            | Statement::DropTable { .. } => self.ddl(&parsed.statement, params),
+            | Statement::DropTable { .. }
+            | Statement::CreateIndex(_)
+            | Statement::DropIndex { .. } => self.ddl(&parsed.statement, params),
             Statement::Describe(d) => self.describe(d, params.keyspace.as_deref()),
             Statement::Unsupported { kind } => {
                 Err(QueryError::invalid(format!("{kind} is not supported")))
@@ -352,6 +354,8 @@ impl QueryProcessor {
                 | Statement::CreateTable(_)
                 | Statement::AlterTable(_)
                 | Statement::DropTable { .. }
+                | Statement::CreateIndex(_)
+                | Statement::DropIndex { .. }
         )
     }
 
@@ -423,6 +427,12 @@ impl QueryProcessor {
                 )
             }
             SchemaChange::AlterTable {
+                keyspace, table, ..
+            }
+            | SchemaChange::CreateIndex {
+                keyspace, table, ..
+            }
+            | SchemaChange::DropIndex {
                 keyspace, table, ..
             } => {
                 if let Some(t) = next.table(keyspace, table) {
@@ -529,6 +539,43 @@ pub(crate) enum Filter {
     In(Vec<Bytes>),
     /// `<`, `<=`, `>`, `>=` against a value in the clustering encoding.
     Compare(Operator, Bytes),
+    /// `CONTAINS`: a list or set element, or a map value.
+    Contains(Bytes),
+    /// `CONTAINS KEY`: a map key.
+    ContainsKey(Bytes),
+}
+
+/// The elements of a serialized collection (for a map: keys and values
+/// alternate); `None` when the bytes are not a collection.
+fn collection_items(value: &[u8], is_map: bool) -> Option<Vec<&[u8]>> {
+    fn take_i32(rest: &mut &[u8]) -> Option<i32> {
+        let (head, tail) = rest.split_at_checked(4)?;
+        *rest = tail;
+        Some(i32::from_be_bytes(head.try_into().ok()?))
+    }
+    let mut rest = value;
+    let n = usize::try_from(take_i32(&mut rest)?).ok()?;
+    let per = if is_map { 2 } else { 1 };
+    let mut out = Vec::new();
+    for _ in 0..n.saturating_mul(per) {
+        let len = usize::try_from(take_i32(&mut rest)?).ok()?;
+        let (item, tail) = rest.split_at_checked(len)?;
+        out.push(item);
+        rest = tail;
+    }
+    Some(out)
+}
+
+/// The element type CONTAINS compares with, and whether the column is a
+/// map (whose items alternate keys and values).
+pub(crate) fn contained_type(ty: &gyre_cql::CqlType) -> Option<(&gyre_cql::CqlType, bool)> {
+    use gyre_cql::CqlType as T;
+    match ty {
+        T::Frozen(t) => contained_type(t),
+        T::List(t) | T::Set(t) => Some((t, false)),
+        T::Map(_, v) => Some((v, true)),
+        _ => None,
+    }
 }
 
 impl Filter {
@@ -547,6 +594,19 @@ impl Filter {
                     Operator::Gte => v >= bound.as_ref(),
                     _ => false,
                 }
+            }
+            Filter::Contains(x) | Filter::ContainsKey(x) => {
+                let is_map = contained_type(ty).is_some_and(|(_, m)| m);
+                let Some(items) = collection_items(value, is_map) else {
+                    return false;
+                };
+                let keys = matches!(self, Filter::ContainsKey(_));
+                if !is_map {
+                    return !keys && items.contains(&x.as_ref());
+                }
+                items
+                    .chunks(2)
+                    .any(|kv| kv.get(usize::from(!keys)) == Some(&x.as_ref()))
             }
         }
     }
@@ -711,6 +771,43 @@ fn analyze_column(
                 )));
             }
             *slot = Some((v, matches!(op, Operator::Gte | Operator::Lte)));
+            return Ok(());
+        }
+        Predicate::Compare(op @ (Operator::Contains | Operator::ContainsKey), term) => {
+            let keys = *op == Operator::ContainsKey;
+            let elem = match (contained_type(&col.ty), &col.ty) {
+                (Some((_, true)), gyre_cql::CqlType::Map(k, _)) if keys => &**k,
+                (Some((_, true)), gyre_cql::CqlType::Frozen(f)) if keys => match &**f {
+                    gyre_cql::CqlType::Map(k, _) => &**k,
+                    _ => {
+                        return Err(QueryError::invalid(format!(
+                            "Cannot use CONTAINS KEY on non-map column {name}"
+                        )))
+                    }
+                },
+                (Some(_), _) if keys => {
+                    return Err(QueryError::invalid(format!(
+                        "Cannot use CONTAINS KEY on non-map column {name}"
+                    )))
+                }
+                (Some((t, _)), _) => t,
+                (None, _) => {
+                    return Err(QueryError::invalid(format!(
+                        "Cannot use CONTAINS on non-collection column {name}"
+                    )))
+                }
+            };
+            let v = term_bytes(term, elem, name, binds)?.ok_or_else(|| {
+                QueryError::invalid(format!("Invalid null value in condition for column {name}"))
+            })?;
+            w.others.push((
+                col.clone(),
+                if keys {
+                    Filter::ContainsKey(v)
+                } else {
+                    Filter::Contains(v)
+                },
+            ));
             return Ok(());
         }
         Predicate::Compare(op, _) => {

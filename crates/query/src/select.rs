@@ -8,6 +8,7 @@ use gyre_common::{
     CellName, CellValue, DecoratedKey, LocalTime, Partition, Row, Slice, SliceBound,
 };
 use gyre_cql::{CqlType, Order, Select, SelectItem, Selection, Selector};
+use gyre_protocol::Consistency;
 use gyre_protocol::{ColumnType, Value};
 use gyre_schema::{decode_clustering_key, ClusteringOrder, ColumnDef, ColumnKind, TableDef};
 use gyre_storage::{ClusteringFilter, ReadFilter, ScanRequest, ScanStart};
@@ -120,13 +121,12 @@ impl QueryProcessor {
         let mut w = analyze(table, &s.where_clause, binds)?;
         self.guardrails.read().check_cartesian(&w)?;
         let keys = partition_keys(table, &w)?;
-        let mut needs_filtering = !w.others.is_empty();
+        let mut needs_filtering = false;
         if keys.is_none() {
             // Partition key restrictions that do not pin partitions are filters.
             for col in table.partition_key() {
                 match w.keys.remove(&col.name) {
                     Some(Restriction::Values(v)) => {
-                        needs_filtering = true;
                         w.others.push((col.clone(), Filter::In(v)));
                     }
                     Some(Restriction::Range { .. }) => {
@@ -147,6 +147,13 @@ impl QueryProcessor {
                 "Token relations cannot be combined with partition key restrictions",
             ));
         }
+        // Filters served by secondary indexes need no ALLOW FILTERING.
+        let (index, all_indexed) = crate::index::plan(table, &w.others, &s.where_clause, binds)?;
+        if !all_indexed {
+            needs_filtering = true;
+        }
+        // With the partition given, the partition is read and filtered.
+        let index = index.filter(|_| keys.is_none());
         if needs_filtering && !s.allow_filtering {
             return Err(QueryError::invalid(FILTERING));
         }
@@ -273,14 +280,52 @@ impl QueryProcessor {
                     end,
                     filter: filter.clone(),
                     max_rows: want,
+                    index: index.clone(),
                 };
                 let got = self
                     .data
                     .scan(table.id, &request, plan.now, params.consistency)
                     .await?;
+                // Replica filtering protection: a replica whose newer
+                // version no longer matches sends nothing for the row, so
+                // the merged page may hold another replica's stale match.
+                // Each matched partition is read again at the consistency
+                // level (reconciled and repaired like any read); the filters
+                // then judge the current rows.
+                let reread;
+                let partitions: &[Partition] = if index.is_some()
+                    && !matches!(
+                        params.consistency,
+                        Consistency::One | Consistency::LocalOne | Consistency::Any
+                    ) {
+                    let mut fresh = Vec::with_capacity(got.partitions.len());
+                    for p in &got.partitions {
+                        let names: BTreeSet<Bytes> = p.rows.keys().cloned().collect();
+                        let clustering = if names.is_empty() {
+                            filter.clustering.clone()
+                        } else {
+                            ClusteringFilter::Names(names)
+                        };
+                        let f = ReadFilter {
+                            clustering,
+                            ..ReadFilter::default()
+                        };
+                        if let Some(p) = self
+                            .data
+                            .read(table.id, &p.key, &f, plan.now, params.consistency)
+                            .await?
+                        {
+                            fresh.push(p);
+                        }
+                    }
+                    reread = fresh;
+                    &reread
+                } else {
+                    &got.partitions
+                };
                 let before = rows.len();
                 let mut cks = Vec::new();
-                for p in &got.partitions {
+                for p in partitions {
                     plan.emit(
                         p,
                         false,

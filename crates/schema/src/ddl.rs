@@ -141,6 +141,50 @@ pub fn statement_to_change_in(
                 table: name.name.clone(),
             }))
         }
+        Statement::CreateIndex(ci) => {
+            let ks = keyspace_of(&ci.table, current_keyspace)?;
+            if is_system_keyspace(&ks) {
+                return Err(SchemaError::Unauthorized(format!(
+                    "Cannot alter system keyspace {ks}"
+                )));
+            }
+            Ok(
+                crate::index::create_index(ci, schema, current_keyspace)?.map(
+                    |(keyspace, table, index)| SchemaChange::CreateIndex {
+                        keyspace,
+                        table,
+                        index,
+                    },
+                ),
+            )
+        }
+        Statement::DropIndex { name, if_exists } => {
+            let ks = keyspace_of(name, current_keyspace)?;
+            if is_system_keyspace(&ks) {
+                return Err(SchemaError::Unauthorized(format!(
+                    "Cannot alter system keyspace {ks}"
+                )));
+            }
+            if schema.keyspace(&ks).is_none() {
+                return missing_keyspace(&ks, *if_exists);
+            }
+            let table = schema
+                .tables_in(&ks)
+                .find(|t| t.index(&name.name).is_some())
+                .map(|t| t.name.clone());
+            match table {
+                Some(table) => Ok(Some(SchemaChange::DropIndex {
+                    keyspace: ks.clone(),
+                    table,
+                    index: name.name.clone(),
+                })),
+                None if *if_exists => Ok(None),
+                None => Err(SchemaError::invalid(format!(
+                    "Index '{ks}.{}' doesn't exist",
+                    name.name
+                ))),
+            }
+        }
         _ => Err(SchemaError::invalid(
             "Only CREATE/ALTER/DROP KEYSPACE and TABLE statements change the schema",
         )),
@@ -469,6 +513,7 @@ fn table_from_create(ct: &gyre_cql::CreateTable, ks: &str) -> Result<TableDef> {
         columns,
         options,
         dropped_columns: BTreeMap::new(),
+        indexes: Vec::new(),
     };
     def.sort_columns();
     def.validate()?;

@@ -17,7 +17,8 @@
 //!   byte-comparable clustering keys per CQL type.
 //!
 //! What it is not: no networking (callers ship [`SchemaRows`] between nodes),
-//! no user-defined types, functions, indexes or views, no value parsing
+//! no user-defined types, functions or views (secondary indexes are
+//! [`IndexDef`]s of their table, `RowKey::Index` rows), no value parsing
 //! beyond key encoding.
 //!
 //! ```
@@ -39,6 +40,7 @@ mod ddl;
 mod describe;
 mod encoding;
 mod error;
+mod index;
 mod md5;
 mod model;
 mod rows;
@@ -53,6 +55,7 @@ pub use crate::{
         encode_partition_key,
     },
     error::{Result, SchemaError},
+    index::{IndexDef, SAI_CLASS},
     model::{
         ClusteringOrder, ColumnDef, ColumnKind, DroppedColumn, KeyspaceDef, Replication, TableDef,
         TableOptions,

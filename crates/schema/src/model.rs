@@ -341,11 +341,18 @@ pub struct TableDef {
     pub options: TableOptions,
     /// Dropped columns by name.
     pub dropped_columns: BTreeMap<String, DroppedColumn>,
+    /// Secondary indexes, by name.
+    pub indexes: Vec<crate::index::IndexDef>,
 }
 
 impl TableDef {
     pub fn column(&self, name: &str) -> Option<&ColumnDef> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The secondary index of this name, if the table has it.
+    pub fn index(&self, name: &str) -> Option<&crate::index::IndexDef> {
+        self.indexes.iter().find(|i| i.name == name)
     }
 
     /// Partition key columns in key order.
@@ -394,6 +401,11 @@ impl TableDef {
         let mut o = gyre_storage::TableOptions {
             gc_grace_seconds: self.options.gc_grace_seconds,
             name: format!("{}.{}", self.keyspace, self.name),
+            indexes: self
+                .indexes
+                .iter()
+                .filter_map(|i| i.storage_spec(self))
+                .collect(),
             ..Default::default()
         };
         let class = self.options.compression.get("class").map(String::as_str);

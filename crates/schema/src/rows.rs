@@ -33,6 +33,13 @@ pub enum RowKey {
         table_id: Uuid,
         column: String,
     },
+    /// A secondary index of one incarnation of a table: its target, kind
+    /// and options (Cassandra's `system_schema.indexes`).
+    Index {
+        table: String,
+        table_id: Uuid,
+        index: String,
+    },
 }
 
 /// One version of a cell.

@@ -69,6 +69,16 @@ pub enum SchemaChange {
         keyspace: String,
         table: String,
     },
+    CreateIndex {
+        keyspace: String,
+        table: String,
+        index: crate::index::IndexDef,
+    },
+    DropIndex {
+        keyspace: String,
+        table: String,
+        index: String,
+    },
 }
 
 /// What an ALTER TABLE changes.
@@ -313,6 +323,18 @@ impl Schema {
                     }
                     TableAlteration::DropColumns(names) => {
                         for n in names {
+                            let dependent: Vec<&str> = def
+                                .indexes
+                                .iter()
+                                .filter(|i| i.target.column() == n)
+                                .map(|i| i.name.as_str())
+                                .collect();
+                            if !dependent.is_empty() {
+                                return Err(SchemaError::invalid(format!(
+                                    "Cannot drop column {n} because it has dependent secondary indexes ({})",
+                                    dependent.join(", ")
+                                )));
+                            }
                             let c = new.column(n).ok_or_else(|| {
                                 SchemaError::invalid(format!(
                                     "Column {n} was not found in table {table}"
@@ -394,6 +416,9 @@ impl Schema {
                 for c in &def.columns {
                     m.delete_row(keyspace, column_key(def, &c.name), ts);
                 }
+                for i in &def.indexes {
+                    m.delete_row(keyspace, index_key(def, &i.name), ts);
+                }
                 for name in def.dropped_columns.keys() {
                     let key = RowKey::DroppedColumn {
                         table: def.name.clone(),
@@ -402,6 +427,44 @@ impl Schema {
                     };
                     m.delete_row(keyspace, key, ts);
                 }
+            }
+            SchemaChange::CreateIndex {
+                keyspace,
+                table,
+                index,
+            } => {
+                not_system(keyspace, "alter")?;
+                let def = self.live_table(keyspace, table)?;
+                if self
+                    .tables_in(keyspace)
+                    .any(|t| t.index(&index.name).is_some())
+                {
+                    return Err(SchemaError::invalid(format!(
+                        "Index '{}' already exists",
+                        index.name
+                    )));
+                }
+                let key = index_key(def, &index.name);
+                self.check_not_shadowed(keyspace, &key, ts)?;
+                let options = serde_json::to_string(&index.options)
+                    .map_err(|e| SchemaError::invalid(e.to_string()))?;
+                m.set(keyspace, key.clone(), "target", index.target_text(), ts);
+                m.set(keyspace, key.clone(), "kind", index.kind().into(), ts);
+                m.set(keyspace, key, "options", options, ts);
+            }
+            SchemaChange::DropIndex {
+                keyspace,
+                table,
+                index,
+            } => {
+                not_system(keyspace, "alter")?;
+                let def = self.live_table(keyspace, table)?;
+                if def.index(index).is_none() {
+                    return Err(SchemaError::invalid(format!(
+                        "Index '{keyspace}.{index}' doesn't exist"
+                    )));
+                }
+                m.delete_row(keyspace, index_key(def, index), ts);
             }
         }
         Ok(m)
@@ -427,9 +490,9 @@ impl Schema {
     fn id_ever_used(&self, id: TableId) -> bool {
         self.rows.partitions.values().any(|p| {
             p.rows.iter().any(|(k, r)| match k {
-                RowKey::Column { table_id, .. } | RowKey::DroppedColumn { table_id, .. } => {
-                    *table_id == id.0
-                }
+                RowKey::Column { table_id, .. }
+                | RowKey::DroppedColumn { table_id, .. }
+                | RowKey::Index { table_id, .. } => *table_id == id.0,
                 RowKey::Table { .. } => r.get("id") == Some(id.0.to_string().as_str()),
                 RowKey::Keyspace => false,
             })
@@ -509,6 +572,14 @@ fn keyspace_cells(m: &mut SchemaRows, def: &KeyspaceDef, ts: Timestamp) -> Resul
         ts,
     );
     Ok(())
+}
+
+fn index_key(def: &TableDef, index: &str) -> RowKey {
+    RowKey::Index {
+        table: def.name.clone(),
+        table_id: def.id.0,
+        index: index.to_owned(),
+    }
 }
 
 fn column_key(def: &TableDef, column: &str) -> RowKey {
@@ -665,6 +736,39 @@ fn table_from_rows(
             },
         );
     }
+    let mut indexes = Vec::new();
+    let lo = RowKey::Index {
+        table: table.to_owned(),
+        table_id: id,
+        index: String::new(),
+    };
+    for (key, r) in rows.range(lo..) {
+        let RowKey::Index {
+            table: t,
+            table_id,
+            index,
+        } = key
+        else {
+            break;
+        };
+        if t != table || *table_id != id {
+            break;
+        }
+        let Some(target) = r.get("target") else {
+            continue;
+        };
+        let options: BTreeMap<String, String> = match r.get("options") {
+            Some(o) => serde_json::from_str(o)
+                .map_err(|e| SchemaError::Corrupt(format!("options of index {index}: {e}")))?,
+            None => BTreeMap::new(),
+        };
+        indexes.push(crate::index::IndexDef::from_stored(
+            index,
+            target,
+            r.get("kind") == Some("CUSTOM"),
+            options,
+        )?);
+    }
     let mut def = TableDef {
         keyspace: ks.to_owned(),
         name: table.to_owned(),
@@ -672,6 +776,7 @@ fn table_from_rows(
         columns,
         options,
         dropped_columns,
+        indexes,
     };
     def.sort_columns();
     Ok(Some(def))

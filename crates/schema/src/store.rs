@@ -55,11 +55,16 @@ fn encode_row_key(key: &RowKey) -> Vec<u8> {
             table,
             table_id,
             column,
+        }
+        | RowKey::Index {
+            table,
+            table_id,
+            index: column,
         } => {
-            out.push(if matches!(key, RowKey::Column { .. }) {
-                2
-            } else {
-                3
+            out.push(match key {
+                RowKey::Column { .. } => 2,
+                RowKey::DroppedColumn { .. } => 3,
+                _ => 4,
             });
             encode_bytes(table.as_bytes(), &mut out);
             out.extend_from_slice(table_id.as_bytes());
@@ -84,7 +89,7 @@ fn decode_row_key(b: &[u8]) -> Result<RowKey> {
             }
             Ok(RowKey::Table { table })
         }
-        Some(kind @ (2 | 3)) => {
+        Some(kind @ (2..=4)) => {
             let (table, n) = text(&b[1..])?;
             let rest = &b[1 + n..];
             let id: [u8; 16] = rest
@@ -101,6 +106,12 @@ fn decode_row_key(b: &[u8]) -> Result<RowKey> {
                     table,
                     table_id,
                     column,
+                }
+            } else if *kind == 4 {
+                RowKey::Index {
+                    table,
+                    table_id,
+                    index: column,
                 }
             } else {
                 RowKey::DroppedColumn {
@@ -159,6 +170,7 @@ impl SchemaStore {
             end: Bound::Unbounded,
             filter: ReadFilter::all(),
             max_rows: 1000,
+            index: None,
         };
         loop {
             // Schema cells never expire, so "now" does not matter.

@@ -414,6 +414,7 @@ impl<'a> Harness<'a> {
                 end: Bound::Unbounded,
                 filter: filter.clone(),
                 max_rows: page,
+                index: None,
             };
             let res = self
                 .engine()

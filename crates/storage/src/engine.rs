@@ -119,6 +119,14 @@ pub trait StorageEngine: Send + Sync {
     /// Why the engine refuses writes until it is reopened (its log could
     /// not be written or synced), or `None` while it works. The node acts
     /// on it (`storage.commit_failure_policy`).
+    /// Storage-attached index builds over existing data, per table (running
+    /// and finished since start-up). Engines without indexes build none:
+    /// they answer index queries by scanning (`ScanRequest::index` may be
+    /// ignored, the query layer filters the rows).
+    fn index_builds(&self) -> Vec<(TableId, crate::sai::IndexBuild)> {
+        Vec::new()
+    }
+
     fn failure(&self) -> Option<String> {
         None
     }

@@ -45,6 +45,9 @@ pub enum Error {
     /// The engine does not implement the operation.
     #[error("not supported by this engine: {0}")]
     Unsupported(String),
+    /// A storage-attached index is still being built on this node.
+    #[error("The secondary index '{0}' is not yet available")]
+    IndexNotAvailable(String),
     #[error("the engine is shut down")]
     Closed,
 }

@@ -65,6 +65,7 @@ mod error;
 mod lsm;
 mod memtable;
 mod mutation;
+pub mod sai;
 pub mod snapshot;
 pub mod sstable;
 pub mod strategy;

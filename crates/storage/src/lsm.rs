@@ -35,6 +35,7 @@ use crate::engine::{
 use crate::error::IoContext;
 use crate::memtable::Memtable;
 use crate::mutation::{decode_record, Mutation};
+use crate::sai;
 use crate::snapshot::{self, SnapshotInfo};
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
 use crate::strategy::{self, CompactionTask, PlanContext, SsTableInfo};
@@ -110,6 +111,9 @@ struct Table {
     /// and an ALTER (its options) may persist at once, and both go through
     /// the same temporary file.
     persist_lock: Mutex<()>,
+    /// Storage-attached indexes being built on existing data, by name
+    /// (finished ones stay, `done`, for their status).
+    builds: Mutex<HashMap<String, crate::sai::IndexBuild>>,
 }
 
 impl Table {
@@ -509,6 +513,7 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         expired_bytes_dropped: AtomicU64::new(0),
         active: Mutex::new(None),
         persist_lock: Mutex::new(()),
+        builds: Mutex::new(HashMap::new()),
     })
 }
 
@@ -560,10 +565,9 @@ impl Inner {
                 if table.flushed_upto.lock().is_some_and(|f| rec.position <= f) {
                     continue;
                 }
-                let added = table
-                    .snapshot()
-                    .memtable
-                    .apply(&update, rec.payload.slice(16..));
+                let memtable = table.snapshot().memtable.clone();
+                let added = memtable.apply(&update, rec.payload.slice(16..));
+                memtable.sai.add(&table.options.read().indexes, &update);
                 self.memtable_bytes.fetch_add(added, Ordering::Relaxed);
                 replayed += 1;
             }
@@ -699,7 +703,12 @@ impl Inner {
             let _switch = self.switch_lock.read();
             let pos = self.commitlog.append(id, m.encoded())?;
             let memtable = table.state.read().memtable.clone();
-            (pos, memtable.apply(m.update(), m.encoded().slice(16..)))
+            let added = memtable.apply(m.update(), m.encoded().slice(16..));
+            let options = table.options.read();
+            if !options.indexes.is_empty() {
+                memtable.sai.add(&options.indexes, m.update());
+            }
+            (pos, added)
         };
         let total = self.memtable_bytes.fetch_add(added, Ordering::Relaxed) + added;
         if total > self.config.memtable_space_bytes {
@@ -872,6 +881,7 @@ impl Inner {
                     self.config.block_bytes,
                     self.config.bloom_bits_per_key,
                 )?;
+                w.set_indexes(&options.indexes);
                 for p in m.iter() {
                     w.add(&p)?;
                 }
@@ -1082,6 +1092,7 @@ impl Inner {
                         self.config.bloom_bits_per_key,
                     )?;
                     nw.set_level(level);
+                    nw.set_indexes(&options.indexes);
                     w = Some(nw);
                 }
                 if let Some(cur) = &mut w {
@@ -1165,6 +1176,9 @@ impl Inner {
 
     fn scan(&self, id: TableId, req: &ScanRequest, now: LocalTime) -> Result<ScanPage> {
         let t = self.table(id)?;
+        if let Some(q) = &req.index {
+            return self.index_scan(&t, req, q, now);
+        }
         let st = t.snapshot();
         let Some(start) = scan_start_bound(&req.start) else {
             return Ok(ScanPage {
@@ -1186,12 +1200,212 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// A scan served by storage-attached indexes: the candidates from the
+    /// memtables' indexes and the SSTables' segments within the range, each
+    /// read through the normal merged read and kept only if its merged
+    /// rows still match (so overwritten, deleted and expired values never
+    /// show), assembled into a page like any scan.
+    fn index_scan(
+        &self,
+        t: &Arc<Table>,
+        req: &ScanRequest,
+        q: &sai::IndexQuery,
+        now: LocalTime,
+    ) -> Result<ScanPage> {
+        {
+            let builds = t.builds.lock();
+            for c in &q.clauses {
+                if builds.get(&c.index).is_some_and(|b| !b.done) {
+                    return Err(Error::IndexNotAvailable(c.index.clone()));
+                }
+            }
+        }
+        let specs = t.options.read().indexes.clone();
+        let st = t.snapshot();
+        let Some(start) = scan_start_bound(&req.start) else {
+            return Ok(ScanPage {
+                partitions: Vec::new(),
+                resume: None,
+            });
+        };
+        let within = |k: &DecoratedKey| {
+            let after_start = match &start {
+                Bound::Unbounded => true,
+                Bound::Included(s) => k >= s,
+                Bound::Excluded(s) => k > s,
+            };
+            let before_end = match req.end {
+                Bound::Unbounded => true,
+                Bound::Included(e) => k.token <= e,
+                Bound::Excluded(e) => k.token < e,
+            };
+            after_start && before_end
+        };
+        let memtables: Vec<&Arc<Memtable>> = std::iter::once(&st.memtable)
+            .chain(st.flushing.iter())
+            .collect();
+        let segments = |spec: &sai::IndexSpec| -> Result<Vec<Arc<sai::Segment>>> {
+            st.sstables.iter().map(|s| segment_for(s, spec)).collect()
+        };
+        let candidates = sai::candidates(
+            &specs,
+            q,
+            memtables.iter().map(|m| &m.sai),
+            &segments,
+            &within,
+        )?;
+        let Some(candidates) = candidates else {
+            // An index this node does not know (yet): the caller filters.
+            let mut plain = req.clone();
+            plain.index = None;
+            return self.scan(t.id, &plain, now);
+        };
+        let static_query = q
+            .clauses
+            .iter()
+            .any(|c| specs.iter().any(|s| s.name == c.index && s.is_static));
+        let mut it = candidates.0.into_iter();
+        assemble_scan_page(req, now, || loop {
+            let Some((key, cks)) = it.next() else {
+                return Ok(None);
+            };
+            let clustering = match (cks, &req.filter.clustering) {
+                (Some(names), ClusteringFilter::Names(wanted)) => {
+                    ClusteringFilter::Names(names.intersection(wanted).cloned().collect())
+                }
+                (Some(names), c) => {
+                    ClusteringFilter::Names(names.into_iter().filter(|n| c.contains(n)).collect())
+                }
+                (None, c) => c.clone(),
+            };
+            let filter = ReadFilter {
+                clustering,
+                ..ReadFilter::default()
+            };
+            let Some(mut p) = self.read(t.id, &key, &filter, now)? else {
+                continue;
+            };
+            sai::retain_matching(&specs, q, &mut p, now);
+            if p.rows.is_empty() && !(static_query && p.static_row.is_some()) {
+                continue;
+            }
+            return Ok(Some(p));
+        })
+    }
+}
+
+/// An SSTable's segment for an index, built from its data when it has none
+/// (written before the index existed, or opened at start-up).
+fn segment_for(s: &SsTable, spec: &sai::IndexSpec) -> Result<Arc<sai::Segment>> {
+    if let Some(seg) = s.sai.get(&spec.name) {
+        return Ok(seg);
+    }
+    let mut b = sai::SegmentBuilder::new(std::slice::from_ref(spec));
+    let mut it = s.iter_from(&Bound::Unbounded, ClusteringFilter::all())?;
+    while let Some(p) = it.next_partition()? {
+        b.add(&p);
+    }
+    let segs = b.finish();
+    let seg = segs.get(&spec.name).cloned().unwrap_or_default();
+    s.sai.insert_all(segs);
+    Ok(seg)
+}
+
+impl LsmEngine {
+    /// Builds new indexes over the SSTables a table already has, in the
+    /// background; queries on them are refused until it is done.
+    fn start_index_build(&self, t: &Arc<Table>, specs: Vec<sai::IndexSpec>) {
+        let sstables = t.snapshot().sstables.clone();
+        {
+            let mut builds = t.builds.lock();
+            for s in &specs {
+                builds.insert(
+                    s.name.clone(),
+                    sai::IndexBuild {
+                        index: s.name.clone(),
+                        sstables_total: sstables.len(),
+                        sstables_done: 0,
+                        done: sstables.is_empty(),
+                    },
+                );
+            }
+        }
+        if sstables.is_empty() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let t = t.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gyre-index-build".into())
+            .spawn(move || {
+                background_priority("gyre-index-build");
+                for s in &sstables {
+                    if inner.closing.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    for spec in &specs {
+                        if let Err(e) = segment_for(s, spec) {
+                            tracing::error!(index = %spec.name, error = %e, "index build failed");
+                            return;
+                        }
+                    }
+                    let mut builds = t.builds.lock();
+                    for spec in &specs {
+                        if let Some(b) = builds.get_mut(&spec.name) {
+                            b.sstables_done += 1;
+                        }
+                    }
+                }
+                let mut builds = t.builds.lock();
+                for spec in &specs {
+                    if let Some(b) = builds.get_mut(&spec.name) {
+                        b.done = true;
+                        tracing::info!(index = %spec.name, sstables = b.sstables_total, "index built");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "starting an index build");
+        }
+    }
+}
+
 impl StorageEngine for LsmEngine {
     fn create_table(&self, id: TableId, options: TableOptions) -> Result<()> {
         let inner = &self.inner;
         if let Ok(t) = inner.table(id) {
-            *t.options.write() = options;
+            let old = t.options.read().indexes.clone();
+            let added: Vec<_> = options
+                .indexes
+                .iter()
+                .filter(|s| !old.contains(s))
+                .cloned()
+                .collect();
+            {
+                // Writes index their memtable under the switch lock's shared
+                // side: with it held exclusively, every write is either in a
+                // memtable indexed here or sees the new index.
+                let _switch = inner.switch_lock.write();
+                *t.options.write() = options.clone();
+                if !added.is_empty() {
+                    let st = t.snapshot();
+                    for m in std::iter::once(&st.memtable).chain(st.flushing.iter()) {
+                        for p in m.iter() {
+                            m.sai.add(&added, &p);
+                        }
+                    }
+                }
+            }
+            let names: Vec<&str> = options.indexes.iter().map(|s| s.name.as_str()).collect();
+            for s in &t.snapshot().sstables {
+                s.sai.retain(|n| names.contains(&n));
+            }
+            t.builds.lock().retain(|n, _| names.contains(&n.as_str()));
             t.persist()?;
+            if !added.is_empty() {
+                self.start_index_build(&t, added);
+            }
             // A new strategy (ALTER TABLE) plans at once.
             inner.request_compaction(id);
             return Ok(());
@@ -1479,6 +1693,18 @@ impl StorageEngine for LsmEngine {
             memtable_bytes: self.inner.memtable_bytes.load(Ordering::Relaxed),
             tables: self.inner.tables.read().len(),
         }
+    }
+
+    fn index_builds(&self) -> Vec<(TableId, sai::IndexBuild)> {
+        let tables: Vec<Arc<Table>> = self.inner.tables.read().values().cloned().collect();
+        let mut out = Vec::new();
+        for t in tables {
+            for b in t.builds.lock().values() {
+                out.push((t.id, b.clone()));
+            }
+        }
+        out.sort_by(|a, b| (a.0, &a.1.index).cmp(&(b.0, &b.1.index)));
+        out
     }
 
     fn failure(&self) -> Option<String> {

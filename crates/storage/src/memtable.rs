@@ -33,6 +33,9 @@ pub struct Memtable {
     /// Commitlog position when this memtable stopped taking writes; every
     /// record before it is in this memtable or an older one.
     end: Mutex<Option<Position>>,
+    /// The in-memory index of this memtable's data (storage-attached
+    /// indexes).
+    pub(crate) sai: crate::sai::MemIndex,
 }
 
 /// The shard of a token: its top bits, with the sign flipped so shard
@@ -113,6 +116,7 @@ impl Memtable {
             bytes: AtomicU64::new(0),
             min_timestamp: AtomicI64::new(Timestamp::MAX),
             end: Mutex::new(None),
+            sai: Default::default(),
         }
     }
 

@@ -125,6 +125,8 @@ pub struct SsTableWriter {
     bloom_bits_per_key: usize,
     scratch: Vec<u8>,
     finished: bool,
+    /// Index segments built as partitions are added.
+    sai: crate::sai::SegmentBuilder,
 }
 
 impl SsTableWriter {
@@ -164,7 +166,13 @@ impl SsTableWriter {
             bloom_bits_per_key,
             scratch: Vec::new(),
             finished: false,
+            sai: Default::default(),
         })
+    }
+
+    /// Builds these storage-attached index segments along with the data.
+    pub fn set_indexes(&mut self, specs: &[crate::sai::IndexSpec]) {
+        self.sai = crate::sai::SegmentBuilder::new(specs);
     }
 
     pub fn partition_count(&self) -> u64 {
@@ -297,6 +305,9 @@ impl SsTableWriter {
             }
         }
         self.keys.push(p.key.clone());
+        if !self.sai.is_empty() {
+            self.sai.add(p);
+        }
 
         self.start_record(&p.key, None)?;
         codec::put_partition_header(&mut self.scratch, p);
@@ -380,7 +391,9 @@ impl SsTableWriter {
             return Err(e);
         }
         self.finished = true;
-        SsTable::open(&final_path)
+        let sst = SsTable::open(&final_path)?;
+        sst.sai.insert_all(std::mem::take(&mut self.sai).finish());
+        Ok(sst)
     }
 }
 
@@ -404,6 +417,8 @@ pub struct SsTable {
     bloom: Bloom,
     pub meta: SsTableMeta,
     pub file_bytes: u64,
+    /// Its storage-attached index segments, by index name.
+    pub sai: crate::sai::SegmentMap,
 }
 
 impl std::fmt::Debug for SsTable {
@@ -485,6 +500,7 @@ impl SsTable {
             bloom,
             meta,
             file_bytes,
+            sai: Default::default(),
         })
     }
 

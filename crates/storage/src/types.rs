@@ -335,6 +335,8 @@ pub struct TableOptions {
     /// The table's name for operators (`keyspace.table`): snapshots record
     /// it, so a snapshot of a dropped table still says what it held.
     pub name: String,
+    /// The table's storage-attached indexes (see [`crate::sai`]).
+    pub indexes: Vec<crate::sai::IndexSpec>,
 }
 
 impl Default for TableOptions {
@@ -344,6 +346,7 @@ impl Default for TableOptions {
             compression: Compression::Lz4,
             compaction: CompactionOptions::default(),
             name: String::new(),
+            indexes: Vec::new(),
         }
     }
 }
@@ -487,6 +490,9 @@ pub struct ScanRequest {
     /// Stop once this many live rows were returned (a partition without
     /// clustering rows counts as one row when it has live static cells).
     pub max_rows: usize,
+    /// Only rows matching this index query (engines with indexes serve it
+    /// from them; others may return more rows, which the caller filters).
+    pub index: Option<crate::sai::IndexQuery>,
 }
 
 /// A page of scan results and where to resume, if there is more.

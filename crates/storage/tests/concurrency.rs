@@ -106,6 +106,7 @@ fn reads_see_every_acknowledged_row_during_flush_and_compaction() {
                     end: std::ops::Bound::Unbounded,
                     filter: ReadFilter::all(),
                     max_rows: 500,
+                    index: None,
                 },
                 0,
             )

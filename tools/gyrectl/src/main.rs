@@ -127,6 +127,13 @@ enum Cmd {
         #[command(flatten)]
         node: NodeAddr,
     },
+    /// Secondary index builds over existing data and their progress
+    /// (queries on an index are refused until its build is done).
+    #[command(name = "indexstats")]
+    IndexStats {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
     /// The node's snapshots, dropped tables' included (`nodetool listsnapshots`).
     #[command(name = "listsnapshots")]
     ListSnapshots {
@@ -239,6 +246,30 @@ fn snapshots_cmd(cmd: Cmd) -> anyhow::Result<()> {
                             println!("  {:<32} {}", s.name, s.dir.display());
                         }
                     }
+                }
+            }
+            Ok(())
+        }
+        Cmd::IndexStats { node } => {
+            for addr in node.addrs()? {
+                let builds: Vec<serde_json::Value> =
+                    serde_json::from_str(&admin(addr, "GET", "/indexbuilds", None)?)?;
+                println!("{addr}:");
+                println!("{:<32} {:<32} {:>12}  State", "Table", "Index", "SSTables");
+                for b in &builds {
+                    let s = |k: &str| b[k].as_str().unwrap_or("").to_string();
+                    let n = |k: &str| b[k].as_u64().unwrap_or(0);
+                    println!(
+                        "{:<32} {:<32} {:>12}  {}",
+                        s("table"),
+                        s("index"),
+                        format!("{}/{}", n("sstables_done"), n("sstables_total")),
+                        if b["done"].as_bool().unwrap_or(false) {
+                            "built"
+                        } else {
+                            "building"
+                        }
+                    );
                 }
             }
             Ok(())
@@ -498,6 +529,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
         cmd @ (Cmd::Snapshot { .. }
         | Cmd::CompactionStats { .. }
+        | Cmd::IndexStats { .. }
         | Cmd::ListSnapshots { .. }
         | Cmd::ClearSnapshot { .. }
         | Cmd::Refresh { .. }) => snapshots_cmd(cmd),

@@ -41,6 +41,7 @@ impl Coordinator {
                 end,
                 filter: request.filter.clone(),
                 max_rows: request.max_rows.saturating_sub(live).max(1),
+                index: request.index.clone(),
             };
             let page = self
                 .scan_replicas(table, &strategy, cl, targets, sub, now)

@@ -59,6 +59,7 @@ pub(super) fn build_tree(
             end,
             filter: ReadFilter::all(),
             max_rows: PAGE_ROWS,
+            index: None,
         };
         loop {
             let page = storage
@@ -290,6 +291,7 @@ impl Coordinator {
                 end,
                 filter: ReadFilter::all(),
                 max_rows: PAGE_ROWS,
+                index: None,
             };
             loop {
                 let cmd = RangeCommand {

@@ -1,0 +1,137 @@
+//! Which WHERE restrictions a table's secondary indexes serve, turned into
+//! the index query the storage engines answer (see
+//! [`gyre_storage::sai`]). A served restriction needs no ALLOW FILTERING;
+//! rows are still checked against every restriction after the read, so an
+//! index only ever narrows what is read.
+
+use std::ops::Bound;
+
+use gyre_cql::{CqlType, IndexTarget, Operator, Predicate, Relation};
+use gyre_protocol::Value;
+use gyre_schema::{ColumnDef, IndexDef, TableDef};
+use gyre_storage::sai::{IndexClause, IndexQuery, TermOp};
+
+use crate::collections::key_path;
+use crate::error::Result;
+use crate::processor::Filter;
+use crate::values::term_bytes;
+
+/// The index of `col` that holds its whole value.
+fn value_index<'a>(table: &'a TableDef, col: &ColumnDef) -> Option<&'a IndexDef> {
+    table.indexes.iter().find(
+        |i| matches!(&i.target, IndexTarget::Column(c) | IndexTarget::Full(c) if *c == col.name),
+    )
+}
+
+fn index_on<'a>(
+    table: &'a TableDef,
+    col: &ColumnDef,
+    want: fn(&IndexTarget) -> bool,
+) -> Option<&'a IndexDef> {
+    table
+        .indexes
+        .iter()
+        .find(|i| i.target.column() == col.name && want(&i.target))
+}
+
+/// The index query for the served filters, and whether every filter is
+/// served.
+pub(crate) fn plan(
+    table: &TableDef,
+    filters: &[(ColumnDef, Filter)],
+    relations: &[Relation],
+    binds: &[Value],
+) -> Result<(Option<IndexQuery>, bool)> {
+    let mut clauses = Vec::new();
+    let mut all = true;
+    let mut ranged: Vec<&str> = Vec::new();
+    for (col, f) in filters {
+        let clause = match f {
+            Filter::In(values) if values.len() == 1 => {
+                value_index(table, col).map(|i| IndexClause {
+                    index: i.name.clone(),
+                    op: TermOp::Eq(values[0].clone()),
+                })
+            }
+            Filter::Contains(v) => {
+                match index_on(table, col, |t| {
+                    matches!(t, IndexTarget::Values(_) | IndexTarget::Column(_))
+                }) {
+                    // A set's elements are its cell paths, in the key encoding.
+                    Some(i) if matches!(col.ty, CqlType::Set(_)) => Some(IndexClause {
+                        index: i.name.clone(),
+                        op: TermOp::Eq(key_path(&col.ty, v)?),
+                    }),
+                    Some(i) => Some(IndexClause {
+                        index: i.name.clone(),
+                        op: TermOp::Eq(v.clone()),
+                    }),
+                    None => None,
+                }
+            }
+            Filter::ContainsKey(k) => {
+                match index_on(table, col, |t| matches!(t, IndexTarget::Keys(_))) {
+                    Some(i) => Some(IndexClause {
+                        index: i.name.clone(),
+                        op: TermOp::Eq(key_path(&col.ty, k)?),
+                    }),
+                    None => None,
+                }
+            }
+            Filter::Compare(..) => {
+                match value_index(table, col).filter(|i| i.supports_ranges(table)) {
+                    Some(_) => {
+                        if !ranged.contains(&col.name.as_str()) {
+                            ranged.push(&col.name);
+                        }
+                        continue;
+                    }
+                    None => None,
+                }
+            }
+            Filter::In(_) => None,
+        };
+        match clause {
+            Some(c) => clauses.push(c),
+            None => all = false,
+        }
+    }
+    // Ranges from the relations themselves: the filters hold their bounds
+    // in the clustering encoding, the engine wants raw values.
+    for name in ranged {
+        let Some(col) = table.column(name) else {
+            continue;
+        };
+        let Some(index) = value_index(table, col) else {
+            continue;
+        };
+        for r in relations {
+            let Relation::Column {
+                column,
+                predicate: Predicate::Compare(op, term),
+            } = r
+            else {
+                continue;
+            };
+            if column != name {
+                continue;
+            }
+            let Some(v) = term_bytes(term, &col.ty, name, binds)? else {
+                continue;
+            };
+            let (lo, hi) = match op {
+                Operator::Gt => (Bound::Excluded(v), Bound::Unbounded),
+                Operator::Gte => (Bound::Included(v), Bound::Unbounded),
+                Operator::Lt => (Bound::Unbounded, Bound::Excluded(v)),
+                Operator::Lte => (Bound::Unbounded, Bound::Included(v)),
+                _ => continue,
+            };
+            clauses.push(IndexClause {
+                index: index.name.clone(),
+                op: TermOp::Range { lo, hi },
+            });
+        }
+    }
+    let query = (!clauses.is_empty()).then_some(IndexQuery { clauses });
+    Ok((query, all))
+}

@@ -1,0 +1,661 @@
+//! Storage-attached secondary indexes (SAI): every node indexes the data it
+//! holds, one index segment per SSTable and per index, plus an in-memory
+//! index per memtable.
+//!
+//! A segment is built while its SSTable is written (flush or compaction),
+//! so it always covers exactly that SSTable's data: there is no separate
+//! index log and no index that can lag its table. A segment maps *terms*
+//! (indexed values, in an order-preserving encoding) to the rows that hold
+//! a version of that value in the SSTable. Entries are candidates: a query
+//! reads each candidate row through the normal merged read and keeps it
+//! only if the merged, live row still matches, so overwritten values,
+//! deletions and expired TTLs never show (and stale entries cost a read,
+//! never a wrong answer).
+//!
+//! SSTables that have no segment for an index yet (opened at start-up,
+//! imported, or written before the index existed) get one built from their
+//! data: in the background when an index is created (the index is then
+//! "building" and queries are refused), lazily on first use otherwise.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gyre_common::{DecoratedKey, LocalTime, Partition, Row};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+/// Which part of a column's cells an index holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IndexedPart {
+    /// The value of a simple (or frozen) column.
+    Value,
+    /// The cell paths of a non-frozen collection: map keys, set elements.
+    Keys,
+    /// The cell values of a non-frozen list or map.
+    Values,
+    /// A map's (key, value) pairs.
+    Entries,
+}
+
+/// How terms sort, so that range predicates are a range of terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TermOrder {
+    /// Unsigned byte order (text, blobs, dates, uuids for equality).
+    Bytes,
+    /// Big-endian two's complement integers of one width (int, bigint,
+    /// timestamp, time, smallint, tinyint).
+    Signed,
+    /// IEEE floats (float, double).
+    Float,
+}
+
+/// One index of a table, as the engine sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IndexSpec {
+    pub name: String,
+    pub column: String,
+    pub part: IndexedPart,
+    pub order: TermOrder,
+    /// A static column: its entries stand for the whole partition.
+    #[serde(default)]
+    pub is_static: bool,
+}
+
+/// A predicate on one index. Values are the column's (or element's) raw
+/// CQL bytes; the engine maps them to terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TermOp {
+    Eq(Bytes),
+    Range { lo: Bound<Bytes>, hi: Bound<Bytes> },
+}
+
+/// One conjunct of an index query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexClause {
+    pub index: String,
+    pub op: TermOp,
+}
+
+/// An index query: rows matching every clause. Carried by a
+/// [`crate::ScanRequest`]; engines without indexes may ignore it (the
+/// query layer filters the rows again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexQuery {
+    pub clauses: Vec<IndexClause>,
+}
+
+impl IndexSpec {
+    /// The term of a raw value: bytes whose unsigned order is the CQL order.
+    pub fn term(&self, raw: &[u8]) -> Vec<u8> {
+        match self.order {
+            TermOrder::Bytes => raw.to_vec(),
+            TermOrder::Signed => {
+                let mut v = raw.to_vec();
+                if let Some(b) = v.first_mut() {
+                    *b ^= 0x80;
+                }
+                v
+            }
+            TermOrder::Float => {
+                let mut v = raw.to_vec();
+                if v.first().is_some_and(|b| b & 0x80 != 0) {
+                    for b in &mut v {
+                        *b = !*b;
+                    }
+                } else if let Some(b) = v.first_mut() {
+                    *b ^= 0x80;
+                }
+                v
+            }
+        }
+    }
+
+    /// The raw values this index holds for a row's cells: every cell with a
+    /// value (live or expiring; `now` given: only those live then).
+    pub fn row_values(&self, row: &Row, now: Option<LocalTime>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let col = self.column.as_bytes();
+        for (name, cell) in &row.cells {
+            if name.column.as_ref() != col {
+                continue;
+            }
+            let value = match now {
+                Some(now) => cell.value_at(now),
+                None => match &cell.value {
+                    gyre_common::CellValue::Live(v)
+                    | gyre_common::CellValue::Expiring { value: v, .. } => Some(v),
+                    gyre_common::CellValue::Tombstone { .. } => None,
+                },
+            };
+            let Some(value) = value else { continue };
+            match self.part {
+                IndexedPart::Value if name.path.is_empty() => out.push(value.to_vec()),
+                IndexedPart::Keys if !name.path.is_empty() => out.push(name.path.to_vec()),
+                IndexedPart::Values if !name.path.is_empty() => out.push(value.to_vec()),
+                IndexedPart::Entries if !name.path.is_empty() => {
+                    out.push(entry_value(&name.path, value))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn terms_of(&self, row: &Row) -> Vec<Vec<u8>> {
+        self.row_values(row, None)
+            .iter()
+            .map(|v| self.term(v))
+            .collect()
+    }
+
+    /// Index entries of a partition (as written to an SSTable or memtable).
+    fn entries(&self, p: &Partition, out: &mut Vec<Entry>) {
+        if self.is_static {
+            if let Some(r) = &p.static_row {
+                for t in self.terms_of(r) {
+                    out.push((t, p.key.clone(), None));
+                }
+            }
+            return;
+        }
+        for (ck, row) in &p.rows {
+            for t in self.terms_of(row) {
+                out.push((t, p.key.clone(), Some(ck.clone())));
+            }
+        }
+    }
+}
+
+/// The raw value an `entries()` index holds for a map entry (and what an
+/// `m[key] = value` predicate is given): the key, length-prefixed, then
+/// the value.
+pub fn entry_value(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + value.len() + 4);
+    v.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    v.extend_from_slice(key);
+    v.extend_from_slice(value);
+    v
+}
+
+impl TermOp {
+    /// The terms this predicate selects.
+    fn term_range(&self, spec: &IndexSpec) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        let map = |b: &Bound<Bytes>| match b {
+            Bound::Included(v) => Bound::Included(spec.term(v)),
+            Bound::Excluded(v) => Bound::Excluded(spec.term(v)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        match self {
+            TermOp::Eq(v) => {
+                let t = spec.term(v);
+                (Bound::Included(t.clone()), Bound::Included(t))
+            }
+            TermOp::Range { lo, hi } => (map(lo), map(hi)),
+        }
+    }
+
+    fn matches_term(&self, spec: &IndexSpec, term: &[u8]) -> bool {
+        let (lo, hi) = self.term_range(spec);
+        let above = match &lo {
+            Bound::Included(l) => term >= l.as_slice(),
+            Bound::Excluded(l) => term > l.as_slice(),
+            Bound::Unbounded => true,
+        };
+        let below = match &hi {
+            Bound::Included(h) => term <= h.as_slice(),
+            Bound::Excluded(h) => term < h.as_slice(),
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+
+    /// Whether a merged row, read at `now`, satisfies the predicate.
+    pub fn matches_row(&self, spec: &IndexSpec, row: &Row, now: LocalTime) -> bool {
+        spec.row_values(row, Some(now))
+            .iter()
+            .any(|v| self.matches_term(spec, &spec.term(v)))
+    }
+}
+
+/// Encodes an optional index query (for the coordinator's range messages).
+pub fn put_index_query(out: &mut Vec<u8>, q: Option<&IndexQuery>) {
+    use gyre_common::codec;
+    let Some(q) = q else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    codec::put_uvarint(out, q.clauses.len() as u64);
+    let bound = |out: &mut Vec<u8>, b: &Bound<Bytes>| match b {
+        Bound::Unbounded => out.push(0),
+        Bound::Included(v) => {
+            out.push(1);
+            codec::put_bytes(out, v);
+        }
+        Bound::Excluded(v) => {
+            out.push(2);
+            codec::put_bytes(out, v);
+        }
+    };
+    for c in &q.clauses {
+        codec::put_bytes(out, c.index.as_bytes());
+        match &c.op {
+            TermOp::Eq(v) => {
+                out.push(0);
+                codec::put_bytes(out, v);
+            }
+            TermOp::Range { lo, hi } => {
+                out.push(1);
+                bound(out, lo);
+                bound(out, hi);
+            }
+        }
+    }
+}
+
+/// Decodes what [`put_index_query`] wrote.
+pub fn get_index_query(
+    r: &mut gyre_common::codec::Reader<'_>,
+) -> gyre_common::codec::DecodeResult<Option<IndexQuery>> {
+    use gyre_common::codec::DecodeError;
+    let bad = |r: &gyre_common::codec::Reader<'_>, what| DecodeError {
+        offset: r.position(),
+        what,
+    };
+    match r.u8()? {
+        0 => return Ok(None),
+        1 => {}
+        _ => return Err(bad(r, "bad index query flag")),
+    }
+    let n = r.uvarint()?;
+    if n > 64 {
+        return Err(bad(r, "too many index clauses"));
+    }
+    let mut clauses = Vec::new();
+    for _ in 0..n {
+        let index = String::from_utf8(r.bytes()?.to_vec())
+            .map_err(|_| bad(r, "index name is not UTF-8"))?;
+        let bound = |r: &mut gyre_common::codec::Reader<'_>| -> gyre_common::codec::DecodeResult<Bound<Bytes>> {
+            Ok(match r.u8()? {
+                0 => Bound::Unbounded,
+                1 => Bound::Included(r.bytes()?),
+                2 => Bound::Excluded(r.bytes()?),
+                _ => return Err(bad(r, "bad index bound")),
+            })
+        };
+        let op = match r.u8()? {
+            0 => TermOp::Eq(r.bytes()?),
+            1 => TermOp::Range {
+                lo: bound(r)?,
+                hi: bound(r)?,
+            },
+            _ => return Err(bad(r, "bad index operator")),
+        };
+        clauses.push(IndexClause { index, op });
+    }
+    Ok(Some(IndexQuery { clauses }))
+}
+
+/// (term, partition, clustering key; `None` for a static column's entry,
+/// which stands for the whole partition).
+type Entry = (Vec<u8>, DecoratedKey, Option<Bytes>);
+
+/// The index of one SSTable for one index: entries sorted by term, then
+/// position.
+#[derive(Debug, Default)]
+pub struct Segment {
+    entries: Vec<Entry>,
+}
+
+impl Segment {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        lo: &Bound<Vec<u8>>,
+        hi: &'a Bound<Vec<u8>>,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        let start = match lo {
+            Bound::Included(l) => self.entries.partition_point(|e| e.0 < *l),
+            Bound::Excluded(l) => self.entries.partition_point(|e| e.0 <= *l),
+            Bound::Unbounded => 0,
+        };
+        self.entries[start..].iter().take_while(move |e| match hi {
+            Bound::Included(h) => e.0 <= *h,
+            Bound::Excluded(h) => e.0 < *h,
+            Bound::Unbounded => true,
+        })
+    }
+}
+
+/// Builds the segments of one SSTable as its partitions are written.
+#[derive(Debug, Default)]
+pub struct SegmentBuilder {
+    specs: Vec<IndexSpec>,
+    entries: Vec<Vec<Entry>>,
+}
+
+impl SegmentBuilder {
+    pub fn new(specs: &[IndexSpec]) -> Self {
+        SegmentBuilder {
+            specs: specs.to_vec(),
+            entries: specs.iter().map(|_| Vec::new()).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    pub fn add(&mut self, p: &Partition) {
+        for (spec, out) in self.specs.iter().zip(&mut self.entries) {
+            spec.entries(p, out);
+        }
+    }
+
+    pub fn finish(self) -> HashMap<String, Arc<Segment>> {
+        self.specs
+            .into_iter()
+            .zip(self.entries)
+            .map(|(spec, mut entries)| {
+                entries.sort();
+                entries.dedup();
+                (spec.name, Arc::new(Segment { entries }))
+            })
+            .collect()
+    }
+}
+
+/// The segments attached to one SSTable, by index name.
+#[derive(Debug, Default)]
+pub struct SegmentMap(RwLock<HashMap<String, Arc<Segment>>>);
+
+impl SegmentMap {
+    pub fn get(&self, index: &str) -> Option<Arc<Segment>> {
+        self.0.read().get(index).cloned()
+    }
+
+    pub fn insert_all(&self, segments: HashMap<String, Arc<Segment>>) {
+        self.0.write().extend(segments);
+    }
+
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.0.write().retain(|k, _| keep(k));
+    }
+}
+
+/// The in-memory index of one memtable.
+#[derive(Debug, Default)]
+pub struct MemIndex(Mutex<HashMap<String, BTreeSet<Entry>>>);
+
+impl MemIndex {
+    pub fn add(&self, specs: &[IndexSpec], p: &Partition) {
+        if specs.is_empty() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let mut g = self.0.lock();
+        for spec in specs {
+            buf.clear();
+            spec.entries(p, &mut buf);
+            if buf.is_empty() {
+                continue;
+            }
+            let set = g.entry(spec.name.clone()).or_default();
+            set.extend(buf.drain(..));
+        }
+    }
+
+    fn collect(
+        &self,
+        index: &str,
+        lo: &Bound<Vec<u8>>,
+        hi: &Bound<Vec<u8>>,
+        into: &mut Candidates,
+        within: &dyn Fn(&DecoratedKey) -> bool,
+    ) {
+        let g = self.0.lock();
+        let Some(set) = g.get(index) else { return };
+        let start = match lo {
+            Bound::Included(l) => Bound::Included((l.clone(), min_key(), None)),
+            Bound::Excluded(l) => {
+                // Past every entry of term `l`: the next term's first entry.
+                let mut next = l.clone();
+                next.push(0);
+                Bound::Included((next, min_key(), None))
+            }
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        for e in set.range((start, Bound::Unbounded)) {
+            let past = match hi {
+                Bound::Included(h) => e.0 > *h,
+                Bound::Excluded(h) => e.0 >= *h,
+                Bound::Unbounded => false,
+            };
+            if past {
+                break;
+            }
+            if within(&e.1) {
+                into.add(&e.1, e.2.as_ref());
+            }
+        }
+    }
+}
+
+fn min_key() -> DecoratedKey {
+    DecoratedKey {
+        token: i64::MIN,
+        key: Bytes::new(),
+    }
+}
+
+/// Candidate rows by partition: `None` means every row of the partition.
+#[derive(Debug, Default)]
+pub struct Candidates(pub BTreeMap<DecoratedKey, Option<BTreeSet<Bytes>>>);
+
+impl Candidates {
+    fn add(&mut self, key: &DecoratedKey, ck: Option<&Bytes>) {
+        let slot = self
+            .0
+            .entry(key.clone())
+            .or_insert_with(|| Some(BTreeSet::new()));
+        match (slot, ck) {
+            (Some(set), Some(ck)) => {
+                set.insert(ck.clone());
+            }
+            (slot, _) => *slot = None,
+        }
+    }
+
+    /// Keeps what both sides have.
+    fn intersect(self, other: Candidates) -> Candidates {
+        let mut out = BTreeMap::new();
+        let mut other = other.0;
+        for (k, mine) in self.0 {
+            let Some(theirs) = other.remove(&k) else {
+                continue;
+            };
+            let both = match (mine, theirs) {
+                (None, x) | (x, None) => x,
+                (Some(a), Some(b)) => {
+                    let i: BTreeSet<Bytes> = a.intersection(&b).cloned().collect();
+                    if i.is_empty() {
+                        continue;
+                    }
+                    Some(i)
+                }
+            };
+            out.insert(k, both);
+        }
+        Candidates(out)
+    }
+}
+
+/// Collects the candidates of a query from memtable indexes and segments.
+/// `segment_of` gives each SSTable's segment for an index (building it if
+/// needed). Returns `None` when a clause names an unknown index.
+pub(crate) fn candidates<'a>(
+    specs: &[IndexSpec],
+    query: &IndexQuery,
+    memtables: impl Iterator<Item = &'a MemIndex> + Clone,
+    segments: &dyn Fn(&IndexSpec) -> crate::Result<Vec<Arc<Segment>>>,
+    within: &dyn Fn(&DecoratedKey) -> bool,
+) -> crate::Result<Option<Candidates>> {
+    let mut acc: Option<Candidates> = None;
+    for clause in &query.clauses {
+        let Some(spec) = specs.iter().find(|s| s.name == clause.index) else {
+            return Ok(None);
+        };
+        let (lo, hi) = clause.op.term_range(spec);
+        let mut c = Candidates::default();
+        for m in memtables.clone() {
+            m.collect(&spec.name, &lo, &hi, &mut c, within);
+        }
+        for seg in segments(spec)? {
+            for e in seg.lookup(&lo, &hi) {
+                if within(&e.1) {
+                    c.add(&e.1, e.2.as_ref());
+                }
+            }
+        }
+        acc = Some(match acc {
+            None => c,
+            Some(a) => a.intersect(c),
+        });
+    }
+    Ok(acc)
+}
+
+/// Keeps the rows of a merged partition that satisfy every clause (for a
+/// static column's index: the partition's rows when its static row does).
+pub(crate) fn retain_matching(
+    specs: &[IndexSpec],
+    query: &IndexQuery,
+    p: &mut Partition,
+    now: LocalTime,
+) {
+    let mut row_clauses = Vec::new();
+    for clause in &query.clauses {
+        let Some(spec) = specs.iter().find(|s| s.name == clause.index) else {
+            continue;
+        };
+        if spec.is_static {
+            let ok = p
+                .static_row
+                .as_ref()
+                .is_some_and(|r| clause.op.matches_row(spec, r, now));
+            if !ok {
+                p.rows.clear();
+                p.static_row = None;
+                return;
+            }
+        } else {
+            row_clauses.push((spec, &clause.op));
+        }
+    }
+    if !row_clauses.is_empty() {
+        p.rows
+            .retain(|_, r| row_clauses.iter().all(|(s, op)| op.matches_row(s, r, now)));
+        // A row-level match says nothing about the partition's static row.
+        p.static_row = None;
+    }
+}
+
+/// Progress of building one index over a table's existing SSTables.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexBuild {
+    pub index: String,
+    pub sstables_total: usize,
+    pub sstables_done: usize,
+    pub done: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyre_common::{Cell, CellName};
+
+    fn spec(order: TermOrder) -> IndexSpec {
+        IndexSpec {
+            name: "i".into(),
+            column: "v".into(),
+            part: IndexedPart::Value,
+            order,
+            is_static: false,
+        }
+    }
+
+    #[test]
+    fn terms_sort_like_cql_values() {
+        let s = spec(TermOrder::Signed);
+        let ints = [-5i32, -1, 0, 3, 1000];
+        let terms: Vec<_> = ints.iter().map(|i| s.term(&i.to_be_bytes())).collect();
+        assert!(terms.windows(2).all(|w| w[0] < w[1]));
+        let f = spec(TermOrder::Float);
+        let floats = [-2.5f64, -0.1, 0.0, 0.5, 7.0];
+        let terms: Vec<_> = floats.iter().map(|x| f.term(&x.to_be_bytes())).collect();
+        assert!(terms.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn segment_lookup_and_candidates() {
+        let s = spec(TermOrder::Signed);
+        let mut b = SegmentBuilder::new(std::slice::from_ref(&s));
+        for k in 0..10i32 {
+            let mut p = Partition::with_key(Bytes::copy_from_slice(&k.to_be_bytes()));
+            let mut row = Row::default();
+            row.cells.insert(
+                CellName::simple("v"),
+                Cell::live(1, Bytes::copy_from_slice(&(k % 3).to_be_bytes())),
+            );
+            p.rows.insert(Bytes::from_static(b"c"), row);
+            b.add(&p);
+        }
+        let segs = b.finish();
+        let seg = segs["i"].clone();
+        let q = IndexQuery {
+            clauses: vec![IndexClause {
+                index: "i".into(),
+                op: TermOp::Eq(Bytes::copy_from_slice(&1i32.to_be_bytes())),
+            }],
+        };
+        let mem = MemIndex::default();
+        let c = candidates(
+            std::slice::from_ref(&s),
+            &q,
+            std::iter::once(&mem),
+            &|_| Ok(vec![seg.clone()]),
+            &|_| true,
+        )
+        .expect("ok")
+        .expect("known index");
+        assert_eq!(c.0.len(), 3); // 1, 4, 7
+        let range = IndexQuery {
+            clauses: vec![IndexClause {
+                index: "i".into(),
+                op: TermOp::Range {
+                    lo: Bound::Excluded(Bytes::copy_from_slice(&0i32.to_be_bytes())),
+                    hi: Bound::Unbounded,
+                },
+            }],
+        };
+        let c = candidates(
+            std::slice::from_ref(&s),
+            &range,
+            std::iter::once(&mem),
+            &|_| Ok(vec![seg.clone()]),
+            &|_| true,
+        )
+        .expect("ok")
+        .expect("known index");
+        assert_eq!(c.0.len(), 6);
+    }
+}
