@@ -119,6 +119,8 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             Ok(body) => Response::json(200, body),
             Err(e) => Response::text(500, e.to_string()),
         },
+        // Membership (see membership.rs): POST/GET /decommission, GET /streams.
+        (m, p @ ("/decommission" | "/streams")) => crate::membership::admin(shared, m, p),
         ("POST", "/failpoints") => set_failpoint(&req.body),
         ("DELETE", "/failpoints") => {
             failpoints::clear();

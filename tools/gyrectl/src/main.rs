@@ -388,6 +388,24 @@ enum ClusterCmd {
     },
     /// Stop every node gracefully (SIGTERM).
     Down,
+    /// Add nodes to the running cluster: each bootstraps (streams the data
+    /// of the ranges it takes over) and turns NORMAL before the next starts.
+    Add {
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long)]
+        gyre_bin: Option<PathBuf>,
+        /// Seconds to wait for each node to join.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// Decommission node N: it streams its data to the nodes taking over its
+    /// ranges, hands off its hints, leaves the ring and stops.
+    Decommission {
+        node: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Processes and the cluster as node 1 (or the first reachable node) sees it.
     Status,
     /// Stop node N gracefully (SIGTERM) and wait for it to exit.
@@ -606,6 +624,7 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
                 admin_port,
                 num_tokens,
                 extra_args: extra,
+                decommissioned: Vec::new(),
             };
             layout.ip(nodes)?;
             let c = LocalCluster::open_or_create(&dir, layout)?;
@@ -637,14 +656,43 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
         }
         ClusterCmd::Down => {
             let c = LocalCluster::open(&dir)?;
-            for n in 1..=c.layout.nodes {
+            let members = c.members();
+            for &n in &members {
                 c.signal_node(n, libc::SIGCONT)?;
                 c.signal_node(n, libc::SIGTERM)?;
             }
-            for n in 1..=c.layout.nodes {
+            for &n in &members {
                 c.wait_exit(n, Duration::from_secs(30))?;
             }
-            println!("all {} nodes stopped", c.layout.nodes);
+            println!("all {} nodes stopped", members.len());
+            Ok(())
+        }
+        ClusterCmd::Add {
+            count,
+            gyre_bin,
+            timeout_secs,
+        } => {
+            let mut c = LocalCluster::open(&dir)?;
+            let bin = gyrectl::find_gyre_bin(gyre_bin.as_deref())?;
+            for _ in 0..count {
+                let t0 = Instant::now();
+                let n = c.add_node(&bin, Duration::from_secs(timeout_secs))?;
+                println!(
+                    "node {n} joined (UN) after {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            print_cluster(&c);
+            Ok(())
+        }
+        ClusterCmd::Decommission { node, timeout_secs } => {
+            let mut c = LocalCluster::open(&dir)?;
+            let t0 = Instant::now();
+            c.decommission(node, Duration::from_secs(timeout_secs))?;
+            println!(
+                "node {node} decommissioned after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         ClusterCmd::Status => {
@@ -790,7 +838,7 @@ fn print_cluster(c: &LocalCluster) {
         "{:<6}{:<18}{:<10}{:<8}",
         "Node", "Address", "Process", "Pid"
     );
-    for n in 1..=c.layout.nodes {
+    for n in c.members() {
         let addr = c
             .layout
             .internode_addr(n)
