@@ -349,3 +349,65 @@ fn python_driver_sees_a_joining_node_and_routes_to_it() {
         c.logs()
     );
 }
+
+#[test]
+fn removenode_of_a_dead_node_streams_its_ranges_and_refuses_a_live_one() {
+    let c = TestCluster::new(4, 101);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "4",
+        "--ip-prefix",
+        "127.0.101",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+    ]);
+    populate(&c, "base", 5_000);
+    let host_id = |n: usize| c.status(n).expect("status").host_id;
+    let (live, dead) = (host_id(3), host_id(4));
+    c.gyrectl_ok(&["cluster", "kill", "4"]);
+    c.wait_until("node 1 sees node 4 DOWN", Duration::from_secs(30), || {
+        c.sees(1, 4, false)
+    });
+
+    let out = c.gyrectl(&["removenode", &live, "--host", "127.0.101.1"]);
+    assert!(!out.status.success());
+    assert!(
+        show(&out).contains(
+            "Node /127.0.101.3:7000 is alive and owns this ID. Use decommission command to \
+             remove it from the ring"
+        ),
+        "{}",
+        show(&out)
+    );
+    let out = c.gyrectl(&["removenode", "force", "--host", "127.0.101.1"]);
+    assert!(
+        show(&out).contains("No tokens to force removal on"),
+        "{}",
+        show(&out)
+    );
+
+    c.gyrectl_ok(&["removenode", &dead, "--host", "127.0.101.1"]);
+    for n in 1..=3 {
+        c.wait_until(
+            &format!("node {n} forgets node 4"),
+            Duration::from_secs(30),
+            || c.view(n, 4).is_none(),
+        );
+    }
+    let status = c.gyrectl_ok(&["removenode", "status", "--host", "127.0.101.1"]);
+    assert!(status.contains("\"done\""), "{status}");
+    // Before any read could repair them: the three nodes (RF 3) each hold
+    // every row again, streamed from the remaining replicas.
+    let digest = c.gyrectl_ok(&["cluster", "digest", "gyre_stress.base"]);
+    assert!(digest.contains("replicas agree"), "{digest}");
+    for node in 1..=3 {
+        validate(&c, node, "base", 5_000, "ALL");
+    }
+}

@@ -39,6 +39,7 @@ mod error;
 pub mod http;
 mod membership;
 mod node;
+mod removenode;
 mod repair;
 mod replication;
 mod snapshots;

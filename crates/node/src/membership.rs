@@ -54,6 +54,10 @@ pub(crate) struct Membership {
     pub left: watch::Sender<bool>,
     /// What the last decommission did (`GET /decommission`).
     last: Mutex<Option<String>>,
+    /// The removal this node coordinates (`removenode`), if any.
+    pub removal: Mutex<Option<crate::removenode::RemovalStatus>>,
+    /// Wakes a removal waiting for its streams (`removenode force`).
+    pub force_removal: tokio::sync::Notify,
 }
 
 impl Default for Membership {
@@ -62,6 +66,8 @@ impl Default for Membership {
             leaving: AtomicBool::new(false),
             left: watch::channel(false).0,
             last: Mutex::new(None),
+            removal: Mutex::new(None),
+            force_removal: tokio::sync::Notify::new(),
         }
     }
 }
@@ -88,7 +94,9 @@ pub(crate) fn report(shared: &Shared) -> DecommissionReport {
 }
 
 /// Replicated keyspaces and their tables.
-fn keyspaces(qp: &QueryProcessor) -> BTreeMap<String, (ReplicationStrategy, Vec<TableId>)> {
+pub(crate) fn keyspaces(
+    qp: &QueryProcessor,
+) -> BTreeMap<String, (ReplicationStrategy, Vec<TableId>)> {
     let schema = qp.schema();
     let mut out = BTreeMap::new();
     for (name, ks) in schema.keyspaces() {
@@ -147,13 +155,13 @@ fn local_info(shared: &Shared) -> NodeInfo {
     }
 }
 
-fn is_alive(shared: &Shared) -> impl Fn(HostId) -> bool {
+pub(crate) fn is_alive(shared: &Shared) -> impl Fn(HostId) -> bool {
     let live = shared.liveness.load_full();
     move |h| live.live.contains(&h)
 }
 
 /// Another node joining or leaving, unless this one.
-fn other_movement(ring: &TokenMetadata, me: HostId) -> bool {
+pub(crate) fn other_movement(ring: &TokenMetadata, me: HostId) -> bool {
     ring.bootstrapping().any(|(h, _)| *h != me) || ring.leaving().any(|h| *h != me)
 }
 
@@ -507,7 +515,12 @@ async fn hand_off_hints(shared: &Arc<Shared>) {
 }
 
 /// The membership routes of the admin endpoint.
-pub(crate) fn admin(shared: &Arc<Shared>, method: &str, path: &str) -> crate::http::Response {
+pub(crate) fn admin(
+    shared: &Arc<Shared>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> crate::http::Response {
     use crate::http::Response;
     let json = |v: serde_json::Result<Vec<u8>>| match v {
         Ok(body) => Response::json(200, body),
@@ -519,6 +532,10 @@ pub(crate) fn admin(shared: &Arc<Shared>, method: &str, path: &str) -> crate::ht
             Err(e) => Response::text(400, format!("{e}\n")),
         },
         ("GET", "/decommission") => json(serde_json::to_vec_pretty(&report(shared))),
+        ("POST", "/removenode") => crate::removenode::start(shared, body),
+        ("GET", "/removenode") => json(serde_json::to_vec_pretty(
+            &shared.membership.removal.lock().clone(),
+        )),
         ("GET", "/streams") => json(serde_json::to_vec_pretty(&shared.streams.list())),
         _ => Response::text(405, "method not allowed\n"),
     }

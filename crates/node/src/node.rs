@@ -210,6 +210,31 @@ impl Shared {
         self.publish_ring(Some(ring));
     }
 
+    /// Marks `host` as leaving in this node's ring (a removal in progress:
+    /// its ranges' new owners become pending replicas). False if unknown.
+    pub(crate) fn mark_removing(&self, host: HostId) -> bool {
+        let ring = {
+            let mut core = self.core.lock();
+            if core.ring.add_leaving(host).is_err() {
+                return false;
+            }
+            core.ring.clone()
+        };
+        self.publish_ring(Some(ring));
+        true
+    }
+
+    /// Forgets a removed peer: out of gossip (quarantined) and the ring.
+    pub(crate) fn forget_peer(&self, ep: Endpoint) {
+        let ring = {
+            let mut core = self.core.lock();
+            let now = self.now_ms();
+            core.gossiper.remove_endpoint(ep, now);
+            self.absorb_events(&mut core)
+        };
+        self.publish_ring(ring);
+    }
+
     pub(crate) fn set_local_state(&self, key: AppStateKey, value: String) {
         self.core.lock().gossiper.set_local_state(key, value);
     }
@@ -579,6 +604,7 @@ impl Node {
         register_schema_verbs(&shared, &qp, &server_cfg.events);
         crate::streaming::register_verbs(&shared);
         crate::membership::register_verbs(&shared);
+        crate::removenode::register_verbs(&shared);
         qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));
         qp.set_datacenters(datacenter_source(Arc::downgrade(&shared)));
 

@@ -97,6 +97,22 @@ enum Cmd {
         #[arg(long)]
         depth: Option<u8>,
     },
+    /// Remove a dead node from the ring (`nodetool removenode`): the
+    /// remaining replicas stream its ranges to their new owners. Refused
+    /// for a live node. `status` shows the removal this node coordinates;
+    /// `force` finishes it without waiting for the streams.
+    Removenode {
+        /// A host id (see `status`), `status` or `force`.
+        what: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The node's admin HTTP port.
+        #[arg(long, default_value_t = 9180)]
+        port: u16,
+        /// Seconds to wait for the removal to finish.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Cluster state as one node sees it, like `nodetool status`.
     Status {
         #[arg(long, default_value = "127.0.0.1")]
@@ -490,6 +506,57 @@ fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow:
     }
 }
 
+/// `removenode HOST_ID|status|force` through a node's admin endpoint.
+fn removenode(addr: std::net::SocketAddr, what: &str, timeout: Duration) -> anyhow::Result<()> {
+    use gyre_node::http::request;
+    let status = || -> anyhow::Result<serde_json::Value> {
+        let (code, body) = request(addr, "GET", "/removenode", None, Duration::from_secs(5))?;
+        if code != 200 {
+            bail!("HTTP {code}: {}", body.trim());
+        }
+        Ok(serde_json::from_str(&body)?)
+    };
+    let body = match what {
+        "status" => {
+            let s = status()?;
+            if s.is_null() {
+                println!("RemovalStatus: No removals in process.");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            }
+            return Ok(());
+        }
+        "force" => serde_json::json!({ "force": true }),
+        id => serde_json::json!({ "host_id": id }),
+    };
+    let (code, text) = request(
+        addr,
+        "POST",
+        "/removenode",
+        Some(body.to_string().as_bytes()),
+        Duration::from_secs(10),
+    )?;
+    if code != 202 {
+        bail!("{}", text.trim());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = status()?;
+        match s["state"].as_str() {
+            Some("done") => {
+                println!("Removal of {} ({}) done", s["host_id"], s["address"]);
+                return Ok(());
+            }
+            Some(st) if st.starts_with("failed") => bail!("removal {st}"),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            bail!("the removal did not finish within {} s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -503,6 +570,21 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
+        Cmd::Removenode {
+            what,
+            host,
+            port,
+            timeout_secs,
+        } => {
+            let ip = host
+                .parse()
+                .with_context(|| format!("--host {host}: not an IP address"))?;
+            removenode(
+                std::net::SocketAddr::new(ip, port),
+                &what,
+                Duration::from_secs(timeout_secs),
+            )
+        }
         cmd @ (Cmd::Snapshot { .. }
         | Cmd::CompactionStats { .. }
         | Cmd::ListSnapshots { .. }
