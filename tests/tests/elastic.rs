@@ -88,7 +88,7 @@ fn finish_load(c: &TestCluster, load: Child, json: &Path) {
 }
 
 /// Reads every key of `table` through node `node` only (the native client
-/// talks to its contact point alone) at `cl`: 0 missing, 0 wrong.
+/// sends every request to that coordinator) at `cl`: 0 missing, 0 wrong.
 fn validate(c: &TestCluster, node: usize, table: &str, keys: u64, cl: &str) {
     let k = keys.to_string();
     let out = stress_cmd(
@@ -98,6 +98,7 @@ fn validate(c: &TestCluster, node: usize, table: &str, keys: u64, cl: &str) {
             "--validate",
             "--driver",
             "native",
+            "--coordinator-only",
             "--table",
             table,
             "--keys",
@@ -409,5 +410,112 @@ fn removenode_of_a_dead_node_streams_its_ranges_and_refuses_a_live_one() {
     assert!(digest.contains("replicas agree"), "{digest}");
     for node in 1..=3 {
         validate(&c, node, "base", 5_000, "ALL");
+    }
+}
+
+/// Node `n`'s streaming sessions (`GET /streams`), if it answers.
+fn streams(c: &TestCluster, n: usize) -> Option<serde_json::Value> {
+    let (code, body) =
+        gyre_node::http::request(c.admin(n), "GET", "/streams", None, Duration::from_secs(2))
+            .ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+#[test]
+fn a_killed_bootstrap_resumes_after_a_restart() {
+    let c = TestCluster::new(4, 102);
+    // 1 MiB/s: streaming the new node's share takes a few seconds.
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.102",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+        "--stream-throughput-mb-per-sec",
+        "1",
+    ]);
+    populate(&c, "base", 20_000);
+    std::thread::scope(|s| {
+        let add = s.spawn(|| c.gyrectl(&["cluster", "add"]));
+        c.wait_until("node 4 streaming", Duration::from_secs(60), || {
+            streams(&c, 4).is_some_and(|v| {
+                v.as_array()
+                    .is_some_and(|a| a.iter().any(|s| s["bytes"].as_u64() > Some(0)))
+            })
+        });
+        c.gyrectl_ok(&["cluster", "kill", "4"]);
+        let out = add.join().expect("add");
+        assert!(
+            !out.status.success(),
+            "the add should fail with its node killed"
+        );
+    });
+    let state = std::fs::read_to_string(c.cluster_dir().join("node4/data/node_state.json"))
+        .expect("node_state.json");
+    assert!(state.contains("\"bootstrapped\": false"), "{state}");
+    c.gyrectl_ok(&["cluster", "start", "4"]);
+    let state = std::fs::read_to_string(c.cluster_dir().join("node4/data/node_state.json"))
+        .expect("node_state.json");
+    assert!(state.contains("\"bootstrapped\": true"), "{state}");
+    for cl in ["ONE", "QUORUM"] {
+        validate(&c, 4, "base", 20_000, cl);
+    }
+}
+
+#[test]
+fn a_join_with_a_source_down_is_refused_unless_overridden() {
+    let c = TestCluster::new(4, 103);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.103",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+    ]);
+    populate(&c, "base", 3_000);
+    c.gyrectl_ok(&["cluster", "kill", "3"]);
+    c.wait_until("node 1 sees node 3 DOWN", Duration::from_secs(30), || {
+        c.sees(1, 3, false)
+    });
+    // RF 3 on 3 nodes: every range the new node takes is given up by one
+    // replica, node 3 among them.
+    let out = c.gyrectl(&["cluster", "add", "--timeout-secs", "60"]);
+    assert!(!out.status.success());
+    let log = gyrectl::tail(&c.cluster_dir().join("node4/gyre.log"), 50);
+    assert!(
+        log.contains("A node required to move the data consistently is down (/127.0.103.3)"),
+        "{log}"
+    );
+    // The documented override: stream from any live replica.
+    let conf = c.cluster_dir().join("node4/gyre.toml");
+    let text = std::fs::read_to_string(&conf).expect("gyre.toml");
+    assert!(text.contains("consistent_rangemovement = true"), "{text}");
+    std::fs::write(
+        &conf,
+        text.replace(
+            "consistent_rangemovement = true",
+            "consistent_rangemovement = false",
+        ),
+    )
+    .expect("write gyre.toml");
+    c.gyrectl_ok(&["cluster", "start", "4"]);
+    for cl in ["ONE", "QUORUM"] {
+        validate(&c, 4, "base", 3_000, cl);
     }
 }

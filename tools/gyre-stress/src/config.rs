@@ -119,6 +119,11 @@ pub struct Options {
     /// No interval lines or progress bar; only the summary.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// With `--driver native`: send every request to the first contact
+    /// point, which coordinates them all (to check what one node serves),
+    /// instead of routing each to a replica of its key.
+    #[arg(long, global = true)]
+    pub coordinator_only: bool,
 }
 
 /// The client that carries the load.
