@@ -168,6 +168,16 @@ fn three_to_five_and_back_under_quorum_load_loses_nothing() {
     finish_load(&c, load, &json);
     let status = c.gyrectl_ok(&["status", "--host", "127.0.100.1"]);
     assert_eq!(status.matches("UN  ").count(), 5, "{status}");
+    // Balanced: every node owns its fifth of the ring within ±25%.
+    let report = c.status(1).expect("status");
+    for e in &report.endpoints {
+        assert!(
+            (0.15..=0.25).contains(&e.ownership),
+            "{} owns {:.3} of the ring",
+            e.address,
+            e.ownership
+        );
+    }
     for node in 1..=5 {
         for cl in ["QUORUM", "ONE"] {
             validate(&c, node, "base", base, cl);
@@ -193,6 +203,11 @@ fn three_to_five_and_back_under_quorum_load_loses_nothing() {
     assert!(
         partitions > base / 2,
         "node 4 streamed {partitions} partitions"
+    );
+    let netstats = c.gyrectl_ok(&["netstats", "--host", "127.0.100.4"]);
+    assert!(
+        netstats.contains("bootstrap") && netstats.contains("[##########]"),
+        "{netstats}"
     );
 
     // Decommission two of them under the same load, back to three nodes.

@@ -57,7 +57,7 @@ pub struct StreamRange {
 }
 
 /// Progress of one streaming session (one peer, one direction).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct SessionReport {
     pub id: u64,
     /// What started it: `bootstrap` or `decommission`.

@@ -734,6 +734,48 @@ pub fn format_status(r: &StatusReport) -> String {
     out
 }
 
+/// `nodetool netstats`: one line per streaming session with a progress bar
+/// over its ranges.
+pub fn format_netstats(node: &str, sessions: &[gyre_node::SessionReport]) -> String {
+    let mut out = String::new();
+    if sessions.is_empty() {
+        let _ = writeln!(out, "{node}: not sending or receiving any streams.");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{node}:\n{:<4}{:<14}{:<5}{:<22}{:<24}{:>10}{:>12}{:>11}  State",
+        "Id", "Operation", "Dir", "Peer", "Ranges", "Rows", "Bytes", "MiB/s"
+    );
+    for s in sessions {
+        let width = 10;
+        let filled = (s.ranges_done * width as u64)
+            .checked_div(s.ranges_total)
+            .map_or(width, |f| f as usize);
+        let bar = format!(
+            "[{}{}] {}/{}",
+            "#".repeat(filled.min(width)),
+            " ".repeat(width - filled.min(width)),
+            s.ranges_done,
+            s.ranges_total
+        );
+        let _ = writeln!(
+            out,
+            "{:<4}{:<14}{:<5}{:<22}{:<24}{:>10}{:>12}{:>11.1}  {}",
+            s.id,
+            s.operation,
+            s.direction,
+            s.peer,
+            bar,
+            s.partitions,
+            human_bytes(s.bytes as f64),
+            s.rate_mib_per_sec,
+            s.state
+        );
+    }
+    out
+}
+
 /// The `gyre` binary: `explicit`, else `$GYRE_BIN`, else next to this executable.
 pub fn find_gyre_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {

@@ -113,6 +113,12 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Streaming sessions of a node (bootstrap, decommission, removenode),
+    /// like `nodetool netstats`: peer, ranges, rows, bytes, rate, progress.
+    Netstats {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
     /// Cluster state as one node sees it, like `nodetool status`.
     Status {
         #[arg(long, default_value = "127.0.0.1")]
@@ -570,6 +576,26 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
+        Cmd::Netstats { node } => {
+            for addr in node.addrs()? {
+                let (code, body) = gyre_node::http::request(
+                    addr,
+                    "GET",
+                    "/streams",
+                    None,
+                    Duration::from_secs(5),
+                )?;
+                if code != 200 {
+                    bail!("{addr}: HTTP {code}: {}", body.trim());
+                }
+                let sessions: Vec<gyre_node::SessionReport> = serde_json::from_str(&body)?;
+                println!(
+                    "{}",
+                    gyrectl::format_netstats(&addr.ip().to_string(), &sessions)
+                );
+            }
+            Ok(())
+        }
         Cmd::Removenode {
             what,
             host,
