@@ -5,6 +5,9 @@
 //! - [`ReplicationStrategy`]: Cassandra's `SimpleStrategy` and
 //!   `NetworkTopologyStrategy` replica placement, pending replicas during
 //!   joins and leaves, and a per-range cache ([`ReplicaPlan`]).
+//! - Range movements: what a joining node fetches from whom
+//!   ([`bootstrap_sources`]) and what a leaving node hands to whom
+//!   ([`leave_targets`], refused by [`check_leave`]).
 //! - [`Gossiper`]: Cassandra's SYN/ACK/ACK2 gossip with generations,
 //!   versioned application states, seeds, graceful shutdown and membership
 //!   events, driven by [`Gossiper::tick`] and [`Gossiper::step`].
@@ -18,6 +21,7 @@
 mod error;
 mod failure_detector;
 mod gossip;
+mod movement;
 mod placement;
 mod ring;
 
@@ -27,5 +31,6 @@ pub use gossip::{
     encode_tokens, AppStateKey, Endpoint, EndpointState, GossipConfig, GossipDigest, GossipMessage,
     Gossiper, MembershipEvent, NodeStatus, Outgoing, VersionedValue,
 };
+pub use movement::{bootstrap_sources, check_leave, leave_targets, RangeMove};
 pub use placement::{PlannedRange, ReplicaPlan, ReplicationStrategy};
 pub use ring::{range_width, HostId, NodeInfo, TokenMetadata, DEFAULT_NUM_TOKENS};

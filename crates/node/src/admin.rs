@@ -153,6 +153,10 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             Ok(body) => Response::json(200, body),
             Err(e) => Response::text(500, e.to_string()),
         },
+        // Membership (see membership.rs): /decommission, /removenode, /streams.
+        (m, p @ ("/decommission" | "/removenode" | "/streams")) => {
+            crate::membership::admin(shared, m, p, &req.body)
+        }
         ("POST", "/failpoints") => set_failpoint(&req.body),
         ("DELETE", "/failpoints") => {
             failpoints::clear();

@@ -165,6 +165,19 @@ pub struct ClusterConfig {
     pub num_tokens: usize,
     pub datacenter: String,
     pub rack: String,
+    /// A new node joining a cluster that holds keyspaces streams its ranges
+    /// before serving (Cassandra's `auto_bootstrap`).
+    pub auto_bootstrap: bool,
+    /// How long a joining or leaving node waits after announcing it, so that
+    /// every coordinator sends writes to the pending replicas before data
+    /// moves (Cassandra's RING_DELAY, 30 s).
+    pub ring_delay_ms: u64,
+    /// Stream each range from the replica that gives it up, refusing when
+    /// that replica is down (Cassandra's `cassandra.consistent.rangemovement`).
+    /// `false` streams from any live replica, and allows concurrent joins.
+    pub consistent_rangemovement: bool,
+    /// Streaming throughput cap per session driver, MiB/s (0 = unlimited).
+    pub stream_throughput_mb_per_sec: u64,
 }
 
 impl Default for ClusterConfig {
@@ -175,6 +188,10 @@ impl Default for ClusterConfig {
             num_tokens: 16,
             datacenter: "dc1".into(),
             rack: "rack1".into(),
+            auto_bootstrap: true,
+            ring_delay_ms: 30_000,
+            consistent_rangemovement: true,
+            stream_throughput_mb_per_sec: 64,
         }
     }
 }
@@ -484,6 +501,18 @@ pub struct Overrides {
     /// words are strings); repeatable, applied after the other flags.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
+    /// `cluster.auto_bootstrap`.
+    #[arg(long)]
+    pub auto_bootstrap: Option<bool>,
+    /// `cluster.ring_delay_ms`.
+    #[arg(long)]
+    pub ring_delay_ms: Option<u64>,
+    /// `cluster.consistent_rangemovement`.
+    #[arg(long)]
+    pub consistent_rangemovement: Option<bool>,
+    /// `cluster.stream_throughput_mb_per_sec`.
+    #[arg(long)]
+    pub stream_throughput_mb_per_sec: Option<u64>,
 }
 
 /// `CommitlogSync` for clap (kept apart so the config type stays serde-only).
@@ -586,6 +615,16 @@ impl NodeConfig {
         set(&mut self.cluster.num_tokens, &o.num_tokens);
         set(&mut self.cluster.datacenter, &o.datacenter);
         set(&mut self.cluster.rack, &o.rack);
+        set(&mut self.cluster.auto_bootstrap, &o.auto_bootstrap);
+        set(&mut self.cluster.ring_delay_ms, &o.ring_delay_ms);
+        set(
+            &mut self.cluster.consistent_rangemovement,
+            &o.consistent_rangemovement,
+        );
+        set(
+            &mut self.cluster.stream_throughput_mb_per_sec,
+            &o.stream_throughput_mb_per_sec,
+        );
         set(&mut self.network.listen_address, &o.listen_address);
         set(&mut self.network.internode_port, &o.internode_port);
         if o.cql_address.is_some() {

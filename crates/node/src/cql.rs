@@ -187,7 +187,13 @@ impl CqlHandler {
         let local = self.shared.local;
         let peers = g
             .endpoint_states()
-            .filter(|(ep, st)| **ep != local && !st.is_dead_state())
+            // Ring members only, as Cassandra: a joining node is not a peer
+            // until it is NORMAL (drivers would route requests to it).
+            .filter(|(ep, st)| {
+                **ep != local
+                    && !st.is_dead_state()
+                    && st.status() != Some(gyre_cluster::NodeStatus::Bootstrapping)
+            })
             .map(|(ep, st)| PeerInfo {
                 peer: ep.ip(),
                 peer_port: ep.port(),

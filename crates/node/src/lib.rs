@@ -24,8 +24,10 @@
 //!   prepared statements (MD5 ids, bounded cache) and the virtual `system`
 //!   and `system_schema` tables drivers read.
 //!
-//! Not here yet: replicated reads and writes, bootstrap streaming,
-//! decommission.
+//! - [`membership`](crate::membership) and `streaming`: a node joining a
+//!   running cluster (BOOT, ring delay, streaming its ranges, NORMAL) and
+//!   leaving it (`POST /decommission`: LEAVING, streaming, hints handed
+//!   off, LEFT, stop); `GET /streams` shows the streaming sessions.
 
 mod admin;
 pub use admin::CompactionStats;
@@ -35,12 +37,15 @@ mod cql;
 mod digest;
 mod error;
 pub mod http;
+mod membership;
 mod node;
+mod removenode;
 mod repair;
 mod replication;
 mod snapshots;
 mod state;
 mod status;
+mod streaming;
 mod system_tables;
 
 pub use config::{NodeConfig, Overrides};
@@ -53,3 +58,4 @@ pub use repair::{RepairRequest, RepairSession, TableRepair};
 pub use snapshots::SnapshotRequest;
 pub use state::NodeState;
 pub use status::{EndpointReport, HintsReport, StatusReport};
+pub use streaming::SessionReport;

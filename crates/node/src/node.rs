@@ -123,6 +123,10 @@ pub(crate) struct Shared {
     pub(crate) repairs: crate::repair::Repairs,
     /// The replica stage's counters (rendered in `/metrics`).
     pub replica_stage: OnceLock<Arc<gyre_coordinator::ReplicaStage>>,
+    /// Streaming sessions (bootstrap, decommission) for `/streams`.
+    pub(crate) streams: crate::streaming::Streams,
+    /// Decommission state; `left` stops the node.
+    pub(crate) membership: crate::membership::Membership,
     start: Instant,
     pub rounds: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -157,6 +161,11 @@ impl Shared {
     /// messenger has no flush, but the messages are on the urgent
     /// connections already.
     async fn announce_shutdown(&self) {
+        if self.membership.has_left() {
+            // LEFT must stay this node's last word: `shutdown` would put
+            // its tokens back in the peers' rings.
+            return;
+        }
         let out = {
             let mut core = self.core.lock();
             let now = self.now_ms();
@@ -185,6 +194,45 @@ impl Shared {
                 debug!(to = %o.to, error = %e, "gossip send failed");
             }
         }
+    }
+
+    /// Publishes this node's ring status (BOOT, NORMAL, LEAVING, LEFT) with
+    /// its tokens, and applies it to the local ring at once.
+    pub(crate) fn set_ring_status(&self, status: NodeStatus, tokens: &[Token]) {
+        let ring = {
+            let mut core = self.core.lock();
+            core.gossiper.set_tokens(tokens);
+            core.gossiper.set_status(status);
+            core.sync_ring(self.local);
+            self.publish_liveness(&core, &[]);
+            core.ring.clone()
+        };
+        self.publish_ring(Some(ring));
+    }
+
+    /// Marks `host` as leaving in this node's ring (a removal in progress:
+    /// its ranges' new owners become pending replicas). False if unknown.
+    pub(crate) fn mark_removing(&self, host: HostId) -> bool {
+        let ring = {
+            let mut core = self.core.lock();
+            if core.ring.add_leaving(host).is_err() {
+                return false;
+            }
+            core.ring.clone()
+        };
+        self.publish_ring(Some(ring));
+        true
+    }
+
+    /// Forgets a removed peer: out of gossip (quarantined) and the ring.
+    pub(crate) fn forget_peer(&self, ep: Endpoint) {
+        let ring = {
+            let mut core = self.core.lock();
+            let now = self.now_ms();
+            core.gossiper.remove_endpoint(ep, now);
+            self.absorb_events(&mut core)
+        };
+        self.publish_ring(ring);
     }
 
     pub(crate) fn set_local_state(&self, key: AppStateKey, value: String) {
@@ -292,7 +340,6 @@ impl Core {
                 } => info!(%endpoint, generation, "peer restarted"),
                 MembershipEvent::Joined { endpoint, .. } => {
                     info!(%endpoint, "peer discovered");
-                    out.topology.push((*endpoint, true));
                 }
                 MembershipEvent::StatusChanged { endpoint, status } => {
                     info!(%endpoint, status = ?status, "peer status changed")
@@ -313,7 +360,6 @@ impl Core {
                 MembershipEvent::StateChanged { .. } => {}
                 MembershipEvent::Removed(ep) => {
                     info!(endpoint = %ep, "peer removed");
-                    out.topology.push((*ep, false));
                 }
             }
             let ep = match ev {
@@ -331,10 +377,24 @@ impl Core {
                     continue;
                 }
             };
+            // Drivers hear NEW_NODE when a node becomes a normal member
+            // (not while it joins) and REMOVED_NODE when it stops being one,
+            // as Cassandra tells them.
+            let was = self.normal_member(ep);
             self.sync_ring(ep);
+            let is = self.normal_member(ep);
+            if was != is {
+                out.topology.push((ep, is));
+            }
             out.ring_changed = true;
         }
         out
+    }
+
+    fn normal_member(&self, ep: Endpoint) -> bool {
+        self.ring_hosts
+            .get(&ep)
+            .is_some_and(|h| self.ring.is_normal(h))
     }
 
     /// Re-derives `ep`'s ring membership from its gossip state.
@@ -510,6 +570,8 @@ impl Node {
             coordinator: OnceLock::new(),
             repairs: Default::default(),
             replica_stage: OnceLock::new(),
+            streams: Default::default(),
+            membership: Default::default(),
             start,
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
@@ -555,6 +617,9 @@ impl Node {
         let _ = shared.coordinator.set(coordinator.clone());
         let _ = shared.qp.set(qp.clone());
         register_schema_verbs(&shared, &qp, &server_cfg.events);
+        crate::streaming::register_verbs(&shared);
+        crate::membership::register_verbs(&shared);
+        crate::removenode::register_verbs(&shared);
         qp.set_schema_listener(schema_listener(Arc::downgrade(&shared)));
         qp.set_datacenters(datacenter_source(Arc::downgrade(&shared)));
         qp.set_guardrails(cfg.limits.guardrails());
@@ -587,9 +652,29 @@ impl Node {
             stop_rx.clone(),
         )));
 
+        // Schema pulls and hint delivery run from the start: a joining
+        // node needs the cluster's schema before it can stream.
+        tasks.push(tokio::spawn(load_loop(
+            shared.clone(),
+            data_dir.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(sync_loop(
+            shared.clone(),
+            qp.clone(),
+            coordinator,
+            server_cfg.events.clone(),
+            cfg.hints.throttle_kib_per_sec.saturating_mul(1024),
+            stop_rx.clone(),
+        )));
+
+        let mut joins_existing = false;
         let tokens = if persisted.tokens.is_empty() {
-            let tokens = choose_tokens(&shared, &seeds).await?;
+            let (tokens, existing) = choose_tokens(&shared, &seeds).await?;
+            joins_existing = existing;
             persisted.tokens = tokens.clone();
+            // Recorded before streaming: a restart resumes the bootstrap.
+            persisted.bootstrapped = !(existing && cfg.cluster.auto_bootstrap);
             persisted.save(&data_dir)?;
             tokens
         } else {
@@ -602,30 +687,27 @@ impl Node {
             }
             persisted.tokens.clone()
         };
-        let ring = {
-            let mut core = shared.core.lock();
-            core.gossiper.set_tokens(&tokens);
-            core.gossiper.set_status(NodeStatus::Normal);
-            core.sync_ring(local);
-            shared.publish_liveness(&core, &[]);
-            core.ring.clone()
-        };
-        shared.publish_ring(Some(ring));
+        if !persisted.bootstrapped {
+            if !joins_existing {
+                // A resumed bootstrap: learn the ring again first.
+                wait_for_ring(&shared, &seeds).await?;
+            }
+            let schema_wait = Duration::from_millis(cfg.gossip.seed_wait_ms.max(10_000));
+            if !crate::membership::wait_schema_agreement(&shared, &qp, schema_wait).await {
+                warn!("no schema agreement with the cluster before bootstrap; continuing");
+            }
+            if crate::membership::has_user_keyspaces(&qp) {
+                crate::membership::bootstrap(&shared, &qp, &tokens)
+                    .await
+                    .map_err(|e| Error::Startup(format!("bootstrap failed: {e}")))?;
+            } else {
+                info!("the cluster has no keyspaces yet: nothing to stream");
+            }
+            persisted.bootstrapped = true;
+            persisted.save(&data_dir)?;
+        }
+        shared.set_ring_status(NodeStatus::Normal, &tokens);
         info!(tokens = tokens.len(), "joined the ring as NORMAL");
-
-        tasks.push(tokio::spawn(load_loop(
-            shared.clone(),
-            data_dir,
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(sync_loop(
-            shared.clone(),
-            qp.clone(),
-            coordinator,
-            server_cfg.events.clone(),
-            cfg.hints.throttle_kib_per_sec.saturating_mul(1024),
-            stop_rx.clone(),
-        )));
 
         // CQL last: system.local must show the tokens chosen above.
         let cql_bind = cfg.network.cql_addr();
@@ -781,14 +863,45 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
 pub async fn run(cfg: NodeConfig, signal: impl Future<Output = ()>) -> Result<()> {
     let node = Node::start(cfg).await?;
     info!(admin = %node.admin_addr(), "node is up");
-    signal.await;
+    let mut left = node.shared.membership.left.subscribe();
+    tokio::select! {
+        _ = signal => {}
+        _ = left.wait_for(|l| *l) => info!("decommissioned: the node left the ring"),
+    }
     info!("shutting down");
     node.shutdown().await
 }
 
+/// Waits (bounded by `gossip.seed_wait_ms`) until gossip taught this node
+/// a ring with other members.
+async fn wait_for_ring(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(shared.cfg.gossip.seed_wait_ms);
+    loop {
+        let known = {
+            let core = shared.core.lock();
+            core.ring
+                .normal_nodes()
+                .any(|n| n.host_id != shared.host_id)
+                && !core.gossiper.waiting_for_seeds()
+        };
+        if known {
+            tokio::time::sleep(Duration::from_millis(shared.cfg.gossip.interval_ms)).await;
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Startup(format!(
+                "no seed reachable within {} ms (seeds: {seeds:?}); cannot resume the bootstrap",
+                shared.cfg.gossip.seed_wait_ms
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// New tokens: alone if this is a seed that finds no ring, else balanced
-/// against the ring learned from the seeds.
-async fn choose_tokens(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<Vec<Token>> {
+/// against the ring learned from the seeds. Also says whether a ring of
+/// other nodes existed (the node then joins a running cluster).
+async fn choose_tokens(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<(Vec<Token>, bool)> {
     let cfg = &shared.cfg;
     let i_am_seed = seeds.contains(&shared.local);
     let others = seeds.iter().any(|s| *s != shared.local);
@@ -825,6 +938,10 @@ async fn choose_tokens(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<Vec
         }
     }
     let core = shared.core.lock();
+    let existing = core
+        .ring
+        .normal_nodes()
+        .any(|n| n.host_id != shared.host_id);
     let seed = shared.host_id.as_u64_pair().0;
     let tokens = core
         .ring
@@ -834,7 +951,7 @@ async fn choose_tokens(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<Vec
         ring_nodes = core.ring.normal_nodes().count(),
         "allocated tokens"
     );
-    Ok(tokens)
+    Ok((tokens, existing))
 }
 
 async fn gossip_loop(

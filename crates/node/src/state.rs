@@ -21,6 +21,15 @@ pub struct NodeState {
     /// Empty until tokens were chosen.
     #[serde(default)]
     pub tokens: Vec<Token>,
+    /// False while a bootstrap (streaming the node's ranges) has not
+    /// finished: a restart bootstraps again. Files from before bootstrap
+    /// existed belong to complete nodes.
+    #[serde(default = "complete")]
+    pub bootstrapped: bool,
+}
+
+fn complete() -> bool {
+    true
 }
 
 impl NodeState {
@@ -40,6 +49,7 @@ impl NodeState {
                 host_id: Uuid::new_v4(),
                 generation: 0,
                 tokens: Vec::new(),
+                bootstrapped: true,
             }),
             Err(source) => Err(Error::Io {
                 context: format!("reading {}", path.display()),

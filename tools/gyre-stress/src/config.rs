@@ -123,6 +123,11 @@ pub struct Options {
     /// serial consistency SERIAL (commit at --cl). Scylla driver only.
     #[arg(long, global = true)]
     pub lwt: bool,
+    /// With `--driver native`: send every request to the first contact
+    /// point, which coordinates them all (to check what one node serves),
+    /// instead of routing each to a replica of its key.
+    #[arg(long, global = true)]
+    pub coordinator_only: bool,
 }
 
 /// The client that carries the load.

@@ -219,6 +219,9 @@ pub async fn connect(w: &Workload, contact: &str, statements: [String; 2]) -> Re
         }
     }
     drop(c);
+    if o.coordinator_only {
+        nodes = vec![(first, Vec::new())];
+    }
     if nodes.is_empty() {
         nodes.push((first, Vec::new()));
     }

@@ -69,6 +69,10 @@ pub struct Layout {
     /// Extra `gyre` arguments given to every node, e.g. `--gossip-interval-ms`.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// Nodes that were decommissioned: they left the ring for good and are
+    /// neither started nor asked any more.
+    #[serde(default)]
+    pub decommissioned: Vec<usize>,
 }
 
 impl Layout {
@@ -101,7 +105,11 @@ impl Layout {
     pub fn node_config(&self, node: usize, node_dir: &Path) -> Result<NodeConfig> {
         let mut cfg = NodeConfig::default();
         cfg.cluster.name = self.cluster_name.clone();
-        cfg.cluster.seeds = vec![self.internode_addr(1)?.to_string()];
+        // The first member still in the cluster is the seed.
+        let seed = (1..=self.nodes)
+            .find(|n| !self.decommissioned.contains(n))
+            .unwrap_or(1);
+        cfg.cluster.seeds = vec![self.internode_addr(seed)?.to_string()];
         cfg.cluster.num_tokens = self.num_tokens;
         cfg.network.listen_address = self.ip(node)?;
         cfg.network.internode_port = self.internode_port;
@@ -159,7 +167,9 @@ impl LocalCluster {
             let c = Self::open(dir)?;
             if c.layout.nodes != layout.nodes {
                 return Err(Error::Cluster(format!(
-                    "{} holds a {}-node cluster; run `gyrectl cluster down` and remove it to change the size",
+                    "{} holds a {}-node cluster; grow it with `gyrectl cluster add`, shrink it \
+                     with `gyrectl cluster decommission N`, or run `gyrectl cluster down` and \
+                     remove it to start another size",
                     dir.display(),
                     c.layout.nodes
                 )));
@@ -177,6 +187,93 @@ impl LocalCluster {
             dir: dir.to_path_buf(),
             layout,
         })
+    }
+
+    /// The nodes still in the cluster (not decommissioned), in order.
+    pub fn members(&self) -> Vec<usize> {
+        (1..=self.layout.nodes)
+            .filter(|n| !self.layout.decommissioned.contains(n))
+            .collect()
+    }
+
+    /// Rewrites `cluster.json` (atomically: temporary file, rename).
+    pub fn save_layout(&self) -> Result<()> {
+        let body = serde_json::to_vec_pretty(&self.layout).map_err(|e| Error::Json {
+            what: "layout".into(),
+            message: e.to_string(),
+        })?;
+        let path = self.dir.join("cluster.json");
+        let tmp = self.dir.join("cluster.json.tmp");
+        fs::write(&tmp, body).map_err(io_err(format!("writing {}", tmp.display())))?;
+        fs::rename(&tmp, &path).map_err(io_err(format!("renaming to {}", path.display())))
+    }
+
+    /// Adds a node to the layout and starts it: it bootstraps into the
+    /// running cluster. Waits until it is NORMAL for itself and for the
+    /// seed. Returns its number.
+    pub fn add_node(&mut self, gyre_bin: &Path, timeout: Duration) -> Result<usize> {
+        let n = self.layout.nodes + 1;
+        self.layout.ip(n)?;
+        let seed = *self
+            .members()
+            .first()
+            .ok_or_else(|| Error::Cluster("the cluster has no member left to join".into()))?;
+        self.layout.nodes = n;
+        self.save_layout()?;
+        self.start_node(n, gyre_bin)?;
+        let me = self.layout.internode_addr(n)?.to_string();
+        let probes = [self.layout.admin_addr(seed)?, self.layout.admin_addr(n)?];
+        self.wait_for(&format!("node {n} to join"), timeout, &[n], |_| {
+            Ok(probes.iter().all(|p| {
+                fetch_status(*p, Duration::from_secs(1)).is_ok_and(|r| sees_up_normal(&r, &me))
+            }))
+        })?;
+        Ok(n)
+    }
+
+    /// Decommissions node `node` through its admin endpoint and waits until
+    /// its process has exited (after streaming its data away).
+    pub fn decommission(&mut self, node: usize, timeout: Duration) -> Result<()> {
+        self.check_node(node)?;
+        if self.layout.decommissioned.contains(&node) {
+            return Err(Error::Cluster(format!(
+                "node {node} was already decommissioned"
+            )));
+        }
+        let addr = self.layout.admin_addr(node)?;
+        match gyre_node::http::request(addr, "POST", "/decommission", None, Duration::from_secs(10))
+        {
+            Ok((202, _)) => {}
+            Ok((_, body)) => return Err(Error::Cluster(body.trim().to_string())),
+            Err(e) => {
+                return Err(Error::Cluster(format!(
+                    "node {node} did not accept the decommission: {e}"
+                )))
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        while self.state(node) != ProcState::Stopped {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("node {node} to leave the ring"),
+                    secs: timeout.as_secs_f64(),
+                });
+            }
+            // A failed decommission leaves the node NORMAL and running: say why.
+            if let Ok((200, body)) =
+                gyre_node::http::request(addr, "GET", "/decommission", None, Duration::from_secs(2))
+            {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                    if let Some(why) = v["last"].as_str().filter(|l| l.starts_with("failed")) {
+                        return Err(Error::Cluster(format!("decommission of node {node} {why}")));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = fs::remove_file(self.node_dir(node).join("pid"));
+        self.layout.decommissioned.push(node);
+        self.save_layout()
     }
 
     pub fn node_dir(&self, node: usize) -> PathBuf {
@@ -308,7 +405,7 @@ impl LocalCluster {
 
     /// SIGKILLs every node without waiting (test teardown).
     pub fn kill_all(&self) {
-        for n in 1..=self.layout.nodes {
+        for n in self.members() {
             let _ = self.signal_node(n, libc::SIGKILL);
         }
     }
@@ -317,7 +414,8 @@ impl LocalCluster {
     pub fn views(&self) -> Vec<Option<StatusReport>> {
         (1..=self.layout.nodes)
             .map(|n| {
-                let running = matches!(self.state(n), ProcState::Running(_));
+                let running = matches!(self.state(n), ProcState::Running(_))
+                    && !self.layout.decommissioned.contains(&n);
                 let addr = self.layout.admin_addr(n).ok()?;
                 running
                     .then(|| fetch_status(addr, Duration::from_secs(1)).ok())
@@ -343,6 +441,9 @@ impl LocalCluster {
         };
         (1..=self.layout.nodes)
             .map(|n| {
+                if self.layout.decommissioned.contains(&n) {
+                    return Err("decommissioned".to_string());
+                }
                 let addr = self.layout.admin_addr(n).map_err(|e| e.to_string())?;
                 let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
                 match gyre_node::http::request(
@@ -362,11 +463,15 @@ impl LocalCluster {
 
     /// True when every node answers and sees every node UP and NORMAL.
     pub fn all_up_normal(&self) -> Result<bool> {
-        let want: Vec<String> = (1..=self.layout.nodes)
-            .map(|n| self.layout.internode_addr(n).map(|a| a.to_string()))
+        let members = self.members();
+        let want: Vec<String> = members
+            .iter()
+            .map(|n| self.layout.internode_addr(*n).map(|a| a.to_string()))
             .collect::<Result<_>>()?;
-        Ok(self.views().iter().all(|v| {
-            v.as_ref()
+        let views = self.views();
+        Ok(members.iter().all(|n| {
+            views[n - 1]
+                .as_ref()
                 .is_some_and(|r| want.iter().all(|a| sees_up_normal(r, a)))
         }))
     }
@@ -409,14 +514,16 @@ impl LocalCluster {
         let deadline = Instant::now() + timeout;
         let left = || deadline.saturating_duration_since(Instant::now());
         let mut started = Vec::new();
-        let seed_admin = self.layout.admin_addr(1)?;
-        for n in 1..=self.layout.nodes {
+        let members = self.members();
+        let seed = members.first().copied().unwrap_or(1);
+        let seed_admin = self.layout.admin_addr(seed)?;
+        for n in members {
             if !self.start_node(n, gyre_bin)? {
                 continue;
             }
             started.push(n);
             let me = self.layout.internode_addr(n)?.to_string();
-            let seed_running = matches!(self.state(1), ProcState::Running(_));
+            let seed_running = matches!(self.state(seed), ProcState::Running(_));
             let probe = if seed_running {
                 seed_admin
             } else {
@@ -574,7 +681,11 @@ pub fn human_bytes(b: f64) -> String {
 pub fn format_status(r: &StatusReport) -> String {
     let mut by_dc: std::collections::BTreeMap<&str, Vec<&gyre_node::EndpointReport>> =
         Default::default();
-    for e in &r.endpoints {
+    for e in r
+        .endpoints
+        .iter()
+        .filter(|e| e.status.as_deref() != Some("LEFT"))
+    {
         by_dc
             .entry(e.dc.as_deref().unwrap_or("?"))
             .or_default()
@@ -628,6 +739,48 @@ pub fn format_status(r: &StatusReport) -> String {
     out
 }
 
+/// `nodetool netstats`: one line per streaming session with a progress bar
+/// over its ranges.
+pub fn format_netstats(node: &str, sessions: &[gyre_node::SessionReport]) -> String {
+    let mut out = String::new();
+    if sessions.is_empty() {
+        let _ = writeln!(out, "{node}: not sending or receiving any streams.");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{node}:\n{:<4}{:<14}{:<5}{:<22}{:<24}{:>10}{:>12}{:>11}  State",
+        "Id", "Operation", "Dir", "Peer", "Ranges", "Rows", "Bytes", "MiB/s"
+    );
+    for s in sessions {
+        let width = 10;
+        let filled = (s.ranges_done * width as u64)
+            .checked_div(s.ranges_total)
+            .map_or(width, |f| f as usize);
+        let bar = format!(
+            "[{}{}] {}/{}",
+            "#".repeat(filled.min(width)),
+            " ".repeat(width - filled.min(width)),
+            s.ranges_done,
+            s.ranges_total
+        );
+        let _ = writeln!(
+            out,
+            "{:<4}{:<14}{:<5}{:<22}{:<24}{:>10}{:>12}{:>11.1}  {}",
+            s.id,
+            s.operation,
+            s.direction,
+            s.peer,
+            bar,
+            s.partitions,
+            human_bytes(s.bytes as f64),
+            s.rate_mib_per_sec,
+            s.state
+        );
+    }
+    out
+}
+
 /// The `gyre` binary: `explicit`, else `$GYRE_BIN`, else next to this executable.
 pub fn find_gyre_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
@@ -666,6 +819,7 @@ mod tests {
             admin_port: 9180,
             num_tokens: 16,
             extra_args: vec![],
+            decommissioned: vec![],
         }
     }
 

@@ -101,6 +101,28 @@ enum Cmd {
         #[arg(long)]
         depth: Option<u8>,
     },
+    /// Remove a dead node from the ring (`nodetool removenode`): the
+    /// remaining replicas stream its ranges to their new owners. Refused
+    /// for a live node. `status` shows the removal this node coordinates;
+    /// `force` finishes it without waiting for the streams.
+    Removenode {
+        /// A host id (see `status`), `status` or `force`.
+        what: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The node's admin HTTP port.
+        #[arg(long, default_value_t = 9180)]
+        port: u16,
+        /// Seconds to wait for the removal to finish.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// Streaming sessions of a node (bootstrap, decommission, removenode),
+    /// like `nodetool netstats`: peer, ranges, rows, bytes, rate, progress.
+    Netstats {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
     /// Cluster state as one node sees it, like `nodetool status`.
     Status {
         #[arg(long, default_value = "127.0.0.1")]
@@ -423,6 +445,24 @@ enum ClusterCmd {
     },
     /// Stop every node gracefully (SIGTERM).
     Down,
+    /// Add nodes to the running cluster: each bootstraps (streams the data
+    /// of the ranges it takes over) and turns NORMAL before the next starts.
+    Add {
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long)]
+        gyre_bin: Option<PathBuf>,
+        /// Seconds to wait for each node to join.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// Decommission node N: it streams its data to the nodes taking over its
+    /// ranges, hands off its hints, leaves the ring and stops.
+    Decommission {
+        node: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Processes and the cluster as node 1 (or the first reachable node) sees it.
     Status,
     /// Stop node N gracefully (SIGTERM) and wait for it to exit.
@@ -507,6 +547,57 @@ fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow:
     }
 }
 
+/// `removenode HOST_ID|status|force` through a node's admin endpoint.
+fn removenode(addr: std::net::SocketAddr, what: &str, timeout: Duration) -> anyhow::Result<()> {
+    use gyre_node::http::request;
+    let status = || -> anyhow::Result<serde_json::Value> {
+        let (code, body) = request(addr, "GET", "/removenode", None, Duration::from_secs(5))?;
+        if code != 200 {
+            bail!("HTTP {code}: {}", body.trim());
+        }
+        Ok(serde_json::from_str(&body)?)
+    };
+    let body = match what {
+        "status" => {
+            let s = status()?;
+            if s.is_null() {
+                println!("RemovalStatus: No removals in process.");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            }
+            return Ok(());
+        }
+        "force" => serde_json::json!({ "force": true }),
+        id => serde_json::json!({ "host_id": id }),
+    };
+    let (code, text) = request(
+        addr,
+        "POST",
+        "/removenode",
+        Some(body.to_string().as_bytes()),
+        Duration::from_secs(10),
+    )?;
+    if code != 202 {
+        bail!("{}", text.trim());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = status()?;
+        match s["state"].as_str() {
+            Some("done") => {
+                println!("Removal of {} ({}) done", s["host_id"], s["address"]);
+                return Ok(());
+            }
+            Some(st) if st.starts_with("failed") => bail!("removal {st}"),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            bail!("the removal did not finish within {} s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(t) = cli
@@ -527,6 +618,41 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
+        Cmd::Netstats { node } => {
+            for addr in node.addrs()? {
+                let (code, body) = gyre_node::http::request(
+                    addr,
+                    "GET",
+                    "/streams",
+                    None,
+                    Duration::from_secs(5),
+                )?;
+                if code != 200 {
+                    bail!("{addr}: HTTP {code}: {}", body.trim());
+                }
+                let sessions: Vec<gyre_node::SessionReport> = serde_json::from_str(&body)?;
+                println!(
+                    "{}",
+                    gyrectl::format_netstats(&addr.ip().to_string(), &sessions)
+                );
+            }
+            Ok(())
+        }
+        Cmd::Removenode {
+            what,
+            host,
+            port,
+            timeout_secs,
+        } => {
+            let ip = host
+                .parse()
+                .with_context(|| format!("--host {host}: not an IP address"))?;
+            removenode(
+                std::net::SocketAddr::new(ip, port),
+                &what,
+                Duration::from_secs(timeout_secs),
+            )
+        }
         cmd @ (Cmd::Snapshot { .. }
         | Cmd::CompactionStats { .. }
         | Cmd::IndexStats { .. }
@@ -649,6 +775,7 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
                 admin_port,
                 num_tokens,
                 extra_args: extra,
+                decommissioned: Vec::new(),
             };
             layout.ip(nodes)?;
             let c = LocalCluster::open_or_create(&dir, layout)?;
@@ -680,14 +807,43 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
         }
         ClusterCmd::Down => {
             let c = LocalCluster::open(&dir)?;
-            for n in 1..=c.layout.nodes {
+            let members = c.members();
+            for &n in &members {
                 c.signal_node(n, libc::SIGCONT)?;
                 c.signal_node(n, libc::SIGTERM)?;
             }
-            for n in 1..=c.layout.nodes {
+            for &n in &members {
                 c.wait_exit(n, Duration::from_secs(30))?;
             }
-            println!("all {} nodes stopped", c.layout.nodes);
+            println!("all {} nodes stopped", members.len());
+            Ok(())
+        }
+        ClusterCmd::Add {
+            count,
+            gyre_bin,
+            timeout_secs,
+        } => {
+            let mut c = LocalCluster::open(&dir)?;
+            let bin = gyrectl::find_gyre_bin(gyre_bin.as_deref())?;
+            for _ in 0..count {
+                let t0 = Instant::now();
+                let n = c.add_node(&bin, Duration::from_secs(timeout_secs))?;
+                println!(
+                    "node {n} joined (UN) after {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            print_cluster(&c);
+            Ok(())
+        }
+        ClusterCmd::Decommission { node, timeout_secs } => {
+            let mut c = LocalCluster::open(&dir)?;
+            let t0 = Instant::now();
+            c.decommission(node, Duration::from_secs(timeout_secs))?;
+            println!(
+                "node {node} decommissioned after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         ClusterCmd::Status => {
@@ -833,7 +989,7 @@ fn print_cluster(c: &LocalCluster) {
         "{:<6}{:<18}{:<10}{:<8}",
         "Node", "Address", "Process", "Pid"
     );
-    for n in 1..=c.layout.nodes {
+    for n in c.members() {
         let addr = c
             .layout
             .internode_addr(n)

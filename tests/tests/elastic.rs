@@ -1,0 +1,536 @@
+//! Elastic clusters with real processes: nodes join a running cluster
+//! (`gyrectl cluster add`: BOOT, streaming, NORMAL) and leave it
+//! (`gyrectl cluster decommission N`) while `gyre-stress` writes at QUORUM
+//! at a fixed rate; afterwards every row validates through every node at
+//! QUORUM and ONE. The Python driver sees a new node in its metadata.
+//!
+//! The short form runs in about a minute; `GYRE_ELASTIC_LONG=1` runs the
+//! same scenario with ten times the data and load.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use gyre_tests::cluster::{workspace_bin, TestCluster};
+
+/// Ring delay of the test nodes: long enough to observe `UJ`/`UL`.
+const RING_DELAY_MS: &str = "1500";
+
+fn long() -> bool {
+    std::env::var_os("GYRE_ELASTIC_LONG").is_some_and(|v| v != "0")
+}
+
+/// `gyre-stress`, next to the test executable's directory.
+fn stress_bin() -> PathBuf {
+    workspace_bin("gyre-stress")
+}
+
+fn stress_cmd(host: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(stress_bin());
+    cmd.args(args)
+        .args(["--hosts", host, "--rf", "3", "--quiet", "--max-errors", "0"]);
+    cmd
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Writes keys `0..keys` of `table` at QUORUM (as fast as possible).
+fn populate(c: &TestCluster, table: &str, keys: u64) {
+    let k = keys.to_string();
+    let out = stress_cmd(
+        &c.cql(1).ip().to_string(),
+        &[
+            "write", "--table", table, "--ops", &k, "--keys", &k, "--cl", "QUORUM",
+        ],
+    )
+    .output()
+    .expect("gyre-stress");
+    assert!(out.status.success(), "{}\n{}", show(&out), c.logs());
+}
+
+/// Starts a QUORUM write load of `ops` keys of `table` at `rate` ops/s.
+fn start_load(c: &TestCluster, table: &str, ops: u64, rate: u64, json: &Path) -> Child {
+    // The table exists before any node starts to join or leave.
+    populate(c, table, 1);
+    let (o, r) = (ops.to_string(), rate.to_string());
+    stress_cmd(
+        &c.cql(1).ip().to_string(),
+        &[
+            "write", "--table", table, "--ops", &o, "--keys", &o, "--rate", &r, "--cl", "QUORUM",
+        ],
+    )
+    .arg("--json")
+    .arg(json)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("gyre-stress")
+}
+
+fn finish_load(c: &TestCluster, load: Child, json: &Path) {
+    let out = load.wait_with_output().expect("gyre-stress");
+    assert!(
+        out.status.success(),
+        "load failed:\n{}\n{}",
+        show(&out),
+        c.logs()
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("report")).expect("json");
+    assert_eq!(report["total"]["errors"], 0, "{report}");
+}
+
+/// Reads every key of `table` through node `node` only (the native client
+/// sends every request to that coordinator) at `cl`: 0 missing, 0 wrong.
+fn validate(c: &TestCluster, node: usize, table: &str, keys: u64, cl: &str) {
+    let k = keys.to_string();
+    let out = stress_cmd(
+        &c.cql(node).ip().to_string(),
+        &[
+            "read",
+            "--validate",
+            "--driver",
+            "native",
+            "--coordinator-only",
+            "--table",
+            table,
+            "--keys",
+            &k,
+            "--cl",
+            cl,
+        ],
+    )
+    .output()
+    .expect("gyre-stress");
+    let text = show(&out);
+    assert!(
+        out.status.success() && text.contains(&format!("{keys} checked, 0 missing, 0 wrong")),
+        "validation of {table} through node {node} at {cl}:\n{text}\n{}",
+        c.logs()
+    );
+}
+
+/// Polls node `observer`'s status until it shows node `target` with the
+/// two-letter state `code` (`UJ`, `UL`); returns whether it did in time.
+fn saw_state(c: &TestCluster, observer: usize, target: usize, code: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if c.view(observer, target)
+            .is_some_and(|e| e.state_code() == code)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn three_to_five_and_back_under_quorum_load_loses_nothing() {
+    let scale = if long() { 10 } else { 1 };
+    let (base, load_ops, rate) = (10_000 * scale, 6_000 * scale, 500);
+    let c = TestCluster::new(5, 100);
+    // Three nodes first: `cluster up --nodes 3` on a 5-node TestCluster.
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.100",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        RING_DELAY_MS,
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    populate(&c, "base", base);
+
+    // Join two nodes while writes run at QUORUM.
+    let json = dir.path().join("join.json");
+    let load = start_load(&c, "during_join", load_ops, rate, &json);
+    let observer = std::thread::scope(|s| {
+        let watch = s.spawn(|| saw_state(&c, 1, 4, "UJ"));
+        c.gyrectl_ok(&["cluster", "add", "--count", "2", "--timeout-secs", "300"]);
+        watch.join().expect("watcher")
+    });
+    assert!(observer, "node 1 never showed node 4 as UJ while it joined");
+    finish_load(&c, load, &json);
+    let status = c.gyrectl_ok(&["status", "--host", "127.0.100.1"]);
+    assert_eq!(status.matches("UN  ").count(), 5, "{status}");
+    // Balanced: every node owns its fifth of the ring within ±25%.
+    let report = c.status(1).expect("status");
+    for e in &report.endpoints {
+        assert!(
+            (0.15..=0.25).contains(&e.ownership),
+            "{} owns {:.3} of the ring",
+            e.address,
+            e.ownership
+        );
+    }
+    for node in 1..=5 {
+        for cl in ["QUORUM", "ONE"] {
+            validate(&c, node, "base", base, cl);
+            validate(&c, node, "during_join", load_ops, cl);
+        }
+    }
+    // The joined nodes stream their share: about 3/4 and 3/5 of each table.
+    let streams: serde_json::Value = serde_json::from_str(
+        &gyre_node::http::request(c.admin(4), "GET", "/streams", None, Duration::from_secs(5))
+            .expect("/streams")
+            .1,
+    )
+    .expect("json");
+    let partitions: u64 = streams
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| {
+            assert_eq!(s["state"], "done", "{s}");
+            s["partitions"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        partitions > base / 2,
+        "node 4 streamed {partitions} partitions"
+    );
+    let netstats = c.gyrectl_ok(&["netstats", "--host", "127.0.100.4"]);
+    assert!(
+        netstats.contains("bootstrap") && netstats.contains("[##########]"),
+        "{netstats}"
+    );
+
+    // Decommission two of them under the same load, back to three nodes.
+    let json = dir.path().join("leave.json");
+    let load = start_load(&c, "during_leave", load_ops, rate, &json);
+    let observer = std::thread::scope(|s| {
+        let watch = s.spawn(|| saw_state(&c, 1, 5, "UL"));
+        c.gyrectl_ok(&["cluster", "decommission", "5"]);
+        let saw = watch.join().expect("watcher");
+        c.gyrectl_ok(&["cluster", "decommission", "4"]);
+        saw
+    });
+    assert!(observer, "node 1 never showed node 5 as UL while it left");
+    finish_load(&c, load, &json);
+    let status = c.gyrectl_ok(&["status", "--host", "127.0.100.1"]);
+    assert_eq!(status.matches("UN  ").count(), 3, "{status}");
+    assert!(
+        !status.contains("127.0.100.4") && !status.contains("127.0.100.5"),
+        "{status}"
+    );
+    for node in 1..=3 {
+        for cl in ["QUORUM", "ONE"] {
+            validate(&c, node, "base", base, cl);
+            validate(&c, node, "during_join", load_ops, cl);
+            validate(&c, node, "during_leave", load_ops, cl);
+        }
+    }
+    // RF = nodes again: every node holds every row.
+    c.gyrectl_ok(&["cluster", "digest", "gyre_stress.base"]);
+
+    // A keyspace with RF 3 may not drop to two nodes (Cassandra's message).
+    let out = c.gyrectl(&["cluster", "decommission", "3"]);
+    assert!(!out.status.success());
+    assert!(
+        show(&out).contains(
+            "Not enough live nodes to maintain replication factor in keyspace gyre_stress \
+             (RF = 3, N = 2). Perform a forceful decommission to ignore."
+        ),
+        "{}",
+        show(&out)
+    );
+}
+
+const DRIVER_SCRIPT: &str = r#"
+import sys, time
+from cassandra.cluster import Cluster
+from cassandra.policies import TokenAwarePolicy, RoundRobinPolicy
+from cassandra.cluster import ExecutionProfile, EXEC_PROFILE_DEFAULT
+host, new = sys.argv[1], sys.argv[2]
+profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()))
+cluster = Cluster([host], execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+session = cluster.connect()
+session.execute("CREATE KEYSPACE IF NOT EXISTS drv WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}")
+session.execute("CREATE TABLE IF NOT EXISTS drv.t (k int PRIMARY KEY, v int)")
+for k in range(200):
+    session.execute("INSERT INTO drv.t (k, v) VALUES (%s, %s)", (k, k))
+print("hosts", sorted(h.address for h in cluster.metadata.all_hosts()), flush=True)
+print("ready", flush=True)
+deadline = time.time() + 120
+while time.time() < deadline:
+    hosts = {h.address: h for h in cluster.metadata.all_hosts()}
+    if new in hosts and hosts[new].is_up is not False:
+        break
+    time.sleep(0.2)
+else:
+    sys.exit("the driver never saw %s: %s" % (new, sorted(hosts)))
+# The token map includes the new node's tokens: token-aware routing sends
+# some keys' requests to it, and every row is still there (RF 1: the new
+# node serves the rows it streamed).
+deadline = time.time() + 60
+while time.time() < deadline:
+    owners = set()
+    tm = cluster.metadata.token_map
+    for k in range(200):
+        key = session.prepare("SELECT v FROM drv.t WHERE k = ?").bind((k,)).routing_key
+        owners.update(h.address for h in tm.get_replicas("drv", tm.token_class.from_key(key)))
+    if new in owners:
+        break
+    time.sleep(0.5)
+else:
+    sys.exit("the token map never routed to %s" % new)
+prepared = session.prepare("SELECT v FROM drv.t WHERE k = ?")
+served = 0
+for k in range(200):
+    rs = session.execute(prepared, (k,))
+    row = rs.one()
+    assert row is not None and row.v == k, (k, row)
+    if rs.response_future._current_host.address == new:
+        served += 1
+assert served > 0, "no request was routed to the new node"
+print("routed to new node:", served, flush=True)
+print("ok", flush=True)
+"#;
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("GYRE_PYTHON_VENV").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gyre-venv"),
+        PathBuf::from,
+    );
+    let py = venv.join("bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing: run the cql_python tests once to create the driver venv",
+        py.display()
+    );
+    py
+}
+
+#[test]
+fn python_driver_sees_a_joining_node_and_routes_to_it() {
+    let c = TestCluster::new(3, 104);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "2",
+        "--ip-prefix",
+        "127.0.104",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+    ]);
+    let addr = c.cql(1);
+    c.wait_until("CQL port open", Duration::from_secs(30), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+    let new = c.cql(3).ip().to_string();
+    let mut child = Command::new(python())
+        .args(["-c", DRIVER_SCRIPT, &addr.ip().to_string(), &new])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        if line == "ready" {
+            break;
+        }
+    }
+    assert_eq!(seen.last().map(String::as_str), Some("ready"), "{seen:?}");
+    c.gyrectl_ok(&["cluster", "add"]);
+    seen.extend(lines.map_while(Result::ok));
+    let out = child.wait_with_output().expect("python");
+    assert!(
+        out.status.success() && seen.iter().any(|l| l == "ok"),
+        "driver script failed: {seen:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+}
+
+#[test]
+fn removenode_of_a_dead_node_streams_its_ranges_and_refuses_a_live_one() {
+    let c = TestCluster::new(4, 101);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "4",
+        "--ip-prefix",
+        "127.0.101",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+    ]);
+    populate(&c, "base", 5_000);
+    let host_id = |n: usize| c.status(n).expect("status").host_id;
+    let (live, dead) = (host_id(3), host_id(4));
+    c.gyrectl_ok(&["cluster", "kill", "4"]);
+    c.wait_until("node 1 sees node 4 DOWN", Duration::from_secs(30), || {
+        c.sees(1, 4, false)
+    });
+
+    let out = c.gyrectl(&["removenode", &live, "--host", "127.0.101.1"]);
+    assert!(!out.status.success());
+    assert!(
+        show(&out).contains(
+            "Node /127.0.101.3:7000 is alive and owns this ID. Use decommission command to \
+             remove it from the ring"
+        ),
+        "{}",
+        show(&out)
+    );
+    let out = c.gyrectl(&["removenode", "force", "--host", "127.0.101.1"]);
+    assert!(
+        show(&out).contains("No tokens to force removal on"),
+        "{}",
+        show(&out)
+    );
+
+    c.gyrectl_ok(&["removenode", &dead, "--host", "127.0.101.1"]);
+    for n in 1..=3 {
+        c.wait_until(
+            &format!("node {n} forgets node 4"),
+            Duration::from_secs(30),
+            || c.view(n, 4).is_none(),
+        );
+    }
+    let status = c.gyrectl_ok(&["removenode", "status", "--host", "127.0.101.1"]);
+    assert!(status.contains("\"done\""), "{status}");
+    // Before any read could repair them: the three nodes (RF 3) each hold
+    // every row again, streamed from the remaining replicas.
+    let digest = c.gyrectl_ok(&["cluster", "digest", "gyre_stress.base"]);
+    assert!(digest.contains("replicas agree"), "{digest}");
+    for node in 1..=3 {
+        validate(&c, node, "base", 5_000, "ALL");
+    }
+}
+
+/// Node `n`'s streaming sessions (`GET /streams`), if it answers.
+fn streams(c: &TestCluster, n: usize) -> Option<serde_json::Value> {
+    let (code, body) =
+        gyre_node::http::request(c.admin(n), "GET", "/streams", None, Duration::from_secs(2))
+            .ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+#[test]
+fn a_killed_bootstrap_resumes_after_a_restart() {
+    let c = TestCluster::new(4, 102);
+    // 1 MiB/s: streaming the new node's share takes a few seconds.
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.102",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+        "--stream-throughput-mb-per-sec",
+        "1",
+    ]);
+    populate(&c, "base", 20_000);
+    std::thread::scope(|s| {
+        let add = s.spawn(|| c.gyrectl(&["cluster", "add"]));
+        c.wait_until("node 4 streaming", Duration::from_secs(60), || {
+            streams(&c, 4).is_some_and(|v| {
+                v.as_array()
+                    .is_some_and(|a| a.iter().any(|s| s["bytes"].as_u64() > Some(0)))
+            })
+        });
+        c.gyrectl_ok(&["cluster", "kill", "4"]);
+        let out = add.join().expect("add");
+        assert!(
+            !out.status.success(),
+            "the add should fail with its node killed"
+        );
+    });
+    let state = std::fs::read_to_string(c.cluster_dir().join("node4/data/node_state.json"))
+        .expect("node_state.json");
+    assert!(state.contains("\"bootstrapped\": false"), "{state}");
+    c.gyrectl_ok(&["cluster", "start", "4"]);
+    let state = std::fs::read_to_string(c.cluster_dir().join("node4/data/node_state.json"))
+        .expect("node_state.json");
+    assert!(state.contains("\"bootstrapped\": true"), "{state}");
+    for cl in ["ONE", "QUORUM"] {
+        validate(&c, 4, "base", 20_000, cl);
+    }
+}
+
+#[test]
+fn a_join_with_a_source_down_is_refused_unless_overridden() {
+    let c = TestCluster::new(4, 103);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.103",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+    ]);
+    populate(&c, "base", 3_000);
+    c.gyrectl_ok(&["cluster", "kill", "3"]);
+    c.wait_until("node 1 sees node 3 DOWN", Duration::from_secs(30), || {
+        c.sees(1, 3, false)
+    });
+    // RF 3 on 3 nodes: every range the new node takes is given up by one
+    // replica, node 3 among them.
+    let out = c.gyrectl(&["cluster", "add", "--timeout-secs", "60"]);
+    assert!(!out.status.success());
+    let log = gyrectl::tail(&c.cluster_dir().join("node4/gyre.log"), 50);
+    assert!(
+        log.contains("A node required to move the data consistently is down (/127.0.103.3)"),
+        "{log}"
+    );
+    // The documented override: stream from any live replica.
+    let conf = c.cluster_dir().join("node4/gyre.toml");
+    let text = std::fs::read_to_string(&conf).expect("gyre.toml");
+    assert!(text.contains("consistent_rangemovement = true"), "{text}");
+    std::fs::write(
+        &conf,
+        text.replace(
+            "consistent_rangemovement = true",
+            "consistent_rangemovement = false",
+        ),
+    )
+    .expect("write gyre.toml");
+    c.gyrectl_ok(&["cluster", "start", "4"]);
+    for cl in ["ONE", "QUORUM"] {
+        validate(&c, 4, "base", 3_000, cl);
+    }
+}
