@@ -24,6 +24,61 @@ pub struct NodeConfig {
     pub hints: HintsConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub auth: AuthConfig,
+}
+
+/// Who may connect (`authenticator`) and what they may do (`authorizer`),
+/// with Cassandra's names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub authenticator: AuthenticatorKind,
+    pub authorizer: AuthorizerKind,
+    /// How long a role's credentials (its password hash, LOGIN and
+    /// SUPERUSER flags, memberships) are cached before they are read again
+    /// (Cassandra's `credentials_validity` / `roles_validity`).
+    pub credentials_validity_ms: u64,
+    /// How long a role's permissions are cached (`permissions_validity`).
+    pub permissions_validity_ms: u64,
+    /// How long after start-up a node checks for roles and creates the
+    /// default superuser `cassandra` when there is none (Cassandra waits
+    /// 10 s too, so that a new cluster's ring has settled).
+    pub superuser_setup_delay_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            authenticator: AuthenticatorKind::AllowAll,
+            authorizer: AuthorizerKind::AllowAll,
+            credentials_validity_ms: 2000,
+            permissions_validity_ms: 2000,
+            superuser_setup_delay_ms: 10_000,
+        }
+    }
+}
+
+/// `auth.authenticator`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum AuthenticatorKind {
+    /// Anyone may connect, without credentials.
+    #[value(name = "AllowAll")]
+    AllowAll,
+    /// Username and password (SASL PLAIN), checked against
+    /// `system_auth.roles`.
+    #[value(name = "PasswordAuthenticator")]
+    PasswordAuthenticator,
+}
+
+/// `auth.authorizer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum AuthorizerKind {
+    /// Every statement is allowed.
+    #[value(name = "AllowAll")]
+    AllowAll,
+    /// Permissions granted with GRANT, kept in `system_auth.role_permissions`.
+    #[value(name = "CassandraAuthorizer")]
+    CassandraAuthorizer,
 }
 
 /// The admin HTTP endpoint (`/status`, `/metrics`, fault injection, ...).
@@ -407,6 +462,15 @@ pub struct Overrides {
     pub hints_max_size_per_host_mb: Option<u64>,
     #[arg(long)]
     pub log_level: Option<String>,
+    /// `auth.authenticator`: AllowAll or PasswordAuthenticator.
+    #[arg(long, value_enum)]
+    pub authenticator: Option<AuthenticatorKind>,
+    /// `auth.authorizer`: AllowAll or CassandraAuthorizer.
+    #[arg(long, value_enum)]
+    pub authorizer: Option<AuthorizerKind>,
+    /// `auth.superuser_setup_delay_ms`.
+    #[arg(long)]
+    pub superuser_setup_delay_ms: Option<u64>,
 }
 
 /// `CommitlogSync` for clap (kept apart so the config type stays serde-only).
@@ -529,6 +593,12 @@ impl NodeConfig {
             &o.write_request_timeout_ms,
         );
         set(&mut self.log.level, &o.log_level);
+        set(&mut self.auth.authenticator, &o.authenticator);
+        set(&mut self.auth.authorizer, &o.authorizer);
+        set(
+            &mut self.auth.superuser_setup_delay_ms,
+            &o.superuser_setup_delay_ms,
+        );
     }
 
     /// Seeds as socket addresses (a bare IP gets this node's internode port).
@@ -629,6 +699,15 @@ impl NodeConfig {
             if v == 0 {
                 return invalid(key, "must be positive");
             }
+        }
+        if self.auth.authorizer == AuthorizerKind::CassandraAuthorizer
+            && self.auth.authenticator == AuthenticatorKind::AllowAll
+        {
+            // Cassandra refuses this too: every user would be anonymous.
+            return invalid(
+                "auth.authorizer",
+                "CassandraAuthorizer needs auth.authenticator = \"PasswordAuthenticator\"",
+            );
         }
         if let Some(t) = &self.admin.token {
             // Sent in a header: printable ASCII without spaces.
@@ -739,6 +818,23 @@ mod tests {
         assert!(e.contains("internode_port"), "{e}");
         let e = err_of("[log]\nlevel = \"info,,=[\"\n");
         assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn auth_kinds_parse_with_cassandras_names() {
+        let cfg = NodeConfig::from_toml(
+            "[auth]\nauthenticator = \"PasswordAuthenticator\"\nauthorizer = \"CassandraAuthorizer\"\n",
+            "x",
+        )
+        .expect("valid");
+        assert_eq!(
+            cfg.auth.authenticator,
+            AuthenticatorKind::PasswordAuthenticator
+        );
+        let e = err_of("[auth]\nauthorizer = \"CassandraAuthorizer\"\n");
+        assert!(e.contains("auth.authorizer"), "{e}");
+        let e = err_of("[auth]\nauthenticator = \"Password\"\n");
+        assert!(e.contains("authenticator"), "{e}");
     }
 
     #[test]

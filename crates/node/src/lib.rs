@@ -28,6 +28,7 @@
 //! decommission.
 
 mod admin;
+mod auth;
 pub use admin::CompactionStats;
 mod bench;
 pub mod config;

@@ -119,6 +119,12 @@ pub struct Options {
     /// No interval lines or progress bar; only the summary.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// Role to log in as (nodes with the PasswordAuthenticator).
+    #[arg(short = 'u', long, global = true)]
+    pub username: Option<String>,
+    /// Password of --username.
+    #[arg(short = 'p', long, global = true, requires = "username")]
+    pub password: Option<String>,
 }
 
 /// The client that carries the load.
