@@ -138,6 +138,29 @@ def main():
         cluster.shutdown()
         print(f"ok alice through {host}: SELECT allowed; INSERT and other keyspace refused ({msg})")
 
+    # Roles granted to roles: alice reads authks2 through `readers`, until
+    # it is revoked.
+    admin.execute("CREATE ROLE readers")
+    admin.execute("GRANT SELECT ON KEYSPACE authks2 TO readers")
+    admin.execute("GRANT readers TO alice")
+    expect(InvalidRequest, lambda: admin.execute("GRANT readers TO alice"), "alice is a member of readers")
+    expect(InvalidRequest, lambda: admin.execute("GRANT alice TO readers"), "alice is a member of readers")
+    of_alice = {r.role for r in admin.execute("LIST ROLES OF alice")}
+    assert of_alice == {"alice", "readers"}, of_alice
+    cluster, s = connect(first, "alice", "alice-pw")
+    poll("alice reads authks2 through readers", lambda: list(s.execute("SELECT * FROM authks2.t")))
+    admin.execute("REVOKE readers FROM alice")
+
+    def refused():
+        try:
+            s.execute("SELECT * FROM authks2.t")
+        except Unauthorized:
+            return True
+        return False
+
+    poll("alice refused again once readers is revoked", refused)
+    cluster.shutdown()
+
     # Legacy user statements.
     admin.execute("CREATE USER carol WITH PASSWORD 'carol-pw' NOSUPERUSER")
     users = {r.name: r.super for r in admin.execute("LIST USERS")}
@@ -156,6 +179,15 @@ def main():
             f"dropped alice refused through {host}",
             lambda: isinstance(login_error(host, "alice", "alice-pw"), AuthenticationFailed),
         )
+    # Grants on what is dropped go with it.
+    admin.execute("DROP KEYSPACE authks2")
+    left = [
+        (r.role, r.resource)
+        for r in admin.execute("LIST ALL PERMISSIONS")
+        if "authks2" in r.resource or "alice" in r.resource
+    ]
+    assert left == [], left
+    print("ok no grants left on the dropped role and keyspace")
     admin_cluster.shutdown()
     print("AUTH-CHECK PASSED")
 

@@ -291,6 +291,13 @@ impl CqlHandler {
                 {
                     tracing::warn!(error = %e, "granting the creator's permissions failed");
                 }
+                if let Err(e) = self
+                    .auth
+                    .revoke_on_drop(&parsed.statement, params.keyspace.as_deref())
+                    .await
+                {
+                    tracing::warn!(error = %e, "revoking the permissions on a dropped resource failed");
+                }
                 self.events.send(Event::SchemaChange(change.clone()));
                 CqlResult::SchemaChange(change)
             }

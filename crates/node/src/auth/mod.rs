@@ -690,6 +690,59 @@ impl Auth {
         self.write_grant(user, &perms, &resource, true).await
     }
 
+    /// Deletes every grant on `resource` (and, for a keyspace, on its
+    /// tables): after the role, keyspace or table is dropped. Scans
+    /// `role_permissions`, which holds one row per role and resource.
+    async fn revoke_all_on(&self, resource: &Resource) -> Result<(), QueryError> {
+        let name = resource.name();
+        let nested = format!("{name}/");
+        let rows = rows_of(
+            self.query(
+                "SELECT role, resource FROM system_auth.role_permissions",
+                vec![],
+                Consistency::One,
+            )
+            .await?,
+        );
+        for r in rows {
+            let (Some(role), Some(res)) = (decode_text(&r[0]), decode_text(&r[1])) else {
+                continue;
+            };
+            if res == name || res.starts_with(&nested) {
+                self.query(
+                    "DELETE FROM system_auth.role_permissions WHERE role = ? AND resource = ?",
+                    vec![text(&role), text(&res)],
+                    Consistency::One,
+                )
+                .await?;
+            }
+        }
+        self.invalidate();
+        Ok(())
+    }
+
+    /// After a successful DROP KEYSPACE or DROP TABLE: the grants on it go.
+    pub(crate) async fn revoke_on_drop(
+        &self,
+        statement: &Statement,
+        keyspace: Option<&str>,
+    ) -> Result<(), QueryError> {
+        if !self.authorizing() {
+            return Ok(());
+        }
+        let resource = match statement {
+            Statement::DropKeyspace { name, .. } => Resource::Keyspace(name.clone()),
+            Statement::DropTable { name, .. } => {
+                let Some(k) = name.keyspace.as_deref().or(keyspace) else {
+                    return Ok(());
+                };
+                Resource::Table(k.to_owned(), name.name.clone())
+            }
+            _ => return Ok(()),
+        };
+        self.revoke_all_on(&resource).await
+    }
+
     async fn write_grant(
         &self,
         role: &str,
@@ -969,6 +1022,9 @@ impl Auth {
             self.query(cql, vec![text(name)], consistency_for(name))
                 .await?;
         }
+        // Nobody keeps permissions on it (a new role of that name starts
+        // clean), as Cassandra's authorizer.revokeAllOn.
+        self.revoke_all_on(&Resource::Role(name.to_owned())).await?;
         Ok(QueryResult::Void)
     }
 
