@@ -198,6 +198,9 @@ pub(crate) struct Auth {
     cfg: AuthConfig,
     roles: Mutex<HashMap<String, CachedRole>>,
     permissions: Mutex<HashMap<String, (Instant, Arc<Permissions>)>>,
+    /// bcrypt checks running at once: one per core, so a flood of logins
+    /// queues here instead of filling the blocking pool.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl fmt::Debug for Auth {
@@ -310,6 +313,9 @@ impl Auth {
             cfg,
             roles: Mutex::new(HashMap::new()),
             permissions: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }
     }
 
@@ -405,6 +411,11 @@ impl Auth {
             return Err(incorrect());
         };
         let password = password.to_owned();
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| format!("Unable to perform authentication: {e}"))?;
         // bcrypt takes tens of milliseconds by design: off the async workers.
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
