@@ -17,9 +17,15 @@ impl Node {
     /// own prepared-statement cache (PREPARE through it before EXECUTE).
     #[doc(hidden)]
     pub fn cql_handler_for_bench(&self) -> Arc<dyn RequestHandler> {
+        let qp = self.query_processor_for_bench();
+        let auth = Arc::new(crate::auth::Auth::new(
+            qp.clone(),
+            self.shared.cfg.auth.clone(),
+        ));
         Arc::new(CqlHandler::new(
-            self.query_processor_for_bench(),
+            qp,
             self.shared.clone(),
+            auth,
             self.shared.events.clone(),
         ))
     }

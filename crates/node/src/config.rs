@@ -25,6 +25,61 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub auth: AuthConfig,
+}
+
+/// Who may connect (`authenticator`) and what they may do (`authorizer`),
+/// with Cassandra's names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub authenticator: AuthenticatorKind,
+    pub authorizer: AuthorizerKind,
+    /// How long a role's credentials (its password hash, LOGIN and
+    /// SUPERUSER flags, memberships) are cached before they are read again
+    /// (Cassandra's `credentials_validity` / `roles_validity`).
+    pub credentials_validity_ms: u64,
+    /// How long a role's permissions are cached (`permissions_validity`).
+    pub permissions_validity_ms: u64,
+    /// How long after start-up a node checks for roles and creates the
+    /// default superuser `cassandra` when there is none (Cassandra waits
+    /// 10 s too, so that a new cluster's ring has settled).
+    pub superuser_setup_delay_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            authenticator: AuthenticatorKind::AllowAll,
+            authorizer: AuthorizerKind::AllowAll,
+            credentials_validity_ms: 2000,
+            permissions_validity_ms: 2000,
+            superuser_setup_delay_ms: 10_000,
+        }
+    }
+}
+
+/// `auth.authenticator`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum AuthenticatorKind {
+    /// Anyone may connect, without credentials.
+    #[value(name = "AllowAll")]
+    AllowAll,
+    /// Username and password (SASL PLAIN), checked against
+    /// `system_auth.roles`.
+    #[value(name = "PasswordAuthenticator")]
+    PasswordAuthenticator,
+}
+
+/// `auth.authorizer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum AuthorizerKind {
+    /// Every statement is allowed.
+    #[value(name = "AllowAll")]
+    AllowAll,
+    /// Permissions granted with GRANT, kept in `system_auth.role_permissions`.
+    #[value(name = "CassandraAuthorizer")]
+    CassandraAuthorizer,
 }
 
 /// The admin HTTP endpoint (`/status`, `/metrics`, fault injection, ...).
@@ -65,7 +120,7 @@ pub struct LimitsConfig {
     /// client IP; past them the node stops reading until replies go out.
     pub native_transport_max_request_data_in_flight_mb: usize,
     pub native_transport_max_request_data_in_flight_per_ip_mb: usize,
-    /// A connection must complete STARTUP within this.
+    /// A connection must complete STARTUP (and authentication) within this.
     pub native_transport_startup_timeout_ms: u64,
     /// A connection silent this long with nothing in flight is closed
     /// (0: never, as in Cassandra; drivers send heartbeats).
@@ -513,6 +568,15 @@ pub struct Overrides {
     /// `cluster.stream_throughput_mb_per_sec`.
     #[arg(long)]
     pub stream_throughput_mb_per_sec: Option<u64>,
+    /// `auth.authenticator`: AllowAll or PasswordAuthenticator.
+    #[arg(long, value_enum)]
+    pub authenticator: Option<AuthenticatorKind>,
+    /// `auth.authorizer`: AllowAll or CassandraAuthorizer.
+    #[arg(long, value_enum)]
+    pub authorizer: Option<AuthorizerKind>,
+    /// `auth.superuser_setup_delay_ms`.
+    #[arg(long)]
+    pub superuser_setup_delay_ms: Option<u64>,
 }
 
 /// `CommitlogSync` for clap (kept apart so the config type stays serde-only).
@@ -685,6 +749,12 @@ impl NodeConfig {
             &o.write_request_timeout_ms,
         );
         set(&mut self.log.level, &o.log_level);
+        set(&mut self.auth.authenticator, &o.authenticator);
+        set(&mut self.auth.authorizer, &o.authorizer);
+        set(
+            &mut self.auth.superuser_setup_delay_ms,
+            &o.superuser_setup_delay_ms,
+        );
     }
 
     /// Seeds as socket addresses (a bare IP gets this node's internode port).
@@ -839,6 +909,15 @@ impl NodeConfig {
                 return invalid(key, "must be positive");
             }
         }
+        if self.auth.authorizer == AuthorizerKind::CassandraAuthorizer
+            && self.auth.authenticator == AuthenticatorKind::AllowAll
+        {
+            // Cassandra refuses this too: every user would be anonymous.
+            return invalid(
+                "auth.authorizer",
+                "CassandraAuthorizer needs auth.authenticator = \"PasswordAuthenticator\"",
+            );
+        }
         if let Some(t) = &self.admin.token {
             // Sent in a header: printable ASCII without spaces.
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
@@ -976,6 +1055,23 @@ mod tests {
         assert!(e.contains("internode_port"), "{e}");
         let e = err_of("[log]\nlevel = \"info,,=[\"\n");
         assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn auth_kinds_parse_with_cassandras_names() {
+        let cfg = NodeConfig::from_toml(
+            "[auth]\nauthenticator = \"PasswordAuthenticator\"\nauthorizer = \"CassandraAuthorizer\"\n",
+            "x",
+        )
+        .expect("valid");
+        assert_eq!(
+            cfg.auth.authenticator,
+            AuthenticatorKind::PasswordAuthenticator
+        );
+        let e = err_of("[auth]\nauthorizer = \"CassandraAuthorizer\"\n");
+        assert!(e.contains("auth.authorizer"), "{e}");
+        let e = err_of("[auth]\nauthenticator = \"Password\"\n");
+        assert!(e.contains("authenticator"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use gyre_schema::TableDef;
 use parking_lot::Mutex;
 use tracing::{debug, info};
 
+use crate::auth::Auth;
 use crate::node::Shared;
 use crate::system_tables::{self, LocalInfo, PeerInfo};
 
@@ -77,6 +78,7 @@ impl PreparedCache {
 pub(crate) struct CqlHandler {
     qp: Arc<QueryProcessor>,
     shared: Arc<Shared>,
+    auth: Arc<Auth>,
     events: EventSender,
     prepared: Mutex<PreparedCache>,
 }
@@ -170,10 +172,16 @@ impl CqlHandler {
         })
     }
 
-    pub(crate) fn new(qp: Arc<QueryProcessor>, shared: Arc<Shared>, events: EventSender) -> Self {
+    pub(crate) fn new(
+        qp: Arc<QueryProcessor>,
+        shared: Arc<Shared>,
+        auth: Arc<Auth>,
+        events: EventSender,
+    ) -> Self {
         CqlHandler {
             qp,
             shared,
+            auth,
             events,
             prepared: Mutex::new(PreparedCache::default()),
         }
@@ -232,10 +240,14 @@ impl CqlHandler {
     /// Executes one statement and builds the RESULT.
     async fn run(
         &self,
+        user: Option<&str>,
         parsed: Arc<Parsed>,
         params: QueryParams,
         skip_metadata: bool,
     ) -> Result<CqlResult, QueryError> {
+        self.auth
+            .authorize(user, &parsed.statement, params.keyspace.as_deref())
+            .await?;
         if let Statement::Describe(d) = &parsed.statement {
             if d.target == gyre_cql::DescribeTarget::Cluster {
                 return Ok(self.describe_cluster(params.keyspace.as_deref(), skip_metadata));
@@ -273,6 +285,7 @@ impl CqlHandler {
             // Schema changes write the schema table and wait for peers to
             // merge it: rare, blocking, kept off the async workers.
             let qp = self.qp.clone();
+            let (parsed, params) = (parsed.clone(), params.clone());
             tokio::task::spawn_blocking(move || qp.execute_schema_change(&parsed, &params))
                 .await
                 .map_err(|e| QueryError::Server(format!("execution task failed: {e}")))??
@@ -300,6 +313,20 @@ impl CqlHandler {
             }
             QueryResult::SchemaChange(change) => {
                 self.after_schema_change();
+                if let Err(e) = self
+                    .auth
+                    .grant_to_creator(user, &parsed.statement, params.keyspace.as_deref())
+                    .await
+                {
+                    tracing::warn!(error = %e, "granting the creator's permissions failed");
+                }
+                if let Err(e) = self
+                    .auth
+                    .revoke_on_drop(&parsed.statement, params.keyspace.as_deref())
+                    .await
+                {
+                    tracing::warn!(error = %e, "revoking the permissions on a dropped resource failed");
+                }
                 self.events.send(Event::SchemaChange(change.clone()));
                 CqlResult::SchemaChange(change)
             }
@@ -368,9 +395,34 @@ impl CqlHandler {
         };
         // v5: the request's keyspace takes precedence over the connection's.
         let keyspace = q.params.keyspace.clone().or_else(|| conn.keyspace());
+        let user = conn.user();
+        if let Statement::Unsupported { kind } = &parsed.statement {
+            if crate::auth::is_auth_statement(kind) {
+                return match self
+                    .auth
+                    .execute(user.as_deref(), &q.query, keyspace.as_deref())
+                    .await
+                {
+                    Ok(QueryResult::Rows { columns, rows, .. }) => {
+                        let specs = columns
+                            .into_iter()
+                            .map(|(n, t)| ColumnSpec::new("system_auth", "roles", n, t))
+                            .collect();
+                        Response::Result(rows_result(specs, rows, None, false))
+                    }
+                    Ok(_) => Response::void(),
+                    Err(e) => error(e),
+                };
+            }
+        }
         let params = Self::params(&q.params, values, keyspace);
         match self
-            .run(Arc::new(parsed), params, q.params.skip_metadata)
+            .run(
+                user.as_deref(),
+                Arc::new(parsed),
+                params,
+                q.params.skip_metadata,
+            )
             .await
         {
             Ok(r) => Response::Result(r),
@@ -511,7 +563,11 @@ impl CqlHandler {
             .as_ref()
             .is_some_and(|id| *id != stmt.result_metadata_id);
         let skip_metadata = e.params.skip_metadata && !stale;
-        match self.run(stmt.parsed.clone(), params, skip_metadata).await {
+        let user = conn.user();
+        match self
+            .run(user.as_deref(), stmt.parsed.clone(), params, skip_metadata)
+            .await
+        {
             Ok(CqlResult::Rows(mut rows)) if stale => {
                 rows.metadata.new_metadata_id = Some(stmt.result_metadata_id.clone());
                 Response::Result(CqlResult::Rows(rows))
@@ -549,6 +605,17 @@ impl CqlHandler {
                 return error(QueryError::Invalid(
                     "Only INSERT, UPDATE and DELETE statements are allowed in a BATCH".into(),
                 ));
+            }
+            if let Err(e) = self
+                .auth
+                .authorize(
+                    conn.user().as_deref(),
+                    &parsed.statement,
+                    keyspace.as_deref(),
+                )
+                .await
+            {
+                return error(e);
             }
             let params = QueryParams {
                 values: s.values.clone(),

@@ -9,7 +9,9 @@
 //!   keeps a [`gyre_cluster::TokenMetadata`] in step with membership
 //!   events, and serves the admin endpoint. [`Node::shutdown`] announces the
 //!   shutdown to peers and flushes storage.
-//! - Admin HTTP (`network.admin_port`): `GET /status` ([`StatusReport`]
+//! - Admin HTTP (`admin.listen_address`, 127.0.0.1 by default, and
+//!   `network.admin_port`; Host, content-type, optional bearer token and
+//!   fault-injection checks first): `GET /status` ([`StatusReport`]
 //!   JSON), `GET /metrics` (Prometheus text, per-table compaction state
 //!   included), `POST`/`DELETE /faults` (JSON [`gyre_net::FaultRules`]),
 //!   the snapshot routes (`POST /snapshot`, `GET /snapshots`,
@@ -23,6 +25,10 @@
 //!   local storage (single-node data path, no coordinator yet), with
 //!   prepared statements (MD5 ids, bounded cache) and the virtual `system`
 //!   and `system_schema` tables drivers read.
+//! - `auth`: logins (`auth.authenticator`), roles in the replicated
+//!   `system_auth` tables, permissions checked on every statement
+//!   (`auth.authorizer`), as Cassandra's PasswordAuthenticator,
+//!   CassandraRoleManager and CassandraAuthorizer.
 //!
 //! - [`membership`](crate::membership) and `streaming`: a node joining a
 //!   running cluster (BOOT, ring delay, streaming its ranges, NORMAL) and
@@ -30,6 +36,7 @@
 //!   off, LEFT, stop); `GET /streams` shows the streaming sessions.
 
 mod admin;
+mod auth;
 pub use admin::CompactionStats;
 mod bench;
 pub mod config;

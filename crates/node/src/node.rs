@@ -721,9 +721,19 @@ impl Node {
             context: "reading the CQL listener address".into(),
             source,
         })?;
+        let auth = Arc::new(crate::auth::Auth::new(qp.clone(), cfg.auth.clone()));
+        let mut server_cfg = server_cfg;
+        if auth.authenticating() {
+            server_cfg.authenticator =
+                Some(Arc::new(crate::auth::PasswordAuthenticator(auth.clone())));
+            tasks.push(tokio::spawn(
+                auth.clone().setup_default_superuser(stop_rx.clone()),
+            ));
+        }
         let handler = Arc::new(CqlHandler::new(
             qp,
             shared.clone(),
+            auth,
             server_cfg.events.clone(),
         ));
         let mut cql_stop = transports_rx.clone();

@@ -110,8 +110,8 @@ pub use response::{
     StatusChangeType, TopologyChangeType, WriteType,
 };
 pub use server::{
-    supported_options, ConnectionState, EventSender, HandlerRequest, RequestHandler, Server,
-    ServerConfig,
+    supported_options, Authenticator, ConnectionState, EventSender, HandlerRequest, RequestHandler,
+    Server, ServerConfig,
 };
 pub use types::{ColumnSpec, ColumnType, Consistency, DURATION_CLASS};
 pub use value::{

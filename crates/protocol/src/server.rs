@@ -64,12 +64,33 @@ pub trait RequestHandler: Send + Sync + 'static {
     async fn handle(&self, conn: &ConnectionState, request: HandlerRequest) -> Response;
 }
 
+/// Checks the credentials of a connection when the node requires them
+/// (Cassandra's `IAuthenticator` with SASL): STARTUP is then answered
+/// AUTHENTICATE naming [`Authenticator::class_name`], and nothing but
+/// AUTH_RESPONSE (and OPTIONS) is served until a token passes.
+#[async_trait]
+pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
+    /// The class AUTHENTICATE names, e.g.
+    /// `org.apache.cassandra.auth.PasswordAuthenticator`.
+    fn class_name(&self) -> String;
+
+    /// Checks one AUTH_RESPONSE token; `Ok` carries the authenticated role
+    /// (AUTH_SUCCESS follows), `Err` the message of the authentication
+    /// error (0x0100) the client gets.
+    async fn authenticate(
+        &self,
+        peer: SocketAddr,
+        token: Option<&[u8]>,
+    ) -> std::result::Result<String, String>;
+}
+
 /// Per-connection state visible to the handler.
 #[derive(Debug)]
 pub struct ConnectionState {
     id: u64,
     peer: SocketAddr,
     keyspace: Mutex<Option<String>>,
+    user: Mutex<Option<String>>,
 }
 
 impl ConnectionState {
@@ -79,7 +100,18 @@ impl ConnectionState {
             id,
             peer,
             keyspace: Mutex::new(None),
+            user: Mutex::new(None),
         }
+    }
+
+    /// The role this connection authenticated as; `None` without an
+    /// authenticator (anonymous, like Cassandra's AllowAllAuthenticator).
+    pub fn user(&self) -> Option<String> {
+        self.user.lock().clone()
+    }
+
+    pub fn set_user(&self, user: impl Into<String>) {
+        *self.user.lock() = Some(user.into());
     }
 
     /// Server-unique connection number.
@@ -151,8 +183,8 @@ pub struct ServerConfig {
     pub max_request_bytes_in_flight: usize,
     /// The same budget per client IP, so one client cannot take it all.
     pub max_request_bytes_in_flight_per_ip: usize,
-    /// A connection that has not completed STARTUP this long after it was
-    /// opened is closed.
+    /// A connection that has not completed STARTUP (and authentication)
+    /// this long after it was opened is closed.
     pub startup_timeout: Duration,
     /// A connection that sends nothing this long, with no request in
     /// flight, is closed (`None`: never, Cassandra's default; drivers send
@@ -178,6 +210,8 @@ pub struct ServerConfig {
     pub events: EventSender,
     /// Where the server records what it measures.
     pub metrics: Arc<ServerMetrics>,
+    /// Credentials required when set (see [`Authenticator`]).
+    pub authenticator: Option<Arc<dyn Authenticator>>,
 }
 
 impl Default for ServerConfig {
@@ -198,6 +232,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             events: EventSender::default(),
             metrics: Arc::default(),
+            authenticator: None,
         }
     }
 }
@@ -420,6 +455,8 @@ struct Connection {
     cancel: CancellationToken,
     in_flight: Arc<Semaphore>,
     started: bool,
+    /// STARTUP was answered AUTHENTICATE and no token has passed yet.
+    authenticating: bool,
     /// The version of the STARTUP; every later frame must have it.
     version: ProtocolVersion,
     wire: Wire,
@@ -447,6 +484,7 @@ impl Connection {
             cancel,
             in_flight,
             started: false,
+            authenticating: false,
             version: ProtocolVersion::V4,
             wire: Wire::V4_PLAIN,
             registered: HashSet::new(),
@@ -477,8 +515,8 @@ impl Connection {
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                _ = &mut startup_deadline, if !self.started => {
-                    debug!(conn = id, %peer, "no STARTUP within the deadline; closing");
+                _ = &mut startup_deadline, if !self.started || self.authenticating => {
+                    debug!(conn = id, %peer, "not started and authenticated within the deadline; closing");
                     break;
                 }
                 _ = &mut idle_deadline, if idle.is_some() => {
@@ -659,7 +697,8 @@ impl Connection {
                 // READY itself goes out uncompressed (and, in v5, as a bare
                 // envelope): always legal, and robust for clients that only
                 // switch after reading it.
-                let ready = matches!(response, Response::Ready);
+                // v5 framing starts after READY or AUTHENTICATE (spec 2.3).
+                let ready = matches!(response, Response::Ready | Response::Authenticate(_));
                 send_with(tx, stream, response, self.uncompressed_wire()).await;
                 if ready && self.version.is_v5() {
                     let lz4 = matches!(
@@ -676,6 +715,20 @@ impl Connection {
             }
             _ if !self.started => {
                 let msg = format!("{:?} received before STARTUP", request.request.opcode());
+                self.send(tx, stream, protocol_error(msg)).await;
+                return Flow::Continue;
+            }
+            Request::AuthResponse(token) if self.authenticating => {
+                let response = self.auth_response(token.as_deref()).await;
+                self.send(tx, stream, response).await;
+                return Flow::Continue;
+            }
+            _ if self.authenticating => {
+                // Cassandra's ServerConnection wording.
+                let msg = format!(
+                    "Unexpected message {}, expecting SASL_RESPONSE",
+                    format!("{:?}", request.request.opcode()).to_uppercase()
+                );
                 self.send(tx, stream, protocol_error(msg)).await;
                 return Flow::Continue;
             }
@@ -779,6 +832,11 @@ impl Connection {
             compression,
         };
         self.started = true;
+        if let Some(a) = &self.config.authenticator {
+            self.authenticating = true;
+            debug!(conn = self.state.id, "authentication required");
+            return Response::Authenticate(a.class_name());
+        }
         debug!(
             conn = self.state.id,
             version = self.version.number(),
@@ -786,6 +844,27 @@ impl Connection {
             "connection ready"
         );
         Response::Ready
+    }
+
+    /// One AUTH_RESPONSE while authenticating: AUTH_SUCCESS or an
+    /// authentication error (the client may try again on this connection,
+    /// as with Cassandra).
+    async fn auth_response(&mut self, token: Option<&[u8]>) -> Response {
+        let Some(a) = self.config.authenticator.clone() else {
+            return protocol_error("authentication is not enabled on this server");
+        };
+        match a.authenticate(self.state.peer, token).await {
+            Ok(user) => {
+                debug!(conn = self.state.id, %user, "authenticated");
+                self.state.set_user(user);
+                self.authenticating = false;
+                Response::AuthSuccess(None)
+            }
+            Err(message) => {
+                info!(conn = self.state.id, peer = %self.state.peer, %message, "authentication failed");
+                Response::error(ErrorKind::AuthenticationError, message)
+            }
+        }
     }
 }
 

@@ -265,6 +265,10 @@ impl QueryProcessor {
         for t in schema.tables().values() {
             self.data.create_table(t.id, t.storage_options())?;
         }
+        // The built-in system_auth tables (roles), not listed by tables().
+        for t in gyre_schema::system_auth_tables() {
+            self.data.create_table(t.id, t.storage_options())?;
+        }
         Ok(())
     }
 

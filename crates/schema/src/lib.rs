@@ -61,6 +61,9 @@ pub use crate::{
         TableOptions,
     },
     rows::{CellVersion, RowKey, SchemaPartition, SchemaRow, SchemaRows},
-    schema::{is_system_keyspace, Schema, SchemaChange, TableAlteration, SYSTEM_KEYSPACES},
+    schema::{
+        is_system_keyspace, system_auth_tables, Schema, SchemaChange, TableAlteration,
+        SYSTEM_KEYSPACES,
+    },
     store::{SchemaStore, SCHEMA_TABLE_ID},
 };

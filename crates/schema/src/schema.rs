@@ -51,6 +51,73 @@ fn system_keyspace(name: &str) -> KeyspaceDef {
     }
 }
 
+/// The tables of `system_auth`, with Cassandra's columns: built in like the
+/// keyspace, on every node with the same ids (Cassandra's
+/// `TableId.forSystemTable`: an MD5 name UUID of keyspace + table), so the
+/// roles written through one coordinator are the same table everywhere.
+///
+/// They are found by [`Schema::table`] and [`Schema::table_by_id`] but not
+/// listed by [`Schema::tables`] (like the other system tables, which the
+/// node serves itself).
+pub fn system_auth_tables() -> &'static [TableDef] {
+    static TABLES: std::sync::OnceLock<Vec<TableDef>> = std::sync::OnceLock::new();
+    TABLES.get_or_init(build_system_auth_tables)
+}
+
+fn build_system_auth_tables() -> Vec<TableDef> {
+    use ColumnKind::{Clustering, PartitionKey, Regular};
+    let text = || CqlType::Text;
+    let col = |name: &str, ty: CqlType, kind: ColumnKind| ColumnDef {
+        name: name.to_owned(),
+        ty,
+        kind,
+    };
+    let asc = ClusteringOrder::Asc;
+    [
+        (
+            "roles",
+            vec![
+                col("role", text(), PartitionKey(0)),
+                col("can_login", CqlType::Boolean, Regular),
+                col("is_superuser", CqlType::Boolean, Regular),
+                col("member_of", CqlType::Set(Box::new(text())), Regular),
+                col("salted_hash", text(), Regular),
+            ],
+        ),
+        (
+            "role_members",
+            vec![
+                col("role", text(), PartitionKey(0)),
+                col("member", text(), Clustering(0, asc)),
+            ],
+        ),
+        (
+            "role_permissions",
+            vec![
+                col("role", text(), PartitionKey(0)),
+                col("resource", text(), Clustering(0, asc)),
+                col("permissions", CqlType::Set(Box::new(text())), Regular),
+            ],
+        ),
+    ]
+    .into_iter()
+    .map(|(name, columns)| {
+        let mut id = crate::md5::md5(format!("system_auth{name}").as_bytes());
+        // RFC 4122 version 3 (name-based, MD5), as Java's nameUUIDFromBytes.
+        id[6] = (id[6] & 0x0f) | 0x30;
+        id[8] = (id[8] & 0x3f) | 0x80;
+        TableDef {
+            keyspace: "system_auth".to_owned(),
+            name: name.to_owned(),
+            id: TableId(Uuid::from_bytes(id)),
+            columns,
+            options: TableOptions::default(),
+            dropped_columns: BTreeMap::new(),
+        }
+    })
+    .collect()
+}
+
 /// A change to the schema, already checked against the CQL rules (see
 /// [`crate::statement_to_change`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -151,11 +218,17 @@ impl Schema {
     }
 
     pub fn table(&self, keyspace: &str, table: &str) -> Option<&TableDef> {
+        if keyspace == "system_auth" {
+            return system_auth_tables().iter().find(|t| t.name == table);
+        }
         self.tables.get(&(keyspace.to_owned(), table.to_owned()))
     }
 
     pub fn table_by_id(&self, id: TableId) -> Option<&TableDef> {
-        self.by_id.get(&id).and_then(|k| self.tables.get(k))
+        self.by_id
+            .get(&id)
+            .and_then(|k| self.tables.get(k))
+            .or_else(|| system_auth_tables().iter().find(|t| t.id == id))
     }
 
     /// The tables of one keyspace, by name.

@@ -128,6 +128,12 @@ pub struct Options {
     /// instead of routing each to a replica of its key.
     #[arg(long, global = true)]
     pub coordinator_only: bool,
+    /// Role to log in as (nodes with the PasswordAuthenticator).
+    #[arg(short = 'u', long, global = true)]
+    pub username: Option<String>,
+    /// Password of --username.
+    #[arg(short = 'p', long, global = true, requires = "username")]
+    pub password: Option<String>,
 }
 
 /// The client that carries the load.

@@ -105,11 +105,18 @@ async fn run(cli: &Cli, plan: &Plan) -> Result<Report> {
         })
         .collect();
     let connections = NonZeroUsize::new(o.connections).context("--connections must be > 0")?;
-    let session = SessionBuilder::new()
+    if o.driver == Driver::Native && o.username.is_some() {
+        anyhow::bail!("--driver native does not log in: use --driver scylla with -u/--username");
+    }
+    let mut builder = SessionBuilder::new()
         .known_nodes(&hosts)
         .pool_size(PoolSize::PerHost(connections))
         // Agreement is awaited explicitly, with a short bound, after DDL.
-        .auto_await_schema_agreement(false)
+        .auto_await_schema_agreement(false);
+    if let Some(user) = &o.username {
+        builder = builder.user(user, o.password.as_deref().unwrap_or_default());
+    }
+    let session = builder
         .build()
         .await
         .with_context(|| format!("connecting to {}", hosts.join(",")))?;

@@ -439,6 +439,11 @@ enum ClusterCmd {
         /// Seconds to wait for the cluster to converge.
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
+        /// Require logins (PasswordAuthenticator) and check permissions
+        /// (CassandraAuthorizer); the nodes create the superuser
+        /// `cassandra` / `cassandra` about 10 s after they start.
+        #[arg(long)]
+        auth: bool,
         /// Extra arguments for every gyre process (after `--`).
         #[arg(last = true)]
         extra: Vec<String>,
@@ -759,10 +764,21 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
             admin_port,
             num_tokens,
             timeout_secs,
-            extra,
+            auth,
+            mut extra,
         } => {
             if nodes == 0 {
                 bail!("--nodes must be at least 1");
+            }
+            if auth {
+                // Before the user's own flags, so those can override them.
+                let flags = [
+                    "--authenticator",
+                    "PasswordAuthenticator",
+                    "--authorizer",
+                    "CassandraAuthorizer",
+                ];
+                extra.splice(0..0, flags.map(String::from));
             }
             let bin = gyrectl::find_gyre_bin(gyre_bin.as_deref())?;
             let layout = Layout {
@@ -794,8 +810,18 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
             }
             print_cluster(&c);
             let ip1 = c.layout.ip(1)?;
+            let login = if c
+                .layout
+                .extra_args
+                .iter()
+                .any(|a| a == "PasswordAuthenticator")
+            {
+                " -u cassandra -p cassandra"
+            } else {
+                ""
+            };
             println!(
-                "Connect with:  cqlsh {ip1} {}   (or gyresh)",
+                "Connect with:  cqlsh{login} {ip1} {}   (or gyresh{login})",
                 c.layout.cql_port
             );
             println!(

@@ -55,7 +55,17 @@ struct Args {
     /// Request timeout in seconds.
     #[arg(long, default_value_t = 12)]
     request_timeout: u64,
+    /// Role to log in as (nodes with `auth.authenticator =
+    /// "PasswordAuthenticator"`).
+    #[arg(short = 'u', long = "username")]
+    username: Option<String>,
+    /// Password of --username.
+    #[arg(short = 'p', long = "password", requires = "username")]
+    password: Option<String>,
 }
+
+/// `-u` / `-p`, for every (re)connection.
+static CREDENTIALS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
 
 /// Shared with the line editor's completer.
 #[derive(Default)]
@@ -140,6 +150,9 @@ fn run(args: Args) -> Result<i32> {
         .enable_all()
         .build()?;
     let addr = format!("{}:{}", args.host, args.port);
+    if let Some(user) = &args.username {
+        let _ = CREDENTIALS.set((user.clone(), args.password.clone().unwrap_or_default()));
+    }
     let connect_timeout = Duration::from_secs(args.connect_timeout);
     let session = rt
         .block_on(connect(&addr, connect_timeout))
@@ -186,12 +199,13 @@ fn run(args: Args) -> Result<i32> {
 }
 
 async fn connect(addr: &str, timeout: Duration) -> Result<Session> {
-    let session = SessionBuilder::new()
+    let mut builder = SessionBuilder::new()
         .known_node(addr)
-        .connection_timeout(timeout)
-        .build()
-        .await?;
-    Ok(session)
+        .connection_timeout(timeout);
+    if let Some((user, password)) = CREDENTIALS.get() {
+        builder = builder.user(user, password);
+    }
+    Ok(builder.build().await?)
 }
 
 impl Shell {

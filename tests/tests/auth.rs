@@ -1,0 +1,154 @@
+//! Authentication and permissions on a real 3-node cluster started with
+//! `gyrectl cluster up --auth` (PasswordAuthenticator + CassandraAuthorizer),
+//! through real clients:
+//! - the DataStax Python driver (`tests/python/auth_check.py`): the default
+//!   superuser `cassandra` logs in; no credentials and a wrong password get
+//!   `AuthenticationFailed` with Cassandra's text; a role made through one
+//!   node logs in through every node, reads the keyspace it has SELECT on
+//!   and gets `Unauthorized` on INSERT and on another keyspace; LIST ROLES,
+//!   LIST PERMISSIONS, the legacy USER statements; a dropped role cannot log
+//!   in anywhere;
+//! - cqlsh `-u -p` and gyresh `-u -p`, and both refused with a wrong
+//!   password.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use gyre_tests::cluster::TestCluster;
+use gyre_tests::cqlsh;
+
+const PYTHON_VENV_VERSION: &str = "3.29.2";
+
+/// The Python driver venv of tests/cql_python.rs (same pin).
+fn python() -> PathBuf {
+    let venv = std::env::var_os("GYRE_PYTHON_VENV").map_or_else(
+        || Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/gyre-venv"),
+        PathBuf::from,
+    );
+    let python = venv.join("bin/python");
+    let check = format!(
+        "import cassandra, sys; sys.exit(0 if cassandra.__version__ == '{PYTHON_VENV_VERSION}' else 1)"
+    );
+    let ok = python.is_file()
+        && Command::new(&python)
+            .args(["-c", &check])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        if !python.is_file() {
+            let st = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status();
+            assert!(st.is_ok_and(|s| s.success()), "python3 -m venv failed");
+        }
+        let st = Command::new(&python)
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
+            .arg(format!("cassandra-driver=={PYTHON_VENV_VERSION}"))
+            .arg("lz4")
+            .status();
+        assert!(
+            st.is_ok_and(|s| s.success()),
+            "pip install cassandra-driver failed (is PyPI reachable?); this test needs the real driver"
+        );
+    }
+    python
+}
+
+fn tool(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build -p gyresh` first",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn password_logins_roles_and_permissions_through_real_clients() {
+    let python = python();
+    let c = TestCluster::new(3, 81);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--auth",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.81",
+        "--cluster-name",
+        "auth test",
+        "--timeout-secs",
+        "60",
+        "--",
+        // Sooner than Cassandra's 10 s: the ring is settled once `up` returns.
+        "--superuser-setup-delay-ms",
+        "2000",
+    ]);
+    let hosts: Vec<String> = (1..=3).map(|n| c.cql(n).ip().to_string()).collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/auth_check.py");
+    let t0 = Instant::now();
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(&hosts)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("AUTH-CHECK PASSED"),
+        "auth_check.py failed after {:?}:\n{text}\n{}",
+        t0.elapsed(),
+        c.logs()
+    );
+
+    // cqlsh -u -p.
+    let cqlsh = cqlsh::cqlsh();
+    let o = cqlsh::run(
+        Command::new(&cqlsh)
+            .args(["-u", "cassandra", "-p", "cassandra", &hosts[1], "9042"])
+            .args(["-e", "LIST ROLES"]),
+    );
+    assert!(o.ok, "cqlsh -u -p failed:\n{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("cassandra") && o.stdout.contains("True"),
+        "{}",
+        o.stdout
+    );
+    let o = cqlsh::run(
+        Command::new(&cqlsh)
+            .args(["-u", "cassandra", "-p", "nope", &hosts[1], "9042"])
+            .args(["-e", "SELECT * FROM system.local"]),
+    );
+    assert!(!o.ok, "{}", o.stdout);
+    assert!(
+        o.stderr
+            .contains("Provided username cassandra and/or password are incorrect"),
+        "{}",
+        o.stderr
+    );
+
+    // gyresh -u -p.
+    let gyresh = tool("gyresh");
+    let o = cqlsh::run(
+        Command::new(&gyresh)
+            .args([&hosts[2], "-u", "cassandra", "-p", "cassandra"])
+            .args(["-e", "SELECT k, v FROM authks1.t WHERE k = 1;"]),
+    );
+    assert!(o.ok && o.stdout.contains("one"), "{}{}", o.stdout, o.stderr);
+    let o = cqlsh::run(
+        Command::new(&gyresh)
+            .arg(&hosts[2])
+            .args(["-e", "SELECT * FROM system.local;"]),
+    );
+    assert!(!o.ok, "gyresh without credentials connected: {}", o.stdout);
+    c.gyrectl_ok(&["cluster", "down"]);
+}
