@@ -26,6 +26,60 @@ pub struct NodeConfig {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub auth: AuthConfig,
+    pub client_encryption: ClientEncryptionConfig,
+}
+
+/// TLS on the CQL port, as Cassandra's `client_encryption_options` (PEM
+/// files instead of Java keystores).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientEncryptionConfig {
+    pub enabled: bool,
+    /// Serve TLS and plaintext clients on the one port.
+    pub optional: bool,
+    /// PEM certificate chain of this node, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key of that certificate.
+    pub private_key: PathBuf,
+    /// Clients must present a certificate signed by `ca_certificate`.
+    pub require_client_auth: bool,
+    /// PEM CA that signs client certificates.
+    pub ca_certificate: PathBuf,
+}
+
+impl ClientEncryptionConfig {
+    /// The server's TLS, read from the PEM files (`None` when disabled).
+    pub fn load(&self) -> Result<Option<gyre_protocol::ServerTls>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let read = |key: &str, path: &Path| {
+            std::fs::read(path).map_err(|source| Error::Io {
+                context: format!("client_encryption.{key} {}", path.display()),
+                source,
+            })
+        };
+        let cert = read("certificate", &self.certificate)?;
+        let key = read("private_key", &self.private_key)?;
+        let ca = if self.ca_certificate.as_os_str().is_empty() {
+            None
+        } else {
+            Some(read("ca_certificate", &self.ca_certificate)?)
+        };
+        let client_auth = if self.require_client_auth {
+            gyre_protocol::ClientAuth::Required
+        } else if ca.is_some() {
+            gyre_protocol::ClientAuth::Optional
+        } else {
+            gyre_protocol::ClientAuth::None
+        };
+        gyre_protocol::ServerTls::from_pem(&cert, &key, ca.as_deref(), client_auth, self.optional)
+            .map(Some)
+            .map_err(|e| Error::InvalidConfig {
+                key: "client_encryption".into(),
+                message: e.to_string(),
+            })
+    }
 }
 
 /// Who may connect (`authenticator`) and what they may do (`authorizer`),
@@ -809,6 +863,21 @@ impl NodeConfig {
         }
         if n.cql_max_concurrent_requests == 0 {
             return invalid("network.cql_max_concurrent_requests", "must be positive");
+        }
+        let e = &self.client_encryption;
+        if e.enabled {
+            if e.certificate.as_os_str().is_empty() || e.private_key.as_os_str().is_empty() {
+                return invalid(
+                    "client_encryption.certificate",
+                    "and client_encryption.private_key are needed when enabled",
+                );
+            }
+            if e.require_client_auth && e.ca_certificate.as_os_str().is_empty() {
+                return invalid(
+                    "client_encryption.ca_certificate",
+                    "is needed to verify client certificates (require_client_auth)",
+                );
+            }
         }
         let l = &self.limits;
         if !(1..=256).contains(&l.native_transport_max_frame_size_mb) {

@@ -544,6 +544,7 @@ impl Node {
             startup_timeout: Duration::from_millis(cfg.limits.native_transport_startup_timeout_ms),
             idle_timeout: (cfg.limits.native_transport_idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(cfg.limits.native_transport_idle_timeout_ms)),
+            tls: cfg.client_encryption.load()?,
             ..ServerConfig::default()
         };
         let shared = Arc::new(Shared {

@@ -32,6 +32,9 @@ pub enum Error {
     /// A CQL value does not match the type it is decoded as.
     #[error("invalid value: {0}")]
     InvalidValue(String),
+    /// A TLS certificate, key or CA could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Socket I/O failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

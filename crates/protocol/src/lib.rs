@@ -82,6 +82,7 @@ mod metrics;
 mod request;
 mod response;
 mod server;
+mod tls;
 mod types;
 mod value;
 mod wire;
@@ -113,6 +114,7 @@ pub use server::{
     supported_options, Authenticator, ConnectionState, EventSender, HandlerRequest, RequestHandler,
     Server, ServerConfig,
 };
+pub use tls::{ClientAuth, ServerTls};
 pub use types::{ColumnSpec, ColumnType, Consistency, DURATION_CLASS};
 pub use value::{
     date_from_days, date_to_days, CqlDecimal, CqlDuration, CqlValue, CqlVarint, DATE_EPOCH,

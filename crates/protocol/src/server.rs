@@ -24,8 +24,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
@@ -43,6 +42,7 @@ use crate::limit::{Admission, Overload, RequestLimiter};
 use crate::metrics::ServerMetrics;
 use crate::request::{Batch, Execute, Prepare, Query, Request, RequestFrame};
 use crate::response::{CqlResult, ErrorKind, Event, EventType, Response, ResponseFrame};
+use crate::tls::{Accepted, ServerTls};
 
 /// The requests a [`RequestHandler`] answers; the server handles STARTUP,
 /// OPTIONS, REGISTER and AUTH_RESPONSE itself.
@@ -206,6 +206,8 @@ pub struct ServerConfig {
     pub write_queue_frames: usize,
     /// How long `run` waits for connections to finish after shutdown.
     pub shutdown_grace: Duration,
+    /// TLS on this port (`None`: plaintext only).
+    pub tls: Option<ServerTls>,
     /// Where the node publishes events.
     pub events: EventSender,
     /// Where the server records what it measures.
@@ -230,6 +232,7 @@ impl Default for ServerConfig {
             queue_timeout: Duration::from_secs(1),
             write_queue_frames: 1024,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
             events: EventSender::default(),
             metrics: Arc::default(),
             authenticator: None,
@@ -344,8 +347,32 @@ impl Server {
                 client,
                 cancel.clone(),
             );
+            let tls = config.tls.clone();
             tokio::spawn(async move {
-                conn.run(socket).await;
+                match tls {
+                    None => {
+                        let (rd, wr) = socket.into_split();
+                        conn.run(rd, wr).await;
+                    }
+                    Some(tls) => {
+                        // The handshake counts against the STARTUP deadline.
+                        let deadline = conn.config.startup_timeout;
+                        match tokio::time::timeout(deadline, tls.accept(socket)).await {
+                            Ok(Ok(Accepted::Plain(socket))) => {
+                                let (rd, wr) = socket.into_split();
+                                conn.run(rd, wr).await;
+                            }
+                            Ok(Ok(Accepted::Tls(stream))) => {
+                                let (rd, wr) = tokio::io::split(*stream);
+                                conn.run(rd, wr).await;
+                            }
+                            Ok(Err(e)) => {
+                                info!(%peer, error = %e, "TLS handshake failed; connection refused");
+                            }
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
                 drop(permit);
             });
         }
@@ -492,11 +519,16 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, socket: TcpStream) {
+    /// Serves the connection over its read and write halves (a TCP
+    /// socket's, or a TLS stream's).
+    async fn run<R, W>(mut self, rd: R, wr: W)
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let id = self.state.id;
         let peer = self.state.peer;
         debug!(conn = id, %peer, "connection opened");
-        let (rd, wr) = socket.into_split();
         let (tx, rx) = mpsc::channel::<Outgoing>(self.config.write_queue_frames.max(1));
         let writer = tokio::spawn(write_loop(
             wr,
@@ -973,8 +1005,8 @@ const SMALL_BATCH: u64 = 8;
 /// response already queued (up to `WRITE_BATCH_BYTES`) joins the batch,
 /// which then takes one write and one flush. On a v5 connection the
 /// batch's envelopes share frames.
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Outgoing>,
     conn: u64,
     max_frame: usize,

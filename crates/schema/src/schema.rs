@@ -113,6 +113,7 @@ fn build_system_auth_tables() -> Vec<TableDef> {
             columns,
             options: TableOptions::default(),
             dropped_columns: BTreeMap::new(),
+            indexes: Vec::new(),
         }
     })
     .collect()

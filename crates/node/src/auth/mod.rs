@@ -663,6 +663,12 @@ impl Auth {
             }
             Statement::AlterTable(a) => checks.push((Permission::Alter, table(&a.name)?)),
             Statement::DropTable { name, .. } => checks.push((Permission::Drop, table(name)?)),
+            // Cassandra: an index is a change to its table (ALTER on it).
+            Statement::CreateIndex(c) => checks.push((Permission::Alter, table(&c.table)?)),
+            // The index's table is not named here; ALTER on its keyspace.
+            Statement::DropIndex { name, .. } => {
+                checks.push((Permission::Alter, Resource::Keyspace(ks(name)?)));
+            }
             Statement::Use(_) | Statement::Describe(_) | Statement::Unsupported { .. } => {}
         }
         if checks.is_empty() {
