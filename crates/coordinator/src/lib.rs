@@ -75,8 +75,8 @@ pub use consistency::{ConsistencyLevel, ConsistencyRules, Replica};
 pub use error::{CoordinatorError, Result, WriteType};
 pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
 pub use messages::{
-    BATCH_REMOVE, BATCH_STORE, MUTATION, MUTATION_ACK, PAXOS_COMMIT, PAXOS_PREPARE, PAXOS_PROPOSE,
-    READ_DATA, READ_DIGEST, READ_RANGE, REPAIR_TREE, TRUNCATE,
+    BATCH_REMOVE, BATCH_STORE, COUNTER_MUTATION, MUTATION, MUTATION_ACK, PAXOS_COMMIT,
+    PAXOS_PREPARE, PAXOS_PROPOSE, READ_DATA, READ_DIGEST, READ_RANGE, REPAIR_TREE, TRUNCATE,
 };
 pub use metrics::CoordinatorMetrics;
 pub use paxos::{Ballot, PAXOS_TABLE};

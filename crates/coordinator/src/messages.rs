@@ -45,6 +45,10 @@ pub const PAXOS_PREPARE: Verb = Verb(0x0209);
 pub const PAXOS_PROPOSE: Verb = Verb(0x020A);
 /// Paxos commit: apply an accepted proposal; the response acknowledges.
 pub const PAXOS_COMMIT: Verb = Verb(0x020B);
+/// A counter increment for a leader replica: the consistency level (one
+/// byte, its protocol code) then a [`gyre_storage::Mutation`] of delta
+/// cells; answered once the leader's shards reached that level.
+pub const COUNTER_MUTATION: Verb = Verb(0x020C);
 
 type DecodeResult<T> = Result<T, codec::DecodeError>;
 
