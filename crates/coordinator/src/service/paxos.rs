@@ -398,8 +398,12 @@ impl Coordinator {
                 // Finish the earlier proposal under our ballot, then start over.
                 match self.propose(&live, required, table, ballot, &update).await {
                     Round::Done(()) => {
-                        self.paxos_commit(table, ballot, &update, ConsistencyLevel::Quorum)
-                            .await?
+                        let cl = if local_only {
+                            ConsistencyLevel::LocalQuorum
+                        } else {
+                            ConsistencyLevel::Quorum
+                        };
+                        self.paxos_commit(table, ballot, &update, cl).await?
                     }
                     // Someone else's proposal: whoever outbid us finishes it.
                     Round::Rejected(higher) | Round::Partial(_, higher) => {
