@@ -36,9 +36,16 @@
 //! replicas' pages up to where the first of them stopped, repair the stale
 //! ones, and resume exactly there.
 //!
-//! What it is not: a schema (table ids and strategies are inputs), Paxos
-//! (SERIAL reads behave as QUORUM, LOCAL_SERIAL as LOCAL_QUORUM, serial
-//! writes are rejected) or counters. Logged batches go through a batchlog
+//! Lightweight transactions ([`Coordinator::cas`],
+//! [`Coordinator::serial_read`]) run Paxos over [`PAXOS_PREPARE`] (which
+//! carries the read), [`PAXOS_PROPOSE`] and [`PAXOS_COMMIT`], with each
+//! replica's Paxos state in the internal `system.paxos` table
+//! ([`PAXOS_TABLE`]). Counter increments ([`Coordinator::counter_write`])
+//! go to a leader replica over [`COUNTER_MUTATION`], which writes its
+//! per-host shard and replicates it.
+//!
+//! What it is not: a schema (table ids and strategies are inputs). Logged
+//! batches go through a batchlog
 //! on two other nodes first ([`Coordinator::write_batch`],
 //! [`Coordinator::replay_batchlog`]). Hints are delivered when
 //! the caller asks ([`Coordinator::deliver_hints`]), typically when gossip

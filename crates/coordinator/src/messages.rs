@@ -38,8 +38,8 @@ pub const BATCH_REMOVE: Verb = Verb(0x0207);
 /// Repair: build the Merkle leaves of a table over a token range
 /// ([`crate::repair::TreeRequest`] → [`crate::repair::MerkleLeaves`]).
 pub const REPAIR_TREE: Verb = Verb(0x0208);
-/// Paxos phase 1 with the read ([`crate::paxos`]): promise a ballot and
-/// answer with the Paxos state and the partition's data.
+/// Paxos phase 1 with the read (the replica side is `paxos.rs`): promise a
+/// ballot and answer with the Paxos state and the partition's data.
 pub const PAXOS_PREPARE: Verb = Verb(0x0209);
 /// Paxos phase 2: accept a proposal under a ballot.
 pub const PAXOS_PROPOSE: Verb = Verb(0x020A);
