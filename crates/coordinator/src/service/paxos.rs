@@ -388,6 +388,13 @@ impl Coordinator {
                 Round::Timeout(n) => return Err(cas_timeout(serial, n, required)),
             };
             let max_commit = promises.iter().filter_map(|(_, p)| p.committed).max();
+            // Our update is written at the ballot's time: it must be later
+            // than the last commit's, not just a higher ballot of the same
+            // microsecond (LWW would then tie).
+            if let Some(c) = max_commit.filter(|c| c.micros() >= ballot.micros()) {
+                above = above.max(Some(c));
+                continue;
+            }
             let in_progress = promises
                 .iter()
                 .filter_map(|(_, p)| p.accepted.as_ref())
