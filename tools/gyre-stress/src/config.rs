@@ -123,6 +123,10 @@ pub struct Options {
     /// serial consistency SERIAL (commit at --cl). Scylla driver only.
     #[arg(long, global = true)]
     pub lwt: bool,
+    /// The table's value columns are counters and writes increment them
+    /// by 1 (`UPDATE ... SET c0 = c0 + ?`). Scylla driver only.
+    #[arg(long, global = true, conflicts_with_all = ["lwt", "validate"])]
+    pub counter: bool,
 }
 
 /// The client that carries the load.
