@@ -20,7 +20,7 @@ import time
 from cassandra import ConsistencyLevel, InvalidRequest, ReadTimeout, WriteTimeout
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import WhiteListRoundRobinPolicy
-from cassandra.query import BatchStatement, SimpleStatement
+from cassandra.query import BatchStatement, BatchType, SimpleStatement
 
 
 def step(msg):
@@ -288,12 +288,112 @@ def check(hosts, port, value):
     print("OK", flush=True)
 
 
+def counters(hosts, port, clients, ops):
+    """Counter tables: refusals, reads, and CLIENTS threads spread over
+    HOSTS each adding 1 to a shared counter and its own counter OPS times
+    (with a COUNTER BATCH every 10th): exact totals without faults."""
+    c = Cluster([hosts[0]], port=port)
+    s = c.connect()
+    s.execute("CREATE KEYSPACE cnt WITH replication = "
+              "{'class': 'SimpleStrategy', 'replication_factor': 3}")
+    s.execute("CREATE TABLE cnt.c (k int, r int, n counter, m counter, PRIMARY KEY (k, r))")
+    assert c.control_connection.wait_for_schema_agreement(wait_time=20)
+    step("counter refusals")
+    for cql, fragment in [
+        ("CREATE TABLE cnt.bad (k int PRIMARY KEY, n counter, v int)",
+         "Cannot mix counter and non counter columns in the same table"),
+        ("CREATE TABLE cnt.bad2 (k counter PRIMARY KEY, v counter)",
+         "counter type is not supported for PRIMARY KEY column 'k'"),
+        ("INSERT INTO cnt.c (k, r, n) VALUES (1, 1, 1)",
+         "INSERT statements are not allowed on counter tables"),
+        ("UPDATE cnt.c SET n = 5 WHERE k = 1 AND r = 1", "Cannot set the value of counter column n"),
+        ("UPDATE cnt.c USING TTL 5 SET n = n + 1 WHERE k = 1 AND r = 1",
+         "Cannot provide custom TTL for counter updates"),
+        ("UPDATE cnt.c USING TIMESTAMP 5 SET n = n + 1 WHERE k = 1 AND r = 1",
+         "Cannot provide custom timestamp for counter updates"),
+        ("UPDATE cnt.c SET n = n + 1 WHERE k = 1 AND r = 1 IF n = 1",
+         "Conditional updates are not supported on counter tables"),
+        ("BEGIN BATCH UPDATE cnt.c SET n = n + 1 WHERE k = 1 AND r = 1; APPLY BATCH",
+         "Cannot include a counter statement in a logged batch"),
+    ]:
+        expect_invalid(s, cql, fragment)
+    s.execute("CREATE TABLE cnt.plain (k int PRIMARY KEY, v int)")
+    assert c.control_connection.wait_for_schema_agreement(wait_time=20)
+    expect_invalid(s, "UPDATE cnt.plain SET v = v + 1 WHERE k = 1", "for non counter column v")
+    expect_invalid(s, "BEGIN COUNTER BATCH UPDATE cnt.plain SET v = 1 WHERE k = 1; APPLY BATCH",
+                   "Cannot include non-counter statement in a counter batch")
+    step("increments and decrements")
+    s.execute("UPDATE cnt.c SET n = n + 5, m = m - 2 WHERE k = 0 AND r = 0")
+    s.execute("UPDATE cnt.c SET n = n - 1 WHERE k = 0 AND r = 0")
+    row = s.execute("SELECT n, m FROM cnt.c WHERE k = 0 AND r = 0").one()
+    assert (row.n, row.m) == (4, -2), row
+    c.shutdown()
+
+    clusters, sessions = [], []
+    for h in hosts:
+        profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([h]),
+                                   consistency_level=ConsistencyLevel.QUORUM, request_timeout=20)
+        cl = Cluster([h], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+        clusters.append(cl)
+        sessions.append(cl.connect())
+    lock = threading.Lock()
+    totals = {"timeouts": 0, "errors": []}
+
+    def client(i):
+        s = sessions[i % len(sessions)]
+        inc = s.prepare("UPDATE cnt.c SET n = n + ? WHERE k = 1 AND r = ?")
+        timeouts = 0
+        try:
+            for j in range(ops):
+                try:
+                    if j % 10 == 9:
+                        b = BatchStatement(batch_type=BatchType.COUNTER)
+                        b.add(inc, (1, 0))
+                        b.add(inc, (1, i + 1))
+                        s.execute(b)
+                    else:
+                        s.execute(inc, (1, 0))
+                        s.execute(inc, (1, i + 1))
+                except WriteTimeout:
+                    timeouts += 1
+        except Exception as e:  # noqa: BLE001 - reported below
+            with lock:
+                totals["errors"].append(repr(e))
+        with lock:
+            totals["timeouts"] += timeouts
+
+    step("%d clients x %d increments over %d nodes" % (clients, ops, len(hosts)))
+    t0 = time.time()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.time() - t0
+    rows = sessions[0].execute(
+        SimpleStatement("SELECT r, n FROM cnt.c WHERE k = 1",
+                        consistency_level=ConsistencyLevel.ALL))
+    got = {r.r: r.n for r in rows}
+    print("shared=%s expected=%d timeouts=%d elapsed=%.1fs"
+          % (got.get(0), clients * ops, totals["timeouts"], elapsed), flush=True)
+    assert not totals["errors"], totals["errors"]
+    assert totals["timeouts"] == 0, "a timed-out increment has an unknown outcome"
+    assert got.get(0) == clients * ops, got
+    for i in range(clients):
+        assert got.get(i + 1) == ops, (i, got)
+    for cl in clusters:
+        cl.shutdown()
+    print("OK", flush=True)
+
+
 def main():
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if mode == "basic":
         basic(host, port)
     elif mode == "register":
         register(sys.argv[4].split(","), port, int(sys.argv[5]), int(sys.argv[6]))
+    elif mode == "counters":
+        counters(sys.argv[4].split(","), port, int(sys.argv[5]), int(sys.argv[6]))
     elif mode == "check":
         check(sys.argv[4].split(","), port, int(sys.argv[5]))
     else:

@@ -20,6 +20,7 @@
 
 pub mod codec;
 mod consistency;
+pub mod counter;
 pub mod lww;
 pub mod metrics;
 mod model;

@@ -36,9 +36,16 @@
 //! replicas' pages up to where the first of them stopped, repair the stale
 //! ones, and resume exactly there.
 //!
-//! What it is not: a schema (table ids and strategies are inputs), Paxos
-//! (SERIAL reads behave as QUORUM, LOCAL_SERIAL as LOCAL_QUORUM, serial
-//! writes are rejected) or counters. Logged batches go through a batchlog
+//! Lightweight transactions ([`Coordinator::cas`],
+//! [`Coordinator::serial_read`]) run Paxos over [`PAXOS_PREPARE`] (which
+//! carries the read), [`PAXOS_PROPOSE`] and [`PAXOS_COMMIT`], with each
+//! replica's Paxos state in the internal `system.paxos` table
+//! ([`PAXOS_TABLE`]). Counter increments ([`Coordinator::counter_write`])
+//! go to a leader replica over [`COUNTER_MUTATION`], which writes its
+//! per-host shard and replicates it.
+//!
+//! What it is not: a schema (table ids and strategies are inputs). Logged
+//! batches go through a batchlog
 //! on two other nodes first ([`Coordinator::write_batch`],
 //! [`Coordinator::replay_batchlog`]). Hints are delivered when
 //! the caller asks ([`Coordinator::deliver_hints`]), typically when gossip
@@ -75,8 +82,8 @@ pub use consistency::{ConsistencyLevel, ConsistencyRules, Replica};
 pub use error::{CoordinatorError, Result, WriteType};
 pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
 pub use messages::{
-    BATCH_REMOVE, BATCH_STORE, MUTATION, MUTATION_ACK, PAXOS_COMMIT, PAXOS_PREPARE, PAXOS_PROPOSE,
-    READ_DATA, READ_DIGEST, READ_RANGE, REPAIR_TREE, TRUNCATE,
+    BATCH_REMOVE, BATCH_STORE, COUNTER_MUTATION, MUTATION, MUTATION_ACK, PAXOS_COMMIT,
+    PAXOS_PREPARE, PAXOS_PROPOSE, READ_DATA, READ_DIGEST, READ_RANGE, REPAIR_TREE, TRUNCATE,
 };
 pub use metrics::CoordinatorMetrics;
 pub use paxos::{Ballot, PAXOS_TABLE};

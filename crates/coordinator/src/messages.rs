@@ -38,13 +38,17 @@ pub const BATCH_REMOVE: Verb = Verb(0x0207);
 /// Repair: build the Merkle leaves of a table over a token range
 /// ([`crate::repair::TreeRequest`] → [`crate::repair::MerkleLeaves`]).
 pub const REPAIR_TREE: Verb = Verb(0x0208);
-/// Paxos phase 1 with the read ([`crate::paxos`]): promise a ballot and
-/// answer with the Paxos state and the partition's data.
+/// Paxos phase 1 with the read (the replica side is `paxos.rs`): promise a
+/// ballot and answer with the Paxos state and the partition's data.
 pub const PAXOS_PREPARE: Verb = Verb(0x0209);
 /// Paxos phase 2: accept a proposal under a ballot.
 pub const PAXOS_PROPOSE: Verb = Verb(0x020A);
 /// Paxos commit: apply an accepted proposal; the response acknowledges.
 pub const PAXOS_COMMIT: Verb = Verb(0x020B);
+/// A counter increment for a leader replica: the consistency level (one
+/// byte, its protocol code) then a [`gyre_storage::Mutation`] of delta
+/// cells; answered once the leader's shards reached that level.
+pub const COUNTER_MUTATION: Verb = Verb(0x020C);
 
 type DecodeResult<T> = Result<T, codec::DecodeError>;
 

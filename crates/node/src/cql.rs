@@ -629,16 +629,15 @@ impl CqlHandler {
             };
             work.push((parsed, params));
         }
-        if b.batch_type == gyre_protocol::BatchType::Counter {
-            return error(QueryError::Invalid(
-                "Counter batches are not supported: Gyre has no counter columns".into(),
-            ));
-        }
-        let logged = b.batch_type == gyre_protocol::BatchType::Logged;
+        let kind = match b.batch_type {
+            gyre_protocol::BatchType::Logged => gyre_cql::BatchKind::Logged,
+            gyre_protocol::BatchType::Unlogged => gyre_cql::BatchKind::Unlogged,
+            gyre_protocol::BatchType::Counter => gyre_cql::BatchKind::Counter,
+        };
         let cl = b.consistency;
         match self
             .qp
-            .execute_batch(&work, cl, b.serial_consistency, logged)
+            .execute_batch(&work, cl, b.serial_consistency, kind)
             .await
         {
             Ok(QueryResult::Rows { columns, rows, .. }) => {

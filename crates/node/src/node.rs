@@ -612,6 +612,7 @@ impl Node {
             let _ = shared.hint_store.set(store.clone());
             coordinator = coordinator.with_hints(store);
         }
+        coordinator.register_counter_handler();
         let _ = shared.coordinator_metrics.set(coordinator.metrics());
         let _ = shared.replica_stage.set(coordinator.replica_stage());
         let _ = data.coordinator.set(coordinator.clone());

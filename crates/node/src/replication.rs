@@ -240,6 +240,18 @@ impl DataAccess for ClusterData {
             .map_err(to_query_error)
     }
 
+    async fn apply_counter(
+        &self,
+        table: TableId,
+        deltas: Partition,
+        cl: Consistency,
+    ) -> gyre_query::Result<()> {
+        let c = self.coordinator()?;
+        c.counter_write(table, deltas, cl)
+            .await
+            .map_err(to_query_error)
+    }
+
     async fn cas(
         &self,
         table: TableId,

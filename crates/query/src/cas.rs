@@ -130,6 +130,11 @@ impl QueryProcessor {
                 Modification::Delete(d) => (&d.table, &d.using),
             };
             let t = self.table(name, params)?;
+            if t.is_counter() {
+                return Err(QueryError::invalid(
+                    "Conditional updates are not supported on counter tables",
+                ));
+            }
             if using.timestamp.is_some() {
                 return Err(QueryError::invalid(if batch {
                     "Cannot provide custom timestamp for conditional BATCH"

@@ -67,6 +67,11 @@ pub trait DataAccess: Send + Sync {
         now: LocalTime,
         cl: Consistency,
     ) -> Result<ScanPage>;
+    /// Counter increments: `deltas` holds cells with an empty path whose
+    /// value is the delta ([`gyre_common::counter`]); a leader replica turns
+    /// them into its shards.
+    async fn apply_counter(&self, table: TableId, deltas: Partition, cl: Consistency)
+        -> Result<()>;
     /// A compare-and-set on one partition: `filter` reads what the
     /// conditions need, `decide` turns it into the update (if any), which
     /// is committed at `commit`; `serial` is SERIAL or LOCAL_SERIAL.
@@ -136,6 +141,62 @@ impl DataAccess for LocalData {
         _cl: Consistency,
     ) -> Result<ScanPage> {
         Ok(self.engine.scan(table, request, now)?)
+    }
+
+    async fn apply_counter(
+        &self,
+        table: TableId,
+        deltas: Partition,
+        _cl: Consistency,
+    ) -> Result<()> {
+        use gyre_common::counter::{next_shard, parse_delta, parse_shard};
+        use gyre_common::CellName;
+        // One engine: its shards under the nil host id, serialized.
+        let host = bytes::Bytes::copy_from_slice(uuid::Uuid::nil().as_bytes());
+        let durable = {
+            let _guard = self.cas_lock.lock();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            let filter = ReadFilter {
+                clustering: gyre_storage::ClusteringFilter::all(),
+                columns: gyre_storage::ColumnFilter::All,
+                limit: None,
+                reversed: false,
+            };
+            let local = now.div_euclid(1_000_000);
+            let stored = self.engine.read(table, &deltas.key, &filter, local)?;
+            let mut shards = Partition::new(deltas.key.clone());
+            let rows = deltas
+                .static_row
+                .iter()
+                .map(|r| (None, r))
+                .chain(deltas.rows.iter().map(|(ck, r)| (Some(ck), r)));
+            for (ck, row) in rows {
+                for (name, cell) in row.cells.iter().filter(|(n, _)| n.path.is_empty()) {
+                    let Some(delta) = cell.value_at(local).and_then(|v| parse_delta(v)) else {
+                        continue;
+                    };
+                    let shard_name = CellName::element(name.column.clone(), host.clone());
+                    let old = stored
+                        .as_ref()
+                        .and_then(|p| match ck {
+                            Some(ck) => p.rows.get(ck),
+                            None => p.static_row.as_ref(),
+                        })
+                        .and_then(|r| r.cells.get(&shard_name))
+                        .and_then(|c| c.value_at(local))
+                        .and_then(|v| parse_shard(v));
+                    let c = next_shard(old, delta, now);
+                    shards = match ck {
+                        Some(ck) => shards.set(ck.clone(), shard_name, c),
+                        None => shards.set_static(shard_name, c),
+                    };
+                }
+            }
+            self.engine.apply_deferred(table, shards)
+        };
+        Ok(durable.await?)
     }
 
     async fn cas(

@@ -476,6 +476,14 @@ impl QueryProcessor {
         Ok(self.schema.read().require_table(ks, &name.name)?.clone())
     }
 
+    /// Whether table `id` is a counter table.
+    pub(crate) fn is_counter_table(&self, id: TableId) -> bool {
+        self.schema
+            .read()
+            .table_by_id(id)
+            .is_some_and(|t| t.is_counter())
+    }
+
     /// "Now" in seconds, for expiry and deletion times.
     pub(crate) fn now(&self) -> LocalTime {
         self.clock.now()

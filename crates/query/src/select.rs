@@ -732,6 +732,16 @@ impl Plan {
                 ColumnKind::Clustering(i, _) => {
                     ck.get(i as usize).map(|v| Bytes::copy_from_slice(v))
                 }
+                _ if c.ty == gyre_cql::CqlType::Counter => {
+                    // The sum of the per-host shards.
+                    let r = if c.kind == ColumnKind::Static {
+                        static_row
+                    } else {
+                        row
+                    };
+                    r.and_then(|r| gyre_common::counter::total(r, c.name.as_bytes(), self.now))
+                        .map(|n| Bytes::copy_from_slice(&n.to_be_bytes()))
+                }
                 _ if is_multicell(&c.ty) => {
                     let r = if c.kind == ColumnKind::Static {
                         static_row

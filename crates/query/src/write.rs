@@ -41,6 +41,8 @@ enum Op {
     RemoveValues(Bytes),
     /// `l[i] = value` (null deletes it); `DELETE l[i]`.
     SetIndex(i32, Option<Bytes>),
+    /// `c = c + n` / `c = c - n` on a counter: a delta cell for the leader.
+    Counter(i64),
 }
 
 impl WriteTime {
@@ -89,8 +91,9 @@ impl QueryProcessor {
         statements: &[(gyre_cql::Parsed, QueryParams)],
         consistency: gyre_protocol::Consistency,
         serial: Option<gyre_protocol::Consistency>,
-        logged: bool,
+        kind: gyre_cql::BatchKind,
     ) -> Result<crate::processor::QueryResult> {
+        let logged = kind == gyre_cql::BatchKind::Logged;
         if statements
             .iter()
             .any(|(p, _)| crate::cas::is_conditional(&p.statement))
@@ -121,6 +124,17 @@ impl QueryProcessor {
                 .await;
         }
         check_write_consistency(consistency)?;
+        let mut tables = Vec::with_capacity(statements.len());
+        for (parsed, params) in statements {
+            let name = match &parsed.statement {
+                Statement::Insert(i) => &i.table,
+                Statement::Update(u) => &u.table,
+                Statement::Delete(d) => &d.table,
+                _ => continue,
+            };
+            tables.push(self.table(name, params)?);
+        }
+        check_batch_kind(kind, &tables)?;
         let started = std::time::Instant::now();
         let mut updates: Vec<(TableId, Partition)> = Vec::new();
         for (parsed, params) in statements {
@@ -159,12 +173,12 @@ impl QueryProcessor {
             Statement::Update(u) => self.update(u, params, None, updates).await?,
             Statement::Delete(d) => self.delete(d, params, None, updates).await?,
             Statement::Batch(b) => {
-                if b.kind == gyre_cql::BatchKind::Counter {
-                    // No counter tables exist, so no statement may be in one.
-                    return Err(QueryError::invalid(
-                        "Cannot include non-counter statement in a counter batch (counter tables are not supported yet)",
-                    ));
-                }
+                let tables = b
+                    .statements
+                    .iter()
+                    .map(|m| self.table(modification_table(m), params))
+                    .collect::<Result<Vec<_>>>()?;
+                check_batch_kind(b.kind, &tables)?;
                 if b.using.ttl.is_some() {
                     return Err(QueryError::invalid("A BATCH cannot have a TTL"));
                 }
@@ -213,6 +227,23 @@ impl QueryProcessor {
             {
                 Some((_, into)) => gyre_common::lww::merge_partitions(into, update),
                 None => merged.push((table, update)),
+            }
+        }
+        // Counter increments go through a leader replica each.
+        let counter_tables: Vec<TableId> = merged
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| self.is_counter_table(*t))
+            .collect();
+        if !counter_tables.is_empty() {
+            let (counters, rest): (Vec<_>, Vec<_>) = merged.into_iter().partition(|(t, p)| {
+                counter_tables.contains(t)
+                    && p.cells()
+                        .any(|(_, c)| !matches!(c.value, gyre_common::CellValue::Tombstone { .. }))
+            });
+            merged = rest;
+            for (table, deltas) in counters {
+                self.data.apply_counter(table, deltas, consistency).await?;
             }
         }
         if merged.is_empty() {
@@ -319,6 +350,11 @@ impl QueryProcessor {
         out: &mut Vec<(TableId, Partition)>,
     ) -> Result<()> {
         let table = self.table(&ins.table, params)?;
+        if table.is_counter() {
+            return Err(QueryError::invalid(
+                "INSERT statements are not allowed on counter tables, use UPDATE instead",
+            ));
+        }
         let binds = &params.values;
         let wt = self.write_time(&table, &ins.using, params, batch_ts)?;
         // The columns written; an unset value leaves its column out.
@@ -429,6 +465,9 @@ impl QueryProcessor {
         out: &mut Vec<(TableId, Partition)>,
     ) -> Result<()> {
         let table = self.table(&upd.table, params)?;
+        if table.is_counter() {
+            check_counter_using(&upd.using)?;
+        }
         let wt = self.write_time(&table, &upd.using, params, batch_ts)?;
         let binds = &params.values;
         let mut ops: Vec<(&ColumnDef, Op)> = Vec::new();
@@ -448,10 +487,42 @@ impl QueryProcessor {
             let (column, op) = match a {
                 Assignment::Set { column, value } => {
                     let col = column_def(&table, column)?;
+                    if col.ty == CqlType::Counter {
+                        return Err(QueryError::invalid(format!(
+                            "Cannot set the value of counter column {column} (counters can only be incremented/decremented, not set)"
+                        )));
+                    }
                     (col, Op::Set(term_bytes(value, &col.ty, column, binds)?))
+                }
+                Assignment::Add { column, value } | Assignment::Subtract { column, value }
+                    if table
+                        .column(column)
+                        .is_some_and(|c| c.ty == CqlType::Counter) =>
+                {
+                    let col = column_def(&table, column)?;
+                    let v = non_null(term_bytes(value, &CqlType::Counter, column, binds)?, column)?;
+                    let d = gyre_common::counter::parse_delta(&v).ok_or_else(|| {
+                        QueryError::invalid(format!("Invalid counter value for {column}"))
+                    })?;
+                    let d = if matches!(a, Assignment::Subtract { .. }) {
+                        d.checked_neg().ok_or_else(|| {
+                            QueryError::invalid(format!("Invalid counter value for {column}"))
+                        })?
+                    } else {
+                        d
+                    };
+                    (col, Op::Counter(d))
                 }
                 Assignment::Add { column, value } => {
                     let col = column_def(&table, column)?;
+                    if !matches!(
+                        crate::values::unfrozen(&col.ty),
+                        CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..)
+                    ) {
+                        return Err(QueryError::invalid(format!(
+                            "Invalid operation ({column} = {column} + ?) for non counter column {column}"
+                        )));
+                    }
                     if !is_multicell(&col.ty) {
                         return Err(QueryError::invalid(format!(
                             "Invalid operation (+) for non-collection column {column}"
@@ -644,6 +715,12 @@ impl QueryProcessor {
             |path: Bytes| CellName::element(Bytes::copy_from_slice(col.name.as_bytes()), path);
         let multicell = is_multicell(&col.ty);
         match op {
+            Op::Counter(d) => Ok(put(
+                p,
+                ck,
+                cell_name(col),
+                Cell::live(wt.ts, gyre_common::counter::delta_value(*d)),
+            )),
             Op::Set(v) if !multicell => Ok(put(p, ck, cell_name(col), wt.cell(v.clone()))),
             Op::Set(v) => {
                 // The engine has no column-level deletion: replacing a
@@ -788,6 +865,46 @@ fn check_write_consistency(cl: Consistency) -> Result<()> {
     if cl.is_serial() {
         return Err(QueryError::invalid(
             "You must use conditional updates for serializable writes",
+        ));
+    }
+    Ok(())
+}
+
+fn modification_table(m: &gyre_cql::Modification) -> &gyre_cql::QualifiedName {
+    match m {
+        gyre_cql::Modification::Insert(i) => &i.table,
+        gyre_cql::Modification::Update(u) => &u.table,
+        gyre_cql::Modification::Delete(d) => &d.table,
+    }
+}
+
+/// Cassandra's rules for counters in batches.
+fn check_batch_kind(kind: gyre_cql::BatchKind, tables: &[TableDef]) -> Result<()> {
+    let counters = tables.iter().filter(|t| t.is_counter()).count();
+    match kind {
+        gyre_cql::BatchKind::Counter if counters < tables.len() => Err(QueryError::invalid(
+            "Cannot include non-counter statement in a counter batch",
+        )),
+        gyre_cql::BatchKind::Logged if counters > 0 => Err(QueryError::invalid(
+            "Cannot include a counter statement in a logged batch",
+        )),
+        gyre_cql::BatchKind::Unlogged if counters > 0 && counters < tables.len() => Err(
+            QueryError::invalid("Counter and non-counter mutations cannot exist in the same batch"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Counter updates take neither a TTL nor a client timestamp.
+fn check_counter_using(using: &Using) -> Result<()> {
+    if using.timestamp.is_some() {
+        return Err(QueryError::invalid(
+            "Cannot provide custom timestamp for counter updates",
+        ));
+    }
+    if using.ttl.is_some() {
+        return Err(QueryError::invalid(
+            "Cannot provide custom TTL for counter updates",
         ));
     }
     Ok(())

@@ -1384,7 +1384,6 @@ fn unsupported_features_are_rejected_clearly() {
     let e = env();
     e.ok("CREATE TABLE t (k int PRIMARY KEY, v int)");
     for (cql, needle) in [
-        ("CREATE TABLE c (k int PRIMARY KEY, n counter)", "counter"),
         (
             "CREATE INDEX ON t (k)",
             "Cannot create secondary index on the only partition key column k",
@@ -1514,6 +1513,57 @@ fn conditional_statements_on_one_engine() {
             .contains("SERIAL is not supported as conditional update commit consistency"),
         "{err}"
     );
+}
+
+/// Counters on one engine (`LocalData::apply_counter`): increments,
+/// decrements, a COUNTER BATCH, totals, deletion, refusals.
+#[test]
+fn counters_on_one_engine() {
+    let e = env();
+    e.ok("CREATE TABLE c (k int PRIMARY KEY, n counter, m counter)");
+    e.ok("UPDATE c SET n = n + 5 WHERE k = 1");
+    e.ok("UPDATE c SET n = n - 2, m = m + 1 WHERE k = 1");
+    e.ok("BEGIN COUNTER BATCH UPDATE c SET n = n + 10 WHERE k = 1; \
+          UPDATE c SET n = n + 1 WHERE k = 2; APPLY BATCH");
+    let counter = |n: i64| Some(CqlValue::Counter(n));
+    assert_eq!(
+        e.rows("SELECT n, m FROM c WHERE k = 1"),
+        vec![vec![counter(13), counter(1)]]
+    );
+    assert_eq!(
+        e.rows("SELECT n FROM c WHERE k = 2"),
+        vec![vec![counter(1)]]
+    );
+    e.ok("DELETE FROM c WHERE k = 2");
+    assert!(e.rows("SELECT n FROM c WHERE k = 2").is_empty());
+    e.ok("CREATE TABLE p (k int PRIMARY KEY, v int)");
+    for (cql, needle) in [
+        (
+            "INSERT INTO c (k, n) VALUES (1, 1)",
+            "INSERT statements are not allowed on counter tables",
+        ),
+        (
+            "UPDATE c SET n = 1 WHERE k = 1",
+            "Cannot set the value of counter column n",
+        ),
+        (
+            "UPDATE p SET v = v + 1 WHERE k = 1",
+            "for non counter column v",
+        ),
+        (
+            "BEGIN UNLOGGED BATCH UPDATE c SET n = n + 1 WHERE k = 1; \
+             UPDATE p SET v = 1 WHERE k = 1; APPLY BATCH",
+            "Counter and non-counter mutations cannot exist in the same batch",
+        ),
+        (
+            "UPDATE c USING TTL 3 SET n = n + 1 WHERE k = 1",
+            "Cannot provide custom TTL for counter updates",
+        ),
+    ] {
+        let err = e.err(cql);
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+        assert!(err.to_string().contains(needle), "{cql}: {err}");
+    }
 }
 
 #[test]

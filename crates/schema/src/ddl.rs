@@ -543,6 +543,21 @@ fn alteration(def: &TableDef, action: &AlterTableAction) -> Result<Option<TableA
                         "Static columns are only useful (and thus allowed) if the table has at least one clustering column",
                     ));
                 }
+                if def.columns.iter().any(|c| !c.kind.is_primary_key()) {
+                    let counter = c.ty == gyre_cql::CqlType::Counter;
+                    if def.is_counter() && !counter {
+                        return Err(SchemaError::invalid(format!(
+                            "Cannot add a non counter column ({}) in a counter column family",
+                            c.name
+                        )));
+                    }
+                    if !def.is_counter() && counter {
+                        return Err(SchemaError::invalid(format!(
+                            "Cannot add a counter column ({}) in a non counter column family",
+                            c.name
+                        )));
+                    }
+                }
                 add.push(ColumnDef {
                     name: c.name.clone(),
                     ty: c.ty.clone(),

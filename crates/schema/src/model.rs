@@ -470,7 +470,27 @@ impl TableDef {
                 "Static columns are only useful (and thus allowed) if the table has at least one clustering column",
             ));
         }
+        let values = || self.columns.iter().filter(|c| !c.kind.is_primary_key());
+        if self.is_counter() {
+            if values().any(|c| c.ty != CqlType::Counter) {
+                return Err(SchemaError::invalid(
+                    "Cannot mix counter and non counter columns in the same table",
+                ));
+            }
+            if self.options.default_time_to_live > 0 {
+                return Err(SchemaError::invalid(
+                    "Cannot set default_time_to_live on a table with counters",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// A counter table: its non-key columns are counters.
+    pub fn is_counter(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| !c.kind.is_primary_key() && c.ty == CqlType::Counter)
     }
 }
 
@@ -515,6 +535,11 @@ pub(crate) fn check_type(ty: &CqlType, primary_key: bool, column: &str) -> Resul
                 "duration type is not supported for PRIMARY KEY column '{column}'"
             )));
         }
+        if ty == &CqlType::Counter {
+            return Err(SchemaError::invalid(format!(
+                "counter type is not supported for PRIMARY KEY column '{column}'"
+            )));
+        }
     }
     Ok(())
 }
@@ -546,9 +571,7 @@ fn check_type_inner(ty: &CqlType, frozen: bool) -> Result<()> {
         check_type_inner(t, frozen)
     };
     match ty {
-        CqlType::Counter => Err(SchemaError::invalid(
-            "counter columns are not supported yet",
-        )),
+        CqlType::Counter => Ok(()),
         CqlType::Udt(name) => Err(SchemaError::invalid(format!("Unknown type {name}"))),
         CqlType::Custom(class) => Err(SchemaError::invalid(format!(
             "Custom types are not supported ({class})"

@@ -181,7 +181,18 @@ fn create_table_errors() {
         ("CREATE TABLE t (k int PRIMARY KEY, k text)", "Multiple definition of identifier k"),
         ("CREATE TABLE t (k int, PRIMARY KEY (x))", "Unknown definition x referenced in PRIMARY KEY"),
         ("CREATE TABLE t (k int PRIMARY KEY, s int STATIC)", "Static columns are only useful (and thus allowed) if the table has at least one clustering column"),
-        ("CREATE TABLE t (k int PRIMARY KEY, c counter)", "counter columns are not supported yet"),
+        (
+            "CREATE TABLE t (k int PRIMARY KEY, c counter, v int)",
+            "Cannot mix counter and non counter columns in the same table",
+        ),
+        (
+            "CREATE TABLE t (k counter PRIMARY KEY, c counter)",
+            "counter type is not supported for PRIMARY KEY column 'k'",
+        ),
+        (
+            "CREATE TABLE t (k int PRIMARY KEY, c counter) WITH default_time_to_live = 5",
+            "Cannot set default_time_to_live on a table with counters",
+        ),
         ("CREATE TABLE t (k int, v int, PRIMARY KEY (k)) WITH CLUSTERING ORDER BY (v DESC)", "Only clustering key columns can be defined in CLUSTERING ORDER directive: v is not a clustering column"),
         ("CREATE TABLE t (k int, a int, b int, PRIMARY KEY (k, a, b)) WITH CLUSTERING ORDER BY (b DESC)", "The order of columns in the CLUSTERING ORDER directive must match that of the clustering columns"),
         ("CREATE TABLE t (k list<int> PRIMARY KEY)", "Invalid non-frozen collection type list<int> for PRIMARY KEY component k"),
@@ -270,7 +281,7 @@ fn alter_and_drop_table() {
     );
     assert_eq!(
         err(&mut s, "ALTER TABLE t ADD cnt counter"),
-        "counter columns are not supported yet"
+        "Cannot add a counter column (cnt) in a non counter column family"
     );
     assert_eq!(
         err(&mut s, "ALTER TABLE nope ADD x int"),

@@ -134,6 +134,10 @@ pub struct Options {
     /// Password of --username.
     #[arg(short = 'p', long, global = true, requires = "username")]
     pub password: Option<String>,
+    /// The table's value columns are counters and writes increment them
+    /// by 1 (`UPDATE ... SET c0 = c0 + ?`). Scylla driver only.
+    #[arg(long, global = true, conflicts_with_all = ["lwt", "validate"])]
+    pub counter: bool,
 }
 
 /// The client that carries the load.

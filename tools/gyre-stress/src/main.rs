@@ -137,7 +137,10 @@ async fn run(cli: &Cli, plan: &Plan) -> Result<Report> {
         native: None,
     });
     if o.driver == Driver::Native {
-        anyhow::ensure!(!o.lwt, "--lwt needs --driver scylla");
+        anyhow::ensure!(
+            !o.lwt && !o.counter,
+            "--lwt and --counter need --driver scylla"
+        );
         let pool = native_run::connect(&workload, &hosts[0], statements).await?;
         if let Some(w) = Arc::get_mut(&mut workload) {
             w.native = Some(Arc::new(pool));
@@ -235,7 +238,8 @@ async fn create_schema(session: &Session, cli: &Cli) -> Result<()> {
         "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
          {{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
     ));
-    let columns: Vec<String> = (0..o.columns).map(|c| format!("c{c} blob")).collect();
+    let ty = if o.counter { "counter" } else { "blob" };
+    let columns: Vec<String> = (0..o.columns).map(|c| format!("c{c} {ty}")).collect();
     ddl.push(format!(
         "CREATE TABLE IF NOT EXISTS {ks}.{} (key bigint PRIMARY KEY, {})",
         o.table,
@@ -261,13 +265,23 @@ async fn prepare(session: &Session, cli: &Cli) -> Result<(PreparedStatement, Pre
     let o = &cli.opts;
     let names: Vec<String> = (0..o.columns).map(|c| format!("c{c}")).collect();
     let marks = vec!["?"; o.columns].join(", ");
-    let insert_cql = format!(
-        "INSERT INTO {}.{} (key, {}) VALUES (?, {marks}){}",
-        o.keyspace,
-        o.table,
-        names.join(", "),
-        if o.lwt { " IF NOT EXISTS" } else { "" }
-    );
+    let insert_cql = if o.counter {
+        let incs: Vec<String> = names.iter().map(|n| format!("{n} = {n} + ?")).collect();
+        format!(
+            "UPDATE {}.{} SET {} WHERE key = ?",
+            o.keyspace,
+            o.table,
+            incs.join(", ")
+        )
+    } else {
+        format!(
+            "INSERT INTO {}.{} (key, {}) VALUES (?, {marks}){}",
+            o.keyspace,
+            o.table,
+            names.join(", "),
+            if o.lwt { " IF NOT EXISTS" } else { "" }
+        )
+    };
     let select_cql = format!(
         "SELECT {} FROM {}.{} WHERE key = ?",
         names.join(", "),
@@ -285,7 +299,9 @@ async fn prepare(session: &Session, cli: &Cli) -> Result<(PreparedStatement, Pre
         // Plain upserts and reads: safe to retry or speculate. A
         // conditional insert is not (a retry may report "not applied").
         let lwt = o.lwt && cql.starts_with("INSERT");
-        p.set_is_idempotent(!lwt);
+        // Increments are not idempotent either.
+        let counter = o.counter && cql.starts_with("UPDATE");
+        p.set_is_idempotent(!lwt && !counter);
         if lwt {
             p.set_serial_consistency(Some(scylla::statement::SerialConsistency::Serial));
         }
@@ -369,6 +385,13 @@ async fn worker(id: u64, w: &Workload, phase: &Phase) {
 async fn write(w: &Workload, key: u64) -> Result<(), ExecutionError> {
     let size = w.cli.opts.value_size;
     let mut values = Vec::with_capacity(1 + w.cli.opts.columns);
+    if w.cli.opts.counter {
+        values
+            .extend((0..w.cli.opts.columns).map(|_| CqlValue::Counter(scylla::value::Counter(1))));
+        values.push(CqlValue::BigInt(key as i64));
+        w.session.execute_unpaged(&w.insert, values).await?;
+        return Ok(());
+    }
     values.push(CqlValue::BigInt(key as i64));
     for c in 0..w.cli.opts.columns {
         values.push(CqlValue::Blob(value_for(key, c, size)));

@@ -6,6 +6,7 @@
 //! [`repair`], and the replica side in [`handlers`].
 
 mod batch;
+mod counter;
 mod handlers;
 mod hints;
 mod paxos;
@@ -152,6 +153,8 @@ struct Inner {
     stage: Arc<ReplicaStage>,
     /// This replica's Paxos state locks (see [`crate::paxos`]).
     paxos: Arc<crate::paxos::PaxosReplica>,
+    /// Per-counter locks of this node as a counter leader (sharded).
+    counter_locks: Vec<parking_lot::Mutex<()>>,
 }
 
 /// Serves client reads and writes at a consistency level over the cluster,
@@ -230,6 +233,7 @@ impl Coordinator {
                 metrics,
                 stage,
                 paxos,
+                counter_locks: (0..256).map(|_| parking_lot::Mutex::new(())).collect(),
             }),
         }
     }

@@ -388,6 +388,13 @@ impl Coordinator {
                 Round::Timeout(n) => return Err(cas_timeout(serial, n, required)),
             };
             let max_commit = promises.iter().filter_map(|(_, p)| p.committed).max();
+            // Our update is written at the ballot's time: it must be later
+            // than the last commit's, not just a higher ballot of the same
+            // microsecond (LWW would then tie).
+            if let Some(c) = max_commit.filter(|c| c.micros() >= ballot.micros()) {
+                above = above.max(Some(c));
+                continue;
+            }
             let in_progress = promises
                 .iter()
                 .filter_map(|(_, p)| p.accepted.as_ref())
@@ -398,8 +405,12 @@ impl Coordinator {
                 // Finish the earlier proposal under our ballot, then start over.
                 match self.propose(&live, required, table, ballot, &update).await {
                     Round::Done(()) => {
-                        self.paxos_commit(table, ballot, &update, ConsistencyLevel::Quorum)
-                            .await?
+                        let cl = if local_only {
+                            ConsistencyLevel::LocalQuorum
+                        } else {
+                            ConsistencyLevel::Quorum
+                        };
+                        self.paxos_commit(table, ballot, &update, cl).await?
                     }
                     // Someone else's proposal: whoever outbid us finishes it.
                     Round::Rejected(higher) | Round::Partial(_, higher) => {
