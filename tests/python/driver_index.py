@@ -130,6 +130,20 @@ def main_phase(cluster, s, admins):
                    "Cannot drop column n because it has dependent secondary indexes (by_n)")
     s.execute("DROP INDEX IF EXISTS nope")
 
+    step("indexes on key columns")
+    # Allowed, as in Cassandra; the rows they select must be right (key
+    # columns are filtered, not looked up: see the notes).
+    s.execute("CREATE TABLE comp (a int, b int, c int, v int, PRIMARY KEY ((a, b), c))")
+    s.execute("CREATE INDEX ON comp (b)")
+    s.execute("CREATE INDEX ON comp (c)")
+    for i in range(20):
+        s.execute("INSERT INTO comp (a, b, c, v) VALUES (%s, %s, %s, %s)", (i, i % 3, i % 4, i))
+    got = sorted(r.v for r in rows_of(s, "SELECT v FROM comp WHERE b = 1 ALLOW FILTERING"))
+    assert got == [i for i in range(20) if i % 3 == 1], got
+    got = sorted(r.v for r in rows_of(s, "SELECT v FROM comp WHERE c = 2 ALLOW FILTERING"))
+    assert got == [i for i in range(20) if i % 4 == 2], got
+    s.execute("DROP TABLE comp")
+
     step("metadata")
     cluster.refresh_schema_metadata()
     ks = cluster.metadata.keyspaces["ix"]

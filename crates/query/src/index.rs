@@ -16,8 +16,13 @@ use crate::error::Result;
 use crate::processor::Filter;
 use crate::values::term_bytes;
 
-/// The index of `col` that holds its whole value.
+/// The index of `col` that holds its whole value. Indexes on primary key
+/// columns are not served yet (the engine indexes cells, and key columns
+/// are not cells): their restrictions are filtered.
 fn value_index<'a>(table: &'a TableDef, col: &ColumnDef) -> Option<&'a IndexDef> {
+    if col.kind.is_primary_key() {
+        return None;
+    }
     table.indexes.iter().find(
         |i| matches!(&i.target, IndexTarget::Column(c) | IndexTarget::Full(c) if *c == col.name),
     )
