@@ -6,6 +6,7 @@
 
 use std::ops::Bound;
 
+use bytes::Bytes;
 use gyre_cql::{CqlType, IndexTarget, Operator, Predicate, Relation};
 use gyre_protocol::Value;
 use gyre_schema::{ColumnDef, IndexDef, TableDef};
@@ -91,6 +92,18 @@ pub(crate) fn plan(
                         }
                         continue;
                     }
+                    None => None,
+                }
+            }
+            Filter::Entry(k, v) => {
+                match index_on(table, col, |t| matches!(t, IndexTarget::Entries(_))) {
+                    Some(i) => Some(IndexClause {
+                        index: i.name.clone(),
+                        op: TermOp::Eq(Bytes::from(gyre_storage::sai::entry_value(
+                            &key_path(&col.ty, k)?,
+                            v,
+                        ))),
+                    }),
                     None => None,
                 }
             }
