@@ -151,18 +151,28 @@ impl IndexSpec {
     }
 
     /// Index entries of a partition (as written to an SSTable or memtable).
+    /// Keys are copied: the partition's `Bytes` may share a whole decoded
+    /// buffer (a mutation, a memtable entry) that must not outlive it.
     fn entries(&self, p: &Partition, out: &mut Vec<Entry>) {
+        let mut key: Option<DecoratedKey> = None;
+        let mut own_key = || {
+            key.get_or_insert_with(|| DecoratedKey {
+                token: p.key.token,
+                key: Bytes::copy_from_slice(&p.key.key),
+            })
+            .clone()
+        };
         if self.is_static {
             if let Some(r) = &p.static_row {
                 for t in self.terms_of(r) {
-                    out.push((t, p.key.clone(), None));
+                    out.push((t, own_key(), None));
                 }
             }
             return;
         }
         for (ck, row) in &p.rows {
             for t in self.terms_of(row) {
-                out.push((t, p.key.clone(), Some(ck.clone())));
+                out.push((t, own_key(), Some(Bytes::copy_from_slice(ck))));
             }
         }
     }
