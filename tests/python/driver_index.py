@@ -186,6 +186,8 @@ def main_phase(cluster, s, admins):
     step("query each index (paged at QUORUM)")
     print("v =", check("SELECT k, c FROM t WHERE v = 'v3'", lambda kc, r: r["v"] == "v3"))
     check("SELECT k, c FROM t WHERE n = 17", lambda kc, r: r["n"] == 17)
+    check("SELECT k, c FROM t WHERE v IN ('v1', 'v6') AND n < 300",
+          lambda kc, r: r["v"] in ("v1", "v6") and r["n"] < 300)
     check("SELECT k, c FROM t WHERE n > 1400", lambda kc, r: r["n"] > 1400)
     check("SELECT k, c FROM t WHERE n >= 100 AND n < 230", lambda kc, r: 100 <= r["n"] < 230)
     check("SELECT k, c FROM t WHERE ts <= 1600000050000", lambda kc, r: r["ts"] <= 1600000050000)

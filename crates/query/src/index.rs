@@ -107,7 +107,10 @@ pub(crate) fn plan(
                     None => None,
                 }
             }
-            Filter::In(_) => None,
+            Filter::In(values) => value_index(table, col).map(|i| IndexClause {
+                index: i.name.clone(),
+                op: TermOp::In(values.clone()),
+            }),
         };
         match clause {
             Some(c) => clauses.push(c),
