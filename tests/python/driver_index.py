@@ -3,7 +3,7 @@
 Usage: driver_index.py HOST PORT PHASE STATE_FILE ADMIN[,ADMIN...]
 
   ADMIN: the nodes' admin endpoints (host:port), for /flush.
-  PHASE "main": indexes of every kind created and described (driver
+  PHASE "main": indexes of every kind (value, keys, values, entries, full) created and described (driver
     metadata, system_schema.indexes, DESCRIBE), bad input refused with
     Cassandra's messages; rows written at QUORUM, then every index queried
     (paged at QUORUM, LIMIT, AND, with a partition key) and compared with a
@@ -103,6 +103,7 @@ def main_phase(cluster, s, admins):
         "CREATE INDEX by_mk ON t (keys(m))",
         "CREATE INDEX by_mv ON t (values(m))",
         "CREATE INDEX by_f ON t (full(f))",
+        "CREATE INDEX by_me ON t (entries(m))",
     ]:
         s.execute(stmt)
     # IF NOT EXISTS on an existing name or target is no change.
@@ -130,11 +131,26 @@ def main_phase(cluster, s, admins):
                    "Cannot drop column n because it has dependent secondary indexes (by_n)")
     s.execute("DROP INDEX IF EXISTS nope")
 
+    step("indexes on key columns")
+    # Allowed, as in Cassandra; the rows they select must be right (key
+    # columns are filtered, not looked up: see the notes).
+    s.execute("CREATE TABLE comp (a int, b int, c int, v int, PRIMARY KEY ((a, b), c))")
+    s.execute("CREATE INDEX ON comp (b)")
+    s.execute("CREATE INDEX ON comp (c)")
+    for i in range(20):
+        s.execute("INSERT INTO comp (a, b, c, v) VALUES (%s, %s, %s, %s)", (i, i % 3, i % 4, i))
+    got = sorted(r.v for r in rows_of(s, "SELECT v FROM comp WHERE b = 1 ALLOW FILTERING"))
+    assert got == [i for i in range(20) if i % 3 == 1], got
+    got = sorted(r.v for r in rows_of(s, "SELECT v FROM comp WHERE c = 2 ALLOW FILTERING"))
+    assert got == [i for i in range(20) if i % 4 == 2], got
+    s.execute("DROP TABLE comp")
+
     step("metadata")
     cluster.refresh_schema_metadata()
     ks = cluster.metadata.keyspaces["ix"]
     names = sorted(ks.indexes)
-    assert names == ["by_f", "by_l", "by_mk", "by_mv", "by_n", "by_st", "by_ts", "t_v_idx"], names
+    assert names == ["by_f", "by_l", "by_me", "by_mk", "by_mv", "by_n", "by_st", "by_ts",
+                     "t_v_idx"], names
     idx = ks.tables["t"].indexes
     assert idx["by_mk"].index_options["target"] == "keys(m)", idx["by_mk"].index_options
     assert idx["by_l"].index_options["target"] == "values(l)", idx["by_l"].index_options
@@ -142,11 +158,11 @@ def main_phase(cluster, s, admins):
     assert idx["by_n"].as_cql_query() == "CREATE INDEX by_n ON ix.t (n)", idx["by_n"].as_cql_query()
     rows = list(s.execute(
         "SELECT index_name, kind, options FROM system_schema.indexes WHERE keyspace_name = 'ix'"))
-    assert len(rows) == 8, rows
+    assert len(rows) == 9, rows
     d = list(s.execute("DESCRIBE INDEX ix.by_f"))
     assert d[0].create_statement == "CREATE INDEX by_f ON ix.t (full(f));", d
     d = list(s.execute("DESCRIBE TABLE ix.t"))
-    assert [r.type for r in d] == ["table"] + ["index"] * 8, [r.type for r in d]
+    assert [r.type for r in d] == ["table"] + ["index"] * 9, [r.type for r in d]
 
     step("write rows at QUORUM")
     model = {}
@@ -170,6 +186,8 @@ def main_phase(cluster, s, admins):
     step("query each index (paged at QUORUM)")
     print("v =", check("SELECT k, c FROM t WHERE v = 'v3'", lambda kc, r: r["v"] == "v3"))
     check("SELECT k, c FROM t WHERE n = 17", lambda kc, r: r["n"] == 17)
+    check("SELECT k, c FROM t WHERE v IN ('v1', 'v6') AND n < 300",
+          lambda kc, r: r["v"] in ("v1", "v6") and r["n"] < 300)
     check("SELECT k, c FROM t WHERE n > 1400", lambda kc, r: r["n"] > 1400)
     check("SELECT k, c FROM t WHERE n >= 100 AND n < 230", lambda kc, r: 100 <= r["n"] < 230)
     check("SELECT k, c FROM t WHERE ts <= 1600000050000", lambda kc, r: r["ts"] <= 1600000050000)
@@ -178,6 +196,12 @@ def main_phase(cluster, s, admins):
     check("SELECT k, c FROM t WHERE m CONTAINS KEY 'k2'", lambda kc, r: "k2" in r["m"])
     check("SELECT k, c FROM t WHERE m CONTAINS 17", lambda kc, r: 17 in r["m"].values())
     check("SELECT k, c FROM t WHERE f = [1]", lambda kc, r: r["f"] == [1])
+    check("SELECT k, c FROM t WHERE m['k2'] = 6", lambda kc, r: r["m"].get("k2") == 6)
+    check("SELECT k, c FROM t WHERE m[%s] = %s", lambda kc, r: r["m"].get("k3") == 7, ("k3", 7))
+    prepared = s.prepare("SELECT k, c FROM t WHERE m[?] = ? AND l CONTAINS ?")
+    got = keys(s.execute(prepared, ("k1", 9, 4)))
+    assert got == sorted(kc for kc, r in model.items()
+                         if r["m"].get("k1") == 9 and 4 in r["l"]), got
     check("SELECT k, c FROM t WHERE v = 'v2' AND n > 700",
           lambda kc, r: r["v"] == "v2" and r["n"] > 700)
     check("SELECT k, c FROM t WHERE k = 4 AND v = 'v4'",

@@ -435,6 +435,13 @@ mod tests {
                                 op: gyre_storage::sai::TermOp::Eq(Bytes::from_static(b"x")),
                             },
                             gyre_storage::sai::IndexClause {
+                                index: "by_u".into(),
+                                op: gyre_storage::sai::TermOp::In(vec![
+                                    Bytes::from_static(b"p"),
+                                    Bytes::from_static(b"q"),
+                                ]),
+                            },
+                            gyre_storage::sai::IndexClause {
                                 index: "by_w".into(),
                                 op: gyre_storage::sai::TermOp::Range {
                                     lo: Bound::Excluded(Bytes::from_static(b"a")),

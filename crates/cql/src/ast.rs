@@ -192,6 +192,12 @@ pub enum Relation {
     },
     /// `c IS NOT NULL` (materialized views).
     IsNotNull { column: String },
+    /// `m[key] = value`: a map entry (served by an `entries(m)` index).
+    Element {
+        column: String,
+        key: Term,
+        predicate: Predicate,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

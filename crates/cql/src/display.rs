@@ -307,6 +307,11 @@ impl Display for Relation {
                 write!(f, ") {predicate}")
             }
             Relation::IsNotNull { column } => write!(f, "{} IS NOT NULL", Ident(column)),
+            Relation::Element {
+                column,
+                key,
+                predicate,
+            } => write!(f, "{}[{key}] {predicate}", Ident(column)),
         }
     }
 }

@@ -733,6 +733,16 @@ impl Parser<'_> {
         if self.eat_kws(&["is", "not", "null"]) {
             return Ok(Relation::IsNotNull { column });
         }
+        if self.eat(Sym::LBracket) {
+            let key = self.term()?;
+            self.expect(Sym::RBracket)?;
+            let predicate = self.predicate()?;
+            return Ok(Relation::Element {
+                column,
+                key,
+                predicate,
+            });
+        }
         let predicate = self.predicate()?;
         Ok(Relation::Column { column, predicate })
     }

@@ -150,6 +150,10 @@ fn index_statements_parse_and_print_back() {
             "CREATE CUSTOM INDEX ann ON t (v) USING 'StorageAttachedIndex' WITH options = {'similarity_function': 'cosine'}",
         ),
         ("DROP INDEX IF EXISTS ks.i", "DROP INDEX IF EXISTS ks.i"),
+        (
+            "SELECT * FROM t WHERE m['k'] = 1 AND m[?] = ?",
+            "SELECT * FROM t WHERE m['k'] = 1 AND m[?] = ?",
+        ),
     ] {
         let stmt = gyre_cql::parse_statement(cql).expect(cql);
         assert_eq!(stmt.to_string(), printed, "{cql}");

@@ -6,6 +6,7 @@
 
 use std::ops::Bound;
 
+use bytes::Bytes;
 use gyre_cql::{CqlType, IndexTarget, Operator, Predicate, Relation};
 use gyre_protocol::Value;
 use gyre_schema::{ColumnDef, IndexDef, TableDef};
@@ -16,8 +17,13 @@ use crate::error::Result;
 use crate::processor::Filter;
 use crate::values::term_bytes;
 
-/// The index of `col` that holds its whole value.
+/// The index of `col` that holds its whole value. Indexes on primary key
+/// columns are not served yet (the engine indexes cells, and key columns
+/// are not cells): their restrictions are filtered.
 fn value_index<'a>(table: &'a TableDef, col: &ColumnDef) -> Option<&'a IndexDef> {
+    if col.kind.is_primary_key() {
+        return None;
+    }
     table.indexes.iter().find(
         |i| matches!(&i.target, IndexTarget::Column(c) | IndexTarget::Full(c) if *c == col.name),
     )
@@ -89,7 +95,22 @@ pub(crate) fn plan(
                     None => None,
                 }
             }
-            Filter::In(_) => None,
+            Filter::Entry(k, v) => {
+                match index_on(table, col, |t| matches!(t, IndexTarget::Entries(_))) {
+                    Some(i) => Some(IndexClause {
+                        index: i.name.clone(),
+                        op: TermOp::Eq(Bytes::from(gyre_storage::sai::entry_value(
+                            &key_path(&col.ty, k)?,
+                            v,
+                        ))),
+                    }),
+                    None => None,
+                }
+            }
+            Filter::In(values) => value_index(table, col).map(|i| IndexClause {
+                index: i.name.clone(),
+                op: TermOp::In(values.clone()),
+            }),
         };
         match clause {
             Some(c) => clauses.push(c),

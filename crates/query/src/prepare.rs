@@ -2,8 +2,8 @@
 //! columns, for the PREPARED response. Execution does not depend on it.
 
 use gyre_cql::{
-    Assignment, CqlType, InValues, Modification, Parsed, Predicate, Relation, Statement, Term,
-    Using,
+    Assignment, CqlType, InValues, Modification, Operator, Parsed, Predicate, Relation, Statement,
+    Term, Using,
 };
 use gyre_protocol::ColumnType;
 use gyre_schema::TableDef;
@@ -313,6 +313,16 @@ fn where_marks(t: &TableDef, relations: &[Relation], marks: &mut [Option<(String
                     continue;
                 };
                 match predicate {
+                    Predicate::Compare(Operator::Contains, term) => {
+                        if let Some((elem, _)) = crate::processor::contained_type(&col.ty) {
+                            term_marks(term, elem, column, marks);
+                        }
+                    }
+                    Predicate::Compare(Operator::ContainsKey, term) => {
+                        if let CqlType::Map(k, _) = crate::values::unfrozen(&col.ty) {
+                            term_marks(term, k, column, marks);
+                        }
+                    }
                     Predicate::Compare(_, term) => term_marks(term, &col.ty, column, marks),
                     Predicate::In(InValues::List(terms)) => {
                         terms
@@ -325,6 +335,18 @@ fn where_marks(t: &TableDef, relations: &[Relation], marks: &mut [Option<(String
                         column,
                         ColumnType::List(Box::new(column_type(&col.ty))),
                     ),
+                }
+            }
+            Relation::Element {
+                column,
+                key,
+                predicate: Predicate::Compare(_, value),
+            } => {
+                if let Some(CqlType::Map(k, v)) =
+                    t.column(column).map(|c| crate::values::unfrozen(&c.ty))
+                {
+                    term_marks(key, k, column, marks);
+                    term_marks(value, v, column, marks);
                 }
             }
             Relation::Token {

@@ -555,6 +555,8 @@ pub(crate) enum Filter {
     Contains(Bytes),
     /// `CONTAINS KEY`: a map key.
     ContainsKey(Bytes),
+    /// `m[key] = value`: the map has this entry (key, value).
+    Entry(Bytes, Bytes),
 }
 
 /// The elements of a serialized collection (for a map: keys and values
@@ -607,6 +609,11 @@ impl Filter {
                     _ => false,
                 }
             }
+            Filter::Entry(k, v) => collection_items(value, true).is_some_and(|items| {
+                items
+                    .chunks(2)
+                    .any(|kv| kv.first() == Some(&k.as_ref()) && kv.get(1) == Some(&v.as_ref()))
+            }),
             Filter::Contains(x) | Filter::ContainsKey(x) => {
                 let is_map = contained_type(ty).is_some_and(|(_, m)| m);
                 let Some(items) = collection_items(value, is_map) else {
@@ -670,6 +677,33 @@ pub(crate) fn analyze(table: &TableDef, relations: &[Relation], binds: &[Value])
                     }
                     _ => return Err(QueryError::invalid("Unsupported operator on token()")),
                 }
+            }
+            Relation::Element {
+                column,
+                key,
+                predicate,
+            } => {
+                let col = table.column(column).ok_or_else(|| {
+                    QueryError::invalid(format!("Undefined column name {column}"))
+                })?;
+                let gyre_cql::CqlType::Map(kt, vt) = crate::values::unfrozen(&col.ty) else {
+                    return Err(QueryError::invalid(format!(
+                        "Column {column} cannot be used as a map"
+                    )));
+                };
+                let Predicate::Compare(Operator::Eq, value) = predicate else {
+                    return Err(QueryError::invalid(format!(
+                        "Only EQ is supported on map entry restrictions of {column}"
+                    )));
+                };
+                let null = || {
+                    QueryError::invalid(format!(
+                        "Invalid null value in condition for column {column}"
+                    ))
+                };
+                let k = term_bytes(key, kt, column, binds)?.ok_or_else(null)?;
+                let v = term_bytes(value, vt, column, binds)?.ok_or_else(null)?;
+                w.others.push((col.clone(), Filter::Entry(k, v)));
             }
             Relation::Tuple { .. } | Relation::IsNotNull { .. } => {
                 return Err(QueryError::invalid(

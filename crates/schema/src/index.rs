@@ -124,6 +124,10 @@ impl IndexDef {
     /// What the storage engine indexes for this index of `table`.
     pub fn storage_spec(&self, table: &TableDef) -> Option<IndexSpec> {
         let col = table.column(self.target.column())?;
+        if col.kind.is_primary_key() {
+            // Key columns are not cells; queries filter them instead.
+            return None;
+        }
         let base = match &col.ty {
             CqlType::Frozen(t) => &**t,
             t => t,

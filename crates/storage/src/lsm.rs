@@ -243,6 +243,7 @@ impl LsmEngine {
                 inner.request_compaction(id);
             }
         }
+        engine.warm_indexes();
         Ok(engine)
     }
 
@@ -1313,6 +1314,45 @@ fn segment_for(s: &SsTable, spec: &sai::IndexSpec) -> Result<Arc<sai::Segment>> 
 }
 
 impl LsmEngine {
+    /// Segments are not stored on disk: after start-up a thread rebuilds
+    /// those of every indexed table from its SSTables, so that the first
+    /// queries need not (until it gets there, a query builds what it needs).
+    fn warm_indexes(&self) {
+        let tables: Vec<Arc<Table>> = self
+            .inner
+            .tables
+            .read()
+            .values()
+            .filter(|t| !t.options.read().indexes.is_empty())
+            .cloned()
+            .collect();
+        if tables.is_empty() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gyre-index-warm".into())
+            .spawn(move || {
+                background_priority("gyre-index-warm");
+                for t in tables {
+                    let specs = t.options.read().indexes.clone();
+                    for s in t.snapshot().sstables.iter() {
+                        for spec in &specs {
+                            if inner.closing.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            if let Err(e) = segment_for(s, spec) {
+                                tracing::warn!(index = %spec.name, error = %e, "rebuilding an index segment");
+                            }
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "starting the index segment rebuild");
+        }
+    }
+
     /// Builds new indexes over the SSTables a table already has, in the
     /// background; queries on them are refused until it is done.
     fn start_index_build(&self, t: &Arc<Table>, specs: Vec<sai::IndexSpec>) {

@@ -68,7 +68,12 @@ pub struct IndexSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TermOp {
     Eq(Bytes),
-    Range { lo: Bound<Bytes>, hi: Bound<Bytes> },
+    /// Any of these values (`IN`).
+    In(Vec<Bytes>),
+    Range {
+        lo: Bound<Bytes>,
+        hi: Bound<Bytes>,
+    },
 }
 
 /// One conjunct of an index query.
@@ -151,18 +156,28 @@ impl IndexSpec {
     }
 
     /// Index entries of a partition (as written to an SSTable or memtable).
+    /// Keys are copied: the partition's `Bytes` may share a whole decoded
+    /// buffer (a mutation, a memtable entry) that must not outlive it.
     fn entries(&self, p: &Partition, out: &mut Vec<Entry>) {
+        let mut key: Option<DecoratedKey> = None;
+        let mut own_key = || {
+            key.get_or_insert_with(|| DecoratedKey {
+                token: p.key.token,
+                key: Bytes::copy_from_slice(&p.key.key),
+            })
+            .clone()
+        };
         if self.is_static {
             if let Some(r) = &p.static_row {
                 for t in self.terms_of(r) {
-                    out.push((t, p.key.clone(), None));
+                    out.push((t, own_key(), None));
                 }
             }
             return;
         }
         for (ck, row) in &p.rows {
             for t in self.terms_of(row) {
-                out.push((t, p.key.clone(), Some(ck.clone())));
+                out.push((t, own_key(), Some(Bytes::copy_from_slice(ck))));
             }
         }
     }
@@ -179,44 +194,56 @@ pub fn entry_value(key: &[u8], value: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A range of terms: (low bound, high bound).
+type TermRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 impl TermOp {
-    /// The terms this predicate selects.
-    fn term_range(&self, spec: &IndexSpec) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    /// The ranges of terms this predicate selects.
+    fn term_ranges(&self, spec: &IndexSpec) -> Vec<TermRange> {
         let map = |b: &Bound<Bytes>| match b {
             Bound::Included(v) => Bound::Included(spec.term(v)),
             Bound::Excluded(v) => Bound::Excluded(spec.term(v)),
             Bound::Unbounded => Bound::Unbounded,
         };
+        let point = |v: &Bytes| {
+            let t = spec.term(v);
+            (Bound::Included(t.clone()), Bound::Included(t))
+        };
         match self {
-            TermOp::Eq(v) => {
-                let t = spec.term(v);
-                (Bound::Included(t.clone()), Bound::Included(t))
-            }
-            TermOp::Range { lo, hi } => (map(lo), map(hi)),
+            TermOp::Eq(v) => vec![point(v)],
+            TermOp::In(vs) => vs.iter().map(point).collect(),
+            TermOp::Range { lo, hi } => vec![(map(lo), map(hi))],
         }
     }
 
     fn matches_term(&self, spec: &IndexSpec, term: &[u8]) -> bool {
-        let (lo, hi) = self.term_range(spec);
-        let above = match &lo {
-            Bound::Included(l) => term >= l.as_slice(),
-            Bound::Excluded(l) => term > l.as_slice(),
-            Bound::Unbounded => true,
-        };
-        let below = match &hi {
-            Bound::Included(h) => term <= h.as_slice(),
-            Bound::Excluded(h) => term < h.as_slice(),
-            Bound::Unbounded => true,
-        };
-        above && below
+        self.term_ranges(spec)
+            .into_iter()
+            .any(|(lo, hi)| in_range(term, &lo, &hi))
     }
+}
 
+impl TermOp {
     /// Whether a merged row, read at `now`, satisfies the predicate.
     pub fn matches_row(&self, spec: &IndexSpec, row: &Row, now: LocalTime) -> bool {
         spec.row_values(row, Some(now))
             .iter()
             .any(|v| self.matches_term(spec, &spec.term(v)))
     }
+}
+
+fn in_range(term: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    let above = match lo {
+        Bound::Included(l) => term >= l.as_slice(),
+        Bound::Excluded(l) => term > l.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let below = match hi {
+        Bound::Included(h) => term <= h.as_slice(),
+        Bound::Excluded(h) => term < h.as_slice(),
+        Bound::Unbounded => true,
+    };
+    above && below
 }
 
 /// Encodes an optional index query (for the coordinator's range messages).
@@ -245,6 +272,13 @@ pub fn put_index_query(out: &mut Vec<u8>, q: Option<&IndexQuery>) {
             TermOp::Eq(v) => {
                 out.push(0);
                 codec::put_bytes(out, v);
+            }
+            TermOp::In(vs) => {
+                out.push(2);
+                codec::put_uvarint(out, vs.len() as u64);
+                for v in vs {
+                    codec::put_bytes(out, v);
+                }
             }
             TermOp::Range { lo, hi } => {
                 out.push(1);
@@ -287,6 +321,17 @@ pub fn get_index_query(
         };
         let op = match r.u8()? {
             0 => TermOp::Eq(r.bytes()?),
+            2 => {
+                let n = r.uvarint()?;
+                if n > 65_536 {
+                    return Err(bad(r, "too many IN values"));
+                }
+                let mut vs = Vec::new();
+                for _ in 0..n {
+                    vs.push(r.bytes()?);
+                }
+                TermOp::In(vs)
+            }
             1 => TermOp::Range {
                 lo: bound(r)?,
                 hi: bound(r)?,
@@ -514,15 +559,19 @@ pub(crate) fn candidates<'a>(
         let Some(spec) = specs.iter().find(|s| s.name == clause.index) else {
             return Ok(None);
         };
-        let (lo, hi) = clause.op.term_range(spec);
+        let ranges = clause.op.term_ranges(spec);
         let mut c = Candidates::default();
-        for m in memtables.clone() {
-            m.collect(&spec.name, &lo, &hi, &mut c, within);
+        for (lo, hi) in &ranges {
+            for m in memtables.clone() {
+                m.collect(&spec.name, lo, hi, &mut c, within);
+            }
         }
         for seg in segments(spec)? {
-            for e in seg.lookup(&lo, &hi) {
-                if within(&e.1) {
-                    c.add(&e.1, e.2.as_ref());
+            for (lo, hi) in &ranges {
+                for e in seg.lookup(lo, hi) {
+                    if within(&e.1) {
+                        c.add(&e.1, e.2.as_ref());
+                    }
                 }
             }
         }
@@ -657,5 +706,24 @@ mod tests {
         .expect("ok")
         .expect("known index");
         assert_eq!(c.0.len(), 6);
+        let any = IndexQuery {
+            clauses: vec![IndexClause {
+                index: "i".into(),
+                op: TermOp::In(vec![
+                    Bytes::copy_from_slice(&0i32.to_be_bytes()),
+                    Bytes::copy_from_slice(&2i32.to_be_bytes()),
+                ]),
+            }],
+        };
+        let c = candidates(
+            std::slice::from_ref(&s),
+            &any,
+            std::iter::once(&mem),
+            &|_| Ok(vec![seg.clone()]),
+            &|_| true,
+        )
+        .expect("ok")
+        .expect("known index");
+        assert_eq!(c.0.len(), 7); // 0, 3, 6, 9 and 2, 5, 8
     }
 }
