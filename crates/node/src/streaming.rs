@@ -5,10 +5,10 @@
 //! On the wire a page is the encoded mutations of whole partitions (up to
 //! about [`PAGE_BYTES`]; a huge partition is cut at a clustering key and
 //! resumed there) followed by a CRC32 of everything before it, sent on the
-//! internode bulk connection. Flow control is one page in flight per range:
-//! the puller asks for the next page only once the previous one is applied,
-//! the pusher sends the next one only once the receiver acknowledged the
-//! previous one as durable. The driving side paces itself with a token
+//! internode bulk connection. Flow control is bounded pages in flight per
+//! range: the puller asks for the next page while it applies the previous
+//! one (never more than two pages held), the pusher sends the next one only
+//! once the receiver acknowledged the previous one as durable. The driving side paces itself with a token
 //! bucket (`cluster.stream_throughput_mb_per_sec`); a failed page is asked
 //! again (same resume point) a few times before the session fails.
 //!
@@ -480,15 +480,10 @@ pub(crate) async fn fetch_range(
     session: &Session,
     throttle: &Throttle,
 ) -> Result<(), String> {
-    for (mut start, end) in segments(range.start, range.end) {
+    for (start, end) in segments(range.start, range.end) {
+        let first = encode_request(range.table, &start, &end);
+        let mut reply = request_page(shared, from, STREAM_PAGE, first).await?;
         loop {
-            let reply = request_page(
-                shared,
-                from,
-                STREAM_PAGE,
-                encode_request(range.table, &start, &end),
-            )
-            .await?;
             throttle.pace(reply.len()).await;
             let (muts, resume) = decode_page(&reply)?;
             session
@@ -497,10 +492,23 @@ pub(crate) async fn fetch_range(
             session
                 .partitions
                 .fetch_add(muts.len() as u64, Ordering::Relaxed);
-            apply_all(shared.engine.as_ref(), muts).await?;
+            let engine = shared.engine.as_ref();
             match resume {
-                Some(next) => start = next,
-                None => break,
+                // The next page travels while this one is applied: at most
+                // two pages of a session are in this node's memory.
+                Some(next) => {
+                    let req = encode_request(range.table, &next, &end);
+                    let (applied, fetched) = futures::join!(
+                        apply_all(engine, muts),
+                        request_page(shared, from, STREAM_PAGE, req)
+                    );
+                    applied?;
+                    reply = fetched?;
+                }
+                None => {
+                    apply_all(engine, muts).await?;
+                    break;
+                }
             }
         }
     }
