@@ -16,9 +16,12 @@
 //! - a value codec ([`CqlValue`]) for the wire form of every CQL type;
 //! - a tokio [`Server`] that handles the connection life cycle (version
 //!   negotiation: v3, v4 and v5, OPTIONS, STARTUP, REGISTER, events, back-pressure,
-//!   connection limits, a node-wide request limit answering Overloaded) and
+//!   connection limits node-wide and per client IP, request bytes in
+//!   flight per node and per client IP, a STARTUP deadline, TLS through
+//!   [`ServerTls`], a node-wide request limit answering Overloaded) and
 //!   hands QUERY / PREPARE / EXECUTE / BATCH to a [`RequestHandler`],
-//!   recording [`ServerMetrics`].
+//!   recording [`ServerMetrics`]; warnings raised while a request runs
+//!   ([`client_warn::warn`]) go back in its response.
 //!
 //! What it is not: it does not parse CQL, knows no schema and executes
 //! nothing; prepared-statement ids, paging states and results are the
