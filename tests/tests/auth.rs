@@ -68,6 +68,71 @@ fn tool(name: &str) -> PathBuf {
     bin
 }
 
+/// One v4 request frame on stream 1; returns the response's opcode and body.
+fn roundtrip(s: &mut std::net::TcpStream, opcode: u8, body: &[u8]) -> (u8, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut f = vec![4, 0, 0, 1, opcode];
+    f.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    f.extend_from_slice(body);
+    s.write_all(&f).unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).unwrap();
+    let len = i32::from_be_bytes([head[5], head[6], head[7], head[8]]) as usize;
+    let mut out = vec![0; len];
+    s.read_exact(&mut out).unwrap();
+    (head[4], out)
+}
+
+/// The raw protocol: AUTHENTICATE after STARTUP, nothing else served
+/// before AUTH_RESPONSE passes, a bad token is an authentication error
+/// (0x0100) and the connection may try again.
+fn raw_sasl_exchange(addr: std::net::SocketAddr) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut startup = vec![0, 1, 0, 11];
+    startup.extend_from_slice(b"CQL_VERSION");
+    startup.extend_from_slice(&[0, 5]);
+    startup.extend_from_slice(b"3.0.0");
+    let (op, body) = roundtrip(&mut s, 0x01, &startup);
+    assert_eq!(op, 0x03, "AUTHENTICATE expected: {body:?}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("org.apache.cassandra.auth.PasswordAuthenticator")
+    );
+    let mut query = Vec::new();
+    let q = b"SELECT * FROM system.local";
+    query.extend_from_slice(&(q.len() as i32).to_be_bytes());
+    query.extend_from_slice(q);
+    query.extend_from_slice(&[0, 1, 0]); // ONE, no flags
+    let (op, body) = roundtrip(&mut s, 0x07, &query);
+    assert_eq!(op, 0x00, "a QUERY before AUTH_RESPONSE must be refused");
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("Unexpected message QUERY, expecting SASL_RESPONSE"),
+        "{text}"
+    );
+    let token = |pw: &str| {
+        let t = format!("\0cassandra\0{pw}");
+        let mut b = (t.len() as i32).to_be_bytes().to_vec();
+        b.extend_from_slice(t.as_bytes());
+        b
+    };
+    let (op, body) = roundtrip(&mut s, 0x0F, &token("bad"));
+    assert_eq!(op, 0x00);
+    assert_eq!(&body[..4], &[0, 0, 1, 0], "error code 0x0100");
+    assert!(String::from_utf8_lossy(&body)
+        .contains("Provided username cassandra and/or password are incorrect"));
+    let (op, _) = roundtrip(&mut s, 0x0F, &token("cassandra"));
+    assert_eq!(op, 0x10, "AUTH_SUCCESS expected");
+    let (op, body) = roundtrip(&mut s, 0x07, &query);
+    assert_eq!(
+        op,
+        0x08,
+        "RESULT expected: {}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
 #[test]
 fn password_logins_roles_and_permissions_through_real_clients() {
     let python = python();
@@ -109,6 +174,8 @@ fn password_logins_roles_and_permissions_through_real_clients() {
         t0.elapsed(),
         c.logs()
     );
+
+    raw_sasl_exchange(c.cql(2));
 
     // cqlsh -u -p.
     let cqlsh = cqlsh::cqlsh();

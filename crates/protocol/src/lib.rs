@@ -27,8 +27,11 @@
 //! nothing; prepared-statement ids, paging states and results are the
 //! handler's business. Protocols v3, v4 and v5 are spoken: any other
 //! version gets the ERROR that makes drivers fall back. A corrupt v5
-//! frame gets a protocol ERROR and the connection is closed. There is no
-//! authentication and no tracing (tracing requests are served untraced).
+//! frame gets a protocol ERROR and the connection is closed. With an
+//! [`Authenticator`] in the [`ServerConfig`], STARTUP is answered
+//! AUTHENTICATE and only AUTH_RESPONSE is served until the authenticator
+//! accepts a token (SASL; the mechanism is the authenticator's business).
+//! There is no tracing (tracing requests are served untraced).
 //!
 //! Serving: implement [`RequestHandler`] and run the [`Server`] on a bound
 //! listener; keep a clone of `config.events` to push events.
