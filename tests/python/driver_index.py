@@ -47,7 +47,11 @@ def connect(host, port):
 
 def flush(admins):
     for a in admins:
-        req = urllib.request.Request("http://%s/flush" % a, method="POST")
+        # The admin endpoint takes JSON POSTs only.
+        req = urllib.request.Request(
+            "http://%s/flush" % a, data=b"{}", method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(req, timeout=60).read()
 
 

@@ -152,3 +152,48 @@ fn optional_tls_serves_both_on_one_port() {
         ]),
     );
 }
+
+/// `gyrectl cluster up --tls`: the cluster's CA signs every node's
+/// certificate and cqlsh connects with the `cqlshrc` it writes; a
+/// plaintext cqlsh is refused.
+#[test]
+fn gyrectl_tls_cluster_with_cqlsh() {
+    let c = TestCluster::new(1, 76);
+    let out = c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "1",
+        "--ip-prefix",
+        "127.0.76",
+        "--cluster-name",
+        "test cluster",
+        "--timeout-secs",
+        "60",
+        "--tls",
+    ]);
+    assert!(out.contains("cqlsh --cqlshrc"), "{out}");
+    let rc = c.cluster_dir().join("cqlshrc");
+    let cqlsh = cqlsh::cqlsh();
+    let q = "SELECT release_version FROM system.local";
+    let tls = cqlsh::run(
+        Command::new(&cqlsh)
+            .arg("--cqlshrc")
+            .arg(&rc)
+            .args(["-e", q]),
+    );
+    assert!(
+        tls.ok && tls.stdout.contains("5.0.0"),
+        "cqlsh over TLS failed:\n{}{}\n{}",
+        tls.stdout,
+        tls.stderr,
+        c.logs()
+    );
+    let addr = c.cql(1);
+    let plain = cqlsh::run(
+        Command::new(&cqlsh)
+            .args([&addr.ip().to_string(), &addr.port().to_string()])
+            .args(["--connect-timeout", "5", "-e", q]),
+    );
+    assert!(!plain.ok, "a plaintext cqlsh was served:\n{}", plain.stdout);
+}

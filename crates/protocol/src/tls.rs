@@ -133,6 +133,44 @@ impl ServerTls {
     }
 }
 
+/// A client's TLS configuration (for the drivers the tools use): server
+/// certificates verified against `ca_pem` (host names and IP addresses
+/// checked as usual), and a client certificate when the node requires one.
+pub fn client_config(
+    ca_pem: &[u8],
+    client_cert: Option<(&[u8], &[u8])>,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let tls = |what: &str, e: &dyn std::fmt::Display| Error::Tls(format!("{what}: {e}"));
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| tls("CA certificate", &e))?;
+        roots.add(cert).map_err(|e| tls("CA certificate", &e))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls("CA certificate: no PEM certificate found".into()));
+    }
+    #[allow(deprecated)] // ring: see `ServerTls::from_pem`.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls("protocol versions", &e))?
+        .with_root_certificates(roots);
+    let config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| tls("client certificate", &e))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(key).map_err(|e| tls("client private key", &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| tls("client certificate and key", &e))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// A connection after [`ServerTls::accept`].
 pub(crate) enum Accepted {
     Plain(TcpStream),

@@ -15,6 +15,7 @@
 
 pub mod chaos;
 pub mod cql;
+pub mod tls;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -73,6 +74,10 @@ pub struct Layout {
     /// neither started nor asked any more.
     #[serde(default)]
     pub decommissioned: Vec<usize>,
+    /// TLS on every node's CQL port with certificates of the cluster's own
+    /// CA (`tls/ca.crt`), and a `cqlshrc` that uses it.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 impl Layout {
@@ -120,6 +125,11 @@ impl Layout {
         // development and chaos runs, so fault injection is on.
         cfg.admin.listen_address = self.ip(node)?;
         cfg.admin.allow_fault_injection = true;
+        if self.tls {
+            cfg.client_encryption.enabled = true;
+            cfg.client_encryption.certificate = node_dir.join("node.crt");
+            cfg.client_encryption.private_key = node_dir.join("node.key");
+        }
         cfg.storage.data_dir = node_dir.join("data");
         cfg.storage.commitlog_dir = node_dir.join("commitlog");
         cfg.validate()?;
@@ -323,6 +333,11 @@ impl LocalCluster {
             // Absolute paths, so the node works whatever its working directory.
             let abs =
                 fs::canonicalize(&dir).map_err(io_err(format!("resolving {}", dir.display())))?;
+            if self.layout.tls {
+                let cluster = fs::canonicalize(&self.dir)
+                    .map_err(io_err(format!("resolving {}", self.dir.display())))?;
+                tls::issue_node_certificate(&cluster, &abs, self.layout.ip(node)?)?;
+            }
             let text = self.layout.node_config(node, &abs)?.to_toml()?;
             fs::write(&conf, text).map_err(io_err(format!("writing {}", conf.display())))?;
         }
@@ -820,6 +835,7 @@ mod tests {
             num_tokens: 16,
             extra_args: vec![],
             decommissioned: vec![],
+            tls: false,
         }
     }
 

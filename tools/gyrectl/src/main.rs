@@ -444,6 +444,11 @@ enum ClusterCmd {
         /// `cassandra` / `cassandra` about 10 s after they start.
         #[arg(long)]
         auth: bool,
+        /// TLS on every node's CQL port, with certificates of a CA made for
+        /// this cluster (`DIR/tls/ca.crt`); writes `DIR/cqlshrc` for
+        /// `cqlsh --cqlshrc`.
+        #[arg(long)]
+        tls: bool,
         /// Extra arguments for every gyre process (after `--`).
         #[arg(last = true)]
         extra: Vec<String>,
@@ -765,6 +770,7 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
             num_tokens,
             timeout_secs,
             auth,
+            tls,
             mut extra,
         } => {
             if nodes == 0 {
@@ -792,6 +798,7 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
                 num_tokens,
                 extra_args: extra,
                 decommissioned: Vec::new(),
+                tls,
             };
             layout.ip(nodes)?;
             let c = LocalCluster::open_or_create(&dir, layout)?;
@@ -820,10 +827,15 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
             } else {
                 ""
             };
-            println!(
-                "Connect with:  cqlsh{login} {ip1} {}   (or gyresh{login})",
-                c.layout.cql_port
-            );
+            if c.layout.tls {
+                let rc = write_cqlshrc(&c, !login.is_empty())?;
+                println!("Connect with:  cqlsh --cqlshrc {}   (TLS)", rc.display());
+            } else {
+                println!(
+                    "Connect with:  cqlsh{login} {ip1} {}   (or gyresh{login})",
+                    c.layout.cql_port
+                );
+            }
             println!(
                 "Status:        gyrectl status --host {ip1} --port {}",
                 c.layout.admin_port
@@ -1036,4 +1048,22 @@ fn print_cluster(c: &LocalCluster) {
         }
         None => println!("no node is answering on its admin port"),
     }
+}
+
+/// A `cqlshrc` for a TLS cluster: node 1, TLS validated against the
+/// cluster's CA, and the default superuser when logins are on.
+fn write_cqlshrc(c: &LocalCluster, auth: bool) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::fs::canonicalize(&c.dir)?;
+    let mut text = format!(
+        "[connection]\nhostname = {}\nport = {}\nssl = true\n\n[ssl]\ncertfile = {}\nvalidate = true\n",
+        c.layout.ip(1)?,
+        c.layout.cql_port,
+        dir.join("tls/ca.crt").display()
+    );
+    if auth {
+        text.push_str("\n[authentication]\nusername = cassandra\npassword = cassandra\n");
+    }
+    let path = dir.join("cqlshrc");
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
