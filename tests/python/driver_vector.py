@@ -1,0 +1,110 @@
+"""Vector columns (`vector<T, n>`) through the DataStax Python driver.
+
+Usage: driver_vector.py HOST PORT PROTOCOL (4 or 5). Creates keyspace
+vec_v<PROTOCOL>; exits non-zero on the first failed step.
+"""
+
+import sys
+
+from cassandra import InvalidRequest
+from cassandra.cluster import Cluster
+from cassandra.cqltypes import FloatType, Int32Type, UTF8Type, VectorType
+
+
+def step(msg):
+    print("step:", msg, flush=True)
+
+
+def expect_invalid(session, query, params, message):
+    try:
+        session.execute(query, params)
+    except InvalidRequest as e:
+        assert message in str(e), "wrong error for %r: %s" % (query, e)
+        return
+    raise AssertionError("accepted: %s %r" % (query, params))
+
+
+def check_vector_type(t, subtype, size):
+    assert issubclass(t, VectorType), t
+    assert t.subtype is subtype, (t, t.subtype)
+    assert t.vector_size == size, (t, t.vector_size)
+
+
+def main():
+    host, port, protocol = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    ks = "vec_v%d" % protocol
+    cluster = Cluster([host], port=port, protocol_version=protocol)
+    session = cluster.connect()
+    assert cluster.protocol_version == protocol, cluster.protocol_version
+
+    step("create table")
+    session.execute(
+        "CREATE KEYSPACE %s WITH replication = "
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}" % ks
+    )
+    session.execute(
+        "CREATE TABLE %s.t (k int PRIMARY KEY, v vector<float, 3>, j vector<int, 2>)" % ks
+    )
+    session.set_keyspace(ks)
+
+    step("insert by literal")
+    session.execute("INSERT INTO t (k, v, j) VALUES (1, [1.0, 2.5, -3.25], [7, -8])")
+
+    step("insert by prepared statement")
+    ins = session.prepare("INSERT INTO t (k, v, j) VALUES (?, ?, ?)")
+    check_vector_type(ins.column_metadata[1].type, FloatType, 3)
+    check_vector_type(ins.column_metadata[2].type, Int32Type, 2)
+    session.execute(ins, (2, [0.5, 0.0, 1e10], [2147483647, -2147483648]))
+    # Bind markers inside a vector literal.
+    session.execute("INSERT INTO t (k, v, j) VALUES (%s, [%s, %s, %s], [%s, %s])",
+                    (3, 4.0, 5.0, 6.0, 1, 2))
+
+    step("read back as lists")
+    rs = session.execute("SELECT k, v, j FROM t WHERE k = 1")
+    check_vector_type(rs.column_types[1], FloatType, 3)
+    check_vector_type(rs.column_types[2], Int32Type, 2)
+    row = rs.one()
+    assert row.v == [1.0, 2.5, -3.25], row
+    assert row.j == [7, -8], row
+    sel = session.prepare("SELECT v, j FROM t WHERE k = ?")
+    row = session.execute(sel, (2,)).one()
+    assert row.v == [0.5, 0.0, 1e10], row
+    assert row.j == [2147483647, -2147483648], row
+    row = session.execute(sel, (3,)).one()
+    assert row.v == [4.0, 5.0, 6.0] and row.j == [1, 2], row
+    row = session.execute("SELECT JSON v, j FROM t WHERE k = 1").one()
+    assert row[0] == '{"v": [1.0, 2.5, -3.25], "j": [7, -8]}', row
+
+    step("wrong dimensions are refused")
+    expect_invalid(
+        session, "INSERT INTO t (k, v) VALUES (9, [1.0, 2.0])", None,
+        "Invalid vector literal for v of type vector<float, 3>; expected 3 elements, but given 2",
+    )
+    expect_invalid(
+        session, "INSERT INTO t (k, j) VALUES (9, [1, 2, 3])", None,
+        "Invalid vector literal for j of type vector<int, 2>; expected 2 elements, but given 3",
+    )
+    try:
+        session.execute(ins, (9, [1.0, 2.0], [1, 2]))
+        raise AssertionError("driver sent a vector of the wrong dimension")
+    except ValueError:
+        pass
+    assert session.execute("SELECT * FROM t WHERE k = 9").one() is None
+
+    step("schema metadata")
+    row = session.execute(
+        "SELECT type FROM system_schema.columns WHERE keyspace_name = %s "
+        "AND table_name = 't' AND column_name = 'v'", (ks,)).one()
+    assert row.type == "vector<float, 3>", row
+    cluster.refresh_schema_metadata()
+    cols = cluster.metadata.keyspaces[ks].tables["t"].columns
+    assert cols["v"].cql_type == "vector<float, 3>", cols["v"].cql_type
+    assert cols["j"].cql_type == "vector<int, 2>", cols["j"].cql_type
+    assert "v vector<float, 3>" in cluster.metadata.keyspaces[ks].tables["t"].export_as_string()
+
+    cluster.shutdown()
+    print("\nOK", flush=True)
+
+
+if __name__ == "__main__":
+    main()
