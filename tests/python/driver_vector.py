@@ -91,6 +91,41 @@ def main():
         pass
     assert session.execute("SELECT * FROM t WHERE k = 9").one() is None
 
+    step("variable-size elements")
+    session.execute(
+        "CREATE TABLE var (k int PRIMARY KEY, t vector<text, 2>, l vector<list<int>, 3>, "
+        "m vector<map<text, bigint>, 1>)"
+    )
+    session.execute(
+        "INSERT INTO var (k, t, l, m) VALUES (1, ['ab', ''], [[1, 2], [], [3]], [{'x': 5}])"
+    )
+    ins_var = session.prepare("INSERT INTO var (k, t, l, m) VALUES (?, ?, ?, ?)")
+    check_vector_type(ins_var.column_metadata[1].type, UTF8Type, 2)
+    long_text = "\u00e9" * 300  # longer than one vint byte
+    session.execute(ins_var, (2, [long_text, "z"], [[7], [8, 9], [-1]], [{"y": -6}]))
+    rs = session.execute("SELECT k, t, l, m FROM var WHERE k = 1")
+    check_vector_type(rs.column_types[1], UTF8Type, 2)
+    lt = rs.column_types[2]
+    assert issubclass(lt, VectorType) and lt.vector_size == 3, lt
+    assert lt.subtype.cql_parameterized_type() == "frozen<list<int>>", lt.subtype.cql_parameterized_type()
+    row = rs.one()
+    assert row.t == ["ab", ""], row
+    assert row.l == [[1, 2], [], [3]], row
+    assert row.m == [{"x": 5}], row
+    row = session.execute("SELECT t, l, m FROM var WHERE k = 2").one()
+    assert row.t == [long_text, "z"], row
+    assert row.l == [[7], [8, 9], [-1]], row
+    assert row.m == [{"y": -6}], row
+    row = session.execute("SELECT JSON l FROM var WHERE k = 1").one()
+    assert row[0] == '{"l": [[1, 2], [], [3]]}', row
+    session.execute("INSERT INTO var JSON '{\"k\": 3, \"t\": [\"p\", \"q\"], \"l\": [[1], [2], [3]]}'")
+    row = session.execute("SELECT t, l FROM var WHERE k = 3").one()
+    assert row.t == ["p", "q"] and row.l == [[1], [2], [3]], row
+    expect_invalid(
+        session, "INSERT INTO var (k, t) VALUES (9, ['a', 'b', 'c'])", None,
+        "Invalid vector literal for t of type vector<text, 2>; expected 2 elements, but given 3",
+    )
+
     step("schema metadata")
     row = session.execute(
         "SELECT type FROM system_schema.columns WHERE keyspace_name = %s "
@@ -100,6 +135,10 @@ def main():
     cols = cluster.metadata.keyspaces[ks].tables["t"].columns
     assert cols["v"].cql_type == "vector<float, 3>", cols["v"].cql_type
     assert cols["j"].cql_type == "vector<int, 2>", cols["j"].cql_type
+    row = session.execute(
+        "SELECT type FROM system_schema.columns WHERE keyspace_name = %s "
+        "AND table_name = 'var' AND column_name = 'l'", (ks,)).one()
+    assert row.type == "vector<frozen<list<int>>, 3>", row
     assert "v vector<float, 3>" in cluster.metadata.keyspaces[ks].tables["t"].export_as_string()
 
     cluster.shutdown()

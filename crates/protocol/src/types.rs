@@ -165,7 +165,20 @@ impl ColumnType {
                 out.push(')');
                 out
             }
-            ColumnType::Vector(t, n) => format!("{VECTOR_CLASS}({}, {n})", t.class_name()),
+            // The element is frozen, which Cassandra spells out for the
+            // types that could otherwise be multi-cell.
+            ColumnType::Vector(t, n) => match **t {
+                ColumnType::List(_)
+                | ColumnType::Set(_)
+                | ColumnType::Map(..)
+                | ColumnType::Udt { .. } => {
+                    format!(
+                        "{VECTOR_CLASS}({MARSHAL}FrozenType({}), {n})",
+                        t.class_name()
+                    )
+                }
+                _ => format!("{VECTOR_CLASS}({}, {n})", t.class_name()),
+            },
             simple => SIMPLE_CLASSES
                 .iter()
                 .find(|(_, t)| t == simple)
@@ -566,6 +579,11 @@ mod tests {
         let mut b = BytesMut::new();
         t.write_versioned(&mut b, ProtocolVersion::V4);
         assert!(b.ends_with(class.as_bytes()));
+        // Collection elements are frozen, as Cassandra names them.
+        assert_eq!(
+            ColumnType::Vector(Box::new(ColumnType::List(Box::new(ColumnType::Int))), 2).class_name(),
+            "org.apache.cassandra.db.marshal.VectorType(org.apache.cassandra.db.marshal.FrozenType(org.apache.cassandra.db.marshal.ListType(org.apache.cassandra.db.marshal.Int32Type)), 2)"
+        );
         // Frozen wrappers are dropped; unknown classes stay custom.
         assert_eq!(
             ColumnType::from_class(
