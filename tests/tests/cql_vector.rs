@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use gyre_tests::cluster::TestCluster;
+use gyre_tests::cqlsh::{cqlsh, run};
 
 fn python() -> PathBuf {
     let venv = match std::env::var_os("GYRE_PYTHON_VENV") {
@@ -59,6 +60,36 @@ fn python_driver_reads_and_writes_vectors() {
             out.status.success() && text.contains("\nOK"),
             "driver_vector.py at v{protocol} failed:\n{text}\nnode logs:\n{}",
             c.logs()
+        );
+    }
+
+    // cqlsh prints the vectors the driver wrote, and DESCRIBE the types.
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = run(Command::new(cqlsh())
+        .env("HOME", home.path())
+        .env_remove("CQLSH_HOST")
+        .env_remove("CQLSH_PORT")
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg("-e")
+        .arg(
+            "SELECT v, j FROM vec_v4.t WHERE k = 1; SELECT t, l FROM vec_v4.var WHERE k = 1; \
+             DESCRIBE TABLE vec_v4.var",
+        ));
+    eprintln!("--- cqlsh ---\n{}{}", out.stdout, out.stderr);
+    assert!(out.ok, "cqlsh failed:\n{}{}", out.stdout, out.stderr);
+    for want in [
+        "[1, 2.5, -3.25]",
+        "[7, -8]",
+        "['ab', '']",
+        "[[1, 2], [], [3]]",
+        "l vector<frozen<list<int>>, 3>",
+        "t vector<text, 2>",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "cqlsh did not print {want}:\n{}",
+            out.stdout
         );
     }
 }
