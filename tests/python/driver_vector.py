@@ -75,7 +75,19 @@ def main():
     row = session.execute("SELECT JSON v, j FROM t WHERE k = 1").one()
     assert row[0] == '{"v": [1.0, 2.5, -3.25], "j": [7, -8]}', row
 
-    step("wrong dimensions are refused")
+    step("update")
+    session.execute("UPDATE t SET v = [9.0, 8.0, 7.0] WHERE k = 3")
+    session.execute(session.prepare("UPDATE t SET j = ? WHERE k = ?"), ([5, 6], 3))
+    row = session.execute(sel, (3,)).one()
+    assert row.v == [9.0, 8.0, 7.0] and row.j == [5, 6], row
+
+    step("wrong dimensions and types are refused")
+    expect_invalid(
+        session, "INSERT INTO t (k, v) VALUES (9, 'abc')", None,
+        "Invalid literal for column v of type vector<float, 3>",
+    )
+    expect_invalid(session, "INSERT INTO t (k, v) VALUES (9, [1.0, null, 2.0])", None, "null")
+
     expect_invalid(
         session, "INSERT INTO t (k, v) VALUES (9, [1.0, 2.0])", None,
         "Invalid vector literal for v of type vector<float, 3>; expected 3 elements, but given 2",

@@ -92,4 +92,29 @@ fn python_driver_reads_and_writes_vectors() {
             out.stdout
         );
     }
+
+    // gyresh (the scylla Rust driver) decodes them too. Not row 1 of `var`:
+    // scylla 1.x reads an empty text element of a vector as a null one.
+    let gyresh = gyre_tests::cluster::workspace_bin("gyresh");
+    let out = run(Command::new(gyresh)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args([
+            "-e",
+            "SELECT v, j FROM vec_v4.t WHERE k = 1; SELECT t, l FROM vec_v4.var WHERE k = 3;",
+        ]));
+    eprintln!("--- gyresh ---\n{}{}", out.stdout, out.stderr);
+    assert!(out.ok, "gyresh failed:\n{}{}", out.stdout, out.stderr);
+    for want in [
+        "[1, 2.5, -3.25]",
+        "[7, -8]",
+        "['p', 'q']",
+        "[[1], [2], [3]]",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "gyresh did not print {want}:\n{}",
+            out.stdout
+        );
+    }
 }

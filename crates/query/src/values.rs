@@ -156,7 +156,7 @@ fn bad(column: &str, ty: &CqlType, what: &str) -> QueryError {
 }
 
 fn type_name(ty: &CqlType) -> String {
-    format!("{ty:?}").to_lowercase()
+    ty.to_string()
 }
 
 /// A non-bind, non-null term as a typed value.
