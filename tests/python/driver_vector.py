@@ -55,7 +55,12 @@ def main():
     check_vector_type(ins.column_metadata[1].type, FloatType, 3)
     check_vector_type(ins.column_metadata[2].type, Int32Type, 2)
     session.execute(ins, (2, [0.5, 0.0, 1e10], [2147483647, -2147483648]))
-    # Bind markers inside a vector literal.
+    # Bind markers inside a vector literal, client-side and prepared.
+    ps = session.prepare("INSERT INTO t (k, v, j) VALUES (?, [?, ?, ?], [?, ?])")
+    assert ps.column_metadata[1].type is FloatType and ps.column_metadata[4].type is Int32Type
+    session.execute(ps, (4, 1.5, 2.5, 3.5, 4, 5))
+    row = session.execute("SELECT v, j FROM t WHERE k = 4").one()
+    assert row.v == [1.5, 2.5, 3.5] and row.j == [4, 5], row
     session.execute("INSERT INTO t (k, v, j) VALUES (%s, [%s, %s, %s], [%s, %s])",
                     (3, 4.0, 5.0, 6.0, 1, 2))
 
@@ -80,6 +85,28 @@ def main():
     session.execute(session.prepare("UPDATE t SET j = ? WHERE k = ?"), ([5, 6], 3))
     row = session.execute(sel, (3,)).one()
     assert row.v == [9.0, 8.0, 7.0] and row.j == [5, 6], row
+
+    step("similarity functions")
+    q = [1.0, 0.0, 2.0]
+    v = [9.0, 8.0, 7.0]
+    dot = sum(x * y for x, y in zip(q, v))
+    norm = lambda x: sum(e * e for e in x) ** 0.5
+    want = {
+        "similarity_cosine": (1 + dot / (norm(q) * norm(v))) / 2,
+        "similarity_euclidean": 1 / (1 + sum((x - y) ** 2 for x, y in zip(q, v))),
+        "similarity_dot_product": (1 + dot) / 2,
+    }
+    for fn, expected in want.items():
+        row = session.execute("SELECT %s(v, [1.0, 0.0, 2.0]) FROM t WHERE k = 3" % fn).one()
+        assert abs(row[0] - expected) <= 1e-6 * max(1, abs(expected)), (fn, row[0], expected)
+        ps = session.prepare("SELECT %s(v, ?) FROM t WHERE k = ?" % fn)
+        check_vector_type(ps.column_metadata[0].type, FloatType, 3)
+        row = session.execute(ps, (q, 3)).one()
+        assert abs(row[0] - expected) <= 1e-6 * max(1, abs(expected)), (fn, row[0], expected)
+    expect_invalid(session, "SELECT similarity_cosine(j, [1, 2]) FROM t WHERE k = 3", None,
+                   "requires a float vector argument")
+    expect_invalid(session, "SELECT similarity_cosine(v, [0.0, 0.0, 0.0]) FROM t WHERE k = 3",
+                   None, "doesn't support all-zero vectors")
 
     step("wrong dimensions and types are refused")
     expect_invalid(
