@@ -1062,7 +1062,16 @@ impl Parser<'_> {
                             return Err(self.mismatched("vector dimension"));
                         };
                         self.bump();
-                        CqlType::Vector(Box::new(first), n)
+                        // Cassandra freezes vector elements: a collection or
+                        // user type inside a vector is frozen.
+                        let elem = match first {
+                            CqlType::List(_)
+                            | CqlType::Set(_)
+                            | CqlType::Map(..)
+                            | CqlType::Udt(_) => CqlType::Frozen(Box::new(first)),
+                            other => other,
+                        };
+                        CqlType::Vector(Box::new(elem), n)
                     }
                 };
                 self.expect(Sym::Gt)?;

@@ -311,6 +311,7 @@ fn type_text(t: &ColumnType) -> String {
             items.iter().map(type_text).collect::<Vec<_>>().join(", ")
         ),
         T::Udt { name, .. } => format!("frozen<{name}>"),
+        T::Vector(e, n) => format!("vector<{}, {n}>", type_text(e)),
     }
 }
 

@@ -121,7 +121,7 @@ pub use server::{
     Server, ServerConfig,
 };
 pub use tls::{client_config as tls_client_config, ClientAuth, ServerTls};
-pub use types::{ColumnSpec, ColumnType, Consistency, DURATION_CLASS};
+pub use types::{ColumnSpec, ColumnType, Consistency, DURATION_CLASS, VECTOR_CLASS};
 pub use value::{
     date_from_days, date_to_days, CqlDecimal, CqlDuration, CqlValue, CqlVarint, DATE_EPOCH,
 };

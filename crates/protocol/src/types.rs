@@ -75,9 +75,156 @@ pub enum ColumnType {
         fields: Vec<(String, ColumnType)>,
     },
     Tuple(Vec<ColumnType>),
+    /// Cassandra 5's `vector<T, n>`: carried as the custom type
+    /// [`VECTOR_CLASS`]`(element class, n)`, the only form drivers know.
+    Vector(Box<ColumnType>, u32),
 }
 
+/// Class name of Cassandra 5's vector type.
+pub const VECTOR_CLASS: &str = "org.apache.cassandra.db.marshal.VectorType";
+
+const MARSHAL: &str = "org.apache.cassandra.db.marshal.";
+
+/// Marshal class names of the types without parameters.
+const SIMPLE_CLASSES: [(&str, ColumnType); 21] = [
+    ("AsciiType", ColumnType::Ascii),
+    ("LongType", ColumnType::Bigint),
+    ("BytesType", ColumnType::Blob),
+    ("BooleanType", ColumnType::Boolean),
+    ("CounterColumnType", ColumnType::Counter),
+    ("DecimalType", ColumnType::Decimal),
+    ("DoubleType", ColumnType::Double),
+    ("FloatType", ColumnType::Float),
+    ("Int32Type", ColumnType::Int),
+    ("TimestampType", ColumnType::Timestamp),
+    ("UUIDType", ColumnType::Uuid),
+    ("UTF8Type", ColumnType::Varchar),
+    ("IntegerType", ColumnType::Varint),
+    ("TimeUUIDType", ColumnType::Timeuuid),
+    ("InetAddressType", ColumnType::Inet),
+    ("SimpleDateType", ColumnType::Date),
+    ("TimeType", ColumnType::Time),
+    ("ShortType", ColumnType::Smallint),
+    ("ByteType", ColumnType::Tinyint),
+    ("DurationType", ColumnType::Duration),
+    // Cassandra's legacy name for timestamp.
+    ("DateType", ColumnType::Timestamp),
+];
+
 impl ColumnType {
+    /// The serialized size when every value of the type has the same
+    /// length (Cassandra's `valueLengthIfFixed`, as the drivers' vector
+    /// codecs assume): such vector elements carry no length prefix.
+    pub fn fixed_size(&self) -> Option<usize> {
+        match self {
+            ColumnType::Boolean => Some(1),
+            ColumnType::Int | ColumnType::Float => Some(4),
+            ColumnType::Bigint
+            | ColumnType::Counter
+            | ColumnType::Double
+            | ColumnType::Timestamp => Some(8),
+            ColumnType::Uuid | ColumnType::Timeuuid => Some(16),
+            ColumnType::Vector(t, n) => t
+                .fixed_size()
+                .and_then(|s| s.checked_mul(usize::try_from(*n).ok()?)),
+            _ => None,
+        }
+    }
+
+    /// Cassandra's marshal class string for the type, e.g.
+    /// `org.apache.cassandra.db.marshal.VectorType(org.apache.cassandra.db.marshal.FloatType, 3)`.
+    pub fn class_name(&self) -> String {
+        let list = |ts: &[&ColumnType]| {
+            ts.iter()
+                .map(|t| t.class_name())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            ColumnType::Custom(class) => class.clone(),
+            ColumnType::List(t) => format!("{MARSHAL}ListType({})", t.class_name()),
+            ColumnType::Set(t) => format!("{MARSHAL}SetType({})", t.class_name()),
+            ColumnType::Map(k, v) => format!("{MARSHAL}MapType({})", list(&[k, v])),
+            ColumnType::Tuple(ts) => {
+                format!(
+                    "{MARSHAL}TupleType({})",
+                    list(&ts.iter().collect::<Vec<_>>())
+                )
+            }
+            ColumnType::Udt {
+                keyspace,
+                name,
+                fields,
+            } => {
+                // UserType(keyspace,hex(name),hex(field):class,...).
+                let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+                let mut out = format!("{MARSHAL}UserType({keyspace},{}", hex(name));
+                for (f, t) in fields {
+                    out.push_str(&format!(",{}:{}", hex(f), t.class_name()));
+                }
+                out.push(')');
+                out
+            }
+            // The element is frozen, which Cassandra spells out for the
+            // types that could otherwise be multi-cell.
+            ColumnType::Vector(t, n) => match **t {
+                ColumnType::List(_)
+                | ColumnType::Set(_)
+                | ColumnType::Map(..)
+                | ColumnType::Udt { .. } => {
+                    format!(
+                        "{VECTOR_CLASS}({MARSHAL}FrozenType({}), {n})",
+                        t.class_name()
+                    )
+                }
+                _ => format!("{VECTOR_CLASS}({}, {n})", t.class_name()),
+            },
+            simple => SIMPLE_CLASSES
+                .iter()
+                .find(|(_, t)| t == simple)
+                .map(|(c, _)| format!("{MARSHAL}{c}"))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Parses a marshal class string back into a type (`None` when it is
+    /// not one Gyre knows, so the caller keeps it as [`ColumnType::Custom`]).
+    fn from_class(class: &str, depth: usize) -> Option<ColumnType> {
+        if depth > MAX_TYPE_DEPTH {
+            return None;
+        }
+        let class = class.trim();
+        let (name, params) = match class.find('(') {
+            Some(i) => (&class[..i], Some(class[i + 1..].strip_suffix(')')?)),
+            None => (class, None),
+        };
+        let name = name.strip_prefix(MARSHAL).unwrap_or(name);
+        let d = depth + 1;
+        let Some(params) = params else {
+            return SIMPLE_CLASSES
+                .iter()
+                .find(|(c, _)| *c == name)
+                .map(|(_, t)| t.clone());
+        };
+        let args = split_params(params);
+        let arg = |i: usize| -> Option<ColumnType> { Self::from_class(args.get(i)?, d) };
+        Some(match (name, args.len()) {
+            ("FrozenType", 1) => arg(0)?,
+            ("ListType", 1) => ColumnType::List(Box::new(arg(0)?)),
+            ("SetType", 1) => ColumnType::Set(Box::new(arg(0)?)),
+            ("MapType", 2) => ColumnType::Map(Box::new(arg(0)?), Box::new(arg(1)?)),
+            ("TupleType", _) => ColumnType::Tuple(
+                args.iter()
+                    .map(|a| Self::from_class(a, d))
+                    .collect::<Option<_>>()?,
+            ),
+            ("VectorType", 2) => {
+                ColumnType::Vector(Box::new(arg(0)?), args[1].trim().parse().ok()?)
+            }
+            _ => return None,
+        })
+    }
+
     pub(crate) fn read(r: &mut Reader) -> Result<Self> {
         Self::read_depth(r, 0)
     }
@@ -97,6 +244,9 @@ impl ColumnType {
                     Some((_, 0x0012)) => ColumnType::Time,
                     Some((_, 0x0013)) => ColumnType::Smallint,
                     Some(_) => ColumnType::Tinyint,
+                    None if class.starts_with(VECTOR_CLASS) => {
+                        Self::from_class(&class, depth).unwrap_or(ColumnType::Custom(class))
+                    }
                     None => ColumnType::Custom(class),
                 }
             }
@@ -205,6 +355,10 @@ impl ColumnType {
                 dst.put_u16(0x0000);
                 put_string(dst, DURATION_CLASS);
             }
+            ColumnType::Vector(..) => {
+                dst.put_u16(0x0000);
+                put_string(dst, &self.class_name());
+            }
             ColumnType::List(t) => {
                 dst.put_u16(0x0020);
                 t.write_versioned(dst, version);
@@ -243,6 +397,25 @@ impl ColumnType {
             }
         }
     }
+}
+
+/// Splits `a,b(c,d),e` at its top-level commas.
+fn split_params(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut level, mut start) = (0usize, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => level += 1,
+            ')' => level = level.saturating_sub(1),
+            ',' if level == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
 }
 
 /// One column of a result set, or one bind marker of a prepared statement.
@@ -377,6 +550,52 @@ mod tests {
         let mut b = BytesMut::new();
         ColumnType::Duration.write_versioned(&mut b, ProtocolVersion::V4);
         assert!(b.ends_with(DURATION_CLASS.as_bytes()));
+    }
+
+    #[test]
+    fn vectors_are_custom_vector_type_classes() {
+        let t = ColumnType::Vector(Box::new(ColumnType::Int), 3);
+        let class = "org.apache.cassandra.db.marshal.VectorType(org.apache.cassandra.db.marshal.Int32Type, 3)";
+        assert_eq!(t.class_name(), class);
+        let nested = ColumnType::Vector(
+            Box::new(ColumnType::Map(
+                Box::new(ColumnType::Varchar),
+                Box::new(ColumnType::List(Box::new(ColumnType::Float))),
+            )),
+            2,
+        );
+        for version in [
+            ProtocolVersion::V3,
+            ProtocolVersion::V4,
+            ProtocolVersion::V5,
+        ] {
+            for t in [&t, &nested] {
+                let mut b = BytesMut::new();
+                t.write_versioned(&mut b, version);
+                assert_eq!(&b[..2], &[0, 0]);
+                assert_eq!(ColumnType::read(&mut Reader::new(b.freeze())).unwrap(), *t);
+            }
+        }
+        let mut b = BytesMut::new();
+        t.write_versioned(&mut b, ProtocolVersion::V4);
+        assert!(b.ends_with(class.as_bytes()));
+        // Collection elements are frozen, as Cassandra names them.
+        assert_eq!(
+            ColumnType::Vector(Box::new(ColumnType::List(Box::new(ColumnType::Int))), 2).class_name(),
+            "org.apache.cassandra.db.marshal.VectorType(org.apache.cassandra.db.marshal.FrozenType(org.apache.cassandra.db.marshal.ListType(org.apache.cassandra.db.marshal.Int32Type)), 2)"
+        );
+        // Frozen wrappers are dropped; unknown classes stay custom.
+        assert_eq!(
+            ColumnType::from_class(
+                "org.apache.cassandra.db.marshal.VectorType(org.apache.cassandra.db.marshal.FrozenType(org.apache.cassandra.db.marshal.SetType(org.apache.cassandra.db.marshal.UUIDType)),4)",
+                0
+            ),
+            Some(ColumnType::Vector(Box::new(ColumnType::Set(Box::new(ColumnType::Uuid))), 4))
+        );
+        assert_eq!(ColumnType::from_class("com.example.Nope(1, 2)", 0), None);
+        assert_eq!(t.fixed_size(), Some(12));
+        assert_eq!(nested.fixed_size(), None);
+        assert_eq!(ColumnType::Smallint.fixed_size(), None);
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub enum CqlValue {
     Udt(Vec<(String, Option<CqlValue>)>),
     /// A custom type's raw bytes.
     Custom(Bytes),
+    /// A `vector<T, n>`: n non-null elements.
+    Vector(Vec<CqlValue>),
     /// The zero-length "empty" value that most non-string types allow for
     /// legacy reasons; distinct from null.
     Empty,
@@ -184,10 +186,41 @@ impl CqlValue {
                 }
             }
             CqlValue::Tuple(items) => items.iter().for_each(|v| put_element(dst, v.as_ref())),
+            // Cassandra's vector form: fixed-size elements back to back,
+            // others each after an unsigned vint length.
+            CqlValue::Vector(items) => {
+                for item in items {
+                    if item.is_fixed_size() {
+                        item.encode_to(dst);
+                    } else {
+                        let b = item.encode();
+                        put_unsigned_vint(dst, b.len() as u64);
+                        dst.put_slice(&b);
+                    }
+                }
+            }
             CqlValue::Udt(fields) => fields
                 .iter()
                 .for_each(|(_, v)| put_element(dst, v.as_ref())),
             CqlValue::Empty => {}
+        }
+    }
+
+    /// True for values of the types whose serialized size is fixed (see
+    /// [`ColumnType::fixed_size`]), which vectors store without lengths.
+    fn is_fixed_size(&self) -> bool {
+        match self {
+            CqlValue::Boolean(_)
+            | CqlValue::Int(_)
+            | CqlValue::Float(_)
+            | CqlValue::Bigint(_)
+            | CqlValue::Counter(_)
+            | CqlValue::Double(_)
+            | CqlValue::Timestamp(_)
+            | CqlValue::Uuid(_)
+            | CqlValue::Timeuuid(_) => true,
+            CqlValue::Vector(items) => items.iter().all(CqlValue::is_fixed_size),
+            _ => false,
         }
     }
 
@@ -388,6 +421,40 @@ fn decode_depth(typ: &ColumnType, b: &[u8], depth: usize) -> Result<CqlValue> {
                 items.push(e.element()?.map(|v| decode_depth(t, v, d)).transpose()?);
             }
             CqlValue::Tuple(items)
+        }
+        ColumnType::Vector(t, n) => {
+            let n = usize::try_from(*n).map_err(|_| Error::value("vector dimension"))?;
+            let mut items = Vec::with_capacity(n.min(b.len()));
+            if let Some(size) = t.fixed_size() {
+                if Some(b.len()) != size.checked_mul(n) {
+                    return Err(Error::value(format!(
+                        "vector of {n} elements of {size} bytes each cannot be {} bytes",
+                        b.len()
+                    )));
+                }
+                for chunk in b.chunks_exact(size.max(1)) {
+                    items.push(decode_depth(t, chunk, d)?);
+                }
+            } else {
+                let mut rest = b;
+                for i in 0..n {
+                    let len = get_unsigned_vint(&mut rest)
+                        .map_err(|_| Error::value(format!("vector has {i} elements, not {n}")))?;
+                    let len = usize::try_from(len)
+                        .ok()
+                        .filter(|l| *l <= rest.len())
+                        .ok_or_else(|| Error::value("truncated vector element"))?;
+                    let (elem, tail) = rest.split_at(len);
+                    items.push(decode_depth(t, elem, d)?);
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    return Err(Error::value(format!(
+                        "trailing bytes after a vector of {n} elements"
+                    )));
+                }
+            }
+            CqlValue::Vector(items)
         }
         ColumnType::Udt { fields, .. } => {
             let mut e = Elements { buf: b };
@@ -698,6 +765,68 @@ mod tests {
         assert!(CqlValue::decode(&list, &[0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF]).is_err());
         assert!(CqlValue::decode(&list, &[0x7F, 0xFF, 0xFF, 0xFF]).is_err());
         assert!(CqlValue::decode(&list, &[0, 0, 0, 1, 0, 0, 0, 9, 1]).is_err());
+    }
+
+    #[test]
+    fn vectors_of_fixed_size_elements_have_no_lengths() {
+        let t = ColumnType::Vector(Box::new(ColumnType::Float), 3);
+        let v = CqlValue::Vector(vec![
+            CqlValue::Float(1.0),
+            CqlValue::Float(2.5),
+            CqlValue::Float(-3.25),
+        ]);
+        round_trip(
+            &t,
+            v,
+            &[0x3F, 0x80, 0, 0, 0x40, 0x20, 0, 0, 0xC0, 0x50, 0, 0],
+        );
+        let t = ColumnType::Vector(Box::new(ColumnType::Int), 2);
+        round_trip(
+            &t,
+            CqlValue::Vector(vec![CqlValue::Int(7), CqlValue::Int(-8)]),
+            &[0, 0, 0, 7, 0xFF, 0xFF, 0xFF, 0xF8],
+        );
+        // A wrong dimension is a wrong byte count.
+        assert!(CqlValue::decode(&t, &[0, 0, 0, 7]).is_err());
+        assert!(CqlValue::decode(&t, &[0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2]).is_err());
+        assert!(CqlValue::decode(&t, &[0, 0, 0, 7, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn vectors_of_variable_size_elements_carry_vint_lengths() {
+        let t = ColumnType::Vector(Box::new(ColumnType::Varchar), 2);
+        round_trip(
+            &t,
+            CqlValue::Vector(vec![
+                CqlValue::Text("ab".into()),
+                CqlValue::Text(String::new()),
+            ]),
+            &[2, b'a', b'b', 0],
+        );
+        // A 200-byte element needs a two-byte vint.
+        let long = "x".repeat(200);
+        let enc = CqlValue::Vector(vec![
+            CqlValue::Text(long.clone()),
+            CqlValue::Text("c".into()),
+        ])
+        .encode();
+        assert_eq!(&enc[..2], &[0x80, 200]);
+        assert_eq!(enc.len(), 2 + 200 + 2);
+        let list = ColumnType::Vector(Box::new(ColumnType::List(Box::new(ColumnType::Int))), 1);
+        round_trip(
+            &list,
+            CqlValue::Vector(vec![CqlValue::List(vec![CqlValue::Int(1)])]),
+            &[12, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 1],
+        );
+        // Too few elements, trailing bytes, lengths past the end.
+        assert!(CqlValue::decode(&t, &[2, b'a', b'b']).is_err());
+        assert!(CqlValue::decode(&t, &[1, b'a', 1, b'b', 0]).is_err());
+        assert!(CqlValue::decode(&t, &[9, b'a']).is_err());
+        // A huge dimension with few bytes fails without allocating for it.
+        let huge = ColumnType::Vector(Box::new(ColumnType::Varchar), u32::MAX);
+        assert!(CqlValue::decode(&huge, &[0, 0]).is_err());
+        let huge = ColumnType::Vector(Box::new(ColumnType::Float), u32::MAX);
+        assert!(CqlValue::decode(&huge, &[0, 0, 0, 0]).is_err());
     }
 
     fn leaf() -> impl Strategy<Value = (ColumnType, CqlValue)> {

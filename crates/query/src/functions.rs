@@ -42,6 +42,70 @@ enum Kind {
     MaxTimeuuid,
     /// `blobAsX` (validated) and `xAsBlob`: the bytes are unchanged.
     BlobConversion,
+    /// `similarity_cosine` / `_euclidean` / `_dot_product` of two float
+    /// vectors of one dimension.
+    Similarity(Similarity),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Similarity {
+    Cosine,
+    Euclidean,
+    DotProduct,
+}
+
+/// True for the vector similarity functions, whose signature depends on
+/// the dimension of the vector they are called on (see [`similarity`]).
+pub(crate) fn is_similarity(name: &str) -> bool {
+    similarity_kind(name).is_some()
+}
+
+fn similarity_kind(name: &str) -> Option<Similarity> {
+    Some(match name {
+        "similarity_cosine" => Similarity::Cosine,
+        "similarity_euclidean" => Similarity::Euclidean,
+        "similarity_dot_product" => Similarity::DotProduct,
+        _ => return None,
+    })
+}
+
+/// The similarity function `name` over two vectors of type `ty`, which
+/// must be `vector<float, n>` as in Cassandra.
+pub(crate) fn similarity(name: &str, ty: &CqlType) -> Result<Scalar> {
+    let kind = similarity_kind(name)
+        .ok_or_else(|| QueryError::invalid(format!("Unknown function '{name}'")))?;
+    let ty = crate::values::unfrozen(ty);
+    if !matches!(ty, CqlType::Vector(e, _) if **e == CqlType::Float) {
+        return Err(QueryError::invalid(format!(
+            "Function system.{name} requires a float vector argument, but found argument of type {ty}"
+        )));
+    }
+    Ok(Scalar {
+        name: name.to_owned(),
+        args: vec![ty.clone(), ty.clone()],
+        ret: CqlType::Float,
+        kind: Kind::Similarity(kind),
+    })
+}
+
+/// Cassandra's (Lucene's) similarity scores, each mapped into [0, 1].
+fn similarity_score(kind: Similarity, a: &[f32], b: &[f32]) -> Option<f32> {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    Some(match kind {
+        Similarity::Cosine => {
+            let na: f32 = a.iter().map(|x| x * x).sum();
+            let nb: f32 = b.iter().map(|x| x * x).sum();
+            if na == 0.0 || nb == 0.0 {
+                return None;
+            }
+            (1.0 + dot / (na * nb).sqrt()) / 2.0
+        }
+        Similarity::Euclidean => {
+            let d: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+            1.0 / (1.0 + d)
+        }
+        Similarity::DotProduct => (1.0 + dot) / 2.0,
+    })
 }
 
 /// The native types that have `blobAsX` / `xAsBlob` conversions.
@@ -258,6 +322,7 @@ impl Scalar {
                 let nanos = now().as_nanos() % (86_400 * 1_000_000_000);
                 return enc(CqlValue::Time(nanos as i64));
             }
+            Kind::Similarity(kind) => return self.similarity(kind, args),
             _ => {}
         }
         let (Some(arg), Some(ty)) = (args.first(), self.args.first()) else {
@@ -328,6 +393,39 @@ impl Scalar {
             }
             _ => Err(self.bad_arg()),
         }
+    }
+
+    fn similarity(&self, kind: Similarity, args: &[Option<Bytes>]) -> Result<Option<Bytes>> {
+        let (Some(a), Some(b), Some(ty)) = (args.first(), args.get(1), self.args.first()) else {
+            return Err(self.bad_arg());
+        };
+        let (Some(a), Some(b)) = (a, b) else {
+            return Ok(None);
+        };
+        let floats = |bytes: &Bytes| -> Result<Vec<f32>> {
+            match CqlValue::decode(&column_type(ty), bytes) {
+                Ok(CqlValue::Vector(items)) => items
+                    .into_iter()
+                    .map(|v| match v {
+                        CqlValue::Float(f) => Ok(f),
+                        _ => Err(self.bad_arg()),
+                    })
+                    .collect(),
+                _ => Err(QueryError::invalid(format!(
+                    "In call to function system.{}, value 0x{} is not a valid binary representation for type {}",
+                    self.name,
+                    hex(bytes),
+                    type_name(ty)
+                ))),
+            }
+        };
+        let score = similarity_score(kind, &floats(a)?, &floats(b)?).ok_or_else(|| {
+            QueryError::invalid(format!(
+                "Function system.{} doesn't support all-zero vectors",
+                self.name
+            ))
+        })?;
+        Ok(Some(CqlValue::Float(score).encode()))
     }
 
     fn bad_arg(&self) -> QueryError {
@@ -605,6 +703,33 @@ mod tests {
         assert_eq!(div_half_even(7, 2), 4);
         assert_eq!(div_half_even(-5, 2), -2);
         assert_eq!(div_half_even(10, 3), 3);
+    }
+
+    #[test]
+    fn similarity_scores_match_cassandra() {
+        let (a, b, z) = ([1.0f32, 0.0], [0.0f32, 1.0], [0.0f32, 0.0]);
+        assert_eq!(similarity_score(Similarity::Cosine, &a, &a), Some(1.0));
+        assert_eq!(similarity_score(Similarity::Cosine, &a, &b), Some(0.5));
+        assert_eq!(similarity_score(Similarity::Cosine, &a, &z), None);
+        assert_eq!(
+            similarity_score(Similarity::Euclidean, &a, &b),
+            Some(1.0 / 3.0)
+        );
+        assert_eq!(similarity_score(Similarity::DotProduct, &a, &a), Some(1.0));
+        let v = CqlType::Vector(Box::new(CqlType::Float), 2);
+        let f = similarity("similarity_cosine", &v).expect("float vector");
+        let enc = |x: [f32; 2]| {
+            Some(CqlValue::Vector(x.iter().map(|f| CqlValue::Float(*f)).collect()).encode())
+        };
+        assert_eq!(
+            f.apply(&[enc([3.0, 4.0]), enc([3.0, 4.0])])
+                .expect("scores"),
+            Some(CqlValue::Float(1.0).encode())
+        );
+        assert_eq!(f.apply(&[enc([3.0, 4.0]), None]).expect("null"), None);
+        assert!(f.apply(&[enc([0.0, 0.0]), enc([1.0, 1.0])]).is_err());
+        let ints = CqlType::Vector(Box::new(CqlType::Int), 2);
+        assert!(similarity("similarity_dot_product", &ints).is_err());
     }
 
     #[test]

@@ -109,7 +109,7 @@ fn write_value(out: &mut String, v: &CqlValue) {
         CqlValue::Date(d) => write_string(out, &date_string(i64::from(date_to_days(*d)))),
         CqlValue::Time(nanos) => write_string(out, &time_string(*nanos)),
         CqlValue::Duration(d) => write_string(out, &duration_string(d)),
-        CqlValue::List(items) | CqlValue::Set(items) => {
+        CqlValue::List(items) | CqlValue::Set(items) | CqlValue::Vector(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
@@ -449,7 +449,7 @@ fn json_term(v: &Json, ty: &CqlType, column: &str) -> Result<Term> {
         (Json::String(s), CqlType::Duration) => lit(Literal::Duration(
             gyre_cql::parse_duration(s).ok_or_else(|| bad("a duration"))?,
         )),
-        (Json::Array(items), CqlType::List(et)) => Ok(Term::List(
+        (Json::Array(items), CqlType::List(et) | CqlType::Vector(et, _)) => Ok(Term::List(
             items
                 .iter()
                 .map(|i| json_term(i, et, column))

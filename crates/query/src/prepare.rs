@@ -93,7 +93,7 @@ impl QueryProcessor {
                 if let gyre_cql::Selection::Items(items) = &s.selection {
                     items
                         .iter()
-                        .for_each(|i| selector_marks(&i.selector, &mut marks));
+                        .for_each(|i| selector_marks(&t, &i.selector, &mut marks));
                 }
                 where_marks(&t, &s.where_clause, &mut marks);
                 for (term, name) in [
@@ -219,7 +219,10 @@ fn term_marks(term: &Term, ty: &CqlType, name: &str, marks: &mut [Option<(String
             mark(marks, m.index, n, column_type(ty));
         }
         (Term::TypeHint { term, .. }, _) => term_marks(term, ty, name, marks),
-        (Term::List(items) | Term::Set(items), CqlType::List(e) | CqlType::Set(e)) => {
+        (
+            Term::List(items) | Term::Set(items),
+            CqlType::List(e) | CqlType::Set(e) | CqlType::Vector(e, _),
+        ) => {
             items.iter().for_each(|t| term_marks(t, e, name, marks));
         }
         (Term::Map(entries), CqlType::Map(k, v)) => {
@@ -256,19 +259,32 @@ fn term_marks(term: &Term, ty: &CqlType, name: &str, marks: &mut [Option<(String
 
 /// Markers that are function arguments in a selection take the
 /// function's parameter types.
-fn selector_marks(sel: &gyre_cql::Selector, marks: &mut [Option<(String, ColumnType)>]) {
+fn selector_marks(
+    t: &TableDef,
+    sel: &gyre_cql::Selector,
+    marks: &mut [Option<(String, ColumnType)>],
+) {
     let gyre_cql::Selector::Function { name, args } = sel else {
         return;
     };
-    let types = crate::functions::function_name(name)
-        .ok()
-        .and_then(|f| crate::functions::arg_types(f, args.len()));
+    let types = crate::functions::function_name(name).ok().and_then(|f| {
+        if crate::functions::is_similarity(f) {
+            // Both arguments take the type of the vector column given.
+            let ty = args.iter().find_map(|a| match a {
+                gyre_cql::Selector::Column(c) => t.column(c).map(|c| c.ty.clone()),
+                _ => None,
+            })?;
+            Some(vec![ty.clone(), ty])
+        } else {
+            crate::functions::arg_types(f, args.len())
+        }
+    });
     for (i, arg) in args.iter().enumerate() {
         match (arg, types.as_ref().and_then(|t| t.get(i))) {
             (gyre_cql::Selector::Term(term), Some(ty)) => {
                 term_marks(term, ty, &format!("arg{i}({})", name.name), marks);
             }
-            (other, _) => selector_marks(other, marks),
+            (other, _) => selector_marks(t, other, marks),
         }
     }
 }

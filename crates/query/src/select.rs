@@ -578,13 +578,44 @@ fn selector_item(
                 let ty = agg.result_type(fname, &arg_ty)?;
                 return Ok((Item::Aggregate(agg, arg_ty, Box::new(arg)), display, ty));
             }
-            let f = functions::resolve(fname, args.len(), |i, want| {
-                match (args.get(i), arg_items.get(i)) {
-                    (Some(Selector::Term(t)), _) => functions::term_fits(t, want).unwrap_or(false),
-                    (_, Some((_, _, ty))) => functions::assignable(want, ty),
-                    _ => false,
+            let f = if functions::is_similarity(fname) {
+                // Typed by its vector argument(s): vector<float, n> for any n.
+                if args.len() != 2 {
+                    return Err(QueryError::invalid(format!(
+                        "Invalid number of arguments for function system.{fname}: 2 required"
+                    )));
                 }
-            })?;
+                let typed: Vec<&CqlType> = args
+                    .iter()
+                    .zip(&arg_items)
+                    .filter(|(a, _)| !matches!(a, Selector::Term(_)))
+                    .map(|(_, (_, _, ty))| ty)
+                    .collect();
+                let Some(ty) = typed.first() else {
+                    return Err(QueryError::invalid(format!(
+                        "Cannot infer the type of the arguments of system.{fname}: at least one must be a vector column"
+                    )));
+                };
+                if typed
+                    .iter()
+                    .any(|t| crate::values::unfrozen(t) != crate::values::unfrozen(ty))
+                {
+                    return Err(QueryError::invalid(format!(
+                        "All arguments of system.{fname} must be vectors of the same type and dimension"
+                    )));
+                }
+                functions::similarity(fname, ty)?
+            } else {
+                functions::resolve(fname, args.len(), |i, want| {
+                    match (args.get(i), arg_items.get(i)) {
+                        (Some(Selector::Term(t)), _) => {
+                            functions::term_fits(t, want).unwrap_or(false)
+                        }
+                        (_, Some((_, _, ty))) => functions::assignable(want, ty),
+                        _ => false,
+                    }
+                })?
+            };
             // Constants are typed by the function's parameter.
             let mut items = Vec::with_capacity(args.len());
             for ((a, (item, _, _)), ty) in args.iter().zip(arg_items).zip(&f.args) {

@@ -39,9 +39,8 @@ pub(crate) fn column_type(ty: &CqlType) -> ColumnType {
         CqlType::Map(k, v) => ColumnType::Map(Box::new(column_type(k)), Box::new(column_type(v))),
         CqlType::Tuple(ts) => ColumnType::Tuple(ts.iter().map(column_type).collect()),
         CqlType::Frozen(t) => column_type(t),
-        CqlType::Vector(..) | CqlType::Udt(_) | CqlType::Custom(_) => {
-            ColumnType::Custom(format!("{ty:?}"))
-        }
+        CqlType::Vector(t, n) => ColumnType::Vector(Box::new(column_type(t)), *n),
+        CqlType::Udt(_) | CqlType::Custom(_) => ColumnType::Custom(format!("{ty:?}")),
     }
 }
 
@@ -157,7 +156,7 @@ fn bad(column: &str, ty: &CqlType, what: &str) -> QueryError {
 }
 
 fn type_name(ty: &CqlType) -> String {
-    format!("{ty:?}").to_lowercase()
+    ty.to_string()
 }
 
 /// A non-bind, non-null term as a typed value.
@@ -204,6 +203,17 @@ fn term_value(term: &Term, ty: &CqlType, column: &str, binds: &[Value]) -> Resul
             ))
         }
         (Term::Set(items), CqlType::Map(..)) if items.is_empty() => Ok(CqlValue::Map(vec![])),
+        (Term::List(items), CqlType::Vector(et, n)) => {
+            if items.len() != *n as usize {
+                return Err(QueryError::invalid(format!(
+                    "Invalid vector literal for {column} of type {ty}; expected {n} elements, but given {}",
+                    items.len()
+                )));
+            }
+            Ok(CqlValue::Vector(
+                items.iter().map(|t| elem(t, et)).collect::<Result<_>>()?,
+            ))
+        }
         (Term::Tuple(items), CqlType::Tuple(types)) if items.len() <= types.len() => {
             let mut out = Vec::new();
             for (t, et) in items.iter().zip(types) {

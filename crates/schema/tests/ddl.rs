@@ -591,3 +591,38 @@ fn empty_or_disabled_compression_means_none() {
         "Missing sub-option 'class' for the 'compression' option."
     );
 }
+
+#[test]
+fn vector_elements_are_frozen_and_checked() {
+    let mut s = with_ks();
+    run(
+        &mut s,
+        2,
+        "CREATE TABLE v (k int PRIMARY KEY, f vector<float, 3>, t vector<text, 2>, l vector<list<int>, 3>, m vector<map<text, int>, 1>)",
+    )
+    .unwrap();
+    let t = s.table("ks", "v").unwrap();
+    let ty = |c: &str| t.column(c).unwrap().ty.to_string();
+    assert_eq!(ty("f"), "vector<float, 3>");
+    assert_eq!(ty("t"), "vector<text, 2>");
+    assert_eq!(ty("l"), "vector<frozen<list<int>>, 3>");
+    assert_eq!(ty("m"), "vector<frozen<map<text, int>>, 1>");
+    assert_eq!(
+        err(
+            &mut s,
+            "CREATE TABLE w (k int PRIMARY KEY, v vector<int, 0>)"
+        ),
+        "vectors may only have positive dimensions"
+    );
+    assert_eq!(
+        err(
+            &mut s,
+            "CREATE TABLE w (k int PRIMARY KEY, v vector<counter, 2>)"
+        ),
+        "Counters are not allowed inside collections"
+    );
+    assert_eq!(
+        err(&mut s, "CREATE TABLE w (k vector<int, 2> PRIMARY KEY)"),
+        "vector type is not supported for PRIMARY KEY column 'k'"
+    );
+}

@@ -1,0 +1,120 @@
+//! `vector<T, n>` columns (issue 17) through the real Python driver
+//! (`tests/python/driver_vector.py`) against one `gyre` process, at
+//! protocol v4 and v5: literals, bound values, reads decoded as lists, the
+//! `VectorType(...)` custom type in result and prepared metadata, wrong
+//! dimensions refused, and `system_schema` / driver schema metadata.
+//!
+//! Uses the driver venv of `cql_python.rs` (`$HOME/.cache/gyre-venv` or
+//! `$GYRE_PYTHON_VENV`); it fails with a message when that is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gyre_tests::cluster::TestCluster;
+use gyre_tests::cqlsh::{cqlsh, run};
+
+fn python() -> PathBuf {
+    let venv = match std::env::var_os("GYRE_PYTHON_VENV") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/gyre-venv"),
+    };
+    let python = venv.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import cassandra.cqltypes as t; t.VectorType"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} has no cassandra-driver with VectorType: run the cql_python tests first to create it",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn python_driver_reads_and_writes_vectors() {
+    let python = python();
+    let c = TestCluster::new(1, 115);
+    c.up();
+    let addr = c.cql(1);
+    c.wait_until("CQL port open", Duration::from_secs(30), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/driver_vector.py");
+    for protocol in ["4", "5"] {
+        let out = Command::new(&python)
+            .arg(&script)
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .arg(protocol)
+            .output()
+            .expect("run python");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("--- driver_vector.py at v{protocol} ---\n{text}");
+        assert!(
+            out.status.success() && text.contains("\nOK"),
+            "driver_vector.py at v{protocol} failed:\n{text}\nnode logs:\n{}",
+            c.logs()
+        );
+    }
+
+    // cqlsh prints the vectors the driver wrote, and DESCRIBE the types.
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = run(Command::new(cqlsh())
+        .env("HOME", home.path())
+        .env_remove("CQLSH_HOST")
+        .env_remove("CQLSH_PORT")
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg("-e")
+        .arg(
+            "SELECT v, j FROM vec_v4.t WHERE k = 1; SELECT t, l FROM vec_v4.var WHERE k = 1; \
+             DESCRIBE TABLE vec_v4.var",
+        ));
+    eprintln!("--- cqlsh ---\n{}{}", out.stdout, out.stderr);
+    assert!(out.ok, "cqlsh failed:\n{}{}", out.stdout, out.stderr);
+    for want in [
+        "[1, 2.5, -3.25]",
+        "[7, -8]",
+        "['ab', '']",
+        "[[1, 2], [], [3]]",
+        "l vector<frozen<list<int>>, 3>",
+        "t vector<text, 2>",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "cqlsh did not print {want}:\n{}",
+            out.stdout
+        );
+    }
+
+    // gyresh (the scylla Rust driver) decodes them too. Not row 1 of `var`:
+    // scylla 1.x reads an empty text element of a vector as a null one.
+    let gyresh = gyre_tests::cluster::workspace_bin("gyresh");
+    let out = run(Command::new(gyresh)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args([
+            "-e",
+            "SELECT v, j FROM vec_v4.t WHERE k = 1; SELECT t, l FROM vec_v4.var WHERE k = 3;",
+        ]));
+    eprintln!("--- gyresh ---\n{}{}", out.stdout, out.stderr);
+    assert!(out.ok, "gyresh failed:\n{}{}", out.stdout, out.stderr);
+    for want in [
+        "[1, 2.5, -3.25]",
+        "[7, -8]",
+        "['p', 'q']",
+        "[[1], [2], [3]]",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "gyresh did not print {want}:\n{}",
+            out.stdout
+        );
+    }
+}
