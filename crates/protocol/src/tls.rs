@@ -147,7 +147,9 @@ pub fn client_config(
         roots.add(cert).map_err(|e| tls("CA certificate", &e))?;
     }
     if roots.is_empty() {
-        return Err(Error::Tls("CA certificate: no PEM certificate found".into()));
+        return Err(Error::Tls(
+            "CA certificate: no PEM certificate found".into(),
+        ));
     }
     #[allow(deprecated)] // ring: see `ServerTls::from_pem`.
     let provider = Arc::new(rustls::crypto::ring::default_provider());

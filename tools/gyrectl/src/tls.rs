@@ -61,7 +61,8 @@ pub fn issue_node_certificate(cluster_dir: &Path, node_dir: &Path, ip: IpAddr) -
         .signed_by(&key, &ca, &ca_key)
         .map_err(tls_err("node certificate"))?;
     let cert_path = node_dir.join("node.crt");
-    fs::write(&cert_path, cert.pem()).map_err(io_err(format!("writing {}", cert_path.display())))?;
+    fs::write(&cert_path, cert.pem())
+        .map_err(io_err(format!("writing {}", cert_path.display())))?;
     write_private(&node_dir.join("node.key"), &key.serialize_pem())
 }
 
