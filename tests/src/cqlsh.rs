@@ -48,6 +48,14 @@ pub fn cqlsh() -> PathBuf {
             return cqlsh;
         }
     }
+    // Tests in parallel: one installs, the others wait and find it done.
+    let _lock = crate::python::VenvLock::take(&venv);
+    if cqlsh.is_file() {
+        let v = run(Command::new(&cqlsh).arg("--version"));
+        if v.ok && v.stdout.trim() == "cqlsh 6.2.0" {
+            return cqlsh;
+        }
+    }
     if !python.is_file() {
         let o = run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
         assert!(

@@ -164,5 +164,6 @@ pub fn parse_sync(s: &str) -> Option<SyncMode> {
 pub mod cluster;
 pub mod cqlsh;
 pub mod deploy;
+pub mod python;
 /// The blocking CQL client lives in gyrectl (the chaos workloads use it).
 pub use gyrectl::cql as cql_client;

@@ -19,42 +19,9 @@ use std::time::Instant;
 use gyre_tests::cluster::TestCluster;
 use gyre_tests::cqlsh;
 
-const PYTHON_VENV_VERSION: &str = "3.29.2";
-
-/// The Python driver venv of tests/cql_python.rs (same pin).
+/// The Python driver's venv, shared with the other driver tests.
 fn python() -> PathBuf {
-    let venv = std::env::var_os("GYRE_PYTHON_VENV").map_or_else(
-        || Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/gyre-venv"),
-        PathBuf::from,
-    );
-    let python = venv.join("bin/python");
-    let check = format!(
-        "import cassandra, sys; sys.exit(0 if cassandra.__version__ == '{PYTHON_VENV_VERSION}' else 1)"
-    );
-    let ok = python.is_file()
-        && Command::new(&python)
-            .args(["-c", &check])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ok {
-        if !python.is_file() {
-            let st = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status();
-            assert!(st.is_ok_and(|s| s.success()), "python3 -m venv failed");
-        }
-        let st = Command::new(&python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
-            .arg(format!("cassandra-driver=={PYTHON_VENV_VERSION}"))
-            .arg("lz4")
-            .status();
-        assert!(
-            st.is_ok_and(|s| s.success()),
-            "pip install cassandra-driver failed (is PyPI reachable?); this test needs the real driver"
-        );
-    }
-    python
+    gyre_tests::python::python_with_driver()
 }
 
 fn tool(name: &str) -> PathBuf {

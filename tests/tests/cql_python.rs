@@ -6,69 +6,18 @@
 //! `$GYRE_PYTHON_VENV`); the first run needs PyPI. When PyPI is unreachable
 //! the test fails with a message saying so: it never skips silently.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use gyre_tests::cluster::TestCluster;
 
-const DRIVER: &str = "cassandra-driver==3.29.2";
-const DRIVER_VERSION: &str = "3.29.2";
-/// With `lz4` importable the driver negotiates lz4 frame compression by
-/// default, as most installations do.
-const LZ4: &str = "lz4";
-
-fn venv_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GYRE_PYTHON_VENV") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    Path::new(&home).join(".cache/gyre-venv")
-}
-
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let o = gyre_tests::cqlsh::run(cmd);
+    (o.ok, format!("{}{}", o.stdout, o.stderr))
 }
 
-/// A python with the pinned driver installed, creating the venv if needed.
-fn python_with_driver() -> PathBuf {
-    let venv = venv_dir();
-    let python = venv.join("bin/python");
-    let check = format!(
-        "import cassandra, lz4, sys; sys.exit(0 if cassandra.__version__ == '{DRIVER_VERSION}' else 1)"
-    );
-    if python.is_file() && run(Command::new(&python).args(["-c", &check])).0 {
-        return python;
-    }
-    if !python.is_file() {
-        let (ok, out) = run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        assert!(ok, "python3 -m venv {} failed:\n{out}", venv.display());
-    }
-    let (ok, out) = run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "-q",
-        DRIVER,
-        LZ4,
-    ]));
-    assert!(
-        ok,
-        "pip install {DRIVER} {LZ4} into {} failed (is PyPI reachable?); this test needs the \
-         real Python driver:\n{out}",
-        venv.display()
-    );
-    python
-}
+use gyre_tests::python::python_with_driver;
 
 #[test]
 fn python_driver_against_a_single_node() {

@@ -14,22 +14,9 @@ use std::time::Duration;
 use gyre_tests::cluster::TestCluster;
 use gyre_tests::cqlsh::{cqlsh, run};
 
+/// The Python driver's venv, shared with the other driver tests.
 fn python() -> PathBuf {
-    let venv = match std::env::var_os("GYRE_PYTHON_VENV") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/gyre-venv"),
-    };
-    let python = venv.join("bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import cassandra.cqltypes as t; t.VectorType"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{} has no cassandra-driver with VectorType: run the cql_python tests first to create it",
-        python.display()
-    );
-    python
+    gyre_tests::python::python_with_driver()
 }
 
 #[test]

@@ -302,18 +302,9 @@ print("routed to new node:", served, flush=True)
 print("ok", flush=True)
 "#;
 
+/// The Python driver's venv, shared with the other driver tests.
 fn python() -> PathBuf {
-    let venv = std::env::var_os("GYRE_PYTHON_VENV").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gyre-venv"),
-        PathBuf::from,
-    );
-    let py = venv.join("bin/python");
-    assert!(
-        py.is_file(),
-        "{} is missing: run the cql_python tests once to create the driver venv",
-        py.display()
-    );
-    py
+    gyre_tests::python::python_with_driver()
 }
 
 #[test]

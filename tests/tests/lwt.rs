@@ -23,20 +23,9 @@ use std::time::Duration;
 use gyre_tests::cluster::TestCluster;
 use gyre_tests::cqlsh::{cqlsh, run};
 
+/// The Python driver's venv, shared with the other driver tests.
 fn python() -> PathBuf {
-    let dir = match std::env::var_os("GYRE_PYTHON_VENV") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/gyre-venv"),
-    };
-    let python = dir.join("bin/python");
-    let o = run(Command::new(&python).args(["-c", "import cassandra"]));
-    assert!(
-        o.ok,
-        "{} has no cassandra-driver (run the cql_python test once to create it):\n{}",
-        python.display(),
-        o.stderr
-    );
-    python
+    gyre_tests::python::python_with_driver()
 }
 
 fn start(octet: u8) -> TestCluster {
