@@ -81,16 +81,7 @@ impl ServerTls {
                 let ca = client_ca.ok_or_else(|| {
                     Error::Tls("client certificates need a CA certificate to verify them".into())
                 })?;
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(ca) {
-                    let cert = cert.map_err(|e| tls("CA certificate", &e))?;
-                    roots.add(cert).map_err(|e| tls("CA certificate", &e))?;
-                }
-                if roots.is_empty() {
-                    return Err(Error::Tls(
-                        "CA certificate: no PEM certificate found".into(),
-                    ));
-                }
+                let roots = roots_from_pem(ca)?;
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
                 let verifier = if client_auth == ClientAuth::Optional {
@@ -141,16 +132,7 @@ pub fn client_config(
     client_cert: Option<(&[u8], &[u8])>,
 ) -> Result<Arc<rustls::ClientConfig>> {
     let tls = |what: &str, e: &dyn std::fmt::Display| Error::Tls(format!("{what}: {e}"));
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| tls("CA certificate", &e))?;
-        roots.add(cert).map_err(|e| tls("CA certificate", &e))?;
-    }
-    if roots.is_empty() {
-        return Err(Error::Tls(
-            "CA certificate: no PEM certificate found".into(),
-        ));
-    }
+    let roots = roots_from_pem(ca_pem)?;
     #[allow(deprecated)] // ring: see `ServerTls::from_pem`.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -171,6 +153,21 @@ pub fn client_config(
         }
     };
     Ok(Arc::new(config))
+}
+
+/// The certificates of a PEM CA file as a root store (at least one).
+fn roots_from_pem(ca_pem: &[u8]) -> Result<RootCertStore> {
+    let bad = |e: &dyn std::fmt::Display| Error::Tls(format!("CA certificate: {e}"));
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls(
+            "CA certificate: no PEM certificate found".into(),
+        ));
+    }
+    Ok(roots)
 }
 
 /// A connection after [`ServerTls::accept`].

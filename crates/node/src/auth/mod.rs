@@ -483,6 +483,20 @@ impl Auth {
         Ok(())
     }
 
+    /// The names of [`Self::granted_roles`].
+    async fn granted_role_names<T: FromIterator<String>>(
+        &self,
+        role: &Role,
+    ) -> Result<T, QueryError> {
+        let roles = self.granted_roles(role).await?;
+        Ok(roles.iter().map(|g| g.name.clone()).collect())
+    }
+
+    /// Whether `me` holds the role `name` (itself or through grants).
+    async fn holds_role(&self, me: &Role, name: &str) -> Result<bool, QueryError> {
+        Ok(self.granted_roles(me).await?.iter().any(|g| g.name == name))
+    }
+
     /// The roles `role` holds, itself included, through grants (Cassandra's
     /// `getRoles(role, true)`).
     async fn granted_roles(&self, role: &Role) -> Result<Vec<Arc<Role>>, QueryError> {
@@ -1131,23 +1145,13 @@ impl Auth {
         let names: BTreeSet<String> = match of {
             Some(r) => {
                 let role = self.require_role(r).await?;
-                if !may_describe
-                    && !self
-                        .granted_roles(me)
-                        .await?
-                        .iter()
-                        .any(|g| g.name == role.name)
-                {
+                if !may_describe && !self.holds_role(me, &role.name).await? {
                     return Err(unauthorized(format!(
                         "You are not authorized to view roles granted to {r} "
                     )));
                 }
                 if recursive {
-                    self.granted_roles(&role)
-                        .await?
-                        .iter()
-                        .map(|g| g.name.clone())
-                        .collect()
+                    self.granted_role_names(&role).await?
                 } else {
                     let mut s = role.member_of.clone();
                     s.insert(role.name.clone());
@@ -1166,12 +1170,7 @@ impl Auth {
             .filter_map(|r| decode_text(&r[0]))
             .collect(),
             // Without DESCRIBE on all roles: the roles one holds.
-            None => self
-                .granted_roles(me)
-                .await?
-                .iter()
-                .map(|g| g.name.clone())
-                .collect(),
+            None => self.granted_role_names(me).await?,
         };
         let mut rows = Vec::new();
         for n in names {
@@ -1296,23 +1295,13 @@ impl Auth {
         let roles: Vec<String> = match of {
             Some(r) => {
                 let role = self.require_role(r).await?;
-                if !me_super
-                    && !self
-                        .granted_roles(me)
-                        .await?
-                        .iter()
-                        .any(|g| g.name == role.name)
-                {
+                if !me_super && !self.holds_role(me, &role.name).await? {
                     return Err(unauthorized(format!(
                         "You are not authorized to view {r}'s permissions"
                     )));
                 }
                 if recursive {
-                    self.granted_roles(&role)
-                        .await?
-                        .iter()
-                        .map(|g| g.name.clone())
-                        .collect()
+                    self.granted_role_names(&role).await?
                 } else {
                     vec![role.name.clone()]
                 }
@@ -1328,12 +1317,7 @@ impl Auth {
             .iter()
             .filter_map(|r| decode_text(&r[0]))
             .collect(),
-            None => self
-                .granted_roles(me)
-                .await?
-                .iter()
-                .map(|g| g.name.clone())
-                .collect(),
+            None => self.granted_role_names(me).await?,
         };
         // The resource and, recursively, its parents (Cassandra lists the
         // grants that apply to it).
