@@ -326,6 +326,47 @@ async fn all_write_is_unavailable_with_a_node_marked_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_counter_increment_applies_nothing() {
+    let c = Cluster::start(12, T).await;
+    for n in &c.nodes {
+        n.coord.register_counter_handler();
+    }
+    let inc = |key: &str| {
+        Partition::with_key(key.to_string()).set(
+            "row",
+            CellName::simple("c"),
+            Cell::live(1, gyre_common::counter::delta_value(1)),
+        )
+    };
+    c.down.lock().insert(c.nodes[2].host);
+    // Led by the coordinator itself (a replica), and forwarded from a
+    // node that sees the leader's replica set short: both refused before
+    // any shard is written (before, the leader wrote its shard and then
+    // answered Unavailable, so the client's "not applied" was wrong).
+    for from in [0, 1] {
+        let err = c.nodes[from]
+            .coord
+            .counter_write(c.table, inc("k"), ConsistencyLevel::All)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CoordinatorError::Unavailable { .. }),
+            "{err:?}"
+        );
+    }
+    for n in 0..3 {
+        assert_eq!(c.local(n, "k"), None, "node {n} holds a shard");
+    }
+    c.nodes[0]
+        .coord
+        .counter_write(c.table, inc("k"), ConsistencyLevel::Quorum)
+        .await
+        .unwrap();
+    assert!(c.local(0, "k").is_some());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_write_times_out_when_a_replica_drops_messages() {
     let c = Cluster::start(3, T).await;
     c.net.isolate(c.nodes[2].addr);

@@ -61,6 +61,13 @@ enum Cmd {
         registers: usize,
         #[arg(long, default_value_t = 4)]
         sets: usize,
+        /// Compare-and-set registers (lightweight transactions and SERIAL
+        /// reads, checked for linearizability) in use at once; 0: none.
+        #[arg(long, default_value_t = 2)]
+        cas_registers: usize,
+        /// Shared counters; 0: none.
+        #[arg(long, default_value_t = 2)]
+        counters: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Write the report (availability, anomalies, final state) as JSON.
@@ -703,6 +710,8 @@ fn main() -> anyhow::Result<()> {
             rate,
             registers,
             sets,
+            cas_registers,
+            counters,
             seed,
             json,
             gyre_bin,
@@ -723,6 +732,8 @@ fn main() -> anyhow::Result<()> {
                 clients: clients.max(1),
                 registers: registers.max(1),
                 sets: sets.max(1),
+                cas_registers,
+                counters,
                 client_rate: rate,
                 seed,
                 gyre_bin: gyrectl::find_gyre_bin(gyre_bin.as_deref())?,
@@ -733,6 +744,25 @@ fn main() -> anyhow::Result<()> {
             print!("{}", report.table());
             if !report.hints_drained {
                 println!("note: hints were not fully delivered before the final reads");
+            }
+            println!(
+                "{} compare-and-set operations checked for linearizability",
+                report.cas_ops
+            );
+            if !report.cas_unchecked.is_empty() {
+                println!(
+                    "note: linearizability search gave up (budget) on {}",
+                    report.cas_unchecked.join(", ")
+                );
+            }
+            for c in &report.counters {
+                println!(
+                    "counter {}: total {} for {} acknowledged + {} unknown increments",
+                    c.key,
+                    c.total.map_or_else(|| "missing".into(), |t| t.to_string()),
+                    c.acknowledged,
+                    c.unknown
+                );
             }
             if let Some(path) = json {
                 let text = serde_json::to_vec_pretty(&report)?;

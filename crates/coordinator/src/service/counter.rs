@@ -76,7 +76,10 @@ impl Coordinator {
         cl: ConsistencyLevel,
     ) -> Result<()> {
         cl.validate_for_write()?;
-        let (_, natural, _) = self.plan(table, deltas.key.token)?;
+        let (strategy, natural, pending) = self.plan(table, deltas.key.token)?;
+        // Refused here rather than by the leader, as Cassandra does: an
+        // Unavailable must mean nothing was applied anywhere.
+        cl.assure_sufficient_live(&strategy, self.dc(), &live(&natural), &live(&pending))?;
         let leader = natural
             .iter()
             .find(|t| t.replica.host == self.local())
@@ -122,6 +125,11 @@ impl Coordinator {
         deltas: Partition,
         cl: ConsistencyLevel,
     ) -> Result<()> {
+        // Checked before the shard is applied here: once applied, the
+        // increment counts whatever the replicas do, so the client must
+        // not be told Unavailable (nothing applied) after that point.
+        let (strategy, natural, pending) = self.plan(table, deltas.key.token)?;
+        cl.assure_sufficient_live(&strategy, self.dc(), &live(&natural), &live(&pending))?;
         let host = Bytes::copy_from_slice(self.local().as_bytes());
         let shards = {
             let mut h = std::collections::hash_map::DefaultHasher::new();

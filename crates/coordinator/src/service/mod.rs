@@ -19,6 +19,7 @@ pub use paxos::CasOutcome;
 pub use repair::RangeRepair;
 
 use handlers::register_handlers;
+use write::live;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

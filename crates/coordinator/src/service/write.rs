@@ -98,12 +98,6 @@ impl Coordinator {
         let _timer = self.inner.metrics.write.start_timer();
         cl.validate_for_write()?;
         let (strategy, natural, pending) = self.plan(table, update.key.token)?;
-        let live = |ts: &[Target]| -> Vec<Replica> {
-            ts.iter()
-                .filter(|t| t.alive)
-                .map(|t| t.replica.clone())
-                .collect()
-        };
         cl.assure_sufficient_live(&strategy, self.dc(), &live(&natural), &live(&pending))?;
         // Fast path: this node is the only replica (and none is pending):
         // apply and await durability, no tracker, timer or task.
@@ -185,4 +179,14 @@ impl Coordinator {
         }
         outcome.into_result()
     }
+}
+
+/// The live ones of `targets`, for the consistency level's availability
+/// check.
+pub(super) fn live(targets: &[Target]) -> Vec<Replica> {
+    targets
+        .iter()
+        .filter(|t| t.alive)
+        .map(|t| t.replica.clone())
+        .collect()
 }

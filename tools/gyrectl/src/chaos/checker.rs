@@ -17,6 +17,10 @@
 //!   in it was added by some request.
 //! - Replicas: after the final ALL reads (which repair), every node reads
 //!   every register the same at ONE.
+//! - Compare-and-set registers (lightweight transactions and SERIAL
+//!   reads): each key's history is linearizable ([`super::linear`]).
+//! - Counters: the final total lies between the acknowledged increments
+//!   and those plus the ones whose outcome is unknown.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -24,6 +28,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::history::{Op, OpKind, Outcome};
+use super::linear::{self, Entry, RegOp, Verdict};
+
+/// States the linearizability search may visit per key before it gives up
+/// (each key's history is kept short by the workload, so a run should
+/// never get near it).
+pub const LINEAR_BUDGET: usize = 2_000_000;
 
 /// One violation, with what was expected and what was seen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -47,6 +57,19 @@ pub struct FinalState {
     pub per_node: BTreeMap<String, Vec<Option<i64>>>,
     /// Table -> each node's digest of its local copy (`POST /digest`).
     pub digests: BTreeMap<String, Vec<String>>,
+    /// Counter key -> its total (read at ALL).
+    pub counters: BTreeMap<String, Option<i64>>,
+}
+
+/// One counter's final total beside what the history allows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CounterStat {
+    pub key: String,
+    pub total: Option<i64>,
+    /// The sum of acknowledged increments.
+    pub acknowledged: i64,
+    /// The sum of increments whose outcome is unknown.
+    pub unknown: i64,
 }
 
 fn show(v: Option<i64>) -> String {
@@ -70,6 +93,7 @@ pub fn check(history: &[Op], fin: &FinalState) -> Vec<Anomaly> {
             OpKind::OwnWrite | OpKind::OwnRead => {
                 own.entry((op.client, &op.key)).or_default().push(op)
             }
+            OpKind::CasRead | OpKind::Cas | OpKind::CounterAdd => {}
         }
     }
     for (key, (quorum, all)) in &fin.registers {
@@ -125,6 +149,24 @@ pub fn check(history: &[Op], fin: &FinalState) -> Vec<Anomaly> {
             });
         }
     }
+    for c in counter_stats(history, fin) {
+        let ok = c
+            .total
+            .is_some_and(|t| t >= c.acknowledged && t <= c.acknowledged + c.unknown)
+            || (c.total.is_none() && c.acknowledged == 0);
+        if !ok {
+            out.push(Anomaly {
+                kind: "counter out of bounds",
+                key: c.key.clone(),
+                expected: format!(
+                    "{} acknowledged, up to {} more unknown",
+                    c.acknowledged, c.unknown
+                ),
+                observed: show(c.total),
+                at_ms: 0,
+            });
+        }
+    }
     for (table, digests) in &fin.digests {
         if digests.iter().any(|d| Some(d) != digests.first()) {
             out.push(Anomaly {
@@ -137,6 +179,108 @@ pub fn check(history: &[Op], fin: &FinalState) -> Vec<Anomaly> {
         }
     }
     out
+}
+
+/// Each counter's total beside the increments of the history.
+pub fn counter_stats(history: &[Op], fin: &FinalState) -> Vec<CounterStat> {
+    fin.counters
+        .iter()
+        .map(|(key, total)| {
+            let adds = history
+                .iter()
+                .filter(|o| o.kind == OpKind::CounterAdd && o.key == *key);
+            let (mut acknowledged, mut unknown) = (0, 0);
+            for a in adds {
+                if a.outcome.is_ok() {
+                    acknowledged += a.value;
+                } else if a.outcome.maybe_applied() {
+                    unknown += a.value;
+                }
+            }
+            CounterStat {
+                key: key.clone(),
+                total: *total,
+                acknowledged,
+                unknown,
+            }
+        })
+        .collect()
+}
+
+/// The linearizability check of every compare-and-set register: the
+/// anomalies, and the keys whose search ran out of budget.
+pub fn check_cas(history: &[Op]) -> (Vec<Anomaly>, Vec<String>) {
+    let mut keys: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in history {
+        if matches!(op.kind, OpKind::CasRead | OpKind::Cas) {
+            keys.entry(&op.key).or_default().push(op);
+        }
+    }
+    let (mut out, mut unknown) = (Vec::new(), Vec::new());
+    for (key, ops) in keys {
+        let entries: Vec<Entry> = ops.iter().filter_map(|o| cas_entry(o)).collect();
+        match linear::check(&entries, None, LINEAR_BUDGET) {
+            Verdict::Linearizable => {}
+            Verdict::Unknown { .. } => unknown.push(key.to_string()),
+            Verdict::NotLinearizable {
+                placed,
+                required,
+                stuck,
+            } => {
+                let (what, at) = entries.get(stuck).map_or((String::new(), 0), |e| {
+                    (describe(&e.op), e.complete.map_or(0, ms))
+                });
+                out.push(Anomaly {
+                    kind: "non-linearizable CAS history",
+                    key: key.to_string(),
+                    expected: format!("an order of all {required} acknowledged operations"),
+                    observed: format!("at most {placed} ordered; none could place {what}"),
+                    at_ms: at,
+                });
+            }
+        }
+    }
+    (out, unknown)
+}
+
+/// An operation as the checker sees it; `None` for ones that say nothing
+/// (an Unavailable write was never sent, a failed read saw nothing).
+fn cas_entry(o: &Op) -> Option<Entry> {
+    let complete = o.outcome.is_ok().then_some(o.complete);
+    let op = match (o.kind, &o.outcome) {
+        (OpKind::CasRead, Outcome::Ok(v)) => RegOp::Read(*v),
+        (OpKind::Cas, outcome) if outcome.maybe_applied() => RegOp::Cas {
+            cond: o.cond?,
+            new: o.value,
+            applied: if outcome.is_ok() { o.applied } else { None },
+        },
+        _ => return None,
+    };
+    // An acknowledged write without an `[applied]` column is unknown.
+    let complete = match op {
+        RegOp::Cas { applied: None, .. } => None,
+        _ => complete,
+    };
+    Some(Entry {
+        op,
+        invoke: o.invoke,
+        complete,
+    })
+}
+
+fn describe(op: &RegOp) -> String {
+    match op {
+        RegOp::Read(v) => format!("a SERIAL read of {}", show(*v)),
+        RegOp::Cas { cond, new, applied } => format!(
+            "SET v = {new} {} ({})",
+            cond.cql(),
+            match applied {
+                Some(true) => "applied",
+                Some(false) => "not applied",
+                None => "unknown",
+            }
+        ),
+    }
 }
 
 fn check_register(key: &str, level: &str, v: Option<i64>, ws: &[&Op], out: &mut Vec<Anomaly>) {
@@ -256,6 +400,8 @@ mod tests {
             complete: Duration::from_millis(t.1),
             outcome,
             phase: "healthy".into(),
+            cond: None,
+            applied: None,
         }
     }
 
@@ -342,6 +488,50 @@ mod tests {
             ],
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn cas_histories_and_counters() {
+        use crate::chaos::linear::Cond;
+        let cas = |cond, v, t, outcome, applied| Op {
+            cond: Some(cond),
+            applied,
+            ..op(OpKind::Cas, "c0", v, t, outcome)
+        };
+        let ok = |v| Outcome::Ok(v);
+        let mut h = vec![
+            cas(Cond::NotExists, 1, (0, 10), ok(None), Some(true)),
+            op(OpKind::CasRead, "c0", 0, (20, 30), ok(Some(1))),
+            cas(Cond::Equals(1), 2, (40, 50), Outcome::Timeout, None),
+            op(OpKind::CasRead, "c0", 0, (60, 70), ok(Some(2))),
+            cas(Cond::Equals(2), 3, (80, 90), ok(None), Some(false)),
+            // A read that failed says nothing.
+            op(OpKind::CasRead, "c0", 0, (95, 99), Outcome::Timeout),
+            op(OpKind::CounterAdd, "n0", 1, (0, 10), ok(None)),
+            op(OpKind::CounterAdd, "n0", 1, (0, 10), Outcome::Timeout),
+            op(OpKind::CounterAdd, "n0", 1, (0, 10), Outcome::Unavailable),
+        ];
+        let mut fin = FinalState {
+            counters: BTreeMap::from([("n0".to_string(), Some(2))]),
+            ..Default::default()
+        };
+        assert!(check(&h, &fin).is_empty());
+        let (a, unchecked) = check_cas(&h);
+        assert!(unchecked.is_empty());
+        // The refused swap from 2 is the violation: the register held 2.
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].kind, "non-linearizable CAS history");
+        assert!(a[0].observed.contains("IF v = 2 (not applied)"), "{a:?}");
+        h[4].applied = Some(true);
+        assert!(check_cas(&h).0.is_empty());
+        // Counters: 1 acknowledged + 1 unknown allows 1 or 2, not 3 or 0.
+        for (total, bad) in [(Some(1), false), (Some(3), true), (None, true)] {
+            fin.counters.insert("n0".into(), total);
+            let a = check(&h, &fin);
+            assert_eq!(a.len(), usize::from(bad), "{total:?}: {a:?}");
+        }
+        let stats = counter_stats(&h, &fin);
+        assert_eq!((stats[0].acknowledged, stats[0].unknown), (1, 1));
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::linear::Cond;
+
 /// The workloads (Jepsen's register, a monotonic-read client, and a set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum OpKind {
@@ -16,6 +18,13 @@ pub enum OpKind {
     OwnRead,
     /// A QUORUM add of a unique element to a shared set.
     SetAdd,
+    /// A SERIAL read of a compare-and-set register.
+    CasRead,
+    /// A conditional write (Paxos) of `value` to a compare-and-set
+    /// register, under [`Op::cond`]; the result in [`Op::applied`].
+    Cas,
+    /// A QUORUM increment of a shared counter by `value`.
+    CounterAdd,
 }
 
 /// How a request ended.
@@ -58,6 +67,12 @@ pub struct Op {
     pub outcome: Outcome,
     /// The nemesis phase when it was invoked (`healthy` or a fault name).
     pub phase: String,
+    /// A conditional write's condition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cond: Option<Cond>,
+    /// A conditional write's acknowledged `[applied]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<bool>,
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -6,10 +6,14 @@
 //! Clients are threads with one blocking CQL connection each (to a node
 //! they rotate through when it fails), writing at QUORUM: unique values to
 //! shared registers, increasing values to their own keys with a QUORUM read
-//! after each write, and unique elements to shared sets.
+//! after each write, unique elements to shared sets, increments to shared
+//! counters, and lightweight transactions (conditional writes, SERIAL
+//! reads) on compare-and-set registers, whose history is checked for
+//! linearizability ([`linear`]).
 
 pub mod checker;
 pub mod history;
+pub mod linear;
 pub mod nemesis;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +31,7 @@ use crate::cql::{CqlClient, Outcome as CqlOutcome};
 use crate::{Error, LocalCluster, ProcState, Result};
 use checker::{Anomaly, FinalState};
 use history::{Op, OpKind, Outcome};
+use linear::Cond;
 use nemesis::{Active, FaultKind};
 
 /// A chaos run's settings.
@@ -39,6 +44,10 @@ pub struct ChaosConfig {
     pub clients: usize,
     pub registers: usize,
     pub sets: usize,
+    /// Compare-and-set registers in use at once (0: no LWT workload).
+    pub cas_registers: usize,
+    /// Shared counters (0: no counter workload).
+    pub counters: usize,
     /// Operations per second per client (pacing, not a target).
     pub client_rate: u32,
     pub seed: u64,
@@ -67,6 +76,11 @@ pub struct Report {
     pub anomalies: Vec<Anomaly>,
     pub hints_drained: bool,
     pub final_state: FinalState,
+    /// Compare-and-set operations checked for linearizability.
+    pub cas_ops: usize,
+    /// CAS register keys whose linearizability search ran out of budget.
+    pub cas_unchecked: Vec<String>,
+    pub counters: Vec<checker::CounterStat>,
 }
 
 impl Report {
@@ -88,6 +102,14 @@ impl Report {
 
 const KEYSPACE: &str = "chaos";
 
+/// A compare-and-set register key serves this long, then the clients move
+/// to a fresh one: Jepsen's independent keys, which keep each key's
+/// history short enough for the linearizability search.
+const CAS_KEY_SECS: u64 = 10;
+
+/// CAS registers hold small values, so conditions often match.
+const CAS_VALUES: i64 = 5;
+
 fn cql_outcome(r: std::io::Result<CqlOutcome>) -> (Outcome, Option<Vec<Vec<Option<Bytes>>>>) {
     match r {
         Ok(CqlOutcome::Rows(rows, _)) => (Outcome::Ok(None), Some(rows)),
@@ -101,6 +123,14 @@ fn cql_outcome(r: std::io::Result<CqlOutcome>) -> (Outcome, Option<Vec<Vec<Optio
             None,
         ),
         Err(e) => (Outcome::Failed(e.to_string()), None),
+    }
+}
+
+/// A conditional statement's `[applied]` (a boolean, the first column).
+fn applied_column(rows: &[Vec<Option<Bytes>>]) -> Option<bool> {
+    match rows.first()?.first()?.as_deref()? {
+        [b] => Some(*b != 0),
+        _ => None,
     }
 }
 
@@ -160,30 +190,78 @@ fn client_loop(id: usize, cfg: ChaosConfig, cluster: LocalCluster, shared: Arc<S
         let next = Instant::now() + pace;
         seq += 1;
         let value = base + seq;
-        let roll = rng.gen_range(0..10);
-        let (kind, key, cql) = if roll < 5 {
+        let mut cond = None;
+        let mut cl = Consistency::Quorum;
+        let roll = rng.gen_range(0..20);
+        let lwt = cfg.cas_registers > 0 && (14..19).contains(&roll);
+        let counter = cfg.counters > 0 && roll == 19;
+        let (kind, key, value, cql) = if lwt {
+            let epoch = shared.start.elapsed().as_secs() / CAS_KEY_SECS;
+            let key = format!("c{}-{epoch}", rng.gen_range(0..cfg.cas_registers));
+            let v = rng.gen_range(0..CAS_VALUES);
+            let c = match rng.gen_range(0..20) {
+                0..=5 => None,
+                6..=8 => Some(Cond::NotExists),
+                9..=11 => Some(Cond::Exists),
+                _ => Some(Cond::Equals(rng.gen_range(0..CAS_VALUES))),
+            };
+            match c {
+                None => {
+                    cl = Consistency::Serial;
+                    let q = format!("SELECT v FROM {KEYSPACE}.cas WHERE k = '{key}'");
+                    (OpKind::CasRead, key, 0, q)
+                }
+                Some(Cond::NotExists) => {
+                    cond = c;
+                    let q = format!(
+                        "INSERT INTO {KEYSPACE}.cas (k, v) VALUES ('{key}', {v}) IF NOT EXISTS"
+                    );
+                    (OpKind::Cas, key, v, q)
+                }
+                Some(c) => {
+                    cond = Some(c);
+                    let q = format!(
+                        "UPDATE {KEYSPACE}.cas SET v = {v} WHERE k = '{key}' {}",
+                        c.cql()
+                    );
+                    (OpKind::Cas, key, v, q)
+                }
+            }
+        } else if counter {
+            let key = format!("n{}", rng.gen_range(0..cfg.counters));
+            let q = format!("UPDATE {KEYSPACE}.counters SET c = c + 1 WHERE k = '{key}'");
+            (OpKind::CounterAdd, key, 1, q)
+        } else if roll < 8 {
             let key = format!("r{}", rng.gen_range(0..cfg.registers));
             let q = format!("INSERT INTO {KEYSPACE}.registers (k, v) VALUES ('{key}', {value})");
-            (OpKind::Write, key, q)
-        } else if roll < 8 {
+            (OpKind::Write, key, value, q)
+        } else if roll < 12 {
             let key = format!("m{id}-{}", rng.gen_range(0..2));
             let q = format!("INSERT INTO {KEYSPACE}.registers (k, v) VALUES ('{key}', {value})");
-            (OpKind::OwnWrite, key, q)
+            (OpKind::OwnWrite, key, value, q)
         } else {
             let key = format!("s{}", rng.gen_range(0..cfg.sets));
             let q = format!("UPDATE {KEYSPACE}.sets SET s = s + {{{value}}} WHERE k = '{key}'");
-            (OpKind::SetAdd, key, q)
+            (OpKind::SetAdd, key, value, q)
         };
-        let mut ops = vec![(kind, key.clone(), value, cql)];
+        let mut ops = vec![(kind, key.clone(), value, cql, cl)];
         if kind == OpKind::OwnWrite {
             ops.push((
                 OpKind::OwnRead,
                 key.clone(),
                 0,
                 format!("SELECT v FROM {KEYSPACE}.registers WHERE k = '{key}'"),
+                Consistency::Quorum,
             ));
         }
-        for (kind, key, value, cql) in ops {
+        for (kind, key, value, cql, cl) in ops {
+            let at = Recorded {
+                client: id,
+                kind,
+                key: &key,
+                value,
+                cond,
+            };
             let phase = shared.phase.lock().map(|p| p.clone()).unwrap_or_default();
             let invoke = shared.start.elapsed();
             if conn.is_none() {
@@ -198,12 +276,10 @@ fn client_loop(id: usize, cfg: ChaosConfig, cluster: LocalCluster, shared: Arc<S
                         node = node % nodes + 1;
                         record(
                             &shared,
-                            id,
-                            kind,
-                            &key,
-                            value,
+                            &at,
                             invoke,
                             Outcome::Failed(e.to_string()),
+                            None,
                             phase,
                         );
                         continue;
@@ -211,18 +287,22 @@ fn client_loop(id: usize, cfg: ChaosConfig, cluster: LocalCluster, shared: Arc<S
                 }
             }
             let Some(c) = conn.as_mut() else { continue };
-            let (mut outcome, rows) = cql_outcome(c.query(&cql, Consistency::Quorum));
+            let (mut outcome, rows) = cql_outcome(c.query(&cql, cl));
             if let Outcome::Failed(_) = outcome {
                 // The connection may be broken: reconnect to the next node.
                 conn = None;
                 node = node % nodes + 1;
             }
-            if kind == OpKind::OwnRead {
-                if let (Outcome::Ok(_), Some(rows)) = (&outcome, &rows) {
-                    outcome = Outcome::Ok(bigint(rows));
+            let mut applied = None;
+            if let (Outcome::Ok(_), Some(rows)) = (&outcome, &rows) {
+                match kind {
+                    OpKind::OwnRead | OpKind::CasRead => outcome = Outcome::Ok(bigint(rows)),
+                    // The `[applied]` column comes first.
+                    OpKind::Cas => applied = applied_column(rows),
+                    _ => {}
                 }
             }
-            record(&shared, id, kind, &key, value, invoke, outcome, phase);
+            record(&shared, &at, invoke, outcome, applied, phase);
         }
         let now = Instant::now();
         if next > now {
@@ -231,26 +311,34 @@ fn client_loop(id: usize, cfg: ChaosConfig, cluster: LocalCluster, shared: Arc<S
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record(
-    shared: &Shared,
+/// What a client is about to do, for [`record`].
+struct Recorded<'a> {
     client: usize,
     kind: OpKind,
-    key: &str,
+    key: &'a str,
     value: i64,
+    cond: Option<Cond>,
+}
+
+fn record(
+    shared: &Shared,
+    at: &Recorded<'_>,
     invoke: Duration,
     outcome: Outcome,
+    applied: Option<bool>,
     phase: String,
 ) {
     let op = Op {
-        client,
-        kind,
-        key: key.to_string(),
-        value,
+        client: at.client,
+        kind: at.kind,
+        key: at.key.to_string(),
+        value: at.value,
         invoke,
         complete: shared.start.elapsed(),
         outcome,
         phase,
+        cond: at.cond,
+        applied,
     };
     if let Ok(mut h) = shared.history.lock() {
         h.push(op);
@@ -333,6 +421,8 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
         format!("CREATE KEYSPACE {KEYSPACE} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"),
         format!("CREATE TABLE {KEYSPACE}.registers (k text PRIMARY KEY, v bigint)"),
         format!("CREATE TABLE {KEYSPACE}.sets (k text PRIMARY KEY, s set<bigint>)"),
+        format!("CREATE TABLE {KEYSPACE}.cas (k text PRIMARY KEY, v bigint)"),
+        format!("CREATE TABLE {KEYSPACE}.counters (k text PRIMARY KEY, c counter)"),
     ] {
         query_retry(c, 1, &q, Consistency::One, long)?;
     }
@@ -477,6 +567,17 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
             rows.map(|r| bigint_set(&r)).unwrap_or_default(),
         );
     }
+    let counters: BTreeSet<String> = history
+        .iter()
+        .filter(|o| o.kind == OpKind::CounterAdd)
+        .map(|o| o.key.clone())
+        .collect();
+    for key in &counters {
+        let q = format!("SELECT c FROM {KEYSPACE}.counters WHERE k = '{key}'");
+        let rows = query_retry(c, 1, &q, Consistency::All, long)?;
+        fin.counters
+            .insert(key.clone(), rows.and_then(|r| bigint(&r)));
+    }
     if rf == nodes {
         for key in &registers {
             let q = format!("SELECT v FROM {KEYSPACE}.registers WHERE k = '{key}'");
@@ -519,7 +620,14 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
             fin.digests.insert(table.to_string(), digests);
         }
     }
-    let anomalies = checker::check(&history, &fin);
+    let mut anomalies = checker::check(&history, &fin);
+    let (cas_anomalies, cas_unchecked) = checker::check_cas(&history);
+    anomalies.extend(cas_anomalies);
+    let cas_ops = history
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Cas | OpKind::CasRead))
+        .count();
+    let counters = checker::counter_stats(&history, &fin);
     let mut phases: BTreeMap<String, PhaseStats> = BTreeMap::new();
     for op in &history {
         let p = phases.entry(op.phase.clone()).or_default();
@@ -557,6 +665,9 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
         anomalies,
         hints_drained,
         final_state: fin,
+        cas_ops,
+        cas_unchecked,
+        counters,
     })
 }
 
