@@ -327,6 +327,65 @@ fn gyrectl_repair_makes_a_replica_that_missed_writes_agree() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown keyspace nope"));
 }
 
+/// A repair interrupted by killing a replica fails with an error naming
+/// it (in the time the failure detector takes, not a request timeout), and
+/// once the replica is back the same repair succeeds. Node 1's messages
+/// are slowed so the session is still running when node 3 dies.
+#[test]
+fn a_repair_interrupted_by_a_dead_replica_fails_then_succeeds_when_rerun() {
+    let c = TestCluster::new(3, 151);
+    c.up_with(&["--hints-enabled", "false"]);
+    create_schema(&c, 3);
+    let mut n1 = client(&c, 1);
+    kill_and_wait_down(&c, 2);
+    for k in 0..200 {
+        let r = run(
+            &mut n1,
+            &format!("INSERT INTO ks.t (k, v) VALUES ({k}, 'v{k}')"),
+            Consistency::One,
+        );
+        assert!(!matches!(r, Outcome::Error(_)), "write {k}: {r:?}");
+    }
+    start_and_wait_up(&c, 2);
+    let admin = c.admin(1);
+    let (host, port) = (admin.ip().to_string(), admin.port().to_string());
+    let slow = r#"{"all_peers": {"extra_latency_ms": 250}}"#;
+    let (code, _) = gyre_node::http::request(
+        admin,
+        "POST",
+        "/faults",
+        Some(slow.as_bytes()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    let args = ["repair", "ks", "t", "--host", &host, "--port", &port];
+    let started = Instant::now();
+    let out = std::thread::scope(|s| {
+        let repair = s.spawn(|| c.gyrectl(&args));
+        c.wait_until("the repair session is running", WAIT, || {
+            gyre_node::http::get(admin, "/repair", Duration::from_secs(2))
+                .is_ok_and(|b| b.contains("\"running\""))
+        });
+        c.gyrectl_ok(&["cluster", "kill", "3"]);
+        repair.join().unwrap()
+    });
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    let third = c.cql(3).ip().to_string();
+    assert!(err.contains(&third), "the error names node 3: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "failed in {:?}",
+        started.elapsed()
+    );
+    gyre_node::http::request(admin, "DELETE", "/faults", None, Duration::from_secs(2)).unwrap();
+    start_and_wait_up(&c, 3);
+    let out = c.gyrectl_ok(&args);
+    assert!(out.contains(" done in "), "{out}");
+    c.gyrectl_ok(&["cluster", "digest", "ks.t"]);
+}
+
 #[test]
 fn quorum_read_repairs_a_stale_replica_and_ties_resolve_everywhere() {
     let c = TestCluster::new(3, 21);

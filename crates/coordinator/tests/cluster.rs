@@ -244,6 +244,64 @@ async fn repair_brings_a_replica_that_missed_writes_and_a_deletion_back() {
     c.stop().await;
 }
 
+/// Over-streaming: 3,000 partitions, 30 of them stale on one replica, a
+/// shallow tree (about 60 partitions per leaf): with the refined slices
+/// the coordinator reads about the two other replicas' copies of each
+/// differing partition, where reading whole leaves read ~60 times that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_reads_little_more_than_what_differs() {
+    let c = Cluster::start(13, T).await;
+    let third = c.nodes[2].host;
+    let coord = &c.nodes[0].coord;
+    for i in 0..3000 {
+        coord
+            .write(
+                c.table,
+                update(&format!("k{i}"), 10, "v"),
+                ConsistencyLevel::All,
+            )
+            .await
+            .unwrap();
+    }
+    c.down.lock().insert(third);
+    for i in (0..3000).step_by(100) {
+        coord
+            .write(
+                c.table,
+                update(&format!("k{i}"), 20, "w"),
+                ConsistencyLevel::Quorum,
+            )
+            .await
+            .unwrap();
+    }
+    for n in &c.nodes {
+        n.hints.delete_host(third).unwrap();
+    }
+    c.down.lock().remove(&third);
+    let mut total = gyre_coordinator::RangeRepair::default();
+    for (start, end) in coord.repair_ranges(c.table, false).unwrap() {
+        for (s, e) in coord.split_by_ring(start, end) {
+            total.add(&coord.repair_range(c.table, s, e, 4).await.unwrap());
+        }
+    }
+    assert_eq!(total.partitions_differing, 30, "{total:?}");
+    assert_eq!(total.mutations_sent, 30, "{total:?}");
+    let differing: u64 = (0..3000)
+        .step_by(100)
+        .map(|i| c.local(0, &format!("k{i}")).unwrap().size_estimate() as u64)
+        .sum();
+    eprintln!("{total:?}; differing partitions: {differing} bytes");
+    assert!(
+        total.bytes_received <= 2 * differing,
+        "read {} from other replicas for {differing} bytes of differing partitions: {total:?}",
+        total.bytes_received,
+    );
+    for i in (0..3000).step_by(100) {
+        assert_eq!(cell_ts(&c.local(2, &format!("k{i}"))), Some(20), "k{i}");
+    }
+    c.stop().await;
+}
+
 /// A hint that can never be delivered (its table was dropped) is discarded
 /// and counted; it does not hold back the hints stored after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

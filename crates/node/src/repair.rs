@@ -57,6 +57,9 @@ pub struct TableRepair {
     pub mutations_sent: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Bytes of Merkle trees received from other replicas.
+    #[serde(default)]
+    pub tree_bytes: u64,
 }
 
 /// A repair session, as `GET /repair` lists it.
@@ -127,8 +130,13 @@ impl Repairs {
             ),
             (
                 "gyre_repair_bytes_received_total",
-                "Bytes read from replicas in differing slices.",
+                "Bytes read from other replicas in differing slices.",
                 t.bytes_received,
+            ),
+            (
+                "gyre_repair_tree_bytes_received_total",
+                "Bytes of Merkle trees received from other replicas.",
+                t.tree_bytes,
             ),
         ] {
             let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -272,6 +280,7 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
                 mutations_sent: sum.mutations_sent,
                 bytes_sent: sum.bytes_sent,
                 bytes_received: sum.bytes_received,
+                tree_bytes: sum.tree_bytes,
             };
             tracing::info!(table = name, ?summary, "repair of a table finished");
             shared.repairs.update(id, |s| s.tables.push(summary));

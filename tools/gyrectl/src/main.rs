@@ -538,12 +538,20 @@ fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow:
         }
     })?;
     println!(
-        "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
-        "Table", "Ranges", "Compared", "Leaves≠", "Differing", "Writes", "Sent", "Received"
+        "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}{:>12}",
+        "Table",
+        "Ranges",
+        "Compared",
+        "Leaves≠",
+        "Differing",
+        "Writes",
+        "Sent",
+        "Received",
+        "Trees"
     );
     for t in &done.tables {
         println!(
-            "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}",
+            "{:<32}{:>8}{:>12}{:>12}{:>12}{:>12}{:>14}{:>14}{:>12}",
             t.table,
             t.ranges,
             t.partitions_compared,
@@ -551,7 +559,8 @@ fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow:
             t.partitions_differing,
             t.mutations_sent,
             gyrectl::human_bytes(t.bytes_sent as f64),
-            gyrectl::human_bytes(t.bytes_received as f64)
+            gyrectl::human_bytes(t.bytes_received as f64),
+            gyrectl::human_bytes(t.tree_bytes as f64)
         );
     }
     println!(

@@ -5,6 +5,13 @@
 //! partition (last write wins, tombstones included) and writes to each
 //! replica exactly what it lacks, through the normal MUTATION path. Both
 //! directions: the coordinator's own replica is repaired like the others.
+//!
+//! A mismatching leaf that holds more than a few partitions is refined
+//! first: every replica builds the leaves of just that slice, deep enough
+//! for about one partition per leaf, and only the sub-slices that still
+//! differ are read. So the data read and written stays near the data that
+//! differs whatever the range's size (a fixed depth read ~20 partitions
+//! per differing one on a million-row table).
 
 use std::collections::BTreeMap;
 
@@ -12,12 +19,15 @@ use gyre_common::lww;
 use gyre_storage::{ScanRequest, ScanStart};
 
 use super::*;
-use crate::repair::{MerkleLeaves, TreeRequest};
+use crate::repair::{MerkleLeaves, TreeRequest, MAX_DEPTH};
 
 /// How long a replica may take to build its leaves of a range.
 const TREE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Rows per READ_RANGE page while repairing a slice.
 const PAGE_ROWS: usize = 1000;
+/// A mismatching leaf with more partitions than this (on some replica) is
+/// refined by a second, deeper tree of its slice before any data is read.
+const REFINE_ABOVE: u64 = 2;
 
 /// What repairing one range did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,8 +42,11 @@ pub struct RangeRepair {
     pub mutations_sent: u64,
     /// Bytes of those writes (encoded mutations).
     pub bytes_sent: u64,
-    /// Bytes of partitions read from replicas in mismatching slices.
+    /// Bytes of partitions other replicas sent (read in mismatching
+    /// slices).
     pub bytes_received: u64,
+    /// Bytes of the trees other replicas sent.
+    pub tree_bytes: u64,
 }
 
 impl RangeRepair {
@@ -44,6 +57,7 @@ impl RangeRepair {
         self.mutations_sent += o.mutations_sent;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
+        self.tree_bytes += o.tree_bytes;
     }
 }
 
@@ -160,10 +174,10 @@ impl Coordinator {
             depth,
             now,
         };
-        let trees =
-            futures::future::try_join_all(natural.iter().map(|t| self.tree_of(t, &req))).await?;
+        let trees = self.trees(&natural, &req).await?;
         let mut out = RangeRepair {
             partitions_compared: trees.iter().map(MerkleLeaves::partitions).sum(),
+            tree_bytes: self.remote_tree_bytes(&natural, &trees),
             ..RangeRepair::default()
         };
         let Some(first) = trees.first() else {
@@ -172,8 +186,40 @@ impl Coordinator {
         for leaf in MerkleLeaves::mismatches(&trees) {
             out.mismatched_leaves += 1;
             let (from, to) = first.leaf_range(leaf);
-            let slice = self.repair_slice(table, &natural, from, to, now).await?;
-            out.add(&slice);
+            if from == to {
+                // An empty slice ((t, t] would mean the whole ring).
+                continue;
+            }
+            let most = trees.iter().filter_map(|t| t.counts.get(leaf)).max();
+            let slices = match most {
+                Some(&most) if most > REFINE_ABOVE => {
+                    // About one partition per leaf of the slice (a
+                    // leaf costs 16 bytes of tree per replica, so
+                    // deeper trades tree bytes for fewer neighbours read).
+                    let depth = (64 - most.leading_zeros()).min(u32::from(MAX_DEPTH)) as u8;
+                    let sub = TreeRequest {
+                        start: from,
+                        end: to,
+                        depth,
+                        ..req.clone()
+                    };
+                    let subtrees = self.trees(&natural, &sub).await?;
+                    out.tree_bytes += self.remote_tree_bytes(&natural, &subtrees);
+                    let Some(s0) = subtrees.first() else { continue };
+                    MerkleLeaves::mismatches(&subtrees)
+                        .into_iter()
+                        .map(|i| (s0.leaf_range(i), self.sources(&natural, &subtrees, i)))
+                        .filter(|((a, b), _)| a != b)
+                        .collect()
+                }
+                _ => vec![((from, to), self.sources(&natural, &trees, leaf))],
+            };
+            for ((a, b), sources) in slices {
+                let slice = self
+                    .repair_slice(table, &natural, &sources, a, b, now)
+                    .await?;
+                out.add(&slice);
+            }
         }
         tracing::info!(
             table = %table.0, start, end, replicas = natural.len(),
@@ -182,6 +228,36 @@ impl Coordinator {
             "repair session for range finished"
         );
         Ok(out)
+    }
+
+    /// Every replica's leaves for `req`, in `natural`'s order.
+    async fn trees(&self, natural: &[Target], req: &TreeRequest) -> Result<Vec<MerkleLeaves>> {
+        futures::future::try_join_all(natural.iter().map(|t| self.tree_of(t, req))).await
+    }
+
+    /// For each replica, the replica whose copy of leaf `i` is read in its
+    /// place: replicas whose leaf hashes are equal hold the same data
+    /// there, so one copy of each version is read, this node's own where
+    /// it has that version.
+    fn sources(&self, natural: &[Target], trees: &[MerkleLeaves], i: usize) -> Vec<usize> {
+        let hash = |r: usize| trees.get(r).and_then(|t| t.hashes.get(i));
+        let local = natural.iter().position(|t| t.replica.host == self.local());
+        (0..natural.len())
+            .map(|r| match local {
+                Some(l) if hash(l) == hash(r) => l,
+                _ => (0..=r).find(|&q| hash(q) == hash(r)).unwrap_or(r),
+            })
+            .collect()
+    }
+
+    /// Bytes of the trees that came over the network.
+    fn remote_tree_bytes(&self, natural: &[Target], trees: &[MerkleLeaves]) -> u64 {
+        natural
+            .iter()
+            .zip(trees)
+            .filter(|(t, _)| t.replica.host != self.local())
+            .map(|(_, tree)| 17 + 16 * tree.hashes.len() as u64)
+            .sum()
     }
 
     async fn tree_of(&self, t: &Target, req: &TreeRequest) -> Result<MerkleLeaves> {
@@ -195,17 +271,37 @@ impl Coordinator {
                 .map_err(join_error)?
                 .map_err(CoordinatorError::InvalidRequest);
         }
-        let reply = self
+        // A tree of a large range takes long to build, so the request
+        // waits long; but a replica that dies meanwhile fails the repair
+        // as soon as the failure detector says so.
+        let request = self
             .inner
             .messenger
-            .request(t.addr, REPAIR_TREE, req.encode(), TREE_TIMEOUT)
-            .await
-            .map_err(|e| {
+            .request(t.addr, REPAIR_TREE, req.encode(), TREE_TIMEOUT);
+        let host = t.replica.host;
+        let down = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if !self.inner.liveness.is_alive(host) {
+                    break;
+                }
+            }
+        };
+        futures::pin_mut!(request, down);
+        let reply = match futures::future::select(request, down).await {
+            futures::future::Either::Left((reply, _)) => reply.map_err(|e| {
                 CoordinatorError::InvalidRequest(format!(
                     "repair: replica {} ({}) did not build its tree: {e}",
                     t.replica.host, t.addr
                 ))
-            })?;
+            })?,
+            futures::future::Either::Right(_) => {
+                return Err(CoordinatorError::InvalidRequest(format!(
+                    "repair: replica {} ({}) went down during the repair",
+                    t.replica.host, t.addr
+                )))
+            }
+        };
         let tree = MerkleLeaves::decode(reply).map_err(CoordinatorError::InvalidRequest)?;
         if (tree.start, tree.end, tree.depth) != (req.start, req.end, req.depth) {
             return Err(CoordinatorError::InvalidRequest(format!(
@@ -216,12 +312,14 @@ impl Coordinator {
         Ok(tree)
     }
 
-    /// Reads `(from, to]` from every replica, merges each partition and
-    /// writes every replica what it lacks.
+    /// Reads `(from, to]` from the replicas that are their own source
+    /// (`sources[i] == i`), merges each partition and writes every replica
+    /// what its source's copy lacks.
     async fn repair_slice(
         &self,
         table: TableId,
         replicas: &[Target],
+        sources: &[usize],
         from: Token,
         to: Token,
         now: LocalTime,
@@ -230,8 +328,14 @@ impl Coordinator {
         let n = replicas.len();
         let mut versions: BTreeMap<(Token, Bytes), Vec<Option<Partition>>> = BTreeMap::new();
         for (i, t) in replicas.iter().enumerate() {
+            if sources.get(i) != Some(&i) {
+                continue;
+            }
+            let remote = t.replica.host != self.local();
             for p in self.read_slice(t, table, from, to, now).await? {
-                out.bytes_received += p.size_estimate() as u64;
+                if remote {
+                    out.bytes_received += p.size_estimate() as u64;
+                }
                 let slot = versions
                     .entry((p.key.token, p.key.key.clone()))
                     .or_insert_with(|| vec![None; n]);
@@ -251,7 +355,8 @@ impl Coordinator {
             lww::purge_shadowed(&mut merged);
             let mut differs = false;
             for (i, t) in replicas.iter().enumerate() {
-                if let Some(diff) = crate::read::repair_diff(&merged, vs[i].as_ref()) {
+                let copy = vs[sources.get(i).copied().unwrap_or(i)].as_ref();
+                if let Some(diff) = crate::read::repair_diff(&merged, copy) {
                     differs = true;
                     let m = Mutation::new(table, diff);
                     out.mutations_sent += 1;
