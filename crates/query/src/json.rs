@@ -485,6 +485,24 @@ fn json_term(v: &Json, ty: &CqlType, column: &str) -> Result<Term> {
             }
             Ok(Term::Map(out))
         }
+        (Json::Object(entries), CqlType::UserType(u)) => {
+            let mut out = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                // A quoted key keeps its case, as in Cassandra.
+                let name = match k.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+                    Some(quoted) => quoted.to_owned(),
+                    None => k.clone(),
+                };
+                let Some((_, ft)) = u.field(&name) else {
+                    return Err(QueryError::invalid(format!(
+                        "Unknown field '{name}' in value of user defined type {}",
+                        u.name
+                    )));
+                };
+                out.push((name, json_term(v, ft, column)?));
+            }
+            Ok(Term::Udt(out))
+        }
         _ => Err(bad("another JSON value")),
     }
 }

@@ -236,6 +236,13 @@ fn term_marks(term: &Term, ty: &CqlType, name: &str, marks: &mut [Option<(String
                 term_marks(t, et, name, marks);
             }
         }
+        (Term::Udt(fields), CqlType::UserType(u)) => {
+            for (f, t) in fields {
+                if let Some((_, ft)) = u.field(f) {
+                    term_marks(t, ft, f, marks);
+                }
+            }
+        }
         // A function's markers take its parameter types, when the
         // overloads agree (Cassandra asks for a type hint otherwise).
         (Term::Function { name: f, args }, _) => {
@@ -317,7 +324,17 @@ fn assignment_marks(t: &TableDef, a: &Assignment, marks: &mut [Option<(String, C
                 term_marks(value, &c.ty, column, marks);
             }
         }
-        Assignment::SetField { .. } => {}
+        Assignment::SetField {
+            column,
+            field,
+            value,
+        } => {
+            if let Some(CqlType::UserType(u)) = t.column(column).map(|c| &c.ty) {
+                if let Some((_, ft)) = u.field(field) {
+                    term_marks(value, ft, field, marks);
+                }
+            }
+        }
     }
 }
 

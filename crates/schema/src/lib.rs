@@ -17,7 +17,7 @@
 //!   byte-comparable clustering keys per CQL type.
 //!
 //! What it is not: no networking (callers ship [`SchemaRows`] between nodes),
-//! no user-defined types, functions or views (secondary indexes are
+//! no functions or views (secondary indexes are
 //! [`IndexDef`]s of their table, `RowKey::Index` rows), no value parsing
 //! beyond key encoding.
 //!
@@ -46,6 +46,7 @@ mod model;
 mod rows;
 mod schema;
 mod store;
+mod types;
 
 pub use crate::md5::md5;
 pub use crate::{
@@ -66,4 +67,5 @@ pub use crate::{
         SYSTEM_KEYSPACES,
     },
     store::{SchemaStore, SCHEMA_TABLE_ID},
+    types::{dependency_order, type_to_cql, KeyspaceTypes},
 };
