@@ -233,6 +233,14 @@ def main():
     assert tuple(row) == ("n", -7), row
     expect_invalid(session, "SELECT home.nope FROM people WHERE id = 1", None, "has no field nope")
 
+    step("lightweight transactions on a field")
+    rs = session.execute("UPDATE people SET work.zip = 1000 WHERE id = 1 IF work.city = 'Nowhere'")
+    assert not rs.was_applied, rs.one()
+    cas = session.prepare("UPDATE people SET work.zip = ? WHERE id = ? IF work.city = ?")
+    rs = session.execute(cas, (1000, 1, "Capital City"))
+    assert rs.was_applied, rs.one()
+    assert session.execute("SELECT work.zip FROM people WHERE id = 1").one()[0] == 1000
+
     step("JSON both ways")
     doc = json.loads(session.execute("SELECT JSON id, home, history FROM people WHERE id = 2").one()[0])
     assert doc == {

@@ -152,19 +152,29 @@ fn condition_marks(
         return;
     };
     for c in list {
-        let (column, key, predicate) = match c {
-            gyre_cql::Condition::Column { column, predicate } => (column, None, predicate),
+        let (column, key, field, predicate) = match c {
+            gyre_cql::Condition::Column { column, predicate } => (column, None, None, predicate),
             gyre_cql::Condition::Element {
                 column,
                 key,
                 predicate,
-            } => (column, Some(key), predicate),
-            gyre_cql::Condition::Field { .. } => continue,
+            } => (column, Some(key), None, predicate),
+            gyre_cql::Condition::Field {
+                column,
+                field,
+                predicate,
+            } => (column, None, Some(field), predicate),
         };
         let Some(col) = t.column(column) else {
             continue;
         };
         let ty = match (key, crate::values::unfrozen(&col.ty)) {
+            (None, CqlType::UserType(u)) if field.is_some() => {
+                match field.and_then(|f| u.field(f)) {
+                    Some((_, ft)) => ft.clone(),
+                    None => continue,
+                }
+            }
             (None, _) => col.ty.clone(),
             (Some(k), CqlType::Map(kt, vt)) => {
                 term_marks(k, kt, &format!("key({column})"), marks);

@@ -1833,6 +1833,21 @@ fn user_defined_types() {
         stmt,
         "CREATE TYPE ks.addr (\n    street text,\n    town text,\n    zip int,\n    country text\n);"
     );
+    // Lightweight transactions on a field.
+    let cas = |cql: &str| match e.ok(cql) {
+        QueryResult::Rows { rows, .. } => rows[0][0].clone().unwrap()[0] == 1,
+        other => panic!("{cql}: {other:?}"),
+    };
+    assert!(!cas(
+        "UPDATE t SET a.zip = 8 WHERE k = 3 AND c = {street: 'j'} IF a.town = 'nope'"
+    ));
+    assert!(cas(
+        "UPDATE t SET a.zip = 8 WHERE k = 3 AND c = {street: 'j'} IF a.town = 'jc'"
+    ));
+    assert!(cas(
+        "UPDATE t SET a.zip = 9 WHERE k = 3 AND c = {street: 'j'} IF a.zip > 7 AND f.town = null"
+    ));
+    assert_eq!(one(e.rows("SELECT a.zip FROM t WHERE k = 3")), vec![int(9)]);
     e.ok("DROP TABLE t");
     e.ok("DROP TYPE person");
     e.ok("DROP TYPE addr");

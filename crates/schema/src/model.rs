@@ -528,9 +528,11 @@ pub(crate) fn check_type(ty: &CqlType, primary_key: bool, column: &str) -> Resul
                     "vector type is not supported for PRIMARY KEY column '{column}'"
                 )))
             }
-            CqlType::UserType(_) => return Err(SchemaError::invalid(format!(
+            CqlType::UserType(_) => {
+                return Err(SchemaError::invalid(format!(
                 "Invalid non-frozen user-defined type \"{ty}\" for PRIMARY KEY column '{column}'"
-            ))),
+            )))
+            }
             _ => {}
         }
         if contains_duration(ty) {
