@@ -90,6 +90,7 @@ ALL_FIELDS = [
     ("f_set", "set<text>", {"a", "b"}),
     ("f_map", "map<text, int>", {"x": 1, "y": 2}),
     ("f_tuple", "tuple<int, text>", (1, "t")),
+    ("f_vector", "vector<float, 2>", [1.5, -2.0]),
 ]
 
 
@@ -181,7 +182,7 @@ def main():
         got = getattr(row.allv, n)
         if n == "f_inet":
             got, v = ipaddress.ip_address(got), ipaddress.ip_address(v)
-        if n == "f_list":
+        if n in ("f_list", "f_vector"):
             got = list(got)
         if n == "f_set":
             got = set(got)

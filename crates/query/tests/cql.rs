@@ -1848,6 +1848,28 @@ fn user_defined_types() {
         "UPDATE t SET a.zip = 9 WHERE k = 3 AND c = {street: 'j'} IF a.zip > 7 AND f.town = null"
     ));
     assert_eq!(one(e.rows("SELECT a.zip FROM t WHERE k = 3")), vec![int(9)]);
+    // Vectors inside a type, types inside a vector.
+    e.ok("CREATE TYPE emb (v vector<float, 2>, label text)");
+    e.ok("CREATE TABLE vt (k int PRIMARY KEY, e frozen<emb>, pair vector<frozen<emb>, 2>)");
+    e.ok("INSERT INTO vt (k, e, pair) VALUES (1, {v: [1.5, -2], label: 'x'}, [{label: 'a'}, {v: [0, 1]}])");
+    let r = one(e.rows("SELECT e, e.v, pair FROM vt WHERE k = 1"));
+    let vec2 = |a: f32, b: f32| {
+        Some(CqlValue::Vector(vec![
+            CqlValue::Float(a),
+            CqlValue::Float(b),
+        ]))
+    };
+    assert_eq!(r[0], udt(&[("v", vec2(1.5, -2.0)), ("label", text("x"))]));
+    assert_eq!(r[1], vec2(1.5, -2.0));
+    assert_eq!(
+        r[2],
+        Some(CqlValue::Vector(vec![
+            udt(&[("v", None), ("label", text("a"))]).unwrap(),
+            udt(&[("v", vec2(0.0, 1.0)), ("label", None)]).unwrap(),
+        ]))
+    );
+    e.ok("DROP TABLE vt");
+    e.ok("DROP TYPE emb");
     e.ok("DROP TABLE t");
     e.ok("DROP TYPE person");
     e.ok("DROP TYPE addr");
