@@ -1848,6 +1848,13 @@ fn user_defined_types() {
         "UPDATE t SET a.zip = 9 WHERE k = 3 AND c = {street: 'j'} IF a.zip > 7 AND f.town = null"
     ));
     assert_eq!(one(e.rows("SELECT a.zip FROM t WHERE k = 3")), vec![int(9)]);
+    // JSON lists every field, also of values shorter than the type.
+    assert_eq!(
+        one(e.rows("SELECT JSON c, a FROM t WHERE k = 3"))[0],
+        text(
+            r#"{"c": {"street": "j", "town": null, "zip": null, "country": null}, "a": {"street": null, "town": "jc", "zip": 9, "country": "fr"}}"#
+        )
+    );
     // Vectors inside a type, types inside a vector.
     e.ok("CREATE TYPE emb (v vector<float, 2>, label text)");
     e.ok("CREATE TABLE vt (k int PRIMARY KEY, e frozen<emb>, pair vector<frozen<emb>, 2>)");
