@@ -656,8 +656,8 @@ pub enum Statement {
     },
     Describe(Describe),
     /// A statement Cassandra accepts but Gyre does not implement (CREATE
-    /// INDEX, CREATE TYPE, roles, ...). `kind` names it, e.g. `CREATE INDEX`;
-    /// the rest of the statement is skipped unchecked.
+    /// FUNCTION, materialized views, roles, ...). `kind` names it, e.g.
+    /// `CREATE FUNCTION`; the rest of the statement is skipped unchecked.
     Unsupported {
         kind: String,
     },

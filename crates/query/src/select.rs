@@ -517,8 +517,13 @@ fn selector_item(
                 )));
             }
             if is_multicell(&c.ty) {
+                let kind = if matches!(c.ty, CqlType::UserType(_)) {
+                    "UDT"
+                } else {
+                    "collection"
+                };
                 return Err(QueryError::invalid(format!(
-                    "Cannot use selection function {f} on non-frozen collection {n}"
+                    "Cannot use selection function {f} on non-frozen {kind} {n}"
                 )));
             }
             if wt {

@@ -1788,6 +1788,8 @@ fn user_defined_types() {
         err.to_string().contains("does not have a field named nope"),
         "{err}"
     );
+    let err = e.err("SELECT writetime(a) FROM t");
+    assert!(err.to_string().contains("on non-frozen UDT a"), "{err}");
     let err = e.err("INSERT INTO t (k, c, a) VALUES (2, {street: 's'}, {nope: 1})");
     assert!(err.to_string().contains("Unknown field 'nope'"), "{err}");
     // Replacing the whole non-frozen value clears the fields not given.

@@ -4,7 +4,10 @@
 //! What it is:
 //! - the model ([`KeyspaceDef`], [`TableDef`], [`ColumnDef`], options) with
 //!   Cassandra's structural checks;
-//! - [`statement_to_change`]: CREATE/ALTER/DROP KEYSPACE and TABLE from the
+//! - user-defined types (`types.rs`): CREATE/ALTER/DROP TYPE, stored as
+//!   `RowKey::Type` rows and resolved into every column's type
+//!   ([`gyre_cql::CqlType::UserType`]) when the schema is derived;
+//! - [`statement_to_change`]: CREATE/ALTER/DROP KEYSPACE, TABLE, INDEX and TYPE from the
 //!   [`gyre_cql`] syntax tree to a [`SchemaChange`], with Cassandra's errors;
 //! - [`Schema`]: the whole schema, derived from timestamped [`SchemaRows`]
 //!   (like Cassandra's `system_schema` tables) that merge by last-write-wins,
