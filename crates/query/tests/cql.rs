@@ -1752,6 +1752,16 @@ fn user_defined_types() {
         assert!(err.to_string().contains(needle), "{cql}: {err}");
     }
     e.ok("ALTER TYPE IF EXISTS nope ADD a int");
+    let many = (0..40_000)
+        .map(|i| format!("f{i} int"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let err = e.err(&format!("CREATE TYPE wide ({many})"));
+    assert!(
+        err.to_string()
+            .contains("cannot have more than 32767 fields"),
+        "{err}"
+    );
     e.ok("CREATE TABLE t (k int, c frozen<addr>, a addr, f frozen<addr>, p frozen<person>, l list<frozen<addr>>, PRIMARY KEY (k, c))");
     let err = e.err("DROP TYPE person");
     assert!(err.to_string().contains("still used by tables t"), "{err}");

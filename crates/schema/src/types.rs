@@ -76,6 +76,19 @@ fn check_field_type(ty: &CqlType) -> Result<()> {
     Ok(())
 }
 
+/// Most fields a type may have: a non-frozen value's cell path is the
+/// field's position as a 16-bit number (a Java short in Cassandra).
+pub const MAX_FIELDS: usize = i16::MAX as usize;
+
+fn check_field_count(name: &str, n: usize) -> Result<()> {
+    if n > MAX_FIELDS {
+        return Err(SchemaError::invalid(format!(
+            "User type {name} cannot have more than {MAX_FIELDS} fields (got {n})"
+        )));
+    }
+    Ok(())
+}
+
 /// The fields of a new type, checked and resolved.
 pub(crate) fn create_fields(
     ks: &str,
@@ -89,6 +102,7 @@ pub(crate) fn create_fields(
             "Cannot create a user type named after the native type {name}"
         )));
     }
+    check_field_count(name, fields.len())?;
     let mut seen = std::collections::BTreeSet::new();
     for (f, _) in fields {
         if !seen.insert(f.as_str()) {
@@ -152,6 +166,7 @@ pub(crate) fn alter_fields(
                 )));
             }
             crate::model::check_type(&resolved, false, field)?;
+            check_field_count(&qualified, fields.len() + 1)?;
             fields.push((field.clone(), resolved));
         }
         AlterTypeAction::Rename { if_exists, renames } => {
