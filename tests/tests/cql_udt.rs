@@ -62,7 +62,7 @@ fn user_defined_types_through_real_clients() {
         .arg(
             "SELECT home, history FROM udt_v4.people WHERE id = 2; \
              SELECT work.city FROM udt_v4.people WHERE id = 1; \
-             DESCRIBE TYPE udt_v4.address; DESCRIBE TYPES",
+             DESCRIBE TYPE udt_v4.address; DESCRIBE TYPES; DESCRIBE KEYSPACE udt_v4",
         ));
     eprintln!("--- cqlsh ---\n{}{}", out.stdout, out.stderr);
     assert!(out.ok, "cqlsh failed:\n{}{}", out.stdout, out.stderr);
@@ -80,6 +80,20 @@ fn user_defined_types_through_real_clients() {
             out.stdout
         );
     }
+
+    // DESCRIBE KEYSPACE: each type before what uses it, types before tables.
+    let ks = out
+        .stdout
+        .find("CREATE KEYSPACE udt_v4")
+        .expect("DESCRIBE KEYSPACE printed the keyspace");
+    let pos = |what: &str| {
+        out.stdout[ks..]
+            .find(what)
+            .unwrap_or_else(|| panic!("DESCRIBE KEYSPACE did not print {what}:\n{}", out.stdout))
+    };
+    assert!(pos("CREATE TYPE udt_v4.address") < pos("CREATE TYPE udt_v4.everything"));
+    assert!(pos("CREATE TYPE udt_v4.everything") < pos("CREATE TABLE udt_v4.people"));
+    assert!(pos("home frozen<address>") < pos("CREATE TABLE udt_v4.people"));
 
     // gyresh (the scylla Rust driver) decodes UDT values too.
     let gyresh = gyre_tests::cluster::workspace_bin("gyresh");
