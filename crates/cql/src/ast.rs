@@ -51,6 +51,9 @@ pub enum CqlType {
     Vector(Box<CqlType>, u32),
     /// A user-defined type referenced by name.
     Udt(QualifiedName),
+    /// A user-defined type resolved against the schema (never produced by
+    /// the parser): its fields, themselves resolved. Prints as its name.
+    UserType(std::sync::Arc<UserType>),
     /// A custom type given as a Java class name string.
     Custom(String),
 }
@@ -81,6 +84,25 @@ impl CqlType {
             "varint" => CqlType::Varint,
             _ => return None,
         })
+    }
+}
+
+/// A resolved user-defined type: keyspace, name and fields in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserType {
+    pub keyspace: String,
+    pub name: String,
+    pub fields: Vec<(String, CqlType)>,
+}
+
+impl UserType {
+    /// The position and type of a field.
+    pub fn field(&self, name: &str) -> Option<(usize, &CqlType)> {
+        self.fields
+            .iter()
+            .enumerate()
+            .find(|(_, (n, _))| n == name)
+            .map(|(i, (_, t))| (i, t))
     }
 }
 
@@ -223,6 +245,11 @@ pub enum Selector {
     Cast {
         selector: Box<Selector>,
         ty: CqlType,
+    },
+    /// `selector.field`: a field of a user-defined type value.
+    Field {
+        selector: Box<Selector>,
+        field: String,
     },
 }
 
@@ -557,6 +584,41 @@ pub struct CreateIndex {
     pub properties: Vec<Property>,
 }
 
+/// `CREATE TYPE [IF NOT EXISTS] [ks.]name (field type, ...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateType {
+    pub name: QualifiedName,
+    pub if_not_exists: bool,
+    pub fields: Vec<(String, CqlType)>,
+}
+
+/// What an ALTER TYPE changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlterTypeAction {
+    /// `ADD [IF NOT EXISTS] field type`.
+    Add {
+        if_not_exists: bool,
+        field: String,
+        ty: CqlType,
+    },
+    /// `RENAME [IF EXISTS] a TO b AND c TO d`.
+    Rename {
+        if_exists: bool,
+        renames: Vec<(String, String)>,
+    },
+    /// `ALTER field TYPE t` (refused as in Cassandra 4+, parsed for a
+    /// clear error).
+    AlterField { field: String, ty: CqlType },
+}
+
+/// `ALTER TYPE [IF EXISTS] [ks.]name ...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlterType {
+    pub name: QualifiedName,
+    pub if_exists: bool,
+    pub action: AlterTypeAction,
+}
+
 /// One CQL statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
@@ -585,10 +647,17 @@ pub enum Statement {
         name: QualifiedName,
         if_exists: bool,
     },
+    CreateType(CreateType),
+    AlterType(AlterType),
+    /// `DROP TYPE [IF EXISTS] [ks.]name`.
+    DropType {
+        name: QualifiedName,
+        if_exists: bool,
+    },
     Describe(Describe),
     /// A statement Cassandra accepts but Gyre does not implement (CREATE
-    /// INDEX, CREATE TYPE, roles, ...). `kind` names it, e.g. `CREATE INDEX`;
-    /// the rest of the statement is skipped unchecked.
+    /// FUNCTION, materialized views, roles, ...). `kind` names it, e.g.
+    /// `CREATE FUNCTION`; the rest of the statement is skipped unchecked.
     Unsupported {
         kind: String,
     },

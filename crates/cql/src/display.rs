@@ -142,6 +142,7 @@ impl Display for CqlType {
                 return write!(f, "\"{}\"", name.name)
             }
             CqlType::Udt(name) => return write!(f, "{name}"),
+            CqlType::UserType(u) => return write!(f, "{}", Ident(&u.name)),
             CqlType::Custom(class) => return f.write_str(&quote_string(class)),
         };
         f.write_str(simple)
@@ -360,6 +361,7 @@ impl Display for Selector {
                 f.write_str(")")
             }
             Selector::Cast { selector, ty } => write!(f, "cast({selector} AS {ty})"),
+            Selector::Field { selector, field } => write!(f, "{selector}.{}", Ident(field)),
         }
     }
 }
@@ -747,6 +749,57 @@ impl Display for AlterTable {
     }
 }
 
+impl Display for CreateType {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_str("CREATE TYPE ")?;
+        if self.if_not_exists {
+            f.write_str("IF NOT EXISTS ")?;
+        }
+        write!(f, "{} (", self.name)?;
+        comma(f, &self.fields, |f, (n, t)| write!(f, "{} {t}", Ident(n)))?;
+        f.write_str(")")
+    }
+}
+
+impl Display for AlterType {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_str("ALTER TYPE ")?;
+        if self.if_exists {
+            f.write_str("IF EXISTS ")?;
+        }
+        write!(f, "{}", self.name)?;
+        match &self.action {
+            AlterTypeAction::Add {
+                if_not_exists,
+                field,
+                ty,
+            } => {
+                f.write_str(" ADD ")?;
+                if *if_not_exists {
+                    f.write_str("IF NOT EXISTS ")?;
+                }
+                write!(f, "{} {ty}", Ident(field))
+            }
+            AlterTypeAction::Rename { if_exists, renames } => {
+                f.write_str(" RENAME ")?;
+                if *if_exists {
+                    f.write_str("IF EXISTS ")?;
+                }
+                for (k, (from, to)) in renames.iter().enumerate() {
+                    if k > 0 {
+                        f.write_str(" AND ")?;
+                    }
+                    write!(f, "{} TO {}", Ident(from), Ident(to))?;
+                }
+                Ok(())
+            }
+            AlterTypeAction::AlterField { field, ty } => {
+                write!(f, " ALTER {} TYPE {ty}", Ident(field))
+            }
+        }
+    }
+}
+
 impl Display for Describe {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         f.write_str("DESCRIBE ")?;
@@ -824,6 +877,15 @@ impl Display for Statement {
             Statement::DropIndex { name, if_exists } => {
                 let ie = if *if_exists { "IF EXISTS " } else { "" };
                 write!(f, "DROP INDEX {ie}{name}")
+            }
+            Statement::CreateType(s) => write!(f, "{s}"),
+            Statement::AlterType(s) => write!(f, "{s}"),
+            Statement::DropType { name, if_exists } => {
+                f.write_str("DROP TYPE ")?;
+                if *if_exists {
+                    f.write_str("IF EXISTS ")?;
+                }
+                write!(f, "{name}")
             }
             Statement::Describe(d) => write!(f, "{d}"),
             Statement::Unsupported { kind } => f.write_str(kind),

@@ -40,12 +40,13 @@ mod parser;
 
 pub use crate::{
     ast::{
-        AlterKeyspace, AlterTable, AlterTableAction, Assignment, Batch, BatchKind, BindMarker,
-        ColumnDef, Condition, Conditions, CqlType, CreateIndex, CreateKeyspace, CreateTable,
-        Delete, Deletion, Describe, DescribeTarget, Duration, InValues, IndexTarget, Insert,
-        InsertValues, JsonDefault, Literal, Modification, Operator, Order, Parsed, Predicate,
-        Property, PropertyValue, QualifiedName, Relation, Select, SelectItem, Selection, Selector,
-        Statement, TableOptions, Term, Update, Using,
+        AlterKeyspace, AlterTable, AlterTableAction, AlterType, AlterTypeAction, Assignment, Batch,
+        BatchKind, BindMarker, ColumnDef, Condition, Conditions, CqlType, CreateIndex,
+        CreateKeyspace, CreateTable, CreateType, Delete, Deletion, Describe, DescribeTarget,
+        Duration, InValues, IndexTarget, Insert, InsertValues, JsonDefault, Literal, Modification,
+        Operator, Order, Parsed, Predicate, Property, PropertyValue, QualifiedName, Relation,
+        Select, SelectItem, Selection, Selector, Statement, TableOptions, Term, Update, UserType,
+        Using,
     },
     display::{quote_identifier, quote_string},
     error::{ParseError, Position},

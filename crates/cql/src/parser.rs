@@ -85,7 +85,6 @@ pub fn is_reserved_keyword(word: &str) -> bool {
 
 /// Statements Cassandra has and Gyre parses only far enough to name them.
 const UNSUPPORTED: &[&[&str]] = &[
-    &["create", "type"],
     &["create", "materialized", "view"],
     &["create", "or", "replace", "function"],
     &["create", "function"],
@@ -94,11 +93,9 @@ const UNSUPPORTED: &[&[&str]] = &[
     &["create", "trigger"],
     &["create", "role"],
     &["create", "user"],
-    &["alter", "type"],
     &["alter", "materialized", "view"],
     &["alter", "role"],
     &["alter", "user"],
-    &["drop", "type"],
     &["drop", "materialized", "view"],
     &["drop", "function"],
     &["drop", "aggregate"],
@@ -394,6 +391,15 @@ impl Parser<'_> {
                 let name = self.qualified_name()?;
                 Ok(Statement::DropIndex { name, if_exists })
             }
+            "create" if self.kw_at(1, "type") => self.create_type().map(Statement::CreateType),
+            "alter" if self.kw_at(1, "type") => self.alter_type().map(Statement::AlterType),
+            "drop" if self.kw_at(1, "type") => {
+                self.bump();
+                self.bump();
+                let if_exists = self.eat_kws(&["if", "exists"]);
+                let name = self.qualified_name()?;
+                Ok(Statement::DropType { name, if_exists })
+            }
             "drop" if self.keyspace_kw_at(1) => {
                 self.bump();
                 self.bump();
@@ -415,6 +421,70 @@ impl Parser<'_> {
 
     fn kws_at(&self, n: usize, kws: &[&str]) -> bool {
         kws.iter().enumerate().all(|(i, kw)| self.kw_at(n + i, kw))
+    }
+
+    fn create_type(&mut self) -> Result<CreateType> {
+        self.bump();
+        self.bump();
+        let if_not_exists = self.eat_kws(&["if", "not", "exists"]);
+        let name = self.qualified_name()?;
+        self.expect(Sym::LParen)?;
+        let mut fields = Vec::new();
+        loop {
+            let field = self.ident()?;
+            fields.push((field, self.cql_type()?));
+            if !self.eat(Sym::Comma) {
+                break;
+            }
+        }
+        self.expect(Sym::RParen)?;
+        Ok(CreateType {
+            name,
+            if_not_exists,
+            fields,
+        })
+    }
+
+    fn alter_type(&mut self) -> Result<AlterType> {
+        self.bump();
+        self.bump();
+        let if_exists = self.eat_kws(&["if", "exists"]);
+        let name = self.qualified_name()?;
+        let action = if self.eat_kw("add") {
+            let if_not_exists = self.eat_kws(&["if", "not", "exists"]);
+            let field = self.ident()?;
+            AlterTypeAction::Add {
+                if_not_exists,
+                field,
+                ty: self.cql_type()?,
+            }
+        } else if self.eat_kw("rename") {
+            let if_exists = self.eat_kws(&["if", "exists"]);
+            let mut renames = Vec::new();
+            loop {
+                let from = self.ident()?;
+                self.expect_kw("to")?;
+                renames.push((from, self.ident()?));
+                if !self.eat_kw("and") {
+                    break;
+                }
+            }
+            AlterTypeAction::Rename { if_exists, renames }
+        } else if self.eat_kw("alter") {
+            let field = self.ident()?;
+            self.expect_kw("type")?;
+            AlterTypeAction::AlterField {
+                field,
+                ty: self.cql_type()?,
+            }
+        } else {
+            return Err(self.no_viable());
+        };
+        Ok(AlterType {
+            name,
+            if_exists,
+            action,
+        })
     }
 
     fn create_index(&mut self) -> Result<CreateIndex> {
@@ -593,7 +663,18 @@ impl Parser<'_> {
     }
 
     fn selector(&mut self) -> Result<Selector> {
-        self.nested(Self::selector_inner)
+        self.nested(|p| {
+            let mut sel = p.selector_inner()?;
+            // `addr.city`, `a.b.c`: fields of user-defined type values.
+            while p.at(Sym::Dot) && p.is_ident_at(1) {
+                p.bump();
+                sel = Selector::Field {
+                    selector: Box::new(sel),
+                    field: p.ident()?,
+                };
+            }
+            Ok(sel)
+        })
     }
 
     fn selector_inner(&mut self) -> Result<Selector> {

@@ -123,15 +123,49 @@ fn cql_type_display_is_canonical() {
 
 #[test]
 fn unsupported_statements_are_named() {
-    let kinds: Vec<String> = parse_statements("CREATE TYPE a (b int); DROP MATERIALIZED VIEW v")
-        .expect("parses")
-        .into_iter()
-        .map(|s| match s {
-            Statement::Unsupported { kind } => kind,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(kinds, ["CREATE TYPE", "DROP MATERIALIZED VIEW"]);
+    let kinds: Vec<String> =
+        parse_statements("CREATE TRIGGER a ON t USING 'c'; DROP MATERIALIZED VIEW v")
+            .expect("parses")
+            .into_iter()
+            .map(|s| match s {
+                Statement::Unsupported { kind } => kind,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+    assert_eq!(kinds, ["CREATE TRIGGER", "DROP MATERIALIZED VIEW"]);
+}
+
+#[test]
+fn type_statements_and_field_selectors_parse_and_print_back() {
+    for (cql, printed) in [
+        (
+            "create type if not exists ks.addr (street text, \"Zip\" int, tags frozen<list<text>>, home frozen<other>)",
+            "CREATE TYPE IF NOT EXISTS ks.addr (street text, \"Zip\" int, tags frozen<list<text>>, home frozen<other>)",
+        ),
+        ("alter type addr add if not exists c text", "ALTER TYPE addr ADD IF NOT EXISTS c text"),
+        ("alter type if exists addr rename a to b and c to d", "ALTER TYPE IF EXISTS addr RENAME a TO b AND c TO d"),
+        ("alter type addr alter a type blob", "ALTER TYPE addr ALTER a TYPE blob"),
+        ("drop type if exists ks.addr", "DROP TYPE IF EXISTS ks.addr"),
+        ("select a.city, p.home.zip as z, f(x).y from t", "SELECT a.city, p.home.zip AS z, f(x).y FROM t"),
+        ("update t set a.city = ? where k = 1", "UPDATE t SET a.city = ? WHERE k = 1"),
+        ("delete a.city from t where k = 1", "DELETE a.city FROM t WHERE k = 1"),
+        ("insert into t (k, a) values (1, {street: 'x', city: null})", "INSERT INTO t (k, a) VALUES (1, {street: 'x', city: null})"),
+    ] {
+        let p = parse(cql).unwrap_or_else(|e| panic!("{cql}: {e}"));
+        assert_eq!(p.statement.to_string(), printed);
+        assert_eq!(parse(printed).expect("reparses").statement, p.statement);
+    }
+    let Statement::CreateType(ct) =
+        parse_statement("CREATE TYPE t (a int, b frozen<u>)").expect("parses")
+    else {
+        panic!("not CREATE TYPE")
+    };
+    assert_eq!(ct.fields.len(), 2);
+    assert!(
+        matches!(&ct.fields[1].1, CqlType::Frozen(inner) if matches!(**inner, CqlType::Udt(_)))
+    );
+    assert!(parse("CREATE TYPE t ()").is_err());
+    assert!(parse("ALTER TYPE t DROP a").is_err());
 }
 
 #[test]

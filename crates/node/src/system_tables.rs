@@ -437,6 +437,26 @@ fn build(keyspace: &str, name: &str, local: &LocalInfo, schema: &Schema) -> Opti
                 ]));
             }
         }
+        ("system_schema", "types") => {
+            let list =
+                |v: Vec<String>| Some(CqlValue::List(v.into_iter().map(CqlValue::Text).collect()));
+            for (ks, types) in schema.types() {
+                for t in types.values() {
+                    rows.push(named(vec![
+                        ("keyspace_name", s(ks)),
+                        ("type_name", s(&t.name)),
+                        (
+                            "field_names",
+                            list(t.fields.iter().map(|(f, _)| f.clone()).collect()),
+                        ),
+                        (
+                            "field_types",
+                            list(t.fields.iter().map(|(_, ty)| ty.to_string()).collect()),
+                        ),
+                    ]));
+                }
+            }
+        }
         ("system_schema", "indexes") => {
             for t in schema.tables().values() {
                 for i in &t.indexes {

@@ -51,6 +51,8 @@ enum Element {
     Key(Bytes),
     /// A list index.
     Index(i32),
+    /// A field of a user type value, by position.
+    Field(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -353,18 +355,18 @@ fn conditions(table: &TableDef, c: &Conditions, binds: &[Value]) -> Result<Check
     };
     let mut out = Vec::with_capacity(list.len());
     for cond in list {
-        let (name, key, predicate) = match cond {
-            Condition::Column { column, predicate } => (column, None, predicate),
+        let (name, key, field, predicate) = match cond {
+            Condition::Column { column, predicate } => (column, None, None, predicate),
             Condition::Element {
                 column,
                 key,
                 predicate,
-            } => (column, Some(key), predicate),
-            Condition::Field { .. } => {
-                return Err(QueryError::invalid(
-                    "Conditions on user-defined type fields are not supported",
-                ))
-            }
+            } => (column, Some(key), None, predicate),
+            Condition::Field {
+                column,
+                field,
+                predicate,
+            } => (column, None, Some(field), predicate),
         };
         let col = table
             .column(name)
@@ -381,9 +383,25 @@ fn conditions(table: &TableDef, c: &Conditions, binds: &[Value]) -> Result<Check
             ));
         }
         // The type the compared values have: the column's, or its elements'.
-        let (element, value_ty) = match key {
-            None => (None, col.ty.clone()),
-            Some(k) => match crate::values::unfrozen(&col.ty) {
+        let (element, value_ty) = match (key, field) {
+            (None, Some(f)) => match crate::values::unfrozen(&col.ty) {
+                CqlType::UserType(u) => {
+                    let (i, ft) = u.field(f).ok_or_else(|| {
+                        QueryError::invalid(format!(
+                            "Unknown field {f} for column {name} of type {}",
+                            col.ty
+                        ))
+                    })?;
+                    (Some(Element::Field(i)), ft.clone())
+                }
+                _ => {
+                    return Err(QueryError::invalid(format!(
+                        "Invalid field access for non-UDT column {name}"
+                    )))
+                }
+            },
+            (None, None) => (None, col.ty.clone()),
+            (Some(k), _) => match crate::values::unfrozen(&col.ty) {
                 CqlType::Map(kt, vt) => {
                     let kb = term_bytes(k, kt, name, binds)?.ok_or_else(|| {
                         QueryError::invalid(format!("Invalid null value for {name} element"))
@@ -507,6 +525,10 @@ fn column_value(row: Option<&Row>, col: &ColumnDef, now: LocalTime) -> Option<By
 fn element_value(row: Option<&Row>, c: &ColumnCheck, now: LocalTime) -> Option<Bytes> {
     let el = c.element.as_ref()?;
     let row = row?;
+    if let Element::Field(i) = el {
+        return column_value(Some(row), &c.column, now)
+            .and_then(|v| crate::collections::udt_field(&v, *i));
+    }
     let column = Bytes::copy_from_slice(c.column.name.as_bytes());
     if is_multicell(&c.column.ty) {
         let mut live = row
@@ -521,6 +543,7 @@ fn element_value(row: Option<&Row>, c: &ColumnCheck, now: LocalTime) -> Option<B
                 .ok()
                 .and_then(|i| live.nth(i))
                 .map(|(_, v)| v.clone()),
+            Element::Field(_) => None,
         };
     }
     // A frozen collection: decode the whole value.
@@ -541,6 +564,7 @@ fn element_value(row: Option<&Row>, c: &ColumnCheck, now: LocalTime) -> Option<B
             .ok()
             .and_then(|i| elems.into_iter().nth(i))
             .map(|(_, v)| v),
+        Element::Field(_) => None,
     }
 }
 

@@ -48,10 +48,35 @@ impl QueryProcessor {
                 if name.keyspace.is_none() && schema.keyspace(&name.name).is_some() {
                     // `DESCRIBE x` names a keyspace when one is called x.
                     keyspace_rows(&schema, &name.name, true, &mut rows)?;
+                } else if let (DescribeTarget::Generic(_), Some(t)) =
+                    (&d.target, schema.user_type(ks, &name.name))
+                {
+                    rows.push(row(ks, "type", &t.name, &gyre_schema::type_to_cql(t)));
                 } else {
                     let t = schema.require_table(ks, &name.name)?;
                     table_rows(t, &mut rows);
                 }
+            }
+            DescribeTarget::Types => {
+                for (ks, types) in schema.types() {
+                    for name in types.keys() {
+                        rows.push(row(ks, "type", name, ""));
+                    }
+                }
+            }
+            DescribeTarget::Type(name) => {
+                let ks = match &name.keyspace {
+                    Some(k) => k.as_str(),
+                    None => current()?,
+                };
+                schema.require_keyspace(ks)?;
+                let t = schema.user_type(ks, &name.name).ok_or_else(|| {
+                    QueryError::invalid(format!(
+                        "User defined type '{}' not found in '{ks}'",
+                        name.name
+                    ))
+                })?;
+                rows.push(row(ks, "type", &t.name, &gyre_schema::type_to_cql(t)));
             }
             DescribeTarget::Index(name) => {
                 let ks = match &name.keyspace {
@@ -95,6 +120,10 @@ fn keyspace_rows(
     let def = schema.require_keyspace(ks)?;
     rows.push(row(ks, "keyspace", ks, &def.to_cql()));
     if with_tables {
+        // Types first, each after the types it uses, so the output replays.
+        for t in gyre_schema::dependency_order(schema.types_in(ks)) {
+            rows.push(row(ks, "type", &t.name, &gyre_schema::type_to_cql(&t)));
+        }
         for t in schema.tables_in(ks) {
             table_rows(t, rows);
         }

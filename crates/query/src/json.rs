@@ -50,9 +50,10 @@ pub(crate) fn row_json(columns: &[(String, ColumnType)], row: &[Option<Bytes>]) 
         match value {
             None => out.push_str("null"),
             Some(b) => {
-                let v = CqlValue::decode(ty, b).map_err(|e| {
+                let mut v = CqlValue::decode(ty, b).map_err(|e| {
                     QueryError::Server(format!("undecodable value for {name}: {e}"))
                 })?;
+                pad_udts(&mut v, ty);
                 write_value(&mut out, &v);
             }
         }
@@ -67,12 +68,49 @@ pub(crate) fn value_json(ty: &ColumnType, bytes: Option<&Bytes>) -> Result<Strin
     match bytes {
         None => out.push_str("null"),
         Some(b) => {
-            let v = CqlValue::decode(ty, b)
+            let mut v = CqlValue::decode(ty, b)
                 .map_err(|e| QueryError::Server(format!("undecodable value: {e}")))?;
+            pad_udts(&mut v, ty);
             write_value(&mut out, &v);
         }
     }
     Ok(out)
+}
+
+/// Gives every user type value all of its type's fields (a value written
+/// before ALTER TYPE ADD, or stored without trailing nulls, is shorter),
+/// so JSON lists every field as Cassandra does.
+fn pad_udts(v: &mut CqlValue, ty: &ColumnType) {
+    match (v, ty) {
+        (CqlValue::Udt(fields), ColumnType::Udt { fields: types, .. }) => {
+            for (name, _) in types.iter().skip(fields.len()) {
+                fields.push((name.clone(), None));
+            }
+            for ((_, v), (_, t)) in fields.iter_mut().zip(types) {
+                if let Some(v) = v {
+                    pad_udts(v, t);
+                }
+            }
+        }
+        (
+            CqlValue::List(items) | CqlValue::Set(items) | CqlValue::Vector(items),
+            ColumnType::List(t) | ColumnType::Set(t) | ColumnType::Vector(t, _),
+        ) => items.iter_mut().for_each(|i| pad_udts(i, t)),
+        (CqlValue::Map(entries), ColumnType::Map(kt, vt)) => {
+            for (k, v) in entries {
+                pad_udts(k, kt);
+                pad_udts(v, vt);
+            }
+        }
+        (CqlValue::Tuple(items), ColumnType::Tuple(types)) => {
+            for (v, t) in items.iter_mut().zip(types) {
+                if let Some(v) = v {
+                    pad_udts(v, t);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `fromJson(text)` for a value of type `ty`: the CQL term the JSON stands for.
@@ -484,6 +522,24 @@ fn json_term(v: &Json, ty: &CqlType, column: &str) -> Result<Term> {
                 out.push((json_term(&key, kt, column)?, json_term(v, vt, column)?));
             }
             Ok(Term::Map(out))
+        }
+        (Json::Object(entries), CqlType::UserType(u)) => {
+            let mut out = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                // A quoted key keeps its case, as in Cassandra.
+                let name = match k.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+                    Some(quoted) => quoted.to_owned(),
+                    None => k.clone(),
+                };
+                let Some((_, ft)) = u.field(&name) else {
+                    return Err(QueryError::invalid(format!(
+                        "Unknown field '{name}' in value of user defined type {}",
+                        u.name
+                    )));
+                };
+                out.push((name, json_term(v, ft, column)?));
+            }
+            Ok(Term::Udt(out))
         }
         _ => Err(bad("another JSON value")),
     }

@@ -32,13 +32,22 @@
 //! `l[i] = v` and `DELETE l[i]` also read the stored list first, as in
 //! Cassandra.
 //!
+//! User-defined types arrive resolved in the column types
+//! ([`gyre_cql::CqlType::UserType`], by the schema), so values, bind
+//! markers and result metadata (the protocol's UDT option) follow from
+//! the column. A frozen UDT is one cell; a non-frozen one is a cell per
+//! field (path: the field's position as a u16, as in Cassandra), so
+//! `SET u.f = ?` and `DELETE u.f` touch one field and a whole value
+//! writes every field (absent ones as tombstones) without a read.
+//! `SELECT u.f` extracts a field after the read.
+//!
 //! What it is not: no networking, no replication (the coordinator supplies
 //! its own [`DataAccess`]; [`LocalData`] is this node's engine).
 //! Lightweight transactions (`IF ...`, conditional batches) are built in
 //! `cas.rs` and run through [`DataAccess::cas`] (Paxos in a cluster); a
 //! read at `SERIAL` / `LOCAL_SERIAL` is the data access's business. Refused
 //! with an `INVALID` error: counters, materialized
-//! views, user-defined types, functions and aggregates, `GROUP BY`, `CAST`
+//! views, user-defined functions and aggregates, `GROUP BY`, `CAST`
 //! in selections, terms (constants) as selectors outside function
 //! arguments.
 //!

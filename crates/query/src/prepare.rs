@@ -152,19 +152,29 @@ fn condition_marks(
         return;
     };
     for c in list {
-        let (column, key, predicate) = match c {
-            gyre_cql::Condition::Column { column, predicate } => (column, None, predicate),
+        let (column, key, field, predicate) = match c {
+            gyre_cql::Condition::Column { column, predicate } => (column, None, None, predicate),
             gyre_cql::Condition::Element {
                 column,
                 key,
                 predicate,
-            } => (column, Some(key), predicate),
-            gyre_cql::Condition::Field { .. } => continue,
+            } => (column, Some(key), None, predicate),
+            gyre_cql::Condition::Field {
+                column,
+                field,
+                predicate,
+            } => (column, None, Some(field), predicate),
         };
         let Some(col) = t.column(column) else {
             continue;
         };
         let ty = match (key, crate::values::unfrozen(&col.ty)) {
+            (None, CqlType::UserType(u)) if field.is_some() => {
+                match field.and_then(|f| u.field(f)) {
+                    Some((_, ft)) => ft.clone(),
+                    None => continue,
+                }
+            }
             (None, _) => col.ty.clone(),
             (Some(k), CqlType::Map(kt, vt)) => {
                 term_marks(k, kt, &format!("key({column})"), marks);
@@ -234,6 +244,13 @@ fn term_marks(term: &Term, ty: &CqlType, name: &str, marks: &mut [Option<(String
         (Term::Tuple(items), CqlType::Tuple(types)) => {
             for (t, et) in items.iter().zip(types) {
                 term_marks(t, et, name, marks);
+            }
+        }
+        (Term::Udt(fields), CqlType::UserType(u)) => {
+            for (f, t) in fields {
+                if let Some((_, ft)) = u.field(f) {
+                    term_marks(t, ft, f, marks);
+                }
             }
         }
         // A function's markers take its parameter types, when the
@@ -317,7 +334,17 @@ fn assignment_marks(t: &TableDef, a: &Assignment, marks: &mut [Option<(String, C
                 term_marks(value, &c.ty, column, marks);
             }
         }
-        Assignment::SetField { .. } => {}
+        Assignment::SetField {
+            column,
+            field,
+            value,
+        } => {
+            if let Some(CqlType::UserType(u)) = t.column(column).map(|c| &c.ty) {
+                if let Some((_, ft)) = u.field(field) {
+                    term_marks(value, ft, field, marks);
+                }
+            }
+        }
     }
 }
 

@@ -215,6 +215,24 @@ impl QueryProcessor {
                 Some(_) => {}
             }
         }
+        for (ks, types) in next.types() {
+            for (name, t) in types {
+                match schema.user_type(ks, name) {
+                    None => changes.push((SchemaChangeType::Created, type_target(ks, name))),
+                    Some(old) if old != t => {
+                        changes.push((SchemaChangeType::Updated, type_target(ks, name)))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for (ks, types) in schema.types() {
+            for name in types.keys() {
+                if next.user_type(ks, name).is_none() && next.keyspace(ks).is_some() {
+                    changes.push((SchemaChangeType::Dropped, type_target(ks, name)));
+                }
+            }
+        }
         for (key, t) in next.tables() {
             match schema.tables().get(key) {
                 Some(old) if old == t => {}
@@ -337,7 +355,10 @@ impl QueryProcessor {
             | Statement::AlterTable(_)
             | Statement::DropTable { .. }
             | Statement::CreateIndex(_)
-            | Statement::DropIndex { .. } => self.ddl(&parsed.statement, params),
+            | Statement::DropIndex { .. }
+            | Statement::CreateType(_)
+            | Statement::AlterType(_)
+            | Statement::DropType { .. } => self.ddl(&parsed.statement, params),
             Statement::Describe(d) => self.describe(d, params.keyspace.as_deref()),
             Statement::Unsupported { kind } => {
                 Err(QueryError::invalid(format!("{kind} is not supported")))
@@ -360,6 +381,9 @@ impl QueryProcessor {
                 | Statement::DropTable { .. }
                 | Statement::CreateIndex(_)
                 | Statement::DropIndex { .. }
+                | Statement::CreateType(_)
+                | Statement::AlterType(_)
+                | Statement::DropType { .. }
         )
     }
 
@@ -448,6 +472,21 @@ impl QueryProcessor {
             SchemaChange::DropTable { keyspace, table } => {
                 (SchemaChangeType::Dropped, table_target(keyspace, table))
             }
+            SchemaChange::CreateType { keyspace, name, .. } => {
+                (SchemaChangeType::Created, type_target(keyspace, name))
+            }
+            SchemaChange::AlterType { keyspace, name, .. } => {
+                // Tables using the type now carry its new fields.
+                for t in next.tables_in(keyspace) {
+                    if schema.tables().get(&(t.keyspace.clone(), t.name.clone())) != Some(t) {
+                        self.data.create_table(t.id, t.storage_options())?;
+                    }
+                }
+                (SchemaChangeType::Updated, type_target(keyspace, name))
+            }
+            SchemaChange::DropType { keyspace, name } => {
+                (SchemaChangeType::Dropped, type_target(keyspace, name))
+            }
         };
         let version = next.version();
         *schema = next;
@@ -522,6 +561,13 @@ impl QueryProcessor {
                 Err(cur) => last = cur,
             }
         }
+    }
+}
+
+fn type_target(keyspace: &str, name: &str) -> SchemaChangeTarget {
+    SchemaChangeTarget::Type {
+        keyspace: keyspace.to_owned(),
+        name: name.to_owned(),
     }
 }
 

@@ -44,6 +44,8 @@ enum Item {
     Count,
     /// An aggregate of one item (its argument's type).
     Aggregate(Aggregate, CqlType, Box<Item>),
+    /// A field (by position) of a user type value.
+    Field(Box<Item>, usize),
 }
 
 impl Item {
@@ -515,8 +517,13 @@ fn selector_item(
                 )));
             }
             if is_multicell(&c.ty) {
+                let kind = if matches!(c.ty, CqlType::UserType(_)) {
+                    "UDT"
+                } else {
+                    "collection"
+                };
                 return Err(QueryError::invalid(format!(
-                    "Cannot use selection function {f} on non-frozen collection {n}"
+                    "Cannot use selection function {f} on non-frozen {kind} {n}"
                 )));
             }
             if wt {
@@ -653,6 +660,25 @@ fn selector_item(
         }
         Selector::Cast { .. } => {
             return Err(QueryError::invalid("CAST in a selection is not supported"))
+        }
+        Selector::Field { selector, field } => {
+            let (item, name, ty) = selector_item(table, selector, binds, false)?;
+            let CqlType::UserType(u) = crate::values::unfrozen(&ty) else {
+                return Err(QueryError::invalid(format!(
+                    "Invalid field selection: {name} of type {ty} is not a user type"
+                )));
+            };
+            let Some((i, ft)) = u.field(field) else {
+                return Err(QueryError::invalid(format!(
+                    "{name} of type {ty} has no field {field}"
+                )));
+            };
+            let ft = ft.clone();
+            (
+                Item::Field(Box::new(item), i),
+                format!("{name}.{}", gyre_cql::quote_identifier(field)),
+                ft,
+            )
         }
     })
 }
@@ -855,6 +881,9 @@ impl Eval<'_> {
             }
             Item::Count => None,
             Item::Aggregate(_, _, arg) => self.item(arg)?,
+            Item::Field(arg, i) => self
+                .item(arg)?
+                .and_then(|v| crate::collections::udt_field(&v, *i)),
         })
     }
 }

@@ -10,8 +10,8 @@ use gyre_protocol::{
 use crate::error::{QueryError, Result};
 use crate::functions;
 
-/// The protocol type of a schema type. User-defined types are not in the
-/// schema model, so they never reach here.
+/// The protocol type of a schema type (user types are resolved by the
+/// schema; an unresolved name cannot reach here).
 pub(crate) fn column_type(ty: &CqlType) -> ColumnType {
     match ty {
         CqlType::Ascii => ColumnType::Ascii,
@@ -40,6 +40,15 @@ pub(crate) fn column_type(ty: &CqlType) -> ColumnType {
         CqlType::Tuple(ts) => ColumnType::Tuple(ts.iter().map(column_type).collect()),
         CqlType::Frozen(t) => column_type(t),
         CqlType::Vector(t, n) => ColumnType::Vector(Box::new(column_type(t)), *n),
+        CqlType::UserType(u) => ColumnType::Udt {
+            keyspace: u.keyspace.clone(),
+            name: u.name.clone(),
+            fields: u
+                .fields
+                .iter()
+                .map(|(f, t)| (f.clone(), column_type(t)))
+                .collect(),
+        },
         CqlType::Udt(_) | CqlType::Custom(_) => ColumnType::Custom(format!("{ty:?}")),
     }
 }
@@ -225,6 +234,25 @@ fn term_value(term: &Term, ty: &CqlType, column: &str, binds: &[Value]) -> Resul
                 });
             }
             Ok(CqlValue::Tuple(out))
+        }
+        (Term::Udt(given), CqlType::UserType(u)) => {
+            let mut out: Vec<(String, Option<CqlValue>)> =
+                u.fields.iter().map(|(f, _)| (f.clone(), None)).collect();
+            for (name, t) in given {
+                let Some((i, ft)) = u.field(name) else {
+                    return Err(QueryError::invalid(format!(
+                        "Unknown field '{name}' in value of user defined type {}",
+                        u.name
+                    )));
+                };
+                out[i].1 = match term_bytes(t, ft, column, binds)? {
+                    Some(b) => Some(CqlValue::decode(&column_type(ft), &b).map_err(|e| {
+                        QueryError::invalid(format!("Invalid value for {column}: {e}"))
+                    })?),
+                    None => None,
+                };
+            }
+            Ok(CqlValue::Udt(out))
         }
         _ => Err(bad(column, ty, "value")),
     }

@@ -7,7 +7,9 @@ use gyre_protocol::Consistency;
 use gyre_schema::{encode_clustering_key, ColumnDef, ColumnKind, TableDef};
 use gyre_storage::{ClusteringFilter, ColumnFilter, ReadFilter, TableId};
 
-use crate::collections::{elements, is_multicell, key_path, prepend_elements};
+use crate::collections::{
+    elements, field_path, is_multicell, key_path, prepend_elements, udt_fields,
+};
 use crate::error::{QueryError, Result};
 use crate::processor::{
     analyze, clustering, partition_keys, Clustering, QueryParams, QueryProcessor,
@@ -43,6 +45,9 @@ enum Op {
     SetIndex(i32, Option<Bytes>),
     /// `c = c + n` / `c = c - n` on a counter: a delta cell for the leader.
     Counter(i64),
+    /// `u.field = value` (null deletes it); `DELETE u.field`: one field of
+    /// a non-frozen user type, by position.
+    SetField(usize, Option<Bytes>),
 }
 
 impl WriteTime {
@@ -478,6 +483,7 @@ impl QueryProcessor {
                 | Assignment::Add { value, .. }
                 | Assignment::Subtract { value, .. }
                 | Assignment::SetElement { value, .. }
+                | Assignment::SetField { value, .. }
                     if is_unset(value, binds) =>
                 {
                     continue
@@ -580,10 +586,14 @@ impl QueryProcessor {
                     let v = non_null(term_bytes(value, &col.ty, column, binds)?, column)?;
                     (col, Op::Prepend(v))
                 }
-                Assignment::SetField { .. } => {
-                    return Err(QueryError::invalid(
-                        "User-defined type field assignments are not supported",
-                    ))
+                Assignment::SetField {
+                    column,
+                    field,
+                    value,
+                } => {
+                    let col = column_def(&table, column)?;
+                    let (i, ft) = udt_field_of(col, field, "assignment")?;
+                    (col, Op::SetField(i, term_bytes(value, ft, column, binds)?))
                 }
             };
             if column.kind.is_primary_key() {
@@ -650,8 +660,10 @@ impl QueryProcessor {
                         }
                     }
                 }
-                gyre_cql::Deletion::Field { .. } => {
-                    return Err(QueryError::invalid("Deleting UDT fields is not supported"))
+                gyre_cql::Deletion::Field { column, field } => {
+                    let col = column_def(&table, column)?;
+                    let (i, _) = udt_field_of(col, field, "deletion")?;
+                    (col, Op::SetField(i, None))
                 }
             };
             if col.kind.is_primary_key() {
@@ -722,6 +734,22 @@ impl QueryProcessor {
                 Cell::live(wt.ts, gyre_common::counter::delta_value(*d)),
             )),
             Op::Set(v) if !multicell => Ok(put(p, ck, cell_name(col), wt.cell(v.clone()))),
+            Op::Set(v) if matches!(col.ty, CqlType::UserType(_)) => {
+                // Every field is written (null ones as tombstones), so no
+                // read is needed. A whole deletion wins ties; a new value's
+                // nulls shadow older fields just below its timestamp, like
+                // a collection's replacement.
+                for (path, value) in udt_fields(&col.ty, v.as_deref())? {
+                    let cell = match value {
+                        Some(value) => wt.cell(Some(value)),
+                        None if v.is_some() => Cell::tombstone(wt.ts - 1, wt.now),
+                        None => Cell::tombstone(wt.ts, wt.now),
+                    };
+                    p = put(p, ck, name(path), cell);
+                }
+                Ok(p)
+            }
+            Op::SetField(i, v) => Ok(put(p, ck, name(field_path(*i)), wt.cell(v.clone()))),
             Op::Set(v) => {
                 // The engine has no column-level deletion: replacing a
                 // collection tombstones the elements stored now (read first).
@@ -917,6 +945,36 @@ fn column_def<'a>(table: &'a TableDef, name: &str) -> Result<&'a ColumnDef> {
 }
 
 /// A list index (`l[i]`): a non-null int.
+/// The position and type of a field of a non-frozen user type column,
+/// or Cassandra's refusal (frozen column, not a user type, no such field).
+fn udt_field_of<'a>(col: &'a ColumnDef, field: &str, what: &str) -> Result<(usize, &'a CqlType)> {
+    match &col.ty {
+        CqlType::UserType(u) => u.field(field).ok_or_else(|| {
+            QueryError::invalid(format!(
+                "UDT column {} does not have a field named {field}",
+                col.name
+            ))
+        }),
+        CqlType::Frozen(t) if matches!(**t, CqlType::UserType(_)) => {
+            Err(QueryError::invalid(if what == "deletion" {
+                format!(
+                    "Frozen UDT column {} does not support field deletion",
+                    col.name
+                )
+            } else {
+                format!(
+                    "Invalid operation ({}.{field} = ?) for frozen UDT column {}",
+                    col.name, col.name
+                )
+            }))
+        }
+        _ => Err(QueryError::invalid(format!(
+            "Invalid field {what} ({}.{field}) for non-UDT column {}",
+            col.name, col.name
+        ))),
+    }
+}
+
 fn list_index(term: &gyre_cql::Term, column: &str, binds: &[gyre_protocol::Value]) -> Result<i32> {
     let b = term_bytes(term, &CqlType::Int, column, binds)?.ok_or_else(|| {
         QueryError::invalid(format!("Invalid null value for list index of {column}"))

@@ -1396,7 +1396,7 @@ fn unsupported_features_are_rejected_clearly() {
             "CREATE MATERIALIZED VIEW mv AS SELECT * FROM t WHERE k IS NOT NULL PRIMARY KEY (k)",
             "not supported",
         ),
-        ("CREATE TYPE addr (street text)", "CREATE TYPE is not supported"),
+        ("DROP TYPE addr", "Type 'ks.addr' doesn't exist"),
         (
             "CREATE FUNCTION f (a int) RETURNS NULL ON NULL INPUT RETURNS int LANGUAGE java AS 'return a;'",
             "not supported",
@@ -1685,4 +1685,212 @@ fn forged_paging_state_counters_are_refused() {
         };
         assert_eq!(e.rows_with(q, &p).0.len(), 3, "{q}");
     }
+}
+
+fn udt(fields: &[(&str, Option<CqlValue>)]) -> Option<CqlValue> {
+    Some(CqlValue::Udt(
+        fields
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.clone()))
+            .collect(),
+    ))
+}
+
+#[test]
+fn user_defined_types() {
+    let e = env();
+    e.ok("CREATE TYPE addr (street text, city text, zip int)");
+    e.ok("CREATE TYPE IF NOT EXISTS addr (x int)");
+    e.ok("CREATE TYPE person (name text, home frozen<addr>, tags list<text>)");
+    for (cql, needle) in [
+        (
+            "CREATE TYPE addr (a int)",
+            "A user type with name 'addr' already exists",
+        ),
+        (
+            "CREATE TYPE d (a int, a text)",
+            "Duplicate field name 'a' in type 'd'",
+        ),
+        (
+            "CREATE TYPE d (a addr)",
+            "A user type cannot contain non-frozen UDTs",
+        ),
+        (
+            "CREATE TYPE d (a counter)",
+            "A user type cannot contain counters",
+        ),
+        ("CREATE TYPE d (a frozen<nope>)", "Unknown type ks.nope"),
+        (
+            "CREATE TABLE bad (k int PRIMARY KEY, v list<addr>)",
+            "Non-frozen UDTs are not allowed inside collections",
+        ),
+        (
+            "CREATE TABLE bad (k addr PRIMARY KEY)",
+            "non-frozen user-defined type",
+        ),
+        (
+            "ALTER TYPE addr ADD city text",
+            "Cannot add field city to type ks.addr: a field with name city already exists",
+        ),
+        ("ALTER TYPE addr ADD me frozen<addr>", "circular reference"),
+        (
+            "ALTER TYPE addr RENAME nope TO x",
+            "Unkown field nope in user type ks",
+        ),
+        (
+            "ALTER TYPE addr RENAME street TO city",
+            "Duplicate field name city in type ks",
+        ),
+        ("ALTER TYPE nope ADD a int", "Type ks.nope doesn't exist"),
+        (
+            "DROP TYPE addr",
+            "Cannot drop user type 'ks.addr' as it is still used by user types person",
+        ),
+    ] {
+        let err = e.err(cql);
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+        assert!(err.to_string().contains(needle), "{cql}: {err}");
+    }
+    e.ok("ALTER TYPE IF EXISTS nope ADD a int");
+    let many = (0..40_000)
+        .map(|i| format!("f{i} int"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let err = e.err(&format!("CREATE TYPE wide ({many})"));
+    assert!(
+        err.to_string()
+            .contains("cannot have more than 32767 fields"),
+        "{err}"
+    );
+    e.ok("CREATE TABLE t (k int, c frozen<addr>, a addr, f frozen<addr>, p frozen<person>, l list<frozen<addr>>, PRIMARY KEY (k, c))");
+    let err = e.err("DROP TYPE person");
+    assert!(err.to_string().contains("still used by tables t"), "{err}");
+
+    e.ok("INSERT INTO t (k, c, a, f, p, l) VALUES (1, {street: 's', city: 'c'}, {street: 'a1', zip: 5}, {city: 'fc'}, {name: 'n', home: {zip: 9}, tags: ['x']}, [{zip: 1}, {zip: 2}])");
+    let r = one(e.rows("SELECT c, a, f, p, l FROM t WHERE k = 1"));
+    // Key values keep no trailing nulls (so they stay equal after ALTER TYPE ADD).
+    assert_eq!(r[0], udt(&[("street", text("s")), ("city", text("c"))]));
+    // The non-frozen value leaves trailing nulls out.
+    assert_eq!(
+        r[1],
+        udt(&[("street", text("a1")), ("city", None), ("zip", int(5))])
+    );
+    assert_eq!(
+        r[2],
+        udt(&[("street", None), ("city", text("fc")), ("zip", None)])
+    );
+    // Field updates and deletions on the non-frozen column only.
+    e.ok("UPDATE t SET a.city = 'paris' WHERE k = 1 AND c = {street: 's', city: 'c'}");
+    e.ok("DELETE a.zip FROM t WHERE k = 1 AND c = {street: 's', city: 'c'}");
+    assert_eq!(
+        one(e.rows("SELECT a, a.city, p.home.zip, f.zip FROM t WHERE k = 1")),
+        vec![
+            udt(&[("street", text("a1")), ("city", text("paris"))]),
+            text("paris"),
+            int(9),
+            None
+        ]
+    );
+    let err = e.err("UPDATE t SET f.city = 'x' WHERE k = 1 AND c = {street: 's', city: 'c'}");
+    assert!(err.to_string().contains("frozen UDT column f"), "{err}");
+    let err = e.err("UPDATE t SET a.nope = 'x' WHERE k = 1 AND c = {street: 's', city: 'c'}");
+    assert!(
+        err.to_string().contains("does not have a field named nope"),
+        "{err}"
+    );
+    let err = e.err("SELECT writetime(a) FROM t");
+    assert!(err.to_string().contains("on non-frozen UDT a"), "{err}");
+    let err = e.err("INSERT INTO t (k, c, a) VALUES (2, {street: 's'}, {nope: 1})");
+    assert!(err.to_string().contains("Unknown field 'nope'"), "{err}");
+    // Replacing the whole non-frozen value clears the fields not given.
+    e.ok("UPDATE t SET a = {zip: 7} WHERE k = 1 AND c = {street: 's', city: 'c'}");
+    assert_eq!(
+        one(e.rows("SELECT a FROM t WHERE k = 1"))[0],
+        udt(&[("street", None), ("city", None), ("zip", int(7))])
+    );
+    // JSON both ways.
+    let json = one(e.rows("SELECT JSON k, f FROM t WHERE k = 1"));
+    assert_eq!(
+        json[0],
+        text(r#"{"k": 1, "f": {"street": null, "city": "fc", "zip": null}}"#)
+    );
+    e.ok(r#"INSERT INTO t JSON '{"k": 3, "c": {"street": "j"}, "a": {"city": "jc", "zip": 3}}'"#);
+    assert_eq!(
+        one(e.rows("SELECT a.city, a.zip FROM t WHERE k = 3")),
+        vec![text("jc"), int(3)]
+    );
+    // ALTER TYPE: the new field shows in the table's type; renamed fields keep their data.
+    e.ok("ALTER TYPE addr ADD country text");
+    e.ok("ALTER TYPE addr RENAME city TO town");
+    assert_eq!(
+        one(e.rows("SELECT a.town FROM t WHERE k = 3")),
+        vec![text("jc")]
+    );
+    e.ok("UPDATE t SET a.country = 'fr' WHERE k = 3 AND c = {street: 'j'}");
+    assert_eq!(
+        one(e.rows("SELECT a.country FROM t WHERE k = 3")),
+        vec![text("fr")]
+    );
+    // DESCRIBE puts types first, each after the types it uses.
+    let QueryResult::Rows { rows, .. } = e.ok("DESCRIBE KEYSPACE ks") else {
+        panic!("rows expected")
+    };
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| String::from_utf8(r[2].clone().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(names, vec!["ks", "addr", "person", "t"]);
+    let stmt = String::from_utf8(rows[1][3].clone().unwrap().to_vec()).unwrap();
+    assert_eq!(
+        stmt,
+        "CREATE TYPE ks.addr (\n    street text,\n    town text,\n    zip int,\n    country text\n);"
+    );
+    // Lightweight transactions on a field.
+    let cas = |cql: &str| match e.ok(cql) {
+        QueryResult::Rows { rows, .. } => rows[0][0].clone().unwrap()[0] == 1,
+        other => panic!("{cql}: {other:?}"),
+    };
+    assert!(!cas(
+        "UPDATE t SET a.zip = 8 WHERE k = 3 AND c = {street: 'j'} IF a.town = 'nope'"
+    ));
+    assert!(cas(
+        "UPDATE t SET a.zip = 8 WHERE k = 3 AND c = {street: 'j'} IF a.town = 'jc'"
+    ));
+    assert!(cas(
+        "UPDATE t SET a.zip = 9 WHERE k = 3 AND c = {street: 'j'} IF a.zip > 7 AND f.town = null"
+    ));
+    assert_eq!(one(e.rows("SELECT a.zip FROM t WHERE k = 3")), vec![int(9)]);
+    // JSON lists every field, also of values shorter than the type.
+    assert_eq!(
+        one(e.rows("SELECT JSON c, a FROM t WHERE k = 3"))[0],
+        text(
+            r#"{"c": {"street": "j", "town": null, "zip": null, "country": null}, "a": {"street": null, "town": "jc", "zip": 9, "country": "fr"}}"#
+        )
+    );
+    // Vectors inside a type, types inside a vector.
+    e.ok("CREATE TYPE emb (v vector<float, 2>, label text)");
+    e.ok("CREATE TABLE vt (k int PRIMARY KEY, e frozen<emb>, pair vector<frozen<emb>, 2>)");
+    e.ok("INSERT INTO vt (k, e, pair) VALUES (1, {v: [1.5, -2], label: 'x'}, [{label: 'a'}, {v: [0, 1]}])");
+    let r = one(e.rows("SELECT e, e.v, pair FROM vt WHERE k = 1"));
+    let vec2 = |a: f32, b: f32| {
+        Some(CqlValue::Vector(vec![
+            CqlValue::Float(a),
+            CqlValue::Float(b),
+        ]))
+    };
+    assert_eq!(r[0], udt(&[("v", vec2(1.5, -2.0)), ("label", text("x"))]));
+    assert_eq!(r[1], vec2(1.5, -2.0));
+    assert_eq!(
+        r[2],
+        Some(CqlValue::Vector(vec![
+            udt(&[("v", None), ("label", text("a"))]).unwrap(),
+            udt(&[("v", vec2(0.0, 1.0)), ("label", None)]).unwrap(),
+        ]))
+    );
+    e.ok("DROP TABLE vt");
+    e.ok("DROP TYPE emb");
+    e.ok("DROP TABLE t");
+    e.ok("DROP TYPE person");
+    e.ok("DROP TYPE addr");
+    e.ok("DROP TYPE IF EXISTS addr");
 }

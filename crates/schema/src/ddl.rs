@@ -98,7 +98,9 @@ pub fn statement_to_change_in(
                     })
                 };
             }
-            Ok(Some(SchemaChange::CreateTable(table_from_create(ct, &ks)?)))
+            Ok(Some(SchemaChange::CreateTable(table_from_create(
+                ct, &ks, schema,
+            )?)))
         }
         Statement::AlterTable(at) => {
             let ks = keyspace_of(&at.name, current_keyspace)?;
@@ -113,7 +115,7 @@ pub fn statement_to_change_in(
             let Some(def) = schema.table(&ks, &at.name.name) else {
                 return missing_table(&ks, &at.name.name, at.if_exists);
             };
-            let alteration = match alteration(def, &at.action)? {
+            let alteration = match alteration(def, &at.action, schema)? {
                 Some(a) => a,
                 None => return Ok(None),
             };
@@ -185,8 +187,100 @@ pub fn statement_to_change_in(
                 ))),
             }
         }
+        Statement::CreateType(ct) => {
+            let ks = keyspace_of(&ct.name, current_keyspace)?;
+            if is_system_keyspace(&ks) {
+                return Err(SchemaError::Unauthorized(format!(
+                    "Cannot alter system keyspace {ks}"
+                )));
+            }
+            if schema.keyspace(&ks).is_none() {
+                return Err(SchemaError::invalid(format!(
+                    "Keyspace '{ks}' doesn't exist"
+                )));
+            }
+            if schema.user_type(&ks, &ct.name.name).is_some() {
+                return if ct.if_not_exists {
+                    Ok(None)
+                } else {
+                    Err(SchemaError::invalid(format!(
+                        "A user type with name '{}' already exists",
+                        ct.name.name
+                    )))
+                };
+            }
+            let fields =
+                crate::types::create_fields(&ks, &ct.name.name, &ct.fields, schema.types_in(&ks))?;
+            Ok(Some(SchemaChange::CreateType {
+                keyspace: ks,
+                name: ct.name.name.clone(),
+                fields,
+            }))
+        }
+        Statement::AlterType(at) => {
+            let ks = keyspace_of(&at.name, current_keyspace)?;
+            if is_system_keyspace(&ks) {
+                return Err(SchemaError::Unauthorized(format!(
+                    "Cannot alter system keyspace {ks}"
+                )));
+            }
+            let Some(current) = schema.user_type(&ks, &at.name.name) else {
+                if at.if_exists {
+                    return Ok(None);
+                }
+                return Err(SchemaError::invalid(format!(
+                    "Type {ks}.{} doesn't exist",
+                    at.name.name
+                )));
+            };
+            let in_partition_key: Vec<String> = schema
+                .tables_in(&ks)
+                .filter(|t| {
+                    t.partition_key()
+                        .iter()
+                        .any(|c| crate::types::references(&c.ty, &current.name))
+                })
+                .map(|t| t.name.clone())
+                .collect();
+            let Some(fields) = crate::types::alter_fields(
+                &ks,
+                current,
+                &at.action,
+                schema.types_in(&ks),
+                &in_partition_key,
+            )?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(SchemaChange::AlterType {
+                keyspace: ks,
+                name: at.name.name.clone(),
+                fields,
+            }))
+        }
+        Statement::DropType { name, if_exists } => {
+            let ks = keyspace_of(name, current_keyspace)?;
+            if is_system_keyspace(&ks) {
+                return Err(SchemaError::Unauthorized(format!(
+                    "Cannot alter system keyspace {ks}"
+                )));
+            }
+            if schema.user_type(&ks, &name.name).is_none() {
+                if *if_exists {
+                    return Ok(None);
+                }
+                return Err(SchemaError::invalid(format!(
+                    "Type '{ks}.{}' doesn't exist",
+                    name.name
+                )));
+            }
+            Ok(Some(SchemaChange::DropType {
+                keyspace: ks,
+                name: name.name.clone(),
+            }))
+        }
         _ => Err(SchemaError::invalid(
-            "Only CREATE/ALTER/DROP KEYSPACE and TABLE statements change the schema",
+            "Only CREATE/ALTER/DROP KEYSPACE, TABLE, INDEX and TYPE statements change the schema",
         )),
     }
 }
@@ -418,7 +512,7 @@ pub(crate) fn table_option_cells(props: &[Property]) -> Result<BTreeMap<String, 
     Ok(o)
 }
 
-fn table_from_create(ct: &gyre_cql::CreateTable, ks: &str) -> Result<TableDef> {
+fn table_from_create(ct: &gyre_cql::CreateTable, ks: &str, schema: &Schema) -> Result<TableDef> {
     check_name("Table", &ct.name.name)?;
     if ct.options.compact_storage {
         return Err(SchemaError::invalid(
@@ -502,7 +596,7 @@ fn table_from_create(ct: &gyre_cql::CreateTable, ks: &str) -> Result<TableDef> {
         }
         columns.push(ColumnDef {
             name: c.name.clone(),
-            ty: c.ty.clone(),
+            ty: schema.resolve_type(ks, &c.ty)?,
             kind,
         });
     }
@@ -520,7 +614,11 @@ fn table_from_create(ct: &gyre_cql::CreateTable, ks: &str) -> Result<TableDef> {
     Ok(def)
 }
 
-fn alteration(def: &TableDef, action: &AlterTableAction) -> Result<Option<TableAlteration>> {
+fn alteration(
+    def: &TableDef,
+    action: &AlterTableAction,
+    schema: &Schema,
+) -> Result<Option<TableAlteration>> {
     Ok(Some(match action {
         AlterTableAction::Add {
             if_not_exists,
@@ -560,7 +658,7 @@ fn alteration(def: &TableDef, action: &AlterTableAction) -> Result<Option<TableA
                 }
                 add.push(ColumnDef {
                     name: c.name.clone(),
-                    ty: c.ty.clone(),
+                    ty: schema.resolve_type(&def.keyspace, &c.ty)?,
                     kind: if c.is_static {
                         ColumnKind::Static
                     } else {

@@ -288,13 +288,26 @@ fn encode_value(ty: &CqlType, v: &[u8], out: &mut Vec<u8>) -> Result<()> {
             r.done()?;
             out.push(0);
         }
-        CqlType::Tuple(fields) => {
+        CqlType::Tuple(_) | CqlType::UserType(_) => {
+            let fields = component_types(ty);
             let mut r = ValueReader::new(v);
-            for f in fields {
+            let mut items = Vec::new();
+            for f in &fields {
                 if r.at_end() {
                     break;
                 }
-                match r.nullable_item()? {
+                items.push((f, r.nullable_item()?));
+            }
+            r.done()?;
+            // A user type value with trailing null fields equals the same
+            // value written before those fields were added (ALTER TYPE ADD).
+            if matches!(ty, CqlType::UserType(_)) {
+                while items.last().is_some_and(|(_, v)| v.is_none()) {
+                    items.pop();
+                }
+            }
+            for (f, item) in items {
+                match item {
                     None => out.push(1),
                     Some(item) => {
                         out.push(2);
@@ -302,7 +315,6 @@ fn encode_value(ty: &CqlType, v: &[u8], out: &mut Vec<u8>) -> Result<()> {
                     }
                 }
             }
-            r.done()?;
             out.push(0);
         }
         other => return err(format!("type {other} cannot be a clustering column")),
@@ -396,9 +408,10 @@ fn decode_value(ty: &CqlType, r: &mut Reader<'_>) -> Result<Vec<u8>> {
             }
             collection_bytes(n, items.iter().map(Some))
         }
-        CqlType::Tuple(fields) => {
+        CqlType::Tuple(_) | CqlType::UserType(_) => {
+            let fields = component_types(ty);
             let mut items: Vec<Option<Vec<u8>>> = Vec::new();
-            for f in fields {
+            for f in &fields {
                 match r.byte()? {
                     0 => {
                         r.pos -= 1;
@@ -426,6 +439,16 @@ fn decode_value(ty: &CqlType, r: &mut Reader<'_>) -> Result<Vec<u8>> {
         }
         other => return err(format!("type {other} cannot be a clustering column")),
     })
+}
+
+/// The component types of a tuple or a user type (a UDT value is laid out
+/// like a tuple of its fields, and orders the same way).
+fn component_types(ty: &CqlType) -> Vec<&CqlType> {
+    match ty {
+        CqlType::Tuple(ts) => ts.iter().collect(),
+        CqlType::UserType(u) => u.fields.iter().map(|(_, t)| t).collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn int_width(ty: &CqlType) -> usize {

@@ -4,7 +4,10 @@
 //! What it is:
 //! - the model ([`KeyspaceDef`], [`TableDef`], [`ColumnDef`], options) with
 //!   Cassandra's structural checks;
-//! - [`statement_to_change`]: CREATE/ALTER/DROP KEYSPACE and TABLE from the
+//! - user-defined types (`types.rs`): CREATE/ALTER/DROP TYPE, stored as
+//!   `RowKey::Type` rows and resolved into every column's type
+//!   ([`gyre_cql::CqlType::UserType`]) when the schema is derived;
+//! - [`statement_to_change`]: CREATE/ALTER/DROP KEYSPACE, TABLE, INDEX and TYPE from the
 //!   [`gyre_cql`] syntax tree to a [`SchemaChange`], with Cassandra's errors;
 //! - [`Schema`]: the whole schema, derived from timestamped [`SchemaRows`]
 //!   (like Cassandra's `system_schema` tables) that merge by last-write-wins,
@@ -17,7 +20,7 @@
 //!   byte-comparable clustering keys per CQL type.
 //!
 //! What it is not: no networking (callers ship [`SchemaRows`] between nodes),
-//! no user-defined types, functions or views (secondary indexes are
+//! no functions or views (secondary indexes are
 //! [`IndexDef`]s of their table, `RowKey::Index` rows), no value parsing
 //! beyond key encoding.
 //!
@@ -46,6 +49,7 @@ mod model;
 mod rows;
 mod schema;
 mod store;
+mod types;
 
 pub use crate::md5::md5;
 pub use crate::{
@@ -66,4 +70,5 @@ pub use crate::{
         SYSTEM_KEYSPACES,
     },
     store::{SchemaStore, SCHEMA_TABLE_ID},
+    types::{dependency_order, type_to_cql, KeyspaceTypes},
 };

@@ -528,6 +528,11 @@ pub(crate) fn check_type(ty: &CqlType, primary_key: bool, column: &str) -> Resul
                     "vector type is not supported for PRIMARY KEY column '{column}'"
                 )))
             }
+            CqlType::UserType(_) => {
+                return Err(SchemaError::invalid(format!(
+                "Invalid non-frozen user-defined type \"{ty}\" for PRIMARY KEY column '{column}'"
+            )))
+            }
             _ => {}
         }
         if contains_duration(ty) {
@@ -552,6 +557,7 @@ fn contains_duration(ty: &CqlType) -> bool {
         }
         CqlType::Map(k, v) => contains_duration(k) || contains_duration(v),
         CqlType::Tuple(ts) => ts.iter().any(contains_duration),
+        CqlType::UserType(u) => u.fields.iter().any(|(_, t)| contains_duration(t)),
         _ => false,
     }
 }
@@ -568,10 +574,17 @@ fn check_type_inner(ty: &CqlType, frozen: bool) -> Result<()> {
                 "Non-frozen collections are not allowed inside collections: {ty}"
             )));
         }
+        if !frozen && matches!(t, CqlType::UserType(_)) {
+            return Err(SchemaError::invalid(format!(
+                "Non-frozen UDTs are not allowed inside collections: {ty}"
+            )));
+        }
         check_type_inner(t, frozen)
     };
     match ty {
         CqlType::Counter => Ok(()),
+        // Its fields were checked when the type was created.
+        CqlType::UserType(_) => Ok(()),
         CqlType::Udt(name) => Err(SchemaError::invalid(format!("Unknown type {name}"))),
         CqlType::Custom(class) => Err(SchemaError::invalid(format!(
             "Custom types are not supported ({class})"
@@ -598,7 +611,7 @@ fn check_type_inner(ty: &CqlType, frozen: bool) -> Result<()> {
             sub(t)
         }
         CqlType::Frozen(t) => match &**t {
-            CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..) | CqlType::Tuple(_) | CqlType::Udt(_) => {
+            CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..) | CqlType::Tuple(_) | CqlType::Udt(_) | CqlType::UserType(_) => {
                 check_type_inner(t, true)
             }
             other => Err(SchemaError::invalid(format!(

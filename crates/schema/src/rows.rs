@@ -40,6 +40,9 @@ pub enum RowKey {
         table_id: Uuid,
         index: String,
     },
+    /// A user-defined type: its field names and field types as JSON lists
+    /// (Cassandra's `system_schema.types`).
+    Type { name: String },
 }
 
 /// One version of a cell.

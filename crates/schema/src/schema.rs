@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use gyre_common::Timestamp;
-use gyre_cql::CqlType;
+use std::sync::Arc;
+
+use gyre_cql::{CqlType, UserType};
 use gyre_storage::TableId;
 use uuid::Uuid;
 
@@ -15,6 +17,7 @@ use crate::model::{
     Replication, TableDef, TableOptions,
 };
 use crate::rows::{RowKey, SchemaRow, SchemaRows};
+use crate::types::KeyspaceTypes;
 
 /// The built-in keyspaces: present on every node, never in the schema rows,
 /// neither alterable nor droppable.
@@ -147,6 +150,22 @@ pub enum SchemaChange {
         table: String,
         index: String,
     },
+    /// A new user-defined type, its fields resolved.
+    CreateType {
+        keyspace: String,
+        name: String,
+        fields: Vec<(String, CqlType)>,
+    },
+    /// A type's new list of fields (ALTER TYPE ADD / RENAME).
+    AlterType {
+        keyspace: String,
+        name: String,
+        fields: Vec<(String, CqlType)>,
+    },
+    DropType {
+        keyspace: String,
+        name: String,
+    },
 }
 
 /// What an ALTER TABLE changes.
@@ -168,6 +187,8 @@ pub struct Schema {
     keyspaces: BTreeMap<String, KeyspaceDef>,
     tables: BTreeMap<(String, String), TableDef>,
     by_id: BTreeMap<TableId, (String, String)>,
+    /// User-defined types per keyspace, resolved.
+    types: BTreeMap<String, KeyspaceTypes>,
 }
 
 impl PartialEq for Schema {
@@ -223,6 +244,28 @@ impl Schema {
             return system_auth_tables().iter().find(|t| t.name == table);
         }
         self.tables.get(&(keyspace.to_owned(), table.to_owned()))
+    }
+
+    /// The user-defined types of a keyspace (empty when it has none).
+    pub fn types_in(&self, keyspace: &str) -> &KeyspaceTypes {
+        static EMPTY: KeyspaceTypes = BTreeMap::new();
+        self.types.get(keyspace).unwrap_or(&EMPTY)
+    }
+
+    /// Every keyspace's user-defined types.
+    pub fn types(&self) -> &BTreeMap<String, KeyspaceTypes> {
+        &self.types
+    }
+
+    /// A user-defined type by keyspace and name.
+    pub fn user_type(&self, keyspace: &str, name: &str) -> Option<&Arc<UserType>> {
+        self.types.get(keyspace)?.get(name)
+    }
+
+    /// Resolves the user type names in a type written in keyspace `ks`
+    /// (Cassandra's "Unknown type ks.name" when one is missing).
+    pub fn resolve_type(&self, ks: &str, ty: &CqlType) -> Result<CqlType> {
+        crate::types::resolve(ty, ks, self.types_in(ks))
     }
 
     pub fn table_by_id(&self, id: TableId) -> Option<&TableDef> {
@@ -540,6 +583,78 @@ impl Schema {
                 }
                 m.delete_row(keyspace, index_key(def, index), ts);
             }
+            SchemaChange::CreateType {
+                keyspace,
+                name,
+                fields,
+            } => {
+                not_system(keyspace, "alter")?;
+                self.live_keyspace(keyspace)?;
+                if self.user_type(keyspace, name).is_some() {
+                    return Err(SchemaError::invalid(format!(
+                        "A user type with name '{name}' already exists"
+                    )));
+                }
+                let key = RowKey::Type { name: name.clone() };
+                self.check_not_shadowed(keyspace, &key, ts)?;
+                type_cells(&mut m, keyspace, name, fields, ts)?;
+            }
+            SchemaChange::AlterType {
+                keyspace,
+                name,
+                fields,
+            } => {
+                not_system(keyspace, "alter")?;
+                self.live_keyspace(keyspace)?;
+                if self.user_type(keyspace, name).is_none() {
+                    return Err(SchemaError::invalid(format!(
+                        "Type {keyspace}.{name} doesn't exist"
+                    )));
+                }
+                type_cells(&mut m, keyspace, name, fields, ts)?;
+            }
+            SchemaChange::DropType { keyspace, name } => {
+                not_system(keyspace, "alter")?;
+                self.live_keyspace(keyspace)?;
+                if self.user_type(keyspace, name).is_none() {
+                    return Err(SchemaError::invalid(format!(
+                        "Type '{keyspace}.{name}' doesn't exist"
+                    )));
+                }
+                let users: Vec<&str> = self
+                    .types_in(keyspace)
+                    .values()
+                    .filter(|t| {
+                        t.name != *name
+                            && t.fields
+                                .iter()
+                                .any(|(_, ft)| crate::types::references(ft, name))
+                    })
+                    .map(|t| t.name.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    return Err(SchemaError::invalid(format!(
+                        "Cannot drop user type '{keyspace}.{name}' as it is still used by user types {}",
+                        users.join(", ")
+                    )));
+                }
+                let tables: Vec<&str> = self
+                    .tables_in(keyspace)
+                    .filter(|t| {
+                        t.columns
+                            .iter()
+                            .any(|c| crate::types::references(&c.ty, name))
+                    })
+                    .map(|t| t.name.as_str())
+                    .collect();
+                if !tables.is_empty() {
+                    return Err(SchemaError::invalid(format!(
+                        "Cannot drop user type '{keyspace}.{name}' as it is still used by tables {}",
+                        tables.join(", ")
+                    )));
+                }
+                m.delete_row(keyspace, RowKey::Type { name: name.clone() }, ts);
+            }
         }
         Ok(m)
     }
@@ -568,7 +683,7 @@ impl Schema {
                 | RowKey::DroppedColumn { table_id, .. }
                 | RowKey::Index { table_id, .. } => *table_id == id.0,
                 RowKey::Table { .. } => r.get("id") == Some(id.0.to_string().as_str()),
-                RowKey::Keyspace => false,
+                RowKey::Keyspace | RowKey::Type { .. } => false,
             })
         })
     }
@@ -578,6 +693,7 @@ impl Schema {
         self.keyspaces.clear();
         self.tables.clear();
         self.by_id.clear();
+        self.types.clear();
         for name in SYSTEM_KEYSPACES {
             self.keyspaces
                 .insert((*name).to_owned(), system_keyspace(name));
@@ -596,11 +712,36 @@ impl Schema {
                     continue;
                 }
             }
+            let mut raw_types = BTreeMap::new();
+            for (key, row) in &p.rows {
+                let RowKey::Type { name } = key else {
+                    continue;
+                };
+                match type_from_row(row) {
+                    Ok(Some(fields)) => {
+                        raw_types.insert(name.clone(), fields);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(keyspace = %ks, r#type = %name, error = %e, "skipping type with a bad schema row")
+                    }
+                }
+            }
+            let types = crate::types::resolve_all(ks, &raw_types);
             for (key, row) in &p.rows {
                 let RowKey::Table { table } = key else {
                     continue;
                 };
-                match table_from_rows(ks, table, row, &p.rows) {
+                let def = table_from_rows(ks, table, row, &p.rows).and_then(|def| {
+                    def.map(|mut def| {
+                        for c in &mut def.columns {
+                            c.ty = crate::types::resolve(&c.ty, ks, &types)?;
+                        }
+                        Ok(def)
+                    })
+                    .transpose()
+                });
+                match def {
                     Ok(Some(def)) if def.validate().is_err() => {
                         // Only a peer's partial or foreign rows get here.
                         tracing::warn!(keyspace = %ks, table = %table, "skipping table with incomplete schema rows");
@@ -615,8 +756,49 @@ impl Schema {
                     }
                 }
             }
+            if !types.is_empty() {
+                self.types.insert(ks.clone(), types);
+            }
         }
     }
+}
+
+fn type_cells(
+    m: &mut SchemaRows,
+    ks: &str,
+    name: &str,
+    fields: &[(String, CqlType)],
+    ts: Timestamp,
+) -> Result<()> {
+    let json =
+        |v: Vec<String>| serde_json::to_string(&v).map_err(|e| SchemaError::invalid(e.to_string()));
+    let names = json(fields.iter().map(|(f, _)| f.clone()).collect())?;
+    let types = json(fields.iter().map(|(_, t)| t.to_string()).collect())?;
+    let key = RowKey::Type {
+        name: name.to_owned(),
+    };
+    m.set(ks, key.clone(), "field_names", names, ts);
+    m.set(ks, key, "field_types", types, ts);
+    Ok(())
+}
+
+/// A type's fields with their types as parsed from text (names unresolved).
+fn type_from_row(row: &SchemaRow) -> Result<Option<Vec<(String, CqlType)>>> {
+    let (Some(names), Some(types)) = (row.get("field_names"), row.get("field_types")) else {
+        return Ok(None);
+    };
+    let bad = |e: serde_json::Error| SchemaError::Corrupt(format!("type fields: {e}"));
+    let names: Vec<String> = serde_json::from_str(names).map_err(bad)?;
+    let types: Vec<String> = serde_json::from_str(types).map_err(bad)?;
+    if names.len() != types.len() || names.is_empty() {
+        return Err(SchemaError::Corrupt("type field lists differ".into()));
+    }
+    names
+        .into_iter()
+        .zip(types)
+        .map(|(n, t)| Ok((n, parse_type(&t)?)))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 fn not_system(ks: &str, what: &str) -> Result<()> {

@@ -46,6 +46,10 @@ fn encode_row_key(key: &RowKey) -> Vec<u8> {
             out.push(1);
             encode_bytes(table.as_bytes(), &mut out);
         }
+        RowKey::Type { name } => {
+            out.push(5);
+            encode_bytes(name.as_bytes(), &mut out);
+        }
         RowKey::Column {
             table,
             table_id,
@@ -88,6 +92,13 @@ fn decode_row_key(b: &[u8]) -> Result<RowKey> {
                 return Err(corrupt());
             }
             Ok(RowKey::Table { table })
+        }
+        Some(5) => {
+            let (name, n) = text(&b[1..])?;
+            if n + 1 != b.len() {
+                return Err(corrupt());
+            }
+            Ok(RowKey::Type { name })
         }
         Some(kind @ (2..=4)) => {
             let (table, n) = text(&b[1..])?;

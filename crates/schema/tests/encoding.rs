@@ -308,3 +308,46 @@ fn special_values_and_rejections() {
         vec![0, 2, b'a', b'b', 0, 0, 1, b'c', 0]
     );
 }
+
+/// A UDT value as the protocol serializes it: `[bytes]` per field.
+fn udt_bytes(fields: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in fields {
+        match f {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    out
+}
+
+#[test]
+fn user_types_order_by_field_and_ignore_trailing_nulls() {
+    let ty = CqlType::UserType(std::sync::Arc::new(gyre_cql::UserType {
+        keyspace: "ks".into(),
+        name: "u".into(),
+        fields: vec![
+            ("a".into(), CqlType::Int),
+            ("b".into(), CqlType::Text),
+            ("c".into(), CqlType::Int),
+        ],
+    }));
+    let one = 1i32.to_be_bytes();
+    let two = 2i32.to_be_bytes();
+    let a1 = udt_bytes(&[Some(&one), Some(b"x")]);
+    let a2 = udt_bytes(&[Some(&two), Some(b"a")]);
+    check(&ty, &a1, &a2, Ordering::Less);
+    // Null sorts before any value of its field.
+    let null_b = udt_bytes(&[Some(&one), None]);
+    check(&ty, &null_b, &a1, Ordering::Less);
+    // Trailing nulls (a value written before ALTER TYPE ADD, or after)
+    // encode alike, so the same key is found either way.
+    let short = encode_clustering(&ty, &a1, ASC).unwrap();
+    let long = encode_clustering(&ty, &udt_bytes(&[Some(&one), Some(b"x"), None]), ASC).unwrap();
+    assert_eq!(short, long);
+    let (back, _) = decode_clustering(&ty, &long, ASC).unwrap();
+    assert_eq!(back, a1);
+}

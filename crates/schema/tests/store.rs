@@ -120,3 +120,54 @@ fn engine_merges_rows_like_the_schema_does() {
     assert_eq!(loaded.version(), a.version());
     assert_eq!(loaded.table("ks", "t").unwrap().options.comment, "new");
 }
+
+#[test]
+fn user_types_survive_restart_and_resolve_into_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, tables) = {
+        let store = open(dir.path());
+        let mut s = store.load().unwrap();
+        run(&mut s, &store, 1, "CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}");
+        run(&mut s, &store, 2, "CREATE TYPE addr (street text, zip int)");
+        run(
+            &mut s,
+            &store,
+            3,
+            "CREATE TYPE person (name text, home frozen<addr>)",
+        );
+        run(&mut s, &store, 4, "CREATE TABLE t (k int, c frozen<addr>, p person, l list<frozen<person>>, PRIMARY KEY (k, c))");
+        run(&mut s, &store, 5, "ALTER TYPE addr ADD city text");
+        run(&mut s, &store, 6, "CREATE TYPE gone (a int)");
+        run(&mut s, &store, 7, "DROP TYPE gone");
+        (s.rows().clone(), s.tables().clone())
+    };
+    let loaded = open(dir.path()).load().unwrap();
+    assert_eq!(loaded.rows(), &rows);
+    assert_eq!(loaded.tables(), &tables);
+    assert!(loaded.user_type("ks", "gone").is_none());
+    let names: Vec<&String> = loaded.types_in("ks").keys().collect();
+    assert_eq!(names, ["addr", "person"]);
+    // The table's column carries the type's current fields, nested too.
+    let t = loaded.table("ks", "t").unwrap();
+    let gyre_cql::CqlType::UserType(p) = &t.column("p").unwrap().ty else {
+        panic!("p is not a resolved user type")
+    };
+    let gyre_cql::CqlType::Frozen(home) = &p.fields[1].1 else {
+        panic!("home is not frozen")
+    };
+    let gyre_cql::CqlType::UserType(home) = &**home else {
+        panic!("home is not a user type")
+    };
+    let fields: Vec<&str> = home.fields.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(fields, ["street", "zip", "city"]);
+    assert_eq!(
+        t.column("l").unwrap().ty.to_string(),
+        "list<frozen<person>>"
+    );
+    // DESCRIBE order: a type after the types it uses.
+    let order: Vec<String> = gyre_schema::dependency_order(loaded.types_in("ks"))
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    assert_eq!(order, ["addr", "person"]);
+}

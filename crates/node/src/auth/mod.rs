@@ -683,6 +683,17 @@ impl Auth {
             Statement::DropIndex { name, .. } => {
                 checks.push((Permission::Alter, Resource::Keyspace(ks(name)?)));
             }
+            // Cassandra: CREATE / DROP on all tables of the keyspace,
+            // ALTER on the keyspace.
+            Statement::CreateType(c) => {
+                checks.push((Permission::Create, Resource::Keyspace(ks(&c.name)?)));
+            }
+            Statement::AlterType(a) => {
+                checks.push((Permission::Alter, Resource::Keyspace(ks(&a.name)?)));
+            }
+            Statement::DropType { name, .. } => {
+                checks.push((Permission::Drop, Resource::Keyspace(ks(name)?)));
+            }
             Statement::Use(_) | Statement::Describe(_) | Statement::Unsupported { .. } => {}
         }
         if checks.is_empty() {
