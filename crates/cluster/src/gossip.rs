@@ -40,6 +40,9 @@ pub enum AppStateKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NodeStatus {
     Bootstrapping,
+    /// Joining in place of a dead node, taking over its tokens (Cassandra's
+    /// BOOT_REPLACE; the STATUS value also names the replaced host id).
+    Replacing,
     Normal,
     Leaving,
     Left,
@@ -50,6 +53,7 @@ impl NodeStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Bootstrapping => "BOOT",
+            Self::Replacing => "BOOT_REPLACE",
             Self::Normal => "NORMAL",
             Self::Leaving => "LEAVING",
             Self::Left => "LEFT",
@@ -74,6 +78,7 @@ impl FromStr for NodeStatus {
     fn from_str(s: &str) -> std::result::Result<Self, ()> {
         Ok(match s {
             "BOOT" => Self::Bootstrapping,
+            "BOOT_REPLACE" => Self::Replacing,
             "NORMAL" => Self::Normal,
             "LEAVING" => Self::Leaving,
             "LEFT" => Self::Left,
@@ -134,8 +139,19 @@ impl EndpointState {
         self.states.get(&key).map(|v| v.value.as_str())
     }
 
+    /// The STATUS state's status (what comes before any `,`).
     pub fn status(&self) -> Option<NodeStatus> {
-        self.get(AppStateKey::Status).and_then(|s| s.parse().ok())
+        self.get(AppStateKey::Status)
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.parse().ok())
+    }
+
+    /// The host a BOOT_REPLACE node replaces (`BOOT_REPLACE,<host id>`).
+    pub fn replacing(&self) -> Option<HostId> {
+        let (status, host) = self.get(AppStateKey::Status)?.split_once(',')?;
+        (status == NodeStatus::Replacing.as_str())
+            .then(|| host.parse().ok())
+            .flatten()
     }
 
     /// The TOKENS state; `None` if absent or malformed.
@@ -380,6 +396,12 @@ impl Gossiper {
 
     pub fn set_status(&mut self, status: NodeStatus) {
         self.set_local_state(AppStateKey::Status, status.as_str());
+    }
+
+    /// STATUS=BOOT_REPLACE,<old>: this node takes over `old`'s tokens.
+    pub fn set_replacing(&mut self, old: HostId) {
+        let value = format!("{},{old}", NodeStatus::Replacing.as_str());
+        self.set_local_state(AppStateKey::Status, value);
     }
 
     pub fn set_tokens(&mut self, tokens: &[Token]) {

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::http::Response;
 use crate::membership::{is_alive, keyspaces, other_movement};
 use crate::node::Shared;
-use crate::streaming::{fetch_range, StreamRange, Throttle};
+use crate::streaming::{stream_plan, Direction, StreamRange};
 
 /// Mark the host as leaving and stream the ranges this node gains.
 pub const REMOVE_PREPARE: Verb = Verb(0x0403);
@@ -250,29 +250,7 @@ async fn prepare(shared: &Arc<Shared>, host: HostId) -> Result<(), String> {
             }
         }
     }
-    let throttle = Throttle::new(shared.cfg.cluster.stream_throughput_mb_per_sec);
-    let sessions = plan.into_iter().map(|(from, ranges)| {
-        let (shared, throttle) = (shared.clone(), &throttle);
-        async move {
-            let session =
-                shared
-                    .streams
-                    .start("removenode", "in", from.to_string(), ranges.len() as u64);
-            let mut result = Ok(());
-            for r in ranges {
-                result = fetch_range(&shared, from, r, &session, throttle).await;
-                if result.is_err() {
-                    break;
-                }
-            }
-            session.finish(&result);
-            result
-        }
-    });
-    for r in futures::future::join_all(sessions).await {
-        r?;
-    }
-    Ok(())
+    stream_plan(shared, "removenode", Direction::In, plan).await
 }
 
 pub(crate) fn register_verbs(shared: &Arc<Shared>) {

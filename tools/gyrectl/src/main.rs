@@ -466,6 +466,16 @@ enum ClusterCmd {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Replace dead node N (Cassandra's replace_address_first_boot): a new
+    /// node on the next free address takes over N's tokens, streams N's
+    /// ranges from the other replicas and turns NORMAL; N leaves the ring.
+    Replace {
+        node: usize,
+        #[arg(long)]
+        gyre_bin: Option<PathBuf>,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Decommission node N: it streams its data to the nodes taking over its
     /// ranges, hands off its hints, leaves the ring and stops.
     Decommission {
@@ -871,6 +881,22 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
                     t0.elapsed().as_secs_f64()
                 );
             }
+            print_cluster(&c);
+            Ok(())
+        }
+        ClusterCmd::Replace {
+            node,
+            gyre_bin,
+            timeout_secs,
+        } => {
+            let mut c = LocalCluster::open(&dir)?;
+            let bin = gyrectl::find_gyre_bin(gyre_bin.as_deref())?;
+            let t0 = Instant::now();
+            let n = c.replace_node(node, &bin, Duration::from_secs(timeout_secs))?;
+            println!(
+                "node {n} replaced node {node} (UN) after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             print_cluster(&c);
             Ok(())
         }
