@@ -544,8 +544,16 @@ while time.time() < deadline:
     time.sleep(0.2)
 else:
     sys.exit("driver hosts never became new-without-old: %s" % sorted(hosts))
-peers = sorted(r.peer for r in session.execute("SELECT peer FROM system.peers"))
-assert old not in peers and new in peers, peers
+# Asked of whichever node the driver picks: each drops the old node as it
+# hears the replacement turn NORMAL.
+deadline = time.time() + 60
+while time.time() < deadline:
+    peers = sorted(r.peer for r in session.execute("SELECT peer FROM system.peers"))
+    if old not in peers and new in peers:
+        break
+    time.sleep(0.2)
+else:
+    sys.exit("system.peers still %s" % peers)
 print("peers", peers, flush=True)
 print("ok", flush=True)
 "#;
@@ -697,3 +705,131 @@ fn a_dead_node_replaced_serves_its_ranges_from_streamed_data() {
     validate(&c, 4, "base", base, "ONE");
     validate(&c, 4, "during_replace", load_ops, "ONE");
 }
+
+#[test]
+fn cleanup_after_a_join_frees_the_ranges_given_away() {
+    let base = if long() { 50_000 } else { 5_000 };
+    let c = TestCluster::new(4, 146);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.146",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+    ]);
+    populate(&c, "base", base);
+    // Cassandra's refusals.
+    let out = c.gyrectl(&["cleanup", "system", "--host", "127.0.146.1"]);
+    assert!(
+        show(&out).contains("Cleanup of the system keyspace is neither necessary nor possible."),
+        "{}",
+        show(&out)
+    );
+    let out = c.gyrectl(&["cleanup", "nope", "--host", "127.0.146.1"]);
+    assert!(
+        show(&out).contains("Keyspace [nope] does not exist."),
+        "{}",
+        show(&out)
+    );
+    c.gyrectl_ok(&["cluster", "add"]);
+    // RF 3 on 4 nodes: each old node now replicates about 3/4 of the ring.
+    let out = c.gyrectl_ok(&[
+        "cleanup",
+        "gyre_stress",
+        "--host",
+        "127.0.146.1,127.0.146.2,127.0.146.3",
+    ]);
+    let (mut before, mut after) = (0, 0);
+    for n in 1..=3 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("127.0.146.{n}: gyre_stress.base:")))
+            .unwrap_or_else(|| panic!("no report of node {n}: {out}"));
+        let sizes: Vec<u64> = line
+            .split(": ")
+            .nth(2)
+            .expect("sizes")
+            .trim_end_matches(" bytes")
+            .split(" -> ")
+            .map(|v| v.parse().expect("bytes"))
+            .collect();
+        assert!(sizes[1] < sizes[0], "node {n} did not shrink: {line}");
+        before += sizes[0];
+        after += sizes[1];
+    }
+    // Each gave up about a quarter (vnodes make it uneven per node).
+    assert!(
+        after < before * 17 / 20,
+        "{before} -> {after} bytes:\n{out}"
+    );
+    assert!(out.contains("cleanup freed"), "{out}");
+    for node in 1..=4 {
+        validate(&c, node, "base", base, "QUORUM");
+    }
+
+    // The ring as nodetool shows it: 4 nodes x 16 tokens, all Up Normal;
+    // each range of the keyspace with its 3 replicas.
+    let ring = c.gyrectl_ok(&["ring", "--host", "127.0.146.2"]);
+    assert_eq!(ring.matches("Up      Normal").count(), 64, "{ring}");
+    let ranges = c.gyrectl_ok(&["describering", "gyre_stress", "--host", "127.0.146.2"]);
+    let lines: Vec<&str> = ranges
+        .lines()
+        .filter(|l| l.contains("TokenRange("))
+        .collect();
+    assert_eq!(lines.len(), 64, "{ranges}");
+    assert!(
+        lines.iter().all(|l| l.matches("127.0.146.").count() == 3),
+        "{ranges}"
+    );
+    // getendpoints agrees with the Python driver's token map.
+    let ours = c.gyrectl_ok(&[
+        "getendpoints",
+        "gyre_stress",
+        "base",
+        "42",
+        "--host",
+        "127.0.146.3",
+    ]);
+    let mut ours: Vec<&str> = ours.lines().collect();
+    ours.sort_unstable();
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    let out = Command::new(python())
+        .args(["-c", GETENDPOINTS_SCRIPT, "127.0.146.1"])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", show(&out));
+    let driver = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(driver.trim(), ours.join(","), "driver vs getendpoints");
+    let out = c.gyrectl(&[
+        "getendpoints",
+        "gyre_stress",
+        "base",
+        "x",
+        "--host",
+        "127.0.146.3",
+    ]);
+    assert!(
+        show(&out).contains("\"x\" is not a valid bigint"),
+        "{}",
+        show(&out)
+    );
+}
+
+/// The replicas of bigint key 42 of gyre_stress, from the driver's token map.
+const GETENDPOINTS_SCRIPT: &str = r#"
+import struct, sys
+from cassandra.cluster import Cluster
+cluster = Cluster([sys.argv[1]], protocol_version=4, connect_timeout=10)
+cluster.connect()
+tm = cluster.metadata.token_map
+hosts = tm.get_replicas("gyre_stress", tm.token_class.from_key(struct.pack(">q", 42)))
+print(",".join(sorted(h.address for h in hosts)))
+"#;

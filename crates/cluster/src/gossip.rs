@@ -46,6 +46,10 @@ pub enum NodeStatus {
     Normal,
     Leaving,
     Left,
+    /// Taken out of the ring by `removenode` (Cassandra's REMOVED_TOKEN),
+    /// published by the remover on the removed node's own state with a
+    /// newer version, so no peer can gossip the node back in.
+    Removed,
     Shutdown,
 }
 
@@ -57,13 +61,14 @@ impl NodeStatus {
             Self::Normal => "NORMAL",
             Self::Leaving => "LEAVING",
             Self::Left => "LEFT",
+            Self::Removed => "removed",
             Self::Shutdown => "shutdown",
         }
     }
 
     /// Statuses of nodes that are not serving: never marked UP from gossip.
     pub fn is_dead(self) -> bool {
-        matches!(self, Self::Left | Self::Shutdown)
+        matches!(self, Self::Left | Self::Removed | Self::Shutdown)
     }
 }
 
@@ -82,6 +87,7 @@ impl FromStr for NodeStatus {
             "NORMAL" => Self::Normal,
             "LEAVING" => Self::Leaving,
             "LEFT" => Self::Left,
+            "removed" => Self::Removed,
             "shutdown" => Self::Shutdown,
             _ => return Err(()),
         })
@@ -796,7 +802,7 @@ impl Gossiper {
             let ev = if key == AppStateKey::Status {
                 MembershipEvent::StatusChanged {
                     endpoint: ep,
-                    status: value.parse().ok(),
+                    status: value.split(',').next().and_then(|s| s.parse().ok()),
                 }
             } else {
                 MembershipEvent::StateChanged {
@@ -865,6 +871,34 @@ impl Gossiper {
                 },
             })
             .collect()
+    }
+
+    /// `removenode`: publishes STATUS=removed,<host> on the dead `ep`'s own
+    /// state, one version above what it had, so that it reaches every peer
+    /// by gossip and outranks any stale copy of its old state. False when
+    /// `ep` is unknown or alive.
+    pub fn advertise_removed(&mut self, ep: Endpoint, host: HostId, now: u64) -> bool {
+        if ep == self.cfg.local || self.live.contains(&ep) {
+            return false;
+        }
+        let Some(st) = self.states.get_mut(&ep) else {
+            return false;
+        };
+        if st.status() == Some(NodeStatus::Removed) {
+            return true;
+        }
+        let version = st.max_version() + 1;
+        let value = format!("{},{host}", NodeStatus::Removed.as_str());
+        st.states.insert(
+            AppStateKey::Status,
+            VersionedValue {
+                value: value.clone(),
+                version,
+            },
+        );
+        self.mark_dead(ep, now);
+        self.emit_changes(ep, vec![(AppStateKey::Status, value)]);
+        true
     }
 
     /// Forgets a peer (e.g. after it LEFT) and ignores gossip about it for

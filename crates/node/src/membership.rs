@@ -16,6 +16,13 @@
 //! the nodes that take it over, delivers the hints it holds, announces
 //! LEFT (peers drop it from the ring and tell drivers REMOVED_NODE), waits
 //! for that to spread and stops the process.
+//!
+//! Replace ([`replace_target`], [`replace`]): a new node started with
+//! `cluster.replace_address` takes a dead node's tokens, announces
+//! BOOT_REPLACE (a pending replica of the dead node's ranges), streams them
+//! from live replicas and turns NORMAL, which drops the dead node from
+//! every ring. Cleanup (`POST /cleanup`) rewrites tables without the
+//! ranges this node no longer replicates.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -577,6 +584,91 @@ async fn hand_off_hints(shared: &Arc<Shared>) {
     }
 }
 
+/// `POST /cleanup` body: one keyspace, or every keyspace of the users.
+#[derive(Debug, Default, serde::Deserialize)]
+struct CleanupRequest {
+    #[serde(default)]
+    keyspace: Option<String>,
+}
+
+/// What a cleanup freed, per table.
+#[derive(Debug, Serialize)]
+pub(crate) struct TableCleanup {
+    pub keyspace: String,
+    pub table: String,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// `nodetool cleanup`: rewrites each table of the keyspace(s) without the
+/// partitions of ranges this node no longer replicates (after a join took
+/// them over), through the engine's compaction (see
+/// `StorageEngine::cleanup`). Refused, as Cassandra, for system keyspaces
+/// and while the ring has pending ranges.
+fn cleanup(shared: &Shared, body: &[u8]) -> Result<Vec<TableCleanup>, String> {
+    let req: CleanupRequest = if body.is_empty() {
+        CleanupRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("invalid cleanup request: {e}"))?
+    };
+    let qp = shared.qp.get().ok_or("the node is still starting")?;
+    let all = keyspaces(qp);
+    let chosen: Vec<String> = match &req.keyspace {
+        Some(ks) if ks.starts_with("system") => {
+            return Err(format!(
+                "Cleanup of the {ks} keyspace is neither necessary nor possible."
+            ))
+        }
+        Some(ks) if !all.contains_key(ks) => {
+            return Err(format!("Keyspace [{ks}] does not exist."))
+        }
+        Some(ks) => vec![ks.clone()],
+        None => all
+            .keys()
+            .filter(|k| !k.starts_with("system"))
+            .cloned()
+            .collect(),
+    };
+    let ring = shared.ring_view.read().clone();
+    if ring.has_pending() {
+        return Err(
+            "Node is involved in cluster membership changes. Not safe to run cleanup.".into(),
+        );
+    }
+    let me = shared.host_id;
+    let schema = qp.schema();
+    let mut out = Vec::new();
+    for ks in chosen {
+        let Some((strategy, _)) = all.get(&ks) else {
+            continue;
+        };
+        let plan = gyre_cluster::ReplicaPlan::build(&ring, strategy);
+        let keep = |t: Token| plan.natural(t).contains(&me);
+        for t in schema.tables_in(&ks) {
+            let size = |id| shared.engine.table_stats(id).map(|s| s.disk_bytes);
+            // Flushed first, so that before and after compare files.
+            let before = shared
+                .engine
+                .flush(Some(t.id))
+                .and_then(|()| size(t.id))
+                .map_err(|e| e.to_string())?;
+            shared
+                .engine
+                .cleanup(t.id, &keep)
+                .map_err(|e| format!("cleanup of {ks}.{} failed: {e}", t.name))?;
+            let after = size(t.id).map_err(|e| e.to_string())?;
+            info!(keyspace = %ks, table = %t.name, before, after, "cleanup done");
+            out.push(TableCleanup {
+                keyspace: ks.clone(),
+                table: t.name.clone(),
+                bytes_before: before,
+                bytes_after: after,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The membership routes of the admin endpoint.
 pub(crate) fn admin(
     shared: &Arc<Shared>,
@@ -600,6 +692,19 @@ pub(crate) fn admin(
             &shared.membership.removal.lock().clone(),
         )),
         ("GET", "/streams") => json(serde_json::to_vec_pretty(&shared.streams.list())),
+        ("GET", "/ring") => json(serde_json::to_vec_pretty(&crate::ring_info::ring(shared))),
+        ("POST", "/describering") => match crate::ring_info::describe_ring(shared, body) {
+            Ok(r) => json(serde_json::to_vec_pretty(&r)),
+            Err(e) => Response::text(400, format!("{e}\n")),
+        },
+        ("POST", "/getendpoints") => match crate::ring_info::get_endpoints(shared, body) {
+            Ok(r) => json(serde_json::to_vec_pretty(&r)),
+            Err(e) => Response::text(400, format!("{e}\n")),
+        },
+        ("POST", "/cleanup") => match cleanup(shared, body) {
+            Ok(report) => json(serde_json::to_vec_pretty(&report)),
+            Err(e) => Response::text(400, format!("{e}\n")),
+        },
         _ => Response::text(405, "method not allowed\n"),
     }
 }

@@ -256,12 +256,16 @@ impl Shared {
         true
     }
 
-    /// Forgets a removed peer: out of gossip (quarantined) and the ring.
-    pub(crate) fn forget_peer(&self, ep: Endpoint) {
+    /// Takes a dead peer out of the ring for `removenode`: its gossip state
+    /// says `removed` from now on (see `Gossiper::advertise_removed`), which
+    /// every peer applies as it hears it, drivers get REMOVED_NODE.
+    pub(crate) fn mark_removed(&self, ep: Endpoint, host: HostId) {
         let ring = {
             let mut core = self.core.lock();
             let now = self.now_ms();
-            core.gossiper.remove_endpoint(ep, now);
+            if !core.gossiper.advertise_removed(ep, host, now) {
+                warn!(endpoint = %ep, "cannot publish the removal: unknown or alive");
+            }
             self.absorb_events(&mut core)
         };
         self.publish_ring(ring);
@@ -474,9 +478,9 @@ impl Core {
                 }
             }
             None => {
-                let left = state
-                    .as_ref()
-                    .is_none_or(|s| s.status() == Some(NodeStatus::Left));
+                let left = state.as_ref().is_none_or(|s| {
+                    matches!(s.status(), Some(NodeStatus::Left | NodeStatus::Removed))
+                });
                 if left {
                     if let Some(h) = self.ring_hosts.remove(&ep) {
                         self.ring.remove_node(h);
@@ -525,7 +529,7 @@ impl Core {
 /// with a host id and tokens.
 fn ring_entry(ep: Endpoint, s: &EndpointState) -> Option<(NodeInfo, Vec<Token>, NodeStatus)> {
     let status = s.status()?;
-    if status == NodeStatus::Left {
+    if matches!(status, NodeStatus::Left | NodeStatus::Removed) {
         return None;
     }
     let tokens = s.tokens().filter(|t| !t.is_empty())?;

@@ -5,7 +5,9 @@
 //! ranges' new owners become pending replicas, so writes reach them) and to
 //! stream, from the remaining live replicas, the ranges it will now
 //! replicate; once all answered (or `removenode force`), it tells every
-//! live member to forget the node (REMOVE_COMMIT: out of gossip, quarantined,
+//! live member to forget the node (REMOVE_COMMIT: its gossip state turns
+//! `removed`, with a version above anything it published, so a peer that
+//! missed the commit learns it by gossip and none can gossip the node back;
 //! out of the ring; drivers get REMOVED_NODE).
 
 use std::collections::HashMap;
@@ -202,7 +204,7 @@ async fn coordinate(shared: &Arc<Shared>, host: HostId, addr: SocketAddr) -> Res
             warn!(peer = %a, error = %e, "removenode: a member did not confirm forgetting the node");
         }
     }
-    shared.forget_peer(addr);
+    shared.mark_removed(addr, host);
     info!(%host, %addr, "removenode: the node is out of the ring");
     Ok(())
 }
@@ -290,7 +292,7 @@ pub(crate) fn register_verbs(shared: &Arc<Shared>) {
                 (true, Ok(m)) => {
                     let addr = s.ring_view.read().node(&m.host).map(|n| n.address);
                     if let Some(addr) = addr {
-                        s.forget_peer(addr);
+                        s.mark_removed(addr, m.host);
                         info!(host = %m.host, %addr, "removed from the ring (removenode)");
                     }
                     Ok(())
