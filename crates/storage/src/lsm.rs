@@ -1703,13 +1703,29 @@ impl StorageEngine for LsmEngine {
     ) -> Result<()> {
         let t = self.inner.table(table)?;
         self.inner.flush_table(&t)?;
-        let infos = sstable_infos(&t.snapshot());
         let strategy = strategy::strategy_for(&t.options.read().compaction);
-        if let Some(task) = strategy.major_task(&infos) {
-            self.inner.run_task(&t, &task, Some(keep))?;
+        // A background compaction may replace the SSTables between the
+        // plan and the run (the task then does nothing): plan again.
+        let mut done = false;
+        for _ in 0..100 {
+            let infos = sstable_infos(&t.snapshot());
+            let Some(task) = strategy.major_task(&infos) else {
+                done = true;
+                break;
+            };
+            if self.inner.run_task(&t, &task, Some(keep))? {
+                done = true;
+                break;
+            }
         }
         self.inner.request_compaction(table);
-        Ok(())
+        if done {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(
+                "cleanup: background compactions kept changing the table's SSTables; retry".into(),
+            ))
+        }
     }
 
     fn table_stats(&self, table: TableId) -> Result<TableStats> {
