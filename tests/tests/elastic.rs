@@ -2,7 +2,9 @@
 //! (`gyrectl cluster add`: BOOT, streaming, NORMAL) and leave it
 //! (`gyrectl cluster decommission N`) while `gyre-stress` writes at QUORUM
 //! at a fixed rate; afterwards every row validates through every node at
-//! QUORUM and ONE. The Python driver sees a new node in its metadata.
+//! QUORUM and ONE. The Python driver sees a new node in its metadata. A
+//! dead node whose disk is lost is replaced (`gyrectl cluster replace N`)
+//! under load, and cleanup after a join frees the ranges given away.
 //!
 //! The short form runs in about a minute; `GYRE_ELASTIC_LONG=1` runs the
 //! same scenario with ten times the data and load.
