@@ -2,7 +2,9 @@
 //! (`gyrectl cluster add`: BOOT, streaming, NORMAL) and leave it
 //! (`gyrectl cluster decommission N`) while `gyre-stress` writes at QUORUM
 //! at a fixed rate; afterwards every row validates through every node at
-//! QUORUM and ONE. The Python driver sees a new node in its metadata.
+//! QUORUM and ONE. The Python driver sees a new node in its metadata. A
+//! dead node whose disk is lost is replaced (`gyrectl cluster replace N`)
+//! under load, and cleanup after a join frees the ranges given away.
 //!
 //! The short form runs in about a minute; `GYRE_ELASTIC_LONG=1` runs the
 //! same scenario with ten times the data and load.
@@ -525,3 +527,311 @@ fn a_join_with_a_source_down_is_refused_unless_overridden() {
         validate(&c, 4, "base", 3_000, cl);
     }
 }
+
+/// Connected to node 1 before a replace: the driver drops the replaced
+/// node and gains the replacement (REMOVED_NODE / NEW_NODE), and node 1's
+/// `system.peers` lists the replacement in its place.
+const REPLACE_DRIVER_SCRIPT: &str = r#"
+import sys, time
+from cassandra.cluster import Cluster
+contact, old, new = sys.argv[1], sys.argv[2], sys.argv[3]
+cluster = Cluster([contact], protocol_version=4, connect_timeout=10)
+session = cluster.connect()
+print("ready", flush=True)
+deadline = time.time() + 180
+while time.time() < deadline:
+    hosts = {h.address for h in cluster.metadata.all_hosts()}
+    if new in hosts and old not in hosts:
+        break
+    time.sleep(0.2)
+else:
+    sys.exit("driver hosts never became new-without-old: %s" % sorted(hosts))
+# Asked of whichever node the driver picks: each drops the old node as it
+# hears the replacement turn NORMAL.
+deadline = time.time() + 60
+while time.time() < deadline:
+    peers = sorted(r.peer for r in session.execute("SELECT peer FROM system.peers"))
+    if old not in peers and new in peers:
+        break
+    time.sleep(0.2)
+else:
+    sys.exit("system.peers still %s" % peers)
+print("peers", peers, flush=True)
+print("ok", flush=True)
+"#;
+
+/// Runs `gyre` directly as a replacement of `replace` at 127.0.145.9 and
+/// returns its output once it exits (a refused replace stops the node).
+fn refused_replacement(c: &TestCluster, replace: &str) -> String {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(workspace_bin("gyre"))
+        .args([
+            "--cluster-name",
+            "elastic",
+            "--listen-address",
+            "127.0.145.9",
+            "--admin-address",
+            "127.0.145.9",
+            "--seeds",
+            "127.0.145.1",
+            "--ring-delay-ms",
+            "500",
+            "--replace-address",
+            replace,
+        ])
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--commitlog-dir")
+        .arg(data.path().join("commitlog"))
+        .output()
+        .expect("gyre");
+    assert!(!out.status.success(), "{}\n{}", show(&out), c.logs());
+    show(&out)
+}
+
+#[test]
+fn a_dead_node_replaced_serves_its_ranges_from_streamed_data() {
+    let scale = if long() { 10 } else { 1 };
+    let (base, load_ops, rate) = (5_000 * scale, 3_000 * scale, 300);
+    let c = TestCluster::new(4, 145);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.145",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "1000",
+    ]);
+    populate(&c, "base", base);
+
+    // Cassandra's refusals: a live node, an address gossip does not know.
+    let out = refused_replacement(&c, "127.0.145.2");
+    assert!(
+        out.contains("Cannot replace a live node /127.0.145.2"),
+        "{out}"
+    );
+    let out = refused_replacement(&c, "127.0.145.8");
+    assert!(
+        out.contains("Cannot replace_address /127.0.145.8 because it doesn't exist in gossip"),
+        "{out}"
+    );
+
+    // Node 3 dies with its disk.
+    c.gyrectl_ok(&["cluster", "kill", "3"]);
+    c.wait_until("node 1 sees node 3 DOWN", Duration::from_secs(30), || {
+        c.sees(1, 3, false)
+    });
+    let node3 = c.cluster_dir().join("node3");
+    for d in ["data", "commitlog"] {
+        std::fs::remove_dir_all(node3.join(d)).expect("delete node 3's data");
+    }
+    let out = c.gyrectl(&["cluster", "replace", "1"]);
+    assert!(
+        !out.status.success() && show(&out).contains("node 1 is running"),
+        "{}",
+        show(&out)
+    );
+
+    let mut driver = Command::new(python())
+        .args(["-c", REPLACE_DRIVER_SCRIPT, "127.0.145.1", "127.0.145.3"])
+        .arg("127.0.145.4")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut lines = BufReader::new(driver.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        if line == "ready" {
+            break;
+        }
+    }
+    assert_eq!(seen.last().map(String::as_str), Some("ready"), "{seen:?}");
+
+    // Replace it under a light QUORUM write load.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("replace.json");
+    let load = start_load(&c, "during_replace", load_ops, rate, &json);
+    let joining = std::thread::scope(|s| {
+        let watch = s.spawn(|| saw_state(&c, 1, 4, "UJ"));
+        let out = c.gyrectl_ok(&["cluster", "replace", "3", "--timeout-secs", "300"]);
+        assert!(out.contains("node 4 replaced node 3"), "{out}");
+        watch.join().expect("watcher")
+    });
+    assert!(
+        joining,
+        "node 1 never showed node 4 as UJ while it replaced node 3"
+    );
+    finish_load(&c, load, &json);
+    for n in [1, 2, 4] {
+        c.wait_until(
+            &format!("node {n} forgets node 3"),
+            Duration::from_secs(30),
+            || c.view(n, 3).is_none() && c.sees(n, 4, true),
+        );
+    }
+    // Node 4 owns node 3's tokens.
+    let status = c.gyrectl_ok(&["status", "--host", "127.0.145.1"]);
+    assert_eq!(status.matches("UN  ").count(), 3, "{status}");
+    seen.extend(lines.map_while(Result::ok));
+    let out = driver.wait_with_output().expect("python");
+    assert!(
+        out.status.success() && seen.iter().any(|l| l == "ok"),
+        "driver script failed: {seen:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+
+    for node in [1, 2, 4] {
+        validate(&c, node, "base", base, "ALL");
+        validate(&c, node, "during_replace", load_ops, "ALL");
+    }
+    // Node 4 alone: its rows were streamed (base) or written to it as a
+    // pending replica (the load), not read from the others.
+    c.gyrectl_ok(&["cluster", "kill", "1"]);
+    c.gyrectl_ok(&["cluster", "kill", "2"]);
+    c.wait_until(
+        "node 4 sees nodes 1 and 2 DOWN",
+        Duration::from_secs(30),
+        || c.sees(4, 1, false) && c.sees(4, 2, false),
+    );
+    validate(&c, 4, "base", base, "ONE");
+    validate(&c, 4, "during_replace", load_ops, "ONE");
+}
+
+#[test]
+fn cleanup_after_a_join_frees_the_ranges_given_away() {
+    let base = if long() { 50_000 } else { 5_000 };
+    let c = TestCluster::new(4, 146);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--ip-prefix",
+        "127.0.146",
+        "--cluster-name",
+        "elastic",
+        "--timeout-secs",
+        "60",
+        "--",
+        "--ring-delay-ms",
+        "500",
+    ]);
+    populate(&c, "base", base);
+    // Cassandra's refusals.
+    let out = c.gyrectl(&["cleanup", "system", "--host", "127.0.146.1"]);
+    assert!(
+        show(&out).contains("Cleanup of the system keyspace is neither necessary nor possible."),
+        "{}",
+        show(&out)
+    );
+    let out = c.gyrectl(&["cleanup", "nope", "--host", "127.0.146.1"]);
+    assert!(
+        show(&out).contains("Keyspace [nope] does not exist."),
+        "{}",
+        show(&out)
+    );
+    c.gyrectl_ok(&["cluster", "add"]);
+    // RF 3 on 4 nodes: each old node now replicates about 3/4 of the ring.
+    let out = c.gyrectl_ok(&[
+        "cleanup",
+        "gyre_stress",
+        "--host",
+        "127.0.146.1,127.0.146.2,127.0.146.3",
+    ]);
+    let (mut before, mut after) = (0, 0);
+    for n in 1..=3 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("127.0.146.{n}: gyre_stress.base:")))
+            .unwrap_or_else(|| panic!("no report of node {n}: {out}"));
+        let sizes: Vec<u64> = line
+            .split(": ")
+            .nth(2)
+            .expect("sizes")
+            .trim_end_matches(" bytes")
+            .split(" -> ")
+            .map(|v| v.parse().expect("bytes"))
+            .collect();
+        assert!(sizes[1] < sizes[0], "node {n} did not shrink: {line}");
+        before += sizes[0];
+        after += sizes[1];
+    }
+    // Each gave up about a quarter (vnodes make it uneven per node).
+    assert!(
+        after < before * 17 / 20,
+        "{before} -> {after} bytes:\n{out}"
+    );
+    assert!(out.contains("cleanup freed"), "{out}");
+    for node in 1..=4 {
+        validate(&c, node, "base", base, "QUORUM");
+    }
+
+    // The ring as nodetool shows it: 4 nodes x 16 tokens, all Up Normal;
+    // each range of the keyspace with its 3 replicas.
+    let ring = c.gyrectl_ok(&["ring", "--host", "127.0.146.2"]);
+    assert_eq!(ring.matches("Up      Normal").count(), 64, "{ring}");
+    let ranges = c.gyrectl_ok(&["describering", "gyre_stress", "--host", "127.0.146.2"]);
+    let lines: Vec<&str> = ranges
+        .lines()
+        .filter(|l| l.contains("TokenRange("))
+        .collect();
+    assert_eq!(lines.len(), 64, "{ranges}");
+    assert!(
+        lines.iter().all(|l| l.matches("127.0.146.").count() == 3),
+        "{ranges}"
+    );
+    // getendpoints agrees with the Python driver's token map.
+    let ours = c.gyrectl_ok(&[
+        "getendpoints",
+        "gyre_stress",
+        "base",
+        "42",
+        "--host",
+        "127.0.146.3",
+    ]);
+    let mut ours: Vec<&str> = ours.lines().collect();
+    ours.sort_unstable();
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    let out = Command::new(python())
+        .args(["-c", GETENDPOINTS_SCRIPT, "127.0.146.1"])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", show(&out));
+    let driver = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(driver.trim(), ours.join(","), "driver vs getendpoints");
+    let out = c.gyrectl(&[
+        "getendpoints",
+        "gyre_stress",
+        "base",
+        "x",
+        "--host",
+        "127.0.146.3",
+    ]);
+    assert!(
+        show(&out).contains("\"x\" is not a valid bigint"),
+        "{}",
+        show(&out)
+    );
+}
+
+/// The replicas of bigint key 42 of gyre_stress, from the driver's token map.
+const GETENDPOINTS_SCRIPT: &str = r#"
+import struct, sys
+from cassandra.cluster import Cluster
+cluster = Cluster([sys.argv[1]], protocol_version=4, connect_timeout=10)
+cluster.connect()
+tm = cluster.metadata.token_map
+hosts = tm.get_replicas("gyre_stress", tm.token_class.from_key(struct.pack(">q", 42)))
+print(",".join(sorted(h.address for h in hosts)))
+"#;

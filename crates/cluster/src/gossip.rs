@@ -40,9 +40,16 @@ pub enum AppStateKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NodeStatus {
     Bootstrapping,
+    /// Joining in place of a dead node, taking over its tokens (Cassandra's
+    /// BOOT_REPLACE; the STATUS value also names the replaced host id).
+    Replacing,
     Normal,
     Leaving,
     Left,
+    /// Taken out of the ring by `removenode` (Cassandra's REMOVED_TOKEN),
+    /// published by the remover on the removed node's own state with a
+    /// newer version, so no peer can gossip the node back in.
+    Removed,
     Shutdown,
 }
 
@@ -50,16 +57,18 @@ impl NodeStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Bootstrapping => "BOOT",
+            Self::Replacing => "BOOT_REPLACE",
             Self::Normal => "NORMAL",
             Self::Leaving => "LEAVING",
             Self::Left => "LEFT",
+            Self::Removed => "removed",
             Self::Shutdown => "shutdown",
         }
     }
 
     /// Statuses of nodes that are not serving: never marked UP from gossip.
     pub fn is_dead(self) -> bool {
-        matches!(self, Self::Left | Self::Shutdown)
+        matches!(self, Self::Left | Self::Removed | Self::Shutdown)
     }
 }
 
@@ -74,9 +83,11 @@ impl FromStr for NodeStatus {
     fn from_str(s: &str) -> std::result::Result<Self, ()> {
         Ok(match s {
             "BOOT" => Self::Bootstrapping,
+            "BOOT_REPLACE" => Self::Replacing,
             "NORMAL" => Self::Normal,
             "LEAVING" => Self::Leaving,
             "LEFT" => Self::Left,
+            "removed" => Self::Removed,
             "shutdown" => Self::Shutdown,
             _ => return Err(()),
         })
@@ -134,8 +145,19 @@ impl EndpointState {
         self.states.get(&key).map(|v| v.value.as_str())
     }
 
+    /// The STATUS state's status (what comes before any `,`).
     pub fn status(&self) -> Option<NodeStatus> {
-        self.get(AppStateKey::Status).and_then(|s| s.parse().ok())
+        self.get(AppStateKey::Status)
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.parse().ok())
+    }
+
+    /// The host a BOOT_REPLACE node replaces (`BOOT_REPLACE,<host id>`).
+    pub fn replacing(&self) -> Option<HostId> {
+        let (status, host) = self.get(AppStateKey::Status)?.split_once(',')?;
+        (status == NodeStatus::Replacing.as_str())
+            .then(|| host.parse().ok())
+            .flatten()
     }
 
     /// The TOKENS state; `None` if absent or malformed.
@@ -380,6 +402,12 @@ impl Gossiper {
 
     pub fn set_status(&mut self, status: NodeStatus) {
         self.set_local_state(AppStateKey::Status, status.as_str());
+    }
+
+    /// STATUS=BOOT_REPLACE,<old>: this node takes over `old`'s tokens.
+    pub fn set_replacing(&mut self, old: HostId) {
+        let value = format!("{},{old}", NodeStatus::Replacing.as_str());
+        self.set_local_state(AppStateKey::Status, value);
     }
 
     pub fn set_tokens(&mut self, tokens: &[Token]) {
@@ -774,7 +802,7 @@ impl Gossiper {
             let ev = if key == AppStateKey::Status {
                 MembershipEvent::StatusChanged {
                     endpoint: ep,
-                    status: value.parse().ok(),
+                    status: value.split(',').next().and_then(|s| s.parse().ok()),
                 }
             } else {
                 MembershipEvent::StateChanged {
@@ -843,6 +871,34 @@ impl Gossiper {
                 },
             })
             .collect()
+    }
+
+    /// `removenode`: publishes STATUS=removed,<host> on the dead `ep`'s own
+    /// state, one version above what it had, so that it reaches every peer
+    /// by gossip and outranks any stale copy of its old state. False when
+    /// `ep` is unknown or alive.
+    pub fn advertise_removed(&mut self, ep: Endpoint, host: HostId, now: u64) -> bool {
+        if ep == self.cfg.local || self.live.contains(&ep) {
+            return false;
+        }
+        let Some(st) = self.states.get_mut(&ep) else {
+            return false;
+        };
+        if st.status() == Some(NodeStatus::Removed) {
+            return true;
+        }
+        let version = st.max_version() + 1;
+        let value = format!("{},{host}", NodeStatus::Removed.as_str());
+        st.states.insert(
+            AppStateKey::Status,
+            VersionedValue {
+                value: value.clone(),
+                version,
+            },
+        );
+        self.mark_dead(ep, now);
+        self.emit_changes(ep, vec![(AppStateKey::Status, value)]);
+        true
     }
 
     /// Forgets a peer (e.g. after it LEFT) and ignores gossip about it for

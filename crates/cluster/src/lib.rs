@@ -31,6 +31,6 @@ pub use gossip::{
     encode_tokens, AppStateKey, Endpoint, EndpointState, GossipConfig, GossipDigest, GossipMessage,
     Gossiper, MembershipEvent, NodeStatus, Outgoing, VersionedValue,
 };
-pub use movement::{bootstrap_sources, check_leave, leave_targets, RangeMove};
+pub use movement::{bootstrap_sources, check_leave, leave_targets, replace_sources, RangeMove};
 pub use placement::{PlannedRange, ReplicaPlan, ReplicationStrategy};
 pub use ring::{range_width, HostId, NodeInfo, TokenMetadata, DEFAULT_NUM_TOKENS};

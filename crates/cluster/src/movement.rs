@@ -126,6 +126,39 @@ pub fn leave_targets(
     out
 }
 
+/// The ranges the dead node `replaced` replicates under `strategy`, each
+/// with a live replica other than it and `me` (the replacement) to stream
+/// from. A range no live replica holds is returned in the second list: its
+/// data died with the node (RF 1, or every other replica down).
+pub fn replace_sources(
+    tm: &TokenMetadata,
+    strategy: &ReplicationStrategy,
+    replaced: HostId,
+    me: HostId,
+    is_alive: &dyn Fn(HostId) -> bool,
+) -> (Vec<RangeMove>, Vec<(Token, Token)>) {
+    let mut out = Vec::new();
+    let mut lost = Vec::new();
+    for (start, end) in ranges(&tm.sorted_tokens()) {
+        let replicas = strategy.natural_replicas(tm, end);
+        if !replicas.contains(&replaced) {
+            continue;
+        }
+        match replicas
+            .iter()
+            .find(|h| **h != replaced && **h != me && is_alive(**h))
+        {
+            Some(h) => out.push(RangeMove {
+                start,
+                end,
+                peers: vec![*h],
+            }),
+            None => lost.push((start, end)),
+        }
+    }
+    (out, lost)
+}
+
 /// Why `leaving` may not leave: a keyspace would keep fewer nodes than its
 /// replication factor (Cassandra's message), or it is the last node.
 pub fn check_leave(
@@ -250,6 +283,52 @@ mod tests {
         }
         // Every range the node replicated gains exactly one new replica.
         assert!(moves.iter().all(|m| m.peers.len() == 1));
+    }
+
+    #[test]
+    fn a_replacement_streams_every_range_of_the_dead_node_from_a_live_replica() {
+        let tm = ring(4);
+        let s = ReplicationStrategy::simple(3);
+        let (dead, me) = (node(2).host_id, node(9).host_id);
+        let alive = move |h: HostId| h != dead;
+        let (moves, lost) = replace_sources(&tm, &s, dead, me, &alive);
+        assert!(lost.is_empty());
+        for m in &moves {
+            let replicas = s.natural_replicas(&tm, m.end);
+            assert!(replicas.contains(&dead) && replicas.contains(&m.peers[0]));
+            assert_ne!(m.peers[0], dead);
+        }
+        // The dead node's share: about RF/N of the ring.
+        let covered: u128 = moves
+            .iter()
+            .map(|m| crate::ring::range_width(m.start, m.end))
+            .sum();
+        let share = covered as f64 / 2f64.powi(64);
+        assert!(share > 0.5 && share < 0.95, "share {share}");
+        // RF 1: nobody else holds the dead node's ranges.
+        let (moves, lost) = replace_sources(&tm, &ReplicationStrategy::simple(1), dead, me, &alive);
+        assert!(moves.is_empty() && !lost.is_empty());
+    }
+
+    #[test]
+    fn a_replacement_is_pending_exactly_where_the_dead_node_is_natural() {
+        let mut tm = ring(4);
+        let s = ReplicationStrategy::simple(3);
+        let (dead, new) = (node(2).host_id, node(9));
+        tm.add_replacing(new.clone(), dead).expect("replacing");
+        assert!(tm.has_pending());
+        for (t, _) in tm.ring().to_vec() {
+            let natural = s.natural_replicas(&tm, t);
+            let pending = tm.pending_replicas_for_token(&s, t);
+            assert!(!natural.contains(&new.host_id), "reads never go to it");
+            assert_eq!(pending.contains(&new.host_id), natural.contains(&dead));
+        }
+        // NORMAL with the dead node's tokens once it is gone.
+        let tokens = tm.tokens_of(&dead).to_vec();
+        assert!(tm.update_normal(new.clone(), &tokens).is_err());
+        tm.remove_node(dead);
+        tm.update_normal(new, &tokens).expect("normal");
+        assert!(!tm.has_pending());
     }
 
     #[test]

@@ -124,6 +124,9 @@ fn nts_replicas(tm: &TokenMetadata, token: Token, dcs: &BTreeMap<String, usize>)
 struct PendingViews {
     all_left: Option<TokenMetadata>,
     joined: Vec<(HostId, TokenMetadata)>,
+    /// Replacements (new, old): the new node is pending wherever the old
+    /// one is a natural replica (same tokens, same place).
+    replacing: Vec<(HostId, HostId)>,
 }
 
 impl PendingViews {
@@ -146,6 +149,7 @@ impl PendingViews {
         Self {
             all_left: (!leaving.is_empty()).then_some(all_left),
             joined,
+            replacing: tm.replacing().map(|(n, o)| (*n, *o)).collect(),
         }
     }
 
@@ -169,6 +173,11 @@ impl PendingViews {
                 && strategy.natural_replicas(view, token).contains(h)
             {
                 out.push(*h);
+            }
+        }
+        for (new, old) in &self.replacing {
+            if current.contains(old) && !current.contains(new) && !out.contains(new) {
+                out.push(*new);
             }
         }
         out

@@ -54,6 +54,9 @@ pub struct TokenMetadata {
     normal: BTreeMap<HostId, Vec<Token>>,
     bootstrapping: BTreeMap<HostId, Vec<Token>>,
     leaving: BTreeSet<HostId>,
+    /// Nodes joining in place of a dead normal node: new -> replaced. The
+    /// new node becomes a pending replica wherever the old one is natural.
+    replacing: BTreeMap<HostId, HostId>,
     /// Sorted `(token, owner)` of normal nodes; rebuilt on every change.
     ring: Vec<(Token, HostId)>,
 }
@@ -70,6 +73,7 @@ impl TokenMetadata {
         let tokens = self.check_tokens(host, tokens)?;
         self.bootstrapping.remove(&host);
         self.leaving.remove(&host);
+        self.replacing.remove(&host);
         self.nodes.insert(host, info);
         self.normal.insert(host, tokens);
         self.rebuild();
@@ -88,6 +92,27 @@ impl TokenMetadata {
         Ok(())
     }
 
+    /// Records that `info` joins in place of the normal node `old` (whose
+    /// tokens it will own once NORMAL).
+    pub fn add_replacing(&mut self, info: NodeInfo, old: HostId) -> Result<()> {
+        let host = info.host_id;
+        if self.normal.contains_key(&host) {
+            return Err(Error::AlreadyNormal(host));
+        }
+        if !self.normal.contains_key(&old) {
+            return Err(Error::UnknownNode(old));
+        }
+        self.bootstrapping.remove(&host);
+        self.nodes.insert(host, info);
+        self.replacing.insert(host, old);
+        Ok(())
+    }
+
+    /// Joining replacements and the node each replaces.
+    pub fn replacing(&self) -> impl Iterator<Item = (&HostId, &HostId)> {
+        self.replacing.iter()
+    }
+
     /// Records that the normal node `host` is leaving the ring.
     pub fn add_leaving(&mut self, host: HostId) -> Result<()> {
         if !self.normal.contains_key(&host) {
@@ -101,6 +126,8 @@ impl TokenMetadata {
     pub fn remove_node(&mut self, host: HostId) -> Option<NodeInfo> {
         self.bootstrapping.remove(&host);
         self.leaving.remove(&host);
+        self.replacing.remove(&host);
+        self.replacing.retain(|_, old| *old != host);
         let was_normal = self.normal.remove(&host).is_some();
         if was_normal {
             self.rebuild();
@@ -170,7 +197,7 @@ impl TokenMetadata {
 
     /// True when some node is joining or leaving (so writes have pending replicas).
     pub fn has_pending(&self) -> bool {
-        !self.bootstrapping.is_empty() || !self.leaving.is_empty()
+        !self.bootstrapping.is_empty() || !self.leaving.is_empty() || !self.replacing.is_empty()
     }
 
     /// The sorted tokens of `host` (normal, else bootstrapping); empty if unknown.

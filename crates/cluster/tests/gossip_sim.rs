@@ -474,3 +474,33 @@ fn removed_endpoint_is_quarantined() {
             .contains(&MembershipEvent::Removed(addr(3))));
     }
 }
+
+#[test]
+fn a_removal_reaches_a_peer_that_missed_it_and_outranks_the_old_state() {
+    let mut sim = Sim::new(7, 4, &[0], 0.0);
+    assert!(sim.run_until(30_000, Sim::converged).is_some());
+    sim.run_for(10_000);
+    sim.kill(3);
+    assert!(sim
+        .run_until(DETECT_BOUND_MS, |s| (0..3).all(|i| s.sees_down(i, 3)))
+        .is_some());
+    let host = sim.nodes[0]
+        .g
+        .endpoint_state(&addr(3))
+        .and_then(|s| s.host_id())
+        .expect("host id");
+    // Only node 0 publishes the removal (the others missed the commit):
+    // gossip carries it to them, and nobody's stale NORMAL state wins.
+    let now = sim.now;
+    assert!(sim.nodes[0].g.advertise_removed(addr(3), host, now));
+    assert!(
+        !sim.nodes[0].g.advertise_removed(addr(1), host, now),
+        "alive"
+    );
+    sim.run_for(30_000);
+    for i in 0..3 {
+        let st = sim.nodes[i].g.endpoint_state(&addr(3)).expect("state");
+        assert_eq!(st.status(), Some(NodeStatus::Removed), "node {i}");
+        assert!(!sim.nodes[i].g.is_alive(&addr(3)));
+    }
+}

@@ -153,8 +153,13 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             Ok(body) => Response::json(200, body),
             Err(e) => Response::text(500, e.to_string()),
         },
-        // Membership (see membership.rs): /decommission, /removenode, /streams.
-        (m, p @ ("/decommission" | "/removenode" | "/streams")) => {
+        // Membership (see membership.rs): /decommission, /removenode,
+        // /streams, /cleanup, /ring, /describering, /getendpoints.
+        (
+            m,
+            p @ ("/decommission" | "/removenode" | "/streams" | "/cleanup" | "/ring"
+            | "/describering" | "/getendpoints"),
+        ) => {
             crate::membership::admin(shared, m, p, &req.body)
         }
         ("POST", "/failpoints") => set_failpoint(&req.body),
@@ -344,6 +349,8 @@ pub(crate) fn status(shared: &Shared) -> StatusReport {
     let ownership = core.ring.ownership();
     let endpoints = g
         .endpoint_states()
+        // Removed nodes are no members at all (nodetool omits them).
+        .filter(|(_, s)| s.status() != Some(gyre_cluster::NodeStatus::Removed))
         .map(|(ep, s)| {
             let host = s.host_id();
             EndpointReport {

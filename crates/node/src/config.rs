@@ -287,6 +287,11 @@ pub struct ClusterConfig {
     pub consistent_rangemovement: bool,
     /// Streaming throughput cap per session driver, MiB/s (0 = unlimited).
     pub stream_throughput_mb_per_sec: u64,
+    /// On the first start only (Cassandra's `replace_address_first_boot`):
+    /// join in place of the dead node at this address, taking over its
+    /// tokens and streaming its ranges from the other replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_address: Option<IpAddr>,
 }
 
 impl Default for ClusterConfig {
@@ -301,6 +306,7 @@ impl Default for ClusterConfig {
             ring_delay_ms: 30_000,
             consistent_rangemovement: true,
             stream_throughput_mb_per_sec: 64,
+            replace_address: None,
         }
     }
 }
@@ -622,6 +628,9 @@ pub struct Overrides {
     /// `cluster.stream_throughput_mb_per_sec`.
     #[arg(long)]
     pub stream_throughput_mb_per_sec: Option<u64>,
+    /// `cluster.replace_address`.
+    #[arg(long)]
+    pub replace_address: Option<IpAddr>,
     /// `auth.authenticator`: AllowAll or PasswordAuthenticator.
     #[arg(long, value_enum)]
     pub authenticator: Option<AuthenticatorKind>,
@@ -743,6 +752,9 @@ impl NodeConfig {
             &mut self.cluster.stream_throughput_mb_per_sec,
             &o.stream_throughput_mb_per_sec,
         );
+        if o.replace_address.is_some() {
+            self.cluster.replace_address = o.replace_address;
+        }
         set(&mut self.network.listen_address, &o.listen_address);
         set(&mut self.network.internode_port, &o.internode_port);
         if o.cql_address.is_some() {

@@ -195,12 +195,13 @@ impl CqlHandler {
         let local = self.shared.local;
         let peers = g
             .endpoint_states()
-            // Ring members only, as Cassandra: a joining node is not a peer
-            // until it is NORMAL (drivers would route requests to it).
+            // Ring members only, as Cassandra: a joining or replacing node
+            // is not a peer until it is NORMAL (drivers would route requests
+            // to it), nor is a node still starting (no status yet) or
+            // shut down.
             .filter(|(ep, st)| {
-                **ep != local
-                    && !st.is_dead_state()
-                    && st.status() != Some(gyre_cluster::NodeStatus::Bootstrapping)
+                use gyre_cluster::NodeStatus as S;
+                **ep != local && matches!(st.status(), Some(S::Normal | S::Leaving))
             })
             .map(|(ep, st)| PeerInfo {
                 peer: ep.ip(),

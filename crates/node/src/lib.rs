@@ -33,7 +33,10 @@
 //! - [`membership`](crate::membership) and `streaming`: a node joining a
 //!   running cluster (BOOT, ring delay, streaming its ranges, NORMAL) and
 //!   leaving it (`POST /decommission`: LEAVING, streaming, hints handed
-//!   off, LEFT, stop); `GET /streams` shows the streaming sessions.
+//!   off, LEFT, stop), replacing a dead node (`cluster.replace_address`:
+//!   BOOT_REPLACE, streaming, NORMAL with its tokens), `removenode`
+//!   (`removenode.rs`) and `POST /cleanup`; `GET /streams` shows the
+//!   streaming sessions.
 
 mod admin;
 mod auth;
@@ -49,6 +52,7 @@ mod node;
 mod removenode;
 mod repair;
 mod replication;
+mod ring_info;
 mod snapshots;
 mod state;
 mod status;

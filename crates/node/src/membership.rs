@@ -16,17 +16,24 @@
 //! the nodes that take it over, delivers the hints it holds, announces
 //! LEFT (peers drop it from the ring and tell drivers REMOVED_NODE), waits
 //! for that to spread and stops the process.
+//!
+//! Replace ([`replace_target`], [`replace`]): a new node started with
+//! `cluster.replace_address` takes a dead node's tokens, announces
+//! BOOT_REPLACE (a pending replica of the dead node's ranges), streams them
+//! from live replicas and turns NORMAL, which drops the dead node from
+//! every ring. Cleanup (`POST /cleanup`) rewrites tables without the
+//! ranges this node no longer replicates.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gyre_cluster::{
-    bootstrap_sources, check_leave, leave_targets, HostId, NodeInfo, NodeStatus,
-    ReplicationStrategy, TokenMetadata,
+    bootstrap_sources, check_leave, leave_targets, replace_sources, HostId, NodeInfo, NodeStatus,
+    RangeMove, ReplicationStrategy, TokenMetadata,
 };
 use gyre_common::{codec, Token};
 use gyre_coordinator::Hint;
@@ -41,7 +48,7 @@ use tracing::{error, info, warn};
 
 use crate::node::Shared;
 use crate::replication::strategy_of;
-use crate::streaming::{fetch_range, push_range, StreamRange, Throttle};
+use crate::streaming::{stream_plan, Direction, StreamRange};
 
 /// Cassandra's refusal when another node is joining or leaving.
 const CONCURRENT: &str = "Other bootstrapping/leaving/moving nodes detected, cannot bootstrap \
@@ -162,7 +169,9 @@ pub(crate) fn is_alive(shared: &Shared) -> impl Fn(HostId) -> bool {
 
 /// Another node joining or leaving, unless this one.
 pub(crate) fn other_movement(ring: &TokenMetadata, me: HostId) -> bool {
-    ring.bootstrapping().any(|(h, _)| *h != me) || ring.leaving().any(|h| *h != me)
+    ring.bootstrapping().any(|(h, _)| *h != me)
+        || ring.leaving().any(|h| *h != me)
+        || ring.replacing().any(|(h, _)| *h != me)
 }
 
 /// Per source node: the ranges of each table to fetch from it.
@@ -182,25 +191,34 @@ fn bootstrap_plan(
         }
         let moves = bootstrap_sources(&ring, &strategy, &me, tokens, &alive, strict)
             .map_err(|e| format!("keyspace {ks}: {e}"))?;
-        for m in moves {
-            let Some(addr) = m
-                .peers
-                .first()
-                .and_then(|h| ring.node(h))
-                .map(|n| n.address)
-            else {
-                continue;
-            };
-            for t in &tables {
-                out.entry(addr).or_default().push(StreamRange {
+        add_moves(&mut out, &ring, &moves, &tables);
+    }
+    Ok(out)
+}
+
+/// Adds each move's range of every table to the plan of each of its peers.
+fn add_moves(
+    plan: &mut HashMap<SocketAddr, Vec<StreamRange>>,
+    ring: &TokenMetadata,
+    moves: &[RangeMove],
+    tables: &[TableId],
+) {
+    for m in moves {
+        for addr in m
+            .peers
+            .iter()
+            .filter_map(|h| ring.node(h))
+            .map(|n| n.address)
+        {
+            plan.entry(addr)
+                .or_default()
+                .extend(tables.iter().map(|t| StreamRange {
                     table: *t,
                     start: m.start,
                     end: m.end,
-                });
-            }
+                }));
         }
     }
-    Ok(out)
 }
 
 /// Streams this node's future ranges in before it turns NORMAL (see the
@@ -231,33 +249,114 @@ pub(crate) async fn bootstrap(
         ranges = total,
         "bootstrap streaming starts"
     );
-    let throttle = Throttle::new(shared.cfg.cluster.stream_throughput_mb_per_sec);
     let started = Instant::now();
-    let sessions = plan.into_iter().map(|(from, ranges)| {
-        let (shared, throttle) = (shared.clone(), &throttle);
-        async move {
-            let session =
-                shared
-                    .streams
-                    .start("bootstrap", "in", from.to_string(), ranges.len() as u64);
-            let mut result = Ok(());
-            for r in ranges {
-                result = fetch_range(&shared, from, r, &session, throttle).await;
-                if result.is_err() {
-                    break;
-                }
-            }
-            session.finish(&result);
-            result
-        }
-    });
-    for r in futures::future::join_all(sessions).await {
-        r?;
-    }
+    stream_plan(shared, "bootstrap", Direction::In, plan).await?;
     let bytes: u64 = shared.streams.list().iter().map(|s| s.bytes).sum();
     info!(
         secs = started.elapsed().as_secs_f64(),
         bytes, "bootstrap streaming finished"
+    );
+    Ok(())
+}
+
+/// The dead node a replacement (`cluster.replace_address`) takes over, and
+/// its tokens; Cassandra's refusals for an unknown or live address.
+pub(crate) async fn replace_target(
+    shared: &Arc<Shared>,
+    ip: IpAddr,
+) -> Result<(HostId, Vec<Token>), String> {
+    if ip == shared.local.ip() {
+        return Err(format!(
+            "Cannot replace_address /{ip}: it is this node's own address; start the \
+             replacement on a new address"
+        ));
+    }
+    let target = shared
+        .ring_view
+        .read()
+        .normal_nodes()
+        .find(|n| n.address.ip() == ip && n.host_id != shared.host_id)
+        .map(|n| n.host_id);
+    let Some(old) = target else {
+        return Err(format!(
+            "Cannot replace_address /{ip} because it doesn't exist in gossip"
+        ));
+    };
+    // A live node answers gossip's echo within a round or two: give it a
+    // few before believing it dead.
+    let settle = Duration::from_millis((4 * shared.cfg.gossip.interval_ms).max(2000));
+    let deadline = Instant::now() + settle;
+    while Instant::now() < deadline {
+        if is_alive(shared)(old) {
+            return Err(LIVE_REPLACE.replace("{ip}", &ip.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tokens = shared.ring_view.read().tokens_of(&old).to_vec();
+    if tokens.is_empty() {
+        return Err(format!("Could not find tokens for /{ip} to replace"));
+    }
+    Ok((old, tokens))
+}
+
+/// Cassandra's refusal to replace a node that is up.
+const LIVE_REPLACE: &str = "Cannot replace a live node /{ip}. Stop it first.";
+
+/// Joins in place of the dead `old` with its `tokens`: announces
+/// BOOT_REPLACE (peers make this node a pending replica of `old`'s ranges:
+/// writes, never reads), waits the ring delay, streams each of those ranges
+/// from a live replica. The caller then announces NORMAL, which takes the
+/// tokens over and drops `old` from every ring.
+pub(crate) async fn replace(
+    shared: &Arc<Shared>,
+    qp: &QueryProcessor,
+    old: HostId,
+    tokens: &[Token],
+) -> Result<(), String> {
+    let addr = shared
+        .ring_view
+        .read()
+        .node(&old)
+        .map(|n| n.address.ip().to_string())
+        .unwrap_or_else(|| old.to_string());
+    shared.set_replacing(old, tokens);
+    let delay = Duration::from_millis(shared.cfg.cluster.ring_delay_ms);
+    info!(
+        replaced = %addr, %old,
+        ring_delay_ms = delay.as_millis() as u64,
+        "announced BOOT_REPLACE; waiting for the ring to settle"
+    );
+    tokio::time::sleep(delay).await;
+    if is_alive(shared)(old) {
+        return Err(LIVE_REPLACE.replace("{ip}", &addr));
+    }
+    let ring = shared.ring_view.read().clone();
+    let alive = is_alive(shared);
+    let mut plan: HashMap<SocketAddr, Vec<StreamRange>> = HashMap::new();
+    for (ks, (strategy, tables)) in keyspaces(qp) {
+        if tables.is_empty() {
+            continue;
+        }
+        let (moves, lost) = replace_sources(&ring, &strategy, old, shared.host_id, &alive);
+        for (start, end) in lost {
+            warn!(
+                keyspace = %ks, start, end,
+                "replace: no live replica holds this range; its data is lost"
+            );
+        }
+        add_moves(&mut plan, &ring, &moves, &tables);
+    }
+    let total: usize = plan.values().map(Vec::len).sum();
+    info!(
+        sources = plan.len(),
+        ranges = total,
+        "replace streaming starts"
+    );
+    let started = Instant::now();
+    stream_plan(shared, "replace", Direction::In, plan).await?;
+    info!(
+        secs = started.elapsed().as_secs_f64(),
+        "replace streaming finished"
     );
     Ok(())
 }
@@ -318,20 +417,12 @@ async fn decommission(shared: &Arc<Shared>, qp: &QueryProcessor) -> Result<(), S
     let ring = shared.ring_view.read().clone();
     let mut plan: HashMap<SocketAddr, Vec<StreamRange>> = HashMap::new();
     for (_, (strategy, tables)) in keyspaces(qp) {
-        for m in leave_targets(&ring, &strategy, shared.host_id) {
-            for h in &m.peers {
-                let Some(addr) = ring.node(h).map(|n| n.address) else {
-                    continue;
-                };
-                for t in &tables {
-                    plan.entry(addr).or_default().push(StreamRange {
-                        table: *t,
-                        start: m.start,
-                        end: m.end,
-                    });
-                }
-            }
-        }
+        add_moves(
+            &mut plan,
+            &ring,
+            &leave_targets(&ring, &strategy, shared.host_id),
+            &tables,
+        );
     }
     let alive = is_alive(shared);
     for addr in plan.keys() {
@@ -354,28 +445,7 @@ async fn decommission(shared: &Arc<Shared>, qp: &QueryProcessor) -> Result<(), S
         ranges = total,
         "decommission streaming starts"
     );
-    let throttle = Throttle::new(shared.cfg.cluster.stream_throughput_mb_per_sec);
-    let sessions = plan.into_iter().map(|(to, ranges)| {
-        let (shared, throttle) = (shared.clone(), &throttle);
-        async move {
-            let session =
-                shared
-                    .streams
-                    .start("decommission", "out", to.to_string(), ranges.len() as u64);
-            let mut result = Ok(());
-            for r in ranges {
-                result = push_range(&shared, to, r, &session, throttle).await;
-                if result.is_err() {
-                    break;
-                }
-            }
-            session.finish(&result);
-            result
-        }
-    });
-    for r in futures::future::join_all(sessions).await {
-        r?;
-    }
+    stream_plan(shared, "decommission", Direction::Out, plan).await?;
     info!("decommission streaming finished; handing off hints");
     hand_off_hints(shared).await;
     shared.set_ring_status(NodeStatus::Left, &tokens);
@@ -514,6 +584,91 @@ async fn hand_off_hints(shared: &Arc<Shared>) {
     }
 }
 
+/// `POST /cleanup` body: one keyspace, or every keyspace of the users.
+#[derive(Debug, Default, serde::Deserialize)]
+struct CleanupRequest {
+    #[serde(default)]
+    keyspace: Option<String>,
+}
+
+/// What a cleanup freed, per table.
+#[derive(Debug, Serialize)]
+pub(crate) struct TableCleanup {
+    pub keyspace: String,
+    pub table: String,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// `nodetool cleanup`: rewrites each table of the keyspace(s) without the
+/// partitions of ranges this node no longer replicates (after a join took
+/// them over), through the engine's compaction (see
+/// `StorageEngine::cleanup`). Refused, as Cassandra, for system keyspaces
+/// and while the ring has pending ranges.
+fn cleanup(shared: &Shared, body: &[u8]) -> Result<Vec<TableCleanup>, String> {
+    let req: CleanupRequest = if body.is_empty() {
+        CleanupRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("invalid cleanup request: {e}"))?
+    };
+    let qp = shared.qp.get().ok_or("the node is still starting")?;
+    let all = keyspaces(qp);
+    let chosen: Vec<String> = match &req.keyspace {
+        Some(ks) if ks.starts_with("system") => {
+            return Err(format!(
+                "Cleanup of the {ks} keyspace is neither necessary nor possible."
+            ))
+        }
+        Some(ks) if !all.contains_key(ks) => {
+            return Err(format!("Keyspace [{ks}] does not exist."))
+        }
+        Some(ks) => vec![ks.clone()],
+        None => all
+            .keys()
+            .filter(|k| !k.starts_with("system"))
+            .cloned()
+            .collect(),
+    };
+    let ring = shared.ring_view.read().clone();
+    if ring.has_pending() {
+        return Err(
+            "Node is involved in cluster membership changes. Not safe to run cleanup.".into(),
+        );
+    }
+    let me = shared.host_id;
+    let schema = qp.schema();
+    let mut out = Vec::new();
+    for ks in chosen {
+        let Some((strategy, _)) = all.get(&ks) else {
+            continue;
+        };
+        let plan = gyre_cluster::ReplicaPlan::build(&ring, strategy);
+        let keep = |t: Token| plan.natural(t).contains(&me);
+        for t in schema.tables_in(&ks) {
+            let size = |id| shared.engine.table_stats(id).map(|s| s.disk_bytes);
+            // Flushed first, so that before and after compare files.
+            let before = shared
+                .engine
+                .flush(Some(t.id))
+                .and_then(|()| size(t.id))
+                .map_err(|e| e.to_string())?;
+            shared
+                .engine
+                .cleanup(t.id, &keep)
+                .map_err(|e| format!("cleanup of {ks}.{} failed: {e}", t.name))?;
+            let after = size(t.id).map_err(|e| e.to_string())?;
+            info!(keyspace = %ks, table = %t.name, before, after, "cleanup done");
+            out.push(TableCleanup {
+                keyspace: ks.clone(),
+                table: t.name.clone(),
+                bytes_before: before,
+                bytes_after: after,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The membership routes of the admin endpoint.
 pub(crate) fn admin(
     shared: &Arc<Shared>,
@@ -537,6 +692,19 @@ pub(crate) fn admin(
             &shared.membership.removal.lock().clone(),
         )),
         ("GET", "/streams") => json(serde_json::to_vec_pretty(&shared.streams.list())),
+        ("GET", "/ring") => json(serde_json::to_vec_pretty(&crate::ring_info::ring(shared))),
+        ("POST", "/describering") => match crate::ring_info::describe_ring(shared, body) {
+            Ok(r) => json(serde_json::to_vec_pretty(&r)),
+            Err(e) => Response::text(400, format!("{e}\n")),
+        },
+        ("POST", "/getendpoints") => match crate::ring_info::get_endpoints(shared, body) {
+            Ok(r) => json(serde_json::to_vec_pretty(&r)),
+            Err(e) => Response::text(400, format!("{e}\n")),
+        },
+        ("POST", "/cleanup") => match cleanup(shared, body) {
+            Ok(report) => json(serde_json::to_vec_pretty(&report)),
+            Err(e) => Response::text(400, format!("{e}\n")),
+        },
         _ => Response::text(405, "method not allowed\n"),
     }
 }

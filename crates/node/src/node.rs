@@ -199,15 +199,47 @@ impl Shared {
     /// Publishes this node's ring status (BOOT, NORMAL, LEAVING, LEFT) with
     /// its tokens, and applies it to the local ring at once.
     pub(crate) fn set_ring_status(&self, status: NodeStatus, tokens: &[Token]) {
+        self.set_local_ring_state(tokens, |g| g.set_status(status));
+    }
+
+    /// Publishes BOOT_REPLACE: this node joins in place of the dead `old`,
+    /// with its tokens.
+    pub(crate) fn set_replacing(&self, old: HostId, tokens: &[Token]) {
+        self.set_local_ring_state(tokens, |g| g.set_replacing(old));
+    }
+
+    fn set_local_ring_state(&self, tokens: &[Token], set: impl FnOnce(&mut Gossiper)) {
         let ring = {
             let mut core = self.core.lock();
             core.gossiper.set_tokens(tokens);
-            core.gossiper.set_status(status);
-            core.sync_ring(self.local);
+            set(&mut core.gossiper);
+            let displaced = core.sync_ring(self.local);
+            self.drop_displaced(&mut core, displaced);
             self.publish_liveness(&core, &[]);
             core.ring.clone()
         };
         self.publish_ring(Some(ring));
+    }
+
+    /// Forgets the dead nodes whose tokens a finished replacement took
+    /// over: out of gossip (quarantined, as Cassandra's replaced endpoints)
+    /// and out of the ring; drivers hear REMOVED_NODE.
+    fn drop_displaced(&self, core: &mut Core, displaced: Vec<Endpoint>) {
+        let now = self.now_ms();
+        for ep in displaced {
+            let addr = core
+                .gossiper
+                .endpoint_state(&ep)
+                .and_then(|s| s.native_address())
+                .unwrap_or_else(|| SocketAddr::new(ep.ip(), self.cfg.network.cql_port));
+            core.ring_hosts.remove(&ep);
+            core.gossiper.remove_endpoint(ep, now);
+            info!(endpoint = %ep, "replaced node removed from the ring");
+            self.events.send(Event::TopologyChange {
+                change: TopologyChangeType::RemovedNode,
+                addr,
+            });
+        }
     }
 
     /// Marks `host` as leaving in this node's ring (a removal in progress:
@@ -224,12 +256,16 @@ impl Shared {
         true
     }
 
-    /// Forgets a removed peer: out of gossip (quarantined) and the ring.
-    pub(crate) fn forget_peer(&self, ep: Endpoint) {
+    /// Takes a dead peer out of the ring for `removenode`: its gossip state
+    /// says `removed` from now on (see `Gossiper::advertise_removed`), which
+    /// every peer applies as it hears it, drivers get REMOVED_NODE.
+    pub(crate) fn mark_removed(&self, ep: Endpoint, host: HostId) {
         let ring = {
             let mut core = self.core.lock();
             let now = self.now_ms();
-            core.gossiper.remove_endpoint(ep, now);
+            if !core.gossiper.advertise_removed(ep, host, now) {
+                warn!(endpoint = %ep, "cannot publish the removal: unknown or alive");
+            }
             self.absorb_events(&mut core)
         };
         self.publish_ring(ring);
@@ -245,7 +281,8 @@ impl Shared {
     /// released (never take the ring view's lock under `core`: readers of
     /// the ring view ask the failure detector, which takes `core`).
     fn absorb_events(&self, core: &mut Core) -> Option<TokenMetadata> {
-        let changes = core.absorb_events();
+        let mut changes = core.absorb_events();
+        self.drop_displaced(core, std::mem::take(&mut changes.displaced));
         let ring = changes.ring_changed.then(|| core.ring.clone());
         for (ep, joined) in changes.topology {
             // Drivers key nodes by their CQL address.
@@ -324,6 +361,8 @@ struct Absorbed {
     liveness: Vec<(Endpoint, bool)>,
     /// Endpoints that joined (true) or left (false) the cluster.
     topology: Vec<(Endpoint, bool)>,
+    /// Dead nodes whose tokens a replacement took over.
+    displaced: Vec<Endpoint>,
 }
 
 impl Core {
@@ -381,7 +420,8 @@ impl Core {
             // (not while it joins) and REMOVED_NODE when it stops being one,
             // as Cassandra tells them.
             let was = self.normal_member(ep);
-            self.sync_ring(ep);
+            let displaced = self.sync_ring(ep);
+            out.displaced.extend(displaced);
             let is = self.normal_member(ep);
             if was != is {
                 out.topology.push((ep, is));
@@ -397,8 +437,11 @@ impl Core {
             .is_some_and(|h| self.ring.is_normal(h))
     }
 
-    /// Re-derives `ep`'s ring membership from its gossip state.
-    fn sync_ring(&mut self, ep: Endpoint) {
+    /// Re-derives `ep`'s ring membership from its gossip state. Returns the
+    /// endpoints of dead nodes whose tokens `ep` took over as NORMAL (a
+    /// finished replacement): the caller forgets them.
+    fn sync_ring(&mut self, ep: Endpoint) -> Vec<Endpoint> {
+        let mut displaced = Vec::new();
         let state = self.gossiper.endpoint_state(&ep).cloned();
         let wanted = state.as_ref().and_then(|s| ring_entry(ep, s));
         let old_host = self.ring_hosts.get(&ep).copied();
@@ -413,11 +456,19 @@ impl Core {
                         self.ring.remove_node(host);
                         self.ring.add_bootstrapping(info, &tokens)
                     }
+                    NodeStatus::Replacing => {
+                        let replaced = state.as_ref().and_then(|s| s.replacing());
+                        self.ring.remove_node(host);
+                        match replaced {
+                            Some(old) => self.ring.add_replacing(info, old),
+                            None => Err(gyre_cluster::Error::UnknownNode(host)),
+                        }
+                    }
                     NodeStatus::Leaving => self
                         .ring
                         .update_normal(info, &tokens)
                         .and_then(|_| self.ring.add_leaving(host)),
-                    _ => self.ring.update_normal(info, &tokens),
+                    _ => self.take_over(info, &tokens, &mut displaced),
                 };
                 match res {
                     Ok(()) => {
@@ -427,14 +478,47 @@ impl Core {
                 }
             }
             None => {
-                let left = state
-                    .as_ref()
-                    .is_none_or(|s| s.status() == Some(NodeStatus::Left));
+                let left = state.as_ref().is_none_or(|s| {
+                    matches!(s.status(), Some(NodeStatus::Left | NodeStatus::Removed))
+                });
                 if left {
                     if let Some(h) = self.ring_hosts.remove(&ep) {
                         self.ring.remove_node(h);
                     }
                 }
+            }
+        }
+        displaced
+    }
+
+    /// Makes `info` a normal member owning `tokens`. Tokens of another node
+    /// go to `info` when that node is the one it replaced, or is down (a
+    /// replacement whose BOOT_REPLACE this node missed): as in Cassandra,
+    /// the dead owner loses them and, left without tokens, the ring.
+    fn take_over(
+        &mut self,
+        info: NodeInfo,
+        tokens: &[Token],
+        displaced: &mut Vec<Endpoint>,
+    ) -> std::result::Result<(), gyre_cluster::Error> {
+        let me = info.host_id;
+        let replaced: Option<HostId> = self
+            .ring
+            .replacing()
+            .find(|(n, _)| **n == me)
+            .map(|(_, o)| *o);
+        loop {
+            match self.ring.update_normal(info.clone(), tokens) {
+                Err(gyre_cluster::Error::TokenConflict { token, owner }) => {
+                    let addr = self.ring.node(&owner).map(|n| n.address);
+                    let dead = addr.is_some_and(|a| !self.gossiper.is_alive(&a));
+                    if replaced != Some(owner) && !dead {
+                        return Err(gyre_cluster::Error::TokenConflict { token, owner });
+                    }
+                    self.ring.remove_node(owner);
+                    displaced.extend(addr);
+                }
+                r => return r,
             }
         }
     }
@@ -445,7 +529,7 @@ impl Core {
 /// with a host id and tokens.
 fn ring_entry(ep: Endpoint, s: &EndpointState) -> Option<(NodeInfo, Vec<Token>, NodeStatus)> {
     let status = s.status()?;
-    if status == NodeStatus::Left {
+    if matches!(status, NodeStatus::Left | NodeStatus::Removed) {
         return None;
     }
     let tokens = s.tokens().filter(|t| !t.is_empty())?;
@@ -670,44 +754,73 @@ impl Node {
             stop_rx.clone(),
         )));
 
-        let mut joins_existing = false;
-        let tokens = if persisted.tokens.is_empty() {
-            let (tokens, existing) = choose_tokens(&shared, &seeds).await?;
-            joins_existing = existing;
+        // Cassandra's replace_address_first_boot: only until bootstrapped.
+        let replace = cfg
+            .cluster
+            .replace_address
+            .filter(|_| persisted.tokens.is_empty() || !persisted.bootstrapped);
+        if let (Some(ip), None) = (cfg.cluster.replace_address, replace) {
+            warn!(%ip, "cluster.replace_address ignored: this node has bootstrapped already");
+        }
+        let tokens = if let Some(ip) = replace {
+            wait_for_ring(&shared, &seeds).await?;
+            let (old, tokens) = crate::membership::replace_target(&shared, ip)
+                .await
+                .map_err(Error::Startup)?;
             persisted.tokens = tokens.clone();
-            // Recorded before streaming: a restart resumes the bootstrap.
-            persisted.bootstrapped = !(existing && cfg.cluster.auto_bootstrap);
+            persisted.bootstrapped = false;
+            persisted.save(&data_dir)?;
+            let schema_wait = Duration::from_millis(cfg.gossip.seed_wait_ms.max(10_000));
+            if !crate::membership::wait_schema_agreement(&shared, &qp, schema_wait).await {
+                warn!("no schema agreement with the cluster before the replace; continuing");
+            }
+            crate::membership::replace(&shared, &qp, old, &tokens)
+                .await
+                .map_err(|e| Error::Startup(format!("replace failed: {e}")))?;
+            persisted.bootstrapped = true;
             persisted.save(&data_dir)?;
             tokens
         } else {
-            if persisted.tokens.len() != cfg.cluster.num_tokens {
-                warn!(
-                    stored = persisted.tokens.len(),
-                    configured = cfg.cluster.num_tokens,
-                    "keeping the stored tokens; cluster.num_tokens only applies to new nodes"
-                );
-            }
-            persisted.tokens.clone()
-        };
-        if !persisted.bootstrapped {
-            if !joins_existing {
-                // A resumed bootstrap: learn the ring again first.
-                wait_for_ring(&shared, &seeds).await?;
-            }
-            let schema_wait = Duration::from_millis(cfg.gossip.seed_wait_ms.max(10_000));
-            if !crate::membership::wait_schema_agreement(&shared, &qp, schema_wait).await {
-                warn!("no schema agreement with the cluster before bootstrap; continuing");
-            }
-            if crate::membership::has_user_keyspaces(&qp) {
-                crate::membership::bootstrap(&shared, &qp, &tokens)
-                    .await
-                    .map_err(|e| Error::Startup(format!("bootstrap failed: {e}")))?;
+            let mut joins_existing = false;
+            let tokens = if persisted.tokens.is_empty() {
+                let (tokens, existing) = choose_tokens(&shared, &seeds).await?;
+                joins_existing = existing;
+                persisted.tokens = tokens.clone();
+                // Recorded before streaming: a restart resumes the bootstrap.
+                persisted.bootstrapped = !(existing && cfg.cluster.auto_bootstrap);
+                persisted.save(&data_dir)?;
+                tokens
             } else {
-                info!("the cluster has no keyspaces yet: nothing to stream");
+                if persisted.tokens.len() != cfg.cluster.num_tokens {
+                    warn!(
+                        stored = persisted.tokens.len(),
+                        configured = cfg.cluster.num_tokens,
+                        "keeping the stored tokens; cluster.num_tokens only applies to new nodes"
+                    );
+                }
+                persisted.tokens.clone()
+            };
+            if !persisted.bootstrapped {
+                if !joins_existing {
+                    // A resumed bootstrap: learn the ring again first.
+                    wait_for_ring(&shared, &seeds).await?;
+                }
+                let schema_wait = Duration::from_millis(cfg.gossip.seed_wait_ms.max(10_000));
+                if !crate::membership::wait_schema_agreement(&shared, &qp, schema_wait).await {
+                    warn!("no schema agreement with the cluster before bootstrap; continuing");
+                }
+                if crate::membership::has_user_keyspaces(&qp) {
+                    crate::membership::bootstrap(&shared, &qp, &tokens)
+                        .await
+                        .map_err(|e| Error::Startup(format!("bootstrap failed: {e}")))?;
+                } else {
+                    info!("the cluster has no keyspaces yet: nothing to stream");
+                }
+                persisted.bootstrapped = true;
+                persisted.save(&data_dir)?;
             }
-            persisted.bootstrapped = true;
-            persisted.save(&data_dir)?;
-        }
+            tokens
+        };
         shared.set_ring_status(NodeStatus::Normal, &tokens);
         info!(tokens = tokens.len(), "joined the ring as NORMAL");
 

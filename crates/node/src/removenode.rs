@@ -5,7 +5,9 @@
 //! ranges' new owners become pending replicas, so writes reach them) and to
 //! stream, from the remaining live replicas, the ranges it will now
 //! replicate; once all answered (or `removenode force`), it tells every
-//! live member to forget the node (REMOVE_COMMIT: out of gossip, quarantined,
+//! live member to forget the node (REMOVE_COMMIT: its gossip state turns
+//! `removed`, with a version above anything it published, so a peer that
+//! missed the commit learns it by gossip and none can gossip the node back;
 //! out of the ring; drivers get REMOVED_NODE).
 
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ use tracing::{info, warn};
 use crate::http::Response;
 use crate::membership::{is_alive, keyspaces, other_movement};
 use crate::node::Shared;
-use crate::streaming::{fetch_range, StreamRange, Throttle};
+use crate::streaming::{stream_plan, Direction, StreamRange};
 
 /// Mark the host as leaving and stream the ranges this node gains.
 pub const REMOVE_PREPARE: Verb = Verb(0x0403);
@@ -202,7 +204,7 @@ async fn coordinate(shared: &Arc<Shared>, host: HostId, addr: SocketAddr) -> Res
             warn!(peer = %a, error = %e, "removenode: a member did not confirm forgetting the node");
         }
     }
-    shared.forget_peer(addr);
+    shared.mark_removed(addr, host);
     info!(%host, %addr, "removenode: the node is out of the ring");
     Ok(())
 }
@@ -250,29 +252,7 @@ async fn prepare(shared: &Arc<Shared>, host: HostId) -> Result<(), String> {
             }
         }
     }
-    let throttle = Throttle::new(shared.cfg.cluster.stream_throughput_mb_per_sec);
-    let sessions = plan.into_iter().map(|(from, ranges)| {
-        let (shared, throttle) = (shared.clone(), &throttle);
-        async move {
-            let session =
-                shared
-                    .streams
-                    .start("removenode", "in", from.to_string(), ranges.len() as u64);
-            let mut result = Ok(());
-            for r in ranges {
-                result = fetch_range(&shared, from, r, &session, throttle).await;
-                if result.is_err() {
-                    break;
-                }
-            }
-            session.finish(&result);
-            result
-        }
-    });
-    for r in futures::future::join_all(sessions).await {
-        r?;
-    }
-    Ok(())
+    stream_plan(shared, "removenode", Direction::In, plan).await
 }
 
 pub(crate) fn register_verbs(shared: &Arc<Shared>) {
@@ -312,7 +292,7 @@ pub(crate) fn register_verbs(shared: &Arc<Shared>) {
                 (true, Ok(m)) => {
                     let addr = s.ring_view.read().node(&m.host).map(|n| n.address);
                     if let Some(addr) = addr {
-                        s.forget_peer(addr);
+                        s.mark_removed(addr, m.host);
                         info!(host = %m.host, %addr, "removed from the ring (removenode)");
                     }
                     Ok(())

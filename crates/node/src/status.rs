@@ -63,7 +63,7 @@ impl EndpointReport {
         let ud = if self.is_up() { 'U' } else { 'D' };
         let s = match self.status.as_deref() {
             Some("NORMAL") | Some("shutdown") => 'N',
-            Some("BOOT") => 'J',
+            Some(s) if s == "BOOT" || s.starts_with("BOOT_REPLACE") => 'J',
             Some("LEAVING") | Some("LEFT") => 'L',
             _ => '?',
         };

@@ -472,6 +472,56 @@ async fn request_page(
     Err(format!("streaming with {to} failed: {last}"))
 }
 
+/// Which way a plan's ranges travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Pulled from the peer and applied here (bootstrap, replace, removenode).
+    In,
+    /// Read here and pushed to the peer (decommission).
+    Out,
+}
+
+/// Runs `plan`: one session per peer, the peers in parallel, each peer's
+/// ranges in turn, under one throughput cap; the first failure of a
+/// session ends it, and any failure fails the whole plan.
+pub(crate) async fn stream_plan(
+    shared: &Arc<Shared>,
+    operation: &'static str,
+    direction: Direction,
+    plan: std::collections::HashMap<std::net::SocketAddr, Vec<StreamRange>>,
+) -> Result<(), String> {
+    let throttle = Throttle::new(shared.cfg.cluster.stream_throughput_mb_per_sec);
+    let sessions = plan.into_iter().map(|(peer, ranges)| {
+        let throttle = &throttle;
+        async move {
+            let dir = match direction {
+                Direction::In => "in",
+                Direction::Out => "out",
+            };
+            let session =
+                shared
+                    .streams
+                    .start(operation, dir, peer.to_string(), ranges.len() as u64);
+            let mut result = Ok(());
+            for r in ranges {
+                result = match direction {
+                    Direction::In => fetch_range(shared, peer, r, &session, throttle).await,
+                    Direction::Out => push_range(shared, peer, r, &session, throttle).await,
+                };
+                if result.is_err() {
+                    break;
+                }
+            }
+            session.finish(&result);
+            result
+        }
+    });
+    for r in futures::future::join_all(sessions).await {
+        r?;
+    }
+    Ok(())
+}
+
 /// Pulls `range` from `from` and applies it locally.
 pub(crate) async fn fetch_range(
     shared: &Shared,

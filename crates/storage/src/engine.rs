@@ -75,6 +75,19 @@ pub trait StorageEngine: Send + Sync {
     /// Major compaction: merges all of a table's on-disk data into one run.
     fn compact(&self, table: TableId) -> Result<()>;
 
+    /// `nodetool cleanup`: flushes the table and rewrites its on-disk data
+    /// without the partitions whose token `keep` rejects (ranges this node
+    /// no longer replicates). Dropped outright, tombstones included: no
+    /// other copy on this node could need them.
+    fn cleanup(
+        &self,
+        table: TableId,
+        keep: &(dyn Fn(gyre_common::Token) -> bool + Sync),
+    ) -> Result<()> {
+        let _ = (table, keep);
+        Err(Error::Unsupported("cleanup".into()))
+    }
+
     fn table_stats(&self, table: TableId) -> Result<TableStats>;
     fn engine_stats(&self) -> EngineStats;
 

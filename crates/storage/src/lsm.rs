@@ -39,6 +39,9 @@ use crate::sai;
 use crate::snapshot::{self, SnapshotInfo};
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
 use crate::strategy::{self, CompactionTask, PlanContext, SsTableInfo};
+
+/// Which partitions a cleanup keeps, by token.
+type Keep<'a> = &'a (dyn Fn(gyre_common::Token) -> bool + Sync);
 use crate::types::{
     ClusteringFilter, CompactionProgress, EngineStats, ImportReport, ReadFilter, ScanPage,
     ScanRequest, TableId, TableOptions, TableStats,
@@ -797,7 +800,7 @@ impl Inner {
                             tracing::warn!(table = %t.id, ?task, "compaction planned twice");
                             break;
                         }
-                        if let Err(e) = self.run_task(&t, &task) {
+                        if let Err(e) = self.run_task(&t, &task, None) {
                             if matches!(e, Error::Closed) {
                                 tracing::debug!(table = %t.id, "compaction stopped by shutdown");
                             } else {
@@ -940,7 +943,13 @@ impl Inner {
 
     /// Runs a compaction task. Returns `false` (doing nothing) when an input
     /// is gone since the task was planned.
-    fn run_task(&self, t: &Arc<Table>, task: &CompactionTask) -> Result<bool> {
+    /// Runs `task`; a merge drops the partitions `keep` rejects (cleanup).
+    fn run_task(
+        &self,
+        t: &Arc<Table>,
+        task: &CompactionTask,
+        keep: Option<Keep<'_>>,
+    ) -> Result<bool> {
         let _c = t.compaction_lock.lock();
         let st = t.snapshot();
         let inputs: Vec<Arc<SsTable>> = st
@@ -958,7 +967,7 @@ impl Inner {
                 level,
                 max_output_bytes,
                 ..
-            } => self.merge(t, &st, inputs, *level, *max_output_bytes),
+            } => self.merge(t, &st, inputs, *level, *max_output_bytes, keep),
         }
     }
 
@@ -1004,6 +1013,7 @@ impl Inner {
         inputs: Vec<Arc<SsTable>>,
         level: u32,
         max_output_bytes: Option<u64>,
+        keep: Option<Keep<'_>>,
     ) -> Result<bool> {
         let input_gens: Vec<u64> = inputs.iter().map(|s| s.generation()).collect();
         let others: Vec<Arc<SsTable>> = st
@@ -1056,6 +1066,9 @@ impl Inner {
                     return Err(Error::Closed);
                 }
                 progress.partitions_done += 1;
+                if keep.is_some_and(|k| !k(p.key.token)) {
+                    continue;
+                }
                 if progress.partitions_done.is_multiple_of(1024) {
                     progress.bytes_written =
                         finished_bytes + w.as_ref().map_or(0, |w| w.bytes_written());
@@ -1676,11 +1689,43 @@ impl StorageEngine for LsmEngine {
         let infos = sstable_infos(&t.snapshot());
         let strategy = strategy::strategy_for(&t.options.read().compaction);
         if let Some(task) = strategy.major_task(&infos) {
-            self.inner.run_task(&t, &task)?;
+            self.inner.run_task(&t, &task, None)?;
         }
         // Background compactions skipped the table meanwhile.
         self.inner.request_compaction(table);
         Ok(())
+    }
+
+    fn cleanup(
+        &self,
+        table: TableId,
+        keep: &(dyn Fn(gyre_common::Token) -> bool + Sync),
+    ) -> Result<()> {
+        let t = self.inner.table(table)?;
+        self.inner.flush_table(&t)?;
+        let strategy = strategy::strategy_for(&t.options.read().compaction);
+        // A background compaction may replace the SSTables between the
+        // plan and the run (the task then does nothing): plan again.
+        let mut done = false;
+        for _ in 0..100 {
+            let infos = sstable_infos(&t.snapshot());
+            let Some(task) = strategy.major_task(&infos) else {
+                done = true;
+                break;
+            };
+            if self.inner.run_task(&t, &task, Some(keep))? {
+                done = true;
+                break;
+            }
+        }
+        self.inner.request_compaction(table);
+        if done {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(
+                "cleanup: background compactions kept changing the table's SSTables; retry".into(),
+            ))
+        }
     }
 
     fn table_stats(&self, table: TableId) -> Result<TableStats> {

@@ -241,6 +241,62 @@ impl LocalCluster {
         Ok(n)
     }
 
+    /// Replaces the dead node `dead` (Cassandra's `replace_address`): a new
+    /// node, on the next free address, starts with `cluster.replace_address`
+    /// = `dead`'s address, takes over its tokens, streams its ranges and
+    /// turns NORMAL; `dead` leaves the ring and the layout. Waits until the
+    /// seed sees the new node UN and no longer knows `dead`. Returns the new
+    /// node's number.
+    pub fn replace_node(
+        &mut self,
+        dead: usize,
+        gyre_bin: &Path,
+        timeout: Duration,
+    ) -> Result<usize> {
+        self.check_node(dead)?;
+        if self.layout.decommissioned.contains(&dead) {
+            return Err(Error::Cluster(format!(
+                "node {dead} is no longer in the cluster"
+            )));
+        }
+        if self.state(dead) != ProcState::Stopped {
+            return Err(Error::Cluster(format!(
+                "node {dead} is running: only a dead node is replaced (kill or stop it first)"
+            )));
+        }
+        let n = self.layout.nodes + 1;
+        self.layout.ip(n)?;
+        let dead_ip = self.layout.ip(dead)?;
+        let dead_addr = self.layout.internode_addr(dead)?.to_string();
+        // Out of the layout first: never started again, and not the seed.
+        self.layout.decommissioned.push(dead);
+        let Some(seed) = self.members().first().copied() else {
+            self.layout.decommissioned.retain(|d| *d != dead);
+            return Err(Error::Cluster("no live member left to replace from".into()));
+        };
+        self.layout.nodes = n;
+        self.save_layout()?;
+        self.write_node_config(n, |c| c.cluster.replace_address = Some(dead_ip))?;
+        self.start_node(n, gyre_bin)?;
+        let me = self.layout.internode_addr(n)?.to_string();
+        let seed_probe = self.layout.admin_addr(seed)?;
+        let my_probe = self.layout.admin_addr(n)?;
+        self.wait_for(
+            &format!("node {n} to replace node {dead}"),
+            timeout,
+            &[n],
+            |_| {
+                let seed_view = fetch_status(seed_probe, Duration::from_secs(1)).is_ok_and(|r| {
+                    sees_up_normal(&r, &me) && !r.endpoints.iter().any(|e| e.address == dead_addr)
+                });
+                Ok(seed_view
+                    && fetch_status(my_probe, Duration::from_secs(1))
+                        .is_ok_and(|r| sees_up_normal(&r, &me)))
+            },
+        )?;
+        Ok(n)
+    }
+
     /// Decommissions node `node` through its admin endpoint and waits until
     /// its process has exited (after streaming its data away).
     pub fn decommission(&mut self, node: usize, timeout: Duration) -> Result<()> {
@@ -320,6 +376,25 @@ impl LocalCluster {
         }
     }
 
+    /// Writes node `node`'s `gyre.toml` (and TLS certificate), with `edit`
+    /// applied to the layout's configuration.
+    fn write_node_config(&self, node: usize, edit: impl FnOnce(&mut NodeConfig)) -> Result<()> {
+        let dir = self.node_dir(node);
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let conf = dir.join("gyre.toml");
+        // Absolute paths, so the node works whatever its working directory.
+        let abs = fs::canonicalize(&dir).map_err(io_err(format!("resolving {}", dir.display())))?;
+        if self.layout.tls {
+            let cluster = fs::canonicalize(&self.dir)
+                .map_err(io_err(format!("resolving {}", self.dir.display())))?;
+            tls::issue_node_certificate(&cluster, &abs, self.layout.ip(node)?)?;
+        }
+        let mut cfg = self.layout.node_config(node, &abs)?;
+        edit(&mut cfg);
+        let text = cfg.to_toml()?;
+        fs::write(&conf, text).map_err(io_err(format!("writing {}", conf.display())))
+    }
+
     /// Starts node `node` unless it is running; returns false if it was.
     pub fn start_node(&self, node: usize, gyre_bin: &Path) -> Result<bool> {
         self.check_node(node)?;
@@ -327,19 +402,9 @@ impl LocalCluster {
             return Ok(false);
         }
         let dir = self.node_dir(node);
-        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let conf = dir.join("gyre.toml");
         if !conf.exists() {
-            // Absolute paths, so the node works whatever its working directory.
-            let abs =
-                fs::canonicalize(&dir).map_err(io_err(format!("resolving {}", dir.display())))?;
-            if self.layout.tls {
-                let cluster = fs::canonicalize(&self.dir)
-                    .map_err(io_err(format!("resolving {}", self.dir.display())))?;
-                tls::issue_node_certificate(&cluster, &abs, self.layout.ip(node)?)?;
-            }
-            let text = self.layout.node_config(node, &abs)?.to_toml()?;
-            fs::write(&conf, text).map_err(io_err(format!("writing {}", conf.display())))?;
+            self.write_node_config(node, |_| {})?;
         }
         let log_path = self.log_path(node);
         let log = fs::OpenOptions::new()

@@ -124,6 +124,36 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Delete the data of ranges a node no longer replicates (after a join),
+    /// like `nodetool cleanup`: each table is rewritten without them; says
+    /// how many bytes each freed.
+    Cleanup {
+        /// One keyspace (default: every keyspace of the users).
+        keyspace: Option<String>,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// The token ring as a node sees it (`nodetool ring`): every token with
+    /// its node, Up/Down and Normal/Leaving/Joining.
+    Ring {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// A keyspace's token ranges and their replicas (`nodetool describering`).
+    Describering {
+        keyspace: String,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// The nodes holding a partition key (`nodetool getendpoints`): natural
+    /// replicas, then pending ones marked `(pending)`.
+    Getendpoints {
+        keyspace: String,
+        table: String,
+        key: String,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
     /// Streaming sessions of a node (bootstrap, decommission, removenode),
     /// like `nodetool netstats`: peer, ranges, rows, bytes, rate, progress.
     Netstats {
@@ -219,6 +249,27 @@ impl NodeAddr {
             })
             .collect()
     }
+}
+
+/// The JSON answer of the first `--host`'s admin endpoint to `path`.
+fn admin_json(
+    node: &NodeAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let addr = *node.addrs()?.first().context("no --host given")?;
+    let (code, text) = gyre_node::http::request(
+        addr,
+        method,
+        path,
+        body.map(str::as_bytes),
+        Duration::from_secs(10),
+    )?;
+    if code != 200 {
+        bail!("{addr}: {}", text.trim());
+    }
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// KEYSPACE or KEYSPACE.TABLE as a snapshot request.
@@ -473,6 +524,16 @@ enum ClusterCmd {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Replace dead node N (Cassandra's replace_address_first_boot): a new
+    /// node on the next free address takes over N's tokens, streams N's
+    /// ranges from the other replicas and turns NORMAL; N leaves the ring.
+    Replace {
+        node: usize,
+        #[arg(long)]
+        gyre_bin: Option<PathBuf>,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Decommission node N: it streams its data to the nodes taking over its
     /// ranges, hands off its hints, leaves the ring and stops.
     Decommission {
@@ -644,6 +705,96 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cluster { cmd, dir } => cluster(cmd, dir),
+        Cmd::Ring { node } => {
+            let tokens = admin_json(&node, "GET", "/ring", None)?;
+            println!(
+                "{:<18}{:<8}{:<9}{:>22}",
+                "Address", "Status", "State", "Token"
+            );
+            for t in tokens.as_array().into_iter().flatten() {
+                println!(
+                    "{:<18}{:<8}{:<9}{:>22}",
+                    t["address"].as_str().unwrap_or("?"),
+                    if t["up"].as_bool() == Some(true) {
+                        "Up"
+                    } else {
+                        "Down"
+                    },
+                    t["state"].as_str().unwrap_or("?"),
+                    t["token"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        Cmd::Describering { keyspace, node } => {
+            let body = serde_json::json!({ "keyspace": keyspace }).to_string();
+            let ranges = admin_json(&node, "POST", "/describering", Some(&body))?;
+            println!("TokenRange: ");
+            for r in ranges.as_array().into_iter().flatten() {
+                let endpoints: Vec<&str> = r["endpoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str())
+                    .collect();
+                println!(
+                    "\tTokenRange(start_token:{}, end_token:{}, endpoints:[{}])",
+                    r["start_token"].as_str().unwrap_or("?"),
+                    r["end_token"].as_str().unwrap_or("?"),
+                    endpoints.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Cmd::Getendpoints {
+            keyspace,
+            table,
+            key,
+            node,
+        } => {
+            let body =
+                serde_json::json!({ "keyspace": keyspace, "table": table, "key": key }).to_string();
+            let r = admin_json(&node, "POST", "/getendpoints", Some(&body))?;
+            for (list, mark) in [("natural", ""), ("pending", " (pending)")] {
+                for e in r[list].as_array().into_iter().flatten() {
+                    println!("{}{mark}", e.as_str().unwrap_or("?"));
+                }
+            }
+            Ok(())
+        }
+        Cmd::Cleanup { keyspace, node } => {
+            let body = serde_json::json!({ "keyspace": keyspace }).to_string();
+            for addr in node.addrs()? {
+                // Rewrites every table: allow it time.
+                let (code, body) = gyre_node::http::request(
+                    addr,
+                    "POST",
+                    "/cleanup",
+                    Some(body.as_bytes()),
+                    Duration::from_secs(3600),
+                )?;
+                if code != 200 {
+                    bail!("{addr}: {}", body.trim());
+                }
+                let tables: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+                let mut freed = 0i64;
+                for t in &tables {
+                    let (b, a) = (
+                        t["bytes_before"].as_i64().unwrap_or(0),
+                        t["bytes_after"].as_i64().unwrap_or(0),
+                    );
+                    freed += b - a;
+                    println!(
+                        "{}: {}.{}: {b} -> {a} bytes",
+                        addr.ip(),
+                        t["keyspace"].as_str().unwrap_or("?"),
+                        t["table"].as_str().unwrap_or("?")
+                    );
+                }
+                println!("{}: cleanup freed {freed} bytes", addr.ip());
+            }
+            Ok(())
+        }
         Cmd::Netstats { node } => {
             for addr in node.addrs()? {
                 let (code, body) = gyre_node::http::request(
@@ -910,6 +1061,22 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
                     t0.elapsed().as_secs_f64()
                 );
             }
+            print_cluster(&c);
+            Ok(())
+        }
+        ClusterCmd::Replace {
+            node,
+            gyre_bin,
+            timeout_secs,
+        } => {
+            let mut c = LocalCluster::open(&dir)?;
+            let bin = gyrectl::find_gyre_bin(gyre_bin.as_deref())?;
+            let t0 = Instant::now();
+            let n = c.replace_node(node, &bin, Duration::from_secs(timeout_secs))?;
+            println!(
+                "node {n} replaced node {node} (UN) after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             print_cluster(&c);
             Ok(())
         }

@@ -98,10 +98,22 @@ impl Coordinator {
         let _timer = self.inner.metrics.write.start_timer();
         cl.validate_for_write()?;
         let (strategy, natural, pending) = self.plan(table, update.key.token)?;
+        // A node replacing a dead replica gets the writes of its ranges but
+        // neither raises nor meets the level: the replica it replaces is
+        // down, so the natural replicas alone keep the level's guarantee in
+        // the old and the new replica set (a joining node's acks are only
+        // information: it may still fail), and QUORUM stays as available
+        // as before the replace.
+        let (pending, replacing): (Vec<Target>, Vec<Target>) = {
+            let ring = self.inner.ring.read();
+            pending
+                .into_iter()
+                .partition(|t| !ring.replacing().any(|(n, _)| *n == t.replica.host))
+        };
         cl.assure_sufficient_live(&strategy, self.dc(), &live(&natural), &live(&pending))?;
         // Fast path: this node is the only replica (and none is pending):
         // apply and await durability, no tracker, timer or task.
-        if pending.is_empty() {
+        if pending.is_empty() && replacing.is_empty() {
             if let [only] = natural.as_slice() {
                 if only.replica.host == self.local() {
                     let durable = apply_local(
@@ -126,7 +138,7 @@ impl Coordinator {
         let m = Mutation::new(table, update);
         let inflight: Inflight = FuturesUnordered::new();
         let mut dead = Vec::new();
-        for t in natural.iter().chain(&pending) {
+        for t in natural.iter().chain(&pending).chain(&replacing) {
             let host = t.replica.host;
             if t.alive {
                 inflight.push(
