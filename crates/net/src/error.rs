@@ -35,6 +35,8 @@ pub enum Error {
     Malformed(String),
     #[error("connection closed mid-frame")]
     Truncated,
+    #[error("internode TLS: {0}")]
+    Tls(String),
     #[error("invalid fault rules: {0}")]
     InvalidFaults(String),
     #[error("i/o error: {0}")]

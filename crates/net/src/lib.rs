@@ -28,8 +28,13 @@
 //! queue full, expired before being written, fault rules) and requests then
 //! time out. Limits: one frame is at most [`NetConfig::max_frame_size`]
 //! (16 MiB by default) and is held whole in memory on both ends; there is no
-//! TLS, authentication or compression; only protocol version 2 is spoken, so a
-//! version mismatch closes the connection rather than negotiating down.
+//! compression; only protocol version 2 is spoken, so a version mismatch
+//! closes the connection rather than negotiating down.
+//!
+//! With [`NetConfig::tls`] ([`InternodeTls`]), every connection is mutual TLS
+//! against the cluster CA, each certificate checked against the address its
+//! holder speaks for; without it, a peer is held to the address it connects
+//! from. Either way the handshake's cluster name must match.
 //!
 //! ```no_run
 //! # async fn demo() -> gyre_net::Result<()> {
@@ -58,6 +63,7 @@ mod messenger;
 mod sim;
 mod stats;
 mod tcp;
+mod tls;
 mod transport;
 
 pub use error::{Error, Result};
@@ -71,6 +77,7 @@ pub use messenger::{Handler, Inbound, Messenger, Responder};
 pub use sim::{SimNetwork, SimStats, SimTransport};
 pub use stats::{NetStats, VerbStats};
 pub use tcp::{NetConfig, TcpTransport};
+pub use tls::InternodeTls;
 pub use transport::{
     InboundSink, Message, NodeAddr, Priority, SendOptions, Transport, TransportStats, Verb,
 };

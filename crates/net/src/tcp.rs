@@ -9,8 +9,7 @@ use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +22,7 @@ use crate::frame::{
     decode_frame, encode_frame, encode_parts, encoded_len, ConnectionClass, Frame, FrameKind,
     Handshake, DEFAULT_MAX_FRAME_SIZE,
 };
+use crate::tls::InternodeTls;
 use crate::transport::{
     InboundSink, Message, NodeAddr, Priority, SendOptions, Transport, TransportStats, Verb,
 };
@@ -49,6 +49,8 @@ pub struct NetConfig {
     pub handshake_timeout: Duration,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// Mutual TLS on every connection (`None`: plaintext).
+    pub tls: Option<InternodeTls>,
 }
 
 impl NetConfig {
@@ -65,6 +67,7 @@ impl NetConfig {
             handshake_timeout: Duration::from_secs(2),
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -297,7 +300,11 @@ fn open_queue(
 }
 
 /// Reads frames until one is complete. Used for handshakes.
-async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut, max: usize) -> Result<Frame> {
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Frame> {
     loop {
         if let Some(frame) = decode_frame(buf, max)? {
             return Ok(frame);
@@ -388,8 +395,34 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAddr) -> Result<()> {
+async fn serve_inbound(shared: &Shared, stream: TcpStream, remote: SocketAddr) -> Result<()> {
     stream.set_nodelay(true)?;
+    let Some(tls) = &shared.config.tls else {
+        return serve_stream(shared, stream, remote, |_, _| Ok(())).await;
+    };
+    // A plaintext peer, or one whose certificate the cluster CA did not
+    // sign, fails here, before anything it sends is read.
+    let stream = tokio::time::timeout(shared.config.handshake_timeout, tls.accept(stream, remote))
+        .await
+        .map_err(|_| Error::Handshake {
+            peer: remote,
+            reason: "TLS handshake timed out".into(),
+        })??;
+    serve_stream(shared, stream, remote, |s, hello| {
+        tls.check_claim(s, hello.addr.ip(), remote)
+    })
+    .await
+}
+
+/// Serves one inbound connection after its TLS handshake, if any: the
+/// peer's handshake frame (checked by [`check_peer`] and `check_tls`),
+/// then its messages.
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    mut stream: S,
+    remote: SocketAddr,
+    check_tls: impl FnOnce(&S, &Handshake) -> Result<()>,
+) -> Result<()> {
     let max = shared.config.max_frame_size;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let first = tokio::time::timeout(
@@ -409,6 +442,7 @@ async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAdd
     }
     let hello = Handshake::decode(&first.payload)?;
     check_peer(&shared.config, &hello, remote)?;
+    check_tls(&stream, &hello)?;
     let reply = Handshake {
         host_id: shared.config.host_id,
         addr: shared.local,
@@ -416,6 +450,7 @@ async fn serve_inbound(shared: &Shared, mut stream: TcpStream, remote: SocketAdd
         cluster: shared.config.cluster_name.clone(),
     };
     stream.write_all(&handshake_frame(&reply)).await?;
+    stream.flush().await?;
     let from = hello.addr;
     shared.peer_ids.lock().insert(from, hello.host_id);
     debug!(%remote, peer = %from, host_id = %hello.host_id, class = ?hello.class, "inbound connection established");
@@ -521,6 +556,12 @@ impl std::future::Future for YieldOnce {
     }
 }
 
+/// An outbound connection after both handshakes.
+enum Connected {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 /// Why a connected session ended.
 enum SessionEnd {
     Shutdown,
@@ -567,7 +608,17 @@ impl Outbound {
                 Ok(stream) => {
                     bump(&self.shared.counters.connections_opened);
                     backoff = min;
-                    match self.session(stream).await {
+                    let end = match stream {
+                        Connected::Plain(s) => {
+                            let (rd, wr) = s.into_split();
+                            self.session(rd, wr).await
+                        }
+                        Connected::Tls(s) => {
+                            let (rd, wr) = tokio::io::split(*s);
+                            self.session(rd, wr).await
+                        }
+                    };
+                    match end {
                         SessionEnd::Shutdown => return,
                         SessionEnd::Disconnected(e) => {
                             debug!(peer = %self.peer, class = ?self.class, error = %e, "outbound connection lost")
@@ -616,7 +667,7 @@ impl Outbound {
         self.held = kept;
     }
 
-    async fn connect(&self) -> Result<TcpStream> {
+    async fn connect(&self) -> Result<Connected> {
         let cfg = &self.shared.config;
         let socket = match self.peer {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -630,6 +681,43 @@ impl Outbound {
             .await
             .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
         stream.set_nodelay(true)?;
+        let peer = self.peer;
+        match &cfg.tls {
+            None => {
+                self.hello(&mut stream).await?;
+                Ok(Connected::Plain(stream))
+            }
+            Some(tls) => {
+                // The listener's certificate is checked against the
+                // address dialled (with endpoint verification).
+                let mut stream =
+                    tokio::time::timeout(cfg.handshake_timeout, tls.connect(stream, peer))
+                        .await
+                        .map_err(|_| Error::Handshake {
+                            peer,
+                            reason: "TLS handshake timed out".into(),
+                        })??;
+                // With TLS 1.3 the listener judges this node's certificate
+                // after the client side is done: a refusal arrives as an
+                // alert on the first read.
+                self.hello(&mut stream).await.map_err(|e| match e {
+                    Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                        Error::Handshake {
+                            peer,
+                            reason: format!("TLS: {io}"),
+                        }
+                    }
+                    e => e,
+                })?;
+                Ok(Connected::Tls(Box::new(stream)))
+            }
+        }
+    }
+
+    /// Gyre's handshake on a connected stream: this node's hello, the
+    /// peer's reply (of this cluster).
+    async fn hello<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S) -> Result<()> {
+        let cfg = &self.shared.config;
         let hello = Handshake {
             host_id: cfg.host_id,
             addr: self.shared.local,
@@ -639,8 +727,9 @@ impl Outbound {
         let peer = self.peer;
         let handshake = async {
             stream.write_all(&handshake_frame(&hello)).await?;
+            stream.flush().await?;
             let mut buf = BytesMut::new();
-            let reply = read_frame(&mut stream, &mut buf, cfg.max_frame_size).await?;
+            let reply = read_frame(stream, &mut buf, cfg.max_frame_size).await?;
             if reply.kind != FrameKind::Handshake {
                 return Err(Error::Handshake {
                     peer,
@@ -667,12 +756,15 @@ impl Outbound {
             })??;
         debug!(%peer, host_id = %reply.host_id, class = ?self.class, "outbound connection established");
         self.shared.peer_ids.lock().insert(peer, reply.host_id);
-        Ok(stream)
+        Ok(())
     }
 
-    async fn session(&mut self, stream: TcpStream) -> SessionEnd {
+    async fn session<R, W>(&mut self, mut rd: R, mut wr: W) -> SessionEnd
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let token = self.shared.token.clone();
-        let (mut rd, mut wr) = stream.into_split();
         let mut out = BytesMut::with_capacity(64 * 1024);
         let mut probe = [0u8; 64];
         // Whether the last write carried several frames: then the connection
@@ -725,7 +817,11 @@ impl Outbound {
     /// a connection makes one system call for many messages. Small frames are
     /// copied into one buffer; big payloads go out from their own buffer.
     /// Returns how many frames it wrote.
-    async fn write_held(&mut self, wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<usize> {
+    async fn write_held<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        out: &mut BytesMut,
+    ) -> Result<usize> {
         let now = Instant::now();
         let mut batch = WriteBatch::default();
         let mut frames = 0;
@@ -755,6 +851,8 @@ impl Outbound {
         if batch.has_remaining() {
             wr.write_all_buf(&mut batch).await?;
         }
+        // TLS may hold the last record's bytes until flushed (a no-op on TCP).
+        wr.flush().await?;
         Ok(frames)
     }
 }

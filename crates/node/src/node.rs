@@ -584,6 +584,13 @@ impl Node {
         net.cluster_name = cfg.cluster.name.clone();
         net.host_id = host_id;
         net.connect_timeout = Duration::from_millis(cfg.timeouts.connect_ms);
+        net.tls = cfg.server_encryption.load()?;
+        if let Some(tls) = &net.tls {
+            info!(
+                endpoint_verification = tls.verifies_endpoints(),
+                "internode encryption: all"
+            );
+        }
         let messenger = Messenger::bind_tcp(net).await?;
         let inbound = messenger.register_channel(GOSSIP_VERB, 4096);
 

@@ -175,10 +175,20 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
             .keyspace(&req.keyspace)
             .ok_or_else(|| format!("unknown keyspace {}", req.keyspace))?;
         if req.tables.is_empty() {
-            schema
+            let mut names: Vec<_> = schema
                 .tables_in(&req.keyspace)
                 .map(|t| (req.keyspace.clone(), t.name.clone()))
-                .collect()
+                .collect();
+            // Built in, so not listed by the schema; repaired when named
+            // (as Cassandra advises after raising system_auth's RF).
+            if req.keyspace == "system_auth" {
+                names.extend(
+                    gyre_schema::system_auth_tables()
+                        .iter()
+                        .map(|t| (req.keyspace.clone(), t.name.clone())),
+                );
+            }
+            names
         } else {
             req.tables
                 .iter()

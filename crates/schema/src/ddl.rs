@@ -13,7 +13,9 @@ use crate::model::{
     check_name, ClusteringOrder, ColumnDef, ColumnKind, KeyspaceDef, Replication, TableDef,
     TableOptions, OTHER_OPTIONS,
 };
-use crate::schema::{is_system_keyspace, Schema, SchemaChange, TableAlteration};
+use crate::schema::{
+    is_replicated_system_keyspace, is_system_keyspace, Schema, SchemaChange, TableAlteration,
+};
 
 /// Turns a DDL statement into the change it asks for against `schema`.
 ///
@@ -54,7 +56,7 @@ pub fn statement_to_change_in(
             Ok(Some(SchemaChange::CreateKeyspace(def)))
         }
         Statement::AlterKeyspace(ak) => {
-            if is_system_keyspace(&ak.name) {
+            if is_system_keyspace(&ak.name) && !is_replicated_system_keyspace(&ak.name) {
                 return Err(SchemaError::Unauthorized(format!(
                     "Cannot alter system keyspace {}",
                     ak.name

@@ -66,8 +66,8 @@ pub use crate::{
     },
     rows::{CellVersion, RowKey, SchemaPartition, SchemaRow, SchemaRows},
     schema::{
-        is_system_keyspace, system_auth_tables, Schema, SchemaChange, TableAlteration,
-        SYSTEM_KEYSPACES,
+        is_replicated_system_keyspace, is_system_keyspace, system_auth_tables, Schema,
+        SchemaChange, TableAlteration, SYSTEM_KEYSPACES,
     },
     store::{SchemaStore, SCHEMA_TABLE_ID},
     types::{dependency_order, type_to_cql, KeyspaceTypes},

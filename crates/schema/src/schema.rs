@@ -19,8 +19,9 @@ use crate::model::{
 use crate::rows::{RowKey, SchemaRow, SchemaRows};
 use crate::types::KeyspaceTypes;
 
-/// The built-in keyspaces: present on every node, never in the schema rows,
-/// neither alterable nor droppable.
+/// The built-in keyspaces: present on every node, never droppable, their
+/// tables never in the schema rows; only the replicated ones' replication
+/// can be altered ([`is_replicated_system_keyspace`]).
 pub const SYSTEM_KEYSPACES: &[&str] = &[
     "system",
     "system_schema",
@@ -31,6 +32,30 @@ pub const SYSTEM_KEYSPACES: &[&str] = &[
 
 pub fn is_system_keyspace(name: &str) -> bool {
     SYSTEM_KEYSPACES.contains(&name)
+}
+
+/// The system keyspaces whose replication ALTER KEYSPACE may change, as in
+/// Cassandra (so that roles in `system_auth` can live on several nodes);
+/// `system` and `system_schema` are local to each node. Their keyspace row
+/// (replication, durable_writes) is schema like any keyspace's, pushed and
+/// merged; their tables stay built in.
+pub fn is_replicated_system_keyspace(name: &str) -> bool {
+    matches!(name, "system_auth" | "system_distributed" | "system_traces")
+}
+
+/// Drops rows no peer or disk may set: anything of the local system
+/// keyspaces, and the tables of the replicated ones.
+fn retain_alterable(rows: &mut SchemaRows) {
+    rows.partitions.retain(|ks, p| {
+        if !is_system_keyspace(ks) {
+            return true;
+        }
+        if !is_replicated_system_keyspace(ks) {
+            return false;
+        }
+        p.rows.retain(|key, _| *key == RowKey::Keyspace);
+        !p.rows.is_empty()
+    });
 }
 
 fn system_keyspace(name: &str) -> KeyspaceDef {
@@ -207,13 +232,14 @@ impl Schema {
     /// corrupt disk or a buggy peer) are skipped with a warning.
     pub fn from_rows(mut rows: SchemaRows) -> Self {
         rows.normalize();
-        rows.partitions.retain(|ks, _| {
-            let system = is_system_keyspace(ks);
-            if system {
-                tracing::warn!(keyspace = %ks, "ignoring schema rows for a system keyspace");
-            }
-            !system
-        });
+        if rows.partitions.iter().any(|(ks, p)| {
+            is_system_keyspace(ks)
+                && (!is_replicated_system_keyspace(ks)
+                    || p.rows.keys().any(|k| *k != RowKey::Keyspace))
+        }) {
+            tracing::warn!("ignoring schema rows for system keyspaces' tables");
+        }
+        retain_alterable(&mut rows);
         let mut s = Schema {
             rows,
             ..Default::default()
@@ -314,7 +340,7 @@ impl Schema {
     /// Merges rows from a peer (the whole schema or a diff). Returns true
     /// when the schema changed.
     pub fn merge(&mut self, mut rows: SchemaRows) -> bool {
-        rows.partitions.retain(|ks, _| !is_system_keyspace(ks));
+        retain_alterable(&mut rows);
         let changed = self.rows.merge(rows);
         if changed {
             self.derive();
@@ -365,7 +391,9 @@ impl Schema {
                 keyspace_cells(&mut m, def, ts)?;
             }
             SchemaChange::AlterKeyspace(def) => {
-                not_system(&def.name, "alter")?;
+                if !is_replicated_system_keyspace(&def.name) {
+                    not_system(&def.name, "alter")?;
+                }
                 self.live_keyspace(&def.name)?;
                 keyspace_cells(&mut m, def, ts)?;
             }
@@ -703,6 +731,12 @@ impl Schema {
                 continue;
             };
             match keyspace_from_row(ks, row) {
+                // An altered replicated system keyspace: its replication
+                // replaces the built-in one; its tables stay built in.
+                Ok(Some(def)) if is_system_keyspace(ks) => {
+                    self.keyspaces.insert(ks.clone(), def);
+                    continue;
+                }
                 Ok(Some(def)) => {
                     self.keyspaces.insert(ks.clone(), def);
                 }

@@ -110,10 +110,12 @@ fn system_keyspaces_are_built_in_and_read_only() {
         err(&mut s, "DROP KEYSPACE system"),
         "Cannot drop system keyspace system"
     );
-    assert_eq!(
-        err(&mut s, "ALTER KEYSPACE system_auth WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 3}"),
-        "Cannot alter system keyspace system_auth"
-    );
+    for ks in ["system", "system_schema"] {
+        assert_eq!(
+            err(&mut s, &format!("ALTER KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 3}}")),
+            format!("Cannot alter system keyspace {ks}")
+        );
+    }
     assert!(matches!(
         run(&mut s, 1, "CREATE KEYSPACE system WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"),
         Err(SchemaError::AlreadyExists { .. })
@@ -123,6 +125,63 @@ fn system_keyspaces_are_built_in_and_read_only() {
         Err(SchemaError::Unauthorized(_))
     ));
     assert_eq!(s.rows().partitions.len(), 0);
+}
+
+/// As in Cassandra, the replicated system keyspaces' replication can be
+/// altered (roles in system_auth on several nodes); the change is schema
+/// like any other (a peer merging the rows gets it) and leaves the built-in
+/// tables alone.
+#[test]
+fn system_auth_replication_can_be_altered() {
+    let mut s = Schema::new();
+    run(&mut s, 5, "ALTER KEYSPACE system_auth WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 3}").unwrap();
+    assert_eq!(
+        s.keyspace("system_auth").unwrap().replication,
+        Replication::Simple {
+            replication_factor: 3
+        }
+    );
+    assert!(s.table("system_auth", "roles").is_some());
+    assert_eq!(
+        err(
+            &mut s,
+            "ALTER KEYSPACE system_auth WITH replication = {'class': 'LocalStrategy'}"
+        ),
+        "LocalStrategy is only for internal use"
+    );
+    assert_eq!(
+        err(&mut s, "DROP KEYSPACE system_auth"),
+        "Cannot drop system keyspace system_auth"
+    );
+    // A peer (or a restart) that merges the rows sees the same.
+    let mut peer = Schema::new();
+    assert!(peer.merge(s.rows().clone()));
+    assert_eq!(peer.keyspace("system_auth"), s.keyspace("system_auth"));
+    assert_eq!(peer.version(), s.version());
+    let restarted = Schema::from_rows(s.rows().clone());
+    assert_eq!(restarted.keyspace("system_auth"), s.keyspace("system_auth"));
+    // Rows for a local system keyspace or a system table are never taken.
+    let mut forged = Schema::new();
+    run(&mut forged, 1, "CREATE KEYSPACE k2 WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}").unwrap();
+    run(&mut forged, 2, "CREATE TABLE k2.roles (k int PRIMARY KEY)").unwrap();
+    let mut rows = forged.rows().clone();
+    let p = rows.partitions.remove("k2").unwrap();
+    rows.partitions.insert("system".into(), p.clone());
+    rows.partitions.insert("system_auth".into(), p);
+    let mut victim = Schema::new();
+    victim.merge(rows.clone());
+    assert_eq!(
+        victim.keyspace("system").unwrap().replication,
+        Replication::Local
+    );
+    assert!(victim.tables().is_empty());
+    assert_eq!(
+        Schema::from_rows(rows)
+            .keyspace("system")
+            .unwrap()
+            .replication,
+        Replication::Local
+    );
 }
 
 #[test]

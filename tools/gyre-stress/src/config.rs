@@ -134,6 +134,20 @@ pub struct Options {
     /// Password of --username.
     #[arg(short = 'p', long, global = true, requires = "username")]
     pub password: Option<String>,
+    /// TLS to the CQL port (nodes with `[client_encryption]`), the
+    /// node's certificate verified against --ssl-ca (else the system's
+    /// CAs). Scylla driver only.
+    #[arg(long, global = true)]
+    pub ssl: bool,
+    /// PEM CA that signed the nodes' certificates (implies --ssl).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ssl_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for nodes that require one (implies --ssl).
+    #[arg(long, global = true, value_name = "FILE", requires = "ssl_key")]
+    pub ssl_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --ssl-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "ssl_cert")]
+    pub ssl_key: Option<std::path::PathBuf>,
     /// The table's value columns are counters and writes increment them
     /// by 1 (`UPDATE ... SET c0 = c0 + ?`). Scylla driver only.
     #[arg(long, global = true, conflicts_with_all = ["lwt", "validate"])]

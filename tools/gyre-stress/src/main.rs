@@ -116,6 +116,15 @@ async fn run(cli: &Cli, plan: &Plan) -> Result<Report> {
     if let Some(user) = &o.username {
         builder = builder.user(user, o.password.as_deref().unwrap_or_default());
     }
+    if o.ssl || o.ssl_ca.is_some() || o.ssl_cert.is_some() {
+        if o.driver == Driver::Native {
+            anyhow::bail!("--driver native does not speak TLS: use --driver scylla with --ssl");
+        }
+        builder = builder.tls_context(Some(ssl_context(
+            o.ssl_ca.as_deref(),
+            o.ssl_cert.as_deref().zip(o.ssl_key.as_deref()),
+        )?));
+    }
     let session = builder
         .build()
         .await
@@ -649,4 +658,29 @@ fn rusage() -> (f64, f64) {
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
+/// The client TLS of `--ssl` (OpenSSL: the driver's rustls backend
+/// would bring aws-lc-rs): the node's certificate must verify against `ca`
+/// (else the system's CAs) and be valid for the node's IP address (the
+/// driver checks that); an optional client certificate and key.
+fn ssl_context(
+    ca: Option<&std::path::Path>,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<scylla::client::session::OpenSsl010Config> {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
+    let mut b = SslConnector::builder(SslMethod::tls_client())?;
+    if let Some(ca) = ca {
+        b.set_ca_file(ca)
+            .with_context(|| format!("--ssl-ca {}", ca.display()))?;
+    }
+    if let Some((cert, key)) = client {
+        b.set_certificate_chain_file(cert)
+            .with_context(|| format!("--ssl-cert {}", cert.display()))?;
+        b.set_private_key_file(key, SslFiletype::PEM)
+            .with_context(|| format!("--ssl-key {}", key.display()))?;
+        b.check_private_key()
+            .context("--ssl-key does not fit --ssl-cert")?;
+    }
+    Ok(scylla::client::session::OpenSsl010Config::new(b))
 }

@@ -129,6 +129,15 @@ impl Layout {
             cfg.client_encryption.enabled = true;
             cfg.client_encryption.certificate = node_dir.join("node.crt");
             cfg.client_encryption.private_key = node_dir.join("node.key");
+            // Internode mutual TLS with the same certificate (valid for
+            // the node's address) and the cluster's CA.
+            cfg.server_encryption.internode_encryption =
+                gyre_node::config::InternodeEncryption::All;
+            cfg.server_encryption.certificate = node_dir.join("node.crt");
+            cfg.server_encryption.private_key = node_dir.join("node.key");
+            // The node directory sits in the cluster directory (`node_dir`).
+            let cluster_dir = node_dir.parent().unwrap_or(node_dir);
+            cfg.server_encryption.ca_certificate = tls::ca_path(cluster_dir);
         }
         cfg.storage.data_dir = node_dir.join("data");
         cfg.storage.commitlog_dir = node_dir.join("commitlog");

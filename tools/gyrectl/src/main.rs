@@ -502,9 +502,9 @@ enum ClusterCmd {
         /// `cassandra` / `cassandra` about 10 s after they start.
         #[arg(long)]
         auth: bool,
-        /// TLS on every node's CQL port, with certificates of a CA made for
-        /// this cluster (`DIR/tls/ca.crt`); writes `DIR/cqlshrc` for
-        /// `cqlsh --cqlshrc`.
+        /// TLS on every node's CQL port and mutual TLS between the nodes,
+        /// with certificates of a CA made for this cluster
+        /// (`DIR/tls/ca.crt`); writes `DIR/cqlshrc` for `cqlsh --cqlshrc`.
         #[arg(long)]
         tls: bool,
         /// Extra arguments for every gyre process (after `--`).

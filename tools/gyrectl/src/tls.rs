@@ -47,6 +47,12 @@ fn ca(cluster_dir: &Path) -> Result<(rcgen::Certificate, KeyPair)> {
     Ok((cert, key))
 }
 
+/// The cluster CA's certificate, which every node trusts for internode
+/// TLS and clients for the CQL port.
+pub fn ca_path(cluster_dir: &Path) -> std::path::PathBuf {
+    cluster_dir.join("tls").join("ca.crt")
+}
+
 /// Writes `node.crt` and `node.key` for a node at `ip` into `node_dir`.
 pub fn issue_node_certificate(cluster_dir: &Path, node_dir: &Path, ip: IpAddr) -> Result<()> {
     let (ca, ca_key) = ca(cluster_dir)?;

@@ -62,10 +62,26 @@ struct Args {
     /// Password of --username.
     #[arg(short = 'p', long = "password", requires = "username")]
     password: Option<String>,
+    /// TLS to the CQL port (nodes with `[client_encryption]`), the node's
+    /// certificate verified against --ssl-ca (else the system's CAs).
+    #[arg(long)]
+    ssl: bool,
+    /// PEM CA that signed the nodes' certificates (implies --ssl).
+    #[arg(long, value_name = "FILE")]
+    ssl_ca: Option<PathBuf>,
+    /// PEM client certificate, for nodes that require one (implies --ssl).
+    #[arg(long, value_name = "FILE", requires = "ssl_key")]
+    ssl_cert: Option<PathBuf>,
+    /// PEM private key of --ssl-cert.
+    #[arg(long, value_name = "FILE", requires = "ssl_cert")]
+    ssl_key: Option<PathBuf>,
 }
 
 /// `-u` / `-p`, for every (re)connection.
 static CREDENTIALS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+/// `--ssl`, for every (re)connection.
+static TLS: std::sync::OnceLock<scylla::client::session::OpenSsl010Config> =
+    std::sync::OnceLock::new();
 
 /// Shared with the line editor's completer.
 #[derive(Default)]
@@ -153,6 +169,12 @@ fn run(args: Args) -> Result<i32> {
     if let Some(user) = &args.username {
         let _ = CREDENTIALS.set((user.clone(), args.password.clone().unwrap_or_default()));
     }
+    if args.ssl || args.ssl_ca.is_some() || args.ssl_cert.is_some() {
+        let _ = TLS.set(ssl_context(
+            args.ssl_ca.as_deref(),
+            args.ssl_cert.as_deref().zip(args.ssl_key.as_deref()),
+        )?);
+    }
     let connect_timeout = Duration::from_secs(args.connect_timeout);
     let session = rt
         .block_on(connect(&addr, connect_timeout))
@@ -205,7 +227,35 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Session> {
     if let Some((user, password)) = CREDENTIALS.get() {
         builder = builder.user(user, password);
     }
+    if let Some(tls) = TLS.get() {
+        builder = builder.tls_context(Some(tls.clone()));
+    }
     Ok(builder.build().await?)
+}
+
+/// The client TLS of `--ssl` (OpenSSL: the driver's rustls backend
+/// would bring aws-lc-rs): the node's certificate must verify against `ca`
+/// (else the system's CAs) and be valid for the node's IP address (the
+/// driver checks that); an optional client certificate and key.
+fn ssl_context(
+    ca: Option<&std::path::Path>,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<scylla::client::session::OpenSsl010Config> {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
+    let mut b = SslConnector::builder(SslMethod::tls_client())?;
+    if let Some(ca) = ca {
+        b.set_ca_file(ca)
+            .with_context(|| format!("--ssl-ca {}", ca.display()))?;
+    }
+    if let Some((cert, key)) = client {
+        b.set_certificate_chain_file(cert)
+            .with_context(|| format!("--ssl-cert {}", cert.display()))?;
+        b.set_private_key_file(key, SslFiletype::PEM)
+            .with_context(|| format!("--ssl-key {}", key.display()))?;
+        b.check_private_key()
+            .context("--ssl-key does not fit --ssl-cert")?;
+    }
+    Ok(scylla::client::session::OpenSsl010Config::new(b))
 }
 
 impl Shell {

@@ -1,0 +1,95 @@
+//! gyresh and gyre-stress over TLS (`--ssl`, `--ssl-ca`) against a
+//! `gyrectl cluster up --tls` node: served with the cluster's CA; refused
+//! without TLS or without the CA (the node's certificate is then not
+//! trusted). Octet 137.
+
+use std::process::{Command, Output};
+
+use gyre_tests::cluster::{workspace_bin, TestCluster};
+
+fn show(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn gyresh_and_gyre_stress_speak_tls() {
+    let c = TestCluster::new(1, 137);
+    c.gyrectl_ok(&[
+        "cluster",
+        "up",
+        "--nodes",
+        "1",
+        "--ip-prefix",
+        "127.0.137",
+        "--cluster-name",
+        "test cluster",
+        "--timeout-secs",
+        "60",
+        "--tls",
+    ]);
+    let ca = c.cluster_dir().join("tls/ca.crt");
+    let ca = ca.to_str().expect("utf-8 path");
+    let host = c.cql(1).ip().to_string();
+    let q = "SELECT release_version FROM system.local";
+    let gyresh = |args: &[&str]| {
+        let o = Command::new(workspace_bin("gyresh"))
+            .args(args)
+            .args([host.as_str(), "9042", "--connect-timeout", "3", "-e", q])
+            .output()
+            .expect("running gyresh");
+        eprintln!("gyresh {args:?}: {}\n{}", o.status, show(&o));
+        o
+    };
+    let o = gyresh(&["--ssl", "--ssl-ca", ca]);
+    assert!(
+        o.status.success() && show(&o).contains("5.0.0"),
+        "gyresh --ssl failed:\n{}\n{}",
+        show(&o),
+        c.logs()
+    );
+    // --ssl-ca alone implies --ssl.
+    assert!(gyresh(&["--ssl-ca", ca]).status.success());
+    assert!(!gyresh(&[]).status.success(), "plaintext gyresh was served");
+    // Without the cluster's CA the node's certificate is not trusted.
+    assert!(
+        !gyresh(&["--ssl"]).status.success(),
+        "an untrusted certificate was accepted"
+    );
+
+    let stress = |op: &str, args: &[&str]| {
+        let o = Command::new(workspace_bin("gyre-stress"))
+            .arg(op)
+            .args([
+                "--hosts", &host, "--ops", "300", "--keys", "300", "--rf", "1",
+            ])
+            .args(["--quiet", "--max-errors", "0"])
+            .args(args)
+            .output()
+            .expect("running gyre-stress");
+        eprintln!("gyre-stress {op} {args:?}: {}\n{}", o.status, show(&o));
+        o
+    };
+    let o = stress("write", &["--ssl", "--ssl-ca", ca, "--driver", "scylla"]);
+    assert!(
+        o.status.success(),
+        "gyre-stress write --ssl failed:\n{}",
+        show(&o)
+    );
+    let o = stress("read", &["--ssl", "--ssl-ca", ca, "--driver", "scylla"]);
+    assert!(
+        o.status.success(),
+        "gyre-stress read --ssl failed:\n{}",
+        show(&o)
+    );
+    let o = stress("write", &["--ssl", "--ssl-ca", ca, "--driver", "native"]);
+    assert!(
+        !o.status.success() && show(&o).contains("does not speak TLS"),
+        "{}",
+        show(&o)
+    );
+    assert!(!stress("write", &["--driver", "scylla"]).status.success());
+}
