@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::faults::{FaultAction, FaultRules, FaultState};
-use crate::frame::{FrameKind, FLAG_ERROR};
+use crate::frame::{FrameKind, FLAG_ERROR, FLAG_TRACED};
 use crate::stats::{NetStats, StatsRecorder};
 use crate::tcp::{NetConfig, TcpTransport};
 use crate::transport::{Message, NodeAddr, Priority, SendOptions, Transport, Verb};
@@ -33,6 +33,9 @@ pub struct Inbound {
     /// For a request: when its requester stops waiting, on this node's
     /// clock (the frame carries the time left, see [`crate::Frame::timeout`]).
     pub deadline: Option<Instant>,
+    /// The trace session of a request sent on behalf of a traced client
+    /// request ([`FLAG_TRACED`]): the replica records its events for it.
+    pub trace_session: Option<uuid::Uuid>,
 }
 
 impl Inbound {
@@ -366,10 +369,18 @@ impl Inner {
                     answered: false,
                     held: None,
                 });
+                let mut payload = msg.payload;
+                let trace_session = if msg.flags & FLAG_TRACED != 0 && payload.len() >= 16 {
+                    let id = payload.split_off(payload.len() - 16);
+                    uuid::Uuid::from_slice(&id).ok()
+                } else {
+                    None
+                };
                 let inbound = Inbound {
                     from: msg.from,
                     verb: msg.verb,
-                    payload: msg.payload,
+                    payload,
+                    trace_session,
                     responder,
                     deadline: msg.deadline.filter(|_| msg.kind == FrameKind::Request),
                 };
@@ -481,10 +492,22 @@ impl Messenger {
         };
         let start = Instant::now();
         let deadline = start + timeout;
+        // A request made for a traced client request carries its session id
+        // after the payload (a copy only then; untraced requests pay one
+        // task-local lookup).
+        let (flags, payload) = match gyre_common::trace::session_id() {
+            None => (0, payload),
+            Some(session) => {
+                let mut p = bytes::BytesMut::with_capacity(payload.len() + 16);
+                p.extend_from_slice(&payload);
+                p.extend_from_slice(session.as_bytes());
+                (FLAG_TRACED, p.freeze())
+            }
+        };
         let msg = Message {
             from: inner.local,
             kind: FrameKind::Request,
-            flags: 0,
+            flags,
             verb,
             id,
             deadline: Some(deadline),

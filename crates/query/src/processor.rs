@@ -265,8 +265,9 @@ impl QueryProcessor {
         for t in schema.tables().values() {
             self.data.create_table(t.id, t.storage_options())?;
         }
-        // The built-in system_auth tables (roles), not listed by tables().
-        for t in gyre_schema::system_auth_tables() {
+        // The built-in system_auth (roles) and system_traces tables, not
+        // listed by tables().
+        for t in gyre_schema::built_in_replicated_tables() {
             self.data.create_table(t.id, t.storage_options())?;
         }
         Ok(())

@@ -62,8 +62,8 @@ pub use crate::{
     },
     rows::{CellVersion, RowKey, SchemaPartition, SchemaRow, SchemaRows},
     schema::{
-        is_system_keyspace, system_auth_tables, Schema, SchemaChange, TableAlteration,
-        SYSTEM_KEYSPACES,
+        built_in_replicated_tables, is_system_keyspace, system_auth_tables, system_traces_tables,
+        Schema, SchemaChange, TableAlteration, SYSTEM_KEYSPACES,
     },
     store::{SchemaStore, SCHEMA_TABLE_ID},
 };
