@@ -687,4 +687,42 @@ mod tests {
         assert_eq!(map.drain().len(), 9_998);
         assert_eq!(map.len(), 0);
     }
+
+    #[tokio::test]
+    async fn traced_requests_carry_the_session_id_and_nothing_else_changes() {
+        use crate::transport::Verb;
+        let net = crate::SimNetwork::new(1);
+        let a = net.messenger("127.0.0.1:7000".parse().unwrap()).unwrap();
+        let b = net.messenger("127.0.0.2:7000".parse().unwrap()).unwrap();
+        let verb = Verb(999);
+        b.register(verb, |msg: Inbound| {
+            // Echo the payload; say which session the request carried.
+            let mut answer = msg.payload.to_vec();
+            if let Some(id) = msg.trace_session {
+                answer.extend_from_slice(b"|");
+                answer.extend_from_slice(id.to_string().as_bytes());
+            }
+            if let Some(r) = msg.responder {
+                let _ = r.respond(Bytes::from(answer));
+            }
+        });
+        let to = b.local_addr();
+        let timeout = Duration::from_secs(5);
+        let plain = a
+            .request(to, verb, Bytes::from_static(b"hello"), timeout)
+            .await
+            .unwrap();
+        assert_eq!(
+            &plain[..],
+            b"hello",
+            "untraced: no session, payload as sent"
+        );
+        let id = gyre_common::trace::next_timeuuid();
+        let state = gyre_common::trace::TraceState::new(id, "127.0.0.1".parse().unwrap());
+        let traced = state
+            .scope(a.request(to, verb, Bytes::from_static(b"hello"), timeout))
+            .await
+            .unwrap();
+        assert_eq!(traced, Bytes::from(format!("hello|{id}")));
+    }
 }
