@@ -212,6 +212,52 @@ def group_by(session):
     )
     expect_invalid(session, "SELECT count(*) FROM grp.t GROUP BY nope", "Undefined column name nope")
 
+    step("tuple relations")
+    part = [(r[1], r[2]) for r in data if r[0] == 1]
+    cases = [
+        ("(ck1, ck2) > (1, 2)", lambda t: t > (1, 2)),
+        ("(ck1, ck2) >= (1, 0) AND (ck1, ck2) < (2, 1)", lambda t: (1, 0) <= t < (2, 1)),
+        ("(ck1, ck2) <= (0, 1)", lambda t: t <= (0, 1)),
+        ("(ck1) > (2)", lambda t: t[0] > 2),
+        ("(ck1, ck2) = (1, 0)", lambda t: t == (1, 0)),
+        ("ck1 = 2 AND (ck2) < (1)", lambda t: t[0] == 2 and t[1] < 1),
+    ]
+    for where, keep in cases:
+        q = "SELECT ck1, ck2 FROM grp.t WHERE pk = 1 AND " + where
+        got = [(r.ck1, r.ck2) for r in session.execute(q)]
+        assert got == [t for t in part if keep(t)], (where, got)
+    ps = session.prepare("SELECT ck1, ck2 FROM grp.t WHERE pk = ? AND (ck1, ck2) > (?, ?)")
+    got = [(r.ck1, r.ck2) for r in session.execute(ps, (1, 1, 2))]
+    assert got == [t for t in part if t > (1, 2)], got
+    session.execute(
+        "CREATE TABLE grp.d (pk int, a int, b int, PRIMARY KEY (pk, a, b)) "
+        "WITH CLUSTERING ORDER BY (a DESC, b DESC)"
+    )
+    for a in range(3):
+        for b in range(3):
+            session.execute("INSERT INTO grp.d (pk, a, b) VALUES (0, %s, %s)", (a, b))
+    got = [(r.a, r.b) for r in session.execute("SELECT a, b FROM grp.d WHERE pk = 0 AND (a, b) > (1, 1)")]
+    assert got == [(2, 2), (2, 1), (2, 0), (1, 2)], got
+    expect_invalid(
+        session,
+        "SELECT * FROM grp.t WHERE pk = 1 AND (ck2, ck1) > (1, 1)",
+        "Clustering columns must appear in the PRIMARY KEY order in multi-column relations",
+    )
+    expect_invalid(
+        session,
+        "SELECT * FROM grp.t WHERE pk = 1 AND (pk, ck1) > (1, 1)",
+        "Multi-column relations can only be applied to clustering columns but was applied to: pk",
+    )
+
+
+def describe_functions(session):
+    step("DESCRIBE FUNCTIONS / AGGREGATES: empty listings")
+    for what in ["FUNCTIONS", "AGGREGATES"]:
+        rows = list(session.execute("DESCRIBE " + what))
+        assert rows == [], rows
+    expect_invalid(session, "DESCRIBE FUNCTION grp.nope", "User defined function 'nope' not found in 'grp'")
+    expect_invalid(session, "DESCRIBE AGGREGATE grp.nope", "User defined aggregate 'nope' not found in 'grp'")
+
 
 def main():
     host, port, nodes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -221,6 +267,7 @@ def main():
     compression(session)
     group_by(session)
     system_paging(session, nodes)
+    describe_functions(session)
     cluster.shutdown()
     print("\nOK")
 
