@@ -25,6 +25,7 @@ pub mod lww;
 pub mod metrics;
 mod model;
 mod token;
+pub mod trace;
 
 pub use consistency::Consistency;
 pub use model::{

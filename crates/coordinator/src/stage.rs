@@ -250,6 +250,7 @@ mod tests {
             payload: bytes::Bytes::new(),
             responder: None,
             deadline,
+            trace_session: None,
         }
     }
 

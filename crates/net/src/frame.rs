@@ -34,6 +34,9 @@ pub const FRAME_TRAILER_LEN: usize = 4;
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 /// Response flag: the payload is a UTF-8 error message, not a result.
 pub const FLAG_ERROR: u8 = 0b0000_0001;
+/// Request flag: the payload's last 16 bytes are the trace session id of
+/// the client request it serves (see `gyre_common::trace`).
+pub const FLAG_TRACED: u8 = 0b0000_0010;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

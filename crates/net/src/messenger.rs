@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::faults::{FaultAction, FaultRules, FaultState};
-use crate::frame::{FrameKind, FLAG_ERROR};
+use crate::frame::{FrameKind, FLAG_ERROR, FLAG_TRACED};
 use crate::stats::{NetStats, StatsRecorder};
 use crate::tcp::{NetConfig, TcpTransport};
 use crate::transport::{Message, NodeAddr, Priority, SendOptions, Transport, Verb};
@@ -33,6 +33,9 @@ pub struct Inbound {
     /// For a request: when its requester stops waiting, on this node's
     /// clock (the frame carries the time left, see [`crate::Frame::timeout`]).
     pub deadline: Option<Instant>,
+    /// The trace session of a request sent on behalf of a traced client
+    /// request ([`FLAG_TRACED`]): the replica records its events for it.
+    pub trace_session: Option<uuid::Uuid>,
 }
 
 impl Inbound {
@@ -366,10 +369,18 @@ impl Inner {
                     answered: false,
                     held: None,
                 });
+                let mut payload = msg.payload;
+                let trace_session = if msg.flags & FLAG_TRACED != 0 && payload.len() >= 16 {
+                    let id = payload.split_off(payload.len() - 16);
+                    uuid::Uuid::from_slice(&id).ok()
+                } else {
+                    None
+                };
                 let inbound = Inbound {
                     from: msg.from,
                     verb: msg.verb,
-                    payload: msg.payload,
+                    payload,
+                    trace_session,
                     responder,
                     deadline: msg.deadline.filter(|_| msg.kind == FrameKind::Request),
                 };
@@ -481,10 +492,22 @@ impl Messenger {
         };
         let start = Instant::now();
         let deadline = start + timeout;
+        // A request made for a traced client request carries its session id
+        // after the payload (a copy only then; untraced requests pay one
+        // task-local lookup).
+        let (flags, payload) = match gyre_common::trace::session_id() {
+            None => (0, payload),
+            Some(session) => {
+                let mut p = bytes::BytesMut::with_capacity(payload.len() + 16);
+                p.extend_from_slice(&payload);
+                p.extend_from_slice(session.as_bytes());
+                (FLAG_TRACED, p.freeze())
+            }
+        };
         let msg = Message {
             from: inner.local,
             kind: FrameKind::Request,
-            flags: 0,
+            flags,
             verb,
             id,
             deadline: Some(deadline),
@@ -663,5 +686,43 @@ mod tests {
         assert_eq!(map.len(), 9_998);
         assert_eq!(map.drain().len(), 9_998);
         assert_eq!(map.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn traced_requests_carry_the_session_id_and_nothing_else_changes() {
+        use crate::transport::Verb;
+        let net = crate::SimNetwork::new(1);
+        let a = net.messenger("127.0.0.1:7000".parse().unwrap()).unwrap();
+        let b = net.messenger("127.0.0.2:7000".parse().unwrap()).unwrap();
+        let verb = Verb(999);
+        b.register(verb, |msg: Inbound| {
+            // Echo the payload; say which session the request carried.
+            let mut answer = msg.payload.to_vec();
+            if let Some(id) = msg.trace_session {
+                answer.extend_from_slice(b"|");
+                answer.extend_from_slice(id.to_string().as_bytes());
+            }
+            if let Some(r) = msg.responder {
+                let _ = r.respond(Bytes::from(answer));
+            }
+        });
+        let to = b.local_addr();
+        let timeout = Duration::from_secs(5);
+        let plain = a
+            .request(to, verb, Bytes::from_static(b"hello"), timeout)
+            .await
+            .unwrap();
+        assert_eq!(
+            &plain[..],
+            b"hello",
+            "untraced: no session, payload as sent"
+        );
+        let id = gyre_common::trace::next_timeuuid();
+        let state = gyre_common::trace::TraceState::new(id, "127.0.0.1".parse().unwrap());
+        let traced = state
+            .scope(a.request(to, verb, Bytes::from_static(b"hello"), timeout))
+            .await
+            .unwrap();
+        assert_eq!(traced, Bytes::from(format!("hello|{id}")));
     }
 }

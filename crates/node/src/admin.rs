@@ -8,7 +8,8 @@
 //! and the snapshot routes of `snapshots.rs`: `POST /snapshot`,
 //! `GET /snapshots`, `POST /snapshots/clear`, `POST /import`, and
 //! `GET /compactionstats` (per table: pending work, the running merge),
-//! `GET /indexbuilds` (secondary index builds over existing data).
+//! `GET /indexbuilds` (secondary index builds over existing data),
+//! `POST` / `GET /traceprobability` (the share of requests traced).
 //!
 //! Every request passes [`guard`] first: the `Host` header must name an IP
 //! literal or `localhost` (a DNS-rebinding page has its own domain there),
@@ -108,6 +109,18 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             },
             Err(e) => Response::text(400, format!("invalid digest request: {e}\n")),
         },
+        // nodetool settraceprobability / gettraceprobability.
+        ("POST", "/traceprobability") => match serde_json::from_slice::<f64>(&req.body) {
+            Ok(p) => match shared.tracer.set_probability(p) {
+                Ok(()) => {
+                    tracing::info!(probability = p, "trace probability set");
+                    Response::text(200, "ok\n")
+                }
+                Err(e) => Response::text(400, format!("{e}\n")),
+            },
+            Err(_) => Response::text(400, "the body must be a number between 0 and 1\n"),
+        },
+        ("GET", "/traceprobability") => Response::text(200, format!("{}\n", shared.tracer.probability())),
         // Snapshots: inline like flush (a snapshot flushes first).
         ("POST", "/snapshot") => crate::snapshots::take(shared, &req.body),
         ("GET", "/snapshots") => crate::snapshots::list(shared),
@@ -186,7 +199,7 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             _,
             "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
             | "/failpoints" | "/snapshot" | "/snapshots" | "/snapshots/clear" | "/import"
-            | "/compactionstats" | "/repair" | "/indexbuilds",
+            | "/compactionstats" | "/repair" | "/indexbuilds" | "/traceprobability",
         ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,
@@ -663,6 +676,26 @@ fn metrics(shared: &Shared) -> String {
         render_hints(h, &mut m);
     }
     shared.repairs.render_prometheus(&mut m);
+    for (name, help, v) in [
+        (
+            "gyre_trace_rows_written_total",
+            "Trace rows written to system_traces.",
+            &shared.tracer.written,
+        ),
+        (
+            "gyre_trace_rows_failed_total",
+            "Trace rows whose write failed.",
+            &shared.tracer.failed,
+        ),
+        (
+            "gyre_traces_dropped_total",
+            "Finished traces dropped because the trace writer's queue was full.",
+            &shared.tracer.dropped,
+        ),
+    ] {
+        let v = v.load(Ordering::Relaxed);
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
     m
 }
 

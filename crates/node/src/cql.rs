@@ -270,7 +270,9 @@ impl CqlHandler {
                 .into_iter()
                 .map(|(n, t)| ColumnSpec::new(&answer.keyspace, &answer.table, n, t))
                 .collect();
-            return Ok(rows_result(specs, answer.rows, None, skip_metadata));
+            let (rows, paging_state) =
+                system_tables::page(answer.rows, params.page_size, params.paging_state.as_ref())?;
+            return Ok(rows_result(specs, rows, paging_state, skip_metadata));
         }
         // Table spec of the result columns: the SELECT's table (or a
         // conditional write's, for its [applied] rows).
@@ -781,6 +783,16 @@ impl RequestHandler for CqlHandler {
         if let Some(refused) = self.check_query_length(&request) {
             return refused;
         }
+        let requested = gyre_protocol::client_warn::tracing_requested();
+        if requested || self.shared.tracer.sample() {
+            return self.traced(conn, request, requested).await;
+        }
+        self.dispatch(conn, request).await
+    }
+}
+
+impl CqlHandler {
+    async fn dispatch(&self, conn: &ConnectionState, request: HandlerRequest) -> Response {
         match request {
             HandlerRequest::Query(q) => self.query(conn, q).await,
             HandlerRequest::Prepare(p) => match self.prepare(conn, &p.query, p.keyspace) {
@@ -790,6 +802,71 @@ impl RequestHandler for CqlHandler {
             HandlerRequest::Execute(e) => self.execute(conn, e).await,
             HandlerRequest::Batch(b) => self.batch(conn, b).await,
         }
+    }
+
+    /// Runs a request as a trace session (Cassandra's `Tracing`): its
+    /// events, here and on the replicas it asks (the session id rides on
+    /// the internode requests), and its session row go to `system_traces`;
+    /// the client that asked gets the session id in the response.
+    async fn traced(
+        &self,
+        conn: &ConnectionState,
+        request: HandlerRequest,
+        requested: bool,
+    ) -> Response {
+        use gyre_common::trace;
+        let id = trace::next_timeuuid();
+        let started_at = trace::timeuuid_millis(&id);
+        let coordinator = self.shared.local;
+        let state = trace::TraceState::new(id, coordinator.ip());
+        let (request_name, first_event, parameters) = match &request {
+            HandlerRequest::Query(q) => (
+                "Execute CQL3 query",
+                format!("Parsing {}", q.query),
+                vec![
+                    ("query".to_owned(), q.query.clone()),
+                    (
+                        "consistency_level".to_owned(),
+                        q.params.consistency.to_string(),
+                    ),
+                ],
+            ),
+            HandlerRequest::Prepare(p) => (
+                "Preparing CQL3 query",
+                format!("Preparing {}", p.query),
+                vec![("query".to_owned(), p.query.clone())],
+            ),
+            HandlerRequest::Execute(e) => (
+                "Execute CQL3 prepared query",
+                "Executing prepared statement".to_owned(),
+                vec![(
+                    "consistency_level".to_owned(),
+                    e.params.consistency.to_string(),
+                )],
+            ),
+            HandlerRequest::Batch(b) => (
+                "Execute batch of CQL3 queries",
+                format!("Executing batch of {} statements", b.statements.len()),
+                vec![("consistency_level".to_owned(), b.consistency.to_string())],
+            ),
+        };
+        state.event(first_event);
+        let response = state.clone().scope(self.dispatch(conn, request)).await;
+        trace::finish_session(trace::TraceSession {
+            session_id: id,
+            client: conn.peer().ip(),
+            command: "QUERY".to_owned(),
+            coordinator: coordinator.ip(),
+            coordinator_port: i32::from(coordinator.port()),
+            duration: state.elapsed_micros(),
+            parameters,
+            request: request_name.to_owned(),
+            started_at,
+        });
+        if requested {
+            gyre_protocol::client_warn::set_tracing_id(id);
+        }
+        response
     }
 }
 

@@ -58,6 +58,7 @@ mod state;
 mod status;
 mod streaming;
 mod system_tables;
+mod traces;
 
 pub use config::{NodeConfig, Overrides};
 pub use digest::{DigestRequest, TableDigest};

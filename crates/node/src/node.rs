@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub(crate) streams: crate::streaming::Streams,
     /// Decommission state; `left` stops the node.
     pub(crate) membership: crate::membership::Membership,
+    /// Request tracing: what to trace, and the trace writer's queue.
+    pub(crate) tracer: Arc<crate::traces::Tracer>,
     start: Instant,
     pub rounds: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -662,6 +664,7 @@ impl Node {
             coordinator: OnceLock::new(),
             repairs: Default::default(),
             replica_stage: OnceLock::new(),
+            tracer: Default::default(),
             streams: Default::default(),
             membership: Default::default(),
             start,
@@ -852,6 +855,10 @@ impl Node {
                 auth.clone().setup_default_superuser(stop_rx.clone()),
             ));
         }
+        // Traces of this node's requests (and of replicas' parts of other
+        // nodes' traced requests) go to system_traces through this writer.
+        gyre_common::trace::set_sink(Arc::new(crate::traces::SinkRef(shared.tracer.clone())));
+        shared.tracer.start_writer(qp.clone());
         let handler = Arc::new(CqlHandler::new(
             qp,
             shared.clone(),

@@ -546,6 +546,93 @@ pub struct Answer {
     pub rows: Vec<Vec<Option<Bytes>>>,
 }
 
+/// A restriction on one column of a system table.
+enum Filter {
+    /// `=` or `IN`: one of these values.
+    In(Vec<Option<CqlValue>>),
+    /// `<`, `<=`, `>`, `>=`, `!=` against a value (null matches nothing).
+    Compare(Operator, Option<CqlValue>),
+}
+
+impl Filter {
+    fn accepts(&self, v: Option<&CqlValue>) -> bool {
+        match self {
+            Filter::In(vals) => vals.iter().any(|x| x.is_some() && x.as_ref() == v),
+            Filter::Compare(op, Some(x)) => {
+                let Some(ord) = v.and_then(|v| compare(v, x)) else {
+                    return false;
+                };
+                match op {
+                    Operator::Lt => ord.is_lt(),
+                    Operator::Lte => ord.is_le(),
+                    Operator::Gt => ord.is_gt(),
+                    Operator::Gte => ord.is_ge(),
+                    Operator::Neq => ord.is_ne(),
+                    _ => false,
+                }
+            }
+            Filter::Compare(_, None) => false,
+        }
+    }
+}
+
+/// The order of two values of the types system tables hold.
+fn compare(a: &CqlValue, b: &CqlValue) -> Option<std::cmp::Ordering> {
+    use CqlValue as V;
+    Some(match (a, b) {
+        (V::Int(a), V::Int(b)) => a.cmp(b),
+        (V::Bigint(a), V::Bigint(b)) => a.cmp(b),
+        (V::Double(a), V::Double(b)) => a.partial_cmp(b)?,
+        (V::Boolean(a), V::Boolean(b)) => a.cmp(b),
+        (V::Text(a) | V::Ascii(a), V::Text(b) | V::Ascii(b)) => a.cmp(b),
+        (V::Uuid(a) | V::Timeuuid(a), V::Uuid(b) | V::Timeuuid(b)) => a.cmp(b),
+        (V::Inet(a), V::Inet(b)) => a.cmp(b),
+        (V::Timestamp(a), V::Timestamp(b)) => a.cmp(b),
+        _ => return None,
+    })
+}
+
+/// Result rows in wire form.
+type WireRows = Vec<Vec<Option<Bytes>>>;
+
+/// Marks a paging state of a system table: the rows already sent follow.
+const PAGING_MAGIC: &[u8; 4] = b"gyvt";
+
+/// One page of a system table's rows: `page_size` rows from where
+/// `paging_state` (from the previous page) stopped, and the state of the
+/// next page when rows remain (the table is rebuilt per page, as
+/// Cassandra's virtual tables are).
+pub fn page(
+    mut rows: WireRows,
+    page_size: Option<usize>,
+    paging_state: Option<&Bytes>,
+) -> Result<(WireRows, Option<Bytes>), QueryError> {
+    let start = match paging_state {
+        None => 0,
+        Some(b) => match b.strip_prefix(PAGING_MAGIC.as_slice()) {
+            Some(rest) if rest.len() == 8 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(rest);
+                usize::try_from(u64::from_be_bytes(n))
+                    .map_err(|_| invalid("Invalid paging state"))?
+            }
+            _ => return Err(invalid("Invalid paging state")),
+        },
+    };
+    let start = start.min(rows.len());
+    rows.drain(..start);
+    let Some(size) = page_size else {
+        return Ok((rows, None));
+    };
+    if rows.len() <= size {
+        return Ok((rows, None));
+    }
+    rows.truncate(size);
+    let mut next = PAGING_MAGIC.to_vec();
+    next.extend_from_slice(&((start + size) as u64).to_be_bytes());
+    Ok((rows, Some(Bytes::from(next))))
+}
+
 fn invalid(msg: impl Into<String>) -> QueryError {
     QueryError::Invalid(msg.into())
 }
@@ -694,8 +781,9 @@ pub fn select(
 ) -> Result<Answer, QueryError> {
     let table = lookup(keyspace, &select.table.name, local, schema)?;
     let (idx, columns) = projection(&table, &select.selection)?;
-    // Per restricted column: the accepted values.
-    let mut filters: Vec<(usize, Vec<Option<CqlValue>>)> = Vec::new();
+    // Per restricted column: the accepted values, or a comparison (the
+    // ALLOW FILTERING restrictions drivers send, e.g. `position >= ?`).
+    let mut filters: Vec<(usize, Filter)> = Vec::new();
     for rel in &select.where_clause {
         let Relation::Column { column, predicate } = rel else {
             return Err(invalid("unsupported condition on a system table"));
@@ -706,25 +794,34 @@ pub fn select(
             .position(|(n, _)| n == column)
             .ok_or_else(|| invalid(format!("Undefined column name {column}")))?;
         let ty = &table.columns[i].1;
-        let values = match predicate {
-            Predicate::Compare(Operator::Eq, t) => vec![term_value(t, ty, binds)?],
-            Predicate::In(InValues::List(ts)) => ts
-                .iter()
-                .map(|t| term_value(t, ty, binds))
-                .collect::<Result<_, _>>()?,
+        let filter = match predicate {
+            Predicate::Compare(Operator::Eq, t) => Filter::In(vec![term_value(t, ty, binds)?]),
+            Predicate::Compare(
+                op @ (Operator::Lt | Operator::Lte | Operator::Gt | Operator::Gte | Operator::Neq),
+                t,
+            ) => Filter::Compare(*op, term_value(t, ty, binds)?),
+            Predicate::In(InValues::List(ts)) => Filter::In(
+                ts.iter()
+                    .map(|t| term_value(t, ty, binds))
+                    .collect::<Result<_, _>>()?,
+            ),
             Predicate::In(InValues::Marker(m)) => {
                 let list_ty = T::List(Box::new(ty.clone()));
-                match binds.get(m.index) {
+                Filter::In(match binds.get(m.index) {
                     Some(Some(b)) => match CqlValue::decode(&list_ty, b) {
                         Ok(CqlValue::List(items)) => items.into_iter().map(Some).collect(),
                         _ => return Err(invalid(format!("Invalid IN list for {column}"))),
                     },
                     _ => Vec::new(),
-                }
+                })
             }
-            _ => return Err(invalid("only = and IN are supported on system tables")),
+            _ => {
+                return Err(invalid(
+                    "only =, IN, <, <=, >, >= and != are supported on system tables",
+                ))
+            }
         };
-        filters.push((i, values));
+        filters.push((i, filter));
     }
     let limit = match &select.limit {
         None => usize::MAX,
@@ -736,11 +833,7 @@ pub fn select(
     let rows = table
         .rows
         .iter()
-        .filter(|row| {
-            filters
-                .iter()
-                .all(|(i, vals)| vals.iter().any(|v| v.is_some() && *v == row[*i]))
-        })
+        .filter(|row| filters.iter().all(|(i, f)| f.accepts(row[*i].as_ref())))
         .take(limit)
         .map(|row| {
             idx.iter()
@@ -874,5 +967,60 @@ mod tests {
             .err()
             .expect("error");
         assert_eq!(e.code(), 0x2200);
+    }
+
+    #[test]
+    fn range_restrictions_filter_rows() {
+        let all = run(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'ks' ALLOW FILTERING",
+            &[],
+        )
+        .expect("ok");
+        let some = run(
+            "SELECT column_name, position FROM system_schema.columns WHERE keyspace_name = 'ks' AND position >= 0 ALLOW FILTERING",
+            &[],
+        )
+        .expect("ok");
+        assert!(!all.rows.is_empty());
+        // Regular columns have position -1.
+        assert!(
+            some.rows.len() < all.rows.len(),
+            "{} {}",
+            some.rows.len(),
+            all.rows.len()
+        );
+        for row in &some.rows {
+            let pos =
+                CqlValue::decode(&ColumnType::Int, row[1].as_ref().expect("test")).expect("test");
+            assert!(matches!(pos, CqlValue::Int(p) if p >= 0), "{pos:?}");
+        }
+        let none = run(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = 'ks' AND position > 100 ALLOW FILTERING",
+            &[],
+        )
+        .expect("ok");
+        assert!(none.rows.is_empty());
+    }
+
+    #[test]
+    fn pages_resume_where_the_last_stopped() {
+        let rows: Vec<Vec<Option<Bytes>>> =
+            (0u8..5).map(|i| vec![Some(Bytes::from(vec![i]))]).collect();
+        let mut seen = Vec::new();
+        let mut state = None;
+        loop {
+            let (page, next) = page(rows.clone(), Some(2), state.as_ref()).expect("page");
+            assert!(page.len() <= 2);
+            seen.extend(page);
+            match next {
+                Some(n) => state = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, rows);
+        let (all, next) = page(rows.clone(), None, None).expect("page");
+        assert_eq!((all.len(), next), (5, None));
+        let bad = Bytes::from_static(b"nonsense");
+        assert!(page(rows, Some(2), Some(&bad)).is_err());
     }
 }

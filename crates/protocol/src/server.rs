@@ -468,6 +468,8 @@ struct Outgoing {
     wire: Wire,
     /// Warnings raised while executing the request (flag 0x08).
     warnings: Vec<String>,
+    /// The trace session of a request the client asked to trace.
+    tracing_id: Option<uuid::Uuid>,
 }
 
 type OutTx = mpsc::Sender<Outgoing>;
@@ -712,12 +714,7 @@ impl Connection {
                 return Flow::Continue;
             }
         };
-        if request.tracing {
-            debug!(
-                conn = self.state.id,
-                stream, "tracing requested but not supported; ignored"
-            );
-        }
+        let traced = request.tracing;
         let handler_request = match request.request {
             Request::Options => {
                 self.send(tx, stream, Response::Supported(supported_options()))
@@ -812,6 +809,7 @@ impl Connection {
             tx: tx.clone(),
             stream,
             request: handler_request,
+            tracing: traced,
             wire: self.wire,
             arrived,
             admission,
@@ -918,6 +916,7 @@ async fn send_with(tx: &OutTx, stream: i16, response: Response, wire: Wire) {
             response,
             wire,
             warnings: Vec::new(),
+            tracing_id: None,
         })
         .await;
 }
@@ -930,6 +929,8 @@ struct Job {
     tx: OutTx,
     stream: i16,
     request: HandlerRequest,
+    /// The client asked to trace it (frame flag 0x02).
+    tracing: bool,
     wire: Wire,
     arrived: Instant,
     admission: Admission,
@@ -948,6 +949,7 @@ impl Job {
             tx,
             stream,
             request,
+            tracing,
             wire,
             arrived,
             admission,
@@ -970,9 +972,11 @@ impl Job {
         };
         let started = Instant::now();
         metrics.queue_wait.record(started - arrived);
-        let (outcome, warnings) =
-            client_warn::collect(AssertUnwindSafe(handler.handle(&state, request)).catch_unwind())
-                .await;
+        let (outcome, warnings, tracing_id) = client_warn::collect_traced(
+            tracing,
+            AssertUnwindSafe(handler.handle(&state, request)).catch_unwind(),
+        )
+        .await;
         metrics.execute.record(started.elapsed());
         // The execution slot is free once the handler is done; the
         // connection's permit stays until the response is queued.
@@ -993,6 +997,7 @@ impl Job {
                 response,
                 wire,
                 warnings,
+                tracing_id,
             })
             .await;
     }
@@ -1119,12 +1124,14 @@ fn encode_response(
         stream,
         response,
         warnings,
+        tracing_id,
         ..
     } = out;
     let start = buf.len();
     let mut frame = ResponseFrame::new(stream, response);
     frame.version = version;
     frame.warnings = warnings;
+    frame.tracing_id = tracing_id;
     let body = frame.encode_into(compression, buf, scratch);
     if body > max_frame {
         warn!(conn, stream, bytes = body, "response over the frame limit");

@@ -95,6 +95,25 @@ impl QueryProcessor {
                 };
                 rows.push(row(ks, "index", &i.name, &i.to_cql(t)));
             }
+            // Gyre has no user-defined functions or aggregates: the
+            // listings are empty, and naming one is Cassandra's not-found.
+            DescribeTarget::Functions | DescribeTarget::Aggregates => {}
+            DescribeTarget::Function(name) | DescribeTarget::Aggregate(name) => {
+                let ks = match &name.keyspace {
+                    Some(k) => k.as_str(),
+                    None => current()?,
+                };
+                schema.require_keyspace(ks)?;
+                let kind = if matches!(d.target, DescribeTarget::Function(_)) {
+                    "function"
+                } else {
+                    "aggregate"
+                };
+                return Err(QueryError::invalid(format!(
+                    "User defined {kind} '{}' not found in '{ks}'",
+                    name.name
+                )));
+            }
             _ => return Err(QueryError::invalid("This DESCRIBE form is not supported")),
         }
         let text = |n: &str| (n.to_owned(), ColumnType::Varchar);

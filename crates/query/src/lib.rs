@@ -14,7 +14,9 @@
 //! ranges and selectors, `ALLOW FILTERING` (`=`, `IN`, ranges on any
 //! column), and paging (page size and an opaque paging state) for both
 //! partition reads and token-ordered scans. The aggregates `count`, `min`,
-//! `max`, `sum` and `avg` fold every selected row into one (no `GROUP BY`).
+//! `max`, `sum` and `avg` fold every selected row into one, or into one row
+//! per group with `GROUP BY` (partition key and a clustering prefix).
+//! Multi-column relations `(c1, c2) > (1, 2)` slice clustering columns.
 //! Cassandra's native functions (`now()`, `uuid()`, `currentTimestamp()`
 //! and the other `current*()`, `toTimestamp`, `toDate`, `toUnixTimestamp`,
 //! `dateOf`, `unixTimestampOf`, `minTimeuuid`, `maxTimeuuid`, `blobAsX` /
@@ -47,7 +49,7 @@
 //! `cas.rs` and run through [`DataAccess::cas`] (Paxos in a cluster); a
 //! read at `SERIAL` / `LOCAL_SERIAL` is the data access's business. Refused
 //! with an `INVALID` error: counters, materialized
-//! views, user-defined functions and aggregates, `GROUP BY`, `CAST`
+//! views, user-defined functions and aggregates, `CAST`
 //! in selections, terms (constants) as selectors outside function
 //! arguments.
 //!

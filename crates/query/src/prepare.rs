@@ -407,6 +407,17 @@ fn where_marks(t: &TableDef, relations: &[Relation], marks: &mut [Option<(String
             } => {
                 term_marks(term, &CqlType::Bigint, "partition key token", marks);
             }
+            // `(c1, c2) > (?, ?)`: each element typed by its column.
+            Relation::Tuple {
+                columns,
+                predicate: Predicate::Compare(_, Term::Tuple(terms)),
+            } => {
+                for (name, term) in columns.iter().zip(terms) {
+                    if let Some(c) = t.column(name) {
+                        term_marks(term, &c.ty, name, marks);
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -283,8 +283,9 @@ impl QueryProcessor {
         for t in schema.tables().values() {
             self.data.create_table(t.id, t.storage_options())?;
         }
-        // The built-in system_auth tables (roles), not listed by tables().
-        for t in gyre_schema::system_auth_tables() {
+        // The built-in system_auth (roles) and system_traces tables, not
+        // listed by tables().
+        for t in gyre_schema::built_in_replicated_tables() {
             self.data.create_table(t.id, t.storage_options())?;
         }
         Ok(())
@@ -686,6 +687,18 @@ pub struct Where {
     pub others: Vec<(ColumnDef, Filter)>,
     pub token_start: Option<Bound<i64>>,
     pub token_end: Option<Bound<i64>>,
+    /// A multi-column slice `(c1, c2) > (1, 2)` on consecutive clustering
+    /// columns.
+    pub tuple: Option<TupleSlice>,
+}
+
+/// Bounds of a multi-column slice: one value per column, and whether the
+/// bound is inclusive.
+#[derive(Debug, Clone, Default)]
+pub struct TupleSlice {
+    pub columns: Vec<String>,
+    pub lo: Option<(Vec<Bytes>, bool)>,
+    pub hi: Option<(Vec<Bytes>, bool)>,
 }
 
 pub(crate) fn analyze(table: &TableDef, relations: &[Relation], binds: &[Value]) -> Result<Where> {
@@ -751,14 +764,115 @@ pub(crate) fn analyze(table: &TableDef, relations: &[Relation], binds: &[Value])
                 let v = term_bytes(value, vt, column, binds)?.ok_or_else(null)?;
                 w.others.push((col.clone(), Filter::Entry(k, v)));
             }
-            Relation::Tuple { .. } | Relation::IsNotNull { .. } => {
+            Relation::Tuple { columns, predicate } => {
+                analyze_tuple(table, columns, predicate, binds, &mut w)?;
+            }
+            Relation::IsNotNull { .. } => {
                 return Err(QueryError::invalid(
-                    "Multi-column and IS NOT NULL relations are not supported",
+                    "IS NOT NULL relations are not supported",
                 ))
             }
         }
     }
     Ok(w)
+}
+
+/// `(c1, c2) op (v1, v2)` with Cassandra's rules: clustering columns only,
+/// in their PRIMARY KEY order. `=` restricts each column; `<`, `<=`, `>`,
+/// `>=` make one slice over the columns' combined order.
+fn analyze_tuple(
+    table: &TableDef,
+    columns: &[String],
+    predicate: &Predicate,
+    binds: &[Value],
+    w: &mut Where,
+) -> Result<()> {
+    let clustering = table.clustering();
+    let mut defs = Vec::with_capacity(columns.len());
+    for name in columns {
+        let col = table
+            .column(name)
+            .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))?;
+        if !matches!(col.kind, ColumnKind::Clustering(..)) {
+            return Err(QueryError::invalid(format!(
+                "Multi-column relations can only be applied to clustering columns but was applied to: {name}"
+            )));
+        }
+        defs.push(col.clone());
+    }
+    let first = clustering
+        .iter()
+        .position(|c| c.name == defs[0].name)
+        .unwrap_or(usize::MAX);
+    let in_order = defs
+        .iter()
+        .enumerate()
+        .all(|(i, d)| clustering.get(first + i).is_some_and(|c| c.name == d.name));
+    if !in_order {
+        return Err(QueryError::invalid(
+            "Clustering columns must appear in the PRIMARY KEY order in multi-column relations",
+        ));
+    }
+    let Predicate::Compare(op, term) = predicate else {
+        return Err(QueryError::invalid(
+            "IN on multi-column relations is not supported by Gyre",
+        ));
+    };
+    let Term::Tuple(terms) = term else {
+        return Err(QueryError::invalid(
+            "A multi-column relation needs a tuple literal such as (1, 2) or (?, ?)",
+        ));
+    };
+    if terms.len() != defs.len() {
+        return Err(QueryError::invalid(format!(
+            "Expected {} elements in value tuple, but got {}: {term}",
+            defs.len(),
+            terms.len()
+        )));
+    }
+    let mut values = Vec::with_capacity(terms.len());
+    for (t, d) in terms.iter().zip(&defs) {
+        let v = term_bytes(t, &d.ty, &d.name, binds)?.ok_or_else(|| {
+            QueryError::invalid(format!(
+                "Invalid null value in condition for column {}",
+                d.name
+            ))
+        })?;
+        values.push(v);
+    }
+    if *op == Operator::Eq {
+        for (d, v) in defs.iter().zip(values) {
+            w.keys.insert(d.name.clone(), Restriction::Values(vec![v]));
+        }
+        return Ok(());
+    }
+    let slice = w.tuple.get_or_insert_with(|| TupleSlice {
+        columns: columns.to_vec(),
+        ..TupleSlice::default()
+    });
+    if slice.columns != columns {
+        return Err(QueryError::invalid(
+            "Multi-column slices on different column lists are not supported by Gyre",
+        ));
+    }
+    let (bound, inclusive) = match op {
+        Operator::Gt => (&mut slice.lo, false),
+        Operator::Gte => (&mut slice.lo, true),
+        Operator::Lt => (&mut slice.hi, false),
+        Operator::Lte => (&mut slice.hi, true),
+        _ => {
+            return Err(QueryError::invalid(format!(
+                "Unsupported operator {op:?} on a multi-column relation"
+            )))
+        }
+    };
+    if bound.is_some() {
+        return Err(QueryError::invalid(
+            "More than one restriction was found for the same bound of a multi-column slice",
+        ));
+    }
+    *bound = Some((values, inclusive));
+    Ok(())
 }
 
 /// The token of the partition key whose column values are `args`.
@@ -982,8 +1096,12 @@ pub(crate) fn clustering(table: &TableDef, w: &Where) -> Result<Clustering> {
     let mut stop: Option<(&str, bool)> = None; // (column, restricted by a range)
     for col in &cols {
         let r = w.keys.get(&col.name);
+        let tuple = w
+            .tuple
+            .as_ref()
+            .filter(|t| t.columns.first() == Some(&col.name));
         if let Some((prev, by_range)) = stop {
-            if r.is_some() {
+            if r.is_some() || tuple.is_some() {
                 return Err(QueryError::invalid(if by_range {
                     format!("Clustering column \"{}\" cannot be restricted (preceding column \"{prev}\" is restricted by a non-EQ relation)", col.name)
                 } else {
@@ -996,6 +1114,55 @@ pub(crate) fn clustering(table: &TableDef, w: &Where) -> Result<Clustering> {
             continue;
         };
         let enc = |v: &Bytes| encode_clustering(&col.ty, v, order).map_err(QueryError::from);
+        if tuple.is_some() && r.is_some() {
+            return Err(QueryError::invalid(format!(
+                "Column \"{}\" cannot be restricted by both a multi-column and a single-column relation",
+                col.name
+            )));
+        }
+        if let Some(t) = tuple {
+            // The tuple's columns in their combined encoding: a bound on
+            // the prefix (c1, c2) orders like the pair.
+            let defs: Vec<&ColumnDef> = cols
+                .iter()
+                .skip_while(|c| c.name != col.name)
+                .take(t.columns.len())
+                .copied()
+                .collect();
+            let orders: Vec<_> = defs
+                .iter()
+                .filter_map(|d| match d.kind {
+                    ColumnKind::Clustering(_, o) => Some(o),
+                    _ => None,
+                })
+                .collect();
+            if orders.iter().any(|o| *o != order) {
+                return Err(QueryError::invalid(
+                    "Multi-column slices over clustering columns of mixed orders are not supported by Gyre",
+                ));
+            }
+            let encode = |b: &Option<(Vec<Bytes>, bool)>| -> Result<Option<(Vec<u8>, bool)>> {
+                let Some((vals, inc)) = b else {
+                    return Ok(None);
+                };
+                let mut e = Vec::new();
+                for (d, v) in defs.iter().zip(vals) {
+                    let ColumnKind::Clustering(_, o) = d.kind else {
+                        continue;
+                    };
+                    e.extend_from_slice(&encode_clustering(&d.ty, v, o)?);
+                }
+                Ok(Some((e, *inc)))
+            };
+            let (lo, hi) = (encode(&t.lo)?, encode(&t.hi)?);
+            range = Some(if order == gyre_schema::ClusteringOrder::Desc {
+                (hi, lo)
+            } else {
+                (lo, hi)
+            });
+            stop = Some((&col.name, true));
+            continue;
+        }
         match r {
             Some(Restriction::Values(vals)) => {
                 let encoded: Vec<Vec<u8>> = vals.iter().map(enc).collect::<Result<_>>()?;

@@ -73,13 +73,12 @@ impl QueryProcessor {
         s: &Select,
         params: &QueryParams,
     ) -> Result<QueryResult> {
-        if !s.group_by.is_empty() {
-            return Err(QueryError::invalid("GROUP BY is not supported by Gyre"));
-        }
         let binds = &params.values;
-        let (items, columns) = projection(table, &s.selection, Some(binds))?;
-        // Aggregates read every selected row and return one (unpaged).
-        let counting = items.iter().any(Item::is_aggregate);
+        let (mut items, columns) = projection(table, &s.selection, Some(binds))?;
+        // Aggregates read every selected row and return one (unpaged);
+        // GROUP BY reads them all too and returns a row per group.
+        let grouping = !s.group_by.is_empty();
+        let counting = grouping || items.iter().any(Item::is_aggregate);
         let positive = |t: &gyre_cql::Term, what: &str| -> Result<Option<usize>> {
             match term_i64(t, what, binds)? {
                 Some(n) if n > 0 => Ok(Some(n as usize)),
@@ -122,6 +121,13 @@ impl QueryProcessor {
 
         let mut w = analyze(table, &s.where_clause, binds)?;
         self.guardrails.read().check_cartesian(&w)?;
+        // The group key's columns ride as hidden items after the selection.
+        let visible = items.len();
+        if grouping {
+            for c in group_columns(table, s, &w)? {
+                items.push(Item::Column(c));
+            }
+        }
         let keys = partition_keys(table, &w)?;
         let mut needs_filtering = false;
         if keys.is_none() {
@@ -352,11 +358,16 @@ impl QueryProcessor {
                 }
             }
         }
-        if let Some(l) = limit {
-            rows.truncate(l);
-        }
-        if counting {
-            rows = vec![aggregate(&plan.items, &rows)?];
+        if grouping {
+            let groups = group(&plan.items, visible, &rows)?;
+            (rows, paging_state) = page_groups(groups, limit, params)?;
+        } else {
+            if let Some(l) = limit {
+                rows.truncate(l);
+            }
+            if counting {
+                rows = vec![aggregate(&plan.items, &rows)?];
+            }
         }
         if s.json {
             let json = rows
@@ -374,6 +385,131 @@ impl QueryProcessor {
             rows,
             paging_state,
         })
+    }
+}
+
+/// The columns a GROUP BY groups on, with Cassandra's rules: primary key
+/// columns in their declared order (columns restricted by `=` may be left
+/// out), the whole partition key, then a clustering prefix.
+fn group_columns(
+    table: &TableDef,
+    s: &Select,
+    w: &crate::processor::Where,
+) -> Result<Vec<ColumnDef>> {
+    const ORDER: &str = "Group by currently only support groups of columns following their declared order in the PRIMARY KEY";
+    let pk: Vec<&ColumnDef> = table
+        .partition_key()
+        .into_iter()
+        .chain(table.clustering())
+        .collect();
+    let mut next = 0;
+    let mut clustering_prefix = 0;
+    for name in &s.group_by {
+        let def = table
+            .column(name)
+            .ok_or_else(|| QueryError::invalid(format!("Undefined column name {name}")))?;
+        if !def.kind.is_primary_key() {
+            return Err(QueryError::invalid(format!(
+                "Group by is currently only supported on the columns of the PRIMARY KEY, got {name}"
+            )));
+        }
+        loop {
+            let col = pk.get(next).ok_or_else(|| QueryError::invalid(ORDER))?;
+            next += 1;
+            if matches!(col.kind, ColumnKind::Clustering(..)) {
+                clustering_prefix += 1;
+            }
+            if col.name == def.name {
+                break;
+            }
+            let by_eq =
+                matches!(w.keys.get(&col.name), Some(Restriction::Values(v)) if v.len() == 1);
+            if !by_eq {
+                return Err(QueryError::invalid(ORDER));
+            }
+        }
+    }
+    if pk
+        .get(next)
+        .is_some_and(|c| matches!(c.kind, ColumnKind::PartitionKey(_)))
+    {
+        return Err(QueryError::invalid(
+            "Group by is not supported on only a part of the partition key",
+        ));
+    }
+    if clustering_prefix > 0 && s.distinct {
+        return Err(QueryError::invalid(
+            "Grouping on clustering columns is not allowed for SELECT DISTINCT queries",
+        ));
+    }
+    let key_len = table.partition_key().len() + clustering_prefix;
+    Ok(pk.into_iter().take(key_len).cloned().collect())
+}
+
+/// Rows (in partition and clustering order, the group key in the columns
+/// after `visible`) folded into one row per group: aggregates over the
+/// group, other selectors from its first row (as Cassandra).
+fn group(
+    items: &[Item],
+    visible: usize,
+    rows: &[Vec<Option<Bytes>>],
+) -> Result<Vec<Vec<Option<Bytes>>>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let key = &rows[start][visible..];
+        let end = rows[start..]
+            .iter()
+            .position(|r| &r[visible..] != key)
+            .map_or(rows.len(), |n| start + n);
+        let mut row = aggregate(items, &rows[start..end])?;
+        row.truncate(visible);
+        out.push(row);
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Result rows in wire form.
+type WireRows = Vec<Vec<Option<Bytes>>>;
+
+/// Marks a GROUP BY paging state: the number of groups already sent follows.
+const GROUP_PAGING_MAGIC: &[u8; 4] = b"gygb";
+
+/// One page of groups (LIMIT counts groups). Every page is computed from
+/// every row again and resumes after the groups already sent.
+fn page_groups(
+    mut groups: WireRows,
+    limit: Option<usize>,
+    params: &QueryParams,
+) -> Result<(WireRows, Option<Bytes>)> {
+    if let Some(l) = limit {
+        groups.truncate(l);
+    }
+    let page = params.page_size.filter(|n| *n > 0);
+    let sent = match (&params.paging_state, page) {
+        (Some(state), Some(_)) => match state.strip_prefix(GROUP_PAGING_MAGIC.as_slice()) {
+            Some(n) if n.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(n);
+                usize::try_from(u64::from_be_bytes(b))
+                    .ok()
+                    .filter(|n| *n <= groups.len())
+                    .ok_or_else(|| QueryError::invalid("Invalid paging state"))?
+            }
+            _ => return Err(QueryError::invalid("Invalid paging state")),
+        },
+        _ => 0,
+    };
+    groups.drain(..sent);
+    match page {
+        Some(size) if groups.len() > size => {
+            groups.truncate(size);
+            let mut state = GROUP_PAGING_MAGIC.to_vec();
+            state.extend_from_slice(&((sent + size) as u64).to_be_bytes());
+            Ok((groups, Some(Bytes::from(state))))
+        }
+        _ => Ok((groups, None)),
     }
 }
 

@@ -66,8 +66,9 @@ pub use crate::{
     },
     rows::{CellVersion, RowKey, SchemaPartition, SchemaRow, SchemaRows},
     schema::{
-        is_replicated_system_keyspace, is_system_keyspace, system_auth_tables, Schema,
-        SchemaChange, TableAlteration, SYSTEM_KEYSPACES,
+        built_in_replicated_tables, is_replicated_system_keyspace, is_system_keyspace,
+        system_auth_tables, system_traces_tables, Schema, SchemaChange, TableAlteration,
+        SYSTEM_KEYSPACES,
     },
     store::{SchemaStore, SCHEMA_TABLE_ID},
     types::{dependency_order, type_to_cql, KeyspaceTypes},

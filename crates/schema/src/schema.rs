@@ -92,6 +92,85 @@ pub fn system_auth_tables() -> &'static [TableDef] {
     TABLES.get_or_init(build_system_auth_tables)
 }
 
+/// The tables of `system_traces` (Cassandra's columns), built in like
+/// `system_auth`'s: traced requests write their sessions and events there
+/// (`gyre_common::trace`).
+pub fn system_traces_tables() -> &'static [TableDef] {
+    static TABLES: std::sync::OnceLock<Vec<TableDef>> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        use ColumnKind::{Clustering, PartitionKey, Regular};
+        let col = |name: &str, ty: CqlType, kind: ColumnKind| ColumnDef {
+            name: name.to_owned(),
+            ty,
+            kind,
+        };
+        let tables = vec![
+            (
+                "sessions",
+                vec![
+                    col("session_id", CqlType::Uuid, PartitionKey(0)),
+                    col("client", CqlType::Inet, Regular),
+                    col("command", CqlType::Text, Regular),
+                    col("coordinator", CqlType::Inet, Regular),
+                    col("coordinator_port", CqlType::Int, Regular),
+                    col("duration", CqlType::Int, Regular),
+                    col(
+                        "parameters",
+                        CqlType::Map(Box::new(CqlType::Text), Box::new(CqlType::Text)),
+                        Regular,
+                    ),
+                    col("request", CqlType::Text, Regular),
+                    col("started_at", CqlType::Timestamp, Regular),
+                ],
+            ),
+            (
+                "events",
+                vec![
+                    col("session_id", CqlType::Uuid, PartitionKey(0)),
+                    col(
+                        "event_id",
+                        CqlType::Timeuuid,
+                        Clustering(0, ClusteringOrder::Asc),
+                    ),
+                    col("activity", CqlType::Text, Regular),
+                    col("source", CqlType::Inet, Regular),
+                    col("source_elapsed", CqlType::Int, Regular),
+                    col("source_port", CqlType::Int, Regular),
+                    col("thread", CqlType::Text, Regular),
+                ],
+            ),
+        ];
+        built_in_tables("system_traces", tables)
+    })
+}
+
+/// Built-in tables with Cassandra's ids (`TableId.forSystemTable`).
+fn built_in_tables(keyspace: &str, tables: Vec<(&str, Vec<ColumnDef>)>) -> Vec<TableDef> {
+    tables
+        .into_iter()
+        .map(|(name, columns)| {
+            let mut id = crate::md5::md5(format!("{keyspace}{name}").as_bytes());
+            // RFC 4122 version 3 (name-based, MD5), as Java's nameUUIDFromBytes.
+            id[6] = (id[6] & 0x0f) | 0x30;
+            id[8] = (id[8] & 0x3f) | 0x80;
+            TableDef {
+                keyspace: keyspace.to_owned(),
+                name: name.to_owned(),
+                id: TableId(Uuid::from_bytes(id)),
+                columns,
+                options: TableOptions::default(),
+                dropped_columns: BTreeMap::new(),
+                indexes: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// Every built-in replicated table (`system_auth`, `system_traces`).
+pub fn built_in_replicated_tables() -> impl Iterator<Item = &'static TableDef> {
+    system_auth_tables().iter().chain(system_traces_tables())
+}
+
 fn build_system_auth_tables() -> Vec<TableDef> {
     use ColumnKind::{Clustering, PartitionKey, Regular};
     let text = || CqlType::Text;
@@ -101,7 +180,7 @@ fn build_system_auth_tables() -> Vec<TableDef> {
         kind,
     };
     let asc = ClusteringOrder::Asc;
-    [
+    let tables = vec![
         (
             "roles",
             vec![
@@ -127,24 +206,8 @@ fn build_system_auth_tables() -> Vec<TableDef> {
                 col("permissions", CqlType::Set(Box::new(text())), Regular),
             ],
         ),
-    ]
-    .into_iter()
-    .map(|(name, columns)| {
-        let mut id = crate::md5::md5(format!("system_auth{name}").as_bytes());
-        // RFC 4122 version 3 (name-based, MD5), as Java's nameUUIDFromBytes.
-        id[6] = (id[6] & 0x0f) | 0x30;
-        id[8] = (id[8] & 0x3f) | 0x80;
-        TableDef {
-            keyspace: "system_auth".to_owned(),
-            name: name.to_owned(),
-            id: TableId(Uuid::from_bytes(id)),
-            columns,
-            options: TableOptions::default(),
-            dropped_columns: BTreeMap::new(),
-            indexes: Vec::new(),
-        }
-    })
-    .collect()
+    ];
+    built_in_tables("system_auth", tables)
 }
 
 /// A change to the schema, already checked against the CQL rules (see
@@ -269,6 +332,9 @@ impl Schema {
         if keyspace == "system_auth" {
             return system_auth_tables().iter().find(|t| t.name == table);
         }
+        if keyspace == "system_traces" {
+            return system_traces_tables().iter().find(|t| t.name == table);
+        }
         self.tables.get(&(keyspace.to_owned(), table.to_owned()))
     }
 
@@ -298,7 +364,7 @@ impl Schema {
         self.by_id
             .get(&id)
             .and_then(|k| self.tables.get(k))
-            .or_else(|| system_auth_tables().iter().find(|t| t.id == id))
+            .or_else(|| built_in_replicated_tables().find(|t| t.id == id))
     }
 
     /// The tables of one keyspace, by name.

@@ -193,6 +193,20 @@ enum Cmd {
         #[command(flatten)]
         node: NodeAddr,
     },
+    /// The share of requests traced without the client asking, 0 to 1
+    /// (`nodetool settraceprobability`; traces land in `system_traces`).
+    #[command(name = "settraceprobability")]
+    SetTraceProbability {
+        probability: f64,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// The node's trace probability (`nodetool gettraceprobability`).
+    #[command(name = "gettraceprobability")]
+    GetTraceProbability {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
     /// The node's snapshots, dropped tables' included (`nodetool listsnapshots`).
     #[command(name = "listsnapshots")]
     ListSnapshots {
@@ -327,6 +341,24 @@ fn snapshots_cmd(cmd: Cmd) -> anyhow::Result<()> {
                         }
                     }
                 }
+            }
+            Ok(())
+        }
+        Cmd::SetTraceProbability { probability, node } => {
+            if !(0.0..=1.0).contains(&probability) {
+                bail!("Trace probability must be between 0 and 1");
+            }
+            let body = probability.to_string();
+            for addr in node.addrs()? {
+                admin(addr, "POST", "/traceprobability", Some(body.as_bytes()))?;
+                println!("{addr}: trace probability set to {probability}");
+            }
+            Ok(())
+        }
+        Cmd::GetTraceProbability { node } => {
+            for addr in node.addrs()? {
+                let p = admin(addr, "GET", "/traceprobability", None)?;
+                println!("{addr}: current trace probability: {}", p.trim());
             }
             Ok(())
         }
@@ -833,6 +865,8 @@ fn main() -> anyhow::Result<()> {
         cmd @ (Cmd::Snapshot { .. }
         | Cmd::CompactionStats { .. }
         | Cmd::IndexStats { .. }
+        | Cmd::SetTraceProbability { .. }
+        | Cmd::GetTraceProbability { .. }
         | Cmd::ListSnapshots { .. }
         | Cmd::ClearSnapshot { .. }
         | Cmd::Refresh { .. }) => snapshots_cmd(cmd),

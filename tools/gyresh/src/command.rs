@@ -12,6 +12,7 @@ const SHELL_WORDS: &[&str] = &[
     "?",
     "EXPAND",
     "PAGING",
+    "TRACING",
     "CONSISTENCY",
     "SERIAL",
     "SOURCE",
@@ -39,6 +40,8 @@ pub enum Command {
     /// `EXPAND` alone shows the setting.
     Expand(Option<bool>),
     Paging(PagingArg),
+    /// `TRACING` alone shows the setting.
+    Tracing(Option<bool>),
     Consistency(Option<Consistency>),
     SerialConsistency(Option<SerialConsistency>),
     Source(String),
@@ -82,6 +85,12 @@ pub fn parse(stmt: &str) -> Result<Command, String> {
                 Ok(n) if n > 0 => Ok(Command::Paging(PagingArg::Size(n))),
                 _ => Err("usage: PAGING [ON|OFF|N] (N > 0)".into()),
             },
+        },
+        "TRACING" => match arg(1) {
+            None => Ok(Command::Tracing(None)),
+            Some("ON") => Ok(Command::Tracing(Some(true))),
+            Some("OFF") => Ok(Command::Tracing(Some(false))),
+            Some(_) => Err("usage: TRACING [ON|OFF]".into()),
         },
         "CONSISTENCY" => match arg(1) {
             None => Ok(Command::Consistency(None)),
@@ -168,6 +177,7 @@ Shell commands (no `;` needed):
   SERIAL CONSISTENCY [level]     show or set the serial level (SERIAL, LOCAL_SERIAL)
   EXPAND [ON|OFF]                one line per column instead of a table
   PAGING [ON|OFF|N]              page long results (N rows a page, default 100)
+  TRACING [ON|OFF]               trace each statement and print its events
   SOURCE 'file'                  run the statements in a file
   DESCRIBE ...                   KEYSPACES, KEYSPACE ks, TABLES, TABLE t, ... (from the server)
   USE keyspace;                  set the current keyspace
@@ -187,6 +197,10 @@ mod tests {
         assert_eq!(parse("paging 50"), Ok(Command::Paging(PagingArg::Size(50))));
         assert_eq!(parse("PAGING off"), Ok(Command::Paging(PagingArg::Off)));
         assert!(parse("PAGING 0").is_err());
+        assert_eq!(parse("tracing on;"), Ok(Command::Tracing(Some(true))));
+        assert_eq!(parse("TRACING OFF"), Ok(Command::Tracing(Some(false))));
+        assert_eq!(parse("TRACING"), Ok(Command::Tracing(None)));
+        assert!(parse("TRACING maybe").is_err());
         assert_eq!(
             parse("consistency quorum"),
             Ok(Command::Consistency(Some(Consistency::Quorum)))

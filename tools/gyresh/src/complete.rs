@@ -53,6 +53,7 @@ pub const KEYWORDS: &[&str] = &[
     "SERIAL",
     "EXPAND",
     "PAGING",
+    "TRACING",
     "SOURCE",
     "HELP",
     "EXIT",

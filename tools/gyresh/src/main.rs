@@ -129,6 +129,8 @@ struct Shell {
     expand: bool,
     paging: bool,
     page_size: i32,
+    /// `TRACING ON`: statements are traced and their events printed.
+    tracing: bool,
     interactive: bool,
     completion: Arc<Mutex<CompletionState>>,
 }
@@ -206,6 +208,7 @@ fn run(args: Args) -> Result<i32> {
         expand: false,
         paging: script.is_none(),
         page_size: 100,
+        tracing: false,
         interactive: script.is_none(),
         completion: Arc::default(),
     };
@@ -366,6 +369,12 @@ impl Shell {
                 );
             }
             Command::Paging(arg) => self.set_paging(arg),
+            Command::Tracing(None) => println!("Tracing is {}.", on_off(self.tracing)),
+            Command::Tracing(Some(on)) => {
+                self.tracing = on;
+                // cqlsh 6's words.
+                println!("TRACING set to {}", on_off(on));
+            }
             Command::Consistency(None) => println!(
                 "Current consistency level is {}.",
                 command::consistency_name(self.consistency)
@@ -458,12 +467,120 @@ impl Shell {
         s.set_consistency(self.consistency);
         s.set_serial_consistency(self.serial);
         s.set_request_timeout(Some(self.request_timeout));
+        s.set_tracing(self.tracing);
         s
+    }
+
+    /// Prints a trace session's events as cqlsh does, once the session row
+    /// is complete (trace rows are written asynchronously).
+    fn print_trace(&self, id: uuid::Uuid) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let fetched = self.rt.block_on(async {
+            loop {
+                let session = self
+                    .session
+                    .query_unpaged(
+                        "SELECT client, coordinator, duration, started_at FROM system_traces.sessions WHERE session_id = ?",
+                        (id,),
+                    )
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_rows_result().ok())
+                    .and_then(|r| r.maybe_first_row::<SessionRow>().ok().flatten());
+                if let Some((client, coordinator, Some(duration), Some(started))) = session {
+                    let events = self
+                        .session
+                        .query_unpaged(
+                            "SELECT activity, event_id, source, source_elapsed FROM system_traces.events WHERE session_id = ?",
+                            (id,),
+                        )
+                        .await
+                        .ok()?
+                        .into_rows_result()
+                        .ok()?;
+                    let rows: Vec<EventRow> = events.rows().ok()?.flatten().collect();
+                    return Some((client, coordinator, duration, started, rows));
+                }
+                if Instant::now() > deadline {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        println!(
+            "
+Tracing session: {id}
+"
+        );
+        let Some((client, coordinator, duration, started, events)) = fetched else {
+            println!("Statement trace did not complete within 10 seconds");
+            return;
+        };
+        let client = client.map(|c| c.to_string()).unwrap_or_default();
+        let coordinator = coordinator.map(|c| c.to_string()).unwrap_or_default();
+        let text = |s: String| Cell {
+            text: s,
+            numeric: false,
+        };
+        let num = |s: String| Cell {
+            text: s,
+            numeric: true,
+        };
+        let mut rows = vec![vec![
+            text("Execute CQL3 query".into()),
+            text(format::format_timestamp(started.0)),
+            text(coordinator.clone()),
+            num("0".into()),
+            text(client.clone()),
+        ]];
+        for (activity, event_id, source, elapsed) in events {
+            rows.push(vec![
+                text(activity.unwrap_or_default()),
+                text(format::format_timestamp(timeuuid_millis(event_id.as_ref()))),
+                text(source.map(|s| s.to_string()).unwrap_or_default()),
+                num(elapsed.unwrap_or(0).to_string()),
+                text(client.clone()),
+            ]);
+        }
+        rows.push(vec![
+            text("Request complete".into()),
+            text(format::format_timestamp(
+                started.0 + i64::from(duration) / 1000,
+            )),
+            text(coordinator),
+            num(duration.to_string()),
+            text(client),
+        ]);
+        let headers: Vec<String> = [
+            "activity",
+            "timestamp",
+            "source",
+            "source_elapsed",
+            "client",
+        ]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+        println!("{}\n", render::table(&headers, &rows));
     }
 
     /// Sends CQL to the server; pages through rows.
     fn run_cql(&mut self, text: &str) -> Outcome {
         let stmt = self.statement(text);
+        let mut trace_id = None;
+        let outcome = self.run_pages(text, stmt, &mut trace_id);
+        if let Some(id) = trace_id {
+            self.print_trace(id);
+        }
+        outcome
+    }
+
+    fn run_pages(
+        &mut self,
+        text: &str,
+        stmt: Statement,
+        trace_id: &mut Option<uuid::Uuid>,
+    ) -> Outcome {
         let started = Instant::now();
         let mut paging_state = PagingState::start();
         let mut total_rows = 0usize;
@@ -490,6 +607,9 @@ impl Shell {
             };
             for w in result.warnings() {
                 eprintln!("Warning: {w}");
+            }
+            if let Some(id) = result.tracing_id() {
+                *trace_id = Some(id);
             }
             let rows = match result.into_rows_result() {
                 Ok(rows) => rows,
@@ -664,6 +784,29 @@ fn first_word_is(text: &str, words: &[&str]) -> bool {
 
 fn is_ddl(text: &str) -> bool {
     first_word_is(text, &["CREATE", "DROP", "ALTER"])
+}
+
+/// `system_traces.sessions`: client, coordinator, duration, started_at.
+type SessionRow = (
+    Option<std::net::IpAddr>,
+    Option<std::net::IpAddr>,
+    Option<i32>,
+    Option<scylla::value::CqlTimestamp>,
+);
+
+/// `system_traces.events`: activity, event_id, source, source_elapsed.
+type EventRow = (
+    Option<String>,
+    scylla::value::CqlTimeuuid,
+    Option<std::net::IpAddr>,
+    Option<i32>,
+);
+
+/// The unix milliseconds of a version 1 UUID.
+fn timeuuid_millis(u: &uuid::Uuid) -> i64 {
+    let (msb, _) = u.as_u64_pair();
+    let ticks = ((msb & 0x0fff) << 48) | (((msb >> 16) & 0xffff) << 32) | (msb >> 32);
+    (ticks.saturating_sub(0x01B2_1DD2_1381_4000) / 10_000) as i64
 }
 
 fn row_cells(row: &Row) -> Vec<Cell> {

@@ -19,6 +19,7 @@ pub(super) fn register_handlers(
 ) {
     let st = stage.clone();
     let (s, r) = (storage.clone(), rt.clone());
+    let local_ip = messenger.local_addr().ip();
     messenger.register(MUTATION, move |msg: Inbound| {
         let Some(msg) = st.admit(MUTATION, msg) else {
             return;
@@ -26,21 +27,36 @@ pub(super) fn register_handlers(
         let Some(responder) = msg.responder else {
             return;
         };
+        let trace = replica_trace(msg.trace_session, msg.from, local_ip, "MUTATION");
         // Decoded to validate it and find its key; the received bytes
         // themselves go to the commitlog and memtable (no re-encoding).
         let durable = match Mutation::decode(&msg.payload) {
-            Ok(m) => apply_local(s.as_ref(), &metrics, m),
+            Ok(m) => {
+                if let Some(t) = &trace {
+                    t.event("Appending to commitlog");
+                    t.event("Adding to memtable");
+                }
+                apply_local(s.as_ref(), &metrics, m)
+            }
             Err(e) => {
                 respond(responder, Err(e.to_string()), MUTATION);
                 return;
             }
         };
+        let from = msg.from.ip();
         r.spawn(async move {
             let res = durable.await.map(|()| Bytes::new());
+            if let Some(t) = trace {
+                t.event(format!("Enqueuing response to /{from}"));
+                t.flush();
+            }
             respond(responder, res.map_err(|e| e.to_string()), MUTATION);
         });
     });
-    for (verb, want_digest) in [(READ_DATA, false), (READ_DIGEST, true)] {
+    for (verb, want_digest, name) in [
+        (READ_DATA, false, "READ_DATA"),
+        (READ_DIGEST, true, "READ_DIGEST"),
+    ] {
         let (s, st) = (storage.clone(), stage.clone());
         messenger.register(verb, move |msg: Inbound| {
             let Some(msg) = st.admit(verb, msg) else {
@@ -49,19 +65,31 @@ pub(super) fn register_handlers(
             let Some(responder) = msg.responder else {
                 return;
             };
+            let trace = replica_trace(msg.trace_session, msg.from, local_ip, name);
             let res = decode_read(&msg.payload)
                 .map_err(|e| e.to_string())
                 .and_then(|c| {
+                    if let Some(t) = &trace {
+                        t.event("Executing single-partition query");
+                    }
                     s.read(c.table, &c.key, &c.filter, c.now)
                         .map_err(|e| e.to_string())
                 })
                 .map(|p| {
+                    if let Some(t) = &trace {
+                        let rows = p.as_ref().map_or(0, |p| p.rows.len());
+                        t.event(format!("Read {rows} rows"));
+                    }
                     if want_digest {
                         Bytes::copy_from_slice(&digest(p.as_ref()).to_bytes())
                     } else {
                         encode_data(p.as_ref())
                     }
                 });
+            if let Some(t) = trace {
+                t.event(format!("Enqueuing response to /{}", msg.from.ip()));
+                t.flush();
+            }
             respond(responder, res, verb);
         });
     }
@@ -73,13 +101,21 @@ pub(super) fn register_handlers(
         let Some(responder) = msg.responder else {
             return;
         };
+        let trace = replica_trace(msg.trace_session, msg.from, local_ip, "READ_RANGE");
         let res = decode_range(&msg.payload)
             .map_err(|e| e.to_string())
             .and_then(|c| {
+                if let Some(t) = &trace {
+                    t.event("Executing range read");
+                }
                 s.scan(c.table, &c.request, c.now)
                     .map_err(|e| e.to_string())
             })
             .map(|page| encode_page(&page));
+        if let Some(t) = trace {
+            t.event(format!("Enqueuing response to /{}", msg.from.ip()));
+            t.flush();
+        }
         respond(responder, res, READ_RANGE);
     });
     // Builds Merkle leaves by scanning a whole range: on the blocking pool.
@@ -136,6 +172,20 @@ pub(super) fn register_handlers(
 }
 
 /// Sends a handler's answer (or its error) back to the requester.
+/// The replica's side of a traced request: a session for the id the
+/// request carries, opened with its arrival (Cassandra's wording).
+fn replica_trace(
+    session: Option<uuid::Uuid>,
+    from: std::net::SocketAddr,
+    local_ip: std::net::IpAddr,
+    verb: &str,
+) -> Option<trace::TraceState> {
+    let id = session?;
+    let t = trace::TraceState::new(id, local_ip);
+    t.event(format!("{verb} message received from /{}", from.ip()));
+    Some(t)
+}
+
 pub(super) fn respond(
     responder: gyre_net::Responder,
     res: std::result::Result<Bytes, String>,

@@ -57,6 +57,7 @@ use crate::stage::{ReplicaStage, DEFAULT_MAX_REPLICA_REQUESTS};
 use crate::timestamp::{SystemMicrosClock, TimestampGenerator};
 use crate::write::{WriteOutcome, WriteTracker};
 use crate::{batchlog, messages};
+use gyre_common::trace;
 
 /// Who is up, as the failure detector sees it.
 pub trait Liveness: Send + Sync {

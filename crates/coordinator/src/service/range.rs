@@ -206,6 +206,7 @@ impl Coordinator {
         cmd: RangeCommand,
     ) -> BoxFuture<'static, (HostId, Option<ScanPage>)> {
         if host == self.local() {
+            trace::event(|| "Executing range read (local replica)");
             // Inline, like point reads: a page is bounded by its row limit.
             let page = match self.inner.storage.scan(cmd.table, &cmd.request, cmd.now) {
                 Ok(p) => Some(p),
@@ -220,6 +221,7 @@ impl Coordinator {
         let timeout = self.inner.config.read_timeout;
         let payload = encode_range(&cmd);
         async move {
+            trace::event(|| format!("Sending READ_RANGE message to /{}", addr.ip()));
             match messenger.request(addr, READ_RANGE, payload, timeout).await {
                 Ok(b) => match decode_page(&b) {
                     Ok(p) => (host, Some(p)),

@@ -13,6 +13,7 @@ impl Coordinator {
     ) -> BoxFuture<'static, Event> {
         if host == self.local() {
             // Read inline: memtables and page-cached SSTables are CPU work.
+            trace::event(|| "Executing single-partition query (local replica)");
             let resp = match self
                 .inner
                 .storage
@@ -31,7 +32,13 @@ impl Coordinator {
         let timeout = self.inner.config.read_timeout;
         let payload = encode_read(&cmd);
         let verb = if want_digest { READ_DIGEST } else { READ_DATA };
+        let name = if want_digest {
+            "READ_DIGEST"
+        } else {
+            "READ_DATA"
+        };
         async move {
+            trace::event(|| format!("Sending {name} message to /{}", addr.ip()));
             let resp = match messenger.request(addr, verb, payload, timeout).await {
                 Ok(b) if want_digest => decode_digest(&b).map(ReadResponse::Digest),
                 Ok(b) => match decode_data(&b) {
@@ -46,6 +53,9 @@ impl Coordinator {
                     None
                 }
             };
+            if resp.is_some() {
+                trace::event(|| format!("{name} response received from /{}", addr.ip()));
+            }
             Event::Read(host, resp)
         }
         .boxed()
@@ -71,10 +81,18 @@ impl Coordinator {
         let live_replicas: Vec<Replica> = live.iter().map(|t| t.replica.clone()).collect();
         let contacted = cl.filter_for_read(&strategy, self.dc(), &live_replicas)?;
         let now = self.inner.clock.now();
+        trace::event(|| {
+            format!(
+                "Reading from {} of {} live replicas",
+                contacted.len(),
+                live_replicas.len()
+            )
+        });
         // Fast path: one replica asked, and it is this node (CL ONE /
         // LOCAL_ONE on a replica): no tracker, timer, digest or task.
         if let [only] = contacted.as_slice() {
             if only.host == self.local() {
+                trace::event(|| "Executing single-partition query (local replica)");
                 return Ok(self.inner.storage.read(table, key, &filter, now)?);
             }
         }

@@ -15,6 +15,7 @@ impl Coordinator {
         m: &Mutation,
     ) -> BoxFuture<'static, bool> {
         if host == self.local() {
+            trace::event(|| "Appending to commitlog; adding to memtable (local replica)");
             let durable = apply_local(self.inner.storage.as_ref(), &self.inner.metrics, m.clone());
             return async move {
                 match durable.await {
@@ -31,8 +32,12 @@ impl Coordinator {
         let timeout = self.inner.config.write_timeout;
         let payload = m.encoded().clone();
         async move {
+            trace::event(|| format!("Sending MUTATION message to /{}", addr.ip()));
             match messenger.request(addr, MUTATION, payload, timeout).await {
-                Ok(_) => true,
+                Ok(_) => {
+                    trace::event(|| format!("MUTATION response received from /{}", addr.ip()));
+                    true
+                }
                 Err(e) => {
                     tracing::debug!(%host, error = %e, "mutation not acknowledged");
                     false
@@ -97,6 +102,7 @@ impl Coordinator {
     ) -> Result<()> {
         let _timer = self.inner.metrics.write.start_timer();
         cl.validate_for_write()?;
+        trace::event(|| "Determining replicas for mutation");
         let (strategy, natural, pending) = self.plan(table, update.key.token)?;
         // A node replacing a dead replica gets the writes of its ranges but
         // neither raises nor meets the level: the replica it replaces is

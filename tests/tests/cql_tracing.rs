@@ -1,0 +1,118 @@
+//! Request tracing (issue 17) on 3 real nodes: the Python driver's
+//! `get_query_trace()` reads the coordinator's and the replicas' events
+//! from `system_traces` (`tests/python/driver_tracing.py`); probabilistic
+//! tracing set through `gyrectl settraceprobability`; cqlsh and gyresh
+//! `TRACING ON` print a traced statement's events.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use gyre_tests::cluster::TestCluster;
+use gyre_tests::cqlsh::{cqlsh, run};
+
+fn driver_phase(c: &TestCluster, phase: &str) {
+    let python = gyre_tests::python::python_with_driver();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/driver_tracing.py");
+    let addr = c.cql(1);
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(phase)
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("--- driver_tracing.py {phase} ---\n{text}");
+    assert!(
+        out.status.success() && text.contains("\nOK"),
+        "driver_tracing.py {phase} failed:\n{text}\nnode logs:\n{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn traced_requests_reach_system_traces_from_every_replica() {
+    let c = TestCluster::new(3, 125);
+    c.up();
+    for n in 1..=3 {
+        let addr = c.cql(n);
+        c.wait_until("CQL port open", Duration::from_secs(30), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+    }
+    driver_phase(&c, "main");
+
+    // Probabilistic tracing through the admin endpoint.
+    let host = c.cql(1).ip().to_string();
+    let bad = c.gyrectl(&["settraceprobability", "1.5", "--host", &host]);
+    assert!(!bad.status.success(), "a probability over 1 was accepted");
+    let out = c.gyrectl_ok(&["settraceprobability", "1", "--host", &host]);
+    assert!(out.contains("trace probability set to 1"), "{out}");
+    let out = c.gyrectl_ok(&["gettraceprobability", "--host", &host]);
+    assert!(out.contains("current trace probability: 1"), "{out}");
+    driver_phase(&c, "sampled");
+    c.gyrectl_ok(&["settraceprobability", "0", "--host", &host]);
+    driver_phase(&c, "unsampled");
+
+    // cqlsh's TRACING ON prints the session and its events.
+    let addr = c.cql(1);
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = run(Command::new(cqlsh())
+        .env("HOME", home.path())
+        .env_remove("CQLSH_HOST")
+        .env_remove("CQLSH_PORT")
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg("-e")
+        .arg("CONSISTENCY ALL; TRACING ON; SELECT v FROM tr.t WHERE k = 1;"));
+    eprintln!("--- cqlsh ---\n{}{}", out.stdout, out.stderr);
+    assert!(out.ok, "cqlsh failed:\n{}{}", out.stdout, out.stderr);
+    for want in [
+        "TRACING set to ON",
+        "Tracing session: ",
+        "Parsing SELECT v FROM tr.t WHERE k = 1",
+        "READ_DIGEST message received from /127.0.125.1",
+        "Read 1 rows",
+        "Request complete",
+        "source_elapsed",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "cqlsh did not print {want}:\n{}",
+            out.stdout
+        );
+    }
+
+    // So does gyresh.
+    let gyresh = gyre_tests::cluster::workspace_bin("gyresh");
+    let out = run(Command::new(gyresh)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args([
+            "-e",
+            "CONSISTENCY ALL; TRACING ON; SELECT v FROM tr.t WHERE k = 1; TRACING OFF; TRACING",
+        ]));
+    eprintln!("--- gyresh ---\n{}{}", out.stdout, out.stderr);
+    assert!(out.ok, "gyresh failed:\n{}{}", out.stdout, out.stderr);
+    for want in [
+        "TRACING set to ON",
+        "Tracing session: ",
+        "Parsing SELECT v FROM tr.t WHERE k = 1",
+        // The driver picks the coordinator.
+        "READ_DIGEST message received from /127.0.125.",
+        "Request complete",
+        "TRACING set to OFF",
+        "Tracing is OFF.",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "gyresh did not print {want}:\n{}",
+            out.stdout
+        );
+    }
+}
