@@ -26,6 +26,7 @@ fn spec() -> IndexSpec {
         part: IndexedPart::Value,
         order: TermOrder::Signed,
         is_static: false,
+        vector: None,
     }
 }
 
@@ -82,6 +83,7 @@ fn query(e: &LsmEngine, op: TermOp, now: i64) -> BTreeSet<(u32, u8)> {
                             index: "by_v".into(),
                             op: op.clone(),
                         }],
+                        ann: None,
                     }),
                 },
                 now,
