@@ -449,6 +449,11 @@ mod tests {
                                 },
                             },
                         ],
+                        ann: Some(gyre_storage::sai::AnnQuery {
+                            index: "by_vec".into(),
+                            vector: Bytes::from_static(&[0, 0, 128, 63]),
+                            k: 10,
+                        }),
                     }),
                 },
                 now: 5,

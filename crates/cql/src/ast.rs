@@ -274,6 +274,8 @@ pub struct Select {
     pub where_clause: Vec<Relation>,
     pub group_by: Vec<String>,
     pub order_by: Vec<(String, Order)>,
+    /// `ORDER BY v ANN OF [..]`: the vector column and the query vector.
+    pub ann: Option<(String, Term)>,
     pub per_partition_limit: Option<Term>,
     pub limit: Option<Term>,
     pub allow_filtering: bool,

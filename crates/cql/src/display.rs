@@ -399,6 +399,14 @@ impl Display for Select {
             f.write_str(" ORDER BY ")?;
             orderings(f, &self.order_by)?;
         }
+        if let Some((col, v)) = &self.ann {
+            let sep = if self.order_by.is_empty() {
+                " ORDER BY "
+            } else {
+                ", "
+            };
+            write!(f, "{sep}{} ANN OF {v}", Ident(col))?;
+        }
         if let Some(l) = &self.per_partition_limit {
             write!(f, " PER PARTITION LIMIT {l}")?;
         }

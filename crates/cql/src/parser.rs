@@ -600,9 +600,23 @@ impl Parser<'_> {
             group_by = self.ident_list()?;
         }
         let mut order_by = Vec::new();
+        let mut ann = None;
         if self.eat_kws(&["order", "by"]) {
             loop {
                 let col = self.ident()?;
+                if self.eat_kws(&["ann", "of"]) {
+                    if ann.is_some() {
+                        return Err(self.invalid(
+                            self.cur_pos(),
+                            "Cannot specify more than one ANN ordering".into(),
+                        ));
+                    }
+                    ann = Some((col, self.term()?));
+                    if !self.eat(Sym::Comma) {
+                        break;
+                    }
+                    continue;
+                }
                 order_by.push((col, self.order()));
                 if !self.eat(Sym::Comma) {
                     break;
@@ -628,6 +642,7 @@ impl Parser<'_> {
             where_clause,
             group_by,
             order_by,
+            ann,
             per_partition_limit,
             limit,
             allow_filtering,

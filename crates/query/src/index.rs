@@ -10,10 +10,10 @@ use bytes::Bytes;
 use gyre_cql::{CqlType, IndexTarget, Operator, Predicate, Relation};
 use gyre_protocol::Value;
 use gyre_schema::{ColumnDef, IndexDef, TableDef};
-use gyre_storage::sai::{IndexClause, IndexQuery, TermOp};
+use gyre_storage::sai::{IndexClause, IndexQuery, IndexSpec, TermOp, MAX_ANN_K};
 
 use crate::collections::key_path;
-use crate::error::Result;
+use crate::error::{QueryError, Result};
 use crate::processor::Filter;
 use crate::values::term_bytes;
 
@@ -52,6 +52,9 @@ pub(crate) fn plan(
     let mut all = true;
     let mut ranged: Vec<&str> = Vec::new();
     for (col, f) in filters {
+        if vector_index(table, &col.name).is_some() {
+            return Err(QueryError::invalid(VECTOR_INDEXES_ANN_ONLY));
+        }
         let clause = match f {
             Filter::In(values) if values.len() == 1 => {
                 value_index(table, col).map(|i| IndexClause {
@@ -153,6 +156,91 @@ pub(crate) fn plan(
             });
         }
     }
-    let query = (!clauses.is_empty()).then_some(IndexQuery { clauses });
+    let query = (!clauses.is_empty()).then_some(IndexQuery { clauses, ann: None });
     Ok((query, all))
+}
+
+pub(crate) const ANN_REQUIRES_INDEX: &str =
+    "ANN ordering by vector requires the column to be indexed";
+pub(crate) const ANN_ONLY_ON_VECTOR: &str =
+    "ANN ordering is only supported on float vector indexes";
+pub(crate) const ANN_REQUIRES_INDEXED_FILTERING: &str =
+    "ANN ordering by vector requires all restricted column(s) to be indexed";
+const VECTOR_INDEXES_ANN_ONLY: &str = "Vector indexes only support ANN queries";
+
+/// The vector (ANN) index on column `name`, if any.
+fn vector_index<'a>(table: &'a TableDef, name: &str) -> Option<&'a IndexDef> {
+    table
+        .indexes
+        .iter()
+        .find(|i| i.target.column() == name && i.vector(table).is_some())
+}
+
+/// `ORDER BY v ANN OF [..] LIMIT k`, checked as Cassandra checks it.
+#[derive(Debug, Clone)]
+pub(crate) struct AnnPlan {
+    pub index: String,
+    pub spec: IndexSpec,
+    /// The query vector: raw CQL bytes (sent to replicas) and floats.
+    pub raw: Bytes,
+    pub query: Vec<f32>,
+    pub k: usize,
+}
+
+pub(crate) fn ann_plan(
+    table: &TableDef,
+    column: &str,
+    term: &gyre_cql::Term,
+    binds: &[Value],
+    limit: Option<usize>,
+) -> Result<AnnPlan> {
+    let col = table
+        .column(column)
+        .ok_or_else(|| QueryError::invalid(format!("Undefined column name {column}")))?;
+    let dim = match crate::values::unfrozen(&col.ty) {
+        CqlType::Vector(e, n) if **e == CqlType::Float => *n as usize,
+        _ => return Err(QueryError::invalid(ANN_ONLY_ON_VECTOR)),
+    };
+    let index =
+        vector_index(table, column).ok_or_else(|| QueryError::invalid(ANN_REQUIRES_INDEX))?;
+    let spec = index
+        .storage_spec(table)
+        .ok_or_else(|| QueryError::invalid(ANN_REQUIRES_INDEX))?;
+    let k = match limit {
+        Some(k) if k <= MAX_ANN_K => k,
+        other => {
+            let was = other.map_or_else(|| "NO LIMIT".to_owned(), |n| n.to_string());
+            return Err(QueryError::invalid(format!(
+                "Use of ANN OF in an ORDER BY clause requires a LIMIT that is not greater than {MAX_ANN_K}. LIMIT was {was}"
+            )));
+        }
+    };
+    let raw = term_bytes(term, &col.ty, column, binds)?.ok_or_else(|| {
+        QueryError::invalid(format!(
+            "Unsupported null value for ANN ordering on {column}"
+        ))
+    })?;
+    let query = gyre_storage::ann::decode_vector(&raw, dim).ok_or_else(|| {
+        QueryError::invalid(format!("Invalid vector for ANN ordering on {column}"))
+    })?;
+    if query.iter().any(|x| !x.is_finite()) {
+        return Err(QueryError::invalid(format!(
+            "Invalid vector for ANN ordering on {column}: elements must be finite"
+        )));
+    }
+    let cosine = spec
+        .vector
+        .is_some_and(|v| v.similarity == gyre_storage::ann::Similarity::Cosine);
+    if cosine && query.iter().all(|x| *x == 0.0) {
+        return Err(QueryError::invalid(
+            "Zero and near-zero vectors cannot be indexed or queried with cosine similarity",
+        ));
+    }
+    Ok(AnnPlan {
+        index: index.name.clone(),
+        spec,
+        raw,
+        query,
+        k,
+    })
 }

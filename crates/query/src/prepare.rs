@@ -96,6 +96,11 @@ impl QueryProcessor {
                         .for_each(|i| selector_marks(&t, &i.selector, &mut marks));
                 }
                 where_marks(&t, &s.where_clause, &mut marks);
+                if let Some((col, term)) = &s.ann {
+                    if let Some(c) = t.column(col) {
+                        term_marks(term, &c.ty, col, &mut marks);
+                    }
+                }
                 for (term, name) in [
                     (&s.per_partition_limit, "[per_partition_limit]"),
                     (&s.limit, "[limit]"),

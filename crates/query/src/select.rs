@@ -160,6 +160,24 @@ impl QueryProcessor {
         if !all_indexed {
             needs_filtering = true;
         }
+        let ann = match &s.ann {
+            Some((col, term)) => {
+                let a = crate::index::ann_plan(table, col, term, binds, limit)?;
+                // ANN narrows by indexes only (Cassandra), never by filtering.
+                if needs_filtering {
+                    return Err(QueryError::invalid(
+                        crate::index::ANN_REQUIRES_INDEXED_FILTERING,
+                    ));
+                }
+                if !s.order_by.is_empty() {
+                    return Err(QueryError::invalid(
+                        "ANN ordering does not support any other ordering",
+                    ));
+                }
+                Some(a)
+            }
+            None => None,
+        };
         // With the partition given, the partition is read and filtered.
         let index = index.filter(|_| keys.is_none());
         if needs_filtering && !s.allow_filtering {
@@ -181,7 +199,12 @@ impl QueryProcessor {
         };
         let mut rows = Vec::new();
         let mut paging_state = None;
-        if let Some(keys) = keys {
+        if let Some(a) = &ann {
+            // One page: the k best rows of all replicas, best first.
+            rows = self
+                .ann_rows(&plan, keys, a, index, &w, clustering_filter, params)
+                .await?;
+        } else if let Some(keys) = keys {
             // Pages cut inside partitions; PER PARTITION LIMIT reads are not paged.
             let page = if counting || per_partition.is_some() {
                 None
@@ -510,6 +533,111 @@ fn page_groups(
             Ok((groups, Some(Bytes::from(state))))
         }
         _ => Ok((groups, None)),
+    }
+}
+
+impl QueryProcessor {
+    /// `ORDER BY v ANN OF [..] LIMIT k`: with the partition key given, the
+    /// partitions are read and their rows scored; otherwise every token
+    /// range's replicas return their best k rows (from their index
+    /// graphs, re-scored on the live rows) and the coordinator merges
+    /// them. Above ONE each returned partition is read again at the
+    /// consistency level (replica filtering protection), then every row is
+    /// scored on its reconciled vector and the best k are kept.
+    #[allow(clippy::too_many_arguments)]
+    async fn ann_rows(
+        &self,
+        plan: &Plan,
+        keys: Option<Vec<Bytes>>,
+        a: &crate::index::AnnPlan,
+        index: Option<gyre_storage::sai::IndexQuery>,
+        w: &crate::processor::Where,
+        clustering_filter: ClusteringFilter,
+        params: &QueryParams,
+    ) -> Result<Vec<Vec<Option<Bytes>>>> {
+        let table = &plan.table;
+        let mut parts: Vec<Partition> = Vec::new();
+        let filter = ReadFilter {
+            clustering: clustering_filter,
+            ..ReadFilter::default()
+        };
+        if let Some(keys) = keys {
+            for key in keys {
+                let dk = DecoratedKey::new(key);
+                if let Some(p) = self
+                    .data
+                    .read(table.id, &dk, &filter, plan.now, params.consistency)
+                    .await?
+                {
+                    parts.push(p);
+                }
+            }
+        } else {
+            let query = gyre_storage::sai::IndexQuery {
+                clauses: index.map(|q| q.clauses).unwrap_or_default(),
+                ann: Some(gyre_storage::sai::AnnQuery {
+                    index: a.index.clone(),
+                    vector: a.raw.clone(),
+                    k: a.k,
+                }),
+            };
+            let request = ScanRequest {
+                start: ScanStart::Token(w.token_start.unwrap_or(Bound::Unbounded)),
+                end: w.token_end.unwrap_or(Bound::Unbounded),
+                filter: filter.clone(),
+                max_rows: a.k,
+                index: Some(query),
+            };
+            let got = self
+                .data
+                .scan(table.id, &request, plan.now, params.consistency)
+                .await?;
+            if matches!(
+                params.consistency,
+                Consistency::One | Consistency::LocalOne | Consistency::Any
+            ) {
+                parts = got.partitions;
+            } else {
+                for p in &got.partitions {
+                    let names: BTreeSet<Bytes> = p.rows.keys().cloned().collect();
+                    let f = ReadFilter {
+                        clustering: ClusteringFilter::Names(names),
+                        ..ReadFilter::default()
+                    };
+                    if let Some(p) = self
+                        .data
+                        .read(table.id, &p.key, &f, plan.now, params.consistency)
+                        .await?
+                    {
+                        parts.push(p);
+                    }
+                }
+            }
+        }
+        let mut scored: Vec<(f32, Partition)> = Vec::new();
+        for p in parts {
+            for (ck, row) in &p.rows {
+                let Some(score) = gyre_storage::sai::vector_score(&a.spec, row, plan.now, &a.query)
+                else {
+                    continue;
+                };
+                let mut one = Partition::new(p.key.clone());
+                one.static_row = p.static_row.clone();
+                one.rows.insert(ck.clone(), row.clone());
+                scored.push((score, one));
+            }
+        }
+        scored.sort_by(|x, y| y.0.total_cmp(&x.0));
+        let mut rows = Vec::new();
+        let mut cks = Vec::new();
+        for (_, p) in &scored {
+            if rows.len() >= a.k {
+                break;
+            }
+            plan.emit(p, false, None, false, &mut rows, &mut cks)?;
+        }
+        rows.truncate(a.k);
+        Ok(rows)
     }
 }
 

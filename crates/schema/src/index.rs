@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use gyre_cql::{CqlType, IndexTarget, Literal, PropertyValue};
-use gyre_storage::sai::{IndexSpec, IndexedPart, TermOrder};
+use gyre_storage::ann::Similarity;
+use gyre_storage::sai::{IndexSpec, IndexedPart, TermOrder, VectorIndex};
 
 use crate::error::{Result, SchemaError};
 use crate::model::{ColumnKind, TableDef};
@@ -164,6 +165,29 @@ impl IndexDef {
             part,
             order,
             is_static: col.kind == ColumnKind::Static,
+            vector: self.vector(table),
+        })
+    }
+
+    /// The ANN side of an index on a `vector<float, n>` column (cosine
+    /// unless `similarity_function` says otherwise, as in Cassandra).
+    pub fn vector(&self, table: &TableDef) -> Option<VectorIndex> {
+        let col = table.column(self.target.column())?;
+        let CqlType::Vector(elem, dim) = &col.ty else {
+            return None;
+        };
+        if **elem != CqlType::Float || !matches!(self.target, IndexTarget::Column(_)) {
+            return None;
+        }
+        let similarity = self
+            .options
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("similarity_function"))
+            .and_then(|(_, v)| Similarity::from_option(v))
+            .unwrap_or(Similarity::Cosine);
+        Some(VectorIndex {
+            dim: *dim as usize,
+            similarity,
         })
     }
 

@@ -54,6 +54,7 @@
 //! # Ok::<(), gyre_storage::Error>(())
 //! ```
 
+pub mod ann;
 mod bloom;
 pub mod commitlog;
 mod compaction;

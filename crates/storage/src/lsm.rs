@@ -1234,6 +1234,14 @@ impl Inner {
                     return Err(Error::IndexNotAvailable(c.index.clone()));
                 }
             }
+            if let Some(a) = &q.ann {
+                if builds.get(&a.index).is_some_and(|b| !b.done) {
+                    return Err(Error::IndexNotAvailable(a.index.clone()));
+                }
+            }
+        }
+        if let Some(a) = &q.ann {
+            return self.ann_scan(t, req, q, a, now);
         }
         let specs = t.options.read().indexes.clone();
         let st = t.snapshot();
@@ -1305,6 +1313,150 @@ impl Inner {
                 continue;
             }
             return Ok(Some(p));
+        })
+    }
+}
+
+impl Inner {
+    /// `ORDER BY v ANN OF [..] LIMIT k` on this node's part of a range:
+    /// each memtable's graph and each SSTable segment's graph give their
+    /// best k rows (among rows matching the other clauses), the merged
+    /// rows are read and scored on their live vector (so overwritten and
+    /// deleted rows drop out), and the best k are returned, in token
+    /// order, as a complete page. When stale versions crowd out live rows,
+    /// the sources are asked again for more.
+    fn ann_scan(
+        &self,
+        t: &Arc<Table>,
+        req: &ScanRequest,
+        q: &sai::IndexQuery,
+        a: &sai::AnnQuery,
+        now: LocalTime,
+    ) -> Result<ScanPage> {
+        let specs = t.options.read().indexes.clone();
+        let empty = ScanPage {
+            partitions: Vec::new(),
+            resume: None,
+        };
+        let Some(spec) = specs
+            .iter()
+            .find(|s| s.name == a.index && s.vector.is_some())
+        else {
+            // Not (yet) a vector index on this node.
+            return Err(Error::IndexNotAvailable(a.index.clone()));
+        };
+        let Some(dim) = spec.vector.map(|v| v.dim) else {
+            return Ok(empty);
+        };
+        let Some(query) = crate::ann::decode_vector(&a.vector, dim) else {
+            return Ok(empty);
+        };
+        let st = t.snapshot();
+        let Some(start) = scan_start_bound(&req.start) else {
+            return Ok(empty);
+        };
+        let within = |k: &DecoratedKey| {
+            let after_start = match &start {
+                Bound::Unbounded => true,
+                Bound::Included(s) => k >= s,
+                Bound::Excluded(s) => k > s,
+            };
+            let before_end = match req.end {
+                Bound::Unbounded => true,
+                Bound::Included(e) => k.token <= e,
+                Bound::Excluded(e) => k.token < e,
+            };
+            after_start && before_end
+        };
+        let memtables: Vec<&Arc<Memtable>> = std::iter::once(&st.memtable)
+            .chain(st.flushing.iter())
+            .collect();
+        let segments_of = |spec: &sai::IndexSpec| -> Result<Vec<Arc<sai::Segment>>> {
+            st.sstables.iter().map(|s| segment_for(s, spec)).collect()
+        };
+        // Rows matching the other clauses (None: no other clause).
+        let filtered = if q.clauses.is_empty() {
+            None
+        } else {
+            match sai::candidates(
+                &specs,
+                q,
+                memtables.iter().map(|m| &m.sai),
+                &segments_of,
+                &within,
+            )? {
+                Some(c) => Some(c),
+                None => return Err(Error::IndexNotAvailable(a.index.clone())),
+            }
+        };
+        let allowed = |key: &DecoratedKey, ck: &bytes::Bytes| {
+            within(key) && filtered.as_ref().is_none_or(|c| c.holds(key, ck))
+        };
+        let segments = segments_of(spec)?;
+        let k = a.k.clamp(1, sai::MAX_ANN_K);
+        let mut want = k;
+        let mut scored: Vec<(
+            f32,
+            DecoratedKey,
+            bytes::Bytes,
+            gyre_common::Row,
+            Option<gyre_common::Row>,
+        )>;
+        loop {
+            let (cands, more) = sai::ann_candidates(
+                spec,
+                &query,
+                want,
+                memtables.iter().map(|m| &m.sai),
+                &segments,
+                &allowed,
+            );
+            scored = Vec::new();
+            for (key, cks) in cands {
+                let filter = ReadFilter {
+                    clustering: ClusteringFilter::Names(cks),
+                    ..ReadFilter::default()
+                };
+                let Some(mut p) = self.read(t.id, &key, &filter, now)? else {
+                    continue;
+                };
+                if !q.clauses.is_empty() {
+                    sai::retain_matching(&specs, q, &mut p, now);
+                }
+                for (ck, row) in std::mem::take(&mut p.rows) {
+                    if let Some(s) = sai::vector_score(spec, &row, now, &query) {
+                        scored.push((s, key.clone(), ck, row, p.static_row.clone()));
+                    }
+                }
+            }
+            scored.sort_by(|x, y| y.0.total_cmp(&x.0));
+            // Done when no source cut off at `want` could still hold a
+            // live row better than the k-th found (stale versions in a
+            // source push its live rows down its list).
+            let kth = if scored.len() >= k {
+                scored[k - 1].0
+            } else {
+                f32::NEG_INFINITY
+            };
+            if !more.iter().any(|last| *last >= kth) || want >= k * 16 {
+                break;
+            }
+            want *= 2;
+        }
+        scored.truncate(k);
+        let mut parts: std::collections::BTreeMap<DecoratedKey, Partition> =
+            std::collections::BTreeMap::new();
+        for (_, key, ck, row, static_row) in scored {
+            let p = parts.entry(key.clone()).or_insert_with(|| {
+                let mut p = Partition::new(key);
+                p.static_row = static_row;
+                p
+            });
+            p.rows.insert(ck, row);
+        }
+        Ok(ScanPage {
+            partitions: parts.into_values().collect(),
+            resume: None,
         })
     }
 }

@@ -26,6 +26,8 @@ use gyre_common::{DecoratedKey, LocalTime, Partition, Row};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::ann::{self, Graph, Similarity};
+
 /// Which part of a column's cells an index holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IndexedPart {
@@ -61,6 +63,17 @@ pub struct IndexSpec {
     /// A static column: its entries stand for the whole partition.
     #[serde(default)]
     pub is_static: bool,
+    /// A vector index (`vector<float, n>`): an ANN graph per segment and
+    /// memtable instead of sorted terms.
+    #[serde(default)]
+    pub vector: Option<VectorIndex>,
+}
+
+/// What a vector index compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VectorIndex {
+    pub dim: usize,
+    pub similarity: Similarity,
 }
 
 /// A predicate on one index. Values are the column's (or element's) raw
@@ -89,7 +102,23 @@ pub struct IndexClause {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexQuery {
     pub clauses: Vec<IndexClause>,
+    /// `ORDER BY v ANN OF [..] LIMIT k`: the range's k rows (among those
+    /// matching the clauses) closest to the vector, instead of a page in
+    /// token order. The answer is complete (no resume position).
+    pub ann: Option<AnnQuery>,
 }
+
+/// The vector part of an index query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnQuery {
+    pub index: String,
+    /// The query vector's raw CQL bytes (big-endian floats).
+    pub vector: Bytes,
+    pub k: usize,
+}
+
+/// The most rows an ANN query may ask for (Cassandra's LIMIT cap).
+pub const MAX_ANN_K: usize = 1000;
 
 impl IndexSpec {
     /// The term of a raw value: bytes whose unsigned order is the CQL order.
@@ -253,7 +282,8 @@ pub fn put_index_query(out: &mut Vec<u8>, q: Option<&IndexQuery>) {
         out.push(0);
         return;
     };
-    out.push(1);
+    // 1: clauses only; 3: clauses, then the ANN part.
+    out.push(if q.ann.is_some() { 3 } else { 1 });
     codec::put_uvarint(out, q.clauses.len() as u64);
     let bound = |out: &mut Vec<u8>, b: &Bound<Bytes>| match b {
         Bound::Unbounded => out.push(0),
@@ -287,6 +317,11 @@ pub fn put_index_query(out: &mut Vec<u8>, q: Option<&IndexQuery>) {
             }
         }
     }
+    if let Some(a) = &q.ann {
+        codec::put_bytes(out, a.index.as_bytes());
+        codec::put_bytes(out, &a.vector);
+        codec::put_uvarint(out, a.k as u64);
+    }
 }
 
 /// Decodes what [`put_index_query`] wrote.
@@ -298,11 +333,12 @@ pub fn get_index_query(
         offset: r.position(),
         what,
     };
-    match r.u8()? {
+    let with_ann = match r.u8()? {
         0 => return Ok(None),
-        1 => {}
+        1 => false,
+        3 => true,
         _ => return Err(bad(r, "bad index query flag")),
-    }
+    };
     let n = r.uvarint()?;
     if n > 64 {
         return Err(bad(r, "too many index clauses"));
@@ -340,7 +376,23 @@ pub fn get_index_query(
         };
         clauses.push(IndexClause { index, op });
     }
-    Ok(Some(IndexQuery { clauses }))
+    let ann = if with_ann {
+        let index = String::from_utf8(r.bytes()?.to_vec())
+            .map_err(|_| bad(r, "index name is not UTF-8"))?;
+        let vector = r.bytes()?;
+        let k = r.uvarint()?;
+        if k == 0 || k > MAX_ANN_K as u64 {
+            return Err(bad(r, "bad ANN limit"));
+        }
+        Some(AnnQuery {
+            index,
+            vector,
+            k: k as usize,
+        })
+    } else {
+        None
+    };
+    Ok(Some(IndexQuery { clauses, ann }))
 }
 
 /// (term, partition, clustering key; `None` for a static column's entry,
@@ -352,7 +404,78 @@ type Entry = (Vec<u8>, DecoratedKey, Option<Bytes>);
 #[derive(Debug, Default)]
 pub struct Segment {
     entries: Vec<Entry>,
+    /// A vector index's graph over the segment's rows (its `entries` stay
+    /// empty).
+    ann: Option<AnnRows>,
 }
+
+/// An ANN graph and the row of each of its nodes.
+#[derive(Debug)]
+pub struct AnnRows {
+    graph: Graph,
+    rows: Vec<(DecoratedKey, Bytes)>,
+}
+
+impl AnnRows {
+    fn new(v: &VectorIndex) -> AnnRows {
+        AnnRows {
+            graph: Graph::new(v.dim, v.similarity, ann::Params::default()),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row's vector (a zero vector under cosine, or a malformed
+    /// one, cannot be placed and is left out, as it has no similarity).
+    fn add(&mut self, raw: &[u8], key: DecoratedKey, ck: Bytes) {
+        let Some(v) = ann::decode_vector(raw, self.graph.dim()) else {
+            return;
+        };
+        if self.graph.insert(&v).is_some() {
+            self.rows.push((key, ck));
+        }
+    }
+
+    /// This graph's best `k` rows passing `allowed`, and whether there
+    /// may be more (the search was cut at `k`). A search that passes few
+    /// rows scans them exactly; otherwise the graph is searched with a
+    /// candidate list widened by how selective the filter is.
+    fn search(
+        &self,
+        q: &[f32],
+        k: usize,
+        allowed: &dyn Fn(&DecoratedKey, &Bytes) -> bool,
+    ) -> (Vec<(f32, DecoratedKey, Bytes)>, bool) {
+        let n = self.rows.len();
+        let ok: Vec<bool> = self.rows.iter().map(|(key, ck)| allowed(key, ck)).collect();
+        let passing = ok.iter().filter(|b| **b).count();
+        if passing == 0 {
+            return (Vec::new(), false);
+        }
+        let found = if passing <= EXACT_SCAN.max(k) {
+            let nodes = ok
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b)
+                .map(|(i, _)| i as u32);
+            self.graph.exact(q, k, nodes)
+        } else {
+            let ef = (ann::default_ef(k) * n / passing).min(n);
+            self.graph.search(q, k, ef, &|i| ok[i as usize])
+        };
+        let more = found.len() >= k && passing > k;
+        let out = found
+            .into_iter()
+            .map(|s| {
+                let (key, ck) = &self.rows[s.node as usize];
+                (s.score, key.clone(), ck.clone())
+            })
+            .collect();
+        (out, more)
+    }
+}
+
+/// Below this many rows passing a filter, an ANN source is scanned exactly.
+const EXACT_SCAN: usize = 512;
 
 impl Segment {
     pub fn len(&self) -> usize {
@@ -411,9 +534,24 @@ impl SegmentBuilder {
             .into_iter()
             .zip(self.entries)
             .map(|(spec, mut entries)| {
+                if let Some(v) = &spec.vector {
+                    // In write order (token order): the graph's nodes.
+                    let mut rows = AnnRows::new(v);
+                    for (raw, key, ck) in entries {
+                        if let Some(ck) = ck {
+                            rows.add(&raw, key, ck);
+                        }
+                    }
+                    let seg = Segment {
+                        entries: Vec::new(),
+                        ann: Some(rows),
+                    };
+                    return (spec.name, Arc::new(seg));
+                }
                 entries.sort();
                 entries.dedup();
-                (spec.name, Arc::new(Segment { entries }))
+                let seg = Segment { entries, ann: None };
+                (spec.name, Arc::new(seg))
             })
             .collect()
     }
@@ -437,9 +575,13 @@ impl SegmentMap {
     }
 }
 
-/// The in-memory index of one memtable.
+/// The in-memory index of one memtable: sorted terms, and for vector
+/// indexes a graph grown with every write.
 #[derive(Debug, Default)]
-pub struct MemIndex(Mutex<HashMap<String, BTreeSet<Entry>>>);
+pub struct MemIndex {
+    terms: Mutex<HashMap<String, BTreeSet<Entry>>>,
+    graphs: Mutex<HashMap<String, Arc<RwLock<AnnRows>>>>,
+}
 
 impl MemIndex {
     pub fn add(&self, specs: &[IndexSpec], p: &Partition) {
@@ -447,16 +589,35 @@ impl MemIndex {
             return;
         }
         let mut buf = Vec::new();
-        let mut g = self.0.lock();
         for spec in specs {
             buf.clear();
             spec.entries(p, &mut buf);
             if buf.is_empty() {
                 continue;
             }
+            if let Some(v) = &spec.vector {
+                let graph = self
+                    .graphs
+                    .lock()
+                    .entry(spec.name.clone())
+                    .or_insert_with(|| Arc::new(RwLock::new(AnnRows::new(v))))
+                    .clone();
+                let mut g = graph.write();
+                for (raw, key, ck) in buf.drain(..) {
+                    if let Some(ck) = ck {
+                        g.add(&raw, key, ck);
+                    }
+                }
+                continue;
+            }
+            let mut g = self.terms.lock();
             let set = g.entry(spec.name.clone()).or_default();
             set.extend(buf.drain(..));
         }
+    }
+
+    fn graph(&self, index: &str) -> Option<Arc<RwLock<AnnRows>>> {
+        self.graphs.lock().get(index).cloned()
     }
 
     fn collect(
@@ -467,7 +628,7 @@ impl MemIndex {
         into: &mut Candidates,
         within: &dyn Fn(&DecoratedKey) -> bool,
     ) {
-        let g = self.0.lock();
+        let g = self.terms.lock();
         let Some(set) = g.get(index) else { return };
         let start = match lo {
             Bound::Included(l) => Bound::Included((l.clone(), min_key(), None)),
@@ -583,6 +744,65 @@ pub(crate) fn candidates<'a>(
     Ok(acc)
 }
 
+/// The candidates of an ANN query: every memtable's and segment's best
+/// `k` rows passing `allowed`, by partition (stale versions included: the
+/// caller scores the merged, live rows). Also, for each source that may
+/// hold more passing rows than it returned, the score of the last one it
+/// returned: while the caller's k-th live score is not above it, that
+/// source may hide better live rows behind stale ones.
+pub(crate) fn ann_candidates<'a>(
+    spec: &IndexSpec,
+    query: &[f32],
+    k: usize,
+    memtables: impl Iterator<Item = &'a MemIndex>,
+    segments: &[Arc<Segment>],
+    allowed: &dyn Fn(&DecoratedKey, &Bytes) -> bool,
+) -> (BTreeMap<DecoratedKey, BTreeSet<Bytes>>, Vec<f32>) {
+    let mut out: BTreeMap<DecoratedKey, BTreeSet<Bytes>> = BTreeMap::new();
+    let mut more = Vec::new();
+    let mut take = |(found, m): (Vec<(f32, DecoratedKey, Bytes)>, bool)| {
+        if m {
+            if let Some(last) = found.last() {
+                more.push(last.0);
+            }
+        }
+        for (_, key, ck) in found {
+            out.entry(key).or_default().insert(ck);
+        }
+    };
+    for m in memtables {
+        if let Some(g) = m.graph(&spec.name) {
+            take(g.read().search(query, k, allowed));
+        }
+    }
+    for seg in segments {
+        if let Some(rows) = &seg.ann {
+            take(rows.search(query, k, allowed));
+        }
+    }
+    (out, more)
+}
+
+/// The score of a merged row's live vector against the query (`None`: no
+/// live vector, or one that has no similarity).
+pub fn vector_score(spec: &IndexSpec, row: &Row, now: LocalTime, query: &[f32]) -> Option<f32> {
+    let v = spec.vector.as_ref()?;
+    let raw = spec.row_values(row, Some(now)).into_iter().next()?;
+    let vec = ann::decode_vector(&raw, v.dim)?;
+    v.similarity.score(query, &vec)
+}
+
+impl Candidates {
+    /// Whether the row `(key, ck)` is among the candidates.
+    pub fn holds(&self, key: &DecoratedKey, ck: &Bytes) -> bool {
+        match self.0.get(key) {
+            Some(None) => true,
+            Some(Some(cks)) => cks.contains(ck),
+            None => false,
+        }
+    }
+}
+
 /// Keeps the rows of a merged partition that satisfy every clause (for a
 /// static column's index: the partition's rows when its static row does).
 pub(crate) fn retain_matching(
@@ -639,6 +859,7 @@ mod tests {
             part: IndexedPart::Value,
             order,
             is_static: false,
+            vector: None,
         }
     }
 
@@ -675,6 +896,7 @@ mod tests {
                 index: "i".into(),
                 op: TermOp::Eq(Bytes::copy_from_slice(&1i32.to_be_bytes())),
             }],
+            ann: None,
         };
         let mem = MemIndex::default();
         let c = candidates(
@@ -695,6 +917,7 @@ mod tests {
                     hi: Bound::Unbounded,
                 },
             }],
+            ann: None,
         };
         let c = candidates(
             std::slice::from_ref(&s),
@@ -714,6 +937,7 @@ mod tests {
                     Bytes::copy_from_slice(&2i32.to_be_bytes()),
                 ]),
             }],
+            ann: None,
         };
         let c = candidates(
             std::slice::from_ref(&s),

@@ -24,6 +24,9 @@ impl Coordinator {
             self.inner.strategies.strategy(table).ok_or_else(|| {
                 CoordinatorError::InvalidRequest(format!("unknown table {table}"))
             })?;
+        // An ANN query asks every range for its best k (the query layer
+        // keeps the best k of all): no stop after max_rows.
+        let ann = request.index.as_ref().is_some_and(|q| q.ann.is_some());
         let mut out: Vec<Partition> = Vec::new();
         let mut live = 0usize;
         let mut start = request.start.clone();
@@ -40,7 +43,11 @@ impl Coordinator {
                 start: start.clone(),
                 end,
                 filter: request.filter.clone(),
-                max_rows: request.max_rows.saturating_sub(live).max(1),
+                max_rows: if ann {
+                    request.max_rows
+                } else {
+                    request.max_rows.saturating_sub(live).max(1)
+                },
                 index: request.index.clone(),
             };
             let page = self
@@ -63,7 +70,7 @@ impl Coordinator {
                     Bound::Excluded(t) => ScanStart::Token(Bound::Included(t)),
                 },
             };
-            if live >= request.max_rows {
+            if live >= request.max_rows && !ann {
                 let resume = (!past_end(&next, &request.end)).then_some(next);
                 return Ok(ScanPage {
                     partitions: out,
