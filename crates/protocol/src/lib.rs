@@ -120,7 +120,10 @@ pub use server::{
     supported_options, Authenticator, ConnectionState, EventSender, HandlerRequest, RequestHandler,
     Server, ServerConfig,
 };
-pub use tls::{client_config as tls_client_config, ClientAuth, ServerTls};
+pub use tls::{
+    client_config as tls_client_config, client_config_from_files as tls_client_config_from_files,
+    ClientAuth, ServerTls,
+};
 pub use types::{ColumnSpec, ColumnType, Consistency, DURATION_CLASS, VECTOR_CLASS};
 pub use value::{
     date_from_days, date_to_days, CqlDecimal, CqlDuration, CqlValue, CqlVarint, DATE_EPOCH,

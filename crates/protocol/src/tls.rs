@@ -155,6 +155,33 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A client configuration from PEM files, for tools' `--ssl-ca`,
+/// `--ssl-cert` and `--ssl-key`: the CA is required (no system store is
+/// read; nodes' certificates come from the cluster's own CA).
+pub fn client_config_from_files(
+    ca: Option<&std::path::Path>,
+    client_cert: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Tls(format!("{flag} {}: {e}", path.display())))
+    };
+    let ca = ca.ok_or_else(|| {
+        Error::Tls(
+            "TLS needs --ssl-ca FILE: the CA certificate (PEM) that signed the nodes' certificates"
+                .into(),
+        )
+    })?;
+    let ca = read("--ssl-ca", ca)?;
+    let client = match client_cert {
+        Some((cert, key)) => Some((read("--ssl-cert", cert)?, read("--ssl-key", key)?)),
+        None => None,
+    };
+    client_config(
+        &ca,
+        client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )
+}
+
 /// The certificates of a PEM CA file as a root store (at least one).
 fn roots_from_pem(ca_pem: &[u8]) -> Result<RootCertStore> {
     let bad = |e: &dyn std::fmt::Display| Error::Tls(format!("CA certificate: {e}"));

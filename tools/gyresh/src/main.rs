@@ -80,7 +80,7 @@ struct Args {
 /// `-u` / `-p`, for every (re)connection.
 static CREDENTIALS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
 /// `--ssl`, for every (re)connection.
-static TLS: std::sync::OnceLock<scylla::client::session::OpenSsl010Config> =
+static TLS: std::sync::OnceLock<scylla::client::session::TlsContext> =
     std::sync::OnceLock::new();
 
 /// Shared with the line editor's completer.
@@ -236,29 +236,16 @@ async fn connect(addr: &str, timeout: Duration) -> Result<Session> {
     Ok(builder.build().await?)
 }
 
-/// The client TLS of `--ssl` (OpenSSL: the driver's rustls backend
-/// would bring aws-lc-rs): the node's certificate must verify against `ca`
-/// (else the system's CAs) and be valid for the node's IP address (the
-/// driver checks that); an optional client certificate and key.
+/// The client TLS of `--ssl` (rustls, the ring provider, as the node's
+/// own TLS): the node's certificate must verify against `--ssl-ca` and be
+/// valid for the node's IP address (the driver checks that); an optional
+/// client certificate and key.
 fn ssl_context(
     ca: Option<&std::path::Path>,
     client: Option<(&std::path::Path, &std::path::Path)>,
-) -> Result<scylla::client::session::OpenSsl010Config> {
-    use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
-    let mut b = SslConnector::builder(SslMethod::tls_client())?;
-    if let Some(ca) = ca {
-        b.set_ca_file(ca)
-            .with_context(|| format!("--ssl-ca {}", ca.display()))?;
-    }
-    if let Some((cert, key)) = client {
-        b.set_certificate_chain_file(cert)
-            .with_context(|| format!("--ssl-cert {}", cert.display()))?;
-        b.set_private_key_file(key, SslFiletype::PEM)
-            .with_context(|| format!("--ssl-key {}", key.display()))?;
-        b.check_private_key()
-            .context("--ssl-key does not fit --ssl-cert")?;
-    }
-    Ok(scylla::client::session::OpenSsl010Config::new(b))
+) -> Result<scylla::client::session::TlsContext> {
+    let config = gyre_protocol::tls_client_config_from_files(ca, client)?;
+    Ok(scylla::client::session::TlsContext::Rustls023(config))
 }
 
 impl Shell {
