@@ -259,6 +259,33 @@ def describe_functions(session):
     expect_invalid(session, "DESCRIBE AGGREGATE grp.nope", "User defined aggregate 'nope' not found in 'grp'")
 
 
+def literals(session):
+    step("date and timestamp literal forms, against the driver's own encoding")
+    import datetime
+    from cassandra.util import Date
+    session.execute("CREATE TABLE grp.lit (k int PRIMARY KEY, d date, ts timestamp)")
+    ins = session.prepare("INSERT INTO grp.lit (k, d, ts) VALUES (?, ?, ?)")
+    cases = [
+        # (date literal, timestamp literal, the same values bound by the driver)
+        ("'2147483648'", "'0'", Date(0), datetime.datetime(1970, 1, 1)),
+        ("'2147483649'", "'1000'", Date(1), datetime.datetime(1970, 1, 1, 0, 0, 1)),
+        ("'-5877641-06-23'", "'-1000'", Date(-(2**31)), datetime.datetime(1969, 12, 31, 23, 59, 59)),
+        ("'5881580-07-11'", "'1700000000000'", Date(2**31 - 1), datetime.datetime(2023, 11, 14, 22, 13, 20)),
+        ("'123456-01-01'", "'2011-02-03 04:05:06'", None, datetime.datetime(2011, 2, 3, 4, 5, 6)),
+    ]
+    for i, (d, ts, want_d, want_ts) in enumerate(cases):
+        session.execute("INSERT INTO grp.lit (k, d, ts) VALUES (%d, %s, %s)" % (i, d, ts))
+        lit = session.execute("SELECT d, ts FROM grp.lit WHERE k = %d" % i).one()
+        if want_d is not None:
+            session.execute(ins, (100 + i, want_d, want_ts))
+            bound = session.execute("SELECT d, ts FROM grp.lit WHERE k = %d" % (100 + i)).one()
+            assert lit.d == bound.d, (d, lit.d, bound.d)
+            assert lit.d == want_d, (d, lit.d)
+        assert lit.ts == want_ts, (ts, lit.ts)
+    expect_invalid(session, "INSERT INTO grp.lit (k, d) VALUES (9, '4294967296')", "date")
+    expect_invalid(session, "INSERT INTO grp.lit (k, d) VALUES (9, '-5877641-06-22')", "date")
+
+
 def main():
     host, port, nodes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cluster = Cluster([host], port=port)
@@ -268,6 +295,7 @@ def main():
     group_by(session)
     system_paging(session, nodes)
     describe_functions(session)
+    literals(session)
     cluster.shutdown()
     print("\nOK")
 

@@ -282,8 +282,17 @@ fn literal_value(l: &Literal, ty: &CqlType, column: &str) -> Result<CqlValue> {
         (Literal::Integer(s), CqlType::Timestamp) => {
             CqlValue::Timestamp(i64::try_from(int(s)?).map_err(|_| e("timestamp"))?)
         }
+        // Cassandra reads a string of digits as milliseconds.
+        (Literal::String(s), CqlType::Timestamp) if is_integer(s) => {
+            CqlValue::Timestamp(s.parse().map_err(|_| e("timestamp string"))?)
+        }
         (Literal::String(s), CqlType::Timestamp) => {
             CqlValue::Timestamp(parse_timestamp(s).ok_or_else(|| e("timestamp string"))?)
+        }
+        // ... and a date's digits as its raw value (days with the epoch at
+        // 2^31), as SimpleDateSerializer does.
+        (Literal::String(s), CqlType::Date) if is_integer(s) => {
+            CqlValue::Date(s.parse::<u32>().map_err(|_| e("date string"))?)
         }
         (Literal::String(s), CqlType::Date) => {
             let days = parse_date(s).ok_or_else(|| e("date string"))?;
@@ -346,9 +355,22 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `-?digits`: the numeric forms of timestamp and date strings.
+fn is_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `[+-]yyyy-mm-dd` (any number of year digits, as Cassandra's date range
+/// needs: -5877641-06-23 to 5881580-07-11) as days since the epoch.
 fn parse_date(s: &str) -> Option<i64> {
+    let (sign, s) = match s.as_bytes().first() {
+        Some(b'-') => (-1, &s[1..]),
+        Some(b'+') => (1, &s[1..]),
+        _ => (1, s),
+    };
     let mut it = s.splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
+    let y: i64 = sign * it.next()?.parse::<i64>().ok()?;
     let m: u32 = it.next()?.parse().ok()?;
     let d: u32 = it.next()?.parse().ok()?;
     // Bounded so the millisecond arithmetic cannot overflow.
@@ -464,5 +486,11 @@ mod tests {
         assert_eq!(parse_timestamp("2011-02-03 04:05+aé1"), None);
         assert_eq!(parse_timestamp("99999999999-01-01"), None);
         assert_eq!(parse_time("1:2:3.1234567890"), None);
+        // Cassandra's extreme dates.
+        assert_eq!(parse_date("-5877641-06-23"), Some(-2_147_483_648));
+        assert_eq!(parse_date("5881580-07-11"), Some(2_147_483_647));
+        assert!(
+            is_integer("2147483648") && is_integer("-0") && !is_integer("-") && !is_integer("1e3")
+        );
     }
 }
