@@ -282,6 +282,20 @@ def literals(session):
             assert lit.d == bound.d, (d, lit.d, bound.d)
             assert lit.d == want_d, (d, lit.d)
         assert lit.ts == want_ts, (ts, lit.ts)
+    step("duration literals in all three forms")
+    from cassandra.util import Duration
+    session.execute("CREATE TABLE grp.dur (k int PRIMARY KEY, d duration)")
+    ns = (89 * 3600 + 9 * 60 + 9) * 10**9
+    for i, (lit, want) in enumerate([
+        ("89h9m9s", Duration(0, 0, ns)),
+        ("PT89H9M9S", Duration(0, 0, ns)),
+        ("P0000-00-00T89:09:09", Duration(0, 0, ns)),
+        ("P0001-02-03T00:00:01", Duration(14, 3, 10**9)),
+        ("-P0000-00-00T89:09:09", Duration(0, 0, -ns)),
+    ]):
+        session.execute("INSERT INTO grp.dur (k, d) VALUES (%d, %s)" % (i, lit))
+        got = session.execute("SELECT d FROM grp.dur WHERE k = %d" % i).one().d
+        assert got == want, (lit, got, want)
     expect_invalid(session, "INSERT INTO grp.lit (k, d) VALUES (9, '4294967296')", "date")
     expect_invalid(session, "INSERT INTO grp.lit (k, d) VALUES (9, '-5877641-06-22')", "date")
 
