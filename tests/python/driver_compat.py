@@ -296,6 +296,19 @@ def literals(session):
         session.execute("INSERT INTO grp.dur (k, d) VALUES (%d, %s)" % (i, lit))
         got = session.execute("SELECT d FROM grp.dur WHERE k = %d" % i).one().d
         assert got == want, (lit, got, want)
+    step("varints and decimals past 128 bits")
+    from decimal import Decimal
+    session.execute("CREATE TABLE grp.big (k int PRIMARY KEY, vi varint, de decimal)")
+    for i, (vi, de) in enumerate([
+        ("1234567890123456789012345678901234567890", "123456789012345678901234567890.1234567890"),
+        ("-1234567890123456789012345678901234567890", "-123456789012345678901234567890.1234567890"),
+        ("340282366920938463463374607431768211456", "1e-40"),
+        ("-340282366920938463463374607431768211457", "-99999999999999999999999999999999999999999.5"),
+    ]):
+        session.execute("INSERT INTO grp.big (k, vi, de) VALUES (%d, %s, %s)" % (i, vi, de))
+        row = session.execute("SELECT vi, de FROM grp.big WHERE k = %d" % i).one()
+        assert row.vi == int(vi), (vi, row.vi)
+        assert row.de == Decimal(de), (de, row.de)
     expect_invalid(session, "INSERT INTO grp.lit (k, d) VALUES (9, '4294967296')", "date")
     expect_invalid(session, "INSERT INTO grp.lit (k, d) VALUES (9, '-5877641-06-22')", "date")
 
