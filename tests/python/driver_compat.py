@@ -55,13 +55,14 @@ def nts(session):
     assert replication(session, "nts")["dc1"] == "2", replication(session, "nts")
     # Cassandra 4.0's rule: an ALTER's replication_factor does not change
     # the datacenters the keyspace already has.
-    # (With durable_writes changed too: a no-op ALTER is a separate
-    # matter, see notes-cqlmisc.md.)
+    # This ALTER changes nothing: peers must still advertise the new schema
+    # version, or the driver's schema agreement wait times out.
     session.execute(
         "ALTER KEYSPACE nts WITH replication = "
-        "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1} AND durable_writes = false"
+        "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}"
     )
     assert replication(session, "nts")["dc1"] == "2", replication(session, "nts")
+    session.execute("ALTER KEYSPACE nts WITH durable_writes = false")
     described = session.execute("DESCRIBE KEYSPACE nts").one().create_statement
     print("  ", described)
     assert "'dc1': '2'" in described and "NetworkTopologyStrategy" in described, described
@@ -259,6 +260,60 @@ def describe_functions(session):
     expect_invalid(session, "DESCRIBE AGGREGATE grp.nope", "User defined aggregate 'nope' not found in 'grp'")
 
 
+def literals(session):
+    step("date and timestamp literal forms, against the driver's own encoding")
+    import datetime
+    from cassandra.util import Date
+    session.execute("CREATE TABLE grp.lit (k int PRIMARY KEY, d date, ts timestamp)")
+    ins = session.prepare("INSERT INTO grp.lit (k, d, ts) VALUES (?, ?, ?)")
+    cases = [
+        # (date literal, timestamp literal, the same values bound by the driver)
+        ("'2147483648'", "'0'", Date(0), datetime.datetime(1970, 1, 1)),
+        ("'2147483649'", "'1000'", Date(1), datetime.datetime(1970, 1, 1, 0, 0, 1)),
+        ("'-5877641-06-23'", "'-1000'", Date(-(2**31)), datetime.datetime(1969, 12, 31, 23, 59, 59)),
+        ("'5881580-07-11'", "'1700000000000'", Date(2**31 - 1), datetime.datetime(2023, 11, 14, 22, 13, 20)),
+        ("'123456-01-01'", "'2011-02-03 04:05:06'", None, datetime.datetime(2011, 2, 3, 4, 5, 6)),
+    ]
+    for i, (d, ts, want_d, want_ts) in enumerate(cases):
+        session.execute("INSERT INTO grp.lit (k, d, ts) VALUES (%d, %s, %s)" % (i, d, ts))
+        lit = session.execute("SELECT d, ts FROM grp.lit WHERE k = %d" % i).one()
+        if want_d is not None:
+            session.execute(ins, (100 + i, want_d, want_ts))
+            bound = session.execute("SELECT d, ts FROM grp.lit WHERE k = %d" % (100 + i)).one()
+            assert lit.d == bound.d, (d, lit.d, bound.d)
+            assert lit.d == want_d, (d, lit.d)
+        assert lit.ts == want_ts, (ts, lit.ts)
+    step("duration literals in all three forms")
+    from cassandra.util import Duration
+    session.execute("CREATE TABLE grp.dur (k int PRIMARY KEY, d duration)")
+    ns = (89 * 3600 + 9 * 60 + 9) * 10**9
+    for i, (lit, want) in enumerate([
+        ("89h9m9s", Duration(0, 0, ns)),
+        ("PT89H9M9S", Duration(0, 0, ns)),
+        ("P0000-00-00T89:09:09", Duration(0, 0, ns)),
+        ("P0001-02-03T00:00:01", Duration(14, 3, 10**9)),
+        ("-P0000-00-00T89:09:09", Duration(0, 0, -ns)),
+    ]):
+        session.execute("INSERT INTO grp.dur (k, d) VALUES (%d, %s)" % (i, lit))
+        got = session.execute("SELECT d FROM grp.dur WHERE k = %d" % i).one().d
+        assert got == want, (lit, got, want)
+    step("varints and decimals past 128 bits")
+    from decimal import Decimal
+    session.execute("CREATE TABLE grp.big (k int PRIMARY KEY, vi varint, de decimal)")
+    for i, (vi, de) in enumerate([
+        ("1234567890123456789012345678901234567890", "123456789012345678901234567890.1234567890"),
+        ("-1234567890123456789012345678901234567890", "-123456789012345678901234567890.1234567890"),
+        ("340282366920938463463374607431768211456", "1e-40"),
+        ("-340282366920938463463374607431768211457", "-99999999999999999999999999999999999999999.5"),
+    ]):
+        session.execute("INSERT INTO grp.big (k, vi, de) VALUES (%d, %s, %s)" % (i, vi, de))
+        row = session.execute("SELECT vi, de FROM grp.big WHERE k = %d" % i).one()
+        assert row.vi == int(vi), (vi, row.vi)
+        assert row.de == Decimal(de), (de, row.de)
+    expect_invalid(session, "INSERT INTO grp.lit (k, d) VALUES (9, '4294967296')", "date")
+    expect_invalid(session, "INSERT INTO grp.lit (k, d) VALUES (9, '-5877641-06-22')", "date")
+
+
 def main():
     host, port, nodes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cluster = Cluster([host], port=port)
@@ -268,6 +323,7 @@ def main():
     group_by(session)
     system_paging(session, nodes)
     describe_functions(session)
+    literals(session)
     cluster.shutdown()
     print("\nOK")
 

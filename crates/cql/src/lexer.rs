@@ -174,6 +174,22 @@ impl Lexer<'_> {
         }
         let b = self.bytes[self.i];
         match b {
+            b'P' | b'p'
+                if self
+                    .src
+                    .get(self.i..self.i + 20)
+                    .and_then(parse_iso_alternative)
+                    .is_some()
+                    && !self.peek(20).is_some_and(is_ident_char) =>
+            {
+                let d = self
+                    .src
+                    .get(self.i..self.i + 20)
+                    .and_then(parse_iso_alternative)
+                    .unwrap_or_default();
+                self.bump_ascii(20);
+                Ok(Tok::Duration(d))
+            }
             b'a'..=b'z' | b'A'..=b'Z' => {
                 let s = self.i;
                 while self.peek(0).is_some_and(is_ident_char) {
@@ -445,6 +461,38 @@ pub(crate) fn parse_unit_duration(text: &str) -> Option<Duration> {
             .map_or(rest.len(), |(k, _)| k);
         add_unit(&mut d, n, &rest[..unit_len])?;
         rest = &rest[unit_len..];
+    }
+    Some(d)
+}
+
+/// ISO 8601's alternative format `PYYYY-MM-DDThh:mm:ss` (Cassandra's
+/// third duration form, e.g. `P0000-00-00T89:09:09`).
+pub(crate) fn parse_iso_alternative(text: &str) -> Option<Duration> {
+    let b = text.as_bytes();
+    if b.len() != 20 || !matches!(b[0], b'P' | b'p') {
+        return None;
+    }
+    for (i, shape) in b"PDDDD-DD-DDTDD:DD:DD".iter().enumerate().skip(1) {
+        let ok = match shape {
+            b'D' => b[i].is_ascii_digit(),
+            b'T' => matches!(b[i], b'T' | b't'),
+            other => b[i] == *other,
+        };
+        if !ok {
+            return None;
+        }
+    }
+    let n = |r: std::ops::Range<usize>| text.get(r).and_then(|t| t.parse::<i64>().ok());
+    let mut d = Duration::default();
+    for (range, unit) in [
+        (1..5, "y"),
+        (6..8, "mo"),
+        (9..11, "d"),
+        (12..14, "h"),
+        (15..17, "m"),
+        (18..20, "s"),
+    ] {
+        add_unit(&mut d, n(range)?, unit)?;
     }
     Some(d)
 }

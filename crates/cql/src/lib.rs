@@ -85,7 +85,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         Some(rest) => (true, rest),
         None => (false, text),
     };
-    let d = lexer::parse_unit_duration(body).or_else(|| lexer::parse_iso_duration(body))?;
+    let d = lexer::parse_unit_duration(body)
+        .or_else(|| lexer::parse_iso_duration(body))
+        .or_else(|| lexer::parse_iso_alternative(body))?;
     Some(if negative {
         Duration {
             months: -d.months,

@@ -240,3 +240,48 @@ fn long_inputs_parse_in_linear_time() {
     let e = parse_statement(&typed(max)).expect_err("one level too deep");
     assert!(e.to_string().contains("type nested more than"), "{e}");
 }
+
+#[test]
+fn durations_in_all_three_forms() {
+    let nanos = (89 * 3600 + 9 * 60 + 9) * 1_000_000_000i64;
+    for (cql, months, days, ns) in [
+        ("INSERT INTO t (d) VALUES (89h9m9s)", 0, 0, nanos),
+        ("INSERT INTO t (d) VALUES (PT89H9M9S)", 0, 0, nanos),
+        (
+            "INSERT INTO t (d) VALUES (P0000-00-00T89:09:09)",
+            0,
+            0,
+            nanos,
+        ),
+        (
+            "INSERT INTO t (d) VALUES (P0001-02-03T00:00:01)",
+            14,
+            3,
+            1_000_000_000,
+        ),
+        (
+            "INSERT INTO t (d) VALUES (-P0000-00-00T89:09:09)",
+            0,
+            0,
+            -nanos,
+        ),
+    ] {
+        let p = parse(cql).unwrap_or_else(|e| panic!("{cql}: {e}"));
+        let Statement::Insert(i) = &p.statement else {
+            panic!("{cql}: not an insert");
+        };
+        let gyre_cql::InsertValues::Columns { values: v, .. } = &i.values else {
+            panic!("{cql}: no values");
+        };
+        let Term::Literal(Literal::Duration(d)) = &v[0] else {
+            panic!("{cql}: {:?}", v[0]);
+        };
+        assert_eq!((d.months, d.days, d.nanos), (months, days, ns), "{cql}");
+    }
+    assert_eq!(
+        gyre_cql::parse_duration("P0000-00-00T89:09:09").map(|d| d.nanos),
+        Some(nanos)
+    );
+    // Not the pattern: an identifier, or an error.
+    assert!(parse("INSERT INTO t (d) VALUES (P0000-00-00T89:09)").is_err());
+}

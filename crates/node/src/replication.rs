@@ -381,13 +381,15 @@ async fn merge_from_peer(
     let q = qp.clone();
     let res = tokio::task::spawn_blocking(move || q.merge_schema(rows)).await;
     match res {
-        Ok(Ok(changes)) if !changes.is_empty() => {
+        Ok(Ok(changes)) => {
+            // Even a merge that changes nothing a client sees (an ALTER to
+            // the same options) moves the version: advertise it, or the
+            // drivers' schema agreement waits for this node in vain.
             advertise(shared, qp.schema_version());
             for c in changes {
                 events.send(Event::SchemaChange(c));
             }
         }
-        Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %e, "could not merge a peer's schema"),
         Err(e) => warn!(error = %e, "schema merge task failed"),
     }

@@ -285,7 +285,9 @@ fn literal_value(l: &Literal, ty: &CqlType, column: &str) -> Result<CqlValue> {
         (Literal::Integer(s), CqlType::Tinyint) => {
             CqlValue::Tinyint(i8::try_from(int(s)?).map_err(|_| e("tinyint"))?)
         }
-        (Literal::Integer(s), CqlType::Varint) => CqlValue::Varint(CqlVarint::from_i128(int(s)?)),
+        (Literal::Integer(s), CqlType::Varint) => {
+            CqlValue::Varint(varint_from_str(s).ok_or_else(|| e("varint"))?)
+        }
         (Literal::Integer(s) | Literal::Float(s), CqlType::Double) => {
             CqlValue::Double(parse_float(s).ok_or_else(|| e("double"))?)
         }
@@ -310,8 +312,17 @@ fn literal_value(l: &Literal, ty: &CqlType, column: &str) -> Result<CqlValue> {
         (Literal::Integer(s), CqlType::Timestamp) => {
             CqlValue::Timestamp(i64::try_from(int(s)?).map_err(|_| e("timestamp"))?)
         }
+        // Cassandra reads a string of digits as milliseconds.
+        (Literal::String(s), CqlType::Timestamp) if is_integer(s) => {
+            CqlValue::Timestamp(s.parse().map_err(|_| e("timestamp string"))?)
+        }
         (Literal::String(s), CqlType::Timestamp) => {
             CqlValue::Timestamp(parse_timestamp(s).ok_or_else(|| e("timestamp string"))?)
+        }
+        // ... and a date's digits as its raw value (days with the epoch at
+        // 2^31), as SimpleDateSerializer does.
+        (Literal::String(s), CqlType::Date) if is_integer(s) => {
+            CqlValue::Date(s.parse::<u32>().map_err(|_| e("date string"))?)
         }
         (Literal::String(s), CqlType::Date) => {
             let days = parse_date(s).ok_or_else(|| e("date string"))?;
@@ -355,12 +366,64 @@ fn parse_decimal(s: &str) -> Option<CqlDecimal> {
     };
     let (int_part, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = format!("{int_part}{frac}");
-    let unscaled: i128 = digits.parse().ok()?;
+    let unscaled = varint_from_str(&digits)?;
     let scale = i32::try_from(frac.len()).ok()?.checked_sub(exp)?;
-    Some(CqlDecimal {
-        unscaled: CqlVarint::from_i128(unscaled),
-        scale,
-    })
+    Some(CqlDecimal { unscaled, scale })
+}
+
+/// Digits a varint (or a decimal's unscaled value) literal may have: far
+/// beyond any real number, and bounding the quadratic conversion.
+const MAX_VARINT_DIGITS: usize = 4096;
+
+/// `[+-]digits` of any size as a varint (minimal two's complement, as
+/// Java's BigInteger): Cassandra takes integers past 128 bits.
+fn varint_from_str(s: &str) -> Option<CqlVarint> {
+    if let Ok(v) = s.parse::<i128>() {
+        return Some(CqlVarint::from_i128(v));
+    }
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if digits.is_empty()
+        || digits.len() > MAX_VARINT_DIGITS
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    // The magnitude, little-endian base 256.
+    let mut bytes: Vec<u8> = vec![0];
+    for d in digits.bytes() {
+        let mut carry = u32::from(d - b'0');
+        for byte in bytes.iter_mut() {
+            let v = u32::from(*byte) * 10 + carry;
+            *byte = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        while carry > 0 {
+            bytes.push((carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    bytes.push(0); // room for the sign bit
+    if negative {
+        let mut carry = 1u16;
+        for byte in bytes.iter_mut() {
+            let v = u16::from(!*byte) + carry;
+            *byte = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+    }
+    bytes.reverse();
+    // Drop leading bytes that only extend the sign of the next one.
+    let mut start = 0;
+    while start + 1 < bytes.len()
+        && ((bytes[start] == 0 && bytes[start + 1] & 0x80 == 0)
+            || (bytes[start] == 0xff && bytes[start + 1] & 0x80 != 0))
+    {
+        start += 1;
+    }
+    Some(CqlVarint(Bytes::copy_from_slice(&bytes[start..])))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
@@ -374,9 +437,22 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `-?digits`: the numeric forms of timestamp and date strings.
+fn is_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `[+-]yyyy-mm-dd` (any number of year digits, as Cassandra's date range
+/// needs: -5877641-06-23 to 5881580-07-11) as days since the epoch.
 fn parse_date(s: &str) -> Option<i64> {
+    let (sign, s) = match s.as_bytes().first() {
+        Some(b'-') => (-1, &s[1..]),
+        Some(b'+') => (1, &s[1..]),
+        _ => (1, s),
+    };
     let mut it = s.splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
+    let y: i64 = sign * it.next()?.parse::<i64>().ok()?;
     let m: u32 = it.next()?.parse().ok()?;
     let d: u32 = it.next()?.parse().ok()?;
     // Bounded so the millisecond arithmetic cannot overflow.
@@ -492,5 +568,30 @@ mod tests {
         assert_eq!(parse_timestamp("2011-02-03 04:05+aé1"), None);
         assert_eq!(parse_timestamp("99999999999-01-01"), None);
         assert_eq!(parse_time("1:2:3.1234567890"), None);
+        // Varints past 128 bits, in BigInteger's encoding.
+        let big = varint_from_str("340282366920938463463374607431768211456").expect("2^128");
+        assert_eq!(
+            &big.0[..],
+            &[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]
+        );
+        let neg = varint_from_str("-340282366920938463463374607431768211456").expect("-2^128");
+        assert_eq!(
+            &neg.0[..],
+            &[0xffu8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]
+        );
+        let neg1 = varint_from_str("-340282366920938463463374607431768211457").expect("-2^128-1");
+        assert_eq!(neg1.0.len(), 17);
+        assert_eq!(neg1.0[0], 0xfe);
+        assert_eq!(
+            varint_from_str("12").map(|v| v.0),
+            Some(Bytes::from_static(&[12]))
+        );
+        assert!(varint_from_str("1x").is_none() && varint_from_str("-").is_none());
+        // Cassandra's extreme dates.
+        assert_eq!(parse_date("-5877641-06-23"), Some(-2_147_483_648));
+        assert_eq!(parse_date("5881580-07-11"), Some(2_147_483_647));
+        assert!(
+            is_integer("2147483648") && is_integer("-0") && !is_integer("-") && !is_integer("1e3")
+        );
     }
 }
