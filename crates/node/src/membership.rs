@@ -174,6 +174,21 @@ pub(crate) fn other_movement(ring: &TokenMetadata, me: HostId) -> bool {
         || ring.replacing().any(|(h, _)| *h != me)
 }
 
+/// Waits until gossip sees every ring member up, at most max(2 s, four
+/// gossip rounds): a node that just started has heard of its peers but not
+/// yet from them, and must not take a live source for a dead one.
+async fn settle_liveness(shared: &Shared) {
+    let settle = Duration::from_millis((4 * shared.cfg.gossip.interval_ms).max(2000));
+    let deadline = Instant::now() + settle;
+    while Instant::now() < deadline {
+        let alive = is_alive(shared);
+        if shared.ring_view.read().nodes().all(|n| alive(n.host_id)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Per source node: the ranges of each table to fetch from it.
 fn bootstrap_plan(
     shared: &Shared,
@@ -233,7 +248,9 @@ pub(crate) async fn bootstrap(
     if strict && other_movement(&shared.ring_view.read(), shared.host_id) {
         return Err(CONCURRENT.into());
     }
-    // Refuse before announcing anything when a source is down.
+    // Refuse before announcing anything when a source is down; but a node
+    // that just (re)started learns who is up from gossip's echoes first.
+    settle_liveness(shared).await;
     bootstrap_plan(shared, qp, tokens)?;
     shared.set_ring_status(NodeStatus::Bootstrapping, tokens);
     let delay = Duration::from_millis(shared.cfg.cluster.ring_delay_ms);
