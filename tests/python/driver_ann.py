@@ -10,7 +10,8 @@ reach a floor, in memtables, after a flush, after overwrites and deletes
 (which must never show stale or deleted rows), and after compaction; with
 another indexed predicate; with the partition key given (exact); every
 similarity function on small data (exact); similarity_* as a selected
-column equal to the score computed here; Cassandra's refusals.
+column equal to the score computed here; Cassandra's refusals; a query
+while an index is being built fails with ReadFailure INDEX_NOT_AVAILABLE.
 GYRE_ANN_ROWS rows (default 1200) of GYRE_ANN_DIM dimensions (default 16).
 
 Exits non-zero (with a traceback) on the first failed check; prints the
@@ -24,7 +25,7 @@ import sys
 import time
 import urllib.request
 
-from cassandra import ConsistencyLevel, InvalidRequest
+from cassandra import ConsistencyLevel, InvalidRequest, ReadFailure
 from cassandra.cluster import Cluster, ExecutionProfile, EXEC_PROFILE_DEFAULT
 from cassandra.concurrent import execute_concurrent_with_args
 
@@ -161,8 +162,8 @@ def main():
         v = [f32(rng.uniform(-1, 1)) for _ in range(DIM)]
         model[i] = v
         cats[i] = i % 5
-        args.append((i, i % 5, v))
-    ins = s.prepare("INSERT INTO items (id, cat, v) VALUES (?, ?, ?)")
+        args.append((i, i % 5, v, v))
+    ins = s.prepare("INSERT INTO items (id, cat, v, w) VALUES (?, ?, ?, ?)")
     for ok, res in execute_concurrent_with_args(s, ins, args, concurrency=32,
                                                 raise_on_first_error=False):
         assert ok, res
@@ -271,6 +272,30 @@ def main():
                    "expected 3 elements, but given 2")
     # LIMIT 1000 is allowed; fewer rows than k come back whole.
     assert len(list(s.execute("SELECT id FROM tiny ORDER BY v ANN OF [1, 0, 0] LIMIT 1000"))) == 12
+
+    step("a query during an index build: ReadFailure INDEX_NOT_AVAILABLE")
+    # Building the graph of w over the SSTables' rows takes a while in a
+    # debug build; queries meanwhile fail with reason 6 (never time out).
+    s.execute("CREATE CUSTOM INDEX items_w ON items (w) USING 'StorageAttachedIndex'")
+    wsel = s.prepare("SELECT id FROM items ORDER BY w ANN OF ? LIMIT 3")
+    failures = 0
+    deadline = time.time() + 120
+    while True:
+        assert time.time() < deadline, "index on w not built in time"
+        try:
+            rows = list(s.execute(wsel, (args[1][2],)))
+            break
+        except ReadFailure as e:
+            failures += 1
+            codes = getattr(e, "error_code_map", None)
+            if codes:
+                assert set(codes.values()) == {6}, codes
+            else:
+                assert e.failures >= 1, e
+            time.sleep(0.05)
+    print("ReadFailure INDEX_NOT_AVAILABLE answers before the build ended:", failures, flush=True)
+    assert failures >= 1, "no query saw the build"
+    assert rows[0].id == 1, rows
 
     print("figures:", " ".join("%s=%.3f" % kv for kv in figures.items()), flush=True)
     cluster.shutdown()

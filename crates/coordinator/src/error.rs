@@ -71,6 +71,17 @@ pub enum CoordinatorError {
         block_for: usize,
         data_present: bool,
     },
+    /// Too many replicas answered with a failure for `block_for` to be
+    /// reached; `failures` holds each one's address and Cassandra's
+    /// failure reason code (e.g. [`INDEX_NOT_AVAILABLE`]).
+    #[error("read failed at consistency {consistency}: {received} of {block_for} replicas answered, {} failed", failures.len())]
+    ReadFailure {
+        consistency: ConsistencyLevel,
+        received: usize,
+        block_for: usize,
+        failures: Vec<(std::net::IpAddr, u16)>,
+        data_present: bool,
+    },
     /// The request cannot be served as asked (e.g. ANY for a read).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -90,3 +101,7 @@ impl CoordinatorError {
 }
 
 pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
+
+/// Cassandra's `RequestFailureReason.INDEX_NOT_AVAILABLE`: a replica's
+/// index is still being built.
+pub const INDEX_NOT_AVAILABLE: u16 = 6;

@@ -89,6 +89,20 @@ pub(crate) fn to_query_error(e: CoordinatorError) -> QueryError {
             block_for: block_for as i32,
             data_present,
         },
+        CoordinatorError::ReadFailure {
+            consistency,
+            received,
+            block_for,
+            failures,
+            data_present,
+        } => ErrorKind::ReadFailure {
+            consistency,
+            received: received as i32,
+            block_for: block_for as i32,
+            num_failures: failures.len() as i32,
+            reasons: failures,
+            data_present,
+        },
         CoordinatorError::InvalidRequest(m) => return QueryError::Invalid(m),
         CoordinatorError::Storage(_) => return QueryError::Server(message),
     };

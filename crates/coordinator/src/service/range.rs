@@ -2,6 +2,7 @@
 //! and repaired, a page resumed exactly where it stopped.
 
 use super::*;
+use crate::error::INDEX_NOT_AVAILABLE;
 
 impl Coordinator {
     /// Reads a page of a token range at `cl`: walks the ring from
@@ -158,7 +159,7 @@ impl Coordinator {
             request,
             now,
         };
-        let mut inflight: FuturesUnordered<BoxFuture<'static, (HostId, Option<ScanPage>)>> =
+        let mut inflight: FuturesUnordered<BoxFuture<'static, (HostId, RangeReply)>> =
             FuturesUnordered::new();
         for r in &contacted {
             if let Some(a) = addr_of(r.host) {
@@ -167,10 +168,27 @@ impl Coordinator {
         }
         let deadline = Instant::now() + self.inner.config.read_timeout;
         let mut pages: Vec<(HostId, ScanPage)> = Vec::new();
+        let mut failures: Vec<(std::net::IpAddr, u16)> = Vec::new();
         while pages.len() < block_for {
             match timeout_at(deadline, inflight.next()).await {
-                Ok(Some((h, Some(p)))) => pages.push((h, p)),
-                Ok(Some((_, None))) => {}
+                Ok(Some((h, RangeReply::Page(p)))) => pages.push((h, p)),
+                Ok(Some((h, RangeReply::Failed(code)))) => {
+                    if let Some(a) = addr_of(h) {
+                        failures.push((a.ip(), code));
+                    }
+                    // Cassandra answers ReadFailure as soon as block_for
+                    // can no longer be reached.
+                    if contacted.len() - failures.len() < block_for {
+                        return Err(CoordinatorError::ReadFailure {
+                            consistency: cl,
+                            received: pages.len(),
+                            block_for,
+                            failures,
+                            data_present: !pages.is_empty(),
+                        });
+                    }
+                }
+                Ok(Some((_, RangeReply::None))) => {}
                 Ok(None) | Err(_) => {
                     return Err(CoordinatorError::ReadTimeout {
                         consistency: cl,
@@ -211,15 +229,19 @@ impl Coordinator {
         host: HostId,
         addr: SocketAddr,
         cmd: RangeCommand,
-    ) -> BoxFuture<'static, (HostId, Option<ScanPage>)> {
+    ) -> BoxFuture<'static, (HostId, RangeReply)> {
         if host == self.local() {
             trace::event(|| "Executing range read (local replica)");
             // Inline, like point reads: a page is bounded by its row limit.
             let page = match self.inner.storage.scan(cmd.table, &cmd.request, cmd.now) {
-                Ok(p) => Some(p),
+                Ok(p) => RangeReply::Page(p),
+                Err(gyre_storage::Error::IndexNotAvailable(i)) => {
+                    tracing::debug!(index = %i, "range read on an index being built");
+                    RangeReply::Failed(INDEX_NOT_AVAILABLE)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "local range read failed");
-                    None
+                    RangeReply::None
                 }
             };
             return futures::future::ready((host, page)).boxed();
@@ -231,18 +253,37 @@ impl Coordinator {
             trace::event(|| format!("Sending READ_RANGE message to /{}", addr.ip()));
             match messenger.request(addr, READ_RANGE, payload, timeout).await {
                 Ok(b) => match decode_page(&b) {
-                    Ok(p) => (host, Some(p)),
+                    Ok(p) => (host, RangeReply::Page(p)),
                     Err(e) => {
                         tracing::warn!(%host, error = %e, "malformed range response");
-                        (host, None)
+                        (host, RangeReply::None)
                     }
                 },
+                // The replica's error text is its storage error's: an index
+                // still building is a failure the client is told about.
+                Err(gyre_net::Error::Remote { message, .. })
+                    if message.contains(INDEX_NOT_BUILT_TEXT) =>
+                {
+                    (host, RangeReply::Failed(INDEX_NOT_AVAILABLE))
+                }
                 Err(e) => {
                     tracing::debug!(%host, error = %e, "range request failed");
-                    (host, None)
+                    (host, RangeReply::None)
                 }
             }
         }
         .boxed()
     }
 }
+
+/// What one replica did with a range request.
+pub(super) enum RangeReply {
+    Page(ScanPage),
+    /// A failure with Cassandra's reason code.
+    Failed(u16),
+    /// No answer (timeout, connection, other errors).
+    None,
+}
+
+/// In the message of `gyre_storage::Error::IndexNotAvailable`.
+const INDEX_NOT_BUILT_TEXT: &str = "is not yet available";

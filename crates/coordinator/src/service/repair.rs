@@ -404,13 +404,13 @@ impl Coordinator {
                     request: request.clone(),
                     now,
                 };
-                let (_, page) = self.send_range(t.replica.host, t.addr, cmd).await;
-                let page = page.ok_or_else(|| {
-                    CoordinatorError::InvalidRequest(format!(
+                let (_, reply) = self.send_range(t.replica.host, t.addr, cmd).await;
+                let super::range::RangeReply::Page(page) = reply else {
+                    return Err(CoordinatorError::InvalidRequest(format!(
                         "repair: replica {} ({}) did not answer a range read",
                         t.replica.host, t.addr
-                    ))
-                })?;
+                    )));
+                };
                 out.extend(page.partitions);
                 match page.resume {
                     Some(next) => request.start = next,
