@@ -80,8 +80,7 @@ struct Args {
 /// `-u` / `-p`, for every (re)connection.
 static CREDENTIALS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
 /// `--ssl`, for every (re)connection.
-static TLS: std::sync::OnceLock<scylla::client::session::TlsContext> =
-    std::sync::OnceLock::new();
+static TLS: std::sync::OnceLock<scylla::client::session::TlsContext> = std::sync::OnceLock::new();
 
 /// Shared with the line editor's completer.
 #[derive(Default)]
