@@ -4,8 +4,9 @@
 //!
 //! 1. `engine`: `LsmEngine::apply_deferred` / `read`, with the partition
 //!    the query processor would build (row marker + a `v` cell).
-//! 2. `qp`: `QueryProcessor::execute_parsed` over `LocalData` (the engine
-//!    alone), statements parsed once, values bound per request.
+//! 2. `qp`: `QueryProcessor::execute_plan` over `LocalData` (the engine
+//!    alone), statements parsed and planned once (as PREPARE does), values
+//!    bound per request.
 //! 3. `coord`: the same through a started node's query processor, whose
 //!    data access is the coordinator (`ClusterData`, ring, strategy, the
 //!    sole-replica fast path).
@@ -449,7 +450,7 @@ async fn engine_layer(ctx: &Ctx) -> anyhow::Result<Vec<Sample>> {
     Ok(samples)
 }
 
-/// Writes and reads through `qp` with statements parsed once.
+/// Writes and reads through `qp` with statements parsed and planned once.
 async fn qp_samples(
     ctx: &Ctx,
     layer: Layer,
@@ -457,8 +458,15 @@ async fn qp_samples(
     syncs: SyncProbe,
 ) -> anyhow::Result<Vec<Sample>> {
     create_schema(&qp).await?;
-    let insert = Arc::new(gyre_cql::parse(INSERT)?);
-    let select = Arc::new(gyre_cql::parse(SELECT)?);
+    let planned = |cql: &str| -> anyhow::Result<_> {
+        let parsed = gyre_cql::parse(cql)?;
+        let plan = qp
+            .plan(&parsed, None)
+            .ok_or_else(|| anyhow::anyhow!("no plan for {cql}"))?;
+        Ok(Arc::new((plan, parsed.bind_markers.len())))
+    };
+    let insert = planned(INSERT)?;
+    let select = planned(SELECT)?;
     let value = ctx.value.clone();
     let qr = qp.clone();
     measure(
@@ -474,7 +482,7 @@ async fn qp_samples(
                     consistency: Consistency::One,
                     ..Default::default()
                 };
-                qp.execute_parsed(&insert, &params).await?;
+                qp.execute_plan(&insert.0, insert.1, &params).await?;
                 Ok(true)
             }
         },
@@ -486,7 +494,7 @@ async fn qp_samples(
                     consistency: Consistency::One,
                     ..Default::default()
                 };
-                match qp.execute_parsed(&select, &params).await? {
+                match qp.execute_plan(&select.0, select.1, &params).await? {
                     QueryResult::Rows { rows, .. } => Ok(!rows.is_empty()),
                     other => bail!("SELECT answered {other:?}"),
                 }

@@ -59,11 +59,47 @@ pub struct TokenMetadata {
     replacing: BTreeMap<HostId, HostId>,
     /// Sorted `(token, owner)` of normal nodes; rebuilt on every change.
     ring: Vec<(Token, HostId)>,
+    /// Changes whenever the membership does (see [`TokenMetadata::version`]).
+    version: u64,
 }
+
+/// A host's info, normal tokens, bootstrapping tokens and whether it leaves.
+type HostState = (
+    Option<NodeInfo>,
+    Option<Vec<Token>>,
+    Option<Vec<Token>>,
+    bool,
+);
+
+/// Ring versions, unique across every `TokenMetadata` of the process, so
+/// that a ring replaced by another (a node publishes a new copy) never
+/// shows a version seen before.
+static NEXT_VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl TokenMetadata {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A number that changes with every change of membership (nodes,
+    /// tokens, joins and leaves, addresses, racks) and only then: replica
+    /// caches are valid while it stays the same. Copies share it.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn changed(&mut self) {
+        self.version = NEXT_VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What the ring holds about `host`, to tell whether a call changed it.
+    fn state_of(&self, host: &HostId) -> HostState {
+        (
+            self.nodes.get(host).cloned(),
+            self.normal.get(host).cloned(),
+            self.bootstrapping.get(host).cloned(),
+            self.leaving.contains(host),
+        )
     }
 
     /// Adds `info` as a normal ring member owning `tokens` (replacing any
@@ -71,12 +107,16 @@ impl TokenMetadata {
     pub fn update_normal(&mut self, info: NodeInfo, tokens: &[Token]) -> Result<()> {
         let host = info.host_id;
         let tokens = self.check_tokens(host, tokens)?;
+        let before = self.state_of(&host);
         self.bootstrapping.remove(&host);
         self.leaving.remove(&host);
         self.replacing.remove(&host);
         self.nodes.insert(host, info);
         self.normal.insert(host, tokens);
-        self.rebuild();
+        if self.state_of(&host) != before {
+            self.rebuild();
+            self.changed();
+        }
         Ok(())
     }
 
@@ -87,8 +127,12 @@ impl TokenMetadata {
             return Err(Error::AlreadyNormal(host));
         }
         let tokens = self.check_tokens(host, tokens)?;
+        let before = self.state_of(&host);
         self.nodes.insert(host, info);
         self.bootstrapping.insert(host, tokens);
+        if self.state_of(&host) != before {
+            self.changed();
+        }
         Ok(())
     }
 
@@ -118,12 +162,17 @@ impl TokenMetadata {
         if !self.normal.contains_key(&host) {
             return Err(Error::UnknownNode(host));
         }
-        self.leaving.insert(host);
+        if self.leaving.insert(host) {
+            self.changed();
+        }
         Ok(())
     }
 
     /// Forgets `host` entirely (it left, or was removed).
     pub fn remove_node(&mut self, host: HostId) -> Option<NodeInfo> {
+        if self.state_of(&host) != (None, None, None, false) {
+            self.changed();
+        }
         self.bootstrapping.remove(&host);
         self.leaving.remove(&host);
         self.replacing.remove(&host);

@@ -947,3 +947,93 @@ async fn replicas_drop_mutations_past_their_deadline() {
     assert_eq!(c.local(2, "late"), None);
     c.stop().await;
 }
+
+/// A strategy provider that says when its strategy changes, so the
+/// coordinator caches replicas (as the node's schema-backed one does).
+struct Versioned {
+    table: TableId,
+    rf: std::sync::atomic::AtomicUsize,
+    version: std::sync::atomic::AtomicU64,
+}
+
+impl gyre_coordinator::StrategyProvider for Versioned {
+    fn strategy(&self, t: TableId) -> Option<ReplicationStrategy> {
+        let rf = self.rf.load(std::sync::atomic::Ordering::SeqCst);
+        (t == self.table).then(|| ReplicationStrategy::simple(rf))
+    }
+
+    fn version(&self, _t: TableId) -> Option<u64> {
+        Some(self.version.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Cached replicas follow the ring and the replication: a key written
+/// while one node owns it, then again after a second node joins and takes
+/// its range, lands on the new owner; after the replication factor goes to
+/// 2 (a new strategy version), on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_replicas_follow_ring_and_replication_changes() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let net = SimNetwork::new(91);
+    let table = TableId(uuid::Uuid::from_u128(42));
+    let node = |i: u128| NodeInfo {
+        host_id: uuid::Uuid::from_u128(950 + i),
+        address: format!("10.0.2.{i}:7000").parse().unwrap(),
+        dc: "dc1".into(),
+        rack: "r1".into(),
+    };
+    let key = DecoratedKey::new("k".to_string());
+    let mut ring = TokenMetadata::new();
+    // Node 1 alone owns the whole ring.
+    ring.update_normal(node(1), &[key.token.wrapping_add(1_000)])
+        .unwrap();
+    let ring = Arc::new(RwLock::new(ring));
+    let strategies = Arc::new(Versioned {
+        table,
+        rf: 1.into(),
+        version: 1.into(),
+    });
+    let mut engines = Vec::new();
+    let mut coords = Vec::new();
+    for i in 1..=2u128 {
+        let mut cfg = LsmConfig::in_dir(dir.path().join(format!("n{i}")));
+        cfg.sync = SyncMode::Periodic { period_ms: 1000 };
+        let engine = Arc::new(LsmEngine::open(cfg).unwrap());
+        engine.create_table(table, TableOptions::default()).unwrap();
+        coords.push(Coordinator::new(
+            CoordinatorConfig::new(node(i).host_id, "dc1"),
+            net.messenger(node(i).address).unwrap(),
+            engine.clone(),
+            ring.clone(),
+            strategies.clone(),
+            Arc::new(|_h: HostId| true),
+        ));
+        engines.push(engine);
+    }
+    let ts_on = |e: &LsmEngine| cell_ts(&e.read(table, &key, &ReadFilter::all(), 0).unwrap());
+    let c = &coords[0];
+    c.write(table, update("k", 1, "a"), ConsistencyLevel::One)
+        .await
+        .unwrap();
+    assert_eq!(ts_on(&engines[0]), Some(1));
+    assert_eq!(ts_on(&engines[1]), None);
+    // Node 2 joins with the key's token: it owns the key's range now.
+    ring.write().update_normal(node(2), &[key.token]).unwrap();
+    c.write(table, update("k", 2, "b"), ConsistencyLevel::One)
+        .await
+        .unwrap();
+    assert_eq!(ts_on(&engines[1]), Some(2), "the new owner got the write");
+    assert_eq!(ts_on(&engines[0]), Some(1), "the old owner did not");
+    // Replication factor 2: both nodes are replicas.
+    strategies.rf.store(2, Ordering::SeqCst);
+    strategies.version.fetch_add(1, Ordering::SeqCst);
+    c.write(table, update("k", 3, "c"), ConsistencyLevel::All)
+        .await
+        .unwrap();
+    assert_eq!(ts_on(&engines[0]), Some(3));
+    assert_eq!(ts_on(&engines[1]), Some(3));
+    for c in &coords {
+        c.messenger().shutdown().await;
+    }
+}

@@ -1,7 +1,9 @@
 //! The node's CQL request handler: QUERY, EXECUTE and BATCH are awaited on
 //! the connection's task through the [`QueryProcessor`] (whose data access
 //! goes through the coordinator); schema changes run on the blocking pool.
-//! PREPARE keeps statements per node, evicted when their table changes.
+//! PREPARE keeps statements per node, evicted when their table changes,
+//! with a plan for the keyed INSERT/UPDATE/DELETE/SELECT that drivers
+//! prepare ([`gyre_query::PreparedPlan`]): their EXECUTE does not plan again.
 //! SELECTs on the `system` / `system_schema` keyspaces are answered by
 //! [`crate::system_tables`] from the node's own state.
 
@@ -41,12 +43,18 @@ struct Stmt {
     /// The table it was prepared against (`(keyspace, name)` and its
     /// definition then): when it is altered or dropped, EXECUTE answers
     /// Unprepared so the driver re-prepares with fresh metadata.
-    table: Option<(String, String, TableDef)>,
+    table: Option<(String, String, Arc<TableDef>)>,
     /// The schema epoch the definition was last checked at.
     checked_at: AtomicU64,
     /// v5: the id of the result metadata sent in PREPARED; an EXECUTE
     /// holding another gets its rows with METADATA_CHANGED and this id.
     result_metadata_id: Bytes,
+    /// The plan of a keyed INSERT/UPDATE/DELETE/SELECT (`None`: the
+    /// statement is planned on every EXECUTE), made from `table`'s
+    /// definition, so it is dropped with the statement when that changes.
+    plan: Option<gyre_query::PreparedPlan>,
+    /// The result metadata sent in PREPARED, answered with a plan's rows.
+    result_metadata: RowsMetadata,
 }
 
 #[derive(Default)]
@@ -447,6 +455,7 @@ impl CqlHandler {
         let keyspace = request_keyspace.or_else(|| conn.keyspace());
         let parsed = gyre_cql::parse(query)?;
         let id = prepared_id(keyspace.as_deref(), query);
+        let mut plan = None;
         let (table, binds, result) = if let (Some(ks), Statement::Select(s)) = (
             Self::virtual_keyspace(&parsed, keyspace.as_deref()),
             &parsed.statement,
@@ -461,6 +470,7 @@ impl CqlHandler {
             (Some((ks, s.table.name.clone())), binds, Some(result))
         } else {
             let info = self.qp.prepare(&parsed, keyspace.as_deref())?;
+            plan = self.qp.plan(&parsed, keyspace.as_deref());
             let result =
                 matches!(parsed.statement, Statement::Select(_)).then_some(info.result_columns);
             (info.table, info.bind_columns, result)
@@ -490,9 +500,14 @@ impl CqlHandler {
             None => RowsMetadata::empty(),
         };
         let metadata_id = result_metadata_id(&result_metadata);
-        let def = table
-            .as_ref()
-            .and_then(|(k, t)| Some((k.clone(), t.clone(), self.qp.table_def(k, t)?)));
+        // The definition the plan was made from, so both go stale together.
+        let def = table.as_ref().and_then(|(k, t)| {
+            let def = match &plan {
+                Some(p) => p.table().clone(),
+                None => Arc::new(self.qp.table_def(k, t)?),
+            };
+            Some((k.clone(), t.clone(), def))
+        });
         self.prepared.lock().insert(
             id.clone(),
             Arc::new(Stmt {
@@ -502,6 +517,8 @@ impl CqlHandler {
                 table: def,
                 checked_at: AtomicU64::new(epoch),
                 result_metadata_id: metadata_id.clone(),
+                plan,
+                result_metadata: result_metadata.clone(),
             }),
         );
         Ok(Prepared {
@@ -536,7 +553,7 @@ impl CqlHandler {
         let epoch = self.qp.schema_epoch();
         if stmt.checked_at.load(Ordering::Acquire) != epoch {
             if let Some((ks, t, def)) = &stmt.table {
-                if self.qp.table_def(ks, t).as_ref() != Some(def) {
+                if self.qp.table_def(ks, t).as_ref() != Some(def.as_ref()) {
                     debug!(keyspace = %ks, table = %t, "table changed: prepared statement evicted");
                     self.prepared.lock().remove(id);
                     return Err(unprepared());
@@ -567,6 +584,11 @@ impl CqlHandler {
             .is_some_and(|id| *id != stmt.result_metadata_id);
         let skip_metadata = e.params.skip_metadata && !stale;
         let user = conn.user();
+        if let Some(plan) = &stmt.plan {
+            return self
+                .execute_plan(user.as_deref(), &stmt, plan, params, skip_metadata, stale)
+                .await;
+        }
         match self
             .run(user.as_deref(), stmt.parsed.clone(), params, skip_metadata)
             .await
@@ -577,6 +599,54 @@ impl CqlHandler {
             }
             Ok(r) => Response::Result(r),
             Err(err) => error(err),
+        }
+    }
+
+    /// EXECUTE of a planned statement: authorized like any other, then run
+    /// without planning; a SELECT's rows get the metadata made at PREPARE.
+    async fn execute_plan(
+        &self,
+        user: Option<&str>,
+        stmt: &Stmt,
+        plan: &gyre_query::PreparedPlan,
+        params: QueryParams,
+        skip_metadata: bool,
+        stale: bool,
+    ) -> Response {
+        if let Err(e) = self
+            .auth
+            .authorize(user, &stmt.parsed.statement, params.keyspace.as_deref())
+            .await
+        {
+            return error(e);
+        }
+        match self
+            .qp
+            .execute_plan(plan, stmt.parsed.bind_markers.len(), &params)
+            .await
+        {
+            Ok(QueryResult::Rows {
+                rows, paging_state, ..
+            }) => {
+                let mut metadata = if skip_metadata {
+                    RowsMetadata {
+                        columns_count: stmt.result_metadata.columns.len(),
+                        columns: Vec::new(),
+                        no_metadata: true,
+                        paging_state: None,
+                        new_metadata_id: None,
+                    }
+                } else {
+                    stmt.result_metadata.clone()
+                };
+                metadata.paging_state = paging_state;
+                if stale {
+                    metadata.new_metadata_id = Some(stmt.result_metadata_id.clone());
+                }
+                Response::Result(CqlResult::Rows(Rows { metadata, rows }))
+            }
+            Ok(_) => Response::void(),
+            Err(e) => error(e),
         }
     }
 
@@ -952,6 +1022,8 @@ mod tests {
                 table: None,
                 checked_at: AtomicU64::new(0),
                 result_metadata_id: Bytes::new(),
+                plan: None,
+                result_metadata: RowsMetadata::empty(),
             })
         };
         for i in 0..PREPARED_CACHE_ENTRIES + 5 {

@@ -133,6 +133,12 @@ impl StrategyProvider for SchemaStrategies {
         strategy_of(&qp.replication_of(table)?)
     }
 
+    /// The schema epoch: every schema change (ALTER KEYSPACE among them)
+    /// moves it, so cached replicas are rebuilt.
+    fn version(&self, _table: TableId) -> Option<u64> {
+        Some(self.0.get()?.upgrade()?.schema_epoch())
+    }
+
     fn speculative_retry(&self, table: TableId) -> SpeculativeRetry {
         self.0
             .get()

@@ -230,6 +230,180 @@ impl CqlValue {
     }
 }
 
+impl CqlValue {
+    /// Checks that `bytes` are a valid value of `typ` without decoding
+    /// them: the same checks and messages as [`CqlValue::decode`], but no
+    /// allocation on success (text is checked in place, blobs are not
+    /// copied, collections are walked). Prepared statements validate bound
+    /// values with it, since the bytes are stored as they are.
+    pub fn validate(typ: &ColumnType, bytes: &[u8]) -> Result<()> {
+        validate_depth(typ, bytes, 0)
+    }
+}
+
+fn validate_depth(typ: &ColumnType, b: &[u8], depth: usize) -> Result<()> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(Error::value("value nested too deeply"));
+    }
+    let is_string = matches!(
+        typ,
+        ColumnType::Ascii | ColumnType::Varchar | ColumnType::Blob | ColumnType::Custom(_)
+    );
+    if b.is_empty() && !is_string {
+        return Ok(());
+    }
+    let d = depth + 1;
+    match typ {
+        ColumnType::Custom(_) | ColumnType::Blob | ColumnType::Varint => {}
+        ColumnType::Ascii => {
+            if !b.is_ascii() {
+                return Err(Error::value("ascii value has bytes over 127"));
+            }
+        }
+        ColumnType::Varchar => {
+            if std::str::from_utf8(b).is_err() {
+                return Err(Error::value("text is not valid UTF-8"));
+            }
+        }
+        ColumnType::Bigint => {
+            fixed::<8>(b, "bigint")?;
+        }
+        ColumnType::Counter => {
+            fixed::<8>(b, "counter")?;
+        }
+        ColumnType::Timestamp => {
+            fixed::<8>(b, "timestamp")?;
+        }
+        ColumnType::Time => {
+            let v = i64::from_be_bytes(fixed(b, "time")?);
+            if !(0..86_400_000_000_000).contains(&v) {
+                return Err(Error::value(format!("time {v} is outside one day")));
+            }
+        }
+        ColumnType::Boolean => {
+            fixed::<1>(b, "boolean")?;
+        }
+        ColumnType::Decimal => {
+            if b.len() < 5 {
+                return Err(Error::value("decimal needs a scale and at least one byte"));
+            }
+        }
+        ColumnType::Double => {
+            fixed::<8>(b, "double")?;
+        }
+        ColumnType::Float => {
+            fixed::<4>(b, "float")?;
+        }
+        ColumnType::Int => {
+            fixed::<4>(b, "int")?;
+        }
+        ColumnType::Uuid => {
+            fixed::<16>(b, "uuid")?;
+        }
+        ColumnType::Timeuuid => {
+            if Uuid::from_bytes(fixed(b, "timeuuid")?).get_version_num() != 1 {
+                return Err(Error::value("timeuuid is not a version 1 uuid"));
+            }
+        }
+        ColumnType::Inet => {
+            if b.len() != 4 && b.len() != 16 {
+                return Err(Error::value(format!(
+                    "inet needs 4 or 16 bytes, got {}",
+                    b.len()
+                )));
+            }
+        }
+        ColumnType::Date => {
+            fixed::<4>(b, "date")?;
+        }
+        ColumnType::Smallint => {
+            fixed::<2>(b, "smallint")?;
+        }
+        ColumnType::Tinyint => {
+            fixed::<1>(b, "tinyint")?;
+        }
+        ColumnType::Duration => {
+            let mut rest = b;
+            let months = get_vint(&mut rest)?;
+            let days = get_vint(&mut rest)?;
+            get_vint(&mut rest)?;
+            if !rest.is_empty() {
+                return Err(Error::value("trailing bytes after duration"));
+            }
+            i32::try_from(months).map_err(|_| Error::value("duration months overflow"))?;
+            i32::try_from(days).map_err(|_| Error::value("duration days overflow"))?;
+        }
+        ColumnType::List(t) | ColumnType::Set(t) => {
+            let mut e = Elements { buf: b };
+            for _ in 0..e.count()? {
+                validate_depth(t, e.non_null()?, d)?;
+            }
+        }
+        ColumnType::Map(kt, vt) => {
+            let mut e = Elements { buf: b };
+            for _ in 0..e.count()? {
+                validate_depth(kt, e.non_null()?, d)?;
+                validate_depth(vt, e.non_null()?, d)?;
+            }
+        }
+        ColumnType::Tuple(types) => {
+            let mut e = Elements { buf: b };
+            for t in types {
+                if e.buf.is_empty() {
+                    continue;
+                }
+                if let Some(v) = e.element()? {
+                    validate_depth(t, v, d)?;
+                }
+            }
+        }
+        ColumnType::Vector(t, n) => {
+            let n = usize::try_from(*n).map_err(|_| Error::value("vector dimension"))?;
+            if let Some(size) = t.fixed_size() {
+                if Some(b.len()) != size.checked_mul(n) {
+                    return Err(Error::value(format!(
+                        "vector of {n} elements of {size} bytes each cannot be {} bytes",
+                        b.len()
+                    )));
+                }
+                for chunk in b.chunks_exact(size.max(1)) {
+                    validate_depth(t, chunk, d)?;
+                }
+            } else {
+                let mut rest = b;
+                for i in 0..n {
+                    let len = get_unsigned_vint(&mut rest)
+                        .map_err(|_| Error::value(format!("vector has {i} elements, not {n}")))?;
+                    let len = usize::try_from(len)
+                        .ok()
+                        .filter(|l| *l <= rest.len())
+                        .ok_or_else(|| Error::value("truncated vector element"))?;
+                    let (elem, tail) = rest.split_at(len);
+                    validate_depth(t, elem, d)?;
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    return Err(Error::value(format!(
+                        "trailing bytes after a vector of {n} elements"
+                    )));
+                }
+            }
+        }
+        ColumnType::Udt { fields, .. } => {
+            let mut e = Elements { buf: b };
+            for (_, t) in fields {
+                if e.buf.is_empty() {
+                    break;
+                }
+                if let Some(v) = e.element()? {
+                    validate_depth(t, v, d)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes a collection/tuple element as `[bytes]` (`None` is null, -1).
 fn put_element(dst: &mut BytesMut, v: Option<&CqlValue>) {
     match v {

@@ -24,7 +24,10 @@
 //! as selectors. An unset bound value leaves its column untouched in a
 //! write and is refused in keys and `WHERE`; unset TTL, timestamp and
 //! `LIMIT` mean their defaults. [`QueryProcessor::prepare`] types bind
-//! markers and result columns.
+//! markers and result columns; [`QueryProcessor::plan`] makes a
+//! [`PreparedPlan`] of the common prepared statements (keyed INSERT,
+//! UPDATE, DELETE and SELECT) that [`QueryProcessor::execute_plan`] runs
+//! without planning again.
 //!
 //! Non-frozen sets, maps and lists are stored one cell per element (cell
 //! paths), so `s = s + {..}`, `s = s - {..}`, `m[k] = v`, `l = l + [..]`,
@@ -102,6 +105,7 @@ mod functions;
 mod guardrails;
 mod index;
 mod json;
+mod plan;
 mod prepare;
 mod processor;
 mod select;
@@ -112,6 +116,7 @@ pub use crate::{
     data::{CasDecide, CasResult, DataAccess, LocalData},
     error::{QueryError, Result},
     guardrails::{Guardrails, DEFAULT_MAX_MUTATION_SIZE},
+    plan::PreparedPlan,
     prepare::PreparedInfo,
     processor::{DatacenterSource, QueryParams, QueryProcessor, QueryResult, SchemaListener},
 };

@@ -28,7 +28,7 @@ const FILTERING: &str = "Cannot execute this query as it might involve data filt
 const INTERNAL_PAGE: usize = 10_000;
 
 #[derive(Debug, Clone)]
-enum Item {
+pub(crate) enum Item {
     Column(ColumnDef),
     WriteTime(ColumnDef),
     Ttl(ColumnDef),
@@ -55,15 +55,24 @@ impl Item {
 }
 
 /// Everything needed to turn stored rows into result rows.
-struct Plan {
-    table: TableDef,
-    items: Vec<Item>,
+pub(crate) struct Plan<'a> {
+    pub(crate) table: &'a TableDef,
+    pub(crate) items: &'a [Item],
     /// `=` / `IN` filters applied after the read (ALLOW FILTERING).
-    filters: Vec<(ColumnDef, Filter)>,
+    pub(crate) filters: Vec<(ColumnDef, Filter)>,
     /// Whether a partition with only static data yields a row: only when
     /// no clustering restriction could have excluded it.
-    static_only_rows: bool,
-    now: LocalTime,
+    pub(crate) static_only_rows: bool,
+    pub(crate) now: LocalTime,
+}
+
+/// How a read of given partitions is ordered and limited.
+pub(crate) struct Keyed {
+    pub(crate) reversed: bool,
+    pub(crate) limit: Option<usize>,
+    pub(crate) per_partition: Option<usize>,
+    /// Aggregates: every row is read, unpaged.
+    pub(crate) counting: bool,
 }
 
 impl QueryProcessor {
@@ -191,8 +200,8 @@ impl QueryProcessor {
             Clustering::Slices(s) => ClusteringFilter::Slices(s),
         };
         let plan = Plan {
-            table: table.clone(),
-            items,
+            table,
+            items: &items,
             filters: std::mem::take(&mut w.others),
             static_only_rows,
             now: self.now_for(params),
@@ -205,75 +214,21 @@ impl QueryProcessor {
                 .ann_rows(&plan, keys, a, index, &w, clustering_filter, params)
                 .await?;
         } else if let Some(keys) = keys {
-            // Pages cut inside partitions; PER PARTITION LIMIT reads are not paged.
-            let page = if counting || per_partition.is_some() {
-                None
-            } else {
-                params.page_size.filter(|n| *n > 0)
-            };
-            let (mut ki, mut after, returned) = match (&params.paging_state, page) {
-                (Some(state), Some(_)) => decode_keyed_state(state)?,
-                _ => (0, None, 0),
-            };
-            // A client's paging state is not trusted: its counters must fit
-            // this query.
-            if ki > keys.len() || limit.is_some_and(|l| returned > l) {
-                return Err(QueryError::invalid("Invalid paging state"));
-            }
-            let limit_left = limit
-                .filter(|_| !counting)
-                .map(|l| l.saturating_sub(returned));
-            while ki < keys.len() {
-                let room = min_opt(page, limit_left).map(|r| r.saturating_sub(rows.len()));
-                if room == Some(0) {
-                    break;
-                }
-                let filter = ReadFilter {
-                    clustering: resume_filter(&clustering_filter, after.as_ref(), reversed),
-                    columns: Default::default(),
-                    // Filters may drop rows after the engine counted them: no push-down then.
-                    limit: if plan.filters.is_empty() && !counting {
-                        min_opt(room, per_partition)
-                    } else {
-                        None
-                    },
-                    reversed,
-                };
-                let dk = DecoratedKey::new(keys[ki].clone());
-                let before = rows.len();
-                let mut cks = Vec::new();
-                if let Some(p) = self
-                    .data
-                    .read(table.id, &dk, &filter, plan.now, params.consistency)
-                    .await?
-                {
-                    let static_only = plan.static_only_rows && after.is_none();
-                    plan.emit(
-                        &p,
+            paging_state = self
+                .read_keyed(
+                    &plan,
+                    &keys,
+                    &clustering_filter,
+                    Keyed {
                         reversed,
+                        limit,
                         per_partition,
-                        static_only,
-                        &mut rows,
-                        &mut cks,
-                    )?;
-                }
-                if let Some(room) = room.filter(|r| rows.len() - before >= *r) {
-                    rows.truncate(before + room);
-                    let total = returned + rows.len();
-                    if page.is_some() && limit.is_none_or(|l| total < l) {
-                        // Resume after the last row returned (past a static-only row: the next partition).
-                        let (next_ki, next_after) = match cks.get(room - 1) {
-                            Some(Some(ck)) => (ki, Some(ck.clone())),
-                            _ => (ki + 1, None),
-                        };
-                        paging_state =
-                            Some(encode_keyed_state(next_ki, next_after.as_ref(), total));
-                    }
-                    break;
-                }
-                ki += 1;
-                after = None;
-            }
+                        counting,
+                    },
+                    params,
+                    &mut rows,
+                )
+                .await?;
         } else {
             let filter = ReadFilter {
                 clustering: clustering_filter,
@@ -382,14 +337,14 @@ impl QueryProcessor {
             }
         }
         if grouping {
-            let groups = group(&plan.items, visible, &rows)?;
+            let groups = group(plan.items, visible, &rows)?;
             (rows, paging_state) = page_groups(groups, limit, params)?;
         } else {
             if let Some(l) = limit {
                 rows.truncate(l);
             }
             if counting {
-                rows = vec![aggregate(&plan.items, &rows)?];
+                rows = vec![aggregate(plan.items, &rows)?];
             }
         }
         if s.json {
@@ -547,7 +502,7 @@ impl QueryProcessor {
     #[allow(clippy::too_many_arguments)]
     async fn ann_rows(
         &self,
-        plan: &Plan,
+        plan: &Plan<'_>,
         keys: Option<Vec<Bytes>>,
         a: &crate::index::AnnPlan,
         index: Option<gyre_storage::sai::IndexQuery>,
@@ -641,6 +596,91 @@ impl QueryProcessor {
     }
 }
 
+impl QueryProcessor {
+    /// Reads the partitions `keys` in order into `rows`, paged as the
+    /// request asks; returns the paging state when more rows may follow.
+    pub(crate) async fn read_keyed(
+        &self,
+        plan: &Plan<'_>,
+        keys: &[Bytes],
+        clustering_filter: &ClusteringFilter,
+        keyed: Keyed,
+        params: &QueryParams,
+        rows: &mut Vec<Vec<Option<Bytes>>>,
+    ) -> Result<Option<Bytes>> {
+        let Keyed {
+            reversed,
+            limit,
+            per_partition,
+            counting,
+        } = keyed;
+        let table = plan.table;
+        let mut paging_state = None;
+        // Pages cut inside partitions; PER PARTITION LIMIT reads are not paged.
+        let page = if counting || per_partition.is_some() {
+            None
+        } else {
+            params.page_size.filter(|n| *n > 0)
+        };
+        let (mut ki, mut after, returned) = match (&params.paging_state, page) {
+            (Some(state), Some(_)) => decode_keyed_state(state)?,
+            _ => (0, None, 0),
+        };
+        // A client's paging state is not trusted: its counters must fit
+        // this query.
+        if ki > keys.len() || limit.is_some_and(|l| returned > l) {
+            return Err(QueryError::invalid("Invalid paging state"));
+        }
+        let limit_left = limit
+            .filter(|_| !counting)
+            .map(|l| l.saturating_sub(returned));
+        while ki < keys.len() {
+            let room = min_opt(page, limit_left).map(|r| r.saturating_sub(rows.len()));
+            if room == Some(0) {
+                break;
+            }
+            let filter = ReadFilter {
+                clustering: resume_filter(clustering_filter, after.as_ref(), reversed),
+                columns: Default::default(),
+                // Filters may drop rows after the engine counted them: no push-down then.
+                limit: if plan.filters.is_empty() && !counting {
+                    min_opt(room, per_partition)
+                } else {
+                    None
+                },
+                reversed,
+            };
+            let dk = DecoratedKey::new(keys[ki].clone());
+            let before = rows.len();
+            let mut cks = Vec::new();
+            if let Some(p) = self
+                .data
+                .read(table.id, &dk, &filter, plan.now, params.consistency)
+                .await?
+            {
+                let static_only = plan.static_only_rows && after.is_none();
+                plan.emit(&p, reversed, per_partition, static_only, rows, &mut cks)?;
+            }
+            if let Some(room) = room.filter(|r| rows.len() - before >= *r) {
+                rows.truncate(before + room);
+                let total = returned + rows.len();
+                if page.is_some() && limit.is_none_or(|l| total < l) {
+                    // Resume after the last row returned (past a static-only row: the next partition).
+                    let (next_ki, next_after) = match cks.get(room - 1) {
+                        Some(Some(ck)) => (ki, Some(ck.clone())),
+                        _ => (ki + 1, None),
+                    };
+                    paging_state = Some(encode_keyed_state(next_ki, next_after.as_ref(), total));
+                }
+                break;
+            }
+            ki += 1;
+            after = None;
+        }
+        Ok(paging_state)
+    }
+}
+
 /// The one row of an aggregate query: each aggregate folded over the rows,
 /// other selectors from the first row (null when there are no rows).
 fn aggregate(items: &[Item], rows: &[Vec<Option<Bytes>>]) -> Result<Vec<Option<Bytes>>> {
@@ -715,7 +755,7 @@ type Columns = Vec<(String, ColumnType)>;
 
 /// The items and result columns of a selection. `binds` evaluates constant
 /// function arguments; PREPARE passes none and only gets the types.
-fn projection(
+pub(crate) fn projection(
     table: &TableDef,
     sel: &Selection,
     binds: Option<&[Value]>,
@@ -947,7 +987,7 @@ fn selector_item(
     })
 }
 
-impl Plan {
+impl Plan<'_> {
     /// Live, and not written before its column was dropped (a re-added
     /// column must not show the old data).
     fn visible(&self, column: &str, cell: &gyre_common::Cell) -> bool {

@@ -88,7 +88,7 @@ pub(crate) fn term_bytes(
             ))),
             Some(Value::Bytes(b)) => {
                 // Validate: the engine stores bytes blindly.
-                CqlValue::decode(&column_type(ty), b).map_err(|e| {
+                CqlValue::validate(&column_type(ty), b).map_err(|e| {
                     QueryError::invalid(format!("Invalid value for column {column}: {e}"))
                 })?;
                 Ok(Some(b.clone()))

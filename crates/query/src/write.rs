@@ -20,7 +20,7 @@ use crate::values::{is_unset, term_bytes, term_i64};
 const MAX_TTL: i64 = 20 * 365 * 86_400;
 
 /// Timestamp, TTL, "now" and consistency level of one write.
-struct WriteTime {
+pub(crate) struct WriteTime {
     ts: Timestamp,
     ttl: u32,
     now: LocalTime,
@@ -51,7 +51,7 @@ enum Op {
 }
 
 impl WriteTime {
-    fn cell(&self, value: Option<Bytes>) -> Cell {
+    pub(crate) fn cell(&self, value: Option<Bytes>) -> Cell {
         match value {
             None => Cell::tombstone(self.ts, self.now),
             Some(v) if self.ttl > 0 => Cell::expiring(self.ts, v, self.ttl, self.now),
@@ -59,7 +59,7 @@ impl WriteTime {
         }
     }
 
-    fn deletion(&self) -> Deletion {
+    pub(crate) fn deletion(&self) -> Deletion {
         Deletion::new(self.ts, self.now)
     }
 }
@@ -268,7 +268,11 @@ impl QueryProcessor {
 
     /// Mutation size on every write, batch size on batches, before
     /// anything is sent.
-    fn check_guardrails(&self, merged: &[(TableId, Partition)], batch: bool) -> Result<()> {
+    pub(crate) fn check_guardrails(
+        &self,
+        merged: &[(TableId, Partition)],
+        batch: bool,
+    ) -> Result<()> {
         let guardrails = self.guardrails.read();
         let max = guardrails.max_mutation_size_bytes;
         let mut total = 0;
@@ -301,7 +305,7 @@ impl QueryProcessor {
         Ok(())
     }
 
-    fn write_time(
+    pub(crate) fn write_time(
         &self,
         table: &TableDef,
         using: &Using,
@@ -881,7 +885,7 @@ impl QueryProcessor {
     }
 }
 
-fn put(p: Partition, ck: Option<&Bytes>, name: CellName, cell: Cell) -> Partition {
+pub(crate) fn put(p: Partition, ck: Option<&Bytes>, name: CellName, cell: Cell) -> Partition {
     match ck {
         Some(ck) => p.set(ck.clone(), name, cell),
         None => p.set_static(name, cell),
@@ -889,7 +893,7 @@ fn put(p: Partition, ck: Option<&Bytes>, name: CellName, cell: Cell) -> Partitio
 }
 
 /// SERIAL levels are for Paxos (conditional) writes only.
-fn check_write_consistency(cl: Consistency) -> Result<()> {
+pub(crate) fn check_write_consistency(cl: Consistency) -> Result<()> {
     if cl.is_serial() {
         return Err(QueryError::invalid(
             "You must use conditional updates for serializable writes",

@@ -13,6 +13,7 @@ mod paxos;
 mod range;
 mod read;
 mod repair;
+mod routes;
 mod write;
 
 pub use paxos::CasOutcome;
@@ -78,6 +79,12 @@ impl<F: Fn(HostId) -> bool + Send + Sync> Liveness for F {
 /// The replication strategy of a table's keyspace (from the schema).
 pub trait StrategyProvider: Send + Sync {
     fn strategy(&self, table: TableId) -> Option<ReplicationStrategy>;
+    /// A number that changes whenever `table`'s strategy may have (e.g. a
+    /// schema version), so the coordinator can cache replicas per ring
+    /// version and strategy version; `None` (the default) caches nothing.
+    fn version(&self, _table: TableId) -> Option<u64> {
+        None
+    }
     /// The table's `speculative_retry` option.
     fn speculative_retry(&self, _table: TableId) -> SpeculativeRetry {
         SpeculativeRetry::default()
@@ -157,6 +164,8 @@ struct Inner {
     paxos: Arc<crate::paxos::PaxosReplica>,
     /// Per-counter locks of this node as a counter leader (sharded).
     counter_locks: Vec<parking_lot::Mutex<()>>,
+    /// Replicas per table for the current ring and strategy versions.
+    routes: routes::RouteCache,
 }
 
 /// Serves client reads and writes at a consistency level over the cluster,
@@ -236,6 +245,7 @@ impl Coordinator {
                 stage,
                 paxos,
                 counter_locks: (0..256).map(|_| parking_lot::Mutex::new(())).collect(),
+                routes: routes::RouteCache::default(),
             }),
         }
     }
@@ -309,6 +319,12 @@ impl Coordinator {
         table: TableId,
         token: Token,
     ) -> Result<(ReplicationStrategy, Vec<Target>, Vec<Target>)> {
+        if let Some(routes) = self.routes(table)? {
+            let (mut natural, mut pending) = routes.targets(token);
+            self.set_liveness(&mut natural);
+            self.set_liveness(&mut pending);
+            return Ok((routes.strategy.clone(), natural, pending));
+        }
         let strategy =
             self.inner.strategies.strategy(table).ok_or_else(|| {
                 CoordinatorError::InvalidRequest(format!("unknown table {table}"))
