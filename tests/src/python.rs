@@ -98,3 +98,35 @@ pub fn python_with_driver() -> PathBuf {
 fn text(o: &Out) -> String {
     format!("{}{}", o.stdout, o.stderr)
 }
+
+/// Runs `tests/python/<script> <args>` with the driver's python and
+/// returns its output; panics, with the node logs from `logs`, unless it
+/// exits 0 having printed a line `OK`. `label` tells runs apart in the
+/// test's output (e.g. the protocol version).
+pub fn run_driver_script(
+    script: &str,
+    args: &[String],
+    label: &str,
+    logs: impl FnOnce() -> String,
+) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let out = Command::new(python_with_driver())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("--- {script} {label} ---\n{text}");
+    assert!(
+        out.status.success() && text.contains("\nOK"),
+        "{script} {label} failed:\n{text}\nnode logs:\n{}",
+        logs()
+    );
+    text
+}

@@ -4,7 +4,6 @@
 //! tracing set through `gyrectl settraceprobability`; cqlsh and gyresh
 //! `TRACING ON` print a traced statement's events.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,26 +11,16 @@ use gyre_tests::cluster::TestCluster;
 use gyre_tests::cqlsh::{cqlsh, run};
 
 fn driver_phase(c: &TestCluster, phase: &str) {
-    let python = gyre_tests::python::python_with_driver();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/driver_tracing.py");
     let addr = c.cql(1);
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .arg(phase)
-        .output()
-        .expect("run python");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("--- driver_tracing.py {phase} ---\n{text}");
-    assert!(
-        out.status.success() && text.contains("\nOK"),
-        "driver_tracing.py {phase} failed:\n{text}\nnode logs:\n{}",
-        c.logs()
+    gyre_tests::python::run_driver_script(
+        "driver_tracing.py",
+        &[
+            addr.ip().to_string(),
+            addr.port().to_string(),
+            phase.to_string(),
+        ],
+        phase,
+        || c.logs(),
     );
 }
 

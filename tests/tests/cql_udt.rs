@@ -6,7 +6,6 @@
 //! DROP TYPE refusals, `system_schema.types` on every node), then cqlsh
 //! (a UDT row, DESCRIBE TYPE) and gyresh (the scylla driver).
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use gyre_tests::cqlsh::{cqlsh, run};
 
 #[test]
 fn user_defined_types_through_real_clients() {
-    let python = gyre_tests::python::python_with_driver();
     let c = TestCluster::new(3, 120);
     c.up();
     for n in 1..=3 {
@@ -27,24 +25,12 @@ fn user_defined_types_through_real_clients() {
         );
     }
     let hosts: Vec<String> = (1..=3).map(|n| c.cql(n).to_string()).collect();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/driver_udt.py");
     for protocol in ["4", "5"] {
-        let out = Command::new(&python)
-            .arg(&script)
-            .arg(protocol)
-            .args(&hosts)
-            .output()
-            .expect("run python");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("--- driver_udt.py at v{protocol} ---\n{text}");
-        assert!(
-            out.status.success() && text.contains("\nOK"),
-            "driver_udt.py at v{protocol} failed:\n{text}\nnode logs:\n{}",
-            c.logs()
+        gyre_tests::python::run_driver_script(
+            "driver_udt.py",
+            &[vec![protocol.to_string()], hosts.clone()].concat(),
+            &format!("at v{protocol}"),
+            || c.logs(),
         );
     }
 

@@ -7,46 +7,30 @@
 //! Uses the driver venv of `cql_python.rs` (`$HOME/.cache/gyre-venv` or
 //! `$GYRE_PYTHON_VENV`); it fails with a message when that is missing.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use gyre_tests::cluster::TestCluster;
 use gyre_tests::cqlsh::{cqlsh, run};
 
-/// The Python driver's venv, shared with the other driver tests.
-fn python() -> PathBuf {
-    gyre_tests::python::python_with_driver()
-}
-
 #[test]
 fn python_driver_reads_and_writes_vectors() {
-    let python = python();
     let c = TestCluster::new(1, 115);
     c.up();
     let addr = c.cql(1);
     c.wait_until("CQL port open", Duration::from_secs(30), || {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
     });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/driver_vector.py");
     for protocol in ["4", "5"] {
-        let out = Command::new(&python)
-            .arg(&script)
-            .arg(addr.ip().to_string())
-            .arg(addr.port().to_string())
-            .arg(protocol)
-            .output()
-            .expect("run python");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("--- driver_vector.py at v{protocol} ---\n{text}");
-        assert!(
-            out.status.success() && text.contains("\nOK"),
-            "driver_vector.py at v{protocol} failed:\n{text}\nnode logs:\n{}",
-            c.logs()
+        gyre_tests::python::run_driver_script(
+            "driver_vector.py",
+            &[
+                addr.ip().to_string(),
+                addr.port().to_string(),
+                protocol.to_string(),
+            ],
+            &format!("at v{protocol}"),
+            || c.logs(),
         );
     }
 
