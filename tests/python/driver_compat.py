@@ -15,8 +15,8 @@ import random
 import sys
 from collections import OrderedDict
 
-from cassandra import InvalidRequest
-from cassandra.cluster import Cluster
+from cassandra import ConsistencyLevel, InvalidRequest
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.query import SimpleStatement
 
 
@@ -316,7 +316,10 @@ def literals(session):
 
 def main():
     host, port, nodes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    cluster = Cluster([host], port=port)
+    # Every step reads what it just wrote, through whichever replica the
+    # driver picks: QUORUM reads and writes, so that is guaranteed.
+    profile = ExecutionProfile(consistency_level=ConsistencyLevel.QUORUM)
+    cluster = Cluster([host], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     session = cluster.connect()
     nts(session)
     compression(session)

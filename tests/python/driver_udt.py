@@ -15,8 +15,8 @@ import time
 import uuid
 from types import SimpleNamespace
 
-from cassandra import InvalidRequest
-from cassandra.cluster import Cluster
+from cassandra import ConsistencyLevel, InvalidRequest
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.cqltypes import UserType
 from cassandra.policies import WhiteListRoundRobinPolicy
 from cassandra.util import Date, Duration, Time
@@ -99,7 +99,11 @@ def main():
     hosts = [a.split(":") for a in sys.argv[2:]]
     port = int(hosts[0][1])
     ks = "udt_v%d" % protocol
-    cluster = Cluster([h for h, _ in hosts], port=port, protocol_version=protocol)
+    # Steps read what they just wrote through whichever replica the driver
+    # picks (RF 3): QUORUM both ways makes that a guarantee.
+    profile = ExecutionProfile(consistency_level=ConsistencyLevel.QUORUM)
+    cluster = Cluster([h for h, _ in hosts], port=port, protocol_version=protocol,
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     session = cluster.connect()
     assert cluster.protocol_version == protocol, cluster.protocol_version
 
