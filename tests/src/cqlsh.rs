@@ -85,3 +85,25 @@ pub fn cqlsh() -> PathBuf {
     );
     cqlsh
 }
+
+/// `cqlsh HOST PORT -e STATEMENTS` against `addr`, with a HOME of its own
+/// (no user cqlshrc) and no CQLSH_HOST/PORT from the environment.
+pub fn cqlsh_exec(addr: std::net::SocketAddr, statements: &str) -> Out {
+    let home = tempfile::tempdir().expect("tempdir");
+    run(Command::new(cqlsh())
+        .env("HOME", home.path())
+        .env_remove("CQLSH_HOST")
+        .env_remove("CQLSH_PORT")
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg("-e")
+        .arg(statements))
+}
+
+/// `gyresh HOST PORT -e STATEMENTS` against `addr` (this build's gyresh).
+pub fn gyresh_exec(addr: std::net::SocketAddr, statements: &str) -> Out {
+    run(Command::new(crate::cluster::workspace_bin("gyresh"))
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args(["-e", statements]))
+}

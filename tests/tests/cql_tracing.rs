@@ -4,11 +4,10 @@
 //! tracing set through `gyrectl settraceprobability`; cqlsh and gyresh
 //! `TRACING ON` print a traced statement's events.
 
-use std::process::Command;
 use std::time::Duration;
 
 use gyre_tests::cluster::TestCluster;
-use gyre_tests::cqlsh::{cqlsh, run};
+use gyre_tests::cqlsh::{cqlsh_exec, gyresh_exec};
 
 fn driver_phase(c: &TestCluster, phase: &str) {
     let addr = c.cql(1);
@@ -50,15 +49,10 @@ fn traced_requests_reach_system_traces_from_every_replica() {
 
     // cqlsh's TRACING ON prints the session and its events.
     let addr = c.cql(1);
-    let home = tempfile::tempdir().expect("tempdir");
-    let out = run(Command::new(cqlsh())
-        .env("HOME", home.path())
-        .env_remove("CQLSH_HOST")
-        .env_remove("CQLSH_PORT")
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .arg("-e")
-        .arg("CONSISTENCY ALL; TRACING ON; SELECT v FROM tr.t WHERE k = 1;"));
+    let out = cqlsh_exec(
+        addr,
+        "CONSISTENCY ALL; TRACING ON; SELECT v FROM tr.t WHERE k = 1;",
+    );
     eprintln!("--- cqlsh ---\n{}{}", out.stdout, out.stderr);
     assert!(out.ok, "cqlsh failed:\n{}{}", out.stdout, out.stderr);
     for want in [
@@ -78,14 +72,10 @@ fn traced_requests_reach_system_traces_from_every_replica() {
     }
 
     // So does gyresh.
-    let gyresh = gyre_tests::cluster::workspace_bin("gyresh");
-    let out = run(Command::new(gyresh)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .args([
-            "-e",
-            "CONSISTENCY ALL; TRACING ON; SELECT v FROM tr.t WHERE k = 1; TRACING OFF; TRACING",
-        ]));
+    let out = gyresh_exec(
+        addr,
+        "CONSISTENCY ALL; TRACING ON; SELECT v FROM tr.t WHERE k = 1; TRACING OFF; TRACING",
+    );
     eprintln!("--- gyresh ---\n{}{}", out.stdout, out.stderr);
     assert!(out.ok, "gyresh failed:\n{}{}", out.stdout, out.stderr);
     for want in [

@@ -6,11 +6,10 @@
 //! DROP TYPE refusals, `system_schema.types` on every node), then cqlsh
 //! (a UDT row, DESCRIBE TYPE) and gyresh (the scylla driver).
 
-use std::process::Command;
 use std::time::Duration;
 
 use gyre_tests::cluster::TestCluster;
-use gyre_tests::cqlsh::{cqlsh, run};
+use gyre_tests::cqlsh::{cqlsh_exec, gyresh_exec};
 
 #[test]
 fn user_defined_types_through_real_clients() {
@@ -37,19 +36,12 @@ fn user_defined_types_through_real_clients() {
     // cqlsh prints a UDT row the driver wrote and describes the type,
     // from another node than the one the script started on.
     let addr = c.cql(2);
-    let home = tempfile::tempdir().expect("tempdir");
-    let out = run(Command::new(cqlsh())
-        .env("HOME", home.path())
-        .env_remove("CQLSH_HOST")
-        .env_remove("CQLSH_PORT")
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .arg("-e")
-        .arg(
-            "SELECT home, history FROM udt_v4.people WHERE id = 2; \
+    let out = cqlsh_exec(
+        addr,
+        "SELECT home, history FROM udt_v4.people WHERE id = 2; \
              SELECT work.city FROM udt_v4.people WHERE id = 1; \
              DESCRIBE TYPE udt_v4.address; DESCRIBE TYPES; DESCRIBE KEYSPACE udt_v4",
-        ));
+    );
     eprintln!("--- cqlsh ---\n{}{}", out.stdout, out.stderr);
     assert!(out.ok, "cqlsh failed:\n{}{}", out.stdout, out.stderr);
     for want in [
@@ -82,15 +74,8 @@ fn user_defined_types_through_real_clients() {
     assert!(pos("home frozen<address>") < pos("CREATE TABLE udt_v4.people"));
 
     // gyresh (the scylla Rust driver) decodes UDT values too.
-    let gyresh = gyre_tests::cluster::workspace_bin("gyresh");
     let addr = c.cql(3);
-    let out = run(Command::new(gyresh)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .args([
-            "-e",
-            "SELECT home, pair FROM udt_v5.people WHERE id = 2; SELECT work.city FROM udt_v5.people WHERE id = 1;",
-        ]));
+    let out = gyresh_exec(addr, "SELECT home, pair FROM udt_v5.people WHERE id = 2; SELECT work.city FROM udt_v5.people WHERE id = 1;");
     eprintln!("--- gyresh ---\n{}{}", out.stdout, out.stderr);
     assert!(out.ok, "gyresh failed:\n{}{}", out.stdout, out.stderr);
     for want in ["s2", "c2", "pc", "Capital City"] {

@@ -7,11 +7,10 @@
 //! Uses the driver venv of `cql_python.rs` (`$HOME/.cache/gyre-venv` or
 //! `$GYRE_PYTHON_VENV`); it fails with a message when that is missing.
 
-use std::process::Command;
 use std::time::Duration;
 
 use gyre_tests::cluster::TestCluster;
-use gyre_tests::cqlsh::{cqlsh, run};
+use gyre_tests::cqlsh::{cqlsh_exec, gyresh_exec};
 
 #[test]
 fn python_driver_reads_and_writes_vectors() {
@@ -35,18 +34,11 @@ fn python_driver_reads_and_writes_vectors() {
     }
 
     // cqlsh prints the vectors the driver wrote, and DESCRIBE the types.
-    let home = tempfile::tempdir().expect("tempdir");
-    let out = run(Command::new(cqlsh())
-        .env("HOME", home.path())
-        .env_remove("CQLSH_HOST")
-        .env_remove("CQLSH_PORT")
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .arg("-e")
-        .arg(
-            "SELECT v, j FROM vec_v4.t WHERE k = 1; SELECT t, l FROM vec_v4.var WHERE k = 1; \
+    let out = cqlsh_exec(
+        addr,
+        "SELECT v, j FROM vec_v4.t WHERE k = 1; SELECT t, l FROM vec_v4.var WHERE k = 1; \
              DESCRIBE TABLE vec_v4.var",
-        ));
+    );
     eprintln!("--- cqlsh ---\n{}{}", out.stdout, out.stderr);
     assert!(out.ok, "cqlsh failed:\n{}{}", out.stdout, out.stderr);
     for want in [
@@ -66,14 +58,10 @@ fn python_driver_reads_and_writes_vectors() {
 
     // gyresh (the scylla Rust driver) decodes them too. Not row 1 of `var`:
     // scylla 1.x reads an empty text element of a vector as a null one.
-    let gyresh = gyre_tests::cluster::workspace_bin("gyresh");
-    let out = run(Command::new(gyresh)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .args([
-            "-e",
-            "SELECT v, j FROM vec_v4.t WHERE k = 1; SELECT t, l FROM vec_v4.var WHERE k = 3;",
-        ]));
+    let out = gyresh_exec(
+        addr,
+        "SELECT v, j FROM vec_v4.t WHERE k = 1; SELECT t, l FROM vec_v4.var WHERE k = 3;",
+    );
     eprintln!("--- gyresh ---\n{}{}", out.stdout, out.stderr);
     assert!(out.ok, "gyresh failed:\n{}{}", out.stdout, out.stderr);
     for want in [
