@@ -228,8 +228,8 @@ impl LocalCluster {
     }
 
     /// Adds a node to the layout and starts it: it bootstraps into the
-    /// running cluster. Waits until it is NORMAL for itself and for the
-    /// seed. Returns its number.
+    /// running cluster. Waits until every running member sees it UP and
+    /// NORMAL. Returns its number.
     pub fn add_node(&mut self, gyre_bin: &Path, timeout: Duration) -> Result<usize> {
         let n = self.layout.nodes + 1;
         self.layout.ip(n)?;
@@ -241,7 +241,15 @@ impl LocalCluster {
         self.save_layout()?;
         self.start_node(n, gyre_bin)?;
         let me = self.layout.internode_addr(n)?.to_string();
-        let probes = [self.layout.admin_addr(seed)?, self.layout.admin_addr(n)?];
+        // Joined means every running member sees it UN: until gossip has
+        // told a member, that member still has pending ranges and refuses
+        // cleanup or another join.
+        let mut probes = vec![self.layout.admin_addr(seed)?];
+        for m in self.members() {
+            if m != seed && matches!(self.state(m), ProcState::Running(_)) {
+                probes.push(self.layout.admin_addr(m)?);
+            }
+        }
         self.wait_for(&format!("node {n} to join"), timeout, &[n], |_| {
             Ok(probes.iter().all(|p| {
                 fetch_status(*p, Duration::from_secs(1)).is_ok_and(|r| sees_up_normal(&r, &me))
