@@ -59,6 +59,49 @@ fn gyresh_and_gyre_stress_speak_tls() {
         !gyresh(&["--ssl"]).status.success(),
         "an untrusted certificate was accepted"
     );
+    // The cqlshrc `cluster up --tls` writes gives host, port and TLS alone,
+    // named with --cqlshrc or found at cqlsh's default place.
+    let rc = c.cluster_dir().join("cqlshrc");
+    let empty_home = c.cluster_dir().join("home-empty");
+    let home = c.cluster_dir().join("home");
+    std::fs::create_dir_all(&empty_home).expect("mkdir");
+    std::fs::create_dir_all(home.join(".cassandra")).expect("mkdir");
+    std::fs::copy(&rc, home.join(".cassandra/cqlshrc")).expect("copy cqlshrc");
+    let from_rc = |home: &std::path::Path, args: &[&str]| {
+        let o = Command::new(workspace_bin("gyresh"))
+            .env("HOME", home)
+            .args(args)
+            .args(["--connect-timeout", "3", "-e", q])
+            .output()
+            .expect("running gyresh");
+        eprintln!(
+            "gyresh {args:?} (HOME {}): {}\n{}",
+            home.display(),
+            o.status,
+            show(&o)
+        );
+        o
+    };
+    let rc = rc.to_str().expect("utf-8 path");
+    for o in [
+        from_rc(&empty_home, &["--cqlshrc", rc]),
+        from_rc(&home, &[]),
+    ] {
+        assert!(
+            o.status.success() && show(&o).contains("5.0.0"),
+            "gyresh with the cqlshrc failed:\n{}",
+            show(&o)
+        );
+    }
+    // A cqlshrc naming the node without `ssl = true` speaks plaintext: refused.
+    let plain = c.cluster_dir().join("cqlshrc-plain");
+    std::fs::write(
+        &plain,
+        format!("[connection]\nhostname = {host}\nport = 9042\n"),
+    )
+    .expect("write");
+    let plain = plain.to_str().expect("utf-8 path");
+    assert!(!from_rc(&empty_home, &["--cqlshrc", plain]).status.success());
 
     let stress = |op: &str, args: &[&str]| {
         let o = Command::new(workspace_bin("gyre-stress"))

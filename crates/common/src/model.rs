@@ -427,6 +427,20 @@ impl Partition {
             && self.rows.is_empty()
     }
 
+    /// Tombstones a read of this partition walks over, counted as
+    /// Cassandra's `tombstone_warn_threshold` / `tombstone_failure_threshold`
+    /// count them: each deleted or expired cell, each row deletion and each
+    /// range tombstone (the partition deletion itself is one marker, not
+    /// counted).
+    pub fn tombstones(&self, now: LocalTime) -> usize {
+        let row = |r: &Row| {
+            usize::from(r.deletion.is_some()) + r.cells.values().filter(|c| !c.is_live(now)).count()
+        };
+        self.range_tombstones.len()
+            + self.static_row.as_ref().map_or(0, row)
+            + self.rows.values().map(row).sum::<usize>()
+    }
+
     /// Every cell with its row, static row first: for validation and stats.
     pub fn cells(&self) -> impl Iterator<Item = (&CellName, &Cell)> {
         self.static_row

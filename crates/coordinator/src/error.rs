@@ -105,3 +105,28 @@ pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
 /// Cassandra's `RequestFailureReason.INDEX_NOT_AVAILABLE`: a replica's
 /// index is still being built.
 pub const INDEX_NOT_AVAILABLE: u16 = 6;
+
+/// Cassandra's `RequestFailureReason.READ_TOO_MANY_TOMBSTONES`: a replica
+/// walked over more tombstones than its `tombstone_failure_threshold`.
+pub const READ_TOO_MANY_TOMBSTONES: u16 = 1;
+
+/// In a replica's error text when it aborted a read for its tombstones (the
+/// coordinator turns it back into [`READ_TOO_MANY_TOMBSTONES`]).
+pub(crate) const TOMBSTONES_TEXT: &str = "tombstones during query";
+
+/// The replica side of `tombstone_failure_threshold`: `Err` with Cassandra's
+/// log text when a read walked over more tombstones than `threshold`.
+pub(crate) fn check_tombstones(
+    threshold: usize,
+    table: gyre_storage::TableId,
+    scanned: usize,
+) -> std::result::Result<(), String> {
+    if scanned <= threshold {
+        return Ok(());
+    }
+    let message = format!(
+        "Scanned over {threshold} {TOMBSTONES_TEXT} on table {table} ({scanned} scanned); query aborted"
+    );
+    tracing::error!("{message}");
+    Err(message)
+}

@@ -79,7 +79,9 @@ mod write;
 
 pub use batchlog::BATCHLOG_TABLE;
 pub use consistency::{ConsistencyLevel, ConsistencyRules, Replica};
-pub use error::{CoordinatorError, Result, WriteType};
+pub use error::{
+    CoordinatorError, Result, WriteType, INDEX_NOT_AVAILABLE, READ_TOO_MANY_TOMBSTONES,
+};
 pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
 pub use messages::{
     BATCH_REMOVE, BATCH_STORE, COUNTER_MUTATION, MUTATION, MUTATION_ACK, PAXOS_COMMIT,
@@ -91,6 +93,7 @@ pub use read::{digest, repair_diff, Digest, ReadAction, ReadResponse, ReadTracke
 pub use repair::{MerkleLeaves, TreeRequest, MAX_DEPTH as MAX_REPAIR_DEPTH};
 pub use service::{
     CasOutcome, Coordinator, CoordinatorConfig, Liveness, RangeRepair, StrategyProvider,
+    DEFAULT_TOMBSTONE_FAILURE_THRESHOLD,
 };
 pub use speculation::{LatencyWindow, SpeculativeRetry};
 pub use stage::{

@@ -143,6 +143,9 @@ pub fn repair_diff(merged: &Partition, replica: Option<&Partition>) -> Option<Pa
 pub enum ReadResponse {
     Data(Option<Partition>),
     Digest(Digest),
+    /// The replica refused the read, with Cassandra's failure reason code
+    /// (e.g. [`crate::READ_TOO_MANY_TOMBSTONES`]).
+    Failed(u16),
 }
 
 /// What the caller must do next.
@@ -159,6 +162,9 @@ pub enum ReadAction {
     /// The answer, in storage read-result form (tombstones in the selection
     /// kept; [`lww::live_view`] gives what a client sees).
     Done(Option<Partition>),
+    /// Too many replicas failed for the level to be reached: each failed
+    /// replica with its reason code (the read fails with ReadFailure).
+    Failed(Vec<(HostId, u16)>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -167,6 +173,8 @@ enum Phase {
     Data,
     Repair,
     Done,
+    /// Failed replicas made the level unreachable.
+    Failed,
 }
 
 /// Tracks one partition read at one consistency level.
@@ -189,6 +197,8 @@ pub struct ReadTracker {
     awaiting: HashSet<HostId>,
     rounds: usize,
     result: Option<Option<Partition>>,
+    /// Replicas that refused the read, with their reason codes.
+    failures: Vec<(HostId, u16)>,
 }
 
 impl ReadTracker {
@@ -225,6 +235,7 @@ impl ReadTracker {
             awaiting: HashSet::new(),
             rounds: 0,
             result: None,
+            failures: Vec::new(),
         })
     }
 
@@ -269,6 +280,9 @@ impl ReadTracker {
             tracing::debug!(%from, "read response from a replica that was not contacted");
             return ReadAction::Wait;
         };
+        if let ReadResponse::Failed(reason) = response {
+            return self.on_failure(from, reason);
+        }
         match self.phase {
             Phase::Digest => {
                 match response {
@@ -284,6 +298,7 @@ impl ReadTracker {
                     ReadResponse::Digest(d) => {
                         self.digests.insert(from, d);
                     }
+                    ReadResponse::Failed(_) => return ReadAction::Wait, // handled above
                 }
                 if self.responded.insert(from) {
                     self.counter.add(&dc);
@@ -341,7 +356,7 @@ impl ReadTracker {
                 }
                 ReadAction::Wait
             }
-            Phase::Repair | Phase::Done => ReadAction::Wait,
+            Phase::Repair | Phase::Done | Phase::Failed => ReadAction::Wait,
         }
     }
 
@@ -505,6 +520,34 @@ impl ReadTracker {
         ReadAction::Repair(vec![write])
     }
 
+    /// A replica refused the read. As Cassandra's `ReadCallback.onFailure`:
+    /// the read fails once the replicas that have not failed cannot reach
+    /// the level; a replica a short-read round waits for fails it at once.
+    fn on_failure(&mut self, from: HostId, reason: u16) -> ReadAction {
+        if matches!(self.phase, Phase::Done | Phase::Failed)
+            || self.failures.iter().any(|(h, _)| *h == from)
+        {
+            return ReadAction::Wait;
+        }
+        self.failures.push((from, reason));
+        let awaited = self.awaiting.remove(&from);
+        if awaited || self.failures.len() + self.counter.block_for() > self.contacted.len() {
+            self.phase = Phase::Failed;
+            return ReadAction::Failed(self.failures.clone());
+        }
+        ReadAction::Wait
+    }
+
+    /// How many replicas answered (for a ReadFailure's `received`).
+    pub fn received(&self) -> usize {
+        self.counter.received()
+    }
+
+    /// True when the data replica answered (for a ReadFailure).
+    pub fn data_present(&self) -> bool {
+        !self.data.is_empty()
+    }
+
     /// The replicas contacted so far (extra repair targets included).
     pub fn contacted(&self) -> impl Iterator<Item = HostId> + '_ {
         self.contacted.iter().map(|r| r.host)
@@ -603,6 +646,50 @@ mod tests {
         assert_eq!(t.data_replica(), r[0].host);
         assert_eq!(
             t.on_response(r[1].host, ReadResponse::Digest(digest(Some(&p)))),
+            ReadAction::Wait
+        );
+        assert_eq!(
+            t.on_response(r[0].host, ReadResponse::Data(Some(p.clone()))),
+            ReadAction::Done(Some(p))
+        );
+    }
+
+    #[test]
+    fn a_failed_replica_fails_the_read_once_the_level_is_out_of_reach() {
+        let r = reps(3);
+        let p = Partition::with_key("k").set("r", CellName::simple("c"), cell(1, "v"));
+        // QUORUM of RF 3 asks two: one failure leaves one, too few.
+        let mut t = tracker(Quorum, &r[..2], ReadFilter::all());
+        assert_eq!(
+            t.on_response(
+                r[1].host,
+                ReadResponse::Failed(crate::READ_TOO_MANY_TOMBSTONES)
+            ),
+            ReadAction::Failed(vec![(r[1].host, crate::READ_TOO_MANY_TOMBSTONES)])
+        );
+        // Later answers change nothing, and the deadline does not turn the
+        // failure into an answer.
+        assert_eq!(
+            t.on_response(r[0].host, ReadResponse::Data(Some(p.clone()))),
+            ReadAction::Wait
+        );
+        assert!(t.answer().is_none());
+        assert!(matches!(
+            t.timeout(),
+            Err(CoordinatorError::ReadTimeout { .. })
+        ));
+        // A third (speculative) replica leaves room for one failure.
+        let mut t = tracker(Quorum, &r[..2], ReadFilter::all());
+        assert!(t.speculate(r[2].clone()));
+        assert_eq!(
+            t.on_response(
+                r[1].host,
+                ReadResponse::Failed(crate::READ_TOO_MANY_TOMBSTONES)
+            ),
+            ReadAction::Wait
+        );
+        assert_eq!(
+            t.on_response(r[2].host, ReadResponse::Data(Some(p.clone()))),
             ReadAction::Wait
         );
         assert_eq!(
@@ -801,6 +888,7 @@ mod tests {
             match a {
                 ReadAction::Wait => {}
                 ReadAction::Done(p) => return (p, rounds),
+                ReadAction::Failed(f) => panic!("no replica fails here: {f:?}"),
                 ReadAction::RequestData(reqs) => {
                     rounds += 1;
                     for (h, f) in reqs {

@@ -266,6 +266,10 @@ pub struct LimitsConfig {
     pub max_mutation_size_kb: usize,
     /// Client timestamps further in the future are refused (0: unchecked).
     pub maximum_timestamp_fail_threshold_s: u64,
+    /// A SELECT walking over more tombstones gets a client warning.
+    pub tombstone_warn_threshold: usize,
+    /// A replica read walking over more tombstones fails (ReadFailure).
+    pub tombstone_failure_threshold: usize,
 }
 
 impl Default for LimitsConfig {
@@ -285,6 +289,8 @@ impl Default for LimitsConfig {
             batch_size_fail_threshold_kb: g.batch_size_fail_threshold_bytes >> 10,
             max_mutation_size_kb: g.max_mutation_size_bytes >> 10,
             maximum_timestamp_fail_threshold_s: 0,
+            tombstone_warn_threshold: g.tombstone_warn_threshold,
+            tombstone_failure_threshold: gyre_coordinator::DEFAULT_TOMBSTONE_FAILURE_THRESHOLD,
         }
     }
 }
@@ -300,6 +306,7 @@ impl LimitsConfig {
             max_mutation_size_bytes: self.max_mutation_size_kb << 10,
             maximum_timestamp_fail_threshold: (self.maximum_timestamp_fail_threshold_s > 0)
                 .then(|| std::time::Duration::from_secs(self.maximum_timestamp_fail_threshold_s)),
+            tombstone_warn_threshold: self.tombstone_warn_threshold,
         }
     }
 }
@@ -1027,6 +1034,12 @@ impl NodeConfig {
             return invalid(
                 "limits.batch_size_fail_threshold_kb",
                 "must be between batch_size_warn_threshold_kb and max_mutation_size_kb",
+            );
+        }
+        if l.tombstone_failure_threshold < l.tombstone_warn_threshold {
+            return invalid(
+                "limits.tombstone_failure_threshold",
+                "must be at least tombstone_warn_threshold",
             );
         }
         let s = &self.storage;

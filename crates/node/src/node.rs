@@ -681,6 +681,7 @@ impl Node {
         ccfg.cas_contention_timeout = Duration::from_millis(cfg.timeouts.cas_contention_ms);
         ccfg.read_timeout = Duration::from_millis(cfg.timeouts.read_request_ms);
         ccfg.max_replica_requests = cfg.network.replica_max_concurrent_requests;
+        ccfg.tombstone_failure_threshold = cfg.limits.tombstone_failure_threshold;
         let mut coordinator = Coordinator::new(
             ccfg,
             messenger,

@@ -30,6 +30,10 @@ pub struct Guardrails {
     /// timestamp) further than this into the future are refused: one bad
     /// clock would otherwise win every later write. `None`: unchecked.
     pub maximum_timestamp_fail_threshold: Option<Duration>,
+    /// A SELECT that walked over more tombstones than this gets a client
+    /// warning and a log line (Cassandra's `tombstone_warn_threshold`; the
+    /// failure threshold is each replica's, in the coordinator).
+    pub tombstone_warn_threshold: usize,
 }
 
 /// Internode messaging's frame limit less room for the message envelope.
@@ -43,6 +47,7 @@ impl Default for Guardrails {
             batch_size_fail_threshold_bytes: 640 << 10,
             max_mutation_size_bytes: DEFAULT_MAX_MUTATION_SIZE,
             maximum_timestamp_fail_threshold: None,
+            tombstone_warn_threshold: 1000,
         }
     }
 }
@@ -118,6 +123,20 @@ impl Guardrails {
         Ok(())
     }
 
+    /// Warns (client warning and log) about a SELECT on `table` that read
+    /// `live_rows` rows and walked over `tombstones` tombstones, past
+    /// `tombstone_warn_threshold`, in Cassandra's words.
+    pub(crate) fn check_tombstones(&self, table: &str, live_rows: usize, tombstones: usize) {
+        if tombstones <= self.tombstone_warn_threshold {
+            return;
+        }
+        let message = format!(
+            "Read {live_rows} live rows and {tombstones} tombstone cells for query on {table} (see tombstone_warn_threshold)"
+        );
+        tracing::warn!("{message}");
+        gyre_protocol::client_warn::warn(message);
+    }
+
     /// Refuses a client timestamp too far ahead of `now_micros`.
     pub(crate) fn check_timestamp(&self, ts: i64, now_micros: i64) -> Result<()> {
         let Some(max) = self.maximum_timestamp_fail_threshold else {
@@ -190,6 +209,25 @@ mod tests {
         );
         assert!(g.check_batch(&t, 2, 1001).is_err());
         assert!(g.check_batch(&t, 1, 1_000_000).is_ok());
+    }
+
+    #[test]
+    fn tombstones_past_the_threshold_warn() {
+        let g = Guardrails {
+            tombstone_warn_threshold: 10,
+            ..Guardrails::default()
+        };
+        let warnings = |n| {
+            futures::executor::block_on(gyre_protocol::client_warn::collect(async {
+                g.check_tombstones("ks.t", 3, n)
+            }))
+            .1
+        };
+        assert!(warnings(10).is_empty());
+        assert_eq!(
+            warnings(11),
+            vec!["Read 3 live rows and 11 tombstone cells for query on ks.t (see tombstone_warn_threshold)".to_string()]
+        );
     }
 
     #[test]

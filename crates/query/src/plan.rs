@@ -411,6 +411,7 @@ impl QueryProcessor {
             filters: Vec::new(),
             static_only_rows: r.key.clustering.is_empty(),
             now: self.now_for(params),
+            tally: Default::default(),
         };
         let mut rows = Vec::new();
         let paging_state = self
@@ -428,6 +429,7 @@ impl QueryProcessor {
                 &mut rows,
             )
             .await?;
+        rows_plan.warn_tombstones(&self.guardrails.read());
         if let Some(l) = limit {
             rows.truncate(l);
         }

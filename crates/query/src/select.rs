@@ -64,6 +64,38 @@ pub(crate) struct Plan<'a> {
     /// no clustering restriction could have excluded it.
     pub(crate) static_only_rows: bool,
     pub(crate) now: LocalTime,
+    /// What the reads walked over, for `tombstone_warn_threshold`.
+    pub(crate) tally: ReadTally,
+}
+
+/// Live rows and tombstones a SELECT's reads returned (atomics: the plan is
+/// shared across the awaits of its reads).
+#[derive(Default)]
+pub(crate) struct ReadTally {
+    live_rows: std::sync::atomic::AtomicUsize,
+    tombstones: std::sync::atomic::AtomicUsize,
+}
+
+impl ReadTally {
+    fn note(&self, p: &Partition, now: LocalTime) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let live = p.rows.values().filter(|r| r.is_live(now)).count();
+        self.live_rows.fetch_add(live, Relaxed);
+        self.tombstones.fetch_add(p.tombstones(now), Relaxed);
+    }
+}
+
+impl Plan<'_> {
+    /// Warns once per statement when its reads walked over more tombstones
+    /// than `tombstone_warn_threshold`.
+    pub(crate) fn warn_tombstones(&self, guardrails: &crate::Guardrails) {
+        use std::sync::atomic::Ordering::Relaxed;
+        guardrails.check_tombstones(
+            &format!("{}.{}", self.table.keyspace, self.table.name),
+            self.tally.live_rows.load(Relaxed),
+            self.tally.tombstones.load(Relaxed),
+        );
+    }
 }
 
 /// How a read of given partitions is ordered and limited.
@@ -205,6 +237,7 @@ impl QueryProcessor {
             filters: std::mem::take(&mut w.others),
             static_only_rows,
             now: self.now_for(params),
+            tally: ReadTally::default(),
         };
         let mut rows = Vec::new();
         let mut paging_state = None;
@@ -336,6 +369,7 @@ impl QueryProcessor {
                 }
             }
         }
+        plan.warn_tombstones(&self.guardrails.read());
         if grouping {
             let groups = group(plan.items, visible, &rows)?;
             (rows, paging_state) = page_groups(groups, limit, params)?;
@@ -1019,6 +1053,7 @@ impl Plan<'_> {
         out: &mut Vec<Vec<Option<Bytes>>>,
         cks: &mut Vec<Option<Bytes>>,
     ) -> Result<()> {
+        self.tally.note(p, self.now);
         let pk = split_partition_key(&p.key.key, self.table.partition_key().len());
         let static_row = p.static_row.as_ref();
         let ck_cols: Vec<(&gyre_cql::CqlType, ClusteringOrder)> = self

@@ -23,6 +23,7 @@ use scylla::value::{CqlValue, Row};
 
 use gyresh::command::{self, Command, PagingArg};
 use gyresh::complete::{self, SchemaNames};
+use gyresh::cqlshrc::Cqlshrc;
 use gyresh::format;
 use gyresh::input;
 use gyresh::render::{self, Cell};
@@ -31,12 +32,16 @@ use gyresh::render::{self, Cell};
 #[derive(Parser, Debug)]
 #[command(name = "gyresh", version)]
 struct Args {
-    /// Host to connect to.
-    #[arg(default_value = "127.0.0.1")]
-    host: String,
-    /// CQL native protocol port.
-    #[arg(default_value_t = 9042)]
-    port: u16,
+    /// Host to connect to (default: the cqlshrc's `hostname`, else
+    /// 127.0.0.1).
+    host: Option<String>,
+    /// CQL native protocol port (default: the cqlshrc's `port`, else 9042).
+    port: Option<u16>,
+    /// Read connection, login and TLS settings from this cqlshrc (default:
+    /// `~/.cassandra/cqlshrc` when it exists, as cqlsh); options given on
+    /// the command line win.
+    #[arg(long, value_name = "FILE")]
+    cqlshrc: Option<PathBuf>,
     /// Execute the statements and exit.
     #[arg(short = 'e', long = "execute")]
     execute: Option<String>,
@@ -166,14 +171,45 @@ fn run(args: Args) -> Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let addr = format!("{}:{}", args.host, args.port);
-    if let Some(user) = &args.username {
-        let _ = CREDENTIALS.set((user.clone(), args.password.clone().unwrap_or_default()));
+    let rc = match &args.cqlshrc {
+        Some(path) => Some(
+            Cqlshrc::load(path)
+                .map_err(anyhow::Error::msg)?
+                .with_context(|| format!("{} does not exist", path.display()))?,
+        ),
+        None => match Cqlshrc::default_path() {
+            Some(path) => Cqlshrc::load(&path).map_err(anyhow::Error::msg)?,
+            None => None,
+        },
     }
-    if args.ssl || args.ssl_ca.is_some() || args.ssl_cert.is_some() {
+    .unwrap_or_default();
+    let host = args
+        .host
+        .clone()
+        .or(rc.hostname.clone())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let addr = format!("{host}:{}", args.port.or(rc.port).unwrap_or(9042));
+    // The command line's login wins as a whole (a user without a password
+    // on the command line does not take the file's password).
+    let login = match &args.username {
+        Some(user) => Some((user.clone(), args.password.clone().unwrap_or_default())),
+        None => rc
+            .username
+            .clone()
+            .map(|u| (u, rc.password.clone().unwrap_or_default())),
+    };
+    if let Some(login) = login {
+        let _ = CREDENTIALS.set(login);
+    }
+    let ca = args.ssl_ca.clone().or(rc.certfile.clone());
+    let client = match (&args.ssl_cert, &args.ssl_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ => rc.usercert.clone().zip(rc.userkey.clone()),
+    };
+    if args.ssl || rc.ssl || args.ssl_ca.is_some() || args.ssl_cert.is_some() {
         let _ = TLS.set(ssl_context(
-            args.ssl_ca.as_deref(),
-            args.ssl_cert.as_deref().zip(args.ssl_key.as_deref()),
+            ca.as_deref(),
+            client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         )?);
     }
     let connect_timeout = Duration::from_secs(args.connect_timeout);

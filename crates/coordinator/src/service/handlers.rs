@@ -2,6 +2,7 @@
 //! READ_DIGEST, READ_RANGE, TRUNCATE and batchlog requests served from the
 //! local engine.
 
+use super::range::page_tombstones;
 use super::*;
 
 /// Serves other coordinators' requests from the local engine. Mutations and
@@ -16,7 +17,9 @@ pub(super) fn register_handlers(
     rt: Handle,
     metrics: Arc<CoordinatorMetrics>,
     stage: Arc<ReplicaStage>,
+    tombstone_failure_threshold: usize,
 ) {
+    use crate::error::check_tombstones;
     let st = stage.clone();
     let (s, r) = (storage.clone(), rt.clone());
     let local_ip = messenger.local_addr().ip();
@@ -72,8 +75,12 @@ pub(super) fn register_handlers(
                     if let Some(t) = &trace {
                         t.event("Executing single-partition query");
                     }
-                    s.read(c.table, &c.key, &c.filter, c.now)
-                        .map_err(|e| e.to_string())
+                    let p = s
+                        .read(c.table, &c.key, &c.filter, c.now)
+                        .map_err(|e| e.to_string())?;
+                    let scanned = p.as_ref().map_or(0, |p| p.tombstones(c.now));
+                    check_tombstones(tombstone_failure_threshold, c.table, scanned)?;
+                    Ok(p)
                 })
                 .map(|p| {
                     if let Some(t) = &trace {
@@ -108,8 +115,15 @@ pub(super) fn register_handlers(
                 if let Some(t) = &trace {
                     t.event("Executing range read");
                 }
-                s.scan(c.table, &c.request, c.now)
-                    .map_err(|e| e.to_string())
+                let page = s
+                    .scan(c.table, &c.request, c.now)
+                    .map_err(|e| e.to_string())?;
+                check_tombstones(
+                    tombstone_failure_threshold,
+                    c.table,
+                    page_tombstones(&page, c.now),
+                )?;
+                Ok(page)
             })
             .map(|page| encode_page(&page));
         if let Some(t) = trace {

@@ -114,6 +114,10 @@ pub struct CoordinatorConfig {
     /// Cassandra's `cas_contention_timeout` (1 s): how long a lightweight
     /// transaction retries under contention before a CAS WriteTimeout.
     pub cas_contention_timeout: Duration,
+    /// Cassandra's `tombstone_failure_threshold` (100,000): a read that walks
+    /// over more tombstones on a replica fails there (ReadFailure,
+    /// READ_TOO_MANY_TOMBSTONES) instead of answering.
+    pub tombstone_failure_threshold: usize,
 }
 
 impl CoordinatorConfig {
@@ -125,9 +129,13 @@ impl CoordinatorConfig {
             read_timeout: Duration::from_secs(5),
             max_replica_requests: DEFAULT_MAX_REPLICA_REQUESTS,
             cas_contention_timeout: Duration::from_secs(1),
+            tombstone_failure_threshold: DEFAULT_TOMBSTONE_FAILURE_THRESHOLD,
         }
     }
 }
+
+/// Cassandra's default `tombstone_failure_threshold`.
+pub const DEFAULT_TOMBSTONE_FAILURE_THRESHOLD: usize = 100_000;
 
 /// Hint writes in flight at most (see `Inner::hint_permits`).
 const MAX_HINT_WRITES_IN_FLIGHT: usize = 128;
@@ -225,6 +233,7 @@ impl Coordinator {
             runtime.clone(),
             metrics.clone(),
             stage.clone(),
+            config.tombstone_failure_threshold,
         );
         Coordinator {
             inner: Arc::new(Inner {

@@ -2,7 +2,9 @@
 //! and repaired, a page resumed exactly where it stopped.
 
 use super::*;
-use crate::error::INDEX_NOT_AVAILABLE;
+use crate::error::{
+    check_tombstones, INDEX_NOT_AVAILABLE, READ_TOO_MANY_TOMBSTONES, TOMBSTONES_TEXT,
+};
 
 impl Coordinator {
     /// Reads a page of a token range at `cl`: walks the ring from
@@ -233,7 +235,14 @@ impl Coordinator {
         if host == self.local() {
             trace::event(|| "Executing range read (local replica)");
             // Inline, like point reads: a page is bounded by its row limit.
+            let threshold = self.inner.config.tombstone_failure_threshold;
             let page = match self.inner.storage.scan(cmd.table, &cmd.request, cmd.now) {
+                Ok(p)
+                    if check_tombstones(threshold, cmd.table, page_tombstones(&p, cmd.now))
+                        .is_err() =>
+                {
+                    RangeReply::Failed(READ_TOO_MANY_TOMBSTONES)
+                }
                 Ok(p) => RangeReply::Page(p),
                 Err(gyre_storage::Error::IndexNotAvailable(i)) => {
                     tracing::debug!(index = %i, "range read on an index being built");
@@ -266,6 +275,11 @@ impl Coordinator {
                 {
                     (host, RangeReply::Failed(INDEX_NOT_AVAILABLE))
                 }
+                Err(gyre_net::Error::Remote { message, .. })
+                    if message.contains(TOMBSTONES_TEXT) =>
+                {
+                    (host, RangeReply::Failed(READ_TOO_MANY_TOMBSTONES))
+                }
                 Err(e) => {
                     tracing::debug!(%host, error = %e, "range request failed");
                     (host, RangeReply::None)
@@ -287,3 +301,8 @@ pub(super) enum RangeReply {
 
 /// In the message of `gyre_storage::Error::IndexNotAvailable`.
 const INDEX_NOT_BUILT_TEXT: &str = "is not yet available";
+
+/// The tombstones a range page walked over, for the failure threshold.
+pub(super) fn page_tombstones(page: &ScanPage, now: LocalTime) -> usize {
+    page.partitions.iter().map(|p| p.tombstones(now)).sum()
+}

@@ -2,8 +2,40 @@
 //! repair and short-read protection around the `ReadTracker`.
 
 use super::*;
+use crate::error::{check_tombstones, READ_TOO_MANY_TOMBSTONES, TOMBSTONES_TEXT};
+
+/// Why this node could not serve its own replica's part of a read.
+pub(super) enum LocalRead {
+    Storage(gyre_storage::Error),
+    /// More tombstones than `tombstone_failure_threshold` (logged).
+    Tombstones,
+}
 
 impl Coordinator {
+    /// Reads this node's replica of a partition, held to the tombstone
+    /// failure threshold as every replica is.
+    pub(super) fn read_local(
+        &self,
+        table: TableId,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        now: LocalTime,
+    ) -> std::result::Result<Option<Partition>, LocalRead> {
+        let p = self
+            .inner
+            .storage
+            .read(table, key, filter, now)
+            .map_err(LocalRead::Storage)?;
+        let scanned = p.as_ref().map_or(0, |p| p.tombstones(now));
+        check_tombstones(
+            self.inner.config.tombstone_failure_threshold,
+            table,
+            scanned,
+        )
+        .map_err(|_| LocalRead::Tombstones)?;
+        Ok(p)
+    }
+
     pub(super) fn send_read(
         &self,
         host: HostId,
@@ -14,17 +46,14 @@ impl Coordinator {
         if host == self.local() {
             // Read inline: memtables and page-cached SSTables are CPU work.
             trace::event(|| "Executing single-partition query (local replica)");
-            let resp = match self
-                .inner
-                .storage
-                .read(cmd.table, &cmd.key, &cmd.filter, cmd.now)
-            {
-                Ok(p) if want_digest => Some(ReadResponse::Digest(digest(p.as_ref()))),
-                Ok(p) => Some(ReadResponse::Data(p)),
-                Err(e) => {
+            let resp = match self.read_local(cmd.table, &cmd.key, &cmd.filter, cmd.now) {
+                Err(LocalRead::Tombstones) => Some(ReadResponse::Failed(READ_TOO_MANY_TOMBSTONES)),
+                Err(LocalRead::Storage(e)) => {
                     tracing::warn!(error = %e, "local read failed");
                     None
                 }
+                Ok(p) if want_digest => Some(ReadResponse::Digest(digest(p.as_ref()))),
+                Ok(p) => Some(ReadResponse::Data(p)),
             };
             return futures::future::ready(Event::Read(host, resp)).boxed();
         }
@@ -48,6 +77,11 @@ impl Coordinator {
                         None
                     }
                 },
+                Err(gyre_net::Error::Remote { message, .. })
+                    if message.contains(TOMBSTONES_TEXT) =>
+                {
+                    Some(ReadResponse::Failed(READ_TOO_MANY_TOMBSTONES))
+                }
                 Err(e) => {
                     tracing::debug!(%host, error = %e, "read request failed");
                     None
@@ -93,7 +127,20 @@ impl Coordinator {
         if let [only] = contacted.as_slice() {
             if only.host == self.local() {
                 trace::event(|| "Executing single-partition query (local replica)");
-                return Ok(self.inner.storage.read(table, key, &filter, now)?);
+                return match self.read_local(table, key, &filter, now) {
+                    Ok(p) => Ok(p),
+                    Err(LocalRead::Storage(e)) => Err(e.into()),
+                    Err(LocalRead::Tombstones) => Err(CoordinatorError::ReadFailure {
+                        consistency: cl,
+                        received: 0,
+                        block_for: 1,
+                        failures: vec![(
+                            self.inner.messenger.local_addr().ip(),
+                            READ_TOO_MANY_TOMBSTONES,
+                        )],
+                        data_present: false,
+                    }),
+                };
             }
         }
         let addr_of = |h: HostId| natural.iter().find(|t| t.replica.host == h).map(|t| t.addr);
@@ -172,6 +219,18 @@ impl Coordinator {
             match action {
                 ReadAction::Wait => {}
                 ReadAction::Done(p) => break Ok(p),
+                ReadAction::Failed(failed) => {
+                    break Err(CoordinatorError::ReadFailure {
+                        consistency: cl,
+                        received: tracker.received(),
+                        block_for: tracker.block_for(),
+                        failures: failed
+                            .iter()
+                            .filter_map(|(h, r)| addr_of(*h).map(|a| (a.ip(), *r)))
+                            .collect(),
+                        data_present: tracker.data_present(),
+                    })
+                }
                 ReadAction::RequestData(reqs) => {
                     for (h, f) in reqs {
                         if let Some(a) = addr_of(h) {
