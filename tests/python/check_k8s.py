@@ -11,8 +11,8 @@ ConfigMap, a headless seed Service, a client Service, a StatefulSet and a
 PodDisruptionBudget whose selectors match the pod labels; ports and probes
 on the named container ports; environment names the image's entrypoint
 reads; seeds naming pods 0 and 1 of every StatefulSet through its
-headless Service; readiness = the CQL port (open once a node is NORMAL, so
-OrderedReady starts one bootstrap at a time); claims deleted on scale-down
+headless Service; readiness = `gyre-healthcheck --ready` (the node UN in
+its own view, so OrderedReady starts one bootstrap at a time); claims deleted on scale-down
 (the decommissioned node's data); the non-root uid of the Containerfile;
 where a Secret is mounted (overlays/secure), that every certificate and
 key variable names a file of a mounted Secret that holds it, and that
@@ -214,9 +214,11 @@ def check_rendered(repo, name, path):
             h = c.get(probe, {}).get("httpGet")
             check(h and h["path"] == "/status" and ports.get(h["port"], h["port"]) == 9180,
                   f"{where}: {probe} must GET /status on the admin port")
-        t = c.get("readinessProbe", {}).get("tcpSocket")
-        check(t and ports.get(t["port"], t["port"]) == 9042,
-              f"{where}: readinessProbe must be the CQL port (open once the node is NORMAL)")
+        e = c.get("readinessProbe", {}).get("exec", {}).get("command")
+        check(e == ["/usr/local/bin/gyre-healthcheck", "--ready"],
+              f"{where}: readinessProbe must be `gyre-healthcheck --ready` (the node UN in its own view)")
+        check("--ready" in open(os.path.join(repo, "deploy/container/healthcheck.sh")).read(),
+              f"{where}: the image's healthcheck has no --ready")
         pre = c["lifecycle"]["preStop"]["exec"]["command"]
         check("kill -TERM 1" in " ".join(pre), f"{where}: preStop must stop the node with SIGTERM")
         check(pod["spec"].get("terminationGracePeriodSeconds", 30) >= 60, f"{where}: give the flush time")

@@ -586,6 +586,18 @@ fn scale_out_and_in(hosts: &str, ops: &[&str]) {
         Duration::from_secs(90),
         || live.iter().all(|o| sees_at(o, &new) == Some(true)) && answers_cql(4),
     );
+    // The Kubernetes readiness probe: UN in its own view, and only its own
+    // address counts.
+    run_ok(podman().args(["exec", &name(4), "gyre-healthcheck", "--ready"]));
+    let (ok, out) = run(podman().args([
+        "exec",
+        "-e",
+        "GYRE_LISTEN_ADDRESS=127.0.160.99",
+        &name(4),
+        "gyre-healthcheck",
+        "--ready",
+    ]));
+    assert!(!ok, "ready for an address that is not in the ring: {out}");
     // Its ranges came by streaming (bootstrap sessions with rows).
     let (code, body) =
         gyre_node::http::request(admin(4), "GET", "/streams", None, Duration::from_secs(5))

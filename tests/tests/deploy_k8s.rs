@@ -7,7 +7,7 @@
 //! later; or `kustomize build`), validates and has the structure
 //! `tests/python/check_k8s.py` checks: selectors matching pod labels,
 //! headless seed Service, client Service, PodDisruptionBudget, probes
-//! (readiness on the CQL port), claims deleted on scale-down, ports,
+//! (readiness: `gyre-healthcheck --ready`), claims deleted on scale-down, ports,
 //! environment names the image's entrypoint reads, seeds naming pods 0
 //! and 1 of every StatefulSet, the image's non-root uid, Secret files
 //! behind every TLS variable, no private key committed.
