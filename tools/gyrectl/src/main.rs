@@ -862,8 +862,10 @@ fn main() -> anyhow::Result<()> {
                 bail!("{addr}: {}", body.trim());
             }
             let deadline = t0 + Duration::from_secs(timeout_secs);
+            let mut unanswered = 0;
             loop {
-                // The node exits once it has left: its endpoint stops answering.
+                // The node exits once it has left: its endpoint stops
+                // answering for good (a few misses in a row, not one).
                 match gyre_node::http::request(
                     addr,
                     "GET",
@@ -871,8 +873,14 @@ fn main() -> anyhow::Result<()> {
                     None,
                     Duration::from_secs(5),
                 ) {
-                    Err(_) => break,
+                    Err(_) => {
+                        unanswered += 1;
+                        if unanswered >= 5 {
+                            break;
+                        }
+                    }
                     Ok((200, body)) => {
+                        unanswered = 0;
                         let v: serde_json::Value = serde_json::from_str(&body)?;
                         if v["left"].as_bool() == Some(true) {
                             break;
