@@ -263,6 +263,11 @@ fn three_containers_kill_restart_validate() {
     ) {
         return;
     }
+    // One run per machine at a time (CI and a developer, say): runs share
+    // the container names, the image tag and the addresses, and each
+    // starts by removing the containers it finds.
+    let _machine =
+        gyre_tests::python::VenvLock::take(std::path::Path::new("/tmp/gyre-deploy-container"));
     let _cleanup = Cleanup;
     drop(Cleanup); // leftovers of an earlier, interrupted run
 
