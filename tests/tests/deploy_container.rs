@@ -82,7 +82,9 @@ struct Cleanup;
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for n in 1..=CONTAINERS {
-            let _ = podman().args(["rm", "-f", "-t", "0", &name(n)]).output();
+            let _ = podman()
+                .args(["rm", "-f", "-v", "-t", "0", &name(n)])
+                .output();
             let _ = podman().args(["volume", "rm", "-f", &name(n)]).output();
         }
         let version = env!("CARGO_PKG_VERSION");
