@@ -10,11 +10,17 @@ is validated the same way and its structure checked: per datacenter a
 ConfigMap, a headless seed Service, a client Service, a StatefulSet and a
 PodDisruptionBudget whose selectors match the pod labels; ports and probes
 on the named container ports; environment names the image's entrypoint
-reads; seeds naming pod 0 of every StatefulSet through its headless
-Service; the non-root uid of the Containerfile. Exits non-zero on the
+reads; seeds naming pods 0 and 1 of every StatefulSet through its
+headless Service; readiness = `gyre-healthcheck --ready` (the node UN in
+its own view, so OrderedReady starts one bootstrap at a time); claims deleted on scale-down
+(the decommissioned node's data); the non-root uid of the Containerfile;
+where a Secret is mounted (overlays/secure), that every certificate and
+key variable names a file of a mounted Secret that holds it, and that
+logins, client TLS and internode TLS are all on. Exits non-zero on the
 first problem, saying what it is.
 """
 
+import base64
 import copy
 import os
 import re
@@ -75,6 +81,10 @@ def check_files(repo):
                 fail(f"{rel} is not YAML: {e}")
             check(docs, f"{rel} is empty")
             n += 1
+            text = open(path).read()
+            check("PRIVATE KEY-----" not in text and "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t" not in text
+                  and "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0t" not in text,
+                  f"{rel}: a private key is committed")
             for doc in docs:
                 check(isinstance(doc, dict) and "kind" in doc and "apiVersion" in doc,
                       f"{rel}: a document without kind/apiVersion")
@@ -87,6 +97,53 @@ def check_files(repo):
                 for doc in docs:
                     validate(doc, rel)
     print(f"ok: {n} YAML files parse; base manifests valid ({', '.join(K8S_VERSIONS)})")
+
+
+TLS_FILES = ["GYRE_CLIENT_CERTIFICATE", "GYRE_CLIENT_PRIVATE_KEY", "GYRE_CLIENT_CA_CERTIFICATE",
+             "GYRE_INTERNODE_CERTIFICATE", "GYRE_INTERNODE_PRIVATE_KEY", "GYRE_INTERNODE_CA_CERTIFICATE"]
+
+
+def check_security(where, named, pod_spec, c, config, overlay):
+    # Mounted Secrets: path -> (secret name, its keys).
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    mounted = {}
+    for m in c.get("volumeMounts", []):
+        v = volumes.get(m["name"])
+        if v and "secret" in v:
+            sname = v["secret"]["secretName"]
+            secret = named.get(("Secret", sname))
+            check(secret, f"{where}: mounts Secret {sname}, which is not in the overlay")
+            keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
+            check(m.get("readOnly") is True, f"{where}: Secret {sname} must be mounted read-only")
+            mode = v["secret"].get("defaultMode", 0o644)
+            check(mode & 0o007 == 0, f"{where}: Secret {sname} readable by others (defaultMode {oct(mode)})")
+            mounted[m["mountPath"].rstrip("/")] = (sname, keys)
+    for var in TLS_FILES:
+        path = config.get(var)
+        if not path:
+            continue
+        d, _, f = path.rpartition("/")
+        check(d in mounted, f"{where}: {var}={path} is not in a mounted Secret ({sorted(mounted)})")
+        check(f in mounted[d][1], f"{where}: {var}={path}: Secret {mounted[d][0]} has no key {f}")
+    if config.get("GYRE_CLIENT_ENCRYPTION") == "true":
+        check(config.get("GYRE_CLIENT_CERTIFICATE") and config.get("GYRE_CLIENT_PRIVATE_KEY"),
+              f"{where}: client TLS without a certificate and key")
+    if config.get("GYRE_INTERNODE_ENCRYPTION") == "all":
+        check(all(config.get(v) for v in TLS_FILES[3:]), f"{where}: internode TLS needs certificate, key and CA")
+    for sname, keys in mounted.values():
+        secret = named[("Secret", sname)]
+        for k, v in secret.get("data", {}).items():
+            try:
+                text = base64.b64decode(v, validate=True).decode()
+            except Exception as e:  # noqa: BLE001 - any decoding failure is the finding
+                fail(f"{where}: Secret {sname} key {k} is not base64 text: {e}")
+            if overlay == "secure-generated":
+                check(text.startswith("-----BEGIN "), f"{where}: Secret {sname} key {k} is not PEM")
+    if overlay.startswith("secure"):
+        check(mounted, f"{where}: no Secret mounted")
+        check(config.get("GYRE_AUTHENTICATOR") == "PasswordAuthenticator", f"{where}: logins are off")
+        check(config.get("GYRE_CLIENT_ENCRYPTION") == "true", f"{where}: client TLS is off")
+        check(config.get("GYRE_INTERNODE_ENCRYPTION") == "all", f"{where}: internode TLS is off")
 
 
 def check_rendered(repo, name, path):
@@ -120,6 +177,11 @@ def check_rendered(repo, name, path):
               f"{where}: seeds must be in DNS before they are ready (publishNotReadyAddresses)")
         check(matches(svc["spec"]["selector"], labels), f"{where}: seed Service selector does not match")
         seeds_expected.add(f"{sname}-0.{spec['serviceName']}")
+        if spec.get("replicas", 1) >= 2:
+            seeds_expected.add(f"{sname}-1.{spec['serviceName']}")
+        check(spec.get("podManagementPolicy") == "OrderedReady", f"{where}: pods must start one at a time")
+        check(spec.get("persistentVolumeClaimRetentionPolicy", {}).get("whenScaled") == "Delete",
+              f"{where}: a scaled-away (decommissioned) pod's claim must go (whenScaled: Delete)")
         # Pods of other StatefulSets must not match this selector.
         for other in sets:
             if other is not sts:
@@ -148,10 +210,15 @@ def check_rendered(repo, name, path):
             for p in s["spec"]["ports"]:
                 check(p["targetPort"] in ports and ports[p["targetPort"]] == p["port"],
                       f"{where}: Service {s['metadata']['name']} port {p} does not reach the container")
-        for probe in ["startupProbe", "readinessProbe", "livenessProbe"]:
+        for probe in ["startupProbe", "livenessProbe"]:
             h = c.get(probe, {}).get("httpGet")
             check(h and h["path"] == "/status" and ports.get(h["port"], h["port"]) == 9180,
                   f"{where}: {probe} must GET /status on the admin port")
+        e = c.get("readinessProbe", {}).get("exec", {}).get("command")
+        check(e == ["/usr/local/bin/gyre-healthcheck", "--ready"],
+              f"{where}: readinessProbe must be `gyre-healthcheck --ready` (the node UN in its own view)")
+        check("--ready" in open(os.path.join(repo, "deploy/container/healthcheck.sh")).read(),
+              f"{where}: the image's healthcheck has no --ready")
         pre = c["lifecycle"]["preStop"]["exec"]["command"]
         check("kill -TERM 1" in " ".join(pre), f"{where}: preStop must stop the node with SIGTERM")
         check(pod["spec"].get("terminationGracePeriodSeconds", 30) >= 60, f"{where}: give the flush time")
@@ -178,6 +245,7 @@ def check_rendered(repo, name, path):
             check(var in known_vars, f"{where}: {var} is not read by deploy/container/entrypoint.sh ({sorted(known_vars)})")
         for var in ["GYRE_CLUSTER_NAME", "GYRE_SEEDS", "GYRE_DATACENTER"]:
             check(config.get(var), f"{where}: {var} not set")
+        check_security(where, named, pod["spec"], c, config, name)
         dc = config["GYRE_DATACENTER"]
         check(labels.get("gyre.io/datacenter") == dc, f"{where}: label gyre.io/datacenter != GYRE_DATACENTER {dc}")
         check(dc not in dcs, f"{where}: datacenter {dc} twice")
@@ -186,7 +254,7 @@ def check_rendered(repo, name, path):
     for sts in sets:
         check(sts["_seeds"] == seeds_expected,
               f"{name}: StatefulSet {sts['metadata']['name']} seeds {sorted(sts['_seeds'])}, "
-              f"expected pod 0 of every StatefulSet {sorted(seeds_expected)}")
+              f"expected pods 0 and 1 of every StatefulSet {sorted(seeds_expected)}")
     # Negative control: the validator does reject an unknown field.
     bad = copy.deepcopy(sets[0])
     bad.pop("_seeds", None)

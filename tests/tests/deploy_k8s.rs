@@ -1,12 +1,16 @@
 //! The Kubernetes manifests (README "Deployment"): every file of
 //! `deploy/k8s` parses, the base validates against the Kubernetes API
 //! schemas offline (kubernetes-validate from PyPI, strict), and each overlay
-//! (`one-dc`, `two-dc`), rendered with `kubectl kustomize` (kustomize v4 or
+//! (`one-dc`, `two-dc`, `secure`; and `secure` with the Secret that
+//! `scripts/k8s-tls-secret.sh` generates, whose certificate must verify
+//! against its CA), rendered with `kubectl kustomize` (kustomize v4 or
 //! later; or `kustomize build`), validates and has the structure
 //! `tests/python/check_k8s.py` checks: selectors matching pod labels,
-//! headless seed Service, client Service, PodDisruptionBudget, probes on
-//! the admin port, ports, environment names the image's entrypoint reads,
-//! seeds naming pod 0 of every StatefulSet, the image's non-root uid.
+//! headless seed Service, client Service, PodDisruptionBudget, probes
+//! (readiness: `gyre-healthcheck --ready`), claims deleted on scale-down, ports,
+//! environment names the image's entrypoint reads, seeds naming pods 0
+//! and 1 of every StatefulSet, the image's non-root uid, Secret files
+//! behind every TLS variable, no private key committed.
 //!
 //! The virtualenv is cached in `$HOME/.cache/gyre-venv-k8s` (or
 //! `$GYRE_K8S_VENV`); the first run needs PyPI and fails saying so when it
@@ -93,8 +97,38 @@ fn kubernetes_manifests_render_and_validate() {
     ];
     match kustomize() {
         Some(cmd) => {
-            for overlay in ["one-dc", "two-dc"] {
-                let dir = root.join("deploy/k8s/overlays").join(overlay);
+            // The secure overlay as committed (placeholders), and with the
+            // Secret `scripts/k8s-tls-secret.sh` generates in its place, in
+            // a copy of deploy/k8s (kustomize reads files under its root).
+            let copy = tmp.path().join("k8s");
+            let (ok, out) = run(Command::new("cp")
+                .arg("-r")
+                .arg(root.join("deploy/k8s"))
+                .arg(&copy));
+            assert!(ok, "{out}");
+            let secret = Command::new(root.join("scripts/k8s-tls-secret.sh"))
+                .arg("--out")
+                .arg(tmp.path().join("tls"))
+                .output()
+                .unwrap();
+            assert!(
+                secret.status.success(),
+                "scripts/k8s-tls-secret.sh failed:\n{}",
+                String::from_utf8_lossy(&secret.stderr)
+            );
+            std::fs::write(copy.join("overlays/secure/secret.yaml"), &secret.stdout).unwrap();
+            let (ok, out) = run(Command::new("openssl").arg("verify").arg("-CAfile").args([
+                tmp.path().join("tls/ca.crt"),
+                tmp.path().join("tls/tls.crt"),
+            ]));
+            assert!(ok, "the generated certificate does not verify:\n{out}");
+            let overlays = root.join("deploy/k8s/overlays");
+            for (overlay, dir) in [
+                ("one-dc", overlays.join("one-dc")),
+                ("two-dc", overlays.join("two-dc")),
+                ("secure", overlays.join("secure")),
+                ("secure-generated", copy.join("overlays/secure")),
+            ] {
                 let out = Command::new(cmd[0])
                     .args(&cmd[1..])
                     .arg(&dir)

@@ -465,6 +465,14 @@ async fn decommission(shared: &Arc<Shared>, qp: &QueryProcessor) -> Result<(), S
     stream_plan(shared, "decommission", Direction::Out, plan).await?;
     info!("decommission streaming finished; handing off hints");
     hand_off_hints(shared).await;
+    // Remembered before LEFT goes out: a restart on this data is refused.
+    let data_dir = &shared.cfg.storage.data_dir;
+    crate::state::NodeState::load_or_new(data_dir)
+        .and_then(|mut st| {
+            st.decommissioned = true;
+            st.save(data_dir)
+        })
+        .map_err(|e| format!("cannot record the decommission: {e}"))?;
     shared.set_ring_status(NodeStatus::Left, &tokens);
     info!("announced LEFT; stopping after the ring delay");
     // Give gossip time to spread LEFT before this node stops answering.

@@ -337,13 +337,15 @@ impl Shared {
                 }
             }
         }
-        let live = core
+        let live: HashSet<HostId> = core
             .ring_hosts
             .iter()
             .filter(|(ep, _)| core.gossiper.is_alive(ep))
             .map(|(_, h)| *h)
             .chain(std::iter::once(self.host_id))
             .collect();
+        // A host that moved is up at its new address whatever its old one did.
+        down_since.retain(|h, _| !live.contains(h));
         self.liveness
             .store(Arc::new(LivenessSnapshot { live, down_since }));
     }
@@ -449,6 +451,9 @@ impl Core {
         let old_host = self.ring_hosts.get(&ep).copied();
         match wanted {
             Some((info, tokens, status)) => {
+                if !self.owns_host_id(ep, info.host_id, &mut displaced) {
+                    return displaced;
+                }
                 if let Some(old) = old_host.filter(|h| *h != info.host_id) {
                     self.ring.remove_node(old);
                 }
@@ -491,6 +496,57 @@ impl Core {
             }
         }
         displaced
+    }
+
+    /// Whether `ep` may place `host` in the ring when another endpoint
+    /// claims the same host id: a node that moved (a pod rescheduled with
+    /// its volume gets a new IP) keeps its host id and tokens at a new
+    /// address. As Cassandra's host id collision: the endpoint that started
+    /// last (larger generation) owns the id, and the other goes to
+    /// `displaced` (out of gossip, ring entry kept for the owner). This
+    /// node's own id is never given to another address.
+    fn owns_host_id(&mut self, ep: Endpoint, host: HostId, displaced: &mut Vec<Endpoint>) -> bool {
+        let local = self.gossiper.local_endpoint();
+        if ep == local {
+            return true;
+        }
+        let generation = |g: &Gossiper, e: &Endpoint| {
+            if *e == local {
+                Some(g.generation())
+            } else {
+                g.endpoint_state(e).map(|s| s.generation)
+            }
+        };
+        let mine = self.gossiper.local_state().and_then(|s| s.host_id()) == Some(host);
+        let other = if mine {
+            Some(local)
+        } else {
+            self.ring_hosts
+                .iter()
+                .find(|(e, h)| **h == host && **e != ep)
+                .map(|(e, _)| *e)
+        };
+        let Some(other) = other else {
+            return true;
+        };
+        let ours = generation(&self.gossiper, &ep).unwrap_or(0);
+        let theirs = generation(&self.gossiper, &other);
+        let (winner, loser) = if !mine && theirs.is_none_or(|t| ours > t) {
+            (ep, other)
+        } else {
+            (other, ep)
+        };
+        warn!(
+            host_id = %host,
+            "Host ID collision for {host} between {other} and {ep}; {winner} is the new owner"
+        );
+        if loser != local {
+            self.ring_hosts.remove(&loser);
+            if !displaced.contains(&loser) {
+                displaced.push(loser);
+            }
+        }
+        winner == ep
     }
 
     /// Makes `info` a normal member owning `tokens`. Tokens of another node
@@ -544,6 +600,11 @@ fn ring_entry(ep: Endpoint, s: &EndpointState) -> Option<(NodeInfo, Vec<Token>, 
     Some((info, tokens, status))
 }
 
+/// Cassandra's refusal to restart a decommissioned node.
+pub(crate) const DECOMMISSIONED: &str =
+    "This node was decommissioned and will not rejoin the ring \
+     unless all existing data is removed and the node is bootstrapped again";
+
 /// A started node. Dropping it without [`Node::shutdown`] skips the
 /// graceful parts (announcement, flush).
 pub struct Node {
@@ -564,6 +625,12 @@ impl Node {
         cfg.validate()?;
         let local = cfg.network.internode_addr();
         let data_dir = cfg.storage.data_dir.clone();
+        // A decommissioned node's data belongs to the ring no more: a
+        // restart (a container restarted before it was scaled away) must
+        // not take its old tokens back.
+        if NodeState::load_or_new(&data_dir)?.decommissioned {
+            return Err(Error::Startup(DECOMMISSIONED.into()));
+        }
 
         let engine = open_engine(&cfg.storage).await?;
         let data = Arc::new(ClusterData {

@@ -26,6 +26,10 @@ pub struct NodeState {
     /// existed belong to complete nodes.
     #[serde(default = "complete")]
     pub bootstrapped: bool,
+    /// Set when the node left the ring by decommission: it never starts
+    /// again on this data (Cassandra refuses the same way).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decommissioned: bool,
 }
 
 fn complete() -> bool {
@@ -50,6 +54,7 @@ impl NodeState {
                 generation: 0,
                 tokens: Vec::new(),
                 bootstrapped: true,
+                decommissioned: false,
             }),
             Err(source) => Err(Error::Io {
                 context: format!("reading {}", path.display()),

@@ -124,6 +124,20 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Decommission a node (`nodetool decommission`): it streams its ranges
+    /// to the nodes taking them over, hands off its hints, announces LEFT
+    /// and exits. Waits until it has left; refused (with the node's reason)
+    /// when a keyspace would keep fewer nodes than its replication factor.
+    Decommission {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The node's admin HTTP port.
+        #[arg(long, default_value_t = 9180)]
+        port: u16,
+        /// Seconds to wait for the node to leave.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
     /// Delete the data of ranges a node no longer replicates (after a join),
     /// like `nodetool cleanup`: each table is rewritten without them; says
     /// how many bytes each freed.
@@ -825,6 +839,68 @@ fn main() -> anyhow::Result<()> {
                 }
                 println!("{}: cleanup freed {freed} bytes", addr.ip());
             }
+            Ok(())
+        }
+        Cmd::Decommission {
+            host,
+            port,
+            timeout_secs,
+        } => {
+            let ip: std::net::IpAddr = host
+                .parse()
+                .with_context(|| format!("--host {host}: not an IP address"))?;
+            let addr = std::net::SocketAddr::new(ip, port);
+            let t0 = Instant::now();
+            let (code, body) = gyre_node::http::request(
+                addr,
+                "POST",
+                "/decommission",
+                None,
+                Duration::from_secs(10),
+            )?;
+            if code != 202 {
+                bail!("{addr}: {}", body.trim());
+            }
+            let deadline = t0 + Duration::from_secs(timeout_secs);
+            let mut unanswered = 0;
+            loop {
+                // The node exits once it has left: its endpoint stops
+                // answering for good (a few misses in a row, not one).
+                match gyre_node::http::request(
+                    addr,
+                    "GET",
+                    "/decommission",
+                    None,
+                    Duration::from_secs(5),
+                ) {
+                    Err(_) => {
+                        unanswered += 1;
+                        if unanswered >= 5 {
+                            break;
+                        }
+                    }
+                    Ok((200, body)) => {
+                        unanswered = 0;
+                        let v: serde_json::Value = serde_json::from_str(&body)?;
+                        if v["left"].as_bool() == Some(true) {
+                            break;
+                        }
+                        if let Some(why) = v["last"].as_str().filter(|l| l.starts_with("failed")) {
+                            bail!("{addr}: decommission {why}");
+                        }
+                    }
+                    Ok((code, body)) => bail!("{addr}: HTTP {code}: {}", body.trim()),
+                }
+                if Instant::now() >= deadline {
+                    bail!("{addr}: still in the ring after {timeout_secs} s");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            println!(
+                "{}: decommissioned after {:.1} s",
+                addr.ip(),
+                t0.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Cmd::Netstats { node } => {
