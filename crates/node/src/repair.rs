@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::node::Shared;
 
-/// Merkle depth: 2^10 leaves per range (Cassandra bounds its trees by
-/// memory; ranges here are vnode ranges, so a few thousand leaves suffice).
+/// Merkle depth: at most 2^10 leaves per range (Cassandra bounds its trees
+/// by memory; ranges here are vnode ranges, so a few thousand leaves
+/// suffice; the coordinator uses fewer for ranges with few partitions).
 pub const DEFAULT_DEPTH: u8 = 10;
 /// Sessions kept for `GET /repair`.
 const KEEP_SESSIONS: usize = 32;
@@ -57,7 +58,8 @@ pub struct TableRepair {
     pub mutations_sent: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    /// Bytes of Merkle trees received from other replicas.
+    /// Bytes of Merkle tree requests sent to other replicas and of the
+    /// leaves they answered.
     #[serde(default)]
     pub tree_bytes: u64,
 }
@@ -134,8 +136,8 @@ impl Repairs {
                 t.bytes_received,
             ),
             (
-                "gyre_repair_tree_bytes_received_total",
-                "Bytes of Merkle trees received from other replicas.",
+                "gyre_repair_tree_bytes_total",
+                "Bytes of Merkle tree requests to and answers from other replicas.",
                 t.tree_bytes,
             ),
         ] {

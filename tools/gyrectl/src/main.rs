@@ -104,7 +104,8 @@ enum Cmd {
         /// Full repair (the only kind there is).
         #[arg(long)]
         full: bool,
-        /// Merkle tree depth (2^depth leaves per range; default 10).
+        /// Most Merkle tree depth (2^depth leaves per range; default 10;
+        /// less where the node estimates fewer than ~32 partitions a leaf).
         #[arg(long)]
         depth: Option<u8>,
     },
