@@ -436,7 +436,8 @@ fn keys_at(c: &TestCluster, node: usize, table: &str, level: Consistency) -> Vec
 /// return only the survivors. `ctrl`, the control: node 3 never saw the
 /// deletions, so once the others purge their tombstones its copy comes
 /// back (a read at ALL returns the deleted rows and repairs them onto the
-/// others) — the resurrection repair within gc_grace prevents.
+/// others) — the resurrection repair within gc_grace prevents. The
+/// repair stays in `gyrectl repair_admin list` across a restart.
 #[test]
 fn a_deletion_a_replica_missed_is_repaired_and_not_resurrected_after_gc_grace() {
     let c = TestCluster::new(3, 166);
@@ -514,6 +515,16 @@ fn a_deletion_a_replica_missed_is_repaired_and_not_resurrected_after_gc_grace() 
     let out = c.gyrectl_ok(&["repair", "ks", "kept", "--host", &host, "--port", &port]);
     assert!(out.contains(" done in "), "{out}");
     c.gyrectl_ok(&["cluster", "digest", "ks.kept"]);
+    let history = || {
+        let out = c.gyrectl_ok(&["repair_admin", "list", "--host", &host, "--port", &port]);
+        let line = out
+            .lines()
+            .find(|l| l.contains("ks.kept"))
+            .map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no repair of ks.kept listed: {out}"))
+    };
+    let listed = history();
+    assert!(listed.contains(" done "), "{listed}");
 
     // The grace period passes.
     for table in ["kept", "ctrl"] {
@@ -567,6 +578,11 @@ fn a_deletion_a_replica_missed_is_repaired_and_not_resurrected_after_gc_grace() 
     let all: Vec<(i32, i32)> = (0..TOMB_KEYS).flat_map(|k| [(k, 0), (k, 1)]).collect();
     assert_eq!(keys_at(&c, 3, "ctrl", Consistency::One), all);
     assert_eq!(keys_at(&c, 1, "ctrl", Consistency::All), all);
+
+    // The repair history survives a restart of the node that ran it.
+    kill_and_wait_down(&c, 1);
+    start_and_wait_up(&c, 1);
+    assert_eq!(history(), listed);
 }
 
 #[test]

@@ -8,9 +8,11 @@
 //! time on a node.
 
 use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use gyre_coordinator::RangeRepair;
 use parking_lot::Mutex;
@@ -24,6 +26,12 @@ use crate::node::Shared;
 pub const DEFAULT_DEPTH: u8 = 10;
 /// Sessions kept for `GET /repair`.
 const KEEP_SESSIONS: usize = 32;
+/// The repair history: one JSON line per finished session, in the data
+/// directory, so repairs from before a restart stay listed (Cassandra's
+/// `system_distributed.repair_history`, kept per node here).
+const HISTORY_FILE: &str = "repair_history.jsonl";
+/// Sessions the history keeps (it is cut back to this past twice as many).
+const KEEP_HISTORY: usize = 1000;
 
 /// The request body of `POST /repair`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,12 +84,28 @@ pub struct RepairSession {
     pub tables: Vec<TableRepair>,
     pub error: Option<String>,
     pub seconds: f64,
+    /// When it started and finished (Unix seconds).
+    #[serde(default)]
+    pub started_at: i64,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The node's repair sessions.
 #[derive(Default)]
 pub(crate) struct Repairs {
+    /// The running and the last finished ones (history included).
     sessions: Mutex<Vec<RepairSession>>,
+    /// Where finished sessions are appended (none in tests without a disk).
+    history: Option<PathBuf>,
+    history_lines: AtomicU64,
     running: Mutex<HashSet<(String, String)>>,
     next_id: Mutex<u64>,
     /// Everything repaired since start, for /metrics.
@@ -91,8 +115,59 @@ pub(crate) struct Repairs {
 }
 
 impl Repairs {
+    /// Sessions with their history in `data_dir` (the last ones loaded, so
+    /// ids go on from there).
+    pub(crate) fn with_history(data_dir: &Path) -> Self {
+        let path = data_dir.join(HISTORY_FILE);
+        let past = read_history(&path);
+        let keep = past.len().saturating_sub(KEEP_SESSIONS);
+        Repairs {
+            next_id: Mutex::new(past.iter().map(|s| s.id).max().unwrap_or(0)),
+            history_lines: AtomicU64::new(past.len() as u64),
+            sessions: Mutex::new(past[keep..].to_vec()),
+            history: Some(path),
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn list(&self) -> Vec<RepairSession> {
         self.sessions.lock().clone()
+    }
+
+    /// Appends a finished session to the history, cutting it back to the
+    /// last [`KEEP_HISTORY`] when it has grown to twice that. A failure is
+    /// logged: the repair itself is done.
+    fn record(&self, session: &RepairSession) {
+        let Some(path) = &self.history else { return };
+        let result = (|| -> std::io::Result<()> {
+            let mut line = serde_json::to_vec(session)?;
+            line.push(b'\n');
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            f.write_all(&line)?;
+            f.sync_data()?;
+            if self.history_lines.fetch_add(1, Ordering::Relaxed) + 1 >= 2 * KEEP_HISTORY as u64 {
+                let past = read_history(path);
+                let keep = &past[past.len().saturating_sub(KEEP_HISTORY)..];
+                let mut body = Vec::new();
+                for s in keep {
+                    body.extend(serde_json::to_vec(s)?);
+                    body.push(b'\n');
+                }
+                let tmp = path.with_extension("jsonl.tmp");
+                std::fs::write(&tmp, &body)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, path)?;
+                self.history_lines
+                    .store(keep.len() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "could not record the repair in its history");
+        }
     }
 
     /// Repair counters in Prometheus text.
@@ -150,6 +225,29 @@ impl Repairs {
             f(s);
         }
     }
+}
+
+/// The sessions of a history file, oldest first; a line that does not
+/// parse (a torn last write) is skipped with a log line.
+fn read_history(path: &Path) -> Vec<RepairSession> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not read the repair history");
+            return Vec::new();
+        }
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping a bad repair history line");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Validates `req`, then starts the session in the background.
@@ -253,6 +351,8 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
         tables: Vec::new(),
         error: None,
         seconds: 0.0,
+        started_at: unix_now(),
+        finished_at: None,
     };
     {
         let mut sessions = repairs.sessions.lock();
@@ -298,11 +398,17 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
             shared.repairs.update(id, |s| s.tables.push(summary));
         }
         let failed = error.is_some();
+        let mut finished = None;
         shared.repairs.update(id, |s| {
             s.state = if failed { "failed" } else { "done" }.into();
             s.error = error;
             s.seconds = started.elapsed().as_secs_f64();
+            s.finished_at = Some(unix_now());
+            finished = Some(s.clone());
         });
+        if let Some(s) = finished {
+            shared.repairs.record(&s);
+        }
         if failed {
             shared.repairs.failed.fetch_add(1, Ordering::Relaxed);
         } else {

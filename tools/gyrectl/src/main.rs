@@ -208,6 +208,16 @@ enum Cmd {
         #[command(flatten)]
         node: NodeAddr,
     },
+    /// The node's repair history (`nodetool repair_admin list`): the
+    /// running sessions and the last finished ones, restarts included.
+    #[command(name = "repair_admin")]
+    RepairAdmin {
+        /// `list` (the only action).
+        #[arg(value_parser = ["list"])]
+        action: String,
+        #[command(flatten)]
+        node: NodeAddr,
+    },
     /// The node's snapshots, dropped tables' included (`nodetool listsnapshots`).
     #[command(name = "listsnapshots")]
     ListSnapshots {
@@ -423,6 +433,33 @@ fn snapshots_cmd(cmd: Cmd) -> anyhow::Result<()> {
                         levels,
                         running,
                         written
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::RepairAdmin { action: _, node } => {
+            for addr in node.addrs()? {
+                let all: Vec<gyre_node::RepairSession> =
+                    serde_json::from_str(&admin(addr, "GET", "/repair", None)?)?;
+                println!("{addr}:");
+                println!(
+                    "{:>6}  {:<20}  {:<8}  {:<20}  {:>9}  {:>7}  {:>10}  Tables / error",
+                    "Id", "Keyspace", "State", "Started (UTC)", "Seconds", "Ranges", "Differing"
+                );
+                for s in &all {
+                    let differing: u64 = s.tables.iter().map(|t| t.partitions_differing).sum();
+                    let tables: Vec<&str> = s.tables.iter().map(|t| t.table.as_str()).collect();
+                    println!(
+                        "{:>6}  {:<20}  {:<8}  {:<20}  {:>9.1}  {:>7}  {:>10}  {}",
+                        s.id,
+                        s.keyspace,
+                        s.state,
+                        gyrectl::utc_time(s.started_at),
+                        s.seconds,
+                        format!("{}/{}", s.ranges_done, s.ranges_total),
+                        differing,
+                        s.error.clone().unwrap_or_else(|| tables.join(","))
                     );
                 }
             }
@@ -869,6 +906,7 @@ fn main() -> anyhow::Result<()> {
         | Cmd::SetTraceProbability { .. }
         | Cmd::GetTraceProbability { .. }
         | Cmd::ListSnapshots { .. }
+        | Cmd::RepairAdmin { .. }
         | Cmd::ClearSnapshot { .. }
         | Cmd::Refresh { .. }) => snapshots_cmd(cmd),
         Cmd::Repair {
