@@ -662,9 +662,18 @@ fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow:
                 s.id, s.keyspace, s.ranges_total
             );
         } else {
+            // A progress bar of 20 cells.
+            let filled = (s.ranges_done * 20)
+                .checked_div(s.ranges_total)
+                .unwrap_or(20)
+                .min(20) as usize;
             println!(
-                "  {}/{} ranges repaired ({:.1} s)",
-                s.ranges_done, s.ranges_total, s.seconds
+                "  [{}{}] {}/{} ranges repaired ({:.1} s)",
+                "#".repeat(filled),
+                ".".repeat(20 - filled),
+                s.ranges_done,
+                s.ranges_total,
+                s.seconds
             );
         }
     })?;
