@@ -120,6 +120,7 @@ impl Repairs {
     pub(crate) fn with_history(data_dir: &Path) -> Self {
         let path = data_dir.join(HISTORY_FILE);
         let past = read_history(&path);
+        end_torn_line(&path);
         let keep = past.len().saturating_sub(KEEP_SESSIONS);
         Repairs {
             next_id: Mutex::new(past.iter().map(|s| s.id).max().unwrap_or(0)),
@@ -223,6 +224,21 @@ impl Repairs {
     fn update(&self, id: u64, f: impl FnOnce(&mut RepairSession)) {
         if let Some(s) = self.sessions.lock().iter_mut().find(|s| s.id == id) {
             f(s);
+        }
+    }
+}
+
+/// Ends a last line a crash tore (no newline) so the next record starts a
+/// line of its own (the torn one is then skipped when read).
+fn end_torn_line(path: &Path) {
+    let torn = std::fs::read(path).is_ok_and(|b| b.last().is_some_and(|c| *c != b'\n'));
+    if torn {
+        let fixed = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(b"\n"));
+        if let Err(e) = fixed {
+            tracing::warn!(path = %path.display(), error = %e, "could not end the repair history's torn line");
         }
     }
 }
@@ -420,4 +436,63 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
         }
     });
     Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn session(id: u64) -> RepairSession {
+        RepairSession {
+            id,
+            keyspace: "ks".into(),
+            state: "done".into(),
+            ranges_total: 2,
+            ranges_done: 2,
+            tables: vec![TableRepair {
+                table: "ks.t".into(),
+                ..TableRepair::default()
+            }],
+            error: None,
+            seconds: 0.5,
+            started_at: 1_000 + id as i64,
+            finished_at: Some(1_001 + id as i64),
+        }
+    }
+
+    #[test]
+    fn the_history_survives_a_reload_skips_a_torn_line_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let repairs = Repairs::with_history(dir.path());
+        assert!(repairs.list().is_empty());
+        for id in 1..=3 {
+            repairs.record(&session(id));
+        }
+        // A write torn by a crash, then one more session after a restart.
+        let path = dir.path().join(HISTORY_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"id\": 9, \"keysp").unwrap();
+        let again = Repairs::with_history(dir.path());
+        again.record(&session(4));
+        let ids: Vec<u64> = again.list().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(again.list()[2], session(3));
+        assert_eq!(*again.next_id.lock(), 3, "ids go on after the last one");
+        let read: Vec<u64> = read_history(&path).iter().map(|s| s.id).collect();
+        assert_eq!(read, [1, 2, 3, 4], "the record after the tear is kept");
+        // Past 2 x KEEP_HISTORY lines the file is cut back to the last KEEP_HISTORY.
+        for id in 5..=(2 * KEEP_HISTORY as u64) {
+            again.record(&session(id));
+        }
+        let kept = read_history(&path);
+        assert_eq!(kept.len(), KEEP_HISTORY);
+        assert_eq!(kept.last().unwrap().id, 2 * KEEP_HISTORY as u64);
+        let last = Repairs::with_history(dir.path()).list();
+        assert_eq!(last.len(), KEEP_SESSIONS);
+        assert_eq!(last.last().unwrap().id, 2 * KEEP_HISTORY as u64);
+    }
 }
