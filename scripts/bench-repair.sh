@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Anti-entropy repair at scale (issue 14's acceptance figures), in one run on
-# three local nodes (127.0.152.1-3, RF 3, hints off so only repair can
+# three local nodes (127.0.152.1-3 by default, RF 3, hints off so only repair can
 # bring a replica back):
 #   1. over-streaming: ROWS rows written at ALL; node 3 down while 1% of
 #      them are overwritten at ONE; node 3 back; `gyrectl repair` from node 1
@@ -12,9 +12,10 @@
 #      digests agree and node 3 alone (CL ONE, every request through it)
 #      returns every row with the right value.
 #
-# Usage: scripts/bench-repair.sh [--rows N] [--new N] [--no-build] [--keep]
+# Usage: scripts/bench-repair.sh [--rows N] [--new N] [--ip-prefix P] [--no-build] [--keep]
 #   --rows N    rows of step 1 (default 1000000)
 #   --new N     rows missed in step 2 (default 100000)
+#   --ip-prefix P  the nodes' addresses P.1-3 (default 127.0.152)
 #   --no-build  use the binaries in $CARGO_TARGET_DIR/release (or target/release)
 #   --keep      keep the cluster directory
 set -euo pipefail
@@ -24,13 +25,15 @@ ROWS=1000000
 NEW=100000
 BUILD=1
 KEEP=0
+PREFIX=127.0.152
 while [ $# -gt 0 ]; do
     case "$1" in
         --rows) ROWS="$2"; shift 2 ;;
         --new) NEW="$2"; shift 2 ;;
+        --ip-prefix) PREFIX="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,21p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -48,7 +51,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PREFIX=127.0.152
 export GYRE_BIN="$BIN/gyre"
 "${CTL[@]}" cluster up --nodes 3 --ip-prefix "$PREFIX" --dir "$DIR/cluster" -- --hints-enabled false >/dev/null
 stress() {
@@ -84,7 +86,7 @@ repair
 END=$(date +%s.%N)
 echo "repair wall time: $(awk "BEGIN {print $END - $START}") s"
 echo "('Sent' is what node 3 lacked, the differing data; 'Received' the partition"
-echo " bytes read from other replicas; 'Trees' the Merkle leaves they sent)"
+echo " bytes read from other replicas; 'Trees' the Merkle tree requests and leaves exchanged with them)"
 echo
 echo "## agreeing replicas"
 repair

@@ -386,6 +386,205 @@ fn a_repair_interrupted_by_a_dead_replica_fails_then_succeeds_when_rerun() {
     c.gyrectl_ok(&["cluster", "digest", "ks.t"]);
 }
 
+/// Partitions (whole and with single rows deleted) of the tables of
+/// [`a_deletion_a_replica_missed_is_repaired_and_not_resurrected_after_gc_grace`].
+const TOMB_KEYS: i32 = 40;
+
+/// `(partitions, rows)` node `node` stores for `ks.<table>` (its own copy,
+/// tombstones included until compaction purges them), from `POST /digest`.
+fn local_counts(c: &TestCluster, node: usize, table: &str) -> (u64, u64) {
+    let body = format!(r#"{{"keyspace": "ks", "table": "{table}"}}"#);
+    let (code, text) = gyre_node::http::request(
+        c.admin(node),
+        "POST",
+        "/digest",
+        Some(body.as_bytes()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{text}");
+    let d: gyre_node::TableDigest = serde_json::from_str(&text).unwrap();
+    (d.partitions, d.rows)
+}
+
+/// `(k, c)` of every row a read of `ks.<table>` through `node` returns.
+fn keys_at(c: &TestCluster, node: usize, table: &str, level: Consistency) -> Vec<(i32, i32)> {
+    let int = |b: &Option<Bytes>| {
+        let b = b.as_ref().expect("not null");
+        i32::from_be_bytes(b[..4].try_into().unwrap())
+    };
+    let mut rows: Vec<(i32, i32)> = run(
+        &mut client(c, node),
+        &format!("SELECT k, c FROM ks.{table}"),
+        level,
+    )
+    .rows()
+    .iter()
+    .map(|r| (int(&r[0]), int(&r[1])))
+    .collect();
+    rows.sort();
+    rows
+}
+
+/// Issue 14's "deletions repaired": node 3 is down (hints off) while
+/// partitions and single rows are deleted at ONE and QUORUM in two tables
+/// it holds on disk. `kept` is repaired, `ctrl` is not. Then the grace
+/// period passes (gc_grace_seconds lowered to 1 s, as if 10 days had gone
+/// by) and every node flushes and compacts until nodes 1 and 2 have purged
+/// their tombstones. `kept`: node 3 got the tombstones through repair and
+/// purged them with the data, so reads at ALL and at ONE through every node
+/// return only the survivors. `ctrl`, the control: node 3 never saw the
+/// deletions, so once the others purge their tombstones its copy comes
+/// back (a read at ALL returns the deleted rows and repairs them onto the
+/// others) — the resurrection repair within gc_grace prevents. The
+/// repair stays in `gyrectl repair_admin list` across a restart.
+#[test]
+fn a_deletion_a_replica_missed_is_repaired_and_not_resurrected_after_gc_grace() {
+    let c = TestCluster::new(3, 166);
+    c.up_with(&["--hints-enabled", "false"]);
+    let mut n1 = client(&c, 1);
+    run(
+        &mut n1,
+        "CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 3}",
+        Consistency::One,
+    )
+    .ok();
+    for table in ["kept", "ctrl"] {
+        run(
+            &mut n1,
+            &format!(
+                "CREATE TABLE ks.{table} (k int, c int, v text, PRIMARY KEY (k, c)) \
+                 WITH gc_grace_seconds = 3600"
+            ),
+            Consistency::One,
+        )
+        .ok();
+        wait_for_table(&c, table, WAIT);
+    }
+    for table in ["kept", "ctrl"] {
+        for k in 0..TOMB_KEYS {
+            for ck in 0..2 {
+                run(
+                    &mut n1,
+                    &format!("INSERT INTO ks.{table} (k, c, v) VALUES ({k}, {ck}, 'v')"),
+                    Consistency::All,
+                )
+                .ok();
+            }
+        }
+    }
+    // The data on disk everywhere, as a replica's old SSTables would be.
+    for node in 1..=3 {
+        let (code, text) =
+            gyre_node::http::request(c.admin(node), "POST", "/flush", None, WAIT).unwrap();
+        assert_eq!(code, 200, "{text}");
+    }
+    kill_and_wait_down(&c, 3);
+    // Partitions 0..10 deleted whole, rows (k, 1) of 10..20 deleted alone.
+    for table in ["kept", "ctrl"] {
+        for k in 0..20 {
+            let (cql, level) = if k < 10 {
+                (
+                    format!("DELETE FROM ks.{table} WHERE k = {k}"),
+                    Consistency::One,
+                )
+            } else {
+                (
+                    format!("DELETE FROM ks.{table} WHERE k = {k} AND c = 1"),
+                    Consistency::Quorum,
+                )
+            };
+            let r = run(&mut n1, &cql, level);
+            assert!(!matches!(r, Outcome::Error(_)), "{cql}: {r:?}");
+        }
+    }
+    let survivors: Vec<(i32, i32)> = (10..TOMB_KEYS)
+        .flat_map(|k| [(k, 0), (k, 1)])
+        .filter(|&(k, ck)| k >= 20 || ck == 0)
+        .collect();
+    start_and_wait_up(&c, 3);
+    for table in ["kept", "ctrl"] {
+        let digest = format!("ks.{table}");
+        assert!(
+            !c.gyrectl(&["cluster", "digest", &digest]).status.success(),
+            "node 3 missed the deletions of {table}"
+        );
+    }
+    let admin = c.admin(1);
+    let (host, port) = (admin.ip().to_string(), admin.port().to_string());
+    let out = c.gyrectl_ok(&["repair", "ks", "kept", "--host", &host, "--port", &port]);
+    assert!(out.contains(" done in "), "{out}");
+    c.gyrectl_ok(&["cluster", "digest", "ks.kept"]);
+    let history = || {
+        let out = c.gyrectl_ok(&["repair_admin", "list", "--host", &host, "--port", &port]);
+        let line = out
+            .lines()
+            .find(|l| l.contains("ks.kept"))
+            .map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no repair of ks.kept listed: {out}"))
+    };
+    let listed = history();
+    assert!(listed.contains(" done "), "{listed}");
+
+    // The grace period passes.
+    for table in ["kept", "ctrl"] {
+        run(
+            &mut n1,
+            &format!("ALTER TABLE ks.{table} WITH gc_grace_seconds = 1"),
+            Consistency::One,
+        )
+        .ok();
+    }
+    let q = "SELECT gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = 'ks'";
+    for node in 1..=3 {
+        c.wait_until(&format!("node {node} has gc_grace 1"), WAIT, || {
+            let rows = run(&mut client(&c, node), q, Consistency::One).rows();
+            rows.len() == 2
+                && rows
+                    .iter()
+                    .all(|r| r[0].as_deref() == Some(&[0, 0, 0, 1][..]))
+        });
+    }
+    // Flush and compact every node until the tombstones are purged: only
+    // the survivors remain on nodes 1 and 2 (and on node 3 for `kept`).
+    let want = ((TOMB_KEYS - 10) as u64, survivors.len() as u64);
+    c.wait_until("tombstones purged by compaction", WAIT, || {
+        for node in 1..=3 {
+            for path in ["/flush", "/compact"] {
+                let (code, text) =
+                    gyre_node::http::request(c.admin(node), "POST", path, None, WAIT).unwrap();
+                assert_eq!(code, 200, "{text}");
+            }
+        }
+        (1..=3).all(|n| local_counts(&c, n, "kept") == want)
+            && (1..=2).all(|n| local_counts(&c, n, "ctrl") == want)
+    });
+    // Node 3 kept its copy of what was deleted in `ctrl`: 40 partitions.
+    assert_eq!(
+        local_counts(&c, 3, "ctrl"),
+        (TOMB_KEYS as u64, 2 * TOMB_KEYS as u64)
+    );
+
+    for node in 1..=3 {
+        for level in [Consistency::All, Consistency::One] {
+            assert_eq!(
+                keys_at(&c, node, "kept", level),
+                survivors,
+                "kept through node {node} at {level:?}"
+            );
+        }
+    }
+    // The control: without repair the deleted rows come back.
+    let all: Vec<(i32, i32)> = (0..TOMB_KEYS).flat_map(|k| [(k, 0), (k, 1)]).collect();
+    assert_eq!(keys_at(&c, 3, "ctrl", Consistency::One), all);
+    assert_eq!(keys_at(&c, 1, "ctrl", Consistency::All), all);
+
+    // The repair history survives a restart of the node that ran it.
+    kill_and_wait_down(&c, 1);
+    start_and_wait_up(&c, 1);
+    assert_eq!(history(), listed);
+}
+
 #[test]
 fn quorum_read_repairs_a_stale_replica_and_ties_resolve_everywhere() {
     let c = TestCluster::new(3, 21);

@@ -90,7 +90,7 @@ pub use messages::{
 pub use metrics::CoordinatorMetrics;
 pub use paxos::{Ballot, PAXOS_TABLE};
 pub use read::{digest, repair_diff, Digest, ReadAction, ReadResponse, ReadTracker};
-pub use repair::{MerkleLeaves, TreeRequest, MAX_DEPTH as MAX_REPAIR_DEPTH};
+pub use repair::{MerkleLeaves, TreeRequest, TreeSlice, MAX_DEPTH as MAX_REPAIR_DEPTH};
 pub use service::{
     CasOutcome, Coordinator, CoordinatorConfig, Liveness, RangeRepair, StrategyProvider,
     DEFAULT_TOMBSTONE_FAILURE_THRESHOLD,

@@ -35,8 +35,9 @@ pub const TRUNCATE: Verb = Verb(0x0205);
 pub const BATCH_STORE: Verb = Verb(0x0206);
 /// The batch was applied: forget it (one way).
 pub const BATCH_REMOVE: Verb = Verb(0x0207);
-/// Repair: build the Merkle leaves of a table over a token range
-/// ([`crate::repair::TreeRequest`] → [`crate::repair::MerkleLeaves`]).
+/// Repair: build the Merkle leaves of a table over token slices
+/// ([`crate::repair::TreeRequest`] → each slice's
+/// [`crate::repair::MerkleLeaves`], see `TreeRequest::encode_reply`).
 pub const REPAIR_TREE: Verb = Verb(0x0208);
 /// Paxos phase 1 with the read (the replica side is `paxos.rs`): promise a
 /// ballot and answer with the Paxos state and the partition's data.

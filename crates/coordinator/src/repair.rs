@@ -31,7 +31,7 @@ pub struct MerkleLeaves {
 }
 
 /// Width of `(start, end]` in tokens; `start == end` is the whole ring.
-fn width(start: Token, end: Token) -> u128 {
+pub(crate) fn width(start: Token, end: Token) -> u128 {
     match end.wrapping_sub(start) as u64 {
         0 => 1u128 << 64,
         w => u128::from(w),
@@ -95,77 +95,140 @@ impl MerkleLeaves {
         self.counts.iter().sum()
     }
 
-    pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(17 + self.hashes.len() * 16);
-        out.extend_from_slice(&self.start.to_be_bytes());
-        out.extend_from_slice(&self.end.to_be_bytes());
-        out.push(self.depth);
+    /// Appends the leaves' wire form (the request names the slice): per
+    /// leaf its partition count as a LEB128 varint (one byte up to 127)
+    /// and, unless it is empty, its hash (8 bytes); so an empty leaf costs
+    /// a byte and a refinement's few leaves ~9 bytes each.
+    pub fn encode_leaves(&self, out: &mut Vec<u8>) {
         for (h, c) in self.hashes.iter().zip(&self.counts) {
-            out.extend_from_slice(&h.to_be_bytes());
-            out.extend_from_slice(&c.to_be_bytes());
+            let mut v = *c;
+            while v >= 0x80 {
+                out.push((v as u8 & 0x7f) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+            if *c > 0 {
+                out.extend_from_slice(&h.to_be_bytes());
+            }
         }
-        out.into()
     }
 
-    pub fn decode(mut b: Bytes) -> Result<Self, String> {
-        if b.remaining() < 17 {
-            return Err("short merkle leaves".into());
-        }
-        let (start, end, depth) = (b.get_i64(), b.get_i64(), b.get_u8());
-        if depth > MAX_DEPTH {
-            return Err(format!("merkle depth {depth} over {MAX_DEPTH}"));
-        }
-        let n = 1usize << depth;
-        if b.remaining() != n * 16 {
-            return Err(format!("{} bytes for {n} merkle leaves", b.remaining()));
-        }
-        let mut t = MerkleLeaves::new(start, end, depth);
-        for i in 0..n {
-            t.hashes[i] = b.get_u64();
-            t.counts[i] = b.get_u64();
+    /// Reads the leaves of `slice` from the front of `b`.
+    pub fn decode_leaves(b: &mut Bytes, slice: &TreeSlice) -> Result<Self, String> {
+        let mut t = MerkleLeaves::new(slice.start, slice.end, slice.depth);
+        for i in 0..t.hashes.len() {
+            let mut c = 0u64;
+            for shift in (0..64).step_by(7) {
+                if !b.has_remaining() {
+                    return Err("short merkle leaf count".into());
+                }
+                let byte = b.get_u8();
+                c |= u64::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            t.counts[i] = c;
+            if c > 0 {
+                if b.remaining() < 8 {
+                    return Err("short merkle leaves".into());
+                }
+                t.hashes[i] = b.get_u64();
+            }
         }
         Ok(t)
     }
 }
 
-/// A REPAIR_TREE request: build the leaves of `table` over `(start, end]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TreeRequest {
-    pub table: TableId,
+/// Most slices one REPAIR_TREE request carries.
+pub const MAX_SLICES: usize = 1024;
+/// Most leaves one request may ask for in all (bounds what a replica
+/// allocates for it).
+pub const MAX_LEAVES: usize = 1 << 17;
+
+/// One slice `(start, end]` to cut into `2^depth` leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeSlice {
     pub start: Token,
     pub end: Token,
     pub depth: u8,
+}
+
+/// A REPAIR_TREE request: build the leaves of `table` over each slice (a
+/// whole range first, then the mismatching slices being refined, many per
+/// request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeRequest {
+    pub table: TableId,
     /// The coordinator's clock (seconds), so TTLs expire alike everywhere.
     pub now: i64,
+    pub slices: Vec<TreeSlice>,
 }
 
 impl TreeRequest {
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(41);
+        let mut out = Vec::with_capacity(28 + 17 * self.slices.len());
         out.extend_from_slice(self.table.0.as_bytes());
-        out.extend_from_slice(&self.start.to_be_bytes());
-        out.extend_from_slice(&self.end.to_be_bytes());
-        out.push(self.depth);
         out.extend_from_slice(&self.now.to_be_bytes());
+        out.extend_from_slice(&(self.slices.len() as u32).to_be_bytes());
+        for s in &self.slices {
+            out.extend_from_slice(&s.start.to_be_bytes());
+            out.extend_from_slice(&s.end.to_be_bytes());
+            out.push(s.depth);
+        }
         out.into()
     }
 
     pub fn decode(mut b: Bytes) -> Result<Self, String> {
-        if b.remaining() != 41 {
+        if b.remaining() < 28 {
             return Err(format!("repair tree request of {} bytes", b.remaining()));
         }
         let table = TableId(uuid::Uuid::from_slice(&b.split_to(16)).map_err(|e| e.to_string())?);
-        let (start, end, depth, now) = (b.get_i64(), b.get_i64(), b.get_u8(), b.get_i64());
-        if depth > MAX_DEPTH {
-            return Err(format!("merkle depth {depth} over {MAX_DEPTH}"));
+        let (now, n) = (b.get_i64(), b.get_u32() as usize);
+        if n > MAX_SLICES || b.remaining() != 17 * n {
+            return Err(format!(
+                "repair tree request: {n} slices (at most {MAX_SLICES}) in {} bytes",
+                b.remaining()
+            ));
         }
-        Ok(TreeRequest {
-            table,
-            start,
-            end,
-            depth,
-            now,
-        })
+        let mut slices = Vec::with_capacity(n);
+        let mut leaves = 0usize;
+        for _ in 0..n {
+            let (start, end, depth) = (b.get_i64(), b.get_i64(), b.get_u8());
+            if depth > MAX_DEPTH {
+                return Err(format!("merkle depth {depth} over {MAX_DEPTH}"));
+            }
+            leaves += 1 << depth;
+            slices.push(TreeSlice { start, end, depth });
+        }
+        if leaves > MAX_LEAVES {
+            return Err(format!(
+                "repair tree request for {leaves} leaves (at most {MAX_LEAVES})"
+            ));
+        }
+        Ok(TreeRequest { table, now, slices })
+    }
+
+    /// The reply: every slice's leaves, in the request's order.
+    pub fn encode_reply(trees: &[MerkleLeaves]) -> Bytes {
+        let mut out = Vec::with_capacity(trees.iter().map(|t| 9 * t.hashes.len()).sum());
+        // (At most 9 bytes a leaf below 128 partitions; more grows it.)
+        for t in trees {
+            t.encode_leaves(&mut out);
+        }
+        out.into()
+    }
+
+    pub fn decode_reply(&self, mut b: Bytes) -> Result<Vec<MerkleLeaves>, String> {
+        let trees = self
+            .slices
+            .iter()
+            .map(|s| MerkleLeaves::decode_leaves(&mut b, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if b.has_remaining() {
+            return Err(format!("{} bytes after the merkle leaves", b.remaining()));
+        }
+        Ok(trees)
     }
 }
 
@@ -240,16 +303,46 @@ mod tests {
             v.sort();
             v
         });
-        assert_eq!(MerkleLeaves::decode(b.encode()).unwrap(), b);
-        assert!(MerkleLeaves::decode(b.encode().slice(..20)).is_err());
+        b.counts[0] = 300; // a two-byte count
         let req = TreeRequest {
             table: TableId(uuid::Uuid::from_u128(3)),
-            start: 1,
-            end: 2,
-            depth: 4,
             now: 9,
+            slices: vec![
+                TreeSlice {
+                    start: -1000,
+                    end: 1000,
+                    depth: 3,
+                },
+                TreeSlice {
+                    start: 1,
+                    end: 2,
+                    depth: 0,
+                },
+            ],
         };
         assert_eq!(TreeRequest::decode(req.encode()).unwrap(), req);
+        let one = MerkleLeaves::new(1, 2, 0);
+        let reply = TreeRequest::encode_reply(&[b.clone(), one.clone()]);
+        // b: 4 of 8 leaves hold partitions, one of them 300 (a 2-byte
+        // count); empty leaves are 1 byte.
+        assert_eq!(reply.len(), 4 * 9 + 1 + 4 + 1);
+        assert_eq!(req.decode_reply(reply.clone()).unwrap(), vec![b, one]);
+        assert!(req.decode_reply(reply.slice(..20)).is_err());
+        assert!(req
+            .decode_reply(Bytes::from([&reply[..], b"x"].concat()))
+            .is_err());
+        let mut huge = req.clone();
+        huge.slices = vec![huge.slices[0]; MAX_SLICES + 1];
+        assert!(TreeRequest::decode(huge.encode()).is_err());
+        huge.slices = vec![
+            TreeSlice {
+                start: 0,
+                end: 1,
+                depth: MAX_DEPTH
+            };
+            3
+        ];
+        assert!(TreeRequest::decode(huge.encode()).is_err());
         assert!(TreeRequest::decode(Bytes::from_static(b"xx")).is_err());
     }
 }

@@ -247,7 +247,8 @@ async fn repair_brings_a_replica_that_missed_writes_and_a_deletion_back() {
 /// Over-streaming: 3,000 partitions, 30 of them stale on one replica, a
 /// shallow tree (about 60 partitions per leaf): with the refined slices
 /// the coordinator reads about the two other replicas' copies of each
-/// differing partition, where reading whole leaves read ~60 times that.
+/// differing partition, where reading whole leaves read ~60 times that,
+/// and the trees exchanged stay below twice the differing data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_reads_little_more_than_what_differs() {
     let c = Cluster::start(13, T).await;
@@ -295,6 +296,13 @@ async fn repair_reads_little_more_than_what_differs() {
         total.bytes_received <= 2 * differing,
         "read {} from other replicas for {differing} bytes of differing partitions: {total:?}",
         total.bytes_received,
+    );
+    // Trees: refined 4 leaves a step with only the differing versions,
+    // ~9 bytes a leaf (one deep refinement of 16-byte leaves sent 89 KB).
+    assert!(
+        total.tree_bytes <= 2 * differing,
+        "{} bytes of trees for {differing} bytes of differing partitions: {total:?}",
+        total.tree_bytes,
     );
     for i in (0..3000).step_by(100) {
         assert_eq!(cell_ts(&c.local(2, &format!("k{i}"))), Some(20), "k{i}");

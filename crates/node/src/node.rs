@@ -729,7 +729,7 @@ impl Node {
             coordinator_metrics: OnceLock::new(),
             hint_store: OnceLock::new(),
             coordinator: OnceLock::new(),
-            repairs: Default::default(),
+            repairs: crate::repair::Repairs::with_history(&data_dir),
             replica_stage: OnceLock::new(),
             tracer: Default::default(),
             streams: Default::default(),

@@ -8,9 +8,11 @@
 //! time on a node.
 
 use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use gyre_coordinator::RangeRepair;
 use parking_lot::Mutex;
@@ -18,11 +20,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::node::Shared;
 
-/// Merkle depth: 2^10 leaves per range (Cassandra bounds its trees by
-/// memory; ranges here are vnode ranges, so a few thousand leaves suffice).
+/// Merkle depth: at most 2^10 leaves per range (Cassandra bounds its trees
+/// by memory; ranges here are vnode ranges, so a few thousand leaves
+/// suffice; the coordinator uses fewer for ranges with few partitions).
 pub const DEFAULT_DEPTH: u8 = 10;
 /// Sessions kept for `GET /repair`.
 const KEEP_SESSIONS: usize = 32;
+/// The repair history: one JSON line per finished session, in the data
+/// directory, so repairs from before a restart stay listed (Cassandra's
+/// `system_distributed.repair_history`, kept per node here).
+const HISTORY_FILE: &str = "repair_history.jsonl";
+/// Sessions the history keeps (it is cut back to this past twice as many).
+const KEEP_HISTORY: usize = 1000;
 
 /// The request body of `POST /repair`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,7 +66,8 @@ pub struct TableRepair {
     pub mutations_sent: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    /// Bytes of Merkle trees received from other replicas.
+    /// Bytes of Merkle tree requests sent to other replicas and of the
+    /// leaves they answered.
     #[serde(default)]
     pub tree_bytes: u64,
 }
@@ -74,12 +84,28 @@ pub struct RepairSession {
     pub tables: Vec<TableRepair>,
     pub error: Option<String>,
     pub seconds: f64,
+    /// When it started and finished (Unix seconds).
+    #[serde(default)]
+    pub started_at: i64,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The node's repair sessions.
 #[derive(Default)]
 pub(crate) struct Repairs {
+    /// The running and the last finished ones (history included).
     sessions: Mutex<Vec<RepairSession>>,
+    /// Where finished sessions are appended (none in tests without a disk).
+    history: Option<PathBuf>,
+    history_lines: AtomicU64,
     running: Mutex<HashSet<(String, String)>>,
     next_id: Mutex<u64>,
     /// Everything repaired since start, for /metrics.
@@ -89,8 +115,60 @@ pub(crate) struct Repairs {
 }
 
 impl Repairs {
+    /// Sessions with their history in `data_dir` (the last ones loaded, so
+    /// ids go on from there).
+    pub(crate) fn with_history(data_dir: &Path) -> Self {
+        let path = data_dir.join(HISTORY_FILE);
+        let past = read_history(&path);
+        end_torn_line(&path);
+        let keep = past.len().saturating_sub(KEEP_SESSIONS);
+        Repairs {
+            next_id: Mutex::new(past.iter().map(|s| s.id).max().unwrap_or(0)),
+            history_lines: AtomicU64::new(past.len() as u64),
+            sessions: Mutex::new(past[keep..].to_vec()),
+            history: Some(path),
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn list(&self) -> Vec<RepairSession> {
         self.sessions.lock().clone()
+    }
+
+    /// Appends a finished session to the history, cutting it back to the
+    /// last [`KEEP_HISTORY`] when it has grown to twice that. A failure is
+    /// logged: the repair itself is done.
+    fn record(&self, session: &RepairSession) {
+        let Some(path) = &self.history else { return };
+        let result = (|| -> std::io::Result<()> {
+            let mut line = serde_json::to_vec(session)?;
+            line.push(b'\n');
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            f.write_all(&line)?;
+            f.sync_data()?;
+            if self.history_lines.fetch_add(1, Ordering::Relaxed) + 1 >= 2 * KEEP_HISTORY as u64 {
+                let past = read_history(path);
+                let keep = &past[past.len().saturating_sub(KEEP_HISTORY)..];
+                let mut body = Vec::new();
+                for s in keep {
+                    body.extend(serde_json::to_vec(s)?);
+                    body.push(b'\n');
+                }
+                let tmp = path.with_extension("jsonl.tmp");
+                std::fs::write(&tmp, &body)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, path)?;
+                self.history_lines
+                    .store(keep.len() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "could not record the repair in its history");
+        }
     }
 
     /// Repair counters in Prometheus text.
@@ -134,8 +212,8 @@ impl Repairs {
                 t.bytes_received,
             ),
             (
-                "gyre_repair_tree_bytes_received_total",
-                "Bytes of Merkle trees received from other replicas.",
+                "gyre_repair_tree_bytes_total",
+                "Bytes of Merkle tree requests to and answers from other replicas.",
                 t.tree_bytes,
             ),
         ] {
@@ -148,6 +226,44 @@ impl Repairs {
             f(s);
         }
     }
+}
+
+/// Ends a last line a crash tore (no newline) so the next record starts a
+/// line of its own (the torn one is then skipped when read).
+fn end_torn_line(path: &Path) {
+    let torn = std::fs::read(path).is_ok_and(|b| b.last().is_some_and(|c| *c != b'\n'));
+    if torn {
+        let fixed = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(b"\n"));
+        if let Err(e) = fixed {
+            tracing::warn!(path = %path.display(), error = %e, "could not end the repair history's torn line");
+        }
+    }
+}
+
+/// The sessions of a history file, oldest first; a line that does not
+/// parse (a torn last write) is skipped with a log line.
+fn read_history(path: &Path) -> Vec<RepairSession> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not read the repair history");
+            return Vec::new();
+        }
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping a bad repair history line");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Validates `req`, then starts the session in the background.
@@ -251,6 +367,8 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
         tables: Vec::new(),
         error: None,
         seconds: 0.0,
+        started_at: unix_now(),
+        finished_at: None,
     };
     {
         let mut sessions = repairs.sessions.lock();
@@ -296,11 +414,17 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
             shared.repairs.update(id, |s| s.tables.push(summary));
         }
         let failed = error.is_some();
+        let mut finished = None;
         shared.repairs.update(id, |s| {
             s.state = if failed { "failed" } else { "done" }.into();
             s.error = error;
             s.seconds = started.elapsed().as_secs_f64();
+            s.finished_at = Some(unix_now());
+            finished = Some(s.clone());
         });
+        if let Some(s) = finished {
+            shared.repairs.record(&s);
+        }
         if failed {
             shared.repairs.failed.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -312,4 +436,63 @@ pub(crate) fn start(shared: &Arc<Shared>, req: RepairRequest) -> Result<RepairSe
         }
     });
     Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn session(id: u64) -> RepairSession {
+        RepairSession {
+            id,
+            keyspace: "ks".into(),
+            state: "done".into(),
+            ranges_total: 2,
+            ranges_done: 2,
+            tables: vec![TableRepair {
+                table: "ks.t".into(),
+                ..TableRepair::default()
+            }],
+            error: None,
+            seconds: 0.5,
+            started_at: 1_000 + id as i64,
+            finished_at: Some(1_001 + id as i64),
+        }
+    }
+
+    #[test]
+    fn the_history_survives_a_reload_skips_a_torn_line_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let repairs = Repairs::with_history(dir.path());
+        assert!(repairs.list().is_empty());
+        for id in 1..=3 {
+            repairs.record(&session(id));
+        }
+        // A write torn by a crash, then one more session after a restart.
+        let path = dir.path().join(HISTORY_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"id\": 9, \"keysp").unwrap();
+        let again = Repairs::with_history(dir.path());
+        again.record(&session(4));
+        let ids: Vec<u64> = again.list().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(again.list()[2], session(3));
+        assert_eq!(*again.next_id.lock(), 3, "ids go on after the last one");
+        let read: Vec<u64> = read_history(&path).iter().map(|s| s.id).collect();
+        assert_eq!(read, [1, 2, 3, 4], "the record after the tear is kept");
+        // Past 2 x KEEP_HISTORY lines the file is cut back to the last KEEP_HISTORY.
+        for id in 5..=(2 * KEEP_HISTORY as u64) {
+            again.record(&session(id));
+        }
+        let kept = read_history(&path);
+        assert_eq!(kept.len(), KEEP_HISTORY);
+        assert_eq!(kept.last().unwrap().id, 2 * KEEP_HISTORY as u64);
+        let last = Repairs::with_history(dir.path()).list();
+        assert_eq!(last.len(), KEEP_SESSIONS);
+        assert_eq!(last.last().unwrap().id, 2 * KEEP_HISTORY as u64);
+    }
 }

@@ -991,3 +991,34 @@ mod tests {
         );
     }
 }
+
+/// `secs` (Unix time) as `YYYY-MM-DD HH:MM:SS` UTC (Hinnant's
+/// days-to-civil algorithm; no date library needed for a listing).
+pub fn utc_time(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod utc_time_tests {
+    #[test]
+    fn formats_unix_seconds_as_utc() {
+        assert_eq!(super::utc_time(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::utc_time(1_796_622_896), "2026-12-07 05:54:56");
+    }
+}

@@ -104,7 +104,8 @@ enum Cmd {
         /// Full repair (the only kind there is).
         #[arg(long)]
         full: bool,
-        /// Merkle tree depth (2^depth leaves per range; default 10).
+        /// Most Merkle tree depth (2^depth leaves per range; default 10;
+        /// less where the node estimates fewer than ~32 partitions a leaf).
         #[arg(long)]
         depth: Option<u8>,
     },
@@ -218,6 +219,16 @@ enum Cmd {
     /// The node's trace probability (`nodetool gettraceprobability`).
     #[command(name = "gettraceprobability")]
     GetTraceProbability {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
+    /// The node's repair history (`nodetool repair_admin list`): the
+    /// running sessions and the last finished ones, restarts included.
+    #[command(name = "repair_admin")]
+    RepairAdmin {
+        /// `list` (the only action).
+        #[arg(value_parser = ["list"])]
+        action: String,
         #[command(flatten)]
         node: NodeAddr,
     },
@@ -441,6 +452,33 @@ fn snapshots_cmd(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::RepairAdmin { action: _, node } => {
+            for addr in node.addrs()? {
+                let all: Vec<gyre_node::RepairSession> =
+                    serde_json::from_str(&admin(addr, "GET", "/repair", None)?)?;
+                println!("{addr}:");
+                println!(
+                    "{:>6}  {:<20}  {:<8}  {:<20}  {:>9}  {:>7}  {:>10}  Tables / error",
+                    "Id", "Keyspace", "State", "Started (UTC)", "Seconds", "Ranges", "Differing"
+                );
+                for s in &all {
+                    let differing: u64 = s.tables.iter().map(|t| t.partitions_differing).sum();
+                    let tables: Vec<&str> = s.tables.iter().map(|t| t.table.as_str()).collect();
+                    println!(
+                        "{:>6}  {:<20}  {:<8}  {:<20}  {:>9.1}  {:>7}  {:>10}  {}",
+                        s.id,
+                        s.keyspace,
+                        s.state,
+                        gyrectl::utc_time(s.started_at),
+                        s.seconds,
+                        format!("{}/{}", s.ranges_done, s.ranges_total),
+                        differing,
+                        s.error.clone().unwrap_or_else(|| tables.join(","))
+                    );
+                }
+            }
+            Ok(())
+        }
         Cmd::ListSnapshots { node } => {
             for addr in node.addrs()? {
                 let all: Vec<gyre_storage::SnapshotInfo> =
@@ -638,9 +676,18 @@ fn repair(addr: std::net::SocketAddr, req: &gyre_node::RepairRequest) -> anyhow:
                 s.id, s.keyspace, s.ranges_total
             );
         } else {
+            // A progress bar of 20 cells.
+            let filled = (s.ranges_done * 20)
+                .checked_div(s.ranges_total)
+                .unwrap_or(20)
+                .min(20) as usize;
             println!(
-                "  {}/{} ranges repaired ({:.1} s)",
-                s.ranges_done, s.ranges_total, s.seconds
+                "  [{}{}] {}/{} ranges repaired ({:.1} s)",
+                "#".repeat(filled),
+                ".".repeat(20 - filled),
+                s.ranges_done,
+                s.ranges_total,
+                s.seconds
             );
         }
     })?;
@@ -944,6 +991,7 @@ fn main() -> anyhow::Result<()> {
         | Cmd::SetTraceProbability { .. }
         | Cmd::GetTraceProbability { .. }
         | Cmd::ListSnapshots { .. }
+        | Cmd::RepairAdmin { .. }
         | Cmd::ClearSnapshot { .. }
         | Cmd::Refresh { .. }) => snapshots_cmd(cmd),
         Cmd::Repair {

@@ -135,7 +135,7 @@ pub(super) fn register_handlers(
     // Builds Merkle leaves by scanning a whole range: on the blocking pool.
     serve(messenger, REPAIR_TREE, &storage, &rt, |s, b| {
         let req = crate::repair::TreeRequest::decode(b.clone())?;
-        super::repair::build_tree(s, &req).map(|t| t.encode())
+        super::repair::build_trees(s, &req).map(|t| crate::repair::TreeRequest::encode_reply(&t))
     });
     serve(messenger, TRUNCATE, &storage, &rt, |s, b| {
         let t = decode_table(b).map_err(|e| e.to_string())?;

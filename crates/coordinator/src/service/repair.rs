@@ -7,11 +7,15 @@
 //! directions: the coordinator's own replica is repaired like the others.
 //!
 //! A mismatching leaf that holds more than a few partitions is refined
-//! first: every replica builds the leaves of just that slice, deep enough
-//! for about one partition per leaf, and only the sub-slices that still
-//! differ are read. So the data read and written stays near the data that
-//! differs whatever the range's size (a fixed depth read ~20 partitions
-//! per differing one on a million-row table).
+//! first, a step at a time: the replicas holding its distinct versions
+//! (one per version: replicas whose hashes agreed hold the same data
+//! there) build 2^REFINE_DEPTH leaves of just that slice, and only the
+//! sub-slices that still differ go on, until each holds about one
+//! partition. Each step sends all of a range's slices in one request per
+//! replica, and a leaf costs ~9 bytes (hash and varint count), so the tree
+//! bytes grow with the differing partitions (about log4 of a leaf's
+//! partitions steps of 4 leaves each), not with the table; the data read
+//! and written stays near the data that differs.
 
 use std::collections::BTreeMap;
 
@@ -19,15 +23,39 @@ use gyre_common::lww;
 use gyre_storage::{ScanRequest, ScanStart};
 
 use super::*;
-use crate::repair::{MerkleLeaves, TreeRequest, MAX_DEPTH};
+use crate::repair::{MerkleLeaves, TreeRequest, TreeSlice, MAX_LEAVES, MAX_SLICES};
 
 /// How long a replica may take to build its leaves of a range.
 const TREE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Rows per READ_RANGE page while repairing a slice.
 const PAGE_ROWS: usize = 1000;
-/// A mismatching leaf with more partitions than this (on some replica) is
-/// refined by a second, deeper tree of its slice before any data is read.
+/// A mismatching slice with more partitions than this (on some replica) is
+/// refined before any data is read.
 const REFINE_ABOVE: u64 = 2;
+/// Each refinement step cuts a slice into 2^REFINE_DEPTH sub-slices. On
+/// 1M rows with 1% differing (scripts/bench-repair.sh) steps of 4 sent
+/// 1.79 MiB of trees for 1.57 MiB of differing data, where one deep step
+/// from every replica (~2 leaves of 16 bytes per partition of the slice)
+/// sent 11.55 MiB.
+const REFINE_DEPTH: u8 = 2;
+/// Partitions a leaf of a range's first tree aims at (fewer leaves keep
+/// agreeing replicas' trees small; refinement splits the mismatching ones).
+const TOP_LEAF_PARTITIONS: u128 = 32;
+/// Differing slices repaired at once.
+const SLICES_IN_FLIGHT: usize = 8;
+
+/// A slice where the replicas' versions differ.
+struct Differing {
+    from: Token,
+    to: Token,
+    /// Per replica, the replica whose copy stands for its own (the same
+    /// version); `sources[i] == i` for one replica per version.
+    sources: Vec<usize>,
+    /// The most partitions a version holds there.
+    most: u64,
+    /// The fewest.
+    least: u64,
+}
 
 /// What repairing one range did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,7 +73,8 @@ pub struct RangeRepair {
     /// Bytes of partitions other replicas sent (read in mismatching
     /// slices).
     pub bytes_received: u64,
-    /// Bytes of the trees other replicas sent.
+    /// Bytes of the Merkle tree requests sent to other replicas and of the
+    /// leaves they answered.
     pub tree_bytes: u64,
 }
 
@@ -61,13 +90,26 @@ impl RangeRepair {
     }
 }
 
-/// Builds `req`'s leaves from the local engine (scans the range).
-pub(super) fn build_tree(
+/// Builds the leaves of every slice of `req` from the local engine (scans
+/// each slice).
+pub(super) fn build_trees(
     storage: &dyn StorageEngine,
     req: &TreeRequest,
+) -> std::result::Result<Vec<MerkleLeaves>, String> {
+    req.slices
+        .iter()
+        .map(|s| build_tree(storage, req.table, req.now, s))
+        .collect()
+}
+
+fn build_tree(
+    storage: &dyn StorageEngine,
+    table: TableId,
+    now: LocalTime,
+    slice: &TreeSlice,
 ) -> std::result::Result<MerkleLeaves, String> {
-    let mut tree = MerkleLeaves::new(req.start, req.end, req.depth);
-    for (start, end) in unwrapped(req.start, req.end) {
+    let mut tree = MerkleLeaves::new(slice.start, slice.end, slice.depth);
+    for (start, end) in unwrapped(slice.start, slice.end) {
         let mut request = ScanRequest {
             start: ScanStart::Token(start),
             end,
@@ -77,7 +119,7 @@ pub(super) fn build_tree(
         };
         loop {
             let page = storage
-                .scan(req.table, &request, req.now)
+                .scan(table, &request, now)
                 .map_err(|e| e.to_string())?;
             for p in &page.partitions {
                 tree.add(p.key.token, &p.key.key, digest(Some(p)).0);
@@ -167,117 +209,230 @@ impl Coordinator {
             )));
         }
         let now = self.inner.clock.now();
-        let req = TreeRequest {
-            table,
+        let mut out = RangeRepair::default();
+        let everyone: Vec<usize> = (0..natural.len()).collect();
+        let top = TreeSlice {
             start,
             end,
-            depth,
-            now,
+            depth: self.top_depth(table, &natural, start, end, depth),
         };
-        let trees = self.trees(&natural, &req).await?;
-        let mut out = RangeRepair {
-            partitions_compared: trees.iter().map(MerkleLeaves::partitions).sum(),
-            tree_bytes: self.remote_tree_bytes(&natural, &trees),
-            ..RangeRepair::default()
-        };
-        let Some(first) = trees.first() else {
-            return Ok(out);
-        };
-        for leaf in MerkleLeaves::mismatches(&trees) {
-            out.mismatched_leaves += 1;
-            let (from, to) = first.leaf_range(leaf);
-            if from == to {
-                // An empty slice ((t, t] would mean the whole ring).
-                continue;
-            }
-            let most = trees.iter().filter_map(|t| t.counts.get(leaf)).max();
-            let slices = match most {
-                Some(&most) if most > REFINE_ABOVE => {
-                    // About one partition per leaf of the slice (a
-                    // leaf costs 16 bytes of tree per replica, so
-                    // deeper trades tree bytes for fewer neighbours read).
-                    let depth = (64 - most.leading_zeros()).min(u32::from(MAX_DEPTH)) as u8;
-                    let sub = TreeRequest {
-                        start: from,
-                        end: to,
-                        depth,
-                        ..req.clone()
+        let mut trees = self
+            .slice_trees(table, now, &natural, &[(top, everyone.clone())], &mut out)
+            .await?;
+        let top_trees = trees.pop().unwrap_or_default();
+        out.partitions_compared = top_trees
+            .iter()
+            .flatten()
+            .map(MerkleLeaves::partitions)
+            .sum();
+        let mut frontier = self.differing(&natural, &everyone, &top_trees);
+        out.mismatched_leaves = frontier.len() as u64;
+        let mut to_read = Vec::new();
+        while !frontier.is_empty() {
+            // Refining pays where versions share partitions: not where one
+            // is empty there (all of the others' partitions differ).
+            let (refine, read): (Vec<Differing>, Vec<Differing>) =
+                frontier.into_iter().partition(|d| {
+                    d.most > REFINE_ABOVE
+                        && d.least > 0
+                        && d.to.wrapping_sub(d.from) as u64 >= 1 << REFINE_DEPTH
+                });
+            to_read.extend(read);
+            let requests: Vec<(TreeSlice, Vec<usize>)> = refine
+                .iter()
+                .map(|d| {
+                    let slice = TreeSlice {
+                        start: d.from,
+                        end: d.to,
+                        depth: REFINE_DEPTH,
                     };
-                    let subtrees = self.trees(&natural, &sub).await?;
-                    out.tree_bytes += self.remote_tree_bytes(&natural, &subtrees);
-                    let Some(s0) = subtrees.first() else { continue };
-                    MerkleLeaves::mismatches(&subtrees)
-                        .into_iter()
-                        .map(|i| (s0.leaf_range(i), self.sources(&natural, &subtrees, i)))
-                        .filter(|((a, b), _)| a != b)
-                        .collect()
-                }
-                _ => vec![((from, to), self.sources(&natural, &trees, leaf))],
-            };
-            for ((a, b), sources) in slices {
-                let slice = self
-                    .repair_slice(table, &natural, &sources, a, b, now)
-                    .await?;
-                out.add(&slice);
-            }
+                    let own = (0..natural.len()).filter(|&r| d.sources[r] == r).collect();
+                    (slice, own)
+                })
+                .collect();
+            let trees = self
+                .slice_trees(table, now, &natural, &requests, &mut out)
+                .await?;
+            frontier = refine
+                .iter()
+                .zip(&trees)
+                .flat_map(|(d, t)| self.differing(&natural, &d.sources, t))
+                .collect();
+        }
+        let natural = &natural;
+        let mut repairs = futures::stream::iter(to_read.into_iter().map(|d| async move {
+            self.repair_slice(table, natural, &d.sources, d.from, d.to, now)
+                .await
+        }))
+        .buffer_unordered(SLICES_IN_FLIGHT);
+        while let Some(slice) = repairs.next().await {
+            out.add(&slice?);
         }
         tracing::info!(
             table = %table.0, start, end, replicas = natural.len(),
             compared = out.partitions_compared, mismatched_leaves = out.mismatched_leaves,
             differing = out.partitions_differing, sent = out.bytes_sent,
-            "repair session for range finished"
+            tree_bytes = out.tree_bytes, "repair session for range finished"
         );
         Ok(out)
     }
 
-    /// Every replica's leaves for `req`, in `natural`'s order.
-    async fn trees(&self, natural: &[Target], req: &TreeRequest) -> Result<Vec<MerkleLeaves>> {
-        futures::future::try_join_all(natural.iter().map(|t| self.tree_of(t, req))).await
-    }
-
-    /// For each replica, the replica whose copy of leaf `i` is read in its
-    /// place: replicas whose leaf hashes are equal hold the same data
-    /// there, so one copy of each version is read, this node's own where
-    /// it has that version.
-    fn sources(&self, natural: &[Target], trees: &[MerkleLeaves], i: usize) -> Vec<usize> {
-        let hash = |r: usize| trees.get(r).and_then(|t| t.hashes.get(i));
-        let local = natural.iter().position(|t| t.replica.host == self.local());
-        (0..natural.len())
-            .map(|r| match local {
-                Some(l) if hash(l) == hash(r) => l,
-                _ => (0..=r).find(|&q| hash(q) == hash(r)).unwrap_or(r),
-            })
-            .collect()
-    }
-
-    /// Bytes of the trees that came over the network.
-    fn remote_tree_bytes(&self, natural: &[Target], trees: &[MerkleLeaves]) -> u64 {
-        natural
+    /// The depth of `(start, end]`'s first tree: about
+    /// [`TOP_LEAF_PARTITIONS`] partitions a leaf by this node's estimate of
+    /// its partitions there, at most `max` (`max` when this node is no
+    /// replica of the range and has no estimate).
+    fn top_depth(
+        &self,
+        table: TableId,
+        natural: &[Target],
+        start: Token,
+        end: Token,
+        max: u8,
+    ) -> u8 {
+        if !natural.iter().any(|t| t.replica.host == self.local()) {
+            return max;
+        }
+        let (Ok(stats), Ok(ranges)) = (
+            self.inner.storage.table_stats(table),
+            self.repair_ranges(table, false),
+        ) else {
+            return max;
+        };
+        // The local partitions spread over the ranges this node replicates.
+        let replicated: u128 = ranges
             .iter()
-            .zip(trees)
-            .filter(|(t, _)| t.replica.host != self.local())
-            .map(|(_, tree)| 17 + 16 * tree.hashes.len() as u64)
-            .sum()
+            .map(|&(s, e)| crate::repair::width(s, e))
+            .sum();
+        if replicated == 0 {
+            return max;
+        }
+        let estimate = (u128::from(stats.estimated_partitions) * crate::repair::width(start, end))
+            .div_ceil(replicated);
+        let leaves = estimate.div_ceil(TOP_LEAF_PARTITIONS).max(1);
+        let depth = 128 - (leaves - 1).leading_zeros();
+        depth.min(u32::from(max)) as u8
     }
 
-    async fn tree_of(&self, t: &Target, req: &TreeRequest) -> Result<MerkleLeaves> {
+    /// The leaves of each slice, built by the replicas listed with it:
+    /// per slice, per replica (`None` for those not asked). One request per
+    /// replica for up to [`MAX_SLICES`] slices; the bytes exchanged with
+    /// other replicas are added to `out.tree_bytes`.
+    async fn slice_trees(
+        &self,
+        table: TableId,
+        now: LocalTime,
+        natural: &[Target],
+        slices: &[(TreeSlice, Vec<usize>)],
+        out: &mut RangeRepair,
+    ) -> Result<Vec<Vec<Option<MerkleLeaves>>>> {
+        let per_replica = natural.iter().enumerate().map(|(r, t)| async move {
+            let mine: Vec<usize> = (0..slices.len())
+                .filter(|&k| slices[k].1.contains(&r))
+                .collect();
+            let mut got = Vec::with_capacity(mine.len());
+            let mut bytes = 0u64;
+            let mut rest = &mine[..];
+            while !rest.is_empty() {
+                // Up to MAX_SLICES slices and MAX_LEAVES leaves a request.
+                let (mut n, mut leaves) = (0, 0usize);
+                while n < rest.len() && n < MAX_SLICES {
+                    let more = 1usize << slices[rest[n]].0.depth;
+                    if n > 0 && leaves + more > MAX_LEAVES {
+                        break;
+                    }
+                    leaves += more;
+                    n += 1;
+                }
+                let req = TreeRequest {
+                    table,
+                    now,
+                    slices: rest[..n].iter().map(|&k| slices[k].0).collect(),
+                };
+                let (trees, b) = self.tree_of(t, &req).await?;
+                bytes += b;
+                got.extend(rest[..n].iter().copied().zip(trees));
+                rest = &rest[n..];
+            }
+            Ok::<_, CoordinatorError>((r, got, bytes))
+        });
+        let mut result: Vec<Vec<Option<MerkleLeaves>>> =
+            vec![vec![None; natural.len()]; slices.len()];
+        for (r, got, bytes) in futures::future::try_join_all(per_replica).await? {
+            out.tree_bytes += bytes;
+            for (k, tree) in got {
+                result[k][r] = Some(tree);
+            }
+        }
+        Ok(result)
+    }
+
+    /// The leaves of a slice where versions differ. `parent` gives, per
+    /// replica, the replica whose tree stands for its version (`trees`
+    /// holds those); each differing leaf gets its own sources: one replica
+    /// per distinct version, this node's own where it has that version.
+    fn differing(
+        &self,
+        natural: &[Target],
+        parent: &[usize],
+        trees: &[Option<MerkleLeaves>],
+    ) -> Vec<Differing> {
+        let Some(first) = trees.iter().flatten().next() else {
+            return Vec::new();
+        };
+        let tree = |r: usize| parent.get(r).and_then(|&p| trees.get(p)?.as_ref());
+        let local = natural.iter().position(|t| t.replica.host == self.local());
+        let mut out = Vec::new();
+        for i in 0..first.hashes.len() {
+            let hash = |r: usize| tree(r).and_then(|t| t.hashes.get(i).copied());
+            if (0..natural.len()).all(|r| hash(r) == hash(0)) {
+                continue;
+            }
+            let (from, to) = first.leaf_range(i);
+            if from == to {
+                // An empty slice ((t, t] would mean the whole ring).
+                continue;
+            }
+            let sources: Vec<usize> = (0..natural.len())
+                .map(|r| match local {
+                    Some(l) if hash(l) == hash(r) => l,
+                    _ => (0..=r).find(|&q| hash(q) == hash(r)).unwrap_or(r),
+                })
+                .collect();
+            let counts = || (0..natural.len()).filter_map(|r| tree(r)?.counts.get(i).copied());
+            out.push(Differing {
+                from,
+                to,
+                sources,
+                most: counts().max().unwrap_or(0),
+                least: counts().min().unwrap_or(0),
+            });
+        }
+        out
+    }
+
+    /// Replica `t`'s leaves for `req`, and the bytes that crossed the
+    /// network for them (0 for this node's own).
+    async fn tree_of(&self, t: &Target, req: &TreeRequest) -> Result<(Vec<MerkleLeaves>, u64)> {
         if t.replica.host == self.local() {
             let (storage, req) = (self.inner.storage.clone(), req.clone());
-            return self
+            let trees = self
                 .inner
                 .runtime
-                .spawn_blocking(move || build_tree(storage.as_ref(), &req))
+                .spawn_blocking(move || build_trees(storage.as_ref(), &req))
                 .await
                 .map_err(join_error)?
-                .map_err(CoordinatorError::InvalidRequest);
+                .map_err(CoordinatorError::InvalidRequest)?;
+            return Ok((trees, 0));
         }
         // A tree of a large range takes long to build, so the request
         // waits long; but a replica that dies meanwhile fails the repair
         // as soon as the failure detector says so.
+        let body = req.encode();
+        let sent = body.len() as u64;
         let request = self
             .inner
             .messenger
-            .request(t.addr, REPAIR_TREE, req.encode(), TREE_TIMEOUT);
+            .request(t.addr, REPAIR_TREE, body, TREE_TIMEOUT);
         let host = t.replica.host;
         let down = async {
             loop {
@@ -302,14 +457,14 @@ impl Coordinator {
                 )))
             }
         };
-        let tree = MerkleLeaves::decode(reply).map_err(CoordinatorError::InvalidRequest)?;
-        if (tree.start, tree.end, tree.depth) != (req.start, req.end, req.depth) {
-            return Err(CoordinatorError::InvalidRequest(format!(
-                "repair: replica {} answered a tree of another range",
+        let received = reply.len() as u64;
+        let trees = req.decode_reply(reply).map_err(|e| {
+            CoordinatorError::InvalidRequest(format!(
+                "repair: replica {} answered a bad tree: {e}",
                 t.replica.host
-            )));
-        }
-        Ok(tree)
+            ))
+        })?;
+        Ok((trees, sent + received))
     }
 
     /// Reads `(from, to]` from the replicas that are their own source
