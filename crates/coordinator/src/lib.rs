@@ -38,7 +38,9 @@
 //!
 //! Lightweight transactions ([`Coordinator::cas`],
 //! [`Coordinator::serial_read`]) run Paxos over [`PAXOS_PREPARE`] (which
-//! carries the read), [`PAXOS_PROPOSE`] and [`PAXOS_COMMIT`], with each
+//! carries the read, and may carry the commit of a proposal the proposer
+//! finished), [`PAXOS_PROPOSE`] and [`PAXOS_COMMIT`] (awaited at the
+//! statement's consistency level only), with each
 //! replica's Paxos state in the internal `system.paxos` table
 //! ([`PAXOS_TABLE`]). Counter increments ([`Coordinator::counter_write`])
 //! go to a leader replica over [`COUNTER_MUTATION`], which writes its

@@ -127,18 +127,48 @@ pub(crate) struct Promise {
     pub data: Option<Partition>,
 }
 
+/// Partitions whose state each lock shard keeps in memory.
+const CACHED_PER_SHARD: usize = 64;
+
+/// One lock shard: the lock that serializes the read-modify-write of the
+/// Paxos state of its partitions, and a write-through cache of the state
+/// of the partitions it saw last (as Cassandra 4.1's Paxos state cache):
+/// an uncontended LWT touches its partition's state three times, and
+/// without the cache each would be an engine read of `system.paxos`.
+/// Every change goes through the shard under its lock, so the cache never
+/// disagrees with what this replica stored.
+#[derive(Default)]
+struct Shard {
+    cache: std::collections::HashMap<Bytes, PaxosState>,
+    /// Insertion order, for eviction (oldest first).
+    order: std::collections::VecDeque<Bytes>,
+}
+
+impl Shard {
+    fn put(&mut self, key: Bytes, state: PaxosState) {
+        if self.cache.insert(key.clone(), state).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > CACHED_PER_SHARD {
+                if let Some(old) = self.order.pop_front() {
+                    self.cache.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// Serializes the read-modify-write of Paxos state per partition on a
 /// replica (sharded: locks are held only for the read and the in-memory
 /// apply, never across a wait for durability).
 pub(crate) struct PaxosReplica {
-    shards: Vec<Mutex<()>>,
+    shards: Vec<Mutex<Shard>>,
     timestamps: TimestampGenerator<SystemMicrosClock>,
 }
 
 impl Default for PaxosReplica {
     fn default() -> Self {
         PaxosReplica {
-            shards: (0..256).map(|_| Mutex::new(())).collect(),
+            shards: (0..256).map(|_| Mutex::new(Shard::default())).collect(),
             timestamps: TimestampGenerator::new(SystemMicrosClock),
         }
     }
@@ -166,11 +196,29 @@ fn decode_update(b: &Bytes) -> std::result::Result<Partition, codec::DecodeError
 }
 
 impl PaxosReplica {
-    fn lock(&self, table: TableId, key: &DecoratedKey) -> parking_lot::MutexGuard<'_, ()> {
+    fn lock(&self, table: TableId, key: &DecoratedKey) -> parking_lot::MutexGuard<'_, Shard> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         table.hash(&mut h);
         key.key.hash(&mut h);
         self.shards[(h.finish() % self.shards.len() as u64) as usize].lock()
+    }
+
+    /// The state of one partition, from the shard's cache or the engine
+    /// (the caller holds the shard's lock).
+    fn cached(
+        &self,
+        shard: &mut Shard,
+        engine: &dyn StorageEngine,
+        table: TableId,
+        key: &DecoratedKey,
+        now: LocalTime,
+    ) -> std::result::Result<PaxosState, String> {
+        if let Some(s) = shard.cache.get(&state_key(table, key)) {
+            return Ok(s.clone());
+        }
+        let state = self.load(engine, table, key, now)?;
+        shard.put(state_key(table, key), state.clone());
+        Ok(state)
     }
 
     /// The stored state of one partition.
@@ -257,10 +305,17 @@ impl PaxosReplica {
         filter: &ReadFilter,
         now: LocalTime,
     ) -> std::result::Result<(Promise, Option<WriteFuture>), String> {
-        let _guard = self.lock(table, key);
-        let state = self.load(engine, table, key, now)?;
+        let mut shard = self.lock(table, key);
+        let state = self.cached(&mut shard, engine, table, key, now)?;
         let ok = state.promised.is_none_or(|p| ballot > p);
         let durable = ok.then(|| {
+            shard.put(
+                state_key(table, key),
+                PaxosState {
+                    promised: Some(ballot),
+                    ..state.clone()
+                },
+            );
             self.store(
                 engine,
                 table,
@@ -298,11 +353,19 @@ impl PaxosReplica {
         update: &Partition,
         now: LocalTime,
     ) -> std::result::Result<(bool, Option<Ballot>, Option<WriteFuture>), String> {
-        let _guard = self.lock(table, &update.key);
-        let state = self.load(engine, table, &update.key, now)?;
+        let mut shard = self.lock(table, &update.key);
+        let state = self.cached(&mut shard, engine, table, &update.key, now)?;
         if state.promised.is_some_and(|p| p > ballot) {
             return Ok((false, state.promised, None));
         }
+        shard.put(
+            state_key(table, &update.key),
+            PaxosState {
+                promised: Some(ballot),
+                accepted: Some((ballot, update.clone())),
+                committed: state.committed,
+            },
+        );
         let mut accepted = ballot.to_bytes().to_vec();
         accepted.extend_from_slice(&encode_update(update));
         let durable = self.store(
@@ -329,15 +392,20 @@ impl PaxosReplica {
         now: LocalTime,
     ) -> std::result::Result<WriteFuture, String> {
         let key = update.key.clone();
-        let _guard = self.lock(table, &key);
-        let state = self.load(engine, table, &key, now)?;
+        let mut shard = self.lock(table, &key);
+        let mut state = self.cached(&mut shard, engine, table, &key, now)?;
         let data = engine.apply_mutation(Mutation::new(table, update));
         let mut cells: Vec<(&str, Option<Vec<u8>>)> = Vec::new();
         if state.committed.is_none_or(|c| ballot > c) {
             cells.push((COMMITTED, Some(ballot.to_bytes().to_vec())));
+            state.committed = Some(ballot);
         }
         if state.accepted.as_ref().is_some_and(|(a, _)| *a <= ballot) {
             cells.push((ACCEPTED, None));
+            state.accepted = None;
+        }
+        if !cells.is_empty() {
+            shard.put(state_key(table, &key), state);
         }
         let record = (!cells.is_empty()).then(|| self.store(engine, table, &key, &cells, now));
         Ok(Box::pin(async move {
@@ -392,23 +460,53 @@ fn get_partition(r: &mut codec::Reader<'_>) -> std::result::Result<Option<Partit
     }
 }
 
-/// PAXOS_PREPARE: the read command (table, key, filter, now), then the ballot.
-pub(crate) fn encode_prepare(read: &crate::messages::ReadCommand, ballot: Ballot) -> Bytes {
-    let mut out = crate::messages::encode_read(read).to_vec();
-    out.extend_from_slice(&ballot.to_bytes());
+/// A proposal agreed by a quorum that the replica commits before it
+/// promises (Cassandra v2's commit-and-prepare): ballot and update.
+pub(crate) type Agreed = (Ballot, Partition);
+
+/// PAXOS_PREPARE: the ballot, the length of the agreed proposal to commit
+/// first (0: none) and that proposal (ballot, update), then the read
+/// command (table, key, filter, now).
+pub(crate) fn encode_prepare(
+    read: &crate::messages::ReadCommand,
+    ballot: Ballot,
+    commit: Option<&Agreed>,
+) -> Bytes {
+    let mut out = ballot.to_bytes().to_vec();
+    let mut agreed = Vec::new();
+    if let Some((b, u)) = commit {
+        agreed.extend_from_slice(&b.to_bytes());
+        codec::encode_partition(&mut agreed, u);
+    }
+    out.extend_from_slice(&(agreed.len() as u32).to_be_bytes());
+    out.extend_from_slice(&agreed);
+    out.extend_from_slice(&crate::messages::encode_read(read));
     Bytes::from(out)
 }
 
 pub(crate) fn decode_prepare(
     b: &Bytes,
-) -> std::result::Result<(crate::messages::ReadCommand, Ballot), String> {
-    if b.len() < 16 {
+) -> std::result::Result<(crate::messages::ReadCommand, Ballot, Option<Agreed>), String> {
+    if b.len() < 20 {
         return Err("short prepare".into());
     }
-    let split = b.len() - 16;
-    let read = crate::messages::decode_read(&b.slice(..split)).map_err(|e| e.to_string())?;
-    let ballot = Ballot::from_slice(&b[split..]).ok_or("bad ballot")?;
-    Ok((read, ballot))
+    let ballot = Ballot::from_slice(&b[..16]).ok_or("bad ballot")?;
+    let len = u32::from_be_bytes([b[16], b[17], b[18], b[19]]) as usize;
+    let end = 20usize
+        .checked_add(len)
+        .filter(|e| *e <= b.len())
+        .ok_or("short prepare")?;
+    let commit = if len == 0 {
+        None
+    } else if len <= 16 {
+        return Err("short agreed proposal".into());
+    } else {
+        let cb = Ballot::from_slice(&b[20..36]).ok_or("bad ballot")?;
+        let update = decode_update(&b.slice(36..end)).map_err(|e| e.to_string())?;
+        Some((cb, update))
+    };
+    let read = crate::messages::decode_read(&b.slice(end..)).map_err(|e| e.to_string())?;
+    Ok((read, ballot, commit))
 }
 
 pub(crate) fn encode_promise(p: &Promise) -> Bytes {
@@ -512,5 +610,34 @@ mod tests {
         };
         assert_eq!(decode_promise(&encode_promise(&p)).expect("decodes"), p);
         assert!(decode_promise(&Bytes::from_static(&[1, 1])).is_err());
+    }
+
+    #[test]
+    fn prepare_round_trips_with_and_without_a_commit() {
+        let u = Partition::with_key(Bytes::from_static(b"k")).set(
+            Bytes::new(),
+            CellName::simple("v"),
+            Cell::live(5, Bytes::from_static(b"x")),
+        );
+        let read = crate::messages::ReadCommand {
+            table: TableId(Uuid::from_u128(7)),
+            key: DecoratedKey::new(Bytes::from_static(b"k")),
+            filter: ReadFilter {
+                clustering: ClusteringFilter::all(),
+                columns: ColumnFilter::All,
+                limit: None,
+                reversed: false,
+            },
+            now: 42,
+        };
+        let b = Ballot::new(9, 1, 2);
+        let agreed = (Ballot::new(8, 1, 2), u);
+        for commit in [None, Some(&agreed)] {
+            let (r, got, c) = decode_prepare(&encode_prepare(&read, b, commit)).expect("decodes");
+            assert_eq!((r.key, r.now, got), (read.key.clone(), 42, b));
+            assert_eq!(c.as_ref(), commit);
+        }
+        let enc = encode_prepare(&read, b, Some(&agreed));
+        assert!(decode_prepare(&enc.slice(..30)).is_err());
     }
 }

@@ -1,8 +1,11 @@
 //! Lightweight transactions: compare-and-set and SERIAL reads over Paxos,
 //! with Cassandra 4.1's v2 round trips: PREPARE carries the read (each
 //! promise returns the replica's data and any accepted, uncommitted
-//! proposal, which the proposer finishes first), then PROPOSE, then
-//! COMMIT at the statement's consistency level. The replica side is in
+//! proposal, which the proposer finishes first, committing it with its
+//! next prepare), then PROPOSE, then COMMIT to every replica, awaited at
+//! the statement's consistency level only: the coordinator's own replica
+//! commits in-process, so at ONE / LOCAL_ONE / ANY an uncontended write is
+//! two network round trips. The replica side is in
 //! [`crate::paxos`]; its handlers are registered here.
 
 use gyre_common::Timestamp;
@@ -13,7 +16,7 @@ use super::*;
 use crate::messages::{PAXOS_COMMIT, PAXOS_PREPARE, PAXOS_PROPOSE};
 use crate::paxos::{
     decode_accept, decode_prepare, decode_promise, decode_proposal, encode_accept, encode_prepare,
-    encode_promise, encode_proposal, Ballot, PaxosReplica, Promise,
+    encode_promise, encode_proposal, Agreed, Ballot, PaxosReplica, Promise,
 };
 
 /// The result of a compare-and-set.
@@ -60,10 +63,25 @@ fn serve_paxos(
 ) -> BoxFuture<'static, std::result::Result<Bytes, String>> {
     let now = SystemClock.now();
     let res = match verb {
-        PAXOS_PREPARE => decode_prepare(payload).and_then(|(c, ballot)| {
+        PAXOS_PREPARE => decode_prepare(payload).and_then(|(c, ballot, agreed)| {
+            // Commit-and-prepare: an agreed proposal the proposer finished
+            // is committed before the promise (and the read) are made.
+            let committed = match agreed {
+                Some((b, update)) => Some(paxos.commit(storage, c.table, b, update, now)?),
+                None => None,
+            };
             paxos
                 .prepare(storage, c.table, &c.key, ballot, &c.filter, c.now)
-                .map(|(p, durable)| (encode_promise(&p), durable))
+                .map(|(p, durable)| {
+                    let durable: Option<gyre_storage::WriteFuture> = match (committed, durable) {
+                        (Some(c), Some(d)) => Some(Box::pin(async move {
+                            c.await?;
+                            d.await
+                        })),
+                        (c, d) => c.or(d),
+                    };
+                    (encode_promise(&p), durable)
+                })
         }),
         PAXOS_PROPOSE => decode_proposal(payload).and_then(|(table, ballot, update)| {
             paxos
@@ -349,8 +367,12 @@ impl Coordinator {
         let deadline = Instant::now() + self.inner.config.cas_contention_timeout;
         let mut above: Option<Ballot> = None;
         let mut first = true;
+        // An earlier proposal this round re-proposed and got accepted by a
+        // quorum: committed by the next prepare (Cassandra's
+        // PaxosCommitAndPrepare), which saves a round trip.
+        let mut agreed: Option<Agreed> = None;
         loop {
-            if !first {
+            if !first && agreed.is_none() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(cas_timeout(serial, 0, required));
@@ -371,7 +393,7 @@ impl Coordinator {
                     &live,
                     required,
                     PAXOS_PREPARE,
-                    encode_prepare(&read, ballot),
+                    encode_prepare(&read, ballot, agreed.take().as_ref()),
                     false,
                     |b| {
                         let p: Promise = decode_promise(b)?;
@@ -402,15 +424,14 @@ impl Coordinator {
                 .max_by_key(|(b, _)| *b)
                 .map(|(_, u)| u.clone());
             if let Some(update) = in_progress {
-                // Finish the earlier proposal under our ballot, then start over.
+                // Finish the earlier proposal under our ballot (keeping its
+                // timestamps), then start over: the next prepare commits it
+                // on the replicas polled; the others get it in the
+                // background.
                 match self.propose(&live, required, table, ballot, &update).await {
                     Round::Done(()) => {
-                        let cl = if local_only {
-                            ConsistencyLevel::LocalQuorum
-                        } else {
-                            ConsistencyLevel::Quorum
-                        };
-                        self.paxos_commit(table, ballot, &update, cl).await?
+                        self.commit_beyond(table, ballot, &update, &live);
+                        agreed = Some((ballot, update));
                     }
                     // Someone else's proposal: whoever outbid us finishes it.
                     Round::Rejected(higher) | Round::Partial(_, higher) => {
@@ -475,6 +496,44 @@ impl Coordinator {
                 current,
             });
         }
+    }
+
+    /// Commits an agreed proposal in the background on the replicas (all
+    /// datacenters, pending included) outside `polled`: a dead one gets a
+    /// hint.
+    fn commit_beyond(
+        &self,
+        table: TableId,
+        ballot: Ballot,
+        update: &Partition,
+        polled: &[&Target],
+    ) {
+        let Ok((_, natural, pending)) = self.plan(table, update.key.token) else {
+            return;
+        };
+        let rest: Vec<Target> = natural
+            .into_iter()
+            .chain(pending)
+            .filter(|t| polled.iter().all(|p| p.replica.host != t.replica.host))
+            .collect();
+        if rest.is_empty() {
+            return;
+        }
+        let (me, update) = (self.clone(), update.clone());
+        let payload = encode_proposal(table, ballot, &update);
+        tokio::spawn(async move {
+            for t in rest {
+                let host = t.replica.host;
+                let ok = t.alive
+                    && me
+                        .paxos_send(&t, PAXOS_COMMIT, payload.clone())
+                        .await
+                        .is_ok();
+                if !ok {
+                    me.hint(host, table, update.clone()).await;
+                }
+            }
+        });
     }
 
     async fn propose(

@@ -205,6 +205,12 @@ fn client_loop(id: usize, cfg: ChaosConfig, cluster: LocalCluster, shared: Arc<S
                 9..=11 => Some(Cond::Exists),
                 _ => Some(Cond::Equals(rng.gen_range(0..CAS_VALUES))),
             };
+            if c.is_some() {
+                // The commit consistency varies: at ONE or ANY the commit
+                // reaches the other replicas asynchronously (Paxos v2's two
+                // round trips), and a later prepare must finish it.
+                cl = [Consistency::Quorum, Consistency::One, Consistency::Any][rng.gen_range(0..3)];
+            }
             match c {
                 None => {
                     cl = Consistency::Serial;
