@@ -206,6 +206,14 @@ fn three_to_five_and_back_under_quorum_load_loses_nothing() {
         partitions > base / 2,
         "node 4 streamed {partitions} partitions"
     );
+    // ... as SSTable files (whole or sections), not rows.
+    let files: u64 = streams
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| s["whole_files"].as_u64().unwrap_or(0) + s["sections"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(files > 0, "node 4 received no SSTable: {streams}");
     let netstats = c.gyrectl_ok(&["netstats", "--host", "127.0.100.4"]);
     assert!(
         netstats.contains("bootstrap") && netstats.contains("[##########]"),
@@ -453,10 +461,10 @@ fn a_killed_bootstrap_resumes_after_a_restart() {
     populate(&c, "base", 20_000);
     std::thread::scope(|s| {
         let add = s.spawn(|| c.gyrectl(&["cluster", "add"]));
-        c.wait_until("node 4 streaming", Duration::from_secs(60), || {
+        c.wait_until("node 4 received a range", Duration::from_secs(60), || {
             streams(&c, 4).is_some_and(|v| {
                 v.as_array()
-                    .is_some_and(|a| a.iter().any(|s| s["bytes"].as_u64() > Some(0)))
+                    .is_some_and(|a| a.iter().any(|s| s["ranges_done"].as_u64() > Some(0)))
             })
         });
         c.gyrectl_ok(&["cluster", "kill", "4"]);
@@ -469,10 +477,23 @@ fn a_killed_bootstrap_resumes_after_a_restart() {
     let state = std::fs::read_to_string(c.cluster_dir().join("node4/data/node_state.json"))
         .expect("node_state.json");
     assert!(state.contains("\"bootstrapped\": false"), "{state}");
+    // The ranges received before the kill are recorded, and skipped.
+    let record = c.cluster_dir().join("node4/data/bootstrap_ranges.json");
+    let done = std::fs::read_to_string(&record).expect("bootstrap_ranges.json");
+    assert!(done.contains("\"table\""), "{done}");
     c.gyrectl_ok(&["cluster", "start", "4"]);
     let state = std::fs::read_to_string(c.cluster_dir().join("node4/data/node_state.json"))
         .expect("node_state.json");
     assert!(state.contains("\"bootstrapped\": true"), "{state}");
+    let log = std::fs::read_to_string(c.cluster_dir().join("node4/gyre.log")).expect("log");
+    assert!(
+        log.contains("ranges already received are skipped"),
+        "no resume in node 4's log"
+    );
+    assert!(
+        !record.exists(),
+        "the record goes once the bootstrap is done"
+    );
     for cl in ["ONE", "QUORUM"] {
         validate(&c, 4, "base", 20_000, cl);
     }

@@ -369,6 +369,12 @@ pub struct ClusterConfig {
     pub consistent_rangemovement: bool,
     /// Streaming throughput cap per session driver, MiB/s (0 = unlimited).
     pub stream_throughput_mb_per_sec: u64,
+    /// Pulled ranges (bootstrap, replace, removenode, decommission: the
+    /// new owners pull from the leaving node) travel as SSTable
+    /// files, imported on arrival: whole when a file lies inside a range,
+    /// sections of files otherwise. `false` streams rows applied through the
+    /// commitlog and memtable (the slower path the RocksDB engine uses).
+    pub stream_sstables: bool,
     /// On the first start only (Cassandra's `replace_address_first_boot`):
     /// join in place of the dead node at this address, taking over its
     /// tokens and streaming its ranges from the other replicas.
@@ -388,6 +394,7 @@ impl Default for ClusterConfig {
             ring_delay_ms: 30_000,
             consistent_rangemovement: true,
             stream_throughput_mb_per_sec: 64,
+            stream_sstables: true,
             replace_address: None,
         }
     }
@@ -710,6 +717,9 @@ pub struct Overrides {
     /// `cluster.stream_throughput_mb_per_sec`.
     #[arg(long)]
     pub stream_throughput_mb_per_sec: Option<u64>,
+    /// `cluster.stream_sstables`.
+    #[arg(long)]
+    pub stream_sstables: Option<bool>,
     /// `cluster.replace_address`.
     #[arg(long)]
     pub replace_address: Option<IpAddr>,
@@ -834,6 +844,7 @@ impl NodeConfig {
             &mut self.cluster.stream_throughput_mb_per_sec,
             &o.stream_throughput_mb_per_sec,
         );
+        set(&mut self.cluster.stream_sstables, &o.stream_sstables);
         if o.replace_address.is_some() {
             self.cluster.replace_address = o.replace_address;
         }

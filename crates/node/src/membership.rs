@@ -238,7 +238,8 @@ fn add_moves(
 
 /// Streams this node's future ranges in before it turns NORMAL (see the
 /// module docs). Errors leave the node out of service; the caller fails
-/// the start, and a restart bootstraps again (nothing was recorded as done).
+/// the start, and a restart bootstraps again, skipping the ranges received
+/// before (`<data_dir>/bootstrap_ranges.json`).
 pub(crate) async fn bootstrap(
     shared: &Arc<Shared>,
     qp: &QueryProcessor,

@@ -2,36 +2,51 @@
 //! (it pulls its new ranges, [`fetch_range`]) or leaves (it pushes every
 //! range it held to the new owners, [`push_range`]).
 //!
-//! On the wire a page is the encoded mutations of whole partitions (up to
-//! about [`PAGE_BYTES`]; a huge partition is cut at a clustering key and
-//! resumed there) followed by a CRC32 of everything before it, sent on the
-//! internode bulk connection. Flow control is bounded pages in flight per
-//! range: the puller asks for the next page while it applies the previous
-//! one (never more than two pages held), the pusher sends the next one only
-//! once the receiver acknowledged the previous one as durable. The driving side paces itself with a token
-//! bucket (`cluster.stream_throughput_mb_per_sec`); a failed page is asked
-//! again (same resume point) a few times before the session fails.
+//! Pulled ranges travel as SSTables (`cluster.stream_sstables`): for each
+//! segment of a range the puller asks the source for an offer (STREAM_FILES:
+//! the source flushes the table once per session and keeps the SSTables
+//! holding tokens of the segment open), then for each file STREAM_CHUNK: a
+//! file whose token span lies inside the segment comes whole, as chunks of
+//! [`CHUNK_BYTES`] of its bytes with a CRC32, other files as pages of their
+//! partitions inside the segment, written by the receiver into a new
+//! SSTable. The receiver stages the files (`gyre_storage::stream`) and
+//! imports them once the range is complete; a failure removes them.
 //!
-//! The receiver applies each partition through the storage engine as a
-//! mutation (commitlog, then memtable; acknowledged once durable), not by
-//! adopting SSTable files: every partition is atomic and durable on its own,
-//! re-streaming a range after a failure is idempotent (last write wins), and
-//! the engine needs no new entry point. The cost is that streamed data is
-//! written twice (commitlog, then flush).
+//! A leaving node gives each range by asking the new owner to pull it from
+//! it (STREAM_PULL, answered once the range is in).
+//!
+//! The row path (`cluster.stream_sstables = false`, a receiver that cannot
+//! pull files, engines without SSTables, a partition too
+//! large for a section): a page is the encoded mutations of whole partitions
+//! of the engine's merged scan (up to about [`PAGE_BYTES`]; a huge partition
+//! is cut at a clustering key and resumed there) followed by a CRC32 of
+//! everything before it, applied through the receiver's engine as mutations
+//! (commitlog, then memtable; acknowledged once durable).
+//!
+//! Everything goes on the internode bulk connection. Flow control is bounded
+//! chunks in flight: the puller asks for the next chunk while it writes the
+//! previous one (never more than two held), the pusher sends the next page
+//! only once the receiver acknowledged the previous one as durable. The
+//! driving side paces itself with a token bucket
+//! (`cluster.stream_throughput_mb_per_sec`); a failed request is asked again
+//! (same position) a few times before the session fails. Re-streaming a
+//! range after a failure is idempotent (last write wins).
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gyre_common::{codec, DecoratedKey, Token};
 use gyre_coordinator::RateLimiter;
 use gyre_net::{Inbound, Priority, Verb};
+use gyre_storage::stream::{IncomingSection, OutgoingFile, StreamReceiver};
 use gyre_storage::{Mutation, ReadFilter, ScanRequest, ScanStart, StorageEngine, TableId};
 use parking_lot::Mutex;
 use serde::Serialize;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::node::Shared;
 
@@ -39,6 +54,33 @@ use crate::node::Shared;
 pub const STREAM_PAGE: Verb = Verb(0x0400);
 /// Gives a node one page to apply; answered once durable (push).
 pub const STREAM_APPLY: Verb = Verb(0x0401);
+
+/// Asks a source which SSTables hold one segment of a range (SSTable
+/// streaming); the answer is an offer the chunks below refer to.
+pub const STREAM_FILES: Verb = Verb(0x0410);
+/// Asks a source for a chunk of a whole SSTable of an offer, or a page of
+/// a section of one.
+pub const STREAM_CHUNK: Verb = Verb(0x0411);
+/// Tells a source the puller is done with an offer (its SSTables may go).
+pub const STREAM_RELEASE: Verb = Verb(0x0412);
+
+/// A leaving node asks a new owner to pull one range from it (so pushed
+/// ranges travel as SSTables too); answered once the range is in.
+pub const STREAM_PULL: Verb = Verb(0x0413);
+/// How long a leaving node waits for a new owner to pull one range.
+const PULL_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Bytes of a whole SSTable per chunk (a frame is at most 16 MiB).
+const CHUNK_BYTES: usize = 4 << 20;
+/// Bytes of partitions per section page (a page is under twice that).
+const SECTION_BYTES: usize = 4 << 20;
+/// A source's answer meaning "stream this segment row by row": its engine
+/// has no SSTable files, or a partition is too large for a section.
+const ROWS: &str = "stream by rows: ";
+/// An offer nobody asked about for this long is dropped.
+const OFFER_IDLE: Duration = Duration::from_secs(600);
+/// At most this many offers are open on a source at once.
+const MAX_OFFERS: usize = 256;
 
 /// Target size of one page.
 pub const PAGE_BYTES: usize = 1 << 20;
@@ -49,7 +91,7 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 const ATTEMPTS: u32 = 4;
 
 /// A range `(start, end]` of one table to move.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StreamRange {
     pub table: TableId,
     pub start: Token,
@@ -70,6 +112,11 @@ pub struct SessionReport {
     pub partitions: u64,
     pub bytes: u64,
     pub elapsed_secs: f64,
+    /// SSTables received whole, and sections of SSTables received.
+    #[serde(default)]
+    pub whole_files: u64,
+    #[serde(default)]
+    pub sections: u64,
     /// MiB/s over the session so far.
     pub rate_mib_per_sec: f64,
     /// `running`, `done` or `failed: <why>`.
@@ -79,6 +126,9 @@ pub struct SessionReport {
 /// One session's counters, updated as pages move.
 pub struct Session {
     pub id: u64,
+    /// Names the session to its sources (which flush a table once per
+    /// session); random, so a restarted node never reuses one.
+    nonce: u64,
     operation: &'static str,
     direction: &'static str,
     peer: String,
@@ -86,6 +136,8 @@ pub struct Session {
     ranges_done: AtomicU64,
     partitions: AtomicU64,
     bytes: AtomicU64,
+    whole_files: AtomicU64,
+    sections: AtomicU64,
     started: Instant,
     finished: Mutex<Option<(Duration, String)>>,
 }
@@ -121,6 +173,8 @@ impl Session {
             partitions: self.partitions.load(Ordering::Relaxed),
             bytes,
             elapsed_secs: secs,
+            whole_files: self.whole_files.load(Ordering::Relaxed),
+            sections: self.sections.load(Ordering::Relaxed),
             rate_mib_per_sec: if secs > 0.0 {
                 bytes as f64 / secs / (1 << 20) as f64
             } else {
@@ -148,6 +202,7 @@ impl Streams {
     ) -> Arc<Session> {
         let s = Arc::new(Session {
             id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
+            nonce: rand::random(),
             operation,
             direction,
             peer,
@@ -155,6 +210,8 @@ impl Streams {
             ranges_done: AtomicU64::new(0),
             partitions: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            whole_files: AtomicU64::new(0),
+            sections: AtomicU64::new(0),
             started: Instant::now(),
             finished: Mutex::new(None),
         });
@@ -420,6 +477,112 @@ pub(crate) fn register_verbs(shared: &Arc<Shared>) {
     let s = shared.clone();
     shared
         .messenger
+        .register(STREAM_FILES, move |msg: Inbound| {
+            let Some(responder) = msg.responder else {
+                return;
+            };
+            if !known_peer(&s, msg.from) {
+                let _ = responder.respond_error(format!("{} is not a ring member", msg.from));
+                return;
+            }
+            let engine = s.engine.clone();
+            tokio::task::spawn_blocking(move || {
+                let sent = match open_offer(engine.as_ref(), msg.from, &msg.payload) {
+                    Ok(b) => responder.respond(b),
+                    Err(e) => responder.respond_error(e),
+                };
+                if let Err(e) = sent {
+                    debug!(error = %e, "could not answer a stream offer request");
+                }
+            });
+        });
+    let s = shared.clone();
+    shared
+        .messenger
+        .register(STREAM_CHUNK, move |msg: Inbound| {
+            let Some(responder) = msg.responder else {
+                return;
+            };
+            if !known_peer(&s, msg.from) {
+                let _ = responder.respond_error(format!("{} is not a ring member", msg.from));
+                return;
+            }
+            tokio::task::spawn_blocking(move || {
+                let sent = match read_chunk(msg.from, &msg.payload) {
+                    Ok(b) => responder.respond(b),
+                    Err(e) => responder.respond_error(e),
+                };
+                if let Err(e) = sent {
+                    debug!(error = %e, "could not answer a stream chunk request");
+                }
+            });
+        });
+    let s = shared.clone();
+    shared.messenger.register(STREAM_PULL, move |msg: Inbound| {
+        let Some(responder) = msg.responder else {
+            return;
+        };
+        if !known_peer(&s, msg.from) {
+            let _ = responder.respond_error(format!("{} is not a ring member", msg.from));
+            return;
+        }
+        let range = match decode_range(&msg.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = responder.respond_error(e);
+                return;
+            }
+        };
+        if !s.cfg.cluster.stream_sstables {
+            let _ = responder.respond_error(format!("{ROWS}cluster.stream_sstables is false"));
+            return;
+        }
+        let s = s.clone();
+        tokio::spawn(async move {
+            let session = s
+                .streams
+                .start("decommission", "in", msg.from.to_string(), 1);
+            let throttle = Throttle::new(s.cfg.cluster.stream_throughput_mb_per_sec);
+            let result = fetch_range(&s, msg.from, range, &session, &throttle).await;
+            session.finish(&result);
+            let sent = match result {
+                Ok(()) => {
+                    let mut out = session.bytes.load(Ordering::Relaxed).to_be_bytes().to_vec();
+                    out.extend_from_slice(
+                        &session.partitions.load(Ordering::Relaxed).to_be_bytes(),
+                    );
+                    responder.respond(Bytes::from(out))
+                }
+                Err(e) => responder.respond_error(e),
+            };
+            if let Err(e) = sent {
+                debug!(error = %e, "could not answer a stream pull");
+            }
+        });
+    });
+    shared
+        .messenger
+        .register(STREAM_RELEASE, move |msg: Inbound| {
+            let Some(id) = msg
+                .payload
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            else {
+                return;
+            };
+            let id = u64::from_be_bytes(id);
+            let mut offers = OFFERS.lock();
+            if offers
+                .open
+                .get(&id)
+                .is_some_and(|(_, o)| o.peer == msg.from)
+            {
+                offers.open.remove(&id);
+            }
+        });
+    let s = shared.clone();
+    shared
+        .messenger
         .register(STREAM_APPLY, move |msg: Inbound| {
             let Some(responder) = msg.responder else {
                 return;
@@ -491,8 +654,26 @@ pub(crate) async fn stream_plan(
     plan: std::collections::HashMap<std::net::SocketAddr, Vec<StreamRange>>,
 ) -> Result<(), String> {
     let throttle = Throttle::new(shared.cfg.cluster.stream_throughput_mb_per_sec);
+    // A node's own start (bootstrap, replace) resumes where a killed one
+    // stopped: the ranges received are recorded as they complete.
+    let progress = (direction == Direction::In && matches!(operation, "bootstrap" | "replace"))
+        .then(|| Progress::load(&shared.cfg.storage.data_dir, operation));
     let sessions = plan.into_iter().map(|(peer, ranges)| {
+        let mut ranges = coalesce(ranges);
+        if let Some(p) = &progress {
+            let before = ranges.len();
+            ranges.retain(|r| !p.has(r));
+            if ranges.len() < before {
+                info!(
+                    %peer,
+                    already = before - ranges.len(),
+                    left = ranges.len(),
+                    "resuming {operation}: ranges already received are skipped"
+                );
+            }
+        }
         let throttle = &throttle;
+        let progress = &progress;
         async move {
             let dir = match direction {
                 Direction::In => "in",
@@ -508,8 +689,10 @@ pub(crate) async fn stream_plan(
                     Direction::In => fetch_range(shared, peer, r, &session, throttle).await,
                     Direction::Out => push_range(shared, peer, r, &session, throttle).await,
                 };
-                if result.is_err() {
-                    break;
+                match (&result, progress) {
+                    (Err(_), _) => break,
+                    (Ok(()), Some(p)) => p.add(r),
+                    (Ok(()), None) => {}
                 }
             }
             session.finish(&result);
@@ -519,10 +702,102 @@ pub(crate) async fn stream_plan(
     for r in futures::future::join_all(sessions).await {
         r?;
     }
+    if let Some(p) = progress {
+        p.clear();
+    }
     Ok(())
 }
 
-/// Pulls `range` from `from` and applies it locally.
+/// The ranges a bootstrap (or replace) received so far, in
+/// `<data_dir>/<operation>_ranges.json`, so that a restarted one skips them
+/// (as Cassandra's `system.available_ranges`). Removed once the whole plan
+/// is done. The data of a recorded range is durable: imported SSTables are
+/// synced, applied rows acknowledged as durable.
+struct Progress {
+    path: std::path::PathBuf,
+    done: Mutex<Vec<StreamRange>>,
+}
+
+impl Progress {
+    fn load(data_dir: &std::path::Path, operation: &str) -> Progress {
+        let path = data_dir.join(format!("{operation}_ranges.json"));
+        let done = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                warn!(path = %path.display(), error = %e, "unreadable stream progress; streaming everything");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        Progress {
+            path,
+            done: Mutex::new(done),
+        }
+    }
+
+    fn has(&self, r: &StreamRange) -> bool {
+        self.done.lock().contains(r)
+    }
+
+    fn add(&self, r: StreamRange) {
+        let mut done = self.done.lock();
+        done.push(r);
+        let tmp = self.path.with_extension("json.tmp");
+        let saved = serde_json::to_vec(&*done)
+            .map_err(|e| e.to_string())
+            .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
+            .and_then(|()| std::fs::rename(&tmp, &self.path).map_err(|e| e.to_string()));
+        if let Err(e) = saved {
+            // Only a resume would stream more than it needs.
+            warn!(path = %self.path.display(), error = %e, "could not record stream progress");
+        }
+    }
+
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Joins the ranges of a table that follow each other (`(a, b]` and
+/// `(b, c]` make `(a, c]`): fewer, larger ranges, so more SSTables lie
+/// inside one and travel whole.
+fn coalesce(mut ranges: Vec<StreamRange>) -> Vec<StreamRange> {
+    ranges.sort_by_key(|r| (r.table, r.start));
+    let mut used = vec![false; ranges.len()];
+    let mut out = Vec::new();
+    for i in 0..ranges.len() {
+        if used[i] {
+            continue;
+        }
+        used[i] = true;
+        let mut r = ranges[i];
+        // `start == end` is the whole ring: nothing more joins it.
+        while r.start != r.end {
+            let next = (0..ranges.len())
+                .find(|&j| !used[j] && ranges[j].table == r.table && ranges[j].start == r.end);
+            let prev = (0..ranges.len())
+                .find(|&j| !used[j] && ranges[j].table == r.table && ranges[j].end == r.start);
+            match (next, prev) {
+                (Some(j), _) => {
+                    used[j] = true;
+                    r.end = ranges[j].end;
+                }
+                (None, Some(j)) => {
+                    used[j] = true;
+                    r.start = ranges[j].start;
+                }
+                (None, None) => break,
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Pulls `range` from `from` into the local engine: as SSTables (whole
+/// files, or sections of files) imported once the range is complete, or as
+/// rows applied through the engine where the source or this node has no
+/// SSTable files (the RocksDB engine) or a partition is too large for a
+/// section. A failure leaves nothing staged behind.
 pub(crate) async fn fetch_range(
     shared: &Shared,
     from: std::net::SocketAddr,
@@ -530,44 +805,162 @@ pub(crate) async fn fetch_range(
     session: &Session,
     throttle: &Throttle,
 ) -> Result<(), String> {
+    let engine = shared.engine.clone();
+    let mut rx = match shared.cfg.cluster.stream_sstables {
+        false => None,
+        true => match engine.stream_receiver(range.table) {
+            Ok(rx) => Some(rx),
+            Err(gyre_storage::Error::Unsupported(_)) => None,
+            Err(e) => return Err(e.to_string()),
+        },
+    };
     for (start, end) in segments(range.start, range.end) {
-        let first = encode_request(range.table, &start, &end);
-        let mut reply = request_page(shared, from, STREAM_PAGE, first).await?;
-        loop {
-            throttle.pace(reply.len()).await;
-            let (muts, resume) = decode_page(&reply)?;
-            session
-                .bytes
-                .fetch_add(reply.len() as u64, Ordering::Relaxed);
-            session
-                .partitions
-                .fetch_add(muts.len() as u64, Ordering::Relaxed);
-            let engine = shared.engine.as_ref();
-            match resume {
-                // The next page travels while this one is applied: at most
-                // two pages of a session are in this node's memory.
-                Some(next) => {
-                    let req = encode_request(range.table, &next, &end);
-                    let (applied, fetched) = futures::join!(
-                        apply_all(engine, muts),
-                        request_page(shared, from, STREAM_PAGE, req)
-                    );
-                    applied?;
-                    reply = fetched?;
-                }
-                None => {
-                    apply_all(engine, muts).await?;
-                    break;
-                }
+        let by_files = rx.is_some();
+        if by_files {
+            match fetch_segment_files(
+                shared,
+                from,
+                range.table,
+                &start,
+                &end,
+                &mut rx,
+                session,
+                throttle,
+            )
+            .await
+            {
+                Ok(()) => continue,
+                Err(Refused::Rows) => {}
+                Err(Refused::Failed(e)) => return Err(e),
             }
+        }
+        fetch_segment_rows(shared, from, range.table, start, end, session, throttle).await?;
+    }
+    if let Some(mut rx) = rx {
+        if !rx.staged().is_empty() {
+            let table = range.table;
+            let report = blocking(move || {
+                engine
+                    .import_streamed(table, &mut rx)
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+            debug!(table = %table, files = report.files, bytes = report.bytes, "imported streamed SSTables");
         }
     }
     session.range_done();
     Ok(())
 }
 
-/// Reads `range` locally and pushes it to `to`, a page at a time.
+/// Pulls one segment as pages of rows and applies them.
+async fn fetch_segment_rows(
+    shared: &Shared,
+    from: std::net::SocketAddr,
+    table: TableId,
+    start: ScanStart,
+    end: Bound<Token>,
+    session: &Session,
+    throttle: &Throttle,
+) -> Result<(), String> {
+    let first = encode_request(table, &start, &end);
+    let mut reply = request_page(shared, from, STREAM_PAGE, first).await?;
+    loop {
+        throttle.pace(reply.len()).await;
+        let (muts, resume) = decode_page(&reply)?;
+        session
+            .bytes
+            .fetch_add(reply.len() as u64, Ordering::Relaxed);
+        session
+            .partitions
+            .fetch_add(muts.len() as u64, Ordering::Relaxed);
+        let engine = shared.engine.as_ref();
+        match resume {
+            // The next page travels while this one is applied: at most
+            // two pages of a session are in this node's memory.
+            Some(next) => {
+                let req = encode_request(table, &next, &end);
+                let (applied, fetched) = futures::join!(
+                    apply_all(engine, muts),
+                    request_page(shared, from, STREAM_PAGE, req)
+                );
+                applied?;
+                reply = fetched?;
+            }
+            None => {
+                apply_all(engine, muts).await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn encode_range(r: &StreamRange) -> Bytes {
+    let mut out = Vec::new();
+    out.extend_from_slice(r.table.0.as_bytes());
+    codec::put_varint(&mut out, r.start);
+    codec::put_varint(&mut out, r.end);
+    Bytes::from(out)
+}
+
+fn decode_range(b: &Bytes) -> Result<StreamRange, String> {
+    let id: [u8; 16] = b
+        .get(..16)
+        .and_then(|s| s.try_into().ok())
+        .ok_or("short stream range")?;
+    let rest = b.slice(16..);
+    let mut r = codec::Reader::new(&rest);
+    let e = |e: codec::DecodeError| e.to_string();
+    Ok(StreamRange {
+        table: TableId(uuid::Uuid::from_bytes(id)),
+        start: r.varint().map_err(e)?,
+        end: r.varint().map_err(e)?,
+    })
+}
+
+/// Gives `range` to `to`: asks it to pull the range as SSTables
+/// (STREAM_PULL), or pushes rows a page at a time when it cannot.
 pub(crate) async fn push_range(
+    shared: &Shared,
+    to: std::net::SocketAddr,
+    range: StreamRange,
+    session: &Session,
+    throttle: &Throttle,
+) -> Result<(), String> {
+    if shared.cfg.cluster.stream_sstables {
+        match shared
+            .messenger
+            .request_with(
+                to,
+                STREAM_PULL,
+                encode_range(&range),
+                PULL_TIMEOUT,
+                Priority::Bulk,
+            )
+            .await
+        {
+            Ok(b) if b.len() == 16 => {
+                let n = |i: usize| {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(&b[i..i + 8]);
+                    u64::from_be_bytes(a)
+                };
+                session.bytes.fetch_add(n(0), Ordering::Relaxed);
+                session.partitions.fetch_add(n(8), Ordering::Relaxed);
+                session.range_done();
+                return Ok(());
+            }
+            Ok(_) => return Err(format!("bad answer from {to} to a stream pull")),
+            Err(gyre_net::Error::Remote { message, .. }) if message.starts_with(ROWS) => {
+                debug!(peer = %to, reason = %message, "pushing rows");
+            }
+            Err(e) => return Err(format!("streaming to {to} failed: {e}")),
+        }
+    }
+    push_rows(shared, to, range, session, throttle).await
+}
+
+/// Reads `range` locally and pushes it to `to`, a page at a time.
+async fn push_rows(
     shared: &Shared,
     to: std::net::SocketAddr,
     range: StreamRange,
@@ -601,6 +994,501 @@ pub(crate) async fn push_range(
     }
     session.range_done();
     Ok(())
+}
+
+// ---- SSTable streaming ----
+
+/// SSTables a source offered for one segment, kept (their files stay
+/// readable even once compaction removed them) until the puller releases
+/// the offer or it idles out.
+struct Offer {
+    peer: std::net::SocketAddr,
+    table: TableId,
+    end: Bound<Token>,
+    files: Vec<OutgoingFile>,
+}
+
+struct Offers {
+    next: u64,
+    open: HashMap<u64, (Instant, Arc<Offer>)>,
+    /// Tables flushed for a puller's session (peer, nonce): once each, so
+    /// that a session of many ranges under writes does not cut a small
+    /// SSTable per range. Writes after the flush reach the puller anyway
+    /// (it is a pending replica since before streaming began).
+    flushed: HashMap<(std::net::SocketAddr, u64), (Instant, Vec<TableId>)>,
+}
+
+static OFFERS: LazyLock<Mutex<Offers>> = LazyLock::new(|| {
+    // Ids of a restarted source never match a stale puller's.
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Mutex::new(Offers {
+        next: seed,
+        open: HashMap::new(),
+        flushed: HashMap::new(),
+    })
+});
+
+fn offer(id: u64, from: std::net::SocketAddr) -> Result<Arc<Offer>, String> {
+    let mut offers = OFFERS.lock();
+    match offers.open.get_mut(&id) {
+        Some((used, o)) if o.peer == from => {
+            *used = Instant::now();
+            Ok(o.clone())
+        }
+        _ => Err(format!("no stream offer {id} for {from}")),
+    }
+}
+
+/// Answers STREAM_FILES: flushes, picks the SSTables, opens an offer.
+fn open_offer(
+    engine: &dyn StorageEngine,
+    from: std::net::SocketAddr,
+    payload: &Bytes,
+) -> Result<Bytes, String> {
+    let nonce: [u8; 8] = payload
+        .get(..8)
+        .and_then(|s| s.try_into().ok())
+        .ok_or("short stream offer request")?;
+    let nonce = u64::from_be_bytes(nonce);
+    let (table, start, end) = decode_request(&payload.slice(8..))?;
+    let first = {
+        let mut offers = OFFERS.lock();
+        offers
+            .flushed
+            .retain(|_, (used, _)| used.elapsed() < OFFER_IDLE);
+        if offers.flushed.len() >= MAX_OFFERS && !offers.flushed.contains_key(&(from, nonce)) {
+            return Err("too many streaming sessions; try again later".into());
+        }
+        let (used, tables) = offers
+            .flushed
+            .entry((from, nonce))
+            .or_insert_with(|| (Instant::now(), Vec::new()));
+        *used = Instant::now();
+        let first = !tables.contains(&table);
+        if first {
+            tables.push(table);
+        }
+        first
+    };
+    if first {
+        if let Err(e) = engine.flush(Some(table)) {
+            let mut offers = OFFERS.lock();
+            if let Some((_, tables)) = offers.flushed.get_mut(&(from, nonce)) {
+                tables.retain(|t| *t != table);
+            }
+            return Err(e.to_string());
+        }
+    }
+    let files = match engine.stream_files(table, &start, &end) {
+        Ok(f) => f,
+        Err(gyre_storage::Error::Unsupported(what)) => return Err(format!("{ROWS}{what}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut out = Vec::new();
+    let mut offers = OFFERS.lock();
+    offers
+        .open
+        .retain(|_, (used, _)| used.elapsed() < OFFER_IDLE);
+    if offers.open.len() >= MAX_OFFERS {
+        return Err(format!(
+            "{} stream offers are open; try again later",
+            offers.open.len()
+        ));
+    }
+    offers.next = offers.next.wrapping_add(1);
+    let id = offers.next;
+    out.extend_from_slice(&id.to_be_bytes());
+    codec::put_uvarint(&mut out, files.len() as u64);
+    for f in &files {
+        out.push(u8::from(f.whole));
+        codec::put_uvarint(&mut out, f.bytes());
+        codec::put_uvarint(&mut out, f.partitions());
+    }
+    let o = Offer {
+        peer: from,
+        table,
+        end,
+        files,
+    };
+    offers.open.insert(id, (Instant::now(), Arc::new(o)));
+    Ok(Bytes::from(out))
+}
+
+/// One file of an offer, as the puller sees it.
+#[derive(Debug, PartialEq)]
+struct OfferedFile {
+    whole: bool,
+    bytes: u64,
+    partitions: u64,
+}
+
+fn decode_offer(b: &Bytes) -> Result<(u64, Vec<OfferedFile>), String> {
+    let e = |e: codec::DecodeError| e.to_string();
+    let id: [u8; 8] = b
+        .get(..8)
+        .and_then(|s| s.try_into().ok())
+        .ok_or("short stream offer")?;
+    let rest = b.slice(8..);
+    let mut r = codec::Reader::new(&rest);
+    let n = r.uvarint().map_err(e)?;
+    let mut files = Vec::with_capacity(n.min(1 << 16) as usize);
+    for _ in 0..n {
+        files.push(OfferedFile {
+            whole: r.u8().map_err(e)? != 0,
+            bytes: r.uvarint().map_err(e)?,
+            partitions: r.uvarint().map_err(e)?,
+        });
+    }
+    Ok((u64::from_be_bytes(id), files))
+}
+
+/// What a STREAM_CHUNK asks for.
+#[derive(Debug, PartialEq)]
+enum ChunkAt {
+    /// Bytes of a whole file from this offset.
+    Offset(u64),
+    /// Partitions of a section from this position.
+    Section(ScanStart),
+}
+
+fn encode_chunk_request(id: u64, file: usize, at: &ChunkAt) -> Bytes {
+    let mut out = Vec::new();
+    out.extend_from_slice(&id.to_be_bytes());
+    codec::put_uvarint(&mut out, file as u64);
+    match at {
+        ChunkAt::Offset(o) => {
+            out.push(0);
+            codec::put_uvarint(&mut out, *o);
+        }
+        ChunkAt::Section(s) => {
+            out.push(1);
+            put_start(&mut out, s);
+        }
+    }
+    Bytes::from(out)
+}
+
+fn decode_chunk_request(b: &Bytes) -> Result<(u64, usize, ChunkAt), String> {
+    let e = |e: codec::DecodeError| e.to_string();
+    let id: [u8; 8] = b
+        .get(..8)
+        .and_then(|s| s.try_into().ok())
+        .ok_or("short stream chunk request")?;
+    let rest = b.slice(8..);
+    let mut r = codec::Reader::new(&rest);
+    let file = usize::try_from(r.uvarint().map_err(e)?).map_err(|e| e.to_string())?;
+    let at = match r.u8().map_err(e)? {
+        0 => ChunkAt::Offset(r.uvarint().map_err(e)?),
+        1 => ChunkAt::Section(get_start(&mut r)?),
+        _ => return Err("bad stream chunk request".into()),
+    };
+    Ok((u64::from_be_bytes(id), file, at))
+}
+
+/// Answers STREAM_CHUNK: raw bytes and a CRC32 for a whole file, a page
+/// (as [`encode_page`]) for a section.
+fn read_chunk(from: std::net::SocketAddr, payload: &Bytes) -> Result<Bytes, String> {
+    let (id, file, at) = decode_chunk_request(payload)?;
+    let o = offer(id, from)?;
+    let f = o
+        .files
+        .get(file)
+        .ok_or_else(|| format!("stream offer {id} has no file {file}"))?;
+    match at {
+        ChunkAt::Offset(offset) if f.whole => {
+            let mut buf = f
+                .read_chunk(offset, CHUNK_BYTES)
+                .map_err(|e| e.to_string())?;
+            let crc = crc32fast::hash(&buf);
+            buf.extend_from_slice(&crc.to_be_bytes());
+            Ok(Bytes::from(buf))
+        }
+        ChunkAt::Section(start) => {
+            let mut muts = Vec::new();
+            let resume = f
+                .read_section(&start, &o.end, SECTION_BYTES, |p| {
+                    let m = Mutation::new(o.table, p);
+                    let n = m.encoded().len();
+                    muts.push(m.encoded().clone());
+                    n
+                })
+                .map_err(|e| match e {
+                    gyre_storage::Error::LimitExceeded(why) => format!("{ROWS}{why}"),
+                    e => e.to_string(),
+                })?;
+            Ok(encode_page(&muts, resume.as_ref()))
+        }
+        ChunkAt::Offset(_) => Err(format!("file {file} of stream offer {id} is a section")),
+    }
+}
+
+fn check_chunk(b: &Bytes) -> Result<Bytes, String> {
+    let n = b.len().checked_sub(4).ok_or("short stream chunk")?;
+    let want = u32::from_be_bytes(b[n..].try_into().map_err(|_| "short stream chunk")?);
+    let body = b.slice(..n);
+    if crc32fast::hash(&body) != want {
+        return Err("stream chunk checksum mismatch".into());
+    }
+    Ok(body)
+}
+
+/// Why a request for SSTable data did not give it.
+enum Refused {
+    /// The source says: stream this segment row by row.
+    Rows,
+    Failed(String),
+}
+
+impl From<String> for Refused {
+    fn from(e: String) -> Self {
+        Refused::Failed(e)
+    }
+}
+
+/// [`request_page`] for SSTable streaming: a "by rows" answer is not
+/// retried.
+async fn ask(
+    shared: &Shared,
+    to: std::net::SocketAddr,
+    verb: Verb,
+    payload: Bytes,
+) -> Result<Bytes, Refused> {
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        match shared
+            .messenger
+            .request_with(to, verb, payload.clone(), PAGE_TIMEOUT, Priority::Bulk)
+            .await
+        {
+            Ok(b) => return Ok(b),
+            Err(gyre_net::Error::Remote { message, .. }) if message.starts_with(ROWS) => {
+                debug!(peer = %to, reason = %message, "source streams rows");
+                return Err(Refused::Rows);
+            }
+            Err(e) => {
+                warn!(peer = %to, attempt, error = %e, "stream request failed; retrying");
+                last = e.to_string();
+            }
+        }
+    }
+    Err(Refused::Failed(format!(
+        "streaming with {to} failed: {last}"
+    )))
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("stream file task failed: {e}"))?
+}
+
+/// Pulls one segment of a range as SSTables into `rx`; `Refused::Rows`
+/// when the source asks for rows instead.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_segment_files(
+    shared: &Shared,
+    from: std::net::SocketAddr,
+    table: TableId,
+    start: &ScanStart,
+    end: &Bound<Token>,
+    rx: &mut Option<StreamReceiver>,
+    session: &Session,
+    throttle: &Throttle,
+) -> Result<(), Refused> {
+    let mut request = session.nonce.to_be_bytes().to_vec();
+    request.extend_from_slice(&encode_request(table, start, end));
+    let reply = ask(shared, from, STREAM_FILES, Bytes::from(request)).await?;
+    let (id, files) = decode_offer(&reply)?;
+    let result = fetch_offer(shared, from, id, &files, start, rx, session, throttle).await;
+    // The source may let the SSTables go (an idle offer expires anyway).
+    let _ = shared.messenger.send_oneway_with(
+        from,
+        STREAM_RELEASE,
+        Bytes::copy_from_slice(&id.to_be_bytes()),
+        Priority::Bulk,
+    );
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch_offer(
+    shared: &Shared,
+    from: std::net::SocketAddr,
+    id: u64,
+    files: &[OfferedFile],
+    start: &ScanStart,
+    rx: &mut Option<StreamReceiver>,
+    session: &Session,
+    throttle: &Throttle,
+) -> Result<(), Refused> {
+    for (i, f) in files.iter().enumerate() {
+        let Some(mut receiver) = rx.take() else {
+            return Err(Refused::Failed("stream receiver lost".into()));
+        };
+        let (back, result) = if f.whole {
+            fetch_whole(shared, from, id, i, f, receiver, session, throttle).await
+        } else {
+            match receiver.section() {
+                Ok(sec) => {
+                    fetch_section(shared, from, id, i, start, sec, receiver, session, throttle)
+                        .await
+                }
+                Err(e) => (receiver, Err(Refused::Failed(e.to_string()))),
+            }
+        };
+        *rx = Some(back);
+        result?;
+    }
+    Ok(())
+}
+
+/// Receives a whole SSTable, the next chunk travelling while the previous
+/// one is written (at most two chunks in memory).
+#[allow(clippy::too_many_arguments)]
+async fn fetch_whole(
+    shared: &Shared,
+    from: std::net::SocketAddr,
+    id: u64,
+    index: usize,
+    file: &OfferedFile,
+    mut rx: StreamReceiver,
+    session: &Session,
+    throttle: &Throttle,
+) -> (StreamReceiver, Result<(), Refused>) {
+    let mut incoming = match rx.whole_file() {
+        Ok(f) => f,
+        Err(e) => return (rx, Err(Refused::Failed(e.to_string()))),
+    };
+    let chunk = |offset| encode_chunk_request(id, index, &ChunkAt::Offset(offset));
+    let mut offset = 0u64;
+    let mut reply = match ask(shared, from, STREAM_CHUNK, chunk(0)).await {
+        Ok(r) => r,
+        Err(e) => return (rx, Err(e)),
+    };
+    loop {
+        let body = match check_chunk(&reply) {
+            Ok(b) if !b.is_empty() || offset == file.bytes => b,
+            Ok(_) => {
+                let e = format!("stream of a file ended at {offset} of {} bytes", file.bytes);
+                return (rx, Err(Refused::Failed(e)));
+            }
+            Err(e) => return (rx, Err(Refused::Failed(e))),
+        };
+        throttle.pace(body.len()).await;
+        session
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let at = offset;
+        offset += body.len() as u64;
+        let write = blocking(move || {
+            incoming
+                .write_at(&body, at)
+                .map_err(|e| e.to_string())
+                .map(|()| incoming)
+        });
+        if offset >= file.bytes {
+            let done = async {
+                let incoming = write.await?;
+                blocking(move || incoming.finish().map_err(|e| e.to_string())).await
+            };
+            return match done.await {
+                Ok(path) => {
+                    rx.add(path);
+                    session.whole_files.fetch_add(1, Ordering::Relaxed);
+                    session
+                        .partitions
+                        .fetch_add(file.partitions, Ordering::Relaxed);
+                    (rx, Ok(()))
+                }
+                Err(e) => (rx, Err(Refused::Failed(e))),
+            };
+        }
+        let (written, fetched) =
+            futures::join!(write, ask(shared, from, STREAM_CHUNK, chunk(offset)));
+        incoming = match written {
+            Ok(f) => f,
+            Err(e) => return (rx, Err(Refused::Failed(e))),
+        };
+        reply = match fetched {
+            Ok(r) => r,
+            Err(e) => return (rx, Err(e)),
+        };
+    }
+}
+
+/// Receives a section of an SSTable into a new SSTable, the next page
+/// travelling while the previous one is written.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_section(
+    shared: &Shared,
+    from: std::net::SocketAddr,
+    id: u64,
+    index: usize,
+    start: &ScanStart,
+    mut sec: IncomingSection,
+    mut rx: StreamReceiver,
+    session: &Session,
+    throttle: &Throttle,
+) -> (StreamReceiver, Result<(), Refused>) {
+    let page = |at: &ScanStart| encode_chunk_request(id, index, &ChunkAt::Section(at.clone()));
+    let mut reply = match ask(shared, from, STREAM_CHUNK, page(start)).await {
+        Ok(r) => r,
+        Err(e) => return (rx, Err(e)),
+    };
+    loop {
+        throttle.pace(reply.len()).await;
+        session
+            .bytes
+            .fetch_add(reply.len() as u64, Ordering::Relaxed);
+        let (muts, resume) = match decode_page(&reply) {
+            Ok(p) => p,
+            Err(e) => return (rx, Err(Refused::Failed(e))),
+        };
+        session
+            .partitions
+            .fetch_add(muts.len() as u64, Ordering::Relaxed);
+        let write = blocking(move || {
+            for m in muts {
+                sec.add(&m.into_update()).map_err(|e| e.to_string())?;
+            }
+            Ok(sec)
+        });
+        let Some(next) = resume else {
+            let done = async {
+                let sec = write.await?;
+                blocking(move || sec.finish().map_err(|e| e.to_string())).await
+            };
+            return match done.await {
+                Ok(path) => {
+                    if let Some(p) = path {
+                        rx.add(p);
+                    }
+                    session.sections.fetch_add(1, Ordering::Relaxed);
+                    (rx, Ok(()))
+                }
+                Err(e) => (rx, Err(Refused::Failed(e))),
+            };
+        };
+        let (written, fetched) =
+            futures::join!(write, ask(shared, from, STREAM_CHUNK, page(&next)));
+        sec = match written {
+            Ok(s) => s,
+            Err(e) => return (rx, Err(Refused::Failed(e))),
+        };
+        reply = match fetched {
+            Ok(r) => r,
+            Err(e) => return (rx, Err(e)),
+        };
+    }
 }
 
 #[cfg(test)]
@@ -641,6 +1529,27 @@ mod tests {
         assert_eq!(t, table);
         assert_eq!(s, ScanStart::Token(Bound::Excluded(-5)));
         assert_eq!(e, Bound::Included(9));
+    }
+
+    #[test]
+    fn adjacent_ranges_of_a_table_coalesce() {
+        let t = TableId(uuid::Uuid::from_u128(1));
+        let u = TableId(uuid::Uuid::from_u128(2));
+        let r = |table, start, end| StreamRange { table, start, end };
+        let got = coalesce(vec![
+            r(t, 10, 20),
+            r(u, 0, 10),
+            r(t, 100, -50),
+            r(t, 0, 10),
+            r(t, 30, 40),
+            r(t, -50, 0),
+            r(u, 10, 20),
+        ]);
+        assert_eq!(got, vec![r(t, 100, 20), r(t, 30, 40), r(u, 0, 20)]);
+        // Ranges covering the ring become the whole ring (two segments).
+        let ring = coalesce(vec![r(t, 5, 9), r(t, 9, -3), r(t, -3, 5)]);
+        assert_eq!(ring.len(), 1);
+        assert_eq!(ring[0].start, ring[0].end);
     }
 
     #[test]

@@ -129,6 +129,39 @@ pub trait StorageEngine: Send + Sync {
         Err(Error::Unsupported("restoring snapshots".into()))
     }
 
+    /// The SSTables holding tokens of one segment `start..end` of a
+    /// streamed range (never wrapping); the caller flushes the table first
+    /// so that they hold everything written before. `Unsupported` (the
+    /// default) makes the
+    /// streaming fall back to rows read by [`StorageEngine::scan`].
+    fn stream_files(
+        &self,
+        table: TableId,
+        start: &crate::ScanStart,
+        end: &std::ops::Bound<gyre_common::Token>,
+    ) -> Result<Vec<crate::stream::OutgoingFile>> {
+        let _ = (table, start, end);
+        Err(Error::Unsupported("streaming SSTable files".into()))
+    }
+
+    /// A staging area for SSTable files streamed in for `table`.
+    /// `Unsupported` (the default) makes the receiver apply rows instead.
+    fn stream_receiver(&self, table: TableId) -> Result<crate::stream::StreamReceiver> {
+        let _ = table;
+        Err(Error::Unsupported("streaming SSTable files".into()))
+    }
+
+    /// Imports the files a receiver staged into its table (all of them or
+    /// none) and empties the receiver.
+    fn import_streamed(
+        &self,
+        table: TableId,
+        receiver: &mut crate::stream::StreamReceiver,
+    ) -> Result<ImportReport> {
+        let _ = (table, receiver);
+        Err(Error::Unsupported("streaming SSTable files".into()))
+    }
+
     /// Why the engine refuses writes until it is reopened (its log could
     /// not be written or synced), or `None` while it works. The node acts
     /// on it (`storage.commit_failure_policy`).

@@ -70,6 +70,7 @@ pub mod sai;
 pub mod snapshot;
 pub mod sstable;
 pub mod strategy;
+pub mod stream;
 mod types;
 
 /// Run-time control of failpoints (see the crate docs), for the node's admin

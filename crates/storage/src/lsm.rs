@@ -441,6 +441,7 @@ fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 }
 
 fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
+    crate::stream::clear_staging(dir)?;
     let mut gens = Vec::new();
     let mut txns = Vec::new();
     for e in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
@@ -853,6 +854,36 @@ impl Inner {
             gc_before: now - i64::from(t.options.read().gc_grace_seconds),
             memtable_min_timestamp: memtable_min_timestamp(st),
         }
+    }
+
+    /// Moves SSTable `files` (in `dir`) into table `t` under new
+    /// generations. Every file is checked before any is loaded: a corrupt
+    /// one refuses the import, naming the file, and loads nothing.
+    fn import_files(&self, t: &Arc<Table>, dir: &Path, files: &[PathBuf]) -> Result<ImportReport> {
+        for f in files {
+            SsTable::open(f)?;
+        }
+        let _c = t.compaction_lock.lock();
+        let mut report = ImportReport {
+            dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        for f in files {
+            let generation = t.next_generation.fetch_add(1, Ordering::Relaxed);
+            let dest = sstable_path(&t.dir, generation);
+            fs::rename(f, &dest).ctx(|| format!("moving {} into the table", f.display()))?;
+            fsync_dir(&t.dir)?;
+            let s = SsTable::open(&dest)?;
+            report.files += 1;
+            report.bytes += s.file_bytes;
+            t.install(|st| st.sstables.push(Arc::new(s)));
+        }
+        fsync_dir(dir)?;
+        drop(_c);
+        if report.files > 0 {
+            self.request_compaction(t.id);
+        }
+        Ok(report)
     }
 
     /// Switches the memtable out and writes every pending memtable of the
@@ -1748,33 +1779,52 @@ impl StorageEngine for LsmEngine {
             }
         }
         files.sort();
-        // Every file is checked before any is loaded: a corrupt one refuses
-        // the import, naming the file, and loads nothing.
-        for f in &files {
-            SsTable::open(f)?;
-        }
-        let _c = t.compaction_lock.lock();
-        let mut report = ImportReport {
-            dir: dir.clone(),
-            ..Default::default()
-        };
-        for f in &files {
-            let generation = t.next_generation.fetch_add(1, Ordering::Relaxed);
-            let dest = sstable_path(&t.dir, generation);
-            fs::rename(f, &dest).ctx(|| format!("moving {} into the table", f.display()))?;
-            fsync_dir(&t.dir)?;
-            let s = SsTable::open(&dest)?;
-            report.files += 1;
-            report.bytes += s.file_bytes;
-            t.install(|st| st.sstables.push(Arc::new(s)));
-        }
-        fsync_dir(&dir)?;
-        drop(_c);
+        let report = inner.import_files(&t, &dir, &files)?;
         if report.files > 0 {
             tracing::info!(table = %table, files = report.files, bytes = report.bytes, "imported SSTables");
-            inner.request_compaction(table);
         }
         Ok(report)
+    }
+
+    fn stream_files(
+        &self,
+        table: TableId,
+        start: &crate::ScanStart,
+        end: &Bound<gyre_common::Token>,
+    ) -> Result<Vec<crate::stream::OutgoingFile>> {
+        let t = self.inner.table(table)?;
+        Ok(crate::stream::OutgoingFile::select(
+            &t.snapshot().sstables,
+            start,
+            end,
+        ))
+    }
+
+    fn stream_receiver(&self, table: TableId) -> Result<crate::stream::StreamReceiver> {
+        let t = self.inner.table(table)?;
+        let compression = t.options.read().compression;
+        crate::stream::StreamReceiver::new(
+            &t.dir,
+            compression,
+            self.inner.config.block_bytes,
+            self.inner.config.bloom_bits_per_key,
+        )
+    }
+
+    fn import_streamed(
+        &self,
+        table: TableId,
+        receiver: &mut crate::stream::StreamReceiver,
+    ) -> Result<ImportReport> {
+        let t = self.inner.table(table)?;
+        let files = std::mem::take(&mut receiver.staged);
+        let dir = receiver.dir.clone();
+        let report = self.inner.import_files(&t, &dir, &files);
+        if report.is_err() {
+            // Whatever was not moved into the table goes with the receiver.
+            receiver.staged = files.into_iter().filter(|f| f.exists()).collect();
+        }
+        report
     }
 
     fn tables(&self) -> Vec<(TableId, TableOptions)> {

@@ -508,6 +508,13 @@ impl SsTable {
         &self.path
     }
 
+    /// Raw bytes of the file at `offset` (whole-file streaming).
+    pub fn read_raw_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .ctx(|| format!("reading {}", self.path.display()))
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation
     }
