@@ -748,8 +748,11 @@ fn non_frozen_collections_by_element() {
     );
     e.ok("UPDATE t SET s = null WHERE k = 1");
     assert_eq!(e.rows("SELECT s FROM t WHERE k = 1"), vec![vec![None]]);
-    let err = e.err("SELECT writetime(s) FROM t");
-    assert_eq!(err.code(), 0x2200);
+    // Cassandra 5.0: writetime of a non-frozen collection is a list (null here: no elements).
+    assert_eq!(
+        e.rows("SELECT writetime(s) FROM t WHERE k = 1"),
+        vec![vec![None]]
+    );
 }
 
 #[test]
@@ -1799,8 +1802,12 @@ fn user_defined_types() {
         err.to_string().contains("does not have a field named nope"),
         "{err}"
     );
-    let err = e.err("SELECT writetime(a) FROM t");
-    assert!(err.to_string().contains("on non-frozen UDT a"), "{err}");
+    // Cassandra 5.0: writetime of a non-frozen UDT (details in
+    // writetime_and_ttl_of_fields_and_non_frozen_values).
+    assert!(matches!(
+        &one(e.rows("SELECT maxwritetime(a), writetime(a.city) FROM t WHERE k = 1"))[..],
+        [Some(CqlValue::Bigint(_)), Some(CqlValue::Bigint(_))]
+    ));
     let err = e.err("INSERT INTO t (k, c, a) VALUES (2, {street: 's'}, {nope: 1})");
     assert!(err.to_string().contains("Unknown field 'nope'"), "{err}");
     // Replacing the whole non-frozen value clears the fields not given.
@@ -1894,4 +1901,117 @@ fn user_defined_types() {
     e.ok("DROP TYPE person");
     e.ok("DROP TYPE addr");
     e.ok("DROP TYPE IF EXISTS addr");
+}
+
+/// Cassandra 5.0 (CASSANDRA-8877): `writetime` / `ttl` / `maxwritetime` of
+/// non-frozen user types and collections (one value per field or element)
+/// and of user type fields, with its result names and types.
+#[test]
+fn writetime_and_ttl_of_fields_and_non_frozen_values() {
+    let e = env();
+    e.ok("CREATE TYPE addr (street text, city text, zip int)");
+    e.ok("CREATE TABLE t (k int PRIMARY KEY, a addr, f frozen<addr>, l list<int>, s set<text>, v int)");
+    e.ok("INSERT INTO t (k, f) VALUES (1, {city: 'fc'}) USING TIMESTAMP 100");
+    e.ok("UPDATE t USING TIMESTAMP 200 SET a.street = 's' WHERE k = 1");
+    e.ok("UPDATE t USING TIMESTAMP 300 AND TTL 50 SET a.zip = 5 WHERE k = 1");
+    e.ok("UPDATE t USING TIMESTAMP 400 SET l = l + [1, 2] WHERE k = 1");
+    e.ok("UPDATE t USING TIMESTAMP 500 SET l = l + [3] WHERE k = 1");
+    e.ok("UPDATE t USING TIMESTAMP 600 AND TTL 20 SET s = s + {'x'} WHERE k = 1");
+    e.ok("INSERT INTO t (k, v) VALUES (2, 1)");
+    let cql = "SELECT writetime(a), ttl(a), maxwritetime(a), writetime(a.street), \
+               writetime(a.city), ttl(a.zip), writetime(f), writetime(f.city), writetime(f.zip), \
+               ttl(f.city), maxwritetime(f), writetime(l), maxwritetime(l), ttl(s) FROM t WHERE k = ?";
+    let QueryResult::Rows { columns, .. } = e.ok(&cql.replace('?', "1")) else {
+        panic!("no rows")
+    };
+    let list = |t: ColumnType| ColumnType::List(Box::new(t));
+    assert_eq!(
+        columns,
+        vec![
+            ("writetime(a)".into(), list(ColumnType::Bigint)),
+            ("ttl(a)".into(), list(ColumnType::Int)),
+            ("maxwritetime(a)".into(), ColumnType::Bigint),
+            ("writetime(a.street)".into(), ColumnType::Bigint),
+            ("writetime(a.city)".into(), ColumnType::Bigint),
+            ("ttl(a.zip)".into(), ColumnType::Int),
+            ("writetime(f)".into(), ColumnType::Bigint),
+            ("writetime(f.city)".into(), ColumnType::Bigint),
+            ("writetime(f.zip)".into(), ColumnType::Bigint),
+            ("ttl(f.city)".into(), ColumnType::Int),
+            ("maxwritetime(f)".into(), ColumnType::Bigint),
+            ("writetime(l)".into(), list(ColumnType::Bigint)),
+            ("maxwritetime(l)".into(), ColumnType::Bigint),
+            ("ttl(s)".into(), list(ColumnType::Int)),
+        ]
+    );
+    // A field without a cell is a null element (length -1), as Cassandra
+    // 5.0 serializes it.
+    let QueryResult::Rows { rows, .. } = e.ok(&cql.replace('?', "1")) else {
+        panic!("no rows")
+    };
+    let mut wt = vec![0, 0, 0, 3, 0, 0, 0, 8];
+    wt.extend_from_slice(&200i64.to_be_bytes());
+    wt.extend_from_slice(&[0xFF; 4]);
+    wt.extend_from_slice(&[0, 0, 0, 8]);
+    wt.extend_from_slice(&300i64.to_be_bytes());
+    let mut ttl = vec![0, 0, 0, 3];
+    ttl.extend_from_slice(&[0xFF; 8]);
+    ttl.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 50]);
+    assert_eq!(rows[0][0].as_deref(), Some(&wt[..]));
+    assert_eq!(rows[0][1].as_deref(), Some(&ttl[..]));
+    let big = |n: i64| Some(CqlValue::Bigint(n));
+    let bigs = |v: &[i64]| {
+        Some(CqlValue::List(
+            v.iter().map(|t| CqlValue::Bigint(*t)).collect(),
+        ))
+    };
+    let cql = cql.replace("writetime(a), ttl(a), ", "");
+    assert_eq!(
+        one(e.rows(&cql.replace('?', "1"))),
+        vec![
+            big(300),
+            big(200),
+            None,
+            int(50),
+            big(100),
+            big(100),
+            None,
+            None,
+            big(100),
+            bigs(&[400, 400, 500]),
+            big(500),
+            Some(CqlValue::List(vec![CqlValue::Int(20)])),
+        ]
+    );
+    // No cells at all: every one is null.
+    let QueryResult::Rows { rows, .. } = e.ok("SELECT writetime(a), ttl(a) FROM t WHERE k = 2")
+    else {
+        panic!("no rows")
+    };
+    assert_eq!(rows, vec![vec![None, None]]);
+    assert!(one(e.rows(&cql.replace('?', "2")))
+        .iter()
+        .all(Option::is_none));
+    for (cql, needle) in [
+        (
+            "SELECT writetime(k) FROM t",
+            "Cannot use selection function writetime on PRIMARY KEY part k",
+        ),
+        (
+            "SELECT maxwritetime(k) FROM t",
+            "Cannot use selection function maxwritetime on PRIMARY KEY part k",
+        ),
+        (
+            "SELECT ttl(a.nope) FROM t",
+            "a of type addr has no field nope",
+        ),
+        (
+            "SELECT writetime(v.x) FROM t",
+            "Invalid field selection: v of type int is not a user type",
+        ),
+    ] {
+        let err = e.err(cql);
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+        assert!(err.to_string().contains(needle), "{cql}: {err}");
+    }
 }
