@@ -16,6 +16,7 @@ import uuid
 from types import SimpleNamespace
 
 from cassandra import ConsistencyLevel, InvalidRequest
+from cassandra.protocol import SyntaxException
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.cqltypes import UserType
 from cassandra.policies import WhiteListRoundRobinPolicy
@@ -368,6 +369,13 @@ def main():
     assert tuple(row) == (1000, 1000, None, None), row
     expect_invalid(session, "SELECT writetime(id) FROM places", None,
                    "Cannot use selection function writetime on PRIMARY KEY part id")
+
+    step("WHERE on a field: Cassandra 5.0's syntax error, with the reason")
+    try:
+        session.execute("SELECT id FROM places WHERE s.x = 3 ALLOW FILTERING")
+        raise AssertionError("field relation accepted")
+    except SyntaxException as e:
+        assert "no viable alternative at input '.': restrictions on fields of user types (s.x)" in str(e), e
 
     step("system_schema.types on every node")
     for h, p in hosts:
