@@ -7,7 +7,8 @@ Usage: driver_compat.py HOST PORT NODES
   - system tables paged with fetch_size 1 (system.peers, system_schema
     with an ALLOW FILTERING range restriction, simple and prepared);
   - GROUP BY with count/min/max/sum/avg compared with a client-side
-    computation, paged, with LIMIT, and Cassandra's refusals.
+    computation, paged, with LIMIT, and Cassandra's refusals;
+  - empty components of a composite partition key.
 Exits non-zero on the first failed step.
 """
 
@@ -251,6 +252,20 @@ def group_by(session):
     )
 
 
+def empty_key_components(session):
+    step("empty components of a composite partition key")
+    session.execute("CREATE TABLE grp.ek (a text, b text, v int, PRIMARY KEY ((a, b)))")
+    session.execute("INSERT INTO grp.ek (a, b, v) VALUES ('', 'x', 1)")
+    ins = session.prepare("INSERT INTO grp.ek (a, b, v) VALUES (?, ?, ?)")
+    session.execute(ins, ("", "", 2))
+    sel = session.prepare("SELECT v FROM grp.ek WHERE a = ? AND b = ?")
+    assert [r.v for r in session.execute(sel, ("", "x"))] == [1]
+    assert [r.v for r in session.execute(sel, ("", ""))] == [2]
+    assert sorted(r.v for r in session.execute("SELECT v FROM grp.ek")) == [1, 2]
+    session.execute("CREATE TABLE grp.one (a text PRIMARY KEY, v int)")
+    expect_invalid(session, "INSERT INTO grp.one (a, v) VALUES ('', 1)", "Key may not be empty")
+
+
 def describe_functions(session):
     step("DESCRIBE FUNCTIONS / AGGREGATES: empty listings")
     for what in ["FUNCTIONS", "AGGREGATES"]:
@@ -326,6 +341,7 @@ def main():
     group_by(session)
     system_paging(session, nodes)
     describe_functions(session)
+    empty_key_components(session)
     literals(session)
     cluster.shutdown()
     print("\nOK")

@@ -2015,3 +2015,38 @@ fn writetime_and_ttl_of_fields_and_non_frozen_values() {
         assert!(err.to_string().contains(needle), "{cql}: {err}");
     }
 }
+
+/// Cassandra validates the serialized partition key: a component of a
+/// composite key may be empty (its composite encoding is not), a
+/// one-column key may not.
+#[test]
+fn empty_components_of_a_composite_partition_key() {
+    let e = env();
+    e.ok("CREATE TABLE p (a text, b text, c int, v int, PRIMARY KEY ((a, b), c))");
+    e.ok("INSERT INTO p (a, b, c, v) VALUES ('', 'x', 1, 10)");
+    e.ok("INSERT INTO p (a, b, c, v) VALUES ('', '', 1, 20)");
+    e.ok("INSERT INTO p (a, b, c, v) VALUES ('y', '', 1, 30)");
+    assert_eq!(
+        e.rows("SELECT a, b, v FROM p WHERE a = '' AND b = 'x'"),
+        vec![vec![text(""), text("x"), int(10)]]
+    );
+    assert_eq!(
+        e.ints("SELECT v FROM p WHERE a = '' AND b IN ('', 'x') AND c = 1"),
+        vec![20, 10]
+    );
+    let mut all = e.ints("SELECT v FROM p");
+    all.sort_unstable();
+    assert_eq!(all, vec![10, 20, 30]);
+    e.ok("UPDATE p SET v = 21 WHERE a = '' AND b = '' AND c = 1");
+    e.ok("DELETE FROM p WHERE a = 'y' AND b = ''");
+    let mut all = e.ints("SELECT v FROM p");
+    all.sort_unstable();
+    assert_eq!(all, vec![10, 21]);
+    e.ok("CREATE TABLE s (a text PRIMARY KEY, v int)");
+    for cql in [
+        "INSERT INTO s (a, v) VALUES ('', 1)",
+        "SELECT v FROM s WHERE a = ''",
+    ] {
+        assert_eq!(e.err(cql).to_string(), "Key may not be empty", "{cql}");
+    }
+}
