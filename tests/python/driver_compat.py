@@ -7,7 +7,9 @@ Usage: driver_compat.py HOST PORT NODES
   - system tables paged with fetch_size 1 (system.peers, system_schema
     with an ALLOW FILTERING range restriction, simple and prepared);
   - GROUP BY with count/min/max/sum/avg compared with a client-side
-    computation, paged, with LIMIT, and Cassandra's refusals.
+    computation, paged, with LIMIT, and Cassandra's refusals;
+  - empty components of a composite partition key;
+  - types given as class names (native classes, CompositeType as bytes).
 Exits non-zero on the first failed step.
 """
 
@@ -251,6 +253,41 @@ def group_by(session):
     )
 
 
+def empty_key_components(session):
+    step("empty components of a composite partition key")
+    session.execute("CREATE TABLE grp.ek (a text, b text, v int, PRIMARY KEY ((a, b)))")
+    session.execute("INSERT INTO grp.ek (a, b, v) VALUES ('', 'x', 1)")
+    ins = session.prepare("INSERT INTO grp.ek (a, b, v) VALUES (?, ?, ?)")
+    session.execute(ins, ("", "", 2))
+    sel = session.prepare("SELECT v FROM grp.ek WHERE a = ? AND b = ?")
+    assert [r.v for r in session.execute(sel, ("", "x"))] == [1]
+    assert [r.v for r in session.execute(sel, ("", ""))] == [2]
+    assert sorted(r.v for r in session.execute("SELECT v FROM grp.ek")) == [1, 2]
+    session.execute("CREATE TABLE grp.one (a text PRIMARY KEY, v int)")
+    expect_invalid(session, "INSERT INTO grp.one (a, v) VALUES ('', 1)", "Key may not be empty")
+
+
+def class_name_types(session):
+    step("types given as class names")
+    composite = ("org.apache.cassandra.db.marshal.CompositeType("
+                 "org.apache.cassandra.db.marshal.Int32Type,org.apache.cassandra.db.marshal.UTF8Type)")
+    session.execute("CREATE TABLE grp.cn (k int PRIMARY KEY, t 'org.apache.cassandra.db.marshal.UTF8Type', "
+                    "v 'CompositeType(Int32Type, UTF8Type)')")
+    # A composite of (1, 'a'): per component a 2-byte length, the bytes, an end byte.
+    session.execute("INSERT INTO grp.cn (k, t, v) VALUES (1, 'x', 0x0004000000010000016100)")
+    rs = session.execute("SELECT t, v FROM grp.cn WHERE k = 1")
+    row = rs.one()
+    assert row.t == "x" and tuple(row.v) == (1, "a"), row
+    assert rs.column_types[1].cass_parameterized_type(full=True).startswith(
+        "org.apache.cassandra.db.marshal.CompositeType"), rs.column_types[1]
+    rows = list(session.execute(
+        "SELECT column_name, type FROM system_schema.columns WHERE keyspace_name = 'grp' AND table_name = 'cn'"))
+    types = dict((r.column_name, r.type) for r in rows)
+    assert types == {"k": "int", "t": "text", "v": "'%s'" % composite}, types
+    expect_invalid(session, "CREATE TABLE grp.bad (k int PRIMARY KEY, v 'com.example.MyType')",
+                   "Unable to find abstract-type class 'com.example.MyType'")
+
+
 def describe_functions(session):
     step("DESCRIBE FUNCTIONS / AGGREGATES: empty listings")
     for what in ["FUNCTIONS", "AGGREGATES"]:
@@ -326,6 +363,8 @@ def main():
     group_by(session)
     system_paging(session, nodes)
     describe_functions(session)
+    empty_key_components(session)
+    class_name_types(session)
     literals(session)
     cluster.shutdown()
     print("\nOK")

@@ -1,5 +1,7 @@
 //! `vector<T, n>` columns (issue 17) through the real Python driver
-//! (`tests/python/driver_vector.py`) against one `gyre` process, at
+//! (`tests/python/driver_vector.py`) against a 3-node cluster (RF 1: the
+//! driver and the shells reach the data through every node's coordinator;
+//! the issue's acceptance asks for 3 nodes), at
 //! protocol v4 and v5: literals, bound values, reads decoded as lists, the
 //! `VectorType(...)` custom type in result and prepared metadata, wrong
 //! dimensions refused, and `system_schema` / driver schema metadata.
@@ -14,12 +16,17 @@ use gyre_tests::cqlsh::{cqlsh_exec, gyresh_exec};
 
 #[test]
 fn python_driver_reads_and_writes_vectors() {
-    let c = TestCluster::new(1, 115);
+    let c = TestCluster::new(3, 164);
     c.up();
+    for n in 1..=3 {
+        let addr = c.cql(n);
+        c.wait_until(
+            &format!("CQL port of node {n} open"),
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        );
+    }
     let addr = c.cql(1);
-    c.wait_until("CQL port open", Duration::from_secs(30), || {
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-    });
     for protocol in ["4", "5"] {
         gyre_tests::python::run_driver_script(
             "driver_vector.py",

@@ -228,6 +228,25 @@ pub enum Order {
     Desc,
 }
 
+/// The selection functions on a cell's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimestampFunction {
+    WriteTime,
+    Ttl,
+    MaxWriteTime,
+}
+
+impl TimestampFunction {
+    /// The name Cassandra prints (result column names, messages).
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampFunction::WriteTime => "writetime",
+            TimestampFunction::Ttl => "ttl",
+            TimestampFunction::MaxWriteTime => "maxwritetime",
+        }
+    }
+}
+
 /// One item of a SELECT list, before its alias.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Selector {
@@ -238,6 +257,14 @@ pub enum Selector {
     CountRows,
     WriteTime(String),
     Ttl(String),
+    /// Cassandra 5.0's forms beyond `writetime(c)` / `ttl(c)`: a field of a
+    /// user type value (`writetime(a.f)`, `ttl(a.f.g)`) and
+    /// `maxwritetime(c)`. Never built for a plain `writetime(c)`/`ttl(c)`.
+    Timestamps {
+        function: TimestampFunction,
+        column: String,
+        fields: Vec<String>,
+    },
     Function {
         name: QualifiedName,
         args: Vec<Selector>,

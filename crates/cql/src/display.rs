@@ -346,9 +346,20 @@ impl Display for Selector {
             Selector::CountRows => f.write_str("count(*)"),
             Selector::WriteTime(c) => write!(f, "writetime({})", Ident(c)),
             Selector::Ttl(c) => write!(f, "ttl({})", Ident(c)),
+            Selector::Timestamps {
+                function,
+                column,
+                fields,
+            } => {
+                write!(f, "{}({}", function.name(), Ident(column))?;
+                for field in fields {
+                    write!(f, ".{}", Ident(field))?;
+                }
+                f.write_str(")")
+            }
             Selector::Function { name, args } => {
                 let special = match name.name.as_str() {
-                    "writetime" | "ttl" | "cast" => true,
+                    "writetime" | "ttl" | "maxwritetime" | "cast" => true,
                     "count" => matches!(
                         args.as_slice(),
                         [Selector::Term(Term::Literal(Literal::Integer(n)))] if !n.starts_with('-')

@@ -714,16 +714,29 @@ impl Parser<'_> {
                     self.expect(Sym::RParen)?;
                     return Ok(Selector::CountRows);
                 }
-                "writetime" | "ttl" => {
-                    let is_ttl = special == "ttl";
+                "writetime" | "ttl" | "maxwritetime" => {
+                    let function = match special.as_str() {
+                        "ttl" => TimestampFunction::Ttl,
+                        "writetime" => TimestampFunction::WriteTime,
+                        _ => TimestampFunction::MaxWriteTime,
+                    };
                     self.bump();
                     self.bump();
-                    let col = self.ident()?;
+                    let column = self.ident()?;
+                    // Cassandra 5.0: `writetime(a.f.g)`, fields of a user type.
+                    let mut fields = Vec::new();
+                    while self.eat(Sym::Dot) {
+                        fields.push(self.ident()?);
+                    }
                     self.expect(Sym::RParen)?;
-                    return Ok(if is_ttl {
-                        Selector::Ttl(col)
-                    } else {
-                        Selector::WriteTime(col)
+                    return Ok(match (function, fields.is_empty()) {
+                        (TimestampFunction::Ttl, true) => Selector::Ttl(column),
+                        (TimestampFunction::WriteTime, true) => Selector::WriteTime(column),
+                        _ => Selector::Timestamps {
+                            function,
+                            column,
+                            fields,
+                        },
                     });
                 }
                 "cast" => {
@@ -826,6 +839,23 @@ impl Parser<'_> {
             return Ok(Relation::Tuple { columns, predicate });
         }
         let column = self.ident()?;
+        // Cassandra 5.0's grammar has no field relations (`a.city = ?`):
+        // its syntax error, with the reason.
+        if self.at(Sym::Dot) && self.is_ident_at(1) {
+            let pos = self.cur_pos();
+            let field = match self.tok_at(1) {
+                Tok::Word(w) => w.to_ascii_lowercase(),
+                Tok::QuotedName(n) => n.clone(),
+                _ => String::new(),
+            };
+            let msg = format!(
+                "no viable alternative at input '.': restrictions on fields of user types \
+                 ({}.{}) are not supported in WHERE",
+                crate::display::quote_identifier(&column),
+                crate::display::quote_identifier(&field)
+            );
+            return Err(self.invalid(pos, msg));
+        }
         if self.eat_kws(&["is", "not", "null"]) {
             return Ok(Relation::IsNotNull { column });
         }

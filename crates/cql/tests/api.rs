@@ -147,6 +147,7 @@ fn type_statements_and_field_selectors_parse_and_print_back() {
         ("alter type addr alter a type blob", "ALTER TYPE addr ALTER a TYPE blob"),
         ("drop type if exists ks.addr", "DROP TYPE IF EXISTS ks.addr"),
         ("select a.city, p.home.zip as z, f(x).y from t", "SELECT a.city, p.home.zip AS z, f(x).y FROM t"),
+        ("select writetime(a.city), ttl(a.b.\"C\"), maxwritetime(l), writetime(v), ttl(w) from t", "SELECT writetime(a.city), ttl(a.b.\"C\"), maxwritetime(l), writetime(v), ttl(w) FROM t"),
         ("update t set a.city = ? where k = 1", "UPDATE t SET a.city = ? WHERE k = 1"),
         ("delete a.city from t where k = 1", "DELETE a.city FROM t WHERE k = 1"),
         ("insert into t (k, a) values (1, {street: 'x', city: null})", "INSERT INTO t (k, a) VALUES (1, {street: 'x', city: null})"),
@@ -164,6 +165,23 @@ fn type_statements_and_field_selectors_parse_and_print_back() {
     assert!(
         matches!(&ct.fields[1].1, CqlType::Frozen(inner) if matches!(**inner, CqlType::Udt(_)))
     );
+    // No field relations in Cassandra 5.0's grammar: a syntax error that says why.
+    for cql in [
+        "SELECT * FROM t WHERE a.city = 'x' ALLOW FILTERING",
+        "DELETE FROM t WHERE k = 1 AND a.\"City\" IN (1, 2)",
+    ] {
+        let err = parse(cql).expect_err(cql).to_string();
+        assert!(
+            err.contains(
+                "no viable alternative at input '.': restrictions on fields of user types"
+            ),
+            "{cql}: {err}"
+        );
+    }
+    assert!(parse("SELECT * FROM t WHERE a.city = 'x'")
+        .expect_err("field relation")
+        .to_string()
+        .starts_with("line 1:24 "));
     assert!(parse("CREATE TYPE t ()").is_err());
     assert!(parse("ALTER TYPE t DROP a").is_err());
 }

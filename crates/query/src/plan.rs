@@ -189,9 +189,8 @@ impl KeyPlan {
             .iter()
             .map(|(slot, name)| slot.get_set(values)?.ok_or_else(|| null(name)))
             .collect::<Result<Vec<Bytes>>>()?;
-        if parts.iter().any(Bytes::is_empty) {
-            return Err(QueryError::invalid("Key may not be empty"));
-        }
+        // A component of a composite key may be empty (Cassandra checks the
+        // serialized key, which is not).
         let parts: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
         Ok(DecoratedKey::new(gyre_schema::encode_partition_key(&parts)))
     }

@@ -1042,11 +1042,15 @@ fn analyze_column(
 /// restricted.
 pub(crate) fn partition_keys(table: &TableDef, w: &Where) -> Result<Option<Vec<Bytes>>> {
     let mut combos: Vec<Vec<Bytes>> = vec![Vec::new()];
-    for col in table.partition_key() {
+    let pk = table.partition_key();
+    // Cassandra checks the serialized key: a component of a composite key
+    // may be empty, a one-column key may not.
+    let composite = pk.len() > 1;
+    for col in pk {
         let Some(Restriction::Values(vals)) = w.keys.get(&col.name) else {
             return Ok(None);
         };
-        if vals.iter().any(Bytes::is_empty) {
+        if !composite && vals.iter().any(Bytes::is_empty) {
             return Err(QueryError::invalid("Key may not be empty"));
         }
         combos = product(&combos, vals);

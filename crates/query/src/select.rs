@@ -7,7 +7,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use gyre_common::{
     CellName, CellValue, DecoratedKey, LocalTime, Partition, Row, Slice, SliceBound,
 };
-use gyre_cql::{CqlType, Order, Select, SelectItem, Selection, Selector};
+use gyre_cql::{CqlType, Order, Select, SelectItem, Selection, Selector, TimestampFunction};
 use gyre_protocol::Consistency;
 use gyre_protocol::{ColumnType, Value};
 use gyre_schema::{decode_clustering_key, ClusteringOrder, ColumnDef, ColumnKind, TableDef};
@@ -32,6 +32,16 @@ pub(crate) enum Item {
     Column(ColumnDef),
     WriteTime(ColumnDef),
     Ttl(ColumnDef),
+    /// Cassandra 5.0's `writetime` / `ttl` / `maxwritetime` of a non-frozen
+    /// collection or user type (one value per element or field), or of a
+    /// field (`path`: positions) of a user type value (`value`: that field,
+    /// whose timestamp is null when it is null).
+    Timestamps {
+        function: TimestampFunction,
+        column: ColumnDef,
+        path: Vec<usize>,
+        value: Box<Item>,
+    },
     /// `token(pk...)`: the partition's token.
     Token,
     /// A constant function argument (evaluated once).
@@ -845,6 +855,11 @@ fn selector_item(
             let ty = c.ty.clone();
             (Item::Column(c), n.clone(), ty)
         }
+        Selector::Timestamps {
+            function,
+            column,
+            fields,
+        } => timestamps_item(col(column)?, *function, fields)?,
         Selector::WriteTime(n) | Selector::Ttl(n) => {
             let c = col(n)?;
             let wt = matches!(selector, Selector::WriteTime(_));
@@ -855,14 +870,13 @@ fn selector_item(
                 )));
             }
             if is_multicell(&c.ty) {
-                let kind = if matches!(c.ty, CqlType::UserType(_)) {
-                    "UDT"
+                // Cassandra 5.0 (CASSANDRA-8877): one value per element or field.
+                let function = if wt {
+                    TimestampFunction::WriteTime
                 } else {
-                    "collection"
+                    TimestampFunction::Ttl
                 };
-                return Err(QueryError::invalid(format!(
-                    "Cannot use selection function {f} on non-frozen {kind} {n}"
-                )));
+                return timestamps_item(c, function, &[]);
             }
             if wt {
                 (
@@ -1021,6 +1035,69 @@ fn selector_item(
     })
 }
 
+/// `writetime` / `ttl` / `maxwritetime` of a column or of a field of a user
+/// type value in it, as Cassandra 5.0 types and names them: a list (one
+/// value per element or field) of a non-frozen collection or user type
+/// (`maxwritetime`: their maximum), one value otherwise.
+fn timestamps_item(
+    c: ColumnDef,
+    function: TimestampFunction,
+    fields: &[String],
+) -> Result<(Item, String, CqlType)> {
+    let f = function.name();
+    if c.kind.is_primary_key() {
+        return Err(QueryError::invalid(format!(
+            "Cannot use selection function {f} on PRIMARY KEY part {}",
+            c.name
+        )));
+    }
+    let mut name = c.name.clone();
+    let mut ty = c.ty.clone();
+    let mut value = Item::Column(c.clone());
+    let mut path = Vec::with_capacity(fields.len());
+    for field in fields {
+        let CqlType::UserType(u) = crate::values::unfrozen(&ty) else {
+            return Err(QueryError::invalid(format!(
+                "Invalid field selection: {name} of type {ty} is not a user type"
+            )));
+        };
+        let Some((i, ft)) = u.field(field) else {
+            return Err(QueryError::invalid(format!(
+                "{name} of type {ty} has no field {field}"
+            )));
+        };
+        let ft = ft.clone();
+        name = format!("{name}.{}", gyre_cql::quote_identifier(field));
+        ty = ft;
+        path.push(i);
+        value = Item::Field(Box::new(value), i);
+    }
+    let multi = path.is_empty() && is_multicell(&c.ty);
+    let ret = match function {
+        TimestampFunction::WriteTime if multi => CqlType::List(Box::new(CqlType::Bigint)),
+        TimestampFunction::Ttl if multi => CqlType::List(Box::new(CqlType::Int)),
+        TimestampFunction::Ttl => CqlType::Int,
+        TimestampFunction::WriteTime | TimestampFunction::MaxWriteTime => CqlType::Bigint,
+    };
+    let item = Item::Timestamps {
+        function,
+        column: c,
+        path,
+        value: Box::new(value),
+    };
+    Ok((item, format!("{f}({name})"), ret))
+}
+
+/// The timestamps (or TTLs) of one column of a row, as Cassandra collects
+/// them: none (no cell), one (a single-cell column), or one per element of
+/// a non-frozen collection or per field of a non-frozen user type (a null
+/// where a field has no cell).
+enum Times {
+    None,
+    One(Option<i64>),
+    Many(Vec<Option<i64>>),
+}
+
 impl Plan<'_> {
     /// Live, and not written before its column was dropped (a re-added
     /// column must not show the old data).
@@ -1158,6 +1235,26 @@ impl Plan<'_> {
                 _ => cell(c).and_then(|c| c.value_at(self.now).cloned()),
             }
         };
+        // The live cells of a non-frozen collection or user type: path and cell.
+        let cells = |c: &ColumnDef| -> Vec<(&Bytes, &gyre_common::Cell)> {
+            let r = if c.kind == ColumnKind::Static {
+                static_row
+            } else {
+                row
+            };
+            let name = CellName::simple(Bytes::copy_from_slice(c.name.as_bytes()));
+            r.into_iter()
+                .flat_map(|r| {
+                    r.cells
+                        .range(name.clone()..)
+                        .take_while(|(n, _)| n.column == name.column)
+                        .filter(|(n, _)| !n.path.is_empty())
+                        .filter(|(_, cell)| self.visible(&c.name, cell))
+                        .filter(|(_, cell)| cell.value_at(self.now).is_some())
+                        .map(|(n, cell)| (&n.path, cell))
+                })
+                .collect()
+        };
         for (c, filter) in &self.filters {
             match value(c) {
                 Some(v) if filter.matches(&c.ty, &v) => {}
@@ -1169,6 +1266,7 @@ impl Plan<'_> {
             now: self.now,
             value: &value,
             cell: &cell,
+            cells: &cells,
         };
         self.items
             .iter()
@@ -1185,6 +1283,7 @@ struct Eval<'a> {
     now: LocalTime,
     value: &'a dyn Fn(&ColumnDef) -> Option<Bytes>,
     cell: &'a dyn Fn(&ColumnDef) -> Option<&'a gyre_common::Cell>,
+    cells: &'a dyn Fn(&ColumnDef) -> Vec<(&'a Bytes, &'a gyre_common::Cell)>,
 }
 
 impl Eval<'_> {
@@ -1203,6 +1302,12 @@ impl Eval<'_> {
                 }
                 _ => None,
             }),
+            Item::Timestamps {
+                function,
+                column,
+                path,
+                value,
+            } => self.timestamps(*function, column, path, value)?,
             Item::Token => Some(Bytes::copy_from_slice(
                 &gyre_common::token_of(self.key).to_be_bytes(),
             )),
@@ -1223,6 +1328,97 @@ impl Eval<'_> {
             Item::Field(arg, i) => self
                 .item(arg)?
                 .and_then(|v| crate::collections::udt_field(&v, *i)),
+        })
+    }
+}
+
+impl Eval<'_> {
+    /// A cell's writetime, or its TTL left (`None` when it has none).
+    fn time_of(&self, function: TimestampFunction, cell: &gyre_common::Cell) -> Option<i64> {
+        match function {
+            TimestampFunction::WriteTime | TimestampFunction::MaxWriteTime => Some(cell.timestamp),
+            TimestampFunction::Ttl => match cell.value {
+                CellValue::Expiring { expires_at, .. } => {
+                    Some((expires_at - self.now).clamp(0, i64::from(i32::MAX)))
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// [`Item::Timestamps`]: Cassandra 5.0's `ColumnTimestamps` rules.
+    fn timestamps(
+        &self,
+        function: TimestampFunction,
+        column: &ColumnDef,
+        path: &[usize],
+        value: &Item,
+    ) -> Result<Option<Bytes>> {
+        let times = if is_multicell(&column.ty) {
+            let cells = (self.cells)(column);
+            if cells.is_empty() {
+                Times::None
+            } else if let CqlType::UserType(u) = &column.ty {
+                let mut fields = vec![None; u.fields.len()];
+                for (p, cell) in cells {
+                    let Ok(i) = <[u8; 2]>::try_from(&p[..]).map(u16::from_be_bytes) else {
+                        continue;
+                    };
+                    if let Some(slot) = fields.get_mut(usize::from(i)) {
+                        *slot = self.time_of(function, cell);
+                    }
+                }
+                Times::Many(fields)
+            } else {
+                Times::Many(
+                    cells
+                        .into_iter()
+                        .map(|(_, cell)| self.time_of(function, cell))
+                        .collect(),
+                )
+            }
+        } else {
+            match (self.cell)(column) {
+                Some(cell) => Times::One(self.time_of(function, cell)),
+                None => Times::None,
+            }
+        };
+        // A field: the whole value's time (frozen), or its own cell's; none
+        // when the field is null.
+        let times = match path.first() {
+            None => times,
+            Some(_) if self.item(value)?.is_none() => Times::None,
+            Some(&i) => match times {
+                Times::Many(v) => Times::One(v.get(i).copied().flatten()),
+                t => t,
+            },
+        };
+        let scalar = |t: i64| match function {
+            TimestampFunction::Ttl => Bytes::copy_from_slice(&(t as i32).to_be_bytes()),
+            _ => Bytes::copy_from_slice(&t.to_be_bytes()),
+        };
+        Ok(match times {
+            Times::None | Times::One(None) => None,
+            Times::One(Some(t)) => Some(scalar(t)),
+            Times::Many(v) if function == TimestampFunction::MaxWriteTime => {
+                v.into_iter().flatten().max().map(scalar)
+            }
+            Times::Many(v) => {
+                // A list with null elements where a field has no time.
+                let mut out = BytesMut::new();
+                out.put_i32(v.len() as i32);
+                for t in v {
+                    match t {
+                        Some(t) => {
+                            let b = scalar(t);
+                            out.put_i32(b.len() as i32);
+                            out.put_slice(&b);
+                        }
+                        None => out.put_i32(-1),
+                    }
+                }
+                Some(out.freeze())
+            }
         })
     }
 }

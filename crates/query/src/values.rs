@@ -49,7 +49,8 @@ pub(crate) fn column_type(ty: &CqlType) -> ColumnType {
                 .map(|(f, t)| (f.clone(), column_type(t)))
                 .collect(),
         },
-        CqlType::Udt(_) | CqlType::Custom(_) => ColumnType::Custom(format!("{ty:?}")),
+        CqlType::Custom(class) => ColumnType::Custom(class.clone()),
+        CqlType::Udt(_) => ColumnType::Custom(format!("{ty:?}")),
     }
 }
 
@@ -300,6 +301,8 @@ fn literal_value(l: &Literal, ty: &CqlType, column: &str) -> Result<CqlValue> {
         (Literal::String(s), CqlType::Text) => CqlValue::Text(s.clone()),
         (Literal::String(s), CqlType::Ascii) if s.is_ascii() => CqlValue::Ascii(s.clone()),
         (Literal::Blob(b), CqlType::Blob) => CqlValue::Blob(Bytes::copy_from_slice(b)),
+        // A class-name type's values are opaque bytes, given as blobs.
+        (Literal::Blob(b), CqlType::Custom(_)) => CqlValue::Custom(Bytes::copy_from_slice(b)),
         (Literal::Bool(b), CqlType::Boolean) => CqlValue::Boolean(*b),
         (Literal::Uuid(u), CqlType::Uuid) => CqlValue::Uuid(uuid::Uuid::from_u128(*u)),
         (Literal::Uuid(u), CqlType::Timeuuid) => {

@@ -418,8 +418,12 @@ impl QueryProcessor {
             .into_iter()
             .map(get)
             .collect::<Result<_>>()?;
-        if pk.iter().any(Bytes::is_empty) {
-            return Err(QueryError::invalid("Key may not be empty"));
+        // Cassandra checks the serialized key: a component of a composite
+        // key may be empty, a one-column key may not.
+        if let [only] = pk.as_slice() {
+            if only.is_empty() {
+                return Err(QueryError::invalid("Key may not be empty"));
+            }
         }
         let parts: Vec<&[u8]> = pk.iter().map(|b| b.as_ref()).collect();
         let key = DecoratedKey::new(gyre_schema::encode_partition_key(&parts));

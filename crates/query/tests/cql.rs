@@ -748,8 +748,11 @@ fn non_frozen_collections_by_element() {
     );
     e.ok("UPDATE t SET s = null WHERE k = 1");
     assert_eq!(e.rows("SELECT s FROM t WHERE k = 1"), vec![vec![None]]);
-    let err = e.err("SELECT writetime(s) FROM t");
-    assert_eq!(err.code(), 0x2200);
+    // Cassandra 5.0: writetime of a non-frozen collection is a list (null here: no elements).
+    assert_eq!(
+        e.rows("SELECT writetime(s) FROM t WHERE k = 1"),
+        vec![vec![None]]
+    );
 }
 
 #[test]
@@ -1799,8 +1802,12 @@ fn user_defined_types() {
         err.to_string().contains("does not have a field named nope"),
         "{err}"
     );
-    let err = e.err("SELECT writetime(a) FROM t");
-    assert!(err.to_string().contains("on non-frozen UDT a"), "{err}");
+    // Cassandra 5.0: writetime of a non-frozen UDT (details in
+    // writetime_and_ttl_of_fields_and_non_frozen_values).
+    assert!(matches!(
+        &one(e.rows("SELECT maxwritetime(a), writetime(a.city) FROM t WHERE k = 1"))[..],
+        [Some(CqlValue::Bigint(_)), Some(CqlValue::Bigint(_))]
+    ));
     let err = e.err("INSERT INTO t (k, c, a) VALUES (2, {street: 's'}, {nope: 1})");
     assert!(err.to_string().contains("Unknown field 'nope'"), "{err}");
     // Replacing the whole non-frozen value clears the fields not given.
@@ -1894,4 +1901,233 @@ fn user_defined_types() {
     e.ok("DROP TYPE person");
     e.ok("DROP TYPE addr");
     e.ok("DROP TYPE IF EXISTS addr");
+}
+
+/// Cassandra 5.0 (CASSANDRA-8877): `writetime` / `ttl` / `maxwritetime` of
+/// non-frozen user types and collections (one value per field or element)
+/// and of user type fields, with its result names and types.
+#[test]
+fn writetime_and_ttl_of_fields_and_non_frozen_values() {
+    let e = env();
+    e.ok("CREATE TYPE addr (street text, city text, zip int)");
+    e.ok("CREATE TABLE t (k int PRIMARY KEY, a addr, f frozen<addr>, l list<int>, s set<text>, v int)");
+    e.ok("INSERT INTO t (k, f) VALUES (1, {city: 'fc'}) USING TIMESTAMP 100");
+    e.ok("UPDATE t USING TIMESTAMP 200 SET a.street = 's' WHERE k = 1");
+    e.ok("UPDATE t USING TIMESTAMP 300 AND TTL 50 SET a.zip = 5 WHERE k = 1");
+    e.ok("UPDATE t USING TIMESTAMP 400 SET l = l + [1, 2] WHERE k = 1");
+    e.ok("UPDATE t USING TIMESTAMP 500 SET l = l + [3] WHERE k = 1");
+    e.ok("UPDATE t USING TIMESTAMP 600 AND TTL 20 SET s = s + {'x'} WHERE k = 1");
+    e.ok("INSERT INTO t (k, v) VALUES (2, 1)");
+    let cql = "SELECT writetime(a), ttl(a), maxwritetime(a), writetime(a.street), \
+               writetime(a.city), ttl(a.zip), writetime(f), writetime(f.city), writetime(f.zip), \
+               ttl(f.city), maxwritetime(f), writetime(l), maxwritetime(l), ttl(s) FROM t WHERE k = ?";
+    let QueryResult::Rows { columns, .. } = e.ok(&cql.replace('?', "1")) else {
+        panic!("no rows")
+    };
+    let list = |t: ColumnType| ColumnType::List(Box::new(t));
+    assert_eq!(
+        columns,
+        vec![
+            ("writetime(a)".into(), list(ColumnType::Bigint)),
+            ("ttl(a)".into(), list(ColumnType::Int)),
+            ("maxwritetime(a)".into(), ColumnType::Bigint),
+            ("writetime(a.street)".into(), ColumnType::Bigint),
+            ("writetime(a.city)".into(), ColumnType::Bigint),
+            ("ttl(a.zip)".into(), ColumnType::Int),
+            ("writetime(f)".into(), ColumnType::Bigint),
+            ("writetime(f.city)".into(), ColumnType::Bigint),
+            ("writetime(f.zip)".into(), ColumnType::Bigint),
+            ("ttl(f.city)".into(), ColumnType::Int),
+            ("maxwritetime(f)".into(), ColumnType::Bigint),
+            ("writetime(l)".into(), list(ColumnType::Bigint)),
+            ("maxwritetime(l)".into(), ColumnType::Bigint),
+            ("ttl(s)".into(), list(ColumnType::Int)),
+        ]
+    );
+    // A field without a cell is a null element (length -1), as Cassandra
+    // 5.0 serializes it.
+    let QueryResult::Rows { rows, .. } = e.ok(&cql.replace('?', "1")) else {
+        panic!("no rows")
+    };
+    let mut wt = vec![0, 0, 0, 3, 0, 0, 0, 8];
+    wt.extend_from_slice(&200i64.to_be_bytes());
+    wt.extend_from_slice(&[0xFF; 4]);
+    wt.extend_from_slice(&[0, 0, 0, 8]);
+    wt.extend_from_slice(&300i64.to_be_bytes());
+    let mut ttl = vec![0, 0, 0, 3];
+    ttl.extend_from_slice(&[0xFF; 8]);
+    ttl.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 50]);
+    assert_eq!(rows[0][0].as_deref(), Some(&wt[..]));
+    assert_eq!(rows[0][1].as_deref(), Some(&ttl[..]));
+    let big = |n: i64| Some(CqlValue::Bigint(n));
+    let bigs = |v: &[i64]| {
+        Some(CqlValue::List(
+            v.iter().map(|t| CqlValue::Bigint(*t)).collect(),
+        ))
+    };
+    let cql = cql.replace("writetime(a), ttl(a), ", "");
+    assert_eq!(
+        one(e.rows(&cql.replace('?', "1"))),
+        vec![
+            big(300),
+            big(200),
+            None,
+            int(50),
+            big(100),
+            big(100),
+            None,
+            None,
+            big(100),
+            bigs(&[400, 400, 500]),
+            big(500),
+            Some(CqlValue::List(vec![CqlValue::Int(20)])),
+        ]
+    );
+    // No cells at all: every one is null.
+    let QueryResult::Rows { rows, .. } = e.ok("SELECT writetime(a), ttl(a) FROM t WHERE k = 2")
+    else {
+        panic!("no rows")
+    };
+    assert_eq!(rows, vec![vec![None, None]]);
+    assert!(one(e.rows(&cql.replace('?', "2")))
+        .iter()
+        .all(Option::is_none));
+    for (cql, needle) in [
+        (
+            "SELECT writetime(k) FROM t",
+            "Cannot use selection function writetime on PRIMARY KEY part k",
+        ),
+        (
+            "SELECT maxwritetime(k) FROM t",
+            "Cannot use selection function maxwritetime on PRIMARY KEY part k",
+        ),
+        (
+            "SELECT ttl(a.nope) FROM t",
+            "a of type addr has no field nope",
+        ),
+        (
+            "SELECT writetime(v.x) FROM t",
+            "Invalid field selection: v of type int is not a user type",
+        ),
+    ] {
+        let err = e.err(cql);
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+        assert!(err.to_string().contains(needle), "{cql}: {err}");
+    }
+}
+
+/// Cassandra validates the serialized partition key: a component of a
+/// composite key may be empty (its composite encoding is not), a
+/// one-column key may not.
+#[test]
+fn empty_components_of_a_composite_partition_key() {
+    let e = env();
+    e.ok("CREATE TABLE p (a text, b text, c int, v int, PRIMARY KEY ((a, b), c))");
+    e.ok("INSERT INTO p (a, b, c, v) VALUES ('', 'x', 1, 10)");
+    e.ok("INSERT INTO p (a, b, c, v) VALUES ('', '', 1, 20)");
+    e.ok("INSERT INTO p (a, b, c, v) VALUES ('y', '', 1, 30)");
+    assert_eq!(
+        e.rows("SELECT a, b, v FROM p WHERE a = '' AND b = 'x'"),
+        vec![vec![text(""), text("x"), int(10)]]
+    );
+    assert_eq!(
+        e.ints("SELECT v FROM p WHERE a = '' AND b IN ('', 'x') AND c = 1"),
+        vec![20, 10]
+    );
+    let mut all = e.ints("SELECT v FROM p");
+    all.sort_unstable();
+    assert_eq!(all, vec![10, 20, 30]);
+    e.ok("UPDATE p SET v = 21 WHERE a = '' AND b = '' AND c = 1");
+    e.ok("DELETE FROM p WHERE a = 'y' AND b = ''");
+    let mut all = e.ints("SELECT v FROM p");
+    all.sort_unstable();
+    assert_eq!(all, vec![10, 21]);
+    e.ok("CREATE TABLE s (a text PRIMARY KEY, v int)");
+    for cql in [
+        "INSERT INTO s (a, v) VALUES ('', 1)",
+        "SELECT v FROM s WHERE a = ''",
+    ] {
+        assert_eq!(e.err(cql).to_string(), "Key may not be empty", "{cql}");
+    }
+}
+
+/// Types given as class names (issue 17): a native type's class is that
+/// type; CompositeType / DynamicCompositeType / LexicalUUIDType values are
+/// opaque bytes under the fully qualified class name, as Cassandra keeps
+/// them; other classes and custom key columns are refused.
+#[test]
+fn class_name_types() {
+    let e = env();
+    e.ok(
+        "CREATE TABLE c (k int PRIMARY KEY, t 'org.apache.cassandra.db.marshal.UTF8Type', \
+          n 'Int32Type', v 'CompositeType(Int32Type, org.apache.cassandra.db.marshal.UTF8Type)', \
+          l list<'LexicalUUIDType'>)",
+    );
+    let composite = "org.apache.cassandra.db.marshal.CompositeType(\
+                     org.apache.cassandra.db.marshal.Int32Type,org.apache.cassandra.db.marshal.UTF8Type)";
+    e.ok("INSERT INTO c (k, t, n, v, l) VALUES (1, 'text', 7, 0x000400000001000000, [0x01])");
+    let QueryResult::Rows { columns, .. } = e.ok("SELECT t, n, v, l FROM c WHERE k = 1") else {
+        panic!("no rows")
+    };
+    assert_eq!(
+        columns,
+        vec![
+            ("t".into(), ColumnType::Varchar),
+            ("n".into(), ColumnType::Int),
+            ("v".into(), ColumnType::Custom(composite.into())),
+            (
+                "l".into(),
+                ColumnType::List(Box::new(ColumnType::Custom(
+                    "org.apache.cassandra.db.marshal.LexicalUUIDType".into()
+                )))
+            ),
+        ]
+    );
+    assert_eq!(
+        one(e.rows("SELECT t, n, v FROM c WHERE k = 1")),
+        vec![
+            text("text"),
+            int(7),
+            Some(CqlValue::Custom(Bytes::from_static(&[
+                0, 4, 0, 0, 0, 1, 0, 0, 0
+            ])))
+        ]
+    );
+    // Bound bytes are taken as they are.
+    e.qp.run(
+        "INSERT INTO c (k, v) VALUES (2, ?)",
+        &QueryParams {
+            values: vec![val(Bytes::from_static(b"\xff"))],
+            ..params()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        one(e.rows("SELECT v FROM c WHERE k = 2")),
+        vec![Some(CqlValue::Custom(Bytes::from_static(b"\xff")))]
+    );
+    let described = format!("{:?}", e.ok("DESCRIBE TABLE c"));
+    assert!(
+        described.contains(&format!("v '{composite}'")),
+        "{described}"
+    );
+    assert!(described.contains("t text"), "{described}");
+    for (cql, needle) in [
+        (
+            "CREATE TABLE bad (k int PRIMARY KEY, v 'com.example.MyType')",
+            "Unable to find abstract-type class 'com.example.MyType'",
+        ),
+        (
+            "CREATE TABLE bad (k int PRIMARY KEY, v 'ReversedType(Int32Type)')",
+            "Custom type org.apache.cassandra.db.marshal.ReversedType(org.apache.cassandra.db.marshal.Int32Type) is not supported",
+        ),
+        (
+            "CREATE TABLE bad (k 'CompositeType(Int32Type)' PRIMARY KEY)",
+            "is not supported in the PRIMARY KEY (column k)",
+        ),
+    ] {
+        let err = e.err(cql);
+        assert_eq!(err.code(), 0x2200, "{cql}: {err}");
+        assert!(err.to_string().contains(needle), "{cql}: {err}");
+    }
 }

@@ -513,6 +513,12 @@ pub(crate) fn check_type(ty: &CqlType, primary_key: bool, column: &str) -> Resul
     check_type_inner(ty, false)?;
     if primary_key {
         match ty {
+            // Stored as bytes, they would not sort by the class's order.
+            CqlType::Custom(class) => {
+                return Err(SchemaError::invalid(format!(
+                    "Custom type {class} is not supported in the PRIMARY KEY (column {column})"
+                )))
+            }
             CqlType::List(_) | CqlType::Set(_) | CqlType::Map(..) => {
                 return Err(SchemaError::invalid(format!(
                     "Invalid non-frozen collection type {ty} for PRIMARY KEY component {column}"
@@ -586,9 +592,8 @@ fn check_type_inner(ty: &CqlType, frozen: bool) -> Result<()> {
         // Its fields were checked when the type was created.
         CqlType::UserType(_) => Ok(()),
         CqlType::Udt(name) => Err(SchemaError::invalid(format!("Unknown type {name}"))),
-        CqlType::Custom(class) => Err(SchemaError::invalid(format!(
-            "Custom types are not supported ({class})"
-        ))),
+        // Resolved by types::custom_type: opaque bytes.
+        CqlType::Custom(_) => Ok(()),
         CqlType::List(t) => sub(t),
         CqlType::Set(t) => {
             if **t == CqlType::Duration {

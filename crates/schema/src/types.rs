@@ -43,8 +43,87 @@ pub(crate) fn resolve(ty: &CqlType, ks: &str, types: &KeyspaceTypes) -> Result<C
                 .map(|t| resolve(t, ks, types))
                 .collect::<Result<_>>()?,
         ),
+        CqlType::Custom(class) => custom_type(class)?,
         other => other.clone(),
     })
+}
+
+const MARSHAL: &str = "org.apache.cassandra.db.marshal.";
+
+/// A type given as a class name (`'org.apache.cassandra.db.marshal.X'`),
+/// as Cassandra resolves it: a native type's class is that type (shown
+/// as it afterwards); CompositeType, DynamicCompositeType and
+/// LexicalUUIDType are kept as custom types whose values are opaque
+/// bytes (blob literals, any bound bytes) under their fully qualified
+/// class name, which result metadata carries; other classes are refused.
+pub(crate) fn custom_type(class: &str) -> Result<CqlType> {
+    // Fully qualified names, no spaces: how Cassandra prints the class.
+    fn flush(token: &mut String, out: &mut String) {
+        if !token.contains('.')
+            && token.ends_with("Type")
+            && token.starts_with(|c: char| c.is_ascii_uppercase())
+        {
+            out.push_str(MARSHAL);
+        }
+        out.push_str(token);
+        token.clear();
+    }
+    let mut canonical = String::with_capacity(class.len() + MARSHAL.len());
+    let mut token = String::new();
+    for c in class.chars().filter(|c| !c.is_whitespace()) {
+        if "(),=>:".contains(c) {
+            flush(&mut token, &mut canonical);
+            canonical.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut canonical);
+    let base = canonical.split('(').next().unwrap_or_default();
+    let Some(short) = base.strip_prefix(MARSHAL) else {
+        return Err(SchemaError::invalid(format!(
+            "Unable to find abstract-type class '{base}'"
+        )));
+    };
+    let args = canonical.len() > base.len();
+    let native = match short {
+        "AsciiType" => CqlType::Ascii,
+        "LongType" => CqlType::Bigint,
+        "BytesType" => CqlType::Blob,
+        "BooleanType" => CqlType::Boolean,
+        "CounterColumnType" => CqlType::Counter,
+        "SimpleDateType" => CqlType::Date,
+        "DecimalType" => CqlType::Decimal,
+        "DoubleType" => CqlType::Double,
+        "DurationType" => CqlType::Duration,
+        "FloatType" => CqlType::Float,
+        "InetAddressType" => CqlType::Inet,
+        "Int32Type" => CqlType::Int,
+        "ShortType" => CqlType::Smallint,
+        "UTF8Type" => CqlType::Text,
+        "TimeType" => CqlType::Time,
+        "TimestampType" => CqlType::Timestamp,
+        "TimeUUIDType" => CqlType::Timeuuid,
+        "ByteType" => CqlType::Tinyint,
+        "UUIDType" => CqlType::Uuid,
+        "IntegerType" => CqlType::Varint,
+        "CompositeType" | "DynamicCompositeType" if args => {
+            return Ok(CqlType::Custom(canonical));
+        }
+        "LexicalUUIDType" if !args => return Ok(CqlType::Custom(canonical)),
+        _ => {
+            return Err(SchemaError::invalid(format!(
+                "Custom type {canonical} is not supported: give it as a CQL type \
+                 (CompositeType, DynamicCompositeType and LexicalUUIDType are stored as blobs)"
+            )))
+        }
+    };
+    if args {
+        return Err(SchemaError::invalid(format!(
+            "Unable to find abstract-type class '{canonical}'"
+        )));
+    }
+    Ok(native)
 }
 
 /// True when `ty` mentions the user type `name` (of its own keyspace),
