@@ -1469,7 +1469,10 @@ impl Inner {
             } else {
                 f32::NEG_INFINITY
             };
-            if !more.iter().any(|last| *last >= kth) || want >= k * 16 {
+            // (Strictly better, beyond rounding: the sources score their
+            // normalized copies, `scored` the rows' own vectors; a source
+            // whose last is the k-th found needs no second search.)
+            if !more.iter().any(|last| *last > kth + 1e-5) || want >= k * 16 {
                 break;
             }
             want *= 2;

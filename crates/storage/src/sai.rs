@@ -437,15 +437,16 @@ impl AnnRows {
 
     /// This graph's best `k` rows passing `allowed`, and whether there
     /// may be more (the search was cut at `k`). A search that passes few
-    /// rows scans them exactly; otherwise the graph is searched with a
-    /// candidate list widened by how selective the filter is.
+    /// rows scans them exactly; otherwise the graph answers as calibrated
+    /// on its data ([`Graph::nearest`]: a graph search, its candidate
+    /// list widened by how selective the filter is, or a scan when that
+    /// is cheaper).
     fn search(
         &self,
         q: &[f32],
         k: usize,
         allowed: &dyn Fn(&DecoratedKey, &Bytes) -> bool,
     ) -> (Vec<(f32, DecoratedKey, Bytes)>, bool) {
-        let n = self.rows.len();
         let ok: Vec<bool> = self.rows.iter().map(|(key, ck)| allowed(key, ck)).collect();
         let passing = ok.iter().filter(|b| **b).count();
         if passing == 0 {
@@ -459,8 +460,7 @@ impl AnnRows {
                 .map(|(i, _)| i as u32);
             self.graph.exact(q, k, nodes)
         } else {
-            let ef = (ann::default_ef(k) * n / passing).min(n);
-            self.graph.search(q, k, ef, &|i| ok[i as usize])
+            self.graph.nearest(q, k, &|i| ok[i as usize], passing)
         };
         let more = found.len() >= k && passing > k;
         let out = found
@@ -542,6 +542,7 @@ impl SegmentBuilder {
                             rows.add(&raw, key, ck);
                         }
                     }
+                    rows.graph.calibrate();
                     let seg = Segment {
                         entries: Vec::new(),
                         ann: Some(rows),
