@@ -38,7 +38,12 @@ def expect_invalid(session, cql, fragment, params=None, cl=None):
 
 
 def basic(host, port):
-    cluster = Cluster([host], port=port)
+    # QUORUM by default: a conditional write commits at the statement's
+    # level, and at the driver's LOCAL_ONE the commit reaches the other
+    # replicas asynchronously, so a plain read right after (at any level
+    # but SERIAL) may see the value before it, as in Cassandra.
+    profile = ExecutionProfile(consistency_level=ConsistencyLevel.QUORUM)
+    cluster = Cluster([host], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     session = cluster.connect()
     step("schema")
     session.execute(
@@ -323,9 +328,15 @@ def counters(hosts, port, clients, ops):
     expect_invalid(s, "BEGIN COUNTER BATCH UPDATE cnt.plain SET v = 1 WHERE k = 1; APPLY BATCH",
                    "Cannot include non-counter statement in a counter batch")
     step("increments and decrements")
-    s.execute("UPDATE cnt.c SET n = n + 5, m = m - 2 WHERE k = 0 AND r = 0")
-    s.execute("UPDATE cnt.c SET n = n - 1 WHERE k = 0 AND r = 0")
-    row = s.execute("SELECT n, m FROM cnt.c WHERE k = 0 AND r = 0").one()
+    # At QUORUM both ways: at the driver's default LOCAL_ONE a read may reach
+    # a replica the second increment's leader has not replicated to yet.
+    q = ConsistencyLevel.QUORUM
+    s.execute(SimpleStatement("UPDATE cnt.c SET n = n + 5, m = m - 2 WHERE k = 0 AND r = 0",
+                              consistency_level=q))
+    s.execute(SimpleStatement("UPDATE cnt.c SET n = n - 1 WHERE k = 0 AND r = 0",
+                              consistency_level=q))
+    row = s.execute(SimpleStatement("SELECT n, m FROM cnt.c WHERE k = 0 AND r = 0",
+                                    consistency_level=q)).one()
     assert (row.n, row.m) == (4, -2), row
     c.shutdown()
 

@@ -135,4 +135,23 @@ fn gyresh_and_gyre_stress_speak_tls() {
         show(&o)
     );
     assert!(!stress("write", &["--driver", "scylla"]).status.success());
+    // The cqlshrc gives gyre-stress the host, port and TLS (no --hosts).
+    let o = Command::new(workspace_bin("gyre-stress"))
+        .args(["write", "--cqlshrc", rc, "--ops", "100", "--keys", "100"])
+        .args([
+            "--rf",
+            "1",
+            "--quiet",
+            "--max-errors",
+            "0",
+            "--driver",
+            "scylla",
+        ])
+        .output()
+        .expect("running gyre-stress");
+    assert!(
+        o.status.success(),
+        "gyre-stress --cqlshrc failed:\n{}",
+        show(&o)
+    );
 }

@@ -80,6 +80,7 @@
 
 mod budget;
 pub mod client_warn;
+pub mod cqlshrc;
 mod error;
 mod frame;
 mod framing;

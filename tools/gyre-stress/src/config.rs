@@ -148,6 +148,10 @@ pub struct Options {
     /// PEM private key of --ssl-cert.
     #[arg(long, global = true, value_name = "FILE", requires = "ssl_cert")]
     pub ssl_key: Option<std::path::PathBuf>,
+    /// Login and TLS (and, without --hosts, the host and port) from this
+    /// cqlshrc, as cqlsh reads it; options on the command line win.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cqlshrc: Option<std::path::PathBuf>,
     /// The table's value columns are counters and writes increment them
     /// by 1 (`UPDATE ... SET c0 = c0 + ?`). Scylla driver only.
     #[arg(long, global = true, conflicts_with_all = ["lwt", "validate"])]
@@ -178,6 +182,40 @@ pub struct Plan {
 }
 
 impl Cli {
+    /// Fills what the command line left out from `--cqlshrc`: the login
+    /// (user and password together), TLS (`ssl`, the CA, the client
+    /// certificate and key), and the host and port when `--hosts` was not
+    /// given (still the default).
+    pub fn apply_cqlshrc(&mut self) -> Result<(), String> {
+        let Some(path) = self.opts.cqlshrc.clone() else {
+            return Ok(());
+        };
+        let rc = gyre_protocol::cqlshrc::Cqlshrc::load(&path)?
+            .ok_or_else(|| format!("{} does not exist", path.display()))?;
+        let o = &mut self.opts;
+        if o.username.is_none() {
+            o.username = rc.username.clone();
+            o.password = rc.password.clone();
+        }
+        o.ssl |= rc.ssl;
+        if o.ssl_ca.is_none() {
+            o.ssl_ca = rc.certfile.clone();
+        }
+        if o.ssl_cert.is_none() && o.ssl_key.is_none() {
+            o.ssl_cert = rc.usercert.clone();
+            o.ssl_key = rc.userkey.clone();
+        }
+        if o.hosts == ["127.0.0.1"] {
+            if let Some(h) = rc.hostname {
+                o.hosts = vec![match rc.port {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h,
+                }];
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves the defaults that depend on each other.
     pub fn plan(&self) -> Result<Plan, String> {
         let o = &self.opts;
@@ -371,5 +409,35 @@ mod tests {
         assert_eq!(c.opts.hosts, vec!["a", "b:9043"]);
         assert_eq!(c.opts.rate, Some(2000.0));
         assert_eq!(c.opts.cl, Consistency::Quorum);
+    }
+
+    #[test]
+    fn a_cqlshrc_fills_what_the_command_line_left_out() {
+        let dir = std::env::temp_dir().join(format!("gyre-stress-rc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let rc = dir.join("cqlshrc");
+        std::fs::write(
+            &rc,
+            "[connection]\nhostname = 10.0.0.9\nport = 9043\nssl = true\n[ssl]\ncertfile = ca.crt\n\
+             [authentication]\nusername = alice\npassword = pw\n",
+        )
+        .expect("write");
+        let rc = rc.to_str().expect("utf-8");
+        let mut c = cli(&["write", "--cqlshrc", rc]);
+        c.apply_cqlshrc().expect("applies");
+        assert_eq!(c.opts.hosts, vec!["10.0.0.9:9043"]);
+        assert_eq!(c.opts.username.as_deref(), Some("alice"));
+        assert_eq!(c.opts.password.as_deref(), Some("pw"));
+        assert!(c.opts.ssl);
+        assert_eq!(c.opts.ssl_ca, Some(dir.join("ca.crt")));
+        // The command line wins.
+        let mut c = cli(&["write", "--cqlshrc", rc, "--hosts", "h", "-u", "bob"]);
+        c.apply_cqlshrc().expect("applies");
+        assert_eq!(c.opts.hosts, vec!["h"]);
+        assert_eq!(c.opts.username.as_deref(), Some("bob"));
+        assert_eq!(c.opts.password, None);
+        let mut c = cli(&["write", "--cqlshrc", "/nonexistent/cqlshrc"]);
+        assert!(c.apply_cqlshrc().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -28,7 +28,7 @@ use gyre_stress::workload::{value_for, Distribution, KeyChooser, OpKind, Schedul
 mod native_run;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -36,6 +36,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    if let Err(e) = cli.apply_cqlshrc() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let plan = match cli.plan() {
         Ok(p) => p,
         Err(e) => {

@@ -12,11 +12,9 @@
 //!   `CONSISTENCY`, `SOURCE`, ...) as opposed to CQL sent to the server.
 //! - [`complete`]: tab-completion candidates.
 //! - [`render`]: result tables (aligned or expanded).
-//! - [`cqlshrc`]: connection, login and TLS settings from a cqlshrc file.
 
 pub mod command;
 pub mod complete;
-pub mod cqlshrc;
 pub mod format;
 pub mod input;
 pub mod render;

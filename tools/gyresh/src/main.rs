@@ -21,9 +21,9 @@ use scylla::response::{PagingState, PagingStateResponse};
 use scylla::statement::{Consistency, SerialConsistency, Statement};
 use scylla::value::{CqlValue, Row};
 
+use gyre_protocol::cqlshrc::Cqlshrc;
 use gyresh::command::{self, Command, PagingArg};
 use gyresh::complete::{self, SchemaNames};
-use gyresh::cqlshrc::Cqlshrc;
 use gyresh::format;
 use gyresh::input;
 use gyresh::render::{self, Cell};

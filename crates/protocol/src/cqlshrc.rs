@@ -1,5 +1,6 @@
-//! The settings gyresh takes from a cqlshrc file, as cqlsh reads them
-//! (`~/.cassandra/cqlshrc` or `--cqlshrc FILE`): `[authentication]`
+//! The client settings of a cqlshrc file, as cqlsh reads them (gyresh:
+//! `~/.cassandra/cqlshrc` or `--cqlshrc FILE`; gyre-stress: `--cqlshrc
+//! FILE`), beside the clients' TLS set-up in this crate: `[authentication]`
 //! username and password, `[connection]` hostname, port and ssl, `[ssl]`
 //! certfile (the CA), usercert and userkey. Command-line options win over
 //! the file. Sections and keys gyresh does not use are ignored, as cqlsh
