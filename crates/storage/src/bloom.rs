@@ -10,7 +10,7 @@ pub struct Bloom {
 
 /// Two independent hashes for double hashing: the partition token is
 /// already a good 64-bit hash; FNV-1a of the key gives the second.
-fn hashes(key: &DecoratedKey) -> (u64, u64) {
+pub(crate) fn hashes(key: &DecoratedKey) -> (u64, u64) {
     let mut h2: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.key.iter() {
         h2 ^= u64::from(*b);
@@ -20,31 +20,54 @@ fn hashes(key: &DecoratedKey) -> (u64, u64) {
 }
 
 impl Bloom {
+    #[cfg(test)]
     pub fn build<'a>(
         keys: impl ExactSizeIterator<Item = &'a DecoratedKey>,
         bits_per_key: usize,
     ) -> Bloom {
-        let n = keys.len().max(1);
-        let nbits = (n * bits_per_key.max(1)).max(64);
-        let words = nbits.div_ceil(64);
-        // k = ln 2 * bits per key, the optimum.
-        let k = ((bits_per_key as f64) * 0.69).round().clamp(1.0, 30.0) as u32;
-        let mut bloom = Bloom {
-            words: vec![0; words],
-            k,
-        };
+        let mut bloom = Bloom::with_capacity(keys.len(), bits_per_key);
         for key in keys {
             bloom.insert(key);
         }
         bloom
     }
 
+    /// An empty filter sized for `n` keys.
+    pub fn with_capacity(n: usize, bits_per_key: usize) -> Bloom {
+        let n = n.max(1);
+        let nbits = n.saturating_mul(bits_per_key.max(1)).max(64);
+        let words = nbits.div_ceil(64);
+        // k = ln 2 * bits per key, the optimum.
+        let k = ((bits_per_key as f64) * 0.69).round().clamp(1.0, 30.0) as u32;
+        Bloom {
+            words: vec![0; words],
+            k,
+        }
+    }
+
+    /// A filter over keys given by their [`hashes`].
+    pub fn from_hashes(hashes: &[(u64, u64)], bits_per_key: usize) -> Bloom {
+        let mut bloom = Bloom::with_capacity(hashes.len(), bits_per_key);
+        for &h in hashes {
+            bloom.insert_hashes(h);
+        }
+        bloom
+    }
+
+    /// Heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
     fn nbits(&self) -> u64 {
         self.words.len() as u64 * 64
     }
 
-    fn insert(&mut self, key: &DecoratedKey) {
-        let (h1, h2) = hashes(key);
+    pub fn insert(&mut self, key: &DecoratedKey) {
+        self.insert_hashes(hashes(key));
+    }
+
+    fn insert_hashes(&mut self, (h1, h2): (u64, u64)) {
         let n = self.nbits();
         for i in 0..u64::from(self.k) {
             let bit = h1.wrapping_add(i.wrapping_mul(h2)) % n;

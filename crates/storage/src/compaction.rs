@@ -53,6 +53,91 @@ impl<'a> MergeIter<'a> {
     }
 }
 
+/// Merges SSTables row by row: [`Self::next_partition`] gives the next
+/// partition's merged header (deletion, range tombstones, static row; no
+/// rows), then [`Self::next_row`] its merged rows in clustering order. Only
+/// one row per input is held, so a partition of any width merges in
+/// bounded memory.
+pub struct RowMerge<'a> {
+    sources: Vec<crate::sstable::SsTableRowIter<'a>>,
+    /// Each source's next partition header.
+    heads: Vec<Option<Partition>>,
+    /// Sources whose header was taken: refilled once their rows are done.
+    refill: Vec<usize>,
+    /// Sources holding the current partition, with their next row.
+    active: Vec<(usize, Option<(bytes::Bytes, Row)>)>,
+    primed: bool,
+}
+
+impl<'a> RowMerge<'a> {
+    pub fn new(sources: Vec<crate::sstable::SsTableRowIter<'a>>) -> Self {
+        let heads = sources.iter().map(|_| None).collect();
+        RowMerge {
+            sources,
+            heads,
+            refill: Vec::new(),
+            active: Vec::new(),
+            primed: false,
+        }
+    }
+
+    pub fn next_partition(&mut self) -> Result<Option<Partition>> {
+        if !self.primed {
+            for (i, s) in self.sources.iter_mut().enumerate() {
+                self.heads[i] = s.next_header()?;
+            }
+            self.primed = true;
+        }
+        self.active.clear();
+        // Sources of the last partition skip whatever rows were not read.
+        for i in std::mem::take(&mut self.refill) {
+            self.heads[i] = self.sources[i].next_header()?;
+        }
+        let Some(min) = self.heads.iter().flatten().map(|p| &p.key).min().cloned() else {
+            return Ok(None);
+        };
+        let mut out: Option<Partition> = None;
+        for i in 0..self.heads.len() {
+            if self.heads[i].as_ref().is_some_and(|p| p.key == min) {
+                let p = self.heads[i].take().expect("checked above");
+                self.refill.push(i);
+                let first = self.sources[i].next_row()?;
+                self.active.push((i, first));
+                match &mut out {
+                    None => out = Some(p),
+                    Some(acc) => lww::merge_partitions(acc, p),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The current partition's next row, merged across sources.
+    pub fn next_row(&mut self) -> Result<Option<(bytes::Bytes, Row)>> {
+        let Some(min) = self
+            .active
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().map(|(ck, _)| ck))
+            .min()
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let mut out: Option<Row> = None;
+        for (i, slot) in &mut self.active {
+            if slot.as_ref().is_some_and(|(ck, _)| *ck == min) {
+                let (_, row) = slot.take().expect("checked above");
+                *slot = self.sources[*i].next_row()?;
+                match &mut out {
+                    None => out = Some(row),
+                    Some(acc) => lww::merge_rows(acc, row),
+                }
+            }
+        }
+        Ok(out.map(|r| (min, r)))
+    }
+}
+
 /// Rewrites a merged partition for compaction output: drops shadowed data,
 /// turns expired cells into tombstones, and purges deletions older than gc
 /// grace whose timestamp is below `max_purgeable` (the oldest write that

@@ -85,6 +85,9 @@ pub struct LsmConfig {
     /// Background compaction threads (Cassandra's `concurrent_compactors`).
     /// They work on different tables: a table compacts one merge at a time.
     pub concurrent_compactors: usize,
+    /// Bytes of decompressed SSTable blocks kept for point reads, shared by
+    /// all tables (0: no cache; reads go to the OS page cache).
+    pub block_cache_bytes: u64,
 }
 
 impl Default for LsmConfig {
@@ -105,6 +108,7 @@ impl Default for LsmConfig {
             auto_snapshot: false,
             compaction_throughput_bytes_per_sec: 0,
             concurrent_compactors: 1,
+            block_cache_bytes: 32 << 20,
         }
     }
 }

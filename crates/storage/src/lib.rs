@@ -55,6 +55,7 @@
 //! ```
 
 pub mod ann;
+pub mod block_cache;
 mod bloom;
 pub mod commitlog;
 mod compaction;

@@ -186,6 +186,8 @@ struct Inner {
     /// Set by `close`: running merges stop (removing their outputs) rather
     /// than hold the shutdown up.
     closing: AtomicBool,
+    /// Blocks of point reads, shared by all tables (none when sized 0).
+    block_cache: Option<crate::block_cache::BlockCache>,
 }
 
 /// Gyre's own LSM storage engine.
@@ -217,6 +219,11 @@ impl LsmEngine {
             config.segment_bytes,
             next_segment,
         )?;
+        let block_cache = (config.block_cache_bytes > 0).then(|| {
+            crate::block_cache::BlockCache::new(
+                usize::try_from(config.block_cache_bytes).unwrap_or(usize::MAX),
+            )
+        });
         let inner = Arc::new(Inner {
             config,
             clock,
@@ -233,6 +240,7 @@ impl LsmEngine {
             flush_tx: Mutex::new(None),
             compact_tx: Mutex::new(None),
             closing: AtomicBool::new(false),
+            block_cache,
         });
         inner.replay(&segments)?;
         let engine = LsmEngine {
@@ -539,6 +547,35 @@ const BACKGROUND_NICE: i32 = 10;
 /// How often the compactor checks every table without being asked (as
 /// Cassandra's `expired_sstable_check_frequency_seconds`, which it ignores).
 const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Inner {
+    /// Memory held by SSTable metadata and the block cache, engine-wide.
+    fn memory_stats(&self) -> EngineStats {
+        let tables: Vec<Arc<Table>> = self.tables.read().values().cloned().collect();
+        let (mut bloom, mut index) = (0u64, 0u64);
+        for t in tables {
+            for s in &t.snapshot().sstables {
+                let (b, i) = s.memory_bytes();
+                bloom += b as u64;
+                index += i as u64;
+            }
+        }
+        let cache = self
+            .block_cache
+            .as_ref()
+            .map(|c| c.stats())
+            .unwrap_or_default();
+        EngineStats {
+            bloom_filter_bytes: bloom,
+            index_bytes: index,
+            block_cache_bytes: cache.used_bytes,
+            block_cache_capacity_bytes: cache.capacity_bytes,
+            block_cache_hits: cache.hits,
+            block_cache_misses: cache.misses,
+            ..Default::default()
+        }
+    }
+}
 
 impl Inner {
     fn table(&self, id: TableId) -> Result<Arc<Table>> {
@@ -1082,22 +1119,32 @@ impl Inner {
         let res = (|| -> Result<()> {
             let mut iters = Vec::with_capacity(inputs.len());
             for s in &inputs {
-                iters.push(s.iter_from(&Bound::Unbounded, ClusteringFilter::all())?);
+                iters.push(s.row_iter()?);
             }
-            let sources: Vec<Source<'_>> = iters
-                .into_iter()
-                .map(|mut it| Box::new(move || it.next_partition()) as Source<'_>)
-                .collect();
-            let mut merged = MergeIter::new(sources);
+            // Partitions stream row by row, in chunks compacted on their
+            // own: a partition of any width needs bounded memory.
+            let mut merged = compaction::RowMerge::new(iters);
             let mut w: Option<SsTableWriter> = None;
             let mut throttle = Throttle::new(self.config.compaction_throughput_bytes_per_sec);
             let mut finished_bytes = 0u64;
-            while let Some(p) = merged.next_partition()? {
+            // Blooms sized up front: at most every input partition, or an
+            // output's share of them when outputs split.
+            let input_data: u64 = inputs.iter().map(|s| s.meta.data_bytes).sum::<u64>().max(1);
+            let expect_keys = match max_output_bytes {
+                Some(m) => progress.partitions_total.min(
+                    (u128::from(progress.partitions_total) * u128::from(m) * 3
+                        / 2
+                        / u128::from(input_data)) as u64
+                        + 1024,
+                ),
+                None => progress.partitions_total,
+            };
+            while let Some(head) = merged.next_partition()? {
                 if self.closing.load(Ordering::Relaxed) {
                     return Err(Error::Closed);
                 }
                 progress.partitions_done += 1;
-                if keep.is_some_and(|k| !k(p.key.token)) {
+                if keep.is_some_and(|k| !k(head.key.token)) {
                     continue;
                 }
                 if progress.partitions_done.is_multiple_of(1024) {
@@ -1106,18 +1153,48 @@ impl Inner {
                     *t.active.lock() = Some(progress.clone());
                 }
                 let max_purgeable = compaction::min_timestamp_outside(
-                    &p.key,
+                    &head.key,
                     others.iter().map(|s| &**s),
                     memtable_min,
                 );
-                let Some(p) = compaction::compact_partition(p, now, gc_before, max_purgeable)
-                else {
-                    continue;
+                let header =
+                    compaction::compact_partition(head.clone(), now, gc_before, max_purgeable);
+                let mut next_chunk = || -> Result<Option<std::collections::BTreeMap<bytes::Bytes, gyre_common::Row>>> {
+                    loop {
+                        let mut chunk = Partition::new(head.key.clone());
+                        chunk.deletion = head.deletion;
+                        chunk.range_tombstones = head.range_tombstones.clone();
+                        let mut bytes = 0usize;
+                        while chunk.rows.len() < 1024 && bytes < (1 << 20) {
+                            let Some((ck, row)) = merged.next_row()? else {
+                                break;
+                            };
+                            bytes += ck.len() + row.size_estimate();
+                            chunk.rows.insert(ck, row);
+                        }
+                        if chunk.rows.is_empty() {
+                            return Ok(None);
+                        }
+                        if self.closing.load(Ordering::Relaxed) {
+                            return Err(Error::Closed);
+                        }
+                        if let Some(c) =
+                            compaction::compact_partition(chunk, now, gc_before, max_purgeable)
+                        {
+                            if !c.rows.is_empty() {
+                                return Ok(Some(c.rows));
+                            }
+                        }
+                    }
                 };
+                let mut rows = next_chunk()?;
+                if header.is_none() && rows.is_none() {
+                    continue;
+                }
                 if let Some(cur) = &w {
                     let full = max_output_bytes.is_some_and(|m| cur.bytes_written() >= m);
                     // Outputs of one level must not share a token.
-                    if full && cur.last_token() != Some(p.key.token) {
+                    if full && cur.last_token() != Some(head.key.token) {
                         if let Some(done) = w.take() {
                             let done = done.finish()?;
                             finished_bytes += done.file_bytes;
@@ -1138,12 +1215,24 @@ impl Inner {
                     )?;
                     nw.set_level(level);
                     nw.set_indexes(&options.indexes);
+                    nw.expect_keys(expect_keys);
                     w = Some(nw);
                 }
-                if let Some(cur) = &mut w {
-                    cur.add(&p)?;
+                let Some(cur) = &mut w else {
+                    continue;
+                };
+                // Purged deletions leave a bare header when rows remain.
+                cur.begin_partition(&header.unwrap_or_else(|| Partition::new(head.key.clone())))?;
+                while let Some(chunk) = rows {
+                    for (ck, row) in &chunk {
+                        cur.add_row(ck, row)?;
+                    }
+                    drop(chunk);
                     throttle.pace(finished_bytes + cur.bytes_written(), &self.closing);
+                    rows = next_chunk()?;
                 }
+                cur.end_partition();
+                throttle.pace(finished_bytes + cur.bytes_written(), &self.closing);
             }
             if let Some(done) = w.take() {
                 outputs.push(Arc::new(done.finish()?));
@@ -1212,7 +1301,7 @@ impl Inner {
             {
                 break;
             }
-            if let Some(p) = s.get(key, &filter.clustering)? {
+            if let Some(p) = s.get_with(key, &filter.clustering, self.block_cache.as_ref())? {
                 merge(&mut acc, p);
             }
         }
@@ -1972,6 +2061,8 @@ impl StorageEngine for LsmEngine {
             expired_bytes_dropped: t.expired_bytes_dropped.load(Ordering::Relaxed),
             compaction_pending,
             active_compaction,
+            bloom_filter_bytes: st.sstables.iter().map(|s| s.memory_bytes().0 as u64).sum(),
+            index_bytes: st.sstables.iter().map(|s| s.memory_bytes().1 as u64).sum(),
         })
     }
 
@@ -1982,6 +2073,7 @@ impl StorageEngine for LsmEngine {
             commitlog_records: self.inner.commitlog.records(),
             memtable_bytes: self.inner.memtable_bytes.load(Ordering::Relaxed),
             tables: self.inner.tables.read().len(),
+            ..self.inner.memory_stats()
         }
     }
 

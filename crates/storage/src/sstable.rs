@@ -29,6 +29,7 @@ use gyre_common::codec::{self, Reader};
 use gyre_common::{CellValue, DecoratedKey, LocalTime, Partition, Timestamp, Token};
 use serde::{Deserialize, Serialize};
 
+use crate::block_cache::BlockCache;
 use crate::bloom::Bloom;
 use crate::commitlog::{fsync_dir_at, sync_all};
 use crate::error::IoContext;
@@ -111,15 +112,33 @@ fn tmp_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("tmp-sst-{generation}.db"))
 }
 
+fn tmp_index_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("tmp-sst-{generation}.idx"))
+}
+
 /// Writes one SSTable from partitions given in (token, key) order.
+///
+/// Its memory does not grow with the output: index entries are spilled to a
+/// side file as blocks are cut (and copied behind the data at the end), and
+/// keys go into a bloom filter sized up front from [`Self::expect_keys`]
+/// (or, without that, as two 64-bit hashes per key until the end).
 pub struct SsTableWriter {
     dir: PathBuf,
     out: BufWriter<File>,
     block: Vec<u8>,
     block_first: Option<(DecoratedKey, Option<Bytes>)>,
     block_bytes: usize,
-    index: Vec<IndexEntry>,
-    keys: Vec<DecoratedKey>,
+    /// Encoded index entries, spilled to `tmp-sst-<gen>.idx` (created with
+    /// the first block).
+    index_out: Option<BufWriter<File>>,
+    index_entries: u64,
+    /// A filter sized up front, when the number of keys is known.
+    bloom: Option<Bloom>,
+    /// Otherwise the keys' hashes, to size the filter at the end.
+    key_hashes: Vec<(u64, u64)>,
+    last_key: Option<DecoratedKey>,
+    /// The partition begun by [`Self::begin_partition`] and not yet ended.
+    open_partition: Option<DecoratedKey>,
     offset: u64,
     meta: SsTableMeta,
     bloom_bits_per_key: usize,
@@ -150,8 +169,12 @@ impl SsTableWriter {
             block: Vec::with_capacity(block_bytes * 2),
             block_first: None,
             block_bytes,
-            index: Vec::new(),
-            keys: Vec::new(),
+            index_out: None,
+            index_entries: 0,
+            bloom: None,
+            key_hashes: Vec::new(),
+            last_key: None,
+            open_partition: None,
             offset: 0,
             meta: SsTableMeta {
                 format_version: FORMAT_VERSION,
@@ -179,6 +202,18 @@ impl SsTableWriter {
         self.meta.partition_count
     }
 
+    /// Sizes the bloom filter for at most `n` partitions now, so that keys
+    /// need not be kept until the end (more keys than that only raise the
+    /// false-positive rate). Call before the first partition.
+    pub fn expect_keys(&mut self, n: u64) {
+        if self.meta.partition_count == 0 {
+            self.bloom = Some(Bloom::with_capacity(
+                n.min(usize::MAX as u64) as usize,
+                self.bloom_bits_per_key,
+            ));
+        }
+    }
+
     /// Sets the compaction level recorded in the metadata.
     pub fn set_level(&mut self, level: u32) {
         self.meta.level = level;
@@ -186,7 +221,7 @@ impl SsTableWriter {
 
     /// The token of the last partition added, if any.
     pub fn last_token(&self) -> Option<Token> {
-        self.keys.last().map(|k| k.token)
+        self.last_key.as_ref().map(|k| k.token)
     }
 
     /// Bytes written so far (for splitting compaction output).
@@ -245,12 +280,34 @@ impl SsTableWriter {
             .write_all(&payload)
             .ctx(|| format!("writing {}", path.display()))?;
         let len = (BLOCK_HEADER + payload.len()) as u32;
-        self.index.push(IndexEntry {
-            key,
-            clustering,
-            offset: self.offset,
-            len,
-        });
+        let mut e = Vec::with_capacity(32 + key.key.len());
+        encode_index_entry(
+            &mut e,
+            &IndexEntry {
+                key,
+                clustering,
+                offset: self.offset,
+                len,
+            },
+        );
+        let ipath = tmp_index_path(&self.dir, self.meta.generation);
+        let index_out = match &mut self.index_out {
+            Some(f) => f,
+            None => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&ipath)
+                    .ctx(|| format!("creating {}", ipath.display()))?;
+                self.index_out.insert(BufWriter::with_capacity(64 << 10, f))
+            }
+        };
+        index_out
+            .write_all(&e)
+            .ctx(|| format!("writing {}", ipath.display()))?;
+        self.index_entries += 1;
         self.offset += u64::from(len);
         self.block.clear();
         Ok(())
@@ -258,40 +315,33 @@ impl SsTableWriter {
 
     /// Appends a partition; partitions must come in strictly increasing order.
     pub fn add(&mut self, p: &Partition) -> Result<()> {
-        if self.meta.partition_count == 0 {
-            self.meta.min_token = p.key.token;
+        self.begin_partition(p)?;
+        for (ck, row) in &p.rows {
+            self.write_row(&p.key, ck, row)?;
         }
-        self.meta.max_token = p.key.token;
-        self.meta.partition_count += 1;
-        self.meta.row_count += p.rows.len() as u64;
-        if let Some((lo, hi)) = p.timestamp_range() {
-            self.meta.min_timestamp = self.meta.min_timestamp.min(lo);
-            self.meta.max_timestamp = self.meta.max_timestamp.max(hi);
+        self.end_partition();
+        Ok(())
+    }
+
+    fn note_deletion(&mut self, d: &gyre_common::Deletion) {
+        self.meta.tombstone_count += 1;
+        self.note_timestamp(d.timestamp);
+        self.meta.min_local_deletion_time = self.meta.min_local_deletion_time.min(d.deleted_at);
+        self.meta.max_local_deletion_time = self.meta.max_local_deletion_time.max(d.deleted_at);
+    }
+
+    fn note_timestamp(&mut self, ts: Timestamp) {
+        self.meta.min_timestamp = self.meta.min_timestamp.min(ts);
+        self.meta.max_timestamp = self.meta.max_timestamp.max(ts);
+    }
+
+    fn note_row(&mut self, row: &gyre_common::Row) {
+        if let Some(d) = &row.deletion {
+            self.note_deletion(d);
         }
-        let deletions = p.deletion.iter().count()
-            + p.range_tombstones.len()
-            + p.static_row
-                .iter()
-                .chain(p.rows.values())
-                .filter(|r| r.deletion.is_some())
-                .count();
-        self.meta.tombstone_count += deletions as u64;
-        for d in p
-            .deletion
-            .iter()
-            .chain(p.range_tombstones.iter().map(|r| &r.deletion))
-            .chain(
-                p.static_row
-                    .iter()
-                    .chain(p.rows.values())
-                    .filter_map(|r| r.deletion.as_ref()),
-            )
-        {
-            self.meta.min_local_deletion_time = self.meta.min_local_deletion_time.min(d.deleted_at);
-            self.meta.max_local_deletion_time = self.meta.max_local_deletion_time.max(d.deleted_at);
-        }
-        for (_, c) in p.cells() {
+        for c in row.cells.values() {
             self.meta.cell_count += 1;
+            self.note_timestamp(c.timestamp);
             let ldt = c.local_deletion_time();
             if let Some(ldt) = ldt {
                 self.meta.min_local_deletion_time = self.meta.min_local_deletion_time.min(ldt);
@@ -304,28 +354,85 @@ impl SsTableWriter {
                 self.meta.tombstone_count += 1;
             }
         }
-        self.keys.push(p.key.clone());
-        if !self.sai.is_empty() {
-            self.sai.add(p);
+    }
+
+    /// Starts a partition from its header (key, deletion, range tombstones,
+    /// static row; `p.rows` is ignored): its rows follow through
+    /// [`Self::add_row`], then [`Self::end_partition`]. Partitions must come
+    /// in strictly increasing order. This is how compaction writes a wide
+    /// partition without holding it.
+    pub fn begin_partition(&mut self, p: &Partition) -> Result<()> {
+        self.end_partition();
+        if self.meta.partition_count == 0 {
+            self.meta.min_token = p.key.token;
         }
+        self.meta.max_token = p.key.token;
+        self.meta.partition_count += 1;
+        if let Some(d) = &p.deletion {
+            self.note_deletion(d);
+        }
+        for rt in &p.range_tombstones {
+            self.note_deletion(&rt.deletion);
+        }
+        if let Some(r) = &p.static_row {
+            self.note_row(r);
+        }
+        match &mut self.bloom {
+            Some(b) => b.insert(&p.key),
+            None => self.key_hashes.push(crate::bloom::hashes(&p.key)),
+        }
+        if !self.sai.is_empty() && p.static_row.is_some() {
+            let mut head = Partition::new(p.key.clone());
+            head.static_row = p.static_row.clone();
+            self.sai.add(&head);
+        }
+        self.last_key = Some(p.key.clone());
 
         self.start_record(&p.key, None)?;
+        // Writes the header fields only.
         codec::put_partition_header(&mut self.scratch, p);
         self.push_record(TAG_HEADER);
-        for (ck, row) in &p.rows {
-            self.start_record(&p.key, Some(ck))?;
-            codec::put_bytes(&mut self.scratch, ck);
-            codec::put_row(&mut self.scratch, row);
-            self.push_record(TAG_ROW);
-        }
-        self.block.push(TAG_END);
-        self.block.push(0);
+        self.open_partition = Some(p.key.clone());
         Ok(())
+    }
+
+    /// Appends a row to the partition begun last, in clustering order.
+    pub fn add_row(&mut self, ck: &Bytes, row: &gyre_common::Row) -> Result<()> {
+        let Some(key) = self.open_partition.take() else {
+            return Err(Error::Config("add_row outside a partition".into()));
+        };
+        let res = self.write_row(&key, ck, row);
+        self.open_partition = Some(key);
+        res
+    }
+
+    fn write_row(&mut self, key: &DecoratedKey, ck: &Bytes, row: &gyre_common::Row) -> Result<()> {
+        self.meta.row_count += 1;
+        self.note_row(row);
+        if !self.sai.is_empty() {
+            let mut one = Partition::new(key.clone());
+            one.rows.insert(ck.clone(), row.clone());
+            self.sai.add(&one);
+        }
+        self.start_record(key, Some(ck))?;
+        codec::put_bytes(&mut self.scratch, ck);
+        codec::put_row(&mut self.scratch, row);
+        self.push_record(TAG_ROW);
+        Ok(())
+    }
+
+    /// Ends the partition begun last (a no-op when none is open).
+    pub fn end_partition(&mut self) {
+        if self.open_partition.take().is_some() {
+            self.block.push(TAG_END);
+            self.block.push(0);
+        }
     }
 
     /// Writes index, bloom filter, metadata and footer, syncs, and renames
     /// the file into place. Returns the opened SSTable.
     pub fn finish(mut self) -> Result<SsTable> {
+        self.end_partition();
         self.finish_block()?;
         let path = self.path();
         let w = |out: &mut BufWriter<File>, b: &[u8]| {
@@ -334,44 +441,61 @@ impl SsTableWriter {
         };
         self.meta.data_bytes = self.offset;
 
-        let mut index = Vec::new();
-        codec::put_uvarint(&mut index, self.index.len() as u64);
-        for e in &self.index {
-            index.extend_from_slice(&e.key.token.to_be_bytes());
-            codec::put_bytes(&mut index, &e.key.key);
-            match &e.clustering {
-                None => index.push(0),
-                Some(ck) => {
-                    index.push(1);
-                    codec::put_bytes(&mut index, ck);
+        // The index: its count, then the spilled entries copied through.
+        let ipath = tmp_index_path(&self.dir, self.meta.generation);
+        let ictx = || format!("reading {}", ipath.display());
+        let mut head = Vec::new();
+        codec::put_uvarint(&mut head, self.index_entries);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        w(&mut self.out, &head)?;
+        let mut index_len = head.len() as u64;
+        if let Some(out) = &mut self.index_out {
+            use std::io::{Read, Seek};
+            out.flush().ctx(ictx)?;
+            let f = out.get_mut();
+            f.seek(std::io::SeekFrom::Start(0)).ctx(ictx)?;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = f.read(&mut buf).ctx(ictx)?;
+                if n == 0 {
+                    break;
                 }
+                crc.update(&buf[..n]);
+                w(&mut self.out, &buf[..n])?;
+                index_len += n as u64;
             }
-            codec::put_uvarint(&mut index, e.offset);
-            codec::put_uvarint(&mut index, u64::from(e.len));
         }
-        index.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
+        let index_crc = crc.finalize().to_le_bytes();
+        w(&mut self.out, &index_crc)?;
+        index_len += 4;
         let mut bloom = Vec::new();
-        Bloom::build(self.keys.iter(), self.bloom_bits_per_key).encode(&mut bloom);
+        match self.bloom.take() {
+            Some(b) => b.encode(&mut bloom),
+            None => {
+                Bloom::from_hashes(&self.key_hashes, self.bloom_bits_per_key).encode(&mut bloom)
+            }
+        }
+        self.key_hashes = Vec::new();
         bloom.extend_from_slice(&crc32fast::hash(&bloom).to_le_bytes());
         let mut meta = serde_json::to_vec(&self.meta).map_err(|e| Error::Config(e.to_string()))?;
         meta.extend_from_slice(&crc32fast::hash(&meta).to_le_bytes());
 
         let index_off = self.offset;
-        let bloom_off = index_off + index.len() as u64;
+        let bloom_off = index_off + index_len;
         let meta_off = bloom_off + bloom.len() as u64;
-        w(&mut self.out, &index)?;
         w(&mut self.out, &bloom)?;
         w(&mut self.out, &meta)?;
         let mut footer = Vec::with_capacity(FOOTER_LEN as usize);
         footer.extend_from_slice(MAGIC);
         footer.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         for (off, len) in [
-            (index_off, index.len()),
-            (bloom_off, bloom.len()),
-            (meta_off, meta.len()),
+            (index_off, index_len),
+            (bloom_off, bloom.len() as u64),
+            (meta_off, meta.len() as u64),
         ] {
             footer.extend_from_slice(&off.to_le_bytes());
-            footer.extend_from_slice(&(len as u64).to_le_bytes());
+            footer.extend_from_slice(&len.to_le_bytes());
         }
         footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
         debug_assert_eq!(footer.len() as u64, FOOTER_LEN);
@@ -391,6 +515,7 @@ impl SsTableWriter {
             return Err(e);
         }
         self.finished = true;
+        let _ = fs::remove_file(&ipath);
         let sst = SsTable::open(&final_path)?;
         sst.sai.insert_all(std::mem::take(&mut self.sai).finish());
         Ok(sst)
@@ -403,6 +528,7 @@ impl Drop for SsTableWriter {
             // An abandoned write (error or crash-free abort) leaves nothing.
             let _ = fs::remove_file(self.path());
         }
+        let _ = fs::remove_file(tmp_index_path(&self.dir, self.meta.generation));
     }
 }
 
@@ -413,7 +539,11 @@ pub struct SsTable {
     /// metadata keeps the generation it was written under elsewhere.
     generation: u64,
     file: File,
+    /// Unique in the process: names its blocks in the block cache.
+    uid: u64,
     index: Vec<IndexEntry>,
+    /// Heap bytes of `index` (entries and the buffer their keys share).
+    index_bytes: usize,
     bloom: Bloom,
     pub meta: SsTableMeta,
     pub file_bytes: u64,
@@ -492,11 +622,15 @@ impl SsTable {
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix("sst-")?.strip_suffix(".db")?.parse().ok())
             .unwrap_or(meta.generation);
+        static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let index_bytes = index_bytes.len() + index.capacity() * std::mem::size_of::<IndexEntry>();
         Ok(SsTable {
             path: path.to_path_buf(),
             generation,
             file,
+            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             index,
+            index_bytes,
             bloom,
             meta,
             file_bytes,
@@ -519,12 +653,29 @@ impl SsTable {
         self.generation
     }
 
+    /// Heap bytes of the bloom filter and of the block index.
+    pub fn memory_bytes(&self) -> (usize, usize) {
+        (self.bloom.memory_bytes(), self.index_bytes)
+    }
+
     /// True when the SSTable may hold the partition.
     pub fn may_contain(&self, key: &DecoratedKey) -> bool {
         self.meta.partition_count > 0
             && key.token >= self.meta.min_token
             && key.token <= self.meta.max_token
             && self.bloom.may_contain(key)
+    }
+
+    fn read_block_cached(&self, i: usize, cache: Option<&BlockCache>) -> Result<Bytes> {
+        let Some(cache) = cache else {
+            return self.read_block(i);
+        };
+        if let Some(b) = cache.get(self.uid, i as u32) {
+            return Ok(b);
+        }
+        let b = self.read_block(i)?;
+        cache.insert(self.uid, i as u32, b.clone());
+        Ok(b)
     }
 
     fn read_block(&self, i: usize) -> Result<Bytes> {
@@ -586,10 +737,20 @@ impl SsTable {
 
     /// Reads the part of a partition the filter selects.
     pub fn get(&self, key: &DecoratedKey, filter: &ClusteringFilter) -> Result<Option<Partition>> {
+        self.get_with(key, filter, None)
+    }
+
+    /// [`Self::get`] through a block cache.
+    pub fn get_with(
+        &self,
+        key: &DecoratedKey,
+        filter: &ClusteringFilter,
+        cache: Option<&BlockCache>,
+    ) -> Result<Option<Partition>> {
         if !self.may_contain(key) || self.index.is_empty() {
             return Ok(None);
         }
-        let mut cur = Cursor::new(self, self.find_block(key, None))?;
+        let mut cur = Cursor::with_cache(self, self.find_block(key, None), cache)?;
         // Find the partition's header.
         let mut part = loop {
             let Some((tag, body)) = cur.next()? else {
@@ -645,6 +806,20 @@ impl SsTable {
         Ok(())
     }
 
+    /// Streams the whole SSTable a row at a time (for compaction).
+    pub fn row_iter(&self) -> Result<SsTableRowIter<'_>> {
+        let cursor = if self.index.is_empty() {
+            None
+        } else {
+            Some(Cursor::new(self, 0)?)
+        };
+        Ok(SsTableRowIter {
+            sst: self,
+            cursor,
+            in_partition: false,
+        })
+    }
+
     /// Iterates partitions from `start` on, clipped to the filter.
     pub fn iter_from<'a>(
         &'a self,
@@ -669,6 +844,20 @@ impl SsTable {
             filter,
         })
     }
+}
+
+fn encode_index_entry(out: &mut Vec<u8>, e: &IndexEntry) {
+    out.extend_from_slice(&e.key.token.to_be_bytes());
+    codec::put_bytes(out, &e.key.key);
+    match &e.clustering {
+        None => out.push(0),
+        Some(ck) => {
+            out.push(1);
+            codec::put_bytes(out, ck);
+        }
+    }
+    codec::put_uvarint(out, e.offset);
+    codec::put_uvarint(out, u64::from(e.len));
 }
 
 fn decode_index(b: &Bytes) -> codec::DecodeResult<Vec<IndexEntry>> {
@@ -700,20 +889,26 @@ struct Cursor<'a> {
     block: usize,
     data: Bytes,
     pos: usize,
+    cache: Option<&'a BlockCache>,
 }
 
 impl<'a> Cursor<'a> {
     fn new(sst: &'a SsTable, block: usize) -> Result<Self> {
+        Self::with_cache(sst, block, None)
+    }
+
+    fn with_cache(sst: &'a SsTable, block: usize, cache: Option<&'a BlockCache>) -> Result<Self> {
         Ok(Cursor {
             sst,
             block,
-            data: sst.read_block(block)?,
+            data: sst.read_block_cached(block, cache)?,
             pos: 0,
+            cache,
         })
     }
 
     fn jump(&mut self, block: usize) -> Result<()> {
-        self.data = self.sst.read_block(block)?;
+        self.data = self.sst.read_block_cached(block, self.cache)?;
         self.block = block;
         self.pos = 0;
         Ok(())
@@ -771,6 +966,71 @@ impl SsTableIter<'_> {
             self.skip_until = None;
             self.sst.read_rows(cur, &mut part, &self.filter)?;
             return Ok(Some(part));
+        }
+    }
+}
+
+/// An SSTable read a row at a time: [`Self::next_header`] gives the next
+/// partition's header (no rows), then [`Self::next_row`] its rows in
+/// clustering order until `None`. Holds one block, whatever the width of
+/// the partition.
+pub struct SsTableRowIter<'a> {
+    sst: &'a SsTable,
+    cursor: Option<Cursor<'a>>,
+    in_partition: bool,
+}
+
+impl SsTableRowIter<'_> {
+    /// The next partition's header; rows of the current one not read yet
+    /// are skipped.
+    pub fn next_header(&mut self) -> Result<Option<Partition>> {
+        let Some(cur) = &mut self.cursor else {
+            return Ok(None);
+        };
+        loop {
+            let Some((tag, body)) = cur.next()? else {
+                self.cursor = None;
+                return Ok(None);
+            };
+            if tag != TAG_HEADER {
+                continue;
+            }
+            let part = codec::get_partition_header(&mut Reader::new(&body))
+                .map_err(|e| self.sst.corrupt_at(cur.block, e))?;
+            self.in_partition = true;
+            return Ok(Some(part));
+        }
+    }
+
+    /// The current partition's next row; `None` at its end.
+    pub fn next_row(&mut self) -> Result<Option<(Bytes, gyre_common::Row)>> {
+        if !self.in_partition {
+            return Ok(None);
+        }
+        let Some(cur) = &mut self.cursor else {
+            return Ok(None);
+        };
+        match cur.next()? {
+            Some((TAG_ROW, body)) => {
+                let mut r = Reader::new(&body);
+                let ck = r.bytes().map_err(|e| self.sst.corrupt_at(cur.block, e))?;
+                let row = codec::get_row(&mut r).map_err(|e| self.sst.corrupt_at(cur.block, e))?;
+                Ok(Some((ck, row)))
+            }
+            Some((TAG_END, _)) => {
+                self.in_partition = false;
+                Ok(None)
+            }
+            Some((tag, _)) => Err(Error::Corruption {
+                file: self.sst.path.clone(),
+                offset: self.sst.index.get(cur.block).map_or(0, |b| b.offset),
+                detail: format!("block {}: record {tag} inside a partition", cur.block),
+            }),
+            None => {
+                self.cursor = None;
+                self.in_partition = false;
+                Ok(None)
+            }
         }
     }
 }

@@ -525,6 +525,9 @@ pub struct TableStats {
     pub compaction_pending: bool,
     /// The merge running now, if any.
     pub active_compaction: Option<CompactionProgress>,
+    /// Heap bytes of the table's SSTable bloom filters and block indexes.
+    pub bloom_filter_bytes: u64,
+    pub index_bytes: u64,
 }
 
 /// How far a running merge has got.
@@ -551,4 +554,12 @@ pub struct EngineStats {
     pub commitlog_records: u64,
     pub memtable_bytes: u64,
     pub tables: usize,
+    /// Heap bytes of every table's SSTable bloom filters and block indexes.
+    pub bloom_filter_bytes: u64,
+    pub index_bytes: u64,
+    /// The block cache: bytes held, its capacity, lookups found and not.
+    pub block_cache_bytes: u64,
+    pub block_cache_capacity_bytes: u64,
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
 }
