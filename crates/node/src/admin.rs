@@ -9,7 +9,9 @@
 //! `GET /snapshots`, `POST /snapshots/clear`, `POST /import`, and
 //! `GET /compactionstats` (per table: pending work, the running merge),
 //! `GET /indexbuilds` (secondary index builds over existing data),
-//! `POST` / `GET /traceprobability` (the share of requests traced).
+//! `POST` / `GET /traceprobability` (the share of requests traced),
+//! `POST` / `GET /rebuild` (stream this node's ranges from another
+//! datacenter; see `rebuild.rs`).
 //!
 //! Every request passes [`guard`] first: the `Host` header must name an IP
 //! literal or `localhost` (a DNS-rebinding page has its own domain there),
@@ -175,6 +177,7 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
         ) => {
             crate::membership::admin(shared, m, p, &req.body)
         }
+        (m, "/rebuild") => crate::rebuild::admin(shared, m, &req.body),
         ("POST", "/failpoints") => set_failpoint(&req.body),
         ("DELETE", "/failpoints") => {
             failpoints::clear();

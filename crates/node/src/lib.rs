@@ -49,6 +49,7 @@ mod error;
 pub mod http;
 mod membership;
 mod node;
+mod rebuild;
 mod removenode;
 mod repair;
 mod replication;

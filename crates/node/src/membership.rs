@@ -65,6 +65,8 @@ pub(crate) struct Membership {
     pub removal: Mutex<Option<crate::removenode::RemovalStatus>>,
     /// Wakes a removal waiting for its streams (`removenode force`).
     pub force_removal: tokio::sync::Notify,
+    /// The last `rebuild` of this node (see rebuild.rs).
+    pub rebuild: Mutex<Option<crate::rebuild::RebuildStatus>>,
 }
 
 impl Default for Membership {
@@ -75,6 +77,7 @@ impl Default for Membership {
             last: Mutex::new(None),
             removal: Mutex::new(None),
             force_removal: tokio::sync::Notify::new(),
+            rebuild: Mutex::new(None),
         }
     }
 }

@@ -78,9 +78,73 @@ pub struct Layout {
     /// CA (`tls/ca.crt`), and a `cqlshrc` that uses it.
     #[serde(default)]
     pub tls: bool,
+    /// Datacenter and rack of each node (key: node number), as
+    /// `cluster up --dcs D --racks R` or `cluster add --dc` placed it; a
+    /// node not listed is in `dc1`, `rack1`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub placement: std::collections::BTreeMap<usize, Place>,
+}
+
+/// Where a node stands: its datacenter and rack (`cluster.datacenter`,
+/// `cluster.rack` of its configuration).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Place {
+    pub dc: String,
+    pub rack: String,
+}
+
+impl Place {
+    pub fn new(dc: impl Into<String>, rack: impl Into<String>) -> Self {
+        Place {
+            dc: dc.into(),
+            rack: rack.into(),
+        }
+    }
+}
+
+/// ccm's `-n 3:3`: `nodes` split evenly over `dcs` datacenters (`dc1`,
+/// `dc2`, ...; nodes 1..=nodes/dcs in dc1, and so on), each datacenter's
+/// nodes dealt round-robin over `racks` racks (`rack1`, ...).
+pub fn spread(
+    nodes: usize,
+    dcs: usize,
+    racks: usize,
+) -> Result<std::collections::BTreeMap<usize, Place>> {
+    if dcs == 0 || racks == 0 {
+        return Err(Error::Cluster(
+            "--dcs and --racks must be at least 1".into(),
+        ));
+    }
+    if !nodes.is_multiple_of(dcs) {
+        return Err(Error::Cluster(format!(
+            "{nodes} nodes do not split evenly over {dcs} datacenters"
+        )));
+    }
+    let per_dc = nodes / dcs;
+    Ok((1..=nodes)
+        .map(|n| {
+            let i = n - 1;
+            (
+                n,
+                Place::new(
+                    format!("dc{}", i / per_dc + 1),
+                    format!("rack{}", i % per_dc % racks + 1),
+                ),
+            )
+        })
+        .collect())
 }
 
 impl Layout {
+    /// Node `node`'s datacenter and rack.
+    pub fn place(&self, node: usize) -> Place {
+        self.placement
+            .get(&node)
+            .cloned()
+            .unwrap_or_else(|| Place::new("dc1", "rack1"))
+    }
+
     pub fn ip(&self, node: usize) -> Result<IpAddr> {
         let last = usize::from(self.first_ip) + node - 1;
         if node == 0 || last > 254 {
@@ -116,6 +180,9 @@ impl Layout {
             .unwrap_or(1);
         cfg.cluster.seeds = vec![self.internode_addr(seed)?.to_string()];
         cfg.cluster.num_tokens = self.num_tokens;
+        let place = self.place(node);
+        cfg.cluster.datacenter = place.dc;
+        cfg.cluster.rack = place.rack;
         cfg.network.listen_address = self.ip(node)?;
         cfg.network.internode_port = self.internode_port;
         cfg.network.cql_port = self.cql_port;
@@ -231,6 +298,28 @@ impl LocalCluster {
     /// running cluster. Waits until every running member sees it UP and
     /// NORMAL. Returns its number.
     pub fn add_node(&mut self, gyre_bin: &Path, timeout: Duration) -> Result<usize> {
+        self.add_node_at(gyre_bin, timeout, None, true)
+    }
+
+    /// The datacenters of the cluster's members.
+    pub fn datacenters(&self) -> std::collections::BTreeSet<String> {
+        self.members()
+            .into_iter()
+            .map(|n| self.layout.place(n).dc)
+            .collect()
+    }
+
+    /// [`LocalCluster::add_node`] at `place` (default: `dc1`, `rack1`);
+    /// without `bootstrap` the node starts with `auto_bootstrap = false`
+    /// (Cassandra's procedure for a new datacenter: it joins NORMAL at
+    /// once, streaming nothing, and `rebuild` fills it later).
+    pub fn add_node_at(
+        &mut self,
+        gyre_bin: &Path,
+        timeout: Duration,
+        place: Option<Place>,
+        bootstrap: bool,
+    ) -> Result<usize> {
         let n = self.layout.nodes + 1;
         self.layout.ip(n)?;
         let seed = *self
@@ -238,7 +327,11 @@ impl LocalCluster {
             .first()
             .ok_or_else(|| Error::Cluster("the cluster has no member left to join".into()))?;
         self.layout.nodes = n;
+        if let Some(p) = place {
+            self.layout.placement.insert(n, p);
+        }
         self.save_layout()?;
+        self.write_node_config(n, |c| c.cluster.auto_bootstrap = bootstrap)?;
         self.start_node(n, gyre_bin)?;
         let me = self.layout.internode_addr(n)?.to_string();
         // Joined means every running member sees it UN: until gossip has
@@ -918,6 +1011,7 @@ mod tests {
             extra_args: vec![],
             decommissioned: vec![],
             tls: false,
+            placement: Default::default(),
         }
     }
 
@@ -934,6 +1028,34 @@ mod tests {
         assert_eq!(cfg.storage.data_dir, Path::new("/x/node2/data"));
         let back = NodeConfig::from_toml(&cfg.to_toml().expect("toml"), "x").expect("parses");
         assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn datacenters_and_racks_spread_like_ccm() {
+        let p = spread(6, 2, 3).expect("even");
+        let at = |n: usize| (p[&n].dc.as_str(), p[&n].rack.as_str());
+        assert_eq!(at(1), ("dc1", "rack1"));
+        assert_eq!(at(3), ("dc1", "rack3"));
+        assert_eq!(at(4), ("dc2", "rack1"));
+        assert_eq!(at(6), ("dc2", "rack3"));
+        assert_eq!(spread(4, 2, 1).expect("even")[&2].rack, "rack1");
+        assert!(spread(5, 2, 1).is_err());
+        assert!(spread(4, 0, 1).is_err());
+        let mut l = layout();
+        l.nodes = 7;
+        l.placement = p;
+        let cfg = l.node_config(5, Path::new("/x/node5")).expect("valid");
+        assert_eq!(
+            (cfg.cluster.datacenter.as_str(), cfg.cluster.rack.as_str()),
+            ("dc2", "rack2")
+        );
+        // A node not placed (added without --dc) is in dc1.
+        let cfg = l.node_config(7, Path::new("/x/node7")).expect("valid");
+        assert_eq!(cfg.cluster.datacenter, "dc1");
+        // The placement survives cluster.json.
+        let json = serde_json::to_string(&l).expect("json");
+        let back: Layout = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, l);
     }
 
     #[test]

@@ -148,6 +148,23 @@ enum Cmd {
         #[command(flatten)]
         node: NodeAddr,
     },
+    /// Stream this node's ranges of every keyspace (or one) from the
+    /// replicas in SOURCE_DC, as `nodetool rebuild` does: how the nodes of
+    /// a datacenter just added (with `auto_bootstrap = false`, after the
+    /// keyspaces were altered to replicate there) get their data. Waits
+    /// for the end and prints what was streamed.
+    Rebuild {
+        /// The datacenter to stream from.
+        source_dc: String,
+        /// Only this keyspace.
+        #[arg(long)]
+        keyspace: Option<String>,
+        #[command(flatten)]
+        node: NodeAddr,
+        /// Seconds to wait for each node's rebuild.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
     /// The token ring as a node sees it (`nodetool ring`): every token with
     /// its node, Up/Down and Normal/Leaving/Joining.
     Ring {
@@ -559,6 +576,14 @@ enum ClusterCmd {
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Datacenters (`dc1`, `dc2`, ...) the nodes are split over evenly,
+        /// in order, as ccm's `-n 3:3` (`--nodes 6 --dcs 2`).
+        #[arg(long, default_value_t = 1)]
+        dcs: usize,
+        /// Racks per datacenter (`rack1`, ...), the nodes of each dealt
+        /// over them in turn.
+        #[arg(long, default_value_t = 1)]
+        racks: usize,
         /// The gyre binary (default: $GYRE_BIN, else next to gyrectl).
         #[arg(long)]
         gyre_bin: Option<PathBuf>,
@@ -602,6 +627,16 @@ enum ClusterCmd {
     Add {
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// The datacenter of the new nodes (default: dc1). A datacenter
+        /// with no member yet is a new one: as Cassandra's procedure, its
+        /// nodes start with `auto_bootstrap = false` (NORMAL at once, no
+        /// streaming); then add it to the keyspaces (ALTER KEYSPACE) and
+        /// run `gyrectl rebuild SOURCE_DC` on each of them.
+        #[arg(long)]
+        dc: Option<String>,
+        /// The rack of the new nodes (default: rack1).
+        #[arg(long)]
+        rack: Option<String>,
         #[arg(long)]
         gyre_bin: Option<PathBuf>,
         /// Seconds to wait for each node to join.
@@ -773,6 +808,71 @@ fn removenode(addr: std::net::SocketAddr, what: &str, timeout: Duration) -> anyh
         }
         if Instant::now() >= deadline {
             bail!("the removal did not finish within {} s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `rebuild SOURCE_DC` on one node: starts it, follows it to the end.
+fn rebuild(
+    addr: std::net::SocketAddr,
+    source_dc: &str,
+    keyspace: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use gyre_node::http::request;
+    let body = serde_json::json!({ "source_dc": source_dc, "keyspace": keyspace }).to_string();
+    let t0 = Instant::now();
+    let (code, text) = request(
+        addr,
+        "POST",
+        "/rebuild",
+        Some(body.as_bytes()),
+        Duration::from_secs(10),
+    )?;
+    if code != 202 {
+        bail!("{addr}: {}", text.trim());
+    }
+    let deadline = t0 + timeout;
+    loop {
+        let (code, text) = request(addr, "GET", "/rebuild", None, Duration::from_secs(5))?;
+        if code != 200 {
+            bail!("{addr}: HTTP {code}: {}", text.trim());
+        }
+        let s: serde_json::Value = serde_json::from_str(&text)?;
+        let state = s["state"].as_str().unwrap_or("?");
+        if state != "streaming" {
+            for k in s["keyspaces"].as_array().into_iter().flatten() {
+                println!(
+                    "{}: {}: {} ranges from {} sources{}",
+                    addr.ip(),
+                    k["keyspace"].as_str().unwrap_or("?"),
+                    k["ranges"],
+                    k["sources"],
+                    match k["skipped"].as_u64() {
+                        Some(n) if n > 0 => {
+                            format!(" ({n} ranges have no replica in {source_dc})")
+                        }
+                        _ => String::new(),
+                    }
+                );
+            }
+            if let Some(why) = state.strip_prefix("failed: ") {
+                bail!("{addr}: rebuild from {source_dc} failed: {why}");
+            }
+            println!(
+                "{}: rebuilt from {source_dc} in {:.1} s ({} bytes streamed)",
+                addr.ip(),
+                t0.elapsed().as_secs_f64(),
+                s["bytes"]
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{addr}: rebuild still running after {} s",
+                timeout.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -950,6 +1050,22 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Rebuild {
+            source_dc,
+            keyspace,
+            node,
+            timeout_secs,
+        } => {
+            for addr in node.addrs()? {
+                rebuild(
+                    addr,
+                    &source_dc,
+                    keyspace.as_deref(),
+                    Duration::from_secs(timeout_secs),
+                )?;
+            }
+            Ok(())
+        }
         Cmd::Netstats { node } => {
             for addr in node.addrs()? {
                 let (code, body) = gyre_node::http::request(
@@ -1108,6 +1224,8 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
     match cmd {
         ClusterCmd::Up {
             nodes,
+            dcs,
+            racks,
             gyre_bin,
             cluster_name,
             ip_prefix,
@@ -1147,6 +1265,11 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
                 extra_args: extra,
                 decommissioned: Vec::new(),
                 tls,
+                placement: if dcs == 1 && racks == 1 {
+                    Default::default()
+                } else {
+                    gyrectl::spread(nodes, dcs, racks)?
+                },
             };
             layout.ip(nodes)?;
             let c = LocalCluster::open_or_create(&dir, layout)?;
@@ -1206,20 +1329,59 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
         }
         ClusterCmd::Add {
             count,
+            dc,
+            rack,
             gyre_bin,
             timeout_secs,
         } => {
             let mut c = LocalCluster::open(&dir)?;
             let bin = gyrectl::find_gyre_bin(gyre_bin.as_deref())?;
+            let place = (dc.is_some() || rack.is_some()).then(|| {
+                gyrectl::Place::new(
+                    dc.clone().unwrap_or_else(|| "dc1".into()),
+                    rack.unwrap_or_else(|| "rack1".into()),
+                )
+            });
+            // Decided once for the whole command: the second node of a new
+            // datacenter must not bootstrap from the first.
+            let new_dc = place
+                .as_ref()
+                .filter(|p| !c.datacenters().contains(&p.dc))
+                .map(|p| p.dc.clone());
+            if let Some(dc) = &new_dc {
+                println!(
+                    "{dc} is a new datacenter: its nodes start with auto_bootstrap = false \
+                     (nothing streamed)"
+                );
+            }
+            let mut added = Vec::new();
             for _ in 0..count {
                 let t0 = Instant::now();
-                let n = c.add_node(&bin, Duration::from_secs(timeout_secs))?;
+                let n = c.add_node_at(
+                    &bin,
+                    Duration::from_secs(timeout_secs),
+                    place.clone(),
+                    new_dc.is_none(),
+                )?;
+                added.push(n);
                 println!(
                     "node {n} joined (UN) after {:.1} s",
                     t0.elapsed().as_secs_f64()
                 );
             }
             print_cluster(&c);
+            if let Some(dc) = new_dc {
+                let hosts: Vec<String> = added
+                    .iter()
+                    .filter_map(|n| c.layout.ip(*n).ok().map(|ip| ip.to_string()))
+                    .collect();
+                println!(
+                    "Next: ALTER KEYSPACE ... to replicate to {dc}, then \
+                     gyrectl rebuild SOURCE_DC --host {} --port {}",
+                    hosts.join(","),
+                    c.layout.admin_port
+                );
+            }
             Ok(())
         }
         ClusterCmd::Replace {
