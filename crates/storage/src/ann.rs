@@ -628,6 +628,158 @@ impl Graph {
         out
     }
 
+    /// Appends the graph (vectors, links, plan) for an index component
+    /// file; [`Graph::decode`] reads it back.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use gyre_common::codec::{put_bytes, put_uvarint};
+        put_uvarint(out, self.dim as u64);
+        put_uvarint(out, self.params.m as u64);
+        put_uvarint(out, self.params.ef_construction as u64);
+        out.push(u8::from(self.params.calibrate));
+        put_uvarint(out, self.count as u64);
+        let mut raw = Vec::with_capacity(self.vectors.len() * 4);
+        for x in &self.vectors {
+            raw.extend_from_slice(&x.to_le_bytes());
+        }
+        put_bytes(out, &raw);
+        match self.entry {
+            None => out.push(0),
+            Some(e) => {
+                out.push(1);
+                put_uvarint(out, u64::from(e));
+            }
+        }
+        match self.plan {
+            Plan::Exact => out.push(0),
+            Plan::Graph { ef, cost_per_ef } => {
+                out.push(1);
+                put_uvarint(out, ef as u64);
+                put_uvarint(out, u64::from(cost_per_ef.to_bits()));
+            }
+        }
+        put_uvarint(out, self.calibrate_from as u64);
+        put_uvarint(out, self.next_calibration as u64);
+        put_uvarint(out, self.rng);
+        put_uvarint(out, self.links.len() as u64);
+        for node in &self.links {
+            put_uvarint(out, node.len() as u64);
+            for level in node {
+                put_uvarint(out, level.len() as u64);
+                for n in level {
+                    put_uvarint(out, u64::from(*n));
+                }
+            }
+        }
+    }
+
+    /// Reads what [`Graph::encode`] wrote, checking that every link and
+    /// the entry point name a node and the vectors fit the dimension.
+    pub fn decode(
+        r: &mut gyre_common::codec::Reader<'_>,
+        sim: Similarity,
+    ) -> gyre_common::codec::DecodeResult<Graph> {
+        use gyre_common::codec::DecodeError;
+        let bad = |r: &gyre_common::codec::Reader<'_>, what| DecodeError {
+            offset: r.position(),
+            what,
+        };
+        let small =
+            |r: &mut gyre_common::codec::Reader<'_>| -> gyre_common::codec::DecodeResult<usize> {
+                let v = r.uvarint()?;
+                usize::try_from(v)
+                    .ok()
+                    .filter(|v| *v <= u32::MAX as usize)
+                    .ok_or_else(|| bad(r, "value out of range"))
+            };
+        let dim = small(r)?;
+        let m = small(r)?;
+        let ef_construction = small(r)?;
+        let calibrate = r.u8()? != 0;
+        let count = small(r)?;
+        let raw = r.bytes()?;
+        if dim == 0 || raw.len() != count.saturating_mul(dim).saturating_mul(4) {
+            return Err(bad(r, "vectors do not fit the dimension"));
+        }
+        let vectors: Vec<f32> = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let entry = match r.u8()? {
+            0 => None,
+            _ => Some(small(r)? as u32),
+        };
+        let plan = match r.u8()? {
+            0 => Plan::Exact,
+            _ => {
+                let ef = small(r)?;
+                let bits = small(r)? as u32;
+                Plan::Graph {
+                    ef,
+                    cost_per_ef: f32::from_bits(bits),
+                }
+            }
+        };
+        let calibrate_from = small(r)?;
+        let next_calibration = small(r)?;
+        let rng = r.uvarint()?;
+        let nodes = r.len()?;
+        let mut links = Vec::with_capacity(nodes);
+        for _ in 0..nodes {
+            let levels = r.len()?;
+            if levels == 0 || levels > 17 {
+                return Err(bad(r, "bad level count"));
+            }
+            let mut node = Vec::with_capacity(levels);
+            for _ in 0..levels {
+                let n = r.len()?;
+                let mut level = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let to = small(r)?;
+                    if to >= count {
+                        return Err(bad(r, "link past the last node"));
+                    }
+                    level.push(to as u32);
+                }
+                node.push(level);
+            }
+            links.push(node);
+        }
+        let linked = match plan {
+            Plan::Exact => links.is_empty() && entry.is_none(),
+            Plan::Graph { .. } => {
+                links.len() == count
+                    && entry.is_none_or(|e| (e as usize) < count)
+                    && (count == 0 || entry.is_some())
+            }
+        };
+        // A search walks level l only through nodes that have it.
+        let levels_fit = links.iter().all(|node: &Vec<Vec<u32>>| {
+            node.iter()
+                .enumerate()
+                .all(|(l, level)| level.iter().all(|n| links[*n as usize].len() > l))
+        });
+        if !linked || !levels_fit {
+            return Err(bad(r, "links do not fit the nodes"));
+        }
+        Ok(Graph {
+            dim,
+            sim,
+            params: Params {
+                m,
+                ef_construction,
+                calibrate,
+            },
+            vectors,
+            count,
+            links,
+            entry,
+            plan,
+            calibrate_from,
+            next_calibration,
+            rng,
+        })
+    }
+
     /// Approximate memory held, in bytes.
     pub fn memory(&self) -> usize {
         self.vectors.capacity() * 4

@@ -452,6 +452,7 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
     crate::stream::clear_staging(dir)?;
     let mut gens = Vec::new();
     let mut txns = Vec::new();
+    let mut components = Vec::new();
     for e in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
         let path = e.ctx(|| format!("listing {}", dir.display()))?.path();
         let name = path
@@ -465,6 +466,8 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
             gens.push(g);
         } else if let Some(g) = parse_generation(&name, "txn-", ".json") {
             txns.push((g, path));
+        } else if let Some(g) = parse_generation(&name, "sst-", ".sai") {
+            components.push(g);
         }
     }
     // Interrupted compactions: if the output made it, its inputs go;
@@ -499,6 +502,11 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
             }
         }
         fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+    }
+    // Index components whose SSTable is gone (removed by a compaction or
+    // a truncation the crash interrupted).
+    for g in components.iter().filter(|g| !gens.contains(g)) {
+        sai::remove_component(&sstable_path(dir, *g));
     }
     fsync_dir(dir)?;
     let mut sstables = Vec::new();
@@ -878,6 +886,7 @@ impl Inner {
         t.persist()?;
         for s in &old.sstables {
             fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+            sai::remove_component(s.path());
         }
         fsync_dir(&t.dir)?;
         self.commitlog.mark_flushed(id, pos)
@@ -1061,6 +1070,7 @@ impl Inner {
         // crash between two deletions leaves a table that is still right.
         for s in &inputs {
             fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+            sai::remove_component(s.path());
             t.expired_dropped.fetch_add(1, Ordering::Relaxed);
             t.expired_bytes_dropped
                 .fetch_add(s.file_bytes, Ordering::Relaxed);
@@ -1248,6 +1258,7 @@ impl Inner {
                 if let Err(e) = fs::remove_file(o.path()) {
                     tracing::warn!(path = %o.path().display(), error = %e, "removing a failed compaction's output");
                 }
+                sai::remove_component(o.path());
             }
             if let Err(e) = fs::remove_file(&txn_path) {
                 tracing::warn!(path = %txn_path.display(), error = %e, "removing a failed compaction's record");
@@ -1265,6 +1276,7 @@ impl Inner {
         // safe on Unix.
         for s in &inputs {
             fs::remove_file(s.path()).ctx(|| format!("removing {}", s.path().display()))?;
+            sai::remove_component(s.path());
         }
         fs::remove_file(&txn_path).ctx(|| format!("removing {}", txn_path.display()))?;
         fsync_dir(&t.dir)?;
@@ -1388,7 +1400,10 @@ impl Inner {
             .chain(st.flushing.iter())
             .collect();
         let segments = |spec: &sai::IndexSpec| -> Result<Vec<Arc<sai::Segment>>> {
-            st.sstables.iter().map(|s| segment_for(s, spec)).collect()
+            st.sstables
+                .iter()
+                .map(|s| segment_for(s, spec, &specs))
+                .collect()
         };
         let candidates = sai::candidates(
             &specs,
@@ -1492,7 +1507,10 @@ impl Inner {
             .chain(st.flushing.iter())
             .collect();
         let segments_of = |spec: &sai::IndexSpec| -> Result<Vec<Arc<sai::Segment>>> {
-            st.sstables.iter().map(|s| segment_for(s, spec)).collect()
+            st.sstables
+                .iter()
+                .map(|s| segment_for(s, spec, &specs))
+                .collect()
         };
         // Rows matching the other clauses (None: no other clause).
         let filtered = if q.clauses.is_empty() {
@@ -1584,27 +1602,35 @@ impl Inner {
     }
 }
 
-/// An SSTable's segment for an index, built from its data when it has none
-/// (written before the index existed, or opened at start-up).
-fn segment_for(s: &SsTable, spec: &sai::IndexSpec) -> Result<Arc<sai::Segment>> {
-    if let Some(seg) = s.sai.get(&spec.name) {
-        return Ok(seg);
-    }
-    let mut b = sai::SegmentBuilder::new(std::slice::from_ref(spec));
-    let mut it = s.iter_from(&Bound::Unbounded, ClusteringFilter::all())?;
-    while let Some(p) = it.next_partition()? {
-        b.add(&p);
-    }
-    let segs = b.finish();
-    let seg = segs.get(&spec.name).cloned().unwrap_or_default();
-    s.sai.insert_all(segs);
-    Ok(seg)
+/// An SSTable's segment for an index (one of the table's `specs`): from
+/// memory, its component file, or built from its data.
+fn segment_for(
+    s: &SsTable,
+    spec: &sai::IndexSpec,
+    specs: &[sai::IndexSpec],
+) -> Result<Arc<sai::Segment>> {
+    sai::segment_of(s, spec, specs)
 }
 
 impl LsmEngine {
-    /// Segments are not stored on disk: after start-up a thread rebuilds
-    /// those of every indexed table from its SSTables, so that the first
-    /// queries need not (until it gets there, a query builds what it needs).
+    /// Index segments of a table's current SSTables read from their
+    /// component files, and built from their data, since they were opened
+    /// (a restart that finds every component builds none).
+    pub fn index_segment_counts(&self, table: TableId) -> Result<(u64, u64)> {
+        let t = self.inner.table(table)?;
+        let st = t.snapshot();
+        Ok(st.sstables.iter().fold((0, 0), |(l, r), s| {
+            (
+                l + s.sai.loaded.load(Ordering::Relaxed),
+                r + s.sai.rebuilt.load(Ordering::Relaxed),
+            )
+        }))
+    }
+
+    /// After start-up a thread loads the index segments of every indexed
+    /// table from its SSTables' component files (building those missing),
+    /// so that the first queries need not (until it gets there, a query
+    /// loads what it needs).
     fn warm_indexes(&self) {
         let tables: Vec<Arc<Table>> = self
             .inner
@@ -1629,8 +1655,8 @@ impl LsmEngine {
                             if inner.closing.load(Ordering::Relaxed) {
                                 return;
                             }
-                            if let Err(e) = segment_for(s, spec) {
-                                tracing::warn!(index = %spec.name, error = %e, "rebuilding an index segment");
+                            if let Err(e) = segment_for(s, spec, &specs) {
+                                tracing::warn!(index = %spec.name, error = %e, "loading an index segment");
                             }
                         }
                     }
@@ -1672,8 +1698,9 @@ impl LsmEngine {
                     if inner.closing.load(Ordering::Relaxed) {
                         return;
                     }
+                    let all = t.options.read().indexes.clone();
                     for spec in &specs {
-                        if let Err(e) = segment_for(s, spec) {
+                        if let Err(e) = segment_for(s, spec, &all) {
                             tracing::error!(index = %spec.name, error = %e, "index build failed");
                             return;
                         }

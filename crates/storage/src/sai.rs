@@ -12,10 +12,13 @@
 //! deletions and expired TTLs never show (and stale entries cost a read,
 //! never a wrong answer).
 //!
-//! SSTables that have no segment for an index yet (opened at start-up,
-//! imported, or written before the index existed) get one built from their
-//! data: in the background when an index is created (the index is then
-//! "building" and queries are refused), lazily on first use otherwise.
+//! Segments are also stored in a component file beside their SSTable
+//! (see "Index components on disk" below) and read back after a restart.
+//! SSTables that have no usable segment for an index (imported, streamed,
+//! a corrupt component, or written before the index existed) get one built
+//! from their data: in the background when an index is created (the index
+//! is then "building" and queries are refused), lazily on first use
+//! otherwise.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -403,6 +406,9 @@ type Entry = (Vec<u8>, DecoratedKey, Option<Bytes>);
 /// position.
 #[derive(Debug, Default)]
 pub struct Segment {
+    /// The index it was built for (a segment of a dropped index whose
+    /// name was reused does not serve the new one).
+    spec: Option<IndexSpec>,
     entries: Vec<Entry>,
     /// A vector index's graph over the segment's rows (its `entries` stay
     /// empty).
@@ -544,6 +550,7 @@ impl SegmentBuilder {
                     }
                     rows.graph.calibrate();
                     let seg = Segment {
+                        spec: Some(spec.clone()),
                         entries: Vec::new(),
                         ann: Some(rows),
                     };
@@ -551,7 +558,11 @@ impl SegmentBuilder {
                 }
                 entries.sort();
                 entries.dedup();
-                let seg = Segment { entries, ann: None };
+                let seg = Segment {
+                    spec: Some(spec.clone()),
+                    entries,
+                    ann: None,
+                };
                 (spec.name, Arc::new(seg))
             })
             .collect()
@@ -560,19 +571,33 @@ impl SegmentBuilder {
 
 /// The segments attached to one SSTable, by index name.
 #[derive(Debug, Default)]
-pub struct SegmentMap(RwLock<HashMap<String, Arc<Segment>>>);
+pub struct SegmentMap {
+    segments: RwLock<HashMap<String, Arc<Segment>>>,
+    /// Whether the SSTable's component file was read (or found missing or
+    /// corrupt); held while it is read or written.
+    disk: Mutex<bool>,
+    /// Segments read from the component file, and built from the data.
+    pub loaded: std::sync::atomic::AtomicU64,
+    pub rebuilt: std::sync::atomic::AtomicU64,
+}
 
 impl SegmentMap {
     pub fn get(&self, index: &str) -> Option<Arc<Segment>> {
-        self.0.read().get(index).cloned()
+        self.segments.read().get(index).cloned()
     }
 
     pub fn insert_all(&self, segments: HashMap<String, Arc<Segment>>) {
-        self.0.write().extend(segments);
+        self.segments.write().extend(segments);
     }
 
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.0.write().retain(|k, _| keep(k));
+        self.segments.write().retain(|k, _| keep(k));
+    }
+
+    /// The segment for `spec`, if one built for that very index is here.
+    fn get_for(&self, spec: &IndexSpec) -> Option<Arc<Segment>> {
+        self.get(&spec.name)
+            .filter(|s| s.spec.as_ref().is_none_or(|x| x == spec))
     }
 }
 
@@ -846,6 +871,349 @@ pub struct IndexBuild {
     pub sstables_total: usize,
     pub sstables_done: usize,
     pub done: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Index components on disk
+//
+// Each SSTable's segments are also written to a component file beside it,
+// `sst-<generation>.sai`, before the SSTable is renamed into place (so a
+// visible SSTable written with indexes has its component), and removed
+// with it. At start-up a segment is read from there instead of being
+// rebuilt from the data. The file names the SSTable it belongs to by
+// length and a checksum of its last bytes (index, bloom filter, metadata,
+// footer), since a generation can be reused once the newest SSTable is
+// gone; a missing, foreign or corrupt component is rebuilt from the data
+// (with a log line) and written again.
+//
+// ```text
+// "GYRESAI1" [version u32] [sstable length u64] [sstable tail crc32 u32]
+// [segments uvarint] ([spec json bytes] [segment bytes])...  [crc32 u32]
+// ```
+
+const COMPONENT_MAGIC: &[u8; 8] = b"GYRESAI1";
+const COMPONENT_VERSION: u32 = 1;
+/// The bytes at the end of an SSTable its component's identity covers.
+const IDENTITY_TAIL: u64 = 4096;
+
+/// The index component file of an SSTable file (`sst-N.db` → `sst-N.sai`).
+pub fn component_path(sstable: &std::path::Path) -> std::path::PathBuf {
+    sstable.with_extension("sai")
+}
+
+/// Removes an SSTable's index component, if it has one (a leftover is
+/// harmless: it no longer matches any SSTable and is removed at start-up).
+pub fn remove_component(sstable: &std::path::Path) {
+    let p = component_path(sstable);
+    match std::fs::remove_file(&p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %p.display(), error = %e, "removing an index component"),
+    }
+}
+
+/// (length, crc32 of the last bytes) of an SSTable file.
+fn identity(data: &std::path::Path) -> std::io::Result<(u64, u32)> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(data)?;
+    let len = f.metadata()?.len();
+    let n = len.min(IDENTITY_TAIL);
+    let mut tail = vec![0u8; n as usize];
+    f.read_exact_at(&mut tail, len - n)?;
+    Ok((len, crc32fast::hash(&tail)))
+}
+
+fn put_key(out: &mut Vec<u8>, key: &DecoratedKey) {
+    out.extend_from_slice(&key.token.to_be_bytes());
+    gyre_common::codec::put_bytes(out, &key.key);
+}
+
+fn get_key(
+    r: &mut gyre_common::codec::Reader<'_>,
+) -> gyre_common::codec::DecodeResult<DecoratedKey> {
+    let token = r.i64_be()?;
+    // Copied: a slice would keep the whole file's buffer alive.
+    let key = Bytes::copy_from_slice(&r.bytes()?);
+    Ok(DecoratedKey { token, key })
+}
+
+impl Segment {
+    fn encode(&self, out: &mut Vec<u8>) {
+        use gyre_common::codec::{put_bytes, put_uvarint};
+        match &self.ann {
+            None => {
+                out.push(0);
+                put_uvarint(out, self.entries.len() as u64);
+                for (term, key, ck) in &self.entries {
+                    put_bytes(out, term);
+                    put_key(out, key);
+                    match ck {
+                        None => out.push(0),
+                        Some(ck) => {
+                            out.push(1);
+                            put_bytes(out, ck);
+                        }
+                    }
+                }
+            }
+            Some(rows) => {
+                out.push(1);
+                put_uvarint(out, rows.rows.len() as u64);
+                for (key, ck) in &rows.rows {
+                    put_key(out, key);
+                    put_bytes(out, ck);
+                }
+                rows.graph.encode(out);
+            }
+        }
+    }
+
+    fn decode(
+        spec: &IndexSpec,
+        r: &mut gyre_common::codec::Reader<'_>,
+    ) -> gyre_common::codec::DecodeResult<Segment> {
+        let bad = |r: &gyre_common::codec::Reader<'_>, what| gyre_common::codec::DecodeError {
+            offset: r.position(),
+            what,
+        };
+        match (r.u8()?, &spec.vector) {
+            (0, None) => {
+                let n = r.len()?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let term = r.bytes()?.to_vec();
+                    let key = get_key(r)?;
+                    let ck = match r.u8()? {
+                        0 => None,
+                        _ => Some(Bytes::copy_from_slice(&r.bytes()?)),
+                    };
+                    entries.push((term, key, ck));
+                }
+                if !entries.is_sorted() {
+                    return Err(bad(r, "index entries out of order"));
+                }
+                Ok(Segment {
+                    spec: Some(spec.clone()),
+                    entries,
+                    ann: None,
+                })
+            }
+            (1, Some(v)) => {
+                let n = r.len()?;
+                let mut rows = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let key = get_key(r)?;
+                    let ck = Bytes::copy_from_slice(&r.bytes()?);
+                    rows.push((key, ck));
+                }
+                let graph = Graph::decode(r, v.similarity)?;
+                if graph.len() != rows.len() || graph.dim() != v.dim {
+                    return Err(bad(r, "vector index does not fit its rows"));
+                }
+                Ok(Segment {
+                    spec: Some(spec.clone()),
+                    entries: Vec::new(),
+                    ann: Some(AnnRows { graph, rows }),
+                })
+            }
+            _ => Err(bad(r, "segment kind does not fit its index")),
+        }
+    }
+}
+
+/// Writes the component of the SSTable whose data is (so far) in `data`
+/// and whose final path is `sstable`: to a temporary file, synced, then
+/// renamed into place. The caller syncs the directory.
+fn write_component(
+    data: &std::path::Path,
+    sstable: &std::path::Path,
+    segments: &[Arc<Segment>],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let (len, crc) = identity(data)?;
+    let mut out = Vec::new();
+    out.extend_from_slice(COMPONENT_MAGIC);
+    out.extend_from_slice(&COMPONENT_VERSION.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    let with_spec: Vec<(&IndexSpec, &Arc<Segment>)> = segments
+        .iter()
+        .filter_map(|s| Some((s.spec.as_ref()?, s)))
+        .collect();
+    gyre_common::codec::put_uvarint(&mut out, with_spec.len() as u64);
+    let mut body = Vec::new();
+    for (spec, seg) in with_spec {
+        let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+        gyre_common::codec::put_bytes(&mut out, &json);
+        body.clear();
+        seg.encode(&mut body);
+        gyre_common::codec::put_bytes(&mut out, &body);
+    }
+    out.extend_from_slice(&crc32fast::hash(&out).to_le_bytes());
+    let name = sstable
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = sstable
+        .with_file_name(format!("tmp-{name}"))
+        .with_extension("sai");
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, component_path(sstable))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Why a component could not be used.
+#[derive(Debug)]
+enum ComponentError {
+    Missing,
+    Unusable(String),
+}
+
+/// Reads the segments of `sst`'s component that belong to one of `specs`.
+fn read_component(
+    sst: &crate::sstable::SsTable,
+    specs: &[IndexSpec],
+) -> Result<HashMap<String, Arc<Segment>>, ComponentError> {
+    let path = component_path(sst.path());
+    let body = match std::fs::read(&path) {
+        Ok(b) => Bytes::from(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ComponentError::Missing),
+        Err(e) => return Err(ComponentError::Unusable(e.to_string())),
+    };
+    let unusable = |why: &str| ComponentError::Unusable(why.to_string());
+    if body.len() < 28 || &body[..8] != COMPONENT_MAGIC {
+        return Err(unusable("not an index component"));
+    }
+    let (head, sum) = body.split_at(body.len() - 4);
+    if crc32fast::hash(head).to_le_bytes() != sum {
+        return Err(unusable("checksum mismatch"));
+    }
+    if body[8..12] != COMPONENT_VERSION.to_le_bytes() {
+        return Err(unusable("unsupported version"));
+    }
+    let (len, crc) = identity(sst.path()).map_err(|e| unusable(&e.to_string()))?;
+    if body[12..20] != len.to_le_bytes() || body[20..24] != crc.to_le_bytes() {
+        return Err(unusable("written for another SSTable"));
+    }
+    let head = body.slice(24..body.len() - 4);
+    let mut r = gyre_common::codec::Reader::new(&head);
+    let mut out = HashMap::new();
+    let res = (|| -> gyre_common::codec::DecodeResult<()> {
+        let n = r.uvarint()?;
+        for _ in 0..n {
+            let json = r.bytes()?;
+            let seg = r.bytes()?;
+            let Ok(stored) = serde_json::from_slice::<IndexSpec>(&json) else {
+                continue;
+            };
+            // Only segments of the table's current indexes, as defined now.
+            if !specs.contains(&stored) {
+                continue;
+            }
+            let seg = Segment::decode(&stored, &mut gyre_common::codec::Reader::new(&seg))?;
+            out.insert(stored.name.clone(), Arc::new(seg));
+        }
+        Ok(())
+    })();
+    res.map_err(|e| unusable(&e.to_string()))?;
+    Ok(out)
+}
+
+impl SegmentBuilder {
+    /// Finishes the segments of an SSTable written to `data` that will be
+    /// renamed to `sstable`, and writes its component file first. A
+    /// component that cannot be written is only logged: the segments are
+    /// rebuilt from the data when the SSTable is next opened.
+    pub fn finish_to_disk(
+        self,
+        data: &std::path::Path,
+        sstable: &std::path::Path,
+    ) -> HashMap<String, Arc<Segment>> {
+        if self.is_empty() {
+            return HashMap::new();
+        }
+        let segs = self.finish();
+        let list: Vec<Arc<Segment>> = segs.values().cloned().collect();
+        if let Err(e) = write_component(data, sstable, &list) {
+            tracing::warn!(path = %sstable.display(), error = %e, "writing an index component");
+        }
+        segs
+    }
+}
+
+/// An SSTable's segment for `spec` (one of the table's `specs`): the one
+/// attached to it, else the one in its component file, else one built
+/// from its data (written back to the component so the next start-up
+/// need not build it again).
+pub(crate) fn segment_of(
+    sst: &crate::sstable::SsTable,
+    spec: &IndexSpec,
+    specs: &[IndexSpec],
+) -> crate::Result<Arc<Segment>> {
+    use std::sync::atomic::Ordering;
+    if let Some(seg) = sst.sai.get_for(spec) {
+        return Ok(seg);
+    }
+    // Held through a build too: a second caller waits for the first
+    // one's segment instead of building it again.
+    let mut checked = sst.sai.disk.lock();
+    {
+        if !*checked {
+            *checked = true;
+            match read_component(sst, specs) {
+                Ok(segs) => {
+                    sst.sai
+                        .loaded
+                        .fetch_add(segs.len() as u64, Ordering::Relaxed);
+                    // Segments built meanwhile (a flush's) win: same data.
+                    let mut map = sst.sai.segments.write();
+                    for (name, seg) in segs {
+                        map.entry(name).or_insert(seg);
+                    }
+                }
+                Err(ComponentError::Missing) => {
+                    tracing::info!(sstable = %sst.path().display(), "no index component: index segments are rebuilt from the SSTable");
+                }
+                Err(ComponentError::Unusable(why)) => {
+                    tracing::warn!(sstable = %sst.path().display(), %why, "index component unusable: index segments are rebuilt from the SSTable");
+                }
+            }
+        }
+        // (Also when another thread read the component meanwhile.)
+        if let Some(seg) = sst.sai.get_for(spec) {
+            return Ok(seg);
+        }
+    }
+    let mut b = SegmentBuilder::new(std::slice::from_ref(spec));
+    let mut it = sst.iter_from(&Bound::Unbounded, crate::types::ClusteringFilter::all())?;
+    while let Some(p) = it.next_partition()? {
+        b.add(&p);
+    }
+    let segs = b.finish();
+    let seg = segs.get(&spec.name).cloned().unwrap_or_default();
+    sst.sai.insert_all(segs);
+    sst.sai.rebuilt.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(sstable = %sst.path().display(), index = %spec.name, "index segment built from the SSTable");
+    // Written back with every segment of a current index the SSTable has.
+    let list: Vec<Arc<Segment>> = specs.iter().filter_map(|s| sst.sai.get_for(s)).collect();
+    if sst.path().exists() {
+        let res = write_component(sst.path(), sst.path(), &list).and_then(|()| {
+            let dir = sst.path().parent().unwrap_or(std::path::Path::new("."));
+            std::fs::File::open(dir)?.sync_all()
+        });
+        if let Err(e) = res {
+            tracing::warn!(sstable = %sst.path().display(), error = %e, "writing an index component");
+        }
+    }
+    drop(checked);
+    Ok(seg)
 }
 
 #[cfg(test)]

@@ -506,18 +506,21 @@ impl SsTableWriter {
         sync_all(self.out.get_ref(), FSYNC_FAILPOINT)
             .ctx(|| format!("syncing {}", path.display()))?;
         let final_path = sstable_path(&self.dir, self.meta.generation);
+        // The index component goes in place before the SSTable does.
+        let segments = std::mem::take(&mut self.sai).finish_to_disk(&path, &final_path);
         fs::rename(&path, &final_path).ctx(|| format!("renaming {}", path.display()))?;
         if let Err(e) = fsync_dir_at(&self.dir, FSYNC_FAILPOINT) {
             // The caller keeps the data elsewhere and retries under a new
             // generation: a stray copy found on restart could outlive the
             // tombstones that later shadow it.
             let _ = fs::remove_file(&final_path);
+            crate::sai::remove_component(&final_path);
             return Err(e);
         }
         self.finished = true;
         let _ = fs::remove_file(&ipath);
         let sst = SsTable::open(&final_path)?;
-        sst.sai.insert_all(std::mem::take(&mut self.sai).finish());
+        sst.sai.insert_all(segments);
         Ok(sst)
     }
 }

@@ -39,6 +39,10 @@ fn options(indexed: bool) -> TableOptions {
 }
 
 fn open(dir: &Path, indexed: bool) -> LsmEngine {
+    open_with(dir, options(indexed))
+}
+
+fn open_with(dir: &Path, options: TableOptions) -> LsmEngine {
     let e = LsmEngine::open_with_clock(
         LsmConfig {
             sync: SyncMode::Periodic { period_ms: 100 },
@@ -48,7 +52,7 @@ fn open(dir: &Path, indexed: bool) -> LsmEngine {
         Arc::new(ManualClock::new(NOW)),
     )
     .expect("opens");
-    e.create_table(TABLE, options(indexed)).expect("creates");
+    e.create_table(TABLE, options).expect("creates");
     e
 }
 
@@ -332,4 +336,145 @@ fn ann_scans_rank_live_rows_within_a_range() {
     }
     let recall = hits as f64 / total as f64;
     assert!(recall >= 0.9, "recall@10 {recall}");
+}
+
+/// Index segments are written beside their SSTables and read back at
+/// start-up: a restart builds none and answers as before (term and vector
+/// indexes); a corrupt or missing component is rebuilt from the SSTable
+/// and written again; a component whose SSTable is gone is removed.
+#[test]
+fn index_components_spare_a_rebuild_after_restart() {
+    use gyre_storage::ann::Similarity;
+    use gyre_storage::sai::{AnnQuery, VectorIndex};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vec_spec = IndexSpec {
+        name: "by_vec".into(),
+        column: "vec".into(),
+        part: IndexedPart::Value,
+        order: TermOrder::Bytes,
+        is_static: false,
+        vector: Some(VectorIndex {
+            dim: 4,
+            similarity: Similarity::Euclidean,
+        }),
+    };
+    let both = TableOptions {
+        indexes: vec![spec(), vec_spec],
+        ..options(false)
+    };
+    let reopen = || open_with(dir.path(), both.clone());
+    let e = reopen();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let raw = |v: &[f32]| Bytes::from(v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>());
+    // Two SSTables; the first past the size from which graphs are kept.
+    for k in 0..4400u32 {
+        let v: Vec<f32> = (0..4).map(|_| rnd()).collect();
+        let p = Partition::new(key(k))
+            .set(
+                vec![0],
+                CellName::simple("v"),
+                Cell::live(1, Bytes::copy_from_slice(&((k % 7) as i32).to_be_bytes())),
+            )
+            .set(vec![0], CellName::simple("vec"), Cell::live(1, raw(&v)));
+        e.apply(TABLE, p).expect("applies");
+        if k == 4199 {
+            e.flush(Some(TABLE)).expect("flushes");
+        }
+    }
+    e.flush(Some(TABLE)).expect("flushes");
+    let queries: Vec<Vec<f32>> = (0..10).map(|_| (0..4).map(|_| rnd()).collect()).collect();
+    let ann = |e: &LsmEngine| -> Vec<Vec<u32>> {
+        queries
+            .iter()
+            .map(|q| {
+                let page = e
+                    .scan(
+                        TABLE,
+                        &ScanRequest {
+                            start: ScanStart::Token(Bound::Unbounded),
+                            end: Bound::Unbounded,
+                            filter: ReadFilter::default(),
+                            max_rows: 10,
+                            index: Some(IndexQuery {
+                                clauses: vec![],
+                                ann: Some(AnnQuery {
+                                    index: "by_vec".into(),
+                                    vector: raw(q),
+                                    k: 10,
+                                }),
+                            }),
+                        },
+                        NOW,
+                    )
+                    .expect("scans");
+                page.partitions
+                    .iter()
+                    .map(|p| u32::from_be_bytes(p.key.key[..4].try_into().expect("4 bytes")))
+                    .collect()
+            })
+            .collect()
+    };
+    let want_eq: BTreeSet<(u32, u8)> = (0..4400).filter(|k| k % 7 == 2).map(|k| (k, 0)).collect();
+    let want_ann = ann(&e);
+    assert_eq!(query(&e, eq(2), NOW), want_eq);
+    assert_eq!(e.index_segment_counts(TABLE).expect("stats"), (0, 0));
+    e.close().expect("closes");
+    drop(e);
+    let components = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path().join("data").join(TABLE.to_string()))
+            .expect("lists")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sai"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(components().len(), 2, "one component per SSTable");
+
+    // Restart: everything read from the components, nothing rebuilt.
+    let e = reopen();
+    assert_eq!(query(&e, eq(2), NOW), want_eq, "after a restart");
+    assert_eq!(ann(&e), want_ann, "after a restart");
+    assert_eq!(e.index_segment_counts(TABLE).expect("stats"), (4, 0));
+    e.close().expect("closes");
+    drop(e);
+
+    // One component corrupt, the other missing, and a stray one.
+    let files = components();
+    let mut body = std::fs::read(&files[0]).expect("reads");
+    let mid = body.len() / 2;
+    body[mid] ^= 0x55;
+    std::fs::write(&files[0], body).expect("writes");
+    std::fs::remove_file(&files[1]).expect("removes");
+    let stray = dir
+        .path()
+        .join("data")
+        .join(TABLE.to_string())
+        .join("sst-999.sai");
+    std::fs::copy(&files[0], &stray).expect("copies");
+    let e = reopen();
+    assert!(
+        !stray.exists(),
+        "a component without its SSTable is removed"
+    );
+    assert_eq!(query(&e, eq(2), NOW), want_eq, "rebuilt");
+    assert_eq!(ann(&e), want_ann, "rebuilt");
+    assert_eq!(e.index_segment_counts(TABLE).expect("stats"), (0, 4));
+    e.close().expect("closes");
+    drop(e);
+    // The rebuilt segments were written back.
+    let e = reopen();
+    assert_eq!(query(&e, eq(2), NOW), want_eq);
+    assert_eq!(e.index_segment_counts(TABLE).expect("stats"), (4, 0));
+    // Compaction writes its output's component and removes its inputs'.
+    e.compact(TABLE).expect("compacts");
+    assert_eq!(components().len(), 1);
+    assert_eq!(ann(&e), want_ann, "after compaction");
 }
