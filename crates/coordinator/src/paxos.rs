@@ -32,9 +32,14 @@ use crate::timestamp::{SystemMicrosClock, TimestampGenerator};
 pub const PAXOS_TABLE: TableId =
     TableId(Uuid::from_u128(0x6779_7265_0000_4000_8000_0000_5041_5853));
 
-/// Paxos state outlives its commit by this long (Cassandra: the table's
-/// gc_grace_seconds, 10 days by default), then expires.
-const STATE_TTL: u32 = 864_000;
+/// Paxos state expires this long after it was written: the table's
+/// gc_grace_seconds, at least 3 hours (Cassandra's `paxosTtlSec`), so a
+/// committed instance is purged once past gc_grace.
+const MIN_STATE_TTL: u32 = 3 * 3600;
+
+/// How long a table's gc_grace_seconds is taken as read (an ALTER TABLE
+/// reaches the Paxos state written after this at the latest).
+const TTL_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 const PROMISED: &str = "promised";
 const ACCEPTED: &str = "accepted";
@@ -163,6 +168,8 @@ impl Shard {
 pub(crate) struct PaxosReplica {
     shards: Vec<Mutex<Shard>>,
     timestamps: TimestampGenerator<SystemMicrosClock>,
+    /// Each table's state TTL and when it was read.
+    ttls: Mutex<std::collections::HashMap<TableId, (u32, std::time::Instant)>>,
 }
 
 impl Default for PaxosReplica {
@@ -170,6 +177,7 @@ impl Default for PaxosReplica {
         PaxosReplica {
             shards: (0..256).map(|_| Mutex::new(Shard::default())).collect(),
             timestamps: TimestampGenerator::new(SystemMicrosClock),
+            ttls: Mutex::default(),
         }
     }
 }
@@ -185,10 +193,8 @@ fn state_key(table: TableId, key: &DecoratedKey) -> Bytes {
     Bytes::from(k)
 }
 
-fn encode_update(p: &Partition) -> Vec<u8> {
-    let mut out = Vec::new();
-    codec::encode_partition(&mut out, p);
-    out
+fn ballot_bytes(b: Ballot) -> Bytes {
+    Bytes::copy_from_slice(&b.to_bytes())
 }
 
 fn decode_update(b: &Bytes) -> std::result::Result<Partition, codec::DecodeError> {
@@ -270,22 +276,43 @@ impl PaxosReplica {
         })
     }
 
+    /// The TTL of `table`'s Paxos state (see [`MIN_STATE_TTL`]).
+    fn state_ttl(&self, engine: &dyn StorageEngine, table: TableId) -> u32 {
+        let mut ttls = self.ttls.lock();
+        if let Some((ttl, at)) = ttls.get(&table) {
+            if at.elapsed() < TTL_REFRESH {
+                return *ttl;
+            }
+        }
+        let gc_grace = engine
+            .tables()
+            .into_iter()
+            .find(|(id, _)| *id == table)
+            .map_or(TableOptions::default().gc_grace_seconds, |(_, o)| {
+                o.gc_grace_seconds
+            });
+        let ttl = gc_grace.max(MIN_STATE_TTL);
+        ttls.insert(table, (ttl, std::time::Instant::now()));
+        ttl
+    }
+
     /// Writes some of a partition's state cells (`None` value: deleted).
     fn store(
         &self,
         engine: &dyn StorageEngine,
         table: TableId,
         key: &DecoratedKey,
-        cells: &[(&str, Option<Vec<u8>>)],
+        cells: &[(&str, Option<Bytes>)],
         now: LocalTime,
     ) -> WriteFuture {
         // Strictly increasing local timestamps: under the partition's lock
         // each change supersedes the previous one whatever the ballots' clocks.
         let ts = self.timestamps.next();
+        let ttl = self.state_ttl(engine, table);
         let mut p = Partition::with_key(state_key(table, key));
         for (name, value) in cells {
             let cell = match value {
-                Some(v) => Cell::expiring(ts, v.clone(), STATE_TTL, now),
+                Some(v) => Cell::expiring(ts, v.clone(), ttl, now),
                 None => Cell::tombstone(ts, now),
             };
             p = p.set(Bytes::new(), CellName::simple(name.to_string()), cell);
@@ -320,7 +347,7 @@ impl PaxosReplica {
                 engine,
                 table,
                 key,
-                &[(PROMISED, Some(ballot.to_bytes().to_vec()))],
+                &[(PROMISED, Some(ballot_bytes(ballot)))],
                 now,
             )
         });
@@ -345,12 +372,16 @@ impl PaxosReplica {
 
     /// PROPOSE: accept `update` under `ballot` unless a higher ballot was
     /// promised. `Err(promised)`-like answers are `(false, promised)`.
+    /// `encoded` is the ballot then the update as [`encode_proposal`]
+    /// wrote them (the stored accepted value: the proposal is not encoded
+    /// again).
     pub(crate) fn propose(
         &self,
         engine: &dyn StorageEngine,
         table: TableId,
         ballot: Ballot,
         update: &Partition,
+        encoded: Bytes,
         now: LocalTime,
     ) -> std::result::Result<(bool, Option<Ballot>, Option<WriteFuture>), String> {
         let mut shard = self.lock(table, &update.key);
@@ -366,15 +397,13 @@ impl PaxosReplica {
                 committed: state.committed,
             },
         );
-        let mut accepted = ballot.to_bytes().to_vec();
-        accepted.extend_from_slice(&encode_update(update));
         let durable = self.store(
             engine,
             table,
             &update.key,
             &[
-                (PROMISED, Some(ballot.to_bytes().to_vec())),
-                (ACCEPTED, Some(accepted)),
+                (PROMISED, Some(ballot_bytes(ballot))),
+                (ACCEPTED, Some(encoded)),
             ],
             now,
         );
@@ -395,9 +424,9 @@ impl PaxosReplica {
         let mut shard = self.lock(table, &key);
         let mut state = self.cached(&mut shard, engine, table, &key, now)?;
         let data = engine.apply_mutation(Mutation::new(table, update));
-        let mut cells: Vec<(&str, Option<Vec<u8>>)> = Vec::new();
+        let mut cells: Vec<(&str, Option<Bytes>)> = Vec::new();
         if state.committed.is_none_or(|c| ballot > c) {
-            cells.push((COMMITTED, Some(ballot.to_bytes().to_vec())));
+            cells.push((COMMITTED, Some(ballot_bytes(ballot))));
             state.committed = Some(ballot);
         }
         if state.accepted.as_ref().is_some_and(|(a, _)| *a <= ballot) {
@@ -547,7 +576,8 @@ pub(crate) fn decode_promise(b: &Bytes) -> std::result::Result<Promise, String> 
     })
 }
 
-/// PAXOS_PROPOSE and PAXOS_COMMIT: table id, ballot, the update.
+/// PAXOS_PROPOSE and PAXOS_COMMIT: table id, ballot, the update (so that
+/// the bytes after the table id are the accepted value a replica stores).
 pub(crate) fn encode_proposal(table: TableId, ballot: Ballot, update: &Partition) -> Bytes {
     let mut out = table.0.as_bytes().to_vec();
     out.extend_from_slice(&ballot.to_bytes());

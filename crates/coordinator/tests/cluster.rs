@@ -1045,3 +1045,75 @@ async fn cached_replicas_follow_ring_and_replication_changes() {
         c.messenger().shutdown().await;
     }
 }
+
+/// Which nodes hold a Paxos promise for `key` of `table`.
+fn promised_on(c: &Cluster, key: &str) -> Vec<usize> {
+    let mut state_key = c.table.0.as_bytes().to_vec();
+    state_key.extend_from_slice(key.as_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (0..c.nodes.len())
+        .filter(|&i| {
+            c.nodes[i]
+                .engine
+                .read(
+                    gyre_coordinator::PAXOS_TABLE,
+                    &DecoratedKey::new(state_key.clone()),
+                    &ReadFilter::all(),
+                    now,
+                )
+                .unwrap()
+                .and_then(|p| p.rows.get(&bytes::Bytes::new()).cloned())
+                .is_some_and(|r| r.cells.contains_key(&CellName::simple("promised")))
+        })
+        .collect()
+}
+
+/// An uncontended CAS asks a quorum (its own replica and one other) to
+/// promise and accept, the third replica gets only the commit; with the
+/// replica it asks silent (not known down), the round asks the third after
+/// a moment and the CAS still succeeds well within the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_asks_a_quorum_first_and_the_others_when_one_stays_silent() {
+    let c = Cluster::start(11, Duration::from_secs(2)).await;
+    let key = DecoratedKey::new("a");
+    let cas = |v: &'static str| {
+        c.nodes[0].coord.cas(
+            c.table,
+            &key,
+            ReadFilter::all(),
+            ConsistencyLevel::Serial,
+            ConsistencyLevel::Quorum,
+            Box::new(move |_: Option<&Partition>, ts: Timestamp| Ok(Some(update("a", ts, v)))),
+        )
+    };
+    assert!(cas("x").await.unwrap().applied);
+    let asked = promised_on(&c, "a");
+    assert_eq!(asked.len(), 2, "promises on {asked:?}");
+    assert!(asked.contains(&0), "the coordinator's own replica first");
+    // Every replica gets the commit (the third in the background).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (0..3).any(|i| c.local(i, "a").is_none()) {
+        assert!(std::time::Instant::now() < deadline, "commit missing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let other = asked[1];
+    c.net.isolate(c.nodes[other].addr);
+    let started = std::time::Instant::now();
+    let out = cas("y").await.unwrap();
+    assert!(out.applied);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let third = 3 - other;
+    assert_eq!(
+        cell_ts(&c.local(third, "a")),
+        cell_ts(&c.local(0, "a")),
+        "the third replica took the second CAS"
+    );
+    c.stop().await;
+}

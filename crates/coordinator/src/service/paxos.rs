@@ -52,6 +52,11 @@ enum Round<T> {
 /// Longest pause between two attempts under contention.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long a Paxos round waits for the quorum it asked before it asks the
+/// other live replicas too (a replica paused or dead but not yet known
+/// down): well above a round's usual latency, well below the timeouts.
+const SPECULATE_AFTER: Duration = Duration::from_millis(100);
+
 /// Runs one replica-side Paxos request on `storage` (the same code for a
 /// remote request and the coordinator's own replica): the state is read
 /// and changed now, the future resolves with the answer once durable.
@@ -85,7 +90,14 @@ fn serve_paxos(
         }),
         PAXOS_PROPOSE => decode_proposal(payload).and_then(|(table, ballot, update)| {
             paxos
-                .propose(storage, table, ballot, &update, now)
+                .propose(
+                    storage,
+                    table,
+                    ballot,
+                    &update,
+                    Bytes::copy_from_slice(&payload[16..]),
+                    now,
+                )
                 .map(|(ok, promised, durable)| (encode_accept(ok, promised), durable))
         }),
         PAXOS_COMMIT => decode_proposal(payload).and_then(|(table, ballot, update)| {
@@ -181,36 +193,63 @@ impl Coordinator {
         .boxed()
     }
 
-    /// Sends `payload` to every target and collects `required` answers
-    /// that `accept` takes (`Ok(Ok)`); an `Ok(Err)` answer is a rejection
-    /// naming the replica's promised ballot. A prepare ends at the first
-    /// rejection. A proposal (`partial_is_unknown`) is only `Rejected` when
-    /// every replica answered and none accepted: accepted by some but not
-    /// enough, it may still be committed by a later proposer, so the
-    /// outcome is unknown (a CAS timeout, as in Cassandra).
+    /// One Paxos request to `t`, answered with the replica's host.
+    fn paxos_ask(
+        &self,
+        t: &Target,
+        verb: gyre_net::Verb,
+        payload: Bytes,
+    ) -> BoxFuture<'static, (HostId, std::result::Result<Bytes, String>)> {
+        let host = t.replica.host;
+        self.paxos_send(t, verb, payload)
+            .map(move |r| (host, r))
+            .boxed()
+    }
+
+    /// Sends `payload` to the first `first` targets (at least `required`)
+    /// and collects `required` answers that `accept` takes (`Ok(Ok)`); an
+    /// `Ok(Err)` answer is a rejection naming the replica's promised
+    /// ballot. The other targets are asked as soon as one asked fails or
+    /// refuses, or after [`SPECULATE_AFTER`] without a quorum: any quorum
+    /// is a Paxos quorum, and asking only one suffices in the common case
+    /// (this saves the third replica's read, state record and messages of
+    /// each round). A prepare ends at the first rejection. A proposal
+    /// (`partial_is_unknown`) is only `Rejected` when every target
+    /// answered and none accepted: accepted by some but not enough, it
+    /// may still be committed by a later proposer, so the outcome is
+    /// unknown (a CAS timeout, as in Cassandra).
+    #[allow(clippy::too_many_arguments)]
     async fn paxos_round<T: Send + 'static>(
         &self,
         targets: &[&Target],
+        first: usize,
         required: usize,
         verb: gyre_net::Verb,
         payload: Bytes,
         partial_is_unknown: bool,
         accept: impl Fn(&Bytes) -> std::result::Result<std::result::Result<T, Option<Ballot>>, String>,
     ) -> Round<Vec<(HostId, T)>> {
-        let mut inflight = FuturesUnordered::new();
-        for t in targets {
-            let host = t.replica.host;
-            inflight.push(
-                self.paxos_send(t, verb, payload.clone())
-                    .map(move |r| (host, r)),
-            );
-        }
-        let deadline = Instant::now() + self.inner.config.write_timeout;
+        let first = first.max(required).min(targets.len());
+        let (asked, spares) = targets.split_at(first);
+        let mut inflight: FuturesUnordered<_> = asked
+            .iter()
+            .map(|t| self.paxos_ask(t, verb, payload.clone()))
+            .collect();
+        let started = Instant::now();
+        let deadline = started + self.inner.config.write_timeout;
+        let speculate_at = started + SPECULATE_AFTER.min(self.inner.config.write_timeout);
+        let mut spared = spares.is_empty();
         let mut got = Vec::with_capacity(required);
         let mut failed = 0;
         let mut rejected: Option<Option<Ballot>> = None;
         while got.len() < required {
-            match timeout_at(deadline, inflight.next()).await {
+            let wake = if spared {
+                deadline
+            } else {
+                speculate_at.min(deadline)
+            };
+            let mut ask_rest = false;
+            match timeout_at(wake, inflight.next()).await {
                 Ok(Some((host, Ok(bytes)))) => match accept(&bytes) {
                     Ok(Ok(v)) => got.push((host, v)),
                     Ok(Err(higher)) => {
@@ -218,17 +257,28 @@ impl Coordinator {
                             return Round::Rejected(higher);
                         }
                         rejected = Some(rejected.flatten().max(higher));
+                        ask_rest = true;
                     }
                     Err(e) => {
                         tracing::warn!(%host, error = %e, ?verb, "malformed paxos answer");
                         failed += 1;
+                        ask_rest = true;
                     }
                 },
                 Ok(Some((host, Err(e)))) => {
                     tracing::debug!(%host, error = %e, ?verb, "paxos request failed");
                     failed += 1;
+                    ask_rest = true;
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) if spared => break,
+                Err(_) if spared || Instant::now() >= deadline => break,
+                Ok(None) | Err(_) => ask_rest = true,
+            }
+            if ask_rest && !spared {
+                spared = true;
+                for t in spares {
+                    inflight.push(self.paxos_ask(t, verb, payload.clone()));
+                }
             }
             if rejected.is_none() && targets.len() - failed < required {
                 break;
@@ -350,12 +400,15 @@ impl Coordinator {
                 alive: 0,
             });
         }
-        let live: Vec<&Target> = nat
+        // This node's replica first: a round asks a quorum first (see
+        // `paxos_round`), and its own answer costs no network hop.
+        let mut live: Vec<&Target> = nat
             .iter()
             .chain(&pend)
             .filter(|t| t.alive)
             .copied()
             .collect();
+        live.sort_by_key(|t| t.replica.host != self.local());
         if live.len() < required {
             return Err(CoordinatorError::Unavailable {
                 consistency: serial,
@@ -388,9 +441,17 @@ impl Coordinator {
                 filter: filter.clone(),
                 now,
             };
+            // A prepare that commits an agreed proposal goes to every live
+            // replica (the others were left to it by `commit_beyond`).
+            let first = if agreed.is_some() {
+                live.len()
+            } else {
+                required
+            };
             let promises = match self
                 .paxos_round(
                     &live,
+                    first,
                     required,
                     PAXOS_PREPARE,
                     encode_prepare(&read, ballot, agreed.take().as_ref()),
@@ -409,6 +470,16 @@ impl Coordinator {
                 }
                 Round::Timeout(n) => return Err(cas_timeout(serial, n, required)),
             };
+            // The proposal goes to the replicas that promised first.
+            let promisers: Vec<&Target> = live
+                .iter()
+                .filter(|t| promises.iter().any(|(h, _)| *h == t.replica.host))
+                .chain(
+                    live.iter()
+                        .filter(|t| promises.iter().all(|(h, _)| *h != t.replica.host)),
+                )
+                .copied()
+                .collect();
             let max_commit = promises.iter().filter_map(|(_, p)| p.committed).max();
             // Our update is written at the ballot's time: it must be later
             // than the last commit's, not just a higher ballot of the same
@@ -428,7 +499,10 @@ impl Coordinator {
                 // timestamps), then start over: the next prepare commits it
                 // on the replicas polled; the others get it in the
                 // background.
-                match self.propose(&live, required, table, ballot, &update).await {
+                match self
+                    .propose(&promisers, required, table, ballot, &update)
+                    .await
+                {
                     Round::Done(()) => {
                         self.commit_beyond(table, ballot, &update, &live);
                         agreed = Some((ballot, update));
@@ -479,7 +553,10 @@ impl Coordinator {
                     current,
                 });
             };
-            match self.propose(&live, required, table, ballot, &update).await {
+            match self
+                .propose(&promisers, required, table, ballot, &update)
+                .await
+            {
                 Round::Done(()) => {}
                 Round::Rejected(higher) => {
                     above = above.max(higher);
@@ -547,6 +624,7 @@ impl Coordinator {
         match self
             .paxos_round(
                 live,
+                required,
                 required,
                 PAXOS_PROPOSE,
                 encode_proposal(table, ballot, update),
