@@ -352,7 +352,22 @@ impl Shared {
 
     fn publish_ring(&self, ring: Option<TokenMetadata>) {
         if let Some(r) = ring {
+            // Remembered for a restart (see `state::SavedPeer`).
+            let peers: Vec<crate::state::SavedPeer> = r
+                .normal_nodes()
+                .filter(|n| n.host_id != self.host_id)
+                .map(|n| crate::state::SavedPeer {
+                    address: n.address,
+                    host_id: n.host_id,
+                    dc: n.dc.clone(),
+                    rack: n.rack.clone(),
+                    tokens: r.tokens_of(&n.host_id).to_vec(),
+                })
+                .collect();
             *self.ring_view.write() = r;
+            if let Err(e) = crate::state::save_peers(&self.cfg.storage.data_dir, &peers) {
+                warn!(error = %e, "cannot save the ring's peers");
+            }
         }
     }
 }
@@ -685,6 +700,28 @@ impl Node {
         gossiper.set_local_state(AppStateKey::ReleaseVersion, RELEASE_VERSION);
         gossiper.set_local_state(AppStateKey::Schema, qp.schema().version().to_string());
         gossiper.set_local_state(AppStateKey::Load, dir_size(&data_dir).to_string());
+        // A restart of a member: the ring as it was, before gossip confirms
+        // it (a node serving on a partial ring would pick other replicas
+        // than its peers do: a quorum of the wrong nodes).
+        if persisted.bootstrapped && !persisted.tokens.is_empty() && !persisted.decommissioned {
+            let saved = crate::state::load_peers(&data_dir);
+            for p in &saved {
+                gossiper.add_saved_endpoint(
+                    p.address,
+                    vec![
+                        (AppStateKey::HostId, p.host_id.to_string()),
+                        (AppStateKey::Dc, p.dc.clone()),
+                        (AppStateKey::Rack, p.rack.clone()),
+                        (AppStateKey::Tokens, gyre_cluster::encode_tokens(&p.tokens)),
+                        (AppStateKey::Status, NodeStatus::Normal.as_str().to_string()),
+                    ],
+                    0,
+                );
+            }
+            if !saved.is_empty() {
+                info!(peers = saved.len(), "ring loaded from peers.json");
+            }
+        }
 
         let server_cfg = ServerConfig {
             shutdown_grace: Duration::from_secs(1),
@@ -738,6 +775,12 @@ impl Node {
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
         });
+        // The saved peers into the ring now, before anything coordinates.
+        let ring = {
+            let mut core = shared.core.lock();
+            shared.absorb_events(&mut core)
+        };
+        shared.publish_ring(ring);
 
         // The coordinator: replicas from the ring view, liveness from the
         // failure detector, strategies from the schema.
