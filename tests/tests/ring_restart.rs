@@ -36,6 +36,10 @@ fn a_restarted_node_knows_the_ring_before_its_peers_answer() {
         assert!(e.is_normal(), "node {n}: {e:?}");
         assert_eq!(e.tokens.len(), 16, "node {n}");
     }
+    let saved = std::fs::read_to_string(c.cluster_dir().join("node1/data/peers.json")).unwrap();
+    let saved: Vec<serde_json::Value> = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved.len(), 3, "{saved:?}");
+    assert!(saved.iter().all(|p| p["native"].is_string()), "{saved:?}");
     let log = std::fs::read_to_string(c.cluster_dir().join("node1/gyre.log")).unwrap();
     assert!(log.contains("ring loaded from peers.json peers=3"), "{log}");
     // The replica sets span the whole saved ring: a keyspace created

@@ -352,7 +352,15 @@ impl Shared {
 
     fn publish_ring(&self, ring: Option<TokenMetadata>) {
         if let Some(r) = ring {
-            // Remembered for a restart (see `state::SavedPeer`).
+            // Remembered for a restart (see `state::SavedPeer`). Callers
+            // hold neither `core` nor the ring view here.
+            let natives: HashMap<Endpoint, SocketAddr> = {
+                let core = self.core.lock();
+                core.gossiper
+                    .endpoint_states()
+                    .filter_map(|(ep, st)| Some((*ep, st.native_address()?)))
+                    .collect()
+            };
             let peers: Vec<crate::state::SavedPeer> = r
                 .normal_nodes()
                 .filter(|n| n.host_id != self.host_id)
@@ -362,6 +370,7 @@ impl Shared {
                     dc: n.dc.clone(),
                     rack: n.rack.clone(),
                     tokens: r.tokens_of(&n.host_id).to_vec(),
+                    native: natives.get(&n.address).copied(),
                 })
                 .collect();
             *self.ring_view.write() = r;
@@ -714,7 +723,13 @@ impl Node {
                         (AppStateKey::Rack, p.rack.clone()),
                         (AppStateKey::Tokens, gyre_cluster::encode_tokens(&p.tokens)),
                         (AppStateKey::Status, NodeStatus::Normal.as_str().to_string()),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(
+                        p.native
+                            .map(|a| (AppStateKey::NativeAddress, a.to_string())),
+                    )
+                    .collect(),
                     0,
                 );
             }

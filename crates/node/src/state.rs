@@ -104,6 +104,9 @@ pub struct SavedPeer {
     pub dc: String,
     pub rack: String,
     pub tokens: Vec<Token>,
+    /// Its CQL address (`system.peers.native_address`), when gossip had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<std::net::SocketAddr>,
 }
 
 const PEERS_FILE: &str = "peers.json";
@@ -145,6 +148,7 @@ mod tests {
             dc: "dc2".into(),
             rack: "r1".into(),
             tokens: vec![-5, 7],
+            native: Some("127.0.0.2:9042".parse().expect("ok")),
         };
         save_peers(dir.path(), std::slice::from_ref(&p)).expect("ok");
         assert_eq!(load_peers(dir.path()), vec![p]);
