@@ -10,7 +10,10 @@
 //! which starts its nodes with `auto_bootstrap = false`), the keyspace
 //! altered to replicate there (its nodes then hold nothing: checked at
 //! LOCAL_ONE), `gyrectl rebuild dc1` on each dc3 node, then LOCAL_QUORUM
-//! reads through dc3 return every row. `GYRE_DC_LONG=1` writes 10x rows.
+//! reads through dc3 return every row; then dc2 is removed (its nodes may
+//! not leave while `dcks` replicates there: Cassandra's message; after an
+//! ALTER KEYSPACE drops it they are decommissioned) and dc1 and dc3 still
+//! read every row. `GYRE_DC_LONG=1` writes 10x rows.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -112,6 +115,11 @@ elif phase == "empty":
     found = sum(1 for k in range(n) if read(k, CL.LOCAL_ONE) is not None)
     print("found before rebuild:", found, flush=True)
     assert found < n // 10, found
+
+elif phase == "dropdc2":
+    session.execute("ALTER KEYSPACE dcks WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc3': 3}")
+    assert cluster.control_connection.wait_for_schema_agreement(wait_time=30)
+    print("dc2 dropped", flush=True)
 
 elif phase == "dc3":
     missing = [k for k in range(n + 50) if read(k, CL.LOCAL_QUORUM) != "v%d" % k]
@@ -253,4 +261,26 @@ fn two_datacenters_then_a_third_by_rebuild() {
         assert!(!line.starts_with(&format!("{h}: dcks: 0 ranges")), "{line}");
     }
     run_phase(&c, "dc3", 8, "dc3", rows);
+
+    // Removing a datacenter (README): its nodes cannot leave while a
+    // keyspace replicates there; once the keyspaces drop it, they can.
+    let out = c.gyrectl(&["cluster", "decommission", "4"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && text.contains(
+                "Not enough live nodes to maintain replication factor in keyspace dcks (RF = 3, \
+                 N = 2)"
+            ),
+        "{text}"
+    );
+    run_phase(&c, "dropdc2", 1, "dc1", rows);
+    for n in ["4", "5", "6"] {
+        c.gyrectl_ok(&["cluster", "decommission", n]);
+    }
+    let status = c.gyrectl_ok(&["status", "--host", &host]);
+    let dcs: Vec<String> = status_blocks(&status).into_iter().map(|b| b.0).collect();
+    assert_eq!(dcs, vec!["dc1", "dc3"], "{status}");
+    run_phase(&c, "dc3", 9, "dc3", rows);
+    run_phase(&c, "dc3", 2, "dc1", rows);
 }

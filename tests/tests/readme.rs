@@ -1,6 +1,7 @@
 //! Every command in the README's `sh` blocks is run here, in order, in a
 //! scratch directory whose `target/debug` is this build's, against the
-//! README's own cluster (127.0.0.1-3; no other test uses 127.0.0.x), or is
+//! README's own cluster (127.0.0.1-3, and 127.0.0.4 which the chaos run's
+//! membership fault adds; no other test uses 127.0.0.x), or is
 //! checked to be run verbatim by `.ci/run` (cargo commands, scripts). The
 //! only exceptions are the benchmarks (long measurements in release mode:
 //! CI compiles and unit-tests the engine benchmark's code and checks that

@@ -520,9 +520,11 @@ impl Gossiper {
     }
 
     fn gossip_round(&mut self, out: &mut Vec<Outgoing>) {
+        // Saved states (generation 0) stay local: see `add_saved_endpoint`.
         let mut digests: Vec<GossipDigest> = self
             .states
             .iter()
+            .filter(|(_, s)| s.generation > 0)
             .map(|(ep, s)| GossipDigest {
                 endpoint: *ep,
                 generation: s.generation,
@@ -695,7 +697,7 @@ impl Gossiper {
         // Unlike Cassandra, also volunteer endpoints the initiator does not
         // know at all: a new node learns the whole cluster in one exchange.
         for (ep, s) in &self.states {
-            if !mentioned.contains(ep) {
+            if !mentioned.contains(ep) && s.generation > 0 {
                 states.push((*ep, s.clone()));
             }
         }
@@ -901,6 +903,40 @@ impl Gossiper {
         true
     }
 
+    /// Cassandra's `addSavedEndpoint`: a peer this node knew before it
+    /// restarted, with the application states it last saw (its ring
+    /// membership), so that the ring is whole before the node serves
+    /// clients. The state has generation 0: whatever the peer or anyone
+    /// gossips about it replaces it. It is unreachable until heard from,
+    /// and it stays local (never offered in digests or volunteered), so a
+    /// stale saved state cannot spread.
+    pub fn add_saved_endpoint(
+        &mut self,
+        ep: Endpoint,
+        states: Vec<(AppStateKey, String)>,
+        now: u64,
+    ) {
+        if ep == self.cfg.local || self.states.contains_key(&ep) {
+            return;
+        }
+        let mut st = EndpointState::new(0, 0);
+        for (i, (key, value)) in states.into_iter().enumerate() {
+            st.states.insert(
+                key,
+                VersionedValue {
+                    value,
+                    version: i as u64 + 1,
+                },
+            );
+        }
+        self.states.insert(ep, st.clone());
+        self.unreachable.insert(ep, now);
+        self.events.push(MembershipEvent::Joined {
+            endpoint: ep,
+            state: st,
+        });
+    }
+
     /// Forgets a peer (e.g. after it LEFT) and ignores gossip about it for
     /// the quarantine period.
     pub fn remove_endpoint(&mut self, ep: Endpoint, now: u64) {
@@ -955,6 +991,70 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    /// A saved peer (before a restart) is in the state table, unreachable,
+    /// never offered to others, and replaced by the peer's real state.
+    #[test]
+    fn saved_endpoints_stay_local_until_the_real_state_arrives() {
+        let mut g = Gossiper::new(GossipConfig::new("a", ep(1), vec![ep(1)]), 5, 0, 0);
+        let saved = vec![
+            (AppStateKey::Status, "NORMAL".to_string()),
+            (AppStateKey::Tokens, "10,20".to_string()),
+        ];
+        g.add_saved_endpoint(ep(2), saved, 0);
+        assert!(matches!(
+            g.drain_events().as_slice(),
+            [MembershipEvent::Joined { .. }]
+        ));
+        assert_eq!(
+            g.endpoint_state(&ep(2)).and_then(|s| s.tokens()),
+            Some(vec![10, 20])
+        );
+        assert!(!g.is_alive(&ep(2)));
+        // Not in this node's digests, not volunteered to a peer.
+        for o in g.tick(0) {
+            if let GossipMessage::Syn { digests, .. } = &o.msg {
+                assert!(digests.iter().all(|d| d.endpoint != ep(2)), "{digests:?}");
+            }
+        }
+        let out = g.step(
+            ep(3),
+            GossipMessage::Syn {
+                cluster_name: "a".into(),
+                digests: vec![],
+            },
+            0,
+        );
+        for o in &out {
+            if let GossipMessage::Ack { states, .. } = &o.msg {
+                assert!(states.iter().all(|(e, _)| *e != ep(2)), "{states:?}");
+            }
+        }
+        // The real state (any generation) replaces it.
+        let mut real = EndpointState::new(7, 1);
+        real.states.insert(
+            AppStateKey::Tokens,
+            VersionedValue {
+                value: "30".into(),
+                version: 1,
+            },
+        );
+        g.step(
+            ep(3),
+            GossipMessage::Ack2 {
+                states: vec![(ep(2), real)],
+            },
+            0,
+        );
+        assert_eq!(g.endpoint_state(&ep(2)).map(|s| s.generation), Some(7));
+        assert_eq!(
+            g.endpoint_state(&ep(2)).and_then(|s| s.tokens()),
+            Some(vec![30])
+        );
+        // A known endpoint is never overwritten by a saved one.
+        g.add_saved_endpoint(ep(2), vec![(AppStateKey::Tokens, "1".into())], 0);
+        assert_eq!(g.endpoint_state(&ep(2)).map(|s| s.generation), Some(7));
     }
 
     #[test]

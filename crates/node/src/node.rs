@@ -352,7 +352,31 @@ impl Shared {
 
     fn publish_ring(&self, ring: Option<TokenMetadata>) {
         if let Some(r) = ring {
+            // Remembered for a restart (see `state::SavedPeer`). Callers
+            // hold neither `core` nor the ring view here.
+            let natives: HashMap<Endpoint, SocketAddr> = {
+                let core = self.core.lock();
+                core.gossiper
+                    .endpoint_states()
+                    .filter_map(|(ep, st)| Some((*ep, st.native_address()?)))
+                    .collect()
+            };
+            let peers: Vec<crate::state::SavedPeer> = r
+                .normal_nodes()
+                .filter(|n| n.host_id != self.host_id)
+                .map(|n| crate::state::SavedPeer {
+                    address: n.address,
+                    host_id: n.host_id,
+                    dc: n.dc.clone(),
+                    rack: n.rack.clone(),
+                    tokens: r.tokens_of(&n.host_id).to_vec(),
+                    native: natives.get(&n.address).copied(),
+                })
+                .collect();
             *self.ring_view.write() = r;
+            if let Err(e) = crate::state::save_peers(&self.cfg.storage.data_dir, &peers) {
+                warn!(error = %e, "cannot save the ring's peers");
+            }
         }
     }
 }
@@ -685,6 +709,34 @@ impl Node {
         gossiper.set_local_state(AppStateKey::ReleaseVersion, RELEASE_VERSION);
         gossiper.set_local_state(AppStateKey::Schema, qp.schema().version().to_string());
         gossiper.set_local_state(AppStateKey::Load, dir_size(&data_dir).to_string());
+        // A restart of a member: the ring as it was, before gossip confirms
+        // it (a node serving on a partial ring would pick other replicas
+        // than its peers do: a quorum of the wrong nodes).
+        if persisted.bootstrapped && !persisted.tokens.is_empty() && !persisted.decommissioned {
+            let saved = crate::state::load_peers(&data_dir);
+            for p in &saved {
+                gossiper.add_saved_endpoint(
+                    p.address,
+                    vec![
+                        (AppStateKey::HostId, p.host_id.to_string()),
+                        (AppStateKey::Dc, p.dc.clone()),
+                        (AppStateKey::Rack, p.rack.clone()),
+                        (AppStateKey::Tokens, gyre_cluster::encode_tokens(&p.tokens)),
+                        (AppStateKey::Status, NodeStatus::Normal.as_str().to_string()),
+                    ]
+                    .into_iter()
+                    .chain(
+                        p.native
+                            .map(|a| (AppStateKey::NativeAddress, a.to_string())),
+                    )
+                    .collect(),
+                    0,
+                );
+            }
+            if !saved.is_empty() {
+                info!(peers = saved.len(), "ring loaded from peers.json");
+            }
+        }
 
         let server_cfg = ServerConfig {
             shutdown_grace: Duration::from_secs(1),
@@ -738,6 +790,12 @@ impl Node {
             rounds: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
         });
+        // The saved peers into the ring now, before anything coordinates.
+        let ring = {
+            let mut core = shared.core.lock();
+            shared.absorb_events(&mut core)
+        };
+        shared.publish_ring(ring);
 
         // The coordinator: replicas from the ring view, liveness from the
         // failure detector, strategies from the schema.

@@ -92,9 +92,69 @@ impl NodeState {
     }
 }
 
+/// The ring members (other than this node) as this node last saw them,
+/// in `<data_dir>/peers.json`: a restarted node places them in its ring
+/// before it serves clients (Cassandra's `loadRingState` from
+/// `system.peers`), so it never coordinates on a ring holding only the
+/// peers gossip has reached so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedPeer {
+    pub address: std::net::SocketAddr,
+    pub host_id: Uuid,
+    pub dc: String,
+    pub rack: String,
+    pub tokens: Vec<Token>,
+    /// Its CQL address (`system.peers.native_address`), when gossip had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<std::net::SocketAddr>,
+}
+
+const PEERS_FILE: &str = "peers.json";
+
+/// Replaces `peers.json` (write, rename; not synced: a lost update only
+/// means a restart learns the change from gossip, as without the file).
+pub fn save_peers(data_dir: &Path, peers: &[SavedPeer]) -> std::io::Result<()> {
+    let path = data_dir.join(PEERS_FILE);
+    let tmp = data_dir.join(format!("{PEERS_FILE}.tmp"));
+    fs::write(
+        &tmp,
+        serde_json::to_vec(peers).map_err(std::io::Error::other)?,
+    )?;
+    fs::rename(&tmp, &path)
+}
+
+/// The saved peers; none when the file is missing or unreadable.
+pub fn load_peers(data_dir: &Path) -> Vec<SavedPeer> {
+    match fs::read(data_dir.join(PEERS_FILE)) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unreadable peers.json; learning the ring from gossip");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_peers_round_trip() {
+        let dir = tempfile::tempdir().expect("ok");
+        assert!(load_peers(dir.path()).is_empty());
+        let p = SavedPeer {
+            address: "127.0.0.2:7000".parse().expect("ok"),
+            host_id: Uuid::new_v4(),
+            dc: "dc2".into(),
+            rack: "r1".into(),
+            tokens: vec![-5, 7],
+            native: Some("127.0.0.2:9042".parse().expect("ok")),
+        };
+        save_peers(dir.path(), std::slice::from_ref(&p)).expect("ok");
+        assert_eq!(load_peers(dir.path()), vec![p]);
+        fs::write(dir.path().join(PEERS_FILE), b"{not json").expect("ok");
+        assert!(load_peers(dir.path()).is_empty());
+    }
 
     #[test]
     fn round_trip_and_generation_grows() {

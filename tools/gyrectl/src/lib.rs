@@ -452,6 +452,96 @@ impl LocalCluster {
         self.save_layout()
     }
 
+    /// `removenode` of dead node `dead` through the first other running
+    /// member: waits until that member sees it DOWN, asks for the removal
+    /// (the remaining replicas stream its ranges to their new owners) and
+    /// waits for its end; `dead` then leaves the layout for good.
+    pub fn removenode(&mut self, dead: usize, timeout: Duration) -> Result<()> {
+        self.check_node(dead)?;
+        if self.layout.decommissioned.contains(&dead) {
+            return Err(Error::Cluster(format!(
+                "node {dead} is no longer in the cluster"
+            )));
+        }
+        if self.state(dead) != ProcState::Stopped {
+            return Err(Error::Cluster(format!(
+                "node {dead} is running: only a dead node is removed (kill or stop it first)"
+            )));
+        }
+        let Some(via) = self
+            .members()
+            .into_iter()
+            .find(|n| *n != dead && matches!(self.state(*n), ProcState::Running(_)))
+        else {
+            return Err(Error::Cluster("no running member to remove it".into()));
+        };
+        let admin = self.layout.admin_addr(via)?;
+        let target = self.layout.internode_addr(dead)?.to_string();
+        let mut host_id = None;
+        self.wait_for(
+            &format!("node {via} to see node {dead} DOWN"),
+            timeout,
+            &[via],
+            |_| {
+                let seen = fetch_status(admin, Duration::from_secs(1))
+                    .ok()
+                    .and_then(|r| r.endpoints.into_iter().find(|e| e.address == target));
+                Ok(match seen {
+                    Some(e) if !e.is_up() => {
+                        host_id = e.host_id;
+                        host_id.is_some()
+                    }
+                    _ => false,
+                })
+            },
+        )?;
+        let body = serde_json::json!({ "host_id": host_id }).to_string();
+        match gyre_node::http::request(
+            admin,
+            "POST",
+            "/removenode",
+            Some(body.as_bytes()),
+            Duration::from_secs(10),
+        )? {
+            (202, _) => {}
+            (_, text) => {
+                return Err(Error::Cluster(format!(
+                    "removenode of node {dead} refused: {}",
+                    text.trim()
+                )))
+            }
+        }
+        self.wait_for(
+            &format!("the removal of node {dead}"),
+            timeout,
+            &[via],
+            |_| {
+                let (code, text) = gyre_node::http::request(
+                    admin,
+                    "GET",
+                    "/removenode",
+                    None,
+                    Duration::from_secs(5),
+                )?;
+                let v: serde_json::Value = if code == 200 {
+                    serde_json::from_str(&text).unwrap_or_default()
+                } else {
+                    serde_json::Value::Null
+                };
+                match v["state"].as_str() {
+                    Some("done") => Ok(true),
+                    Some(s) if s.starts_with("failed") => {
+                        Err(Error::Cluster(format!("removal of node {dead} {s}")))
+                    }
+                    _ => Ok(false),
+                }
+            },
+        )?;
+        let _ = fs::remove_file(self.node_dir(dead).join("pid"));
+        self.layout.decommissioned.push(dead);
+        self.save_layout()
+    }
+
     pub fn node_dir(&self, node: usize) -> PathBuf {
         self.dir.join(format!("node{node}"))
     }

@@ -46,9 +46,12 @@ enum Cmd {
         fault_secs: u64,
         /// Faults, in turn: kill, kill-all, pause, restart, isolate, halves,
         /// bridge, slow, flush-compact (default: these), clock (one
-        /// node's write clock 5 s ahead; its anomalies are expected) and
+        /// node's write clock 5 s ahead; its anomalies are expected),
         /// fsync (one node's disk fails fsync; needs a gyre binary built
-        /// with the `failpoints` feature; healed by restarting the node).
+        /// with the `failpoints` feature; healed by restarting the node)
+        /// and membership (in turn: a node joins, one is killed and
+        /// removed, one joins, one is decommissioned; the layout changes
+        /// for good). A fault may be named more than once.
         #[arg(long, value_delimiter = ',')]
         faults: Vec<String>,
         /// Concurrent clients.
@@ -1468,7 +1471,7 @@ fn cluster(cmd: ClusterCmd, dir: PathBuf) -> anyhow::Result<()> {
                             n.trim()
                                 .parse::<usize>()
                                 .ok()
-                                .filter(|n| (1..=c.layout.nodes).contains(n))
+                                .filter(|n| c.members().contains(n))
                                 .with_context(|| format!("{n:?} is not a node of this cluster"))
                         })
                         .collect::<anyhow::Result<Vec<_>>>()

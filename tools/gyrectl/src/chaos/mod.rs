@@ -102,6 +102,9 @@ impl Report {
 
 const KEYSPACE: &str = "chaos";
 
+/// Longest a membership change (a join's or a leave's streaming) may take.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A compare-and-set register key serves this long, then the clients move
 /// to a fresh one: Jepsen's independent keys, which keep each key's
 /// history short enough for the linearizability search.
@@ -173,6 +176,8 @@ fn bigint_set(rows: &[Vec<Option<Bytes>>]) -> BTreeSet<i64> {
 
 struct Shared {
     start: Instant,
+    /// The cluster's members now (the membership fault changes them).
+    members: Mutex<Vec<usize>>,
     phase: Mutex<String>,
     history: Mutex<Vec<Op>>,
     stop: AtomicBool,
@@ -180,8 +185,14 @@ struct Shared {
 
 fn client_loop(id: usize, cfg: ChaosConfig, cluster: LocalCluster, shared: Arc<Shared>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed.wrapping_mul(1000) + id as u64);
-    let nodes = cluster.layout.nodes;
-    let mut node = id % nodes + 1;
+    // The n-th member (wrapping): the members change under the
+    // membership fault, so a client looks its node up when it connects.
+    let member = |pos: usize| {
+        let m = shared.members.lock().map(|m| m.clone()).unwrap_or_default();
+        m.get(pos % m.len().max(1)).copied().unwrap_or(1)
+    };
+    let mut pos = id;
+    let mut node = member(pos);
     let mut conn: Option<CqlClient> = None;
     let mut seq: i64 = 0;
     let pace = Duration::from_secs_f64(1.0 / f64::from(cfg.client_rate.max(1)));
@@ -279,7 +290,8 @@ fn client_loop(id: usize, cfg: ChaosConfig, cluster: LocalCluster, shared: Arc<S
                 {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
-                        node = node % nodes + 1;
+                        pos += 1;
+                        node = member(pos);
                         record(
                             &shared,
                             &at,
@@ -297,7 +309,8 @@ fn client_loop(id: usize, cfg: ChaosConfig, cluster: LocalCluster, shared: Arc<S
             if let Outcome::Failed(_) = outcome {
                 // The connection may be broken: reconnect to the next node.
                 conn = None;
-                node = node % nodes + 1;
+                pos += 1;
+                node = member(pos);
             }
             let mut applied = None;
             if let (Outcome::Ok(_), Some(rows)) = (&outcome, &rows) {
@@ -360,6 +373,8 @@ fn query_retry(
     timeout: Duration,
 ) -> Result<Option<Vec<Vec<Option<Bytes>>>>> {
     let t0 = Instant::now();
+    let members = c.members();
+    let mut pos = members.iter().position(|n| *n == prefer).unwrap_or(0);
     let mut node = prefer;
     let mut last = String::new();
     while t0.elapsed() < timeout {
@@ -373,7 +388,11 @@ fn query_retry(
                 Err(e) => last = e.to_string(),
             }
         }
-        node = node % c.layout.nodes + 1;
+        pos += 1;
+        node = members
+            .get(pos % members.len().max(1))
+            .copied()
+            .unwrap_or(prefer);
         std::thread::sleep(Duration::from_millis(200));
     }
     Err(Error::Cluster(format!("{cql}: {last}")))
@@ -396,7 +415,7 @@ fn hint_bytes(dir: &Path) -> u64 {
 /// Brings every node back: starts stopped ones, resumes paused ones,
 /// clears fault rules, and waits until all are UP and NORMAL.
 pub fn heal_all(c: &LocalCluster, gyre_bin: &Path) -> Result<()> {
-    for n in 1..=c.layout.nodes {
+    for n in c.members() {
         match c.state(n) {
             ProcState::Paused(_) => {
                 c.signal_node(n, libc::SIGCONT)?;
@@ -418,8 +437,15 @@ pub fn heal_all(c: &LocalCluster, gyre_bin: &Path) -> Result<()> {
 
 /// Runs the workloads and the nemesis on the cluster in `c`, then checks.
 pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Result<Report> {
-    let nodes = c.layout.nodes;
-    let rf = nodes.min(3);
+    // Owned: the membership fault adds and removes nodes (and saves the
+    // layout); everything below asks `c.members()`, never 1..=nodes.
+    let mut cluster = c.clone();
+    let c = &mut cluster;
+    let first = *c
+        .members()
+        .first()
+        .ok_or_else(|| Error::Cluster("the cluster has no member".into()))?;
+    let rf = c.members().len().min(3);
     heal_all(c, &cfg.gyre_bin)?;
     let long = Duration::from_secs(30);
     for q in [
@@ -430,10 +456,10 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
         format!("CREATE TABLE {KEYSPACE}.cas (k text PRIMARY KEY, v bigint)"),
         format!("CREATE TABLE {KEYSPACE}.counters (k text PRIMARY KEY, c counter)"),
     ] {
-        query_retry(c, 1, &q, Consistency::One, long)?;
+        query_retry(c, first, &q, Consistency::One, long)?;
     }
     // Schema on every node before load starts.
-    for n in 1..=nodes {
+    for n in c.members() {
         query_retry(
             c,
             n,
@@ -444,6 +470,7 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
     }
     let shared = Arc::new(Shared {
         start: Instant::now(),
+        members: Mutex::new(c.members()),
         phase: Mutex::new("healthy".into()),
         history: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
@@ -455,6 +482,7 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
         })
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut membership_step = 0;
     let mut heals: Vec<(String, Duration)> = Vec::new();
     let mut windows: BTreeMap<String, u64> = BTreeMap::new();
     let mut i = 0;
@@ -479,6 +507,42 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
             *p = kind.name().to_string();
         }
         *windows.entry(kind.name().to_string()).or_default() += 1;
+        if kind == FaultKind::Membership {
+            // The change is the fault: it runs (streaming under the
+            // clients' load) until done, then the schedule goes on.
+            let t0 = Instant::now();
+            let done = nemesis::membership_change(
+                c,
+                membership_step,
+                rf,
+                &cfg.gyre_bin,
+                &mut rng,
+                MEMBERSHIP_TIMEOUT,
+            );
+            membership_step += 1;
+            if let Ok(mut m) = shared.members.lock() {
+                *m = c.members();
+            }
+            match done {
+                Ok(what) => {
+                    heals.push((kind.name().to_string(), shared.start.elapsed()));
+                    log(&format!(
+                        "{:>6.1}s membership: {what} ({:.1} s); members {:?}",
+                        shared.start.elapsed().as_secs_f64(),
+                        t0.elapsed().as_secs_f64(),
+                        c.members()
+                    ));
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            if let Ok(mut p) = shared.phase.lock() {
+                *p = "healthy".into();
+            }
+            continue;
+        }
         let active = match Active::start(kind, c, &cfg.gyre_bin, &mut rng) {
             Ok(a) => a,
             Err(e) => {
@@ -524,9 +588,11 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
         shared.start.elapsed().as_secs_f64()
     ));
     let t0 = Instant::now();
+    let members = c.members();
     let hints_drained = loop {
-        let left: u64 = (1..=nodes)
-            .map(|n| hint_bytes(&c.node_dir(n).join("data/hints")))
+        let left: u64 = members
+            .iter()
+            .map(|n| hint_bytes(&c.node_dir(*n).join("data/hints")))
             .sum();
         if left == 0 {
             break true;
@@ -550,8 +616,8 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
         .collect();
     for key in &registers {
         let q = format!("SELECT v FROM {KEYSPACE}.registers WHERE k = '{key}'");
-        let quorum = query_retry(c, 1, &q, Consistency::Quorum, long)?;
-        let all = query_retry(c, 1, &q, Consistency::All, long)?;
+        let quorum = query_retry(c, first, &q, Consistency::Quorum, long)?;
+        let all = query_retry(c, first, &q, Consistency::All, long)?;
         fin.registers.insert(
             key.clone(),
             (
@@ -567,7 +633,7 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
         .collect();
     for key in &sets {
         let q = format!("SELECT s FROM {KEYSPACE}.sets WHERE k = '{key}'");
-        let rows = query_retry(c, 1, &q, Consistency::All, long)?;
+        let rows = query_retry(c, first, &q, Consistency::All, long)?;
         fin.sets.insert(
             key.clone(),
             rows.map(|r| bigint_set(&r)).unwrap_or_default(),
@@ -580,15 +646,16 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
         .collect();
     for key in &counters {
         let q = format!("SELECT c FROM {KEYSPACE}.counters WHERE k = '{key}'");
-        let rows = query_retry(c, 1, &q, Consistency::All, long)?;
+        let rows = query_retry(c, first, &q, Consistency::All, long)?;
         fin.counters
             .insert(key.clone(), rows.and_then(|r| bigint(&r)));
     }
-    if rf == nodes {
+    if rf == members.len() {
         for key in &registers {
             let q = format!("SELECT v FROM {KEYSPACE}.registers WHERE k = '{key}'");
-            let per_node = (1..=nodes)
-                .map(|n| {
+            let per_node = members
+                .iter()
+                .map(|&n| {
                     let addr = c.layout.cql_addr(n)?;
                     let rows = CqlClient::connect_with(addr, Duration::from_secs(10))
                         .and_then(|mut cl| cl.query(&q, Consistency::One))
@@ -613,7 +680,7 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
             primary_range: false,
             depth: None,
         };
-        let done = crate::repair(c.layout.admin_addr(1)?, &req, |_| {})?;
+        let done = crate::repair(c.layout.admin_addr(first)?, &req, |_| {})?;
         if let Some(e) = done.error {
             return Err(Error::Cluster(format!("final repair failed: {e}")));
         }
@@ -621,7 +688,9 @@ pub fn run(c: &LocalCluster, cfg: &ChaosConfig, log: &mut dyn FnMut(&str)) -> Re
             let digests = c
                 .table_digests(KEYSPACE, table)
                 .into_iter()
-                .map(|d| d.map_or_else(|e| format!("error: {e}"), |d| d.digest))
+                .enumerate()
+                .filter(|(i, _)| members.contains(&(i + 1)))
+                .map(|(_, d)| d.map_or_else(|e| format!("error: {e}"), |d| d.digest))
                 .collect();
             fin.digests.insert(table.to_string(), digests);
         }

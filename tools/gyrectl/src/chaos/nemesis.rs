@@ -52,6 +52,13 @@ pub enum FaultKind {
     /// start). Not in the default set: it needs a gyre binary built with the
     /// `failpoints` feature (as `cargo test --workspace` builds it).
     Fsync,
+    /// A change of the cluster's membership while the clients run, in
+    /// turn: a new node joins (bootstrap streaming), a node is killed and
+    /// removed (`removenode`), a node joins, a node is decommissioned
+    /// (streams its data away). Never below the replication factor (then
+    /// it joins), never the first member (every node's seed). Not in the
+    /// default set: it changes the cluster's layout for good.
+    Membership,
 }
 
 impl FaultKind {
@@ -68,7 +75,7 @@ impl FaultKind {
     ];
 
     /// Faults run only when asked for by name.
-    pub const OPT_IN: [FaultKind; 2] = [FaultKind::Clock, FaultKind::Fsync];
+    pub const OPT_IN: [FaultKind; 3] = [FaultKind::Clock, FaultKind::Fsync, FaultKind::Membership];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -83,6 +90,7 @@ impl FaultKind {
             FaultKind::FlushCompact => "flush-compact",
             FaultKind::Clock => "clock",
             FaultKind::Fsync => "fsync",
+            FaultKind::Membership => "membership",
         }
     }
 }
@@ -105,12 +113,15 @@ impl FromStr for FaultKind {
     }
 }
 
-/// Which nodes (1-based) each node must not reach, for a partition into
+/// Which nodes each of `nodes` must not reach, for a partition into
 /// groups (a node reaches every node it shares a group with).
-pub fn blocked_peers(nodes: usize, groups: &[Vec<usize>]) -> BTreeMap<usize, Vec<usize>> {
-    (1..=nodes)
-        .map(|a| {
-            let blocked = (1..=nodes)
+pub fn blocked_peers(nodes: &[usize], groups: &[Vec<usize>]) -> BTreeMap<usize, Vec<usize>> {
+    nodes
+        .iter()
+        .map(|&a| {
+            let blocked = nodes
+                .iter()
+                .copied()
                 .filter(|b| *b != a && !groups.iter().any(|g| g.contains(&a) && g.contains(b)))
                 .collect();
             (a, blocked)
@@ -118,10 +129,10 @@ pub fn blocked_peers(nodes: usize, groups: &[Vec<usize>]) -> BTreeMap<usize, Vec
         .collect()
 }
 
-/// The groups of a network fault on `nodes` nodes (`None`: not a
-/// partition). `pick` is the node singled out.
-pub fn partition_groups(kind: FaultKind, nodes: usize, pick: usize) -> Option<Vec<Vec<usize>>> {
-    let all: Vec<usize> = (1..=nodes).collect();
+/// The groups of a network fault on the member nodes `all` (`None`: not
+/// a partition). `pick` is the node singled out.
+pub fn partition_groups(kind: FaultKind, all: &[usize], pick: usize) -> Option<Vec<Vec<usize>>> {
+    let nodes = all.len();
     match kind {
         FaultKind::Isolate => Some(vec![
             vec![pick],
@@ -204,7 +215,7 @@ fn fail_fsync(admin: SocketAddr) -> Result<()> {
 /// Clears every node's fault rules and failpoints (nodes that do not answer
 /// are skipped: a restarted node starts without either).
 pub fn clear_faults(c: &LocalCluster) {
-    for n in 1..=c.layout.nodes {
+    for n in c.members() {
         if let Ok(a) = c.layout.admin_addr(n) {
             let _ = gyre_node::http::request(a, "DELETE", "/faults", None, ADMIN_TIMEOUT);
             let _ = gyre_node::http::request(a, "DELETE", "/failpoints", None, ADMIN_TIMEOUT);
@@ -214,7 +225,7 @@ pub fn clear_faults(c: &LocalCluster) {
 
 /// Applies a partition into `groups` (see [`blocked_peers`]).
 pub fn partition(c: &LocalCluster, groups: &[Vec<usize>]) -> Result<()> {
-    for (node, blocked) in blocked_peers(c.layout.nodes, groups) {
+    for (node, blocked) in blocked_peers(&c.members(), groups) {
         let mut rules = FaultRules::default();
         for b in blocked {
             rules.peers.insert(
@@ -228,6 +239,76 @@ pub fn partition(c: &LocalCluster, groups: &[Vec<usize>]) -> Result<()> {
         post_faults(c.layout.admin_addr(node)?, &rules)?;
     }
     Ok(())
+}
+
+/// What one window of the membership fault does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    Join,
+    /// Kill a node, then `removenode` it from another.
+    Remove,
+    Decommission,
+}
+
+/// The change of membership window `step` (0, 1, ...) on a cluster of
+/// `members` nodes with replication factor `rf`: join, remove, join,
+/// decommission, in turn; a join whenever a node leaving would leave fewer
+/// than `rf` nodes (or only the seed would be left to take out).
+pub fn membership_plan(step: usize, members: usize, rf: usize) -> MembershipChange {
+    const TURN: [MembershipChange; 4] = [
+        MembershipChange::Join,
+        MembershipChange::Remove,
+        MembershipChange::Join,
+        MembershipChange::Decommission,
+    ];
+    if members <= rf.max(1) {
+        MembershipChange::Join
+    } else {
+        TURN[step % TURN.len()]
+    }
+}
+
+/// Runs the membership fault's window `step` on the cluster (updating its
+/// layout): waits until every member is UP and NORMAL (a join or leave is
+/// refused while a source is down), then joins a node, kills and removes
+/// one, or decommissions one (never the first member, every node's seed).
+/// Returns what it did.
+pub fn membership_change(
+    c: &mut LocalCluster,
+    step: usize,
+    rf: usize,
+    gyre_bin: &Path,
+    rng: &mut impl Rng,
+    timeout: Duration,
+) -> Result<String> {
+    c.wait_for(
+        "every node UP and NORMAL before a membership change",
+        Duration::from_secs(120),
+        &[],
+        |c| c.all_up_normal(),
+    )?;
+    let members = c.members();
+    let change = membership_plan(step, members.len(), rf);
+    let others = &members[1.min(members.len())..];
+    // Never empty when a node is to leave: `membership_plan` joins instead.
+    let pick = others.get(rng.gen_range(0..others.len().max(1))).copied();
+    Ok(match change {
+        MembershipChange::Join => {
+            let n = c.add_node(gyre_bin, timeout)?;
+            format!("node {n} joined")
+        }
+        MembershipChange::Remove => {
+            let n = pick.ok_or_else(|| Error::Cluster("no node to remove".into()))?;
+            c.kill_node(n)?;
+            c.removenode(n, timeout)?;
+            format!("node {n} killed and removed (removenode)")
+        }
+        MembershipChange::Decommission => {
+            let n = pick.ok_or_else(|| Error::Cluster("no node to decommission".into()))?;
+            c.decommission(n, timeout)?;
+            format!("node {n} decommissioned")
+        }
+    })
 }
 
 /// A fault in progress, remembered so that [`Active::heal`] undoes it.
@@ -246,14 +327,17 @@ impl Active {
         rng: &mut impl Rng,
     ) -> Result<Active> {
         let _ = gyre_bin;
-        let nodes = c.layout.nodes;
-        let node = rng.gen_range(1..=nodes);
+        let members = c.members();
+        if members.is_empty() {
+            return Err(Error::Cluster("the cluster has no member".into()));
+        }
+        let node = members[rng.gen_range(0..members.len())];
         match kind {
             FaultKind::Kill => {
                 c.kill_node(node)?;
             }
             FaultKind::KillAll => {
-                for n in 1..=nodes {
+                for &n in &members {
                     c.kill_node(n)?;
                 }
             }
@@ -264,7 +348,7 @@ impl Active {
                 c.stop_node(node, Duration::from_secs(30))?;
             }
             FaultKind::Isolate | FaultKind::Halves | FaultKind::Bridge => {
-                let groups = partition_groups(kind, nodes, node)
+                let groups = partition_groups(kind, &members, node)
                     .ok_or_else(|| Error::Cluster("not a partition".into()))?;
                 partition(c, &groups)?;
             }
@@ -277,12 +361,12 @@ impl Active {
                     },
                     ..FaultRules::default()
                 };
-                for n in 1..=nodes {
+                for &n in &members {
                     post_faults(c.layout.admin_addr(n)?, &rules)?;
                 }
             }
             FaultKind::FlushCompact => {
-                for n in 1..=nodes {
+                for &n in &members {
                     admin_post(c.layout.admin_addr(n)?, "/flush")?;
                     admin_post(c.layout.admin_addr(n)?, "/compact")?;
                 }
@@ -292,6 +376,11 @@ impl Active {
             }
             FaultKind::Fsync => {
                 fail_fsync(c.layout.admin_addr(node)?)?;
+            }
+            FaultKind::Membership => {
+                return Err(Error::Cluster(
+                    "the membership fault runs through `membership_change`".into(),
+                ))
             }
         }
         Ok(Active { kind, node })
@@ -305,7 +394,7 @@ impl Active {
                 c.start_node(self.node, gyre_bin)?;
             }
             FaultKind::KillAll => {
-                for n in 1..=c.layout.nodes {
+                for n in c.members() {
                     c.start_node(n, gyre_bin)?;
                 }
             }
@@ -315,7 +404,7 @@ impl Active {
             FaultKind::Isolate | FaultKind::Halves | FaultKind::Bridge | FaultKind::Slow => {
                 clear_faults(c);
             }
-            FaultKind::FlushCompact => {}
+            FaultKind::FlushCompact | FaultKind::Membership => {}
             FaultKind::Clock => {
                 admin_post_body(c.layout.admin_addr(self.node)?, "/clock", Some(b"0"))?;
             }
@@ -340,17 +429,32 @@ mod tests {
 
     #[test]
     fn partitions_block_the_right_links() {
-        let iso = partition_groups(FaultKind::Isolate, 3, 2).unwrap();
-        let b = blocked_peers(3, &iso);
+        let iso = partition_groups(FaultKind::Isolate, &[1, 2, 3], 2).unwrap();
+        let b = blocked_peers(&[1, 2, 3], &iso);
         assert_eq!(b[&2], vec![1, 3]);
         assert_eq!(b[&1], vec![2]);
-        let halves = partition_groups(FaultKind::Halves, 4, 1).unwrap();
+        let halves = partition_groups(FaultKind::Halves, &[1, 2, 3, 4], 1).unwrap();
         assert_eq!(halves, vec![vec![1, 2], vec![3, 4]]);
-        let bridge = partition_groups(FaultKind::Bridge, 5, 1).unwrap();
+        let bridge = partition_groups(FaultKind::Bridge, &[1, 2, 3, 4, 5], 1).unwrap();
         assert_eq!(bridge, vec![vec![1, 2, 3], vec![3, 4, 5]]);
-        let b = blocked_peers(5, &bridge);
+        let b = blocked_peers(&[1, 2, 3, 4, 5], &bridge);
         assert_eq!(b[&3], Vec::<usize>::new());
         assert_eq!(b[&1], vec![4, 5]);
+        // Members after node 2 left and node 5 joined: only they take part.
+        let halves = partition_groups(FaultKind::Halves, &[1, 3, 4, 5], 1).unwrap();
+        assert_eq!(halves, vec![vec![1, 3], vec![4, 5]]);
+        let b = blocked_peers(&[1, 3, 4, 5], &halves);
+        assert_eq!(b.keys().copied().collect::<Vec<_>>(), vec![1, 3, 4, 5]);
+        assert_eq!(b[&1], vec![4, 5]);
+        assert_eq!("membership".parse::<FaultKind>(), Ok(FaultKind::Membership));
+        use MembershipChange::*;
+        let turns: Vec<_> = (0..5).map(|i| membership_plan(i, 4, 3)).collect();
+        assert_eq!(turns, vec![Join, Remove, Join, Decommission, Join]);
+        // Never below the replication factor: a join instead.
+        assert_eq!(membership_plan(1, 3, 3), Join);
+        assert_eq!(membership_plan(3, 3, 3), Join);
+        assert_eq!(membership_plan(1, 1, 0), Join);
+        assert!(!FaultKind::ALL.contains(&FaultKind::Membership));
         assert_eq!("kill-all".parse::<FaultKind>(), Ok(FaultKind::KillAll));
         assert!("nope".parse::<FaultKind>().is_err());
         assert_eq!("fsync".parse::<FaultKind>(), Ok(FaultKind::Fsync));
