@@ -214,6 +214,15 @@ fn three_to_five_and_back_under_quorum_load_loses_nothing() {
         .map(|s| s["whole_files"].as_u64().unwrap_or(0) + s["sections"].as_u64().unwrap_or(0))
         .sum();
     assert!(files > 0, "node 4 received no SSTable: {streams}");
+    // Sections carry runs of stored data blocks, not only decoded
+    // partitions (small ranges of small SSTables: the edges weigh much).
+    let raw: u64 = streams
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| s["raw_bytes"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(raw > 0, "node 4 received no stored block: {streams}");
     let netstats = c.gyrectl_ok(&["netstats", "--host", "127.0.100.4"]);
     assert!(
         netstats.contains("bootstrap") && netstats.contains("[##########]"),

@@ -7,10 +7,13 @@
 //! the source flushes the table once per session and keeps the SSTables
 //! holding tokens of the segment open), then for each file STREAM_CHUNK: a
 //! file whose token span lies inside the segment comes whole, as chunks of
-//! [`CHUNK_BYTES`] of its bytes with a CRC32, other files as pages of their
-//! partitions inside the segment, written by the receiver into a new
-//! SSTable. The receiver stages the files (`gyre_storage::stream`) and
-//! imports them once the range is complete; a failure removes them.
+//! [`CHUNK_BYTES`] of its bytes with a CRC32. Other files come as a section
+//! written by the receiver into a new SSTable: the run of data blocks lying
+//! inside the segment as stored (windows of [`CHUNK_BYTES`] of blocks; each
+//! block keeps its own checksum), and the partitions before and after that
+//! run (the edges of the segment) as pages of partitions. The receiver
+//! stages the files (`gyre_storage::stream`) and imports them once the
+//! range is complete; a failure removes them.
 //!
 //! A leaving node gives each range by asking the new owner to pull it from
 //! it (STREAM_PULL, answered once the range is in).
@@ -23,14 +26,18 @@
 //! everything before it, applied through the receiver's engine as mutations
 //! (commitlog, then memtable; acknowledged once durable).
 //!
-//! Everything goes on the internode bulk connection. Flow control is bounded
-//! chunks in flight: the puller asks for the next chunk while it writes the
-//! previous one (never more than two held), the pusher sends the next page
-//! only once the receiver acknowledged the previous one as durable. The
-//! driving side paces itself with a token bucket
-//! (`cluster.stream_throughput_mb_per_sec`); a failed request is asked again
-//! (same position) a few times before the session fails. Re-streaming a
-//! range after a failure is idempotent (last write wins).
+//! Everything goes on the internode bulk connection. Every pulled run (row
+//! pages, chunks of a file, raw blocks, section pages) goes through one
+//! driver ([`drive`]). Flow control is bounded requests in flight: chunks
+//! whose positions are known up front (a whole file's offsets, a run of
+//! blocks' windows) travel up to [`WINDOW`] at once while the earlier ones
+//! are written in order; pages that each name the next travel one ahead of
+//! the one being written. The pusher sends the next page only once the
+//! receiver acknowledged the previous one as durable. The driving side
+//! paces itself with a token bucket (`cluster.stream_throughput_mb_per_sec`);
+//! a failed request is asked again (same position) a few times before the
+//! session fails. Re-streaming a range after a failure is idempotent (last
+//! write wins).
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -39,10 +46,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use gyre_common::{codec, DecoratedKey, Token};
 use gyre_coordinator::RateLimiter;
 use gyre_net::{Inbound, Priority, Verb};
-use gyre_storage::stream::{IncomingSection, OutgoingFile, StreamReceiver};
+use gyre_storage::stream::{IncomingSection, OutgoingFile, RawBlock, SsTableMeta, StreamReceiver};
 use gyre_storage::{Mutation, ReadFilter, ScanRequest, ScanStart, StorageEngine, TableId};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -117,6 +125,9 @@ pub struct SessionReport {
     pub whole_files: u64,
     #[serde(default)]
     pub sections: u64,
+    /// Bytes of sections received as stored data blocks (not decoded).
+    #[serde(default)]
+    pub raw_bytes: u64,
     /// MiB/s over the session so far.
     pub rate_mib_per_sec: f64,
     /// `running`, `done` or `failed: <why>`.
@@ -138,6 +149,7 @@ pub struct Session {
     bytes: AtomicU64,
     whole_files: AtomicU64,
     sections: AtomicU64,
+    raw_bytes: AtomicU64,
     started: Instant,
     finished: Mutex<Option<(Duration, String)>>,
 }
@@ -175,6 +187,7 @@ impl Session {
             elapsed_secs: secs,
             whole_files: self.whole_files.load(Ordering::Relaxed),
             sections: self.sections.load(Ordering::Relaxed),
+            raw_bytes: self.raw_bytes.load(Ordering::Relaxed),
             rate_mib_per_sec: if secs > 0.0 {
                 bytes as f64 / secs / (1 << 20) as f64
             } else {
@@ -212,6 +225,7 @@ impl Streams {
             bytes: AtomicU64::new(0),
             whole_files: AtomicU64::new(0),
             sections: AtomicU64::new(0),
+            raw_bytes: AtomicU64::new(0),
             started: Instant::now(),
             finished: Mutex::new(None),
         });
@@ -608,31 +622,140 @@ pub(crate) fn register_verbs(shared: &Arc<Shared>) {
         });
 }
 
-/// Asks `from` for a page, retrying a failed request (same resume point).
-async fn request_page(
-    shared: &Shared,
+/// Why a streaming request did not give its answer.
+enum Refused {
+    /// The source says: stream this segment row by row.
+    Rows,
+    Failed(String),
+}
+
+impl From<String> for Refused {
+    fn from(e: String) -> Self {
+        Refused::Failed(e)
+    }
+}
+
+impl Refused {
+    /// For the row path, where no source answers "by rows".
+    fn into_message(self) -> String {
+        match self {
+            Refused::Rows => "the source refused to stream rows".into(),
+            Refused::Failed(e) => e,
+        }
+    }
+}
+
+/// One request to a source, asked again (same payload, so the same
+/// position) after a failure, up to [`ATTEMPTS`] times. A source's "stream
+/// by rows" answer is not retried.
+async fn request(
+    messenger: &gyre_net::Messenger,
     to: std::net::SocketAddr,
     verb: Verb,
     payload: Bytes,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, Refused> {
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
-        match shared
-            .messenger
+        match messenger
             .request_with(to, verb, payload.clone(), PAGE_TIMEOUT, Priority::Bulk)
             .await
         {
             Ok(b) => return Ok(b),
+            Err(gyre_net::Error::Remote { message, .. }) if message.starts_with(ROWS) => {
+                debug!(peer = %to, reason = %message, "source streams rows");
+                return Err(Refused::Rows);
+            }
             Err(e) => {
-                warn!(peer = %to, attempt, error = %e, "stream page failed; retrying");
+                warn!(peer = %to, attempt, error = %e, "stream request failed; retrying");
                 last = e.to_string();
             }
         }
     }
-    Err(format!("streaming with {to} failed: {last}"))
+    Err(Refused::Failed(format!(
+        "streaming with {to} failed: {last}"
+    )))
+}
+
+/// Chunks of one file a puller has asked for at once.
+const WINDOW: usize = 4;
+
+/// How the requests of a run follow each other.
+enum Asks {
+    /// Each reply names the next request (pages after a resume point): the
+    /// next one travels while the previous reply is used.
+    Chained(Bytes),
+    /// Known up front (chunks at offsets): up to [`WINDOW`] travel at once.
+    Known(Vec<Bytes>),
+}
+
+/// What a run's consumer makes of one reply: the work to do with it (it
+/// runs while later requests travel; it hands the state back) and, in a
+/// chained run, the next request.
+type Step<'a, S> = (
+    futures::future::BoxFuture<'a, Result<S, String>>,
+    Option<Bytes>,
+);
+
+/// Requests in flight; dropped (the run ended or failed), they are aborted.
+struct InFlight(std::collections::VecDeque<tokio::task::JoinHandle<Result<Bytes, Refused>>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// The session driver every pulled run goes through (row pages, section
+/// pages, chunks of files, raw blocks): asks the source (with retries),
+/// keeps the run's requests in flight, paces each reply through the
+/// throttle and hands the replies, in order, to `consume`.
+async fn drive<'a, S>(
+    shared: &Shared,
+    from: std::net::SocketAddr,
+    verb: Verb,
+    asks: Asks,
+    throttle: &Throttle,
+    mut state: S,
+    mut consume: impl FnMut(S, Bytes) -> Result<Step<'a, S>, Refused>,
+) -> Result<S, Refused> {
+    let ask = |payload: Bytes| {
+        let messenger = shared.messenger.clone();
+        tokio::spawn(async move { request(&messenger, from, verb, payload).await })
+    };
+    let mut flight = InFlight(Default::default());
+    let mut known = match asks {
+        Asks::Chained(first) => {
+            flight.0.push_back(ask(first));
+            Vec::new().into_iter()
+        }
+        Asks::Known(all) => all.into_iter(),
+    };
+    loop {
+        while flight.0.len() < WINDOW {
+            match known.next() {
+                Some(b) => flight.0.push_back(ask(b)),
+                None => break,
+            }
+        }
+        let Some(handle) = flight.0.front_mut() else {
+            return Ok(state);
+        };
+        let reply = handle
+            .await
+            .map_err(|e| Refused::Failed(format!("stream request task failed: {e}")))??;
+        flight.0.pop_front();
+        throttle.pace(reply.len()).await;
+        let (work, next) = consume(state, reply)?;
+        if let Some(b) = next {
+            flight.0.push_back(ask(b));
+        }
+        state = work.await?;
+    }
 }
 
 /// Which way a plan's ranges travel.
@@ -815,15 +938,14 @@ pub(crate) async fn fetch_range(
         },
     };
     for (start, end) in segments(range.start, range.end) {
-        let by_files = rx.is_some();
-        if by_files {
+        if let Some(rx) = rx.as_mut() {
             match fetch_segment_files(
                 shared,
                 from,
                 range.table,
                 &start,
                 &end,
-                &mut rx,
+                rx,
                 session,
                 throttle,
             )
@@ -862,36 +984,31 @@ async fn fetch_segment_rows(
     session: &Session,
     throttle: &Throttle,
 ) -> Result<(), String> {
+    let engine = shared.engine.as_ref();
     let first = encode_request(table, &start, &end);
-    let mut reply = request_page(shared, from, STREAM_PAGE, first).await?;
-    loop {
-        throttle.pace(reply.len()).await;
-        let (muts, resume) = decode_page(&reply)?;
-        session
-            .bytes
-            .fetch_add(reply.len() as u64, Ordering::Relaxed);
-        session
-            .partitions
-            .fetch_add(muts.len() as u64, Ordering::Relaxed);
-        let engine = shared.engine.as_ref();
-        match resume {
+    drive(
+        shared,
+        from,
+        STREAM_PAGE,
+        Asks::Chained(first),
+        throttle,
+        (),
+        |(), reply| {
+            let (muts, resume) = decode_page(&reply)?;
+            session
+                .bytes
+                .fetch_add(reply.len() as u64, Ordering::Relaxed);
+            session
+                .partitions
+                .fetch_add(muts.len() as u64, Ordering::Relaxed);
             // The next page travels while this one is applied: at most
             // two pages of a session are in this node's memory.
-            Some(next) => {
-                let req = encode_request(table, &next, &end);
-                let (applied, fetched) = futures::join!(
-                    apply_all(engine, muts),
-                    request_page(shared, from, STREAM_PAGE, req)
-                );
-                applied?;
-                reply = fetched?;
-            }
-            None => {
-                apply_all(engine, muts).await?;
-                return Ok(());
-            }
-        }
-    }
+            let next = resume.map(|n| encode_request(table, &n, &end));
+            Ok((apply_all(engine, muts).boxed(), next))
+        },
+    )
+    .await
+    .map_err(Refused::into_message)
 }
 
 fn encode_range(r: &StreamRange) -> Bytes {
@@ -978,7 +1095,9 @@ async fn push_rows(
             let page = encode_page(&muts, None);
             throttle.pace(page.len()).await;
             if !muts.is_empty() {
-                request_page(shared, to, STREAM_APPLY, page.clone()).await?;
+                request(&shared.messenger, to, STREAM_APPLY, page.clone())
+                    .await
+                    .map_err(Refused::into_message)?;
             }
             session
                 .bytes
@@ -1106,6 +1225,13 @@ fn open_offer(
         out.push(u8::from(f.whole));
         codec::put_uvarint(&mut out, f.bytes());
         codec::put_uvarint(&mut out, f.partitions());
+        if !f.whole {
+            // A section's run of blocks sent as stored, and the statistics
+            // its receiver takes from this file's metadata.
+            codec::put_uvarint(&mut out, f.raw_bytes());
+            let meta = serde_json::to_vec(f.meta()).map_err(|e| e.to_string())?;
+            codec::put_bytes(&mut out, &meta);
+        }
     }
     let o = Offer {
         peer: from,
@@ -1123,6 +1249,10 @@ struct OfferedFile {
     whole: bool,
     bytes: u64,
     partitions: u64,
+    /// A section's run of blocks sent as stored (0: none).
+    raw_bytes: u64,
+    /// A section's source metadata.
+    meta: Option<Arc<SsTableMeta>>,
 }
 
 fn decode_offer(b: &Bytes) -> Result<(u64, Vec<OfferedFile>), String> {
@@ -1136,10 +1266,23 @@ fn decode_offer(b: &Bytes) -> Result<(u64, Vec<OfferedFile>), String> {
     let n = r.uvarint().map_err(e)?;
     let mut files = Vec::with_capacity(n.min(1 << 16) as usize);
     for _ in 0..n {
+        let whole = r.u8().map_err(e)? != 0;
+        let bytes = r.uvarint().map_err(e)?;
+        let partitions = r.uvarint().map_err(e)?;
+        let (raw_bytes, meta) = if whole {
+            (0, None)
+        } else {
+            let raw = r.uvarint().map_err(e)?;
+            let meta: SsTableMeta = serde_json::from_slice(&r.bytes().map_err(e)?)
+                .map_err(|e| format!("stream offer metadata: {e}"))?;
+            (raw, Some(Arc::new(meta)))
+        };
         files.push(OfferedFile {
-            whole: r.u8().map_err(e)? != 0,
-            bytes: r.uvarint().map_err(e)?,
-            partitions: r.uvarint().map_err(e)?,
+            whole,
+            bytes,
+            partitions,
+            raw_bytes,
+            meta,
         });
     }
     Ok((u64::from_be_bytes(id), files))
@@ -1150,8 +1293,15 @@ fn decode_offer(b: &Bytes) -> Result<(u64, Vec<OfferedFile>), String> {
 enum ChunkAt {
     /// Bytes of a whole file from this offset.
     Offset(u64),
-    /// Partitions of a section from this position.
+    /// Partitions of a section from this position (its head when it has a
+    /// raw run: up to the run).
     Section(ScanStart),
+    /// The blocks of a section's raw run starting in its k-th window of
+    /// [`CHUNK_BYTES`].
+    Raw(u64),
+    /// Partitions of a section after its raw run, from the run's end or
+    /// a resume point.
+    Tail(Option<ScanStart>),
 }
 
 fn encode_chunk_request(id: u64, file: usize, at: &ChunkAt) -> Bytes {
@@ -1165,6 +1315,15 @@ fn encode_chunk_request(id: u64, file: usize, at: &ChunkAt) -> Bytes {
         }
         ChunkAt::Section(s) => {
             out.push(1);
+            put_start(&mut out, s);
+        }
+        ChunkAt::Raw(k) => {
+            out.push(2);
+            codec::put_uvarint(&mut out, *k);
+        }
+        ChunkAt::Tail(None) => out.push(3),
+        ChunkAt::Tail(Some(s)) => {
+            out.push(4);
             put_start(&mut out, s);
         }
     }
@@ -1183,13 +1342,94 @@ fn decode_chunk_request(b: &Bytes) -> Result<(u64, usize, ChunkAt), String> {
     let at = match r.u8().map_err(e)? {
         0 => ChunkAt::Offset(r.uvarint().map_err(e)?),
         1 => ChunkAt::Section(get_start(&mut r)?),
+        2 => ChunkAt::Raw(r.uvarint().map_err(e)?),
+        3 => ChunkAt::Tail(None),
+        4 => ChunkAt::Tail(Some(get_start(&mut r)?)),
         _ => return Err("bad stream chunk request".into()),
     };
     Ok((u64::from_be_bytes(id), file, at))
 }
 
+/// Raw blocks as sent: each block's first position and its stored bytes,
+/// then a CRC32 of all of it (each block also carries its own checksum,
+/// checked by the receiver's writer).
+fn encode_raw(blocks: &[RawBlock]) -> Bytes {
+    let size: usize = blocks
+        .iter()
+        .map(|b| b.bytes.len() + b.key.key.len() + 32)
+        .sum();
+    let mut out = Vec::with_capacity(size + 16);
+    codec::put_uvarint(&mut out, blocks.len() as u64);
+    for b in blocks {
+        out.extend_from_slice(&b.key.token.to_be_bytes());
+        codec::put_bytes(&mut out, &b.key.key);
+        match &b.clustering {
+            None => out.push(0),
+            Some(ck) => {
+                out.push(1);
+                codec::put_bytes(&mut out, ck);
+            }
+        }
+        codec::put_bytes(&mut out, &b.bytes);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
+fn decode_raw(b: &Bytes) -> Result<Vec<RawBlock>, String> {
+    let body = check_chunk(b)?;
+    let e = |e: codec::DecodeError| e.to_string();
+    let mut r = codec::Reader::new(&body);
+    let n = r.uvarint().map_err(e)?;
+    let mut out = Vec::with_capacity(n.min(1 << 16) as usize);
+    for _ in 0..n {
+        let token = r.i64_be().map_err(e)?;
+        let key = r.bytes().map_err(e)?;
+        let clustering = match r.u8().map_err(e)? {
+            0 => None,
+            _ => Some(r.bytes().map_err(e)?),
+        };
+        out.push(RawBlock {
+            key: DecoratedKey { token, key },
+            clustering,
+            bytes: r.bytes().map_err(e)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Largest reply of raw blocks (a frame is at most 16 MiB): a block this
+/// large (one huge row) makes the segment go by rows.
+const MAX_RAW_REPLY: usize = 3 * CHUNK_BYTES;
+
+/// Reads one page of a section, handing each partition to the callback.
+type SectionRead<'a> = Box<
+    dyn FnOnce(
+            &mut dyn FnMut(gyre_common::Partition) -> usize,
+        ) -> gyre_storage::Result<Option<ScanStart>>
+        + 'a,
+>;
+
+/// A page of a section's partitions, as [`encode_page`].
+fn section_page(table: TableId, read: SectionRead<'_>) -> Result<Bytes, String> {
+    let mut muts = Vec::new();
+    let resume = read(&mut |p| {
+        let m = Mutation::new(table, p);
+        let n = m.encoded().len();
+        muts.push(m.encoded().clone());
+        n
+    })
+    .map_err(|e| match e {
+        gyre_storage::Error::LimitExceeded(why) => format!("{ROWS}{why}"),
+        e => e.to_string(),
+    })?;
+    Ok(encode_page(&muts, resume.as_ref()))
+}
+
 /// Answers STREAM_CHUNK: raw bytes and a CRC32 for a whole file, a page
-/// (as [`encode_page`]) for a section.
+/// (as [`encode_page`]) of a section's head or tail, or blocks of a
+/// section's raw run.
 fn read_chunk(from: std::net::SocketAddr, payload: &Bytes) -> Result<Bytes, String> {
     let (id, file, at) = decode_chunk_request(payload)?;
     let o = offer(id, from)?;
@@ -1197,6 +1437,7 @@ fn read_chunk(from: std::net::SocketAddr, payload: &Bytes) -> Result<Bytes, Stri
         .files
         .get(file)
         .ok_or_else(|| format!("stream offer {id} has no file {file}"))?;
+    let section = |read: SectionRead<'_>| section_page(o.table, read);
     match at {
         ChunkAt::Offset(offset) if f.whole => {
             let mut buf = f
@@ -1206,22 +1447,23 @@ fn read_chunk(from: std::net::SocketAddr, payload: &Bytes) -> Result<Bytes, Stri
             buf.extend_from_slice(&crc.to_be_bytes());
             Ok(Bytes::from(buf))
         }
-        ChunkAt::Section(start) => {
-            let mut muts = Vec::new();
-            let resume = f
-                .read_section(&start, &o.end, SECTION_BYTES, |p| {
-                    let m = Mutation::new(o.table, p);
-                    let n = m.encoded().len();
-                    muts.push(m.encoded().clone());
-                    n
-                })
-                .map_err(|e| match e {
-                    gyre_storage::Error::LimitExceeded(why) => format!("{ROWS}{why}"),
-                    e => e.to_string(),
-                })?;
-            Ok(encode_page(&muts, resume.as_ref()))
-        }
         ChunkAt::Offset(_) => Err(format!("file {file} of stream offer {id} is a section")),
+        ChunkAt::Section(start) => section(Box::new(|take| {
+            f.read_section(&start, &o.end, SECTION_BYTES, take)
+        })),
+        ChunkAt::Tail(start) => section(Box::new(|take| {
+            f.read_tail(start.as_ref(), &o.end, SECTION_BYTES, take)
+        })),
+        ChunkAt::Raw(k) => {
+            let blocks = f
+                .read_raw(k, CHUNK_BYTES as u64)
+                .map_err(|e| e.to_string())?;
+            let size: usize = blocks.iter().map(|b| b.bytes.len()).sum();
+            if size > MAX_RAW_REPLY {
+                return Err(format!("{ROWS}a block run of {size} bytes is too large"));
+            }
+            Ok(encode_raw(&blocks))
+        }
     }
 }
 
@@ -1233,53 +1475,6 @@ fn check_chunk(b: &Bytes) -> Result<Bytes, String> {
         return Err("stream chunk checksum mismatch".into());
     }
     Ok(body)
-}
-
-/// Why a request for SSTable data did not give it.
-enum Refused {
-    /// The source says: stream this segment row by row.
-    Rows,
-    Failed(String),
-}
-
-impl From<String> for Refused {
-    fn from(e: String) -> Self {
-        Refused::Failed(e)
-    }
-}
-
-/// [`request_page`] for SSTable streaming: a "by rows" answer is not
-/// retried.
-async fn ask(
-    shared: &Shared,
-    to: std::net::SocketAddr,
-    verb: Verb,
-    payload: Bytes,
-) -> Result<Bytes, Refused> {
-    let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-        }
-        match shared
-            .messenger
-            .request_with(to, verb, payload.clone(), PAGE_TIMEOUT, Priority::Bulk)
-            .await
-        {
-            Ok(b) => return Ok(b),
-            Err(gyre_net::Error::Remote { message, .. }) if message.starts_with(ROWS) => {
-                debug!(peer = %to, reason = %message, "source streams rows");
-                return Err(Refused::Rows);
-            }
-            Err(e) => {
-                warn!(peer = %to, attempt, error = %e, "stream request failed; retrying");
-                last = e.to_string();
-            }
-        }
-    }
-    Err(Refused::Failed(format!(
-        "streaming with {to} failed: {last}"
-    )))
 }
 
 /// Runs blocking file work off the async workers.
@@ -1300,15 +1495,33 @@ async fn fetch_segment_files(
     table: TableId,
     start: &ScanStart,
     end: &Bound<Token>,
-    rx: &mut Option<StreamReceiver>,
+    rx: &mut StreamReceiver,
     session: &Session,
     throttle: &Throttle,
 ) -> Result<(), Refused> {
-    let mut request = session.nonce.to_be_bytes().to_vec();
-    request.extend_from_slice(&encode_request(table, start, end));
-    let reply = ask(shared, from, STREAM_FILES, Bytes::from(request)).await?;
+    let mut req = session.nonce.to_be_bytes().to_vec();
+    req.extend_from_slice(&encode_request(table, start, end));
+    let reply = request(&shared.messenger, from, STREAM_FILES, Bytes::from(req)).await?;
     let (id, files) = decode_offer(&reply)?;
-    let result = fetch_offer(shared, from, id, &files, start, rx, session, throttle).await;
+    let mut result = Ok(());
+    for (i, f) in files.iter().enumerate() {
+        let file = Pull {
+            shared,
+            from,
+            id,
+            index: i,
+            session,
+            throttle,
+        };
+        result = if f.whole {
+            file.whole(f, rx).await
+        } else {
+            file.section(f, start, rx).await
+        };
+        if result.is_err() {
+            break;
+        }
+    }
     // The source may let the SSTables go (an idle offer expires anyway).
     let _ = shared.messenger.send_oneway_with(
         from,
@@ -1319,175 +1532,160 @@ async fn fetch_segment_files(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn fetch_offer(
-    shared: &Shared,
-    from: std::net::SocketAddr,
-    id: u64,
-    files: &[OfferedFile],
-    start: &ScanStart,
-    rx: &mut Option<StreamReceiver>,
-    session: &Session,
-    throttle: &Throttle,
-) -> Result<(), Refused> {
-    for (i, f) in files.iter().enumerate() {
-        let Some(mut receiver) = rx.take() else {
-            return Err(Refused::Failed("stream receiver lost".into()));
-        };
-        let (back, result) = if f.whole {
-            fetch_whole(shared, from, id, i, f, receiver, session, throttle).await
-        } else {
-            match receiver.section() {
-                Ok(sec) => {
-                    fetch_section(shared, from, id, i, start, sec, receiver, session, throttle)
-                        .await
-                }
-                Err(e) => (receiver, Err(Refused::Failed(e.to_string()))),
-            }
-        };
-        *rx = Some(back);
-        result?;
-    }
-    Ok(())
-}
-
-/// Receives a whole SSTable, the next chunk travelling while the previous
-/// one is written (at most two chunks in memory).
-#[allow(clippy::too_many_arguments)]
-async fn fetch_whole(
-    shared: &Shared,
+/// One file of an offer being pulled.
+struct Pull<'a> {
+    shared: &'a Shared,
     from: std::net::SocketAddr,
     id: u64,
     index: usize,
-    file: &OfferedFile,
-    mut rx: StreamReceiver,
-    session: &Session,
-    throttle: &Throttle,
-) -> (StreamReceiver, Result<(), Refused>) {
-    let mut incoming = match rx.whole_file() {
-        Ok(f) => f,
-        Err(e) => return (rx, Err(Refused::Failed(e.to_string()))),
-    };
-    let chunk = |offset| encode_chunk_request(id, index, &ChunkAt::Offset(offset));
-    let mut offset = 0u64;
-    let mut reply = match ask(shared, from, STREAM_CHUNK, chunk(0)).await {
-        Ok(r) => r,
-        Err(e) => return (rx, Err(e)),
-    };
-    loop {
-        let body = match check_chunk(&reply) {
-            Ok(b) if !b.is_empty() || offset == file.bytes => b,
-            Ok(_) => {
-                let e = format!("stream of a file ended at {offset} of {} bytes", file.bytes);
-                return (rx, Err(Refused::Failed(e)));
-            }
-            Err(e) => return (rx, Err(Refused::Failed(e))),
-        };
-        throttle.pace(body.len()).await;
-        session
-            .bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        let at = offset;
-        offset += body.len() as u64;
-        let write = blocking(move || {
-            incoming
-                .write_at(&body, at)
-                .map_err(|e| e.to_string())
-                .map(|()| incoming)
-        });
-        if offset >= file.bytes {
-            let done = async {
-                let incoming = write.await?;
-                blocking(move || incoming.finish().map_err(|e| e.to_string())).await
-            };
-            return match done.await {
-                Ok(path) => {
-                    rx.add(path);
-                    session.whole_files.fetch_add(1, Ordering::Relaxed);
-                    session
-                        .partitions
-                        .fetch_add(file.partitions, Ordering::Relaxed);
-                    (rx, Ok(()))
-                }
-                Err(e) => (rx, Err(Refused::Failed(e))),
-            };
-        }
-        let (written, fetched) =
-            futures::join!(write, ask(shared, from, STREAM_CHUNK, chunk(offset)));
-        incoming = match written {
-            Ok(f) => f,
-            Err(e) => return (rx, Err(Refused::Failed(e))),
-        };
-        reply = match fetched {
-            Ok(r) => r,
-            Err(e) => return (rx, Err(e)),
-        };
-    }
+    session: &'a Session,
+    throttle: &'a Throttle,
 }
 
-/// Receives a section of an SSTable into a new SSTable, the next page
-/// travelling while the previous one is written.
-#[allow(clippy::too_many_arguments)]
-async fn fetch_section(
-    shared: &Shared,
-    from: std::net::SocketAddr,
-    id: u64,
-    index: usize,
-    start: &ScanStart,
-    mut sec: IncomingSection,
-    mut rx: StreamReceiver,
-    session: &Session,
-    throttle: &Throttle,
-) -> (StreamReceiver, Result<(), Refused>) {
-    let page = |at: &ScanStart| encode_chunk_request(id, index, &ChunkAt::Section(at.clone()));
-    let mut reply = match ask(shared, from, STREAM_CHUNK, page(start)).await {
-        Ok(r) => r,
-        Err(e) => return (rx, Err(e)),
-    };
-    loop {
-        throttle.pace(reply.len()).await;
-        session
-            .bytes
-            .fetch_add(reply.len() as u64, Ordering::Relaxed);
-        let (muts, resume) = match decode_page(&reply) {
-            Ok(p) => p,
-            Err(e) => return (rx, Err(Refused::Failed(e))),
-        };
-        session
+impl Pull<'_> {
+    fn ask(&self, at: &ChunkAt) -> Bytes {
+        encode_chunk_request(self.id, self.index, at)
+    }
+
+    /// Receives a whole SSTable: up to [`WINDOW`] chunks travel while the
+    /// earlier ones are written at their offsets.
+    async fn whole(&self, file: &OfferedFile, rx: &mut StreamReceiver) -> Result<(), Refused> {
+        let incoming = rx.whole_file().map_err(|e| e.to_string())?;
+        let offsets: Vec<u64> = (0..file.bytes).step_by(CHUNK_BYTES).collect();
+        let asks = offsets.iter().map(|o| self.ask(&ChunkAt::Offset(*o)));
+        let total = file.bytes;
+        let (incoming, _) = drive(
+            self.shared,
+            self.from,
+            STREAM_CHUNK,
+            Asks::Known(asks.collect()),
+            self.throttle,
+            (incoming, 0u64),
+            |(mut incoming, at), reply| {
+                let body = check_chunk(&reply)?;
+                let want = (CHUNK_BYTES as u64).min(total - at);
+                if body.len() as u64 != want {
+                    let e = format!(
+                        "a stream chunk at {at} of a file of {total} bytes has {} bytes",
+                        body.len()
+                    );
+                    return Err(Refused::Failed(e));
+                }
+                self.session
+                    .bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                let work = blocking(move || {
+                    incoming.write_at(&body, at).map_err(|e| e.to_string())?;
+                    Ok((incoming, at + want))
+                });
+                Ok((work.boxed(), None))
+            },
+        )
+        .await?;
+        let path = blocking(move || incoming.finish().map_err(|e| e.to_string())).await?;
+        rx.add(path);
+        self.session.whole_files.fetch_add(1, Ordering::Relaxed);
+        self.session
             .partitions
-            .fetch_add(muts.len() as u64, Ordering::Relaxed);
-        let write = blocking(move || {
-            for m in muts {
-                sec.add(&m.into_update()).map_err(|e| e.to_string())?;
-            }
-            Ok(sec)
-        });
-        let Some(next) = resume else {
-            let done = async {
-                let sec = write.await?;
-                blocking(move || sec.finish().map_err(|e| e.to_string())).await
-            };
-            return match done.await {
-                Ok(path) => {
-                    if let Some(p) = path {
-                        rx.add(p);
+            .fetch_add(file.partitions, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Receives a section into a new SSTable: its head as pages of
+    /// partitions, its run of blocks as stored (up to [`WINDOW`] chunks
+    /// in flight), its tail as pages again.
+    async fn section(
+        &self,
+        file: &OfferedFile,
+        start: &ScanStart,
+        rx: &mut StreamReceiver,
+    ) -> Result<(), Refused> {
+        let mut sec = rx.section().map_err(|e| e.to_string())?;
+        sec = self.pages(sec, ChunkAt::Section(start.clone())).await?;
+        if file.raw_bytes > 0 {
+            let meta = file
+                .meta
+                .clone()
+                .ok_or_else(|| Refused::Failed("a stream offer without metadata".into()))?;
+            let asks = (0..file.raw_bytes.div_ceil(CHUNK_BYTES as u64))
+                .map(|k| self.ask(&ChunkAt::Raw(k)))
+                .collect();
+            sec = drive(
+                self.shared,
+                self.from,
+                STREAM_CHUNK,
+                Asks::Known(asks),
+                self.throttle,
+                sec,
+                |mut sec, reply| {
+                    let blocks = decode_raw(&reply)?;
+                    for n in [&self.session.bytes, &self.session.raw_bytes] {
+                        n.fetch_add(reply.len() as u64, Ordering::Relaxed);
                     }
-                    session.sections.fetch_add(1, Ordering::Relaxed);
-                    (rx, Ok(()))
-                }
-                Err(e) => (rx, Err(Refused::Failed(e))),
-            };
-        };
-        let (written, fetched) =
-            futures::join!(write, ask(shared, from, STREAM_CHUNK, page(&next)));
-        sec = match written {
-            Ok(s) => s,
-            Err(e) => return (rx, Err(Refused::Failed(e))),
-        };
-        reply = match fetched {
-            Ok(r) => r,
-            Err(e) => return (rx, Err(e)),
-        };
+                    let meta = meta.clone();
+                    let session_partitions = &self.session.partitions;
+                    let work = async move {
+                        let (sec, n) = blocking(move || {
+                            let n = sec.add_raw(&blocks, &meta).map_err(|e| e.to_string())?;
+                            Ok((sec, n))
+                        })
+                        .await?;
+                        session_partitions.fetch_add(n, Ordering::Relaxed);
+                        Ok(sec)
+                    };
+                    Ok((work.boxed(), None))
+                },
+            )
+            .await?;
+            sec = self.pages(sec, ChunkAt::Tail(None)).await?;
+        }
+        if let Some(p) = blocking(move || sec.finish().map_err(|e| e.to_string())).await? {
+            rx.add(p);
+        }
+        self.session.sections.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Pages of partitions of a section from `first` (a head or a tail)
+    /// written into `sec`, the next page travelling while one is written.
+    async fn pages(
+        &self,
+        sec: IncomingSection,
+        first: ChunkAt,
+    ) -> Result<IncomingSection, Refused> {
+        let tail = matches!(first, ChunkAt::Tail(_));
+        drive(
+            self.shared,
+            self.from,
+            STREAM_CHUNK,
+            Asks::Chained(self.ask(&first)),
+            self.throttle,
+            sec,
+            |mut sec, reply| {
+                let (muts, resume) = decode_page(&reply)?;
+                self.session
+                    .bytes
+                    .fetch_add(reply.len() as u64, Ordering::Relaxed);
+                self.session
+                    .partitions
+                    .fetch_add(muts.len() as u64, Ordering::Relaxed);
+                let next = resume.map(|n| {
+                    self.ask(&if tail {
+                        ChunkAt::Tail(Some(n))
+                    } else {
+                        ChunkAt::Section(n)
+                    })
+                });
+                let work = blocking(move || {
+                    for m in muts {
+                        sec.add(&m.into_update()).map_err(|e| e.to_string())?;
+                    }
+                    Ok(sec)
+                });
+                Ok((work.boxed(), next))
+            },
+        )
+        .await
     }
 }
 
@@ -1529,6 +1727,44 @@ mod tests {
         assert_eq!(t, table);
         assert_eq!(s, ScanStart::Token(Bound::Excluded(-5)));
         assert_eq!(e, Bound::Included(9));
+    }
+
+    #[test]
+    fn chunk_requests_and_raw_blocks_round_trip() {
+        for at in [
+            ChunkAt::Offset(7 << 20),
+            ChunkAt::Section(ScanStart::Token(Bound::Excluded(-3))),
+            ChunkAt::Raw(12),
+            ChunkAt::Tail(None),
+            ChunkAt::Tail(Some(ScanStart::After(DecoratedKey::new(
+                Bytes::from_static(b"k"),
+            )))),
+        ] {
+            let b = encode_chunk_request(41, 3, &at);
+            assert_eq!(decode_chunk_request(&b).expect("decodes"), (41, 3, at));
+        }
+        let blocks = vec![
+            RawBlock {
+                key: DecoratedKey::new(Bytes::from_static(b"a")),
+                clustering: None,
+                bytes: Bytes::from_static(b"first block"),
+            },
+            RawBlock {
+                key: DecoratedKey::new(Bytes::from_static(b"a")),
+                clustering: Some(Bytes::from_static(b"ck")),
+                bytes: Bytes::from_static(b"second"),
+            },
+        ];
+        let wire = encode_raw(&blocks);
+        let back = decode_raw(&wire).expect("decodes");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].key, blocks[1].key);
+        assert_eq!(back[1].clustering, blocks[1].clustering);
+        assert_eq!(back[0].bytes, blocks[0].bytes);
+        let mut bad = wire.to_vec();
+        bad[12] ^= 1;
+        let err = decode_raw(&Bytes::from(bad)).expect_err("corrupt");
+        assert!(err.contains("checksum"), "{err}");
     }
 
     #[test]

@@ -280,16 +280,21 @@ impl SsTableWriter {
             .write_all(&payload)
             .ctx(|| format!("writing {}", path.display()))?;
         let len = (BLOCK_HEADER + payload.len()) as u32;
-        let mut e = Vec::with_capacity(32 + key.key.len());
-        encode_index_entry(
-            &mut e,
-            &IndexEntry {
-                key,
-                clustering,
-                offset: self.offset,
-                len,
-            },
-        );
+        self.write_index_entry(&IndexEntry {
+            key,
+            clustering,
+            offset: self.offset,
+            len,
+        })?;
+        self.offset += u64::from(len);
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Appends a block's index entry to the spilled index.
+    fn write_index_entry(&mut self, entry: &IndexEntry) -> Result<()> {
+        let mut e = Vec::with_capacity(32 + entry.key.key.len());
+        encode_index_entry(&mut e, entry);
         let ipath = tmp_index_path(&self.dir, self.meta.generation);
         let index_out = match &mut self.index_out {
             Some(f) => f,
@@ -308,8 +313,6 @@ impl SsTableWriter {
             .write_all(&e)
             .ctx(|| format!("writing {}", ipath.display()))?;
         self.index_entries += 1;
-        self.offset += u64::from(len);
-        self.block.clear();
         Ok(())
     }
 
@@ -1035,5 +1038,242 @@ impl SsTableRowIter<'_> {
                 Ok(None)
             }
         }
+    }
+}
+
+// ---- raw blocks (streaming a range of an SSTable without decoding it) ----
+
+/// One data block as stored (header, checksum, payload) with its index
+/// position: the unit streaming copies from one SSTable into another.
+#[derive(Clone, Debug)]
+pub struct RawBlock {
+    pub key: DecoratedKey,
+    /// The block's first row when it continues a partition, `None` when it
+    /// starts with a partition header.
+    pub clustering: Option<Bytes>,
+    pub bytes: Bytes,
+}
+
+/// What [`SsTableWriter::add_raw_block`] found in a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawBlockInfo {
+    pub partitions: u64,
+    /// False when the block's last partition continues in the next block.
+    pub ends_partition: bool,
+}
+
+impl SsTable {
+    /// How many data blocks the file has.
+    pub fn block_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Block `i`'s first key, and whether the block starts with that
+    /// partition's header (rather than continuing it).
+    pub fn block_start(&self, i: usize) -> Option<(&DecoratedKey, bool)> {
+        self.index.get(i).map(|e| (&e.key, e.clustering.is_none()))
+    }
+
+    /// Where block `i` starts in the file (the data's end for `i` past the
+    /// last block).
+    pub fn block_offset(&self, i: usize) -> u64 {
+        self.index.get(i).map_or(self.meta.data_bytes, |e| e.offset)
+    }
+
+    /// The first block starting at or after `offset`.
+    pub fn block_at_or_after(&self, offset: u64) -> usize {
+        self.index.partition_point(|e| e.offset < offset)
+    }
+
+    /// Blocks `first..end` as stored, read with one read.
+    pub fn read_raw_blocks(&self, first: usize, end: usize) -> Result<Vec<RawBlock>> {
+        let end = end.min(self.index.len());
+        if first >= end {
+            return Ok(Vec::new());
+        }
+        let base = self.index[first].offset;
+        let total = self.block_offset(end) - base;
+        let mut buf = vec![0u8; total as usize];
+        self.read_raw_at(&mut buf, base)?;
+        let buf = Bytes::from(buf);
+        let mut out = Vec::with_capacity(end - first);
+        for e in &self.index[first..end] {
+            let at = (e.offset - base) as usize;
+            let bytes = buf
+                .get(at..at + e.len as usize)
+                .map(|_| buf.slice(at..at + e.len as usize))
+                .ok_or_else(|| Error::Corruption {
+                    file: self.path.clone(),
+                    offset: e.offset,
+                    detail: "block beyond the data".into(),
+                })?;
+            out.push(RawBlock {
+                key: e.key.clone(),
+                clustering: e.clustering.clone(),
+                bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Iterates partitions from block `i`, which must start with a header.
+    pub fn iter_from_block(&self, i: usize, filter: ClusteringFilter) -> Result<SsTableIter<'_>> {
+        let cursor = if i < self.index.len() {
+            Some(Cursor::new(self, i)?)
+        } else {
+            None
+        };
+        Ok(SsTableIter {
+            sst: self,
+            cursor,
+            skip_until: None,
+            filter,
+        })
+    }
+}
+
+/// A block's payload, uncompressed, once its checksum matched.
+fn raw_block_payload(b: &RawBlock) -> std::result::Result<Vec<u8>, String> {
+    let buf = &b.bytes;
+    if buf.len() < BLOCK_HEADER {
+        return Err("short block".into());
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len + BLOCK_HEADER != buf.len() || crc32fast::hash(&buf[8..]) != crc {
+        return Err("block checksum mismatch".into());
+    }
+    let payload = &buf[BLOCK_HEADER..];
+    match buf[8] {
+        0 => Ok(payload.to_vec()),
+        1 => lz4_flex::decompress_size_prepended(payload).map_err(|e| format!("lz4: {e}")),
+        2 => {
+            let n = payload
+                .get(..4)
+                .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize)
+                .ok_or("short zstd block")?;
+            zstd::bulk::decompress(&payload[4..], n).map_err(|e| format!("zstd: {e}"))
+        }
+        c => Err(format!("unknown compression {c}")),
+    }
+}
+
+impl SsTableWriter {
+    /// Appends a block copied as-is from another SSTable. Its checksum and
+    /// record structure are checked and its partition keys read for the
+    /// index and bloom filter, but no row is decoded: the statistics a
+    /// block does not carry (timestamps, deletion times, tombstones, cells)
+    /// come from `source`, the metadata of the file it was copied from
+    /// (bounds stay conservative; counts are prorated by partitions).
+    /// A block continuing a partition must follow the block before it.
+    pub fn add_raw_block(&mut self, b: &RawBlock, source: &SsTableMeta) -> Result<RawBlockInfo> {
+        let path = self.path();
+        let corrupt = |detail: String| Error::Corruption {
+            file: path.clone(),
+            offset: self.offset,
+            detail: format!("streamed block: {detail}"),
+        };
+        if !self.sai.is_empty() {
+            return Err(Error::Unsupported(
+                "raw blocks into an SSTable building index segments".into(),
+            ));
+        }
+        let data = Bytes::from(raw_block_payload(b).map_err(corrupt)?);
+        let mut keys: Vec<DecoratedKey> = Vec::new();
+        let mut rows = 0u64;
+        let mut r = Reader::new(&data);
+        let mut first = true;
+        let mut ends_partition = false;
+        while r.position() < data.len() {
+            let tag = r.u8().map_err(|e| corrupt(e.to_string()))?;
+            let len = r.len().map_err(|e| corrupt(e.to_string()))?;
+            let start = r.position();
+            let body = data.slice(start..start + len);
+            match tag {
+                TAG_HEADER => {
+                    let mut h = Reader::new(&body);
+                    let token = h.i64_be().map_err(|e| corrupt(e.to_string()))?;
+                    let key = h.bytes().map_err(|e| corrupt(e.to_string()))?;
+                    let key = DecoratedKey {
+                        token,
+                        key: Bytes::copy_from_slice(&key),
+                    };
+                    let prev = keys.last().or(self.last_key.as_ref());
+                    if first && (b.clustering.is_some() || key != b.key)
+                        || prev.is_some_and(|p| *p >= key)
+                    {
+                        return Err(corrupt("partitions out of order".into()));
+                    }
+                    keys.push(key);
+                    ends_partition = false;
+                }
+                TAG_ROW => {
+                    if first
+                        && (b.clustering.is_none()
+                            || self.last_key.as_ref() != Some(&b.key)
+                            || !self.block.is_empty())
+                    {
+                        return Err(corrupt("a row outside its partition".into()));
+                    }
+                    rows += 1;
+                }
+                TAG_END if first => {
+                    return Err(corrupt("a block starting at a partition end".into()))
+                }
+                TAG_END => ends_partition = true,
+                t => return Err(corrupt(format!("unknown record tag {t}"))),
+            }
+            first = false;
+            r = Reader::at(&data, start + len);
+        }
+        // Whatever was added before ends in its own block.
+        self.finish_block()?;
+        let n = keys.len() as u64;
+        let prorate = |x: u64| {
+            (u128::from(x) * u128::from(n)).div_ceil(u128::from(source.partition_count.max(1)))
+                as u64
+        };
+        let m = &mut self.meta;
+        if let (Some(lo), Some(hi)) = (keys.first(), keys.last()) {
+            if m.partition_count == 0 {
+                m.min_token = lo.token;
+            }
+            m.max_token = hi.token;
+        }
+        m.partition_count += n;
+        m.row_count += rows;
+        m.cell_count += prorate(source.cell_count);
+        m.tombstone_count += prorate(source.tombstone_count);
+        m.min_timestamp = m.min_timestamp.min(source.min_timestamp);
+        m.max_timestamp = m.max_timestamp.max(source.max_timestamp);
+        m.min_local_deletion_time = m
+            .min_local_deletion_time
+            .min(source.min_local_deletion_time);
+        m.max_local_deletion_time = m
+            .max_local_deletion_time
+            .max(source.max_local_deletion_time);
+        self.out
+            .write_all(&b.bytes)
+            .ctx(|| format!("writing {}", path.display()))?;
+        self.write_index_entry(&IndexEntry {
+            key: b.key.clone(),
+            clustering: b.clustering.clone(),
+            offset: self.offset,
+            len: b.bytes.len() as u32,
+        })?;
+        self.offset += b.bytes.len() as u64;
+        for k in &keys {
+            match &mut self.bloom {
+                Some(bloom) => bloom.insert(k),
+                None => self.key_hashes.push(crate::bloom::hashes(k)),
+            }
+        }
+        if let Some(k) = keys.pop() {
+            self.last_key = Some(k);
+        }
+        Ok(RawBlockInfo {
+            partitions: n,
+            ends_partition,
+        })
     }
 }

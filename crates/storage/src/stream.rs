@@ -5,10 +5,16 @@
 //! An SSTable whose token span lies inside the streamed range travels whole:
 //! its bytes are read in big chunks and written verbatim on the receiver,
 //! with no decoding (as Cassandra's entire-SSTable streaming). Any other
-//! SSTable sends the section of its partitions inside the range (decoded
-//! here, encoded as mutations on the wire) and the receiver writes them into
-//! a new SSTable of its own, so nothing goes through the commitlog and the
-//! memtable. Either way the received files are imported like
+//! SSTable sends the section of its partitions inside the range, and the
+//! receiver writes it into a new SSTable of its own, so nothing goes through
+//! the commitlog and the memtable. A section is mostly a run of data blocks
+//! lying wholly inside the range (partitions are in token order, so the
+//! range is a contiguous run of blocks, found through the index): those
+//! blocks are copied as stored, checksums included, and the receiver only
+//! reads their partition keys for its index and bloom filter
+//! ([`crate::sstable::SsTableWriter::add_raw_block`]). Only the partitions
+//! of the blocks at the run's two edges (the head and the tail) are decoded
+//! and re-encoded. Either way the received files are imported like
 //! `nodetool refresh` ones ([`crate::StorageEngine::import_streamed`]).
 //!
 //! Staged files live in the table's `streaming/` directory; a
@@ -27,6 +33,7 @@ use std::sync::Arc;
 use gyre_common::{Partition, Token};
 
 use crate::error::IoContext;
+pub use crate::sstable::{RawBlock, SsTableMeta};
 use crate::sstable::{SsTable, SsTableWriter};
 use crate::types::{ClusteringFilter, Compression, ScanStart};
 use crate::{Error, Result};
@@ -40,6 +47,10 @@ pub struct OutgoingFile {
     /// True when every partition of it is inside the range: it is sent as
     /// its bytes.
     pub whole: bool,
+    /// For a section: the run of blocks `a..b` whose partitions all lie
+    /// inside the range, sent as stored. The partitions before block `a`
+    /// (the head) and from block `b` on (the tail) are sent decoded.
+    raw: Option<(usize, usize)>,
 }
 
 /// True when `token` is after `start`.
@@ -60,6 +71,39 @@ fn before_end(token: Token, end: &Bound<Token>) -> bool {
     }
 }
 
+/// The run of blocks of `sst` whose partitions all lie in `start..end`,
+/// from a block starting with a partition header to one whose successor
+/// starts with a header inside the range (or the last block): those are
+/// copied as stored. `None` when there is no such block.
+fn raw_run(sst: &SsTable, start: &ScanStart, end: &Bound<Token>) -> Option<(usize, usize)> {
+    let n = sst.block_count();
+    let token = |i: usize| sst.block_start(i).map(|(k, _)| k.token);
+    let header = |i: usize| sst.block_start(i).is_some_and(|(_, h)| h);
+    let first = partition_point(n, |i| token(i).is_some_and(|t| !after_start(t, start)));
+    let a = (first..n).find(|&i| header(i))?;
+    let b = if before_end(sst.meta.max_token, end) {
+        n
+    } else {
+        let past = partition_point(n, |i| token(i).is_some_and(|t| before_end(t, end)));
+        (a + 1..past).rev().find(|&i| header(i))?
+    };
+    (a < b).then_some((a, b))
+}
+
+/// The first `i` in `0..n` for which `pred` is false (`pred` true then false).
+fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 impl OutgoingFile {
     /// The SSTables of `ssts` holding tokens of `start..end` (one segment
     /// of a range, never wrapping), whole when inside it.
@@ -71,11 +115,44 @@ impl OutgoingFile {
         ssts.iter()
             .filter(|s| s.meta.partition_count > 0)
             .filter(|s| after_start(s.meta.max_token, start) && before_end(s.meta.min_token, end))
-            .map(|s| OutgoingFile {
-                whole: after_start(s.meta.min_token, start) && before_end(s.meta.max_token, end),
-                sst: s.clone(),
+            .map(|s| {
+                let whole =
+                    after_start(s.meta.min_token, start) && before_end(s.meta.max_token, end);
+                OutgoingFile {
+                    whole,
+                    raw: if whole { None } else { raw_run(s, start, end) },
+                    sst: s.clone(),
+                }
             })
             .collect()
+    }
+
+    /// Bytes of the run of blocks sent as stored (0 for none).
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw.map_or(0, |(a, b)| {
+            self.sst.block_offset(b) - self.sst.block_offset(a)
+        })
+    }
+
+    /// The metadata of the file (a receiver of raw blocks takes the
+    /// statistics blocks do not carry from it).
+    pub fn meta(&self) -> &SsTableMeta {
+        &self.sst.meta
+    }
+
+    /// The blocks of the raw run starting in its `k`-th window of
+    /// `chunk_bytes` (a block belongs to the window holding its start).
+    pub fn read_raw(&self, k: u64, chunk_bytes: u64) -> Result<Vec<RawBlock>> {
+        let Some((a, b)) = self.raw else {
+            return Ok(Vec::new());
+        };
+        let base = self.sst.block_offset(a);
+        let at = |k: u64| {
+            k.checked_mul(chunk_bytes)
+                .and_then(|o| o.checked_add(base))
+                .map_or(b, |o| self.sst.block_at_or_after(o).clamp(a, b))
+        };
+        self.sst.read_raw_blocks(at(k), at(k.saturating_add(1)))
     }
 
     /// The file's size in bytes.
@@ -103,20 +180,57 @@ impl OutgoingFile {
     /// about `max_bytes` of them (as `take` counts them), and says where
     /// the next section starts. A partition is never cut: one larger than
     /// `max_bytes` is refused (the caller streams such a range row by row).
+    /// With a raw run, this is the head: it stops before the run.
     pub fn read_section(
         &self,
         start: &ScanStart,
         end: &Bound<Token>,
         max_bytes: usize,
-        mut take: impl FnMut(Partition) -> usize,
+        take: impl FnMut(Partition) -> usize,
     ) -> Result<Option<ScanStart>> {
         let Some(from) = crate::engine::scan_start_bound(start) else {
             return Ok(None);
         };
-        let mut it = self.sst.iter_from(&from, ClusteringFilter::all())?;
+        let it = self.sst.iter_from(&from, ClusteringFilter::all())?;
+        let stop = self
+            .raw
+            .and_then(|(a, _)| self.sst.block_start(a))
+            .map(|(k, _)| k.clone());
+        Self::section_page(it, stop.as_ref(), end, max_bytes, take)
+    }
+
+    /// The tail after the raw run, as [`Self::read_section`]: from the
+    /// run's end (`None`) or from a resume point it gave.
+    pub fn read_tail(
+        &self,
+        start: Option<&ScanStart>,
+        end: &Bound<Token>,
+        max_bytes: usize,
+        take: impl FnMut(Partition) -> usize,
+    ) -> Result<Option<ScanStart>> {
+        let Some((_, b)) = self.raw else {
+            return Ok(None);
+        };
+        let it = match start {
+            None => self.sst.iter_from_block(b, ClusteringFilter::all())?,
+            Some(s) => match crate::engine::scan_start_bound(s) {
+                Some(from) => self.sst.iter_from(&from, ClusteringFilter::all())?,
+                None => return Ok(None),
+            },
+        };
+        Self::section_page(it, None, end, max_bytes, take)
+    }
+
+    fn section_page(
+        mut it: crate::sstable::SsTableIter<'_>,
+        stop: Option<&gyre_common::DecoratedKey>,
+        end: &Bound<Token>,
+        max_bytes: usize,
+        mut take: impl FnMut(Partition) -> usize,
+    ) -> Result<Option<ScanStart>> {
         let mut total = 0;
         while let Some(p) = it.next_partition()? {
-            if !before_end(p.key.token, end) {
+            if !before_end(p.key.token, end) || stop.is_some_and(|s| p.key >= *s) {
                 return Ok(None);
             }
             let key = p.key.clone();
@@ -200,6 +314,7 @@ impl StreamReceiver {
                 self.block_bytes,
                 self.bloom_bits_per_key,
             )?),
+            open: false,
         })
     }
 
@@ -263,15 +378,49 @@ impl Drop for IncomingFile {
 /// A section being written into a new SSTable (partitions in token order).
 pub struct IncomingSection {
     writer: Option<SsTableWriter>,
+    /// The last raw block ended inside a partition: only its next block
+    /// may come.
+    open: bool,
 }
 
 impl IncomingSection {
     pub fn add(&mut self, p: &Partition) -> Result<()> {
+        self.check_closed()?;
         self.writer.as_mut().ok_or(Error::Closed)?.add(p)
+    }
+
+    /// Appends blocks copied as stored from an SSTable with metadata
+    /// `source`; returns how many partitions they start.
+    pub fn add_raw(&mut self, blocks: &[RawBlock], source: &SsTableMeta) -> Result<u64> {
+        let w = self.writer.as_mut().ok_or(Error::Closed)?;
+        let mut partitions = 0;
+        for b in blocks {
+            // A block continues a partition exactly when the last one
+            // left it open.
+            if self.open != b.clustering.is_some() {
+                return Err(Error::Malformed(
+                    "a streamed block does not follow the one before it".into(),
+                ));
+            }
+            let info = w.add_raw_block(b, source)?;
+            partitions += info.partitions;
+            self.open = !info.ends_partition;
+        }
+        Ok(partitions)
+    }
+
+    fn check_closed(&self) -> Result<()> {
+        if self.open {
+            return Err(Error::Malformed(
+                "a streamed section stops inside a partition".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Finishes the SSTable; `None` when no partition came.
     pub fn finish(mut self) -> Result<Option<PathBuf>> {
+        self.check_closed()?;
         let w = self.writer.take().ok_or(Error::Closed)?;
         if w.partition_count() == 0 {
             return Ok(None);
