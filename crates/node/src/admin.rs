@@ -150,6 +150,10 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
                 Err(e) => Response::text(500, e.to_string()),
             }
         }
+        ("GET", "/info") => match serde_json::to_vec_pretty(&memory_info(shared)) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::text(500, e.to_string()),
+        },
         ("GET", "/compactionstats") => match serde_json::to_vec_pretty(&compaction_stats(shared)) {
             Ok(body) => Response::json(200, body),
             Err(e) => Response::text(500, e.to_string()),
@@ -202,7 +206,7 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
             _,
             "/status" | "/metrics" | "/faults" | "/flush" | "/compact" | "/clock" | "/digest"
             | "/failpoints" | "/snapshot" | "/snapshots" | "/snapshots/clear" | "/import"
-            | "/compactionstats" | "/repair" | "/indexbuilds" | "/traceprobability",
+            | "/compactionstats" | "/repair" | "/indexbuilds" | "/traceprobability" | "/info",
         ) => Response::text(405, "method not allowed\n"),
         _ => Response::text(
             404,
@@ -283,6 +287,58 @@ fn host_allowed(host: &str) -> bool {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /info`: the storage engine's memory by component, engine-wide and
+/// per named table (`gyrectl info`).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
+pub struct MemoryInfo {
+    pub memtable_bytes: u64,
+    pub bloom_filter_bytes: u64,
+    pub index_bytes: u64,
+    pub block_cache_bytes: u64,
+    pub block_cache_capacity_bytes: u64,
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
+    pub tables: Vec<TableMemory>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Default)]
+pub struct TableMemory {
+    pub table: String,
+    pub memtable_bytes: u64,
+    pub bloom_filter_bytes: u64,
+    pub index_bytes: u64,
+}
+
+fn memory_info(shared: &Shared) -> MemoryInfo {
+    let es = shared.engine.engine_stats();
+    let mut tables: Vec<TableMemory> = shared
+        .engine
+        .tables()
+        .into_iter()
+        .filter(|(_, o)| !o.name.is_empty())
+        .filter_map(|(id, o)| {
+            let s = shared.engine.table_stats(id).ok()?;
+            Some(TableMemory {
+                table: o.name,
+                memtable_bytes: s.memtable_bytes,
+                bloom_filter_bytes: s.bloom_filter_bytes,
+                index_bytes: s.index_bytes,
+            })
+        })
+        .collect();
+    tables.sort_by(|a, b| a.table.cmp(&b.table));
+    MemoryInfo {
+        memtable_bytes: es.memtable_bytes,
+        bloom_filter_bytes: es.bloom_filter_bytes,
+        index_bytes: es.index_bytes,
+        block_cache_bytes: es.block_cache_bytes,
+        block_cache_capacity_bytes: es.block_cache_capacity_bytes,
+        block_cache_hits: es.block_cache_hits,
+        block_cache_misses: es.block_cache_misses,
+        tables,
+    }
 }
 
 /// `GET /compactionstats`: one entry per named table.
@@ -489,6 +545,42 @@ fn metrics(shared: &Shared) -> String {
         "gauge",
         "Writes per commitlog fsync since start (records / syncs): the group commit's batching.",
         &one(es.commitlog_records as f64 / es.commitlog_syncs.max(1) as f64),
+    );
+    metric(
+        "gyre_storage_memory_bytes",
+        "gauge",
+        "Heap held by the storage engine, by component (memtables, SSTable bloom filters and block indexes, block cache).",
+        &[
+            ("{component=\"memtables\"}".to_string(), es.memtable_bytes as f64),
+            ("{component=\"bloom_filters\"}".to_string(), es.bloom_filter_bytes as f64),
+            ("{component=\"sstable_indexes\"}".to_string(), es.index_bytes as f64),
+            ("{component=\"block_cache\"}".to_string(), es.block_cache_bytes as f64),
+        ],
+    );
+    metric(
+        "gyre_block_cache_capacity_bytes",
+        "gauge",
+        "Configured size of the block cache (storage.block_cache_mb).",
+        &one(es.block_cache_capacity_bytes as f64),
+    );
+    metric(
+        "gyre_block_cache_hits_total",
+        "counter",
+        "Point-read block lookups found in the block cache.",
+        &one(es.block_cache_hits as f64),
+    );
+    metric(
+        "gyre_block_cache_misses_total",
+        "counter",
+        "Point-read block lookups that went to the SSTable file.",
+        &one(es.block_cache_misses as f64),
+    );
+    metric(
+        "gyre_block_cache_hit_ratio",
+        "gauge",
+        "Block cache hits / lookups since start.",
+        &one(es.block_cache_hits as f64
+            / (es.block_cache_hits + es.block_cache_misses).max(1) as f64),
     );
     // Per table (named tables only: not the node's internal ones).
     let mut tables: Vec<(String, gyre_storage::TableStats)> = shared

@@ -530,6 +530,9 @@ pub struct StorageConfig {
     /// a table compacts one merge at a time, so more help with several
     /// busy tables.
     pub concurrent_compactors: usize,
+    /// MiB of decompressed SSTable blocks cached for reads, shared by all
+    /// tables (0: none; native engine only).
+    pub block_cache_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -545,6 +548,7 @@ impl Default for StorageConfig {
             auto_snapshot: true,
             compaction_throughput_mb_per_sec: 64,
             concurrent_compactors: 2,
+            block_cache_mb: 32,
         }
     }
 }
@@ -1068,6 +1072,9 @@ impl NodeConfig {
         }
         if !(1..=64).contains(&s.concurrent_compactors) {
             return invalid("storage.concurrent_compactors", "must be between 1 and 64");
+        }
+        if s.block_cache_mb > 1 << 20 {
+            return invalid("storage.block_cache_mb", "must be at most 1048576 (1 TiB)");
         }
         if s.commitlog_sync_period_ms == 0 {
             return invalid("storage.commitlog_sync_period_ms", "must be positive");

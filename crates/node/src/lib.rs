@@ -40,7 +40,7 @@
 
 mod admin;
 mod auth;
-pub use admin::CompactionStats;
+pub use admin::{CompactionStats, MemoryInfo, TableMemory};
 mod bench;
 pub mod config;
 mod cql;

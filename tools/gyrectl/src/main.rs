@@ -214,6 +214,13 @@ enum Cmd {
         #[command(flatten)]
         node: NodeAddr,
     },
+    /// Storage memory by component (memtables, bloom filters, SSTable
+    /// indexes, block cache with its hit ratio), engine-wide and per table
+    /// (`nodetool info`'s memory lines).
+    Info {
+        #[command(flatten)]
+        node: NodeAddr,
+    },
     /// Compactions per table: pending work, SSTables per level and the
     /// running merge's progress (`nodetool compactionstats`).
     #[command(name = "compactionstats")]
@@ -427,6 +434,57 @@ fn snapshots_cmd(cmd: Cmd) -> anyhow::Result<()> {
                             "building"
                         }
                     );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Info { node } => {
+            let mib = |b: u64| {
+                if b >= 1 << 20 {
+                    format!("{:.2} MiB", b as f64 / 1048576.0)
+                } else {
+                    format!("{:.2} KiB", b as f64 / 1024.0)
+                }
+            };
+            for addr in node.addrs()? {
+                let i: gyre_node::MemoryInfo =
+                    serde_json::from_str(&admin(addr, "GET", "/info", None)?)?;
+                let lookups = i.block_cache_hits + i.block_cache_misses;
+                println!("{addr}:");
+                println!("{:<24}: {}", "Memtables", mib(i.memtable_bytes));
+                println!("{:<24}: {}", "Bloom filters", mib(i.bloom_filter_bytes));
+                println!("{:<24}: {}", "SSTable indexes", mib(i.index_bytes));
+                println!(
+                    "{:<24}: size {}, capacity {}, {} hits, {} requests, {:.3} hit ratio",
+                    "Block cache",
+                    mib(i.block_cache_bytes),
+                    mib(i.block_cache_capacity_bytes),
+                    i.block_cache_hits,
+                    lookups,
+                    i.block_cache_hits as f64 / lookups.max(1) as f64
+                );
+                println!(
+                    "{:<24}: {}",
+                    "Total",
+                    mib(i.memtable_bytes
+                        + i.bloom_filter_bytes
+                        + i.index_bytes
+                        + i.block_cache_bytes)
+                );
+                if !i.tables.is_empty() {
+                    println!(
+                        "{:<32} {:>14} {:>14} {:>14}",
+                        "Table", "Memtable", "Bloom filter", "Index"
+                    );
+                    for t in &i.tables {
+                        println!(
+                            "{:<32} {:>14} {:>14} {:>14}",
+                            t.table,
+                            mib(t.memtable_bytes),
+                            mib(t.bloom_filter_bytes),
+                            mib(t.index_bytes)
+                        );
+                    }
                 }
             }
             Ok(())
@@ -1106,6 +1164,7 @@ fn main() -> anyhow::Result<()> {
         }
         cmd @ (Cmd::Snapshot { .. }
         | Cmd::CompactionStats { .. }
+        | Cmd::Info { .. }
         | Cmd::IndexStats { .. }
         | Cmd::SetTraceProbability { .. }
         | Cmd::GetTraceProbability { .. }
