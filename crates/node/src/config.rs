@@ -530,6 +530,10 @@ pub struct StorageConfig {
     /// a table compacts one merge at a time, so more help with several
     /// busy tables.
     pub concurrent_compactors: usize,
+    /// Memtable flush threads (Cassandra's `memtable_flush_writers`): as
+    /// many switched-out memtables flush at once, and writers are held back
+    /// only when all of them are busy and the active memtables are full.
+    pub memtable_flush_writers: usize,
 }
 
 impl Default for StorageConfig {
@@ -545,6 +549,7 @@ impl Default for StorageConfig {
             auto_snapshot: true,
             compaction_throughput_mb_per_sec: 64,
             concurrent_compactors: 2,
+            memtable_flush_writers: 2,
         }
     }
 }
@@ -1068,6 +1073,9 @@ impl NodeConfig {
         }
         if !(1..=64).contains(&s.concurrent_compactors) {
             return invalid("storage.concurrent_compactors", "must be between 1 and 64");
+        }
+        if !(1..=64).contains(&s.memtable_flush_writers) {
+            return invalid("storage.memtable_flush_writers", "must be between 1 and 64");
         }
         if s.commitlog_sync_period_ms == 0 {
             return invalid("storage.commitlog_sync_period_ms", "must be positive");

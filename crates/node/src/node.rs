@@ -42,6 +42,7 @@ async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
                         .compaction_throughput_mb_per_sec
                         .saturating_mul(1 << 20),
                     concurrent_compactors: cfg.concurrent_compactors,
+                    memtable_flush_writers: cfg.memtable_flush_writers,
                     ..LsmConfig::default()
                 };
                 Ok(Arc::new(LsmEngine::open(lsm)?))
