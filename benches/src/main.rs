@@ -53,6 +53,11 @@ struct Args {
     /// own: Gyre's is a fraction of memory, RocksDB's 64 MiB per table).
     #[arg(long)]
     memtable_mb: Option<u64>,
+    /// Gyre's memtable flush threads (`memtable_flush_writers`). Memtables
+    /// use up to (1 + N) x `--memtable-mb`; the default 1 matches RocksDB's
+    /// two write buffers of `--memtable-mb` each (equal budget).
+    #[arg(long, default_value_t = 1)]
+    flush_writers: usize,
     /// Engine: gyre, rocksdb (needs `--features rocksdb`) or both.
     #[arg(long, default_value = "gyre")]
     engine: String,
@@ -286,6 +291,7 @@ fn open_engine(
             if let Some(mb) = args.memtable_mb {
                 config.memtable_space_bytes = mb << 20;
             }
+            config.memtable_flush_writers = args.flush_writers;
             Ok(Arc::new(
                 LsmEngine::open(config).context("opening the gyre engine")?,
             ))

@@ -533,6 +533,10 @@ pub struct StorageConfig {
     /// MiB of decompressed SSTable blocks cached for reads, shared by all
     /// tables (0: none; native engine only).
     pub block_cache_mb: u64,
+    /// Memtable flush threads (Cassandra's `memtable_flush_writers`): as
+    /// many switched-out memtables flush at once, and writers are held back
+    /// only when all of them are busy and the active memtables are full.
+    pub memtable_flush_writers: usize,
 }
 
 impl Default for StorageConfig {
@@ -549,6 +553,7 @@ impl Default for StorageConfig {
             compaction_throughput_mb_per_sec: 64,
             concurrent_compactors: 2,
             block_cache_mb: 32,
+            memtable_flush_writers: 2,
         }
     }
 }
@@ -1075,6 +1080,9 @@ impl NodeConfig {
         }
         if s.block_cache_mb > 1 << 20 {
             return invalid("storage.block_cache_mb", "must be at most 1048576 (1 TiB)");
+        }
+        if !(1..=64).contains(&s.memtable_flush_writers) {
+            return invalid("storage.memtable_flush_writers", "must be between 1 and 64");
         }
         if s.commitlog_sync_period_ms == 0 {
             return invalid("storage.commitlog_sync_period_ms", "must be positive");

@@ -43,6 +43,7 @@ async fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>> {
                         .saturating_mul(1 << 20),
                     concurrent_compactors: cfg.concurrent_compactors,
                     block_cache_bytes: cfg.block_cache_mb << 20,
+                    memtable_flush_writers: cfg.memtable_flush_writers,
                     ..LsmConfig::default()
                 };
                 Ok(Arc::new(LsmEngine::open(lsm)?))

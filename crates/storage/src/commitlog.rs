@@ -48,6 +48,15 @@ const MAX_BUFFER: usize = 8 << 20;
 /// see the crate docs.
 pub const FSYNC_FAILPOINT: &str = "commitlog::fsync";
 
+/// A buffer on its way to its segment file (see [`Shared::take_out`]).
+struct Outgoing<'a> {
+    io: parking_lot::MutexGuard<'a, Vec<u8>>,
+    file: Arc<File>,
+    segment: u64,
+    at: u64,
+    buf: Vec<u8>,
+}
+
 /// A position in the commitlog; orders all records ever written.
 #[derive(
     Clone,
@@ -127,6 +136,10 @@ struct Shared {
     mode: SyncMode,
     segment_bytes: u64,
     active: Mutex<Active>,
+    /// Held while a buffer taken out of `active` is written to its file
+    /// (taken before `active` is released, so writes go out in offset
+    /// order); holds the spare buffer the next take swaps in.
+    io: Mutex<Vec<u8>>,
     sync: Mutex<SyncState>,
     synced_cv: Condvar,
     /// Wakes the syncer.
@@ -302,6 +315,7 @@ impl CommitLog {
             dir: dir.to_path_buf(),
             mode,
             segment_bytes,
+            io: Mutex::new(Vec::new()),
             active: Mutex::new(Active {
                 segment: first_segment,
                 file,
@@ -602,21 +616,46 @@ impl Shared {
         drop(waiters);
     }
 
-    /// Hands the buffer to the file (no fsync).
+    /// Hands the buffer to the file (no fsync), holding `active`.
     fn write_out(&self, a: &mut Active) -> Result<()> {
-        if a.buf.is_empty() {
+        let out = self.take_out(a);
+        self.finish_out(out)
+    }
+
+    /// Takes the buffer out of `active` (swapping in the spare), to be
+    /// written by [`Shared::finish_out`] after `active` is released: the
+    /// syncer's periodic write-out would otherwise hold every appending
+    /// writer for the length of a write of up to 10 ms of records.
+    fn take_out<'a>(&'a self, a: &mut Active) -> Outgoing<'a> {
+        // Waits for an earlier take's write: offsets reach the file in order.
+        let mut io = self.io.lock();
+        let spare = std::mem::take(&mut *io);
+        let buf = std::mem::replace(&mut a.buf, spare);
+        let at = a.written;
+        a.written += buf.len() as u64;
+        Outgoing {
+            io,
+            file: a.file.clone(),
+            segment: a.segment,
+            at,
+            buf,
+        }
+    }
+
+    /// Writes a taken buffer at its offset; keeps it as the next spare.
+    fn finish_out(&self, mut out: Outgoing<'_>) -> Result<()> {
+        if out.buf.is_empty() {
             return Ok(());
         }
-        let res = a.file.write_all_at(&a.buf, a.written);
-        if let Err(e) = res {
-            let msg = format!("writing commitlog segment {}: {e}", a.segment);
+        if let Err(e) = out.file.write_all_at(&out.buf, out.at) {
+            let msg = format!("writing commitlog segment {}: {e}", out.segment);
             self.fail(msg.clone());
             return Err(Error::Poisoned(msg));
         }
         self.bytes_written
-            .fetch_add(a.buf.len() as u64, Ordering::Relaxed);
-        a.written += a.buf.len() as u64;
-        a.buf.clear();
+            .fetch_add(out.buf.len() as u64, Ordering::Relaxed);
+        out.buf.clear();
+        *out.io = out.buf;
         Ok(())
     }
 
@@ -681,10 +720,11 @@ impl Shared {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned(self.error_text()));
         }
-        let (file, pos, rolled, dir_unsynced) = {
+        let (out, file, pos, rolled, dir_unsynced) = {
             let mut a = self.active.lock();
-            self.write_out(&mut a)?;
+            let out = self.take_out(&mut a);
             (
+                out,
                 a.file.clone(),
                 Position {
                     segment: a.segment,
@@ -694,6 +734,7 @@ impl Shared {
                 std::mem::take(&mut a.dir_unsynced),
             )
         };
+        self.finish_out(out)?;
         // Segments finished by a roll first: nothing after them may count
         // as synced before they are.
         for (segment, f) in rolled {
@@ -762,8 +803,8 @@ impl Shared {
             {
                 // Periodic: hand the buffer to the kernel often, so a process
                 // crash loses at most a few milliseconds; fsync every period.
-                let mut a = self.active.lock();
-                if self.write_out(&mut a).is_err() {
+                let out = self.take_out(&mut self.active.lock());
+                if self.finish_out(out).is_err() {
                     return;
                 }
                 continue;

@@ -61,6 +61,12 @@ pub struct LsmConfig {
     /// memtables make every insert's skip-list search slower: 1 GiB cost a
     /// fifth of the write throughput in engine-bench).
     pub memtable_space_bytes: u64,
+    /// Flush threads, and so switched-out memtables that may be flushing
+    /// at once (Cassandra's `memtable_flush_writers`, RocksDB's
+    /// `max_write_buffer_number` - 1). Writers are held back only when all
+    /// are busy and the active memtables are full again: memtables use at
+    /// most `(1 + memtable_flush_writers) * memtable_space_bytes`.
+    pub memtable_flush_writers: usize,
     /// Target size of an SSTable data block (before compression).
     pub block_bytes: usize,
     pub bloom_bits_per_key: usize,
@@ -99,6 +105,7 @@ impl Default for LsmConfig {
             segment_bytes: 32 << 20,
             commitlog_space_bytes: 1 << 30,
             memtable_space_bytes: default_memtable_space(),
+            memtable_flush_writers: 2,
             block_bytes: 4 << 10,
             bloom_bits_per_key: 10,
             max_value_bytes: 64 << 20,
@@ -134,6 +141,9 @@ impl LsmConfig {
         }
         if self.memtable_space_bytes < 1 << 16 {
             return bad("memtable_space_bytes must be at least 64 KiB");
+        }
+        if self.memtable_flush_writers == 0 || self.memtable_flush_writers > 64 {
+            return bad("memtable_flush_writers must be between 1 and 64");
         }
         if self.max_key_bytes > u16::MAX as usize {
             return bad("max_key_bytes must be at most 65535");

@@ -81,6 +81,12 @@ pub mod failpoints {
     pub const COMMITLOG_FSYNC: &str = crate::commitlog::FSYNC_FAILPOINT;
     /// Fails the SSTable fsyncs of flushes and compactions.
     pub const SSTABLE_FSYNC: &str = crate::sstable::FSYNC_FAILPOINT;
+    /// Fails SSTable block writes (flushes and compactions) with ENOSPC, as
+    /// a full disk does.
+    pub const SSTABLE_WRITE: &str = crate::sstable::WRITE_FAILPOINT;
+    /// Evaluated as a flush starts writing a memtable (a callback there
+    /// holds a flush back, for tests of flushes that end out of order).
+    pub const FLUSH_WRITE: &str = crate::lsm::FLUSH_FAILPOINT;
 
     /// Whether this build has failpoints compiled in (the `failpoints`
     /// feature); when not, setting one has no effect.

@@ -6,6 +6,13 @@
 //! record before the switch position is in the old memtable; that makes
 //! "flushed up to position P" exact and lets segments be deleted safely.
 //!
+//! Flush pipeline: `memtable_flush_writers` threads each switch out and
+//! write a memtable, so writers wait only when all are busy and the active
+//! memtables are full again. Switched-out memtables of a table may be
+//! written in parallel but end strictly oldest first (their generation is
+//! fixed at the switch): an SSTable is installed and "flushed up to" moved
+//! only once every older memtable is an SSTable.
+//!
 //! Read path: a snapshot of the table state (memtables and SSTables behind
 //! one `Arc`) is merged newest first with the LWW rules; flushes and
 //! compactions install new snapshots atomically, so a reader never sees a
@@ -39,6 +46,13 @@ use crate::sai;
 use crate::snapshot::{self, SnapshotInfo};
 use crate::sstable::{sstable_path, SsTable, SsTableWriter};
 use crate::strategy::{self, CompactionTask, PlanContext, SsTableInfo};
+
+/// Failpoint evaluated as a flush starts writing a memtable.
+pub const FLUSH_FAILPOINT: &str = "lsm::flush";
+
+/// First wait before background work that failed (a full disk) is tried
+/// again; it doubles up to [`COMPACTION_CHECK_INTERVAL`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
 
 /// Which partitions a cleanup keeps, by token.
 type Keep<'a> = &'a (dyn Fn(gyre_common::Token) -> bool + Sync);
@@ -96,7 +110,14 @@ struct Table {
     dir: PathBuf,
     options: RwLock<TableOptions>,
     state: RwLock<Arc<TableState>>,
-    flush_lock: Mutex<()>,
+    /// Held shared by each flush (several run at once) and exclusively by
+    /// TRUNCATE and DROP, which must not race a flush installing SSTables.
+    flush_lock: RwLock<()>,
+    /// Serializes the end of flushes: switched-out memtables become
+    /// SSTables oldest first (see [`Inner::retire_flushed`]).
+    retire_lock: Mutex<()>,
+    /// Signalled (with `retire_lock`) when a flush ends or fails.
+    retired: Condvar,
     compaction_lock: Mutex<()>,
     next_generation: AtomicU64,
     truncated_at: Mutex<Option<Position>>,
@@ -104,6 +125,7 @@ struct Table {
     bytes_flushed: AtomicU64,
     bytes_compacted: AtomicU64,
     compactions: AtomicU64,
+    compactions_failed: AtomicU64,
     /// SSTables (and their bytes) deleted whole because all their data
     /// expired.
     expired_dropped: AtomicU64,
@@ -173,6 +195,8 @@ struct Inner {
     tables: RwLock<HashMap<TableId, Arc<Table>>>,
     switch_lock: RwLock<()>,
     memtable_bytes: AtomicU64,
+    /// The part of `memtable_bytes` in switched-out memtables.
+    immutable_bytes: AtomicU64,
     flush_requested: AtomicBool,
     commitlog_flush_requested: AtomicBool,
     /// Why writes are suspended (a failed flush), if they are.
@@ -188,6 +212,9 @@ struct Inner {
     closing: AtomicBool,
     /// Blocks of point reads, shared by all tables (none when sized 0).
     block_cache: Option<crate::block_cache::BlockCache>,
+    /// Tables whose flush or compaction failed (a full disk), with when to
+    /// try again and the wait after that (doubling).
+    retries: Mutex<HashMap<TableId, (std::time::Instant, Duration)>>,
 }
 
 /// Gyre's own LSM storage engine.
@@ -231,6 +258,7 @@ impl LsmEngine {
             tables: RwLock::new(tables),
             switch_lock: RwLock::new(()),
             memtable_bytes: AtomicU64::new(0),
+            immutable_bytes: AtomicU64::new(0),
             flush_requested: AtomicBool::new(false),
             commitlog_flush_requested: AtomicBool::new(false),
             suspended: Mutex::new(None),
@@ -241,6 +269,7 @@ impl LsmEngine {
             compact_tx: Mutex::new(None),
             closing: AtomicBool::new(false),
             block_cache,
+            retries: Mutex::new(HashMap::new()),
         });
         inner.replay(&segments)?;
         let engine = LsmEngine {
@@ -264,9 +293,13 @@ impl LsmEngine {
         *self.inner.flush_tx.lock() = Some(ftx);
         *self.inner.compact_tx.lock() = Some(ctx);
         let mut workers = self.workers.lock();
-        // Compactors share one queue; the first also runs the periodic check.
+        // Flushers share one queue, and so do compactors; the first
+        // compactor also runs the periodic check.
+        let frx = Arc::new(Mutex::new(frx));
         let crx = Arc::new(Mutex::new(crx));
-        let mut threads = vec![("gyre-flush".to_string(), Arc::new(Mutex::new(frx)), None)];
+        let mut threads: Vec<_> = (0..self.inner.config.memtable_flush_writers.max(1))
+            .map(|i| (format!("gyre-flush-{i}"), frx.clone(), None))
+            .collect();
         for i in 0..self.inner.config.concurrent_compactors.max(1) {
             let tick = (i == 0).then_some(COMPACTION_CHECK_INTERVAL);
             threads.push((format!("gyre-compact-{i}"), crx.clone(), tick));
@@ -522,7 +555,9 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
             sstables,
             ..Default::default()
         })),
-        flush_lock: Mutex::new(()),
+        flush_lock: RwLock::new(()),
+        retire_lock: Mutex::new(()),
+        retired: Condvar::new(),
         compaction_lock: Mutex::new(()),
         next_generation: AtomicU64::new(gens.iter().max().map_or(1, |g| g + 1)),
         truncated_at: Mutex::new(tf.truncated_at),
@@ -530,6 +565,7 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         bytes_flushed: AtomicU64::new(0),
         bytes_compacted: AtomicU64::new(0),
         compactions: AtomicU64::new(0),
+        compactions_failed: AtomicU64::new(0),
         expired_dropped: AtomicU64::new(0),
         expired_bytes_dropped: AtomicU64::new(0),
         active: Mutex::new(None),
@@ -651,12 +687,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Holds writers back while memtables use twice their budget, until a
-    /// flush frees memory.
+    /// Holds writers back while every flush thread is busy and the active
+    /// memtables are full again, until a flush frees memory.
     fn backpressure(&self) -> Result<()> {
-        let limit = self.config.memtable_space_bytes * 2;
         let mut guard = self.freed_lock.lock();
-        while self.memtable_bytes.load(Ordering::Relaxed) > limit {
+        while self.over_hard_limit() {
             self.check_writable()?;
             self.request_flush();
             self.freed.wait_for(&mut guard, Duration::from_millis(50));
@@ -716,9 +751,20 @@ impl Inner {
         self.commitlog.wait_durable(pos)
     }
 
-    /// Whether memtables use twice their budget: writers wait for a flush.
+    /// Whether memtables use their whole allowance (one budget for the
+    /// active memtables and one for each flush thread's): writers wait for a
+    /// flush.
     fn over_hard_limit(&self) -> bool {
-        self.memtable_bytes.load(Ordering::Relaxed) > self.config.memtable_space_bytes * 2
+        let writers = self.config.memtable_flush_writers.max(1) as u64;
+        self.memtable_bytes.load(Ordering::Relaxed)
+            > self.config.memtable_space_bytes * (1 + writers)
+    }
+
+    /// Bytes in memtables that take writes (not switched out).
+    fn active_bytes(&self) -> u64 {
+        self.memtable_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.immutable_bytes.load(Ordering::Relaxed))
     }
 
     /// The async [`Inner::backpressure`]: resolves once memtables are back
@@ -760,8 +806,8 @@ impl Inner {
             }
             (pos, added)
         };
-        let total = self.memtable_bytes.fetch_add(added, Ordering::Relaxed) + added;
-        if total > self.config.memtable_space_bytes {
+        self.memtable_bytes.fetch_add(added, Ordering::Relaxed);
+        if self.active_bytes() > self.config.memtable_space_bytes {
             self.request_flush();
         }
         self.limit_commitlog();
@@ -783,10 +829,15 @@ impl Inner {
                         self.request_compaction(id);
                     }
                 }
+                self.retry_due();
             }
             // One worker waits on the queue at a time; the others wait for
             // the lock.
-            let w = match next_tick {
+            let wake = next_tick.map(|at| match self.next_retry() {
+                Some(r) => r.min(at),
+                None => at,
+            });
+            let w = match wake {
                 None => match rx.lock().recv() {
                     Ok(w) => w,
                     Err(_) => return,
@@ -810,7 +861,7 @@ impl Inner {
                         .max_by_key(|t| t.state.read().memtable.bytes())
                         .cloned();
                     if let Some(t) = largest {
-                        if let Err(e) = self.flush_table(&t) {
+                        if let Err(e) = self.flush_pending(&t, false) {
                             tracing::error!(table = %t.id, error = %e, "background flush failed");
                         }
                     }
@@ -833,6 +884,7 @@ impl Inner {
                         continue;
                     }
                     let mut last: Option<CompactionTask> = None;
+                    let mut failed = false;
                     loop {
                         let st = t.snapshot();
                         let strategy = strategy::strategy_for(&t.options.read().compaction);
@@ -850,14 +902,81 @@ impl Inner {
                             if matches!(e, Error::Closed) {
                                 tracing::debug!(table = %t.id, "compaction stopped by shutdown");
                             } else {
-                                tracing::error!(table = %t.id, error = %e, "background compaction failed");
+                                // Its outputs are gone; it runs again
+                                // later (when a full disk has room).
+                                let wait = self.schedule_retry(t.id);
+                                t.compactions_failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(table = %t.id, error = %e, retry_in = ?wait, "background compaction failed");
                             }
+                            failed = true;
                             break;
                         }
                         last = Some(task);
                     }
+                    let flush_failed =
+                        t.snapshot().flushing.iter().any(|m| {
+                            matches!(*m.flush.lock(), crate::memtable::FlushSlot::Waiting)
+                        });
+                    if !failed && !flush_failed {
+                        self.retries.lock().remove(&t.id);
+                    }
                 }
             }
+        }
+    }
+
+    /// Asks for a table's failed background work to run again after a
+    /// doubling wait; returns the wait.
+    fn schedule_retry(&self, id: TableId) -> Duration {
+        let mut retries = self.retries.lock();
+        let now = std::time::Instant::now();
+        let wait = retries.get(&id).map_or(RETRY_FIRST, |(_, w)| {
+            (*w * 2).min(COMPACTION_CHECK_INTERVAL)
+        });
+        retries.insert(id, (now + wait, wait));
+        wait
+    }
+
+    fn next_retry(&self) -> Option<std::time::Instant> {
+        self.retries.lock().values().map(|(at, _)| *at).min()
+    }
+
+    /// Runs the failed work whose wait is over: the table's compaction, and
+    /// the flush of memtables whose flush failed. The entry stays (its wait
+    /// doubles if the work fails again) until a compaction succeeds.
+    fn retry_due(&self) {
+        let now = std::time::Instant::now();
+        let due: Vec<TableId> = {
+            let mut retries = self.retries.lock();
+            let due: Vec<TableId> = retries
+                .iter()
+                .filter(|(_, (at, _))| *at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &due {
+                // Parked until the work fails again (or succeeds).
+                if let Some(e) = retries.get_mut(id) {
+                    e.0 = now + COMPACTION_CHECK_INTERVAL;
+                }
+            }
+            due
+        };
+        for id in due {
+            let Ok(t) = self.table(id) else {
+                self.retries.lock().remove(&id);
+                continue;
+            };
+            let failed_flush = t
+                .snapshot()
+                .flushing
+                .iter()
+                .any(|m| matches!(*m.flush.lock(), crate::memtable::FlushSlot::Waiting));
+            if failed_flush {
+                if let Some(tx) = self.flush_tx.lock().as_ref() {
+                    let _ = tx.send(Work::FlushTables(vec![id]));
+                }
+            }
+            self.request_compaction(id);
         }
     }
 
@@ -865,7 +984,7 @@ impl Inner {
     /// recorded truncation point, its commitlog records.
     fn truncate(&self, id: TableId) -> Result<()> {
         let t = self.table(id)?;
-        let _f = t.flush_lock.lock();
+        let _f = t.flush_lock.write();
         let _c = t.compaction_lock.lock();
         let (pos, old) = {
             let _switch = self.switch_lock.write();
@@ -874,12 +993,14 @@ impl Inner {
             let old = std::mem::take(&mut *guard);
             (pos, old)
         };
-        let freed: u64 = std::iter::once(&old.memtable)
-            .chain(old.flushing.iter())
-            .map(|m| m.bytes())
-            .sum();
+        let immutable: u64 = old.flushing.iter().map(|m| m.bytes()).sum();
+        let freed = old.memtable.bytes() + immutable;
         self.memtable_bytes.fetch_sub(
             freed.min(self.memtable_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        self.immutable_bytes.fetch_sub(
+            immutable.min(self.immutable_bytes.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
         *t.truncated_at.lock() = Some(pos);
@@ -933,57 +1054,182 @@ impl Inner {
     }
 
     /// Switches the memtable out and writes every pending memtable of the
-    /// table to an SSTable, oldest first.
+    /// table to an SSTable; returns once all of them are SSTables.
     fn flush_table(&self, t: &Arc<Table>) -> Result<()> {
-        let _flush = t.flush_lock.lock();
-        {
-            let _switch = self.switch_lock.write();
+        self.flush_pending(t, true)
+    }
+
+    /// Switches the table's memtable out and writes it, and any switched-out
+    /// memtable no other flush thread has (one whose flush failed), to
+    /// SSTables. With `wait`, also waits for the flushes other threads run
+    /// of memtables switched out before, so that everything written before
+    /// the call is in SSTables on return.
+    fn flush_pending(&self, t: &Arc<Table>, wait: bool) -> Result<()> {
+        let _flush = t.flush_lock.read();
+        let failed_before = t
+            .snapshot()
+            .flushing
+            .iter()
+            .any(|m| matches!(*m.flush.lock(), crate::memtable::FlushSlot::Waiting));
+        if !wait && failed_before {
+            // A flush of this table failed: the retry timer (or an explicit
+            // flush) tries it again; meanwhile no more switched-out
+            // memtables pile up, and writers are held back at the memtable
+            // allowance.
+            return Ok(());
+        }
+        self.switch_memtable(t);
+        let targets = t.snapshot().flushing.clone();
+        let options = t.options.read().clone();
+        loop {
             let st = t.snapshot();
-            if !st.memtable.is_empty() {
-                st.memtable.set_end(self.commitlog.current_position());
-                t.install(|s| {
-                    let old = std::mem::take(&mut s.memtable);
-                    s.flushing.push(old);
-                });
+            let pending: Vec<&Arc<Memtable>> = targets
+                .iter()
+                .filter(|m| st.flushing.iter().any(|x| Arc::ptr_eq(x, m)))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            if let Some(m) = pending.iter().find(|m| m.claim()) {
+                self.write_memtable(t, m, &options)?;
+                continue;
+            }
+            if !wait {
+                break;
+            }
+            // Every one left is being written by another thread: wait for
+            // it to finish (or fail, leaving it to be claimed here).
+            let mut g = t.retire_lock.lock();
+            let st = t.snapshot();
+            let busy = targets.iter().any(|m| {
+                st.flushing.iter().any(|x| Arc::ptr_eq(x, m))
+                    && matches!(*m.flush.lock(), crate::memtable::FlushSlot::Writing)
+            });
+            if busy {
+                t.retired.wait_for(&mut g, Duration::from_millis(100));
+            } else {
+                // All written, none ended: the last end failed (recording
+                // the flushed position); try it again.
+                drop(g);
+                self.retire_flushed(t)?;
             }
         }
-        let pending = t.snapshot().flushing.clone();
-        let options = t.options.read().clone();
-        for m in pending {
-            let res = (|| -> Result<Option<SsTable>> {
-                if m.is_empty() {
-                    return Ok(None);
-                }
-                let generation = t.next_generation.fetch_add(1, Ordering::Relaxed);
-                let mut w = SsTableWriter::create(
-                    &t.dir,
-                    generation,
-                    options.compression,
-                    self.config.block_bytes,
-                    self.config.bloom_bits_per_key,
-                )?;
-                w.set_indexes(&options.indexes);
-                for p in m.iter() {
-                    w.add(&p)?;
-                }
+        *self.suspended.lock() = None;
+        self.notify_freed();
+        self.request_compaction(t.id);
+        Ok(())
+    }
 
-                Ok(Some(w.finish()?))
-            })();
-            let sst = match res {
-                Ok(s) => s,
-                Err(e) => {
-                    // Keep the memtable and its commitlog segments; refuse
-                    // writes until a flush succeeds.
-                    *self.suspended.lock() = Some(e.to_string());
-                    tracing::error!(table = %t.id, error = %e, "flush failed: suspending writes");
-                    // Held-back writers see the suspension at once.
-                    self.freed_notify.notify_waiters();
-                    return Err(e);
-                }
-            };
-            if let Some(s) = &sst {
-                t.bytes_flushed.fetch_add(s.file_bytes, Ordering::Relaxed);
+    /// Moves the table's memtable, if it holds anything, to the switched-out
+    /// ones. The commitlog position and the SSTable generation are fixed
+    /// here, under the switch lock, so both follow the memtables' age.
+    fn switch_memtable(&self, t: &Table) {
+        let _switch = self.switch_lock.write();
+        let st = t.snapshot();
+        if st.memtable.is_empty() {
+            return;
+        }
+        st.memtable.set_end(self.commitlog.current_position());
+        st.memtable.generation.store(
+            t.next_generation.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.immutable_bytes
+            .fetch_add(st.memtable.bytes(), Ordering::Relaxed);
+        t.install(|s| {
+            let old = std::mem::take(&mut s.memtable);
+            s.flushing.push(old);
+        });
+    }
+
+    /// Writes a claimed switched-out memtable to its SSTable, then ends
+    /// every flush that is done, oldest first.
+    fn write_memtable(
+        &self,
+        t: &Arc<Table>,
+        m: &Arc<Memtable>,
+        options: &TableOptions,
+    ) -> Result<()> {
+        let res = (|| -> Result<Option<SsTable>> {
+            fail::fail_point!(FLUSH_FAILPOINT);
+            if m.is_empty() {
+                return Ok(None);
             }
+            let mut w = SsTableWriter::create(
+                &t.dir,
+                m.generation.load(Ordering::Relaxed),
+                options.compression,
+                self.config.block_bytes,
+                self.config.bloom_bits_per_key,
+            )?;
+            w.set_indexes(&options.indexes);
+            for p in m.iter() {
+                w.add(&p)?;
+            }
+            Ok(Some(w.finish()?))
+        })();
+        match res {
+            Ok(s) => {
+                if let Some(s) = &s {
+                    t.bytes_flushed.fetch_add(s.file_bytes, Ordering::Relaxed);
+                }
+                *m.flush.lock() = crate::memtable::FlushSlot::Written(s.map(Arc::new));
+                self.retire_flushed(t)
+            }
+            Err(e) => {
+                // Keep the memtable and its commitlog segments.
+                *m.flush.lock() = crate::memtable::FlushSlot::Waiting;
+                if e.is_disk_full() {
+                    // Writes go on into memory (held back at the memtable
+                    // allowance) while the flush waits for space.
+                    let wait = self.schedule_retry(t.id);
+                    tracing::error!(table = %t.id, error = %e, retry_in = ?wait, "flush failed: disk full");
+                    let _g = t.retire_lock.lock();
+                    t.retired.notify_all();
+                } else {
+                    // Refuse writes until a flush succeeds.
+                    self.suspend(t, &e, "flush failed: suspending writes");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn suspend(&self, t: &Table, e: &Error, what: &str) {
+        *self.suspended.lock() = Some(e.to_string());
+        tracing::error!(table = %t.id, error = %e, "{what}");
+        {
+            let _g = t.retire_lock.lock();
+            t.retired.notify_all();
+        }
+        // Held-back writers see the suspension at once.
+        self.notify_freed();
+    }
+
+    fn notify_freed(&self) {
+        {
+            let _g = self.freed_lock.lock();
+            self.freed.notify_all();
+        }
+        self.freed_notify.notify_waiters();
+    }
+
+    /// Ends the flushes at the head of the table's switched-out memtables
+    /// whose SSTables are written: each records the commitlog position it
+    /// covers, then its SSTable replaces the memtable and the commitlog may
+    /// drop what it held. Strictly oldest first, as "flushed up to P" must
+    /// mean every record before P is in an SSTable.
+    fn retire_flushed(&self, t: &Arc<Table>) -> Result<()> {
+        let _g = t.retire_lock.lock();
+        loop {
+            let st = t.snapshot();
+            let Some(m) = st.flushing.first().cloned() else {
+                break;
+            };
+            let sst = match &*m.flush.lock() {
+                crate::memtable::FlushSlot::Written(s) => s.clone(),
+                _ => break,
+            };
             // Record the flush before the SSTable becomes visible to
             // compaction, which may then purge tombstones the commitlog's
             // copies of these records would no longer meet.
@@ -991,30 +1237,29 @@ impl Inner {
                 *t.flushed_upto.lock() = Some(end);
                 if let Err(e) = t.persist() {
                     *self.suspended.lock() = Some(e.to_string());
+                    t.retired.notify_all();
                     return Err(e);
                 }
             }
             t.install(|s| {
                 s.flushing.retain(|x| !Arc::ptr_eq(x, &m));
                 if let Some(sst) = sst {
-                    s.sstables.push(Arc::new(sst));
+                    s.sstables.push(sst);
                 }
             });
-            self.memtable_bytes.fetch_sub(
-                m.bytes().min(self.memtable_bytes.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
+            for counter in [&self.memtable_bytes, &self.immutable_bytes] {
+                counter.fetch_sub(
+                    m.bytes().min(counter.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+            }
             if let Some(end) = m.end() {
                 self.commitlog.mark_flushed(t.id, end)?;
             }
         }
-        *self.suspended.lock() = None;
-        {
-            let _g = self.freed_lock.lock();
-            self.freed.notify_all();
-        }
-        self.freed_notify.notify_waiters();
-        self.request_compaction(t.id);
+        t.retired.notify_all();
+        drop(_g);
+        self.notify_freed();
         Ok(())
     }
 
@@ -1791,7 +2036,7 @@ impl StorageEngine for LsmEngine {
         let Some(t) = inner.tables.write().remove(&id) else {
             return Ok(());
         };
-        let _f = t.flush_lock.lock();
+        let _f = t.flush_lock.write();
         let _c = t.compaction_lock.lock();
         if t.dir.join(snapshot::SNAPSHOTS_DIR).is_dir() {
             // Snapshots outlive the table: everything else goes, starting
@@ -2073,6 +2318,7 @@ impl StorageEngine for LsmEngine {
             bytes_flushed: t.bytes_flushed.load(Ordering::Relaxed),
             bytes_compacted: t.bytes_compacted.load(Ordering::Relaxed),
             compactions: t.compactions.load(Ordering::Relaxed),
+            compactions_failed: t.compactions_failed.load(Ordering::Relaxed),
             sstables_per_level: {
                 let mut levels = Vec::new();
                 for s in &st.sstables {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use gyre_common::codec;
@@ -36,6 +37,26 @@ pub struct Memtable {
     /// The in-memory index of this memtable's data (storage-attached
     /// indexes).
     pub(crate) sai: crate::sai::MemIndex,
+    /// Where the flush of this memtable is, once switched out (lsm.rs).
+    pub(crate) flush: Mutex<FlushSlot>,
+    /// The generation its SSTable gets, fixed when it is switched out so
+    /// that flushes finishing out of order still number SSTables by age.
+    pub(crate) generation: AtomicU64,
+}
+
+/// The flush state of a switched-out memtable. Flushes of one table may
+/// run in parallel, but finish (become an SSTable, move the commitlog's
+/// flushed position) strictly oldest first.
+#[derive(Default)]
+pub(crate) enum FlushSlot {
+    /// Not taken by a flush thread yet, or its last flush failed.
+    #[default]
+    Waiting,
+    /// A flush thread is writing it.
+    Writing,
+    /// Its SSTable is written (`None`: nothing to write), waiting for the
+    /// older memtables to finish.
+    Written(Option<Arc<crate::sstable::SsTable>>),
 }
 
 /// The shard of a token: its top bits, with the sign flipped so shard
@@ -117,6 +138,8 @@ impl Memtable {
             min_timestamp: AtomicI64::new(Timestamp::MAX),
             end: Mutex::new(None),
             sai: Default::default(),
+            flush: Mutex::new(FlushSlot::Waiting),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -170,6 +193,18 @@ impl Memtable {
 
     pub fn end(&self) -> Option<Position> {
         *self.end.lock()
+    }
+
+    /// Takes this switched-out memtable for writing, unless another flush
+    /// thread has it or has written it.
+    pub(crate) fn claim(&self) -> bool {
+        let mut slot = self.flush.lock();
+        if matches!(*slot, FlushSlot::Waiting) {
+            *slot = FlushSlot::Writing;
+            true
+        } else {
+            false
+        }
     }
 
     /// Copies out the part of a partition that the clustering filter selects.

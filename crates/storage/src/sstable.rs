@@ -39,6 +39,9 @@ use crate::{Error, Result};
 /// Failpoint in front of the SSTable file and directory fsyncs of a flush or
 /// compaction; see the crate docs.
 pub const FSYNC_FAILPOINT: &str = "sstable::fsync";
+/// Failpoint in front of every data block write of a flush or compaction:
+/// `return` fails it as a full disk does (ENOSPC).
+pub const WRITE_FAILPOINT: &str = "sstable::write";
 
 const MAGIC: &[u8; 8] = b"GYRESST1";
 const FORMAT_VERSION: u32 = 1;
@@ -273,6 +276,10 @@ impl SsTableWriter {
         head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
         head[8] = comp;
         let path = self.path();
+        fail::fail_point!(WRITE_FAILPOINT, |_| Err(Error::io(
+            format!("writing {}", path.display()),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        )));
         self.out
             .write_all(&head)
             .ctx(|| format!("writing {}", path.display()))?;

@@ -514,6 +514,9 @@ pub struct TableStats {
     pub bytes_flushed: u64,
     pub bytes_compacted: u64,
     pub compactions: u64,
+    /// Background compactions that failed (a full disk) and were undone;
+    /// they run again after a doubling wait.
+    pub compactions_failed: u64,
     /// SSTables per compaction level (index = level).
     pub sstables_per_level: Vec<usize>,
     /// SSTables deleted whole, without rewriting, because all their data

@@ -40,7 +40,7 @@ fn flush_and_compaction_threads_run_at_background_priority() {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = LsmEngine::open(LsmConfig::in_dir(dir.path())).expect("opens");
     let deadline = Instant::now() + Duration::from_secs(10);
-    for name in ["gyre-flush", "gyre-compact-0"] {
+    for name in ["gyre-flush-0", "gyre-flush-1", "gyre-compact-0"] {
         loop {
             match nice_of(name) {
                 Some(10) => break,

@@ -1,14 +1,19 @@
 //! A disk that fails fsync, through the `commitlog::fsync` and
 //! `sstable::fsync` failpoints: the engine reports errors, never panics,
 //! keeps serving what it acknowledged, and loses none of it across a restart.
+//! A full disk (`sstable::write` failing with ENOSPC) undoes compactions,
+//! lets writes go on and resumes once there is room; flushes that run in
+//! parallel (held back at `lsm::flush`) end oldest first.
 //!
 //! Run with `cargo test -p gyre-storage --features failpoints --test failpoints`.
 #![cfg(feature = "failpoints")]
 
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use gyre_common::{Cell, CellName, DecoratedKey, Partition};
-use gyre_storage::failpoints::{COMMITLOG_FSYNC, SSTABLE_FSYNC};
+use gyre_storage::failpoints::{COMMITLOG_FSYNC, FLUSH_WRITE, SSTABLE_FSYNC, SSTABLE_WRITE};
 use gyre_storage::{
     Error, LsmConfig, LsmEngine, ReadFilter, StorageEngine, SyncMode, TableId, TableOptions,
 };
@@ -215,6 +220,255 @@ fn split_compaction_failure() {
     assert_all_present(&engine, 0..2000, "after the retried compaction");
 }
 
+/// Polls `done` until it holds, failing with `what` after 30 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The directory of the only table under `data`.
+fn table_dir(data: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(data)
+        .expect("lists")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.join("table.json").is_file())
+        .expect("a table directory")
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("lists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creates");
+    for e in std::fs::read_dir(from).expect("lists") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).expect("copies");
+        }
+    }
+}
+
+/// Holds the first flush that reaches the `lsm::flush` failpoint until
+/// opened; later flushes pass.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(u32, bool)>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn install(self: &Arc<Self>) {
+        let g = self.clone();
+        fail::cfg_callback(FLUSH_WRITE, move || {
+            let mut st = g.state.lock().expect("gate");
+            st.0 += 1;
+            if st.0 == 1 {
+                g.cv.notify_all();
+                while !st.1 {
+                    st = g.cv.wait(st).expect("gate");
+                }
+            }
+        })
+        .expect("sets the failpoint");
+    }
+
+    fn wait_held(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut st = self.state.lock().expect("gate");
+        while st.0 == 0 {
+            assert!(Instant::now() < deadline, "no flush reached the gate");
+            st = self
+                .cv
+                .wait_timeout(st, Duration::from_millis(100))
+                .expect("gate")
+                .0;
+        }
+    }
+
+    fn open(&self) {
+        self.state.lock().expect("gate").1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Two flushes of one table run at once and the newer one finishes first:
+/// its SSTable waits (not installed, the commitlog's flushed position not
+/// moved) until the older one is done, so a crash in between loses
+/// nothing; writes go on meanwhile; generations follow the memtables' age.
+fn parallel_flushes_end_oldest_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Arc::new(LsmEngine::open(config(dir.path(), SyncMode::Batch)).expect("opens"));
+    engine
+        .create_table(TABLE, TableOptions::default())
+        .expect("creates");
+    let gate = Arc::new(Gate::default());
+    gate.install();
+
+    write(&engine, 0, 100);
+    let older = {
+        let e = engine.clone();
+        std::thread::spawn(move || e.flush(Some(TABLE)))
+    };
+    gate.wait_held();
+    write(&engine, 100, 150);
+    let newer = {
+        let e = engine.clone();
+        std::thread::spawn(move || e.flush(Some(TABLE)))
+    };
+    let tdir = table_dir(&dir.path().join("data"));
+    let ssts = |d: &Path| {
+        file_names(d)
+            .into_iter()
+            .filter(|n| n.starts_with("sst-"))
+            .count()
+    };
+    wait_until("the newer flush to write its SSTable", || ssts(&tdir) == 1);
+    assert!(
+        engine.sstable_paths(TABLE).expect("lists").is_empty(),
+        "the newer SSTable waits for the older flush"
+    );
+    write(&engine, 150, 200);
+    assert_all_present(&engine, 0..200, "while a flush is held");
+
+    // A crash now: what is on disk must hold every acknowledged write.
+    let image = tempfile::tempdir().expect("temp dir");
+    copy_dir(dir.path(), image.path());
+    {
+        let crashed = LsmEngine::open(config(image.path(), SyncMode::Batch)).expect("reopens");
+        assert_all_present(&crashed, 0..200, "after a crash during parallel flushes");
+    }
+
+    gate.open();
+    older
+        .join()
+        .expect("joins")
+        .expect("the older flush succeeds");
+    newer
+        .join()
+        .expect("joins")
+        .expect("the newer flush succeeds");
+    fail::remove(FLUSH_WRITE);
+    let mut by_generation: Vec<(u64, u64)> = engine
+        .sstable_paths(TABLE)
+        .expect("lists")
+        .iter()
+        .map(|p| {
+            let s = gyre_storage::sstable::SsTable::open(p).expect("opens");
+            (s.generation(), s.meta.partition_count)
+        })
+        .collect();
+    by_generation.sort();
+    assert_eq!(
+        by_generation.iter().map(|g| g.1).collect::<Vec<_>>(),
+        vec![100, 50],
+        "the older memtable's SSTable has the lower generation: {by_generation:?}"
+    );
+    assert_all_present(&engine, 0..200, "after both flushes");
+    drop(engine);
+    let engine = LsmEngine::open(config(dir.path(), SyncMode::Batch)).expect("reopens");
+    assert_all_present(&engine, 0..200, "after a restart");
+}
+
+/// The disk fills up during a compaction: the compaction is undone (no
+/// output, temporary file or record left), writes go on (a flush that
+/// fails for want of space does not suspend them), and once there is room
+/// again the compaction and the flush run by themselves.
+fn full_disk_during_compaction() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = LsmConfig {
+        background_compaction: true,
+        ..config(dir.path(), SyncMode::Batch)
+    };
+    // No compaction until the disk is full.
+    let options = TableOptions {
+        compaction: gyre_storage::CompactionOptions::from_cql(
+            &[
+                (
+                    "class".to_string(),
+                    "SizeTieredCompactionStrategy".to_string(),
+                ),
+                ("enabled".to_string(), "false".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        )
+        .expect("options"),
+        ..Default::default()
+    };
+    let engine = LsmEngine::open(cfg.clone()).expect("opens");
+    engine.create_table(TABLE, options).expect("creates");
+    for part in 0..4 {
+        write(&engine, part * 500, part * 500 + 500);
+        engine.flush(Some(TABLE)).expect("flushes");
+    }
+    let tdir = table_dir(&cfg.data_dir);
+    let before = file_names(&tdir);
+    assert_eq!(engine.sstable_paths(TABLE).expect("lists").len(), 4);
+
+    // The disk is full; enabling compaction starts a merge of the four.
+    fail::cfg(SSTABLE_WRITE, "return").expect("sets the failpoint");
+    engine
+        .create_table(TABLE, TableOptions::default())
+        .expect("enables compaction");
+    wait_until("a compaction to fail and be undone", || {
+        let s = engine.table_stats(TABLE).expect("stats");
+        s.compactions_failed >= 1 && s.active_compaction.is_none() && file_names(&tdir) == before
+    });
+    assert_eq!(engine.table_stats(TABLE).expect("stats").compactions, 0);
+    assert_all_present(&engine, 0..2000, "after a compaction failed");
+
+    // Writes go on, and a flush that cannot write does not stop them.
+    write(&engine, 2000, 2500);
+    let err = engine
+        .flush(Some(TABLE))
+        .expect_err("a flush on a full disk fails");
+    assert!(err.is_disk_full(), "{err}");
+    write(&engine, 2500, 2600);
+    assert_all_present(&engine, 0..2600, "on a full disk");
+    assert!(
+        !file_names(&tdir).iter().any(|n| n.starts_with("tmp-")),
+        "a failed flush leaves no temporary file: {:?}",
+        file_names(&tdir)
+    );
+
+    // Room again: the compaction and the failed flush run by themselves.
+    fail::remove(SSTABLE_WRITE);
+    let freed = Instant::now();
+    wait_until("compaction and flush to resume", || {
+        let s = engine.table_stats(TABLE).expect("stats");
+        // memtable_bytes 0: the memtable whose flush failed is flushed.
+        s.compactions >= 1 && !s.compaction_pending && s.memtable_bytes == 0
+    });
+    println!(
+        "resumed {:?} after the disk had room: {:?}",
+        freed.elapsed(),
+        engine.table_stats(TABLE).expect("stats")
+    );
+    assert!(
+        !file_names(&tdir)
+            .iter()
+            .any(|n| n.starts_with("tmp-") || n.starts_with("txn-")),
+        "{:?}",
+        file_names(&tdir)
+    );
+    assert_all_present(&engine, 0..2600, "after the disk had room again");
+    drop(engine);
+    let engine = LsmEngine::open(cfg).expect("reopens");
+    assert_all_present(&engine, 0..2600, "after a restart");
+}
+
 /// One test function: the failpoint registry is global to the process.
 #[test]
 fn a_disk_that_fails_fsync_loses_no_acknowledged_write() {
@@ -225,5 +479,7 @@ fn a_disk_that_fails_fsync_loses_no_acknowledged_write() {
     }
     sstable_fsync_failure();
     split_compaction_failure();
+    parallel_flushes_end_oldest_first();
+    full_disk_during_compaction();
     scenario.teardown();
 }
