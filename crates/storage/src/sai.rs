@@ -443,8 +443,21 @@ impl AnnRows {
             return None;
         }
         let mut nodes = Vec::new();
+        // Candidates come in partition order too: each search starts where
+        // the last one ended and gallops forward, so the walk stays local
+        // (a binary search over the whole segment missed the cache at
+        // every step: most of a restricted query's time).
+        let mut at = 0usize;
         for (key, cks) in &c.0 {
-            let first = self.rows.partition_point(|(k, _)| k < key);
+            let mut step = 1usize;
+            let mut lo = at;
+            while at + step < self.rows.len() && self.rows[at + step].0 < *key {
+                lo = at + step;
+                step *= 2;
+            }
+            let hi = (at + step).min(self.rows.len());
+            let first = lo + self.rows[lo..hi].partition_point(|(k, _)| k < key);
+            at = first;
             for (i, (k, ck)) in self.rows.iter().enumerate().skip(first) {
                 if k != key {
                     break;
