@@ -8,7 +8,10 @@
 # then on three (127.0.163.1-3, RF 3), reads at ONE (scripts/bench_ann.py).
 #
 # Usage: scripts/bench-ann.sh [--rows N] [--queries N] [--no-build] [--only 1|3]
+#                             [--prefixes P1,P3]
 #   --no-build  use the binaries in $CARGO_TARGET_DIR/release (or target/release)
+#   --prefixes  the one-node and three-node clusters' address prefixes
+#               (default 127.0.162,127.0.163)
 # Needs the Python driver's venv (~/.cache/gyre-venv, as the tests make it)
 # with numpy (installed into it when missing).
 set -euo pipefail
@@ -18,13 +21,16 @@ ROWS=100000
 QUERIES=1000
 BUILD=1
 ONLY=""
+P1=127.0.162
+P3=127.0.163
 while [ $# -gt 0 ]; do
     case "$1" in
         --rows) ROWS="$2"; shift 2 ;;
         --queries) QUERIES="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --only) ONLY="$2"; shift 2 ;;
-        -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+        --prefixes) P1="${2%,*}"; P3="${2#*,}"; shift 2 ;;
+        -h|--help) sed -n 2,17p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -60,5 +66,5 @@ run() { # NODES PREFIX
     "$PY" scripts/bench_ann.py "$hosts" "$admins" "$nodes" "$ROWS" 128 "$QUERIES" 10 16
     "$BIN/gyrectl" cluster down --dir "$DIR/c$nodes" >/dev/null
 }
-if [ "$ONLY" != 3 ]; then run 1 127.0.162; fi
-if [ "$ONLY" != 1 ]; then run 3 127.0.163; fi
+if [ "$ONLY" != 3 ]; then run 1 "$P1"; fi
+if [ "$ONLY" != 1 ]; then run 3 "$P3"; fi

@@ -28,6 +28,7 @@ import urllib.request
 from cassandra import ConsistencyLevel, InvalidRequest, ReadFailure
 from cassandra.cluster import Cluster, ExecutionProfile, EXEC_PROFILE_DEFAULT
 from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.query import SimpleStatement
 
 ROWS = int(os.environ.get("GYRE_ANN_ROWS", "1200"))
 DIM = int(os.environ.get("GYRE_ANN_DIM", "16"))
@@ -272,6 +273,14 @@ def main():
                    "expected 3 elements, but given 2")
     # LIMIT 1000 is allowed; fewer rows than k come back whole.
     assert len(list(s.execute("SELECT id FROM tiny ORDER BY v ANN OF [1, 0, 0] LIMIT 1000"))) == 12
+    # A page size below LIMIT: the top k in one page, with Cassandra's warning.
+    paged = s.execute(SimpleStatement("SELECT id FROM tiny ORDER BY v ANN OF [0.0, 0.6, 0.8] "
+                                      "LIMIT 4", fetch_size=3))
+    assert not paged.has_more_pages
+    assert [r.id for r in paged.current_rows] == [i for _, i in want], paged.current_rows
+    assert any("Top-K queries do not support paging and the page size is set to 3, which is "
+               "less than LIMIT 4. The page size has been set to 4 to match the LIMIT." in w
+               for w in (paged.response_future.warnings or [])), paged.response_future.warnings
 
     step("a query during an index build: ReadFailure INDEX_NOT_AVAILABLE")
     # Building the graph of w over the SSTables' rows takes a while in a

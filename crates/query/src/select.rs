@@ -252,7 +252,15 @@ impl QueryProcessor {
         let mut rows = Vec::new();
         let mut paging_state = None;
         if let Some(a) = &ann {
-            // One page: the k best rows of all replicas, best first.
+            // One page: the k best rows of all replicas, best first. As in
+            // Cassandra, a smaller page size is raised to the LIMIT.
+            if let Some(p) = params.page_size.filter(|p| *p > 0 && *p < a.k) {
+                gyre_protocol::client_warn::warn(format!(
+                    "Top-K queries do not support paging and the page size is set to {p}, \
+                     which is less than LIMIT {k}. The page size has been set to {k} to match the LIMIT.",
+                    k = a.k
+                ));
+            }
             rows = self
                 .ann_rows(&plan, keys, a, index, &w, clustering_filter, params)
                 .await?;

@@ -1793,6 +1793,7 @@ impl Inner {
                 memtables.iter().map(|m| &m.sai),
                 &segments,
                 &allowed,
+                filtered.as_ref(),
             );
             scored = Vec::new();
             for (key, cks) in cands {

@@ -420,6 +420,9 @@ pub struct Segment {
 pub struct AnnRows {
     graph: Graph,
     rows: Vec<(DecoratedKey, Bytes)>,
+    /// Rows are in partition order (a segment's; a memtable's only by
+    /// chance).
+    sorted: bool,
 }
 
 impl AnnRows {
@@ -427,7 +430,44 @@ impl AnnRows {
         AnnRows {
             graph: Graph::new(v.dim, v.similarity, ann::Params::default()),
             rows: Vec::new(),
+            sorted: true,
         }
+    }
+
+    /// The nodes of the candidate rows, when this source's rows are in
+    /// partition order (a segment's are: the SSTable's order) and there
+    /// are few enough candidates that looking each up beats testing every
+    /// row. Candidates come from [`candidates`], within the scan's range.
+    fn candidate_nodes(&self, c: &Candidates) -> Option<Vec<u32>> {
+        if !self.sorted || c.0.len() >= self.rows.len() {
+            return None;
+        }
+        let mut nodes = Vec::new();
+        // Candidates come in partition order too: each search starts where
+        // the last one ended and gallops forward, so the walk stays local
+        // (a binary search over the whole segment missed the cache at
+        // every step: most of a restricted query's time).
+        let mut at = 0usize;
+        for (key, cks) in &c.0 {
+            let mut step = 1usize;
+            let mut lo = at;
+            while at + step < self.rows.len() && self.rows[at + step].0 < *key {
+                lo = at + step;
+                step *= 2;
+            }
+            let hi = (at + step).min(self.rows.len());
+            let first = lo + self.rows[lo..hi].partition_point(|(k, _)| k < key);
+            at = first;
+            for (i, (k, ck)) in self.rows.iter().enumerate().skip(first) {
+                if k != key {
+                    break;
+                }
+                if cks.as_ref().is_none_or(|set| set.contains(ck)) {
+                    nodes.push(i as u32);
+                }
+            }
+        }
+        Some(nodes)
     }
 
     /// Adds a row's vector (a zero vector under cosine, or a malformed
@@ -437,6 +477,7 @@ impl AnnRows {
             return;
         };
         if self.graph.insert(&v).is_some() {
+            self.sorted &= self.rows.last().is_none_or(|(last, _)| *last <= key);
             self.rows.push((key, ck));
         }
     }
@@ -452,9 +493,30 @@ impl AnnRows {
         q: &[f32],
         k: usize,
         allowed: &dyn Fn(&DecoratedKey, &Bytes) -> bool,
+        filter: Option<&Candidates>,
     ) -> (Vec<(f32, DecoratedKey, Bytes)>, bool) {
-        let ok: Vec<bool> = self.rows.iter().map(|(key, ck)| allowed(key, ck)).collect();
-        let passing = ok.iter().filter(|b| **b).count();
+        // The rows passing: looked up from the other clauses' candidates
+        // when they are few (testing each of this source's rows against
+        // them costs more than scoring the few that pass), else each row
+        // tested.
+        let (ok, passing) = match filter.and_then(|c| self.candidate_nodes(c)) {
+            Some(nodes) => {
+                if nodes.len() <= EXACT_SCAN.max(k) {
+                    let found = self.graph.exact(q, k, nodes.iter().copied());
+                    return self.answer(found, k, nodes.len());
+                }
+                let mut ok = vec![false; self.rows.len()];
+                for n in &nodes {
+                    ok[*n as usize] = true;
+                }
+                (ok, nodes.len())
+            }
+            None => {
+                let ok: Vec<bool> = self.rows.iter().map(|(key, ck)| allowed(key, ck)).collect();
+                let passing = ok.iter().filter(|b| **b).count();
+                (ok, passing)
+            }
+        };
         if passing == 0 {
             return (Vec::new(), false);
         }
@@ -468,6 +530,16 @@ impl AnnRows {
         } else {
             self.graph.nearest(q, k, &|i| ok[i as usize], passing)
         };
+        self.answer(found, k, passing)
+    }
+
+    /// Rows of the nodes found, and whether the source may hold more.
+    fn answer(
+        &self,
+        found: Vec<ann::Scored>,
+        k: usize,
+        passing: usize,
+    ) -> (Vec<(f32, DecoratedKey, Bytes)>, bool) {
         let more = found.len() >= k && passing > k;
         let out = found
             .into_iter()
@@ -783,6 +855,7 @@ pub(crate) fn ann_candidates<'a>(
     memtables: impl Iterator<Item = &'a MemIndex>,
     segments: &[Arc<Segment>],
     allowed: &dyn Fn(&DecoratedKey, &Bytes) -> bool,
+    filter: Option<&Candidates>,
 ) -> (BTreeMap<DecoratedKey, BTreeSet<Bytes>>, Vec<f32>) {
     let mut out: BTreeMap<DecoratedKey, BTreeSet<Bytes>> = BTreeMap::new();
     let mut more = Vec::new();
@@ -798,12 +871,12 @@ pub(crate) fn ann_candidates<'a>(
     };
     for m in memtables {
         if let Some(g) = m.graph(&spec.name) {
-            take(g.read().search(query, k, allowed));
+            take(g.read().search(query, k, allowed, filter));
         }
     }
     for seg in segments {
         if let Some(rows) = &seg.ann {
-            take(rows.search(query, k, allowed));
+            take(rows.search(query, k, allowed, filter));
         }
     }
     (out, more)
@@ -1013,7 +1086,11 @@ impl Segment {
                 Ok(Segment {
                     spec: Some(spec.clone()),
                     entries: Vec::new(),
-                    ann: Some(AnnRows { graph, rows }),
+                    ann: Some(AnnRows {
+                        sorted: rows.is_sorted_by(|a, b| a.0 <= b.0),
+                        graph,
+                        rows,
+                    }),
                 })
             }
             _ => Err(bad(r, "segment kind does not fit its index")),
