@@ -277,6 +277,32 @@ def main_phase(cluster, s, admins):
     assert got == want, (len(got), len(want))
     print("pre-existing rows:", n_pre, "checked")
 
+    step("SAI text options")
+    s.execute("CREATE TABLE names (k int PRIMARY KEY, exact text, folded text, num int)")
+    s.execute("CREATE CUSTOM INDEX ON names (exact) USING 'StorageAttachedIndex'")
+    s.execute("CREATE CUSTOM INDEX ON names (folded) USING 'StorageAttachedIndex' WITH OPTIONS = "
+              "{'case_sensitive': 'false', 'normalize': 'true', 'ascii': 'true'}")
+    assert cluster.control_connection.wait_for_schema_agreement(wait_time=20)
+    expect_invalid(s, "CREATE CUSTOM INDEX ON names (num) USING 'StorageAttachedIndex' "
+                   "WITH OPTIONS = {'case_sensitive': 'false'}", "only supported on text columns")
+    words = ["Crème Brûlée", "CREME BRULEE", "cre\u0300me", "Zoë", "zoe", "other"]
+    ins = s.prepare("INSERT INTO names (k, exact, folded) VALUES (?, ?, ?)")
+    for i, w in enumerate(words[:3]):
+        s.execute(ins, (i, w, w))
+    flush(admins)  # some terms from SSTable segments, some from memtables
+    for i, w in enumerate(words[3:], start=3):
+        s.execute(ins, (i, w, w))
+    got = sorted(r.k for r in rows_of(s, "SELECT k FROM names WHERE folded = %s", ("creme brulee",)))
+    assert got == [0, 1], got
+    got = sorted(r.k for r in rows_of(s, "SELECT k FROM names WHERE folded = %s", ("ZOE",)))
+    assert got == [3, 4], got
+    got = sorted(r.k for r in rows_of(s, "SELECT k FROM names WHERE folded = %s", ("crème",)))
+    assert got == [2], got  # 'cre' + combining grave, normalised and folded
+    got = sorted(r.k for r in rows_of(s, "SELECT k FROM names WHERE exact = %s", ("Crème Brûlée",)))
+    assert got == [0], got  # the default index is exact
+    assert rows_of(s, "SELECT k FROM names WHERE exact = %s", ("creme brulee",)) == []
+    s.execute("DROP TABLE names")
+
     step("drop index")
     s.execute("DROP INDEX pre_v")
     expect_invalid(s, "SELECT * FROM pre WHERE v = 5", FILTERING)

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use gyre_cql::{CqlType, IndexTarget, Operator, Predicate, Relation};
 use gyre_protocol::Value;
 use gyre_schema::{ColumnDef, IndexDef, TableDef};
-use gyre_storage::sai::{IndexClause, IndexQuery, IndexSpec, TermOp, MAX_ANN_K};
+use gyre_storage::sai::{IndexClause, IndexQuery, IndexSpec, TermOp, TextAnalysis, MAX_ANN_K};
 
 use crate::collections::key_path;
 use crate::error::{QueryError, Result};
@@ -27,6 +27,14 @@ fn value_index<'a>(table: &'a TableDef, col: &ColumnDef) -> Option<&'a IndexDef>
     table.indexes.iter().find(
         |i| matches!(&i.target, IndexTarget::Column(c) | IndexTarget::Full(c) if *c == col.name),
     )
+}
+
+/// The text analysis of the index serving `col`'s whole value, when its
+/// SAI text options change terms (`case_sensitive: false`, ...).
+pub(crate) fn text_analysis(table: &TableDef, col: &ColumnDef) -> Option<TextAnalysis> {
+    value_index(table, col)
+        .map(IndexDef::text_analysis)
+        .filter(|a| !a.is_identity())
 }
 
 fn index_on<'a>(

@@ -1264,9 +1264,19 @@ impl Plan<'_> {
                 .collect()
         };
         for (c, filter) in &self.filters {
-            match value(c) {
-                Some(v) if filter.matches(&c.ty, &v) => {}
-                _ => return Ok(None),
+            let Some(v) = value(c) else {
+                return Ok(None);
+            };
+            // An index with SAI's text options matches analysed terms.
+            let ok = match (crate::index::text_analysis(self.table, c), filter) {
+                (Some(a), Filter::In(values)) => {
+                    let t = a.analyze(&v);
+                    values.iter().any(|x| a.analyze(x) == t)
+                }
+                _ => filter.matches(&c.ty, &v),
+            };
+            if !ok {
+                return Ok(None);
             }
         }
         let eval = Eval {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use gyre_cql::{CqlType, IndexTarget, Literal, PropertyValue};
 use gyre_storage::ann::Similarity;
-use gyre_storage::sai::{IndexSpec, IndexedPart, TermOrder, VectorIndex};
+use gyre_storage::sai::{IndexSpec, IndexedPart, TermOrder, TextAnalysis, VectorIndex};
 
 use crate::error::{Result, SchemaError};
 use crate::model::{ColumnKind, TableDef};
@@ -166,7 +166,18 @@ impl IndexDef {
             order,
             is_static: col.kind == ColumnKind::Static,
             vector: self.vector(table),
+            text: self.text_analysis(),
         })
+    }
+
+    /// SAI's text options of this index (all off unless given).
+    pub fn text_analysis(&self) -> TextAnalysis {
+        let is = |k: &str, v: &str| self.options.get(k).is_some_and(|x| x == v);
+        TextAnalysis {
+            case_insensitive: is("case_sensitive", "false"),
+            normalize: is("normalize", "true"),
+            ascii: is("ascii", "true"),
+        }
     }
 
     /// The ANN side of an index on a `vector<float, n>` column (cosine
@@ -269,11 +280,6 @@ fn sai_options(
                 if v != "true" && v != "false" {
                     return Err(SchemaError::invalid(format!(
                         "Illegal value for boolean option '{k}': {v}"
-                    )));
-                }
-                if k == "case_sensitive" && v == "false" || k != "case_sensitive" && v == "true" {
-                    return Err(SchemaError::invalid(format!(
-                        "Gyre's SAI does not support {k} = {v} yet"
                     )));
                 }
             }

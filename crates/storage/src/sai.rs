@@ -70,6 +70,58 @@ pub struct IndexSpec {
     /// memtable instead of sorted terms.
     #[serde(default)]
     pub vector: Option<VectorIndex>,
+    /// How text terms are analysed (SAI's text options).
+    #[serde(default)]
+    pub text: TextAnalysis,
+}
+
+/// SAI's text options (Cassandra 5.0's `case_sensitive`, `normalize`,
+/// `ascii`): how a text value is analysed before it is indexed and before a
+/// query value is looked up, so that both sides meet on the same term.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TextAnalysis {
+    /// `case_sensitive: false`: terms are lower-cased.
+    #[serde(default)]
+    pub case_insensitive: bool,
+    /// `normalize: true`: terms are in Unicode NFC.
+    #[serde(default)]
+    pub normalize: bool,
+    /// `ascii: true`: accents and other combining marks are folded away
+    /// (compatibility decomposition, marks dropped: `é` → `e`, `ﬁ` → `fi`).
+    #[serde(default)]
+    pub ascii: bool,
+}
+
+impl TextAnalysis {
+    /// Whether terms are the values' bytes unchanged.
+    pub fn is_identity(&self) -> bool {
+        !(self.case_insensitive || self.normalize || self.ascii)
+    }
+
+    /// The analysed form of a text value (bytes that are not UTF-8 are
+    /// kept as they are). Idempotent.
+    pub fn analyze(&self, raw: &[u8]) -> Vec<u8> {
+        use unicode_normalization::char::is_combining_mark;
+        use unicode_normalization::UnicodeNormalization;
+        if self.is_identity() {
+            return raw.to_vec();
+        }
+        let Ok(s) = std::str::from_utf8(raw) else {
+            return raw.to_vec();
+        };
+        let mut s: String = if self.normalize {
+            s.nfc().collect()
+        } else {
+            s.to_owned()
+        };
+        if self.case_insensitive {
+            s = s.to_lowercase();
+        }
+        if self.ascii {
+            s = s.nfkd().filter(|c| !is_combining_mark(*c)).nfc().collect();
+        }
+        s.into_bytes()
+    }
 }
 
 /// What a vector index compares.
@@ -127,7 +179,7 @@ impl IndexSpec {
     /// The term of a raw value: bytes whose unsigned order is the CQL order.
     pub fn term(&self, raw: &[u8]) -> Vec<u8> {
         match self.order {
-            TermOrder::Bytes => raw.to_vec(),
+            TermOrder::Bytes => self.text.analyze(raw),
             TermOrder::Signed => {
                 let mut v = raw.to_vec();
                 if let Some(b) = v.first_mut() {
@@ -1298,6 +1350,36 @@ mod tests {
     use super::*;
     use gyre_common::{Cell, CellName};
 
+    #[test]
+    fn text_analysis_folds_case_accents_and_forms() {
+        let all = TextAnalysis {
+            case_insensitive: true,
+            normalize: true,
+            ascii: true,
+        };
+        let a = |s: &str| String::from_utf8(all.analyze(s.as_bytes())).expect("UTF-8");
+        assert_eq!(a("Crème Brûlée"), "creme brulee");
+        assert_eq!(a("cre\u{300}me"), "creme");
+        assert_eq!(a("ＡＢＣ ﬁ"), "abc fi");
+        assert_eq!(a(&a("Zoë")), a("Zoë"), "idempotent");
+        let lower = TextAnalysis {
+            case_insensitive: true,
+            ..Default::default()
+        };
+        assert_eq!(lower.analyze("Crème".as_bytes()), "crème".as_bytes());
+        let nfc = TextAnalysis {
+            normalize: true,
+            ..Default::default()
+        };
+        assert_eq!(nfc.analyze("e\u{301}".as_bytes()), "é".as_bytes());
+        assert_eq!(TextAnalysis::default().analyze(b"Ab"), b"Ab");
+        assert_eq!(
+            all.analyze(&[0xff, 0x41]),
+            vec![0xff, 0x41],
+            "not UTF-8: unchanged"
+        );
+    }
+
     fn spec(order: TermOrder) -> IndexSpec {
         IndexSpec {
             name: "i".into(),
@@ -1306,6 +1388,7 @@ mod tests {
             order,
             is_static: false,
             vector: None,
+            text: Default::default(),
         }
     }
 

@@ -27,6 +27,7 @@ fn spec() -> IndexSpec {
         order: TermOrder::Signed,
         is_static: false,
         vector: None,
+        text: Default::default(),
     }
 }
 
@@ -228,6 +229,7 @@ fn ann_scans_rank_live_rows_within_a_range() {
             dim: 4,
             similarity: Similarity::Euclidean,
         }),
+        text: Default::default(),
     };
     e.create_table(
         TABLE,
@@ -358,6 +360,7 @@ fn index_components_spare_a_rebuild_after_restart() {
             dim: 4,
             similarity: Similarity::Euclidean,
         }),
+        text: Default::default(),
     };
     let both = TableOptions {
         indexes: vec![spec(), vec_spec],
