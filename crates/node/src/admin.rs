@@ -313,19 +313,12 @@ pub struct TableMemory {
 
 fn memory_info(shared: &Shared) -> MemoryInfo {
     let es = shared.engine.engine_stats();
-    let mut tables: Vec<TableMemory> = shared
-        .engine
-        .tables()
-        .into_iter()
-        .filter(|(_, o)| !o.name.is_empty())
-        .filter_map(|(id, o)| {
-            let s = shared.engine.table_stats(id).ok()?;
-            Some(TableMemory {
-                table: o.name,
-                memtable_bytes: s.memtable_bytes,
-                bloom_filter_bytes: s.bloom_filter_bytes,
-                index_bytes: s.index_bytes,
-            })
+    let mut tables: Vec<TableMemory> = named_table_stats(shared)
+        .map(|(table, s)| TableMemory {
+            table,
+            memtable_bytes: s.memtable_bytes,
+            bloom_filter_bytes: s.bloom_filter_bytes,
+            index_bytes: s.index_bytes,
         })
         .collect();
     tables.sort_by(|a, b| a.table.cmp(&b.table));
@@ -350,20 +343,25 @@ pub struct CompactionStats {
     pub sstables_per_level: Vec<usize>,
 }
 
-fn compaction_stats(shared: &Shared) -> Vec<CompactionStats> {
-    let mut out: Vec<CompactionStats> = shared
+/// Each named table (`ks.t`) with its engine statistics.
+fn named_table_stats(
+    shared: &Shared,
+) -> impl Iterator<Item = (String, gyre_storage::TableStats)> + '_ {
+    shared
         .engine
         .tables()
         .into_iter()
         .filter(|(_, o)| !o.name.is_empty())
-        .filter_map(|(id, o)| {
-            let s = shared.engine.table_stats(id).ok()?;
-            Some(CompactionStats {
-                table: o.name,
-                pending: s.compaction_pending,
-                active: s.active_compaction,
-                sstables_per_level: s.sstables_per_level,
-            })
+        .filter_map(|(id, o)| Some((o.name, shared.engine.table_stats(id).ok()?)))
+}
+
+fn compaction_stats(shared: &Shared) -> Vec<CompactionStats> {
+    let mut out: Vec<CompactionStats> = named_table_stats(shared)
+        .map(|(table, s)| CompactionStats {
+            table,
+            pending: s.compaction_pending,
+            active: s.active_compaction,
+            sstables_per_level: s.sstables_per_level,
         })
         .collect();
     out.sort_by(|a, b| a.table.cmp(&b.table));

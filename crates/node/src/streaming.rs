@@ -464,10 +464,20 @@ fn known_peer(shared: &Shared, from: std::net::SocketAddr) -> bool {
     shared.ring_view.read().nodes().any(|n| n.address == from)
 }
 
-/// Registers the replica side of streaming on the messenger.
-pub(crate) fn register_verbs(shared: &Arc<Shared>) {
+/// Registers a streaming verb that only ring members may call and whose
+/// answer is computed on a blocking thread (it reads SSTables).
+fn register_blocking(
+    shared: &Arc<Shared>,
+    verb: Verb,
+    what: &'static str,
+    answer: impl Fn(&dyn StorageEngine, std::net::SocketAddr, &Bytes) -> Result<Bytes, String>
+        + Send
+        + Sync
+        + 'static,
+) {
     let s = shared.clone();
-    shared.messenger.register(STREAM_PAGE, move |msg: Inbound| {
+    let answer = Arc::new(answer);
+    shared.messenger.register(verb, move |msg: Inbound| {
         let Some(responder) = msg.responder else {
             return;
         };
@@ -476,61 +486,32 @@ pub(crate) fn register_verbs(shared: &Arc<Shared>) {
             return;
         }
         let engine = s.engine.clone();
+        let answer = answer.clone();
         tokio::task::spawn_blocking(move || {
-            let answer = decode_request(&msg.payload)
-                .and_then(|(table, start, end)| read_page(engine.as_ref(), table, start, end));
-            let sent = match answer {
-                Ok((muts, resume)) => responder.respond(encode_page(&muts, resume.as_ref())),
+            let sent = match answer(engine.as_ref(), msg.from, &msg.payload) {
+                Ok(b) => responder.respond(b),
                 Err(e) => responder.respond_error(e),
             };
             if let Err(e) = sent {
-                debug!(error = %e, "could not answer a stream page request");
+                debug!(error = %e, "could not answer a stream {what} request");
             }
         });
     });
-    let s = shared.clone();
-    shared
-        .messenger
-        .register(STREAM_FILES, move |msg: Inbound| {
-            let Some(responder) = msg.responder else {
-                return;
-            };
-            if !known_peer(&s, msg.from) {
-                let _ = responder.respond_error(format!("{} is not a ring member", msg.from));
-                return;
-            }
-            let engine = s.engine.clone();
-            tokio::task::spawn_blocking(move || {
-                let sent = match open_offer(engine.as_ref(), msg.from, &msg.payload) {
-                    Ok(b) => responder.respond(b),
-                    Err(e) => responder.respond_error(e),
-                };
-                if let Err(e) = sent {
-                    debug!(error = %e, "could not answer a stream offer request");
-                }
-            });
-        });
-    let s = shared.clone();
-    shared
-        .messenger
-        .register(STREAM_CHUNK, move |msg: Inbound| {
-            let Some(responder) = msg.responder else {
-                return;
-            };
-            if !known_peer(&s, msg.from) {
-                let _ = responder.respond_error(format!("{} is not a ring member", msg.from));
-                return;
-            }
-            tokio::task::spawn_blocking(move || {
-                let sent = match read_chunk(msg.from, &msg.payload) {
-                    Ok(b) => responder.respond(b),
-                    Err(e) => responder.respond_error(e),
-                };
-                if let Err(e) = sent {
-                    debug!(error = %e, "could not answer a stream chunk request");
-                }
-            });
-        });
+}
+
+/// Registers the replica side of streaming on the messenger.
+pub(crate) fn register_verbs(shared: &Arc<Shared>) {
+    register_blocking(shared, STREAM_PAGE, "page", |engine, _, payload| {
+        let (table, start, end) = decode_request(payload)?;
+        let (muts, resume) = read_page(engine, table, start, end)?;
+        Ok(encode_page(&muts, resume.as_ref()))
+    });
+    register_blocking(shared, STREAM_FILES, "offer", |engine, from, payload| {
+        open_offer(engine, from, payload)
+    });
+    register_blocking(shared, STREAM_CHUNK, "chunk", |_, from, payload| {
+        read_chunk(from, payload)
+    });
     let s = shared.clone();
     shared.messenger.register(STREAM_PULL, move |msg: Inbound| {
         let Some(responder) = msg.responder else {
