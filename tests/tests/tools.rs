@@ -172,6 +172,20 @@ fn gyresh_runs_a_script_formats_like_cqlsh_and_reports_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("InvalidRequest"), "{}", stderr(&out));
     assert!(stdout(&out).contains("(1 row,"), "{}", stdout(&out));
+
+    // Every request goes to the node the shell was started on, as in
+    // cqlsh (the driver's default would spread them over the nodes, and a
+    // CL ONE read could miss the shell's own write).
+    let node2 = c.cql(2).ip().to_string();
+    let out = run(Command::new(&gyresh)
+        .arg(&node2)
+        .args(["-e", &"SELECT rpc_address FROM system.local;".repeat(6)]));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(text.matches(&node2).count(), 6, "{text}");
+    for other in [1, 3] {
+        assert!(!text.contains(&c.cql(other).ip().to_string()), "{text}");
+    }
 }
 
 fn stress(host: &str, args: &[&str], json: &Path) -> (Output, serde_json::Value) {

@@ -12,9 +12,12 @@
 //!   `CONSISTENCY`, `SOURCE`, ...) as opposed to CQL sent to the server.
 //! - [`complete`]: tab-completion candidates.
 //! - [`render`]: result tables (aligned or expanded).
+//! - [`route`]: the load-balancing policy that sends every request to the
+//!   node the shell was started on, as cqlsh does.
 
 pub mod command;
 pub mod complete;
 pub mod format;
 pub mod input;
 pub mod render;
+pub mod route;

@@ -14,6 +14,7 @@ use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
 use rustyline::{Editor, Helper};
+use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{ExecutionError, PrepareError, RequestAttemptError, UseKeyspaceError};
@@ -27,6 +28,7 @@ use gyresh::complete::{self, SchemaNames};
 use gyresh::format;
 use gyresh::input;
 use gyresh::render::{self, Cell};
+use gyresh::route::ContactNode;
 
 /// Interactive CQL shell for Gyre (works with any CQL v4 server).
 #[derive(Parser, Debug)]
@@ -259,8 +261,19 @@ fn run(args: Args) -> Result<i32> {
 }
 
 async fn connect(addr: &str, timeout: Duration) -> Result<Session> {
+    // cqlsh's routing: every request to the node the shell was started
+    // on (see `gyresh::route`).
+    let contact = tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))?;
+    let profile = ExecutionProfile::builder()
+        .load_balancing_policy(ContactNode::policy(contact))
+        .build();
     let mut builder = SessionBuilder::new()
         .known_node(addr)
+        .default_execution_profile_handle(profile.into_handle())
         .connection_timeout(timeout);
     if let Some((user, password)) = CREDENTIALS.get() {
         builder = builder.user(user, password);
