@@ -449,6 +449,14 @@ impl Throttle {
 }
 
 /// The planners' view of a table's SSTables.
+/// Adds `p` to a read's result so far (LWW).
+fn merge_into(acc: &mut Option<Partition>, p: Partition) {
+    match acc {
+        None => *acc = Some(p),
+        Some(a) => lww::merge_partitions(a, p),
+    }
+}
+
 fn sstable_infos(st: &TableState) -> Vec<SsTableInfo> {
     st.sstables
         .iter()
@@ -1539,15 +1547,17 @@ impl Inner {
         let t = self.table(id)?;
         let st = t.snapshot();
         let mut acc: Option<Partition> = None;
-        let merge = |acc: &mut Option<Partition>, p: Partition| match acc {
-            None => *acc = Some(p),
-            Some(a) => lww::merge_partitions(a, p),
-        };
         for m in std::iter::once(&st.memtable).chain(st.flushing.iter().rev()) {
             if let Some(p) = m.get(key, &filter.clustering) {
-                merge(&mut acc, p);
+                merge_into(&mut acc, p);
             }
         }
+        if let (Some(limit), false, ClusteringFilter::Slices(_)) =
+            (filter.limit, filter.reversed, &filter.clustering)
+        {
+            return self.read_limited(&st, key, filter, limit, now, acc);
+        }
+        let merge = merge_into;
         for s in &st.sstables {
             // SSTables are newest first: once a partition deletion covers
             // everything an SSTable holds, the rest cannot matter.
@@ -1561,6 +1571,98 @@ impl Inner {
             if let Some(p) = s.get_with(key, &filter.clustering, self.block_cache.as_ref())? {
                 merge(&mut acc, p);
             }
+        }
+        Ok(acc.and_then(|p| finish_read(p, filter, now)))
+    }
+
+    /// A forward read with a row limit (a LIMIT, a page): the SSTables are
+    /// read in chunks of rows, growing, until the limit's live rows are
+    /// known, so a page of a partition of many GiB holds about a page of
+    /// rows in memory instead of the whole partition. Rows up to the
+    /// smallest key where a chunk stopped are final: every source has
+    /// given all its rows up to there. (`memtables` holds the memtables'
+    /// part, in memory anyway.)
+    fn read_limited(
+        &self,
+        st: &TableState,
+        key: &DecoratedKey,
+        filter: &ReadFilter,
+        limit: usize,
+        now: LocalTime,
+        memtables: Option<Partition>,
+    ) -> Result<Option<Partition>> {
+        let mut acc = memtables;
+        let mut after: Option<bytes::Bytes> = None;
+        // From one row past the limit (so the conformance suite's small
+        // partitions cross chunk boundaries too), doubling.
+        let mut chunk = limit.saturating_add(1).min(1 << 16);
+        let unlimited = ReadFilter {
+            limit: None,
+            ..filter.clone()
+        };
+        loop {
+            // The smallest last key of a source that stopped at the cap.
+            let mut cut: Option<bytes::Bytes> = None;
+            for s in &st.sstables {
+                if acc
+                    .as_ref()
+                    .and_then(|a| a.deletion)
+                    .is_some_and(|d| d.timestamp >= s.meta.max_timestamp)
+                {
+                    break;
+                }
+                let Some((mut p, more)) = s.get_capped(
+                    key,
+                    &filter.clustering,
+                    self.block_cache.as_ref(),
+                    after.as_deref(),
+                    chunk,
+                )?
+                else {
+                    continue;
+                };
+                if more {
+                    if let Some(last) = p.rows.keys().next_back() {
+                        if cut.as_ref().is_none_or(|c| last < c) {
+                            cut = Some(last.clone());
+                        }
+                    }
+                }
+                if after.is_some() {
+                    // Deletion, range tombstones and static row came with
+                    // the first chunk.
+                    p.deletion = None;
+                    p.range_tombstones.clear();
+                    p.static_row = None;
+                }
+                merge_into(&mut acc, p);
+            }
+            let Some(cut) = cut else { break };
+            let Some(a) = acc.as_mut() else { break };
+            let settled = Partition {
+                key: a.key.clone(),
+                deletion: a.deletion,
+                range_tombstones: a.range_tombstones.clone(),
+                static_row: a.static_row.clone(),
+                rows: a
+                    .rows
+                    .range(..=cut.clone())
+                    .map(|(k, r)| (k.clone(), r.clone()))
+                    .collect(),
+            };
+            let live = finish_read(settled, &unlimited, now)
+                .map_or(0, |p| p.rows.values().filter(|r| r.is_live(now)).count());
+            if live >= limit {
+                // Rows past the cut may lack a source's rows; the limit
+                // ends the answer before them anyway.
+                let mut past = a.rows.split_off(&cut);
+                if let Some(r) = past.remove(&cut) {
+                    a.rows.insert(cut, r);
+                }
+                break;
+            }
+            after = Some(cut);
+            chunk = chunk.saturating_mul(2).min(1 << 20);
         }
         Ok(acc.and_then(|p| finish_read(p, filter, now)))
     }

@@ -760,6 +760,23 @@ impl SsTable {
         filter: &ClusteringFilter,
         cache: Option<&BlockCache>,
     ) -> Result<Option<Partition>> {
+        Ok(self
+            .get_capped(key, filter, cache, None, usize::MAX)?
+            .map(|(p, _)| p))
+    }
+
+    /// [`Self::get_with`] reading at most `max_rows` rows, only rows after
+    /// `after` when given (a limited read continuing where its last chunk
+    /// stopped). The partition's deletion, range tombstones and static row
+    /// come with every call. True when more rows may follow the last one.
+    pub fn get_capped(
+        &self,
+        key: &DecoratedKey,
+        filter: &ClusteringFilter,
+        cache: Option<&BlockCache>,
+        after: Option<&[u8]>,
+        max_rows: usize,
+    ) -> Result<Option<(Partition, bool)>> {
         if !self.may_contain(key) || self.index.is_empty() {
             return Ok(None);
         }
@@ -785,23 +802,30 @@ impl SsTable {
             }
         };
         // Wide partitions: jump to the block holding the first wanted row.
-        let seek = filter.seek_key();
+        let mut seek = filter.seek_key();
+        if let Some(a) = after.filter(|a| *a > seek.as_ref()) {
+            seek = Bytes::copy_from_slice(a);
+        }
         if !seek.is_empty() {
             let target = self.find_block(key, Some(&seek));
             if target > cur.block {
                 cur.jump(target)?;
             }
         }
-        self.read_rows(&mut cur, &mut part, filter)?;
-        Ok(Some(part))
+        let more = self.read_rows(&mut cur, &mut part, filter, after, max_rows)?;
+        Ok(Some((part, more)))
     }
 
+    /// Reads the partition's rows the filter selects (after `after`), at
+    /// most `max_rows`; true when it stopped at that cap.
     fn read_rows(
         &self,
         cur: &mut Cursor<'_>,
         part: &mut Partition,
         filter: &ClusteringFilter,
-    ) -> Result<()> {
+        after: Option<&[u8]>,
+        max_rows: usize,
+    ) -> Result<bool> {
         while let Some((tag, body)) = cur.next()? {
             if tag != TAG_ROW {
                 break;
@@ -811,12 +835,18 @@ impl SsTable {
             if filter.is_past_end(&ck) {
                 break;
             }
+            if after.is_some_and(|a| ck.as_ref() <= a) {
+                continue;
+            }
             if filter.contains(&ck) {
                 let row = codec::get_row(&mut r).map_err(|e| self.corrupt_at(cur.block, e))?;
                 part.rows.insert(ck, row);
+                if part.rows.len() >= max_rows {
+                    return Ok(true);
+                }
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Streams the whole SSTable a row at a time (for compaction).
@@ -977,7 +1007,8 @@ impl SsTableIter<'_> {
                 continue;
             }
             self.skip_until = None;
-            self.sst.read_rows(cur, &mut part, &self.filter)?;
+            self.sst
+                .read_rows(cur, &mut part, &self.filter, None, usize::MAX)?;
             return Ok(Some(part));
         }
     }
