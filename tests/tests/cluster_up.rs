@@ -71,6 +71,51 @@ fn three_nodes_converge_and_report() {
         Some("127.0.10.2:9042")
     );
 
+    // Ownership as nodetool shows it. No keyspace of users: effective
+    // ownership of system_traces (RF 2), which sums to 200%.
+    let status = c.gyrectl_ok(&["status", "--host", "127.0.10.1"]);
+    assert!(status.contains("Owns (effective)"), "{status}");
+    assert_sums(&status, 200.0);
+    let cql = |stmt: &str| {
+        let out = gyre_tests::cqlsh::gyresh_exec(c.cql(1), stmt);
+        assert!(out.ok, "{stmt}: {}{}", out.stdout, out.stderr);
+    };
+    // Every non-system keyspace replicated alike: effective for them.
+    cql("CREATE KEYSPACE own3 WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 3}");
+    let status = c.gyrectl_ok(&["status", "--host", "127.0.10.1"]);
+    assert!(status.contains("Owns (effective)"), "{status}");
+    assert_eq!(status.matches(" 100.0% ").count(), 3, "{status}");
+    // Replicated differently: primary shares and nodetool's note ...
+    cql("CREATE KEYSPACE own1 WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 1}");
+    let status = c.gyrectl_ok(&["status", "--host", "127.0.10.1"]);
+    assert!(!status.contains("(effective)"), "{status}");
+    assert!(
+        status.contains(
+            "Note: Non-system keyspaces don't have the same replication settings, \
+             effective ownership information is meaningless"
+        ),
+        "{status}"
+    );
+    assert_sums(&status, 100.0);
+    // ... unless a keyspace is named.
+    let status = c.gyrectl_ok(&["status", "own1", "--host", "127.0.10.1"]);
+    assert!(
+        status.contains("Owns (effective)") && !status.contains("Note:"),
+        "{status}"
+    );
+    assert_sums(&status, 100.0);
+    let out = c.gyrectl(&["status", "nosuch", "--host", "127.0.10.1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("The keyspace nosuch, does not exist"),
+        "{err}"
+    );
+    let status = c.gyrectl_ok(&["status", "system", "--host", "127.0.10.1"]);
+    assert!(
+        status.contains("Note: Ownership values for keyspaces with LocalStrategy are meaningless"),
+        "{status}"
+    );
+
     // /metrics: Prometheus text with gossip rounds and per-verb counters.
     let metrics = gyre_node::http::get(c.admin(2), "/metrics", Duration::from_secs(2)).unwrap();
     let rounds: f64 = metrics
@@ -130,4 +175,18 @@ fn three_nodes_converge_and_report() {
             "node {n} did not flush:\n{log}"
         );
     }
+}
+
+/// The `Owns` percentages of `gyrectl status` output add up to `total`.
+fn assert_sums(status: &str, total: f64) {
+    let sum: f64 = status
+        .lines()
+        .filter(|l| l.starts_with("UN  "))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_suffix('%')))
+        .map(|p| p.parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (sum - total).abs() < 0.5,
+        "Owns sums to {sum}%, not {total}%:\n{status}"
+    );
 }

@@ -221,6 +221,11 @@ fn two_datacenters_then_a_third_by_rebuild() {
     });
 
     run_phase(&c, "load", 1, "dc1", rows);
+    // Effective ownership, per datacenter: RF 3 of 3 nodes in each, so every
+    // node holds all of dcks (300% per datacenter).
+    let owns = c.gyrectl_ok(&["status", "dcks", "--host", &host]);
+    assert!(owns.contains("Owns (effective)"), "{owns}");
+    assert_eq!(owns.matches(" 100.0% ").count(), 6, "{owns}");
 
     c.gyrectl_ok(&["cluster", "partition", "1,2,3", "4,5,6"]);
     run_phase(&c, "cut", 2, "dc1", rows);

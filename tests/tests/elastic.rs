@@ -168,16 +168,38 @@ fn three_to_five_and_back_under_quorum_load_loses_nothing() {
     });
     assert!(observer, "node 1 never showed node 4 as UJ while it joined");
     finish_load(&c, load, &json);
-    let status = c.gyrectl_ok(&["status", "--host", "127.0.100.1"]);
-    assert_eq!(status.matches("UN  ").count(), 5, "{status}");
-    // Balanced: every node owns its fifth of the ring within ±25%.
-    let report = c.status(1).expect("status");
-    for e in &report.endpoints {
+    // The joining nodes balanced their tokens for the keyspace's replication.
+    for n in [4, 5] {
+        let log = std::fs::read_to_string(c.cluster_dir().join(format!("node{n}/gyre.log")))
+            .expect("node log");
         assert!(
-            (0.15..=0.25).contains(&e.ownership),
-            "{} owns {:.3} of the ring",
-            e.address,
-            e.ownership
+            log.lines().any(|l| l.contains("allocated tokens")
+                && l.contains("balanced_for=keyspace gyre_stress")
+                && l.contains("Simple { rf: 3 }")),
+            "node {n} did not balance its tokens for gyre_stress:\n{log}"
+        );
+    }
+    // Balanced: every node holds its share of the data at RF 3 (3/5)
+    // within ±25%, as `nodetool status KEYSPACE` shows it.
+    let status = c.gyrectl_ok(&["status", "gyre_stress", "--host", "127.0.100.1"]);
+    assert_eq!(status.matches("UN  ").count(), 5, "{status}");
+    assert!(status.contains("Owns (effective)"), "{status}");
+    let owns: Vec<f64> = status
+        .lines()
+        .filter(|l| l.starts_with("UN  "))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_suffix('%')))
+        .map(|p| p.parse::<f64>().expect("a percentage") / 100.0)
+        .collect();
+    assert_eq!(owns.len(), 5, "{status}");
+    let total: f64 = owns.iter().sum();
+    assert!(
+        (total - 3.0).abs() < 0.01,
+        "effective ownership sums to {total}: {status}"
+    );
+    for o in &owns {
+        assert!(
+            (0.45..=0.75).contains(o),
+            "a node holds {o:.3} of the data at RF 3 (mean 0.6):\n{status}"
         );
     }
     for node in 1..=5 {

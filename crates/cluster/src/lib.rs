@@ -1,7 +1,8 @@
 //! Gyre's cluster logic, as pure state machines.
 //!
 //! - [`TokenMetadata`]: the Murmur3 token ring (vnodes, primary owners,
-//!   joining/leaving nodes) and balanced token allocation for new nodes.
+//!   joining/leaving nodes) and token allocation for new nodes that keeps
+//!   replicated ownership balanced (Cassandra 4's replication-aware one).
 //! - [`ReplicationStrategy`]: Cassandra's `SimpleStrategy` and
 //!   `NetworkTopologyStrategy` replica placement, pending replicas during
 //!   joins and leaves, and a per-range cache ([`ReplicaPlan`]).

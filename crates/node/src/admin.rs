@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint: `GET /status` (JSON), `GET /metrics`
+//! The admin HTTP endpoint: `GET /status` (JSON; `GET /status/KEYSPACE`
+//! with effective ownership for that keyspace), `GET /metrics`
 //! (Prometheus text), `POST /faults` and `DELETE /faults` (messaging fault
 //! rules, for chaos tests), `POST /flush` and `POST /compact` (every table),
 //! `POST /clock` (write-timestamp offset in ms, for the chaos clock fault),
@@ -44,10 +45,21 @@ fn route(shared: &Arc<Shared>, req: Request) -> Response {
         return refused;
     }
     match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/status") => match serde_json::to_vec_pretty(&status(shared)) {
+        ("GET", "/status") => match serde_json::to_vec_pretty(&status(shared, None)) {
             Ok(body) => Response::json(200, body),
             Err(e) => Response::text(500, e.to_string()),
         },
+        // `nodetool status KEYSPACE`: effective ownership for that keyspace.
+        ("GET", p) if p.starts_with("/status/") => {
+            let keyspace = &p["/status/".len()..];
+            match effective_ownership(shared, Some(keyspace)) {
+                Err(e) => Response::text(400, format!("{e}\n")),
+                Ok(owns) => match serde_json::to_vec_pretty(&status(shared, Some(owns))) {
+                    Ok(body) => Response::json(200, body),
+                    Err(e) => Response::text(500, e.to_string()),
+                },
+            }
+        }
         ("GET", "/metrics") => Response::text(200, metrics(shared)),
         ("POST", "/faults") => match serde_json::from_slice::<FaultRules>(&req.body) {
             Ok(rules) => match shared.messenger.set_faults(rules) {
@@ -413,7 +425,91 @@ fn set_failpoint(body: &[u8]) -> Response {
     }
 }
 
-pub(crate) fn status(shared: &Shared) -> StatusReport {
+/// Effective ownership (nodetool's `Owns (effective)`): each node's share
+/// of a keyspace's data, or why there is none.
+pub(crate) enum Owns {
+    Effective {
+        keyspace: String,
+        share: std::collections::BTreeMap<gyre_cluster::HostId, f64>,
+    },
+    Meaningless(String),
+}
+
+/// Cassandra's `StorageService.getEffectiveOwnership`: for `keyspace`, else
+/// for the replication every non-system keyspace shares (`system_traces`'
+/// when there is none). An unknown keyspace is an error.
+pub(crate) fn effective_ownership(shared: &Shared, keyspace: Option<&str>) -> Result<Owns, String> {
+    let Some(qp) = shared.qp.get() else {
+        return Ok(Owns::Meaningless(
+            "The node does not have its schema yet, probably still bootstrapping. \
+             Effective ownership information is meaningless."
+                .into(),
+        ));
+    };
+    let schema = qp.schema();
+    let name = match keyspace {
+        Some(k) => {
+            if !schema.keyspaces().contains_key(k) {
+                return Err(format!("The keyspace {k}, does not exist"));
+            }
+            k.to_string()
+        }
+        None => {
+            let mut user = schema
+                .keyspaces()
+                .iter()
+                .filter(|(k, _)| !gyre_schema::is_system_keyspace(k));
+            match user.next() {
+                None => "system_traces".to_string(),
+                Some((first, ks)) => {
+                    if user.any(|(_, other)| other.replication != ks.replication) {
+                        return Ok(Owns::Meaningless(
+                            "Non-system keyspaces don't have the same replication settings, \
+                             effective ownership information is meaningless"
+                                .into(),
+                        ));
+                    }
+                    first.clone()
+                }
+            }
+        }
+    };
+    let Some(ks) = schema.keyspaces().get(&name) else {
+        return Ok(Owns::Meaningless(format!(
+            "The node does not have {name} yet, probably still bootstrapping. \
+             Effective ownership information is meaningless."
+        )));
+    };
+    let Some(strategy) = crate::replication::strategy_of(&ks.replication) else {
+        return Ok(Owns::Meaningless(
+            "Ownership values for keyspaces with LocalStrategy are meaningless".into(),
+        ));
+    };
+    // Computed on a copy: the core lock is not held while walking the ring.
+    let ring = shared.core.lock().ring.clone();
+    let plan = gyre_cluster::ReplicaPlan::build(&ring, &strategy);
+    let mut share = std::collections::BTreeMap::new();
+    for r in plan.ranges() {
+        let w = gyre_cluster::range_width(r.start, r.end) as f64 / 2f64.powi(64);
+        for h in &r.natural {
+            *share.entry(*h).or_insert(0.0) += w;
+        }
+    }
+    Ok(Owns::Effective {
+        keyspace: name,
+        share,
+    })
+}
+
+/// `GET /status`: the cluster as this node sees it, with effective
+/// ownership for `owns` (computed by default as nodetool does).
+pub(crate) fn status(shared: &Shared, owns: Option<Owns>) -> StatusReport {
+    let owns =
+        owns.unwrap_or_else(|| effective_ownership(shared, None).unwrap_or_else(Owns::Meaningless));
+    let (ownership_keyspace, effective, ownership_note) = match owns {
+        Owns::Effective { keyspace, share } => (Some(keyspace), share, None),
+        Owns::Meaningless(note) => (None, Default::default(), Some(note)),
+    };
     let core = shared.core.lock();
     let g = &core.gossiper;
     let ownership = core.ring.ownership();
@@ -435,6 +531,7 @@ pub(crate) fn status(shared: &Shared) -> StatusReport {
                 tokens: s.tokens().unwrap_or_default(),
                 load: s.load(),
                 ownership: host.and_then(|h| ownership.get(&h).copied()).unwrap_or(0.0),
+                effective_ownership: host.and_then(|h| effective.get(&h).copied()),
                 native_address: s.native_address().map(|a| a.to_string()),
                 release_version: s.release_version().map(str::to_string),
                 schema: s.schema().map(|u| u.to_string()),
@@ -461,6 +558,8 @@ pub(crate) fn status(shared: &Shared) -> StatusReport {
         generation: g.generation(),
         endpoints,
         hints,
+        ownership_keyspace,
+        ownership_note,
     }
 }
 

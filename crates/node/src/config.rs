@@ -354,6 +354,11 @@ pub struct ClusterConfig {
     pub seeds: Vec<String>,
     /// Vnodes owned by this node; only used the first time it starts.
     pub num_tokens: usize,
+    /// The replication factor (in this node's datacenter) a new node's
+    /// tokens are balanced for when the cluster has no keyspace yet
+    /// (Cassandra's `allocate_tokens_for_local_replication_factor`); with
+    /// keyspaces, theirs. 1 balances primary ranges only.
+    pub allocate_tokens_for_local_replication_factor: usize,
     pub datacenter: String,
     pub rack: String,
     /// A new node joining a cluster that holds keyspaces streams its ranges
@@ -388,6 +393,7 @@ impl Default for ClusterConfig {
             name: "Gyre Cluster".into(),
             seeds: vec!["127.0.0.1".into()],
             num_tokens: 16,
+            allocate_tokens_for_local_replication_factor: 3,
             datacenter: "dc1".into(),
             rack: "rack1".into(),
             auto_bootstrap: true,
@@ -949,6 +955,12 @@ impl NodeConfig {
         self.seed_addrs()?;
         if !(1..=1536).contains(&c.num_tokens) {
             return invalid("cluster.num_tokens", "must be between 1 and 1536");
+        }
+        if !(1..=16).contains(&c.allocate_tokens_for_local_replication_factor) {
+            return invalid(
+                "cluster.allocate_tokens_for_local_replication_factor",
+                "must be between 1 and 16",
+            );
         }
         if c.datacenter.trim().is_empty() {
             return invalid("cluster.datacenter", "must not be empty");

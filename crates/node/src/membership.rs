@@ -118,6 +118,44 @@ pub(crate) fn keyspaces(
     out
 }
 
+/// The replication a new node's tokens are balanced for, and where it came
+/// from: that of the cluster's keyspaces (not the system ones) replicated in
+/// datacenter `dc`, the one with the highest factor there when they differ
+/// (most of the data a node holds is that keyspace's); with none, Cassandra
+/// 4's `allocate_tokens_for_local_replication_factor`: `default_rf` replicas
+/// in `dc`.
+pub(crate) fn allocation_strategy(
+    qp: &QueryProcessor,
+    dc: &str,
+    default_rf: usize,
+) -> (ReplicationStrategy, String) {
+    let local_rf = |s: &ReplicationStrategy| match s {
+        ReplicationStrategy::Simple { rf } => *rf,
+        ReplicationStrategy::NetworkTopology { dcs } => dcs.get(dc).copied().unwrap_or(0),
+    };
+    let mut best: Option<(usize, String, ReplicationStrategy)> = None;
+    for (name, (strategy, _)) in keyspaces(qp) {
+        if gyre_schema::is_system_keyspace(&name) {
+            continue;
+        }
+        let rf = local_rf(&strategy);
+        if rf > 0 && best.as_ref().is_none_or(|(b, _, _)| rf > *b) {
+            best = Some((rf, name, strategy));
+        }
+    }
+    match best {
+        Some((rf, name, ReplicationStrategy::NetworkTopology { .. })) => (
+            ReplicationStrategy::network_topology([(dc, rf)]),
+            format!("keyspace {name}"),
+        ),
+        Some((_, name, simple)) => (simple, format!("keyspace {name}")),
+        None => (
+            ReplicationStrategy::network_topology([(dc, default_rf)]),
+            "cluster.allocate_tokens_for_local_replication_factor".into(),
+        ),
+    }
+}
+
 /// True when the cluster holds a keyspace of its users: a joining node
 /// then has data to stream (a node of a cluster being formed does not).
 pub(crate) fn has_user_keyspaces(qp: &QueryProcessor) -> bool {

@@ -921,7 +921,7 @@ impl Node {
         } else {
             let mut joins_existing = false;
             let tokens = if persisted.tokens.is_empty() {
-                let (tokens, existing) = choose_tokens(&shared, &seeds).await?;
+                let (tokens, existing) = choose_tokens(&shared, &seeds, &qp).await?;
                 joins_existing = existing;
                 persisted.tokens = tokens.clone();
                 // Recorded before streaming: a restart resumes the bootstrap.
@@ -1168,7 +1168,11 @@ async fn wait_for_ring(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<()>
 /// New tokens: alone if this is a seed that finds no ring, else balanced
 /// against the ring learned from the seeds. Also says whether a ring of
 /// other nodes existed (the node then joins a running cluster).
-async fn choose_tokens(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<(Vec<Token>, bool)> {
+async fn choose_tokens(
+    shared: &Arc<Shared>,
+    seeds: &[SocketAddr],
+    qp: &QueryProcessor,
+) -> Result<(Vec<Token>, bool)> {
     let cfg = &shared.cfg;
     let i_am_seed = seeds.contains(&shared.local);
     let others = seeds.iter().any(|s| *s != shared.local);
@@ -1204,18 +1208,46 @@ async fn choose_tokens(shared: &Arc<Shared>, seeds: &[SocketAddr]) -> Result<(Ve
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let core = shared.core.lock();
-    let existing = core
+    let existing = shared
+        .core
+        .lock()
         .ring
         .normal_nodes()
         .any(|n| n.host_id != shared.host_id);
+    // As Cassandra: the joining node learns the schema before it picks
+    // tokens, which are balanced for the replication of its keyspaces.
+    if existing {
+        let schema_wait = Duration::from_millis(cfg.gossip.seed_wait_ms.max(10_000));
+        if !crate::membership::wait_schema_agreement(shared, qp, schema_wait).await {
+            warn!("no schema agreement with the cluster before choosing tokens; continuing");
+        }
+    }
+    let (strategy, source) = crate::membership::allocation_strategy(
+        qp,
+        &cfg.cluster.datacenter,
+        cfg.cluster.allocate_tokens_for_local_replication_factor,
+    );
+    // The search takes up to seconds on large rings: on a copy of the ring,
+    // off the core lock and the async workers.
+    let ring = shared.core.lock().ring.clone();
+    let ring_nodes = ring.normal_nodes().count();
     let seed = shared.host_id.as_u64_pair().0;
-    let tokens = core
-        .ring
-        .allocate_tokens(&cfg.cluster.datacenter, cfg.cluster.num_tokens, seed);
+    let (dc, rack, num_tokens) = (
+        cfg.cluster.datacenter.clone(),
+        cfg.cluster.rack.clone(),
+        cfg.cluster.num_tokens,
+    );
+    let replication = strategy.clone();
+    let tokens = tokio::task::spawn_blocking(move || {
+        ring.allocate_tokens_for_replication(&dc, &rack, num_tokens, seed, &replication)
+    })
+    .await
+    .map_err(|e| Error::Startup(format!("token allocation task failed: {e}")))?;
     info!(
         tokens = tokens.len(),
-        ring_nodes = core.ring.normal_nodes().count(),
+        ring_nodes,
+        replication = ?strategy,
+        balanced_for = %source,
         "allocated tokens"
     );
     Ok((tokens, existing))

@@ -15,6 +15,15 @@ pub struct StatusReport {
     /// Hints this node holds for other nodes, per target host.
     #[serde(default)]
     pub hints: Vec<HintsReport>,
+    /// The keyspace whose replication the endpoints' `effective_ownership`
+    /// is computed for (`GET /status/KEYSPACE`, or without one the keyspace
+    /// every non-system keyspace's replication equals, as nodetool); `null`
+    /// when there is none (then `ownership_note` says why).
+    #[serde(default)]
+    pub ownership_keyspace: Option<String>,
+    /// nodetool's note when effective ownership is not shown.
+    #[serde(default)]
+    pub ownership_note: Option<String>,
 }
 
 /// Hints pending for one target host.
@@ -42,6 +51,12 @@ pub struct EndpointReport {
     pub load: Option<f64>,
     /// Fraction of the ring this node owns as primary (0 when not in the ring).
     pub ownership: f64,
+    /// Share of `ownership_keyspace`'s data this node replicates (nodetool's
+    /// `Owns (effective)`): it sums to the replication factor over the nodes
+    /// (per datacenter for NetworkTopologyStrategy). `null` when there is no
+    /// such keyspace or the node is not in the ring.
+    #[serde(default)]
+    pub effective_ownership: Option<f64>,
     pub native_address: Option<String>,
     pub release_version: Option<String>,
     pub schema: Option<String>,

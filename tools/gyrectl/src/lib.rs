@@ -890,9 +890,33 @@ pub fn repair(
 }
 
 pub fn fetch_status(addr: SocketAddr, timeout: Duration) -> Result<StatusReport> {
-    let body = gyre_node::http::get(addr, "/status", timeout)?;
+    fetch_status_of(addr, None, timeout)
+}
+
+/// `GET /status/KEYSPACE`: the status with effective ownership for
+/// `keyspace` (an unknown one is refused with Cassandra's message).
+pub fn fetch_status_of(
+    addr: SocketAddr,
+    keyspace: Option<&str>,
+    timeout: Duration,
+) -> Result<StatusReport> {
+    let path = match keyspace {
+        Some(k) => format!("/status/{k}"),
+        None => "/status".to_string(),
+    };
+    let (code, body) = gyre_node::http::request(addr, "GET", &path, None, timeout)?;
+    if code == 400 {
+        // What nodetool prints for an unknown keyspace.
+        return Err(Error::Cluster(body.trim().to_string()));
+    }
+    if code != 200 {
+        return Err(Error::Cluster(format!(
+            "{addr}{path}: HTTP {code}: {}",
+            body.trim()
+        )));
+    }
     serde_json::from_str(&body).map_err(|e| Error::Json {
-        what: format!("{addr}/status"),
+        what: format!("{addr}{path}"),
         message: e.to_string(),
     })
 }
@@ -957,8 +981,16 @@ pub fn human_bytes(b: f64) -> String {
 }
 
 /// `nodetool status`: one block per datacenter, one line per node starting
-/// with its two-letter state (`UN`, `DN`, `UJ`, `UL`, ...).
+/// with its two-letter state (`UN`, `DN`, `UJ`, `UL`, ...). `Owns
+/// (effective)` when the report has effective ownership; otherwise `Owns`
+/// is the primary share, followed by nodetool's note saying why.
 pub fn format_status(r: &StatusReport) -> String {
+    let effective = r.ownership_keyspace.is_some();
+    let (owns_header, owns_width) = if effective {
+        ("Owns (effective)", 18)
+    } else {
+        ("Owns", 10)
+    };
     let mut by_dc: std::collections::BTreeMap<&str, Vec<&gyre_node::EndpointReport>> =
         Default::default();
     for e in r
@@ -981,23 +1013,32 @@ pub fn format_status(r: &StatusReport) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<4}{:<22}{:<12}{:<8}{:<10}{:<38}Rack",
-            "--", "Address", "Load", "Tokens", "Owns", "Host ID"
+            "{:<4}{:<22}{:<12}{:<8}{:<owns_width$}{:<38}Rack",
+            "--", "Address", "Load", "Tokens", owns_header, "Host ID"
         );
         for e in eps {
+            let owns = if effective {
+                e.effective_ownership
+                    .map_or("?".into(), |o| format!("{:.1}%", o * 100.0))
+            } else {
+                format!("{:.1}%", e.ownership * 100.0)
+            };
             let _ = writeln!(
                 out,
-                "{:<4}{:<22}{:<12}{:<8}{:<10}{:<38}{}",
+                "{:<4}{:<22}{:<12}{:<8}{:<owns_width$}{:<38}{}",
                 e.state_code(),
                 e.address,
                 e.load.map_or("?".into(), human_bytes),
                 e.tokens.len(),
-                format!("{:.1}%", e.ownership * 100.0),
+                owns,
                 e.host_id.as_deref().unwrap_or("?"),
                 e.rack.as_deref().unwrap_or("?"),
             );
         }
         out.push('\n');
+    }
+    if let Some(note) = &r.ownership_note {
+        let _ = writeln!(out, "Note: {note}\n");
     }
     if !r.hints.is_empty() {
         let _ = writeln!(
@@ -1162,6 +1203,7 @@ mod tests {
             tokens: vec![1, 2],
             load: Some(2048.0),
             ownership: 0.5,
+            effective_ownership: Some(1.0),
             native_address: None,
             release_version: None,
             schema: None,
@@ -1181,8 +1223,36 @@ mod tests {
                 files: 2,
                 bytes: 3 << 20,
             }],
+            ownership_keyspace: None,
+            ownership_note: Some("Non-system keyspaces don't have the same replication".into()),
         };
         let text = format_status(&r);
+        // Primary shares under `Owns`, then nodetool's note.
+        assert!(
+            text.contains("Owns      Host ID") && !text.contains("effective"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nNote: Non-system keyspaces don't have the same replication\n"),
+            "{text}"
+        );
+        let mut eff = r.clone();
+        eff.ownership_keyspace = Some("ks".into());
+        eff.ownership_note = None;
+        eff.endpoints[1].effective_ownership = None;
+        let eff = format_status(&eff);
+        assert!(eff.contains("Owns (effective)  Host ID"), "{eff}");
+        assert!(!eff.contains("Note:"), "{eff}");
+        assert!(
+            eff.lines()
+                .any(|l| l.starts_with("UN  127.0.0.1:7000") && l.contains(" 100.0% ")),
+            "{eff}"
+        );
+        assert!(
+            eff.lines()
+                .any(|l| l.starts_with("DN  127.0.0.2:7000") && l.contains(" ?  ")),
+            "{eff}"
+        );
         assert!(text.contains("Datacenter: dc1"), "{text}");
         assert!(
             text.lines().any(|l| l.starts_with("UN  127.0.0.1:7000")),

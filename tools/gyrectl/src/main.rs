@@ -195,8 +195,12 @@ enum Cmd {
         #[command(flatten)]
         node: NodeAddr,
     },
-    /// Cluster state as one node sees it, like `nodetool status`.
+    /// Cluster state as one node sees it, like `nodetool status`. `Owns
+    /// (effective)` is each node's share of KEYSPACE's data (without one, of
+    /// the replication all non-system keyspaces share, if they do).
     Status {
+        /// The keyspace whose effective ownership is shown.
+        keyspace: Option<String>,
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// The node's admin HTTP port.
@@ -949,11 +953,19 @@ fn main() -> anyhow::Result<()> {
         gyre_node::http::set_client_token(t);
     }
     match cli.cmd {
-        Cmd::Status { host, port } => {
+        Cmd::Status {
+            keyspace,
+            host,
+            port,
+        } => {
             let ip = host
                 .parse()
                 .with_context(|| format!("--host {host}: not an IP address"))?;
-            let r = fetch_status(std::net::SocketAddr::new(ip, port), Duration::from_secs(5))?;
+            let r = gyrectl::fetch_status_of(
+                std::net::SocketAddr::new(ip, port),
+                keyspace.as_deref(),
+                Duration::from_secs(5),
+            )?;
             println!("Cluster: {}", r.cluster_name);
             print!("{}", format_status(&r));
             Ok(())
