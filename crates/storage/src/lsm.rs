@@ -1663,10 +1663,11 @@ impl Inner {
             plain.index = None;
             return self.scan(t.id, &plain, now);
         };
-        let static_query = q
-            .clauses
-            .iter()
-            .any(|c| specs.iter().any(|s| s.name == c.index && s.is_static));
+        let static_query = q.clauses.iter().any(|c| {
+            specs
+                .iter()
+                .any(|s| s.name == c.index && s.partition_level())
+        });
         let mut it = candidates.0.into_iter();
         assemble_scan_page(req, now, || loop {
             let Some((key, cks)) = it.next() else {

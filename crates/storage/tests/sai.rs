@@ -28,6 +28,7 @@ fn spec() -> IndexSpec {
         is_static: false,
         vector: None,
         text: Default::default(),
+        key: None,
     }
 }
 
@@ -230,6 +231,7 @@ fn ann_scans_rank_live_rows_within_a_range() {
             similarity: Similarity::Euclidean,
         }),
         text: Default::default(),
+        key: None,
     };
     e.create_table(
         TABLE,
@@ -361,6 +363,7 @@ fn index_components_spare_a_rebuild_after_restart() {
             similarity: Similarity::Euclidean,
         }),
         text: Default::default(),
+        key: None,
     };
     let both = TableOptions {
         indexes: vec![spec(), vec_spec],
