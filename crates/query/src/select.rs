@@ -246,7 +246,16 @@ impl QueryProcessor {
             None => None,
         };
         // With the partition given, the partition is read and filtered.
-        let index = index.filter(|_| keys.is_none());
+        let mut index = index.filter(|_| keys.is_none());
+        let ann_scan = ann.is_some() && keys.is_none();
+        if self.indexes_refused.get().is_some() && (index.is_some() || ann_scan) {
+            // An engine that serves no indexes: a scan filtered by the
+            // query layer when ALLOW FILTERING asks for one, else refused.
+            if ann_scan || !s.allow_filtering {
+                self.check_indexes_served()?;
+            }
+            index = None;
+        }
         if needs_filtering && !s.allow_filtering {
             return Err(QueryError::invalid(FILTERING));
         }

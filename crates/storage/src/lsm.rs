@@ -2352,6 +2352,10 @@ impl StorageEngine for LsmEngine {
         }
     }
 
+    fn serves_indexes(&self) -> bool {
+        true
+    }
+
     fn index_builds(&self) -> Vec<(TableId, sai::IndexBuild)> {
         let tables: Vec<Arc<Table>> = self.inner.tables.read().values().cloned().collect();
         let mut out = Vec::new();
