@@ -1038,6 +1038,16 @@ impl Inner {
         for f in files {
             let generation = t.next_generation.fetch_add(1, Ordering::Relaxed);
             let dest = sstable_path(&t.dir, generation);
+            // Its index component (`X.sai` beside `X.db`) comes along,
+            // before the SSTable as the writer does; it names its SSTable
+            // by content, so the new generation does not matter, and one
+            // that does not fit is rebuilt on first use.
+            let component = sai::component_path(f);
+            if component.exists() {
+                let to = sai::component_path(&dest);
+                fs::rename(&component, &to)
+                    .ctx(|| format!("moving {} into the table", component.display()))?;
+            }
             fs::rename(f, &dest).ctx(|| format!("moving {} into the table", f.display()))?;
             fsync_dir(&t.dir)?;
             let s = SsTable::open(&dest)?;
@@ -2085,12 +2095,15 @@ impl StorageEngine for LsmEngine {
         inner.flush_table(&t)?;
         // No compaction deletes an SSTable while it is linked.
         let _c = t.compaction_lock.lock();
-        let files: Vec<PathBuf> = t
-            .snapshot()
-            .sstables
-            .iter()
-            .map(|s| s.path().to_path_buf())
-            .collect();
+        // With their index components, so a restore need not rebuild them.
+        let mut files: Vec<PathBuf> = Vec::new();
+        for s in &t.snapshot().sstables {
+            files.push(s.path().to_path_buf());
+            let component = sai::component_path(s.path());
+            if component.exists() {
+                files.push(component);
+            }
+        }
         let info = SnapshotInfo {
             tag: tag.to_string(),
             table,

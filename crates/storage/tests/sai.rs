@@ -484,3 +484,36 @@ fn index_components_spare_a_rebuild_after_restart() {
     assert_eq!(components().len(), 1);
     assert_eq!(ann(&e), want_ann, "after compaction");
 }
+
+/// A snapshot holds the SSTables' index components too, so a table
+/// restored from it (`gyrectl refresh --from-snapshot`) loads its index
+/// segments instead of rebuilding them from the data.
+#[test]
+fn snapshots_keep_index_components() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let e = open(dir.path(), true);
+    for k in 0..40 {
+        put(&e, k, 0, (k % 4) as i32, 1);
+    }
+    e.flush(Some(TABLE)).expect("flushes");
+    for k in 40..60 {
+        put(&e, k, 0, (k % 4) as i32, 1);
+    }
+    let eq = TermOp::Eq(Bytes::copy_from_slice(&2i32.to_be_bytes()));
+    let want = query(&e, eq.clone(), NOW);
+    assert_eq!(want.len(), 15);
+    // The snapshot flushes the memtable first: two SSTables.
+    let snap = e.snapshot(TABLE, "s").expect("snapshots");
+    let components = snap.files.iter().filter(|f| f.ends_with(".sai")).count();
+    assert_eq!((snap.files.len(), components), (4, 2), "{:?}", snap.files);
+    e.truncate_table(TABLE).expect("truncates");
+    assert!(query(&e, eq.clone(), NOW).is_empty());
+    let report = e.restore_snapshot(TABLE, TABLE, "s").expect("restores");
+    assert_eq!(report.files, 2);
+    assert_eq!(query(&e, eq, NOW), want);
+    assert_eq!(
+        e.index_segment_counts(TABLE).expect("counts"),
+        (2, 0),
+        "segments loaded from the restored components, none rebuilt"
+    );
+}
