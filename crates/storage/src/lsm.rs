@@ -1889,13 +1889,19 @@ impl LsmEngine {
     /// so that the first queries need not (until it gets there, a query
     /// loads what it needs).
     fn warm_indexes(&self) {
-        let tables: Vec<Arc<Table>> = self
-            .inner
-            .tables
-            .read()
-            .values()
+        let tables: Vec<Arc<Table>> = self.inner.tables.read().values().cloned().collect();
+        self.warm_segments(tables);
+    }
+
+    /// Loads or builds, in a background thread, the index segments of the
+    /// SSTables of `tables` that are indexed (segments already in memory
+    /// cost nothing): after start-up, and after an import or a stream
+    /// brought SSTables without usable components, so that the first
+    /// queries need not build them.
+    fn warm_segments(&self, tables: Vec<Arc<Table>>) {
+        let tables: Vec<Arc<Table>> = tables
+            .into_iter()
             .filter(|t| !t.options.read().indexes.is_empty())
-            .cloned()
             .collect();
         if tables.is_empty() {
             return;
@@ -2161,6 +2167,7 @@ impl StorageEngine for LsmEngine {
         let report = inner.import_files(&t, &dir, &files)?;
         if report.files > 0 {
             tracing::info!(table = %table, files = report.files, bytes = report.bytes, "imported SSTables");
+            self.warm_segments(vec![t]);
         }
         Ok(report)
     }
@@ -2199,9 +2206,12 @@ impl StorageEngine for LsmEngine {
         let files = std::mem::take(&mut receiver.staged);
         let dir = receiver.dir.clone();
         let report = self.inner.import_files(&t, &dir, &files);
-        if report.is_err() {
+        match &report {
+            // Streamed SSTables come without index components.
+            Ok(r) if r.files > 0 => self.warm_segments(vec![t]),
+            Ok(_) => {}
             // Whatever was not moved into the table goes with the receiver.
-            receiver.staged = files.into_iter().filter(|f| f.exists()).collect();
+            Err(_) => receiver.staged = files.into_iter().filter(|f| f.exists()).collect(),
         }
         report
     }

@@ -517,3 +517,33 @@ fn snapshots_keep_index_components() {
         "segments loaded from the restored components, none rebuilt"
     );
 }
+
+/// SSTables imported without their components (or streamed: the same
+/// import) get their index segments built in the background, not by the
+/// first query.
+#[test]
+fn imported_sstables_get_segments_in_the_background() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let e = open(dir.path(), true);
+    for k in 0..30 {
+        put(&e, k, 0, (k % 3) as i32, 1);
+    }
+    let snap = e.snapshot(TABLE, "s").expect("snapshots");
+    e.truncate_table(TABLE).expect("truncates");
+    let import = e.import_sstables(TABLE).expect("nothing to import").dir;
+    for f in snap.files.iter().filter(|f| f.ends_with(".db")) {
+        std::fs::copy(snap.dir.join(f), import.join(f)).expect("copies");
+    }
+    assert_eq!(e.import_sstables(TABLE).expect("imports").files, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while e.index_segment_counts(TABLE).expect("counts") != (0, 1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment built: {:?}",
+            e.index_segment_counts(TABLE)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let eq = TermOp::Eq(Bytes::copy_from_slice(&1i32.to_be_bytes()));
+    assert_eq!(query(&e, eq, NOW).len(), 10);
+}
