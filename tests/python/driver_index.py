@@ -360,6 +360,11 @@ def key_index_checks(cluster, s, admins):
         got = sorted((r.c, r.d) for r in rows_of(s, "SELECT c, d FROM kx WHERE a = 7 AND b = 2 "
                                                      "AND d = 't3'"))
         assert got == sorted((k[2], k[3]) for k in model if k[:2] == (7, 2) and k[3] == "t3"), got
+        # Prepared, with bound values (paged at 5).
+        ps = s.prepare("SELECT a, b, c, d, v FROM kx WHERE c > ? AND d = ?")
+        ps.fetch_size = 5
+        got = sorted((r.a, r.b, r.c, r.d, r.v) for r in s.execute(ps, (2, "t0")))
+        assert got == sorted(k + (v,) for k, v in model.items() if k[2] > 2 and k[3] == "t0"), got
         got = list(rows_of(s, "SELECT a, b, s FROM kx WHERE b = 3 AND c = 0"))
         assert sorted((r.a, r.s) for r in got) == sorted(
             (k[0], 7 if k[0] == 3 else None) for k in model if k[1] == 3 and k[2] == 0), got
