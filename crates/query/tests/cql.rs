@@ -369,6 +369,20 @@ fn multi_column_clustering_prefixes() {
             .contains("preceding column \"a\" is not restricted"),
         "{err}"
     );
+    // With ALLOW FILTERING (or an index on b) the restriction filters rows,
+    // as in Cassandra; with the partition key or without.
+    let filtered = "SELECT a FROM t WHERE k = 0 AND b = 'x' ALLOW FILTERING";
+    assert_eq!(e.ints(filtered), vec![0, 1, 2]);
+    assert_eq!(
+        e.ints("SELECT a FROM t WHERE a > 0 AND b = 'y' ALLOW FILTERING"),
+        vec![1, 2]
+    );
+    e.ok("CREATE INDEX ON t (b)");
+    assert_eq!(e.ints("SELECT a FROM t WHERE b = 'z'"), vec![0, 1, 2]);
+    assert_eq!(
+        e.ints("SELECT a FROM t WHERE k = 0 AND b = 'z'"),
+        vec![0, 1, 2]
+    );
     e.ok("DELETE FROM t WHERE k = 0 AND a = 1");
     assert_eq!(
         e.rows("SELECT count(*) FROM t WHERE k = 0"),
