@@ -1,7 +1,8 @@
 //! Snapshots on a real node through `gyrectl`: a snapshot by tag (an
 //! existing tag refused), `auto_snapshot` before DROP TABLE and TRUNCATE,
 //! and a restore after a DROP: the table re-created, the snapshot loaded
-//! with `gyrectl refresh` without a restart, every row back. Also the
+//! with `gyrectl refresh` without a restart, every row back (with the
+//! table's index components, so its secondary index answers). Also the
 //! compaction option through CQL: an unknown strategy or option refused
 //! with Cassandra's message, ALTER TABLE switching strategy.
 #![allow(clippy::unwrap_used)]
@@ -72,11 +73,19 @@ fn snapshot_drop_and_restore_without_restart() {
         }
     }
     assert_eq!(count(&mut c), ROWS);
+    exec(&mut c, "CREATE INDEX by_v ON snap.t (v)");
 
     let out = cluster.gyrectl_ok(&["snapshot", "snap.t", "-t", "before-drop", "--host", host]);
     assert!(
         out.contains("snapshot before-drop of 1 table(s) taken"),
         "{out}"
+    );
+    // The SSTables' index components are in it too.
+    let taken = snapshots(&cluster);
+    let files = &taken.iter().find(|s| s.tag == "before-drop").unwrap().files;
+    assert!(
+        files.iter().any(|f| f.ends_with(".db")) && files.iter().any(|f| f.ends_with(".sai")),
+        "{files:?}"
     );
     let again = cluster.gyrectl(&["snapshot", "snap", "-t", "before-drop", "--host", host]);
     assert!(!again.status.success());
@@ -103,6 +112,7 @@ fn snapshot_drop_and_restore_without_restart() {
 
     // Restore: re-create the table, load the snapshot, live.
     exec(&mut c, "CREATE TABLE snap.t (k int PRIMARY KEY, v text)");
+    exec(&mut c, "CREATE INDEX by_v ON snap.t (v)");
     assert_eq!(count(&mut c), 0);
     let out = cluster.gyrectl_ok(&[
         "refresh",
@@ -116,6 +126,11 @@ fn snapshot_drop_and_restore_without_restart() {
     assert_eq!(count(&mut c), ROWS, "every row is back");
     let row = exec(&mut c, "SELECT v FROM snap.t WHERE k = 7").rows();
     assert_eq!(row[0][0].as_deref(), Some(&b"value 7"[..]));
+    // The index answers over the restored SSTables (segments loaded from
+    // the restored components).
+    let row = exec(&mut c, "SELECT k FROM snap.t WHERE v = 'value 7'").rows();
+    assert_eq!(row.len(), 1);
+    assert_eq!(row[0][0].as_deref(), Some(&7i32.to_be_bytes()[..]));
 
     // TRUNCATE snapshots first too; clearing frees them.
     exec(&mut c, "TRUNCATE snap.t");

@@ -1094,6 +1094,10 @@ async fn storage_watch(
     let _ = transports.send(true);
 }
 
+/// Why a node whose storage engine serves no indexes (RocksDB) refuses
+/// CREATE INDEX and indexed queries.
+pub const INDEXES_NEED_NATIVE: &str = "Secondary indexes are not supported by this node's storage engine (storage.engine = \"rocksdb\"); they need the native engine (storage.engine = \"native\")";
+
 /// Loads the persisted schema and builds the executor over `data`.
 async fn open_query_processor(
     engine: Arc<dyn StorageEngine>,
@@ -1105,6 +1109,9 @@ async fn open_query_processor(
         let schema = store.load().map_err(schema_err)?;
         info!(version = %schema.version(), tables = schema.tables().len(), "schema loaded");
         let qp = QueryProcessor::new(schema, Some(store), data, Arc::new(SystemClock));
+        if !engine.serves_indexes() {
+            qp.refuse_indexes(INDEXES_NEED_NATIVE);
+        }
         qp.ensure_tables()
             .map_err(|e| Error::Startup(format!("creating tables: {e}")))?;
         Ok(qp)

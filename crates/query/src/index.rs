@@ -9,7 +9,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use gyre_cql::{CqlType, IndexTarget, Operator, Predicate, Relation};
 use gyre_protocol::Value;
-use gyre_schema::{ColumnDef, IndexDef, TableDef};
+use gyre_schema::{ColumnDef, ColumnKind, IndexDef, TableDef};
 use gyre_storage::sai::{IndexClause, IndexQuery, IndexSpec, TermOp, TextAnalysis, MAX_ANN_K};
 
 use crate::collections::key_path;
@@ -17,16 +17,37 @@ use crate::error::{QueryError, Result};
 use crate::processor::Filter;
 use crate::values::term_bytes;
 
-/// The index of `col` that holds its whole value. Indexes on primary key
-/// columns are not served yet (the engine indexes cells, and key columns
-/// are not cells): their restrictions are filtered.
+/// The index of `col` that holds its whole value. An index on a primary
+/// key column (a component of a composite partition key, a clustering
+/// column) serves when the engine can index it from the keys (see
+/// `IndexDef::storage_spec`); otherwise its restrictions are filtered.
 fn value_index<'a>(table: &'a TableDef, col: &ColumnDef) -> Option<&'a IndexDef> {
-    if col.kind.is_primary_key() {
-        return None;
+    table
+        .indexes
+        .iter()
+        .find(
+            |i| matches!(&i.target, IndexTarget::Column(c) | IndexTarget::Full(c) if *c == col.name),
+        )
+        .filter(|i| !col.kind.is_primary_key() || i.storage_spec(table).is_some())
+}
+
+/// A clustering column's index takes values in the column's ascending
+/// key encoding (its terms), other indexes raw values.
+fn index_value(col: &ColumnDef, v: &Bytes) -> Result<Bytes> {
+    match col.kind {
+        ColumnKind::Clustering(..) => Ok(Bytes::from(gyre_schema::encode_clustering(
+            &col.ty,
+            v,
+            gyre_schema::ClusteringOrder::Asc,
+        )?)),
+        _ => Ok(v.clone()),
     }
-    table.indexes.iter().find(
-        |i| matches!(&i.target, IndexTarget::Column(c) | IndexTarget::Full(c) if *c == col.name),
-    )
+}
+
+/// Whether an index serves this one restriction (so it needs no ALLOW
+/// FILTERING).
+pub(crate) fn serves(table: &TableDef, col: &ColumnDef, f: &Filter) -> bool {
+    plan(table, &[(col.clone(), f.clone())], &[], &[]).is_ok_and(|(_, all)| all)
 }
 
 /// The text analysis of the index serving `col`'s whole value, when its
@@ -64,12 +85,13 @@ pub(crate) fn plan(
             return Err(QueryError::invalid(VECTOR_INDEXES_ANN_ONLY));
         }
         let clause = match f {
-            Filter::In(values) if values.len() == 1 => {
-                value_index(table, col).map(|i| IndexClause {
+            Filter::In(values) if values.len() == 1 => match value_index(table, col) {
+                Some(i) => Some(IndexClause {
                     index: i.name.clone(),
-                    op: TermOp::Eq(values[0].clone()),
-                })
-            }
+                    op: TermOp::Eq(index_value(col, &values[0])?),
+                }),
+                None => None,
+            },
             Filter::Contains(v) => {
                 match index_on(table, col, |t| {
                     matches!(t, IndexTarget::Values(_) | IndexTarget::Column(_))
@@ -95,8 +117,26 @@ pub(crate) fn plan(
                     None => None,
                 }
             }
-            Filter::Compare(..) => {
+            Filter::Compare(op, bound) => {
                 match value_index(table, col).filter(|i| i.supports_ranges(table)) {
+                    // The bound is in the ascending key encoding: the term.
+                    Some(i) if matches!(col.kind, ColumnKind::Clustering(..)) => {
+                        let b = || bound.clone();
+                        let (lo, hi) = match op {
+                            Operator::Gt => (Bound::Excluded(b()), Bound::Unbounded),
+                            Operator::Gte => (Bound::Included(b()), Bound::Unbounded),
+                            Operator::Lt => (Bound::Unbounded, Bound::Excluded(b())),
+                            Operator::Lte => (Bound::Unbounded, Bound::Included(b())),
+                            _ => {
+                                all = false;
+                                continue;
+                            }
+                        };
+                        Some(IndexClause {
+                            index: i.name.clone(),
+                            op: TermOp::Range { lo, hi },
+                        })
+                    }
                     Some(_) => {
                         if !ranged.contains(&col.name.as_str()) {
                             ranged.push(&col.name);
@@ -118,10 +158,18 @@ pub(crate) fn plan(
                     None => None,
                 }
             }
-            Filter::In(values) => value_index(table, col).map(|i| IndexClause {
-                index: i.name.clone(),
-                op: TermOp::In(values.clone()),
-            }),
+            Filter::In(values) => match value_index(table, col) {
+                Some(i) => Some(IndexClause {
+                    index: i.name.clone(),
+                    op: TermOp::In(
+                        values
+                            .iter()
+                            .map(|v| index_value(col, v))
+                            .collect::<Result<_>>()?,
+                    ),
+                }),
+                None => None,
+            },
         };
         match clause {
             Some(c) => clauses.push(c),

@@ -109,6 +109,9 @@ pub struct QueryProcessor {
     pub(crate) plan: Histogram,
     /// Limits on what one statement may ask ([`Guardrails`]).
     pub(crate) guardrails: parking_lot::RwLock<crate::Guardrails>,
+    /// Why secondary indexes are refused on this node (its storage engine
+    /// does not serve them), if they are.
+    pub(crate) indexes_refused: OnceLock<String>,
 }
 
 impl std::fmt::Debug for QueryProcessor {
@@ -138,6 +141,21 @@ impl QueryProcessor {
             schema_epoch: AtomicU64::new(0),
             plan: Histogram::default(),
             guardrails: parking_lot::RwLock::new(crate::Guardrails::default()),
+            indexes_refused: OnceLock::new(),
+        }
+    }
+
+    /// Refuses CREATE INDEX and queries that an index would serve, with
+    /// `why` (the node sets it when its storage engine serves no indexes).
+    pub fn refuse_indexes(&self, why: impl Into<String>) {
+        let _ = self.indexes_refused.set(why.into());
+    }
+
+    /// The error of a refused index statement or query, if refused.
+    pub(crate) fn check_indexes_served(&self) -> Result<()> {
+        match self.indexes_refused.get() {
+            Some(why) => Err(QueryError::invalid(why.clone())),
+            None => Ok(()),
         }
     }
 
@@ -402,6 +420,9 @@ impl QueryProcessor {
     }
 
     fn ddl(&self, stmt: &Statement, params: &QueryParams) -> Result<QueryResult> {
+        if matches!(stmt, Statement::CreateIndex(_)) {
+            self.check_indexes_served()?;
+        }
         // One writer at a time: check, apply, persist and create storage
         // as one step so concurrent DDL cannot interleave.
         let datacenters = self.datacenters();

@@ -7,7 +7,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use gyre_common::{
     CellName, CellValue, DecoratedKey, LocalTime, Partition, Row, Slice, SliceBound,
 };
-use gyre_cql::{CqlType, Order, Select, SelectItem, Selection, Selector, TimestampFunction};
+use gyre_cql::{
+    CqlType, Operator, Order, Select, SelectItem, Selection, Selector, TimestampFunction,
+};
 use gyre_protocol::Consistency;
 use gyre_protocol::{ColumnType, Value};
 use gyre_schema::{decode_clustering_key, ClusteringOrder, ColumnDef, ColumnKind, TableDef};
@@ -197,9 +199,23 @@ impl QueryProcessor {
                 }
             }
         }
+        unsliced_clustering_to_filters(table, &mut w, s.allow_filtering)?;
         let ck = clustering(table, &w)?;
-        if keys.is_none() && ck != Clustering::All {
-            needs_filtering = true;
+        // Without the partition key, clustering restrictions select rows
+        // of every partition: served by indexes on their columns, else
+        // filtering (a multi-column slice always is).
+        let mut planned = w.others.clone();
+        if keys.is_none() {
+            if w.tuple.is_some() {
+                needs_filtering = true;
+            }
+            for col in table.clustering() {
+                if let Some(r) = w.keys.get(&col.name) {
+                    for f in restriction_filters(col, r)? {
+                        planned.push((col.clone(), f));
+                    }
+                }
+            }
         }
         if keys.is_some() && (w.token_start.is_some() || w.token_end.is_some()) {
             return Err(QueryError::invalid(
@@ -207,7 +223,7 @@ impl QueryProcessor {
             ));
         }
         // Filters served by secondary indexes need no ALLOW FILTERING.
-        let (index, all_indexed) = crate::index::plan(table, &w.others, &s.where_clause, binds)?;
+        let (index, all_indexed) = crate::index::plan(table, &planned, &s.where_clause, binds)?;
         if !all_indexed {
             needs_filtering = true;
         }
@@ -230,7 +246,16 @@ impl QueryProcessor {
             None => None,
         };
         // With the partition given, the partition is read and filtered.
-        let index = index.filter(|_| keys.is_none());
+        let mut index = index.filter(|_| keys.is_none());
+        let ann_scan = ann.is_some() && keys.is_none();
+        if self.indexes_refused.get().is_some() && (index.is_some() || ann_scan) {
+            // An engine that serves no indexes: a scan filtered by the
+            // query layer when ALLOW FILTERING asks for one, else refused.
+            if ann_scan || !s.allow_filtering {
+                self.check_indexes_served()?;
+            }
+            index = None;
+        }
         if needs_filtering && !s.allow_filtering {
             return Err(QueryError::invalid(FILTERING));
         }
@@ -1439,6 +1464,79 @@ impl Eval<'_> {
             }
         })
     }
+}
+
+/// A clustering column's restriction as row filters (range bounds in the
+/// ascending key encoding, as [`Filter::Compare`] compares).
+fn restriction_filters(col: &ColumnDef, r: &Restriction) -> Result<Vec<Filter>> {
+    let enc = |v: &Bytes| -> Result<Bytes> {
+        Ok(Bytes::from(gyre_schema::encode_clustering(
+            &col.ty,
+            v,
+            gyre_schema::ClusteringOrder::Asc,
+        )?))
+    };
+    Ok(match r {
+        Restriction::Values(v) => vec![Filter::In(v.clone())],
+        Restriction::Range { lo, hi } => {
+            let mut out = Vec::new();
+            if let Some((v, inclusive)) = lo {
+                let op = if *inclusive {
+                    Operator::Gte
+                } else {
+                    Operator::Gt
+                };
+                out.push(Filter::Compare(op, enc(v)?));
+            }
+            if let Some((v, inclusive)) = hi {
+                let op = if *inclusive {
+                    Operator::Lte
+                } else {
+                    Operator::Lt
+                };
+                out.push(Filter::Compare(op, enc(v)?));
+            }
+            out
+        }
+    })
+}
+
+/// Restrictions on clustering columns that cannot be part of a slice (a
+/// column after an unrestricted one, or after a range) become row filters
+/// when an index on the column serves them or with ALLOW FILTERING, as in
+/// Cassandra; otherwise they stay for [`clustering`] to refuse.
+fn unsliced_clustering_to_filters(
+    table: &TableDef,
+    w: &mut crate::processor::Where,
+    allow_filtering: bool,
+) -> Result<()> {
+    let mut sliced = true;
+    for col in table.clustering() {
+        let Some(r) = w.keys.get(&col.name) else {
+            sliced = false;
+            continue;
+        };
+        if sliced {
+            if matches!(r, Restriction::Range { .. }) {
+                sliced = false;
+            }
+            // A multi-column slice ends the slice too.
+            if w.tuple
+                .as_ref()
+                .is_some_and(|t| t.columns.contains(&col.name))
+            {
+                sliced = false;
+            }
+            continue;
+        }
+        let filters = restriction_filters(col, r)?;
+        if allow_filtering || filters.iter().all(|f| crate::index::serves(table, col, f)) {
+            w.keys.remove(&col.name);
+            w.others
+                .extend(filters.into_iter().map(|f| (col.clone(), f)));
+        }
+    }
+    Ok(())
 }
 
 /// Splits a stored partition key into its column values (the inverse of

@@ -369,6 +369,20 @@ fn multi_column_clustering_prefixes() {
             .contains("preceding column \"a\" is not restricted"),
         "{err}"
     );
+    // With ALLOW FILTERING (or an index on b) the restriction filters rows,
+    // as in Cassandra; with the partition key or without.
+    let filtered = "SELECT a FROM t WHERE k = 0 AND b = 'x' ALLOW FILTERING";
+    assert_eq!(e.ints(filtered), vec![0, 1, 2]);
+    assert_eq!(
+        e.ints("SELECT a FROM t WHERE a > 0 AND b = 'y' ALLOW FILTERING"),
+        vec![1, 2]
+    );
+    e.ok("CREATE INDEX ON t (b)");
+    assert_eq!(e.ints("SELECT a FROM t WHERE b = 'z'"), vec![0, 1, 2]);
+    assert_eq!(
+        e.ints("SELECT a FROM t WHERE k = 0 AND b = 'z'"),
+        vec![0, 1, 2]
+    );
     e.ok("DELETE FROM t WHERE k = 0 AND a = 1");
     assert_eq!(
         e.rows("SELECT count(*) FROM t WHERE k = 0"),
@@ -2130,4 +2144,38 @@ fn class_name_types() {
         assert_eq!(err.code(), 0x2200, "{cql}: {err}");
         assert!(err.to_string().contains(needle), "{cql}: {err}");
     }
+}
+
+/// A node whose storage engine serves no indexes (RocksDB) refuses CREATE
+/// INDEX and the scans an index would serve (an ANN query would otherwise
+/// gather the whole table at the coordinator, an equality query scan the
+/// ring); ALLOW FILTERING still filters, and a partition read is served.
+#[test]
+fn indexes_refused_when_the_engine_serves_none() {
+    let e = env();
+    e.ok("CREATE TABLE t (k int, c int, v int, e vector<float, 2>, PRIMARY KEY (k, c))");
+    // Created before the refusal, as a peer's schema could bring it.
+    e.ok("CREATE INDEX by_v ON t (v)");
+    e.ok("CREATE CUSTOM INDEX by_e ON t (e) USING 'StorageAttachedIndex'");
+    e.ok("INSERT INTO t (k, c, v, e) VALUES (1, 1, 5, [1.0, 0.5])");
+    e.ok("INSERT INTO t (k, c, v, e) VALUES (2, 1, 6, [0.5, 1.0])");
+    e.qp.refuse_indexes("no indexes on this engine");
+    for cql in [
+        "CREATE INDEX ON t (c)",
+        "SELECT k FROM t WHERE v = 5",
+        "SELECT k FROM t ORDER BY e ANN OF [1.0, 0.4] LIMIT 1",
+        "SELECT k FROM t WHERE v = 5 ORDER BY e ANN OF [1.0, 0.4] LIMIT 1 ALLOW FILTERING",
+    ] {
+        let err = e.err(cql).to_string();
+        assert!(err.contains("no indexes on this engine"), "{cql}: {err}");
+    }
+    assert_eq!(
+        e.ints("SELECT k FROM t WHERE v = 5 ALLOW FILTERING"),
+        vec![1]
+    );
+    assert_eq!(e.ints("SELECT c FROM t WHERE k = 2 AND v = 6"), vec![1]);
+    assert_eq!(
+        e.ints("SELECT c FROM t WHERE k = 1 ORDER BY e ANN OF [1.0, 0.4] LIMIT 1"),
+        vec![1]
+    );
 }

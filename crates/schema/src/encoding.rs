@@ -109,6 +109,36 @@ pub fn decode_clustering_key(
     Ok(out)
 }
 
+/// The layout of a type's encoded clustering values, for the storage
+/// engine to find a component of a clustering key without the types
+/// (`None`: not a clustering type).
+pub fn key_shape(ty: &CqlType) -> Option<gyre_storage::sai::KeyShape> {
+    use gyre_storage::sai::KeyShape;
+    Some(match ty {
+        CqlType::Boolean | CqlType::Tinyint => KeyShape::Fixed(1),
+        CqlType::Smallint => KeyShape::Fixed(2),
+        CqlType::Int | CqlType::Date | CqlType::Float => KeyShape::Fixed(4),
+        CqlType::Bigint | CqlType::Timestamp | CqlType::Time | CqlType::Double => {
+            KeyShape::Fixed(8)
+        }
+        CqlType::Uuid => KeyShape::Fixed(17),
+        CqlType::Timeuuid => KeyShape::Fixed(16),
+        CqlType::Text | CqlType::Ascii | CqlType::Blob | CqlType::Inet => KeyShape::Escaped,
+        CqlType::Varint => KeyShape::Varint,
+        CqlType::Decimal => KeyShape::Decimal,
+        CqlType::Frozen(inner) => key_shape(inner)?,
+        CqlType::List(e) | CqlType::Set(e) => KeyShape::Elements(vec![key_shape(e)?]),
+        CqlType::Map(k, v) => KeyShape::Elements(vec![key_shape(k)?, key_shape(v)?]),
+        CqlType::Tuple(_) | CqlType::UserType(_) => KeyShape::Fields(
+            component_types(ty)
+                .into_iter()
+                .map(key_shape)
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        _ => return None,
+    })
+}
+
 fn err<T>(msg: impl Into<String>) -> Result<T> {
     Err(SchemaError::Encoding(msg.into()))
 }
@@ -693,6 +723,86 @@ mod tests {
         assert!(e(b"a\0") < e(b"a\x01"));
         assert!(e(b"") < e(b"\0"));
         assert_eq!(e(b"a\0b"), vec![b'a', 0, 0xff, b'b', 0, 0]);
+    }
+
+    /// The storage engine finds each component of a clustering key from
+    /// [`key_shape`] alone, as the ascending encoding of its value.
+    #[test]
+    fn key_shapes_find_every_component() {
+        use gyre_storage::sai::{KeyLayout, KeyPart};
+        let int = |n: i32| n.to_be_bytes().to_vec();
+        let list = |items: &[Vec<u8>]| collection_bytes(items.len() as i32, items.iter().map(Some));
+        let tuple = |fields: &[Option<Vec<u8>>]| {
+            let mut v = Vec::new();
+            for f in fields {
+                match f {
+                    Some(b) => {
+                        v.extend((b.len() as i32).to_be_bytes());
+                        v.extend(b);
+                    }
+                    None => v.extend((-1i32).to_be_bytes()),
+                }
+            }
+            v
+        };
+        let decimal = |scale: i32, unscaled: i64| {
+            let mut v = scale.to_be_bytes().to_vec();
+            v.extend(unscaled.to_be_bytes());
+            v
+        };
+        let mut uuid1 = [7u8; 16];
+        uuid1[6] = 0x11;
+        let cols: Vec<(CqlType, Vec<u8>)> = vec![
+            (CqlType::Text, b"a\0b".to_vec()),
+            (CqlType::Int, int(-5)),
+            (CqlType::Decimal, decimal(2, -12345)),
+            (CqlType::Decimal, decimal(0, 0)),
+            (CqlType::Varint, vec![0xff, 0x01]),
+            (CqlType::Uuid, uuid1.to_vec()),
+            (
+                CqlType::Frozen(Box::new(CqlType::List(Box::new(CqlType::Text)))),
+                list(&[b"x".to_vec(), b"\0".to_vec()]),
+            ),
+            (
+                CqlType::Frozen(Box::new(CqlType::Tuple(vec![
+                    CqlType::Int,
+                    CqlType::Text,
+                    CqlType::Double,
+                ]))),
+                tuple(&[Some(int(3)), None, Some(2.5f64.to_be_bytes().to_vec())]),
+            ),
+            (CqlType::Decimal, decimal(1, 77)),
+            (CqlType::Date, vec![0x80, 0, 0, 9]),
+        ];
+        for desc_mask in [0u32, 0b10_1010_1010, u32::MAX] {
+            let order = |i: usize| {
+                if desc_mask >> i & 1 == 1 {
+                    ClusteringOrder::Desc
+                } else {
+                    ClusteringOrder::Asc
+                }
+            };
+            let parts: Vec<(&CqlType, &[u8], ClusteringOrder)> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (t, v))| (t, v.as_slice(), order(i)))
+                .collect();
+            let ck = encode_clustering_key(&parts).expect("encodable");
+            let layouts: Vec<KeyLayout> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (t, _))| KeyLayout {
+                    desc: order(i) == ClusteringOrder::Desc,
+                    shape: key_shape(t).expect("a clustering type"),
+                })
+                .collect();
+            for (i, (t, v)) in cols.iter().enumerate() {
+                let part = KeyPart::Clustering(layouts[..=i].to_vec());
+                let want = encode_clustering(t, v, ClusteringOrder::Asc).expect("encodable");
+                assert_eq!(part.clustering_term(&ck), Some(want), "component {i}");
+            }
+        }
+        assert!(key_shape(&CqlType::Duration).is_none());
     }
 
     #[test]

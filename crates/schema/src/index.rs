@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use gyre_cql::{CqlType, IndexTarget, Literal, PropertyValue};
 use gyre_storage::ann::Similarity;
-use gyre_storage::sai::{IndexSpec, IndexedPart, TermOrder, TextAnalysis, VectorIndex};
+use gyre_storage::sai::{
+    IndexSpec, IndexedPart, KeyLayout, KeyPart, TermOrder, TextAnalysis, VectorIndex,
+};
 
 use crate::error::{Result, SchemaError};
 use crate::model::{ColumnKind, TableDef};
@@ -126,8 +128,7 @@ impl IndexDef {
     pub fn storage_spec(&self, table: &TableDef) -> Option<IndexSpec> {
         let col = table.column(self.target.column())?;
         if col.kind.is_primary_key() {
-            // Key columns are not cells; queries filter them instead.
-            return None;
+            return self.key_spec(table, col);
         }
         let base = match &col.ty {
             CqlType::Frozen(t) => &**t,
@@ -148,16 +149,10 @@ impl IndexDef {
             _ => (IndexedPart::Value, &col.ty),
         };
         // Cell paths (map keys, set elements) are already byte-comparable.
-        let order = match elem {
-            _ if part == IndexedPart::Keys || part == IndexedPart::Entries => TermOrder::Bytes,
-            CqlType::Int
-            | CqlType::Bigint
-            | CqlType::Smallint
-            | CqlType::Tinyint
-            | CqlType::Timestamp
-            | CqlType::Time => TermOrder::Signed,
-            CqlType::Float | CqlType::Double => TermOrder::Float,
-            _ => TermOrder::Bytes,
+        let order = if part == IndexedPart::Keys || part == IndexedPart::Entries {
+            TermOrder::Bytes
+        } else {
+            term_order(elem)
         };
         Some(IndexSpec {
             name: self.name.clone(),
@@ -167,6 +162,47 @@ impl IndexDef {
             is_static: col.kind == ColumnKind::Static,
             vector: self.vector(table),
             text: self.text_analysis(),
+            key: None,
+        })
+    }
+
+    /// The spec of an index on a primary key column: a component of a
+    /// composite partition key, or a clustering column. Its terms come
+    /// from the keys. `None` (restrictions filtered instead) for the only
+    /// column of a partition key (refused at CREATE INDEX anyway) and for
+    /// text options that change terms, which keys do not support.
+    fn key_spec(&self, table: &TableDef, col: &crate::model::ColumnDef) -> Option<IndexSpec> {
+        if !self.text_analysis().is_identity() || !matches!(self.target, IndexTarget::Column(_)) {
+            return None;
+        }
+        let (key, order) = match col.kind {
+            ColumnKind::PartitionKey(i) if table.partition_key().len() > 1 => {
+                (KeyPart::Partition(i as usize), term_order(&col.ty))
+            }
+            ColumnKind::Clustering(i, _) => {
+                let mut layouts = Vec::new();
+                for c in table.clustering().into_iter().take(i as usize + 1) {
+                    let ColumnKind::Clustering(_, o) = c.kind else {
+                        return None;
+                    };
+                    layouts.push(KeyLayout {
+                        desc: o == crate::model::ClusteringOrder::Desc,
+                        shape: crate::encoding::key_shape(&c.ty)?,
+                    });
+                }
+                (KeyPart::Clustering(layouts), TermOrder::Bytes)
+            }
+            _ => return None,
+        };
+        Some(IndexSpec {
+            name: self.name.clone(),
+            column: col.name.clone(),
+            part: IndexedPart::Value,
+            order,
+            is_static: false,
+            vector: None,
+            text: TextAnalysis::default(),
+            key: Some(key),
         })
     }
 
@@ -221,6 +257,20 @@ impl IndexDef {
                     | CqlType::Float
                     | CqlType::Double
             )
+    }
+}
+
+/// How the terms of raw values of `ty` sort (see [`TermOrder`]).
+fn term_order(ty: &CqlType) -> TermOrder {
+    match ty {
+        CqlType::Int
+        | CqlType::Bigint
+        | CqlType::Smallint
+        | CqlType::Tinyint
+        | CqlType::Timestamp
+        | CqlType::Time => TermOrder::Signed,
+        CqlType::Float | CqlType::Double => TermOrder::Float,
+        _ => TermOrder::Bytes,
     }
 }
 

@@ -166,11 +166,19 @@ pub trait StorageEngine: Send + Sync {
     /// not be written or synced), or `None` while it works. The node acts
     /// on it (`storage.commit_failure_policy`).
     /// Storage-attached index builds over existing data, per table (running
-    /// and finished since start-up). Engines without indexes build none:
-    /// they answer index queries by scanning (`ScanRequest::index` may be
-    /// ignored, the query layer filters the rows).
+    /// and finished since start-up). Engines without indexes build none.
     fn index_builds(&self) -> Vec<(TableId, crate::sai::IndexBuild)> {
         Vec::new()
+    }
+
+    /// Whether this engine answers `ScanRequest::index` (storage-attached
+    /// indexes, ANN). An engine that does not (the RocksDB engine) ignores
+    /// it and returns plain pages: the query layer would filter those, so
+    /// equality answers stay right but cost a scan of the ring, and an ANN
+    /// query would gather every row of the table at the coordinator. Nodes
+    /// on such an engine refuse CREATE INDEX and indexed queries instead.
+    fn serves_indexes(&self) -> bool {
+        false
     }
 
     fn failure(&self) -> Option<String> {

@@ -1046,6 +1046,16 @@ impl Inner {
         for f in files {
             let generation = t.next_generation.fetch_add(1, Ordering::Relaxed);
             let dest = sstable_path(&t.dir, generation);
+            // Its index component (`X.sai` beside `X.db`) comes along,
+            // before the SSTable as the writer does; it names its SSTable
+            // by content, so the new generation does not matter, and one
+            // that does not fit is rebuilt on first use.
+            let component = sai::component_path(f);
+            if component.exists() {
+                let to = sai::component_path(&dest);
+                fs::rename(&component, &to)
+                    .ctx(|| format!("moving {} into the table", component.display()))?;
+            }
             fs::rename(f, &dest).ctx(|| format!("moving {} into the table", f.display()))?;
             fsync_dir(&t.dir)?;
             let s = SsTable::open(&dest)?;
@@ -1765,10 +1775,11 @@ impl Inner {
             plain.index = None;
             return self.scan(t.id, &plain, now);
         };
-        let static_query = q
-            .clauses
-            .iter()
-            .any(|c| specs.iter().any(|s| s.name == c.index && s.is_static));
+        let static_query = q.clauses.iter().any(|c| {
+            specs
+                .iter()
+                .any(|s| s.name == c.index && s.partition_level())
+        });
         let mut it = candidates.0.into_iter();
         assemble_scan_page(req, now, || loop {
             let Some((key, cks)) = it.next() else {
@@ -1980,13 +1991,19 @@ impl LsmEngine {
     /// so that the first queries need not (until it gets there, a query
     /// loads what it needs).
     fn warm_indexes(&self) {
-        let tables: Vec<Arc<Table>> = self
-            .inner
-            .tables
-            .read()
-            .values()
+        let tables: Vec<Arc<Table>> = self.inner.tables.read().values().cloned().collect();
+        self.warm_segments(tables);
+    }
+
+    /// Loads or builds, in a background thread, the index segments of the
+    /// SSTables of `tables` that are indexed (segments already in memory
+    /// cost nothing): after start-up, and after an import or a stream
+    /// brought SSTables without usable components, so that the first
+    /// queries need not build them.
+    fn warm_segments(&self, tables: Vec<Arc<Table>>) {
+        let tables: Vec<Arc<Table>> = tables
+            .into_iter()
             .filter(|t| !t.options.read().indexes.is_empty())
-            .cloned()
             .collect();
         if tables.is_empty() {
             return;
@@ -2186,12 +2203,15 @@ impl StorageEngine for LsmEngine {
         inner.flush_table(&t)?;
         // No compaction deletes an SSTable while it is linked.
         let _c = t.compaction_lock.lock();
-        let files: Vec<PathBuf> = t
-            .snapshot()
-            .sstables
-            .iter()
-            .map(|s| s.path().to_path_buf())
-            .collect();
+        // With their index components, so a restore need not rebuild them.
+        let mut files: Vec<PathBuf> = Vec::new();
+        for s in &t.snapshot().sstables {
+            files.push(s.path().to_path_buf());
+            let component = sai::component_path(s.path());
+            if component.exists() {
+                files.push(component);
+            }
+        }
         let info = SnapshotInfo {
             tag: tag.to_string(),
             table,
@@ -2249,6 +2269,7 @@ impl StorageEngine for LsmEngine {
         let report = inner.import_files(&t, &dir, &files)?;
         if report.files > 0 {
             tracing::info!(table = %table, files = report.files, bytes = report.bytes, "imported SSTables");
+            self.warm_segments(vec![t]);
         }
         Ok(report)
     }
@@ -2287,9 +2308,12 @@ impl StorageEngine for LsmEngine {
         let files = std::mem::take(&mut receiver.staged);
         let dir = receiver.dir.clone();
         let report = self.inner.import_files(&t, &dir, &files);
-        if report.is_err() {
+        match &report {
+            // Streamed SSTables come without index components.
+            Ok(r) if r.files > 0 => self.warm_segments(vec![t]),
+            Ok(_) => {}
             // Whatever was not moved into the table goes with the receiver.
-            receiver.staged = files.into_iter().filter(|f| f.exists()).collect();
+            Err(_) => receiver.staged = files.into_iter().filter(|f| f.exists()).collect(),
         }
         report
     }
@@ -2451,6 +2475,10 @@ impl StorageEngine for LsmEngine {
             tables: self.inner.tables.read().len(),
             ..self.inner.memory_stats()
         }
+    }
+
+    fn serves_indexes(&self) -> bool {
+        true
     }
 
     fn index_builds(&self) -> Vec<(TableId, sai::IndexBuild)> {

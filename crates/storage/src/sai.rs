@@ -73,6 +73,170 @@ pub struct IndexSpec {
     /// How text terms are analysed (SAI's text options).
     #[serde(default)]
     pub text: TextAnalysis,
+    /// An index on a primary key column: its terms come from the keys,
+    /// not from cells (`column` names the key column).
+    #[serde(default)]
+    pub key: Option<KeyPart>,
+}
+
+/// Which primary key component a key-column index holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyPart {
+    /// Component `n` of a composite partition key; terms are the raw
+    /// component values (ordered by the spec's `order`), one entry per
+    /// partition standing for all its rows.
+    Partition(usize),
+    /// A clustering column: the layouts of the clustering key's components
+    /// up to and including it (to find it in the byte-comparable key).
+    /// Terms, and the values of queries on it, are the column's ascending
+    /// byte-comparable encoding, so every range is a range of terms.
+    Clustering(Vec<KeyLayout>),
+}
+
+/// How one component of a byte-comparable clustering key is laid out
+/// (the schema's key encoding: `gyre_schema::encoding`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyLayout {
+    /// A DESC column: its bytes are the ascending encoding inverted.
+    pub desc: bool,
+    pub shape: KeyShape,
+}
+
+/// The shape of one encoded clustering value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyShape {
+    /// A fixed number of bytes (integers, floats, date, boolean, uuids).
+    Fixed(usize),
+    /// Bytes with 0x00 escaped as 0x00 0xFF, ended by 0x00 0x00.
+    Escaped,
+    /// A 4-byte length header, then the bytes.
+    Varint,
+    /// A sign marker, exponent and digits ended by a terminator.
+    Decimal,
+    /// Frozen list, set (one shape) or map (key, value): per element 0x01
+    /// then the element, then 0x00.
+    Elements(Vec<KeyShape>),
+    /// Tuple or user type: per field 0x02 and the value, or 0x01 (null),
+    /// then 0x00.
+    Fields(Vec<KeyShape>),
+}
+
+impl KeyShape {
+    /// The position just past a value of this shape starting at `pos`.
+    fn skip(&self, b: &[u8], mut pos: usize, invert: bool) -> Option<usize> {
+        let at = |i: usize| b.get(i).map(|x| if invert { !*x } else { *x });
+        match self {
+            KeyShape::Fixed(n) => (pos + n <= b.len()).then_some(pos + n),
+            KeyShape::Escaped => loop {
+                let x = at(pos)?;
+                pos += 1;
+                if x != 0 {
+                    continue;
+                }
+                match at(pos)? {
+                    0 => return Some(pos + 1),
+                    0xff => pos += 1,
+                    _ => return None,
+                }
+            },
+            KeyShape::Varint => {
+                let h = [at(pos)?, at(pos + 1)?, at(pos + 2)?, at(pos + 3)?];
+                let header = u32::from_be_bytes(h);
+                let len = if header >= 0x8000_0000 {
+                    header - 0x8000_0000
+                } else {
+                    0x7fff_ffff - header
+                } as usize;
+                let end = pos + 4 + len;
+                (end <= b.len()).then_some(end)
+            }
+            KeyShape::Decimal => {
+                let marker = at(pos)?;
+                pos += 1;
+                if marker == 0x80 {
+                    return Some(pos);
+                }
+                // A negative value has every byte after its marker inverted.
+                let flip = marker == 0x40;
+                pos += 8;
+                loop {
+                    let x = at(pos)?;
+                    pos += 1;
+                    if (if flip { !x } else { x }) == 0 {
+                        return Some(pos);
+                    }
+                }
+            }
+            KeyShape::Elements(shapes) => loop {
+                let x = at(pos)?;
+                pos += 1;
+                match x {
+                    0 => return Some(pos),
+                    1 => {
+                        for s in shapes {
+                            pos = s.skip(b, pos, invert)?;
+                        }
+                    }
+                    _ => return None,
+                }
+            },
+            KeyShape::Fields(shapes) => {
+                let mut i = 0;
+                loop {
+                    let x = at(pos)?;
+                    pos += 1;
+                    match x {
+                        0 => return Some(pos),
+                        1 => i += 1,
+                        2 => {
+                            pos = shapes.get(i)?.skip(b, pos, invert)?;
+                            i += 1;
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl KeyPart {
+    /// The value this index holds for a partition key (raw bytes), if it
+    /// is a partition key index.
+    pub fn partition_value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let KeyPart::Partition(n) = self else {
+            return None;
+        };
+        let mut rest = key;
+        for i in 0.. {
+            let len = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+            let value = rest.get(2..2 + len)?;
+            if i == *n {
+                return Some(value.to_vec());
+            }
+            rest = rest.get(3 + len..)?;
+        }
+        None
+    }
+
+    /// The term of a clustering key (the column's ascending encoding), if
+    /// this is a clustering column index and the key reaches that column.
+    pub fn clustering_term(&self, ck: &[u8]) -> Option<Vec<u8>> {
+        let KeyPart::Clustering(layouts) = self else {
+            return None;
+        };
+        let (last, before) = layouts.split_last()?;
+        let mut pos = 0;
+        for l in before {
+            pos = l.shape.skip(ck, pos, l.desc)?;
+        }
+        let end = last.shape.skip(ck, pos, last.desc)?;
+        let mut t = ck[pos..end].to_vec();
+        if last.desc {
+            t.iter_mut().for_each(|b| *b = !*b);
+        }
+        Some(t)
+    }
 }
 
 /// SAI's text options (Cassandra 5.0's `case_sensitive`, `normalize`,
@@ -178,6 +342,10 @@ pub const MAX_ANN_K: usize = 1000;
 impl IndexSpec {
     /// The term of a raw value: bytes whose unsigned order is the CQL order.
     pub fn term(&self, raw: &[u8]) -> Vec<u8> {
+        if matches!(self.key, Some(KeyPart::Clustering(_))) {
+            // Given in the key encoding already.
+            return raw.to_vec();
+        }
         match self.order {
             TermOrder::Bytes => self.text.analyze(raw),
             TermOrder::Signed => {
@@ -251,6 +419,23 @@ impl IndexSpec {
             })
             .clone()
         };
+        match &self.key {
+            Some(kp @ KeyPart::Partition(_)) => {
+                if let Some(v) = kp.partition_value(&p.key.key) {
+                    out.push((self.term(&v), own_key(), None));
+                }
+                return;
+            }
+            Some(kp @ KeyPart::Clustering(_)) => {
+                for ck in p.rows.keys() {
+                    if let Some(t) = kp.clustering_term(ck) {
+                        out.push((t, own_key(), Some(Bytes::copy_from_slice(ck))));
+                    }
+                }
+                return;
+            }
+            None => {}
+        }
         if self.is_static {
             if let Some(r) = &p.static_row {
                 for t in self.terms_of(r) {
@@ -304,6 +489,14 @@ impl TermOp {
         self.term_ranges(spec)
             .into_iter()
             .any(|(lo, hi)| in_range(term, &lo, &hi))
+    }
+}
+
+impl IndexSpec {
+    /// Whether an entry of this index stands for a whole partition (a
+    /// static column's, a partition key component's).
+    pub fn partition_level(&self) -> bool {
+        self.is_static || matches!(self.key, Some(KeyPart::Partition(_)))
     }
 }
 
@@ -967,6 +1160,18 @@ pub(crate) fn retain_matching(
         let Some(spec) = specs.iter().find(|s| s.name == clause.index) else {
             continue;
         };
+        if let Some(kp @ KeyPart::Partition(_)) = &spec.key {
+            // Decided by the key: the partition, static row included, or nothing.
+            let ok = kp
+                .partition_value(&p.key.key)
+                .is_some_and(|v| clause.op.matches_term(spec, &spec.term(&v)));
+            if !ok {
+                p.rows.clear();
+                p.static_row = None;
+                return;
+            }
+            continue;
+        }
         if spec.is_static {
             let ok = p
                 .static_row
@@ -982,8 +1187,14 @@ pub(crate) fn retain_matching(
         }
     }
     if !row_clauses.is_empty() {
-        p.rows
-            .retain(|_, r| row_clauses.iter().all(|(s, op)| op.matches_row(s, r, now)));
+        p.rows.retain(|ck, r| {
+            row_clauses.iter().all(|(s, op)| match &s.key {
+                Some(kp) => kp
+                    .clustering_term(ck)
+                    .is_some_and(|t| op.matches_term(s, &t)),
+                None => op.matches_row(s, r, now),
+            })
+        });
         // A row-level match says nothing about the partition's static row.
         p.static_row = None;
     }
@@ -1389,6 +1600,107 @@ mod tests {
             is_static: false,
             vector: None,
             text: Default::default(),
+            key: None,
+        }
+    }
+
+    /// Key column indexes take their terms from the keys: a component of
+    /// a composite partition key (one entry per partition) and a
+    /// clustering column (one per row).
+    #[test]
+    fn key_column_indexes_read_terms_from_keys() {
+        let by_b = IndexSpec {
+            name: "by_b".into(),
+            key: Some(KeyPart::Partition(1)),
+            ..spec(TermOrder::Signed)
+        };
+        // Clustering (c int, d text): the index is on d.
+        let by_d = IndexSpec {
+            name: "by_d".into(),
+            order: TermOrder::Bytes,
+            key: Some(KeyPart::Clustering(vec![
+                KeyLayout {
+                    desc: false,
+                    shape: KeyShape::Fixed(4),
+                },
+                KeyLayout {
+                    desc: true,
+                    shape: KeyShape::Escaped,
+                },
+            ])),
+            ..spec(TermOrder::Bytes)
+        };
+        let text = |t: &[u8]| {
+            let mut v = t.to_vec();
+            v.extend([0, 0]);
+            v
+        };
+        let ck = |c: i32, d: &[u8]| {
+            let mut v = (c ^ i32::MIN).to_be_bytes().to_vec();
+            v.extend(text(d).iter().map(|b| !b));
+            Bytes::from(v)
+        };
+        let specs = [by_b.clone(), by_d.clone()];
+        let mut b = SegmentBuilder::new(&specs);
+        let mut parts = Vec::new();
+        for a in 0..6i32 {
+            let key =
+                gyre_common::compose_partition_key(&[&a.to_be_bytes(), &(a % 2).to_be_bytes()]);
+            let mut p = Partition::with_key(Bytes::from(key));
+            for c in 0..3 {
+                let d: &[u8] = if c == a % 3 { b"x" } else { b"y" };
+                p.rows.insert(ck(c, d), Row::default());
+            }
+            b.add(&p);
+            parts.push(p);
+        }
+        let segs = b.finish();
+        let mem = MemIndex::default();
+        let query = |clauses: Vec<IndexClause>| IndexQuery { clauses, ann: None };
+        let find = |q: &IndexQuery| {
+            candidates(
+                &specs,
+                q,
+                std::iter::once(&mem),
+                &|s| Ok(vec![segs[&s.name].clone()]),
+                &|_| true,
+            )
+            .expect("ok")
+            .expect("known indexes")
+        };
+        let b_is_1 = IndexClause {
+            index: "by_b".into(),
+            op: TermOp::Eq(Bytes::copy_from_slice(&1i32.to_be_bytes())),
+        };
+        let d_is_x = IndexClause {
+            index: "by_d".into(),
+            op: TermOp::Eq(Bytes::from(text(b"x"))),
+        };
+        let c = find(&query(vec![b_is_1.clone()]));
+        assert_eq!(c.0.len(), 3, "partitions 1, 3, 5");
+        assert!(c.0.values().all(Option::is_none), "whole partitions");
+        let both = query(vec![b_is_1, d_is_x]);
+        let c = find(&both);
+        assert_eq!(
+            c.0.values()
+                .map(|v| v.as_ref().map_or(0, |s| s.len()))
+                .sum::<usize>(),
+            3
+        );
+        for p in &parts {
+            let mut p = p.clone();
+            retain_matching(&specs, &both, &mut p, 0);
+            let a = i32::from_be_bytes(p.key.key[2..6].try_into().expect("4 bytes"));
+            let want: Vec<Bytes> = if a % 2 == 1 {
+                vec![ck(a % 3, b"x")]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                p.rows.keys().cloned().collect::<Vec<_>>(),
+                want,
+                "partition {a}"
+            );
         }
     }
 

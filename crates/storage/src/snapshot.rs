@@ -1,10 +1,11 @@
-//! Snapshots: hard links to a table's SSTables under
-//! `<table dir>/snapshots/<tag>/`, with a `manifest.json` naming the table.
+//! Snapshots: hard links to a table's SSTables (and their index components,
+//! `sst-N.sai`) under `<table dir>/snapshots/<tag>/`, with a
+//! `manifest.json` naming the table.
 //!
 //! A snapshot costs no space until compaction deletes the SSTables it links
 //! to. It outlives DROP TABLE (the dropped table's directory keeps only its
 //! `snapshots/`) until it is cleared. Restoring is the operator's copy of the
-//! snapshot's `sst-*.db` files into a table's `import/` directory and an
+//! snapshot's `sst-*` files into a table's `import/` directory and an
 //! import ([`crate::StorageEngine::import_sstables`]), as Cassandra's
 //! `nodetool refresh`.
 
@@ -124,11 +125,11 @@ pub(crate) fn stage(info: &SnapshotInfo, import: &Path) -> Result<()> {
         let plain = Path::new(name)
             .file_name()
             .is_some_and(|n| n == name.as_str());
-        if !plain || !name.ends_with(".db") {
+        if !plain || !(name.ends_with(".db") || name.ends_with(".sai")) {
             return Err(Error::Corruption {
                 file: info.dir.join(MANIFEST),
                 offset: 0,
-                detail: format!("{name:?} is not an SSTable file name"),
+                detail: format!("{name:?} is not an SSTable or index component file name"),
             });
         }
         let src = info.dir.join(name);

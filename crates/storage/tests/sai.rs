@@ -28,6 +28,7 @@ fn spec() -> IndexSpec {
         is_static: false,
         vector: None,
         text: Default::default(),
+        key: None,
     }
 }
 
@@ -230,6 +231,7 @@ fn ann_scans_rank_live_rows_within_a_range() {
             similarity: Similarity::Euclidean,
         }),
         text: Default::default(),
+        key: None,
     };
     e.create_table(
         TABLE,
@@ -361,6 +363,7 @@ fn index_components_spare_a_rebuild_after_restart() {
             similarity: Similarity::Euclidean,
         }),
         text: Default::default(),
+        key: None,
     };
     let both = TableOptions {
         indexes: vec![spec(), vec_spec],
@@ -480,4 +483,67 @@ fn index_components_spare_a_rebuild_after_restart() {
     e.compact(TABLE).expect("compacts");
     assert_eq!(components().len(), 1);
     assert_eq!(ann(&e), want_ann, "after compaction");
+}
+
+/// A snapshot holds the SSTables' index components too, so a table
+/// restored from it (`gyrectl refresh --from-snapshot`) loads its index
+/// segments instead of rebuilding them from the data.
+#[test]
+fn snapshots_keep_index_components() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let e = open(dir.path(), true);
+    for k in 0..40 {
+        put(&e, k, 0, (k % 4) as i32, 1);
+    }
+    e.flush(Some(TABLE)).expect("flushes");
+    for k in 40..60 {
+        put(&e, k, 0, (k % 4) as i32, 1);
+    }
+    let eq = TermOp::Eq(Bytes::copy_from_slice(&2i32.to_be_bytes()));
+    let want = query(&e, eq.clone(), NOW);
+    assert_eq!(want.len(), 15);
+    // The snapshot flushes the memtable first: two SSTables.
+    let snap = e.snapshot(TABLE, "s").expect("snapshots");
+    let components = snap.files.iter().filter(|f| f.ends_with(".sai")).count();
+    assert_eq!((snap.files.len(), components), (4, 2), "{:?}", snap.files);
+    e.truncate_table(TABLE).expect("truncates");
+    assert!(query(&e, eq.clone(), NOW).is_empty());
+    let report = e.restore_snapshot(TABLE, TABLE, "s").expect("restores");
+    assert_eq!(report.files, 2);
+    assert_eq!(query(&e, eq, NOW), want);
+    assert_eq!(
+        e.index_segment_counts(TABLE).expect("counts"),
+        (2, 0),
+        "segments loaded from the restored components, none rebuilt"
+    );
+}
+
+/// SSTables imported without their components (or streamed: the same
+/// import) get their index segments built in the background, not by the
+/// first query.
+#[test]
+fn imported_sstables_get_segments_in_the_background() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let e = open(dir.path(), true);
+    for k in 0..30 {
+        put(&e, k, 0, (k % 3) as i32, 1);
+    }
+    let snap = e.snapshot(TABLE, "s").expect("snapshots");
+    e.truncate_table(TABLE).expect("truncates");
+    let import = e.import_sstables(TABLE).expect("nothing to import").dir;
+    for f in snap.files.iter().filter(|f| f.ends_with(".db")) {
+        std::fs::copy(snap.dir.join(f), import.join(f)).expect("copies");
+    }
+    assert_eq!(e.import_sstables(TABLE).expect("imports").files, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while e.index_segment_counts(TABLE).expect("counts") != (0, 1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment built: {:?}",
+            e.index_segment_counts(TABLE)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let eq = TermOp::Eq(Bytes::copy_from_slice(&1i32.to_be_bytes()));
+    assert_eq!(query(&e, eq, NOW).len(), 10);
 }
