@@ -411,7 +411,15 @@ impl PaxosReplica {
     }
 
     /// COMMIT: applies `update` to the table, then records the commit
-    /// (and forgets an accepted proposal it supersedes).
+    /// (and forgets an accepted proposal it supersedes). The future
+    /// resolves once the data is durable: the commit record, appended
+    /// after it, is not awaited (it usually shares the data's commitlog
+    /// sync; when it misses it, waiting would cost a second fsync). Lost
+    /// in a crash, it leaves the accepted proposal newer than the last
+    /// commit, which the next proposer commits again (same update, same
+    /// timestamps), as after a crash between the two records; the next
+    /// promise or accept on this replica is appended after it, so no
+    /// later state is acknowledged before it is durable.
     pub(crate) fn commit(
         &self,
         engine: &dyn StorageEngine,
@@ -439,8 +447,26 @@ impl PaxosReplica {
         let record = (!cells.is_empty()).then(|| self.store(engine, table, &key, &cells, now));
         Ok(Box::pin(async move {
             data.await?;
-            if let Some(r) = record {
-                r.await?;
+            if let Some(mut r) = record {
+                match futures::poll!(&mut r) {
+                    std::task::Poll::Ready(Ok(())) => {}
+                    std::task::Poll::Ready(Err(e)) => {
+                        tracing::warn!(error = %e, "paxos commit record failed");
+                    }
+                    std::task::Poll::Pending => {
+                        // Finished in the background (over the memtable
+                        // limit the future still has to append it).
+                        let finish = async move {
+                            if let Err(e) = r.await {
+                                tracing::warn!(error = %e, "paxos commit record failed");
+                            }
+                        };
+                        match tokio::runtime::Handle::try_current() {
+                            Ok(rt) => drop(rt.spawn(finish)),
+                            Err(_) => finish.await,
+                        }
+                    }
+                }
             }
             Ok(())
         }))

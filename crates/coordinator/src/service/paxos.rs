@@ -297,12 +297,14 @@ impl Coordinator {
     }
 
     /// Commits `update` under `ballot` on every replica (natural and
-    /// pending, all datacenters) and waits for `cl`.
+    /// pending, all datacenters) and waits for `cl`. `payload` is the
+    /// proposal as proposed ([`encode_proposal`]): the commit carries the
+    /// same bytes.
     async fn paxos_commit(
         &self,
         table: TableId,
-        ballot: Ballot,
         update: &Partition,
+        payload: Bytes,
         cl: ConsistencyLevel,
     ) -> Result<()> {
         let (strategy, natural, pending) = self.plan(table, update.key.token)?;
@@ -314,7 +316,6 @@ impl Coordinator {
             pending.iter().map(|t| t.replica.clone()).collect(),
             WriteType::Simple,
         )?;
-        let payload = encode_proposal(table, ballot, update);
         let mut inflight = FuturesUnordered::new();
         let mut dead = Vec::new();
         for t in natural.iter().chain(&pending) {
@@ -500,7 +501,11 @@ impl Coordinator {
                 // on the replicas polled; the others get it in the
                 // background.
                 match self
-                    .propose(&promisers, required, table, ballot, &update)
+                    .propose(
+                        &promisers,
+                        required,
+                        encode_proposal(table, ballot, &update),
+                    )
                     .await
                 {
                     Round::Done(()) => {
@@ -553,10 +558,8 @@ impl Coordinator {
                     current,
                 });
             };
-            match self
-                .propose(&promisers, required, table, ballot, &update)
-                .await
-            {
+            let proposal = encode_proposal(table, ballot, &update);
+            match self.propose(&promisers, required, proposal.clone()).await {
                 Round::Done(()) => {}
                 Round::Rejected(higher) => {
                     above = above.max(higher);
@@ -567,7 +570,7 @@ impl Coordinator {
                     return Err(cas_timeout(serial, n, required))
                 }
             }
-            self.paxos_commit(table, ballot, &update, commit).await?;
+            self.paxos_commit(table, &update, proposal, commit).await?;
             return Ok(CasOutcome {
                 applied: true,
                 current,
@@ -613,21 +616,15 @@ impl Coordinator {
         });
     }
 
-    async fn propose(
-        &self,
-        live: &[&Target],
-        required: usize,
-        table: TableId,
-        ballot: Ballot,
-        update: &Partition,
-    ) -> Round<()> {
+    /// Proposes `proposal` ([`encode_proposal`]) to a quorum of `live`.
+    async fn propose(&self, live: &[&Target], required: usize, proposal: Bytes) -> Round<()> {
         match self
             .paxos_round(
                 live,
                 required,
                 required,
                 PAXOS_PROPOSE,
-                encode_proposal(table, ballot, update),
+                proposal,
                 true,
                 |b| {
                     let (ok, promised) = decode_accept(b)?;
