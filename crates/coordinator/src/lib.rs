@@ -40,7 +40,9 @@
 //! [`Coordinator::serial_read`]) run Paxos over [`PAXOS_PREPARE`] (which
 //! carries the read, and may carry the commit of a proposal the proposer
 //! finished), [`PAXOS_PROPOSE`] and [`PAXOS_COMMIT`] (awaited at the
-//! statement's consistency level only), with each
+//! statement's consistency level only) or, when the coordinator's own
+//! replica and any other make a quorum, [`PAXOS_PROPOSE_COMMIT`] (accept
+//! and apply in one round trip once the own replica accepted), with each
 //! replica's Paxos state in the internal `system.paxos` table
 //! ([`PAXOS_TABLE`]). Counter increments ([`Coordinator::counter_write`])
 //! go to a leader replica over [`COUNTER_MUTATION`], which writes its
@@ -87,7 +89,8 @@ pub use error::{
 pub use hints::{Hint, HintConfig, HintFileId, HintReplay, HintStore, RateLimiter};
 pub use messages::{
     BATCH_REMOVE, BATCH_STORE, COUNTER_MUTATION, MUTATION, MUTATION_ACK, PAXOS_COMMIT,
-    PAXOS_PREPARE, PAXOS_PROPOSE, READ_DATA, READ_DIGEST, READ_RANGE, REPAIR_TREE, TRUNCATE,
+    PAXOS_PREPARE, PAXOS_PROPOSE, PAXOS_PROPOSE_COMMIT, READ_DATA, READ_DIGEST, READ_RANGE,
+    REPAIR_TREE, TRUNCATE,
 };
 pub use metrics::CoordinatorMetrics;
 pub use paxos::{Ballot, PAXOS_TABLE};

@@ -46,6 +46,11 @@ pub const PAXOS_PREPARE: Verb = Verb(0x0209);
 pub const PAXOS_PROPOSE: Verb = Verb(0x020A);
 /// Paxos commit: apply an accepted proposal; the response acknowledges.
 pub const PAXOS_COMMIT: Verb = Verb(0x020B);
+/// Paxos phase 2 and commit in one, sent by a proposer whose own replica
+/// accepted the proposal durably when that replica and the receiver make a
+/// quorum: the receiver accepts (the same payload and answer as
+/// [`PAXOS_PROPOSE`]) and, the proposal being chosen by then, applies it.
+pub const PAXOS_PROPOSE_COMMIT: Verb = Verb(0x020D);
 /// A counter increment for a leader replica: the consistency level (one
 /// byte, its protocol code) then a [`gyre_storage::Mutation`] of delta
 /// cells; answered once the leader's shards reached that level.

@@ -410,8 +410,63 @@ impl PaxosReplica {
         Ok((true, Some(ballot), Some(durable)))
     }
 
+    /// PROPOSE_COMMIT: accept `update` under `ballot` unless a higher
+    /// ballot was promised, and since the proposer's own replica already
+    /// accepted it durably and the two make a quorum (the proposer asks
+    /// only then), the proposal is chosen: apply it at once, as a commit
+    /// would. The state record keeps the promise and the commit (a later
+    /// prepare finds this replica committed, not merely accepted). Both
+    /// records are awaited: the acceptance must be durable before it is
+    /// acknowledged.
+    pub(crate) fn propose_commit(
+        &self,
+        engine: &dyn StorageEngine,
+        table: TableId,
+        ballot: Ballot,
+        update: Partition,
+        now: LocalTime,
+    ) -> std::result::Result<(bool, Option<Ballot>, Option<WriteFuture>), String> {
+        let key = update.key.clone();
+        let mut shard = self.lock(table, &key);
+        let mut state = self.cached(&mut shard, engine, table, &key, now)?;
+        if state.promised.is_some_and(|p| p > ballot) {
+            return Ok((false, state.promised, None));
+        }
+        // The data first: a crash between the two leaves no commit record
+        // without its data.
+        let data = engine.apply_mutation(Mutation::new(table, update));
+        let mut cells: Vec<(&str, Option<Bytes>)> = vec![(PROMISED, Some(ballot_bytes(ballot)))];
+        state.promised = Some(ballot);
+        if state.committed.is_none_or(|c| ballot > c) {
+            cells.push((COMMITTED, Some(ballot_bytes(ballot))));
+            state.committed = Some(ballot);
+        }
+        if state.accepted.as_ref().is_some_and(|(a, _)| *a <= ballot) {
+            cells.push((ACCEPTED, None));
+            state.accepted = None;
+        }
+        shard.put(state_key(table, &key), state);
+        let record = self.store(engine, table, &key, &cells, now);
+        Ok((
+            true,
+            Some(ballot),
+            Some(Box::pin(async move {
+                data.await?;
+                record.await
+            })),
+        ))
+    }
+
     /// COMMIT: applies `update` to the table, then records the commit
-    /// (and forgets an accepted proposal it supersedes).
+    /// (and forgets an accepted proposal it supersedes). The future
+    /// resolves once the data is durable: the commit record, appended
+    /// after it, is not awaited (it usually shares the data's commitlog
+    /// sync; when it misses it, waiting would cost a second fsync). Lost
+    /// in a crash, it leaves the accepted proposal newer than the last
+    /// commit, which the next proposer commits again (same update, same
+    /// timestamps), as after a crash between the two records; the next
+    /// promise or accept on this replica is appended after it, so no
+    /// later state is acknowledged before it is durable.
     pub(crate) fn commit(
         &self,
         engine: &dyn StorageEngine,
@@ -439,8 +494,26 @@ impl PaxosReplica {
         let record = (!cells.is_empty()).then(|| self.store(engine, table, &key, &cells, now));
         Ok(Box::pin(async move {
             data.await?;
-            if let Some(r) = record {
-                r.await?;
+            if let Some(mut r) = record {
+                match futures::poll!(&mut r) {
+                    std::task::Poll::Ready(Ok(())) => {}
+                    std::task::Poll::Ready(Err(e)) => {
+                        tracing::warn!(error = %e, "paxos commit record failed");
+                    }
+                    std::task::Poll::Pending => {
+                        // Finished in the background (over the memtable
+                        // limit the future still has to append it).
+                        let finish = async move {
+                            if let Err(e) = r.await {
+                                tracing::warn!(error = %e, "paxos commit record failed");
+                            }
+                        };
+                        match tokio::runtime::Handle::try_current() {
+                            Ok(rt) => drop(rt.spawn(finish)),
+                            Err(_) => finish.await,
+                        }
+                    }
+                }
             }
             Ok(())
         }))

@@ -1072,9 +1072,10 @@ fn promised_on(c: &Cluster, key: &str) -> Vec<usize> {
 }
 
 /// An uncontended CAS asks a quorum (its own replica and one other) to
-/// promise and accept, the third replica gets only the commit; with the
-/// replica it asks silent (not known down), the round asks the third after
-/// a moment and the CAS still succeeds well within the timeout.
+/// promise; with RF 3 its own replica accepts, then both others accept and
+/// commit in one round trip (PAXOS_PROPOSE_COMMIT); with the replica it
+/// asks silent (not known down), the round asks the third after a moment
+/// and the CAS still succeeds well within the timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_asks_a_quorum_first_and_the_others_when_one_stays_silent() {
     let c = Cluster::start(11, Duration::from_secs(2)).await;
@@ -1089,16 +1090,32 @@ async fn cas_asks_a_quorum_first_and_the_others_when_one_stays_silent() {
             Box::new(move |_: Option<&Partition>, ts: Timestamp| Ok(Some(update("a", ts, v)))),
         )
     };
-    assert!(cas("x").await.unwrap().applied);
+    // Conditions not met: a prepare only, which shows who was asked.
+    let unmet = c.nodes[0]
+        .coord
+        .cas(
+            c.table,
+            &key,
+            ReadFilter::all(),
+            ConsistencyLevel::Serial,
+            ConsistencyLevel::Quorum,
+            Box::new(|_: Option<&Partition>, _: Timestamp| Ok(None)),
+        )
+        .await
+        .unwrap();
+    assert!(!unmet.applied);
     let asked = promised_on(&c, "a");
     assert_eq!(asked.len(), 2, "promises on {asked:?}");
     assert!(asked.contains(&0), "the coordinator's own replica first");
-    // Every replica gets the commit (the third in the background).
+    assert!(cas("x").await.unwrap().applied);
+    // Every replica gets the commit (one in the background).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while (0..3).any(|i| c.local(i, "a").is_none()) {
         assert!(std::time::Instant::now() < deadline, "commit missing");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The replica the prepare spared accepted (and committed) the proposal.
+    assert_eq!(promised_on(&c, "a"), vec![0, 1, 2]);
     let other = asked[1];
     c.net.isolate(c.nodes[other].addr);
     let started = std::time::Instant::now();

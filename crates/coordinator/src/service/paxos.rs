@@ -5,7 +5,9 @@
 //! next prepare), then PROPOSE, then COMMIT to every replica, awaited at
 //! the statement's consistency level only: the coordinator's own replica
 //! commits in-process, so at ONE / LOCAL_ONE / ANY an uncontended write is
-//! two network round trips. The replica side is in
+//! two network round trips. When the coordinator's replica and any other
+//! make a quorum, PROPOSE and COMMIT are one round trip
+//! ([`Coordinator::propose_and_commit`]). The replica side is in
 //! [`crate::paxos`]; its handlers are registered here.
 
 use gyre_common::Timestamp;
@@ -13,7 +15,7 @@ use rand::Rng;
 
 use super::handlers::respond;
 use super::*;
-use crate::messages::{PAXOS_COMMIT, PAXOS_PREPARE, PAXOS_PROPOSE};
+use crate::messages::{PAXOS_COMMIT, PAXOS_PREPARE, PAXOS_PROPOSE, PAXOS_PROPOSE_COMMIT};
 use crate::paxos::{
     decode_accept, decode_prepare, decode_promise, decode_proposal, encode_accept, encode_prepare,
     encode_promise, encode_proposal, Agreed, Ballot, PaxosReplica, Promise,
@@ -48,6 +50,11 @@ enum Round<T> {
     /// others: a later proposer may still commit it.
     Partial(usize, Option<Ballot>),
 }
+
+/// A replica's answer in [`Coordinator::propose_and_commit`]: its host,
+/// true for a PAXOS_PROPOSE_COMMIT answer (false: a PAXOS_COMMIT's), the
+/// answer.
+type Answer = (HostId, bool, std::result::Result<Bytes, String>);
 
 /// Longest pause between two attempts under contention.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
@@ -100,6 +107,11 @@ fn serve_paxos(
                 )
                 .map(|(ok, promised, durable)| (encode_accept(ok, promised), durable))
         }),
+        PAXOS_PROPOSE_COMMIT => decode_proposal(payload).and_then(|(table, ballot, update)| {
+            paxos
+                .propose_commit(storage, table, ballot, update, now)
+                .map(|(ok, promised, durable)| (encode_accept(ok, promised), durable))
+        }),
         PAXOS_COMMIT => decode_proposal(payload).and_then(|(table, ballot, update)| {
             paxos
                 .commit(storage, table, ballot, update, now)
@@ -123,7 +135,12 @@ pub(super) fn register_handlers(
     paxos: Arc<PaxosReplica>,
     stage: Arc<ReplicaStage>,
 ) {
-    for verb in [PAXOS_PREPARE, PAXOS_PROPOSE, PAXOS_COMMIT] {
+    for verb in [
+        PAXOS_PREPARE,
+        PAXOS_PROPOSE,
+        PAXOS_PROPOSE_COMMIT,
+        PAXOS_COMMIT,
+    ] {
         let (s, p, st) = (storage.clone(), paxos.clone(), stage.clone());
         messenger.register(verb, move |msg: Inbound| {
             let Some(msg) = st.admit(verb, msg) else {
@@ -297,12 +314,14 @@ impl Coordinator {
     }
 
     /// Commits `update` under `ballot` on every replica (natural and
-    /// pending, all datacenters) and waits for `cl`.
+    /// pending, all datacenters) and waits for `cl`. `payload` is the
+    /// proposal as proposed ([`encode_proposal`]): the commit carries the
+    /// same bytes.
     async fn paxos_commit(
         &self,
         table: TableId,
-        ballot: Ballot,
         update: &Partition,
+        payload: Bytes,
         cl: ConsistencyLevel,
     ) -> Result<()> {
         let (strategy, natural, pending) = self.plan(table, update.key.token)?;
@@ -314,7 +333,6 @@ impl Coordinator {
             pending.iter().map(|t| t.replica.clone()).collect(),
             WriteType::Simple,
         )?;
-        let payload = encode_proposal(table, ballot, update);
         let mut inflight = FuturesUnordered::new();
         let mut dead = Vec::new();
         for t in natural.iter().chain(&pending) {
@@ -385,7 +403,7 @@ impl Coordinator {
                 "{commit} is not supported as conditional update commit consistency. Use ANY if you mean \"make sure it is accepted but I don't care how many replicas commit it for non-SERIAL reads\""
             )));
         }
-        let (_, natural, pending) = self.plan(table, key.token)?;
+        let (strategy, natural, pending) = self.plan(table, key.token)?;
         let local_only = serial == ConsistencyLevel::LocalSerial;
         let in_scope = |t: &&Target| !local_only || t.replica.dc == self.dc();
         let nat: Vec<&Target> = natural.iter().filter(in_scope).collect();
@@ -500,7 +518,11 @@ impl Coordinator {
                 // on the replicas polled; the others get it in the
                 // background.
                 match self
-                    .propose(&promisers, required, table, ballot, &update)
+                    .propose(
+                        &promisers,
+                        required,
+                        encode_proposal(table, ballot, &update),
+                    )
                     .await
                 {
                     Round::Done(()) => {
@@ -553,10 +575,35 @@ impl Coordinator {
                     current,
                 });
             };
-            match self
-                .propose(&promisers, required, table, ballot, &update)
-                .await
-            {
+            let proposal = encode_proposal(table, ballot, &update);
+            // Two acceptors are a quorum and this node is one of them: it
+            // accepts first, then the others accept and commit at once.
+            let fast = required == 2
+                && pending.is_empty()
+                && nat.len() == natural.len()
+                && live.first().is_some_and(|t| t.replica.host == self.local());
+            if fast {
+                match self
+                    .propose_and_commit(&strategy, &natural, table, &update, proposal, commit)
+                    .await
+                {
+                    Round::Done(r) => {
+                        r?;
+                        return Ok(CasOutcome {
+                            applied: true,
+                            current,
+                        });
+                    }
+                    Round::Rejected(higher) => {
+                        above = above.max(higher);
+                        continue;
+                    }
+                    Round::Partial(n, _) | Round::Timeout(n) => {
+                        return Err(cas_timeout(serial, n, required))
+                    }
+                }
+            }
+            match self.propose(&promisers, required, proposal.clone()).await {
                 Round::Done(()) => {}
                 Round::Rejected(higher) => {
                     above = above.max(higher);
@@ -567,7 +614,7 @@ impl Coordinator {
                     return Err(cas_timeout(serial, n, required))
                 }
             }
-            self.paxos_commit(table, ballot, &update, commit).await?;
+            self.paxos_commit(table, &update, proposal, commit).await?;
             return Ok(CasOutcome {
                 applied: true,
                 current,
@@ -613,21 +660,172 @@ impl Coordinator {
         });
     }
 
-    async fn propose(
+    /// Phase 2 and the commit when this node's replica and any other make
+    /// a quorum (every replica in the serial scope, none pending): the own
+    /// replica accepts `proposal` first (durably); then every other live
+    /// replica gets PAXOS_PROPOSE_COMMIT, which accepts and, the proposal
+    /// being chosen with the first acceptance, applies it. Saves the
+    /// separate commit round trip (the commit is awaited at `cl` as in
+    /// [`Self::paxos_commit`]: acceptances are commits there, this
+    /// replica commits once one came, replicas that refused or failed get
+    /// the commit or a hint). `Rejected`: the own replica refused (nobody
+    /// else was asked); `Partial` / `Timeout`: no other replica accepted,
+    /// so the outcome is unknown (the own replica's acceptance may yet be
+    /// finished by a later proposer). `Done(Err)`: chosen, but the commit
+    /// did not reach `cl`.
+    async fn propose_and_commit(
         &self,
-        live: &[&Target],
-        required: usize,
+        strategy: &ReplicationStrategy,
+        natural: &[Target],
         table: TableId,
-        ballot: Ballot,
         update: &Partition,
-    ) -> Round<()> {
+        proposal: Bytes,
+        cl: ConsistencyLevel,
+    ) -> Round<Result<()>> {
+        let me = self.local();
+        match serve_paxos(
+            self.inner.storage.as_ref(),
+            &self.inner.paxos,
+            PAXOS_PROPOSE,
+            &proposal,
+        )
+        .await
+        .and_then(|b| decode_accept(&b))
+        {
+            Ok((true, _)) => {}
+            Ok((false, promised)) => return Round::Rejected(promised),
+            Err(e) => {
+                tracing::warn!(error = %e, "own replica failed to accept a proposal");
+                return Round::Timeout(0);
+            }
+        }
+        let mut tracker = match WriteTracker::new(
+            cl,
+            strategy,
+            self.dc(),
+            natural.iter().map(|t| t.replica.clone()).collect(),
+            Vec::new(),
+            WriteType::Simple,
+        ) {
+            Ok(t) => t,
+            Err(e) => return Round::Done(Err(e)),
+        };
+        let mut inflight: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+        let mut dead = Vec::new();
+        for t in natural.iter().filter(|t| t.replica.host != me) {
+            if t.alive {
+                inflight.push(
+                    self.paxos_ask(t, PAXOS_PROPOSE_COMMIT, proposal.clone())
+                        .map(|(h, r)| (h, true, r))
+                        .boxed(),
+                );
+            } else {
+                dead.push(t.replica.host);
+            }
+        }
+        let commit_to = |t: &Target| {
+            self.paxos_send(t, PAXOS_COMMIT, proposal.clone())
+                .map({
+                    let h = t.replica.host;
+                    move |r| (h, false, r)
+                })
+                .boxed()
+        };
+        let target = |h: HostId| natural.iter().find(|t| t.replica.host == h);
+        let deadline = Instant::now() + self.inner.config.write_timeout;
+        let mut chosen = false;
+        // Before the proposal is chosen: replicas that refused it (they
+        // get the commit then) or failed (hinted then).
+        let (mut refused_by, mut failed_on): (Vec<HostId>, Vec<HostId>) = (Vec::new(), Vec::new());
+        let mut higher: Option<Ballot> = None;
+        while !(chosen && tracker.is_complete()) {
+            let (host, proposing, res) = match timeout_at(deadline, inflight.next()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) | Err(_) => break,
+            };
+            let accepted = match (&res, proposing) {
+                (Ok(b), true) => match decode_accept(b) {
+                    Ok((ok, promised)) => {
+                        if !ok {
+                            higher = higher.max(promised);
+                        }
+                        Some(ok)
+                    }
+                    Err(e) => {
+                        tracing::warn!(%host, error = %e, "malformed paxos answer");
+                        None
+                    }
+                },
+                (Ok(_), false) => Some(true),
+                (Err(e), _) => {
+                    tracing::debug!(%host, error = %e, proposing, "paxos request failed");
+                    None
+                }
+            };
+            match accepted {
+                Some(true) => {
+                    if !chosen {
+                        chosen = true;
+                        // This replica commits now; those that refused get
+                        // the commit, the failed and the dead a hint.
+                        let own = natural.iter().find(|t| t.replica.host == me);
+                        for t in own
+                            .into_iter()
+                            .chain(refused_by.iter().filter_map(|h| target(*h)))
+                        {
+                            inflight.push(commit_to(t));
+                        }
+                        for h in failed_on.drain(..).chain(dead.drain(..)) {
+                            if self.hint(h, table, update.clone()).await {
+                                tracker.hint_stored(h);
+                            }
+                        }
+                    }
+                    tracker.ack(host);
+                }
+                Some(false) if chosen => {
+                    if let Some(t) = target(host) {
+                        inflight.push(commit_to(t));
+                    }
+                }
+                Some(false) => refused_by.push(host),
+                None if chosen => {
+                    if self.hint(host, table, update.clone()).await {
+                        tracker.hint_stored(host);
+                    }
+                }
+                None => failed_on.push(host),
+            }
+        }
+        if !chosen {
+            // Accepted here only: a later proposer may still finish it.
+            return if refused_by.is_empty() {
+                Round::Timeout(1)
+            } else {
+                Round::Partial(1, higher)
+            };
+        }
+        if !inflight.is_empty() {
+            // The rest commit in the background (a later prepare repairs
+            // any that miss it).
+            tokio::spawn(async move { while inflight.next().await.is_some() {} });
+        }
+        Round::Done(if tracker.is_complete() {
+            Ok(())
+        } else {
+            tracker.timeout().into_result()
+        })
+    }
+
+    /// Proposes `proposal` ([`encode_proposal`]) to a quorum of `live`.
+    async fn propose(&self, live: &[&Target], required: usize, proposal: Bytes) -> Round<()> {
         match self
             .paxos_round(
                 live,
                 required,
                 required,
                 PAXOS_PROPOSE,
-                encode_proposal(table, ballot, update),
+                proposal,
                 true,
                 |b| {
                     let (ok, promised) = decode_accept(b)?;
