@@ -65,14 +65,6 @@ pub(crate) fn encode_record(table: TableId, update: &Partition) -> Vec<u8> {
     let mut out = Vec::with_capacity(update.size_estimate() + 32);
     out.extend_from_slice(table.0.as_bytes());
     codec::encode_partition(&mut out, update);
-    // The memtable keeps this allocation (as `Bytes`) and budgets its
-    // length; the estimate above is of in-memory size, about twice the
-    // encoding, so give the rest back (glibc shrinks in place, no copy).
-    // engine-bench, 1M 100-byte writes, 64 MiB budget: peak RSS 392 ->
-    // 303 MiB.
-    if out.capacity() > out.len() + out.len() / 4 {
-        out.shrink_to_fit();
-    }
     out
 }
 
