@@ -1,5 +1,5 @@
 //! A partition update encoded once: the same bytes are the commitlog
-//! record's payload, what the memtable keeps, and what a coordinator sends
+//! record's payload, what the memtable copies, and what a coordinator sends
 //! to the other replicas (which append them without re-encoding).
 
 use bytes::Bytes;
@@ -29,8 +29,9 @@ impl Mutation {
     }
 
     /// Decodes a mutation received from another node. The bytes are copied
-    /// into an allocation of their own, so the memtable that keeps them does
-    /// not pin the (larger) network buffer they arrived in.
+    /// into an allocation of their own, so what keeps parts of the decoded
+    /// update (storage-attached indexes) does not pin the (larger) network
+    /// buffer they arrived in.
     pub fn decode(encoded: &[u8]) -> Result<Self> {
         let encoded = Bytes::copy_from_slice(encoded);
         let (table, update) =
