@@ -74,7 +74,53 @@ struct Args {
     /// counts the whole compaction debt (native engine).
     #[arg(long)]
     settle: bool,
+    /// Print resident memory and the engine's memory per component to
+    /// stderr every this many milliseconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    memory_trace_ms: u64,
 }
+
+/// Resident memory now (VmRSS).
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `--memory-trace-ms`: a thread printing RSS and the engine's memory.
+fn memory_trace(engine: &Arc<dyn StorageEngine>, every: Duration) {
+    let engine = Arc::downgrade(engine);
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        while let Some(e) = engine.upgrade() {
+            let s = e.engine_stats();
+            drop(e);
+            eprintln!(
+                "mem {:>7.2}s rss {:>7.1} memtables {:>7.1} bloom {:>5.1} index {:>5.1} cache {:>5.1} MiB",
+                start.elapsed().as_secs_f64(),
+                mib(rss()),
+                mib(s.memtable_bytes),
+                mib(s.bloom_filter_bytes),
+                mib(s.index_bytes),
+                mib(s.block_cache_bytes),
+            );
+            std::thread::sleep(every);
+        }
+    });
+}
+
+/// The node's allocator (crates/node/src/main.rs), so that peak RSS is
+/// what the product would use: glibc malloc keeps much of what a flushed
+/// memtable frees in its arenas.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Set from `--settle`.
 static SETTLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -342,6 +388,9 @@ fn main() -> anyhow::Result<()> {
     for name in &engines {
         let dir = base.join(name);
         let engine = open_engine(name, &dir, &args)?;
+        if args.memory_trace_ms > 0 {
+            memory_trace(&engine, Duration::from_millis(args.memory_trace_ms));
+        }
         println!("== engine {name}");
         for report in run_workloads(&engine, &args)? {
             report.print(args.json);

@@ -660,7 +660,7 @@ impl Inner {
                     continue;
                 }
                 let memtable = table.snapshot().memtable.clone();
-                let added = memtable.apply(&update, rec.payload.slice(16..));
+                let added = memtable.apply(&update, &rec.payload[16..]);
                 memtable.sai.add(&table.options.read().indexes, &update);
                 self.memtable_bytes.fetch_add(added, Ordering::Relaxed);
                 replayed += 1;
@@ -807,7 +807,7 @@ impl Inner {
             let _switch = self.switch_lock.read();
             let pos = self.commitlog.append(id, m.encoded())?;
             let memtable = table.state.read().memtable.clone();
-            let added = memtable.apply(m.update(), m.encoded().slice(16..));
+            let added = memtable.apply(m.update(), &m.encoded()[16..]);
             let options = table.options.read();
             if !options.indexes.is_empty() {
                 memtable.sai.add(&options.indexes, m.update());

@@ -5,13 +5,19 @@
 //! order walks the ring in order, and writers to different shards never
 //! contend. A B-tree beat a lock-free skip list here: with a million random
 //! keys the skip list's pointer chasing took a quarter of the write path.
+//!
+//! Keys and encoded updates are copied into per-shard arena chunks (as
+//! RocksDB's memtable arena): a partition costs its bytes plus its B-tree
+//! slot instead of two or three allocations of its own, the memory goes
+//! back as whole chunks when the memtable is dropped, and the budget counts
+//! what the memtable really holds (bytes copied plus B-tree slots).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use gyre_common::codec;
 use gyre_common::{lww, DecoratedKey, Partition, Timestamp};
 use parking_lot::{Mutex, RwLock};
@@ -24,7 +30,48 @@ const SHARDS: usize = 1 << SHARD_BITS;
 /// Partitions a range iterator copies out per shard lock.
 const BATCH: usize = 64;
 
-type Shard = RwLock<BTreeMap<DecoratedKey, MemPartition>>;
+type Shard = RwLock<ShardData>;
+
+#[derive(Default)]
+struct ShardData {
+    map: BTreeMap<DecoratedKey, MemPartition>,
+    arena: Arena,
+}
+
+/// Bump allocation of byte strings in shared chunks: each copy is a `Bytes`
+/// slice of the current chunk (no allocation of its own), and a chunk is
+/// freed when the last slice of it goes (normally with the memtable).
+#[derive(Default)]
+struct Arena {
+    chunk: BytesMut,
+    /// The size of the next chunk: it doubles from `MIN_CHUNK` to
+    /// `MAX_CHUNK`, so the thousands of tiny memtables (system tables, one
+    /// per shard touched) cost little.
+    next: usize,
+}
+
+impl Arena {
+    const MIN_CHUNK: usize = 1 << 10;
+    const MAX_CHUNK: usize = 64 << 10;
+
+    /// Copies `data` into the arena. The budget counts the bytes copied:
+    /// the unused tails of the shards' current chunks (a few MiB at most)
+    /// are not counted, so that small budgets (tests) are not eaten by
+    /// chunks that are mostly empty.
+    fn copy(&mut self, data: &[u8]) -> Bytes {
+        // Large values get their own allocation: they would waste most of
+        // a chunk's tail.
+        if data.len() > Self::MAX_CHUNK / 8 {
+            return Bytes::copy_from_slice(data);
+        }
+        if self.chunk.capacity() - self.chunk.len() < data.len() {
+            self.next = (self.next * 2).clamp(Self::MIN_CHUNK, Self::MAX_CHUNK);
+            self.chunk = BytesMut::with_capacity(self.next);
+        }
+        self.chunk.extend_from_slice(data);
+        self.chunk.split().freeze()
+    }
+}
 
 pub struct Memtable {
     shards: Vec<Shard>,
@@ -86,7 +133,8 @@ impl MemPartition {
     /// Reads decode every pending update: never let there be more.
     const FOLD_ALWAYS_AT: usize = 256;
 
-    fn push(&mut self, key: &DecoratedKey, encoded: Bytes) {
+    /// Adds an update; returns the heap bytes a fold allocated.
+    fn push(&mut self, key: &DecoratedKey, encoded: Bytes) -> u64 {
         self.pending.push(encoded);
         let n = self.pending.len();
         let fold = n >= Self::FOLD_ALWAYS_AT
@@ -98,9 +146,12 @@ impl MemPartition {
             let mut buf = Vec::new();
             codec::encode_partition(&mut buf, &folded);
             self.pending.clear();
+            let took = buf.capacity() as u64;
             self.merged = Some(Bytes::from(buf));
             self.folds += 1;
+            return took;
         }
+        0
     }
 
     /// The merged partition, decoded.
@@ -126,13 +177,17 @@ impl Default for Memtable {
     }
 }
 
-/// Fixed overhead of a memtable entry beyond its encoded bytes.
-const ENTRY_OVERHEAD: u64 = 96;
+/// Memory of a partition's B-tree slot: key and value, with the nodes'
+/// unused slots and edges (random inserts leave nodes about 2/3 full).
+const SLOT_BYTES: u64 = (std::mem::size_of::<(DecoratedKey, MemPartition)>() * 3 / 2) as u64;
+/// Memory of one more pending update of a partition (its `Bytes` in
+/// `pending`, doubled for the Vec's spare capacity).
+const PENDING_BYTES: u64 = 2 * std::mem::size_of::<Bytes>() as u64;
 
 impl Memtable {
     pub fn new() -> Self {
         Memtable {
-            shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             len: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             min_timestamp: AtomicI64::new(Timestamp::MAX),
@@ -143,29 +198,38 @@ impl Memtable {
         }
     }
 
-    /// Adds an update, given with its encoding (`codec::encode_partition`);
-    /// returns the approximate bytes it added.
-    pub fn apply(&self, update: &Partition, encoded: Bytes) -> u64 {
+    /// Adds an update, given with its encoding (`codec::encode_partition`,
+    /// copied into the memtable's arena); returns the bytes of memory it
+    /// added.
+    pub fn apply(&self, update: &Partition, encoded: &[u8]) -> u64 {
         if let Some((lo, _)) = update.timestamp_range() {
             self.min_timestamp.fetch_min(lo, Ordering::Relaxed);
         }
-        let size = encoded.len() as u64 + ENTRY_OVERHEAD;
         let mut shard = self.shards[shard_of(update.key.token)].write();
-        match shard.get_mut(&update.key) {
-            Some(p) => p.push(&update.key, encoded),
+        let shard = &mut *shard;
+        let mut size = encoded.len() as u64;
+        let encoded = shard.arena.copy(encoded);
+        match shard.map.get_mut(&update.key) {
+            Some(p) => size += PENDING_BYTES + p.push(&update.key, encoded),
             None => {
-                shard.insert(
-                    update.key.clone(),
+                let key = shard.arena.copy(&update.key.key);
+                size += key.len() as u64 + SLOT_BYTES;
+                // The first update is the partition as it is: kept as
+                // `merged`, so a partition written once has no Vec.
+                shard.map.insert(
+                    DecoratedKey {
+                        token: update.key.token,
+                        key,
+                    },
                     MemPartition {
-                        merged: None,
-                        pending: vec![encoded],
+                        merged: Some(encoded),
+                        pending: Vec::new(),
                         folds: 0,
                     },
                 );
                 self.len.fetch_add(1, Ordering::Relaxed);
             }
         }
-        drop(shard);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         size
     }
@@ -211,6 +275,7 @@ impl Memtable {
     pub fn get(&self, key: &DecoratedKey, filter: &ClusteringFilter) -> Option<Partition> {
         let p = self.shards[shard_of(key.token)]
             .read()
+            .map
             .get(key)?
             .resolve(key);
         Some(clip(&p, filter))
@@ -266,6 +331,7 @@ impl Iterator for MemtableIter<'_> {
             let shard = self.memtable.shards[self.shard].read();
             let mut last = None;
             for (k, p) in shard
+                .map
                 .range((self.from.clone(), Bound::Unbounded))
                 .take(BATCH)
             {
@@ -337,7 +403,7 @@ mod tests {
         );
         let mut enc = Vec::new();
         codec::encode_partition(&mut enc, &p);
-        m.apply(&p, Bytes::from(enc));
+        m.apply(&p, &enc);
         p.key
     }
 

@@ -1,5 +1,5 @@
 //! A partition update encoded once: the same bytes are the commitlog
-//! record's payload, what the memtable keeps, and what a coordinator sends
+//! record's payload, what the memtable copies, and what a coordinator sends
 //! to the other replicas (which append them without re-encoding).
 
 use bytes::Bytes;
@@ -29,8 +29,9 @@ impl Mutation {
     }
 
     /// Decodes a mutation received from another node. The bytes are copied
-    /// into an allocation of their own, so the memtable that keeps them does
-    /// not pin the (larger) network buffer they arrived in.
+    /// into an allocation of their own, so what keeps parts of the decoded
+    /// update (storage-attached indexes) does not pin the (larger) network
+    /// buffer they arrived in.
     pub fn decode(encoded: &[u8]) -> Result<Self> {
         let encoded = Bytes::copy_from_slice(encoded);
         let (table, update) =
@@ -65,14 +66,6 @@ pub(crate) fn encode_record(table: TableId, update: &Partition) -> Vec<u8> {
     let mut out = Vec::with_capacity(update.size_estimate() + 32);
     out.extend_from_slice(table.0.as_bytes());
     codec::encode_partition(&mut out, update);
-    // The memtable keeps this allocation (as `Bytes`) and budgets its
-    // length; the estimate above is of in-memory size, about twice the
-    // encoding, so give the rest back (glibc shrinks in place, no copy).
-    // engine-bench, 1M 100-byte writes, 64 MiB budget: peak RSS 392 ->
-    // 303 MiB.
-    if out.capacity() > out.len() + out.len() / 4 {
-        out.shrink_to_fit();
-    }
     out
 }
 
