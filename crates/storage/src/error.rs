@@ -48,6 +48,17 @@ pub enum Error {
     /// A storage-attached index is still being built on this node.
     #[error("The secondary index '{0}' is not yet available")]
     IndexNotAvailable(String),
+    /// A compaction did not start: its output may not fit (Cassandra's
+    /// message). It is retried later, like one that hit a full disk.
+    #[error(
+        "Not enough space for compaction, estimated sstables = {estimated_sstables}, \
+         expected write size = {expected_bytes} ({available_bytes} bytes available)"
+    )]
+    NotEnoughSpace {
+        estimated_sstables: u64,
+        expected_bytes: u64,
+        available_bytes: u64,
+    },
     #[error("the engine is shut down")]
     Closed,
 }
@@ -58,7 +69,8 @@ impl Error {
     /// Whether this is the disk running out of space (ENOSPC, EDQUOT):
     /// work waits for space rather than stopping writes.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Error::Io { source, .. }
+        matches!(self, Error::NotEnoughSpace { .. })
+            || matches!(self, Error::Io { source, .. }
             if source.kind() == std::io::ErrorKind::StorageFull
                 || matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
     }

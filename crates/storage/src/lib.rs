@@ -87,6 +87,9 @@ pub mod failpoints {
     /// Evaluated as a flush starts writing a memtable (a callback there
     /// holds a flush back, for tests of flushes that end out of order).
     pub const FLUSH_WRITE: &str = crate::lsm::FLUSH_FAILPOINT;
+    /// The free bytes a compaction sees before it starts (`return(N)`, or
+    /// `return` for none).
+    pub const AVAILABLE_SPACE: &str = crate::lsm::SPACE_FAILPOINT;
 
     /// Whether this build has failpoints compiled in (the `failpoints`
     /// feature); when not, setting one has no effect.

@@ -49,6 +49,8 @@ use crate::strategy::{self, CompactionTask, PlanContext, SsTableInfo};
 
 /// Failpoint evaluated as a flush starts writing a memtable.
 pub const FLUSH_FAILPOINT: &str = "lsm::flush";
+/// Returns the free bytes compactions see (`return(N)`; `return`: none).
+pub const SPACE_FAILPOINT: &str = "lsm::available_space";
 
 /// First wait before background work that failed (a full disk) is tried
 /// again; it doubles up to [`COMPACTION_CHECK_INTERVAL`].
@@ -449,6 +451,40 @@ impl Throttle {
 }
 
 /// The planners' view of a table's SSTables.
+/// Free space a compaction must find before it starts (Cassandra's
+/// `checkAvailableDiskSpace`): its output can be as large as its inputs,
+/// written beside them until it replaces them. Starting without the room would fill the disk and fail anyway,
+/// after taking the last free bytes from flushes and the commitlog.
+fn check_space_for(
+    dir: &Path,
+    inputs: &[Arc<SsTable>],
+    max_output_bytes: Option<u64>,
+) -> Result<()> {
+    let expected: u64 = inputs.iter().map(|s| s.file_bytes).sum();
+    let available = available_bytes(dir)?;
+    if expected <= available {
+        return Ok(());
+    }
+    let estimated_sstables = max_output_bytes
+        .filter(|m| *m > 0)
+        .map_or(1, |m| expected.div_ceil(m).max(1));
+    Err(Error::NotEnoughSpace {
+        estimated_sstables,
+        expected_bytes: expected,
+        available_bytes: available,
+    })
+}
+
+/// Bytes an unprivileged writer may still use on `dir`'s filesystem.
+fn available_bytes(dir: &Path) -> Result<u64> {
+    fail::fail_point!(SPACE_FAILPOINT, |free: Option<String>| {
+        Ok(free.and_then(|f| f.parse().ok()).unwrap_or(0))
+    });
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| Error::io(format!("reading free space of {}", dir.display()), e.into()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Adds `p` to a read's result so far (LWW).
 fn merge_into(acc: &mut Option<Partition>, p: Partition) {
     match acc {
@@ -1307,7 +1343,10 @@ impl Inner {
                 level,
                 max_output_bytes,
                 ..
-            } => self.merge(t, &st, inputs, *level, *max_output_bytes, keep),
+            } => {
+                check_space_for(&t.dir, &inputs, *max_output_bytes)?;
+                self.merge(t, &st, inputs, *level, *max_output_bytes, keep)
+            }
         }
     }
 

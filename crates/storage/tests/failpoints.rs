@@ -3,7 +3,9 @@
 //! keeps serving what it acknowledged, and loses none of it across a restart.
 //! A full disk (`sstable::write` failing with ENOSPC) undoes compactions,
 //! lets writes go on and resumes once there is room; flushes that run in
-//! parallel (held back at `lsm::flush`) end oldest first.
+//! parallel (held back at `lsm::flush`) end oldest first. A compaction
+//! whose output may not fit in the free space (`lsm::available_space`)
+//! does not start, and starts once there is room.
 //!
 //! Run with `cargo test -p gyre-storage --features failpoints --test failpoints`.
 #![cfg(feature = "failpoints")]
@@ -13,7 +15,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use gyre_common::{Cell, CellName, DecoratedKey, Partition};
-use gyre_storage::failpoints::{COMMITLOG_FSYNC, FLUSH_WRITE, SSTABLE_FSYNC, SSTABLE_WRITE};
+use gyre_storage::failpoints::{
+    AVAILABLE_SPACE, COMMITLOG_FSYNC, FLUSH_WRITE, SSTABLE_FSYNC, SSTABLE_WRITE,
+};
 use gyre_storage::{
     Error, LsmConfig, LsmEngine, ReadFilter, StorageEngine, SyncMode, TableId, TableOptions,
 };
@@ -469,6 +473,56 @@ fn full_disk_during_compaction() {
     assert_all_present(&engine, 0..2600, "after a restart");
 }
 
+/// Less free space than a compaction's inputs: it does not start (no
+/// temporary file, Cassandra's message, counted as failed), and it runs
+/// by itself once the space is there.
+fn not_enough_space_for_compaction() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = LsmConfig {
+        background_compaction: true,
+        ..config(dir.path(), SyncMode::Batch)
+    };
+    let engine = LsmEngine::open(cfg.clone()).expect("opens");
+    engine
+        .create_table(TABLE, TableOptions::default())
+        .expect("creates");
+    // 1,000 bytes free: less than any four SSTables of 500 rows.
+    fail::cfg(AVAILABLE_SPACE, "return(1000)").expect("sets the failpoint");
+    for part in 0..4 {
+        write(&engine, part * 500, part * 500 + 500);
+        engine.flush(Some(TABLE)).expect("flushes");
+    }
+    let tdir = table_dir(&cfg.data_dir);
+    wait_until("a compaction refused for want of space", || {
+        engine.table_stats(TABLE).expect("stats").compactions_failed >= 1
+    });
+    let err = engine
+        .compact(TABLE)
+        .expect_err("a major compaction is refused too");
+    assert!(
+        err.to_string().starts_with(
+            "Not enough space for compaction, estimated sstables = 1, expected write size = "
+        ),
+        "{err}"
+    );
+    assert!(err.is_disk_full(), "{err}");
+    let s = engine.table_stats(TABLE).expect("stats");
+    assert_eq!((s.compactions, s.sstable_count), (0, 4), "{s:?}");
+    assert!(
+        !file_names(&tdir).iter().any(|n| n.starts_with("tmp-")),
+        "{:?}",
+        file_names(&tdir)
+    );
+    assert_all_present(&engine, 0..2000, "with a compaction refused");
+
+    fail::remove(AVAILABLE_SPACE);
+    wait_until("the compaction to run once there is room", || {
+        let s = engine.table_stats(TABLE).expect("stats");
+        s.compactions >= 1 && !s.compaction_pending
+    });
+    assert_all_present(&engine, 0..2000, "after the compaction");
+}
+
 /// One test function: the failpoint registry is global to the process.
 #[test]
 fn a_disk_that_fails_fsync_loses_no_acknowledged_write() {
@@ -481,5 +535,6 @@ fn a_disk_that_fails_fsync_loses_no_acknowledged_write() {
     split_compaction_failure();
     parallel_flushes_end_oldest_first();
     full_disk_during_compaction();
+    not_enough_space_for_compaction();
     scenario.teardown();
 }
