@@ -1601,9 +1601,7 @@ impl Inner {
                 merge_into(&mut acc, p);
             }
         }
-        if let (Some(limit), false, ClusteringFilter::Slices(_)) =
-            (filter.limit, filter.reversed, &filter.clustering)
-        {
+        if let (Some(limit), ClusteringFilter::Slices(_)) = (filter.limit, &filter.clustering) {
             return self.read_limited(&st, key, filter, limit, now, acc);
         }
         let merge = merge_into;
@@ -1624,13 +1622,14 @@ impl Inner {
         Ok(acc.and_then(|p| finish_read(p, filter, now)))
     }
 
-    /// A forward read with a row limit (a LIMIT, a page): the SSTables are
-    /// read in chunks of rows, growing, until the limit's live rows are
-    /// known, so a page of a partition of many GiB holds about a page of
-    /// rows in memory instead of the whole partition. Rows up to the
-    /// smallest key where a chunk stopped are final: every source has
-    /// given all its rows up to there. (`memtables` holds the memtables'
-    /// part, in memory anyway.)
+    /// A read with a row limit (a LIMIT, a page): the SSTables are read in
+    /// chunks of rows, growing, until the limit's live rows are known, so
+    /// a page of a partition of many GiB holds about a page of rows in
+    /// memory instead of the whole partition. Forward, rows up to the
+    /// smallest key where a chunk stopped are final (every source has given
+    /// all its rows up to there); reversed, rows from the largest key where
+    /// a chunk stopped. (`memtables` holds the memtables' part, in memory
+    /// anyway.)
     fn read_limited(
         &self,
         st: &TableState,
@@ -1640,8 +1639,10 @@ impl Inner {
         now: LocalTime,
         memtables: Option<Partition>,
     ) -> Result<Option<Partition>> {
+        let reversed = filter.reversed;
         let mut acc = memtables;
-        let mut after: Option<bytes::Bytes> = None;
+        // Forward: rows after this key; reversed: rows before it.
+        let mut from: Option<bytes::Bytes> = None;
         // From one row past the limit (so the conformance suite's small
         // partitions cross chunk boundaries too), doubling.
         let mut chunk = limit.saturating_add(1).min(1 << 16);
@@ -1650,7 +1651,7 @@ impl Inner {
             ..filter.clone()
         };
         loop {
-            // The smallest last key of a source that stopped at the cap.
+            // Where the least advanced source that stopped at the cap stopped.
             let mut cut: Option<bytes::Bytes> = None;
             for s in &st.sstables {
                 if acc
@@ -1660,24 +1661,29 @@ impl Inner {
                 {
                     break;
                 }
-                let Some((mut p, more)) = s.get_capped(
-                    key,
-                    &filter.clustering,
-                    self.block_cache.as_ref(),
-                    after.as_deref(),
-                    chunk,
-                )?
-                else {
+                let cache = self.block_cache.as_ref();
+                let read = if reversed {
+                    s.get_capped_rev(key, &filter.clustering, cache, from.as_deref(), chunk)?
+                } else {
+                    s.get_capped(key, &filter.clustering, cache, from.as_deref(), chunk)?
+                };
+                let Some((mut p, more)) = read else {
                     continue;
                 };
-                if more {
-                    if let Some(last) = p.rows.keys().next_back() {
-                        if cut.as_ref().is_none_or(|c| last < c) {
-                            cut = Some(last.clone());
-                        }
+                let stopped = if reversed {
+                    p.rows.keys().next()
+                } else {
+                    p.rows.keys().next_back()
+                };
+                if let Some(at) = stopped.filter(|_| more) {
+                    let less_advanced =
+                        cut.as_ref()
+                            .is_none_or(|c| if reversed { at > c } else { at < c });
+                    if less_advanced {
+                        cut = Some(at.clone());
                     }
                 }
-                if after.is_some() {
+                if from.is_some() {
                     // Deletion, range tombstones and static row came with
                     // the first chunk.
                     p.deletion = None;
@@ -1688,29 +1694,34 @@ impl Inner {
             }
             let Some(cut) = cut else { break };
             let Some(a) = acc.as_mut() else { break };
+            let settled_rows = if reversed {
+                a.rows.range(cut.clone()..)
+            } else {
+                a.rows.range(..=cut.clone())
+            };
             let settled = Partition {
                 key: a.key.clone(),
                 deletion: a.deletion,
                 range_tombstones: a.range_tombstones.clone(),
                 static_row: a.static_row.clone(),
-                rows: a
-                    .rows
-                    .range(..=cut.clone())
-                    .map(|(k, r)| (k.clone(), r.clone()))
-                    .collect(),
+                rows: settled_rows.map(|(k, r)| (k.clone(), r.clone())).collect(),
             };
             let live = finish_read(settled, &unlimited, now)
                 .map_or(0, |p| p.rows.values().filter(|r| r.is_live(now)).count());
             if live >= limit {
-                // Rows past the cut may lack a source's rows; the limit
+                // Rows beyond the cut may lack a source's rows; the limit
                 // ends the answer before them anyway.
                 let mut past = a.rows.split_off(&cut);
-                if let Some(r) = past.remove(&cut) {
-                    a.rows.insert(cut, r);
+                if reversed {
+                    a.rows = past;
+                } else {
+                    if let Some(r) = past.remove(&cut) {
+                        a.rows.insert(cut, r);
+                    }
                 }
                 break;
             }
-            after = Some(cut);
+            from = Some(cut);
             chunk = chunk.saturating_mul(2).min(1 << 20);
         }
         Ok(acc.and_then(|p| finish_read(p, filter, now)))

@@ -816,6 +816,106 @@ impl SsTable {
         Ok(Some((part, more)))
     }
 
+    /// The reversed form of [`Self::get_capped`]: the last `max_rows` rows
+    /// the filter selects (only rows before `before` when given), read
+    /// block by block from the partition's end, so a reversed page of a
+    /// wide partition holds about a page of rows. True when rows may come
+    /// before the first one returned.
+    pub fn get_capped_rev(
+        &self,
+        key: &DecoratedKey,
+        filter: &ClusteringFilter,
+        cache: Option<&BlockCache>,
+        before: Option<&[u8]>,
+        max_rows: usize,
+    ) -> Result<Option<(Partition, bool)>> {
+        if !self.may_contain(key) || self.index.is_empty() {
+            return Ok(None);
+        }
+        let mut cur = Cursor::with_cache(self, self.find_block(key, None), cache)?;
+        let mut part = loop {
+            let Some((tag, body)) = cur.next()? else {
+                return Ok(None);
+            };
+            if tag != TAG_HEADER {
+                continue;
+            }
+            let mut r = Reader::new(&body);
+            let token = r.i64_be().map_err(|e| self.corrupt_at(cur.block, e))?;
+            let k = r.bytes().map_err(|e| self.corrupt_at(cur.block, e))?;
+            match (token, k.as_ref()).cmp(&(key.token, key.key.as_ref())) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Greater => return Ok(None),
+                std::cmp::Ordering::Equal => {
+                    break codec::get_partition_header(&mut Reader::new(&body))
+                        .map_err(|e| self.corrupt_at(cur.block, e))?;
+                }
+            }
+        };
+        let (first, rows_from) = (cur.block, cur.pos);
+        // The partition's last block, or the one holding `before`: every
+        // row before it lies there or earlier.
+        let mut block = match before {
+            Some(b) => self.find_block(key, Some(b)),
+            None => self
+                .index
+                .partition_point(|e| e.key <= *key)
+                .saturating_sub(1),
+        }
+        .max(first);
+        // Rows of the blocks read so far, last block first; each block's
+        // rows in order.
+        let mut blocks: Vec<Vec<(Bytes, Bytes)>> = Vec::new();
+        let mut count = 0;
+        loop {
+            cur.jump(block)?;
+            if block == first {
+                cur.pos = rows_from;
+            }
+            let mut rows = Vec::new();
+            while cur.pos < cur.data.len() {
+                let Some((tag, body)) = cur.next()? else {
+                    break;
+                };
+                if tag != TAG_ROW {
+                    if block == first || tag == TAG_HEADER {
+                        // The next partition starts here.
+                        break;
+                    }
+                    continue;
+                }
+                let mut r = Reader::new(&body);
+                let ck = r.bytes().map_err(|e| self.corrupt_at(cur.block, e))?;
+                if filter.is_past_end(&ck) || before.is_some_and(|b| ck.as_ref() >= b) {
+                    break;
+                }
+                if filter.contains(&ck) {
+                    rows.push((ck, body.slice(r.position()..)));
+                }
+            }
+            count += rows.len();
+            blocks.push(rows);
+            if count >= max_rows || block == first {
+                break;
+            }
+            block -= 1;
+        }
+        let more = count >= max_rows && block > first || count > max_rows;
+        let mut skip = count.saturating_sub(max_rows);
+        for rows in blocks.into_iter().rev() {
+            for (ck, body) in rows {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                let row = codec::get_row(&mut Reader::new(&body))
+                    .map_err(|e| self.corrupt_at(block, e))?;
+                part.rows.insert(ck, row);
+            }
+        }
+        Ok(Some((part, more)))
+    }
+
     /// Reads the partition's rows the filter selects (after `after`), at
     /// most `max_rows`; true when it stopped at that cap.
     fn read_rows(

@@ -1,6 +1,6 @@
 //! A read with a row limit reads the SSTables in chunks (see
-//! `LsmEngine::read_limited`); its answer must be the unlimited read's,
-//! cut at the limit. Random partitions spread over several SSTables and a
+//! `LsmEngine::read_limited`), forward or from the end; its answer must
+//! be the unlimited read's, cut at the limit. Random partitions spread over several SSTables and a
 //! memtable, with overwrites that are older than what they overwrite,
 //! row, range and partition deletions and expired TTLs, so that chunks
 //! end inside runs of shadowed rows.
@@ -121,6 +121,7 @@ fn limited_reads_answer_as_the_unlimited_read_cut_at_the_limit() {
                 let limit = 1 + rng.below(most) as usize;
                 let unlimited = ReadFilter {
                     clustering,
+                    reversed: rng.below(2) == 0,
                     ..ReadFilter::all()
                 };
                 let limited = ReadFilter {
