@@ -485,6 +485,15 @@ fn available_bytes(dir: &Path) -> Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// True when a partition deletion read so far covers everything `s`
+/// holds: SSTables are newest first, so neither it nor any older one can
+/// matter to the read.
+fn deleted_past(acc: &Option<Partition>, s: &SsTable) -> bool {
+    acc.as_ref()
+        .and_then(|a| a.deletion)
+        .is_some_and(|d| d.timestamp >= s.meta.max_timestamp)
+}
+
 /// Adds `p` to a read's result so far (LWW).
 fn merge_into(acc: &mut Option<Partition>, p: Partition) {
     match acc {
@@ -1606,13 +1615,7 @@ impl Inner {
         }
         let merge = merge_into;
         for s in &st.sstables {
-            // SSTables are newest first: once a partition deletion covers
-            // everything an SSTable holds, the rest cannot matter.
-            if acc
-                .as_ref()
-                .and_then(|a| a.deletion)
-                .is_some_and(|d| d.timestamp >= s.meta.max_timestamp)
-            {
+            if deleted_past(&acc, s) {
                 break;
             }
             if let Some(p) = s.get_with(key, &filter.clustering, self.block_cache.as_ref())? {
@@ -1654,11 +1657,7 @@ impl Inner {
             // Where the least advanced source that stopped at the cap stopped.
             let mut cut: Option<bytes::Bytes> = None;
             for s in &st.sstables {
-                if acc
-                    .as_ref()
-                    .and_then(|a| a.deletion)
-                    .is_some_and(|d| d.timestamp >= s.meta.max_timestamp)
-                {
+                if deleted_past(&acc, s) {
                     break;
                 }
                 let cache = self.block_cache.as_ref();

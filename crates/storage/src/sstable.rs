@@ -753,6 +753,40 @@ impl SsTable {
         self.get_with(key, filter, None)
     }
 
+    /// A cursor just past `key`'s partition header, and the header (its
+    /// deletion, range tombstones and static row); `None` when this
+    /// SSTable does not hold the partition.
+    fn find_header<'a>(
+        &'a self,
+        key: &DecoratedKey,
+        cache: Option<&'a BlockCache>,
+    ) -> Result<Option<(Cursor<'a>, Partition)>> {
+        if !self.may_contain(key) || self.index.is_empty() {
+            return Ok(None);
+        }
+        let mut cur = Cursor::with_cache(self, self.find_block(key, None), cache)?;
+        loop {
+            let Some((tag, body)) = cur.next()? else {
+                return Ok(None);
+            };
+            if tag != TAG_HEADER {
+                continue;
+            }
+            let mut r = Reader::new(&body);
+            let token = r.i64_be().map_err(|e| self.corrupt_at(cur.block, e))?;
+            let k = r.bytes().map_err(|e| self.corrupt_at(cur.block, e))?;
+            match (token, k.as_ref()).cmp(&(key.token, key.key.as_ref())) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Greater => return Ok(None),
+                std::cmp::Ordering::Equal => {
+                    let part = codec::get_partition_header(&mut Reader::new(&body))
+                        .map_err(|e| self.corrupt_at(cur.block, e))?;
+                    return Ok(Some((cur, part)));
+                }
+            }
+        }
+    }
+
     /// [`Self::get`] through a block cache.
     pub fn get_with(
         &self,
@@ -777,29 +811,8 @@ impl SsTable {
         after: Option<&[u8]>,
         max_rows: usize,
     ) -> Result<Option<(Partition, bool)>> {
-        if !self.may_contain(key) || self.index.is_empty() {
+        let Some((mut cur, mut part)) = self.find_header(key, cache)? else {
             return Ok(None);
-        }
-        let mut cur = Cursor::with_cache(self, self.find_block(key, None), cache)?;
-        // Find the partition's header.
-        let mut part = loop {
-            let Some((tag, body)) = cur.next()? else {
-                return Ok(None);
-            };
-            if tag != TAG_HEADER {
-                continue;
-            }
-            let mut r = Reader::new(&body);
-            let token = r.i64_be().map_err(|e| self.corrupt_at(cur.block, e))?;
-            let k = r.bytes().map_err(|e| self.corrupt_at(cur.block, e))?;
-            match (token, k.as_ref()).cmp(&(key.token, key.key.as_ref())) {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Greater => return Ok(None),
-                std::cmp::Ordering::Equal => {
-                    break codec::get_partition_header(&mut Reader::new(&body))
-                        .map_err(|e| self.corrupt_at(cur.block, e))?;
-                }
-            }
         };
         // Wide partitions: jump to the block holding the first wanted row.
         let mut seek = filter.seek_key();
@@ -829,28 +842,8 @@ impl SsTable {
         before: Option<&[u8]>,
         max_rows: usize,
     ) -> Result<Option<(Partition, bool)>> {
-        if !self.may_contain(key) || self.index.is_empty() {
+        let Some((mut cur, mut part)) = self.find_header(key, cache)? else {
             return Ok(None);
-        }
-        let mut cur = Cursor::with_cache(self, self.find_block(key, None), cache)?;
-        let mut part = loop {
-            let Some((tag, body)) = cur.next()? else {
-                return Ok(None);
-            };
-            if tag != TAG_HEADER {
-                continue;
-            }
-            let mut r = Reader::new(&body);
-            let token = r.i64_be().map_err(|e| self.corrupt_at(cur.block, e))?;
-            let k = r.bytes().map_err(|e| self.corrupt_at(cur.block, e))?;
-            match (token, k.as_ref()).cmp(&(key.token, key.key.as_ref())) {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Greater => return Ok(None),
-                std::cmp::Ordering::Equal => {
-                    break codec::get_partition_header(&mut Reader::new(&body))
-                        .map_err(|e| self.corrupt_at(cur.block, e))?;
-                }
-            }
         };
         let (first, rows_from) = (cur.block, cur.pos);
         // The partition's last block, or the one holding `before`: every
