@@ -5,11 +5,12 @@
 //! row, range and partition deletions and expired TTLs, so that chunks
 //! end inside runs of shadowed rows.
 
+mod common;
+
 use bytes::Bytes;
 use gyre_common::{Cell, CellName, DecoratedKey, Deletion, Partition, Slice, SliceBound};
 use gyre_storage::{
-    finish_read, ClusteringFilter, CompactionOptions, LsmConfig, LsmEngine, ReadFilter,
-    StorageEngine, SyncMode, TableId, TableOptions,
+    finish_read, ClusteringFilter, LsmConfig, ReadFilter, StorageEngine, SyncMode, TableId,
 };
 
 const TABLE: TableId = TableId(uuid::Uuid::from_u128(0x11_41ed));
@@ -85,20 +86,13 @@ fn batch(rng: &mut Rng, key: &DecoratedKey) -> Partition {
 #[test]
 fn limited_reads_answer_as_the_unlimited_read_cut_at_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = LsmEngine::open(LsmConfig {
-        sync: SyncMode::Periodic { period_ms: 1000 },
-        ..LsmConfig::in_dir(dir.path())
-    })
-    .expect("open");
-    engine
-        .create_table(
-            TABLE,
-            TableOptions {
-                compaction: CompactionOptions::None,
-                ..Default::default()
-            },
-        )
-        .expect("create");
+    let engine = common::engine_without_compaction(
+        LsmConfig {
+            sync: SyncMode::Periodic { period_ms: 1000 },
+            ..LsmConfig::in_dir(dir.path())
+        },
+        TABLE,
+    );
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let keys: Vec<DecoratedKey> = (0..6u8).map(|k| DecoratedKey::new(vec![k])).collect();
     let mut checked = 0;

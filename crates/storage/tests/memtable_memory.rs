@@ -10,14 +10,14 @@
 // The counting allocator.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use gyre_common::{Cell, CellName, Partition};
-use gyre_storage::{
-    CompactionOptions, LsmConfig, LsmEngine, StorageEngine, SyncMode, TableId, TableOptions,
-};
+use gyre_storage::{LsmConfig, StorageEngine, SyncMode, TableId};
 
 struct Counting;
 
@@ -72,22 +72,15 @@ fn update(i: u64, version: i64) -> Partition {
 #[test]
 fn memtable_bytes_are_the_heap_the_memtable_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = LsmEngine::open(LsmConfig {
-        sync: SyncMode::Periodic { period_ms: 10 },
-        // Nothing is flushed: the memtable keeps every write.
-        memtable_space_bytes: 1 << 30,
-        ..LsmConfig::in_dir(dir.path())
-    })
-    .expect("open");
-    engine
-        .create_table(
-            TABLE,
-            TableOptions {
-                compaction: CompactionOptions::None,
-                ..Default::default()
-            },
-        )
-        .expect("create");
+    let engine = common::engine_without_compaction(
+        LsmConfig {
+            sync: SyncMode::Periodic { period_ms: 10 },
+            // Nothing is flushed: the memtable keeps every write.
+            memtable_space_bytes: 1 << 30,
+            ..LsmConfig::in_dir(dir.path())
+        },
+        TABLE,
+    );
     let partitions = 100_000u64;
     let before_heap = LIVE.load(Ordering::Relaxed);
     let before_accounted = engine.engine_stats().memtable_bytes;

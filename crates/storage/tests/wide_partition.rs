@@ -9,15 +9,14 @@
 // The counting allocator.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use gyre_common::{Cell, CellName, DecoratedKey, Partition, Slice, SliceBound};
-use gyre_storage::{
-    ClusteringFilter, CompactionOptions, LsmConfig, LsmEngine, ReadFilter, StorageEngine, SyncMode,
-    TableId, TableOptions,
-};
+use gyre_storage::{ClusteringFilter, LsmConfig, ReadFilter, StorageEngine, SyncMode, TableId};
 
 struct Counting;
 
@@ -97,23 +96,16 @@ fn wide_partition_compacts_in_bounded_memory() {
         .unwrap_or(64);
     let rows = mb * 1024 * 1024 / (ROW_VALUE as u64 + 24);
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = LsmEngine::open(LsmConfig {
-        sync: SyncMode::Periodic { period_ms: 1000 },
-        memtable_space_bytes: 8 << 20,
-        compaction_throughput_bytes_per_sec: 0,
-        ..LsmConfig::in_dir(dir.path())
-    })
-    .expect("open");
-    engine
-        .create_table(
-            TABLE,
-            TableOptions {
-                // Flushes in the background, compaction only on request.
-                compaction: CompactionOptions::None,
-                ..Default::default()
-            },
-        )
-        .expect("create");
+    // Flushes in the background, compaction only on request.
+    let engine = common::engine_without_compaction(
+        LsmConfig {
+            sync: SyncMode::Periodic { period_ms: 1000 },
+            memtable_space_bytes: 8 << 20,
+            compaction_throughput_bytes_per_sec: 0,
+            ..LsmConfig::in_dir(dir.path())
+        },
+        TABLE,
+    );
     let key = DecoratedKey::new(&b"wide"[..]);
     // Two interleaved passes (even rows, then odd rows, a tenth of them
     // overwritten by the second), so every input SSTable spans the whole
