@@ -10,11 +10,18 @@
 //!   compaction;
 //! - `slice`: clustering-slice reads of 100 rows from wide partitions;
 //! - `mixed`: 50/50 random reads and overwrites of the `write1` data;
-//! - `delete`: half the partitions deleted, then random reads.
+//! - `delete`: half the partitions deleted, then random reads;
+//! - `scale`: one writer loads `--scale-base` partitions (the reference
+//!   figure), then `--partitions` into a fresh table with progress lines
+//!   (ops/s, SSTables, pending compaction, disk, RSS), random point reads
+//!   of the settled table, and overwrites of random existing keys with the
+//!   space amplification once compaction settles (`scale.rs`).
 //!
 //! `--engine both` (with `--features rocksdb`) runs every workload on the
 //! native engine and on RocksDB in one process and prints them side by side,
 //! with write amplification from `/proc/self/io`.
+
+mod scale;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +40,8 @@ use rand::{Rng, SeedableRng};
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks a Gyre storage engine")]
 struct Args {
-    /// Comma-separated workloads: write1, write4, read, slice, mixed, delete.
+    /// Comma-separated workloads: write1, write4, read, slice, mixed,
+    /// delete, scale (not in the default set).
     #[arg(long, default_value = "write1,write4,read,slice,mixed,delete")]
     workloads: String,
     #[arg(long, default_value_t = 1_000_000)]
@@ -78,6 +86,22 @@ struct Args {
     /// stderr every this many milliseconds (0: never).
     #[arg(long, default_value_t = 0)]
     memory_trace_ms: u64,
+    /// `scale`: partitions of the reference load (the "1M figure").
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_base: u64,
+    /// `scale`: overwrites, as a share of `--partitions`.
+    #[arg(long, default_value_t = 1.0)]
+    overwrite_share: f64,
+    /// `scale`: seconds between progress lines.
+    #[arg(long, default_value_t = 10)]
+    progress_secs: u64,
+    /// `scale`: the longest wait for compaction to settle, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    settle_cap_secs: u64,
+    /// `scale`: stop with an error when the disk holding the data has less
+    /// than this many GiB free (checked with every progress line).
+    #[arg(long, default_value_t = 15)]
+    min_free_gb: u64,
 }
 
 /// Resident memory now (VmRSS).
@@ -392,7 +416,7 @@ fn main() -> anyhow::Result<()> {
             memory_trace(&engine, Duration::from_millis(args.memory_trace_ms));
         }
         println!("== engine {name}");
-        for report in run_workloads(&engine, &args)? {
+        for report in run_workloads(&engine, &args, &dir)? {
             report.print(args.json);
             all.push((name.to_string(), report));
         }
@@ -437,12 +461,20 @@ fn print_side_by_side(all: &[(String, Report)]) {
     }
 }
 
-fn run_workloads(engine: &Arc<dyn StorageEngine>, args: &Args) -> anyhow::Result<Vec<Report>> {
+fn run_workloads(
+    engine: &Arc<dyn StorageEngine>,
+    args: &Args,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<Report>> {
     let mut out = Vec::new();
     let workloads: Vec<&str> = args.workloads.split(',').collect();
     let write_table = TableId(uuid::Uuid::from_u128(1));
     let mut have_data = false;
     for w in &workloads {
+        if *w == "scale" {
+            out.extend(scale::run(engine, args, dir)?);
+            continue;
+        }
         let io_before = io_write_bytes();
         let mut report = match *w {
             "write1" => {

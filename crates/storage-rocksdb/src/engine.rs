@@ -657,8 +657,24 @@ impl StorageEngine for RocksEngine {
                 .flatten()
                 .unwrap_or(0)
         };
+        // SST files per level (RocksDB's default has 7 levels); a string
+        // property, not an integer one.
+        let sstables_per_level: Vec<usize> = (0..7)
+            .map(|l| {
+                self.db
+                    .property_value_cf(&cf, format!("rocksdb.num-files-at-level{l}").as_str())
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect();
         Ok(TableStats {
-            sstable_count: prop("rocksdb.num-live-versions") as usize,
+            sstable_count: sstables_per_level.iter().sum(),
+            sstables_per_level,
+            compaction_pending: prop("rocksdb.compaction-pending") > 0
+                || prop("rocksdb.num-running-compactions") > 0,
+            pending_compaction_bytes: prop("rocksdb.estimate-pending-compaction-bytes"),
             disk_bytes: prop("rocksdb.total-sst-files-size"),
             memtable_bytes: prop("rocksdb.cur-size-all-mem-tables"),
             estimated_partitions: prop("rocksdb.estimate-num-keys"),

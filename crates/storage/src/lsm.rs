@@ -2473,9 +2473,10 @@ impl StorageEngine for LsmEngine {
     fn table_stats(&self, table: TableId) -> Result<TableStats> {
         let t = self.inner.table(table)?;
         let st = t.snapshot();
-        let compaction_pending = strategy::strategy_for(&t.options.read().compaction)
-            .next_task(&sstable_infos(&st), &self.inner.plan_context(&t, &st))
-            .is_some();
+        let strategy = strategy::strategy_for(&t.options.read().compaction);
+        let (infos, ctx) = (sstable_infos(&st), self.inner.plan_context(&t, &st));
+        let compaction_pending = strategy.next_task(&infos, &ctx).is_some();
+        let pending_compaction_bytes = strategy.pending_bytes(&infos, &ctx);
         let active_compaction = t.active.lock().clone();
         Ok(TableStats {
             sstable_count: st.sstables.len(),
@@ -2509,6 +2510,7 @@ impl StorageEngine for LsmEngine {
             expired_sstables_dropped: t.expired_dropped.load(Ordering::Relaxed),
             expired_bytes_dropped: t.expired_bytes_dropped.load(Ordering::Relaxed),
             compaction_pending,
+            pending_compaction_bytes,
             active_compaction,
             bloom_filter_bytes: st.sstables.iter().map(|s| s.memory_bytes().0 as u64).sum(),
             index_bytes: st.sstables.iter().map(|s| s.memory_bytes().1 as u64).sum(),

@@ -95,6 +95,19 @@ pub trait CompactionStrategy: Send + Sync + Debug {
     /// strategy wants it.
     fn next_task(&self, sstables: &[SsTableInfo], ctx: &PlanContext) -> Option<CompactionTask>;
 
+    /// Bytes the strategy still has to compact before the table is as it
+    /// wants it (like RocksDB's `estimate-pending-compaction-bytes`): the
+    /// default counts the inputs of the next task only.
+    fn pending_bytes(&self, sstables: &[SsTableInfo], ctx: &PlanContext) -> u64 {
+        self.next_task(sstables, ctx).map_or(0, |t| {
+            sstables
+                .iter()
+                .filter(|s| t.inputs().contains(&s.generation))
+                .map(|s| s.bytes)
+                .sum()
+        })
+    }
+
     /// A major compaction (`nodetool compact`): every SSTable merged.
     fn major_task(&self, sstables: &[SsTableInfo]) -> Option<CompactionTask> {
         if sstables.is_empty() {
@@ -324,6 +337,31 @@ impl CompactionStrategy for Leveled {
             return Some(self.merge_into(inputs, 1));
         }
         None
+    }
+
+    /// Level 0 (once it would trigger a merge) plus every level's bytes
+    /// over its capacity; what spills from one level is counted again at
+    /// the next, as RocksDB estimates it.
+    fn pending_bytes(&self, sstables: &[SsTableInfo], _: &PlanContext) -> u64 {
+        let levels = self.levels(sstables);
+        let l0_bytes: u64 = levels[0].iter().map(|s| s.bytes).sum();
+        let mut pending = 0;
+        let mut incoming = 0;
+        if !levels[0].is_empty()
+            && (levels[0].len() >= self.0.min_threshold.max(1)
+                || l0_bytes >= self.0.sstable_size_bytes)
+        {
+            pending += l0_bytes;
+            incoming = l0_bytes;
+        }
+        for (i, level) in levels.iter().enumerate().skip(1) {
+            let bytes = level.iter().map(|s| s.bytes).sum::<u64>() + incoming;
+            incoming = bytes.saturating_sub(self.capacity(i as u32));
+            if i < MAX_LEVEL as usize {
+                pending += incoming;
+            }
+        }
+        pending
     }
 
     /// Everything merged into one run, at the first level it fits in.
@@ -596,6 +634,27 @@ mod tests {
         assert!(s.levels(&sim.sstables)[2].len() > 1, "reaches level 2");
         let wa = sim.written as f64 / sim.flushed as f64;
         assert!(wa < 40.0, "write amplification {wa}");
+    }
+
+    #[test]
+    fn leveled_pending_bytes_falls_to_zero_as_compaction_settles() {
+        let s = leveled(1, 4);
+        let mut sim = Sim::new();
+        for i in 0..40 {
+            sim.flush(512 << 10, i, LocalTime::MAX);
+        }
+        // 20 MiB in level 0: all of it pending, and what spills past
+        // level 1 (4 MiB) counts again there; level 2 (16 MiB) holds it.
+        let pending = s.pending_bytes(&sim.sstables, &CTX);
+        assert_eq!(pending, (20 + 16) << 20);
+        let mut last = pending;
+        while let Some(t) = s.next_task(&sim.sstables, &CTX) {
+            sim.run(&t);
+            let now = s.pending_bytes(&sim.sstables, &CTX);
+            assert!(now <= last + (1 << 20), "pending grows: {last} -> {now}");
+            last = now;
+        }
+        assert_eq!(s.pending_bytes(&sim.sstables, &CTX), 0, "settled");
     }
 
     #[test]

@@ -526,6 +526,9 @@ pub struct TableStats {
     /// Whether the table's compaction strategy has a task to run now (or
     /// running): false once compaction has settled.
     pub compaction_pending: bool,
+    /// Estimated bytes compaction still has to rewrite before the table
+    /// settles (see [`crate::strategy::CompactionStrategy::pending_bytes`]).
+    pub pending_compaction_bytes: u64,
     /// The merge running now, if any.
     pub active_compaction: Option<CompactionProgress>,
     /// Heap bytes of the table's SSTable bloom filters and block indexes.
