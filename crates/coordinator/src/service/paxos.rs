@@ -65,15 +65,29 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 const SPECULATE_AFTER: Duration = Duration::from_millis(100);
 
 /// Runs one replica-side Paxos request on `storage` (the same code for a
-/// remote request and the coordinator's own replica): the state is read
-/// and changed now, the future resolves with the answer once durable.
+/// remote request and the coordinator's own replica, `own`): the state is
+/// read and changed now, the future resolves with the answer once durable.
+///
+/// Except the coordinator's own promise (a prepare that commits nothing):
+/// it is answered at once and made durable in the background. It is
+/// answered to this process's proposer only, which a crash that loses the
+/// promise ends too; the proposer's next step here, the accept, is
+/// appended after the promise and awaited, so an accepted proposal never
+/// rests on a lost promise. A promise lost in a crash can only have been
+/// one of a round that wrote nothing (a SERIAL read, conditions not met),
+/// and a lower ballot this replica then accepts was concurrent with that
+/// round: any write chosen in between would have left a durable promise
+/// above it on a quorum. This spares an LWT waiting for the later of two
+/// fsyncs (its own and the other replica's) in the prepare round.
 fn serve_paxos(
     storage: &dyn StorageEngine,
     paxos: &PaxosReplica,
     verb: gyre_net::Verb,
     payload: &Bytes,
+    own: bool,
 ) -> BoxFuture<'static, std::result::Result<Bytes, String>> {
     let now = SystemClock.now();
+    let mut background: Option<gyre_storage::WriteFuture> = None;
     let res = match verb {
         PAXOS_PREPARE => decode_prepare(payload).and_then(|(c, ballot, agreed)| {
             // Commit-and-prepare: an agreed proposal the proposer finished
@@ -90,6 +104,10 @@ fn serve_paxos(
                             c.await?;
                             d.await
                         })),
+                        (None, Some(d)) if own => {
+                            background = Some(d);
+                            None
+                        }
                         (c, d) => c.or(d),
                     };
                     (encode_promise(&p), durable)
@@ -120,6 +138,17 @@ fn serve_paxos(
         _ => Err(format!("not a paxos verb: {verb}")),
     };
     async move {
+        if let Some(mut d) = background {
+            // Usually still waiting for its fsync (over the memtable limit
+            // it may also have to be appended): finished by a task.
+            if futures::poll!(&mut d).is_pending() {
+                tokio::spawn(async move {
+                    if let Err(e) = d.await {
+                        tracing::warn!(error = %e, "paxos promise record failed");
+                    }
+                });
+            }
+        }
         let (answer, durable) = res?;
         if let Some(d) = durable {
             d.await.map_err(|e| e.to_string())?;
@@ -149,7 +178,7 @@ pub(super) fn register_handlers(
             let Some(responder) = msg.responder else {
                 return;
             };
-            let answer = serve_paxos(s.as_ref(), &p, verb, &msg.payload);
+            let answer = serve_paxos(s.as_ref(), &p, verb, &msg.payload, false);
             tokio::spawn(async move { respond(responder, answer.await, verb) });
         });
     }
@@ -197,6 +226,7 @@ impl Coordinator {
                 &self.inner.paxos,
                 verb,
                 &payload,
+                true,
             );
         }
         let (messenger, addr) = (self.inner.messenger.clone(), t.addr);
@@ -688,6 +718,7 @@ impl Coordinator {
             &self.inner.paxos,
             PAXOS_PROPOSE,
             &proposal,
+            true,
         )
         .await
         .and_then(|b| decode_accept(&b))
@@ -881,5 +912,118 @@ impl Coordinator {
             }),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use gyre_storage::{
+        EngineStats, LsmConfig, LsmEngine, ScanPage, ScanRequest, TableOptions, TableStats,
+        WriteFuture,
+    };
+
+    /// An engine whose Paxos promise records (a `system.paxos` write of
+    /// the promised ballot alone) never become durable.
+    struct PromisesNeverDurable(LsmEngine);
+
+    impl StorageEngine for PromisesNeverDurable {
+        fn create_table(&self, id: TableId, o: TableOptions) -> gyre_storage::Result<()> {
+            self.0.create_table(id, o)
+        }
+        fn drop_table(&self, id: TableId) -> gyre_storage::Result<()> {
+            self.0.drop_table(id)
+        }
+        fn truncate_table(&self, id: TableId) -> gyre_storage::Result<()> {
+            self.0.truncate_table(id)
+        }
+        fn tables(&self) -> Vec<(TableId, TableOptions)> {
+            self.0.tables()
+        }
+        fn apply(&self, table: TableId, update: Partition) -> gyre_storage::Result<()> {
+            self.0.apply(table, update)
+        }
+        fn apply_mutation(&self, m: Mutation) -> WriteFuture {
+            let promise_only = m.table() == crate::paxos::PAXOS_TABLE
+                && m.update().rows.values().all(|r| {
+                    r.cells.len() == 1 && r.cells.keys().all(|n| n.column.as_ref() == b"promised")
+                });
+            let durable = self.0.apply_mutation(m);
+            if promise_only {
+                Box::pin(futures::future::pending())
+            } else {
+                durable
+            }
+        }
+        fn read(
+            &self,
+            table: TableId,
+            key: &DecoratedKey,
+            filter: &ReadFilter,
+            now: LocalTime,
+        ) -> gyre_storage::Result<Option<Partition>> {
+            self.0.read(table, key, filter, now)
+        }
+        fn scan(
+            &self,
+            table: TableId,
+            request: &ScanRequest,
+            now: LocalTime,
+        ) -> gyre_storage::Result<ScanPage> {
+            self.0.scan(table, request, now)
+        }
+        fn flush(&self, table: Option<TableId>) -> gyre_storage::Result<()> {
+            self.0.flush(table)
+        }
+        fn compact(&self, table: TableId) -> gyre_storage::Result<()> {
+            self.0.compact(table)
+        }
+        fn table_stats(&self, table: TableId) -> gyre_storage::Result<TableStats> {
+            self.0.table_stats(table)
+        }
+        fn engine_stats(&self) -> EngineStats {
+            self.0.engine_stats()
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_coordinators_own_promise_is_answered_before_it_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = PromisesNeverDurable(LsmEngine::open(LsmConfig::in_dir(dir.path())).unwrap());
+        let table = TableId(uuid::Uuid::from_u128(42));
+        engine.create_table(table, TableOptions::default()).unwrap();
+        crate::paxos::create_table(&engine).unwrap();
+        let paxos = PaxosReplica::default();
+        let prepare = |key: &'static str, ballot: Ballot| {
+            let read = messages::ReadCommand {
+                table,
+                key: DecoratedKey::new(key),
+                filter: ReadFilter::all(),
+                now: 0,
+            };
+            encode_prepare(&read, ballot, None)
+        };
+        let wait = Duration::from_millis(300);
+        // Own: answered although its record is not durable.
+        let own = serve_paxos(
+            &engine,
+            &paxos,
+            PAXOS_PREPARE,
+            &prepare("a", Ballot::new(10, 1, 0)),
+            true,
+        );
+        let promise = decode_promise(&tokio::time::timeout(wait, own).await.unwrap().unwrap());
+        assert!(promise.unwrap().ok);
+        // Another coordinator's: answered only once durable.
+        let remote = serve_paxos(
+            &engine,
+            &paxos,
+            PAXOS_PREPARE,
+            &prepare("b", Ballot::new(10, 1, 0)),
+            false,
+        );
+        assert!(tokio::time::timeout(wait, remote).await.is_err());
     }
 }
