@@ -125,6 +125,8 @@ struct Table {
     truncated_at: Mutex<Option<Position>>,
     flushed_upto: Mutex<Option<Position>>,
     bytes_flushed: AtomicU64,
+    memtable_bytes_flushed: AtomicU64,
+    flush_micros: AtomicU64,
     bytes_compacted: AtomicU64,
     compactions: AtomicU64,
     compactions_failed: AtomicU64,
@@ -616,6 +618,8 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         truncated_at: Mutex::new(tf.truncated_at),
         flushed_upto: Mutex::new(tf.flushed_upto),
         bytes_flushed: AtomicU64::new(0),
+        memtable_bytes_flushed: AtomicU64::new(0),
+        flush_micros: AtomicU64::new(0),
         bytes_compacted: AtomicU64::new(0),
         compactions: AtomicU64::new(0),
         compactions_failed: AtomicU64::new(0),
@@ -1213,6 +1217,7 @@ impl Inner {
         m: &Arc<Memtable>,
         options: &TableOptions,
     ) -> Result<()> {
+        let started = std::time::Instant::now();
         let res = (|| -> Result<Option<SsTable>> {
             fail::fail_point!(FLUSH_FAILPOINT);
             if m.is_empty() {
@@ -1235,6 +1240,10 @@ impl Inner {
             Ok(s) => {
                 if let Some(s) = &s {
                     t.bytes_flushed.fetch_add(s.file_bytes, Ordering::Relaxed);
+                    t.memtable_bytes_flushed
+                        .fetch_add(m.bytes(), Ordering::Relaxed);
+                    t.flush_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 }
                 *m.flush.lock() = crate::memtable::FlushSlot::Written(s.map(Arc::new));
                 self.retire_flushed(t)
@@ -2492,6 +2501,8 @@ impl StorageEngine for LsmEngine {
                 + st.memtable.len() as u64,
             tombstones_on_disk: st.sstables.iter().map(|s| s.meta.tombstone_count).sum(),
             bytes_flushed: t.bytes_flushed.load(Ordering::Relaxed),
+            memtable_bytes_flushed: t.memtable_bytes_flushed.load(Ordering::Relaxed),
+            flush_micros: t.flush_micros.load(Ordering::Relaxed),
             bytes_compacted: t.bytes_compacted.load(Ordering::Relaxed),
             compactions: t.compactions.load(Ordering::Relaxed),
             compactions_failed: t.compactions_failed.load(Ordering::Relaxed),
