@@ -1231,8 +1231,19 @@ impl Inner {
                 self.config.bloom_bits_per_key,
             )?;
             w.set_indexes(&options.indexes);
-            for p in m.iter() {
-                w.add(&p)?;
+            for e in m.flush_iter() {
+                match e {
+                    // Written once (the common case): its bytes become the
+                    // SSTable's records as they are.
+                    crate::memtable::FlushEntry::Encoded(key, enc) => {
+                        if !w.add_encoded(&key, &enc)? {
+                            w.add(
+                                &crate::memtable::FlushEntry::Encoded(key, enc).into_partition(),
+                            )?;
+                        }
+                    }
+                    crate::memtable::FlushEntry::Merged(p) => w.add(&p)?,
+                }
             }
             Ok(Some(w.finish()?))
         })();
