@@ -1679,7 +1679,10 @@ mod tests {
     #[test]
     fn encoded_partitions_write_the_same_file_as_decoded_ones() {
         let parts = partitions();
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
         let (decoded, meta_d) = write(a.path(), &parts, false);
         let (spliced, meta_s) = write(b.path(), &parts, true);
         assert_eq!(meta_s, meta_d);
@@ -1741,17 +1744,23 @@ mod tests {
             with_rows(&[row(1, &["a"]), row(1, &["a"])]),
             with_rows(&[unordered_cells]),
         ];
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = SsTableWriter::create(dir.path(), 1, Compression::None, 4096, 10).unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w =
+            SsTableWriter::create(dir.path(), 1, Compression::None, 4096, 10).expect("sstable");
         for enc in &bad {
-            assert!(!w.add_encoded(&p.key, enc).unwrap());
+            assert!(!w.add_encoded(&p.key, enc).expect("sstable"));
         }
         let other = DecoratedKey::new("other");
-        assert!(!w.add_encoded(&other, &Bytes::from(good.clone())).unwrap());
+        assert!(!w
+            .add_encoded(&other, &Bytes::from(good.clone()))
+            .expect("sstable"));
         assert_eq!(w.partition_count(), 0);
         assert_eq!(w.bytes_written(), 0);
-        assert!(w.add_encoded(&p.key, &Bytes::from(good)).unwrap());
-        let s = w.finish().unwrap();
-        assert_eq!(s.get(&p.key, &ClusteringFilter::all()).unwrap(), Some(p));
+        assert!(w.add_encoded(&p.key, &Bytes::from(good)).expect("sstable"));
+        let s = w.finish().expect("sstable");
+        assert_eq!(
+            s.get(&p.key, &ClusteringFilter::all()).expect("sstable"),
+            Some(p)
+        );
     }
 }
