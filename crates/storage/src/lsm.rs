@@ -934,6 +934,12 @@ impl Inner {
                         .store(false, Ordering::Release);
                 }
                 Work::Compact(id) => {
+                    if self.closing.load(Ordering::Acquire) {
+                        // Every flush queues a request: a backlog of them
+                        // would each open a compaction only to stop it,
+                        // holding close up for minutes.
+                        continue;
+                    }
                     let Ok(t) = self.table(id) else { continue };
                     if t.compaction_lock.is_locked() {
                         // Another compactor (or a major compaction) works
