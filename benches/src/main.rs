@@ -322,6 +322,16 @@ fn write_workload(
         settle(engine, table)?;
     }
     let stats = engine.table_stats(table)?;
+    if stats.flush_micros > 0 {
+        // The flush's throughput in memtable bytes (as budgeted) per second
+        // of flush-thread time: what decides whether flushes keep up.
+        let secs = stats.flush_micros as f64 / 1e6;
+        let mib = stats.memtable_bytes_flushed as f64 / 1048576.0;
+        println!(
+            "{name}: flushes wrote {mib:.1} MiB of memtables in {secs:.2}s: {:.0} MiB/s",
+            mib / secs
+        );
+    }
     Ok(Report {
         name: name.into(),
         ops: per * threads,

@@ -125,6 +125,8 @@ struct Table {
     truncated_at: Mutex<Option<Position>>,
     flushed_upto: Mutex<Option<Position>>,
     bytes_flushed: AtomicU64,
+    memtable_bytes_flushed: AtomicU64,
+    flush_micros: AtomicU64,
     bytes_compacted: AtomicU64,
     compactions: AtomicU64,
     compactions_failed: AtomicU64,
@@ -616,6 +618,8 @@ fn open_table(dir: &Path, tf: TableFile) -> Result<Table> {
         truncated_at: Mutex::new(tf.truncated_at),
         flushed_upto: Mutex::new(tf.flushed_upto),
         bytes_flushed: AtomicU64::new(0),
+        memtable_bytes_flushed: AtomicU64::new(0),
+        flush_micros: AtomicU64::new(0),
         bytes_compacted: AtomicU64::new(0),
         compactions: AtomicU64::new(0),
         compactions_failed: AtomicU64::new(0),
@@ -930,6 +934,12 @@ impl Inner {
                         .store(false, Ordering::Release);
                 }
                 Work::Compact(id) => {
+                    if self.closing.load(Ordering::Acquire) {
+                        // Every flush queues a request: a backlog of them
+                        // would each open a compaction only to stop it,
+                        // holding close up for minutes.
+                        continue;
+                    }
                     let Ok(t) = self.table(id) else { continue };
                     if t.compaction_lock.is_locked() {
                         // Another compactor (or a major compaction) works
@@ -1213,6 +1223,7 @@ impl Inner {
         m: &Arc<Memtable>,
         options: &TableOptions,
     ) -> Result<()> {
+        let started = std::time::Instant::now();
         let res = (|| -> Result<Option<SsTable>> {
             fail::fail_point!(FLUSH_FAILPOINT);
             if m.is_empty() {
@@ -1226,8 +1237,19 @@ impl Inner {
                 self.config.bloom_bits_per_key,
             )?;
             w.set_indexes(&options.indexes);
-            for p in m.iter() {
-                w.add(&p)?;
+            for e in m.flush_iter() {
+                match e {
+                    // Written once (the common case): its bytes become the
+                    // SSTable's records as they are.
+                    crate::memtable::FlushEntry::Encoded(key, enc) => {
+                        if !w.add_encoded(&key, &enc)? {
+                            w.add(
+                                &crate::memtable::FlushEntry::Encoded(key, enc).into_partition(),
+                            )?;
+                        }
+                    }
+                    crate::memtable::FlushEntry::Merged(p) => w.add(&p)?,
+                }
             }
             Ok(Some(w.finish()?))
         })();
@@ -1235,6 +1257,10 @@ impl Inner {
             Ok(s) => {
                 if let Some(s) = &s {
                     t.bytes_flushed.fetch_add(s.file_bytes, Ordering::Relaxed);
+                    t.memtable_bytes_flushed
+                        .fetch_add(m.bytes(), Ordering::Relaxed);
+                    t.flush_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 }
                 *m.flush.lock() = crate::memtable::FlushSlot::Written(s.map(Arc::new));
                 self.retire_flushed(t)
@@ -2493,6 +2519,8 @@ impl StorageEngine for LsmEngine {
                 + st.memtable.len() as u64,
             tombstones_on_disk: st.sstables.iter().map(|s| s.meta.tombstone_count).sum(),
             bytes_flushed: t.bytes_flushed.load(Ordering::Relaxed),
+            memtable_bytes_flushed: t.memtable_bytes_flushed.load(Ordering::Relaxed),
+            flush_micros: t.flush_micros.load(Ordering::Relaxed),
             bytes_compacted: t.bytes_compacted.load(Ordering::Relaxed),
             compactions: t.compactions.load(Ordering::Relaxed),
             compactions_failed: t.compactions_failed.load(Ordering::Relaxed),

@@ -297,8 +297,19 @@ impl Memtable {
         }
     }
 
-    /// Every partition in order, whole (for flushing). Readers may still use
-    /// the memtable while it flushes, so this copies.
+    /// Every partition in order, for flushing: partitions written once as
+    /// the bytes the memtable holds (shared, not copied), the others merged.
+    pub fn flush_iter(&self) -> FlushIter<'_> {
+        FlushIter {
+            memtable: self,
+            shard: 0,
+            from: Bound::Unbounded,
+            batch: Default::default(),
+        }
+    }
+
+    /// Every partition in order, whole. Readers may still use the memtable
+    /// while it flushes, so this copies.
     pub fn iter(&self) -> MemtableIter<'_> {
         MemtableIter {
             memtable: self,
@@ -307,6 +318,71 @@ impl Memtable {
             filter: None,
             batch: Vec::new(),
         }
+    }
+}
+
+/// A partition as a flush gets it: the encoding the memtable holds, when
+/// it holds a single one (no updates to merge), or merged.
+pub enum FlushEntry {
+    Encoded(DecoratedKey, Bytes),
+    Merged(Partition),
+}
+
+impl FlushEntry {
+    /// The partition, decoded.
+    pub fn into_partition(self) -> Partition {
+        match self {
+            FlushEntry::Encoded(key, enc) => MemPartition {
+                merged: Some(enc),
+                pending: Vec::new(),
+                folds: 0,
+            }
+            .resolve(&key),
+            FlushEntry::Merged(p) => p,
+        }
+    }
+}
+
+/// Walks a memtable for flushing, a batch of partitions per shard lock.
+pub struct FlushIter<'a> {
+    memtable: &'a Memtable,
+    shard: usize,
+    from: Bound<DecoratedKey>,
+    batch: std::collections::VecDeque<FlushEntry>,
+}
+
+impl Iterator for FlushIter<'_> {
+    type Item = FlushEntry;
+
+    fn next(&mut self) -> Option<FlushEntry> {
+        while self.batch.is_empty() {
+            if self.shard >= SHARDS {
+                return None;
+            }
+            let shard = self.memtable.shards[self.shard].read();
+            let mut last = None;
+            for (k, p) in shard
+                .map
+                .range((self.from.clone(), Bound::Unbounded))
+                .take(BATCH)
+            {
+                self.batch
+                    .push_back(match (&p.merged, p.pending.is_empty()) {
+                        (Some(enc), true) => FlushEntry::Encoded(k.clone(), enc.clone()),
+                        _ => FlushEntry::Merged(p.resolve(k)),
+                    });
+                last = Some(k.clone());
+            }
+            drop(shard);
+            match last {
+                Some(k) if self.batch.len() == BATCH => self.from = Bound::Excluded(k),
+                _ => {
+                    self.shard += 1;
+                    self.from = Bound::Unbounded;
+                }
+            }
+        }
+        self.batch.pop_front()
     }
 }
 
@@ -430,6 +506,34 @@ mod tests {
         assert_eq!(mp.resolve(&key).rows.len(), 20_000);
         // Every 8 appends would be 2,500 folds; growth-tied folding is ~100.
         assert!(mp.folds < 150, "{} folds", mp.folds);
+    }
+
+    /// A flush gets the bytes of a partition written once as they are (no
+    /// copy: the same memory), and the merge of one written again.
+    #[test]
+    fn flush_iter_shares_single_updates_and_merges_the_others() {
+        let m = Memtable::new();
+        let mut keys: Vec<DecoratedKey> = (0..300).map(|i| put(&m, i)).collect();
+        keys.sort();
+        let again = put(&m, 7);
+        let mut seen = Vec::new();
+        for e in m.flush_iter() {
+            match e {
+                FlushEntry::Encoded(k, enc) => {
+                    assert_ne!(k, again);
+                    let shard = m.shards[shard_of(k.token)].read();
+                    let held = shard.map.get(&k).and_then(|p| p.merged.clone());
+                    assert_eq!(held.map(|b| b.as_ptr()), Some(enc.as_ptr()));
+                    seen.push(k);
+                }
+                FlushEntry::Merged(p) => {
+                    assert_eq!(p.key, again);
+                    assert_eq!(p.rows.len(), 1);
+                    seen.push(p.key);
+                }
+            }
+        }
+        assert_eq!(seen, keys);
     }
 
     #[test]

@@ -80,6 +80,36 @@ pub struct SsTableMeta {
     pub max_local_deletion_time: LocalTime,
 }
 
+impl SsTableMeta {
+    fn note_timestamp(&mut self, ts: Timestamp) {
+        self.min_timestamp = self.min_timestamp.min(ts);
+        self.max_timestamp = self.max_timestamp.max(ts);
+    }
+
+    fn note_deletion(&mut self, timestamp: Timestamp, deleted_at: LocalTime) {
+        self.tombstone_count += 1;
+        self.note_timestamp(timestamp);
+        self.min_local_deletion_time = self.min_local_deletion_time.min(deleted_at);
+        self.max_local_deletion_time = self.max_local_deletion_time.max(deleted_at);
+    }
+
+    /// A cell: its write time, its local deletion time (tombstones and
+    /// expiring cells), whether it is a tombstone.
+    fn note_cell(&mut self, timestamp: Timestamp, ldt: Option<LocalTime>, tombstone: bool) {
+        self.cell_count += 1;
+        self.note_timestamp(timestamp);
+        if let Some(ldt) = ldt {
+            self.min_local_deletion_time = self.min_local_deletion_time.min(ldt);
+        }
+        self.max_local_deletion_time = self
+            .max_local_deletion_time
+            .max(ldt.unwrap_or(LocalTime::MAX));
+        if tombstone {
+            self.tombstone_count += 1;
+        }
+    }
+}
+
 fn max_local_time() -> LocalTime {
     LocalTime::MAX
 }
@@ -146,6 +176,9 @@ pub struct SsTableWriter {
     meta: SsTableMeta,
     bloom_bits_per_key: usize,
     scratch: Vec<u8>,
+    /// Row spans of the partition [`Self::add_encoded`] is adding (kept
+    /// for its allocation).
+    spans: Vec<RowSpan>,
     finished: bool,
     /// Index segments built as partitions are added.
     sai: crate::sai::SegmentBuilder,
@@ -191,6 +224,7 @@ impl SsTableWriter {
             },
             bloom_bits_per_key,
             scratch: Vec::new(),
+            spans: Vec::new(),
             finished: false,
             sai: Default::default(),
         })
@@ -334,15 +368,7 @@ impl SsTableWriter {
     }
 
     fn note_deletion(&mut self, d: &gyre_common::Deletion) {
-        self.meta.tombstone_count += 1;
-        self.note_timestamp(d.timestamp);
-        self.meta.min_local_deletion_time = self.meta.min_local_deletion_time.min(d.deleted_at);
-        self.meta.max_local_deletion_time = self.meta.max_local_deletion_time.max(d.deleted_at);
-    }
-
-    fn note_timestamp(&mut self, ts: Timestamp) {
-        self.meta.min_timestamp = self.meta.min_timestamp.min(ts);
-        self.meta.max_timestamp = self.meta.max_timestamp.max(ts);
+        self.meta.note_deletion(d.timestamp, d.deleted_at);
     }
 
     fn note_row(&mut self, row: &gyre_common::Row) {
@@ -350,20 +376,68 @@ impl SsTableWriter {
             self.note_deletion(d);
         }
         for c in row.cells.values() {
-            self.meta.cell_count += 1;
-            self.note_timestamp(c.timestamp);
-            let ldt = c.local_deletion_time();
-            if let Some(ldt) = ldt {
-                self.meta.min_local_deletion_time = self.meta.min_local_deletion_time.min(ldt);
-            }
-            self.meta.max_local_deletion_time = self
-                .meta
-                .max_local_deletion_time
-                .max(ldt.unwrap_or(LocalTime::MAX));
-            if matches!(c.value, CellValue::Tombstone { .. }) {
-                self.meta.tombstone_count += 1;
-            }
+            self.meta.note_cell(
+                c.timestamp,
+                c.local_deletion_time(),
+                matches!(c.value, CellValue::Tombstone { .. }),
+            );
         }
+    }
+
+    /// Appends a partition given in its `codec::encode_partition` form (as
+    /// the memtable keeps it) without decoding it into trees and encoding
+    /// it again: the header record's body is that encoding's header and
+    /// each row record's body is a row's bytes as they are, so only a scan
+    /// (for the metadata's counts and the order checks) touches it. Writes
+    /// nothing and returns `false` when the bytes are not canonical (rows
+    /// or cells out of order, trailing bytes: they came from elsewhere) or
+    /// indexes need decoded rows: the caller adds the decoded partition.
+    pub fn add_encoded(&mut self, key: &DecoratedKey, enc: &Bytes) -> Result<bool> {
+        if !self.sai.is_empty() {
+            return Ok(false);
+        }
+        let mut meta = self.meta.clone();
+        let mut rows = std::mem::take(&mut self.spans);
+        rows.clear();
+        let scanned = scan_encoded(enc, key, &mut meta, &mut rows);
+        let Some(header_end) = scanned else {
+            self.spans = rows;
+            return Ok(false);
+        };
+        self.end_partition();
+        if meta.partition_count == 0 {
+            meta.min_token = key.token;
+        }
+        meta.max_token = key.token;
+        meta.partition_count += 1;
+        meta.row_count += rows.len() as u64;
+        self.meta = meta;
+        match &mut self.bloom {
+            Some(b) => b.insert(key),
+            None => self.key_hashes.push(crate::bloom::hashes(key)),
+        }
+        self.last_key = Some(key.clone());
+        let res = (|| {
+            self.start_record(key, None)?;
+            self.push_raw(TAG_HEADER, &enc[..header_end]);
+            for r in &rows {
+                if self.block.len() >= self.block_bytes || self.block_first.is_none() {
+                    self.start_record(key, Some(&enc.slice(r.ck.clone())))?;
+                }
+                self.push_raw(TAG_ROW, &enc[r.record.clone()]);
+            }
+            self.block.push(TAG_END);
+            self.block.push(0);
+            Ok(true)
+        })();
+        self.spans = rows;
+        res
+    }
+
+    fn push_raw(&mut self, tag: u8, body: &[u8]) {
+        self.block.push(tag);
+        codec::put_uvarint(&mut self.block, body.len() as u64);
+        self.block.extend_from_slice(body);
     }
 
     /// Starts a partition from its header (key, deletion, range tombstones,
@@ -533,6 +607,127 @@ impl SsTableWriter {
         sst.sai.insert_all(segments);
         Ok(sst)
     }
+}
+
+/// Where a row lies in a partition's encoding: its whole record body
+/// (clustering and row) and its clustering key's bytes.
+struct RowSpan {
+    record: std::ops::Range<usize>,
+    ck: std::ops::Range<usize>,
+}
+
+/// Scans a partition in its `codec::encode_partition` form for
+/// [`SsTableWriter::add_encoded`]: notes its header's and rows' deletions
+/// and cells in `meta` (not its partition and row counts), records its
+/// rows' spans, and returns where its header ends. `None` when it is not
+/// the canonical encoding of a partition with this key (what
+/// `decode_partition` and `encode_partition` would not give back byte for
+/// byte): undecodable, rows or cells not strictly ascending, bytes left.
+fn scan_encoded(
+    enc: &Bytes,
+    key: &DecoratedKey,
+    meta: &mut SsTableMeta,
+    rows: &mut Vec<RowSpan>,
+) -> Option<usize> {
+    let mut r = Reader::new(enc);
+    if r.i64_be().ok()? != key.token {
+        return None;
+    }
+    let n = r.len().ok()?;
+    let at = r.position();
+    if enc[at..at + n] != key.key[..] {
+        return None;
+    }
+    r.skip(n).ok()?;
+    scan_opt_deletion(&mut r, meta)?;
+    for _ in 0..r.uvarint().ok()? {
+        for _ in 0..2 {
+            match r.u8().ok()? {
+                0 => {}
+                1 | 2 => {
+                    let n = r.len().ok()?;
+                    r.skip(n).ok()?;
+                }
+                _ => return None,
+            }
+        }
+        meta.note_deletion(r.varint().ok()?, r.varint().ok()?);
+    }
+    match r.u8().ok()? {
+        0 => {}
+        1 => scan_row(enc, &mut r, meta)?,
+        _ => return None,
+    }
+    let header_end = r.position();
+    let mut prev: Option<std::ops::Range<usize>> = None;
+    for _ in 0..r.uvarint().ok()? {
+        let start = r.position();
+        let n = r.len().ok()?;
+        let ck = r.position()..r.position() + n;
+        r.skip(n).ok()?;
+        if prev.is_some_and(|p| enc[p] >= enc[ck.clone()]) {
+            return None;
+        }
+        scan_row(enc, &mut r, meta)?;
+        rows.push(RowSpan {
+            record: start..r.position(),
+            ck: ck.clone(),
+        });
+        prev = Some(ck);
+    }
+    r.is_empty().then_some(header_end)
+}
+
+fn scan_opt_deletion(r: &mut Reader<'_>, meta: &mut SsTableMeta) -> Option<()> {
+    match r.u8().ok()? {
+        0 => Some(()),
+        1 => {
+            meta.note_deletion(r.varint().ok()?, r.varint().ok()?);
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+/// A row's deletion and cells (`codec::put_row`), cells strictly ascending.
+fn scan_row(enc: &Bytes, r: &mut Reader<'_>, meta: &mut SsTableMeta) -> Option<()> {
+    scan_opt_deletion(r, meta)?;
+    let mut prev: Option<(std::ops::Range<usize>, std::ops::Range<usize>)> = None;
+    for _ in 0..r.uvarint().ok()? {
+        let n = r.len().ok()?;
+        let column = r.position()..r.position() + n;
+        r.skip(n).ok()?;
+        let n = r.len().ok()?;
+        let path = r.position()..r.position() + n;
+        r.skip(n).ok()?;
+        if let Some((c, p)) = &prev {
+            let ord = enc[c.clone()]
+                .cmp(&enc[column.clone()])
+                .then_with(|| enc[p.clone()].cmp(&enc[path.clone()]));
+            if ord != std::cmp::Ordering::Less {
+                return None;
+            }
+        }
+        prev = Some((column, path));
+        let timestamp = r.varint().ok()?;
+        match r.u8().ok()? {
+            0 => {
+                let n = r.len().ok()?;
+                r.skip(n).ok()?;
+                meta.note_cell(timestamp, None, false);
+            }
+            1 => {
+                u32::try_from(r.uvarint().ok()?).ok()?;
+                let expires_at = r.varint().ok()?;
+                let n = r.len().ok()?;
+                r.skip(n).ok()?;
+                meta.note_cell(timestamp, Some(expires_at), false);
+            }
+            2 => meta.note_cell(timestamp, Some(r.varint().ok()?), true),
+            _ => return None,
+        }
+    }
+    Some(())
 }
 
 impl Drop for SsTableWriter {
@@ -1406,5 +1601,166 @@ impl SsTableWriter {
             partitions: n,
             ends_partition,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyre_common::{Cell, CellName, Deletion, Slice, SliceBound};
+
+    /// Partitions of every shape, in ring order: rows of several cells,
+    /// row, range and partition deletions, static rows, expiring cells,
+    /// cell tombstones, a partition with no rows.
+    fn partitions() -> Vec<Partition> {
+        let mut out: Vec<Partition> = (0..400u32)
+            .map(|i| {
+                let mut p = Partition::with_key(format!("key{i}"));
+                for r in 0..(i % 7) {
+                    let ck = (r * 3).to_be_bytes().to_vec();
+                    p = p
+                        .set(
+                            ck.clone(),
+                            CellName::simple("a"),
+                            Cell::live(i64::from(i), vec![r as u8; 40]),
+                        )
+                        .set(
+                            ck.clone(),
+                            CellName::element("m", format!("{r}")),
+                            Cell::expiring(5, "x", 60, 1_000 + i64::from(i)),
+                        );
+                    if r == 2 {
+                        p = p.set(ck.clone(), CellName::simple("b"), Cell::tombstone(9, 77));
+                    }
+                    if r == 4 {
+                        p = p.delete_row(ck, Deletion::new(3, 50));
+                    }
+                }
+                if i % 5 == 0 {
+                    p = p.set_static(CellName::simple("s"), Cell::live(-4, "static"));
+                }
+                if i % 11 == 0 {
+                    p = p.delete_range(
+                        Slice::new(
+                            SliceBound::Inclusive(Bytes::from_static(b"\0")),
+                            SliceBound::Exclusive(Bytes::from_static(b"\x05")),
+                        ),
+                        Deletion::new(2, 40),
+                    );
+                }
+                if i % 13 == 0 {
+                    p = p.delete_partition(Deletion::new(1, 30));
+                }
+                p
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    fn write(dir: &Path, parts: &[Partition], encoded: bool) -> (Vec<u8>, SsTableMeta) {
+        // Small blocks: cuts fall inside partitions too.
+        let mut w = SsTableWriter::create(dir, 7, Compression::Lz4, 300, 10).expect("create");
+        for p in parts {
+            if encoded {
+                let mut enc = Vec::new();
+                codec::encode_partition(&mut enc, p);
+                assert!(w.add_encoded(&p.key, &Bytes::from(enc)).expect("add"));
+            } else {
+                w.add(p).expect("add");
+            }
+        }
+        let s = w.finish().expect("finish");
+        (fs::read(s.path()).expect("read"), s.meta.clone())
+    }
+
+    /// Spliced records are the ones the decoded path writes, byte for
+    /// byte, and the metadata counts the same.
+    #[test]
+    fn encoded_partitions_write_the_same_file_as_decoded_ones() {
+        let parts = partitions();
+        let (a, b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (decoded, meta_d) = write(a.path(), &parts, false);
+        let (spliced, meta_s) = write(b.path(), &parts, true);
+        assert_eq!(meta_s, meta_d);
+        assert!(meta_d.tombstone_count > 0 && meta_d.row_count > 0);
+        assert!(decoded == spliced, "the files differ");
+        let sst = SsTable::open(&sstable_path(b.path(), 7)).expect("open");
+        for p in &parts {
+            let got = sst.get(&p.key, &ClusteringFilter::all()).expect("get");
+            assert_eq!(got.as_ref(), Some(p));
+        }
+    }
+
+    /// Bytes that are not what `encode_partition` gives (from elsewhere)
+    /// are refused without writing anything, so the caller can decode them.
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        let p = Partition::with_key("k")
+            .set(vec![1u8], CellName::simple("a"), Cell::live(1, "x"))
+            .set(vec![2u8], CellName::simple("a"), Cell::live(1, "y"));
+        let row = |ck: u8, cells: &[&'static str]| {
+            let mut out = Vec::new();
+            codec::put_bytes(&mut out, &[ck]);
+            let mut r = gyre_common::Row::default();
+            for c in cells {
+                r.cells.insert(CellName::simple(*c), Cell::live(1, "v"));
+            }
+            codec::put_row(&mut out, &r);
+            out
+        };
+        let with_rows = |rows: &[Vec<u8>]| {
+            let mut enc = Vec::new();
+            codec::put_partition_header(&mut enc, &Partition::new(p.key.clone()));
+            codec::put_uvarint(&mut enc, rows.len() as u64);
+            for r in rows {
+                enc.extend_from_slice(r);
+            }
+            Bytes::from(enc)
+        };
+        let mut good = Vec::new();
+        codec::encode_partition(&mut good, &p);
+        let mut trailing = good.clone();
+        trailing.push(0);
+        // A row of cells out of order cannot come from a BTreeMap.
+        let mut unordered_cells = Vec::new();
+        codec::put_bytes(&mut unordered_cells, &[1]);
+        unordered_cells.push(0); // no row deletion
+        codec::put_uvarint(&mut unordered_cells, 2);
+        for c in ["b", "a"] {
+            codec::put_cell(
+                &mut unordered_cells,
+                &CellName::simple(c),
+                &Cell::live(1, "v"),
+            );
+        }
+        let bad = [
+            Bytes::from(trailing),
+            Bytes::from(good[..good.len() - 1].to_vec()),
+            with_rows(&[row(2, &["a"]), row(1, &["a"])]),
+            with_rows(&[row(1, &["a"]), row(1, &["a"])]),
+            with_rows(&[unordered_cells]),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w =
+            SsTableWriter::create(dir.path(), 1, Compression::None, 4096, 10).expect("sstable");
+        for enc in &bad {
+            assert!(!w.add_encoded(&p.key, enc).expect("sstable"));
+        }
+        let other = DecoratedKey::new("other");
+        assert!(!w
+            .add_encoded(&other, &Bytes::from(good.clone()))
+            .expect("sstable"));
+        assert_eq!(w.partition_count(), 0);
+        assert_eq!(w.bytes_written(), 0);
+        assert!(w.add_encoded(&p.key, &Bytes::from(good)).expect("sstable"));
+        let s = w.finish().expect("sstable");
+        assert_eq!(
+            s.get(&p.key, &ClusteringFilter::all()).expect("sstable"),
+            Some(p)
+        );
     }
 }

@@ -512,6 +512,10 @@ pub struct TableStats {
     pub tombstones_on_disk: u64,
     /// Bytes written by flushes and compactions since the engine started.
     pub bytes_flushed: u64,
+    /// Memtable bytes flushed (as budgeted) and the time flush threads
+    /// spent writing them to SSTables, for the flush's throughput.
+    pub memtable_bytes_flushed: u64,
+    pub flush_micros: u64,
     pub bytes_compacted: u64,
     pub compactions: u64,
     /// Background compactions that failed (a full disk) and were undone;
