@@ -95,7 +95,7 @@ op_args() {
 case $MODE in
 throughput)
     echo "# $(date -u +%FT%TZ) $(uptime)"
-    echo "# $BIN; node taskset -c 0, client taskset -c 1; $ROUNDS rounds x ${SECS}s per version"
+    echo "# node $NODE_BIN on CPU 0, client $BIN on CPU 1; $ROUNDS rounds x ${SECS}s per version"
     for op in $OPS; do
         start_node taskset -c 0
         # shellcheck disable=SC2046
@@ -107,7 +107,7 @@ throughput)
     ;;
 icount)
     echo "# $(date -u +%FT%TZ) $(uptime)"
-    echo "# $BIN under callgrind; N1=$N1 N2=$N2 requests per round"
+    echo "# node $NODE_BIN under callgrind, client $BIN; N1=$N1 N2=$N2 requests per round"
     echo "| op | version | Ir per op |"
     echo "|---|---|---|"
     for op in $OPS; do
