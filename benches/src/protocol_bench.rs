@@ -69,6 +69,11 @@ struct Cli {
     /// Seconds per round.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Requests per round (over all connections) instead of `--seconds`:
+    /// a fixed amount of work, for counting the node's instructions per
+    /// operation (e.g. under callgrind).
+    #[arg(long)]
+    requests: Option<u64>,
     /// Rounds per version.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -81,6 +86,11 @@ struct Cli {
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Do not load the keys (a node loaded by an earlier run): reloading
+    /// adds versions of every row, which makes later reads cost more than
+    /// earlier ones on the same node.
+    #[arg(long)]
+    skip_load: bool,
     /// Protocol versions to compare (4 and 5; `4` alone drives a node
     /// that serves only v4).
     #[arg(long, value_delimiter = ',', default_value = "4,5")]
@@ -202,7 +212,7 @@ fn key_value(k: u64) -> Value {
     Value::Bytes(Bytes::copy_from_slice(&(k as i64).to_be_bytes()))
 }
 
-async fn setup(addr: SocketAddr, keys: u64) -> Result<()> {
+async fn setup(addr: SocketAddr, keys: u64, load: bool) -> Result<()> {
     let mut c = Conn::open(addr, ProtocolVersion::V4, false).await?;
     for q in [
         "CREATE KEYSPACE IF NOT EXISTS protocol_bench WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
@@ -217,6 +227,9 @@ async fn setup(addr: SocketAddr, keys: u64) -> Result<()> {
         if let Response::Error(e) = r {
             bail!("{q}: {e}");
         }
+    }
+    if !load {
+        return Ok(());
     }
     // Load every key once so that reads find rows.
     let id = prepare(&mut c, INSERT).await?;
@@ -265,13 +278,21 @@ fn execute(id: &(Bytes, Option<Bytes>), values: Vec<Value>) -> Request {
     })
 }
 
-/// One connection's closed loop until `deadline`; returns the responses.
+/// When a connection stops sending: at a time, or after a number of
+/// requests.
+#[derive(Clone, Copy)]
+enum Until {
+    Deadline(Instant),
+    Requests(u64),
+}
+
+/// One connection's closed loop until `until`; returns the responses.
 async fn drive(
     cli: Cli,
     addr: SocketAddr,
     version: ProtocolVersion,
     seed: u64,
-    deadline: Instant,
+    until: Until,
 ) -> Result<u64> {
     let mut c = Conn::open(addr, version, cli.lz4).await?;
     let write = cli.op == "write";
@@ -290,23 +311,33 @@ async fn drive(
         };
         execute(&id, values)
     };
-    for s in 0..cli.in_flight {
+    let quota = match until {
+        Until::Deadline(_) => u64::MAX,
+        Until::Requests(n) => n,
+    };
+    let mut sent = 0u64;
+    for s in 0..(cli.in_flight as u64).min(quota) {
         c.push(s as i16, request(&mut next));
+        sent += 1;
     }
     c.flush().await?;
     let mut done = 0u64;
-    let mut outstanding = cli.in_flight;
+    let mut outstanding = sent;
     while outstanding > 0 {
         c.fill().await?;
-        let open = Instant::now() < deadline;
+        let open = match until {
+            Until::Deadline(d) => Instant::now() < d,
+            Until::Requests(_) => true,
+        };
         while let Some((stream, response)) = c.try_decode()? {
             if let Response::Error(e) = response {
                 bail!("request failed: {e}");
             }
             done += 1;
             outstanding -= 1;
-            if open {
+            if open && sent < quota {
                 c.push(stream, request(&mut next));
+                sent += 1;
                 outstanding += 1;
             }
         }
@@ -317,21 +348,28 @@ async fn drive(
     Ok(done)
 }
 
-async fn round(cli: &Cli, version: ProtocolVersion, round: usize) -> Result<f64> {
+/// One round: ops/s and the number of operations.
+async fn round(cli: &Cli, version: ProtocolVersion, round: usize) -> Result<(f64, u64)> {
     let addr = cli.addr.context("no node address")?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(cli.seconds);
+    let n = cli.connections as u64;
     let tasks: Vec<_> = (0..cli.connections)
         .map(|i| {
             let seed = (round * 1000 + i) as u64;
-            tokio::spawn(drive(cli.clone(), addr, version, seed, deadline))
+            let until = match cli.requests {
+                // Split evenly, the remainder to the first connections.
+                Some(total) => Until::Requests(total / n + u64::from((i as u64) < total % n)),
+                None => Until::Deadline(deadline),
+            };
+            tokio::spawn(drive(cli.clone(), addr, version, seed, until))
         })
         .collect();
     let mut total = 0;
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok((total as f64 / started.elapsed().as_secs_f64(), total))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -382,7 +420,7 @@ fn main() -> Result<()> {
 
 async fn run(cli: &Cli, node: Option<&node_proc::NodeProcess>) -> Result<()> {
     let addr = cli.addr.context("no node address")?;
-    setup(addr, cli.keys).await?;
+    setup(addr, cli.keys, !cli.skip_load).await?;
     let versions = cli
         .versions
         .iter()
@@ -400,18 +438,18 @@ async fn run(cli: &Cli, node: Option<&node_proc::NodeProcess>) -> Result<()> {
     let mut cpu = vec![(0f64, 0f64); versions.len()];
     // A warm-up round of each, not counted.
     for &v in &versions {
-        let ops = round(cli, v, 0).await?;
+        let (ops, _) = round(cli, v, 0).await?;
         eprintln!("warm-up v{}: {:.0} ops/s", v.number(), ops);
     }
     for r in 0..cli.repeat {
         for (i, v) in versions.iter().enumerate() {
             let pid = node.map(|n| n.pid()).or(cli.node_pid);
             let before = pid.map(node_proc::proc_cpu).transpose()?;
-            let ops = round(cli, *v, r + 1).await?;
+            let (ops, count) = round(cli, *v, r + 1).await?;
             if let (Some(pid), Some(before)) = (pid, before) {
                 let used = node_proc::proc_cpu(pid)? - before;
                 cpu[i].0 += used.as_secs_f64();
-                cpu[i].1 += ops * cli.seconds;
+                cpu[i].1 += count as f64;
             }
             eprintln!("round {} v{}: {:.0} ops/s", r + 1, v.number(), ops);
             results[i].push(ops);
