@@ -589,9 +589,7 @@ impl CqlHandler {
                 .execute_plan(user.as_deref(), &stmt, plan, params, skip_metadata, stale)
                 .await;
         }
-        match self
-            .run(user.as_deref(), stmt.parsed.clone(), params, skip_metadata)
-            .await
+        match Box::pin(self.run(user.as_deref(), stmt.parsed.clone(), params, skip_metadata)).await
         {
             Ok(CqlResult::Rows(mut rows)) if stale => {
                 rows.metadata.new_metadata_id = Some(stmt.result_metadata_id.clone());
@@ -854,8 +852,12 @@ impl RequestHandler for CqlHandler {
             return refused;
         }
         let requested = gyre_protocol::client_warn::tracing_requested();
+        // The rarer paths (traced requests, QUERY, BATCH, unplanned
+        // EXECUTE) are boxed on their own: inline, the largest of them sets
+        // the size of this future, which async_trait moves into its box on
+        // every request (a memcpy that was a third of a request's cost).
         if requested || self.shared.tracer.sample() {
-            return self.traced(conn, request, requested).await;
+            return Box::pin(self.traced(conn, request, requested)).await;
         }
         self.dispatch(conn, request).await
     }
@@ -864,13 +866,13 @@ impl RequestHandler for CqlHandler {
 impl CqlHandler {
     async fn dispatch(&self, conn: &ConnectionState, request: HandlerRequest) -> Response {
         match request {
-            HandlerRequest::Query(q) => self.query(conn, q).await,
+            HandlerRequest::Query(q) => Box::pin(self.query(conn, q)).await,
             HandlerRequest::Prepare(p) => match self.prepare(conn, &p.query, p.keyspace) {
                 Ok(prepared) => Response::Result(CqlResult::Prepared(prepared)),
                 Err(e) => error(e),
             },
             HandlerRequest::Execute(e) => self.execute(conn, e).await,
-            HandlerRequest::Batch(b) => self.batch(conn, b).await,
+            HandlerRequest::Batch(b) => Box::pin(self.batch(conn, b)).await,
         }
     }
 
