@@ -33,12 +33,15 @@ fn venv_python() -> PathBuf {
         }
     };
     let python = venv.join("bin/python");
-    let (ok, _) = run(Command::new(&python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; assert m.version('kubernetes-validate') == '1.37.0'",
-        ])
-        .stderr(std::process::Stdio::null()));
+    // Only a venv that exists can be asked (running a missing interpreter
+    // is an error, not a "no": the first run on a new machine).
+    const CHECK: &str =
+        "import importlib.metadata as m; assert m.version('kubernetes-validate') == '1.37.0'";
+    let ok = python.is_file()
+        && run(Command::new(&python)
+            .args(["-c", CHECK])
+            .stderr(std::process::Stdio::null()))
+        .0;
     if ok {
         return python;
     }
